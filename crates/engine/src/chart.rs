@@ -1,0 +1,153 @@
+//! The org chart: who may talk to whom, derived from every resume.
+//!
+//! A message from A reaches B only when B is in A's `send_to` and A is in B's
+//! `read_from`. Bounces from the engine bypass the chart.
+
+use std::collections::BTreeMap;
+
+use crate::name::AgentName;
+use crate::resume::Resume;
+
+/// Why the chart refuses a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// The recipient is not an agent.
+    #[error("unknown agent `{to}` (known: {known})")]
+    UnknownRecipient {
+        /// The name written.
+        to: String,
+        /// Known agents, comma separated.
+        known: String,
+    },
+    /// The sender may not write to the recipient.
+    #[error("{from} may not send to {to}: `{to}` is not in {from}'s send_to")]
+    NotInSendTo {
+        /// Sender.
+        from: String,
+        /// Recipient.
+        to: String,
+    },
+    /// The recipient does not read from the sender.
+    #[error("{to} does not read from {from}: `{from}` is not in {to}'s read_from")]
+    NotInReadFrom {
+        /// Sender.
+        from: String,
+        /// Recipient.
+        to: String,
+    },
+}
+
+impl Denial {
+    /// A short machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::UnknownRecipient { .. } => "unknown_recipient",
+            Denial::NotInSendTo { .. } => "chart_send_to",
+            Denial::NotInReadFrom { .. } => "chart_read_from",
+        }
+    }
+}
+
+/// The chart of one org.
+#[derive(Debug, Clone, Copy)]
+pub struct Chart<'a> {
+    agents: &'a BTreeMap<AgentName, Resume>,
+}
+
+impl<'a> Chart<'a> {
+    /// The chart of these agents.
+    pub fn new(agents: &'a BTreeMap<AgentName, Resume>) -> Chart<'a> {
+        Chart { agents }
+    }
+
+    /// Known agent names, comma separated.
+    pub fn known(&self) -> String {
+        self.agents.keys().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Checks that `from` may send to `to`.
+    pub fn check(&self, from: &str, to: &str) -> Result<(), Denial> {
+        let Some(recipient) = self.agents.get(to) else {
+            return Err(Denial::UnknownRecipient { to: to.to_string(), known: self.known() });
+        };
+        let sender_ok = self.agents.get(from).is_some_and(|s| s.send_to.allows(to));
+        if !sender_ok {
+            return Err(Denial::NotInSendTo { from: from.into(), to: to.into() });
+        }
+        if !recipient.read_from.allows(from) {
+            return Err(Denial::NotInReadFrom { from: from.into(), to: to.into() });
+        }
+        Ok(())
+    }
+
+    /// The agents `from` may actually reach (both sides allow), excluding itself.
+    pub fn reachable(&self, from: &str) -> Vec<String> {
+        self.agents
+            .keys()
+            .filter(|to| to.as_str() != from && self.check(from, to.as_str()).is_ok())
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    /// The agents that can reach `to`, excluding itself.
+    pub fn senders(&self, to: &str) -> Vec<String> {
+        self.agents
+            .keys()
+            .filter(|from| from.as_str() != to && self.check(from.as_str(), to).is_ok())
+            .map(|n| n.to_string())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resume::{Access, Schedule};
+    use std::collections::BTreeSet;
+
+    fn agent(name: &str, send: &[&str], read: &[&str]) -> (AgentName, Resume) {
+        let set = |l: &[&str]| {
+            if l == ["*"] {
+                Access::Anyone
+            } else {
+                Access::Only(l.iter().map(|n| AgentName::new(n).unwrap()).collect::<BTreeSet<_>>())
+            }
+        };
+        let n = AgentName::new(name).unwrap();
+        (
+            n.clone(),
+            Resume {
+                name: n,
+                title: String::new(),
+                description: String::new(),
+                model: Some("default".into()),
+                instructions: String::new(),
+                schedule: Schedule::default(),
+                send_to: set(send),
+                read_from: set(read),
+                tools: vec![],
+                credits: 1.0,
+            },
+        )
+    }
+
+    #[test]
+    fn both_sides_must_allow() {
+        let agents: BTreeMap<_, _> = [
+            agent("manager", &["*"], &["*"]),
+            agent("planner", &["manager"], &["manager"]),
+            agent("hr", &["manager"], &["manager"]),
+            agent("janitor", &["manager"], &["planner"]),
+        ]
+        .into_iter()
+        .collect();
+        let c = Chart::new(&agents);
+        assert!(c.check("manager", "planner").is_ok());
+        assert_eq!(c.check("planner", "hr").unwrap_err().code(), "chart_send_to");
+        assert_eq!(c.check("manager", "janitor").unwrap_err().code(), "chart_read_from");
+        let e = c.check("planner", "cfo").unwrap_err();
+        assert_eq!(e.to_string(), "unknown agent `cfo` (known: hr, janitor, manager, planner)");
+        assert_eq!(c.reachable("manager"), vec!["hr", "planner"]);
+        assert_eq!(c.senders("manager"), vec!["hr", "janitor", "planner"]);
+    }
+}

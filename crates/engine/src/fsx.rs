@@ -1,0 +1,218 @@
+//! Durable file operations: atomic writes and group commits (DESIGN §5 G1, G2).
+//!
+//! A single write (`write_atomic`) goes to a temporary file, is fsynced, renamed
+//! into place, and the folder is fsynced. A [`Batch`] does the same for many
+//! files with one filesystem sync per step instead of one per file: write every
+//! temporary file, sync, rename them all, sync. No reader ever sees a partial
+//! file, and when `commit` returns every file is durable.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{PathError, WithPath};
+
+/// Fsyncs a folder so that renames and creations in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
+    File::open(dir).and_then(|f| f.sync_all()).with_path(dir)
+}
+
+/// Writes `bytes` to `path` atomically and durably through `tmp_dir`.
+pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    fs::create_dir_all(tmp_dir).with_path(tmp_dir)?;
+    let tmp = tmp_path(tmp_dir, path);
+    {
+        let mut f = File::create(&tmp).with_path(&tmp)?;
+        f.write_all(bytes).with_path(&tmp)?;
+        f.sync_all().with_path(&tmp)?;
+    }
+    fs::rename(&tmp, path).with_path(path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn tmp_path(tmp_dir: &Path, target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    tmp_dir.join(format!("{name}.{}.tmp", std::process::id()))
+}
+
+/// Flushes every dirty file of the filesystem that holds `root` (one `syncfs`).
+pub fn sync_fs(root: &Path) -> Result<(), PathError> {
+    let f = File::open(root).with_path(root)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
+        let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).with_path(root);
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        f.sync_all().with_path(root)?;
+        // Without syncfs there is no group flush: sync the whole tree's files is too costly,
+        // so callers on other systems get per-file fsync through `Batch`.
+        Ok(())
+    }
+}
+
+/// A group of durable writes and moves, committed with one sync per step.
+#[derive(Debug, Default)]
+pub struct Batch {
+    writes: Vec<(PathBuf, PathBuf, Vec<u8>)>,
+    moves: Vec<(PathBuf, PathBuf)>,
+    removes: Vec<PathBuf>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Queues an atomic write of `bytes` to `path`, through the folder `tmp_dir`.
+    pub fn write(&mut self, tmp_dir: &Path, path: PathBuf, bytes: Vec<u8>) {
+        let tmp = tmp_path(tmp_dir, &path);
+        self.writes.push((tmp, path, bytes));
+    }
+
+    /// Queues a rename, done after every write is durable.
+    pub fn rename(&mut self, from: PathBuf, to: PathBuf) {
+        self.moves.push((from, to));
+    }
+
+    /// Queues a removal, done with the renames.
+    pub fn remove(&mut self, path: PathBuf) {
+        self.removes.push(path);
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.moves.is_empty() && self.removes.is_empty()
+    }
+
+    /// The number of queued writes.
+    pub fn writes(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Writes every file, syncs, renames them into place, syncs, then does the
+    /// queued moves and removals and syncs again. `root` names the filesystem.
+    pub fn commit(self, root: &Path) -> Result<(), PathError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        if !self.writes.is_empty() {
+            for (tmp, _, bytes) in &self.writes {
+                let mut f = File::create(tmp).with_path(tmp)?;
+                f.write_all(bytes).with_path(tmp)?;
+                if !cfg!(target_os = "linux") {
+                    f.sync_all().with_path(tmp)?;
+                }
+            }
+            sync_fs(root)?;
+            for (tmp, path, _) in &self.writes {
+                fs::rename(tmp, path).with_path(path)?;
+            }
+            crate::fault::point("batch_renamed");
+            sync_fs(root)?;
+        }
+        if !self.moves.is_empty() || !self.removes.is_empty() {
+            for (from, to) in &self.moves {
+                match fs::rename(from, to) {
+                    Ok(()) => {}
+                    // Already moved by an earlier, interrupted run: idempotent.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
+                    Err(e) => return Err(e).with_path(from),
+                }
+            }
+            for p in &self.removes {
+                match fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).with_path(p),
+                }
+            }
+            sync_fs(root)?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends lines to a file durably enough for a group commit (the caller syncs).
+/// If the file ends in a torn line from a crash, a newline is written first so
+/// that the torn line stays on its own and is skipped by readers.
+pub fn append_lines(path: &Path, lines: &str) -> Result<(), PathError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut f = OpenOptions::new().create(true).append(true).read(true).open(path).with_path(path)?;
+    let len = f.metadata().with_path(path)?.len();
+    let mut buf = String::with_capacity(lines.len() + 1);
+    if len > 0 {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1)).with_path(path)?;
+        f.read_exact(&mut last).with_path(path)?;
+        if last[0] != b'\n' {
+            buf.push('\n');
+        }
+    }
+    buf.push_str(lines);
+    f.write_all(buf.as_bytes()).with_path(path)
+}
+
+/// The JSON files of a folder that readers should see: not in `tmp/`, not
+/// starting with a dot, ending in `.json`; sorted by name.
+pub fn list_json(dir: &Path) -> Result<Vec<String>, PathError> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_path(dir),
+    };
+    for entry in rd {
+        let entry = entry.with_path(dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        out.push(name.to_string());
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_writes_moves_and_removes() {
+        let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        fs::write(d.path().join("old"), "x").unwrap();
+        fs::write(d.path().join("gone"), "x").unwrap();
+        let mut b = Batch::new();
+        b.write(&tmp, d.path().join("a.json"), b"{}".to_vec());
+        b.rename(d.path().join("old"), d.path().join("new"));
+        b.remove(d.path().join("gone"));
+        b.commit(d.path()).unwrap();
+        assert_eq!(fs::read(d.path().join("a.json")).unwrap(), b"{}");
+        assert!(d.path().join("new").exists() && !d.path().join("old").exists());
+        assert!(!d.path().join("gone").exists());
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn append_isolates_a_torn_last_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l.jsonl");
+        fs::write(&p, "{\"a\":1}\n{\"tor").unwrap();
+        append_lines(&p, "{\"b\":2}\n").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"tor\n{\"b\":2}\n");
+    }
+}

@@ -1,0 +1,171 @@
+//! Recovery records: `org/state/journal/<turn>/` holds the turn's start time
+//! and each agent's journaled reply with the plan of its effects; `turn.json`
+//! holds the last committed turn (DESIGN §5 G3, G4).
+//!
+//! A turn repeated after a crash reads the same start time (so reply ids are
+//! the same) and reuses every journaled reply instead of calling the model again.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use lemming_provider::Usage;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PathError, WithPath};
+use crate::fsx::{write_atomic, Batch};
+use crate::message::Message;
+use crate::org::Layout;
+
+/// How an agent's run went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The reply was used.
+    Ok,
+    /// The call failed or the reply was unusable; the mail stays unread.
+    Failed,
+}
+
+/// One agent's run on one turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The turn.
+    pub turn: u64,
+    /// The agent.
+    pub agent: String,
+    /// The model key that answered (or was asked, on failure).
+    pub model: String,
+    /// Ok or failed.
+    pub outcome: Outcome,
+    /// The raw reply text, when there was one.
+    pub reply: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Token usage, when the model answered.
+    pub usage: Option<Usage>,
+    /// Credits charged.
+    pub cost: f64,
+    /// The mail in the prompt (consumed on success, counted as an attempt on failure).
+    pub mail: Vec<String>,
+    /// Messages to write to the agent's outbox.
+    pub messages: Vec<Message>,
+    /// Memory after the reply's operations (`null` = deleted).
+    pub memory: BTreeMap<String, Option<serde_json::Value>>,
+    /// The agent's notes.
+    pub notes: String,
+    /// Skipped parts of the reply and failed memory operations.
+    pub warnings: Vec<String>,
+}
+
+/// The last committed turn, `org/state/turn.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Committed {
+    /// The turn number (0 before the first).
+    pub turn: u64,
+    /// When it was committed.
+    pub committed_at: Option<DateTime<Utc>>,
+}
+
+/// The journal of one org.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    layout: Layout,
+}
+
+impl Journal {
+    /// The journal of the org with this layout.
+    pub fn new(layout: &Layout) -> Journal {
+        Journal { layout: layout.clone() }
+    }
+
+    fn dir(&self, turn: u64) -> PathBuf {
+        self.layout.journal_dir().join(turn.to_string())
+    }
+
+    /// The last committed turn (0 if none).
+    pub fn last_turn(&self) -> Result<u64, PathError> {
+        Ok(self.committed()?.map(|c| c.turn).unwrap_or(0))
+    }
+
+    /// The commit record, if any turn was committed.
+    pub fn committed(&self) -> Result<Option<Committed>, PathError> {
+        let p = self.layout.turn_json();
+        match fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                .with_path(&p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_path(&p),
+        }
+    }
+
+    /// The start time of `turn`: recorded durably the first time, read back on a repeat.
+    pub fn start(&self, turn: u64, now: DateTime<Utc>) -> Result<DateTime<Utc>, PathError> {
+        let dir = self.dir(turn);
+        let p = dir.join("turn.json");
+        if let Ok(b) = fs::read(&p) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) {
+                if let Some(t) = v["started_at"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) {
+                    return Ok(t.with_timezone(&Utc));
+                }
+            }
+        }
+        fs::create_dir_all(&dir).with_path(&dir)?;
+        let body =
+            serde_json::json!({ "turn": turn, "started_at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) });
+        write_atomic(&self.layout.state_tmp(), &p, body.to_string().as_bytes())?;
+        crate::fsx::sync_dir(&self.layout.journal_dir())?;
+        Ok(now)
+    }
+
+    /// The records already journaled for `turn`, by agent.
+    pub fn records(&self, turn: u64) -> Result<BTreeMap<String, Record>, PathError> {
+        let dir = self.dir(turn);
+        let mut out = BTreeMap::new();
+        for file in crate::fsx::list_json(&dir)? {
+            let Some(agent) = file.strip_suffix(".json") else { continue };
+            if agent == "turn" {
+                continue;
+            }
+            let p = dir.join(&file);
+            let bytes = fs::read(&p).with_path(&p)?;
+            // A record is written atomically; one that does not parse was never committed.
+            if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {
+                out.insert(agent.to_string(), r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues a record.
+    pub fn record(&self, b: &mut Batch, r: &Record) {
+        let bytes = serde_json::to_vec(r).expect("a record always serializes");
+        b.write(&self.layout.state_tmp(), self.dir(r.turn).join(format!("{}.json", r.agent)), bytes);
+    }
+
+    /// Commits `turn`: writes `turn.json` atomically and durably.
+    pub fn commit(&self, turn: u64, at: DateTime<Utc>) -> Result<(), PathError> {
+        let c = Committed { turn, committed_at: Some(at) };
+        let bytes = serde_json::to_vec_pretty(&c).expect("commit record serializes");
+        write_atomic(&self.layout.state_tmp(), &self.layout.turn_json(), &bytes)
+    }
+
+    /// Removes journals of turns older than `turn - keep`.
+    pub fn prune(&self, turn: u64, keep: u64) {
+        let Ok(rd) = fs::read_dir(self.layout.journal_dir()) else { return };
+        for e in rd.flatten() {
+            let old = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).is_some_and(|t| t + keep < turn);
+            if old {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// The journal folder.
+    pub fn root(&self) -> &Path {
+        &self.layout.root
+    }
+}

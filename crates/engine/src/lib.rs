@@ -1,0 +1,59 @@
+//! lemming-engine: an organization of LLM agents whose only shared medium is the filesystem.
+//!
+//! # How a turn works
+//!
+//! 1. **Route** ([`turn`], [`mailbox`], [`chart`]): every `outbox/new/` file is
+//!    parsed and checked against the org chart, then delivered into each
+//!    recipient's `inbox/new/` (idempotent by id) and moved to `sent/`. Refused
+//!    mail goes to `org/state/dead/` with its reason and the sender gets a bounce.
+//! 2. **Pick**: an agent is due when its [`resume::Schedule`] fires and it has
+//!    unread mail (or `wake = "always"`), and it has credits ([`ledger`]).
+//! 3. **Run**, concurrently up to `max_parallel`: [`prompt`] builds the prompt,
+//!    a provider answers, the reply is journaled ([`journal`]), parsed
+//!    ([`reply`]), and its effects applied: outbox messages, [`memory`]
+//!    operations, the ledger charge; then the mail it read moves to `cur/`.
+//! 4. **Route again**, so replies arrive in the same turn.
+//! 5. **Commit**: `org/state/turn.json` is replaced atomically and the turn's
+//!    [`events`] are appended.
+//!
+//! Every phase is a group commit ([`fsx::Batch`]), ordered so that a crash at
+//! any point loses nothing and duplicates nothing (DESIGN §5).
+//!
+//! # Module map
+//!
+//! - [`org`]: finding an org, its state paths, loading every config file;
+//! - [`settings`], [`models`], [`resume`]: the three config files;
+//! - [`name`], [`message`]: agent names and the message file;
+//! - [`chart`]: who may talk to whom;
+//! - [`mailbox`]: the on-disk layout of inboxes, outboxes and dead letters;
+//! - [`fsx`]: atomic writes and group commits;
+//! - [`ledger`], [`memory`], [`journal`], [`events`], [`activity`]: state files;
+//! - [`prompt`], [`reply`]: what the model is told and how its answer is read;
+//! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`];
+//! - [`status`]: read-only snapshots; [`init`]: the embedded default org;
+//! - [`fault`]: crash points for tests; [`error`]: paths and diagnostics.
+#![warn(missing_docs)]
+
+pub mod activity;
+pub mod chart;
+pub mod daemon;
+pub mod error;
+pub mod events;
+pub mod fault;
+pub mod fsx;
+pub mod init;
+pub mod journal;
+pub mod ledger;
+pub mod lock;
+pub mod mailbox;
+pub mod memory;
+pub mod message;
+pub mod models;
+pub mod name;
+pub mod org;
+pub mod prompt;
+pub mod reply;
+pub mod resume;
+pub mod settings;
+pub mod status;
+pub mod turn;

@@ -1,0 +1,90 @@
+//! The org lock (DESIGN §5 G6): one process runs turns for an org at a time.
+//!
+//! `org/state/lock` is held with `flock` for the life of the process that runs
+//! turns, and holds its pid. The kernel releases it when the process dies, so a
+//! kill -9 leaves no stale lock.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use crate::error::{PathError, WithPath};
+use crate::org::Layout;
+
+/// A held org lock; released on drop.
+#[derive(Debug)]
+pub struct OrgLock {
+    _file: File,
+    /// The lock file.
+    pub path: PathBuf,
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error("the org is locked by another lemming process{} ({})\n  help: stop it first (`lemming stop`, or kill {}), or use `lemming send`/`inbox`/`status`, which work alongside it", pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), path.display(), pid.map(|p| p.to_string()).unwrap_or_else(|| "it".into()))]
+    Held {
+        /// The holder's pid, if it could be read.
+        pid: Option<u32>,
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The lock file could not be opened.
+    #[error(transparent)]
+    Io(#[from] PathError),
+}
+
+/// Takes the org lock without waiting.
+pub fn acquire(layout: &Layout) -> Result<OrgLock, LockError> {
+    let path = layout.lock();
+    let dir = layout.state_dir();
+    fs::create_dir_all(&dir).with_path(&dir)?;
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_path(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(LockError::Held { pid: holder(layout), path }),
+        Err(TryLockError::Error(e)) => return Err(LockError::Io(PathError { path, source: e })),
+    }
+    file.set_len(0).with_path(&path)?;
+    file.seek(SeekFrom::Start(0)).with_path(&path)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes()).with_path(&path)?;
+    Ok(OrgLock { _file: file, path })
+}
+
+/// The pid written in the lock file, if its process is alive. Reading never takes the lock.
+pub fn holder(layout: &Layout) -> Option<u32> {
+    let mut s = String::new();
+    File::open(layout.lock()).ok()?.read_to_string(&mut s).ok()?;
+    let pid: u32 = s.trim().parse().ok()?;
+    pid_alive(pid).then_some(pid)
+}
+
+/// Whether a process with this pid exists.
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid as i32, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_acquire_names_the_holder_and_drop_releases() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path());
+        let held = acquire(&l).unwrap();
+        match acquire(&l) {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(held);
+        assert!(acquire(&l).is_ok());
+    }
+}

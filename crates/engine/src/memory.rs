@@ -1,0 +1,190 @@
+//! Agent memory: `agents/<name>/memory/<key>.json`, one JSON value per key.
+//!
+//! Operations from replies (`set`, `append`, `merge`, `delete`) are first
+//! turned into a plan, the final value of every touched key, which is journaled
+//! with the reply. Applying a plan only writes or removes files, so a repeated
+//! turn applies it again without appending twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::fsx::Batch;
+
+/// Keys: `^[a-z0-9][a-z0-9_.-]{0,63}$` without `..`.
+pub fn valid_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'))
+        && !key.contains("..")
+}
+
+/// The final value of each touched key (`None` = deleted).
+pub type Plan = BTreeMap<String, Option<Value>>;
+
+/// The memory folder of an agent.
+pub fn dir(root: &Path, agent: &str) -> PathBuf {
+    root.join("agents").join(agent).join("memory")
+}
+
+/// Reads one key.
+pub fn get(dir: &Path, key: &str) -> Option<Value> {
+    std::fs::read(dir.join(format!("{key}.json"))).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Every key and value, sorted by key.
+pub fn all(dir: &Path) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = crate::fsx::list_json(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| {
+            let key = f.strip_suffix(".json")?.to_string();
+            let v = get(dir, &key)?;
+            Some((key, v))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Applies operations (as JSON from a reply) to the current memory, giving the
+/// plan and the reason for every operation that failed. A failed operation
+/// changes nothing; the others still apply.
+pub fn plan(dir: &Path, ops: &[Value]) -> (Plan, Vec<String>) {
+    let mut plan: Plan = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
+        let Some(key) = op.get("key").and_then(Value::as_str) else {
+            errors.push(format!("memory op {i}: missing `key`"));
+            continue;
+        };
+        if !valid_key(key) {
+            errors.push(format!(
+                "memory op {i}: invalid key {key:?} (keys use a-z, 0-9, '_', '.', '-', start with a letter or digit, at most 64)"
+            ));
+            continue;
+        }
+        let current = match plan.get(key) {
+            Some(v) => v.clone(),
+            None => get(dir, key),
+        };
+        let value = op.get("value").cloned();
+        let next = match (kind, value) {
+            ("set", Some(v)) => Some(v),
+            ("delete", _) => None,
+            ("append", Some(v)) => match current {
+                None => Some(Value::Array(vec![v])),
+                Some(Value::Array(mut a)) => {
+                    a.push(v);
+                    Some(Value::Array(a))
+                }
+                Some(_) => {
+                    errors.push(format!("memory op {i}: cannot append to `{key}`: it is not a list"));
+                    continue;
+                }
+            },
+            ("merge", Some(Value::Object(new))) => match current {
+                None => Some(Value::Object(new)),
+                Some(Value::Object(mut old)) => {
+                    old.extend(new);
+                    Some(Value::Object(old))
+                }
+                Some(_) => {
+                    errors.push(format!("memory op {i}: cannot merge into `{key}`: it is not an object"));
+                    continue;
+                }
+            },
+            ("merge", Some(_)) => {
+                errors.push(format!("memory op {i}: `merge` needs an object value"));
+                continue;
+            }
+            ("set" | "append" | "merge", None) => {
+                errors.push(format!("memory op {i}: `{kind}` needs a `value`"));
+                continue;
+            }
+            (other, _) => {
+                errors.push(format!("memory op {i}: unknown op {other:?} (use set, append, merge or delete)"));
+                continue;
+            }
+        };
+        plan.insert(key.to_string(), next);
+    }
+    (plan, errors)
+}
+
+/// Queues the plan's writes and removals.
+pub fn apply(b: &mut Batch, dir: &Path, tmp: &Path, plan: &Plan) {
+    for (key, value) in plan {
+        let path = dir.join(format!("{key}.json"));
+        match value {
+            Some(v) => b.write(tmp, path, serde_json::to_vec_pretty(v).expect("JSON values serialize")),
+            None => b.remove(path),
+        }
+    }
+}
+
+/// A short summary of memory for the prompt: each key with its value cut to 200 characters.
+pub fn summary(dir: &Path) -> String {
+    let items = all(dir);
+    if items.is_empty() {
+        return "(empty)".into();
+    }
+    let mut out = String::new();
+    for (k, v) in items.iter().take(50) {
+        let s = v.to_string();
+        let cut: String = s.chars().take(200).collect();
+        out.push_str(&format!("- {k}: {cut}{}\n", if cut.len() < s.len() { " …" } else { "" }));
+    }
+    if items.len() > 50 {
+        out.push_str(&format!("- … and {} more keys\n", items.len() - 50));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ops_give_the_documented_results() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("list.json"), "[1]").unwrap();
+        std::fs::write(d.path().join("obj.json"), r#"{"a":1}"#).unwrap();
+        std::fs::write(d.path().join("gone.json"), "1").unwrap();
+        let ops = vec![
+            json!({"op":"append","key":"list","value":2}),
+            json!({"op":"merge","key":"obj","value":{"b":2}}),
+            json!({"op":"set","key":"goal","value":"ship"}),
+            json!({"op":"append","key":"goal","value":"x"}),
+            json!({"op":"delete","key":"gone"}),
+            json!({"op":"set","key":"../etc","value":1}),
+            json!({"op":"frobnicate","key":"k","value":1}),
+            json!({"op":"append","key":"fresh","value":"a"}),
+        ];
+        let (plan, errors) = plan(d.path(), &ops);
+        assert_eq!(plan["list"], Some(json!([1, 2])));
+        assert_eq!(plan["obj"], Some(json!({"a":1,"b":2})));
+        assert_eq!(plan["goal"], Some(json!("ship")));
+        assert_eq!(plan["gone"], None);
+        assert_eq!(plan["fresh"], Some(json!(["a"])));
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        let mut b = Batch::new();
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        apply(&mut b, d.path(), &tmp, &plan);
+        b.commit(d.path()).unwrap();
+        assert_eq!(get(d.path(), "list"), Some(json!([1, 2])));
+        assert!(get(d.path(), "gone").is_none());
+        // Applying the same plan again changes nothing.
+        let mut b = Batch::new();
+        apply(&mut b, d.path(), &tmp, &plan);
+        b.commit(d.path()).unwrap();
+        assert_eq!(get(d.path(), "list"), Some(json!([1, 2])));
+        assert!(summary(d.path()).contains("- goal: \"ship\""));
+    }
+}

@@ -1,0 +1,255 @@
+//! The message file (DESIGN §3): one JSON object per file, named `<id>.json`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Message ids: a time-sortable prefix, then any of `A-Za-z0-9_.-`; at most 128 bytes.
+pub fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// The timestamp prefix of ids: `20261122T180000123Z`, which sorts by time.
+pub fn id_stamp(at: DateTime<Utc>) -> String {
+    at.format("%Y%m%dT%H%M%S%3fZ").to_string()
+}
+
+/// A fresh id for a message written by a person (`lemming send`).
+pub fn new_id(at: DateTime<Utc>, from: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(at.timestamp_nanos_opt().unwrap_or_default() as u128);
+    h.write_u32(std::process::id());
+    format!("{}-{from}-{:06x}", id_stamp(at), h.finish() & 0xff_ffff)
+}
+
+/// The id of the `pos`-th message an agent wrote on a turn: the same whenever the turn is repeated.
+pub fn reply_id(turn_started: DateTime<Utc>, turn: u64, agent: &str, pos: usize) -> String {
+    format!("{}-t{turn}-{agent}-{pos:03}", id_stamp(turn_started))
+}
+
+/// How urgent a message is; the prompt lists urgent mail first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Read first.
+    Urgent,
+    /// The default.
+    #[default]
+    Normal,
+    /// Read last.
+    Low,
+}
+
+impl Priority {
+    /// Parses `low`, `normal` or `urgent`.
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s {
+            "low" => Some(Priority::Low),
+            "normal" => Some(Priority::Normal),
+            "urgent" => Some(Priority::Urgent),
+            _ => None,
+        }
+    }
+}
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Written by an agent or a person.
+    #[default]
+    Message,
+    /// The engine's notice that a message was refused.
+    Bounce,
+    /// The result of a tool call.
+    ToolResult,
+    /// A notice from the engine.
+    System,
+}
+
+impl Kind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Bounce => "bounce",
+            Kind::ToolResult => "tool_result",
+            Kind::System => "system",
+        }
+    }
+}
+
+/// Recipients: one name on disk is written as a string, several as a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct To(pub Vec<String>);
+
+impl Serialize for To {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.len() == 1 {
+            self.0[0].serialize(s)
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for To {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<To, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => To(vec![s]),
+            OneOrMany::Many(v) => To(v),
+        })
+    }
+}
+
+/// A message, as stored in `<id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Unique and sortable by time.
+    pub id: String,
+    /// The sender (an agent, or `lemming` for the engine).
+    pub from: String,
+    /// The recipients.
+    pub to: To,
+    /// An optional subject line.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The text.
+    pub body: String,
+    /// `low`, `normal` or `urgent`.
+    #[serde(default)]
+    pub priority: Priority,
+    /// The id this message answers.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// The conversation; a new conversation's thread is its first message's id.
+    #[serde(default)]
+    pub thread: String,
+    /// When it was written.
+    #[serde(default = "Utc::now", serialize_with = "ser_time")]
+    pub created_at: DateTime<Utc>,
+    /// The turn it was written on (0 before the first turn).
+    #[serde(default)]
+    pub turn: u64,
+    /// Expire after this many turns undelivered.
+    #[serde(default)]
+    pub ttl_turns: Option<u64>,
+    /// What it is.
+    #[serde(default)]
+    pub kind: Kind,
+}
+
+fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// Why bytes from a mailbox are not a usable message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseMessageError {
+    /// Not JSON, or missing required fields.
+    #[error("not a message: {0}")]
+    Json(String),
+    /// The id breaks the id rule.
+    #[error(
+        "invalid id {0:?}: ids use only A-Z, a-z, 0-9, '_', '.', '-' (at most 128, starting with a letter or digit)"
+    )]
+    Id(String),
+    /// No recipient.
+    #[error("the message has no recipient in `to`")]
+    NoRecipient,
+}
+
+impl Message {
+    /// Parses and checks a message file's bytes. A missing thread becomes the id.
+    pub fn parse(bytes: &[u8]) -> Result<Message, ParseMessageError> {
+        let mut m: Message = serde_json::from_slice(bytes).map_err(|e| ParseMessageError::Json(e.to_string()))?;
+        if !valid_id(&m.id) {
+            return Err(ParseMessageError::Id(m.id));
+        }
+        if m.to.0.is_empty() {
+            return Err(ParseMessageError::NoRecipient);
+        }
+        if m.thread.is_empty() {
+            m.thread = m.id.clone();
+        }
+        Ok(m)
+    }
+
+    /// The file's bytes (pretty JSON, newline-terminated).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a message always serializes");
+        v.push(b'\n');
+        v
+    }
+
+    /// The file name for this message.
+    pub fn file_name(&self) -> String {
+        format!("{}.json", self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_fills_defaults() {
+        let m = Message::parse(br#"{"id":"a1","from":"human","to":"manager","body":"hi"}"#).unwrap();
+        assert_eq!(m.thread, "a1");
+        assert_eq!(m.priority, Priority::Normal);
+        assert_eq!(m.kind, Kind::Message);
+        let again = Message::parse(&m.to_bytes()).unwrap();
+        assert_eq!(again, Message { created_at: again.created_at, ..m.clone() });
+        let v: serde_json::Value = serde_json::from_slice(&m.to_bytes()).unwrap();
+        assert_eq!(v["to"], "manager");
+        for key in [
+            "id",
+            "from",
+            "to",
+            "subject",
+            "body",
+            "priority",
+            "reply_to",
+            "thread",
+            "created_at",
+            "turn",
+            "ttl_turns",
+            "kind",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_ids_and_garbage() {
+        assert!(matches!(Message::parse(b"{nope"), Err(ParseMessageError::Json(_))));
+        assert!(matches!(
+            Message::parse(br#"{"id":"../x","from":"a","to":"b","body":""}"#),
+            Err(ParseMessageError::Id(_))
+        ));
+        assert!(matches!(
+            Message::parse(br#"{"id":"x","from":"a","to":[],"body":""}"#),
+            Err(ParseMessageError::NoRecipient)
+        ));
+        let many = Message::parse(br#"{"id":"x","from":"a","to":["b","c"],"body":""}"#).unwrap();
+        assert_eq!(many.to.0, vec!["b", "c"]);
+    }
+
+    #[test]
+    fn reply_ids_are_deterministic_and_sort_by_time() {
+        let t = DateTime::parse_from_rfc3339("2026-11-22T18:00:00.5Z").unwrap().with_timezone(&Utc);
+        assert_eq!(reply_id(t, 3, "manager", 1), "20261122T180000500Z-t3-manager-001");
+        assert!(valid_id(&new_id(t, "human")));
+        assert!(new_id(t, "human") < reply_id(t + chrono::Duration::milliseconds(1), 1, "a", 0));
+    }
+}

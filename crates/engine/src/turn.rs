@@ -1,0 +1,580 @@
+//! One turn (DESIGN §4): route → pick → run → route → commit.
+//!
+//! Every phase ends in a group commit ([`Batch`]): one filesystem sync per
+//! step, not one per file. The order of the commits is what makes a crash at
+//! any point safe:
+//!
+//! 1. deliveries are durable before outbox files move to `sent/` (G3);
+//! 2. each reply is journaled, with the plan of its effects, before any effect;
+//! 3. effects (outbox, memory, ledger, attempts) are durable before the mail
+//!    that produced them moves to `cur/` (G4);
+//! 4. `turn.json` is written last.
+//!
+//! A turn repeated after a crash finds the same start time and the journaled
+//! replies, so it writes the same ids, calls no model twice, and charges no
+//! (turn, agent) twice (G5).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use lemming_provider::{MailItem, Registry, Request};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::activity::{self, Activity};
+use crate::error::PathError;
+use crate::events::Events;
+use crate::fault;
+use crate::fsx::{self, Batch};
+use crate::journal::{Journal, Outcome, Record};
+use crate::ledger::{Entry, Ledger};
+use crate::mailbox::{DeadReason, Mailbox};
+use crate::memory;
+use crate::message::{self, Kind, Message, To};
+use crate::name::{AgentName, ENGINE};
+use crate::org::{agent_folders, Org};
+use crate::prompt;
+use crate::reply;
+use crate::resume::Wake;
+
+/// What a turn did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TurnReport {
+    /// The turn number.
+    pub turn: u64,
+    /// Messages delivered into inboxes (bounces included).
+    pub delivered: usize,
+    /// Messages sent to `dead/` (refused, malformed, expired or poisoned).
+    pub dead: usize,
+    /// Messages held because their sender or recipient has an invalid resume.
+    pub held: usize,
+    /// Agents that ran and whose reply was used.
+    pub ran: Vec<String>,
+    /// Agents whose journaled reply from an interrupted run was reused.
+    pub replayed: Vec<String>,
+    /// Agents whose run failed, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Agents that were due but skipped, with the reason (`out_of_credits`).
+    pub skipped: Vec<(String, String)>,
+    /// Credits charged this turn.
+    pub cost: f64,
+}
+
+struct Job {
+    agent: String,
+    req: Request,
+    mail: Vec<Message>,
+}
+
+/// Runs one turn on a loaded org. The caller holds the org lock.
+pub async fn run(org: &Org, registry: &Arc<Registry>) -> Result<TurnReport, PathError> {
+    let root = org.layout.root.clone();
+    let mb = Mailbox::new(&root);
+    let journal = Journal::new(&org.layout);
+    let turn = journal.last_turn()? + 1;
+    let started = journal.start(turn, Utc::now())?;
+    let mut report = TurnReport { turn, ..TurnReport::default() };
+    let mut ev = Events::default();
+
+    for folder in agent_folders(&org.layout) {
+        if AgentName::new(&folder).is_ok() {
+            mb.ensure(&folder)?;
+            clean_tmp(&mb, &folder);
+        }
+    }
+
+    route(org, &mb, turn, &mut report, &mut ev)?;
+    fault::point("routed");
+
+    // Pick.
+    let replays = journal.records(turn)?;
+    let mut ledger = Ledger::load(&org.layout.ledger())?;
+    let chart = org.chart();
+    let mut jobs = Vec::new();
+    let mut housekeeping = Batch::new();
+    for (name, resume) in &org.agents {
+        let agent = name.as_str();
+        if name.is_human() || replays.contains_key(agent) || !resume.schedule.fires(turn) {
+            continue;
+        }
+        if resume.schedule.wake == Wake::Mail && mb.unread_count(agent)? == 0 {
+            continue;
+        }
+        let (mut mail, bad) = mb.unread(agent)?;
+        for b in bad {
+            let id = dead_id("malformed", agent, &b.file);
+            let why = reason(&id, "malformed", format!("{}: {}", b.file, b.error), agent, vec![], turn);
+            mb.dead(&mut housekeeping, b.bytes, &why);
+            mb.drop_unread(&mut housekeeping, agent, &b.file);
+            report.dead += 1;
+            ev.push_value(turn, Utc::now(), "dead", &why);
+        }
+        if resume.schedule.wake == Wake::Mail && mail.is_empty() {
+            continue;
+        }
+        if ledger.balance(agent, resume.credits).left <= 0.0 {
+            report.skipped.push((agent.to_string(), "out_of_credits".into()));
+            ev.push(turn, Utc::now(), "skipped", json!({"agent": agent, "reason": "out_of_credits"}));
+            continue;
+        }
+        prompt::order(&mut mail);
+        mail.truncate(org.settings.max_mail_per_prompt);
+        let Some(model) = resume.model.as_deref().and_then(|k| registry.model(k)) else { continue };
+        let may = chart.reachable(agent);
+        let summary = memory::summary(&memory::dir(&root, agent));
+        let (system, user) = prompt::build(resume, turn, &may, &summary, &mail);
+        let req = Request {
+            agent: agent.to_string(),
+            turn,
+            system,
+            prompt: user,
+            mail: mail.iter().map(mail_item).collect(),
+            may_send_to: may,
+            model: model.clone(),
+        };
+        jobs.push(Job { agent: agent.to_string(), req, mail });
+    }
+    housekeeping.commit(&root)?;
+
+    // Run, concurrently up to max_parallel.
+    let sem = Arc::new(Semaphore::new(org.settings.max_parallel));
+    let mut set = JoinSet::new();
+    for job in jobs {
+        let registry = Arc::clone(registry);
+        let sem = Arc::clone(&sem);
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("the semaphore is never closed");
+            let result = registry.complete(&job.req).await;
+            (job, result)
+        });
+    }
+    let mut fresh = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (job, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "an agent task panicked; its mail stays unread");
+                continue;
+            }
+        };
+        fresh.push(record(org, &job, result, turn, started));
+    }
+    fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
+    let mut b = Batch::new();
+    for r in &fresh {
+        journal.record(&mut b, r);
+    }
+    b.commit(&root)?;
+    fault::point("journaled");
+
+    // Apply the effects of every journaled reply (fresh and replayed).
+    let replayed: Vec<String> = replays.keys().cloned().collect();
+    let records: Vec<Record> = replays.into_values().chain(fresh).collect();
+    let mut effects = Batch::new();
+    let mut charges = Vec::new();
+    let tmp = org.layout.state_tmp();
+    for r in &records {
+        if let Some(usage) = r.usage {
+            charges.push(Entry::Charge {
+                turn,
+                agent: r.agent.clone(),
+                model: r.model.clone(),
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cost: r.cost,
+                estimated: usage.estimated,
+                at: Utc::now(),
+            });
+            if !ledger.has_charge(turn, &r.agent) {
+                report.cost += r.cost;
+            }
+        }
+        let mut attempts = mb.attempts(&r.agent);
+        let before = attempts.clone();
+        match r.outcome {
+            Outcome::Ok => {
+                for m in &r.messages {
+                    mb.post(&mut effects, &r.agent, m);
+                }
+                memory::apply(&mut effects, &memory::dir(&root, &r.agent), &tmp, &r.memory);
+                attempts.retain(|id, _| !r.mail.contains(id));
+                report.ran.push(r.agent.clone());
+            }
+            Outcome::Failed => {
+                let error = r.error.clone().unwrap_or_default();
+                for id in &r.mail {
+                    if !mb.has(&r.agent, id) || mb.inbox_path(&r.agent, "cur").join(format!("{id}.json")).exists() {
+                        continue;
+                    }
+                    let a = attempts.entry(id.clone()).or_default();
+                    if a.last_turn != turn {
+                        a.count += 1;
+                        a.last_turn = turn;
+                        a.last_error = error.clone();
+                    }
+                    if a.count >= org.settings.max_attempts {
+                        let file = format!("{id}.json");
+                        let path = mb.inbox_path(&r.agent, "new").join(&file);
+                        if let Ok(bytes) = std::fs::read(&path) {
+                            let did = format!("{id}-poison-{}", r.agent);
+                            let why = reason(
+                                &did,
+                                "poison",
+                                format!("{} failed {} times on this message; last error: {error}", r.agent, a.count),
+                                &r.agent,
+                                vec![r.agent.clone()],
+                                turn,
+                            );
+                            mb.dead(&mut effects, bytes, &why);
+                            mb.drop_unread(&mut effects, &r.agent, &file);
+                            report.dead += 1;
+                            ev.push_value(turn, Utc::now(), "dead", &why);
+                        }
+                        attempts.remove(id);
+                    }
+                }
+                report.failed.push((r.agent.clone(), error));
+            }
+        }
+        if attempts != before {
+            mb.set_attempts(&mut effects, &r.agent, &attempts);
+        }
+        let sent = r.messages.iter().map(|m| m.id.clone()).collect();
+        activity::append(&root, &r.agent, &activity_of(r, sent))?;
+        ev.push(
+            turn,
+            Utc::now(),
+            if r.outcome == Outcome::Ok { "ran" } else { "failed" },
+            json!({"agent": r.agent, "model": r.model, "cost": r.cost, "mail": r.mail.len(), "sent": r.messages.len(), "error": r.error}),
+        );
+    }
+    ledger.append(&charges)?;
+    effects.commit(&root)?;
+    fault::point("effects");
+    let mut consumed = Batch::new();
+    for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
+        for id in &r.mail {
+            mb.consume(&mut consumed, &r.agent, id);
+        }
+    }
+    consumed.commit(&root)?;
+    fault::point("consumed");
+    report.replayed = replayed;
+
+    route(org, &mb, turn, &mut report, &mut ev)?;
+    fault::point("routed_again");
+
+    ev.push_value(turn, Utc::now(), "turn", &report);
+    ev.flush(&org.layout)?;
+    fsx::sync_fs(&root)?;
+    journal.commit(turn, Utc::now())?;
+    journal.prune(turn, org.settings.journal_keep_turns);
+    tracing::info!(
+        turn,
+        ran = report.ran.len(),
+        failed = report.failed.len(),
+        dead = report.dead,
+        cost = report.cost,
+        "turn committed"
+    );
+    Ok(report)
+}
+
+fn mail_item(m: &Message) -> MailItem {
+    MailItem {
+        id: m.id.clone(),
+        from: m.from.clone(),
+        body: m.body.clone(),
+        kind: m.kind.as_str().into(),
+        reply_to: m.reply_to.clone(),
+        thread: m.thread.clone(),
+    }
+}
+
+/// Turns a provider result into a journal record: messages with deterministic
+/// ids, the memory plan, and the charge.
+fn record(
+    org: &Org,
+    job: &Job,
+    result: Result<lemming_provider::Reply, lemming_provider::ProviderError>,
+    turn: u64,
+    started: DateTime<Utc>,
+) -> Record {
+    let mut r = Record {
+        turn,
+        agent: job.agent.clone(),
+        model: job.req.model.key.clone(),
+        outcome: Outcome::Failed,
+        reply: None,
+        error: None,
+        usage: None,
+        cost: 0.0,
+        mail: job.mail.iter().map(|m| m.id.clone()).collect(),
+        messages: vec![],
+        memory: BTreeMap::new(),
+        notes: String::new(),
+        warnings: vec![],
+    };
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::warn!(agent = %job.agent, error = %e, "provider call failed; mail stays unread");
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    let price = org.models.models.get(&reply.model_key).map(|m| m.price).unwrap_or_default();
+    r.model = reply.model_key.clone();
+    r.cost = price.cost(&reply.usage);
+    r.usage = Some(reply.usage);
+    let parsed = match reply::parse(&reply.text) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(agent = %job.agent, "unusable reply: {e}; mail stays unread");
+            r.error = Some(format!("{e}; the raw reply is in the agent's activity log"));
+            r.reply = Some(reply.text);
+            return r;
+        }
+    };
+    r.reply = Some(reply.text);
+    let threads: HashMap<&str, &str> = job.mail.iter().map(|m| (m.id.as_str(), m.thread.as_str())).collect();
+    let now = Utc::now();
+    for (pos, om) in parsed.messages.into_iter().enumerate() {
+        let id = message::reply_id(started, turn, &job.agent, pos);
+        let thread = om
+            .thread
+            .filter(|t| message::valid_id(t))
+            .or_else(|| om.reply_to.as_deref().and_then(|rt| threads.get(rt)).map(|t| t.to_string()))
+            .unwrap_or_else(|| id.clone());
+        r.messages.push(Message {
+            id,
+            from: job.agent.clone(),
+            to: To(om.to),
+            subject: om.subject,
+            body: om.body,
+            priority: om.priority,
+            reply_to: om.reply_to,
+            thread,
+            created_at: now,
+            turn,
+            ttl_turns: None,
+            kind: Kind::Message,
+        });
+    }
+    let (plan, errors) = memory::plan(&memory::dir(&org.layout.root, &job.agent), &parsed.memory);
+    for e in &errors {
+        tracing::warn!(agent = %job.agent, "{e}");
+    }
+    r.memory = plan;
+    r.notes = parsed.notes;
+    r.warnings = parsed.warnings.into_iter().chain(errors).collect();
+    r.outcome = Outcome::Ok;
+    r
+}
+
+fn activity_of(r: &Record, sent: Vec<String>) -> Activity {
+    Activity {
+        turn: r.turn,
+        at: Utc::now(),
+        outcome: if r.outcome == Outcome::Ok { "ok".into() } else { "failed".into() },
+        model: r.model.clone(),
+        mail_read: r.mail.clone(),
+        sent,
+        cost: r.cost,
+        notes: r.notes.clone(),
+        error: r.error.clone(),
+        warnings: r.warnings.clone(),
+        raw: if r.outcome == Outcome::Failed { r.reply.clone() } else { None },
+    }
+}
+
+fn reason(id: &str, code: &str, detail: String, mailbox: &str, to: Vec<String>, turn: u64) -> DeadReason {
+    DeadReason { id: id.into(), reason: code.into(), detail, mailbox: mailbox.into(), to, turn, at: Utc::now() }
+}
+
+/// A dead-letter id for a file that has no usable id of its own.
+fn dead_id(code: &str, agent: &str, file: &str) -> String {
+    let stem: String = file
+        .trim_end_matches(".json")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(48)
+        .collect();
+    format!("{code}-{agent}-{stem}")
+}
+
+/// The engine's notice to a sender that its message was refused.
+fn bounce(to: &str, refused_id: &str, thread: &str, detail: &str, turn: u64) -> Message {
+    Message {
+        id: format!("{refused_id}-bounce"),
+        from: ENGINE.into(),
+        to: To(vec![to.to_string()]),
+        subject: Some("undeliverable".into()),
+        body: format!("Your message {refused_id} was not delivered: {detail}"),
+        priority: message::Priority::Normal,
+        reply_to: Some(refused_id.to_string()),
+        thread: thread.to_string(),
+        created_at: Utc::now(),
+        turn,
+        ttl_turns: None,
+        kind: Kind::Bounce,
+    }
+}
+
+/// The state of one routing pass.
+struct Router<'a> {
+    mb: &'a Mailbox,
+    turn: u64,
+    now: DateTime<Utc>,
+    deliveries: Batch,
+    moves: Batch,
+    seen: HashSet<(String, String)>,
+    report: &'a mut TurnReport,
+    ev: &'a mut Events,
+}
+
+impl Router<'_> {
+    fn deliver(&mut self, to: &str, msg: &Message) {
+        if self.seen.insert((to.to_string(), msg.id.clone())) && self.mb.deliver(&mut self.deliveries, to, msg) {
+            self.report.delivered += 1;
+            self.ev.push(self.turn, self.now, "delivered", json!({"id": msg.id, "from": msg.from, "to": to}));
+        }
+    }
+
+    /// Sends a refused message to dead with its reason, and bounces it to the
+    /// sender unless it is itself a bounce (`bounce` is then `None`).
+    fn refuse(
+        &mut self,
+        agent: &str,
+        code: &str,
+        id: &str,
+        detail: String,
+        to: Vec<String>,
+        bytes: Vec<u8>,
+        bounce_of: Option<(&str, &str)>,
+    ) {
+        let why = reason(id, code, detail.clone(), agent, to, self.turn);
+        self.mb.dead(&mut self.deliveries, bytes, &why);
+        if let Some((refused_id, thread)) = bounce_of {
+            let b = bounce(agent, refused_id, thread, &detail, self.turn);
+            self.deliver(agent, &b);
+        }
+        self.report.dead += 1;
+        self.ev.push_value(self.turn, self.now, "dead", &why);
+    }
+
+    fn route_file(&mut self, org: &Org, agent: &str, file: &str) -> Result<(), PathError> {
+        let mb = self.mb;
+        let size = mb.pending_size(agent, file)?;
+        if size > org.settings.max_message_bytes {
+            let id = dead_id("oversize", agent, file);
+            let detail = format!(
+                "{file} is {size} bytes; the limit is {} (max_message_bytes in org/org.toml)",
+                org.settings.max_message_bytes
+            );
+            self.refuse(agent, "oversize", &id, detail, vec![], mb.read_pending(agent, file)?, Some((&id, &id)));
+            mb.drop_pending(&mut self.moves, agent, file);
+            return Ok(());
+        }
+        let bytes = mb.read_pending(agent, file)?;
+        let msg = match Message::parse(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                let id = dead_id("malformed", agent, file);
+                self.refuse(agent, "malformed", &id, format!("{file}: {e}"), vec![], bytes, Some((&id, &id)));
+                mb.drop_pending(&mut self.moves, agent, file);
+                return Ok(());
+            }
+        };
+        let bounce_of = (msg.kind != Kind::Bounce).then_some((msg.id.as_str(), msg.thread.as_str()));
+        let refusal = if msg.from != agent {
+            Some((
+                "sender_mismatch",
+                format!(
+                    "`from` is {:?} but the message is in {agent}'s outbox; an agent may only send as itself",
+                    msg.from
+                ),
+            ))
+        } else {
+            msg.ttl_turns.filter(|ttl| self.turn > msg.turn + ttl).map(|ttl| {
+                ("expired", format!("expired: written on turn {}, ttl_turns {ttl}, now turn {}", msg.turn, self.turn))
+            })
+        };
+        if let Some((code, detail)) = refusal {
+            self.refuse(agent, code, &msg.id, detail, msg.to.0.clone(), bytes, bounce_of);
+            mb.drop_pending(&mut self.moves, agent, file);
+            return Ok(());
+        }
+        if msg.to.0.iter().any(|to| org.broken.contains_key(to)) {
+            self.report.held += 1;
+            return Ok(());
+        }
+        let chart = org.chart();
+        let mut denied = Vec::new();
+        for to in &msg.to.0 {
+            match chart.check(agent, to) {
+                Ok(()) => self.deliver(to, &msg),
+                Err(d) => denied.push((to.clone(), d)),
+            }
+        }
+        if !denied.is_empty() {
+            let code = denied[0].1.code();
+            let detail = denied.iter().map(|(_, d)| d.to_string()).collect::<Vec<_>>().join("; ");
+            let to = denied.iter().map(|(t, _)| t.clone()).collect();
+            self.refuse(agent, code, &msg.id, detail, to, bytes, bounce_of);
+        }
+        mb.mark_sent(&mut self.moves, agent, file);
+        Ok(())
+    }
+}
+
+/// Routes every outbox: delivers what the chart allows, sends the rest to dead
+/// with a bounce to the sender. Deliveries are durable before outbox files move.
+fn route(org: &Org, mb: &Mailbox, turn: u64, report: &mut TurnReport, ev: &mut Events) -> Result<(), PathError> {
+    let mut r = Router {
+        mb,
+        turn,
+        now: Utc::now(),
+        deliveries: Batch::new(),
+        moves: Batch::new(),
+        seen: HashSet::new(),
+        report,
+        ev,
+    };
+    for agent in agent_folders(&org.layout) {
+        if AgentName::new(&agent).is_err() {
+            continue;
+        }
+        let files = mb.pending(&agent)?;
+        if files.is_empty() {
+            continue;
+        }
+        if org.broken.contains_key(&agent) {
+            r.report.held += files.len();
+            continue;
+        }
+        for file in files {
+            r.route_file(org, &agent, &file)?;
+        }
+    }
+    let (deliveries, moves) = (r.deliveries, r.moves);
+    deliveries.commit(mb.root())?;
+    fault::point("delivered");
+    moves.commit(mb.root())
+}
+
+/// Removes temporary files left by processes that are gone (a crash mid-write).
+fn clean_tmp(mb: &Mailbox, agent: &str) {
+    for p in mb.tmp_leftovers(agent) {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // Temporary names end in `.<pid>.tmp`; keep those of live processes (a concurrent `send`).
+        let pid = name.strip_suffix(".tmp").and_then(|s| s.rsplit('.').next()).and_then(|p| p.parse::<u32>().ok());
+        let mine = pid == Some(std::process::id());
+        if mine || !pid.is_some_and(crate::lock::pid_alive) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! lemming-provider: the `Provider` trait that turns a prompt into a reply, and its kinds.
+//!
+//! The engine builds a [`Request`] for each due agent (the prompt text plus the
+//! structured facts a provider may need: the unread mail and who the agent may
+//! write to), calls [`Provider::complete`], and gets back a [`Reply`]: the raw
+//! text in the reply contract of DESIGN §4 and the token usage it is charged for.
+//!
+//! Module map:
+//! - [`config`]: typed provider and model settings (parsed and validated by the engine);
+//! - [`mock`]: the deterministic, instant default (DESIGN §7);
+//! - [`script`]: replies read from a file, for tests and demos;
+//! - [`registry`]: builds one provider instance per configured provider.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod mock;
+pub mod registry;
+pub mod script;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use config::{ModelSpec, Price, ProviderKind, ProviderSpec};
+pub use registry::Registry;
+
+/// A boxed future, so that providers can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One unread message as a provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailItem {
+    /// The message id.
+    pub id: String,
+    /// Who sent it (`lemming` for engine messages).
+    pub from: String,
+    /// The message text.
+    pub body: String,
+    /// `message`, `bounce`, `tool_result` or `system`.
+    pub kind: String,
+    /// The id this message answers, if it is a reply.
+    pub reply_to: Option<String>,
+    /// The conversation it belongs to.
+    pub thread: String,
+}
+
+/// Everything a provider gets for one agent's run.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The agent being run.
+    pub agent: String,
+    /// The turn number.
+    pub turn: u64,
+    /// The system part of the prompt: preamble, resume and reply contract.
+    pub system: String,
+    /// The user part of the prompt: memory summary and unread mail.
+    pub prompt: String,
+    /// The unread mail included in the prompt, in prompt order.
+    pub mail: Vec<MailItem>,
+    /// Agents this agent may write to (already filtered by the org chart).
+    pub may_send_to: Vec<String>,
+    /// The model settings for this call.
+    pub model: ModelSpec,
+}
+
+impl Request {
+    /// The number of characters of the whole prompt (system and user parts).
+    pub fn prompt_chars(&self) -> usize {
+        self.system.chars().count() + self.prompt.chars().count()
+    }
+}
+
+/// Token usage of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// True when the provider reported no usage and these are estimates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+}
+
+impl Usage {
+    /// Estimates usage as ceil(chars / 4) of prompt and reply.
+    pub fn estimate(prompt_chars: usize, reply_chars: usize) -> Usage {
+        Usage {
+            input_tokens: prompt_chars.div_ceil(4) as u64,
+            output_tokens: reply_chars.div_ceil(4) as u64,
+            estimated: true,
+        }
+    }
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The raw reply text (expected to hold a JSON reply object).
+    pub text: String,
+    /// The tokens it is charged for.
+    pub usage: Usage,
+    /// The model key that answered (differs from the requested one after a fallback).
+    pub model_key: String,
+}
+
+/// Why a provider call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The call failed; `retryable` says whether trying again may help.
+    #[error("provider `{provider}` (model `{model}`): {message}")]
+    Call {
+        /// The provider instance name.
+        provider: String,
+        /// The model key.
+        model: String,
+        /// What went wrong, with a short excerpt of any body.
+        message: String,
+        /// Whether a retry may succeed.
+        retryable: bool,
+    },
+    /// The configuration cannot be used (for example a missing script file).
+    #[error("provider `{provider}` is misconfigured: {message}")]
+    Config {
+        /// The provider instance name.
+        provider: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// A model backend.
+pub trait Provider: Send + Sync {
+    /// Produces one reply for the request.
+    fn complete<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Reply, ProviderError>>;
+}
