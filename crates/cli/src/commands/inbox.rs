@@ -1,0 +1,92 @@
+//! `lemming inbox [AGENT]`: show unread mail; the human's is then marked read.
+
+use lemming_engine::mailbox::Mailbox;
+use lemming_engine::message::Message;
+use lemming_engine::name::HUMAN;
+use lemming_engine::prompt;
+
+use crate::cli::{print_json, CliError, Ctx};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Whose inbox [default: human]. Other agents' mail is only shown, never marked read.
+    pub agent: Option<String>,
+    /// Show read mail too
+    #[arg(long)]
+    pub all: bool,
+    /// Do not mark anything read
+    #[arg(long)]
+    pub peek: bool,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
+    let org = ctx.load()?;
+    let agent = args.agent.unwrap_or_else(|| HUMAN.to_string());
+    org.agent(&agent)?;
+    let mb = Mailbox::new(&org.layout.root);
+    let (mut unread, bad) = mb.unread(&agent)?;
+    for b in &bad {
+        eprintln!(
+            "warning: {} in {}'s inbox is not a message ({}); the next turn moves it to dead",
+            b.file, agent, b.error
+        );
+    }
+    prompt::order(&mut unread);
+    let mut shown: Vec<(Message, bool)> = Vec::new();
+    if args.all {
+        let mut read = mb.read_mail(&agent)?;
+        read.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        shown.extend(read.into_iter().map(|m| (m, false)));
+    }
+    shown.extend(unread.iter().cloned().map(|m| (m, true)));
+    if ctx.json {
+        let items: Vec<serde_json::Value> = shown
+            .iter()
+            .map(|(m, unread)| {
+                let mut v = serde_json::to_value(m).unwrap_or_default();
+                v["unread"] = serde_json::Value::Bool(*unread);
+                v
+            })
+            .collect();
+        print_json(&items)?;
+    } else if shown.is_empty() {
+        eprintln!("No unread mail for {agent}.");
+    } else {
+        for (m, unread) in &shown {
+            print!("{}", render(m, *unread));
+        }
+    }
+    if !args.peek && agent == HUMAN {
+        let ids: Vec<String> = unread.iter().map(|m| m.id.clone()).collect();
+        mb.mark_read_now(&agent, &ids)?;
+    }
+    Ok(())
+}
+
+fn render(m: &Message, unread: bool) -> String {
+    let mut head = format!(
+        "{} {} from {} to {}",
+        if unread { "●" } else { " " },
+        m.created_at.format("%Y-%m-%d %H:%M:%S"),
+        m.from,
+        m.to.0.join(", ")
+    );
+    if m.kind != lemming_engine::message::Kind::Message {
+        head.push_str(&format!(" [{}]", m.kind.as_str()));
+    }
+    if m.priority != lemming_engine::message::Priority::Normal {
+        head.push_str(&format!(" [{:?}]", m.priority).to_lowercase());
+    }
+    let mut s = format!("{head}\n  id: {}", m.id);
+    if let Some(r) = &m.reply_to {
+        s.push_str(&format!("  reply to: {r}"));
+    }
+    if let Some(subj) = &m.subject {
+        s.push_str(&format!("\n  subject: {subj}"));
+    }
+    for line in m.body.lines() {
+        s.push_str(&format!("\n  {line}"));
+    }
+    s.push_str("\n\n");
+    s
+}

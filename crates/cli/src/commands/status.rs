@@ -1,0 +1,47 @@
+//! `lemming status`: the turn, the daemon, each agent and the dead letters.
+
+use lemming_engine::status;
+
+use crate::cli::{print_json, CliError, Ctx};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
+    let org = ctx.load()?;
+    let s = status::status(&org)?;
+    if ctx.json {
+        return print_json(&s);
+    }
+    let daemon = match (s.daemon.running, s.daemon.pid) {
+        (true, Some(pid)) => format!("running (pid {pid}){}", if s.daemon.paused { ", paused" } else { "" }),
+        _ => "not running".into(),
+    };
+    println!(
+        "org: {}\nturn: {}\ndaemon: {daemon}\ndead letters: {}\n",
+        org.layout.root.display(),
+        s.turn,
+        s.dead_letters
+    );
+    println!(
+        "{:<16} {:<10} {:<15} {:>10} {:>10} {:>7} {:>8} {:>9}",
+        "AGENT", "MODEL", "STATE", "CREDITS", "SPENT", "UNREAD", "PENDING", "LAST RUN"
+    );
+    for a in &s.agents {
+        println!(
+            "{:<16} {:<10} {:<15} {:>10.4} {:>10.4} {:>7} {:>8} {:>9}",
+            a.name,
+            a.model.as_deref().unwrap_or("-"),
+            a.state,
+            a.credits.left,
+            a.credits.spent,
+            a.unread,
+            a.pending,
+            a.last_run_turn.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+        );
+    }
+    for p in &s.problems {
+        println!("\nproblem: {p}");
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! `lemming validate`: check every TOML file and report each problem.
+
+use lemming_engine::org::{LoadOrgError, Org};
+
+use crate::cli::{print_json, CliError, Ctx};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
+    let root = ctx.root()?;
+    let (problems, agents) = match Org::load(&root) {
+        Ok(org) => (org.problems(), org.agents.len()),
+        Err(LoadOrgError::Invalid(d)) => (d.0, 0),
+        Err(e) => return Err(e.into()),
+    };
+    if ctx.json {
+        print_json(&serde_json::json!({ "ok": problems.is_empty(), "agents": agents, "problems": problems }))?;
+    } else {
+        for p in &problems {
+            eprintln!("error: {p}\n");
+        }
+    }
+    if problems.is_empty() {
+        if !ctx.json {
+            println!("ok: org.toml, models.toml and {agents} agents are valid");
+        }
+        Ok(())
+    } else {
+        Err(CliError::user(format!("{} problem(s) found; the files above need fixing", problems.len())))
+    }
+}
