@@ -82,10 +82,11 @@ impl<'a> Chart<'a> {
 
     /// The agents `from` may actually reach (both sides allow), excluding itself.
     pub fn reachable(&self, from: &str) -> Vec<String> {
+        let Some(sender) = self.agents.get(from) else { return Vec::new() };
         self.agents
-            .keys()
-            .filter(|to| to.as_str() != from && self.check(from, to.as_str()).is_ok())
-            .map(|n| n.to_string())
+            .iter()
+            .filter(|(to, r)| to.as_str() != from && sender.send_to.allows(to.as_str()) && r.read_from.allows(from))
+            .map(|(n, _)| n.to_string())
             .collect()
     }
 

@@ -61,6 +61,7 @@ pub fn sync_fs(root: &Path) -> Result<(), PathError> {
 #[derive(Debug, Default)]
 pub struct Batch {
     writes: Vec<(PathBuf, PathBuf, Vec<u8>)>,
+    links: Vec<(PathBuf, PathBuf)>,
     moves: Vec<(PathBuf, PathBuf)>,
     removes: Vec<PathBuf>,
 }
@@ -77,7 +78,13 @@ impl Batch {
         self.writes.push((tmp, path, bytes));
     }
 
-    /// Queues a rename, done after every write is durable.
+    /// Queues a hard link of an existing durable file, made with the writes'
+    /// renames (a link that exists already counts as done).
+    pub fn link(&mut self, existing: PathBuf, new: PathBuf) {
+        self.links.push((existing, new));
+    }
+
+    /// Queues a rename, done after every write and link is durable.
     pub fn rename(&mut self, from: PathBuf, to: PathBuf) {
         self.moves.push((from, to));
     }
@@ -89,7 +96,7 @@ impl Batch {
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.moves.is_empty() && self.removes.is_empty()
+        self.writes.is_empty() && self.links.is_empty() && self.moves.is_empty() && self.removes.is_empty()
     }
 
     /// The number of queued writes.
@@ -97,13 +104,14 @@ impl Batch {
         self.writes.len()
     }
 
-    /// Writes every file, syncs, renames them into place, syncs, then does the
-    /// queued moves and removals and syncs again. `root` names the filesystem.
+    /// Writes every file, syncs, renames them into place and makes the links,
+    /// syncs, then does the queued moves and removals and syncs again. `root`
+    /// names the filesystem.
     pub fn commit(self, root: &Path) -> Result<(), PathError> {
         if self.is_empty() {
             return Ok(());
         }
-        if !self.writes.is_empty() {
+        if !self.writes.is_empty() || !self.links.is_empty() {
             for (tmp, _, bytes) in &self.writes {
                 let mut f = File::create(tmp).with_path(tmp)?;
                 f.write_all(bytes).with_path(tmp)?;
@@ -111,9 +119,18 @@ impl Batch {
                     f.sync_all().with_path(tmp)?;
                 }
             }
-            sync_fs(root)?;
+            if !self.writes.is_empty() {
+                sync_fs(root)?;
+            }
             for (tmp, path, _) in &self.writes {
                 fs::rename(tmp, path).with_path(path)?;
+            }
+            for (existing, new) in &self.links {
+                match fs::hard_link(existing, new) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e).with_path(new),
+                }
             }
             crate::fault::point("batch_renamed");
             sync_fs(root)?;

@@ -1,6 +1,7 @@
 //! Recovery records: `org/state/journal/<turn>/` holds the turn's start time
-//! and each agent's journaled reply with the plan of its effects; `turn.json`
-//! holds the last committed turn (DESIGN §5 G3, G4).
+//! (`turn.json`) and each agent's journaled reply with the plan of its effects
+//! (`records.jsonl`, one line per agent, appended in one write per turn); the
+//! org's `turn.json` holds the last committed turn (DESIGN §5 G3, G4).
 //!
 //! A turn repeated after a crash reads the same start time (so reply ids are
 //! the same) and reuses every journaled reply instead of calling the model again.
@@ -14,7 +15,7 @@ use lemming_provider::Usage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PathError, WithPath};
-use crate::fsx::{write_atomic, Batch};
+use crate::fsx::write_atomic;
 use crate::message::Message;
 use crate::org::Layout;
 
@@ -121,29 +122,32 @@ impl Journal {
         Ok(now)
     }
 
-    /// The records already journaled for `turn`, by agent.
+    /// The records already journaled for `turn`, by agent. A torn last line
+    /// (a crash mid-append) was never made durable and is ignored.
     pub fn records(&self, turn: u64) -> Result<BTreeMap<String, Record>, PathError> {
-        let dir = self.dir(turn);
+        let p = self.dir(turn).join("records.jsonl");
+        let text = match fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e).with_path(&p),
+        };
         let mut out = BTreeMap::new();
-        for file in crate::fsx::list_json(&dir)? {
-            let Some(agent) = file.strip_suffix(".json") else { continue };
-            if agent == "turn" {
-                continue;
-            }
-            let p = dir.join(&file);
-            let bytes = fs::read(&p).with_path(&p)?;
-            // A record is written atomically; one that does not parse was never committed.
-            if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {
-                out.insert(agent.to_string(), r);
+        for line in text.lines() {
+            if let Ok(r) = serde_json::from_str::<Record>(line) {
+                out.entry(r.agent.clone()).or_insert(r);
             }
         }
         Ok(out)
     }
 
-    /// Queues a record.
-    pub fn record(&self, b: &mut Batch, r: &Record) {
-        let bytes = serde_json::to_vec(r).expect("a record always serializes");
-        b.write(&self.layout.state_tmp(), self.dir(r.turn).join(format!("{}.json", r.agent)), bytes);
+    /// Appends records for `turn` in one write. The caller syncs before acting on them.
+    pub fn append(&self, turn: u64, records: &[Record]) -> Result<(), PathError> {
+        let mut lines = String::new();
+        for r in records {
+            lines.push_str(&serde_json::to_string(r).expect("a record always serializes"));
+            lines.push('\n');
+        }
+        crate::fsx::append_lines(&self.dir(turn).join("records.jsonl"), &lines)
     }
 
     /// Commits `turn`: writes `turn.json` atomically and durably.

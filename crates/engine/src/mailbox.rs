@@ -97,15 +97,19 @@ impl Mailbox {
 
     /// Creates an agent's mailbox folders (and the dead-letter folder).
     pub fn ensure(&self, agent: &str) -> Result<(), PathError> {
+        // `inbox/cur` is made last: when it exists, so do the others.
+        if self.inbox(agent, "cur").is_dir() && self.dead_dir().is_dir() {
+            return Ok(());
+        }
         for d in [
             self.outbox(agent, "tmp"),
             self.outbox(agent, "new"),
             self.outbox(agent, "sent"),
             self.inbox(agent, "tmp"),
             self.inbox(agent, "new"),
-            self.inbox(agent, "cur"),
             self.dead_dir(),
             self.state_tmp(),
+            self.inbox(agent, "cur"),
         ] {
             if !d.is_dir() {
                 fs::create_dir_all(&d).with_path(&d)?;
@@ -162,8 +166,19 @@ impl Mailbox {
         self.inbox(agent, "new").join(&name).exists() || self.inbox(agent, "cur").join(&name).exists()
     }
 
-    /// Queues delivery into an agent's `inbox/new/`, unless it is already there. Returns
-    /// whether it was queued.
+    /// Queues delivery of a pending outbox file into an agent's `inbox/new/` as a
+    /// hard link (the outbox file is already durable), unless it is already
+    /// there. Returns whether it was queued.
+    pub fn deliver_pending(&self, b: &mut Batch, from: &str, file: &str, to: &str, id: &str) -> bool {
+        if self.has(to, id) {
+            return false;
+        }
+        b.link(self.outbox(from, "new").join(file), self.inbox(to, "new").join(format!("{id}.json")));
+        true
+    }
+
+    /// Queues delivery of a message the engine wrote (a bounce) into an agent's
+    /// `inbox/new/`, unless it is already there. Returns whether it was queued.
     pub fn deliver(&self, b: &mut Batch, agent: &str, msg: &Message) -> bool {
         if self.has(agent, &msg.id) {
             return false;
@@ -239,21 +254,29 @@ impl Mailbox {
         fsx::sync_dir(&self.inbox(agent, "cur"))
     }
 
-    /// Queues a dead letter: the original bytes as `<id>.json` and the reason beside it.
-    pub fn dead(&self, b: &mut Batch, bytes: Vec<u8>, why: &DeadReason) {
-        let dir = self.dead_dir();
-        let mut why_bytes = serde_json::to_vec_pretty(why).expect("a reason always serializes");
-        why_bytes.push(b'\n');
-        b.write(&self.state_tmp(), dir.join(format!("{}.json", why.id)), bytes);
-        b.write(&self.state_tmp(), dir.join(format!("{}.why.json", why.id)), why_bytes);
+    fn dead_why(&self, b: &mut Batch, why: &DeadReason) {
+        let mut bytes = serde_json::to_vec_pretty(why).expect("a reason always serializes");
+        bytes.push(b'\n');
+        b.write(&self.state_tmp(), self.dead_dir().join(format!("{}.why.json", why.id)), bytes);
     }
 
-    /// Queues the removal of a file from `inbox/new/` (after it was copied to dead).
-    pub fn drop_unread(&self, b: &mut Batch, agent: &str, file: &str) {
+    /// Queues a dead letter for a pending outbox file: the file is linked as
+    /// `dead/<id>.json` and the reason written beside it. The caller then moves
+    /// the file to `sent/` (some recipients got it) or drops it ([`Mailbox::drop_pending`]).
+    pub fn dead_pending(&self, b: &mut Batch, agent: &str, file: &str, why: &DeadReason) {
+        self.dead_why(b, why);
+        b.link(self.outbox(agent, "new").join(file), self.dead_dir().join(format!("{}.json", why.id)));
+    }
+
+    /// Queues a dead letter for an unread inbox file: linked as `dead/<id>.json`
+    /// with the reason beside it, then removed from `inbox/new/`.
+    pub fn dead_unread(&self, b: &mut Batch, agent: &str, file: &str, why: &DeadReason) {
+        self.dead_why(b, why);
+        b.link(self.inbox(agent, "new").join(file), self.dead_dir().join(format!("{}.json", why.id)));
         b.remove(self.inbox(agent, "new").join(file));
     }
 
-    /// Queues the removal of a file from `outbox/new/` (after it was copied to dead).
+    /// Queues the removal of a file from `outbox/new/` (after it was linked into dead).
     pub fn drop_pending(&self, b: &mut Batch, agent: &str, file: &str) {
         b.remove(self.outbox(agent, "new").join(file));
     }

@@ -52,7 +52,8 @@ impl AgentName {
 
 impl fmt::Display for AgentName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`, so that width and alignment (`{:<16}`) apply.
+        f.pad(&self.0)
     }
 }
 

@@ -107,8 +107,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>) -> Result<TurnReport, Path
         for b in bad {
             let id = dead_id("malformed", agent, &b.file);
             let why = reason(&id, "malformed", format!("{}: {}", b.file, b.error), agent, vec![], turn);
-            mb.dead(&mut housekeeping, b.bytes, &why);
-            mb.drop_unread(&mut housekeeping, agent, &b.file);
+            mb.dead_unread(&mut housekeeping, agent, &b.file, &why);
             report.dead += 1;
             ev.push_value(turn, Utc::now(), "dead", &why);
         }
@@ -163,11 +162,10 @@ pub async fn run(org: &Org, registry: &Arc<Registry>) -> Result<TurnReport, Path
         fresh.push(record(org, &job, result, turn, started));
     }
     fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
-    let mut b = Batch::new();
-    for r in &fresh {
-        journal.record(&mut b, r);
+    if !fresh.is_empty() {
+        journal.append(turn, &fresh)?;
+        fsx::sync_fs(&root)?;
     }
-    b.commit(&root)?;
     fault::point("journaled");
 
     // Apply the effects of every journaled reply (fresh and replayed).
@@ -217,8 +215,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>) -> Result<TurnReport, Path
                     }
                     if a.count >= org.settings.max_attempts {
                         let file = format!("{id}.json");
-                        let path = mb.inbox_path(&r.agent, "new").join(&file);
-                        if let Ok(bytes) = std::fs::read(&path) {
+                        if mb.inbox_path(&r.agent, "new").join(&file).exists() {
                             let did = format!("{id}-poison-{}", r.agent);
                             let why = reason(
                                 &did,
@@ -228,8 +225,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>) -> Result<TurnReport, Path
                                 vec![r.agent.clone()],
                                 turn,
                             );
-                            mb.dead(&mut effects, bytes, &why);
-                            mb.drop_unread(&mut effects, &r.agent, &file);
+                            mb.dead_unread(&mut effects, &r.agent, &file, &why);
                             report.dead += 1;
                             ev.push_value(turn, Utc::now(), "dead", &why);
                         }
@@ -437,30 +433,31 @@ struct Router<'a> {
 }
 
 impl Router<'_> {
-    fn deliver(&mut self, to: &str, msg: &Message) {
-        if self.seen.insert((to.to_string(), msg.id.clone())) && self.mb.deliver(&mut self.deliveries, to, msg) {
-            self.report.delivered += 1;
-            self.ev.push(self.turn, self.now, "delivered", json!({"id": msg.id, "from": msg.from, "to": to}));
-        }
+    fn delivered(&mut self, to: &str, id: &str, from: &str) {
+        self.report.delivered += 1;
+        self.ev.push(self.turn, self.now, "delivered", json!({"id": id, "from": from, "to": to}));
     }
 
-    /// Sends a refused message to dead with its reason, and bounces it to the
-    /// sender unless it is itself a bounce (`bounce` is then `None`).
+    /// Sends a refused outbox file to dead with its reason, and bounces it to the
+    /// sender unless it is itself a bounce (`bounce_of` is then `None`).
+    #[allow(clippy::too_many_arguments)]
     fn refuse(
         &mut self,
         agent: &str,
+        file: &str,
         code: &str,
         id: &str,
         detail: String,
         to: Vec<String>,
-        bytes: Vec<u8>,
         bounce_of: Option<(&str, &str)>,
     ) {
         let why = reason(id, code, detail.clone(), agent, to, self.turn);
-        self.mb.dead(&mut self.deliveries, bytes, &why);
+        self.mb.dead_pending(&mut self.deliveries, agent, file, &why);
         if let Some((refused_id, thread)) = bounce_of {
             let b = bounce(agent, refused_id, thread, &detail, self.turn);
-            self.deliver(agent, &b);
+            if self.seen.insert((agent.to_string(), b.id.clone())) && self.mb.deliver(&mut self.deliveries, agent, &b) {
+                self.delivered(agent, &b.id, ENGINE);
+            }
         }
         self.report.dead += 1;
         self.ev.push_value(self.turn, self.now, "dead", &why);
@@ -475,7 +472,7 @@ impl Router<'_> {
                 "{file} is {size} bytes; the limit is {} (max_message_bytes in org/org.toml)",
                 org.settings.max_message_bytes
             );
-            self.refuse(agent, "oversize", &id, detail, vec![], mb.read_pending(agent, file)?, Some((&id, &id)));
+            self.refuse(agent, file, "oversize", &id, detail, vec![], Some((&id, &id)));
             mb.drop_pending(&mut self.moves, agent, file);
             return Ok(());
         }
@@ -484,7 +481,7 @@ impl Router<'_> {
             Ok(m) => m,
             Err(e) => {
                 let id = dead_id("malformed", agent, file);
-                self.refuse(agent, "malformed", &id, format!("{file}: {e}"), vec![], bytes, Some((&id, &id)));
+                self.refuse(agent, file, "malformed", &id, format!("{file}: {e}"), vec![], Some((&id, &id)));
                 mb.drop_pending(&mut self.moves, agent, file);
                 return Ok(());
             }
@@ -504,7 +501,7 @@ impl Router<'_> {
             })
         };
         if let Some((code, detail)) = refusal {
-            self.refuse(agent, code, &msg.id, detail, msg.to.0.clone(), bytes, bounce_of);
+            self.refuse(agent, file, code, &msg.id, detail, msg.to.0.clone(), bounce_of);
             mb.drop_pending(&mut self.moves, agent, file);
             return Ok(());
         }
@@ -516,7 +513,13 @@ impl Router<'_> {
         let mut denied = Vec::new();
         for to in &msg.to.0 {
             match chart.check(agent, to) {
-                Ok(()) => self.deliver(to, &msg),
+                Ok(()) => {
+                    if self.seen.insert((to.clone(), msg.id.clone()))
+                        && mb.deliver_pending(&mut self.deliveries, agent, file, to, &msg.id)
+                    {
+                        self.delivered(to, &msg.id, agent);
+                    }
+                }
                 Err(d) => denied.push((to.clone(), d)),
             }
         }
@@ -524,7 +527,7 @@ impl Router<'_> {
             let code = denied[0].1.code();
             let detail = denied.iter().map(|(_, d)| d.to_string()).collect::<Vec<_>>().join("; ");
             let to = denied.iter().map(|(t, _)| t.clone()).collect();
-            self.refuse(agent, code, &msg.id, detail, to, bytes, bounce_of);
+            self.refuse(agent, file, code, &msg.id, detail, to, bounce_of);
         }
         mb.mark_sent(&mut self.moves, agent, file);
         Ok(())
@@ -534,6 +537,8 @@ impl Router<'_> {
 /// Routes every outbox: delivers what the chart allows, sends the rest to dead
 /// with a bounce to the sender. Deliveries are durable before outbox files move.
 fn route(org: &Org, mb: &Mailbox, turn: u64, report: &mut TurnReport, ev: &mut Events) -> Result<(), PathError> {
+    // Held mail is counted by the last pass only: the second pass sees it again.
+    report.held = 0;
     let mut r = Router {
         mb,
         turn,

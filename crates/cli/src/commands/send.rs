@@ -49,7 +49,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let body = if args.body == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
-        s
+        // `echo hi | lemming send manager -` sends "hi", not "hi\n".
+        let trimmed = s.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&s);
+        trimmed.to_string()
     } else {
         args.body
     };

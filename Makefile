@@ -1,0 +1,45 @@
+# lemming: build, demo, test, bench, lint.
+CARGO ?= cargo
+BIN := target/release/lemming
+ifndef DEMO_DIR
+DEMO_DIR := $(shell mktemp -d -u /tmp/lemming-demo.XXXXXX)
+endif
+
+.PHONY: build demo test bench lint fmt clean
+
+build:
+	$(CARGO) build --release --bin lemming
+
+## demo: a fresh org on the mock provider; no API key needed.
+demo: build
+	@echo "== lemming init $(DEMO_DIR)"
+	@$(BIN) init $(DEMO_DIR) 2>/dev/null
+	@echo "== lemming send manager \"Please plan the launch @planner\""
+	@LEMMING_ORG=$(DEMO_DIR) $(BIN) send manager "Please plan the launch @planner"
+	@echo "== lemming step -n 3"
+	@LEMMING_ORG=$(DEMO_DIR) $(BIN) step -n 3
+	@echo "== lemming inbox"
+	@LEMMING_ORG=$(DEMO_DIR) $(BIN) inbox
+	@echo "== lemming inbox manager --all   (what the agents said to the manager)"
+	@LEMMING_ORG=$(DEMO_DIR) $(BIN) inbox manager --all
+	@echo "== lemming status"
+	@LEMMING_ORG=$(DEMO_DIR) $(BIN) status
+	@echo "== the org is in $(DEMO_DIR); try: LEMMING_ORG=$(DEMO_DIR) $(BIN) inspect planner"
+
+## test: every test of the workspace (unit, end-to-end on the real binary).
+test:
+	$(CARGO) test --workspace --all-targets
+
+## bench: the benchmarks behind BENCHMARKS.md (release build).
+bench:
+	$(CARGO) run --release -p lemming-bench
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
