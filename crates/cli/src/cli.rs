@@ -49,6 +49,14 @@ pub enum Command {
     /// Add credits to an agent
     #[command(name = "top-up")]
     TopUp(commands::top_up::Args),
+    /// Run the daemon: turns on a timer and early when mail lands, until stopped
+    Run(commands::run::Args),
+    /// Let the daemon finish its current turn, then start no new ones
+    Pause(commands::control::PauseArgs),
+    /// Let a paused daemon start turns again
+    Resume(commands::control::PauseArgs),
+    /// Stop the daemon cleanly (it finishes its turn and releases the lock)
+    Stop(commands::control::StopArgs),
 }
 
 /// An error on its way to stderr, with its exit code.
@@ -114,6 +122,13 @@ impl Ctx {
     pub fn load(&self) -> Result<Org, CliError> {
         Ok(Org::load(&self.root()?)?)
     }
+
+    /// The org for read-only commands and `send`: an invalid `org.toml` or
+    /// `models.toml` falls back to defaults (its problems are in `problems()`),
+    /// so these work while a bad edit waits to be fixed.
+    pub fn load_lenient(&self) -> Result<Org, CliError> {
+        Ok(Org::load_or_last_good(&self.root()?, None))
+    }
 }
 
 /// Runs a future on a runtime built for this command.
@@ -126,25 +141,78 @@ pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CliError> {
     Ok(rt.block_on(f))
 }
 
-fn init_tracing(verbose: u8) {
+fn filter(verbose: u8, default: &str) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
+    let level = match verbose {
+        0 => default,
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
-    let filter = std::env::var("LEMMING_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    std::env::var("LEMMING_LOG").ok().and_then(|f| EnvFilter::try_new(f).ok()).unwrap_or_else(|| EnvFilter::new(level))
 }
 
+fn init_tracing(verbose: u8, command: &Command) {
+    use tracing_subscriber::prelude::*;
+    // The daemon also logs to a file, set up by `run` once it knows the org.
+    if matches!(command, Command::Run(_)) {
+        return;
+    }
+    let stderr = stderr_layer();
+    let _ = tracing_subscriber::registry().with(stderr.with_filter(filter(verbose, "warn"))).try_init();
+}
+
+/// The daemon's logging: human-readable lines on stderr (from info, or as
+/// `-v`/`LEMMING_LOG` say) and JSON lines in `dir`, rotated daily and kept
+/// `keep` days. The guard must live as long as the daemon.
+pub fn init_file_log(dir: &std::path::Path, keep: usize) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::prelude::*;
+    let verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
+    let stderr = stderr_layer();
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("lemming")
+        .filename_suffix("jsonl")
+        .max_log_files(keep.max(1))
+        .build(dir);
+    match appender {
+        Ok(appender) => {
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let json = tracing_subscriber::fmt::layer().json().with_writer(writer);
+            let _ = tracing_subscriber::registry()
+                .with(stderr.with_filter(filter(verbose, "info")))
+                .with(json.with_filter(filter(verbose, "info")))
+                .try_init();
+            Some(guard)
+        }
+        Err(e) => {
+            let _ = tracing_subscriber::registry().with(stderr.with_filter(filter(verbose, "info"))).try_init();
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write log files; logging to stderr only");
+            None
+        }
+    }
+}
+
+fn stderr_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+}
+
+static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 pub fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`lemming status | head`), as command-line tools do.
+    // SAFETY: restoring the default SIGPIPE action before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
+    init_tracing(cli.verbose, &cli.command);
     let ctx = Ctx { org: cli.org, json: cli.json };
     let result = match cli.command {
         Command::Init(a) => commands::init::run(&ctx, a),
@@ -156,6 +224,10 @@ pub fn main() -> ExitCode {
         Command::Agents(a) => commands::agents::run(&ctx, a),
         Command::Inspect(a) => commands::inspect::run(&ctx, a),
         Command::TopUp(a) => commands::top_up::run(&ctx, a),
+        Command::Run(a) => commands::run::run(&ctx, a),
+        Command::Pause(a) => commands::control::pause(&ctx, a),
+        Command::Resume(a) => commands::control::resume(&ctx, a),
+        Command::Stop(a) => commands::control::stop(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,13 +1,33 @@
-//! Running turns: `step` (N turns now, under the org lock). The org is loaded
-//! afresh before every turn, so edits to any config take effect on the next one.
+//! Running turns: [`step`] runs N turns now; [`run`] is the daemon, the same
+//! turn function in a loop. Both hold the org lock and reload the org before
+//! every turn, so edits take effect on the next turn.
+//!
+//! The daemon starts a turn every `turn_seconds`, and early (after
+//! `debounce_ms`) when a new file lands in an outbox (`wake_on_message`).
+//! Events come from [`crate::watch`]; a rescan every [`RunOptions::rescan`]
+//! covers lost events. While `org/state/paused` exists it starts no turns. Its
+//! shutdown signal is a future, so tests can pass their own: the turn in
+//! flight finishes (agents still waiting for a model keep their mail unread),
+//! the lock is released and [`run`] returns.
 
+use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use crate::error::PathError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch as tokio_watch};
+use tokio::time::Instant;
+
+use crate::error::{PathError, WithPath};
+use crate::fsx;
 use crate::lock::{self, LockError};
-use crate::org::{LoadOrgError, Org};
+use crate::mailbox::Mailbox;
+use crate::org::{agent_folders, Layout, LoadOrgError, Org};
 use crate::turn::{self, TurnReport};
+use crate::watch::{self, Change};
 
 /// Why turns could not run.
 #[derive(Debug, thiserror::Error)]
@@ -24,20 +44,258 @@ pub enum StepError {
 }
 
 /// Runs `n` turns now. `on_turn` sees each report as it is committed.
-pub async fn step(
-    root: &Path,
-    n: u64,
-    mut on_turn: impl FnMut(&TurnReport, &Org),
-) -> Result<Vec<TurnReport>, StepError> {
-    let layout = crate::org::Layout::new(root);
+pub async fn step(root: &Path, n: u64, mut on_turn: impl FnMut(&TurnReport, &Org)) -> Result<Vec<TurnReport>, StepError> {
+    let layout = Layout::new(root);
     let _lock = lock::acquire(&layout)?;
     let mut reports = Vec::new();
     for _ in 0..n {
         let org = Org::load(root)?;
         let registry = Arc::new(org.registry());
-        let report = turn::run(&org, &registry).await?;
+        let report = turn::run(&org, &registry, None).await?;
         on_turn(&report, &org);
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// How to run the daemon.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Stop after this many turns.
+    pub turns: Option<u64>,
+    /// Overrides `turn_seconds` of org.toml.
+    pub turn_seconds: Option<f64>,
+    /// How often to rescan outboxes and config files for missed events.
+    pub rescan: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions { turns: None, turn_seconds: None, rescan: Duration::from_secs(2) }
+    }
+}
+
+/// `org/state/daemon.json`: which process is the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonFile {
+    /// Its pid.
+    pub pid: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// The running daemon's pid: `daemon.json` names a live process that holds the lock.
+pub fn daemon_pid(layout: &Layout) -> Option<u32> {
+    let d: DaemonFile = serde_json::from_slice(&std::fs::read(layout.daemon_json()).ok()?).ok()?;
+    (lock::holder(layout) == Some(d.pid)).then_some(d.pid)
+}
+
+/// Runs the daemon until `shutdown` resolves or `opts.turns` turns are done.
+/// `on_turn` sees each committed turn; `on_problems` sees the config problems
+/// whenever they change (empty when every file is valid again).
+pub async fn run(
+    root: &Path,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut on_turn: impl FnMut(&TurnReport),
+    mut on_problems: impl FnMut(&[crate::error::Diagnostic]),
+) -> Result<u64, StepError> {
+    let layout = Layout::new(root);
+    let _lock = lock::acquire(&layout)?;
+    let mut org = Org::load(root)?;
+    let file = DaemonFile { pid: std::process::id(), started_at: Utc::now() };
+    fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;
+    let _cleanup = RemoveOnDrop(layout.daemon_json());
+
+    let (stop_tx, stop_rx) = tokio_watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let _watcher = watch::start(root, ev_tx);
+
+    let mut registry = Arc::new(org.registry());
+    let mut problems: Vec<String> = Vec::new();
+    report_problems(&org, &mut problems, &mut on_problems);
+    let mut stamp = config_stamp(&layout);
+    let mut rescan = tokio::time::interval(opts.rescan);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = stop_rx.clone();
+    // The first turn runs at once: it finishes whatever a previous run left.
+    let mut next_timer = Instant::now();
+    let mut wake_at: Option<Instant> = None;
+    let mut leftover: BTreeSet<String> = BTreeSet::new();
+    let mut done = 0u64;
+    tracing::info!(pid = file.pid, org = %root.display(), "daemon started");
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let paused = layout.paused().exists();
+        let due = match wake_at {
+            Some(w) if w < next_timer => w,
+            _ => next_timer,
+        };
+        let early = wake_at.is_some_and(|w| w <= due);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            Some(change) = ev_rx.recv() => {
+                match change {
+                    Change::Outbox if org.settings.wake_on_message && wake_at.is_none() => {
+                        wake_at = Some(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
+                    }
+                    Change::Outbox => {}
+                    Change::Config => {
+                        reload(root, &mut org, &mut registry, &mut problems, &mut on_problems);
+                        stamp = config_stamp(&layout);
+                    }
+                }
+                continue;
+            }
+            _ = rescan.tick() => {
+                let now = config_stamp(&layout);
+                if now != stamp {
+                    stamp = now;
+                    reload(root, &mut org, &mut registry, &mut problems, &mut on_problems);
+                }
+                if org.settings.wake_on_message && wake_at.is_none() && has_new_pending(&org, &leftover) {
+                    wake_at = Some(Instant::now());
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(due), if !paused => {}
+        }
+        wake_at = None;
+        if early && !has_new_pending(&org, &leftover) {
+            continue;
+        }
+        reload(root, &mut org, &mut registry, &mut problems, &mut on_problems);
+        stamp = config_stamp(&layout);
+        let report = turn::run(&org, &registry, Some(stop_rx.clone())).await?;
+        on_turn(&report);
+        done += 1;
+        let seconds = opts.turn_seconds.unwrap_or(org.settings.turn_seconds);
+        next_timer = Instant::now() + Duration::from_secs_f64(seconds.max(0.001));
+        // Our own writes during the turn raised events; what matters is what is pending now.
+        while ev_rx.try_recv().is_ok() {}
+        leftover = pending_files(&org);
+        if opts.turns.is_some_and(|n| done >= n) {
+            break;
+        }
+    }
+    tracing::info!(turns = done, "daemon stopped");
+    Ok(done)
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Reloads every config file, keeping the last good version of any that is invalid.
+fn reload(
+    root: &Path,
+    org: &mut Org,
+    registry: &mut Arc<lemming_provider::Registry>,
+    problems: &mut Vec<String>,
+    on_problems: &mut impl FnMut(&[crate::error::Diagnostic]),
+) {
+    let next = Org::load_or_last_good(root, Some(org));
+    if next.models != org.models {
+        *registry = Arc::new(next.registry());
+    }
+    *org = next;
+    report_problems(org, problems, on_problems);
+}
+
+fn report_problems(org: &Org, seen: &mut Vec<String>, on_problems: &mut impl FnMut(&[crate::error::Diagnostic])) {
+    let now = org.problems();
+    let text: Vec<String> = now.iter().map(|d| d.to_string()).collect();
+    if text != *seen {
+        for d in &now {
+            tracing::error!(file = %d.path.display(), line = d.line, column = d.column, "{}", d.message);
+        }
+        if now.is_empty() && !seen.is_empty() {
+            tracing::info!("every config file is valid again");
+        }
+        on_problems(&now);
+        *seen = text;
+    }
+}
+
+/// The files waiting in every outbox.
+fn pending_files(org: &Org) -> BTreeSet<String> {
+    let mb = Mailbox::new(&org.layout.root);
+    let mut out = BTreeSet::new();
+    for agent in agent_folders(&org.layout) {
+        for f in mb.pending(&agent).unwrap_or_default() {
+            out.insert(format!("{agent}/{f}"));
+        }
+    }
+    out
+}
+
+/// Whether some outbox holds a file that was not there after the last turn
+/// (mail held for an invalid resume does not wake the daemon again and again).
+fn has_new_pending(org: &Org, leftover: &BTreeSet<String>) -> bool {
+    pending_files(org).iter().any(|f| !leftover.contains(f))
+}
+
+/// Modification times of every config file and the list of agent folders.
+fn config_stamp(layout: &Layout) -> Vec<(String, Option<SystemTime>)> {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut v = vec![
+        ("org.toml".to_string(), mtime(&layout.org_toml())),
+        ("models.toml".to_string(), mtime(&layout.models_toml())),
+    ];
+    for a in agent_folders(layout) {
+        let t = mtime(&layout.agent_dir(&a).join("resume.toml"));
+        v.push((a, t));
+    }
+    v
+}
+
+/// Why `stop` could not stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    /// No daemon runs for this org.
+    #[error("no daemon is running for this org")]
+    NotRunning,
+    /// It did not exit in time.
+    #[error("the daemon (pid {0}) did not stop within {1:?}; it may be finishing a slow model call; try again or kill it")]
+    Timeout(u32, Duration),
+}
+
+/// Asks the daemon to stop (SIGTERM) and waits until it has released the lock.
+pub async fn stop(layout: &Layout, wait: Duration) -> Result<u32, StopError> {
+    let pid = daemon_pid(layout).ok_or(StopError::NotRunning)?;
+    // SAFETY: sending a signal to a pid has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + wait;
+    while lock::holder(layout) == Some(pid) {
+        if Instant::now() >= deadline {
+            return Err(StopError::Timeout(pid, wait));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(pid)
+}
+
+/// Pauses (`true`) or resumes (`false`) the daemon's turns; durable.
+pub fn set_paused(layout: &Layout, paused: bool) -> Result<(), PathError> {
+    let p = layout.paused();
+    if paused {
+        std::fs::create_dir_all(layout.state_dir()).with_path(layout.state_dir())?;
+        fsx::write_atomic(&layout.state_tmp(), &p, Utc::now().to_rfc3339().as_bytes())
+    } else {
+        match std::fs::remove_file(&p) {
+            Ok(()) => fsx::sync_dir(&layout.state_dir()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_path(&p),
+        }
+    }
 }

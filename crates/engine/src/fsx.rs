@@ -35,6 +35,12 @@ fn tmp_path(tmp_dir: &Path, target: &Path) -> PathBuf {
     tmp_dir.join(format!("{name}.{}.tmp", std::process::id()))
 }
 
+/// The pid of the process that wrote a temporary file, from its name
+/// (`<name>.<pid>.tmp`), or `None` when the name does not have that form.
+pub fn tmp_pid(file_name: &str) -> Option<u32> {
+    file_name.strip_suffix(".tmp").and_then(|s| s.rsplit('.').next()).and_then(|p| p.parse().ok())
+}
+
 /// Flushes every dirty file of the filesystem that holds `root` (one `syncfs`).
 pub fn sync_fs(root: &Path) -> Result<(), PathError> {
     let f = File::open(root).with_path(root)?;

@@ -58,6 +58,10 @@ pub struct Record {
     pub notes: String,
     /// Skipped parts of the reply and failed memory operations.
     pub warnings: Vec<String>,
+    /// The process that called the model (to check, after crashes, that no
+    /// journaled agent was asked again).
+    #[serde(default)]
+    pub pid: u32,
 }
 
 /// The last committed turn, `org/state/turn.json`.

@@ -29,7 +29,8 @@
 //! - [`fsx`]: atomic writes and group commits;
 //! - [`ledger`], [`memory`], [`journal`], [`events`], [`activity`]: state files;
 //! - [`prompt`], [`reply`]: what the model is told and how its answer is read;
-//! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`];
+//! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`] (`step`,
+//!   and the `run` loop with [`watch`] for filesystem events);
 //! - [`status`]: read-only snapshots; [`init`]: the embedded default org;
 //! - [`fault`]: crash points for tests; [`error`]: paths and diagnostics.
 #![warn(missing_docs)]
@@ -57,3 +58,4 @@ pub mod resume;
 pub mod settings;
 pub mod status;
 pub mod turn;
+pub mod watch;

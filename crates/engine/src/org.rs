@@ -129,6 +129,10 @@ pub struct Org {
     /// Agent folders whose resume has problems: they are held, not run, and
     /// mail to and from them waits.
     pub broken: BTreeMap<String, Vec<Diagnostic>>,
+    /// Problems in files for which the last good version is used instead
+    /// (the daemon's hot reload), and in `org.toml`/`models.toml` when loaded
+    /// leniently. Empty for a plain [`Org::load`].
+    pub stale: Vec<Diagnostic>,
 }
 
 impl Org {
@@ -151,13 +155,46 @@ impl Org {
         if !fatal.is_empty() {
             return Err(LoadOrgError::Invalid(Diagnostics(fatal)));
         }
-        let (agents, broken) = load_agents(&layout, &models);
-        Ok(Org { layout, settings, models, agents, broken })
+        let (agents, broken) = load_agents(&layout, &models, true);
+        Ok(Org { layout, settings, models, agents, broken, stale: Vec::new() })
     }
 
-    /// Every problem in the agents' resumes, in folder order.
+    /// Loads the org, falling back for every invalid file: to the last good
+    /// version in `last_good` when there is one (the daemon's hot reload: a bad
+    /// edit is refused and the last good version kept), else to defaults (for
+    /// read-only commands such as `status`, which must work on a broken org).
+    /// The problems of files replaced by a fallback are in [`Org::stale`].
+    pub fn load_or_last_good(root: &Path, last_good: Option<&Org>) -> Org {
+        let layout = Layout::new(root);
+        let mut stale = Vec::new();
+        let settings = read(&layout.org_toml()).and_then(|t| settings::parse(&layout.org_toml(), &t)).unwrap_or_else(|e| {
+            stale.extend(e);
+            last_good.map(|o| o.settings.clone()).unwrap_or_default()
+        });
+        let mut models_ok = true;
+        let models = read(&layout.models_toml())
+            .and_then(|t| models::parse(&layout.models_toml(), &t, root))
+            .unwrap_or_else(|e| {
+                stale.extend(e);
+                models_ok = last_good.is_some();
+                last_good.map(|o| o.models.clone()).unwrap_or_default()
+            });
+        let (mut agents, mut broken) = load_agents(&layout, &models, models_ok);
+        if let Some(good) = last_good {
+            let names: Vec<String> = broken.keys().cloned().collect();
+            for name in names {
+                if let Some(resume) = good.agents.get(name.as_str()) {
+                    stale.extend(broken.remove(&name).unwrap_or_default());
+                    agents.insert(resume.name.clone(), resume.clone());
+                }
+            }
+        }
+        Org { layout, settings, models, agents, broken, stale }
+    }
+
+    /// Every problem found: files replaced by a fallback, then invalid resumes in folder order.
     pub fn problems(&self) -> Vec<Diagnostic> {
-        self.broken.values().flatten().cloned().collect()
+        self.stale.iter().chain(self.broken.values().flatten()).cloned().collect()
     }
 
     /// The org chart.
@@ -211,7 +248,11 @@ pub fn agent_folders(layout: &Layout) -> Vec<String> {
     out
 }
 
-fn load_agents(layout: &Layout, models: &Models) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
+fn load_agents(
+    layout: &Layout,
+    models: &Models,
+    check_models: bool,
+) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
     let mut files = Vec::new();
     let mut broken: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
     for folder in agent_folders(layout) {
@@ -237,7 +278,7 @@ fn load_agents(layout: &Layout, models: &Models) -> (BTreeMap<AgentName, Resume>
         let mut errs = Vec::new();
         for r in &f.refs {
             let bad = match r.field {
-                "model" => (!models.models.contains_key(&r.value)).then(|| {
+                "model" => (check_models && !models.models.contains_key(&r.value)).then(|| {
                     Diagnostic::at(
                         &f.path,
                         &f.text,

@@ -7,14 +7,13 @@ use crate::activity;
 use crate::error::{Diagnostic, PathError};
 use crate::journal::Journal;
 use crate::ledger::{Balance, Ledger};
-use crate::lock;
 use crate::mailbox::Mailbox;
 use crate::org::Org;
 
 /// The daemon's state.
 #[derive(Debug, Clone, Serialize)]
 pub struct DaemonState {
-    /// Whether a process holds the org lock.
+    /// Whether a daemon (`lemming run`) holds the org lock.
     pub running: bool,
     /// Its pid.
     pub pid: Option<u32>,
@@ -63,7 +62,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
     let root = &org.layout.root;
     let mb = Mailbox::new(root);
     let ledger = Ledger::load(&org.layout.ledger())?;
-    let pid = lock::holder(&org.layout);
+    let pid = crate::daemon::daemon_pid(&org.layout);
     let mut agents = Vec::new();
     let mut names: Vec<String> = org.agents.keys().map(|n| n.to_string()).collect();
     names.extend(org.broken.keys().cloned());

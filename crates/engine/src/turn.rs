@@ -69,8 +69,13 @@ struct Job {
     mail: Vec<Message>,
 }
 
+/// A stop request: when it turns `true`, provider calls still in flight are
+/// abandoned, the agents that already answered are applied, and the turn
+/// commits; the others keep their mail unread for the next turn.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
+
 /// Runs one turn on a loaded org. The caller holds the org lock.
-pub async fn run(org: &Org, registry: &Arc<Registry>) -> Result<TurnReport, PathError> {
+pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Result<TurnReport, PathError> {
     let root = org.layout.root.clone();
     let mb = Mailbox::new(&root);
     let journal = Journal::new(&org.layout);
@@ -151,11 +156,25 @@ pub async fn run(org: &Org, registry: &Arc<Registry>) -> Result<TurnReport, Path
         });
     }
     let mut fresh = Vec::new();
-    while let Some(joined) = set.join_next().await {
+    let mut stop = stop;
+    loop {
+        let joined = tokio::select! {
+            joined = set.join_next() => joined,
+            _ = stopped(&mut stop) => {
+                if !set.is_empty() {
+                    tracing::warn!(turn, unanswered = set.len(), "stopping: agents still waiting for their model keep their mail unread");
+                }
+                set.abort_all();
+                None
+            }
+        };
+        let Some(joined) = joined else { break };
         let (job, result) = match joined {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, "an agent task panicked; its mail stays unread");
+                if !e.is_cancelled() {
+                    tracing::error!(error = %e, "an agent task panicked; its mail stays unread");
+                }
                 continue;
             }
         };
@@ -279,6 +298,18 @@ pub async fn run(org: &Org, registry: &Arc<Registry>) -> Result<TurnReport, Path
     Ok(report)
 }
 
+/// Resolves when a stop is requested (never, without a stop signal).
+async fn stopped(stop: &mut Option<Stop>) {
+    match stop {
+        Some(rx) => {
+            if rx.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 fn mail_item(m: &Message) -> MailItem {
     MailItem {
         id: m.id.clone(),
@@ -313,6 +344,7 @@ fn record(
         memory: BTreeMap::new(),
         notes: String::new(),
         warnings: vec![],
+        pid: std::process::id(),
     };
     let reply = match result {
         Ok(reply) => reply,

@@ -52,6 +52,18 @@ impl Mock {
     }
 }
 
+/// With `LEMMING_MOCK_CALL_LOG=<file>`, appends `<turn> <agent> <pid>` for each
+/// call: crash tests use it to check that no journaled agent is asked again.
+fn log_call(req: &Request) {
+    use std::io::Write;
+    if let Some(path) = std::env::var_os("LEMMING_MOCK_CALL_LOG") {
+        let line = format!("{} {} {}\n", req.turn, req.agent, std::process::id());
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = f.write_all(line.as_bytes()).and_then(|_| f.sync_data());
+        }
+    }
+}
+
 /// The `@name` mentions in a body, in order (names follow the agent-name rule).
 pub fn mentions(body: &str) -> Vec<&str> {
     let bytes = body.as_bytes();
@@ -90,6 +102,7 @@ impl Provider for Mock {
                 tokio::time::sleep(self.latency).await;
             }
             let text = Mock::reply_text(req);
+            log_call(req);
             let usage = Usage { estimated: false, ..Usage::estimate(req.prompt_chars(), text.chars().count()) };
             Ok(Reply { text, usage, model_key: req.model.key.clone() })
         })

@@ -8,7 +8,7 @@ use crate::cli::{print_json, CliError, Ctx};
 pub struct Args {}
 
 pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
-    let org = ctx.load()?;
+    let org = ctx.load_lenient()?;
     let ledger = Ledger::load(&org.layout.ledger())?;
     let chart = org.chart();
     let rows: Vec<serde_json::Value> = org

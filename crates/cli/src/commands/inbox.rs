@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
-    let org = ctx.load()?;
+    let org = ctx.load_lenient()?;
     let agent = args.agent.unwrap_or_else(|| HUMAN.to_string());
     org.agent(&agent)?;
     let mb = Mailbox::new(&org.layout.root);

@@ -13,7 +13,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
-    let org = ctx.load()?;
+    let org = ctx.load_lenient()?;
     let r = org.agent(&args.name)?;
     let name = r.name.as_str();
     let root = &org.layout.root;

@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
-    let org = ctx.load()?;
+    let org = ctx.load_lenient()?;
     org.agent(&args.from)?;
     org.agent(&args.to)?;
     if let Err(denied) = org.chart().check(&args.from, &args.to) {

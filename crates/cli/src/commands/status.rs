@@ -8,7 +8,7 @@ use crate::cli::{print_json, CliError, Ctx};
 pub struct Args {}
 
 pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
-    let org = ctx.load()?;
+    let org = ctx.load_lenient()?;
     let s = status::status(&org)?;
     if ctx.json {
         return print_json(&s);
@@ -39,6 +39,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             a.pending,
             a.last_run_turn.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
         );
+    }
+    if !s.problems.is_empty() && s.daemon.running {
+        println!("\nThe daemon refuses these edits and keeps using the last good version of each file until it is fixed.");
     }
     for p in &s.problems {
         println!("\nproblem: {p}");
