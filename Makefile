@@ -5,7 +5,7 @@ ifndef DEMO_DIR
 DEMO_DIR := $(shell mktemp -d -u /tmp/lemming-demo.XXXXXX)
 endif
 
-.PHONY: build demo test bench lint fmt clean
+.PHONY: build demo demo-local test bench lint fmt clean
 
 build:
 	$(CARGO) build --release --bin lemming
@@ -26,13 +26,19 @@ demo: build
 	@LEMMING_ORG=$(DEMO_DIR) $(BIN) status
 	@echo "== the org is in $(DEMO_DIR); try: LEMMING_ORG=$(DEMO_DIR) $(BIN) inspect planner"
 
+## demo-local: the default org on a real local model (llama.cpp's server with
+## Gemma 3 270M, built once by scripts/setup-llm-peers.sh); no key, no internet.
+demo-local: build
+	@BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) bash scripts/demo-local.sh
+
 ## test: every test of the workspace (unit, end-to-end on the real binary).
 test:
 	$(CARGO) test --workspace --all-targets
 
 ## bench: the benchmarks behind BENCHMARKS.md (release build).
 bench:
-	$(CARGO) run --release -p lemming-bench
+	$(CARGO) build --release -p lemming-cli -p lemming-bench
+	target/release/lemming-bench
 
 lint:
 	$(CARGO) fmt --all -- --check

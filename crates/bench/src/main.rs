@@ -8,7 +8,9 @@
 //! that has been running). The floor is compared with the warm turn. `lemming-bench gen DIR AGENTS UNREAD SHAPE` writes a
 //! synthetic org for your own experiments.
 
+mod daemon;
 mod floor;
+mod http_stub;
 mod synth;
 
 use std::path::{Path, PathBuf};
@@ -120,13 +122,42 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn run_all(runs: usize) -> Result<bool, String> {
     let base: PathBuf = std::env::var_os("LEMMING_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let only = std::env::var("LEMMING_BENCH_ONLY").unwrap_or_default();
+    let mut all_ok = true;
+    if only.is_empty() || only == "steps" {
+        all_ok &= run_steps(&base, runs)?;
+    }
+    if only.is_empty() || only == "daemon" {
+        all_ok &= run_daemon(&base)?;
+    }
+    if only.is_empty() || only == "providers" {
+        all_ok &= http_stub::run(&base, runs)?;
+    }
+    Ok(all_ok)
+}
+
+fn run_daemon(base: &Path) -> Result<bool, String> {
+    println!();
+    println!("| daemon | figure | aim |");
+    println!("|---|---:|---:|");
+    let (p50, p99, max) = daemon::latency(base, 200)?;
+    println!("| send-to-reply latency, 200 sends, p50 | {p50:.1} ms | < 20 ms |");
+    println!("| send-to-reply latency, 200 sends, p99 | {p99:.1} ms | < 100 ms |");
+    println!("| send-to-reply latency, 200 sends, max | {max:.1} ms | |");
+    let (cpu, rss, hwm) = daemon::idle(base, 100, std::time::Duration::from_secs(10))?;
+    println!("| idle daemon, 100 agents, CPU over 10 s | {cpu:.2} % | < 1 % |");
+    println!("| idle daemon, 100 agents, RSS (peak) | {rss:.1} MB ({hwm:.1} MB) | < 20 MB |");
+    Ok(p50 < 20.0 && p99 < 100.0 && cpu < 1.0)
+}
+
+fn run_steps(base: &Path, runs: usize) -> Result<bool, String> {
     println!("| case | step, warm (median of {runs}) | step, cold | floor | warm / floor | limit | peak RSS step | peak RSS floor |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut all_ok = true;
     for case in cases() {
         let (mut warms, mut colds, mut floors, mut rss_s, mut rss_f) = (Vec::new(), Vec::new(), Vec::new(), 0, 0);
         for _ in 0..runs {
-            let tmp = tempfile::tempdir_in(&base).map_err(|e| e.to_string())?;
+            let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
             let (a, b) = (tmp.path().join("step"), tmp.path().join("floor"));
             synth::generate(&a, &case.spec).map_err(|e| e.to_string())?;
             synth::generate(&b, &case.spec).map_err(|e| e.to_string())?;

@@ -46,9 +46,17 @@ pub enum Command {
     Agents(commands::agents::Args),
     /// Show one agent in detail
     Inspect(commands::inspect::Args),
+    /// Show an agent's activity log: one entry per run (-f follows it)
+    Logs(commands::logs::Args),
     /// Add credits to an agent
     #[command(name = "top-up")]
     TopUp(commands::top_up::Args),
+    /// List the model keys, their providers and prices
+    Models(commands::models::Args),
+    /// Check each provider: reachable, key accepted, one tiny request (500 ms each)
+    Doctor(commands::doctor::Args),
+    /// Check the org's mailboxes, journal and ledger for lost, duplicated or torn state (G3–G7)
+    Fsck(commands::fsck::Args),
     /// Run the daemon: turns on a timer and early when mail lands, until stopped
     Run(commands::run::Args),
     /// Let the daemon finish its current turn, then start no new ones
@@ -57,6 +65,8 @@ pub enum Command {
     Resume(commands::control::PauseArgs),
     /// Stop the daemon cleanly (it finishes its turn and releases the lock)
     Stop(commands::control::StopArgs),
+    /// Talk to an agent: send each line read from stdin and show the replies
+    Chat(commands::chat::Args),
 }
 
 /// An error on its way to stderr, with its exit code.
@@ -169,6 +179,8 @@ pub fn init_file_log(dir: &std::path::Path, keep: usize) -> Option<tracing_appen
     use tracing_subscriber::prelude::*;
     let verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
     let stderr = stderr_layer();
+    // The appender prunes old files by listing the folder, and complains when it is missing.
+    let _ = std::fs::create_dir_all(dir);
     let appender = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix("lemming")
@@ -223,11 +235,16 @@ pub fn main() -> ExitCode {
         Command::Status(a) => commands::status::run(&ctx, a),
         Command::Agents(a) => commands::agents::run(&ctx, a),
         Command::Inspect(a) => commands::inspect::run(&ctx, a),
+        Command::Logs(a) => commands::logs::run(&ctx, a),
         Command::TopUp(a) => commands::top_up::run(&ctx, a),
+        Command::Models(a) => commands::models::run(&ctx, a),
+        Command::Doctor(a) => commands::doctor::run(&ctx, a),
+        Command::Fsck(a) => commands::fsck::run(&ctx, a),
         Command::Run(a) => commands::run::run(&ctx, a),
         Command::Pause(a) => commands::control::pause(&ctx, a),
         Command::Resume(a) => commands::control::resume(&ctx, a),
         Command::Stop(a) => commands::control::stop(&ctx, a),
+        Command::Chat(a) => commands::chat::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -77,3 +77,73 @@ pub fn last(root: &Path, agent: &str) -> Option<Activity> {
     f.read_to_string(&mut buf).ok()?;
     buf.lines().rev().find_map(|l| serde_json::from_str(l).ok())
 }
+
+/// Parses one line of an activity log.
+pub fn parse(line: &str) -> Option<Activity> {
+    serde_json::from_str(line).ok()
+}
+
+/// Follows an agent's activity log as it grows (`lemming logs -f`).
+#[derive(Debug, Clone)]
+pub struct Tail {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl Tail {
+    /// Follows `agents/<agent>/logs/activity.jsonl` from its start.
+    pub fn new(root: &Path, agent: &str) -> Tail {
+        Tail { path: path(root, agent), offset: 0 }
+    }
+
+    /// The complete lines appended since the last call (every line on the
+    /// first call). A file that does not exist yet has none; a file that
+    /// shrank (replaced) is read again from its start. A line still being
+    /// written is left for the next call.
+    pub fn read_new(&mut self) -> Result<Vec<String>, PathError> {
+        let mut f = match fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_path(&self.path),
+        };
+        let len = f.metadata().with_path(&self.path)?.len();
+        if len < self.offset {
+            self.offset = 0;
+        }
+        if len == self.offset {
+            return Ok(Vec::new());
+        }
+        f.seek(SeekFrom::Start(self.offset)).with_path(&self.path)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).with_path(&self.path)?;
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { return Ok(Vec::new()) };
+        self.offset += end as u64 + 1;
+        Ok(String::from_utf8_lossy(&buf[..end]).lines().filter(|l| !l.trim().is_empty()).map(String::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_reads_complete_lines_as_they_are_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tail = Tail::new(dir.path(), "planner");
+        assert!(tail.read_new().unwrap().is_empty(), "a missing log has no lines");
+        let p = path(dir.path(), "planner");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, "{\"a\":1}\n{\"b\":").unwrap();
+        assert_eq!(tail.read_new().unwrap(), ["{\"a\":1}"]);
+        assert!(tail.read_new().unwrap().is_empty(), "a partial line was returned");
+        fsx_append(&p, "2}\n\n{\"c\":3}\n");
+        assert_eq!(tail.read_new().unwrap(), ["{\"b\":2}", "{\"c\":3}"]);
+        fs::write(&p, "{\"d\":4}\n").unwrap();
+        assert_eq!(tail.read_new().unwrap(), ["{\"d\":4}"], "a replaced file is read from its start");
+    }
+
+    fn fsx_append(p: &Path, s: &str) {
+        use std::io::Write;
+        fs::OpenOptions::new().append(true).open(p).unwrap().write_all(s.as_bytes()).unwrap();
+    }
+}

@@ -172,6 +172,7 @@ pub async fn run(
         }
         reload(root, &mut org, &mut registry, &mut problems, &mut on_problems);
         stamp = config_stamp(&layout);
+        let before = pending_files(&org);
         let report = turn::run(&org, &registry, Some(stop_rx.clone())).await?;
         on_turn(&report);
         done += 1;
@@ -179,7 +180,12 @@ pub async fn run(
         next_timer = Instant::now() + Duration::from_secs_f64(seconds.max(0.001));
         // Our own writes during the turn raised events; what matters is what is pending now.
         while ev_rx.try_recv().is_ok() {}
-        leftover = pending_files(&org);
+        // Mail pending both before and after the turn was held (an invalid resume);
+        // mail that landed during the turn is new, and wakes the next turn early.
+        leftover = pending_files(&org).intersection(&before).cloned().collect();
+        if org.settings.wake_on_message && has_new_pending(&org, &leftover) {
+            wake_at = Some(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
+        }
         if opts.turns.is_some_and(|n| done >= n) {
             break;
         }

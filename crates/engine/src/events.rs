@@ -32,8 +32,8 @@ impl Events {
         self.push(turn, at, event, serde_json::to_value(fields).unwrap_or(Value::Null));
     }
 
-    /// Appends the gathered events (the commit's sync makes them durable).
+    /// Appends the gathered events durably.
     pub fn flush(self, layout: &Layout) -> Result<(), PathError> {
-        fsx::append_lines(&layout.events(), &self.lines)
+        fsx::append_lines_durable(&layout.events(), &self.lines)
     }
 }

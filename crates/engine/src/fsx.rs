@@ -63,6 +63,10 @@ pub fn sync_fs(root: &Path) -> Result<(), PathError> {
     }
 }
 
+/// Batches of at least this many operations are made durable with one
+/// `syncfs` per step; smaller ones with an fsync of each file and folder.
+pub const GROUP_SYNC_MIN: usize = 32;
+
 /// A group of durable writes and moves, committed with one sync per step.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -117,15 +121,31 @@ impl Batch {
         if self.is_empty() {
             return Ok(());
         }
+        // A small batch syncs exactly its own files and folders; a large one
+        // syncs the filesystem once per step (cheaper than hundreds of fsyncs,
+        // but it also flushes other programs' dirty data).
+        let ops = self.writes.len() + self.links.len() + self.moves.len() + self.removes.len();
+        let small = ops < GROUP_SYNC_MIN || !cfg!(target_os = "linux");
+        let sync = |dirs: Vec<&Path>| -> Result<(), PathError> {
+            if small {
+                let mut dirs = dirs;
+                dirs.sort();
+                dirs.dedup();
+                dirs.into_iter().try_for_each(sync_dir)
+            } else {
+                sync_fs(root)
+            }
+        };
+        let parent = |p: &'_ PathBuf| -> PathBuf { p.parent().map(Path::to_path_buf).unwrap_or_default() };
         if !self.writes.is_empty() || !self.links.is_empty() {
             for (tmp, _, bytes) in &self.writes {
                 let mut f = File::create(tmp).with_path(tmp)?;
                 f.write_all(bytes).with_path(tmp)?;
-                if !cfg!(target_os = "linux") {
-                    f.sync_all().with_path(tmp)?;
+                if small {
+                    f.sync_data().with_path(tmp)?;
                 }
             }
-            if !self.writes.is_empty() {
+            if !small && !self.writes.is_empty() {
                 sync_fs(root)?;
             }
             for (tmp, path, _) in &self.writes {
@@ -139,7 +159,8 @@ impl Batch {
                 }
             }
             crate::fault::point("batch_renamed");
-            sync_fs(root)?;
+            let dirs: Vec<PathBuf> = self.writes.iter().map(|w| parent(&w.1)).chain(self.links.iter().map(|l| parent(&l.1))).collect();
+            sync(dirs.iter().map(PathBuf::as_path).collect())?;
         }
         if !self.moves.is_empty() || !self.removes.is_empty() {
             for (from, to) in &self.moves {
@@ -157,13 +178,34 @@ impl Batch {
                     Err(e) => return Err(e).with_path(p),
                 }
             }
-            sync_fs(root)?;
+            let dirs: Vec<PathBuf> = self
+                .moves
+                .iter()
+                .flat_map(|(f, t)| [parent(f), parent(t)])
+                .chain(self.removes.iter().map(parent))
+                .collect();
+            sync(dirs.iter().map(PathBuf::as_path).collect())?;
         }
         Ok(())
     }
+
 }
 
-/// Appends lines to a file durably enough for a group commit (the caller syncs).
+/// Appends lines to a file and fsyncs it (and its folder when the file is new).
+pub fn append_lines_durable(path: &Path, lines: &str) -> Result<(), PathError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let new = !path.exists();
+    append_lines(path, lines)?;
+    File::open(path).and_then(|f| f.sync_data()).with_path(path)?;
+    if new {
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
+}
+
+/// Appends lines to a file in one write, without syncing (logs).
 /// If the file ends in a torn line from a crash, a newline is written first so
 /// that the torn line stays on its own and is skipped by readers.
 pub fn append_lines(path: &Path, lines: &str) -> Result<(), PathError> {

@@ -144,14 +144,33 @@ impl Journal {
         Ok(out)
     }
 
-    /// Appends records for `turn` in one write. The caller syncs before acting on them.
+    /// The file holding `turn`'s records (`fsck` reads every line of it).
+    pub fn records_path(&self, turn: u64) -> PathBuf {
+        self.dir(turn).join("records.jsonl")
+    }
+
+    /// The turns that have a journal folder, oldest first (missing folder = none).
+    pub fn turns(&self) -> Result<Vec<u64>, PathError> {
+        let dir = self.layout.journal_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_path(&dir),
+        };
+        let mut out: Vec<u64> =
+            rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Appends records for `turn` in one write, durably.
     pub fn append(&self, turn: u64, records: &[Record]) -> Result<(), PathError> {
         let mut lines = String::new();
         for r in records {
             lines.push_str(&serde_json::to_string(r).expect("a record always serializes"));
             lines.push('\n');
         }
-        crate::fsx::append_lines(&self.dir(turn).join("records.jsonl"), &lines)
+        crate::fsx::append_lines_durable(&self.dir(turn).join("records.jsonl"), &lines)
     }
 
     /// Commits `turn`: writes `turn.json` atomically and durably.

@@ -4,8 +4,6 @@
 //! never charges twice. Balance = budget + top-ups − charges.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -131,13 +129,27 @@ impl Ledger {
         self.by_model.iter().filter(|((a, _), _)| a == agent).map(|((_, m), c)| (m.clone(), *c)).collect()
     }
 
+    /// Everything charged, to every agent (what an org-wide `budget` is compared with).
+    pub fn total_spent(&self) -> f64 {
+        self.spent.values().sum()
+    }
+
+    /// Spend per model key, over every agent.
+    pub fn spent_per_model(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for ((_, model), cost) in &self.by_model {
+            *out.entry(model.clone()).or_default() += cost;
+        }
+        out
+    }
+
     /// The last turn an agent was charged on.
     pub fn last_charge(&self, agent: &str) -> Option<u64> {
         self.last_charge.get(agent).copied()
     }
 
-    /// Appends entries in one write (the caller syncs, as part of a group commit),
-    /// and records them in the totals. Charges already present are skipped.
+    /// Appends entries in one durable write and records them in the totals.
+    /// Charges already present are skipped.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), PathError> {
         let mut lines = String::new();
         for e in entries {
@@ -150,7 +162,7 @@ impl Ledger {
             lines.push_str(&serde_json::to_string(e).expect("an entry always serializes"));
             lines.push('\n');
         }
-        fsx::append_lines(&self.path, &lines)
+        fsx::append_lines_durable(&self.path, &lines)
     }
 }
 
@@ -158,8 +170,7 @@ impl Ledger {
 pub fn top_up(path: &Path, agent: &str, amount: f64, turn: u64) -> Result<Entry, PathError> {
     let e = Entry::TopUp { agent: agent.to_string(), amount, turn, at: Utc::now() };
     let line = serde_json::to_string(&e).expect("an entry always serializes") + "\n";
-    fsx::append_lines(path, &line)?;
-    OpenOptions::new().append(true).open(path).and_then(|mut f| f.flush().and(f.sync_all())).with_path(path)?;
+    fsx::append_lines_durable(path, &line)?;
     Ok(e)
 }
 
@@ -191,6 +202,8 @@ mod tests {
         let l = Ledger::load(&p).unwrap();
         assert_eq!(l.balance("a", 5.0), Balance { budget: 15.0, spent: 2.5, left: 12.5 });
         assert_eq!(l.balance("b", 1.0).left, 0.0);
+        assert_eq!(l.total_spent(), 3.5);
+        assert_eq!(l.spent_per_model().into_iter().collect::<Vec<_>>(), vec![("default".to_string(), 3.5)]);
         assert!(l.duplicate_charges.is_empty());
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 3);
     }

@@ -32,15 +32,22 @@
 //! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`] (`step`,
 //!   and the `run` loop with [`watch`] for filesystem events);
 //! - [`status`]: read-only snapshots; [`init`]: the embedded default org;
+//! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
+//!   waiting for new mail in an inbox, and a conversation that waits for replies
+//!   (running turns itself when no daemon runs);
+//! - [`fsck`]: read-only, lock-free checks of G2–G7 on disk (`lemming fsck`);
 //! - [`fault`]: crash points for tests; [`error`]: paths and diagnostics.
 #![warn(missing_docs)]
 
 pub mod activity;
 pub mod chart;
+pub mod chat;
 pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod follow;
+pub mod fsck;
 pub mod fsx;
 pub mod init;
 pub mod journal;
@@ -55,6 +62,7 @@ pub mod org;
 pub mod prompt;
 pub mod reply;
 pub mod resume;
+pub mod send;
 pub mod settings;
 pub mod status;
 pub mod turn;

@@ -61,14 +61,24 @@ pub fn holder(layout: &Layout) -> Option<u32> {
     pid_alive(pid).then_some(pid)
 }
 
-/// Whether a process with this pid exists.
+/// Whether a process with this pid exists and has not exited. A zombie (exited,
+/// not yet reaped by its parent) has closed its files and released its lock,
+/// so it does not count: `lemming stop` must not wait for its parent to reap it.
 pub fn pid_alive(pid: u32) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
     // SAFETY: kill with signal 0 only checks that the process exists.
     let rc = unsafe { libc::kill(pid as i32, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// Whether `/proc/<pid>/stat` says the process is a zombie (Linux; elsewhere never).
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("Z")
 }
 
 #[cfg(test)]
@@ -86,5 +96,26 @@ mod tests {
         }
         drop(held);
         assert!(acquire(&l).is_ok());
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn an_exited_child_not_yet_reaped_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Wait for it to exit without reaping it: it is a zombie until `wait`.
+        let mut zombie = false;
+        for _ in 0..500 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("Z") {
+                zombie = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(zombie, "`true` did not exit within 5 s");
+        assert!(!pid_alive(pid));
+        child.wait().unwrap();
+        assert!(pid_alive(std::process::id()));
     }
 }

@@ -77,6 +77,10 @@ impl Layout {
     pub fn paused(&self) -> PathBuf {
         self.root.join("org/state/paused")
     }
+    /// `org/state/breakers.json`: the providers' circuit breakers.
+    pub fn breakers(&self) -> PathBuf {
+        self.root.join("org/state").join(lemming_provider::breaker::FILE_NAME)
+    }
 }
 
 /// Why an org could not be found or loaded.
@@ -218,7 +222,7 @@ impl Org {
 
     /// A registry of providers for this org's models.
     pub fn registry(&self) -> Registry {
-        Registry::new(&self.models.providers, self.models.models.clone())
+        Registry::with_breaker_file(&self.models.providers, self.models.models.clone(), &self.layout.breakers())
     }
 }
 

@@ -1,4 +1,4 @@
-//! `org/org.toml`: turn length, wake-on-message, parallelism, limits.
+//! `org/org.toml`: turn length, wake-on-message, parallelism, limits, the org-wide budget.
 
 use std::path::Path;
 
@@ -28,6 +28,9 @@ pub struct Settings {
     pub journal_keep_turns: u64,
     /// Days of daemon log files to keep.
     pub log_retention_days: u64,
+    /// Org-wide credits for model calls: once all charges together reach it,
+    /// no agent runs (`None`: no org-wide limit).
+    pub budget: Option<f64>,
 }
 
 impl Default for Settings {
@@ -35,13 +38,14 @@ impl Default for Settings {
         Settings {
             turn_seconds: 60.0,
             wake_on_message: true,
-            debounce_ms: 50,
+            debounce_ms: 5,
             max_parallel: 8,
             max_attempts: 3,
             max_message_bytes: 65536,
             max_mail_per_prompt: 50,
             journal_keep_turns: 20,
             log_retention_days: 7,
+            budget: None,
         }
     }
 }
@@ -58,6 +62,7 @@ struct Raw {
     max_mail_per_prompt: Option<Spanned<i64>>,
     journal_keep_turns: Option<Spanned<i64>>,
     log_retention_days: Option<Spanned<i64>>,
+    budget: Option<Spanned<f64>>,
 }
 
 /// Parses and validates `org.toml` text, reporting every problem.
@@ -104,6 +109,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
     if let Some(d) = raw.debounce_ms {
         s.debounce_ms = d;
     }
+    if let Some(b) = raw.budget {
+        if !(b.get_ref().is_finite() && *b.get_ref() >= 0.0) {
+            errs.push(
+                Diagnostic::at(path, text, Some(b.span()), "`budget` must be a number 0 or more")
+                    .help("budget = 1000.0 (credits for the whole org), or remove it for no org-wide limit"),
+            );
+        }
+        s.budget = Some(*b.get_ref());
+    }
     if errs.is_empty() {
         Ok(s)
     } else {
@@ -120,8 +134,9 @@ mod tests {
         assert_eq!(parse(Path::new("o"), "").unwrap(), Settings::default());
         let s = parse(Path::new("o"), "max_parallel = 64\nturn_seconds = 0.5\n").unwrap();
         assert_eq!((s.max_parallel, s.turn_seconds), (64, 0.5));
-        let e = parse(Path::new("o"), "max_parallel = 0\nturn_seconds = -1.0\n").unwrap_err();
-        assert_eq!(e.len(), 2);
+        let e = parse(Path::new("o"), "max_parallel = 0\nturn_seconds = -1.0\nbudget = -5.0\n").unwrap_err();
+        assert_eq!(e.len(), 3);
+        assert_eq!(parse(Path::new("o"), "budget = 12.5\n").unwrap().budget, Some(12.5));
         assert!(parse(Path::new("o"), "max_paralel = 3\n").unwrap_err()[0].message.contains("unknown field"));
     }
 }

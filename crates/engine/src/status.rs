@@ -1,6 +1,8 @@
 //! What `lemming status`, `agents` and `inspect` show: a read-only snapshot of
 //! an org, taken without the org lock so it works while a daemon runs.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::activity;
@@ -30,7 +32,8 @@ pub struct AgentStatus {
     pub title: String,
     /// The model key (`null` for the human).
     pub model: Option<String>,
-    /// `human`, `idle`, `ready` (has unread mail), `failing`, `out_of_credits` or `invalid`.
+    /// `human`, `idle`, `ready` (has unread mail), `failing`, `out_of_credits`,
+    /// `org_budget_spent` (the org-wide budget is spent) or `invalid`.
     pub state: String,
     /// Credits.
     pub credits: Balance,
@@ -55,6 +58,45 @@ pub struct Status {
     pub dead_letters: usize,
     /// Config problems (invalid resumes).
     pub problems: Vec<Diagnostic>,
+    /// Credits charged so far, to every agent.
+    pub spent: f64,
+    /// Credits charged so far per model key (the key that answered).
+    pub spent_by_model: BTreeMap<String, f64>,
+    /// The org-wide budget of `org.toml`, when set.
+    pub budget: Option<OrgBudget>,
+    /// Circuit breakers that are open, half-open or counting failures.
+    pub breakers: Vec<BreakerStatus>,
+}
+
+/// The org-wide budget (`budget` in `org.toml`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgBudget {
+    /// The budget.
+    pub budget: f64,
+    /// Charged so far.
+    pub spent: f64,
+    /// What is left.
+    pub left: f64,
+    /// True once it is spent: no model is called until it is raised.
+    pub exhausted: bool,
+}
+
+/// One provider's circuit breaker, from `org/state/breakers.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerStatus {
+    /// The provider.
+    pub provider: String,
+    /// `open` (calls fail fast), `half_open` (the next call is a trial) or
+    /// `closed` (failures counted, below the threshold).
+    pub state: String,
+    /// Failed calls in a row.
+    pub consecutive_failures: u32,
+    /// Failures that open it.
+    pub threshold: u32,
+    /// Calls fail fast until then.
+    pub open_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last failure.
+    pub last_error: Option<String>,
 }
 
 /// Takes a snapshot of the org.
@@ -63,6 +105,9 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
     let mb = Mailbox::new(root);
     let ledger = Ledger::load(&org.layout.ledger())?;
     let pid = crate::daemon::daemon_pid(&org.layout);
+    let spent = ledger.total_spent();
+    let budget = org.settings.budget.map(|b| OrgBudget { budget: b, spent, left: b - spent, exhausted: spent >= b });
+    let exhausted = budget.as_ref().is_some_and(|b| b.exhausted);
     let mut agents = Vec::new();
     let mut names: Vec<String> = org.agents.keys().map(|n| n.to_string()).collect();
     names.extend(org.broken.keys().cloned());
@@ -75,6 +120,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
         let state = match resume {
             None => "invalid",
             Some(r) if r.name.is_human() => "human",
+            Some(_) if exhausted => "org_budget_spent",
             Some(_) if credits.left <= 0.0 => "out_of_credits",
             Some(_) if !mb.attempts(&name).is_empty() => "failing",
             Some(_) if unread > 0 => "ready",
@@ -97,5 +143,27 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
         agents,
         dead_letters: mb.dead_count()?,
         problems: org.problems(),
+        spent,
+        spent_by_model: ledger.spent_per_model(),
+        budget,
+        breakers: breakers(org),
     })
+}
+
+/// The breakers recorded in `org/state/breakers.json`, for providers still configured.
+fn breakers(org: &Org) -> Vec<BreakerStatus> {
+    let now = chrono::Utc::now();
+    lemming_provider::breaker::read_file(&org.layout.breakers())
+        .providers
+        .into_iter()
+        .filter(|(name, _)| org.models.providers.iter().any(|p| &p.name == name))
+        .map(|(provider, b)| BreakerStatus {
+            state: b.phase(now).to_string(),
+            consecutive_failures: b.consecutive_failures,
+            threshold: b.threshold,
+            open_until: b.open_until,
+            last_error: b.last_error,
+            provider,
+        })
+        .collect()
 }

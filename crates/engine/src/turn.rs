@@ -28,7 +28,7 @@ use crate::activity::{self, Activity};
 use crate::error::PathError;
 use crate::events::Events;
 use crate::fault;
-use crate::fsx::{self, Batch};
+use crate::fsx::Batch;
 use crate::journal::{Journal, Outcome, Record};
 use crate::ledger::{Entry, Ledger};
 use crate::mailbox::{DeadReason, Mailbox};
@@ -57,7 +57,7 @@ pub struct TurnReport {
     pub replayed: Vec<String>,
     /// Agents whose run failed, with the reason.
     pub failed: Vec<(String, String)>,
-    /// Agents that were due but skipped, with the reason (`out_of_credits`).
+    /// Agents that were due but skipped, with the reason (`out_of_credits`, `org_budget_spent`).
     pub skipped: Vec<(String, String)>,
     /// Credits charged this turn.
     pub cost: f64,
@@ -87,9 +87,11 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
     for folder in agent_folders(&org.layout) {
         if AgentName::new(&folder).is_ok() {
             mb.ensure(&folder)?;
-            clean_tmp(&mb, &folder);
+            clean_tmp(mb.tmp_leftovers(&folder));
         }
     }
+    // State files (`daemon.json`, `turn.json`, dead-letter reasons, memory) are written through here too.
+    clean_tmp(std::fs::read_dir(org.layout.state_tmp()).into_iter().flatten().flatten().map(|e| e.path()));
 
     route(org, &mb, turn, &mut report, &mut ev)?;
     fault::point("routed");
@@ -110,13 +112,18 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
         }
         let (mut mail, bad) = mb.unread(agent)?;
         for b in bad {
-            let id = dead_id("malformed", agent, &b.file);
+            let id = dead_id("malformed", turn, agent, &b.file);
             let why = reason(&id, "malformed", format!("{}: {}", b.file, b.error), agent, vec![], turn);
             mb.dead_unread(&mut housekeeping, agent, &b.file, &why);
             report.dead += 1;
             ev.push_value(turn, Utc::now(), "dead", &why);
         }
         if resume.schedule.wake == Wake::Mail && mail.is_empty() {
+            continue;
+        }
+        if org.settings.budget.is_some_and(|budget| ledger.total_spent() >= budget) {
+            report.skipped.push((agent.to_string(), "org_budget_spent".into()));
+            ev.push(turn, Utc::now(), "skipped", json!({"agent": agent, "reason": "org_budget_spent"}));
             continue;
         }
         if ledger.balance(agent, resume.credits).left <= 0.0 {
@@ -138,6 +145,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
             mail: mail.iter().map(mail_item).collect(),
             may_send_to: may,
             model: model.clone(),
+            agent_dir: Some(org.layout.agent_dir(agent)),
         };
         jobs.push(Job { agent: agent.to_string(), req, mail });
     }
@@ -181,10 +189,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
         fresh.push(record(org, &job, result, turn, started));
     }
     fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
-    if !fresh.is_empty() {
-        journal.append(turn, &fresh)?;
-        fsx::sync_fs(&root)?;
-    }
+    journal.append(turn, &fresh)?;
     fault::point("journaled");
 
     // Apply the effects of every journaled reply (fresh and replayed).
@@ -284,7 +289,6 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
 
     ev.push_value(turn, Utc::now(), "turn", &report);
     ev.flush(&org.layout)?;
-    fsx::sync_fs(&root)?;
     journal.commit(turn, Utc::now())?;
     journal.prune(turn, org.settings.journal_keep_turns);
     tracing::info!(
@@ -423,15 +427,16 @@ fn reason(id: &str, code: &str, detail: String, mailbox: &str, to: Vec<String>, 
     DeadReason { id: id.into(), reason: code.into(), detail, mailbox: mailbox.into(), to, turn, at: Utc::now() }
 }
 
-/// A dead-letter id for a file that has no usable id of its own.
-fn dead_id(code: &str, agent: &str, file: &str) -> String {
+/// A dead-letter id for a file that has no usable id of its own: unique per
+/// (turn, mailbox, file name), and the same when the turn is repeated.
+fn dead_id(code: &str, turn: u64, agent: &str, file: &str) -> String {
     let stem: String = file
         .trim_end_matches(".json")
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .take(48)
         .collect();
-    format!("{code}-{agent}-{stem}")
+    format!("{code}-t{turn}-{agent}-{stem}")
 }
 
 /// The engine's notice to a sender that its message was refused.
@@ -499,7 +504,7 @@ impl Router<'_> {
         let mb = self.mb;
         let size = mb.pending_size(agent, file)?;
         if size > org.settings.max_message_bytes {
-            let id = dead_id("oversize", agent, file);
+            let id = dead_id("oversize", self.turn, agent, file);
             let detail = format!(
                 "{file} is {size} bytes; the limit is {} (max_message_bytes in org/org.toml)",
                 org.settings.max_message_bytes
@@ -512,7 +517,7 @@ impl Router<'_> {
         let msg = match Message::parse(&bytes) {
             Ok(m) => m,
             Err(e) => {
-                let id = dead_id("malformed", agent, file);
+                let id = dead_id("malformed", self.turn, agent, file);
                 self.refuse(agent, file, "malformed", &id, format!("{file}: {e}"), vec![], Some((&id, &id)));
                 mb.drop_pending(&mut self.moves, agent, file);
                 return Ok(());
@@ -604,13 +609,22 @@ fn route(org: &Org, mb: &Mailbox, turn: u64, report: &mut TurnReport, ev: &mut E
 }
 
 /// Removes temporary files left by processes that are gone (a crash mid-write).
-fn clean_tmp(mb: &Mailbox, agent: &str) {
-    for p in mb.tmp_leftovers(agent) {
+///
+/// lemming's temporary names end in `.<pid>.tmp`: those of live processes (a
+/// concurrent `send`) are kept. Other programs may use `tmp/` too (write, then
+/// rename into `new/`): their files are removed only when an hour old.
+fn clean_tmp(leftovers: impl IntoIterator<Item = std::path::PathBuf>) {
+    for p in leftovers {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        // Temporary names end in `.<pid>.tmp`; keep those of live processes (a concurrent `send`).
-        let pid = name.strip_suffix(".tmp").and_then(|s| s.rsplit('.').next()).and_then(|p| p.parse::<u32>().ok());
-        let mine = pid == Some(std::process::id());
-        if mine || !pid.is_some_and(crate::lock::pid_alive) {
+        let remove = match crate::fsx::tmp_pid(name) {
+            Some(pid) => pid == std::process::id() || !crate::lock::pid_alive(pid),
+            None => std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600)),
+        };
+        if remove {
             let _ = std::fs::remove_file(p);
         }
     }

@@ -27,14 +27,14 @@ pub fn classify(root: &Path, path: &Path) -> Option<Change> {
         })
         .collect();
     match parts.as_slice() {
-        ["agents", _, "outbox", "new", file] if file.ends_with(".json") && !file.starts_with('.') => Some(Change::Outbox),
+        ["agents", _, "outbox", "new", file] if file.ends_with(".json") && !file.starts_with('.') => {
+            Some(Change::Outbox)
+        }
         ["agents", _, "resume.toml"]
         | ["agents", _]
         | ["org", "org.toml"]
         | ["org", "models.toml"]
-        | ["org", "state", "paused"] => {
-            Some(Change::Config)
-        }
+        | ["org", "state", "paused"] => Some(Change::Config),
         _ => None,
     }
 }
@@ -72,6 +72,24 @@ pub fn start(root: &Path, tx: mpsc::UnboundedSender<Change>) -> Option<Watcher> 
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on the periodic rescan");
         }
     }
+    Some(Watcher { _inner: w })
+}
+
+/// Watches one folder (not its subfolders) and sends `()` on every change in
+/// it, for people who wait on an inbox. Returns `None` when the platform gives
+/// no watcher or the folder cannot be watched; callers then poll.
+pub fn folder(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<Watcher> {
+    use notify::{RecursiveMode, Watcher as _};
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|ev| !matches!(ev.kind, notify::EventKind::Access(_))) {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| tracing::debug!(error = %e, "no filesystem watcher; polling"))
+    .ok()?;
+    w.watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::debug!(dir = %dir.display(), error = %e, "cannot watch; polling"))
+        .ok()?;
     Some(Watcher { _inner: w })
 }
 

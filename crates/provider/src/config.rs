@@ -38,10 +38,36 @@ impl ProviderKind {
         Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("?")
     }
 
-    /// Whether this kind is implemented in this build.
+    /// Whether this kind is implemented in this build (every kind is).
     pub fn is_built(self) -> bool {
-        matches!(self, ProviderKind::Mock | ProviderKind::Script)
+        true
     }
+
+    /// Whether calls of this kind go through the shared retry loop and circuit breaker.
+    pub fn is_resilient(self) -> bool {
+        matches!(self, ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::Command)
+    }
+}
+
+/// What the `command` kind runs (`program`, `args`, `env`, `max_output_bytes`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSpec {
+    /// The program: a bare name looked up in `PATH`, or a path (relative paths
+    /// are resolved against the org folder when the config is validated).
+    pub program: String,
+    /// Fixed arguments. The prompt is never put here: it goes to stdin.
+    pub args: Vec<String>,
+    /// Names of the environment variables passed through; every other one is cleared.
+    pub env: Vec<String>,
+    /// The most bytes of stdout accepted; more is a failed call.
+    pub max_output_bytes: u64,
+}
+
+impl CommandSpec {
+    /// The default `env` allow-list.
+    pub const DEFAULT_ENV: [&'static str; 1] = ["PATH"];
+    /// The default output cap (1 MiB).
+    pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1 << 20;
 }
 
 /// One named provider instance (`[providers.NAME]`).
@@ -63,24 +89,88 @@ pub struct ProviderSpec {
     pub latency_ms: u64,
     /// Script only: the reply file (absolute).
     pub script: Option<PathBuf>,
+    /// HTTP kinds: extra request headers (names and literal values).
+    pub headers: BTreeMap<String, String>,
+    /// `openai` only: when set, the Azure OpenAI variant (the key goes in an
+    /// `api-key` header and the URL names the deployment and this `api-version`).
+    pub azure_api_version: Option<String>,
+    /// `anthropic` only: the `anthropic-version` header.
+    pub anthropic_version: String,
+    /// HTTP kinds: the connect timeout, in seconds.
+    pub connect_timeout_secs: f64,
+    /// The first retry's delay before jitter, in milliseconds; it doubles on each retry.
+    pub backoff_ms: u64,
+    /// Consecutive failed calls that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker fails calls fast, in seconds.
+    pub breaker_cooldown_secs: f64,
+    /// `command` only: what to run.
+    pub command: Option<CommandSpec>,
     /// Extra settings that only some kinds use, kept as TOML.
     pub extra: BTreeMap<String, toml::Value>,
 }
 
 impl ProviderSpec {
-    /// The implicit `mock` provider that needs no `[providers]` entry.
-    pub fn builtin_mock() -> ProviderSpec {
+    /// The default `anthropic-version` header.
+    pub const DEFAULT_ANTHROPIC_VERSION: &'static str = "2023-06-01";
+    /// The default base URL of the `anthropic` kind.
+    pub const DEFAULT_ANTHROPIC_URL: &'static str = "https://api.anthropic.com";
+
+    /// A provider of this kind with every setting at its default.
+    pub fn new(name: impl Into<String>, kind: ProviderKind) -> ProviderSpec {
         ProviderSpec {
-            name: "mock".into(),
-            kind: ProviderKind::Mock,
+            name: name.into(),
+            kind,
             base_url: None,
             api_key_env: None,
             timeout_secs: 60.0,
-            max_retries: 0,
+            max_retries: 2,
             latency_ms: 0,
             script: None,
+            headers: BTreeMap::new(),
+            azure_api_version: None,
+            anthropic_version: Self::DEFAULT_ANTHROPIC_VERSION.into(),
+            connect_timeout_secs: 10.0,
+            backoff_ms: 500,
+            breaker_threshold: 5,
+            breaker_cooldown_secs: 30.0,
+            command: None,
             extra: BTreeMap::new(),
         }
+    }
+
+    /// The implicit `mock` provider that needs no `[providers]` entry.
+    pub fn builtin_mock() -> ProviderSpec {
+        ProviderSpec { max_retries: 0, ..ProviderSpec::new("mock", ProviderKind::Mock) }
+    }
+}
+
+/// How a model is asked to keep to the reply contract (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Structured {
+    /// Plain text; the tolerant parser finds the JSON object.
+    #[default]
+    None,
+    /// `response_format: {"type": "json_object"}`.
+    JsonObject,
+    /// `response_format` with the reply contract as a JSON schema, `to` limited
+    /// to the agents this agent may write to.
+    JsonSchema,
+}
+
+impl Structured {
+    /// Every value with its config name.
+    pub const ALL: [(&'static str, Structured); 3] =
+        [("none", Structured::None), ("json_object", Structured::JsonObject), ("json_schema", Structured::JsonSchema)];
+
+    /// Parses a config name.
+    pub fn parse(s: &str) -> Option<Structured> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, v)| *v)
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, v)| *v == self).map(|(n, _)| *n).unwrap_or("none")
     }
 }
 
@@ -131,4 +221,36 @@ pub struct ModelSpec {
     pub max_tokens: Option<u32>,
     /// Another model key to try when this one fails.
     pub fallback: Option<String>,
+    /// How the reply contract is enforced (`openai` kind).
+    pub structured: Structured,
+    /// `json_schema` only: the most messages (and memory operations) a reply may hold.
+    pub reply_max_messages: Option<u32>,
+    /// `json_schema` only: the longest string (body, notes, memory key or value) in a reply.
+    pub reply_max_chars: Option<u32>,
+    /// Azure variant only: the deployment name (default: `model`).
+    pub deployment: Option<String>,
+}
+
+impl ModelSpec {
+    /// A model key on a provider with every other setting at its default.
+    pub fn new(key: impl Into<String>, provider: impl Into<String>) -> ModelSpec {
+        ModelSpec {
+            key: key.into(),
+            provider: provider.into(),
+            model: None,
+            price: Price::Free,
+            temperature: None,
+            max_tokens: None,
+            fallback: None,
+            structured: Structured::None,
+            reply_max_messages: None,
+            reply_max_chars: None,
+            deployment: None,
+        }
+    }
+
+    /// The model name sent to the server (the key when `model` is not set).
+    pub fn wire_name(&self) -> &str {
+        self.model.as_deref().unwrap_or(&self.key)
+    }
 }

@@ -9,18 +9,37 @@
 //! - [`config`]: typed provider and model settings (parsed and validated by the engine);
 //! - [`mock`]: the deterministic, instant default (DESIGN §7);
 //! - [`script`]: replies read from a file, for tests and demos;
-//! - [`registry`]: builds one provider instance per configured provider.
+//! - [`openai`]: the chat-completions wire format (OpenAI, Azure, Ollama, vLLM, llama.cpp, ...);
+//! - [`anthropic`]: the Anthropic Messages API;
+//! - [`command`]: a local program that reads the prompt on stdin;
+//! - [`http`]: what the HTTP kinds share: one client per provider, status handling, excerpts;
+//! - [`resilience`]: retries with backoff and jitter, honouring `Retry-After`;
+//! - [`breaker`]: the circuit breaker per provider and its state file;
+//! - [`registry`]: builds one provider instance per configured provider, and the fallback chain;
+//! - [`doctor`]: checks each provider (reachability, auth, one tiny request) against a deadline.
+//!
+//! API keys are read from the environment variable a provider names, at call
+//! time. They are sent in headers only, never logged, never put into an error
+//! message (body excerpts are scrubbed of them), and never part of a [`Reply`].
 #![warn(missing_docs)]
 
+pub mod anthropic;
+pub mod breaker;
+pub mod command;
 pub mod config;
+pub mod doctor;
+pub mod http;
 pub mod mock;
+pub mod openai;
 pub mod registry;
+pub mod resilience;
 pub mod script;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 
-pub use config::{ModelSpec, Price, ProviderKind, ProviderSpec};
+pub use config::{CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, Structured};
 pub use registry::Registry;
 
 /// A boxed future, so that providers can be used as trait objects.
@@ -60,6 +79,9 @@ pub struct Request {
     pub may_send_to: Vec<String>,
     /// The model settings for this call.
     pub model: ModelSpec,
+    /// The agent's folder (`agents/<name>/`), when the caller has one: the
+    /// `command` kind runs in its `workspace/` and appends stderr to its `logs/`.
+    pub agent_dir: Option<PathBuf>,
 }
 
 impl Request {

@@ -112,7 +112,7 @@ impl Provider for Mock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MailItem, ModelSpec, Price};
+    use crate::{MailItem, ModelSpec};
 
     fn req(mail: Vec<MailItem>, may: &[&str]) -> Request {
         Request {
@@ -122,15 +122,8 @@ mod tests {
             prompt: "p".repeat(7),
             mail,
             may_send_to: may.iter().map(|s| s.to_string()).collect(),
-            model: ModelSpec {
-                key: "default".into(),
-                provider: "mock".into(),
-                model: None,
-                price: Price::Free,
-                temperature: None,
-                max_tokens: None,
-                fallback: None,
-            },
+            model: ModelSpec::new("default", "mock"),
+            agent_dir: None,
         }
     }
 

@@ -1,10 +1,21 @@
 //! One provider instance per configured provider, and the fallback chain across model keys.
+//!
+//! The registry is built once per org load. Each HTTP provider gets one
+//! `reqwest` client (its connection pool is reused by every call), and each
+//! `openai`, `anthropic` and `command` provider is wrapped in the retry loop
+//! and circuit breaker of [`crate::resilience`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::anthropic::Anthropic;
+use crate::breaker::{Board, Breaker};
+use crate::command::Command;
 use crate::mock::Mock;
+use crate::openai::OpenAi;
+use crate::resilience::{Attempt, Policy, Resilient};
 use crate::script::Script;
 use crate::{ModelSpec, Provider, ProviderError, ProviderKind, ProviderSpec, Reply, Request};
 
@@ -12,6 +23,9 @@ use crate::{ModelSpec, Provider, ProviderError, ProviderKind, ProviderSpec, Repl
 #[derive(Clone)]
 pub struct Registry {
     providers: HashMap<String, Arc<dyn Provider>>,
+    specs: BTreeMap<String, ProviderSpec>,
+    clients: HashMap<String, reqwest::Client>,
+    breakers: HashMap<String, Arc<Breaker>>,
     models: BTreeMap<String, ModelSpec>,
 }
 
@@ -25,20 +39,100 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Builds every provider. Kinds that are not built in this version fail at call time
-    /// with a clear message rather than here, so that the rest of the org still runs.
+    /// Builds every provider, with circuit breakers kept in memory only.
     pub fn new(providers: &[ProviderSpec], models: BTreeMap<String, ModelSpec>) -> Registry {
-        let mut map: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-        map.insert("mock".into(), Arc::new(Mock::default()));
+        Registry::build(providers, models, None)
+    }
+
+    /// Builds every provider, with circuit breakers persisted in `breaker_file`
+    /// (`org/state/breakers.json`), so that an open breaker outlives the process.
+    pub fn with_breaker_file(
+        providers: &[ProviderSpec],
+        models: BTreeMap<String, ModelSpec>,
+        breaker_file: &Path,
+    ) -> Registry {
+        Registry::build(providers, models, Some(Board::open(breaker_file)))
+    }
+
+    fn build(providers: &[ProviderSpec], models: BTreeMap<String, ModelSpec>, board: Option<Arc<Board>>) -> Registry {
+        let mut r = Registry {
+            providers: HashMap::new(),
+            specs: BTreeMap::new(),
+            clients: HashMap::new(),
+            breakers: HashMap::new(),
+            models,
+        };
+        r.providers.insert("mock".into(), Arc::new(Mock::default()));
+        r.specs.insert("mock".into(), ProviderSpec::builtin_mock());
         for spec in providers {
-            map.insert(spec.name.clone(), build(spec));
+            let provider = r.build_one(spec, board.clone());
+            r.providers.insert(spec.name.clone(), provider);
+            r.specs.insert(spec.name.clone(), spec.clone());
         }
-        Registry { providers: map, models }
+        r
+    }
+
+    /// Builds one provider. A provider that cannot be built fails at call time
+    /// with the reason, so that the rest of the org still runs.
+    fn build_one(&mut self, spec: &ProviderSpec, board: Option<Arc<Board>>) -> Arc<dyn Provider> {
+        let attempt: Box<dyn Attempt> = match spec.kind {
+            ProviderKind::Mock => return Arc::new(Mock { latency: Duration::from_millis(spec.latency_ms) }),
+            ProviderKind::Script => {
+                return Arc::new(Script { name: spec.name.clone(), path: spec.script.clone().unwrap_or_default() })
+            }
+            ProviderKind::OpenAi | ProviderKind::Anthropic => {
+                let client = match crate::http::client(spec) {
+                    Ok(c) => c,
+                    Err(message) => return Arc::new(Unusable { name: spec.name.clone(), message }),
+                };
+                self.clients.insert(spec.name.clone(), client.clone());
+                if spec.kind == ProviderKind::OpenAi {
+                    Box::new(OpenAi::new(spec.clone(), client))
+                } else {
+                    Box::new(Anthropic::new(spec.clone(), client))
+                }
+            }
+            ProviderKind::Command => match &spec.command {
+                Some(c) => Box::new(Command::new(&spec.name, c.clone(), Duration::from_secs_f64(spec.timeout_secs))),
+                None => {
+                    return Arc::new(Unusable { name: spec.name.clone(), message: "no `program` configured".into() })
+                }
+            },
+        };
+        let breaker = Arc::new(Breaker::new(
+            &spec.name,
+            spec.breaker_threshold,
+            Duration::from_secs_f64(spec.breaker_cooldown_secs),
+            board,
+        ));
+        self.breakers.insert(spec.name.clone(), Arc::clone(&breaker));
+        let policy = Policy { max_retries: spec.max_retries, backoff: Duration::from_millis(spec.backoff_ms) };
+        Arc::new(Resilient::new(&spec.name, attempt, policy, breaker))
     }
 
     /// The model spec for a key.
     pub fn model(&self, key: &str) -> Option<&ModelSpec> {
         self.models.get(key)
+    }
+
+    /// Every model key.
+    pub fn models(&self) -> &BTreeMap<String, ModelSpec> {
+        &self.models
+    }
+
+    /// Every provider's settings, the implicit `mock` included.
+    pub fn specs(&self) -> &BTreeMap<String, ProviderSpec> {
+        &self.specs
+    }
+
+    /// The shared HTTP client of an HTTP provider.
+    pub fn client(&self, provider: &str) -> Option<&reqwest::Client> {
+        self.clients.get(provider)
+    }
+
+    /// The circuit breaker of a provider that has one.
+    pub fn breaker(&self, provider: &str) -> Option<&Arc<Breaker>> {
+        self.breakers.get(provider)
     }
 
     /// Calls the request's model, then each model of its fallback chain in turn,
@@ -71,28 +165,16 @@ impl Registry {
     }
 }
 
-struct Unbuilt {
+/// A provider that could not be built; every call fails with the reason.
+struct Unusable {
     name: String,
-    kind: ProviderKind,
+    message: String,
 }
 
-impl Provider for Unbuilt {
+impl Provider for Unusable {
     fn complete<'a>(&'a self, _req: &'a Request) -> crate::BoxFuture<'a, Result<Reply, ProviderError>> {
-        Box::pin(async move {
-            Err(ProviderError::Config {
-                provider: self.name.clone(),
-                message: format!("provider kind `{}` is not built in this version", self.kind.name()),
-            })
-        })
-    }
-}
-
-fn build(spec: &ProviderSpec) -> Arc<dyn Provider> {
-    match spec.kind {
-        ProviderKind::Mock => Arc::new(Mock { latency: Duration::from_millis(spec.latency_ms) }),
-        ProviderKind::Script => {
-            Arc::new(Script { name: spec.name.clone(), path: spec.script.clone().unwrap_or_default() })
-        }
-        kind => Arc::new(Unbuilt { name: spec.name.clone(), kind }),
+        Box::pin(
+            async move { Err(ProviderError::Config { provider: self.name.clone(), message: self.message.clone() }) },
+        )
     }
 }

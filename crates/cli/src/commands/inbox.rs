@@ -1,11 +1,13 @@
 //! `lemming inbox [AGENT]`: show unread mail; the human's is then marked read.
+//! With `--follow` it then keeps printing new mail as it arrives.
 
+use lemming_engine::follow::{self, NewMail};
 use lemming_engine::mailbox::Mailbox;
 use lemming_engine::message::Message;
 use lemming_engine::name::HUMAN;
 use lemming_engine::prompt;
 
-use crate::cli::{print_json, CliError, Ctx};
+use crate::cli::{block_on, print_json, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,6 +19,9 @@ pub struct Args {
     /// Do not mark anything read
     #[arg(long)]
     pub peek: bool,
+    /// Then keep printing new mail as it arrives, until Ctrl-C (with --json: one object per line)
+    #[arg(short, long)]
+    pub follow: bool,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
@@ -39,15 +44,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         shown.extend(read.into_iter().map(|m| (m, false)));
     }
     shown.extend(unread.iter().cloned().map(|m| (m, true)));
-    if ctx.json {
-        let items: Vec<serde_json::Value> = shown
-            .iter()
-            .map(|(m, unread)| {
-                let mut v = serde_json::to_value(m).unwrap_or_default();
-                v["unread"] = serde_json::Value::Bool(*unread);
-                v
-            })
-            .collect();
+    let mark_read = !args.peek && agent == HUMAN;
+    if args.follow {
+        for (m, unread) in &shown {
+            print_one(m, *unread, ctx.json);
+        }
+        if shown.is_empty() && !ctx.json {
+            eprintln!("No unread mail for {agent}; waiting for new mail (Ctrl-C to stop).");
+        }
+    } else if ctx.json {
+        let items: Vec<serde_json::Value> = shown.iter().map(|(m, unread)| json(m, *unread)).collect();
         print_json(&items)?;
     } else if shown.is_empty() {
         eprintln!("No unread mail for {agent}.");
@@ -56,14 +62,53 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             print!("{}", render(m, *unread));
         }
     }
-    if !args.peek && agent == HUMAN {
-        let ids: Vec<String> = unread.iter().map(|m| m.id.clone()).collect();
+    let ids: Vec<String> = unread.iter().map(|m| m.id.clone()).collect();
+    if mark_read {
         mb.mark_read_now(&agent, &ids)?;
     }
-    Ok(())
+    if !args.follow {
+        return Ok(());
+    }
+    block_on(async move {
+        let mut new_mail = NewMail::start(&org.layout.root, &agent, follow::POLL)?;
+        new_mail.mark_seen(ids);
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => return Ok::<(), CliError>(()),
+                fresh = new_mail.next() => {
+                    let fresh = fresh?;
+                    for m in &fresh {
+                        print_one(m, true, ctx.json);
+                    }
+                    if mark_read {
+                        let ids: Vec<String> = fresh.iter().map(|m| m.id.clone()).collect();
+                        mb.mark_read_now(&agent, &ids)?;
+                    }
+                }
+            }
+        }
+    })?
 }
 
-fn render(m: &Message, unread: bool) -> String {
+/// One message for `--follow`: readable, or one JSON object on one line.
+fn print_one(m: &Message, unread: bool, as_json: bool) {
+    if as_json {
+        println!("{}", json(m, unread));
+    } else {
+        print!("{}", render(m, unread));
+    }
+}
+
+/// A message as JSON: the fields of its file plus `unread`.
+fn json(m: &Message, unread: bool) -> serde_json::Value {
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    v["unread"] = serde_json::Value::Bool(unread);
+    v
+}
+
+pub(crate) fn render(m: &Message, unread: bool) -> String {
     let mut head = format!(
         "{} {} from {} to {}",
         if unread { "●" } else { " " },

@@ -1,10 +1,15 @@
 //! One file per subcommand: its clap `Args` (the doc comments are its --help) and `run`.
 
 pub mod agents;
+pub mod chat;
 pub mod control;
+pub mod doctor;
+pub mod fsck;
 pub mod inbox;
 pub mod init;
 pub mod inspect;
+pub mod logs;
+pub mod models;
 pub mod run;
 pub mod send;
 pub mod status;

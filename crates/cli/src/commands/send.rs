@@ -2,10 +2,8 @@
 
 use std::io::Read;
 
-use chrono::Utc;
-use lemming_engine::journal::Journal;
-use lemming_engine::mailbox::Mailbox;
-use lemming_engine::message::{self, Kind, Message, Priority, To};
+use lemming_engine::message::Priority;
+use lemming_engine::send::{self, SendError, SendOptions};
 
 use crate::cli::{CliError, Ctx};
 
@@ -34,18 +32,8 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
-    org.agent(&args.from)?;
-    org.agent(&args.to)?;
-    if let Err(denied) = org.chart().check(&args.from, &args.to) {
-        return Err(CliError::user(format!("{denied}\n  help: the org chart allows {} to write to: {}", args.from, {
-            let r = org.chart().reachable(&args.from);
-            if r.is_empty() {
-                "nobody".into()
-            } else {
-                r.join(", ")
-            }
-        })));
-    }
+    // Wrong names fail before stdin is read.
+    send::check(&org, &args.from, &args.to).map_err(send_error)?;
     let body = if args.body == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
@@ -55,41 +43,21 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     } else {
         args.body
     };
-    let mb = Mailbox::new(&org.layout.root);
-    let thread = match &args.reply_to {
-        Some(id) => {
-            if !message::valid_id(id) {
-                return Err(CliError::user(format!("--reply-to {id:?} is not a message id")));
-            }
-            let found = mb.read_mail(&args.from)?.into_iter().chain(mb.unread(&args.from)?.0).find(|m| &m.id == id);
-            found.map(|m| m.thread).unwrap_or_else(|| id.clone())
-        }
-        None => String::new(),
-    };
-    let now = Utc::now();
-    let id = message::new_id(now, &args.from);
-    let msg = Message {
-        thread: if thread.is_empty() { id.clone() } else { thread },
-        id,
-        from: args.from.clone(),
-        to: To(vec![args.to]),
-        subject: args.subject,
-        body,
+    let opts = SendOptions {
         priority: Priority::parse(&args.priority).unwrap_or_default(),
         reply_to: args.reply_to,
-        created_at: now,
-        turn: Journal::new(&org.layout).last_turn()?,
+        subject: args.subject,
         ttl_turns: args.ttl,
-        kind: Kind::Message,
     };
-    let size = msg.to_bytes().len() as u64;
-    if size > org.settings.max_message_bytes {
-        return Err(CliError::user(format!(
-            "the message is {size} bytes; the limit is {} (max_message_bytes in org/org.toml)",
-            org.settings.max_message_bytes
-        )));
-    }
-    mb.send_now(&args.from, &msg)?;
+    let msg = send::send(&org, &args.from, &args.to, &body, opts).map_err(send_error)?;
     println!("{}", msg.id);
     Ok(())
+}
+
+/// The message for a failed send, in the command line's words.
+pub fn send_error(e: SendError) -> CliError {
+    match e {
+        SendError::BadReplyTo(id) => CliError::user(format!("--reply-to {id:?} is not a message id")),
+        other => CliError::user(other.to_string()),
+    }
 }

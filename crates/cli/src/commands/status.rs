@@ -18,11 +18,39 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         _ => "not running".into(),
     };
     println!(
-        "org: {}\nturn: {}\ndaemon: {daemon}\ndead letters: {}\n",
+        "org: {}\nturn: {}\ndaemon: {daemon}\ndead letters: {}",
         org.layout.root.display(),
         s.turn,
         s.dead_letters
     );
+    match &s.budget {
+        Some(b) if b.exhausted => println!(
+            "org budget: SPENT ({:.4} of {:.4}): no model is called until `budget` in org/org.toml is raised",
+            b.spent, b.budget
+        ),
+        Some(b) => println!("org budget: {:.4} left of {:.4} (spent {:.4})", b.left, b.budget, b.spent),
+        None => println!("spent: {:.4} (no org-wide budget)", s.spent),
+    }
+    for (model, spent) in &s.spent_by_model {
+        println!("  spent on {model}: {spent:.4}");
+    }
+    for b in &s.breakers {
+        match b.state.as_str() {
+            "open" => println!(
+                "breaker OPEN: provider {} fails fast until {} ({} failed calls in a row; last: {})",
+                b.provider,
+                b.open_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default(),
+                b.consecutive_failures,
+                b.last_error.as_deref().unwrap_or("?")
+            ),
+            "half_open" => println!("breaker half-open: provider {}: the next call is a trial", b.provider),
+            _ => println!(
+                "breaker closed: provider {}: {} of {} failures before it opens",
+                b.provider, b.consecutive_failures, b.threshold
+            ),
+        }
+    }
+    println!();
     println!(
         "{:<16} {:<10} {:<15} {:>10} {:>10} {:>7} {:>8} {:>9}",
         "AGENT", "MODEL", "STATE", "CREDITS", "SPENT", "UNREAD", "PENDING", "LAST RUN"
@@ -41,7 +69,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         );
     }
     if !s.problems.is_empty() && s.daemon.running {
-        println!("\nThe daemon refuses these edits and keeps using the last good version of each file until it is fixed.");
+        println!(
+            "\nThe daemon refuses these edits and keeps using the last good version of each file until it is fixed."
+        );
     }
     for p in &s.problems {
         println!("\nproblem: {p}");

@@ -76,9 +76,10 @@ fn reference() -> &'static Reference {
 }
 
 /// G3 and G5 on disk: each accepted message is in each recipient's inbox exactly
-/// once, nothing else is there but bounces, outboxes are drained, and the ledger adds up.
+/// once, nothing else is there but bounces, outboxes are drained, and the ledger adds up;
+/// and `lemming fsck` finds no violation either.
 #[track_caller]
-fn assert_invariants(org: &TestOrg, sent: &[String], context: &str) {
+pub(crate) fn assert_invariants(org: &TestOrg, sent: &[String], context: &str) {
     let agents = org.agent_folders();
     let dead = org.dead();
     let mut copies: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -129,6 +130,7 @@ fn assert_invariants(org: &TestOrg, sent: &[String], context: &str) {
         }
     }
     org.assert_ledger_balances();
+    crate::fsck::assert_no_violations(org, context);
 }
 
 /// Aborts a step at `point` (twice in a row: recovery itself can crash), then
@@ -180,10 +182,10 @@ crash_tests! {
 }
 
 /// A small seeded generator (Knuth's MMIX LCG), so a failing run can be repeated.
-struct Lcg(u64);
+pub(crate) struct Lcg(pub(crate) u64);
 
 impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
@@ -276,5 +278,6 @@ fn a_repeated_turn_reuses_the_journaled_reply_instead_of_asking_again() {
         let charges = org.ledger().iter().filter(|e| e["kind"] == "charge" && e["agent"] == "manager").count();
         assert_eq!(charges, 1, "{point}: the manager was charged {charges} times");
         org.assert_ledger_balances();
+        crate::fsck::assert_no_violations(&org, point);
     }
 }

@@ -7,7 +7,9 @@ use std::fmt;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -399,5 +401,185 @@ impl TestOrg {
             let left = a["credits"]["left"].as_f64().unwrap();
             assert!((expected - left).abs() < 1e-9, "{name}: ledger says {expected} left, status says {left}");
         }
+    }
+}
+
+/// Polls `cond` every 2 ms until it holds or `timeout` has passed; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The last committed turn of the org at `root` (`org/state/turn.json`; 0 before the first).
+pub fn committed_turn(root: &Path) -> u64 {
+    fs::read(root.join("org/state/turn.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["turn"].as_u64())
+        .unwrap_or(0)
+}
+
+/// `lemming run` as a child process, its stdout and stderr going to a file.
+/// Dropping it kills the process (SIGKILL) and reaps it, so no test leaves a daemon behind.
+pub struct Daemon {
+    child: Child,
+    /// Its pid.
+    pub pid: u32,
+    /// The command line, for failure messages.
+    pub command: String,
+    root: PathBuf,
+    log: PathBuf,
+    /// The turn that was committed when it started.
+    pub start_turn: u64,
+    /// Its exit status once it has been reaped (after which it is never signalled).
+    status: Option<ExitStatus>,
+}
+
+impl Daemon {
+    /// What it printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status, if it has exited (reaps it).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.pid));
+        }
+        self.status
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.try_exit().is_none()
+    }
+
+    /// Waits up to `timeout` for it to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_until(timeout, || self.try_exit().is_some());
+        self.status
+    }
+
+    /// Sends a signal, unless it has already been reaped (its pid may then be someone else's).
+    pub fn signal(&mut self, sig: i32) {
+        if self.try_exit().is_none() {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+            let rc = unsafe { libc::kill(self.pid as i32, sig) };
+            assert_eq!(rc, 0, "cannot send signal {sig} to {}: {}", self.pid, std::io::Error::last_os_error());
+        }
+    }
+
+    /// Kills it with SIGKILL and reaps it; returns how it ended (it may have exited first).
+    pub fn kill9(&mut self) -> ExitStatus {
+        self.signal(libc::SIGKILL);
+        let status = self.child.wait().unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.pid));
+        *self.status.get_or_insert(status)
+    }
+
+    /// Waits (up to 20 s) until `org/state/daemon.json` names it and it has committed
+    /// its first turn; panics with its output if it exits or takes too long.
+    #[track_caller]
+    pub fn wait_ready(&mut self) {
+        let daemon_json = self.root.join("org/state/daemon.json");
+        let named = |pid| {
+            fs::read(&daemon_json)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .is_some_and(|v| v["pid"].as_u64() == Some(u64::from(pid)))
+        };
+        let ready = wait_until(Duration::from_secs(20), || {
+            !self.is_running() || (named(self.pid) && committed_turn(&self.root) > self.start_turn)
+        });
+        assert!(ready && self.is_running(), "the daemon did not become ready (first turn committed)\n{self}");
+    }
+
+    /// Asserts that it is still running.
+    #[track_caller]
+    pub fn assert_running(&mut self, context: &str) {
+        assert!(self.is_running(), "{context}: the daemon is gone\n{self}");
+    }
+}
+
+impl fmt::Display for Daemon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "$ {} (pid {})", self.command, self.pid)?;
+        writeln!(f, "status: {:?}", self.status)?;
+        write!(f, "--- output\n{}", self.output())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl TestOrg {
+    /// Starts `lemming run ARGS` on this org in the background.
+    pub fn spawn_run(&self, args: &[&str]) -> Daemon {
+        self.spawn_run_env(args, &[])
+    }
+
+    /// Starts `lemming run ARGS` with extra environment variables.
+    pub fn spawn_run_env(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+        static LOGS: AtomicUsize = AtomicUsize::new(0);
+        let log = self.tmp.path().join(format!("run-{}.log", LOGS.fetch_add(1, Ordering::Relaxed)));
+        let out = fs::File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let err = out.try_clone().unwrap();
+        let argv: Vec<&str> = std::iter::once("run").chain(args.iter().copied()).collect();
+        let mut cmd = self.command(&argv);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let start_turn = committed_turn(&self.root);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start lemming {}: {e}", argv.join(" ")));
+        Daemon {
+            pid: child.id(),
+            child,
+            command: format!("lemming {}", argv.join(" ")),
+            root: self.root.clone(),
+            log,
+            start_turn,
+            status: None,
+        }
+    }
+
+    /// The last committed turn.
+    pub fn turn(&self) -> u64 {
+        committed_turn(&self.root)
+    }
+
+    /// Puts a message file into an agent's `outbox/new/` as an agent must (G2):
+    /// written to `outbox/tmp/` and renamed into place, so that a running daemon
+    /// never reads it half-written.
+    pub fn post_outbox(&self, agent: &str, id: &str, bytes: impl AsRef<[u8]>) {
+        let tmp = self.path(&format!("agents/{agent}/outbox/tmp/{id}.json.{}.tmp", std::process::id()));
+        fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+        fs::create_dir_all(self.path(&format!("agents/{agent}/outbox/new"))).unwrap();
+        fs::write(&tmp, bytes).unwrap();
+        fs::rename(&tmp, self.path(&format!("agents/{agent}/outbox/new/{id}.json"))).unwrap();
+    }
+
+    /// Points the `default` model key at a mock provider that sleeps `ms` before each reply.
+    pub fn mock_latency(&self, ms: u64) {
+        self.edit("org/models.toml", "provider = \"mock\"", "provider = \"slow\"");
+        let models = self.read("org/models.toml");
+        self.write("org/models.toml", format!("{models}\n[providers.slow]\nkind = \"mock\"\nlatency_ms = {ms}\n"));
     }
 }

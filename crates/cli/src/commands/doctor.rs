@@ -1,0 +1,59 @@
+//! `lemming doctor`: checks every provider (reachability, auth, one tiny
+//! request where allowed) within a deadline, and prints a verdict for each.
+
+use std::time::Duration;
+
+use lemming_provider::doctor::{self, Call};
+
+use crate::cli::{block_on, print_json, CliError, Ctx};
+
+/// Checks each provider of org/models.toml: the key is set, the server answers
+/// and accepts the key, and, for servers on this machine, one tiny request
+/// (max_tokens = 1) succeeds. Each provider gets the same deadline; they are
+/// checked at once. Nothing is charged. Exits 1 when a provider fails.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Also send the tiny request to remote servers and run command providers once (they may charge for it)
+    #[arg(long, conflicts_with = "no_call")]
+    pub call: bool,
+    /// Send no tiny request anywhere
+    #[arg(long)]
+    pub no_call: bool,
+    /// The time allowed per provider, in milliseconds
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub deadline_ms: u64,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
+    let org = ctx.load()?;
+    let registry = org.registry();
+    let call = match (args.call, args.no_call) {
+        (true, _) => Call::Always,
+        (_, true) => Call::Never,
+        _ => Call::Local,
+    };
+    let verdicts = block_on(doctor::check_all(&registry, Duration::from_millis(args.deadline_ms), call))?;
+    if ctx.json {
+        print_json(&verdicts)?;
+    } else {
+        for v in &verdicts {
+            println!("{:<16} {:<10} {} ({} ms)", v.provider, v.kind, v.verdict.to_uppercase(), v.elapsed_ms);
+            for d in &v.details {
+                println!("    {d}");
+            }
+        }
+        if verdicts.is_empty() {
+            println!("no providers to check");
+        }
+    }
+    let failed: Vec<&str> = verdicts.iter().filter(|v| !v.ok).map(|v| v.provider.as_str()).collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::user(format!(
+            "{} provider(s) failed the check: {}\n  help: fix org/models.toml or the environment, then run `lemming doctor` again",
+            failed.len(),
+            failed.join(", ")
+        )))
+    }
+}

@@ -1,0 +1,113 @@
+//! `lemming logs NAME [-f]`: an agent's activity log, one entry per run.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use lemming_engine::activity::{self, Activity, Tail};
+
+use crate::cli::{block_on, CliError, Ctx};
+
+/// How often `--follow` looks for new runs.
+const POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Each run is logged in agents/NAME/logs/activity.jsonl. \
+    The daemon's own log (JSON lines, rotated daily) is in org/state/logs/.")]
+pub struct Args {
+    /// The agent
+    pub name: String,
+    /// Show the last N runs
+    #[arg(short = 'n', long = "runs", default_value_t = 20, value_name = "N")]
+    pub n: usize,
+    /// Keep printing new runs as they are logged, until Ctrl-C
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
+    let org = ctx.load_lenient()?;
+    // An agent whose resume is invalid still has its log, and that is when it is wanted.
+    if !org.broken.contains_key(&args.name) {
+        org.agent(&args.name)?;
+    }
+    let mut tail = Tail::new(&org.layout.root, &args.name);
+    let lines = tail.read_new()?;
+    let first = lines.len().saturating_sub(args.n);
+    show(&lines[first..], ctx.json);
+    if !args.follow {
+        if lines.is_empty() && !ctx.json {
+            eprintln!("No runs logged for {} yet.", args.name);
+        }
+        return Ok(());
+    }
+    if std::io::stderr().is_terminal() {
+        eprintln!("Waiting for new runs of {}; Ctrl-C to stop.", args.name);
+    }
+    block_on(async move {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => return Ok::<(), CliError>(()),
+                _ = tick.tick() => {
+                    show(&tail.read_new()?, ctx.json);
+                }
+            }
+        }
+    })?
+}
+
+/// Prints log lines: as they are with `--json`, else readable.
+fn show(lines: &[String], json: bool) {
+    for line in lines {
+        if json {
+            println!("{line}");
+        } else if let Some(a) = activity::parse(line) {
+            print!("{}", render(&a));
+        } else {
+            eprintln!("warning: skipped a log line that is not a run: {line}");
+        }
+    }
+}
+
+/// One run: a head line, then what it sent, its notes, warnings, error and
+/// (when it could not be used) the raw reply.
+fn render(a: &Activity) -> String {
+    let mut s = format!(
+        "turn {} {} {} model {} read {} sent {} cost {:.4}\n",
+        a.turn,
+        a.at.format("%Y-%m-%d %H:%M:%S"),
+        a.outcome,
+        a.model,
+        a.mail_read.len(),
+        a.sent.len(),
+        a.cost
+    );
+    if !a.sent.is_empty() {
+        let _ = writeln!(s, "  sent: {}", a.sent.join(", "));
+    }
+    if !a.notes.is_empty() {
+        let _ = writeln!(s, "  notes: {}", indent(&a.notes));
+    }
+    for w in &a.warnings {
+        let _ = writeln!(s, "  warning: {}", indent(w));
+    }
+    if let Some(e) = &a.error {
+        let _ = writeln!(s, "  error: {}", indent(e));
+    }
+    if let Some(raw) = &a.raw {
+        s.push_str("  raw reply:\n");
+        for line in raw.lines() {
+            let _ = writeln!(s, "    | {line}");
+        }
+    }
+    s
+}
+
+/// Continuation lines of a multi-line text, indented under its label.
+fn indent(text: &str) -> String {
+    text.trim_end().replace('\n', "\n    ")
+}

@@ -1,0 +1,1153 @@
+//! `lemming fsck`: checks the guarantees G2–G7 (DESIGN §5) on disk and reports
+//! what it finds as typed [`Finding`]s, each a violation or a note.
+//!
+//! It never takes the org lock and never writes, so it runs on any org, even
+//! while a daemon runs turns. Files move under it: a file listed and then gone
+//! is skipped, and every check that could be fooled by a move in flight looks
+//! again, in the order the engine moves files (`inbox/new` → `inbox/cur`,
+//! `inbox/new` → `dead/`), before it reports anything:
+//!
+//! - a message is a duplicate only if it is in `inbox/cur` and then still in
+//!   `inbox/new` (nothing moves from `cur` back to `new`);
+//! - a sent message is lost for a recipient only if it is in neither inbox
+//!   folder and then no dead letter covers it (poison links the dead letter
+//!   before it removes the inbox copy);
+//! - journal records are judged against the turn committed *before* they were
+//!   read, and ledger charges against the turn committed *after* the ledger was read.
+//!
+//! Paths in findings are relative to the org root.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::PathError;
+use crate::fsx::{self, list_json};
+use crate::journal::{Journal, Outcome, Record};
+use crate::ledger::Entry;
+use crate::lock;
+use crate::mailbox::{DeadReason, Mailbox};
+use crate::message::Message;
+use crate::name::AgentName;
+use crate::org::{agent_folders, Layout};
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// A guarantee is broken: mail lost or duplicated, credits wrong, a reason missing.
+    Violation,
+    /// Worth knowing, and expected in a healthy org (pending mail, a turn in progress).
+    Note,
+}
+
+/// What a finding is about. The snake_case names are stable: scripts match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// G2: a file in an inbox or in `outbox/sent` that is not a message.
+    UnparseableMessage,
+    /// G2: leftover temporary files of processes that have exited.
+    StaleTmp,
+    /// G3: a message both unread (`inbox/new`) and read (`inbox/cur`).
+    DuplicateMessage,
+    /// G3: an inbox file not named `<id>.json` after the id it holds.
+    MisnamedMessage,
+    /// G3: a routed message that a recipient never got, and no dead letter says why.
+    LostMessage,
+    /// G3: a routed message whose recipient's folder is gone (the agent was removed).
+    RecipientGone,
+    /// G3: messages waiting in an outbox for the next turn.
+    PendingMessages,
+    /// G4: a committed turn used a message that is still unread.
+    UnconsumedMail,
+    /// G4: a journal for a turn after the last committed one: interrupted or in progress.
+    InterruptedTurn,
+    /// G4: a journal line that does not parse (a write torn by a crash).
+    TornJournalLine,
+    /// G5: the same (turn, agent) charged more than once.
+    DoubleCharge,
+    /// G5: a negative or non-finite cost or top-up.
+    InvalidAmount,
+    /// G5: a charge for a turn after the one in progress.
+    FutureCharge,
+    /// G5: a committed reply that used tokens but has no charge.
+    MissingCharge,
+    /// G5: a complete ledger line that is not a ledger entry.
+    CorruptLedgerLine,
+    /// G5: a ledger line cut short by a crash; skipped by readers.
+    TornLedgerLine,
+    /// G6: a live process holds the org lock.
+    LockHeld,
+    /// G6: no live process holds the org lock.
+    LockFree,
+    /// G7: a dead letter without its reason.
+    DeadWithoutReason,
+    /// G7: a dead letter's reason that does not parse.
+    UnreadableReason,
+    /// G7: a reason whose dead letter is gone.
+    ReasonWithoutLetter,
+    /// G7: the dead letters, counted by reason.
+    DeadLetters,
+    /// A file or folder fsck could not read (other than one that went away).
+    UnreadableFile,
+}
+
+impl Code {
+    /// The severity of every finding with this code.
+    pub fn severity(self) -> Severity {
+        use Code::*;
+        match self {
+            UnparseableMessage | DuplicateMessage | MisnamedMessage | LostMessage | UnconsumedMail | DoubleCharge
+            | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine | DeadWithoutReason
+            | UnreadableReason | UnreadableFile => Severity::Violation,
+            StaleTmp | RecipientGone | PendingMessages | InterruptedTurn | TornJournalLine | TornLedgerLine
+            | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters => Severity::Note,
+        }
+    }
+
+    /// The guarantee of DESIGN §5 it is about (`G2`…`G7`), or `io` for an unreadable file.
+    pub fn guarantee(self) -> &'static str {
+        use Code::*;
+        match self {
+            UnparseableMessage | StaleTmp => "G2",
+            DuplicateMessage | MisnamedMessage | LostMessage | RecipientGone | PendingMessages => "G3",
+            UnconsumedMail | InterruptedTurn | TornJournalLine => "G4",
+            DoubleCharge | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine | TornLedgerLine => "G5",
+            LockHeld | LockFree => "G6",
+            DeadWithoutReason | UnreadableReason | ReasonWithoutLetter | DeadLetters => "G7",
+            UnreadableFile => "io",
+        }
+    }
+
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        use Code::*;
+        match self {
+            UnparseableMessage => "unparseable_message",
+            StaleTmp => "stale_tmp",
+            DuplicateMessage => "duplicate_message",
+            MisnamedMessage => "misnamed_message",
+            LostMessage => "lost_message",
+            RecipientGone => "recipient_gone",
+            PendingMessages => "pending_messages",
+            UnconsumedMail => "unconsumed_mail",
+            InterruptedTurn => "interrupted_turn",
+            TornJournalLine => "torn_journal_line",
+            DoubleCharge => "double_charge",
+            InvalidAmount => "invalid_amount",
+            FutureCharge => "future_charge",
+            MissingCharge => "missing_charge",
+            CorruptLedgerLine => "corrupt_ledger_line",
+            TornLedgerLine => "torn_ledger_line",
+            LockHeld => "lock_held",
+            LockFree => "lock_free",
+            DeadWithoutReason => "dead_without_reason",
+            UnreadableReason => "unreadable_reason",
+            ReasonWithoutLetter => "reason_without_letter",
+            DeadLetters => "dead_letters",
+            UnreadableFile => "unreadable_file",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One thing fsck found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// Violation or note (always `code.severity()`).
+    pub severity: Severity,
+    /// What it is about.
+    pub code: Code,
+    /// The guarantee concerned (always `code.guarantee()`).
+    pub guarantee: &'static str,
+    /// The files concerned, relative to the org root.
+    pub paths: Vec<PathBuf>,
+    /// What it means and what to do, for people.
+    pub message: String,
+}
+
+/// Everything fsck found, grouped by guarantee, violations first within each.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The findings.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// The number of violations.
+    pub fn violations(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity == Severity::Violation).count()
+    }
+
+    /// The number of notes.
+    pub fn notes(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity == Severity::Note).count()
+    }
+
+    /// Whether no guarantee is broken.
+    pub fn ok(&self) -> bool {
+        self.violations() == 0
+    }
+
+    /// The findings with this code.
+    pub fn with_code(&self, code: Code) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.code == code)
+    }
+}
+
+/// Refusals of a whole message: their dead letter covers every recipient.
+const WHOLE_MESSAGE_REASONS: [&str; 4] = ["malformed", "sender_mismatch", "oversize", "expired"];
+
+/// Checks the org at `root`. Read-only, lock-free; problems reading files become findings.
+pub fn check(root: &Path) -> Report {
+    let mut f = Fsck::new(root);
+    f.lock();
+
+    // Journal records are judged against the turn committed before they are read;
+    // ledger charges against the turn committed after the ledger is read.
+    let before = f.committed();
+    let records = match before {
+        Some(c) => f.journal_records(c),
+        None => Vec::new(),
+    };
+    let ledger = f.ledger_lines();
+    let after = before.and_then(|_| f.committed());
+    let charged = f.ledger_checks(&ledger, after);
+    f.journal_checks(&records, &charged);
+    if let Some(c) = after {
+        f.interrupted(c);
+    }
+
+    let agents: Vec<String> = agent_folders(&f.layout).into_iter().filter(|a| AgentName::new(a).is_ok()).collect();
+    let mut inboxes = BTreeMap::new();
+    for agent in &agents {
+        let inbox = f.inbox(agent);
+        inboxes.insert(agent.clone(), inbox);
+        f.pending(agent);
+        let leftovers = f.mb.tmp_leftovers(agent);
+        f.stale_tmp(leftovers);
+    }
+    let state_tmp = f.layout.state_tmp();
+    let leftovers = fs::read_dir(&state_tmp).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    f.stale_tmp(leftovers);
+    for agent in &agents {
+        f.sent(agent, &inboxes);
+    }
+    f.dead();
+
+    let mut findings = f.findings;
+    findings.sort_by_key(|x| (x.guarantee, x.severity));
+    Report { findings }
+}
+
+/// The file names of one agent's inbox, as first listed.
+#[derive(Debug, Default)]
+struct Inbox {
+    new: BTreeSet<String>,
+    cur: BTreeSet<String>,
+}
+
+/// A ledger charge or top-up, with its line number.
+struct Line {
+    no: usize,
+    entry: Entry,
+}
+
+struct Fsck {
+    root: PathBuf,
+    layout: Layout,
+    mb: Mailbox,
+    journal: Journal,
+    /// The live holder of the org lock, if any.
+    holder: Option<u32>,
+    findings: Vec<Finding>,
+}
+
+impl Fsck {
+    fn new(root: &Path) -> Fsck {
+        let layout = Layout::new(root);
+        Fsck {
+            root: root.to_path_buf(),
+            mb: Mailbox::new(root),
+            journal: Journal::new(&layout),
+            layout,
+            holder: None,
+            findings: Vec::new(),
+        }
+    }
+
+    fn rel(&self, p: &Path) -> PathBuf {
+        p.strip_prefix(&self.root).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf())
+    }
+
+    fn push(&mut self, code: Code, paths: &[&Path], message: String) {
+        let paths = paths.iter().map(|p| self.rel(p)).collect();
+        self.findings.push(Finding { severity: code.severity(), code, guarantee: code.guarantee(), paths, message });
+    }
+
+    fn unreadable(&mut self, e: PathError) {
+        let message = format!(
+            "cannot read {}: {}; fsck could not check what it holds. Fix its permissions and run fsck again",
+            self.rel(&e.path).display(),
+            e.source
+        );
+        self.push(Code::UnreadableFile, &[&e.path], message);
+    }
+
+    /// The JSON files of a folder (none if it is missing).
+    fn list(&mut self, dir: &Path) -> Vec<String> {
+        list_json(dir).unwrap_or_else(|e| {
+            self.unreadable(e);
+            Vec::new()
+        })
+    }
+
+    /// A file's bytes; `None` if it went away (or could not be read: then a finding).
+    fn read(&mut self, path: &Path) -> Option<Vec<u8>> {
+        match fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.unreadable(PathError { path: path.to_path_buf(), source: e });
+                None
+            }
+        }
+    }
+
+    /// The last committed turn (0 before the first); `None` if `turn.json` is unreadable.
+    fn committed(&mut self) -> Option<u64> {
+        match self.journal.committed() {
+            Ok(c) => Some(c.map(|c| c.turn).unwrap_or(0)),
+            Err(e) => {
+                if !self.findings.iter().any(|f| f.code == Code::UnreadableFile && f.paths == [self.rel(&e.path)]) {
+                    let message = format!(
+                        "{} does not hold the last committed turn ({}); the checks that need it (journal, future \
+                         charges) were skipped. The engine refuses to run turns until it is fixed: restore it as \
+                         {{\"turn\": N, \"committed_at\": null}} with N the highest turn in org/state/journal",
+                        self.rel(&e.path).display(),
+                        e.source
+                    );
+                    self.push(Code::UnreadableFile, &[&e.path], message);
+                }
+                None
+            }
+        }
+    }
+
+    // G6 ------------------------------------------------------------------
+
+    fn lock(&mut self) {
+        let path = self.layout.lock();
+        let pid = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        match pid {
+            Some(pid) if lock::pid_alive(pid) => {
+                self.holder = Some(pid);
+                self.push(
+                    Code::LockHeld,
+                    &[&path],
+                    format!(
+                        "pid {pid} holds the org lock: a `lemming run` or `step` is running turns. Pending mail, \
+                         temporary files and a turn in progress may be transient; run fsck again when it is idle \
+                         to be sure"
+                    ),
+                );
+            }
+            Some(pid) => self.push(
+                Code::LockFree,
+                &[&path],
+                format!("no process runs turns: pid {pid}, the last to hold the org lock, has exited"),
+            ),
+            None => self.push(Code::LockFree, &[&path], "no process runs turns: no one holds the org lock".into()),
+        }
+    }
+
+    // G4: the journal -------------------------------------------------------
+
+    /// The records of committed turns (`turn <= committed`), the first per agent
+    /// and turn as the engine reads them, with their turn.
+    fn journal_records(&mut self, committed: u64) -> Vec<(u64, Record)> {
+        let turns = self.journal.turns().unwrap_or_else(|e| {
+            self.unreadable(e);
+            Vec::new()
+        });
+        let mut out = Vec::new();
+        for turn in turns.into_iter().filter(|t| *t <= committed) {
+            let mut seen = BTreeSet::new();
+            for r in self.journal_file(turn) {
+                if seen.insert(r.agent.clone()) {
+                    out.push((turn, r));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every record that parses in a turn's journal; torn lines become notes.
+    fn journal_file(&mut self, turn: u64) -> Vec<Record> {
+        let path = self.journal.records_path(turn);
+        let Some(bytes) = self.read(&path) else { return Vec::new() };
+        let text = String::from_utf8_lossy(&bytes);
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Record>(line) {
+                Ok(r) => out.push(r),
+                Err(e) => self.push(
+                    Code::TornJournalLine,
+                    &[&path],
+                    format!(
+                        "line {} of turn {turn}'s journal does not parse ({e}): a write cut short by a crash. The \
+                         engine ignores it; the reply it held, if any, was asked for again",
+                        i + 1
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    /// Committed replies: their mail is consumed and their usage charged.
+    fn journal_checks(&mut self, records: &[(u64, Record)], charged: &BTreeSet<(u64, String)>) {
+        for (turn, r) in records {
+            if r.outcome == Outcome::Ok {
+                for id in &r.mail {
+                    let name = format!("{id}.json");
+                    let new = self.mb.inbox_path(&r.agent, "new").join(&name);
+                    let cur = self.mb.inbox_path(&r.agent, "cur").join(&name);
+                    if new.exists() && !cur.exists() {
+                        let message = format!(
+                            "turn {turn} committed {}'s reply to message {id}, but the message is still unread: the \
+                             agent will read and answer it again (G4: mail is consumed once the reply is durable). \
+                             Move it to inbox/cur: mv {} {}",
+                            r.agent,
+                            self.rel(&new).display(),
+                            self.rel(&cur).display()
+                        );
+                        self.push(Code::UnconsumedMail, &[&new], message);
+                    }
+                }
+            }
+            if let Some(usage) = r.usage {
+                if !charged.contains(&(*turn, r.agent.clone())) {
+                    let path = self.journal.records_path(*turn);
+                    let message = format!(
+                        "turn {turn} committed a reply of {} ({} input + {} output tokens, {} credits) that the \
+                         ledger never charged: {}'s balance is {} credits too high. Add the charge to \
+                         org/state/ledger.jsonl while no turn runs, and report this as a bug",
+                        r.agent, usage.input_tokens, usage.output_tokens, r.cost, r.agent, r.cost
+                    );
+                    self.push(Code::MissingCharge, &[&path], message);
+                }
+            }
+        }
+    }
+
+    /// Journals of turns after the last committed one.
+    fn interrupted(&mut self, committed: u64) {
+        let turns = self.journal.turns().unwrap_or_else(|e| {
+            self.unreadable(e);
+            Vec::new()
+        });
+        for turn in turns.into_iter().filter(|t| *t > committed) {
+            let path = self.journal.records_path(turn);
+            let replies = match self.journal_file(turn).len() {
+                1 => "1 reply".to_string(),
+                n => format!("{n} replies"),
+            };
+            let message = match self.holder {
+                Some(pid) => format!(
+                    "turn {turn} is not committed yet ({replies} journaled); pid {pid} holds the lock, so it is \
+                     probably in progress"
+                ),
+                None => format!(
+                    "turn {turn} was interrupted (a crash or a kill) with {replies} journaled; the next `lemming \
+                     step` or `run` repeats it, reusing the journaled replies without asking the models again"
+                ),
+            };
+            let dir = path.parent().unwrap_or(&path).to_path_buf();
+            self.push(Code::InterruptedTurn, &[&dir], message);
+        }
+    }
+
+    // G5: the ledger ------------------------------------------------------------
+
+    /// Every ledger line that parses; torn and corrupt lines become findings.
+    fn ledger_lines(&mut self) -> Vec<Line> {
+        let path = self.layout.ledger();
+        let Some(bytes) = self.read(&path) else { return Vec::new() };
+        let text = String::from_utf8_lossy(&bytes);
+        let last = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, _)| i).last();
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Entry>(line) {
+                Ok(entry) => out.push(Line { no: i + 1, entry }),
+                // A crash mid-append leaves a prefix of a line (or zeros after a power
+                // loss); the next append starts on a new line, so it may end up anywhere.
+                Err(e) if Some(i) == last || e.is_eof() || line.contains('\0') => self.push(
+                    Code::TornLedgerLine,
+                    &[&path],
+                    format!(
+                        "line {} of the ledger is cut short ({e}): a write interrupted by a crash. Readers skip it, \
+                         and the turn it belonged to charged again when it was repeated; nothing to do",
+                        i + 1
+                    ),
+                ),
+                Err(e) => self.push(
+                    Code::CorruptLedgerLine,
+                    &[&path],
+                    format!(
+                        "line {} of the ledger is not a ledger entry ({e}); readers skip it, so whatever it held \
+                         is not counted in any balance. Restore it from a backup or remove it while no turn runs",
+                        i + 1
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    /// Double and future charges, bad amounts; returns the charged (turn, agent) keys.
+    fn ledger_checks(&mut self, lines: &[Line], committed: Option<u64>) -> BTreeSet<(u64, String)> {
+        let path = self.layout.ledger();
+        let mut charges: BTreeMap<(u64, String), Vec<(usize, f64)>> = BTreeMap::new();
+        for l in lines {
+            match &l.entry {
+                Entry::Charge { turn, agent, cost, .. } => {
+                    charges.entry((*turn, agent.clone())).or_default().push((l.no, *cost));
+                    if !cost.is_finite() || *cost < 0.0 {
+                        let message = format!(
+                            "line {}: the charge of {agent} on turn {turn} is {cost} credits; a cost is a number 0 \
+                             or more. The balance of {agent} is wrong by that much: fix the line while no turn runs",
+                            l.no
+                        );
+                        self.push(Code::InvalidAmount, &[&path], message);
+                    }
+                    if let Some(c) = committed.filter(|c| *turn > c + 1) {
+                        let message = format!(
+                            "line {}: {agent} is charged for turn {turn}, but the last committed turn is {c}, so \
+                             turn {turn} has not run. The ledger was edited or turn.json rolled back; a charge of a \
+                             future turn makes the real one be skipped. Remove the line while no turn runs",
+                            l.no
+                        );
+                        self.push(Code::FutureCharge, &[&path], message);
+                    }
+                }
+                Entry::TopUp { agent, amount, .. } => {
+                    if !amount.is_finite() || *amount < 0.0 {
+                        let message = format!(
+                            "line {}: a top-up of {amount} credits for {agent}; a top-up is a number 0 or more. \
+                             Fix the line while no turn runs",
+                            l.no
+                        );
+                        self.push(Code::InvalidAmount, &[&path], message);
+                    }
+                }
+            }
+        }
+        for ((turn, agent), lines) in &charges {
+            if lines.len() > 1 {
+                let nos: Vec<String> = lines.iter().map(|(n, _)| n.to_string()).collect();
+                let extra: f64 = lines.iter().skip(1).map(|(_, c)| c).sum();
+                let message = format!(
+                    "{agent} is charged {} times for turn {turn} (lines {}): {agent} paid {extra} credits too many \
+                     (G5: one charge per turn and agent). Remove all but the first of these lines while no turn runs",
+                    lines.len(),
+                    nos.join(", ")
+                );
+                self.push(Code::DoubleCharge, &[&path], message);
+            }
+        }
+        charges.into_keys().collect()
+    }
+
+    // G2 and G3: mailboxes ---------------------------------------------------
+
+    /// Lists an agent's inbox; finds duplicates and files that are not messages.
+    fn inbox(&mut self, agent: &str) -> Inbox {
+        let new_dir = self.mb.inbox_path(agent, "new");
+        let cur_dir = self.mb.inbox_path(agent, "cur");
+        // `cur` first: mail only moves from `new` to `cur`, so a name seen in `cur`
+        // and then in `new` was in both at once.
+        let cur: BTreeSet<String> = self.list(&cur_dir).into_iter().collect();
+        let new: BTreeSet<String> = self.list(&new_dir).into_iter().collect();
+        for name in new.intersection(&cur) {
+            let (n, c) = (new_dir.join(name), cur_dir.join(name));
+            if c.exists() && n.exists() {
+                let id = name.trim_end_matches(".json");
+                let message = format!(
+                    "message {id} is both unread and read in {agent}'s inbox: it was delivered twice (G3). {agent} \
+                     has already read it; remove the unread copy so it is not read again: rm {}",
+                    self.rel(&n).display()
+                );
+                self.push(Code::DuplicateMessage, &[&n, &c], message);
+            }
+        }
+        for (dir, names) in [(&new_dir, &new), (&cur_dir, &cur)] {
+            for name in names {
+                self.message_file(agent, &dir.join(name), name);
+            }
+        }
+        Inbox { new, cur }
+    }
+
+    /// Parses an inbox file: it must be a message named after its id.
+    fn message_file(&mut self, agent: &str, path: &Path, name: &str) {
+        let Some(bytes) = self.read(path) else { return };
+        match Message::parse(&bytes) {
+            Ok(m) if m.file_name() != name => {
+                let message = format!(
+                    "{} holds message {}: the engine names inbox files <id>.json and finds them by that name, so \
+                     this one can be delivered again. Rename it to {}",
+                    self.rel(path).display(),
+                    m.id,
+                    m.file_name()
+                );
+                self.push(Code::MisnamedMessage, &[path], message);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let message = format!(
+                    "{} in {agent}'s inbox is not a message ({e}). The engine delivers only messages that parse, \
+                     so it was written or changed by something else. Move it out of the inbox (the next turn that \
+                     runs {agent} moves unread ones to org/state/dead as `malformed`)",
+                    self.rel(path).display()
+                );
+                self.push(Code::UnparseableMessage, &[path], message);
+            }
+        }
+    }
+
+    fn pending(&mut self, agent: &str) {
+        let dir = self.mb.outbox_path(agent, "new");
+        let n = self.list(&dir).len();
+        if n > 0 {
+            let message = format!(
+                "{n} message(s) wait in {agent}'s outbox; the next turn routes them (mail from or to an agent whose \
+                 resume is invalid waits until the resume is fixed: see `lemming validate`)"
+            );
+            self.push(Code::PendingMessages, &[&dir], message);
+        }
+    }
+
+    /// Leftover temporary files whose writer is gone (writers still alive are skipped).
+    fn stale_tmp(&mut self, files: Vec<PathBuf>) {
+        let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+        for p in files {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if fsx::tmp_pid(name).is_some_and(lock::pid_alive) {
+                continue;
+            }
+            by_dir.entry(p.parent().map(Path::to_path_buf).unwrap_or_default()).or_default().push(p);
+        }
+        for (dir, files) in by_dir {
+            // A turn cleans the mailboxes' tmp folders, not org/state/tmp.
+            let then = if dir == self.layout.state_tmp() {
+                "the engine does not clean this folder, so delete them while no process runs turns"
+            } else {
+                "the next turn removes them"
+            };
+            let message = format!(
+                "{} leftover temporary file(s) in {} whose writer has exited (a crash mid-write). Harmless, as no \
+                 reader looks there; {then}",
+                files.len(),
+                self.rel(&dir).display()
+            );
+            let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+            self.push(Code::StaleTmp, &paths, message);
+        }
+    }
+
+    /// Every routed message reached each recipient, or a dead letter says why not.
+    fn sent(&mut self, agent: &str, inboxes: &BTreeMap<String, Inbox>) {
+        let dir = self.mb.outbox_path(agent, "sent");
+        for file in self.list(&dir) {
+            let path = dir.join(&file);
+            let Some(bytes) = self.read(&path) else { continue };
+            let msg = match Message::parse(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    let message = format!(
+                        "{} is not a message ({e}), though it was checked when it was routed: it was changed since, \
+                         and so was every inbox copy (they are hard links of it). fsck cannot check its delivery",
+                        self.rel(&path).display()
+                    );
+                    self.push(Code::UnparseableMessage, &[&path], message);
+                    continue;
+                }
+            };
+            let recipients: BTreeSet<&String> = msg.to.0.iter().collect();
+            for to in recipients {
+                self.delivered(agent, &path, &msg, to, inboxes);
+            }
+        }
+    }
+
+    fn delivered(&mut self, from: &str, sent: &Path, msg: &Message, to: &str, inboxes: &BTreeMap<String, Inbox>) {
+        let name = msg.file_name();
+        let valid = AgentName::new(to).is_ok();
+        if valid {
+            if inboxes.get(to).is_some_and(|i| i.new.contains(&name) || i.cur.contains(&name)) {
+                return;
+            }
+            // Delivered since the inbox was listed, or moved on: look again, in the order mail moves.
+            if self.mb.inbox_path(to, "new").join(&name).exists() || self.mb.inbox_path(to, "cur").join(&name).exists()
+            {
+                return;
+            }
+        }
+        if self.dead_covers(&msg.id, to) {
+            return;
+        }
+        if !valid || !self.layout.agent_dir(to).is_dir() {
+            let message = format!(
+                "message {} from {from} was routed to {to}, which is no agent folder now (removed or renamed \
+                 since?); its copy went with the folder. Nothing to do unless {to} should exist",
+                msg.id
+            );
+            self.push(Code::RecipientGone, &[sent], message);
+            return;
+        }
+        let inbox = self.mb.inbox_path(to, "new").join(&name);
+        let message = format!(
+            "message {} from {from} to {to} was routed (it is in {from}'s outbox/sent) but is in neither inbox/new \
+             nor inbox/cur of {to}, and no dead letter says why: it was lost (G3). To deliver it again: cp {} {}",
+            msg.id,
+            self.rel(sent).display(),
+            self.rel(&inbox).display()
+        );
+        self.push(Code::LostMessage, &[sent], message);
+    }
+
+    /// Whether a dead letter accounts for `id` not reaching `to`: a poison letter of
+    /// that recipient, or a refusal for it or of the whole message. Read afresh.
+    fn dead_covers(&mut self, id: &str, to: &str) -> bool {
+        let dead = self.mb.dead_dir();
+        let poison = format!("{id}-poison-{to}");
+        if dead.join(format!("{poison}.json")).exists() || dead.join(format!("{poison}.why.json")).exists() {
+            return true;
+        }
+        let Some(bytes) = self.read(&dead.join(format!("{id}.why.json"))) else { return false };
+        serde_json::from_slice::<DeadReason>(&bytes)
+            .is_ok_and(|r| WHOLE_MESSAGE_REASONS.contains(&r.reason.as_str()) || r.to.iter().any(|t| t == to))
+    }
+
+    // G7: dead letters ---------------------------------------------------------
+
+    fn dead(&mut self) {
+        let dir = self.mb.dead_dir();
+        let names = self.list(&dir);
+        let reasons: BTreeSet<&str> = names.iter().filter_map(|n| n.strip_suffix(".why.json")).collect();
+        let letters: BTreeSet<&str> =
+            names.iter().filter(|n| !n.ends_with(".why.json")).filter_map(|n| n.strip_suffix(".json")).collect();
+        for id in letters.difference(&reasons) {
+            let (letter, why) = (dir.join(format!("{id}.json")), dir.join(format!("{id}.why.json")));
+            // The engine writes the reason before it links the letter: look again.
+            if !why.exists() && letter.exists() {
+                let message = format!(
+                    "dead letter {id} has no reason beside it (G7: nothing refused without its reason). The engine \
+                     writes the reason first, so it was removed or lost: read the letter, and write down why it \
+                     died in {} or remove the letter",
+                    self.rel(&why).display()
+                );
+                self.push(Code::DeadWithoutReason, &[&letter], message);
+            }
+        }
+        for id in reasons.difference(&letters) {
+            let (letter, why) = (dir.join(format!("{id}.json")), dir.join(format!("{id}.why.json")));
+            if !letter.exists() && why.exists() {
+                let message = format!(
+                    "the reason {} has no dead letter beside it: the message itself was removed (or a turn is \
+                     writing it right now). The reason still says what happened; nothing to do",
+                    self.rel(&why).display()
+                );
+                self.push(Code::ReasonWithoutLetter, &[&why], message);
+            }
+        }
+        let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+        for id in &reasons {
+            let why = dir.join(format!("{id}.why.json"));
+            let Some(bytes) = self.read(&why) else { continue };
+            match serde_json::from_slice::<DeadReason>(&bytes) {
+                Ok(r) => *by_reason.entry(r.reason).or_default() += 1,
+                Err(e) => {
+                    let message = format!(
+                        "the reason of dead letter {id} does not parse ({e}): why it died is lost (G7). Read the \
+                         letter and write the reason again (see docs/on-disk-format.md)"
+                    );
+                    self.push(Code::UnreadableReason, &[&why], message);
+                }
+            }
+        }
+        let total: usize = by_reason.values().sum();
+        if total > 0 {
+            let counts: Vec<String> = by_reason.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            let message = format!(
+                "{total} dead letter(s): {}. Each is a message refused, expired or poisoned, with its reason in \
+                 <id>.why.json; `lemming status` counts them",
+                counts.join(", ")
+            );
+            self.push(Code::DeadLetters, &[&dir], message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Kind, Priority, To};
+
+    /// A default org with every agent's mailbox folders.
+    fn org() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("org");
+        crate::init::init(&root).unwrap();
+        let mb = Mailbox::new(&root);
+        for a in agent_folders(&Layout::new(&root)) {
+            mb.ensure(&a).unwrap();
+        }
+        (d, root)
+    }
+
+    fn msg(id: &str, from: &str, to: &[&str]) -> Message {
+        Message {
+            id: id.into(),
+            from: from.into(),
+            to: To(to.iter().map(|s| s.to_string()).collect()),
+            subject: None,
+            body: "hi".into(),
+            priority: Priority::Normal,
+            reply_to: None,
+            thread: id.into(),
+            created_at: chrono::Utc::now(),
+            turn: 0,
+            ttl_turns: None,
+            kind: Kind::Message,
+        }
+    }
+
+    fn put(root: &Path, rel: &str, bytes: impl AsRef<[u8]>) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+    }
+
+    /// Puts a message where routing leaves it: in the sender's `outbox/sent`.
+    fn sent(root: &Path, m: &Message) {
+        put(root, &format!("agents/{}/outbox/sent/{}", m.from, m.file_name()), m.to_bytes());
+    }
+
+    fn deliver(root: &Path, m: &Message, to: &str, sub: &str) {
+        put(root, &format!("agents/{to}/inbox/{sub}/{}", m.file_name()), m.to_bytes());
+    }
+
+    fn why(root: &Path, id: &str, reason: &str, to: &[&str]) {
+        let r = serde_json::json!({"id": id, "reason": reason, "detail": "d", "mailbox": "planner",
+            "to": to, "turn": 1, "at": "2026-01-01T00:00:00Z"});
+        put(root, &format!("org/state/dead/{id}.why.json"), r.to_string());
+        put(root, &format!("org/state/dead/{id}.json"), msg(id, "planner", to).to_bytes());
+    }
+
+    /// The codes found, with the paths of each finding.
+    fn codes(r: &Report) -> Vec<(Code, Vec<String>)> {
+        r.findings.iter().map(|f| (f.code, f.paths.iter().map(|p| p.display().to_string()).collect())).collect()
+    }
+
+    fn count(r: &Report, code: Code) -> usize {
+        r.with_code(code).count()
+    }
+
+    fn charge(turn: u64, agent: &str, cost: f64) -> String {
+        format!(
+            "{{\"kind\":\"charge\",\"turn\":{turn},\"agent\":\"{agent}\",\"model\":\"default\",\"input_tokens\":1,\
+             \"output_tokens\":1,\"cost\":{cost},\"at\":\"2026-01-01T00:00:00Z\"}}\n"
+        )
+    }
+
+    fn record(turn: u64, agent: &str, mail: &[&str], usage: bool) -> String {
+        let usage =
+            if usage { serde_json::json!({"input_tokens": 10, "output_tokens": 5}) } else { serde_json::Value::Null };
+        let r = serde_json::json!({"turn": turn, "agent": agent, "model": "default", "outcome": "ok", "reply": "{}",
+            "error": null, "usage": usage, "cost": 0.5, "mail": mail, "messages": [], "memory": {},
+            "notes": "", "warnings": []});
+        format!("{r}\n")
+    }
+
+    fn commit(root: &Path, turn: u64) {
+        put(root, "org/state/turn.json", format!("{{\"turn\":{turn},\"committed_at\":null}}"));
+    }
+
+    #[tokio::test]
+    async fn a_clean_org_after_turns_has_no_violations_until_a_delivered_copy_goes() {
+        let (_d, root) = org();
+        let first = msg("20260101T000000000Z-human-aaaaaa", "human", &["manager"]);
+        let mb = Mailbox::new(&root);
+        mb.send_now("human", &Message { body: "plan the launch @planner @hr".into(), ..first.clone() }).unwrap();
+        mb.send_now("planner", &msg("20260101T000000001Z-planner-refused", "planner", &["hr"])).unwrap();
+        crate::daemon::step(&root, 3, |_, _| {}).await.unwrap();
+
+        let r = check(&root);
+        assert!(r.ok(), "a clean org has violations: {:#?}", r.findings);
+        // The lock file names this test process, which ran the turns and is alive.
+        assert_eq!(count(&r, Code::LockHeld) + count(&r, Code::LockFree), 1, "{:#?}", r.findings);
+        assert_eq!(count(&r, Code::DeadLetters), 1, "the refused message is a dead letter: {:#?}", r.findings);
+        let read = mb.read_mail("planner").unwrap();
+        let lost = read.iter().find(|m| m.from == "manager").expect("the planner read the manager's forward");
+
+        // The planner's copy of the manager's forward disappears: lost.
+        fs::remove_file(root.join(format!("agents/planner/inbox/cur/{}", lost.file_name()))).unwrap();
+        let r = check(&root);
+        let found: Vec<_> = r.with_code(Code::LostMessage).collect();
+        assert_eq!(found.len(), 1, "{:#?}", r.findings);
+        assert_eq!(found[0].paths, [PathBuf::from(format!("agents/{}/outbox/sent/{}", lost.from, lost.file_name()))]);
+        assert!(found[0].message.contains("cp "), "{}", found[0].message);
+        assert!(!r.ok());
+    }
+
+    #[test]
+    fn a_message_both_unread_and_read_is_a_duplicate() {
+        let (_d, root) = org();
+        let m = msg("m1", "human", &["manager"]);
+        sent(&root, &m);
+        deliver(&root, &m, "manager", "cur");
+        assert!(check(&root).ok());
+        deliver(&root, &m, "manager", "new");
+        let r = check(&root);
+        assert_eq!(
+            codes(&r).into_iter().filter(|(c, _)| *c == Code::DuplicateMessage).collect::<Vec<_>>(),
+            [(
+                Code::DuplicateMessage,
+                vec!["agents/manager/inbox/new/m1.json".to_string(), "agents/manager/inbox/cur/m1.json".to_string()]
+            )]
+        );
+        assert_eq!(r.violations(), 1, "{:#?}", r.findings);
+    }
+
+    #[test]
+    fn a_recipient_without_the_message_is_lost_unless_a_dead_letter_covers_it() {
+        let (_d, root) = org();
+        // manager got it; planner was refused by the chart; hr poisoned it; ghost is gone.
+        let m = msg("m1", "human", &["manager", "planner", "hr", "ghost"]);
+        sent(&root, &m);
+        deliver(&root, &m, "manager", "cur");
+        why(&root, "m1", "chart_read_from", &["planner"]);
+        why(&root, "m1-poison-hr", "poison", &["hr"]);
+        let r = check(&root);
+        assert!(r.ok(), "{:#?}", r.findings);
+        assert_eq!(count(&r, Code::RecipientGone), 1, "{:#?}", r.findings);
+
+        // coder_01 never got this one, and nothing says why.
+        let lost = msg("m2", "manager", &["coder_01", "planner"]);
+        sent(&root, &lost);
+        deliver(&root, &lost, "planner", "new");
+        let r = check(&root);
+        let found: Vec<_> = r.with_code(Code::LostMessage).collect();
+        assert_eq!(found.len(), 1, "{:#?}", r.findings);
+        assert_eq!(found[0].paths, [PathBuf::from("agents/manager/outbox/sent/m2.json")]);
+        assert!(found[0].message.contains("to coder_01"), "{}", found[0].message);
+
+        // A refusal of the whole message covers every recipient.
+        why(&root, "m2", "expired", &[]);
+        assert!(check(&root).ok());
+    }
+
+    #[test]
+    fn pending_outbox_mail_and_stale_tmp_files_are_notes() {
+        let (_d, root) = org();
+        let mb = Mailbox::new(&root);
+        mb.send_now("human", &msg("m1", "human", &["manager"])).unwrap();
+        mb.send_now("human", &msg("m2", "human", &["manager"])).unwrap();
+        // Dead writers (a pid that cannot exist, or no pid), and a live one (us).
+        put(&root, "agents/human/outbox/tmp/m3.json.3000000000.tmp", "{");
+        put(&root, "agents/manager/inbox/tmp/garbage", "");
+        put(&root, "org/state/tmp/turn.json.3000000000.tmp", "");
+        put(&root, &format!("agents/hr/inbox/tmp/x.json.{}.tmp", std::process::id()), "");
+        let r = check(&root);
+        assert!(r.ok(), "{:#?}", r.findings);
+        let pending: Vec<_> = r.with_code(Code::PendingMessages).collect();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].message.starts_with("2 message(s)"), "{}", pending[0].message);
+        let mut stale: Vec<String> =
+            r.with_code(Code::StaleTmp).flat_map(|f| f.paths.iter().map(|p| p.display().to_string())).collect();
+        stale.sort();
+        assert_eq!(
+            stale,
+            [
+                "agents/human/outbox/tmp/m3.json.3000000000.tmp",
+                "agents/manager/inbox/tmp/garbage",
+                "org/state/tmp/turn.json.3000000000.tmp"
+            ]
+        );
+    }
+
+    #[test]
+    fn inbox_files_that_are_not_messages_or_misnamed_are_violations() {
+        let (_d, root) = org();
+        put(&root, "agents/manager/inbox/new/junk.json", "{\"id\":");
+        put(&root, "agents/planner/inbox/cur/other.json", msg("m9", "human", &["planner"]).to_bytes());
+        put(&root, "agents/planner/inbox/new/.hidden.json", "ignored");
+        let r = check(&root);
+        let c = codes(&r);
+        assert!(c.contains(&(Code::UnparseableMessage, vec!["agents/manager/inbox/new/junk.json".into()])), "{c:?}");
+        assert!(c.contains(&(Code::MisnamedMessage, vec!["agents/planner/inbox/cur/other.json".into()])), "{c:?}");
+        assert_eq!(r.violations(), 2, "{:#?}", r.findings);
+    }
+
+    #[test]
+    fn ledger_double_negative_future_and_corrupt_lines_are_violations_and_a_torn_tail_a_note() {
+        let (_d, root) = org();
+        commit(&root, 2);
+        let good = charge(1, "manager", 0.5) + &charge(2, "manager", 0.5) + &charge(3, "planner", 0.1);
+        put(&root, "org/state/ledger.jsonl", format!("{good}{{\"kind\":\"charge\",\"tu"));
+        let r = check(&root);
+        assert!(r.ok(), "{:#?}", r.findings);
+        assert_eq!(count(&r, Code::TornLedgerLine), 1, "{:#?}", r.findings);
+
+        let bad = [
+            charge(1, "manager", 0.25),
+            charge(2, "hr", -1.0),
+            charge(4, "hr", 1.0),
+            "{\"kind\":\"top_up\",\"agent\":\"hr\",\"amount\":-5.0,\"at\":\"2026-01-01T00:00:00Z\"}\n".into(),
+            "{\"kind\":\"refund\",\"agent\":\"hr\"}\n".into(),
+            "{\"kind\":\"charge\",\"turn\":2,\"ag\n".into(),
+        ]
+        .concat();
+        put(&root, "org/state/ledger.jsonl", format!("{good}{bad}{}", charge(2, "janitor", 0.0)));
+        let r = check(&root);
+        assert_eq!(count(&r, Code::DoubleCharge), 1, "{:#?}", r.findings);
+        assert!(r.with_code(Code::DoubleCharge).all(|f| f.message.contains("lines 1, 4")), "{:#?}", r.findings);
+        assert_eq!(count(&r, Code::InvalidAmount), 2, "{:#?}", r.findings);
+        assert_eq!(count(&r, Code::FutureCharge), 1, "{:#?}", r.findings);
+        assert!(r.with_code(Code::FutureCharge).all(|f| f.message.contains("turn 4")), "{:#?}", r.findings);
+        assert_eq!(count(&r, Code::CorruptLedgerLine), 1, "{:#?}", r.findings);
+        // A line cut short in the middle is a recovered crash, not corruption.
+        assert_eq!(count(&r, Code::TornLedgerLine), 1, "{:#?}", r.findings);
+        assert_eq!(r.violations(), 5, "{:#?}", r.findings);
+    }
+
+    #[test]
+    fn committed_replies_must_have_consumed_their_mail_and_been_charged() {
+        let (_d, root) = org();
+        let m = msg("m1", "human", &["manager"]);
+        sent(&root, &m);
+        deliver(&root, &m, "manager", "cur");
+        put(&root, "org/state/journal/1/records.jsonl", record(1, "manager", &["m1"], true));
+        put(&root, "org/state/ledger.jsonl", charge(1, "manager", 0.5));
+        commit(&root, 1);
+        assert!(check(&root).ok(), "{:#?}", check(&root).findings);
+
+        // Turn 2 committed, but its mail is unread and its reply uncharged.
+        let m2 = msg("m2", "human", &["manager"]);
+        sent(&root, &m2);
+        deliver(&root, &m2, "manager", "new");
+        put(&root, "org/state/journal/2/records.jsonl", record(2, "manager", &["m2"], true) + "{\"tor\n");
+        // Turn 3 is not committed: the same state is a turn to repeat, not a violation.
+        let m3 = msg("m3", "human", &["planner"]);
+        sent(&root, &m3);
+        deliver(&root, &m3, "planner", "new");
+        put(&root, "org/state/journal/3/records.jsonl", record(3, "planner", &["m3"], true));
+        commit(&root, 2);
+        let r = check(&root);
+        let c = codes(&r);
+        assert!(c.contains(&(Code::UnconsumedMail, vec!["agents/manager/inbox/new/m2.json".into()])), "{c:?}");
+        assert!(c.contains(&(Code::MissingCharge, vec!["org/state/journal/2/records.jsonl".into()])), "{c:?}");
+        assert!(c.contains(&(Code::InterruptedTurn, vec!["org/state/journal/3".into()])), "{c:?}");
+        assert_eq!(count(&r, Code::TornJournalLine), 1, "{c:?}");
+        assert_eq!(r.violations(), 2, "{:#?}", r.findings);
+        let interrupted = r.with_code(Code::InterruptedTurn).next().unwrap();
+        assert!(interrupted.message.contains("with 1 reply journaled"), "{}", interrupted.message);
+
+        // A reply without usage (a failed call) is not charged.
+        put(&root, "org/state/journal/2/records.jsonl", record(2, "manager", &[], false));
+        assert!(check(&root).ok(), "{:#?}", check(&root).findings);
+    }
+
+    #[test]
+    fn every_dead_letter_needs_its_reason() {
+        let (_d, root) = org();
+        why(&root, "a", "chart_send_to", &["hr"]);
+        why(&root, "b", "poison", &["hr"]);
+        let r = check(&root);
+        assert!(r.ok(), "{:#?}", r.findings);
+        let counted = r.with_code(Code::DeadLetters).next().expect("a count of dead letters");
+        assert!(counted.message.starts_with("2 dead letter(s): 1 chart_send_to, 1 poison"), "{}", counted.message);
+
+        fs::remove_file(root.join("org/state/dead/a.why.json")).unwrap();
+        fs::remove_file(root.join("org/state/dead/b.json")).unwrap();
+        put(&root, "org/state/dead/c.json", "{}");
+        put(&root, "org/state/dead/c.why.json", "not json");
+        let r = check(&root);
+        let c = codes(&r);
+        assert!(c.contains(&(Code::DeadWithoutReason, vec!["org/state/dead/a.json".into()])), "{c:?}");
+        assert!(c.contains(&(Code::ReasonWithoutLetter, vec!["org/state/dead/b.why.json".into()])), "{c:?}");
+        assert!(c.contains(&(Code::UnreadableReason, vec!["org/state/dead/c.why.json".into()])), "{c:?}");
+        assert_eq!(r.violations(), 2, "{:#?}", r.findings);
+    }
+
+    #[test]
+    fn the_lock_holder_is_named_when_alive() {
+        let (_d, root) = org();
+        put(&root, "org/state/lock", format!("{}\n", std::process::id()));
+        let r = check(&root);
+        let held: Vec<_> = r.with_code(Code::LockHeld).collect();
+        assert_eq!(held.len(), 1, "{:#?}", r.findings);
+        assert!(held[0].message.starts_with(&format!("pid {} holds", std::process::id())));
+        put(&root, "org/state/lock", "3000000000\n");
+        let r = check(&root);
+        assert_eq!(count(&r, Code::LockHeld), 0);
+        assert_eq!(count(&r, Code::LockFree), 1);
+        assert!(r.with_code(Code::LockFree).all(|f| f.message.contains("3000000000")), "{:#?}", r.findings);
+    }
+
+    #[test]
+    fn an_org_that_never_ran_has_nothing_to_report_and_a_bad_turn_file_is_a_violation() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("org");
+        crate::init::init(&root).unwrap();
+        let r = check(&root);
+        assert_eq!(codes(&r), [(Code::LockFree, vec!["org/state/lock".to_string()])]);
+        // fsck writes nothing, not even the state folder.
+        assert!(!root.join("org/state").exists());
+
+        put(&root, "org/state/turn.json", "{\"turn\":");
+        let r = check(&root);
+        assert_eq!(count(&r, Code::UnreadableFile), 1, "{:#?}", r.findings);
+        assert!(!r.ok());
+    }
+
+    #[test]
+    fn findings_are_grouped_by_guarantee_with_violations_first() {
+        let (_d, root) = org();
+        why(&root, "a", "poison", &["hr"]);
+        fs::remove_file(root.join("org/state/dead/a.why.json")).unwrap();
+        why(&root, "b", "poison", &["hr"]);
+        Mailbox::new(&root).send_now("human", &msg("m1", "human", &["manager"])).unwrap();
+        let m = msg("m2", "human", &["manager"]);
+        sent(&root, &m);
+        let r = check(&root);
+        let order: Vec<(&str, Severity)> = r.findings.iter().map(|f| (f.guarantee, f.severity)).collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted);
+        assert_eq!(r.findings[0].code, Code::LostMessage, "{:#?}", r.findings);
+        let json = serde_json::to_value(&r.findings[0]).unwrap();
+        assert_eq!(json["severity"], "violation");
+        assert_eq!(json["code"], "lost_message");
+        assert_eq!(json["guarantee"], "G3");
+        assert_eq!(json["paths"], serde_json::json!(["agents/human/outbox/sent/m2.json"]));
+    }
+}

@@ -1,0 +1,202 @@
+//! What the HTTP kinds share: one `reqwest` client per provider (built once,
+//! so connections are reused), the key from the environment, sending a JSON
+//! request with a total timeout, and turning statuses and transport errors into
+//! [`AttemptError`]s with a short, key-free excerpt of the body.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::resilience::{parse_retry_after, AttemptError, Retry};
+use crate::ProviderSpec;
+
+/// The longest body excerpt put into an error message, in characters.
+pub const EXCERPT_CHARS: usize = 300;
+
+/// Builds the provider's client: connect timeout, connection pool, rustls.
+pub fn client(spec: &ProviderSpec) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs_f64(spec.connect_timeout_secs.min(spec.timeout_secs)))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("lemming/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))
+}
+
+/// The API key named by `api_key_env`: `Ok(None)` when the provider names none.
+pub fn api_key(spec: &ProviderSpec) -> Result<Option<String>, AttemptError> {
+    let Some(var) = &spec.api_key_env else { return Ok(None) };
+    match std::env::var(var) {
+        Ok(k) if !k.trim().is_empty() => Ok(Some(k.trim().to_string())),
+        _ => Err(AttemptError::rejected(format!(
+            "the environment variable {var} is not set (api_key_env of provider `{}` names it); export it before running lemming",
+            spec.name
+        ))),
+    }
+}
+
+/// The configured extra headers, checked (validation already refused bad ones).
+pub fn extra_headers(spec: &ProviderSpec) -> Result<HeaderMap, AttemptError> {
+    let mut map = HeaderMap::new();
+    for (k, v) in &spec.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| AttemptError::rejected(format!("header name `{k}` is not valid")))?;
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| AttemptError::rejected(format!("header `{k}` has an invalid value")))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// A header value that is never printed (a key).
+pub fn secret(value: &str) -> Result<HeaderValue, AttemptError> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| AttemptError::rejected("the API key holds characters that cannot go in a header"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A successful response: status and body text.
+#[derive(Debug)]
+pub struct Response {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+    /// How long the exchange took.
+    pub elapsed: Duration,
+}
+
+/// Sends one request and reads the whole body within `timeout`. A non-2xx
+/// status, a timeout or a transport error becomes an [`AttemptError`]:
+/// 408, 429 and 5xx are retried (after `Retry-After` when sent), other 4xx are not.
+/// `key` is scrubbed from any excerpt.
+/// `limit` names the setting behind `timeout` in the error message.
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    limit: &str,
+    url: &str,
+    key: Option<&str>,
+) -> Result<Response, AttemptError> {
+    let started = Instant::now();
+    let exchange = async {
+        let resp = req.send().await?;
+        let status = resp.status();
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let body = resp.text().await?;
+        Ok::<_, reqwest::Error>((status, retry_after, body))
+    };
+    let (status, retry_after, body) = match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => {
+            return Err(AttemptError::transient(format!(
+                "no complete answer from {url} within {:.1} s ({limit})",
+                timeout.as_secs_f64()
+            )))
+        }
+        Ok(Err(e)) => return Err(transport(&e, url, timeout, limit)),
+        Ok(Ok(r)) => r,
+    };
+    if status.is_success() {
+        return Ok(Response { status: status.as_u16(), body, elapsed: started.elapsed() });
+    }
+    let message = format!("HTTP {status} from {url}: {}", excerpt(&body, key));
+    let code = status.as_u16();
+    Err(if code == 429 || code == 408 || status.is_server_error() {
+        AttemptError { message, retry: retry_after.map(Retry::After).unwrap_or(Retry::Backoff), unhealthy: true }
+    } else {
+        AttemptError::rejected(message)
+    })
+}
+
+/// A transport error: connection refused, a timeout, a broken body.
+fn transport(e: &reqwest::Error, url: &str, timeout: Duration, limit: &str) -> AttemptError {
+    if e.is_timeout() {
+        AttemptError::transient(format!("no answer from {url} within {:.1} s ({limit})", timeout.as_secs_f64()))
+    } else if e.is_connect() {
+        AttemptError::transient(format!("cannot connect to {url}: {}", root_cause(e)))
+    } else if e.is_builder() {
+        AttemptError::rejected(format!("cannot build a request for {url}: {}", root_cause(e)))
+    } else {
+        AttemptError::transient(format!("request to {url} failed: {}", chain(e)))
+    }
+}
+
+/// An error and its sources, joined by `: `.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// A short, single-line excerpt of a body, with `key` replaced by `[redacted]`.
+pub fn excerpt(body: &str, key: Option<&str>) -> String {
+    let mut text = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(k) = key.filter(|k| k.len() >= 4) {
+        text = text.replace(k, "[redacted]");
+    }
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut out: String = text.chars().take(EXCERPT_CHARS).collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Joins a base URL and a path with exactly one `/`.
+pub fn join(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+}
+
+/// Whether a URL's host is this machine (calls to it cost nothing).
+pub fn is_loopback(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else { return false };
+    let Some(host) = u.host_str() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host == "localhost" || host.ends_with(".localhost"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_short_single_line_and_key_free() {
+        let body = format!("{{\"error\":\n  \"bad key sk-secret-123 given\"}}{}", "x".repeat(1000));
+        let e = excerpt(&body, Some("sk-secret-123"));
+        assert!(!e.contains("sk-secret-123") && e.contains("[redacted]"), "{e}");
+        assert!(!e.contains('\n'));
+        assert_eq!(e.chars().count(), EXCERPT_CHARS + 1);
+        assert_eq!(excerpt("  ", None), "(empty body)");
+    }
+
+    #[test]
+    fn joins_and_recognises_loopback() {
+        assert_eq!(join("http://h/v1/", "/chat/completions"), "http://h/v1/chat/completions");
+        assert!(is_loopback("http://127.0.0.1:8080/v1"));
+        assert!(is_loopback("http://localhost:11434/v1"));
+        assert!(is_loopback("http://[::1]:1/"));
+        assert!(!is_loopback("https://api.openai.com/v1"));
+    }
+}

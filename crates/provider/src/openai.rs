@@ -1,0 +1,386 @@
+//! The `openai` kind: the chat-completions wire format, which OpenAI, Azure
+//! OpenAI, Ollama, vLLM, LM Studio, llama.cpp's server, SGLang, llamafile,
+//! Groq, OpenRouter and others speak.
+//!
+//! One request per try: `POST {base_url}/chat/completions` with the system and
+//! user parts of the prompt as two messages, the model's `temperature` and
+//! `max_tokens`, and a bearer key from `api_key_env`. The Azure variant
+//! (`azure_api_version` set) posts to
+//! `{base_url}/openai/deployments/{deployment}/chat/completions?api-version=…`
+//! with the key in an `api-key` header.
+//!
+//! With `structured = "json_schema"` the reply contract of DESIGN §4 is sent as
+//! a JSON schema ([`reply_schema`]) whose `to` is an enum of exactly the agents
+//! this agent may write to, so that a server that enforces schemas cannot even
+//! address an agent the chart forbids. `json_object` asks for any JSON object.
+//!
+//! The response is read leniently: unknown fields are ignored, any
+//! `finish_reason` is accepted, `content` may be null, a string, or a list of
+//! text parts. Usage comes from `usage.prompt_tokens` and
+//! `usage.completion_tokens`; when the server sends none, it is estimated
+//! (ceil(chars / 4)) and marked as such.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::http::{self, excerpt};
+use crate::resilience::{Attempt, AttemptError};
+use crate::{BoxFuture, ProviderSpec, Reply, Request, Structured, Usage};
+
+/// The `openai` kind.
+pub struct OpenAi {
+    spec: ProviderSpec,
+    client: reqwest::Client,
+}
+
+impl OpenAi {
+    /// A provider that sends every request through `client` (shared, built once).
+    pub fn new(spec: ProviderSpec, client: reqwest::Client) -> OpenAi {
+        OpenAi { spec, client }
+    }
+}
+
+/// The URL of the chat-completions endpoint for this model.
+pub fn chat_url(spec: &ProviderSpec, model: &crate::ModelSpec) -> String {
+    let base = spec.base_url.as_deref().unwrap_or("");
+    match &spec.azure_api_version {
+        Some(v) => {
+            let deployment = model.deployment.as_deref().unwrap_or(model.wire_name());
+            format!(
+                "{}?api-version={v}",
+                http::join(base, &format!("openai/deployments/{deployment}/chat/completions"))
+            )
+        }
+        None => http::join(base, "chat/completions"),
+    }
+}
+
+/// The URL that lists models (used by `lemming doctor`).
+pub fn models_url(spec: &ProviderSpec) -> String {
+    let base = spec.base_url.as_deref().unwrap_or("");
+    match &spec.azure_api_version {
+        Some(v) => format!("{}?api-version={v}", http::join(base, "openai/models")),
+        None => http::join(base, "models"),
+    }
+}
+
+/// The request headers: the key (bearer, or `api-key` for Azure), then the configured extras.
+pub fn headers(spec: &ProviderSpec, key: Option<&str>) -> Result<reqwest::header::HeaderMap, AttemptError> {
+    let mut map = reqwest::header::HeaderMap::new();
+    if let Some(k) = key {
+        if spec.azure_api_version.is_some() {
+            map.insert("api-key", http::secret(k)?);
+        } else {
+            map.insert(reqwest::header::AUTHORIZATION, http::secret(&format!("Bearer {k}"))?);
+        }
+    }
+    map.extend(http::extra_headers(spec)?);
+    Ok(map)
+}
+
+/// The reply contract of DESIGN §4 as a JSON schema that OpenAI's strict mode
+/// accepts (every property required, no extra properties): `to` is an enum of
+/// `may_send_to` (no message at all when it is empty), `reply_to` one of the
+/// unread mail ids or null. `max_messages` bounds messages and memory
+/// operations, `max_chars` every free string.
+pub fn reply_schema(
+    may_send_to: &[String],
+    mail_ids: &[String],
+    max_messages: Option<u32>,
+    max_chars: Option<u32>,
+) -> Value {
+    let text = || {
+        let mut s = json!({"type": "string"});
+        if let Some(n) = max_chars {
+            s["maxLength"] = json!(n);
+        }
+        s
+    };
+    let to =
+        if may_send_to.is_empty() { json!({"type": "string"}) } else { json!({"type": "string", "enum": may_send_to}) };
+    let reply_to = if mail_ids.is_empty() {
+        json!({"type": "null"})
+    } else {
+        let mut ids: Vec<Value> = mail_ids.iter().map(|i| json!(i)).collect();
+        ids.push(Value::Null);
+        json!({"type": ["string", "null"], "enum": ids})
+    };
+    let mut messages = json!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["to", "body", "priority", "reply_to"],
+            "properties": {
+                "to": to,
+                "body": text(),
+                "priority": {"type": "string", "enum": ["low", "normal", "urgent"]},
+                "reply_to": reply_to,
+            }
+        }
+    });
+    let mut value = json!({"type": ["string", "number", "boolean", "null"]});
+    if let Some(n) = max_chars {
+        value["maxLength"] = json!(n);
+    }
+    let mut memory = json!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["op", "key", "value"],
+            "properties": {
+                "op": {"type": "string", "enum": ["set", "append", "delete"]},
+                "key": text(),
+                "value": value,
+            }
+        }
+    });
+    if may_send_to.is_empty() {
+        messages["maxItems"] = json!(0);
+    } else if let Some(n) = max_messages {
+        messages["maxItems"] = json!(n);
+    }
+    if let Some(n) = max_messages {
+        memory["maxItems"] = json!(n);
+    }
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["messages", "notes", "memory"],
+        "properties": {"messages": messages, "notes": text(), "memory": memory},
+    })
+}
+
+/// The JSON body of the request.
+pub fn request_body(req: &Request) -> Value {
+    let m = &req.model;
+    let mut body = json!({
+        "model": m.wire_name(),
+        "messages": [
+            {"role": "system", "content": req.system},
+            {"role": "user", "content": req.prompt},
+        ],
+        "stream": false,
+    });
+    if let Some(t) = m.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(n) = m.max_tokens {
+        body["max_tokens"] = json!(n);
+    }
+    match m.structured {
+        Structured::None => {}
+        Structured::JsonObject => body["response_format"] = json!({"type": "json_object"}),
+        Structured::JsonSchema => {
+            let ids: Vec<String> = req.mail.iter().map(|m| m.id.clone()).collect();
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "lemming_reply",
+                    "strict": true,
+                    "schema": reply_schema(&req.may_send_to, &ids, m.reply_max_messages, m.reply_max_chars),
+                }
+            });
+        }
+    }
+    body
+}
+
+/// A token count that may be an integer, a float or missing.
+pub(crate) fn tokens(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f.round() as u64))
+}
+
+/// Usage from the counts the server reported; what is missing is estimated and marked.
+pub(crate) fn usage(input: Option<u64>, output: Option<u64>, req: &Request, text: &str) -> Usage {
+    let guess = Usage::estimate(req.prompt_chars(), text.chars().count());
+    Usage {
+        input_tokens: input.unwrap_or(guess.input_tokens),
+        output_tokens: output.unwrap_or(guess.output_tokens),
+        estimated: input.is_none() || output.is_none(),
+    }
+}
+
+/// Reads a chat-completions response: the reply text, its usage and the finish reason.
+pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(String, Usage, String), AttemptError> {
+    let v: Value = serde_json::from_str(body)
+        .map_err(|e| AttemptError::broken(format!("the response is not JSON ({e}): {}", excerpt(body, key))))?;
+    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+        let msg = err.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| err.to_string());
+        return Err(AttemptError::broken(format!("the server answered with an error: {}", excerpt(&msg, key))));
+    }
+    let Some(choice) = v.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
+        return Err(AttemptError::broken(format!(
+            "the response has no `choices` (is base_url a chat-completions API?): {}",
+            excerpt(body, key)
+        )));
+    };
+    let message = choice.get("message").or_else(|| choice.get("delta"));
+    let text = match message.and_then(|m| m.get("content")) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.as_str().or_else(|| p.get("text").and_then(Value::as_str)))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => choice.get("text").and_then(Value::as_str).unwrap_or_default().to_string(),
+    };
+    let finish = match choice.get("finish_reason") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let u = v.get("usage");
+    let input = u.and_then(|u| u.get("prompt_tokens")).and_then(tokens);
+    let output = u.and_then(|u| u.get("completion_tokens")).and_then(tokens);
+    let usage = usage(input, output, req, &text);
+    Ok((text, usage, finish))
+}
+
+/// Logs what is odd about a reply that still counts as an answer.
+pub(crate) fn note_finish(provider: &str, req: &Request, text: &str, finish: &str) {
+    if req.turn == 0 {
+        return; // a probe (`lemming doctor`), not an agent's run
+    }
+    if matches!(finish, "length" | "max_tokens") {
+        tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the reply was cut at max_tokens; it may be unusable");
+    }
+    if text.trim().is_empty() {
+        tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the model returned no text");
+    }
+}
+
+impl Attempt for OpenAi {
+    fn attempt<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Reply, AttemptError>> {
+        Box::pin(async move {
+            let key = http::api_key(&self.spec)?;
+            let url = chat_url(&self.spec, &req.model);
+            let timeout = Duration::from_secs_f64(self.spec.timeout_secs);
+            let builder = self.client.post(&url).headers(headers(&self.spec, key.as_deref())?).json(&request_body(req));
+            let resp = http::send(builder, timeout, "timeout_secs", &url, key.as_deref()).await?;
+            let (text, usage, finish) = parse_response(&resp.body, req, key.as_deref())?;
+            note_finish(&self.spec.name, req, &text, &finish);
+            tracing::debug!(provider = %self.spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, "answered");
+            Ok(Reply { text, usage, model_key: req.model.key.clone() })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MailItem, ModelSpec, ProviderKind};
+
+    fn req(may: &[&str]) -> Request {
+        Request {
+            agent: "coder".into(),
+            turn: 3,
+            system: "You are coder.".into(),
+            prompt: "planner says: go".into(),
+            mail: vec![MailItem {
+                id: "m1".into(),
+                from: "planner".into(),
+                body: "go".into(),
+                kind: "message".into(),
+                reply_to: None,
+                thread: "m1".into(),
+            }],
+            may_send_to: may.iter().map(|s| s.to_string()).collect(),
+            model: ModelSpec {
+                model: Some("gpt-x".into()),
+                temperature: Some(0.2),
+                max_tokens: Some(64),
+                structured: Structured::JsonSchema,
+                reply_max_messages: Some(2),
+                reply_max_chars: Some(80),
+                ..ModelSpec::new("smart", "local")
+            },
+            agent_dir: None,
+        }
+    }
+
+    #[test]
+    fn the_body_carries_model_messages_sampling_and_the_schema_with_to_as_an_enum() {
+        let b = request_body(&req(&["planner", "human"]));
+        assert_eq!(b["model"], "gpt-x");
+        assert_eq!(b["messages"][0], json!({"role": "system", "content": "You are coder."}));
+        assert_eq!(b["messages"][1]["role"], "user");
+        assert_eq!(b["temperature"], 0.2);
+        assert_eq!(b["max_tokens"], 64);
+        let schema = &b["response_format"]["json_schema"]["schema"];
+        assert_eq!(b["response_format"]["type"], "json_schema");
+        let msg = &schema["properties"]["messages"];
+        assert_eq!(msg["items"]["properties"]["to"]["enum"], json!(["planner", "human"]));
+        assert_eq!(msg["maxItems"], 2);
+        assert_eq!(msg["items"]["properties"]["body"]["maxLength"], 80);
+        assert_eq!(msg["items"]["properties"]["reply_to"]["enum"], json!(["m1", null]));
+        assert_eq!(schema["required"], json!(["messages", "notes", "memory"]));
+    }
+
+    #[test]
+    fn an_agent_that_may_write_to_nobody_gets_a_schema_with_no_messages() {
+        let schema = reply_schema(&[], &[], None, None);
+        let msg = &schema["properties"]["messages"];
+        assert_eq!(msg["maxItems"], 0);
+        assert!(msg["items"]["properties"]["to"].get("enum").is_none(), "an empty enum is not valid JSON schema");
+        let mut r = req(&[]);
+        r.model.structured = Structured::JsonObject;
+        assert_eq!(request_body(&r)["response_format"], json!({"type": "json_object"}));
+        r.model.structured = Structured::None;
+        r.model.temperature = None;
+        let b = request_body(&r);
+        assert!(b.get("response_format").is_none() && b.get("temperature").is_none());
+    }
+
+    #[test]
+    fn urls_for_plain_and_azure() {
+        let mut spec = ProviderSpec::new("p", ProviderKind::OpenAi);
+        spec.base_url = Some("http://127.0.0.1:8080/v1/".into());
+        let m = ModelSpec { model: Some("gpt-4o".into()), ..ModelSpec::new("k", "p") };
+        assert_eq!(chat_url(&spec, &m), "http://127.0.0.1:8080/v1/chat/completions");
+        spec.base_url = Some("https://res.openai.azure.com".into());
+        spec.azure_api_version = Some("2024-10-21".into());
+        assert_eq!(
+            chat_url(&spec, &m),
+            "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+        );
+        let m = ModelSpec { deployment: Some("prod-4o".into()), ..m };
+        assert!(chat_url(&spec, &m).contains("/deployments/prod-4o/"));
+        let h = headers(&spec, Some("k3y")).unwrap();
+        assert_eq!(h["api-key"], "k3y");
+        assert!(h.get("authorization").is_none());
+    }
+
+    #[test]
+    fn parses_leniently() {
+        let r = req(&["planner"]);
+        let body = r#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"{\"messages\":[]}","extra":1},"finish_reason":"weird_reason"}],"usage":{"prompt_tokens":61,"completion_tokens":226,"total_tokens":287,"prompt_tokens_details":{"cached_tokens":56}},"timings":{}}"#;
+        let (text, usage, finish) = parse_response(body, &r, None).unwrap();
+        assert_eq!(text, "{\"messages\":[]}");
+        assert_eq!(usage, Usage { input_tokens: 61, output_tokens: 226, estimated: false });
+        assert_eq!(finish, "weird_reason");
+
+        let tool = r#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":2,"completion_tokens":10}}"#;
+        assert_eq!(parse_response(tool, &r, None).unwrap().0, "");
+        let parts = r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#;
+        let (text, usage, _) = parse_response(parts, &r, None).unwrap();
+        assert_eq!(text, "ab");
+        assert!(usage.estimated, "no usage: estimated");
+        assert_eq!(usage.input_tokens, (r.prompt_chars() as u64).div_ceil(4));
+    }
+
+    #[test]
+    fn malformed_bodies_are_clear_errors() {
+        let r = req(&[]);
+        let e = parse_response("<html>bad gateway</html>", &r, None).unwrap_err();
+        assert!(e.message.contains("not JSON") && e.message.contains("bad gateway"), "{e:?}");
+        let e = parse_response(r#"{"object":"list","data":[]}"#, &r, None).unwrap_err();
+        assert!(e.message.contains("no `choices`"), "{e:?}");
+        let e = parse_response(r#"{"choices":[]}"#, &r, None).unwrap_err();
+        assert!(e.message.contains("no `choices`"), "{e:?}");
+        let e = parse_response(r#"{"error":{"message":"quota"}}"#, &r, None).unwrap_err();
+        assert!(e.message.contains("quota"), "{e:?}");
+    }
+}
