@@ -1,10 +1,12 @@
-//! Recovery records: `org/state/journal/<turn>/` holds the turn's start time
-//! (`turn.json`) and each agent's journaled reply with the plan of its effects
-//! (`records.jsonl`, one line per agent, appended in one write per turn); the
-//! org's `turn.json` holds the last committed turn (DESIGN §5 G3, G4).
+//! Recovery records: `org/state/journal/<turn>/records.jsonl` holds each
+//! agent's journaled reply with the plan of its effects (one line per agent,
+//! appended in one write per turn); the org's `turn.json` holds the last
+//! committed turn (DESIGN §5 G3, G4).
 //!
-//! A turn repeated after a crash reads the same start time (so reply ids are
-//! the same) and reuses every journaled reply instead of calling the model again.
+//! A turn repeated after a crash reuses every journaled reply, with the
+//! message ids planned the first time, instead of calling the model again.
+//! Agents that were not journaled run afresh and get new ids, which cannot
+//! collide: an id names its agent.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -107,25 +109,6 @@ impl Journal {
         }
     }
 
-    /// The start time of `turn`: recorded durably the first time, read back on a repeat.
-    pub fn start(&self, turn: u64, now: DateTime<Utc>) -> Result<DateTime<Utc>, PathError> {
-        let dir = self.dir(turn);
-        let p = dir.join("turn.json");
-        if let Ok(b) = fs::read(&p) {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) {
-                if let Some(t) = v["started_at"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) {
-                    return Ok(t.with_timezone(&Utc));
-                }
-            }
-        }
-        fs::create_dir_all(&dir).with_path(&dir)?;
-        let body =
-            serde_json::json!({ "turn": turn, "started_at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) });
-        write_atomic(&self.layout.state_tmp(), &p, body.to_string().as_bytes())?;
-        crate::fsx::sync_dir(&self.layout.journal_dir())?;
-        Ok(now)
-    }
-
     /// The records already journaled for `turn`, by agent. A torn last line
     /// (a crash mid-append) was never made durable and is ignored.
     pub fn records(&self, turn: u64) -> Result<BTreeMap<String, Record>, PathError> {
@@ -163,8 +146,16 @@ impl Journal {
         Ok(out)
     }
 
-    /// Appends records for `turn` in one write, durably.
+    /// Appends records for `turn` in one write, durably (the turn's folder too).
     pub fn append(&self, turn: u64, records: &[Record]) -> Result<(), PathError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let dir = self.dir(turn);
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).with_path(&dir)?;
+            crate::fsx::sync_dir(&self.layout.journal_dir())?;
+        }
         let mut lines = String::new();
         for r in records {
             lines.push_str(&serde_json::to_string(r).expect("a record always serializes"));

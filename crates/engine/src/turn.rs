@@ -10,9 +10,9 @@
 //!    that produced them moves to `cur/` (G4);
 //! 4. `turn.json` is written last.
 //!
-//! A turn repeated after a crash finds the same start time and the journaled
-//! replies, so it writes the same ids, calls no model twice, and charges no
-//! (turn, agent) twice (G5).
+//! A turn repeated after a crash finds the journaled replies, with the ids of
+//! the messages they write, so it writes the same ids, calls no model twice,
+//! and charges no (turn, agent) twice (G5).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -80,7 +80,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
     let mb = Mailbox::new(&root);
     let journal = Journal::new(&org.layout);
     let turn = journal.last_turn()? + 1;
-    let started = journal.start(turn, Utc::now())?;
+    let started = Utc::now();
     let mut report = TurnReport { turn, ..TurnReport::default() };
     let mut ev = Events::default();
 
