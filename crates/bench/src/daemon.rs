@@ -141,7 +141,8 @@ fn status_kb(pid: u32, key: &str) -> u64 {
 pub fn idle(base: &Path, agents: usize, window: Duration) -> Result<(f64, f64, f64), String> {
     let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
     let org = tmp.path().join("org");
-    let spec = crate::synth::Spec { agents, unread: 0, shape: crate::synth::Shape::Ring(2), latency_ms: 0, max_parallel: 8 };
+    let spec =
+        crate::synth::Spec { agents, unread: 0, shape: crate::synth::Shape::Ring(2), latency_ms: 0, max_parallel: 8 };
     crate::synth::generate(&org, &spec).map_err(|e| e.to_string())?;
     let d = start(&org)?;
     let pid = d.0.id();

@@ -44,7 +44,11 @@ pub enum StepError {
 }
 
 /// Runs `n` turns now. `on_turn` sees each report as it is committed.
-pub async fn step(root: &Path, n: u64, mut on_turn: impl FnMut(&TurnReport, &Org)) -> Result<Vec<TurnReport>, StepError> {
+pub async fn step(
+    root: &Path,
+    n: u64,
+    mut on_turn: impl FnMut(&TurnReport, &Org),
+) -> Result<Vec<TurnReport>, StepError> {
     let layout = Layout::new(root);
     let _lock = lock::acquire(&layout)?;
     let mut reports = Vec::new();
@@ -272,7 +276,9 @@ pub enum StopError {
     #[error("no daemon is running for this org")]
     NotRunning,
     /// It did not exit in time.
-    #[error("the daemon (pid {0}) did not stop within {1:?}; it may be finishing a slow model call; try again or kill it")]
+    #[error(
+        "the daemon (pid {0}) did not stop within {1:?}; it may be finishing a slow model call; try again or kill it"
+    )]
     Timeout(u32, Duration),
 }
 

@@ -159,7 +159,8 @@ impl Batch {
                 }
             }
             crate::fault::point("batch_renamed");
-            let dirs: Vec<PathBuf> = self.writes.iter().map(|w| parent(&w.1)).chain(self.links.iter().map(|l| parent(&l.1))).collect();
+            let dirs: Vec<PathBuf> =
+                self.writes.iter().map(|w| parent(&w.1)).chain(self.links.iter().map(|l| parent(&l.1))).collect();
             sync(dirs.iter().map(PathBuf::as_path).collect())?;
         }
         if !self.moves.is_empty() || !self.removes.is_empty() {
@@ -188,7 +189,6 @@ impl Batch {
         }
         Ok(())
     }
-
 }
 
 /// Appends lines to a file and fsyncs it (and its folder when the file is new).

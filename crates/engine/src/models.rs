@@ -177,14 +177,21 @@ pub fn parse(path: &Path, text: &str, org_root: &Path) -> Result<Models, Vec<Dia
             let v = k.get_ref();
             if !env_name(v) {
                 let looks_like_a_key = v.starts_with("sk-") || v.len() > 40;
-                errs.push(
-                    at(k.span(), format!("provider `{name}`: api_key_env `{}` is not an environment variable name", if looks_like_a_key { "…" } else { v }))
-                        .help(if looks_like_a_key {
-                            "api_key_env names the variable that holds the key (api_key_env = \"OPENAI_API_KEY\"); never write a key into this file"
-                        } else {
-                            "use letters, digits and _, e.g. api_key_env = \"OPENAI_API_KEY\""
-                        }),
-                );
+                let shown = if looks_like_a_key { "…" } else { v.as_str() };
+                let help = if looks_like_a_key {
+                    "api_key_env names the variable that holds the key (api_key_env = \"OPENAI_API_KEY\"); never write a key into this file"
+                } else {
+                    "use letters, digits and _, e.g. api_key_env = \"OPENAI_API_KEY\""
+                };
+                let mut d = at(
+                    k.span(),
+                    format!("provider `{name}`: api_key_env `{shown}` is not an environment variable name"),
+                )
+                .help(help);
+                if looks_like_a_key {
+                    d.snippet = None; // never echo what may be a key
+                }
+                errs.push(d);
             }
         }
         if let Some(h) = &p.headers {

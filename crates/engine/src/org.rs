@@ -171,10 +171,11 @@ impl Org {
     pub fn load_or_last_good(root: &Path, last_good: Option<&Org>) -> Org {
         let layout = Layout::new(root);
         let mut stale = Vec::new();
-        let settings = read(&layout.org_toml()).and_then(|t| settings::parse(&layout.org_toml(), &t)).unwrap_or_else(|e| {
-            stale.extend(e);
-            last_good.map(|o| o.settings.clone()).unwrap_or_default()
-        });
+        let settings =
+            read(&layout.org_toml()).and_then(|t| settings::parse(&layout.org_toml(), &t)).unwrap_or_else(|e| {
+                stale.extend(e);
+                last_good.map(|o| o.settings.clone()).unwrap_or_default()
+            });
         let mut models_ok = true;
         let models = read(&layout.models_toml())
             .and_then(|t| models::parse(&layout.models_toml(), &t, root))

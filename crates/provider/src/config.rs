@@ -42,11 +42,6 @@ impl ProviderKind {
     pub fn is_built(self) -> bool {
         true
     }
-
-    /// Whether calls of this kind go through the shared retry loop and circuit breaker.
-    pub fn is_resilient(self) -> bool {
-        matches!(self, ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::Command)
-    }
 }
 
 /// What the `command` kind runs (`program`, `args`, `env`, `max_output_bytes`).

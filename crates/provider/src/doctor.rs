@@ -228,7 +228,9 @@ async fn http_checks(
             // No model list here (404, 405, ...): the server is up all the same.
             f.note(format!("reachable: GET {url} answered {} in {} ms", &e.message[5..8], t.elapsed().as_millis()));
         }
-        Err(e) if e.message.starts_with("HTTP ") => return f.fail("error", format!("the server is not ready: {}", e.message)),
+        Err(e) if e.message.starts_with("HTTP ") => {
+            return f.fail("error", format!("the server is not ready: {}", e.message))
+        }
         Err(e) => return f.fail("unreachable", e.message),
     }
     let local = spec.base_url.as_deref().is_some_and(http::is_loopback);

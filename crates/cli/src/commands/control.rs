@@ -29,7 +29,9 @@ fn set(ctx: &Ctx, paused: bool) -> Result<(), CliError> {
     daemon::set_paused(&layout, paused)?;
     let running = daemon::daemon_pid(&layout);
     match (paused, running) {
-        (true, Some(pid)) => println!("paused: the daemon (pid {pid}) finishes its current turn and starts no new ones"),
+        (true, Some(pid)) => {
+            println!("paused: the daemon (pid {pid}) finishes its current turn and starts no new ones")
+        }
         (true, None) => println!("paused: no daemon is running; `lemming run` will start paused"),
         (false, Some(pid)) => println!("resumed: the daemon (pid {pid}) starts turns again"),
         (false, None) => println!("resumed: no daemon is running"),

@@ -37,7 +37,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         turn_seconds: args.turn_seconds,
         rescan: Duration::from_secs_f64(args.rescan_seconds),
     };
-    eprintln!("lemming: daemon for {} (pid {}); stop with Ctrl-C or `lemming stop`", root.display(), std::process::id());
+    eprintln!(
+        "lemming: daemon for {} (pid {}); stop with Ctrl-C or `lemming stop`",
+        root.display(),
+        std::process::id()
+    );
     let turns = block_on(daemon::run(
         &root,
         opts,
