@@ -92,7 +92,7 @@ fn an_idle_daemon_with_100_agents_uses_under_1_percent_cpu() {
     // SAFETY: sysconf has no preconditions.
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let (start, before) = (Instant::now(), cpu_ticks(d.pid));
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(5));
     let (window, used) = (start.elapsed(), cpu_ticks(d.pid) - before);
     let percent = used as f64 / ticks_per_second / window.as_secs_f64() * 100.0;
     let rss = rss_kib(d.pid);
@@ -152,7 +152,8 @@ fn bad_edits_are_reported_and_survived_and_good_edits_apply_from_the_next_turn()
     let after = "20260101T000000002Z-planner-after";
     org.post_outbox("planner", after, message_bytes(after, "planner", "coder_01", "second task"));
     let dead = org.path(&format!("org/state/dead/{after}.why.json"));
-    let bounced = wait_until(Duration::from_secs(10), || dead.exists() && delivered(&org, "planner", &format!("{after}-bounce")));
+    let bounced =
+        wait_until(Duration::from_secs(10), || dead.exists() && delivered(&org, "planner", &format!("{after}-bounce")));
     assert!(bounced, "planner → coder_01 was not refused after the edit\n{d}");
     assert_eq!(read_json(&dead)["reason"], "chart_send_to");
     assert!(!delivered(&org, "coder_01", after), "coder_01 got a message the chart no longer allows");
@@ -209,7 +210,8 @@ fn a_second_run_and_step_exit_3_naming_the_daemon_while_people_commands_work() {
     let holder = format!("pid {}", d.pid);
 
     let mut second = org.spawn_run(&[]);
-    let status = second.wait_exit(Duration::from_secs(20)).unwrap_or_else(|| panic!("a second run is running\n{second}"));
+    let status =
+        second.wait_exit(Duration::from_secs(20)).unwrap_or_else(|| panic!("a second run is running\n{second}"));
     assert_eq!(status.code(), Some(3), "a second run on a locked org\n{second}");
     assert!(second.output().contains(&holder), "the second run does not name {holder}\n{second}");
     org.lemming(&["step"]).fails_with(3).stderr_has(&[&holder, "locked"]);
@@ -265,7 +267,7 @@ fn pause_holds_turns_and_resume_starts_them_again() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(org.turn(), turn, "a turn ran while paused\n{d}");
     assert!(replies_to(&org, "human", &id).is_empty(), "answered while paused\n{d}");
-    assert_eq!(org.ids("human", "outbox", "new"), [id.clone()], "routed while paused");
+    assert_eq!(org.ids("human", "outbox", "new"), vec![id.clone()], "routed while paused");
     d.assert_running("while paused");
 
     let out = org.lemming_ok(&["resume"]);
