@@ -34,12 +34,16 @@ pub enum Command {
     Init(commands::init::Args),
     /// Check every TOML file of the org and report each problem
     Validate(commands::validate::Args),
+    /// Run the daemon: turns on a timer and early when mail lands, until stopped
+    Run(commands::run::Args),
     /// Run turns now
     Step(commands::step::Args),
     /// Send a message as the human (or --from another agent)
     Send(commands::send::Args),
     /// Read unread mail of the human (or another agent)
     Inbox(commands::inbox::Args),
+    /// Talk to an agent: send each line read from stdin and show the replies
+    Chat(commands::chat::Args),
     /// Show the turn, the daemon, each agent and the dead letters
     Status(commands::status::Args),
     /// List the agents
@@ -55,18 +59,14 @@ pub enum Command {
     Models(commands::models::Args),
     /// Check each provider: reachable, key accepted, one tiny request (500 ms each)
     Doctor(commands::doctor::Args),
-    /// Check the org's mailboxes, journal and ledger for lost, duplicated or torn state (G3–G7)
-    Fsck(commands::fsck::Args),
-    /// Run the daemon: turns on a timer and early when mail lands, until stopped
-    Run(commands::run::Args),
     /// Let the daemon finish its current turn, then start no new ones
     Pause(commands::control::PauseArgs),
     /// Let a paused daemon start turns again
     Resume(commands::control::PauseArgs),
     /// Stop the daemon cleanly (it finishes its turn and releases the lock)
     Stop(commands::control::StopArgs),
-    /// Talk to an agent: send each line read from stdin and show the replies
-    Chat(commands::chat::Args),
+    /// Check the org's mailboxes, journal and ledger for lost, duplicated or torn state (G3–G7)
+    Fsck(commands::fsck::Args),
 }
 
 /// An error on its way to stderr, with its exit code.
