@@ -30,9 +30,14 @@ pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Pat
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// A temporary name unique in this process (two writes of the same file name
+/// in one batch must not share one), ending in `.<pid>.tmp` (see [`tmp_pid`]).
 fn tmp_path(tmp_dir: &Path, target: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    tmp_dir.join(format!("{name}.{}.tmp", std::process::id()))
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    tmp_dir.join(format!("{name}.{n}.{}.tmp", std::process::id()))
 }
 
 /// The pid of the process that wrote a temporary file, from its name

@@ -10,7 +10,7 @@
 //! Writes go through [`Batch`] (group commit) or [`write_atomic`] (one file, G1).
 //! Delivery is idempotent by id: a message already in `new/` or `cur/` is not written again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -258,6 +258,30 @@ impl Mailbox {
         let mut bytes = serde_json::to_vec_pretty(why).expect("a reason always serializes");
         bytes.push(b'\n');
         b.write(&self.state_tmp(), self.dead_dir().join(format!("{}.why.json", why.id)), bytes);
+    }
+
+    /// A dead-letter id for the pending outbox file `file`, starting from `id`:
+    /// `id` itself unless `dead/<id>.json` holds another file (then `id.1`,
+    /// `id.2`, ...). When it already holds this very file (a repeated turn,
+    /// as delivery is by hard link) the id is reused, so a repeat adds nothing.
+    /// `taken` are ids already used in the current batch.
+    pub fn free_dead_id(&self, id: &str, agent: &str, file: &str, taken: &HashSet<String>) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let src = fs::metadata(self.outbox(agent, "new").join(file)).ok();
+        let mut candidate = id.to_string();
+        for n in 1.. {
+            if !taken.contains(&candidate) {
+                match fs::metadata(self.dead_dir().join(format!("{candidate}.json"))) {
+                    Err(_) => return candidate,
+                    Ok(m) if src.as_ref().is_some_and(|s| s.ino() == m.ino() && s.dev() == m.dev()) => {
+                        return candidate
+                    }
+                    Ok(_) => {}
+                }
+            }
+            candidate = format!("{id}.{n}");
+        }
+        candidate
     }
 
     /// Queues a dead letter for a pending outbox file: the file is linked as

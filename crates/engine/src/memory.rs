@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::error::{PathError, WithPath};
 use crate::fsx::Batch;
 
 /// Keys: `^[a-z0-9][a-z0-9_.-]{0,63}$` without `..`.
@@ -116,8 +117,13 @@ pub fn plan(dir: &Path, ops: &[Value]) -> (Plan, Vec<String>) {
     (plan, errors)
 }
 
-/// Queues the plan's writes and removals.
-pub fn apply(b: &mut Batch, dir: &Path, tmp: &Path, plan: &Plan) {
+/// Queues the plan's writes and removals. The memory folder is created (and
+/// made durable) now if the plan writes to it.
+pub fn apply(b: &mut Batch, dir: &Path, tmp: &Path, plan: &Plan) -> Result<(), PathError> {
+    if plan.values().any(Option::is_some) && !dir.is_dir() {
+        std::fs::create_dir_all(dir).with_path(dir)?;
+        crate::fsx::sync_dir(dir.parent().unwrap_or(dir))?;
+    }
     for (key, value) in plan {
         let path = dir.join(format!("{key}.json"));
         match value {
@@ -125,6 +131,7 @@ pub fn apply(b: &mut Batch, dir: &Path, tmp: &Path, plan: &Plan) {
             None => b.remove(path),
         }
     }
+    Ok(())
 }
 
 /// A short summary of memory for the prompt: each key with its value cut to 200 characters.
@@ -176,15 +183,32 @@ mod tests {
         let mut b = Batch::new();
         let tmp = d.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
-        apply(&mut b, d.path(), &tmp, &plan);
+        apply(&mut b, d.path(), &tmp, &plan).unwrap();
         b.commit(d.path()).unwrap();
         assert_eq!(get(d.path(), "list"), Some(json!([1, 2])));
         assert!(get(d.path(), "gone").is_none());
         // Applying the same plan again changes nothing.
         let mut b = Batch::new();
-        apply(&mut b, d.path(), &tmp, &plan);
+        apply(&mut b, d.path(), &tmp, &plan).unwrap();
         b.commit(d.path()).unwrap();
         assert_eq!(get(d.path(), "list"), Some(json!([1, 2])));
         assert!(summary(d.path()).contains("- goal: \"ship\""));
+    }
+
+    #[test]
+    fn a_first_write_creates_the_folder_and_same_named_writes_do_not_collide() {
+        let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let (a, b) = (d.path().join("a/memory"), d.path().join("b/memory"));
+        std::fs::create_dir_all(d.path().join("a")).unwrap();
+        std::fs::create_dir_all(d.path().join("b")).unwrap();
+        let mut batch = Batch::new();
+        // Two agents set the same key in one turn: both writes go through one tmp folder.
+        apply(&mut batch, &a, &tmp, &plan(&a, &[json!({"op":"set","key":"goal","value":"a"})]).0).unwrap();
+        apply(&mut batch, &b, &tmp, &plan(&b, &[json!({"op":"set","key":"goal","value":"b"})]).0).unwrap();
+        batch.commit(d.path()).unwrap();
+        assert_eq!(get(&a, "goal"), Some(json!("a")));
+        assert_eq!(get(&b, "goal"), Some(json!("b")));
     }
 }

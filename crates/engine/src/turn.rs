@@ -221,7 +221,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
                 for m in &r.messages {
                     mb.post(&mut effects, &r.agent, m);
                 }
-                memory::apply(&mut effects, &memory::dir(&root, &r.agent), &tmp, &r.memory);
+                memory::apply(&mut effects, &memory::dir(&root, &r.agent), &tmp, &r.memory)?;
                 attempts.retain(|id, _| !r.mail.contains(id));
                 report.ran.push(r.agent.clone());
             }
@@ -439,10 +439,11 @@ fn dead_id(code: &str, turn: u64, agent: &str, file: &str) -> String {
     format!("{code}-t{turn}-{agent}-{stem}")
 }
 
-/// The engine's notice to a sender that its message was refused.
-fn bounce(to: &str, refused_id: &str, thread: &str, detail: &str, turn: u64) -> Message {
+/// The engine's notice to a sender that its message was refused (its id
+/// follows the dead letter's, which is unique).
+fn bounce(to: &str, dead_id: &str, refused_id: &str, thread: &str, detail: &str, turn: u64) -> Message {
     Message {
-        id: format!("{refused_id}-bounce"),
+        id: format!("{dead_id}-bounce"),
         from: ENGINE.into(),
         to: To(vec![to.to_string()]),
         subject: Some("undeliverable".into()),
@@ -465,6 +466,7 @@ struct Router<'a> {
     deliveries: Batch,
     moves: Batch,
     seen: HashSet<(String, String)>,
+    dead_taken: HashSet<String>,
     report: &'a mut TurnReport,
     ev: &'a mut Events,
 }
@@ -488,10 +490,12 @@ impl Router<'_> {
         to: Vec<String>,
         bounce_of: Option<(&str, &str)>,
     ) {
-        let why = reason(id, code, detail.clone(), agent, to, self.turn);
+        let dead_id = self.mb.free_dead_id(id, agent, file, &self.dead_taken);
+        self.dead_taken.insert(dead_id.clone());
+        let why = reason(&dead_id, code, detail.clone(), agent, to, self.turn);
         self.mb.dead_pending(&mut self.deliveries, agent, file, &why);
         if let Some((refused_id, thread)) = bounce_of {
-            let b = bounce(agent, refused_id, thread, &detail, self.turn);
+            let b = bounce(agent, &dead_id, refused_id, thread, &detail, self.turn);
             if self.seen.insert((agent.to_string(), b.id.clone())) && self.mb.deliver(&mut self.deliveries, agent, &b) {
                 self.delivered(agent, &b.id, ENGINE);
             }
@@ -583,6 +587,7 @@ fn route(org: &Org, mb: &Mailbox, turn: u64, report: &mut TurnReport, ev: &mut E
         deliveries: Batch::new(),
         moves: Batch::new(),
         seen: HashSet::new(),
+        dead_taken: HashSet::new(),
         report,
         ev,
     };

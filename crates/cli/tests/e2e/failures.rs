@@ -106,3 +106,29 @@ text = '''
     let inspect = org.lemming_ok(&["inspect", "manager", "--json"]).json();
     assert_eq!(inspect["memory"]["goal"], "ship it", "{inspect:#}");
 }
+
+#[test]
+fn two_agents_writing_the_same_memory_key_on_a_fresh_org_both_keep_their_value() {
+    let org = TestOrg::new();
+    org.script("manager", "");
+    org.edit("agents/planner/resume.toml", "model = \"default\"", "model = \"scripted\"");
+    org.write(
+        "org/script.toml",
+        r#"[[reply]]
+agent = "manager"
+text = '{"messages":[{"to":"planner","body":"go"}],"memory":[{"op":"set","key":"goal","value":"manager"}]}'
+[[reply]]
+agent = "planner"
+text = '{"memory":[{"op":"set","key":"goal","value":"planner"}]}'
+"#,
+    );
+    org.send("manager", "start");
+    org.lemming_ok(&["send", "--from", "manager", "planner", "hello"]);
+    let report = org.step();
+    assert_eq!(report["ran"], json!(["manager", "planner"]), "{report:#}");
+    assert_eq!(org.read("agents/manager/memory/goal.json").trim(), "\"manager\"");
+    assert_eq!(org.read("agents/planner/memory/goal.json").trim(), "\"planner\"");
+    // The org keeps going: the next turn runs (planner answers manager's message).
+    org.step();
+    assert_eq!(org.status_json()["turn"], 2);
+}

@@ -178,3 +178,31 @@ fn expired_and_oversize_messages_go_to_dead_with_their_reason() {
 
     org.lemming(&["send", "manager", &body]).fails_with(1).stderr_has(&["max_message_bytes"]);
 }
+
+#[test]
+fn refused_files_with_the_same_name_or_id_each_keep_their_dead_letter_and_bounce() {
+    let org = TestOrg::new();
+    let refused = |body: &str| format!(r#"{{"id":"dup-1","from":"planner","to":"hr","body":"{body}"}}"#);
+    // The same id refused twice, on two turns; and a malformed file with the same name twice.
+    org.drop_outbox("planner", "dup-1.json", refused("first"));
+    org.drop_outbox("planner", "junk.json", "not json 1");
+    org.step();
+    org.drop_outbox("planner", "dup-1.json", refused("second"));
+    org.drop_outbox("planner", "junk.json", "not json 2");
+    org.step();
+    let dead: Vec<String> = org.files("org/state/dead").into_iter().filter(|f| !f.ends_with(".why.json")).collect();
+    let bodies: Vec<String> = dead.iter().map(|f| org.read(&format!("org/state/dead/{f}"))).collect();
+    for needle in ["first", "second", "not json 1", "not json 2"] {
+        assert_eq!(bodies.iter().filter(|b| b.contains(needle)).count(), 1, "{needle} in {dead:?}");
+    }
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    for f in &dead {
+        let why = f.replace(".json", ".why.json");
+        assert!(org.files("org/state/dead").contains(&why), "{why} missing");
+    }
+    // Planner reads its bounces in the same turn, so count read and unread mail.
+    let mut inbox = org.ids("planner", "inbox", "new");
+    inbox.extend(org.ids("planner", "inbox", "cur"));
+    let bounces = inbox.iter().filter(|id| id.ends_with("-bounce")).count();
+    assert_eq!(bounces, 4, "planner is told about each refused file: {inbox:?}");
+}
