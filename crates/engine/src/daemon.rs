@@ -181,7 +181,7 @@ pub async fn run(
         on_turn(&report);
         done += 1;
         let seconds = opts.turn_seconds.unwrap_or(org.settings.turn_seconds);
-        next_timer = Instant::now() + Duration::from_secs_f64(seconds.max(0.001));
+        next_timer = Instant::now() + lemming_provider::config::secs(seconds.max(0.001));
         // Our own writes during the turn raised events; what matters is what is pending now.
         while ev_rx.try_recv().is_ok() {}
         // Mail pending both before and after the turn was held (an invalid resume);

@@ -537,7 +537,7 @@ impl Fsck {
                         );
                         self.push(Code::InvalidAmount, &[&path], message);
                     }
-                    if let Some(c) = committed.filter(|c| *turn > c + 1) {
+                    if let Some(c) = committed.filter(|c| *turn > c.saturating_add(1)) {
                         let message = format!(
                             "line {}: {agent} is charged for turn {turn}, but the last committed turn is {c}, so \
                              turn {turn} has not run. The ledger was edited or turn.json rolled back; a charge of a \

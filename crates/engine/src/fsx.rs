@@ -46,6 +46,28 @@ pub fn tmp_pid(file_name: &str) -> Option<u32> {
     file_name.strip_suffix(".tmp").and_then(|s| s.rsplit('.').next()).and_then(|p| p.parse().ok())
 }
 
+/// Removes temporary files left by processes that are gone (a crash mid-write).
+///
+/// lemming's temporary names end in `.<pid>.tmp`: those of live processes (a
+/// concurrent `send`) are kept. Other programs may use `tmp/` too (write, then
+/// rename into `new/`): their files are removed only when an hour old.
+pub fn clean_stale_tmp(files: impl IntoIterator<Item = PathBuf>) {
+    for p in files {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let remove = match tmp_pid(name) {
+            Some(pid) => pid == std::process::id() || !crate::lock::pid_alive(pid),
+            None => fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600)),
+        };
+        if remove {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 /// Flushes every dirty file of the filesystem that holds `root` (one `syncfs`).
 pub fn sync_fs(root: &Path) -> Result<(), PathError> {
     let f = File::open(root).with_path(root)?;
@@ -112,11 +134,6 @@ impl Batch {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.links.is_empty() && self.moves.is_empty() && self.removes.is_empty()
-    }
-
-    /// The number of queued writes.
-    pub fn writes(&self) -> usize {
-        self.writes.len()
     }
 
     /// Writes every file, syncs, renames them into place and makes the links,

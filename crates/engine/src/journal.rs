@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use lemming_provider::Usage;
@@ -175,15 +175,14 @@ impl Journal {
     pub fn prune(&self, turn: u64, keep: u64) {
         let Ok(rd) = fs::read_dir(self.layout.journal_dir()) else { return };
         for e in rd.flatten() {
-            let old = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).is_some_and(|t| t + keep < turn);
+            let old = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|t| t.saturating_add(keep) < turn);
             if old {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
-    }
-
-    /// The journal folder.
-    pub fn root(&self) -> &Path {
-        &self.layout.root
     }
 }

@@ -69,7 +69,6 @@ pub struct Ledger {
     spent: BTreeMap<String, f64>,
     by_model: BTreeMap<(String, String), f64>,
     top_ups: BTreeMap<String, f64>,
-    last_charge: BTreeMap<String, u64>,
     /// Lines that do not parse (a torn write after a crash); skipped.
     pub torn_lines: Vec<usize>,
     /// (turn, agent) keys charged more than once (a G5 violation; fsck reports it).
@@ -105,8 +104,6 @@ impl Ledger {
                 }
                 *self.spent.entry(agent.clone()).or_default() += cost;
                 *self.by_model.entry((agent.clone(), model.clone())).or_default() += cost;
-                let last = self.last_charge.entry(agent.clone()).or_default();
-                *last = (*last).max(*turn);
             }
             Entry::TopUp { agent, amount, .. } => *self.top_ups.entry(agent.clone()).or_default() += amount,
         }
@@ -141,11 +138,6 @@ impl Ledger {
             *out.entry(model.clone()).or_default() += cost;
         }
         out
-    }
-
-    /// The last turn an agent was charged on.
-    pub fn last_charge(&self, agent: &str) -> Option<u64> {
-        self.last_charge.get(agent).copied()
     }
 
     /// Appends entries in one durable write and records them in the totals.

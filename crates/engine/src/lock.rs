@@ -53,12 +53,36 @@ pub fn acquire(layout: &Layout) -> Result<OrgLock, LockError> {
     Ok(OrgLock { _file: file, path })
 }
 
-/// The pid written in the lock file, if its process is alive. Reading never takes the lock.
+/// The pid of the process holding the lock, if any. On Linux the kernel says
+/// who holds the flock (`/proc/locks`), so a pid left in the file by a killed
+/// process, and perhaps reused since, is never taken for the holder. Elsewhere
+/// the pid written in the file is used when that process is alive. Reading
+/// never takes the lock, so it cannot make a starting `step` fail.
 pub fn holder(layout: &Layout) -> Option<u32> {
+    if let Some(kernel) = flock_holder(&layout.lock()) {
+        return kernel;
+    }
     let mut s = String::new();
     File::open(layout.lock()).ok()?.read_to_string(&mut s).ok()?;
     let pid: u32 = s.trim().parse().ok()?;
     pid_alive(pid).then_some(pid)
+}
+
+/// `Some(holder)` when `/proc/locks` can be read; `None` when it cannot.
+fn flock_holder(path: &std::path::Path) -> Option<Option<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let Ok(meta) = fs::metadata(path) else { return Some(None) };
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    // "1: FLOCK  ADVISORY  WRITE 1234 fd:00:5678 0 EOF" (waiters start with "->").
+    let holder = locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&id.as_str())).then(|| f.get(4)?.parse().ok()).flatten()
+    });
+    Some(holder)
 }
 
 /// Whether a process with this pid exists and has not exited. A zombie (exited,
@@ -94,7 +118,9 @@ mod tests {
             Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
             other => panic!("expected Held, got {other:?}"),
         }
+        assert_eq!(holder(&l), Some(std::process::id()));
         drop(held);
+        assert_eq!(holder(&l), None, "the pid left in the file is not a holder");
         assert!(acquire(&l).is_ok());
     }
 

@@ -365,13 +365,6 @@ impl Mailbox {
             .collect()
     }
 
-    /// Removes leftover temporary files (from a crash) in an agent's mailboxes.
-    pub fn clean_tmp(&self, agent: &str) {
-        for p in self.tmp_leftovers(agent) {
-            let _ = fs::remove_file(p);
-        }
-    }
-
     /// The path of an inbox folder, for diagnostics and fsck.
     pub fn inbox_path(&self, agent: &str, sub: &str) -> PathBuf {
         self.inbox(agent, sub)

@@ -10,6 +10,8 @@ pub fn valid_id(id: &str) -> bool {
         && b.len() <= 128
         && b[0].is_ascii_alphanumeric()
         && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        // `dead/<id>.why.json` is the reason file of dead letter `<id>`.
+        && !id.ends_with(".why")
 }
 
 /// The timestamp prefix of ids: `20261122T180000123Z`, which sorts by time.
@@ -161,7 +163,7 @@ pub enum ParseMessageError {
     Json(String),
     /// The id breaks the id rule.
     #[error(
-        "invalid id {0:?}: ids use only A-Z, a-z, 0-9, '_', '.', '-' (at most 128, starting with a letter or digit)"
+        "invalid id {0:?}: ids use only A-Z, a-z, 0-9, '_', '.', '-' (at most 128, starting with a letter or digit, not ending in `.why`)"
     )]
     Id(String),
     /// No recipient.
@@ -235,6 +237,10 @@ mod tests {
         assert!(matches!(Message::parse(b"{nope"), Err(ParseMessageError::Json(_))));
         assert!(matches!(
             Message::parse(br#"{"id":"../x","from":"a","to":"b","body":""}"#),
+            Err(ParseMessageError::Id(_))
+        ));
+        assert!(matches!(
+            Message::parse(br#"{"id":"x.why","from":"a","to":"b","body":""}"#),
             Err(ParseMessageError::Id(_))
         ));
         assert!(matches!(

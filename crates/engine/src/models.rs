@@ -216,12 +216,15 @@ pub fn parse(path: &Path, text: &str, org_root: &Path) -> Result<Models, Vec<Dia
                 }
             }
         }
-        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let positive = |v: f64| v.is_finite() && v > 0.0 && v <= lemming_provider::config::MAX_SECS;
         if let Some(t) = p.timeout_secs {
             if !positive(t) {
                 errs.push(
-                    at(span.clone(), format!("provider `{name}`: `timeout_secs` must be more than 0"))
-                        .help("timeout_secs = 60"),
+                    at(
+                        span.clone(),
+                        format!("provider `{name}`: `timeout_secs` must be more than 0 and at most a year"),
+                    )
+                    .help("timeout_secs = 60"),
                 );
             }
         }
@@ -231,7 +234,10 @@ pub fn parse(path: &Path, text: &str, org_root: &Path) -> Result<Models, Vec<Dia
         ] {
             if let Some(v) = v {
                 if !positive(*v.get_ref()) {
-                    errs.push(at(v.span(), format!("provider `{name}`: `{field}` must be more than 0")).help(example));
+                    errs.push(
+                        at(v.span(), format!("provider `{name}`: `{field}` must be more than 0 and at most a year"))
+                            .help(example),
+                    );
                 }
             }
         }

@@ -71,20 +71,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
     let mut s = Settings::default();
     let mut errs = Vec::new();
     if let Some(t) = raw.turn_seconds {
-        if !(t.get_ref().is_finite() && *t.get_ref() > 0.0) {
+        let v = *t.get_ref();
+        if !(v.is_finite() && v > 0.0 && v <= lemming_provider::config::MAX_SECS) {
             errs.push(
-                Diagnostic::at(path, text, Some(t.span()), "`turn_seconds` must be more than 0")
+                Diagnostic::at(path, text, Some(t.span()), "`turn_seconds` must be more than 0 and at most a year")
                     .help("turn_seconds = 60"),
             );
         }
         s.turn_seconds = *t.get_ref();
     }
-    let mut int = |v: Option<Spanned<i64>>, field: &str, min: i64, slot: &mut u64| {
+    let mut int = |v: Option<Spanned<i64>>, field: &str, min: i64, max: i64, slot: &mut u64| {
         if let Some(v) = v {
-            if *v.get_ref() < min {
+            if *v.get_ref() < min || *v.get_ref() > max {
                 errs.push(
-                    Diagnostic::at(path, text, Some(v.span()), format!("`{field}` must be {min} or more"))
-                        .help(format!("set {field} = {} or more", min.max(1))),
+                    Diagnostic::at(
+                        path,
+                        text,
+                        Some(v.span()),
+                        if max == i64::MAX {
+                            format!("`{field}` must be {min} or more")
+                        } else {
+                            format!("`{field}` must be from {min} to {max}")
+                        },
+                    )
+                    .help(format!("set {field} = {} or more", min.max(1))),
                 );
             } else {
                 *slot = *v.get_ref() as u64;
@@ -93,12 +103,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
     };
     let (mut par, mut att, mut mmb, mut mail) =
         (s.max_parallel as u64, s.max_attempts as u64, s.max_message_bytes, s.max_mail_per_prompt as u64);
-    int(raw.max_parallel, "max_parallel", 1, &mut par);
-    int(raw.max_attempts, "max_attempts", 1, &mut att);
-    int(raw.max_message_bytes, "max_message_bytes", 256, &mut mmb);
-    int(raw.max_mail_per_prompt, "max_mail_per_prompt", 1, &mut mail);
-    int(raw.journal_keep_turns, "journal_keep_turns", 1, &mut s.journal_keep_turns);
-    int(raw.log_retention_days, "log_retention_days", 1, &mut s.log_retention_days);
+    int(raw.max_parallel, "max_parallel", 1, 4096, &mut par);
+    int(raw.max_attempts, "max_attempts", 1, i64::MAX, &mut att);
+    int(raw.max_message_bytes, "max_message_bytes", 256, i64::MAX, &mut mmb);
+    int(raw.max_mail_per_prompt, "max_mail_per_prompt", 1, i64::MAX, &mut mail);
+    int(raw.journal_keep_turns, "journal_keep_turns", 1, i64::MAX, &mut s.journal_keep_turns);
+    int(raw.log_retention_days, "log_retention_days", 1, i64::MAX, &mut s.log_retention_days);
     s.max_parallel = par as usize;
     s.max_attempts = att.min(u32::MAX as u64) as u32;
     s.max_message_bytes = mmb;

@@ -79,7 +79,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
     let root = org.layout.root.clone();
     let mb = Mailbox::new(&root);
     let journal = Journal::new(&org.layout);
-    let turn = journal.last_turn()? + 1;
+    let turn = journal.last_turn()?.saturating_add(1);
     let started = Utc::now();
     let mut report = TurnReport { turn, ..TurnReport::default() };
     let mut ev = Events::default();
@@ -87,11 +87,13 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
     for folder in agent_folders(&org.layout) {
         if AgentName::new(&folder).is_ok() {
             mb.ensure(&folder)?;
-            clean_tmp(mb.tmp_leftovers(&folder));
+            crate::fsx::clean_stale_tmp(mb.tmp_leftovers(&folder));
         }
     }
     // State files (`daemon.json`, `turn.json`, dead-letter reasons, memory) are written through here too.
-    clean_tmp(std::fs::read_dir(org.layout.state_tmp()).into_iter().flatten().flatten().map(|e| e.path()));
+    crate::fsx::clean_stale_tmp(
+        std::fs::read_dir(org.layout.state_tmp()).into_iter().flatten().flatten().map(|e| e.path()),
+    );
 
     route(org, &mb, turn, &mut report, &mut ev)?;
     fault::point("routed");
@@ -537,7 +539,7 @@ impl Router<'_> {
                 ),
             ))
         } else {
-            msg.ttl_turns.filter(|ttl| self.turn > msg.turn + ttl).map(|ttl| {
+            msg.ttl_turns.filter(|ttl| self.turn > msg.turn.saturating_add(*ttl)).map(|ttl| {
                 ("expired", format!("expired: written on turn {}, ttl_turns {ttl}, now turn {}", msg.turn, self.turn))
             })
         };
@@ -611,26 +613,4 @@ fn route(org: &Org, mb: &Mailbox, turn: u64, report: &mut TurnReport, ev: &mut E
     deliveries.commit(mb.root())?;
     fault::point("delivered");
     moves.commit(mb.root())
-}
-
-/// Removes temporary files left by processes that are gone (a crash mid-write).
-///
-/// lemming's temporary names end in `.<pid>.tmp`: those of live processes (a
-/// concurrent `send`) are kept. Other programs may use `tmp/` too (write, then
-/// rename into `new/`): their files are removed only when an hour old.
-fn clean_tmp(leftovers: impl IntoIterator<Item = std::path::PathBuf>) {
-    for p in leftovers {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let remove = match crate::fsx::tmp_pid(name) {
-            Some(pid) => pid == std::process::id() || !crate::lock::pid_alive(pid),
-            None => std::fs::metadata(&p)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > std::time::Duration::from_secs(3600)),
-        };
-        if remove {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }

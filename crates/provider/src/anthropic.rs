@@ -13,8 +13,6 @@
 //! `cache_read_input_tokens` (Anthropic counts cached prompt tokens apart),
 //! output tokens are `output_tokens`; when usage is missing it is estimated.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::http::{self, excerpt};
@@ -99,8 +97,10 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(S
     let stop = v.get("stop_reason").and_then(Value::as_str).unwrap_or_default().to_string();
     let u = v.get("usage");
     let count = |k: &str| u.and_then(|u| u.get(k)).and_then(tokens);
-    let input = count("input_tokens")
-        .map(|i| i + count("cache_creation_input_tokens").unwrap_or(0) + count("cache_read_input_tokens").unwrap_or(0));
+    let input = count("input_tokens").map(|i| {
+        i.saturating_add(count("cache_creation_input_tokens").unwrap_or(0))
+            .saturating_add(count("cache_read_input_tokens").unwrap_or(0))
+    });
     let usage = usage(input, count("output_tokens"), req, &text);
     Ok((text, usage, stop))
 }
@@ -110,7 +110,7 @@ impl Attempt for Anthropic {
         Box::pin(async move {
             let key = http::api_key(&self.spec)?;
             let url = url(&self.spec, "messages");
-            let timeout = Duration::from_secs_f64(self.spec.timeout_secs);
+            let timeout = crate::config::secs(self.spec.timeout_secs);
             let builder = self.client.post(&url).headers(headers(&self.spec, key.as_deref())?).json(&request_body(req));
             let resp = http::send(builder, timeout, "timeout_secs", &url, key.as_deref()).await?;
             let (text, usage, stop) = parse_response(&resp.body, req, key.as_deref())?;

@@ -249,3 +249,13 @@ impl ModelSpec {
         self.model.as_deref().unwrap_or(&self.key)
     }
 }
+
+/// The longest duration lemming accepts for any setting in seconds: one year.
+pub const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// Seconds as a `Duration`, clamped to `0..=MAX_SECS` (NaN is 0): never panics,
+/// whatever a config file, the command line or a server's `Retry-After` says.
+pub fn secs(s: f64) -> std::time::Duration {
+    let s = if s.is_nan() { 0.0 } else { s.clamp(0.0, MAX_SECS) };
+    std::time::Duration::from_secs_f64(s)
+}

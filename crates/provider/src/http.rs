@@ -16,7 +16,7 @@ pub const EXCERPT_CHARS: usize = 300;
 /// Builds the provider's client: connect timeout, connection pool, rustls.
 pub fn client(spec: &ProviderSpec) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs_f64(spec.connect_timeout_secs.min(spec.timeout_secs)))
+        .connect_timeout(crate::config::secs(spec.connect_timeout_secs.min(spec.timeout_secs)))
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("lemming/", env!("CARGO_PKG_VERSION")))
         .build()

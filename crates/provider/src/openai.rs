@@ -20,8 +20,6 @@
 //! `usage.completion_tokens`; when the server sends none, it is estimated
 //! (ceil(chars / 4)) and marked as such.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::http::{self, excerpt};
@@ -257,7 +255,7 @@ impl Attempt for OpenAi {
         Box::pin(async move {
             let key = http::api_key(&self.spec)?;
             let url = chat_url(&self.spec, &req.model);
-            let timeout = Duration::from_secs_f64(self.spec.timeout_secs);
+            let timeout = crate::config::secs(self.spec.timeout_secs);
             let builder = self.client.post(&url).headers(headers(&self.spec, key.as_deref())?).json(&request_body(req));
             let resp = http::send(builder, timeout, "timeout_secs", &url, key.as_deref()).await?;
             let (text, usage, finish) = parse_response(&resp.body, req, key.as_deref())?;

@@ -93,7 +93,7 @@ impl Registry {
                 }
             }
             ProviderKind::Command => match &spec.command {
-                Some(c) => Box::new(Command::new(&spec.name, c.clone(), Duration::from_secs_f64(spec.timeout_secs))),
+                Some(c) => Box::new(Command::new(&spec.name, c.clone(), crate::config::secs(spec.timeout_secs))),
                 None => {
                     return Arc::new(Unusable { name: spec.name.clone(), message: "no `program` configured".into() })
                 }
@@ -102,7 +102,7 @@ impl Registry {
         let breaker = Arc::new(Breaker::new(
             &spec.name,
             spec.breaker_threshold,
-            Duration::from_secs_f64(spec.breaker_cooldown_secs),
+            crate::config::secs(spec.breaker_cooldown_secs),
             board,
         ));
         self.breakers.insert(spec.name.clone(), Arc::clone(&breaker));

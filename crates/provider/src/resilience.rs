@@ -96,7 +96,7 @@ fn random_fraction() -> f64 {
 /// normal backoff applies).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && secs >= 0.0).then(|| crate::config::secs(secs))
 }
 
 /// A provider with retries and a circuit breaker around its [`Attempt`].

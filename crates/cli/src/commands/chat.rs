@@ -39,7 +39,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = Org::load_or_last_good(&root, None);
     send::check(&org, HUMAN, &args.agent).map_err(send_error)?;
     let opts = WaitOptions {
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout: lemming_provider::config::secs(args.timeout),
         max_turns: args.max_turns.max(1),
         ..WaitOptions::default()
     };

@@ -1,7 +1,5 @@
 //! `lemming pause`, `resume` and `stop`: control a running daemon.
 
-use std::time::Duration;
-
 use lemming_engine::daemon::{self, StopError};
 
 use crate::cli::{block_on, CliError, Ctx};
@@ -41,7 +39,7 @@ fn set(ctx: &Ctx, paused: bool) -> Result<(), CliError> {
 
 pub fn stop(ctx: &Ctx, args: StopArgs) -> Result<(), CliError> {
     let layout = lemming_engine::org::Layout::new(ctx.root()?);
-    let wait = Duration::from_secs_f64(args.wait.max(0.0));
+    let wait = lemming_provider::config::secs(args.wait);
     match block_on(daemon::stop(&layout, wait))? {
         Ok(pid) => {
             println!("stopped the daemon (pid {pid})");

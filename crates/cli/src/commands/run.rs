@@ -1,8 +1,6 @@
 //! `lemming run`: the daemon. Turns on a timer and early when mail lands; hot
 //! reload; pause and resume; a clean stop on SIGINT or SIGTERM.
 
-use std::time::Duration;
-
 use lemming_engine::daemon::{self, RunOptions};
 
 use crate::cli::{block_on, CliError, Ctx};
@@ -25,8 +23,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let root = ctx.root()?;
     for (name, v) in [("--turn-seconds", args.turn_seconds), ("--rescan-seconds", Some(args.rescan_seconds))] {
         if let Some(v) = v {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(CliError { message: format!("{name} must be more than 0, not {v}"), code: 2 });
+            if !(v.is_finite() && v > 0.0 && v <= lemming_provider::config::MAX_SECS) {
+                return Err(CliError {
+                    message: format!("{name} must be more than 0 and at most a year, not {v}"),
+                    code: 2,
+                });
             }
         }
     }
@@ -35,7 +36,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let opts = RunOptions {
         turns: args.turns,
         turn_seconds: args.turn_seconds,
-        rescan: Duration::from_secs_f64(args.rescan_seconds),
+        rescan: lemming_provider::config::secs(args.rescan_seconds),
     };
     eprintln!(
         "lemming: daemon for {} (pid {}); stop with Ctrl-C or `lemming stop`",

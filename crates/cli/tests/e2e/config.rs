@@ -79,10 +79,30 @@ fn a_bad_org_toml_stops_step_and_names_the_line() {
     org.edit("org/org.toml", "max_parallel = 8", "max_parallel = 0");
     let line = org.read("org/org.toml").lines().position(|l| l == "max_parallel = 0").unwrap() + 1;
     let out = org.lemming(&["step"]).fails_with(1);
-    out.stderr_has(&[&format!("org/org.toml:{line}:"), "`max_parallel` must be 1 or more", "help:"]);
+    out.stderr_has(&[&format!("org/org.toml:{line}:"), "`max_parallel` must be from 1 to 4096", "help:"]);
     assert!(!org.path("org/state/turn.json").exists(), "a turn ran with a bad org.toml");
     assert_eq!(org.files("agents/human/outbox/new").len(), 1, "mail moved with a bad org.toml");
 
     org.edit("org/org.toml", "max_parallel = 0", "max_parallel = 1");
     assert_eq!(org.step()["ran"], serde_json::json!(["manager"]));
+}
+
+#[test]
+fn huge_numbers_are_refused_or_handled_never_a_panic() {
+    let org = TestOrg::new();
+    // A TTL at the top of u64 must not overflow when the turn checks expiry.
+    org.lemming_ok(&["send", "--ttl", "18446744073709551615", "manager", "hi"]);
+    assert_eq!(org.step()["ran"], serde_json::json!(["manager"]));
+    // Durations and parallelism beyond sense are config errors with a line, not panics.
+    org.edit("org/org.toml", "turn_seconds = 60", "turn_seconds = 1e300");
+    org.edit("org/org.toml", "max_parallel = 8", "max_parallel = 9223372036854775807");
+    let out = org.lemming(&["validate"]).fails_with(1);
+    out.stderr_has(&["`turn_seconds` must be more than 0 and at most a year", "`max_parallel` must be from 1 to 4096"]);
+    org.edit("org/org.toml", "turn_seconds = 1e300", "turn_seconds = 60");
+    org.edit("org/org.toml", "max_parallel = 9223372036854775807", "max_parallel = 8");
+    let out = org.lemming(&["run", "--turn-seconds", "1e300"]).fails_with(2);
+    out.stderr_has(&["at most a year"]);
+    let models = org.read("org/models.toml");
+    org.write("org/models.toml", format!("{models}\n[providers.far]\nkind = \"mock\"\ntimeout_secs = 1e300\n"));
+    org.lemming(&["validate"]).fails_with(1).stderr_has(&["`timeout_secs` must be more than 0 and at most a year"]);
 }
