@@ -16,7 +16,7 @@
 use serde_json::{json, Value};
 
 use crate::http::{self, excerpt};
-use crate::openai::{note_finish, tokens, usage};
+use crate::openai::{tokens, usage};
 use crate::resilience::{Attempt, AttemptError};
 use crate::{BoxFuture, ProviderSpec, Reply, Request, Usage};
 
@@ -107,17 +107,8 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(S
 
 impl Attempt for Anthropic {
     fn attempt<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Reply, AttemptError>> {
-        Box::pin(async move {
-            let key = http::api_key(&self.spec)?;
-            let url = url(&self.spec, "messages");
-            let timeout = crate::config::secs(self.spec.timeout_secs);
-            let builder = self.client.post(&url).headers(headers(&self.spec, key.as_deref())?).json(&request_body(req));
-            let resp = http::send(builder, timeout, "timeout_secs", &url, key.as_deref()).await?;
-            let (text, usage, stop) = parse_response(&resp.body, req, key.as_deref())?;
-            note_finish(&self.spec.name, req, &text, &stop);
-            tracing::debug!(provider = %self.spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, "answered");
-            Ok(Reply { text, usage, model_key: req.model.key.clone() })
-        })
+        const WIRE: http::Wire = http::Wire { headers, body: request_body, parse: parse_response };
+        Box::pin(async move { http::attempt(&self.client, &self.spec, &url(&self.spec, "messages"), &WIRE, req).await })
     }
 }
 

@@ -177,6 +177,38 @@ pub fn is_loopback(url: &str) -> bool {
     }
 }
 
+/// What a wire format reads from a response: the reply text, the usage and the stop reason.
+pub type Parsed = (String, crate::Usage, String);
+
+/// The wire format of one HTTP kind: its headers, request body and parser.
+pub struct Wire {
+    /// The request headers (with the key).
+    pub headers: fn(&ProviderSpec, Option<&str>) -> Result<reqwest::header::HeaderMap, AttemptError>,
+    /// The JSON body for a request.
+    pub body: fn(&crate::Request) -> serde_json::Value,
+    /// Reply text, usage and stop reason from a response body.
+    pub parse: fn(&str, &crate::Request, Option<&str>) -> Result<Parsed, AttemptError>,
+}
+
+/// One try of an HTTP kind: POST the request as JSON to `url`, read the whole
+/// reply within `timeout_secs`, parse it, and log what it cost.
+pub async fn attempt(
+    client: &reqwest::Client,
+    spec: &ProviderSpec,
+    url: &str,
+    wire: &Wire,
+    req: &crate::Request,
+) -> Result<crate::Reply, AttemptError> {
+    let key = api_key(spec)?;
+    let timeout = crate::config::secs(spec.timeout_secs);
+    let builder = client.post(url).headers((wire.headers)(spec, key.as_deref())?).json(&(wire.body)(req));
+    let resp = send(builder, timeout, "timeout_secs", url, key.as_deref()).await?;
+    let (text, usage, stop) = (wire.parse)(&resp.body, req, key.as_deref())?;
+    crate::openai::note_finish(&spec.name, req, &text, &stop);
+    tracing::debug!(provider = %spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, "answered");
+    Ok(crate::Reply { text, usage, model_key: req.model.key.clone() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,17 +252,10 @@ pub(crate) fn note_finish(provider: &str, req: &Request, text: &str, finish: &st
 
 impl Attempt for OpenAi {
     fn attempt<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Reply, AttemptError>> {
-        Box::pin(async move {
-            let key = http::api_key(&self.spec)?;
-            let url = chat_url(&self.spec, &req.model);
-            let timeout = crate::config::secs(self.spec.timeout_secs);
-            let builder = self.client.post(&url).headers(headers(&self.spec, key.as_deref())?).json(&request_body(req));
-            let resp = http::send(builder, timeout, "timeout_secs", &url, key.as_deref()).await?;
-            let (text, usage, finish) = parse_response(&resp.body, req, key.as_deref())?;
-            note_finish(&self.spec.name, req, &text, &finish);
-            tracing::debug!(provider = %self.spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, "answered");
-            Ok(Reply { text, usage, model_key: req.model.key.clone() })
-        })
+        const WIRE: http::Wire = http::Wire { headers, body: request_body, parse: parse_response };
+        Box::pin(
+            async move { http::attempt(&self.client, &self.spec, &chat_url(&self.spec, &req.model), &WIRE, req).await },
+        )
     }
 }
 
