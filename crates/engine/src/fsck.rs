@@ -488,32 +488,24 @@ impl Fsck {
         let path = self.layout.ledger();
         let Some(bytes) = self.read(&path) else { return Vec::new() };
         let text = String::from_utf8_lossy(&bytes);
-        let last = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, _)| i).last();
         let mut out = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Entry>(line) {
-                Ok(entry) => out.push(Line { no: i + 1, entry }),
-                // A crash mid-append leaves a prefix of a line (or zeros after a power
-                // loss); the next append starts on a new line, so it may end up anywhere.
-                Err(e) if Some(i) == last || e.is_eof() || line.contains('\0') => self.push(
+        for line in crate::ledger::read_lines(&text) {
+            match line {
+                crate::ledger::Line::Entry(no, entry) => out.push(Line { no, entry }),
+                crate::ledger::Line::Torn(no, e) => self.push(
                     Code::TornLedgerLine,
                     &[&path],
                     format!(
-                        "line {} of the ledger is cut short ({e}): a write interrupted by a crash. Readers skip it, \
-                         and the turn it belonged to charged again when it was repeated; nothing to do",
-                        i + 1
+                        "line {no} of the ledger is cut short ({e}): a write interrupted by a crash. Readers skip it, \
+                         and the turn it belonged to charged again when it was repeated; nothing to do"
                     ),
                 ),
-                Err(e) => self.push(
+                crate::ledger::Line::Corrupt(no, e) => self.push(
                     Code::CorruptLedgerLine,
                     &[&path],
                     format!(
-                        "line {} of the ledger is not a ledger entry ({e}); readers skip it, so whatever it held \
-                         is not counted in any balance. Restore it from a backup or remove it while no turn runs",
-                        i + 1
+                        "line {no} of the ledger is not a ledger entry ({e}); readers skip it, so whatever it held \
+                         is not counted in any balance. Restore it from a backup or remove it while no turn runs"
                     ),
                 ),
             }

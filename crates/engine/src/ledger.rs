@@ -50,6 +50,34 @@ pub enum Entry {
     },
 }
 
+/// One non-empty line of the ledger, with its 1-based number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    /// A valid entry.
+    Entry(usize, Entry),
+    /// A line cut short by a crash mid-append (the last line, a prefix of an
+    /// entry, or zeros after a power loss). The next append starts on a new
+    /// line, so it may stand anywhere; the repeated turn charged again.
+    Torn(usize, String),
+    /// A complete line that is not a ledger entry (an edit gone wrong).
+    Corrupt(usize, String),
+}
+
+/// Reads every non-empty line of ledger text. Readers skip torn and corrupt
+/// lines; `fsck` reports them.
+pub fn read_lines(text: &str) -> Vec<Line> {
+    let last = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, _)| i).last();
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| match serde_json::from_str::<Entry>(line) {
+            Ok(e) => Line::Entry(i + 1, e),
+            Err(e) if Some(i) == last || e.is_eof() || line.contains('\0') => Line::Torn(i + 1, e.to_string()),
+            Err(e) => Line::Corrupt(i + 1, e.to_string()),
+        })
+        .collect()
+}
+
 /// An agent's credits.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct Balance {
@@ -84,13 +112,10 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(l),
             Err(e) => return Err(e).with_path(path),
         };
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Entry>(line) {
-                Ok(e) => l.add(&e),
-                Err(_) => l.torn_lines.push(i + 1),
+        for line in read_lines(&text) {
+            match line {
+                Line::Entry(_, e) => l.add(&e),
+                Line::Torn(no, _) | Line::Corrupt(no, _) => l.torn_lines.push(no),
             }
         }
         Ok(l)
