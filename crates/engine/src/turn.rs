@@ -109,9 +109,6 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
         if name.is_human() || replays.contains_key(agent) || !resume.schedule.fires(turn) {
             continue;
         }
-        if resume.schedule.wake == Wake::Mail && mb.unread_count(agent)? == 0 {
-            continue;
-        }
         let (mut mail, bad) = mb.unread(agent)?;
         for b in bad {
             let id = dead_id("malformed", turn, agent, &b.file);
