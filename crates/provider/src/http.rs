@@ -103,7 +103,10 @@ pub async fn send(
     let message = format!("HTTP {status} from {url}: {}", excerpt(&body, key));
     let code = status.as_u16();
     Err(if code == 429 || code == 408 || status.is_server_error() {
-        AttemptError { message, retry: retry_after.map(Retry::After).unwrap_or(Retry::Backoff), unhealthy: true }
+        AttemptError {
+            retry: retry_after.map(Retry::After).unwrap_or(Retry::Backoff),
+            ..AttemptError::transient(message)
+        }
     } else {
         AttemptError::rejected(message)
     })
