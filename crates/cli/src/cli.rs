@@ -218,10 +218,37 @@ where
 
 static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
+/// SIGPIPE stays ignored (the Rust default): a `command` provider that exits
+/// without reading its prompt makes that write fail with `EPIPE`, which is the
+/// call's business, instead of killing lemming. Our own output closed by its
+/// reader (`lemming inbox | head`) makes `println!` panic with a broken pipe:
+/// this hook turns that into the quiet death by SIGPIPE that command-line
+/// tools are expected to have, and leaves every other panic to the default hook.
+fn quiet_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let closed = text.starts_with("failed printing to std") && text.contains("Broken pipe");
+        if closed {
+            // SAFETY: signal(2) and raise(3) have no memory-safety preconditions; the
+            // default SIGPIPE action ends the process here, as a write would have.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 pub fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`lemming status | head`), as command-line tools do.
-    // SAFETY: restoring the default SIGPIPE action before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    quiet_on_closed_output();
     let cli = Cli::parse();
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     init_tracing(cli.verbose, &cli.command);

@@ -64,6 +64,10 @@ pub struct Record {
     /// journaled agent was asked again).
     #[serde(default)]
     pub pid: u32,
+    /// Whose failure a failed run was. Only an unusable reply (or a record
+    /// written before this was kept) counts as a failed attempt of the mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<lemming_provider::Cause>,
 }
 
 /// The last committed turn, `org/state/turn.json`.

@@ -31,7 +31,8 @@
 //! - [`prompt`], [`reply`]: what the model is told and how its answer is read;
 //! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`] (`step`,
 //!   and the `run` loop with [`watch`] for filesystem events);
-//! - [`status`]: read-only snapshots; [`init`]: the embedded default org;
+//! - [`status`]: read-only snapshots; [`trouble`]: agents and a daemon that
+//!   cannot work right now, and why; [`init`]: the embedded default org;
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   waiting for new mail in an inbox, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs);
@@ -65,5 +66,6 @@ pub mod resume;
 pub mod send;
 pub mod settings;
 pub mod status;
+pub mod trouble;
 pub mod turn;
 pub mod watch;

@@ -21,6 +21,8 @@ pub struct DaemonState {
     pub pid: Option<u32>,
     /// Whether turns are paused.
     pub paused: bool,
+    /// Why its turns fail and it is backing off (a full disk, a read-only org), if they do.
+    pub trouble: Option<crate::trouble::DaemonTrouble>,
 }
 
 /// One agent's line in the status.
@@ -32,9 +34,15 @@ pub struct AgentStatus {
     pub title: String,
     /// The model key (`null` for the human).
     pub model: Option<String>,
-    /// `human`, `idle`, `ready` (has unread mail), `failing`, `out_of_credits`,
-    /// `org_budget_spent` (the org-wide budget is spent) or `invalid`.
+    /// `human`, `idle`, `ready` (has unread mail), `failing` (unusable
+    /// replies), `out_of_credits`, `org_budget_spent` (the org-wide budget is
+    /// spent), `invalid`, `io_error` (its files cannot be used; see `problem`),
+    /// `provider_down` (its provider could not be reached; its mail waits) or
+    /// `provider_error` (its provider refused the request or is misconfigured).
     pub state: String,
+    /// What is wrong, for `io_error`, `provider_down` and `provider_error`
+    /// (with the path, for `io_error`).
+    pub problem: Option<String>,
     /// Credits.
     pub credits: Balance,
     /// Unread messages.
@@ -66,6 +74,8 @@ pub struct Status {
     pub budget: Option<OrgBudget>,
     /// Circuit breakers that are open, half-open or counting failures.
     pub breakers: Vec<BreakerStatus>,
+    /// The filesystem holding the org is read-only or full, if it is.
+    pub filesystem: Option<String>,
 }
 
 /// The org-wide budget (`budget` in `org.toml`).
@@ -108,6 +118,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
     let spent = ledger.total_spent();
     let budget = org.settings.budget.map(|b| OrgBudget { budget: b, spent, left: b - spent, exhausted: spent >= b });
     let exhausted = budget.as_ref().is_some_and(|b| b.exhausted);
+    let trouble = crate::trouble::read_agents(&org.layout);
     let mut agents = Vec::new();
     let mut names: Vec<String> = org.agents.keys().map(|n| n.to_string()).collect();
     names.extend(org.broken.keys().cloned());
@@ -115,10 +126,21 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
     for name in names {
         let resume = org.agents.get(name.as_str());
         let credits = ledger.balance(&name, resume.map(|r| r.credits).unwrap_or(0.0));
-        let unread = mb.unread_count(&name)?;
+        let (unread, unreadable) = match mb.unread_count(&name) {
+            Ok(n) => (n, None),
+            Err(e) => (0, Some(e.to_string())),
+        };
+        let (pending, unreadable) = match mb.pending_count(&name) {
+            Ok(n) => (n, unreadable),
+            Err(e) => (0, unreadable.or(Some(e.to_string()))),
+        };
         let last = activity::last(root, &name);
+        let known = trouble.get(&name);
+        let problem = unreadable.clone().or_else(|| known.map(|t| t.error.clone()));
         let state = match resume {
             None => "invalid",
+            Some(_) if unreadable.is_some() => "io_error",
+            Some(_) if known.is_some() => known.map(|t| t.state.as_str()).unwrap_or_default(),
             Some(r) if r.name.is_human() => "human",
             Some(_) if exhausted => "org_budget_spent",
             Some(_) if credits.left <= 0.0 => "out_of_credits",
@@ -130,16 +152,22 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
             title: resume.map(|r| r.title.clone()).unwrap_or_default(),
             model: resume.and_then(|r| r.model.clone()),
             state: state.into(),
+            problem: if resume.is_some() { problem } else { None },
             credits,
             unread,
-            pending: mb.pending_count(&name)?,
+            pending,
             last_run_turn: last.map(|a| a.turn),
             name,
         });
     }
     Ok(Status {
         turn: Journal::new(&org.layout).last_turn()?,
-        daemon: DaemonState { running: pid.is_some(), pid, paused: org.layout.paused().exists() },
+        daemon: DaemonState {
+            running: pid.is_some(),
+            pid,
+            paused: org.layout.paused().exists(),
+            trouble: pid.and_then(|_| crate::trouble::read_daemon(&org.layout)),
+        },
         agents,
         dead_letters: mb.dead_count()?,
         problems: org.problems(),
@@ -147,6 +175,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
         spent_by_model: ledger.spent_per_model(),
         budget,
         breakers: breakers(org),
+        filesystem: crate::trouble::filesystem_problem(root),
     })
 }
 

@@ -23,6 +23,19 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         s.turn,
         s.dead_letters
     );
+    if let Some(t) = &s.daemon.trouble {
+        println!(
+            "daemon trouble: turns fail since {} ({} in a row): {}\n  next try after a write probe at {}; {} model call(s) answered but not yet journaled (held in memory)",
+            t.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            t.failures,
+            t.error,
+            t.retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            t.unjournaled_calls
+        );
+    }
+    if let Some(f) = &s.filesystem {
+        println!("filesystem: {f}");
+    }
     match &s.budget {
         Some(b) if b.exhausted => println!(
             "org budget: SPENT ({:.4} of {:.4}): no model is called until `budget` in org/org.toml is raised",
@@ -67,6 +80,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             a.pending,
             a.last_run_turn.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
         );
+    }
+    for a in s.agents.iter().filter(|a| a.problem.is_some()) {
+        println!("\n{} is {}: {}", a.name, a.state, a.problem.as_deref().unwrap_or_default());
     }
     if !s.problems.is_empty() && s.daemon.running {
         println!(

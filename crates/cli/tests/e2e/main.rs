@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `lemming` binary on temp orgs: one test binary,
 //! one module per area. The fixture is in `fixture.rs`.
 
+mod agent_trouble;
 mod basics;
 mod config;
 mod crash;
