@@ -253,17 +253,14 @@ pub fn append_lines(path: &Path, lines: &str) -> Result<(), PathError> {
     f.write_all(buf.as_bytes()).with_path(path)
 }
 
-/// Checks that the filesystem holding `dir` takes writes again: writes one
-/// small file there, syncs it and removes it. Cheap enough to run before any
-/// model is called, and after a full disk or a read-only org, before trying again.
+/// Checks that the filesystem holding `dir` takes writes: writes one small
+/// file there and removes it (no sync: a full disk or a read-only mount
+/// refuses the write itself). Cheap enough to run before any model is called,
+/// and, after a full disk or a read-only org, before trying again.
 pub fn probe(dir: &Path) -> Result<(), PathError> {
     fs::create_dir_all(dir).with_path(dir)?;
     let p = dir.join(format!("write-probe.{}.tmp", std::process::id()));
-    let written = crate::fault::disk_full().and_then(|_| {
-        let mut f = File::create(&p)?;
-        f.write_all(&[b'.'; 4096])?;
-        f.sync_all()
-    });
+    let written = crate::fault::disk_full().and_then(|_| File::create(&p)?.write_all(&[b'.'; 4096]));
     let _ = fs::remove_file(&p);
     written.with_path(&p)
 }
