@@ -270,10 +270,13 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
         );
     }
     let credits = *raw.budget.credits.get_ref();
-    if !credits.is_finite() || credits < 0.0 {
+    if !crate::ledger::valid_amount(credits) {
         errs.push(
-            at(raw.budget.credits.span(), format!("`credits` must be a number 0 or more, not {credits}"))
-                .help("credits = 100.0"),
+            at(
+                raw.budget.credits.span(),
+                format!("`credits` must be a number from 0 to {}, not {credits}", crate::ledger::MAX_CREDITS),
+            )
+            .help("credits = 100.0"),
         );
     }
 
