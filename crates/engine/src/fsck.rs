@@ -327,13 +327,16 @@ impl Fsck {
     /// The last committed turn (0 before the first); `None` if `turn.json` is unreadable.
     fn committed(&mut self) -> Option<u64> {
         match self.journal.committed() {
-            Ok(c) => Some(c.map(|c| c.turn).unwrap_or(0)),
+            Ok(Some(c)) => Some(c.turn),
+            // No turn.json: the engine goes on from the turn its history shows (0 for a new org).
+            Ok(None) => Some(self.journal.recover().unwrap_or(0)),
             Err(e) => {
                 if !self.findings.iter().any(|f| f.code == Code::UnreadableFile && f.paths == [self.rel(&e.path)]) {
+                    let recovered = self.journal.recover().map(|t| t.to_string()).unwrap_or_else(|e| e.to_string());
                     let message = format!(
                         "{} does not hold the last committed turn ({}); the checks that need it (journal, future \
-                         charges) were skipped. The engine refuses to run turns until it is fixed: restore it as \
-                         {{\"turn\": N, \"committed_at\": null}} with N the highest turn in org/state/journal",
+                         charges) were skipped. The engine recovers the turn from the journal, the ledger and the \
+                         events ({recovered}) and writes the file again at the end of the next turn",
                         self.rel(&e.path).display(),
                         e.source
                     );
