@@ -61,6 +61,9 @@ pub struct Status {
     pub dead_letters: usize,
     /// Config problems (invalid resumes).
     pub problems: Vec<Diagnostic>,
+    /// Invalid config files replaced by their last good version (in
+    /// `org/state/last-good/`), relative to the org root.
+    pub last_good: Vec<std::path::PathBuf>,
     /// Credits charged so far, to every agent.
     pub spent: f64,
     /// Credits charged so far per model key (the key that answered).
@@ -156,6 +159,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
         agents,
         dead_letters: mb.dead_count()?,
         problems: org.problems(),
+        last_good: org.last_good.clone(),
         spent,
         spent_by_model: ledger.spent_per_model(),
         budget,

@@ -68,9 +68,11 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             a.last_run_turn.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
         );
     }
-    if !s.problems.is_empty() && s.daemon.running {
+    for f in &s.last_good {
         println!(
-            "\nThe daemon refuses these edits and keeps using the last good version of each file until it is fixed."
+            "\n{} is invalid: the last good version (org/state/last-good/{}) is used until it is fixed",
+            f.display(),
+            f.display()
         );
     }
     for p in &s.problems {
