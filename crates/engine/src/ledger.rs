@@ -260,7 +260,7 @@ impl Ledger {
 #[derive(Debug, thiserror::Error)]
 pub enum TopUpError {
     /// Not a finite number more than 0 and at most [`MAX_CREDITS`].
-    #[error("AMOUNT must be a number more than 0 and at most {MAX_CREDITS}, not {0}")]
+    #[error("AMOUNT must be a number more than 0 and at most {MAX_CREDITS}, not {0:?}")]
     Amount(f64),
     /// The agent would hold more than [`MAX_CREDITS`].
     #[error("{agent} has {left} credits left; {amount} more would make {after}, and an agent may hold at most {MAX_CREDITS}")]

@@ -128,7 +128,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
                     Some(b.span()),
                     format!("`budget` must be a number from 0 to {}", crate::ledger::MAX_CREDITS),
                 )
-                    .help("budget = 1000.0 (credits for the whole org), or remove it for no org-wide limit"),
+                .help("budget = 1000.0 (credits for the whole org), or remove it for no org-wide limit"),
             );
         }
         s.budget = Some(*b.get_ref());

@@ -136,7 +136,15 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
         if let Some(over) = PromptOverCredits::check(model, &system, &user, left) {
             tracing::warn!(agent, "{over}");
             report.skipped.push((agent.to_string(), PromptOverCredits::REASON.into()));
-            ev.push(turn, Utc::now(), "skipped", json!({"agent": agent, "reason": PromptOverCredits::REASON, "detail": over.to_string()}));
+            ev.push(
+                turn,
+                Utc::now(),
+                "skipped",
+                json!({
+                    "agent": agent, "reason": PromptOverCredits::REASON, "detail": over.to_string(),
+                    "tokens": over.tokens, "cost": over.cost, "left": over.left,
+                }),
+            );
             continue;
         }
         let req = Request {

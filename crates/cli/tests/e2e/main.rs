@@ -16,3 +16,4 @@ mod people;
 mod providers;
 mod routing;
 mod samples;
+mod state_numbers;
