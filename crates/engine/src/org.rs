@@ -193,7 +193,7 @@ impl Loaded {
         parse: impl Fn(String) -> Result<T, Vec<Diagnostic>>,
     ) -> Result<T, Vec<Diagnostic>> {
         let path = layout.root.join(rel);
-        let problems = match resume::read_config(&path, limit).map_err(|d| vec![d]).and_then(|text| {
+        let problems = match resume::read_config(&path, limit).and_then(|text| {
             let v = parse(text.clone())?;
             Ok((v, text))
         }) {

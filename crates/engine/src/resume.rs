@@ -210,11 +210,13 @@ pub const MAX_INSTRUCTIONS_BYTES: usize = 64 * 1024;
 /// Parses and validates one resume. `folder` is the agent's folder name.
 /// Returns every problem found in the file.
 pub fn load(path: &Path, folder: &str) -> Result<ResumeFile, Vec<Diagnostic>> {
-    let text = read_config(path, MAX_RESUME_BYTES).map_err(|d| {
-        vec![match d.help {
-            Some(_) => d,
-            None => d.help("every folder under agents/ needs a readable resume.toml"),
-        }]
+    let text = read_config(path, MAX_RESUME_BYTES).map_err(|ds| {
+        ds.into_iter()
+            .map(|d| match d.help {
+                Some(_) => d,
+                None => d.help("every folder under agents/ needs a readable resume.toml"),
+            })
+            .collect::<Vec<_>>()
     })?;
     parse(path, text, folder)
 }
@@ -222,19 +224,19 @@ pub fn load(path: &Path, folder: &str) -> Result<ResumeFile, Vec<Diagnostic>> {
 /// Reads a config file of at most `limit` bytes as text. Whatever the path
 /// names, this never blocks (a FIFO) and never reads more than `limit + 1`
 /// bytes (a device, a file growing as it is read); too big a file is refused
-/// with its size and the limit.
-pub fn read_config(path: &Path, limit: u64) -> Result<String, Diagnostic> {
+/// with its size and the limit. The error is the one problem found.
+pub fn read_config(path: &Path, limit: u64) -> Result<String, Vec<Diagnostic>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let cannot = |e: std::io::Error| Diagnostic::file(path, format!("cannot read: {e}"));
+    let cannot = |e: std::io::Error| vec![Diagnostic::file(path, format!("cannot read: {e}"))];
     let too_big = |size: String| {
-        Diagnostic::file(path, format!("the file is {size} bytes; the limit is {limit} bytes"))
-            .help("shorten it (the size limits of config files are in docs/operating.md)")
+        vec![Diagnostic::file(path, format!("the file is {size} bytes; the limit is {limit} bytes"))
+            .help("shorten it (the size limits of config files are in docs/operating.md)")]
     };
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
-        return Err(Diagnostic::file(path, "not a regular file").help("replace it with a plain text file"));
+        return Err(vec![Diagnostic::file(path, "not a regular file").help("replace it with a plain text file")]);
     }
     if meta.len() > limit {
         return Err(too_big(meta.len().to_string()));
@@ -245,8 +247,8 @@ pub fn read_config(path: &Path, limit: u64) -> Result<String, Diagnostic> {
         return Err(too_big(format!("more than {limit}")));
     }
     String::from_utf8(bytes).map_err(|e| {
-        Diagnostic::file(path, format!("not UTF-8 text: invalid byte at offset {}", e.utf8_error().valid_up_to()))
-            .help("save the file as UTF-8")
+        vec![Diagnostic::file(path, format!("not UTF-8 text: invalid byte at offset {}", e.utf8_error().valid_up_to()))
+            .help("save the file as UTF-8")]
     })
 }
 
