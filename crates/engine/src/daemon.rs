@@ -64,6 +64,7 @@ pub async fn step(
     let mut reports = Vec::new();
     for _ in 0..n {
         let org = Org::load(root)?;
+        keep_last_good(&org);
         let registry = Arc::new(org.registry());
         let report = turn::run(&org, &registry, None).await?;
         on_turn(&report, &org);
@@ -131,6 +132,7 @@ pub async fn run(
     let layout = Layout::new(root);
     let _lock = lock::acquire(&layout)?;
     let mut org = Org::load(root)?;
+    keep_last_good(&org);
     let file = DaemonFile { pid: std::process::id(), started_at: Utc::now() };
     fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;
     let _cleanup = RemoveOnDrop(layout.daemon_json());
@@ -313,7 +315,17 @@ fn reload(
         *registry = Arc::new(next.registry());
     }
     *org = next;
+    keep_last_good(org);
     report_problems(org, problems, on_problems);
+}
+
+/// Saves the valid config files as their last good version, for the other
+/// commands to use while a file is invalid. A failure (a full disk) leaves the
+/// previous version there and is logged: turns go on.
+fn keep_last_good(org: &Org) {
+    if let Err(e) = org.save_last_good() {
+        tracing::warn!(error = %e, "cannot save the last good version of the config files");
+    }
 }
 
 fn report_problems(org: &Org, seen: &mut Vec<String>, on_problems: &mut impl FnMut(&[crate::error::Diagnostic])) {

@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::error::PathError;
 use crate::fsx::{self, list_json};
 use crate::journal::{Journal, Outcome, Record};
-use crate::ledger::Entry;
+use crate::ledger::{Entry, MAX_CREDITS};
 use crate::lock;
 use crate::mailbox::{DeadReason, Mailbox};
 use crate::message::Message;
@@ -327,13 +327,16 @@ impl Fsck {
     /// The last committed turn (0 before the first); `None` if `turn.json` is unreadable.
     fn committed(&mut self) -> Option<u64> {
         match self.journal.committed() {
-            Ok(c) => Some(c.map(|c| c.turn).unwrap_or(0)),
+            Ok(Some(c)) => Some(c.turn),
+            // No turn.json: the engine goes on from the turn its history shows (0 for a new org).
+            Ok(None) => Some(self.journal.recover().unwrap_or(0)),
             Err(e) => {
                 if !self.findings.iter().any(|f| f.code == Code::UnreadableFile && f.paths == [self.rel(&e.path)]) {
+                    let recovered = self.journal.recover().map(|t| t.to_string()).unwrap_or_else(|e| e.to_string());
                     let message = format!(
                         "{} does not hold the last committed turn ({}); the checks that need it (journal, future \
-                         charges) were skipped. The engine refuses to run turns until it is fixed: restore it as \
-                         {{\"turn\": N, \"committed_at\": null}} with N the highest turn in org/state/journal",
+                         charges) were skipped. The engine recovers the turn from the journal, the ledger and the \
+                         events ({recovered}) and writes the file again at the end of the next turn",
                         self.rel(&e.path).display(),
                         e.source
                     );
@@ -521,10 +524,11 @@ impl Fsck {
             match &l.entry {
                 Entry::Charge { turn, agent, cost, .. } => {
                     charges.entry((*turn, agent.clone())).or_default().push((l.no, *cost));
-                    if !cost.is_finite() || *cost < 0.0 {
+                    if !l.entry.valid() {
                         let message = format!(
-                            "line {}: the charge of {agent} on turn {turn} is {cost} credits; a cost is a number 0 \
-                             or more. The balance of {agent} is wrong by that much: fix the line while no turn runs",
+                            "line {}: the charge of {agent} on turn {turn} is {cost} credits; a cost is a number from \
+                             0 to {MAX_CREDITS}, and this one is not counted in the balance of {agent}: fix the line \
+                             while no turn runs",
                             l.no
                         );
                         self.push(Code::InvalidAmount, &[&path], message);
@@ -540,10 +544,10 @@ impl Fsck {
                     }
                 }
                 Entry::TopUp { agent, amount, .. } => {
-                    if !amount.is_finite() || *amount < 0.0 {
+                    if !l.entry.valid() {
                         let message = format!(
-                            "line {}: a top-up of {amount} credits for {agent}; a top-up is a number 0 or more. \
-                             Fix the line while no turn runs",
+                            "line {}: a top-up of {amount} credits for {agent}; a top-up is a number from 0 to \
+                             {MAX_CREDITS}, and this one is not counted. Fix the line while no turn runs",
                             l.no
                         );
                         self.push(Code::InvalidAmount, &[&path], message);
@@ -1014,6 +1018,7 @@ mod tests {
             charge(2, "hr", -1.0),
             charge(4, "hr", 1.0),
             "{\"kind\":\"top_up\",\"agent\":\"hr\",\"amount\":-5.0,\"at\":\"2026-01-01T00:00:00Z\"}\n".into(),
+            "{\"kind\":\"top_up\",\"agent\":\"hr\",\"amount\":1e308,\"at\":\"2026-01-01T00:00:00Z\"}\n".into(),
             "{\"kind\":\"refund\",\"agent\":\"hr\"}\n".into(),
             "{\"kind\":\"charge\",\"turn\":2,\"ag\n".into(),
         ]
@@ -1022,13 +1027,13 @@ mod tests {
         let r = check(&root);
         assert_eq!(count(&r, Code::DoubleCharge), 1, "{:#?}", r.findings);
         assert!(r.with_code(Code::DoubleCharge).all(|f| f.message.contains("lines 1, 4")), "{:#?}", r.findings);
-        assert_eq!(count(&r, Code::InvalidAmount), 2, "{:#?}", r.findings);
+        assert_eq!(count(&r, Code::InvalidAmount), 3, "{:#?}", r.findings);
         assert_eq!(count(&r, Code::FutureCharge), 1, "{:#?}", r.findings);
         assert!(r.with_code(Code::FutureCharge).all(|f| f.message.contains("turn 4")), "{:#?}", r.findings);
         assert_eq!(count(&r, Code::CorruptLedgerLine), 1, "{:#?}", r.findings);
         // A line cut short in the middle is a recovered crash, not corruption.
         assert_eq!(count(&r, Code::TornLedgerLine), 1, "{:#?}", r.findings);
-        assert_eq!(r.violations(), 5, "{:#?}", r.findings);
+        assert_eq!(r.violations(), 6, "{:#?}", r.findings);
     }
 
     #[test]

@@ -133,7 +133,7 @@ struct RawResume {
     description: String,
     model: Option<Spanned<String>>,
     #[serde(default)]
-    instructions: String,
+    instructions: Option<Spanned<String>>,
     #[serde(default)]
     schedule: RawSchedule,
     #[serde(default)]
@@ -201,17 +201,55 @@ fn span(r: Range<usize>) -> Option<Range<usize>> {
     (r.end > 0).then_some(r)
 }
 
+/// The largest `resume.toml` accepted, in bytes (256 KiB).
+pub const MAX_RESUME_BYTES: u64 = 256 * 1024;
+
+/// The longest `instructions` accepted, in bytes (64 KiB, about 16,000 tokens).
+pub const MAX_INSTRUCTIONS_BYTES: usize = 64 * 1024;
+
 /// Parses and validates one resume. `folder` is the agent's folder name.
 /// Returns every problem found in the file.
 pub fn load(path: &Path, folder: &str) -> Result<ResumeFile, Vec<Diagnostic>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(vec![Diagnostic::file(path, format!("cannot read: {e}"))
-                .help("every folder under agents/ needs a readable resume.toml")])
-        }
-    };
+    let text = read_config(path, MAX_RESUME_BYTES).map_err(|ds| {
+        ds.into_iter()
+            .map(|d| match d.help {
+                Some(_) => d,
+                None => d.help("every folder under agents/ needs a readable resume.toml"),
+            })
+            .collect::<Vec<_>>()
+    })?;
     parse(path, text, folder)
+}
+
+/// Reads a config file of at most `limit` bytes as text. Whatever the path
+/// names, this never blocks (a FIFO) and never reads more than `limit + 1`
+/// bytes (a device, a file growing as it is read); too big a file is refused
+/// with its size and the limit. The error is the one problem found.
+pub fn read_config(path: &Path, limit: u64) -> Result<String, Vec<Diagnostic>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| vec![Diagnostic::file(path, format!("cannot read: {e}"))];
+    let too_big = |size: String| {
+        vec![Diagnostic::file(path, format!("the file is {size} bytes; the limit is {limit} bytes"))
+            .help("shorten it (the size limits of config files are in docs/operating.md)")]
+    };
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(vec![Diagnostic::file(path, "not a regular file").help("replace it with a plain text file")]);
+    }
+    if meta.len() > limit {
+        return Err(too_big(meta.len().to_string()));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(format!("more than {limit}")));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        vec![Diagnostic::file(path, format!("not UTF-8 text: invalid byte at offset {}", e.utf8_error().valid_up_to()))
+            .help("save the file as UTF-8")]
+    })
 }
 
 /// Validates resume text (see [`load`]).
@@ -270,10 +308,23 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
         );
     }
     let credits = *raw.budget.credits.get_ref();
-    if !credits.is_finite() || credits < 0.0 {
+    if !crate::ledger::valid_amount(credits) {
         errs.push(
-            at(raw.budget.credits.span(), format!("`credits` must be a number 0 or more, not {credits}"))
-                .help("credits = 100.0"),
+            at(
+                raw.budget.credits.span(),
+                format!("`credits` must be a number from 0 to {}, not {credits:?}", crate::ledger::MAX_CREDITS),
+            )
+            .help("credits = 100.0"),
+        );
+    }
+
+    if let Some(i) = raw.instructions.as_ref().filter(|i| i.get_ref().len() > MAX_INSTRUCTIONS_BYTES) {
+        errs.push(
+            at(
+                i.span(),
+                format!("`instructions` is {} bytes; the limit is {MAX_INSTRUCTIONS_BYTES} bytes", i.get_ref().len()),
+            )
+            .help("shorten the instructions: put reference material in memory or in files the agent reads"),
         );
     }
 
@@ -306,7 +357,7 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
         title: raw.title,
         description: raw.description,
         model: raw.model.map(|m| m.into_inner()),
-        instructions: raw.instructions,
+        instructions: raw.instructions.map(Spanned::into_inner).unwrap_or_default(),
         schedule: Schedule { every: every as u64, offset: offset as u64, wake: raw.schedule.wake },
         send_to,
         read_from,

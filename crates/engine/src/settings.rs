@@ -120,10 +120,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
         s.debounce_ms = d;
     }
     if let Some(b) = raw.budget {
-        if !(b.get_ref().is_finite() && *b.get_ref() >= 0.0) {
+        if !crate::ledger::valid_amount(*b.get_ref()) {
             errs.push(
-                Diagnostic::at(path, text, Some(b.span()), "`budget` must be a number 0 or more")
-                    .help("budget = 1000.0 (credits for the whole org), or remove it for no org-wide limit"),
+                Diagnostic::at(
+                    path,
+                    text,
+                    Some(b.span()),
+                    format!("`budget` must be a number from 0 to {}", crate::ledger::MAX_CREDITS),
+                )
+                .help("budget = 1000.0 (credits for the whole org), or remove it for no org-wide limit"),
             );
         }
         s.budget = Some(*b.get_ref());

@@ -11,6 +11,8 @@ use crate::journal::Journal;
 use crate::ledger::{Balance, Ledger};
 use crate::mailbox::Mailbox;
 use crate::org::Org;
+use crate::resume::{Resume, Wake};
+use crate::turn::{self, PromptOverCredits};
 
 /// The daemon's state.
 #[derive(Debug, Clone, Serialize)]
@@ -35,10 +37,12 @@ pub struct AgentStatus {
     /// The model key (`null` for the human).
     pub model: Option<String>,
     /// `human`, `idle`, `ready` (has unread mail), `failing` (unusable
-    /// replies), `out_of_credits`, `org_budget_spent` (the org-wide budget is
-    /// spent), `invalid`, `io_error` (its files cannot be used; see `problem`),
-    /// `provider_down` (its provider could not be reached; its mail waits) or
-    /// `provider_error` (its provider refused the request or is misconfigured).
+    /// replies), `out_of_credits`, `prompt_over_credits` (its prompt alone
+    /// would cost more than it has left), `org_budget_spent` (the org-wide
+    /// budget is spent), `invalid`, `io_error` (its files cannot be used; see
+    /// `problem`), `provider_down` (its provider could not be reached; its mail
+    /// waits) or `provider_error` (its provider refused the request or is
+    /// misconfigured).
     pub state: String,
     /// What is wrong, for `io_error`, `provider_down` and `provider_error`
     /// (with the path, for `io_error`).
@@ -66,6 +70,9 @@ pub struct Status {
     pub dead_letters: usize,
     /// Config problems (invalid resumes).
     pub problems: Vec<Diagnostic>,
+    /// Invalid config files replaced by their last good version (in
+    /// `org/state/last-good/`), relative to the org root.
+    pub last_good: Vec<std::path::PathBuf>,
     /// Credits charged so far, to every agent.
     pub spent: f64,
     /// Credits charged so far per model key (the key that answered).
@@ -116,7 +123,14 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
     let ledger = Ledger::load(&org.layout.ledger())?;
     let pid = crate::daemon::daemon_pid(&org.layout);
     let spent = ledger.total_spent();
-    let budget = org.settings.budget.map(|b| OrgBudget { budget: b, spent, left: b - spent, exhausted: spent >= b });
+    let budget = org.settings.budget.map(|b| OrgBudget {
+        budget: b,
+        spent,
+        left: crate::ledger::credits(b - spent),
+        exhausted: spent >= b,
+    });
+    let turn = Journal::new(&org.layout).last_turn()?;
+    let chart = org.chart();
     let exhausted = budget.as_ref().is_some_and(|b| b.exhausted);
     let trouble = crate::trouble::read_agents(&org.layout);
     let mut agents = Vec::new();
@@ -144,6 +158,9 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
             Some(r) if r.name.is_human() => "human",
             Some(_) if exhausted => "org_budget_spent",
             Some(_) if credits.left <= 0.0 => "out_of_credits",
+            Some(r) if prompt_over_credits(org, &chart, &mb, r, turn, credits.left, unread)? => {
+                PromptOverCredits::REASON
+            }
             Some(_) if !mb.attempts(&name).is_empty() => "failing",
             Some(_) if unread > 0 => "ready",
             Some(_) => "idle",
@@ -161,7 +178,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
         });
     }
     Ok(Status {
-        turn: Journal::new(&org.layout).last_turn()?,
+        turn,
         daemon: DaemonState {
             running: pid.is_some(),
             pid,
@@ -171,12 +188,33 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
         agents,
         dead_letters: mb.dead_count()?,
         problems: org.problems(),
+        last_good: org.last_good.clone(),
         spent,
         spent_by_model: ledger.spent_per_model(),
         budget,
         breakers: breakers(org),
         filesystem: crate::trouble::filesystem_problem(root),
     })
+}
+
+/// Whether the agent is due for its mail (or wakes always) but its prompt
+/// alone would cost more than it has left, so the next turn skips it.
+fn prompt_over_credits(
+    org: &Org,
+    chart: &crate::chart::Chart<'_>,
+    mb: &Mailbox,
+    resume: &Resume,
+    turn: u64,
+    left: f64,
+    unread: usize,
+) -> Result<bool, PathError> {
+    if unread == 0 && resume.schedule.wake != Wake::Always {
+        return Ok(false);
+    }
+    let Some(model) = resume.model.as_deref().and_then(|k| org.models.models.get(k)) else { return Ok(false) };
+    let (mut mail, _) = mb.unread(resume.name.as_str())?;
+    let (_, system, user) = turn::prompt_for(org, chart, resume, turn.saturating_add(1), &mut mail);
+    Ok(PromptOverCredits::check(model, &system, &user, left).is_some())
 }
 
 /// The breakers recorded in `org/state/breakers.json`, for providers still configured.

@@ -194,17 +194,28 @@ pub async fn run_keeping(
             ev.push(turn, Utc::now(), "skipped", json!({"agent": agent, "reason": "org_budget_spent"}));
             continue;
         }
-        if ledger.balance(agent, resume.credits).left <= 0.0 {
+        let left = ledger.balance(agent, resume.credits).left;
+        if left <= 0.0 {
             report.skipped.push((agent.to_string(), "out_of_credits".into()));
             ev.push(turn, Utc::now(), "skipped", json!({"agent": agent, "reason": "out_of_credits"}));
             continue;
         }
-        prompt::order(&mut mail);
-        mail.truncate(org.settings.max_mail_per_prompt);
         let Some(model) = resume.model.as_deref().and_then(|k| registry.model(k)) else { continue };
-        let may = chart.reachable(agent);
-        let summary = memory::summary(&memory::dir(&root, agent));
-        let (system, user) = prompt::build(resume, turn, &may, &summary, &mail);
+        let (may, system, user) = prompt_for(org, &chart, resume, turn, &mut mail);
+        if let Some(over) = PromptOverCredits::check(model, &system, &user, left) {
+            tracing::warn!(agent, "{over}");
+            report.skipped.push((agent.to_string(), PromptOverCredits::REASON.into()));
+            ev.push(
+                turn,
+                Utc::now(),
+                "skipped",
+                json!({
+                    "agent": agent, "reason": PromptOverCredits::REASON, "detail": over.to_string(),
+                    "tokens": over.tokens, "cost": over.cost, "left": over.left,
+                }),
+            );
+            continue;
+        }
         let req = Request {
             agent: agent.to_string(),
             turn,
@@ -453,6 +464,69 @@ fn agent_trouble(
     now
 }
 
+/// The prompt `resume`'s agent gets on `turn` with this unread mail, which is
+/// put in prompt order and cut to `max_mail_per_prompt` first: who it may
+/// write to, and the system and user parts. `status` builds the same prompt to
+/// tell whether the agent can pay for it.
+pub fn prompt_for(
+    org: &Org,
+    chart: &crate::chart::Chart<'_>,
+    resume: &crate::resume::Resume,
+    turn: u64,
+    mail: &mut Vec<Message>,
+) -> (Vec<String>, String, String) {
+    let agent = resume.name.as_str();
+    prompt::order(mail);
+    mail.truncate(org.settings.max_mail_per_prompt);
+    let may = chart.reachable(agent);
+    let summary = memory::summary(&memory::dir(&org.layout.root, agent));
+    let (system, user) = prompt::build(resume, turn, &may, &summary, mail);
+    (may, system, user)
+}
+
+/// An agent whose prompt alone would cost more credits than it has left: it is
+/// not called (the reason `prompt_over_credits`), and its mail stays unread
+/// until it is topped up or the prompt gets shorter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptOverCredits {
+    /// The model key that would be asked first.
+    pub model: String,
+    /// The prompt's tokens, estimated as ceil(chars / 4).
+    pub tokens: u64,
+    /// What those tokens cost at the model's price.
+    pub cost: f64,
+    /// What the agent has left.
+    pub left: f64,
+}
+
+impl PromptOverCredits {
+    /// The reason code in the turn report, the events and `status`.
+    pub const REASON: &'static str = "prompt_over_credits";
+
+    /// `Some` when the prompt (`system` + `user`) alone costs more than `left` at `model`'s price.
+    pub fn check(model: &lemming_provider::config::ModelSpec, system: &str, user: &str, left: f64) -> Option<Self> {
+        let chars = system.chars().count() + user.chars().count();
+        let cost = crate::ledger::prompt_cost(&model.price, chars);
+        (cost > left).then(|| PromptOverCredits {
+            model: model.key.clone(),
+            tokens: lemming_provider::Usage::estimate(chars, 0).input_tokens,
+            cost,
+            left,
+        })
+    }
+}
+
+impl std::fmt::Display for PromptOverCredits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not called: its prompt alone is about {} tokens, {:.4} credits at model `{}`, and it has {:.4} left; \
+             top it up (`lemming top-up`) or shorten its instructions, memory or mail",
+            self.tokens, self.cost, self.model, self.left
+        )
+    }
+}
+
 /// Resolves when a stop is requested (never, without a stop signal).
 async fn stopped(stop: &mut Option<Stop>) {
     match stop {
@@ -513,7 +587,7 @@ fn record(
     };
     let price = org.models.models.get(&reply.model_key).map(|m| m.price).unwrap_or_default();
     r.model = reply.model_key.clone();
-    r.cost = price.cost(&reply.usage);
+    r.cost = crate::ledger::bounded_cost(price.cost(&reply.usage));
     r.usage = Some(reply.usage);
     let parsed = match reply::parse(&reply.text) {
         Ok(p) => p,

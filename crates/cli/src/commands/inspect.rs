@@ -25,6 +25,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let last = activity::last(root, name);
     let by_model = ledger.spent_by_model(name);
     let attempts = mb.attempts(name);
+    let problems = org.problems_of(&[name]);
     if ctx.json {
         return print_json(&serde_json::json!({
             "name": name, "title": r.title, "description": r.description, "model": r.model,
@@ -36,8 +37,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             "failed_attempts": attempts,
             "memory": mem.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>(),
             "last_run": last,
+            "problems": problems,
+            "last_good": org.last_good.iter().filter(|f| problems.iter().any(|p| p.path == root.join(f))).collect::<Vec<_>>(),
         }));
     }
+    crate::commands::send::warn_problems(&org, &[name]);
     println!("{name} — {}\n{}\n", r.title, r.description);
     println!("model:      {}", r.model.as_deref().unwrap_or("- (driven by people)"));
     println!("schedule:   every {} offset {} wake {:?}", r.schedule.every, r.schedule.offset, r.schedule.wake);

@@ -84,9 +84,11 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     for a in s.agents.iter().filter(|a| a.problem.is_some()) {
         println!("\n{} is {}: {}", a.name, a.state, a.problem.as_deref().unwrap_or_default());
     }
-    if !s.problems.is_empty() && s.daemon.running {
+    for f in &s.last_good {
         println!(
-            "\nThe daemon refuses these edits and keeps using the last good version of each file until it is fixed."
+            "\n{} is invalid: the last good version (org/state/last-good/{}) is used until it is fixed",
+            f.display(),
+            f.display()
         );
     }
     for p in &s.problems {

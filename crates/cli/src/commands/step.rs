@@ -16,7 +16,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let json = ctx.json;
     let reports = block_on(daemon::step(&root, args.n, |r, org| {
         if !json {
-            for p in org.problems() {
+            for p in &org.stale {
+                eprintln!("warning: invalid; its last good version is used until it is fixed: {p}");
+            }
+            for p in org.broken.values().flatten() {
                 eprintln!("warning: agent held until its resume is fixed: {p}");
             }
             println!("{}", summary(r));

@@ -17,3 +17,4 @@ mod people;
 mod providers;
 mod routing;
 mod samples;
+mod state_numbers;
