@@ -249,7 +249,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            // Errors quote paths, names and file contents: shown escaped.
+            eprintln!("error: {}", lemming_engine::term::text(&e.message));
             ExitCode::from(e.code)
         }
     }
@@ -260,4 +261,14 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
     let s = serde_json::to_string_pretty(v).map_err(|e| CliError::user(e.to_string()))?;
     println!("{s}");
     Ok(())
+}
+
+/// A config or message word as its file spells it (`mail`, `urgent`), not as
+/// Rust names it (`Mail`, `Urgent`).
+pub fn word<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
 }

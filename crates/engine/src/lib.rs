@@ -32,6 +32,7 @@
 //! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`] (`step`,
 //!   and the `run` loop with [`watch`] for filesystem events);
 //! - [`status`]: read-only snapshots; [`init`]: the embedded default org;
+//! - [`term`]: untrusted text made safe to show, and commands quoted for the shell;
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   waiting for new mail in an inbox, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs);
@@ -65,5 +66,6 @@ pub mod resume;
 pub mod send;
 pub mod settings;
 pub mod status;
+pub mod term;
 pub mod turn;
 pub mod watch;

@@ -66,6 +66,38 @@ pub struct Status {
     pub budget: Option<OrgBudget>,
     /// Circuit breakers that are open, half-open or counting failures.
     pub breakers: Vec<BreakerStatus>,
+    /// State files that could not be read (or lines of them that were
+    /// skipped); the rest of the status is shown without them.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A state file the status could not read, or a part of one it skipped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unreadable {
+    /// The file or folder.
+    pub path: std::path::PathBuf,
+    /// What went wrong, and what was shown instead.
+    pub error: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.error)
+    }
+}
+
+/// Collects what could not be read, so one bad file never hides the rest.
+#[derive(Default)]
+struct Skipped(Vec<Unreadable>);
+
+impl Skipped {
+    /// The value, or `fallback` with the error noted.
+    fn or<T>(&mut self, r: Result<T, PathError>, fallback: T, shown: &str) -> T {
+        r.unwrap_or_else(|e| {
+            self.0.push(Unreadable { path: e.path, error: format!("{}; {shown}", e.source) });
+            fallback
+        })
+    }
 }
 
 /// The org-wide budget (`budget` in `org.toml`).
@@ -100,10 +132,20 @@ pub struct BreakerStatus {
 }
 
 /// Takes a snapshot of the org.
+/// A file that cannot be read is listed in [`Status::unreadable`] and the
+/// rest is still shown.
 pub fn status(org: &Org) -> Result<Status, PathError> {
     let root = &org.layout.root;
     let mb = Mailbox::new(root);
-    let ledger = Ledger::load(&org.layout.ledger())?;
+    let mut skipped = Skipped::default();
+    let ledger_path = org.layout.ledger();
+    let ledger = skipped.or(Ledger::load(&ledger_path), Ledger::default(), "credits are shown as if nothing was spent");
+    for no in &ledger.torn_lines {
+        skipped.0.push(Unreadable {
+            path: ledger_path.clone(),
+            error: format!("line {no} is not a ledger entry and is not counted (`lemming fsck` says more)"),
+        });
+    }
     let pid = crate::daemon::daemon_pid(&org.layout);
     let spent = ledger.total_spent();
     let budget = org.settings.budget.map(|b| OrgBudget { budget: b, spent, left: b - spent, exhausted: spent >= b });
@@ -115,14 +157,15 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
     for name in names {
         let resume = org.agents.get(name.as_str());
         let credits = ledger.balance(&name, resume.map(|r| r.credits).unwrap_or(0.0));
-        let unread = mb.unread_count(&name)?;
-        let last = activity::last(root, &name);
+        let unread = skipped.or(mb.unread_count(&name), 0, "unread mail is shown as 0");
+        let last = skipped.or(activity::try_last(root, &name), None, "the last run is not shown");
+        let attempts = skipped.or(mb.try_attempts(&name), Default::default(), "failed attempts are not counted");
         let state = match resume {
             None => "invalid",
             Some(r) if r.name.is_human() => "human",
             Some(_) if exhausted => "org_budget_spent",
             Some(_) if credits.left <= 0.0 => "out_of_credits",
-            Some(_) if !mb.attempts(&name).is_empty() => "failing",
+            Some(_) if !attempts.is_empty() => "failing",
             Some(_) if unread > 0 => "ready",
             Some(_) => "idle",
         };
@@ -132,21 +175,22 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
             state: state.into(),
             credits,
             unread,
-            pending: mb.pending_count(&name)?,
+            pending: skipped.or(mb.pending_count(&name), 0, "pending mail is shown as 0"),
             last_run_turn: last.map(|a| a.turn),
             name,
         });
     }
     Ok(Status {
-        turn: Journal::new(&org.layout).last_turn()?,
+        turn: skipped.or(Journal::new(&org.layout).last_turn(), 0, "the turn is shown as 0"),
         daemon: DaemonState { running: pid.is_some(), pid, paused: org.layout.paused().exists() },
         agents,
-        dead_letters: mb.dead_count()?,
+        dead_letters: skipped.or(mb.dead_count(), 0, "dead letters are shown as 0"),
         problems: org.problems(),
         spent,
         spent_by_model: ledger.spent_per_model(),
         budget,
         breakers: breakers(org),
+        unreadable: skipped.0,
     })
 }
 

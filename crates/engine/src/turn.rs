@@ -262,7 +262,10 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
             mb.set_attempts(&mut effects, &r.agent, &attempts);
         }
         let sent = r.messages.iter().map(|m| m.id.clone()).collect();
-        activity::append(&root, &r.agent, &activity_of(r, sent))?;
+        let mut logged = activity_of(r, sent);
+        // The interrupted run may have logged this reply already: `logs` shows it once.
+        logged.replay = replayed.contains(&r.agent);
+        activity::append(&root, &r.agent, &logged)?;
         ev.push(
             turn,
             Utc::now(),
@@ -419,6 +422,7 @@ fn activity_of(r: &Record, sent: Vec<String>) -> Activity {
         error: r.error.clone(),
         warnings: r.warnings.clone(),
         raw: if r.outcome == Outcome::Failed { r.reply.clone() } else { None },
+        replay: false,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use lemming_engine::term::line;
 use lemming_provider::doctor::{self, Call};
 
 use crate::cli::{block_on, print_json, CliError, Ctx};
@@ -37,9 +38,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         print_json(&verdicts)?;
     } else {
         for v in &verdicts {
-            println!("{:<16} {:<10} {} ({} ms)", v.provider, v.kind, v.verdict.to_uppercase(), v.elapsed_ms);
+            println!("{:<16} {:<10} {} ({} ms)", line(&v.provider), v.kind, v.verdict.to_uppercase(), v.elapsed_ms);
+            // Details quote what servers answered: shown escaped.
             for d in &v.details {
-                println!("    {d}");
+                println!("    {}", line(d));
             }
         }
         if verdicts.is_empty() {

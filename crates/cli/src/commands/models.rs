@@ -1,5 +1,6 @@
 //! `lemming models`: the model keys of `org/models.toml`, their providers and prices.
 
+use lemming_engine::term::line;
 use lemming_provider::{Price, ProviderKind};
 use serde_json::json;
 
@@ -56,13 +57,13 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     for m in org.models.models.values() {
         println!(
             "{:<14} {:<12} {:<10} {:<22} {:<34} {:<12} {:<12} {}",
-            m.key,
-            m.provider,
+            line(&m.key),
+            line(&m.provider),
             kind(&m.provider).name(),
-            m.wire_name(),
+            line(m.wire_name()),
             price_text(&m.price),
             m.structured.name(),
-            m.fallback.as_deref().unwrap_or("-"),
+            line(m.fallback.as_deref().unwrap_or("-")),
             used_by(&m.key).join(", ")
         );
     }

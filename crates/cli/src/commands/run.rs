@@ -60,7 +60,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         },
         |problems| {
             for p in problems {
-                eprintln!("error: invalid edit refused; the last good version stays in use:\n{p}");
+                eprintln!(
+                    "error: invalid edit refused; the last good version stays in use:\n{}",
+                    lemming_engine::term::text(&p.to_string())
+                );
             }
         },
     ))??;

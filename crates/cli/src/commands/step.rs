@@ -1,6 +1,7 @@
 //! `lemming step [-n N]`: run N turns now.
 
 use lemming_engine::daemon;
+use lemming_engine::term::{line, text};
 
 use crate::cli::{block_on, print_json, CliError, Ctx};
 
@@ -17,7 +18,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let reports = block_on(daemon::step(&root, args.n, |r, org| {
         if !json {
             for p in org.problems() {
-                eprintln!("warning: agent held until its resume is fixed: {p}");
+                eprintln!("warning: agent held until its resume is fixed: {}", text(&p.to_string()));
             }
             println!("{}", summary(r));
         }
@@ -45,10 +46,10 @@ fn summary(r: &lemming_engine::turn::TurnReport) -> String {
         s.push_str(&format!("\n  replayed from the journal: {}", r.replayed.join(", ")));
     }
     for (a, e) in &r.failed {
-        s.push_str(&format!("\n  failed: {a}: {e}"));
+        s.push_str(&format!("\n  failed: {a}: {}", line(e)));
     }
     for (a, why) in &r.skipped {
-        s.push_str(&format!("\n  skipped: {a} ({why})"));
+        s.push_str(&format!("\n  skipped: {a} ({})", line(why)));
     }
     if r.held > 0 {
         s.push_str(&format!("\n  held: {} message(s) wait for an invalid resume to be fixed", r.held));
