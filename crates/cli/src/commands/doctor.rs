@@ -8,10 +8,6 @@ use lemming_provider::doctor::{self, Call};
 
 use crate::cli::{block_on, print_json, CliError, Ctx};
 
-/// Checks each provider of org/models.toml: the key is set, the server answers
-/// and accepts the key, and, for servers on this machine, one tiny request
-/// (max_tokens = 1) succeeds. Each provider gets the same deadline; they are
-/// checked at once. Nothing is charged. Exits 1 when a provider fails.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Also send the tiny request to remote servers and run command providers once (they may charge for it)

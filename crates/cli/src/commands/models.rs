@@ -6,8 +6,6 @@ use serde_json::json;
 
 use crate::cli::{print_json, CliError, Ctx};
 
-/// Lists every model key: its provider and kind, the model name sent, its
-/// price, how replies are constrained, its fallback and the agents that use it.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 

@@ -6,9 +6,10 @@ use lemming_engine::term::{line, text};
 use crate::cli::{block_on, print_json, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::cli::LOCKED_HELP)]
 pub struct Args {
-    /// How many turns to run
-    #[arg(short = 'n', long = "turns", default_value_t = 1, value_name = "N")]
+    /// How many turns to run (1 or more)
+    #[arg(short = 'n', long = "turns", default_value_t = 1, value_name = "N", value_parser = crate::cli::at_least_one)]
     pub n: u64,
 }
 
