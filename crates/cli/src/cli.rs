@@ -261,7 +261,19 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     use std::io::IsTerminal;
+    use tracing_subscriber::field::MakeExt;
+    // Field values quote replies, errors and paths: shown escaped, like all human output.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let shown = format!("{value:?}");
+        let shown = lemming_engine::term::text(&shown);
+        match field.name() {
+            "message" => write!(w, "{shown}"),
+            name => write!(w, "{name}={shown}"),
+        }
+    })
+    .delimited(" ");
     tracing_subscriber::fmt::layer()
+        .fmt_fields(fields)
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())

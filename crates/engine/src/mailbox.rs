@@ -61,6 +61,17 @@ pub struct Attempt {
 /// Failed attempts by message id.
 pub type Attempts = BTreeMap<String, Attempt>;
 
+/// What was read from one inbox folder for a person's view.
+#[derive(Debug, Default)]
+pub struct MailRead {
+    /// The messages, oldest id first.
+    pub messages: Vec<Message>,
+    /// Files that are not valid messages.
+    pub bad: Vec<BadFile>,
+    /// Files that could not be read, with why.
+    pub unreadable: Vec<PathError>,
+}
+
 /// A file in `inbox/new` that is not a valid message.
 #[derive(Debug)]
 pub struct BadFile {
@@ -210,29 +221,25 @@ impl Mailbox {
     /// Like [`Mailbox::unread`], for people's views (`lemming inbox`): a file
     /// that cannot be read is returned apart with its error, and the others are
     /// still read. Only a folder that cannot be listed fails the call.
-    pub fn unread_skipping(&self, agent: &str) -> Result<(Vec<Message>, Vec<BadFile>, Vec<PathError>), PathError> {
+    pub fn unread_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
         self.read_box_skipping(agent, "new")
     }
 
     /// Like [`Mailbox::read_mail`], returning files that cannot be read (or
     /// parsed) apart instead of failing.
-    pub fn read_mail_skipping(&self, agent: &str) -> Result<(Vec<Message>, Vec<BadFile>, Vec<PathError>), PathError> {
+    pub fn read_mail_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
         self.read_box_skipping(agent, "cur")
     }
 
     fn read_box(&self, agent: &str, sub: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
-        let (good, bad, unreadable) = self.read_box_skipping(agent, sub)?;
-        match unreadable.into_iter().next() {
+        let read = self.read_box_skipping(agent, sub)?;
+        match read.unreadable.into_iter().next() {
             Some(e) => Err(e),
-            None => Ok((good, bad)),
+            None => Ok((read.messages, read.bad)),
         }
     }
 
-    fn read_box_skipping(
-        &self,
-        agent: &str,
-        sub: &str,
-    ) -> Result<(Vec<Message>, Vec<BadFile>, Vec<PathError>), PathError> {
+    fn read_box_skipping(&self, agent: &str, sub: &str) -> Result<MailRead, PathError> {
         let dir = self.inbox(agent, sub);
         let mut good = Vec::new();
         let mut bad = Vec::new();
@@ -253,7 +260,7 @@ impl Mailbox {
                 Err(error) => bad.push(BadFile { file, bytes, error }),
             }
         }
-        Ok((good, bad, unreadable))
+        Ok(MailRead { messages: good, bad, unreadable })
     }
 
     /// Queues the move of a consumed message from `inbox/new/` to `inbox/cur/`.

@@ -2,7 +2,7 @@
 //! With `--follow` it then keeps printing new mail as it arrives.
 
 use lemming_engine::follow::{self, NewMail};
-use lemming_engine::mailbox::Mailbox;
+use lemming_engine::mailbox::{MailRead, Mailbox};
 use lemming_engine::message::Message;
 use lemming_engine::name::HUMAN;
 use lemming_engine::prompt;
@@ -31,9 +31,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     org.agent(&agent)?;
     let mb = Mailbox::new(&org.layout.root);
     // A file or folder that cannot be read is named, and the rest is still shown.
-    let (mut unread, bad, unreadable) = mb.unread_skipping(&agent).unwrap_or_else(|e| {
-        (Vec::new(), Vec::new(), vec![e])
-    });
+    let MailRead { messages: mut unread, bad, unreadable } =
+        mb.unread_skipping(&agent).unwrap_or_else(|e| MailRead { unreadable: vec![e], ..MailRead::default() });
     for e in &unreadable {
         warn_unreadable(e);
     }
@@ -48,8 +47,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     prompt::order(&mut unread);
     let mut shown: Vec<(Message, bool)> = Vec::new();
     if args.all {
-        let (mut read, bad_read, unreadable) =
-            mb.read_mail_skipping(&agent).unwrap_or_else(|e| (Vec::new(), Vec::new(), vec![e]));
+        let MailRead { messages: mut read, bad: bad_read, unreadable } =
+            mb.read_mail_skipping(&agent).unwrap_or_else(|e| MailRead { unreadable: vec![e], ..MailRead::default() });
         for e in &unreadable {
             warn_unreadable(e);
         }

@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long, value_name = "AGENT", default_value = "human")]
     pub from: String,
     /// low, normal or urgent
-    #[arg(long, value_name = "PRIORITY", default_value = "normal", value_parser = ["low", "normal", "urgent"])]
+    #[arg(long, value_name = "LEVEL", default_value = "normal", value_parser = ["low", "normal", "urgent"])]
     pub priority: String,
     /// The id of the message this answers (its thread is kept)
     #[arg(long, value_name = "ID")]
