@@ -222,8 +222,9 @@ pub fn check(root: &Path) -> Report {
     };
     let ledger = f.ledger_lines();
     let after = before.and_then(|_| f.committed());
-    let charged = f.ledger_checks(&ledger, after);
-    f.journal_checks(&records, &charged);
+    // An unreadable ledger is one finding: the charges it holds are unknown, not missing.
+    let charged = ledger.map(|lines| f.ledger_checks(&lines, after));
+    f.journal_checks(&records, charged.as_ref());
     if let Some(c) = after {
         f.interrupted(c);
     }
@@ -421,8 +422,9 @@ impl Fsck {
         out
     }
 
-    /// Committed replies: their mail is consumed and their usage charged.
-    fn journal_checks(&mut self, records: &[(u64, Record)], charged: &BTreeSet<(u64, String)>) {
+    /// Committed replies: their mail is consumed and their usage charged
+    /// (`charged` is `None` when the ledger could not be read).
+    fn journal_checks(&mut self, records: &[(u64, Record)], charged: Option<&BTreeSet<(u64, String)>>) {
         for (turn, r) in records {
             if r.outcome == Outcome::Ok {
                 for id in &r.mail {
@@ -435,14 +437,14 @@ impl Fsck {
                              agent will read and answer it again (G4: mail is consumed once the reply is durable). \
                              Move it to inbox/cur: mv {} {}",
                             r.agent,
-                            self.rel(&new).display(),
-                            self.rel(&cur).display()
+                            crate::term::shell_path(&self.rel(&new)),
+                            crate::term::shell_path(&self.rel(&cur))
                         );
                         self.push(Code::UnconsumedMail, &[&new], message);
                     }
                 }
             }
-            if let Some(usage) = r.usage {
+            if let (Some(usage), Some(charged)) = (r.usage, charged) {
                 if !charged.contains(&(*turn, r.agent.clone())) {
                     let path = self.journal.records_path(*turn);
                     let message = format!(
@@ -487,9 +489,17 @@ impl Fsck {
     // G5: the ledger ------------------------------------------------------------
 
     /// Every ledger line that parses; torn and corrupt lines become findings.
-    fn ledger_lines(&mut self) -> Vec<Line> {
+    /// `None` when the ledger exists but cannot be read (one finding says so).
+    fn ledger_lines(&mut self) -> Option<Vec<Line>> {
         let path = self.layout.ledger();
-        let Some(bytes) = self.read(&path) else { return Vec::new() };
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(Vec::new()),
+            Err(e) => {
+                self.unreadable(PathError { path, source: e });
+                return None;
+            }
+        };
         let text = String::from_utf8_lossy(&bytes);
         let mut out = Vec::new();
         for line in crate::ledger::read_lines(&text) {
@@ -513,7 +523,7 @@ impl Fsck {
                 ),
             }
         }
-        out
+        Some(out)
     }
 
     /// Double and future charges, bad amounts; returns the charged (turn, agent) keys.
@@ -588,7 +598,7 @@ impl Fsck {
                 let message = format!(
                     "message {id} is both unread and read in {agent}'s inbox: it was delivered twice (G3). {agent} \
                      has already read it; remove the unread copy so it is not read again: rm {}",
-                    self.rel(&n).display()
+                    crate::term::shell_path(&self.rel(&n))
                 );
                 self.push(Code::DuplicateMessage, &[&n, &c], message);
             }
@@ -1034,6 +1044,27 @@ mod tests {
         // A line cut short in the middle is a recovered crash, not corruption.
         assert_eq!(count(&r, Code::TornLedgerLine), 1, "{:#?}", r.findings);
         assert_eq!(r.violations(), 6, "{:#?}", r.findings);
+    }
+
+    #[test]
+    fn an_unreadable_ledger_is_reported_once_and_charges_are_not_called_missing() {
+        let (_d, root) = org();
+        for turn in 1..=3 {
+            let id = format!("m{turn}");
+            let m = msg(&id, "human", &["manager"]);
+            sent(&root, &m);
+            deliver(&root, &m, "manager", "cur");
+            put(&root, &format!("org/state/journal/{turn}/records.jsonl"), record(turn, "manager", &[&id], true));
+        }
+        commit(&root, 3);
+        // A folder where the ledger should be: it exists but cannot be read as a file.
+        fs::create_dir_all(root.join("org/state/ledger.jsonl")).unwrap();
+        let r = check(&root);
+        let c = codes(&r);
+        assert_eq!(count(&r, Code::MissingCharge), 0, "{c:?}");
+        let unreadable: Vec<_> = r.with_code(Code::UnreadableFile).collect();
+        assert_eq!(unreadable.len(), 1, "{c:?}");
+        assert_eq!(unreadable[0].paths, vec![PathBuf::from("org/state/ledger.jsonl")], "{c:?}");
     }
 
     #[test]

@@ -33,6 +33,7 @@
 //!   and the `run` loop with [`watch`] for filesystem events);
 //! - [`status`]: read-only snapshots; [`trouble`]: agents and a daemon that
 //!   cannot work right now, and why; [`init`]: the embedded default org;
+//! - [`term`]: untrusted text made safe to show, and commands quoted for the shell;
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   waiting for new mail in an inbox, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs);
@@ -66,6 +67,7 @@ pub mod resume;
 pub mod send;
 pub mod settings;
 pub mod status;
+pub mod term;
 pub mod trouble;
 pub mod turn;
 pub mod watch;

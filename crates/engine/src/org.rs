@@ -112,7 +112,7 @@ pub enum LoadOrgError {
         start: PathBuf,
     },
     /// `--org` names a folder that is not an org.
-    #[error("{} is not an org: {} is missing\n  help: run `lemming init {}` or pass the folder that holds org/org.toml", root.display(), root.join("org/org.toml").display(), root.display())]
+    #[error("{}", not_an_org(root))]
     NotAnOrg {
         /// The folder given.
         root: PathBuf,
@@ -120,6 +120,36 @@ pub enum LoadOrgError {
     /// org.toml or models.toml is invalid: the org cannot run.
     #[error("{0}")]
     Invalid(Diagnostics),
+}
+
+/// Why `root` (given as the org) is not one, and what to do: `lemming init`
+/// only for a folder it would write into (missing or empty).
+fn not_an_org(root: &Path) -> String {
+    use crate::term::shell_path;
+    let shown = root.display();
+    let pass = "pass the org's folder, the one that holds org/org.toml (--org DIR or LEMMING_ORG)";
+    let meta = std::fs::metadata(root);
+    match meta {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+            "{shown} is not an org: it does not exist\n  help: {pass}, or create one there with `lemming init {}`",
+            shell_path(root)
+        ),
+        Err(e) => format!("{shown} is not an org: it cannot be read ({e})\n  help: {pass}"),
+        Ok(m) if !m.is_dir() => format!("{shown} is not an org: it is a file, not a folder\n  help: {pass}"),
+        Ok(_) if std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none()) => format!(
+            "{shown} is not an org: it is an empty folder (no org/org.toml)\n  help: {pass}, or write the default org into it with `lemming \
+             init {}`",
+            shell_path(root)
+        ),
+        Ok(_) => {
+            let inside = root.ancestors().skip(1).find(|d| Layout::new(*d).org_toml().is_file());
+            let help = match inside {
+                Some(org) => format!("{shown} is inside the org at {}; pass that folder", org.display()),
+                None => pass.to_string(),
+            };
+            format!("{shown} is not an org: it has no org/org.toml\n  help: {help}")
+        }
+    }
 }
 
 /// Finds the org: `explicit` (from `--org` or `LEMMING_ORG`), else the nearest

@@ -83,6 +83,38 @@ pub struct Status {
     pub breakers: Vec<BreakerStatus>,
     /// The filesystem holding the org is read-only or full, if it is.
     pub filesystem: Option<String>,
+    /// State files that could not be read (or lines of them that were
+    /// skipped); the rest of the status is shown without them.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A state file the status could not read, or a part of one it skipped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unreadable {
+    /// The file or folder.
+    pub path: std::path::PathBuf,
+    /// What went wrong, and what was shown instead.
+    pub error: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.error)
+    }
+}
+
+/// Collects what could not be read, so one bad file never hides the rest.
+#[derive(Default)]
+struct Skipped(Vec<Unreadable>);
+
+impl Skipped {
+    /// The value, or `fallback` with the error noted.
+    fn or<T>(&mut self, r: Result<T, PathError>, fallback: T, shown: &str) -> T {
+        r.unwrap_or_else(|e| {
+            self.0.push(Unreadable { path: e.path, error: format!("{}; {shown}", e.source) });
+            fallback
+        })
+    }
 }
 
 /// The org-wide budget (`budget` in `org.toml`).
@@ -117,10 +149,20 @@ pub struct BreakerStatus {
 }
 
 /// Takes a snapshot of the org.
+/// A file that cannot be read is listed in [`Status::unreadable`] and the
+/// rest is still shown.
 pub fn status(org: &Org) -> Result<Status, PathError> {
     let root = &org.layout.root;
     let mb = Mailbox::new(root);
-    let ledger = Ledger::load(&org.layout.ledger())?;
+    let mut skipped = Skipped::default();
+    let ledger_path = org.layout.ledger();
+    let ledger = skipped.or(Ledger::load(&ledger_path), Ledger::default(), "credits are shown as if nothing was spent");
+    for no in &ledger.torn_lines {
+        skipped.0.push(Unreadable {
+            path: ledger_path.clone(),
+            error: format!("line {no} is not a ledger entry and is not counted (`lemming fsck` says more)"),
+        });
+    }
     let pid = crate::daemon::daemon_pid(&org.layout);
     let spent = ledger.total_spent();
     let budget = org.settings.budget.map(|b| OrgBudget {
@@ -129,7 +171,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
         left: crate::ledger::credits(b - spent),
         exhausted: spent >= b,
     });
-    let turn = Journal::new(&org.layout).last_turn()?;
+    let turn = skipped.or(Journal::new(&org.layout).last_turn(), 0, "the turn is shown as 0");
     let chart = org.chart();
     let exhausted = budget.as_ref().is_some_and(|b| b.exhausted);
     let trouble = crate::trouble::read_agents(&org.layout);
@@ -148,7 +190,8 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
             Ok(n) => (n, unreadable),
             Err(e) => (0, unreadable.or(Some(e.to_string()))),
         };
-        let last = activity::last(root, &name);
+        let last = skipped.or(activity::try_last(root, &name), None, "the last run is not shown");
+        let attempts = skipped.or(mb.try_attempts(&name), Default::default(), "failed attempts are not counted");
         let known = trouble.get(&name);
         let problem = unreadable.clone().or_else(|| known.map(|t| t.error.clone()));
         let state = match resume {
@@ -158,10 +201,16 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
             Some(r) if r.name.is_human() => "human",
             Some(_) if exhausted => "org_budget_spent",
             Some(_) if credits.left <= 0.0 => "out_of_credits",
-            Some(r) if prompt_over_credits(org, &chart, &mb, r, turn, credits.left, unread)? => {
+            Some(r)
+                if skipped.or(
+                    prompt_over_credits(org, &chart, &mb, r, turn, credits.left, unread),
+                    false,
+                    "its prompt cost is not checked",
+                ) =>
+            {
                 PromptOverCredits::REASON
             }
-            Some(_) if !mb.attempts(&name).is_empty() => "failing",
+            Some(_) if !attempts.is_empty() => "failing",
             Some(_) if unread > 0 => "ready",
             Some(_) => "idle",
         };
@@ -186,7 +235,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
             trouble: pid.and_then(|_| crate::trouble::read_daemon(&org.layout)),
         },
         agents,
-        dead_letters: mb.dead_count()?,
+        dead_letters: skipped.or(mb.dead_count(), 0, "dead letters are shown as 0"),
         problems: org.problems(),
         last_good: org.last_good.clone(),
         spent,
@@ -194,6 +243,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
         budget,
         breakers: breakers(org),
         filesystem: crate::trouble::filesystem_problem(root),
+        unreadable: skipped.0,
     })
 }
 

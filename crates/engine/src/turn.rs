@@ -372,7 +372,10 @@ pub async fn run_keeping(
             mb.set_attempts(&mut effects, &r.agent, &attempts);
         }
         let sent = r.messages.iter().map(|m| m.id.clone()).collect();
-        if let Err(e) = activity::append(&root, &r.agent, &activity_of(r, sent)) {
+        let mut logged = activity_of(r, sent);
+        // The interrupted run may have logged this reply already: `logs` shows it once.
+        logged.replay = replayed.contains(&r.agent);
+        if let Err(e) = activity::append(&root, &r.agent, &logged) {
             if trouble::org_wide(&e) {
                 return Err(e);
             }
@@ -648,6 +651,7 @@ fn activity_of(r: &Record, sent: Vec<String>) -> Activity {
         error: r.error.clone(),
         warnings: r.warnings.clone(),
         raw: if r.outcome == Outcome::Failed { r.reply.clone() } else { None },
+        replay: false,
     }
 }
 

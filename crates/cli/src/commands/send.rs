@@ -15,16 +15,16 @@ pub struct Args {
     /// The message text; `-` reads it from stdin
     pub body: String,
     /// Send as this agent instead of `human`
-    #[arg(long, default_value = "human")]
+    #[arg(long, value_name = "AGENT", default_value = "human")]
     pub from: String,
     /// low, normal or urgent
-    #[arg(long, default_value = "normal", value_parser = ["low", "normal", "urgent"])]
+    #[arg(long, value_name = "LEVEL", default_value = "normal", value_parser = ["low", "normal", "urgent"])]
     pub priority: String,
     /// The id of the message this answers (its thread is kept)
     #[arg(long, value_name = "ID")]
     pub reply_to: Option<String>,
     /// A subject line
-    #[arg(long)]
+    #[arg(long, value_name = "TEXT")]
     pub subject: Option<String>,
     /// Expire if not delivered within this many turns
     #[arg(long, value_name = "TURNS")]

@@ -1,6 +1,7 @@
 //! `lemming validate`: check every TOML file and report each problem.
 
 use lemming_engine::org::{LoadOrgError, Org};
+use lemming_engine::term;
 
 use crate::cli::{print_json, CliError, Ctx};
 
@@ -18,7 +19,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         print_json(&serde_json::json!({ "ok": problems.is_empty(), "agents": agents, "problems": problems }))?;
     } else {
         for p in &problems {
-            eprintln!("error: {p}\n");
+            eprintln!("error: {}\n", term::text(&p.to_string()));
         }
     }
     if problems.is_empty() {

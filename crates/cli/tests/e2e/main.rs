@@ -12,6 +12,7 @@ mod fake_http;
 mod fixture;
 mod fsck;
 mod kill9;
+mod output_cli;
 mod peers;
 mod people;
 mod providers;
