@@ -48,6 +48,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     unreadable.extend(bad_memory.iter().map(|e| format!("{e}; this memory key is not shown")));
     let by_model = ledger.spent_by_model(name);
     let problems = org.problems_of(&[name]);
+    let trouble = lemming_engine::trouble::read_agents(&org.layout).remove(name);
     if ctx.json {
         return print_json(&serde_json::json!({
             "name": name, "title": r.title, "description": r.description, "model": r.model,
@@ -57,6 +58,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             "credits": bal, "spent_by_model": by_model.iter().map(|(m, c)| serde_json::json!({"model": m, "spent": c})).collect::<Vec<_>>(),
             "unread": unread, "pending": pending,
             "failed_attempts": attempts,
+            "trouble": trouble,
             "memory": mem.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>(),
             "last_run": last,
             "problems": problems,
@@ -81,6 +83,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         println!("  spent on {}: {c:.4}", line(m));
     }
     println!("mail:       {unread} unread, {pending} pending in outbox");
+    if let Some(t) = &trouble {
+        println!("trouble:    {} since turn {}: {}", t.state, t.since_turn, text(&t.error));
+    }
     for (id, a) in &attempts {
         println!("  failing:  {}: {} attempt(s), last error: {}", line(id), a.count, line(&a.last_error));
     }

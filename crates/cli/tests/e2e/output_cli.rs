@@ -90,7 +90,7 @@ fn model_text_and_errors_show_escaped_in_logs_step_inspect_chat_and_diagnostics(
 
     let out = org.lemming_ok(&["inspect", "manager"]);
     inert(&out, "inspect");
-    assert!(out.stdout.contains("last error: ") && out.stdout.contains("\\x1b[31m"), "{out}");
+    assert!(out.stdout.contains("trouble:    provider_down") && out.stdout.contains("\\x1b[31m"), "{out}");
     let out = org.lemming_ok(&["inbox", "--peek"]);
     inert(&out, "inbox");
     assert!(out.stdout.contains("hi \\x1b[2J"), "{out}");
