@@ -22,6 +22,7 @@ use crate::error::Diagnostic;
 /// holds UTF-8 text. Nothing of a refused file is ever put in a diagnostic.
 pub fn read(path: &Path, root: &Path) -> Result<String, Vec<Diagnostic>> {
     let refuse = |m: String, help: &str| Err(vec![Diagnostic::file(path, m).help(help)]);
+    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) => return refuse(format!("cannot read: {e}"), "the file must exist and be readable"),
@@ -169,20 +170,33 @@ impl<'a> Doc<'a> {
         errs
     }
 
-    /// Every string in the file (values and keys, at any depth), with its span
-    /// and the dotted path of the key that holds it.
-    pub fn strings(&self) -> Vec<(String, String, Range<usize>)> {
+    /// Every string in the file (values and keys, at any depth), each with
+    /// the dotted path of the key that holds it.
+    pub fn strings(&self) -> Vec<StrAt> {
         let mut out = Vec::new();
         walk(self.doc.as_table(), "", &mut out);
         out
     }
 }
 
-fn walk(t: &dyn TableLike, at: &str, out: &mut Vec<(String, String, Range<usize>)>) {
+/// A string of a [`Doc`]: a value, or a key.
+#[derive(Debug, Clone)]
+pub struct StrAt {
+    /// The dotted path of its key (`providers.local.headers.x-api-key`).
+    pub path: String,
+    /// The text.
+    pub text: String,
+    /// Where in the file.
+    pub span: Range<usize>,
+    /// Whether it is the key itself rather than a value.
+    pub is_key: bool,
+}
+
+fn walk(t: &dyn TableLike, at: &str, out: &mut Vec<StrAt>) {
     for (k, item) in t.iter() {
         let path = if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
         if let Some(span) = t.key(k).and_then(|k| k.span()) {
-            out.push((path.clone(), k.to_string(), span));
+            out.push(StrAt { path: path.clone(), text: k.to_string(), span, is_key: true });
         }
         match item {
             Item::Value(v) => walk_value(v, &path, out),
@@ -193,11 +207,11 @@ fn walk(t: &dyn TableLike, at: &str, out: &mut Vec<(String, String, Range<usize>
     }
 }
 
-fn walk_value(v: &Value, path: &str, out: &mut Vec<(String, String, Range<usize>)>) {
+fn walk_value(v: &Value, path: &str, out: &mut Vec<StrAt>) {
     match v {
         Value::String(s) => {
             if let Some(span) = s.span() {
-                out.push((path.to_string(), s.value().clone(), span));
+                out.push(StrAt { path: path.to_string(), text: s.value().clone(), span, is_key: false });
             }
         }
         Value::Array(a) => a.iter().for_each(|v| walk_value(v, path, out)),
@@ -219,9 +233,9 @@ fn syntax(path: &Path, text: &str, message: &str, span: Option<Range<usize>>) ->
         "each key may appear once per table; remove or rename the repeated one".to_string()
     } else if message.contains("invalid table header") || message.contains("expected `]`") {
         "a table header is a name in brackets on a line of its own, e.g. [schedule]".to_string()
-    } else if let Some((key, value)) = bare.filter(|(_, v)| {
-        message.contains("invalid string") && !v.is_empty() && !v.starts_with(['"', '\'', '[', '{'])
-    }) {
+    } else if let Some((key, value)) = bare
+        .filter(|(_, v)| message.contains("invalid string") && !v.is_empty() && !v.starts_with(['"', '\'', '[', '{']))
+    {
         format!("text needs quotes: {key} = \"{}\"", value.split('#').next().unwrap_or("").trim())
     } else if message.contains("invalid basic string") || message.contains("invalid literal string") {
         "close the string with the quote it opened with, on the same line (use \"\"\" for text over several lines)"
@@ -229,8 +243,7 @@ fn syntax(path: &Path, text: &str, message: &str, span: Option<Range<usize>>) ->
     } else if message.contains("expected `=`") || message.contains("key with no value") {
         "write each setting as key = value".to_string()
     } else {
-        "fix the TOML syntax at the marked place (text needs quotes, lists [brackets], tables a [header])"
-            .to_string()
+        "fix the TOML syntax at the marked place (text needs quotes, lists [brackets], tables a [header])".to_string()
     };
     Diagnostic::at(path, text, span, message).help(help)
 }
@@ -327,9 +340,7 @@ impl<'d> Table<'d> {
 
     fn wrong(&self, key: &str, item: &Item, span: Option<Range<usize>>, expected: &str, help: String) {
         self.doc.push(
-            self.doc
-                .at(span, format!("`{}` must be {expected}, not {}", self.field(key), shape(item)))
-                .help(help),
+            self.doc.at(span, format!("`{}` must be {expected}, not {}", self.field(key), shape(item))).help(help),
         );
     }
 
@@ -420,9 +431,7 @@ impl<'d> Table<'d> {
             } else {
                 format!("from {} to {}", range.start(), range.end())
             };
-            self.doc.push(
-                self.doc.at(span, format!("`{}` must be {bounds}, not {v}", self.field(key))).help(example.to_string()),
-            );
+            self.doc.push(self.doc.at(span, format!("`{key}` must be {bounds}, not {v}")).help(example.to_string()));
             return None;
         }
         Some(Spanned::new(span.unwrap_or(0..0), v))
@@ -450,12 +459,13 @@ impl<'d> Table<'d> {
         };
         let low_ok = if min_included { v >= min } else { v > min };
         if !(v.is_finite() && low_ok && v <= max) {
-            let low = if min_included { format!("{min} or more") } else { format!("more than {min}") };
-            self.doc.push(
-                self.doc
-                    .at(span, format!("`{}` must be {low} and at most {}, not {v}", self.field(key), show_max(max)))
-                    .help(example.to_string()),
-            );
+            let bounds = match (min_included, max == MAX_SECS_F) {
+                (_, true) => format!("more than {min} and at most a year"),
+                (true, false) => format!("a number from {min} to {max}"),
+                (false, false) => format!("more than {min} and at most {max}"),
+            };
+            let raw = self.raw(&span);
+            self.doc.push(self.doc.at(span, format!("`{key}` must be {bounds}, not {raw}")).help(example.to_string()));
             return None;
         }
         Some(Spanned::new(span.unwrap_or(0..0), v))
@@ -467,7 +477,9 @@ impl<'d> Table<'d> {
         let Some(array) = item.as_array() else {
             let raw = self.raw(&span);
             let help = match item {
-                Item::Value(Value::String(s)) => format!("use a list: {key} = [\"{}\"]", s.value().replace('"', "\\\"")),
+                Item::Value(Value::String(s)) => {
+                    format!("use a list: {key} = [\"{}\"]", s.value().replace('"', "\\\""))
+                }
                 Item::Value(_) => format!("use a list of text: {key} = [\"{}\"]", raw.trim_matches(['"', '\''])),
                 _ => format!("use a list: {key} = [\"...\"]"),
             };
@@ -512,7 +524,10 @@ impl<'d> Table<'d> {
                     ok = false;
                     self.doc.push(
                         self.doc
-                            .at(item_span(v), format!("`{}.{k}` must be text in quotes, not {}", self.field(key), shape(v)))
+                            .at(
+                                item_span(v),
+                                format!("`{}.{k}` must be text in quotes, not {}", self.field(key), shape(v)),
+                            )
                             .help(example.to_string()),
                     );
                 }
@@ -568,14 +583,6 @@ impl<'d> Table<'d> {
             };
             self.doc.push(self.doc.at(span, format!("unknown field `{}`", self.field(k))).help(help));
         }
-    }
-}
-
-fn show_max(max: f64) -> String {
-    if max == MAX_SECS_F {
-        "a year (31536000)".into()
-    } else {
-        format!("{max}")
     }
 }
 

@@ -113,8 +113,7 @@ fn toml_help(message: &str) -> Option<String> {
 /// among them) become U+FFFD, one column each so the caret still lines up,
 /// and whatever looks like a key or token is masked with `*`.
 fn shown_line(line: &str) -> String {
-    let mut out: Vec<char> =
-        line.chars().map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c }).collect();
+    let mut out: Vec<char> = line.chars().map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c }).collect();
     let starts: Vec<usize> = line.char_indices().map(|(i, _)| i).collect();
     for r in lemming_provider::config::secret_ranges(line) {
         for (n, at) in starts.iter().enumerate() {

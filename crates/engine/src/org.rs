@@ -235,8 +235,11 @@ pub struct UnknownAgent {
     pub message: String,
 }
 
+/// Reads `org/org.toml` or `org/models.toml` (the org is two folders up):
+/// a link out of the org, a FIFO or a non-UTF-8 file is refused unread.
 fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
-    std::fs::read_to_string(path).map_err(|e| vec![Diagnostic::file(path, format!("cannot read: {e}"))])
+    let root = path.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+    crate::config::read(path, root)
 }
 
 /// The agent folders under `agents/`, sorted (hidden folders and files are skipped).

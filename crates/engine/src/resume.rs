@@ -138,7 +138,9 @@ pub const MAX_EVERY: i64 = 1_000_000;
 pub fn load(path: &Path, folder: &str) -> Result<ResumeFile, Vec<Diagnostic>> {
     let root = path.parent().and_then(Path::parent).and_then(Path::parent).unwrap_or(Path::new("/"));
     let text = crate::config::read(path, root).map_err(|errs| {
-        errs.into_iter().map(|d| d.help("every folder under agents/ needs a resume.toml (a regular TOML file)")).collect::<Vec<_>>()
+        errs.into_iter()
+            .map(|d| d.help("every folder under agents/ needs a resume.toml (a regular TOML file)"))
+            .collect::<Vec<_>>()
     })?;
     parse(path, text, folder)
 }
@@ -180,7 +182,10 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
         if let Some(pt) = t.table("permissions") {
             send_list = pt.str_list("send_to").map(Spanned::into_inner).unwrap_or_default();
             read_list = pt.str_list("read_from").map(Spanned::into_inner).unwrap_or_default();
-            tools = pt.str_list("tools").map(|l| l.into_inner().into_iter().map(Spanned::into_inner).collect()).unwrap_or_default();
+            tools = pt
+                .str_list("tools")
+                .map(|l| l.into_inner().into_iter().map(Spanned::into_inner).collect())
+                .unwrap_or_default();
             pt.deny_unknown(&["send_to", "read_from", "tools"]);
         }
         let mut credits = 100.0;
@@ -233,9 +238,8 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
                         refs.push(Reference { field, value: n.to_string(), span: s.span() });
                         set.insert(n);
                     }
-                    Err(e) => doc.push(
-                        at(s.span(), format!("in `{field}`: {e}")).help("list agent names, or \"*\" for anyone"),
-                    ),
+                    Err(e) => doc
+                        .push(at(s.span(), format!("in `{field}`: {e}")).help("list agent names, or \"*\" for anyone")),
                 }
             }
             Access::Only(set)
@@ -321,8 +325,7 @@ mod tests {
             "x",
         )
         .unwrap_err();
-        let got: Vec<(usize, &str)> =
-            errs.iter().map(|d| (d.line.unwrap(), d.help.as_deref().unwrap_or(""))).collect();
+        let got: Vec<(usize, &str)> = errs.iter().map(|d| (d.line.unwrap(), d.help.as_deref().unwrap_or(""))).collect();
         assert_eq!(
             got,
             vec![
@@ -335,7 +338,7 @@ mod tests {
             "{errs:#?}"
         );
         let errs = p("name = \"x\"\nmodel = \"m\"\n[budget]\ncredits = 1e300\n", "x").unwrap_err();
-        assert!(errs[0].message.contains("at most 1000000000000"), "{}", errs[0]);
+        assert!(errs[0].message.contains("from 0 to 1000000000000, not 1e300"), "{}", errs[0]);
     }
 
     #[test]

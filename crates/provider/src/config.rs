@@ -133,8 +133,22 @@ pub fn looks_like_secret(text: &str) -> bool {
 /// The byte ranges of `text` that look like keys (see [`looks_like_secret`]).
 pub fn secret_ranges(text: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     const PREFIXES: [&str; 16] = [
-        "sk-", "sk_", "rk_", "pk_live_", "xai-", "gsk_", "AIza", "hf_", "ghp_", "gho_", "github_pat_", "glpat-",
-        "xoxb-", "xoxp-", "AKIA", "pplx-",
+        "sk-",
+        "sk_",
+        "rk_",
+        "pk_live_",
+        "xai-",
+        "gsk_",
+        "AIza",
+        "hf_",
+        "ghp_",
+        "gho_",
+        "github_pat_",
+        "glpat-",
+        "xoxb-",
+        "xoxp-",
+        "AKIA",
+        "pplx-",
     ];
     let token = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     let mut out = Vec::new();
@@ -164,7 +178,10 @@ pub fn secret_ranges(text: &str) -> impl Iterator<Item = std::ops::Range<usize>>
         let mut from = 0;
         while let Some(at) = text[from..].find(scheme) {
             let s = from + at + scheme.len();
-            let e = text[s..].find(|c: char| c.is_whitespace() || c == '"' || c == '\'').map(|n| s + n).unwrap_or(text.len());
+            let e = text[s..]
+                .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                .map(|n| s + n)
+                .unwrap_or(text.len());
             if e - s >= 8 {
                 out.push(s..e);
             }

@@ -61,7 +61,9 @@ pub fn extra_headers(spec: &ProviderSpec) -> Result<HeaderMap, AttemptError> {
             }
         };
         let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            AttemptError::rejected(format!("the environment variable {var} holds characters that cannot go in the header `{k}`"))
+            AttemptError::rejected(format!(
+                "the environment variable {var} holds characters that cannot go in the header `{k}`"
+            ))
         })?;
         value.set_sensitive(true);
         map.insert(name(k)?, value);
