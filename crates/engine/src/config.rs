@@ -339,9 +339,7 @@ impl<'d> Table<'d> {
     }
 
     fn wrong(&self, key: &str, item: &Item, span: Option<Range<usize>>, expected: &str, help: String) {
-        self.doc.push(
-            self.doc.at(span, format!("`{}` must be {expected}, not {}", self.field(key), shape(item))).help(help),
-        );
+        self.doc.push(self.doc.at(span, format!("`{key}` must be {expected}, not {}", shape(item))).help(help));
     }
 
     /// Whether `key` is present.
@@ -496,7 +494,7 @@ impl<'d> Table<'d> {
                     let raw = v.span().and_then(|s| self.doc.shown.get(s)).unwrap_or("").trim().to_string();
                     self.doc.push(
                         self.doc
-                            .at(v.span(), format!("`{}` is a list of text; this item is not text", self.field(key)))
+                            .at(v.span(), format!("`{key}` is a list of text; this item is not text"))
                             .help(format!("put the item in quotes: \"{raw}\"")),
                     );
                 }
@@ -524,10 +522,7 @@ impl<'d> Table<'d> {
                     ok = false;
                     self.doc.push(
                         self.doc
-                            .at(
-                                item_span(v),
-                                format!("`{}.{k}` must be text in quotes, not {}", self.field(key), shape(v)),
-                            )
+                            .at(item_span(v), format!("`{key}.{k}` must be text in quotes, not {}", shape(v)))
                             .help(example.to_string()),
                     );
                 }
@@ -581,7 +576,8 @@ impl<'d> Table<'d> {
                 Some(c) => format!("did you mean `{c}`? (fields here: {})", known.join(", ")),
                 None => format!("remove it; the fields here are: {}", known.join(", ")),
             };
-            self.doc.push(self.doc.at(span, format!("unknown field `{}`", self.field(k))).help(help));
+            let place = if self.name.is_empty() { String::new() } else { format!(" in [{}]", self.name) };
+            self.doc.push(self.doc.at(span, format!("unknown field `{k}`{place}")).help(help));
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod basics;
 mod config;
+mod config_checks;
 mod crash;
 mod credits;
 mod daemon;
