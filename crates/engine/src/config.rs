@@ -179,6 +179,9 @@ impl<'a> Doc<'a> {
     }
 }
 
+/// A table of text values, as written: each key and value with its span.
+pub type StrMap = Vec<(Spanned<String>, Spanned<String>)>;
+
 /// A string of a [`Doc`]: a value, or a key.
 #[derive(Debug, Clone)]
 pub struct StrAt {
@@ -504,7 +507,7 @@ impl<'d> Table<'d> {
     }
 
     /// A table of text values (`{ "Name" = "value" }`), keys with their spans.
-    pub fn str_map(&self, key: &str, example: &str) -> Option<Spanned<Vec<(Spanned<String>, Spanned<String>)>>> {
+    pub fn str_map(&self, key: &str, example: &str) -> Option<Spanned<StrMap>> {
         let (item, span) = self.get(key)?;
         let Some(t) = item.as_table_like() else {
             self.wrong(key, item, span, "a table", example.to_string());

@@ -84,29 +84,6 @@ impl Diagnostic {
         self.help = Some(help.into());
         self
     }
-
-    /// Turns a TOML parse error into a diagnostic with line, column and caret.
-    pub fn from_toml(path: &Path, text: &str, err: &toml::de::Error) -> Diagnostic {
-        let message = err.message().trim().to_string();
-        let help = toml_help(&message);
-        let d = Diagnostic::at(path, text, err.span(), message);
-        match help {
-            Some(h) => d.help(h),
-            None => d,
-        }
-    }
-}
-
-fn toml_help(message: &str) -> Option<String> {
-    if message.starts_with("unknown field") {
-        Some("remove the field or fix its spelling; the comment header of the default file lists every field".into())
-    } else if message.contains("missing field") {
-        Some("add the field; the comment header of the default file shows an example".into())
-    } else if message.starts_with("invalid type") || message.contains("unknown variant") {
-        Some("change the value to the expected type shown above".into())
-    } else {
-        Some("fix the TOML syntax at the marked place (strings need quotes, tables need [brackets])".into())
-    }
 }
 
 /// A source line as a snippet shows it: control characters (terminal escapes

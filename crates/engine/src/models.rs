@@ -8,7 +8,7 @@ use std::ops::Range;
 use lemming_provider::{config, CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, Structured};
 use toml::Spanned;
 
-use crate::config::{Doc, MAX_CREDITS, MAX_SECS_F};
+use crate::config::{Doc, StrMap, MAX_CREDITS, MAX_SECS_F};
 use crate::error::Diagnostic;
 
 /// The validated models file.
@@ -39,8 +39,6 @@ fn env_name(s: &str) -> bool {
 fn header_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
-
-/// Parses and validates `models.toml` text. `org_root` resolves relative script
 
 /// Limits of the numeric fields.
 const MAX_RETRIES: i64 = 100;
@@ -316,7 +314,7 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
                     .unwrap_or(CommandSpec::DEFAULT_MAX_OUTPUT_BYTES),
             }
         });
-        let map = |m: &Option<Spanned<Vec<(Spanned<String>, Spanned<String>)>>>| -> BTreeMap<String, String> {
+        let map = |m: &Option<Spanned<StrMap>>| -> BTreeMap<String, String> {
             m.iter().flat_map(|m| m.get_ref()).map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone())).collect()
         };
         providers.push(ProviderSpec {

@@ -410,3 +410,55 @@ pub fn secs(s: f64) -> std::time::Duration {
     let s = if s.is_nan() { 0.0 } else { s.clamp(0.0, MAX_SECS) };
     std::time::Duration::from_secs_f64(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_in_any_case() {
+        for h in ["Authorization", "x-api-key", "API-KEY", "Api-Key", "x-goog-api-key", "X-Auth-Token", "Cookie"] {
+            assert!(is_credential_header(h), "{h}");
+        }
+        for h in ["OpenAI-Organization", "anthropic-version", "X-Team", "Accept"] {
+            assert!(!is_credential_header(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn keys_look_like_keys_and_names_do_not() {
+        for s in [
+            "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789",
+            "sk-ant-api03-ZZZZZZZZZZZZZZZZZZZZ",
+            "AIzaSyA1234567890abcdefghijklmnop",
+            "Bearer abc123def456",
+            "Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9",
+            "https://h/v1?key=Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9",
+        ] {
+            assert!(looks_like_secret(s), "{s}");
+        }
+        for s in [
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+            "mistralai/Mixtral-8x7B-Instruct-v0.1",
+            "/nix/store/0c8mp2kx5qbdwls6y4jh8zsh4r1nq9mf-ollama-0.5.7/bin/ollama",
+            "https://example.openai.azure.com",
+            "OPENAI_API_KEY",
+            "skill-builder",
+            "2024-10-21",
+        ] {
+            assert!(!looks_like_secret(s), "{s}");
+        }
+        let text = "k = \"Bearer abcdefgh12\" # note";
+        let r: Vec<_> = secret_ranges(text).collect();
+        assert_eq!(r.len(), 1);
+        assert_eq!(&text[r[0].clone()], "abcdefgh12");
+    }
+
+    #[test]
+    fn every_field_names_kinds_and_kind_names_read_well() {
+        assert!(PROVIDER_FIELDS.iter().chain(MODEL_FIELDS).all(|(_, k)| !k.is_empty()));
+        assert_eq!(kinds_reading(PROVIDER_FIELDS, "latency_ms"), Some(&[ProviderKind::Mock][..]));
+        assert_eq!(kinds_reading(PROVIDER_FIELDS, "nope"), None);
+        assert_eq!(kind_names(RESILIENT), "openai, anthropic and command");
+    }
+}

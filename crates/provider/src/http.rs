@@ -264,6 +264,22 @@ mod tests {
     }
 
     #[test]
+    fn headers_env_are_read_at_call_time_and_name_a_missing_variable() {
+        let mut spec = ProviderSpec::new("gw", crate::ProviderKind::OpenAi);
+        spec.headers_env.insert("x-api-key".into(), "LEMMING_HTTP_TEST_HEADER_VAR".into());
+        std::env::remove_var("LEMMING_HTTP_TEST_HEADER_VAR");
+        let e = extra_headers(&spec).unwrap_err();
+        assert!(
+            e.message.contains("LEMMING_HTTP_TEST_HEADER_VAR is not set") && e.message.contains("x-api-key"),
+            "{e:?}"
+        );
+        std::env::set_var("LEMMING_HTTP_TEST_HEADER_VAR", "v-123");
+        let h = extra_headers(&spec).unwrap();
+        assert_eq!(h["x-api-key"], "v-123");
+        assert!(h["x-api-key"].is_sensitive());
+    }
+
+    #[test]
     fn joins_and_recognises_loopback() {
         assert_eq!(join("http://h/v1/", "/chat/completions"), "http://h/v1/chat/completions");
         assert!(is_loopback("http://127.0.0.1:8080/v1"));
