@@ -22,7 +22,8 @@
 //! # Module map
 //!
 //! - [`org`]: finding an org, its state paths, loading every config file;
-//! - [`settings`], [`models`], [`resume`]: the three config files;
+//! - [`settings`], [`models`], [`resume`]: the three config files, read and
+//!   checked field by field through [`config`];
 //! - [`name`], [`message`]: agent names and the message file;
 //! - [`chart`]: who may talk to whom;
 //! - [`mailbox`]: the on-disk layout of inboxes, outboxes and dead letters;
@@ -44,6 +45,7 @@
 pub mod activity;
 pub mod chart;
 pub mod chat;
+pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod events;

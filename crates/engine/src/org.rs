@@ -223,7 +223,7 @@ impl Loaded {
         parse: impl Fn(String) -> Result<T, Vec<Diagnostic>>,
     ) -> Result<T, Vec<Diagnostic>> {
         let path = layout.root.join(rel);
-        let problems = match resume::read_config(&path, limit).and_then(|text| {
+        let problems = match crate::config::read(&path, &layout.root, limit).and_then(|text| {
             let v = parse(text.clone())?;
             Ok((v, text))
         }) {
@@ -234,7 +234,7 @@ impl Loaded {
             Err(problems) => problems,
         };
         let kept = memory.cloned().or_else(|| {
-            let text = resume::read_config(&layout.last_good(rel), limit).ok()?;
+            let text = crate::config::read(&layout.last_good(rel), &layout.root, limit).ok()?;
             parse(text).ok()
         });
         match kept {
@@ -328,7 +328,7 @@ impl Org {
     pub fn save_last_good(&self) -> Result<(), PathError> {
         for (rel, text) in &self.valid {
             let path = self.layout.last_good(rel);
-            if resume::read_config(&path, text.len() as u64).is_ok_and(|old| old == *text) {
+            if crate::config::read(&path, &self.layout.root, text.len() as u64).is_ok_and(|old| old == *text) {
                 continue;
             }
             let dir = path.parent().unwrap_or(&path);

@@ -12,7 +12,13 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     let root = ctx.root()?;
     let (problems, agents) = match Org::load(&root) {
         Ok(org) => (org.problems(), org.agents.len()),
-        Err(LoadOrgError::Invalid(d)) => (d.0, 0),
+        Err(LoadOrgError::Invalid(d)) => {
+            // org.toml or models.toml is invalid; the resumes are checked all the
+            // same, so that every problem in every file shows at once.
+            let mut all = d.0;
+            all.extend(Org::load_or_last_good(&root, None).broken.into_values().flatten());
+            (all, 0)
+        }
         Err(e) => return Err(e.into()),
     };
     if ctx.json {

@@ -4,6 +4,7 @@
 mod agent_trouble;
 mod basics;
 mod config;
+mod config_checks;
 mod crash;
 mod credits;
 mod daemon;
