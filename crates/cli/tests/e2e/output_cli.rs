@@ -118,11 +118,12 @@ fn model_text_and_errors_show_escaped_in_logs_step_inspect_chat_and_diagnostics(
     inert(&out, "chat");
     assert!(out.stdout.contains("manager received: hello \\x1b]0;title\\x07"), "{out}");
 
-    // Diagnostics quote the file: a control character in org.toml is shown escaped.
+    // Diagnostics quote the file: a control character in org.toml is shown
+    // as U+FFFD in the snippet, so the caret stays under its column.
     org.write("org/org.toml", format!("max_parallel = \"{CSI}\"\n"));
     let out = org.lemming(&["validate"]).fails_with(1);
     inert(&out, "validate");
-    assert!(out.stderr.contains("\\x1b[31m"), "{out}");
+    assert!(out.stderr.contains("max_parallel = \"\u{FFFD}[31m\""), "{out}");
     // And so do paths in errors.
     let out = run(&mut clean_command(&["--org", &format!("/nonexistent/{CSI}org"), "status"])).fails_with(1);
     inert(&out, "--org error");
