@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::resilience::{parse_retry_after, AttemptError, Retry};
+use crate::Cause;
 use crate::ProviderSpec;
 
 /// The longest body excerpt put into an error message, in characters.
@@ -102,7 +103,8 @@ pub struct Response {
 
 /// Sends one request and reads the whole body within `timeout`. A non-2xx
 /// status, a timeout or a transport error becomes an [`AttemptError`]:
-/// 408, 429 and 5xx are retried (after `Retry-After` when sent), other 4xx are not.
+/// 408, 429 and 5xx are retried (after `Retry-After` when sent), other 4xx are
+/// not; 400, 413 and 422 blame the request (see [`Cause::Request`]).
 /// `key` is scrubbed from any excerpt.
 /// `limit` names the setting behind `timeout` in the error message.
 pub async fn send(
@@ -140,6 +142,8 @@ pub async fn send(
             retry: retry_after.map(Retry::After).unwrap_or(Retry::Backoff),
             ..AttemptError::transient(message)
         }
+    } else if matches!(code, 400 | 413 | 422) {
+        AttemptError { cause: Cause::Request, ..AttemptError::rejected(message) }
     } else {
         AttemptError::rejected(message)
     })

@@ -135,9 +135,14 @@ pub enum Cause {
     /// The provider could not be used: connection refused, a timeout, 408,
     /// 429, 5xx, an open circuit breaker, a program that crashed.
     Unavailable,
-    /// The provider refused the request or is misconfigured: a 4xx other than
-    /// 408 and 429, a missing key or program. Someone has to fix the config.
+    /// The provider refused the request or is misconfigured: 401, 403, 404
+    /// and the other 4xx not listed under `Request`, a missing key or
+    /// program. Someone has to fix the config.
     Refused,
+    /// The server refused this request as it is (400, 413, 422: a prompt over
+    /// the context window, say): the mail in the prompt is what makes it, so it
+    /// counts as a failed attempt, and enough of them make the mail poison.
+    Request,
     /// The provider answered, but the answer cannot be used (not the expected
     /// shape, too long, cut short).
     Reply,
@@ -146,7 +151,7 @@ pub enum Cause {
 impl Cause {
     /// Whether this failure counts as a failed attempt of the mail in the prompt.
     pub fn counts_against_mail(self) -> bool {
-        self == Cause::Reply
+        matches!(self, Cause::Reply | Cause::Request)
     }
 }
 

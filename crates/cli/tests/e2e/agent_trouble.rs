@@ -315,3 +315,38 @@ printf '{"messages":[{"to":"human","body":"answer"}]}\n'"#,
     assert!(org.ids("manager", "inbox", "cur").contains(&id));
     crate::fsck::assert_no_violations(&org, "after steps on a full disk");
 }
+
+#[test]
+fn a_request_the_server_refuses_as_too_big_is_a_failed_attempt_but_a_bad_key_is_not() {
+    // 400 blames the request (the prompt, so the mail in it): after
+    // max_attempts the mail is poison. 401 blames the config: the mail waits.
+    for (status, poisoned) in [(400, true), (401, false)] {
+        let server = FakeServer::start(move |_, _| {
+            Answer::status(status, r#"{"error":{"message":"maximum context length exceeded"}}"#)
+        });
+        let org = TestOrg::new();
+        org.edit("org/org.toml", "max_attempts = 3", "max_attempts = 2");
+        configure(
+            &org,
+            &format!(
+                "[providers.far]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmax_retries = 0\n\n[models.far]\nprovider = \"far\"\n",
+                server.url()
+            ),
+            "manager",
+            "far",
+        );
+        let id = org.send("manager", "a very long question");
+        for _ in 0..3 {
+            org.step();
+        }
+        let dead = org.dead();
+        if poisoned {
+            assert!(dead.values().any(|d| d["reason"] == "poison"), "HTTP {status}: {dead:#?}");
+            assert!(!org.ids("manager", "inbox", "new").contains(&id), "HTTP {status}");
+        } else {
+            assert!(dead.is_empty(), "HTTP {status}: {dead:#?}");
+            assert!(org.ids("manager", "inbox", "new").contains(&id), "HTTP {status}");
+            assert_eq!(org.agent_status("manager")["state"], "provider_error");
+        }
+    }
+}
