@@ -135,7 +135,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
         let Some(model) = resume.model.as_deref().and_then(|k| registry.model(k)) else { continue };
         let may = chart.reachable(agent);
         let summary = memory::summary(&memory::dir(&root, agent));
-        let (system, user) = prompt::build(resume, turn, &may, &summary, &mail);
+        let (system, user) = prompt::build(resume, turn, &may, &summary, &mail, model.structured);
         let req = Request {
             agent: agent.to_string(),
             turn,
@@ -361,16 +361,32 @@ fn record(
     r.model = reply.model_key.clone();
     r.cost = price.cost(&reply.usage);
     r.usage = Some(reply.usage);
+    // Cut off by the token limit: usable only if its JSON object closed before the cut.
+    let cut = reply.truncated().then(|| {
+        format!(
+            "the model was cut off at its token limit (stop reason `{}`, max_tokens {} of model `{}`)",
+            reply.finish.as_deref().unwrap_or_default(),
+            job.req.model.max_tokens.map_or_else(|| "not set".to_string(), |n| n.to_string()),
+            reply.model_key,
+        )
+    });
     let parsed = match reply::parse(&reply.text) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(agent = %job.agent, "unusable reply: {e}; mail stays unread");
-            r.error = Some(format!("{e}; the raw reply is in the agent's activity log"));
+            let why = match &cut {
+                Some(cut) => format!(
+                    "{e}: {cut}; raise max_tokens, or lower reply_max_chars and reply_max_messages, so that a whole reply fits"
+                ),
+                None => e.to_string(),
+            };
+            tracing::warn!(agent = %job.agent, "unusable reply: {why}; mail stays unread");
+            r.error = Some(format!("{why}; the raw reply is in the agent's activity log"));
             r.reply = Some(reply.text);
             return r;
         }
     };
     r.reply = Some(reply.text);
+    let cut = cut.map(|cut| format!("{cut} after its JSON object closed; the text after it was dropped"));
     let threads: HashMap<&str, &str> = job.mail.iter().map(|m| (m.id.as_str(), m.thread.as_str())).collect();
     let now = Utc::now();
     for (pos, om) in parsed.messages.into_iter().enumerate() {
@@ -401,7 +417,7 @@ fn record(
     }
     r.memory = plan;
     r.notes = parsed.notes;
-    r.warnings = parsed.warnings.into_iter().chain(errors).collect();
+    r.warnings = cut.into_iter().chain(parsed.warnings).chain(errors).collect();
     r.outcome = Outcome::Ok;
     r
 }
