@@ -242,7 +242,10 @@ mod tests {
         assert_eq!(parse(CUT_OFF), Err(Unusable::Unclosed));
         assert_eq!(parse(&format!("```json\n{CUT_OFF}")), Err(Unusable::Unclosed));
         // Cut inside a string that holds braces, or just after a complete inner object.
-        assert_eq!(parse(r#"{"notes":"a } and { in a string","messages":[{"to":"human","body":"x"}"#), Err(Unusable::Unclosed));
+        assert_eq!(
+            parse(r#"{"notes":"a } and { in a string","messages":[{"to":"human","body":"x"}"#),
+            Err(Unusable::Unclosed)
+        );
         assert_eq!(parse(r#"{"messages":[{"to":"human","body":"x"}]"#), Err(Unusable::Unclosed));
         // A complete reply before a cut-off one is still the reply.
         let p = parse(&format!("{{\"notes\":\"first\"}}\n{CUT_OFF}")).unwrap();
@@ -308,7 +311,11 @@ mod tests {
         assert_eq!(m.reply_to.as_deref(), Some("reply_to-value"));
         assert_eq!(m.subject.as_deref(), Some("subject-value"));
         assert_eq!(m.thread.as_deref(), Some("thread-value"));
-        assert_eq!(contract::MESSAGE_FIELDS.len() + contract::MESSAGE_EXTRA_FIELDS.len(), 6, "a new field needs a check here");
+        assert_eq!(
+            contract::MESSAGE_FIELDS.len() + contract::MESSAGE_EXTRA_FIELDS.len(),
+            6,
+            "a new field needs a check here"
+        );
     }
 
     #[test]
@@ -322,9 +329,14 @@ mod tests {
             };
             let (plan, errors) =
                 crate::memory::plan(dir.path(), &[serde_json::json!({"op": op.name, "key": "k", "value": value})]);
-            assert!(errors.is_empty() && plan.contains_key("k"), "op {} of the contract is refused: {errors:?}", op.name);
+            assert!(
+                errors.is_empty() && plan.contains_key("k"),
+                "op {} of the contract is refused: {errors:?}",
+                op.name
+            );
         }
-        let (_, errors) = crate::memory::plan(dir.path(), &[serde_json::json!({"op": "upsert", "key": "k", "value": 1})]);
+        let (_, errors) =
+            crate::memory::plan(dir.path(), &[serde_json::json!({"op": "upsert", "key": "k", "value": 1})]);
         assert_eq!(errors.len(), 1, "an op outside the contract must be refused");
         let max = contract::MEMORY_KEY_MAX_CHARS as usize;
         assert!(crate::memory::valid_key(&"k".repeat(max)));

@@ -121,36 +121,43 @@ Memory keys use a-z, 0-9, '_', '.', '-', at most {MEMORY_KEY_MAX_CHARS} characte
 pub struct Limits {
     /// The most messages, and the most memory operations, in a reply.
     pub messages: u32,
-    /// The longest free string (a body, the notes, a memory value), in
-    /// characters. Memory keys are at most [`MEMORY_KEY_MAX_CHARS`] too.
+    /// The longest free string (a body, the notes, a memory key or value), in
+    /// characters. Memory keys are at most [`MEMORY_KEY_MAX_CHARS`] in any case.
     pub chars: u32,
 }
 
 impl Limits {
     /// The token budget assumed when a model sets no `max_tokens`.
     pub const DEFAULT_BUDGET_TOKENS: u32 = 1024;
+    /// The fewest characters a token is assumed to hold on average. English
+    /// text averages about four per token; JSON punctuation, ids and digits
+    /// fewer.
+    pub const CHARS_PER_TOKEN: u32 = 2;
     /// One message (and one memory operation) is allowed per this many tokens of budget...
     pub const TOKENS_PER_MESSAGE: u32 = 512;
     /// ...up to this many.
-    pub const MAX_DERIVED_MESSAGES: u32 = 8;
+    pub const MAX_DERIVED_MESSAGES: u32 = 4;
     /// Fewer messages are allowed when each free string would be shorter than this.
-    pub const MIN_DERIVED_CHARS: u32 = 32;
+    pub const MIN_DERIVED_CHARS: u32 = 100;
 
-    /// The limits for a model: `reply_max_messages` and `reply_max_chars` when
-    /// the config sets them, otherwise derived from `max_tokens`
-    /// ([`Limits::DEFAULT_BUDGET_TOKENS`] when unset) so that the longest reply
-    /// the schema allows (every list full, every string at its limit, the
-    /// longest name and id, and the JSON around them) has no more characters
-    /// than `max_tokens`. A token holds at least one character of plain ASCII
-    /// text, so such a reply fits.
+    /// The limits for a model, such that the longest reply the schema allows
+    /// (every list full, every string at its limit, the longest name and id,
+    /// and the JSON around them) has no more than [`Limits::CHARS_PER_TOKEN`]
+    /// characters per token of `max_tokens` ([`Limits::DEFAULT_BUDGET_TOKENS`]
+    /// when unset), so that a whole reply fits.
     ///
-    /// Derived: one message and one memory operation per
-    /// [`Limits::TOKENS_PER_MESSAGE`] tokens (at least 1, at most
-    /// [`Limits::MAX_DERIVED_MESSAGES`], fewer if strings would get shorter
-    /// than [`Limits::MIN_DERIVED_CHARS`]); then the characters left, shared
-    /// equally by the free strings.
+    /// - Messages (and memory operations): `reply_max_messages` when set;
+    ///   otherwise one per [`Limits::TOKENS_PER_MESSAGE`] tokens, at least 1,
+    ///   at most [`Limits::MAX_DERIVED_MESSAGES`], and fewer if the strings
+    ///   would get shorter than [`Limits::MIN_DERIVED_CHARS`].
+    /// - Characters: what is left once the lists are full, shared equally by
+    ///   the free strings; `reply_max_chars` lowers it, never raises it.
+    ///
+    /// When not even empty strings fit (a tiny `max_tokens` with many
+    /// messages), strings get 1 character and a reply may still be cut off,
+    /// which the engine then reports as such.
     pub fn for_model(model: &ModelSpec, may_send_to: &[String], mail_ids: &[String]) -> Limits {
-        let budget = u64::from(model.max_tokens.unwrap_or(Limits::DEFAULT_BUDGET_TOKENS));
+        let budget = Limits::budget_chars(model);
         // The most characters each free string may have with `messages` items per list:
         // the longest reply grows with them, so search for the largest that fits.
         let fitting_chars = |messages: u32| -> u64 {
@@ -172,16 +179,24 @@ impl Limits {
             }
             lo
         };
+        let tokens = u64::from(model.max_tokens.unwrap_or(Limits::DEFAULT_BUDGET_TOKENS));
         let messages = model.reply_max_messages.unwrap_or_else(|| {
-            let mut m = (budget / u64::from(Limits::TOKENS_PER_MESSAGE))
+            let mut m = (tokens / u64::from(Limits::TOKENS_PER_MESSAGE))
                 .clamp(1, u64::from(Limits::MAX_DERIVED_MESSAGES)) as u32;
             while m > 1 && fitting_chars(m) < u64::from(Limits::MIN_DERIVED_CHARS) {
                 m -= 1;
             }
             m
         });
-        let chars = model.reply_max_chars.unwrap_or_else(|| fitting_chars(messages).clamp(1, u64::from(u32::MAX)) as u32);
+        let fit = fitting_chars(messages).clamp(1, u64::from(u32::MAX)) as u32;
+        let chars = model.reply_max_chars.map_or(fit, |c| c.clamp(1, fit));
         Limits { messages, chars }
+    }
+
+    /// The most characters a reply of this model may have: `max_tokens` (or
+    /// [`Limits::DEFAULT_BUDGET_TOKENS`]) times [`Limits::CHARS_PER_TOKEN`].
+    pub fn budget_chars(model: &ModelSpec) -> u64 {
+        u64::from(model.max_tokens.unwrap_or(Limits::DEFAULT_BUDGET_TOKENS)) * u64::from(Limits::CHARS_PER_TOKEN)
     }
 }
 
@@ -193,8 +208,8 @@ impl Limits {
 ///   [`PRIORITIES`]; `reply_to` one of `mail_ids` or null;
 /// - `notes`: a string;
 /// - `memory[]` (at most `limits.messages`): `op` one of the operations the
-///   schema can hold ([`MemoryOp::in_schema`]); `key` a string of at most
-///   [`MEMORY_KEY_MAX_CHARS`]; `value` a string, number, boolean or null.
+///   schema can hold ([`MemoryOp::in_schema`]); `key` a string (of at most
+///   [`MEMORY_KEY_MAX_CHARS`]); `value` a string, number, boolean or null.
 ///
 /// Every free string has `maxLength` `limits.chars`.
 pub fn schema(may_send_to: &[String], mail_ids: &[String], limits: Limits) -> Value {
@@ -237,7 +252,7 @@ pub fn schema(may_send_to: &[String], mail_ids: &[String], limits: Limits) -> Va
             "required": ["op", "key", "value"],
             "properties": {
                 "op": {"type": "string", "enum": ops},
-                "key": {"type": "string", "maxLength": MEMORY_KEY_MAX_CHARS},
+                "key": {"type": "string", "maxLength": limits.chars.min(MEMORY_KEY_MAX_CHARS)},
                 "value": {"type": ["string", "number", "boolean", "null"], "maxLength": limits.chars},
             }
         }
@@ -359,17 +374,19 @@ mod tests {
 
     #[test]
     fn with_no_explicit_limits_every_string_and_list_is_bounded_and_the_longest_reply_fits_max_tokens() {
-        for max_tokens in [None, Some(64), Some(200), Some(300), Some(512), Some(1024), Some(2048), Some(8192), Some(100_000)]
+        for max_tokens in
+            [None, Some(64), Some(200), Some(300), Some(512), Some(1024), Some(2048), Some(8192), Some(100_000)]
         {
-            for (agents, ids) in [(names(0, 1), names(0, 1)), (names(3, 12), names(2, 40)), (names(40, 32), names(50, 128))]
+            for (agents, ids) in
+                [(names(0, 1), names(0, 1)), (names(3, 12), names(2, 40)), (names(40, 32), names(50, 128))]
             {
                 let m = model(max_tokens);
                 let limits = Limits::for_model(&m, &agents, &ids);
                 let s = schema(&agents, &ids, limits);
                 assert_bounded(&s, "reply");
                 let len = longest_len(&s).expect("bounded") as usize;
-                let budget = max_tokens.unwrap_or(Limits::DEFAULT_BUDGET_TOKENS) as usize;
-                if budget <= 20_000 {
+                let budget = Limits::budget_chars(&m) as usize;
+                if budget <= 40_000 {
                     let longest = longest_value(&s).to_string();
                     assert_eq!(longest.chars().count(), len, "longest_len measures the longest reply\n{longest}");
                 }
@@ -380,8 +397,12 @@ mod tests {
                         "max_tokens {max_tokens:?}, {} agents: the longest reply has {len} chars",
                         agents.len()
                     );
-                    let more = longest_len(&schema(&agents, &ids, Limits { chars: limits.chars + 1, ..limits })).unwrap();
-                    assert!(more as usize > budget || limits.chars as usize >= budget, "chars could be larger: {limits:?}");
+                    let more =
+                        longest_len(&schema(&agents, &ids, Limits { chars: limits.chars + 1, ..limits })).unwrap();
+                    assert!(
+                        more as usize > budget || limits.chars as usize >= budget,
+                        "chars could be larger: {limits:?}"
+                    );
                     assert!(limits.chars >= 1 && limits.messages >= 1, "{limits:?}");
                 } else {
                     // Not even empty strings fit: the smallest limits, and the
@@ -393,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn derived_limits_grow_with_max_tokens_and_explicit_ones_win() {
+    fn derived_limits_grow_with_max_tokens_and_explicit_ones_only_lower_them() {
         let (agents, ids) = (names(3, 8), names(2, 36));
         let at = |t| Limits::for_model(&model(Some(t)), &agents, &ids);
         assert_eq!(at(1024).messages, 2);
@@ -401,9 +422,15 @@ mod tests {
         assert!(at(4096).messages > at(1024).messages && at(4096).chars > at(1024).chars);
         assert_eq!(at(1_000_000).messages, Limits::MAX_DERIVED_MESSAGES);
         assert_eq!(Limits::for_model(&model(None), &agents, &ids), at(Limits::DEFAULT_BUDGET_TOKENS));
-        let explicit =
-            ModelSpec { reply_max_messages: Some(5), reply_max_chars: Some(3000), ..model(Some(100)) };
-        assert_eq!(Limits::for_model(&explicit, &agents, &ids), Limits { messages: 5, chars: 3000 });
+        // An explicit count is kept; explicit characters are a ceiling, never more than fits.
+        let explicit = ModelSpec { reply_max_messages: Some(3), reply_max_chars: Some(500), ..model(Some(512)) };
+        let l = Limits::for_model(&explicit, &agents, &ids);
+        assert_eq!(l.messages, 3);
+        assert!(l.chars < 500, "{l:?}");
+        let s = schema(&agents, &ids, l);
+        assert!(longest_len(&s).unwrap() <= 512 * u64::from(Limits::CHARS_PER_TOKEN), "{s:#}");
+        let small = ModelSpec { reply_max_chars: Some(20), ..model(Some(4096)) };
+        assert_eq!(Limits::for_model(&small, &agents, &ids).chars, 20);
         let half = ModelSpec { reply_max_messages: Some(1), ..model(Some(1024)) };
         let l = Limits::for_model(&half, &agents, &ids);
         assert_eq!(l.messages, 1);

@@ -213,7 +213,7 @@ mod tests {
             model: ModelSpec {
                 model: Some("gpt-x".into()),
                 temperature: Some(0.2),
-                max_tokens: Some(64),
+                max_tokens: Some(2048),
                 structured: Structured::JsonSchema,
                 reply_max_messages: Some(2),
                 reply_max_chars: Some(80),
@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(b["messages"][0], json!({"role": "system", "content": "You are coder."}));
         assert_eq!(b["messages"][1]["role"], "user");
         assert_eq!(b["temperature"], 0.2);
-        assert_eq!(b["max_tokens"], 64);
+        assert_eq!(b["max_tokens"], 2048);
         let schema = &b["response_format"]["json_schema"]["schema"];
         assert_eq!(b["response_format"]["type"], "json_schema");
         let msg = &schema["properties"]["messages"];
@@ -255,10 +255,12 @@ mod tests {
         assert_eq!(msg["items"]["properties"]["body"]["maxLength"], limits.chars);
         assert_eq!(schema["properties"]["notes"]["maxLength"], limits.chars);
         assert_eq!(schema["properties"]["memory"]["maxItems"], limits.messages);
-        assert!(contract::longest_len(schema).unwrap() <= 1024, "{schema:#}");
+        assert!(contract::longest_len(schema).unwrap() <= contract::Limits::budget_chars(&r.model), "{schema:#}");
         r.model.max_tokens = Some(4096);
         let bigger = &request_body(&r)["response_format"]["json_schema"]["schema"];
-        assert!(bigger["properties"]["notes"]["maxLength"].as_u64() > schema["properties"]["notes"]["maxLength"].as_u64());
+        assert!(
+            bigger["properties"]["notes"]["maxLength"].as_u64() > schema["properties"]["notes"]["maxLength"].as_u64()
+        );
     }
 
     #[test]

@@ -14,5 +14,6 @@ mod kill9;
 mod peers;
 mod people;
 mod providers;
+mod replies;
 mod routing;
 mod samples;
