@@ -357,7 +357,8 @@ fn record(
             return r;
         }
     };
-    let price = org.models.models.get(&reply.model_key).map(|m| m.price).unwrap_or_default();
+    let answered = org.models.models.get(&reply.model_key);
+    let price = answered.map(|m| m.price).unwrap_or_default();
     r.model = reply.model_key.clone();
     r.cost = price.cost(&reply.usage);
     r.usage = Some(reply.usage);
@@ -366,7 +367,7 @@ fn record(
         format!(
             "the model was cut off at its token limit (stop reason `{}`, max_tokens {} of model `{}`)",
             reply.finish.as_deref().unwrap_or_default(),
-            job.req.model.max_tokens.map_or_else(|| "not set".to_string(), |n| n.to_string()),
+            answered.and_then(|m| m.max_tokens).map_or_else(|| "not set".to_string(), |n| n.to_string()),
             reply.model_key,
         )
     });
