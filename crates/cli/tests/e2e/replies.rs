@@ -187,3 +187,74 @@ text = '{"messages":[{"to":"human","body":"whole"}],"notes":"n"} and then I kept
     assert_eq!(last["outcome"], "ok");
     assert!(last["warnings"].to_string().contains("cut off at its token limit"), "{last:#}");
 }
+
+/// Gemma 3 270M under the schema with no reply limits in the config (the
+/// setting that once rambled to `max_tokens` and lost the mail): the bounds
+/// derived from `max_tokens` make it close its reply in time, and the reply is
+/// either used whole or refused with the mail kept, never consumed for nothing.
+#[test]
+fn llama_server_closes_its_reply_within_max_tokens_under_the_derived_bounds() {
+    use crate::peers::{peer, response, skip, start, wait_ready};
+    let test = "llama_server_closes_its_reply_within_max_tokens_under_the_derived_bounds";
+    let (Some(server), Some(gguf)) = (peer("LEMMING_LLAMA_SERVER"), peer("LEMMING_GGUF")) else {
+        return skip(test, "llama-server or the Gemma GGUF");
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("llama-server.log");
+    let port = crate::fake_http::free_port();
+    let args: Vec<String> = [
+        "-m",
+        gguf.to_str().unwrap(),
+        "--alias",
+        "gemma-270m",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "-c",
+        "4096",
+        "-t",
+        "2",
+        "--no-webui",
+        "--seed",
+        "42",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = start(&server, &args, &log);
+    wait_ready(&mut child, upstream, "/health", std::time::Duration::from_secs(60), &log);
+    let proxy = FakeServer::start(move |_, _| Answer::Forward(upstream));
+
+    for max_tokens in [128, 400] {
+        let org = TestOrg::new();
+        configure(
+            &org,
+            &format!(
+                "[providers.llama]\nkind = \"openai\"\nbase_url = \"{}/v1\"\ntimeout_secs = 180\nmax_retries = 0\n\n[models.local]\nprovider = \"llama\"\nmodel = \"gemma-270m\"\nstructured = \"json_schema\"\ntemperature = 0.0\nmax_tokens = {max_tokens}\n",
+                proxy.url()
+            ),
+            "manager",
+            "local",
+        );
+        let id = org.send("manager", "Please plan the product launch with the planner and tell me how it goes.");
+        let before = proxy.requests_to("/v1/chat/completions").len();
+        let (report, out) = step_env(&org, &[]);
+        let calls = proxy.requests_to("/v1/chat/completions");
+        assert_eq!(calls.len(), before + 1, "{out}");
+        let resp = response(&calls[before]);
+        let choice = &resp["choices"][0];
+        let content = choice["message"]["content"].as_str().unwrap_or_default();
+        assert_ne!(
+            choice["finish_reason"], "length",
+            "max_tokens {max_tokens}: the derived bounds did not make the reply fit\n{content}"
+        );
+        let reply: Value = serde_json::from_str(content)
+            .unwrap_or_else(|e| panic!("max_tokens {max_tokens}: not a whole JSON reply ({e}): {content}"));
+        assert_eq!(report["ran"], json!(["manager"]), "max_tokens {max_tokens}: {out}");
+        assert!(!org.ids("manager", "inbox", "new").contains(&id));
+        let sent = reply["messages"].as_array().map_or(0, Vec::len);
+        assert_eq!(org.activity("manager").pop().unwrap()["sent"].as_array().unwrap().len(), sent, "{reply:#}");
+    }
+}
