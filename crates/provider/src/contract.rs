@@ -129,22 +129,19 @@ pub struct Limits {
 impl Limits {
     /// The token budget assumed when a model sets no `max_tokens`.
     pub const DEFAULT_BUDGET_TOKENS: u32 = 1024;
-    /// The fewest characters a token is assumed to hold on average. English
-    /// text averages about four per token; JSON punctuation, ids and digits
-    /// fewer.
-    pub const CHARS_PER_TOKEN: u32 = 2;
     /// One message (and one memory operation) is allowed per this many tokens of budget...
     pub const TOKENS_PER_MESSAGE: u32 = 512;
     /// ...up to this many.
     pub const MAX_DERIVED_MESSAGES: u32 = 4;
     /// Fewer messages are allowed when each free string would be shorter than this.
-    pub const MIN_DERIVED_CHARS: u32 = 100;
+    pub const MIN_DERIVED_CHARS: u32 = 64;
 
     /// The limits for a model, such that the longest reply the schema allows
     /// (every list full, every string at its limit, the longest name and id,
-    /// and the JSON around them) has no more than [`Limits::CHARS_PER_TOKEN`]
-    /// characters per token of `max_tokens` ([`Limits::DEFAULT_BUDGET_TOKENS`]
-    /// when unset), so that a whole reply fits.
+    /// and the JSON around them) takes at most `max_tokens` tokens
+    /// ([`Limits::DEFAULT_BUDGET_TOKENS`] when unset), counted the way the
+    /// worst case goes ([`Size::tokens`]): one token per character, and
+    /// [`TOKENS_PER_GAP`] for each place JSON allows whitespace.
     ///
     /// - Messages (and memory operations): `reply_max_messages` when set;
     ///   otherwise one per [`Limits::TOKENS_PER_MESSAGE`] tokens, at least 1,
@@ -157,13 +154,14 @@ impl Limits {
     /// messages), strings get 1 character and a reply may still be cut off,
     /// which the engine then reports as such.
     pub fn for_model(model: &ModelSpec, may_send_to: &[String], mail_ids: &[String]) -> Limits {
-        let budget = Limits::budget_chars(model);
+        let budget = Limits::budget_tokens(model);
         // The most characters each free string may have with `messages` items per list:
         // the longest reply grows with them, so search for the largest that fits.
         let fitting_chars = |messages: u32| -> u64 {
             let fits = |chars: u64| {
                 let chars = u32::try_from(chars).unwrap_or(u32::MAX);
-                longest_len(&schema(may_send_to, mail_ids, Limits { messages, chars })).is_some_and(|n| n <= budget)
+                longest(&schema(may_send_to, mail_ids, Limits { messages, chars }))
+                    .is_some_and(|n| n.tokens() <= budget)
             };
             let (mut lo, mut hi) = (0u64, budget);
             if !fits(lo) {
@@ -179,9 +177,8 @@ impl Limits {
             }
             lo
         };
-        let tokens = u64::from(model.max_tokens.unwrap_or(Limits::DEFAULT_BUDGET_TOKENS));
         let messages = model.reply_max_messages.unwrap_or_else(|| {
-            let mut m = (tokens / u64::from(Limits::TOKENS_PER_MESSAGE))
+            let mut m = (budget / u64::from(Limits::TOKENS_PER_MESSAGE))
                 .clamp(1, u64::from(Limits::MAX_DERIVED_MESSAGES)) as u32;
             while m > 1 && fitting_chars(m) < u64::from(Limits::MIN_DERIVED_CHARS) {
                 m -= 1;
@@ -193,10 +190,10 @@ impl Limits {
         Limits { messages, chars }
     }
 
-    /// The most characters a reply of this model may have: `max_tokens` (or
-    /// [`Limits::DEFAULT_BUDGET_TOKENS`]) times [`Limits::CHARS_PER_TOKEN`].
-    pub fn budget_chars(model: &ModelSpec) -> u64 {
-        u64::from(model.max_tokens.unwrap_or(Limits::DEFAULT_BUDGET_TOKENS)) * u64::from(Limits::CHARS_PER_TOKEN)
+    /// The most tokens a reply of this model may take: `max_tokens`, or
+    /// [`Limits::DEFAULT_BUDGET_TOKENS`].
+    pub fn budget_tokens(model: &ModelSpec) -> u64 {
+        u64::from(model.max_tokens.unwrap_or(Limits::DEFAULT_BUDGET_TOKENS))
     }
 }
 
@@ -270,45 +267,85 @@ pub fn schema(may_send_to: &[String], mail_ids: &[String], limits: Limits) -> Va
 /// write at most 16 digits in each part (llama.cpp), which this allows for.
 const LONGEST_NUMBER_CHARS: u64 = 40;
 
-/// The length in characters of the longest value a schema (as built by
-/// [`schema`]) allows: every list full, every string at its `maxLength` (of
-/// characters that need no escape), the longest `enum` value. `None` when some
-/// string or list in it has no bound.
-pub fn longest_len(schema: &Value) -> Option<u64> {
+/// The tokens one whitespace gap may take. A server that enforces a schema
+/// lets the model put whitespace after every value, bracket, colon and comma
+/// (llama.cpp: a newline and up to 20 blanks), which a tokenizer may split in
+/// two (a newline, then the indent).
+pub const TOKENS_PER_GAP: u64 = 2;
+
+/// The size of the longest reply a schema allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Size {
+    /// Its characters, written compactly.
+    pub chars: u64,
+    /// The places where whitespace may go (after each value, and after each
+    /// `{`, `[`, `,` and `:`).
+    pub gaps: u64,
+}
+
+impl Size {
+    /// The most tokens it may take: a token holds at least one character
+    /// (digits, for one, are a token each in many tokenizers), and each gap
+    /// may hold [`TOKENS_PER_GAP`] tokens of whitespace.
+    pub fn tokens(self) -> u64 {
+        self.chars.saturating_add(self.gaps.saturating_mul(TOKENS_PER_GAP))
+    }
+
+    fn plus(self, other: Size) -> Size {
+        Size { chars: self.chars.saturating_add(other.chars), gaps: self.gaps.saturating_add(other.gaps) }
+    }
+}
+
+/// The longest value a schema (as built by [`schema`]) allows: every list
+/// full, every string at its `maxLength` (of characters that need no escape),
+/// the longest `enum` value. `None` when some string or list in it has no bound.
+pub fn longest(schema: &Value) -> Option<Size> {
+    let scalar = |chars: u64| Size { chars, gaps: 1 };
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-        return values.iter().map(|v| v.to_string().chars().count() as u64).max();
+        return values.iter().map(|v| scalar(v.to_string().chars().count() as u64)).max_by_key(|s| s.tokens());
     }
     let types: Vec<&str> = match schema.get("type") {
         Some(Value::String(t)) => vec![t.as_str()],
         Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
         _ => return None,
     };
-    let mut best: Option<u64> = None;
+    let mut best: Option<Size> = None;
     for t in types {
-        let len = match t {
-            "string" => schema.get("maxLength")?.as_u64()?.saturating_add(2),
-            "number" | "integer" => LONGEST_NUMBER_CHARS,
-            "boolean" => 5,
-            "null" => 4,
+        let size = match t {
+            "string" => scalar(schema.get("maxLength")?.as_u64()?.saturating_add(2)),
+            "number" | "integer" => scalar(LONGEST_NUMBER_CHARS),
+            "boolean" => scalar(5),
+            "null" => scalar(4),
             "array" => {
                 let n = schema.get("maxItems")?.as_u64()?;
-                let item = if n == 0 { 0 } else { longest_len(schema.get("items")?)? };
-                // `[` item `,` item ... `]`
-                n.saturating_mul(item.saturating_add(1)).saturating_add(2).saturating_sub(u64::from(n > 0))
+                // `[` item `,` item ... `]`, whitespace after `[`, each `,` and `]`
+                if n == 0 {
+                    Size { chars: 2, gaps: 2 }
+                } else {
+                    let item = longest(schema.get("items")?)?;
+                    let commas = n - 1;
+                    Size {
+                        chars: item.chars.saturating_mul(n).saturating_add(2 + commas),
+                        gaps: item.gaps.saturating_mul(n).saturating_add(2 + commas),
+                    }
+                }
             }
             "object" => {
+                // `{` `"key":value` `,` ... `}`, whitespace after `{`, each key, `:`, `,` and `}`
+                let mut size = Size { chars: 2, gaps: 2 };
                 let props = schema.get("properties").and_then(Value::as_object);
-                let mut len = 2u64; // `{` `}`
                 for (i, (k, s)) in props.into_iter().flatten().enumerate() {
-                    // `"key":value`, with a comma before all but the first
                     let key = Value::String(k.clone()).to_string().chars().count() as u64;
-                    len = len.saturating_add(key + 1 + u64::from(i > 0)).saturating_add(longest_len(s)?);
+                    let comma = u64::from(i > 0);
+                    size = size.plus(Size { chars: key + 1 + comma, gaps: 2 + comma }).plus(longest(s)?);
                 }
-                len
+                size
             }
             _ => return None,
         };
-        best = Some(best.map_or(len, |b| b.max(len)));
+        if best.is_none_or(|b| size.tokens() > b.tokens()) {
+            best = Some(size);
+        }
     }
     best
 }
@@ -322,7 +359,7 @@ mod tests {
     }
 
     /// The longest reply itself, built value by value (a number stands in as a
-    /// string of the same length): what `longest_len` measures.
+    /// string of the same length): what `longest` measures.
     fn longest_value(s: &Value) -> Value {
         if let Some(values) = s.get("enum").and_then(Value::as_array) {
             return values.iter().max_by_key(|v| v.to_string().len()).cloned().unwrap();
@@ -384,21 +421,22 @@ mod tests {
                 let limits = Limits::for_model(&m, &agents, &ids);
                 let s = schema(&agents, &ids, limits);
                 assert_bounded(&s, "reply");
-                let len = longest_len(&s).expect("bounded") as usize;
-                let budget = Limits::budget_chars(&m) as usize;
+                let size = longest(&s).expect("bounded");
+                let len = size.tokens() as usize;
+                let budget = Limits::budget_tokens(&m) as usize;
                 if budget <= 40_000 {
-                    let longest = longest_value(&s).to_string();
-                    assert_eq!(longest.chars().count(), len, "longest_len measures the longest reply\n{longest}");
+                    let value = longest_value(&s).to_string();
+                    assert_eq!(value.chars().count() as u64, size.chars, "longest measures the longest reply\n{value}");
                 }
-                let fixed = longest_len(&schema(&agents, &ids, Limits { chars: 0, ..limits })).unwrap() as usize;
+                let fixed = longest(&schema(&agents, &ids, Limits { chars: 0, ..limits })).unwrap().tokens() as usize;
                 if fixed <= budget {
                     assert!(
                         len <= budget,
-                        "max_tokens {max_tokens:?}, {} agents: the longest reply has {len} chars",
+                        "max_tokens {max_tokens:?}, {} agents: the longest reply may take {len} tokens",
                         agents.len()
                     );
                     let more =
-                        longest_len(&schema(&agents, &ids, Limits { chars: limits.chars + 1, ..limits })).unwrap();
+                        longest(&schema(&agents, &ids, Limits { chars: limits.chars + 1, ..limits })).unwrap().tokens();
                     assert!(
                         more as usize > budget || limits.chars as usize >= budget,
                         "chars could be larger: {limits:?}"
@@ -418,17 +456,17 @@ mod tests {
         let (agents, ids) = (names(3, 8), names(2, 36));
         let at = |t| Limits::for_model(&model(Some(t)), &agents, &ids);
         assert_eq!(at(1024).messages, 2);
-        assert!(at(1024).chars >= 100, "{:?}", at(1024));
+        assert!(at(1024).chars >= Limits::MIN_DERIVED_CHARS, "{:?}", at(1024));
         assert!(at(4096).messages > at(1024).messages && at(4096).chars > at(1024).chars);
         assert_eq!(at(1_000_000).messages, Limits::MAX_DERIVED_MESSAGES);
         assert_eq!(Limits::for_model(&model(None), &agents, &ids), at(Limits::DEFAULT_BUDGET_TOKENS));
         // An explicit count is kept; explicit characters are a ceiling, never more than fits.
-        let explicit = ModelSpec { reply_max_messages: Some(3), reply_max_chars: Some(500), ..model(Some(512)) };
+        let explicit = ModelSpec { reply_max_messages: Some(3), reply_max_chars: Some(500), ..model(Some(2048)) };
         let l = Limits::for_model(&explicit, &agents, &ids);
         assert_eq!(l.messages, 3);
         assert!(l.chars < 500, "{l:?}");
         let s = schema(&agents, &ids, l);
-        assert!(longest_len(&s).unwrap() <= 512 * u64::from(Limits::CHARS_PER_TOKEN), "{s:#}");
+        assert!(longest(&s).unwrap().tokens() <= 2048, "{s:#}");
         let small = ModelSpec { reply_max_chars: Some(20), ..model(Some(4096)) };
         assert_eq!(Limits::for_model(&small, &agents, &ids).chars, 20);
         let half = ModelSpec { reply_max_messages: Some(1), ..model(Some(1024)) };
@@ -487,16 +525,20 @@ mod tests {
     }
 
     #[test]
-    fn longest_len_reads_enums_types_and_bounds() {
-        assert_eq!(longest_len(&json!({"enum": ["a", "ccc", null]})), Some(5));
-        assert_eq!(longest_len(&json!({"type": ["string", "null"], "maxLength": 3})), Some(5));
-        assert_eq!(longest_len(&json!({"type": "string"})), None, "no maxLength: unbounded");
-        assert_eq!(longest_len(&json!({"type": "array", "items": {"type": "null"}})), None);
-        assert_eq!(longest_len(&json!({"type": "array", "maxItems": 0, "items": {"type": "string"}})), Some(2));
+    fn longest_reads_enums_types_bounds_and_whitespace_gaps() {
+        let size = |s: Value| longest(&s).map(|s| (s.chars, s.gaps));
+        assert_eq!(size(json!({"enum": ["a", "ccc", null]})), Some((5, 1)));
+        assert_eq!(size(json!({"type": ["string", "null"], "maxLength": 3})), Some((5, 1)));
+        assert_eq!(size(json!({"type": "string"})), None, "no maxLength: unbounded");
+        assert_eq!(size(json!({"type": "array", "items": {"type": "null"}})), None);
+        assert_eq!(size(json!({"type": "array", "maxItems": 0, "items": {"type": "string"}})), Some((2, 2)));
+        // `[ false, false ] `: gaps after `[`, each value, the comma and `]`.
         let list = json!({"type": "array", "maxItems": 2, "items": {"type": "boolean"}});
-        assert_eq!(longest_len(&list), Some("[false,false]".len() as u64));
+        assert_eq!(size(list.clone()), Some(("[false,false]".len() as u64, 5)));
+        // `{ "a" : null , "bb" : [...] } `: 2 for the braces, 2 + 1 for `a`, 3 + 5 for `bb`.
         let obj = json!({"type": "object", "properties": {"a": {"type": "null"}, "bb": list}});
-        assert_eq!(longest_len(&obj), Some(r#"{"a":null,"bb":[false,false]}"#.len() as u64));
-        assert_eq!(longest_value(&obj).to_string().len() as u64, longest_len(&obj).unwrap());
+        assert_eq!(size(obj.clone()), Some((r#"{"a":null,"bb":[false,false]}"#.len() as u64, 2 + 3 + 3 + 5)));
+        assert_eq!(longest_value(&obj).to_string().len() as u64, longest(&obj).unwrap().chars);
+        assert_eq!(Size { chars: 10, gaps: 3 }.tokens(), 10 + 3 * TOKENS_PER_GAP);
     }
 }
