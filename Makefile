@@ -1,6 +1,8 @@
 # lemming: build, demo, test, bench, lint.
 CARGO ?= cargo
-BIN := target/release/lemming
+# cargo builds into $CARGO_TARGET_DIR when it is set, else into target/.
+TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release/lemming
 ifndef DEMO_DIR
 DEMO_DIR := $(shell mktemp -d -u /tmp/lemming-demo.XXXXXX)
 endif
@@ -13,7 +15,7 @@ build:
 ## demo: a fresh org on the mock provider; no API key needed.
 demo: build
 	@echo "== lemming init $(DEMO_DIR)"
-	@$(BIN) init $(DEMO_DIR) 2>/dev/null
+	@$(BIN) init $(DEMO_DIR)
 	@echo "== lemming send manager \"Please plan the launch @planner\""
 	@LEMMING_ORG=$(DEMO_DIR) $(BIN) send manager "Please plan the launch @planner"
 	@echo "== lemming step -n 3"
@@ -38,7 +40,7 @@ test:
 ## bench: the benchmarks behind BENCHMARKS.md (release build).
 bench:
 	$(CARGO) build --release -p lemming-cli -p lemming-bench
-	target/release/lemming-bench
+	$(TARGET_DIR)/release/lemming-bench
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -11,9 +11,12 @@ use lemming_engine::org::{self, LoadOrgError, Org};
 
 use crate::commands;
 
-/// lemming runs an organization of LLM agents that talk through files.
+/// lemming runs an organization of LLM agents that talk only through files.
+///
+/// Each agent is a folder with a resume, an inbox and an outbox; every turn
+/// routes their mail by the org chart and runs the agents that have mail.
 #[derive(Debug, Parser)]
-#[command(name = "lemming", version, about, propagate_version = true)]
+#[command(name = "lemming", version, propagate_version = true, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The org folder [default: $LEMMING_ORG, else the nearest parent folder with org/org.toml]
     #[arg(long, global = true, env = "LEMMING_ORG", value_name = "DIR")]
@@ -28,45 +31,93 @@ pub struct Cli {
     pub command: Command,
 }
 
+const AFTER_HELP: &str = "\
+Start with: lemming init DIR, then lemming send manager \"hello\", lemming step, lemming inbox.
+
+Exit codes: 0 ok; 1 an error (the message says what and where); 2 a usage error
+(a wrong option or value); 3 the org is locked by another lemming process
+(step and run; the message names its pid).";
+
+/// Exit codes of the commands that run turns, for their --help.
+pub const LOCKED_HELP: &str = "\
+Exit codes: 0 ok; 1 an error; 2 a usage error; 3 the org is locked by another
+lemming process (a daemon or another step): its pid is named.";
+
+/// The commands, in the order people meet them: set up, talk, watch, run, maintain.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write the default org into a new or empty folder
     Init(commands::init::Args),
-    /// Check every TOML file of the org and report each problem
-    Validate(commands::validate::Args),
-    /// Run the daemon: turns on a timer and early when mail lands, until stopped
-    Run(commands::run::Args),
-    /// Run turns now
-    Step(commands::step::Args),
-    /// Send a message as the human (or --from another agent)
+    /// Send a message as the human (or --from another agent); prints its id
     Send(commands::send::Args),
+    /// Run turns now: route mail, run the agents that are due, route their replies
+    ///
+    /// Runs N turns one after the other and prints what each did: every outbox
+    /// is routed by the org chart, the agents that are due are run through their
+    /// models, their replies are routed, and the turn is committed. It takes the
+    /// org lock for the turns, so it does not run beside a daemon (`lemming run`).
+    Step(commands::step::Args),
     /// Read unread mail of the human (or another agent)
     Inbox(commands::inbox::Args),
     /// Talk to an agent: send each line read from stdin and show the replies
     Chat(commands::chat::Args),
     /// Show the turn, the daemon, each agent and the dead letters
     Status(commands::status::Args),
+    /// Show an agent's activity log: one entry per run (-f follows it)
+    Logs(commands::logs::Args),
     /// List the agents
     Agents(commands::agents::Args),
     /// Show one agent in detail
     Inspect(commands::inspect::Args),
-    /// Show an agent's activity log: one entry per run (-f follows it)
-    Logs(commands::logs::Args),
-    /// Add credits to an agent
-    #[command(name = "top-up")]
-    TopUp(commands::top_up::Args),
-    /// List the model keys, their providers and prices
-    Models(commands::models::Args),
-    /// Check each provider: reachable, key accepted, one tiny request (500 ms each)
-    Doctor(commands::doctor::Args),
+    /// Run the daemon: turns on a timer and early when mail lands, until stopped
+    ///
+    /// Runs in the foreground: a turn at once, then one every turn_seconds and
+    /// early when mail lands in an outbox. Edits to the config apply from the
+    /// next turn; an invalid edit is refused and the last good version stays in
+    /// use (`lemming status` shows why). Ctrl-C, SIGTERM or `lemming stop` finish
+    /// the turn in flight, release the lock and exit 0. It holds the org lock
+    /// while it runs.
+    Run(commands::run::Args),
     /// Let the daemon finish its current turn, then start no new ones
     Pause(commands::control::PauseArgs),
     /// Let a paused daemon start turns again
     Resume(commands::control::PauseArgs),
     /// Stop the daemon cleanly (it finishes its turn and releases the lock)
     Stop(commands::control::StopArgs),
-    /// Check the org's mailboxes, journal and ledger for lost, duplicated or torn state (G3–G7)
+    /// Check every TOML file of the org and report each problem
+    ///
+    /// Checks org/org.toml, org/models.toml and every agent's resume.toml, and
+    /// reports each problem with its file, line, column and a fix. Exits 0 when
+    /// every file is valid, 1 when a problem is found.
+    Validate(commands::validate::Args),
+    /// List the model keys, their providers and prices
+    ///
+    /// Lists every model key of org/models.toml: its provider and kind, the
+    /// model name sent, its price, how replies are constrained, its fallback and
+    /// the agents that use it.
+    Models(commands::models::Args),
+    /// Check each provider: reachable, key accepted, one tiny request (500 ms each)
+    ///
+    /// Checks each provider of org/models.toml: the key is set, the server
+    /// answers and accepts the key, and, for servers on this machine, one tiny
+    /// request (max_tokens = 1) succeeds. Each provider gets the same deadline;
+    /// they are checked at once. Nothing is charged. Exits 1 when a provider
+    /// fails.
+    Doctor(commands::doctor::Args),
+    /// Add credits to an agent
+    #[command(name = "top-up")]
+    TopUp(commands::top_up::Args),
+    /// Check the org's mailboxes, journal and ledger for lost, duplicated or torn state
     Fsck(commands::fsck::Args),
+}
+
+/// Parses a count that must be 1 or more (`step -n`, `run --turns`).
+pub fn at_least_one(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("it must be 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}; it must be a whole number, 1 or more")),
+    }
 }
 
 /// An error on its way to stderr, with its exit code.
@@ -210,7 +261,19 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     use std::io::IsTerminal;
+    use tracing_subscriber::field::MakeExt;
+    // Field values quote replies, errors and paths: shown escaped, like all human output.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let shown = format!("{value:?}");
+        let shown = lemming_engine::term::text(&shown);
+        match field.name() {
+            "message" => write!(w, "{shown}"),
+            name => write!(w, "{name}={shown}"),
+        }
+    })
+    .delimited(" ");
     tracing_subscriber::fmt::layer()
+        .fmt_fields(fields)
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
@@ -218,10 +281,37 @@ where
 
 static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
+/// SIGPIPE stays ignored (the Rust default): a `command` provider that exits
+/// without reading its prompt makes that write fail with `EPIPE`, which is the
+/// call's business, instead of killing lemming. Our own output closed by its
+/// reader (`lemming inbox | head`) makes `println!` panic with a broken pipe:
+/// this hook turns that into the quiet death by SIGPIPE that command-line
+/// tools are expected to have, and leaves every other panic to the default hook.
+fn quiet_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let closed = text.starts_with("failed printing to std") && text.contains("Broken pipe");
+        if closed {
+            // SAFETY: signal(2) and raise(3) have no memory-safety preconditions; the
+            // default SIGPIPE action ends the process here, as a write would have.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 pub fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`lemming status | head`), as command-line tools do.
-    // SAFETY: restoring the default SIGPIPE action before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    quiet_on_closed_output();
     let cli = Cli::parse();
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     init_tracing(cli.verbose, &cli.command);
@@ -249,7 +339,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            // Errors quote paths, names and file contents: shown escaped.
+            eprintln!("error: {}", lemming_engine::term::text(&e.message));
             ExitCode::from(e.code)
         }
     }
@@ -260,4 +351,14 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
     let s = serde_json::to_string_pretty(v).map_err(|e| CliError::user(e.to_string()))?;
     println!("{s}");
     Ok(())
+}
+
+/// A config or message word as its file spells it (`mail`, `urgent`), not as
+/// Rust names it (`Mail`, `Urgent`).
+pub fn word<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
 }

@@ -40,6 +40,28 @@ pub struct Activity {
     /// The raw reply, kept when it could not be used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// True when this is a turn repeated after a crash, applying the reply
+    /// journaled by the interrupted run: the same run, not a new one (no model
+    /// was called and nothing is charged again). The interrupted run may have
+    /// logged it already; [`Runs`] shows each run once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+}
+
+/// Drops the log entries of runs already shown: a replay of a turn whose
+/// run was logged before the crash. Keeps what it has seen, so it works on a
+/// log read in pieces (`lemming logs -f`).
+#[derive(Debug, Clone, Default)]
+pub struct Runs {
+    turns: std::collections::HashSet<u64>,
+}
+
+impl Runs {
+    /// Whether to show this entry: every first entry of a turn, and no replay
+    /// of a turn already shown.
+    pub fn is_new(&mut self, a: &Activity) -> bool {
+        self.turns.insert(a.turn) || !a.replay
+    }
 }
 
 /// The activity log file of an agent.
@@ -66,16 +88,27 @@ pub fn read(root: &Path, agent: &str) -> Result<Vec<Activity>, PathError> {
     }
 }
 
-/// The last run logged, reading only the end of the file.
+/// The last run logged, reading only the end of the file (none when it cannot be read).
 pub fn last(root: &Path, agent: &str) -> Option<Activity> {
+    try_last(root, agent).ok().flatten()
+}
+
+/// The last run logged, reading only the end of the file; a missing log has
+/// none, a log that cannot be read is an error.
+pub fn try_last(root: &Path, agent: &str) -> Result<Option<Activity>, PathError> {
     let p = path(root, agent);
-    let mut f = fs::File::open(p).ok()?;
-    let len = f.metadata().ok()?.len();
+    let mut f = match fs::File::open(&p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_path(&p),
+    };
+    let len = f.metadata().with_path(&p)?.len();
     let start = len.saturating_sub(64 * 1024);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = String::new();
-    f.read_to_string(&mut buf).ok()?;
-    buf.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+    f.seek(SeekFrom::Start(start)).with_path(&p)?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).with_path(&p)?;
+    // The tail may start inside a multi-byte character: decode leniently.
+    Ok(String::from_utf8_lossy(&buf).lines().rev().find_map(|l| serde_json::from_str(l).ok()))
 }
 
 /// Parses one line of an activity log.
@@ -140,6 +173,33 @@ mod tests {
         assert_eq!(tail.read_new().unwrap(), ["{\"b\":2}", "{\"c\":3}"]);
         fs::write(&p, "{\"d\":4}\n").unwrap();
         assert_eq!(tail.read_new().unwrap(), ["{\"d\":4}"], "a replaced file is read from its start");
+    }
+
+    #[test]
+    fn a_replay_of_a_logged_run_is_shown_once_and_a_first_replay_is_shown() {
+        let run = |turn, replay| Activity {
+            turn,
+            at: chrono::Utc::now(),
+            outcome: "ok".into(),
+            model: "default".into(),
+            mail_read: vec![],
+            sent: vec![],
+            cost: 1.0,
+            notes: String::new(),
+            error: None,
+            warnings: vec![],
+            raw: None,
+            replay,
+        };
+        let mut runs = Runs::default();
+        assert!(runs.is_new(&run(1, false)));
+        assert!(!runs.is_new(&run(1, true)), "turn 1 was logged before the crash");
+        assert!(!runs.is_new(&run(1, true)), "a second crash replays it again");
+        assert!(runs.is_new(&run(2, true)), "turn 2 crashed before its run was logged");
+        assert!(runs.is_new(&run(3, false)));
+        let line = serde_json::to_string(&run(4, false)).unwrap();
+        assert!(!line.contains("replay"), "a plain run's line is unchanged: {line}");
+        assert!(parse(&serde_json::to_string(&run(4, true)).unwrap()).unwrap().replay);
     }
 
     fn fsx_append(p: &Path, s: &str) {

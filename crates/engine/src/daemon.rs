@@ -9,6 +9,15 @@
 //! shutdown signal is a future, so tests can pass their own: the turn in
 //! flight finishes (agents still waiting for a model keep their mail unread),
 //! the lock is released and [`run`] returns.
+//!
+//! A turn that fails (a full disk, a read-only org, any I/O error that is not
+//! one agent's alone) does not stop the daemon. It says why in
+//! `org/state/daemon-trouble.json` (see [`crate::trouble`]), waits
+//! [`BACKOFF_FIRST`], doubling up to [`BACKOFF_MAX`], and before the next try
+//! writes a small probe file: no turn starts, and no model is called, until
+//! the probe succeeds. Replies that answered but could not be journaled are
+//! kept in memory ([`turn::Unjournaled`]) and journaled by the next try of the
+//! same turn, so no (turn, agent) is asked twice by this process.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -26,6 +35,7 @@ use crate::fsx;
 use crate::lock::{self, LockError};
 use crate::mailbox::Mailbox;
 use crate::org::{agent_folders, Layout, LoadOrgError, Org};
+use crate::trouble::{self, DaemonTrouble};
 use crate::turn::{self, TurnReport};
 use crate::watch::{self, Change};
 
@@ -54,12 +64,27 @@ pub async fn step(
     let mut reports = Vec::new();
     for _ in 0..n {
         let org = Org::load(root)?;
+        keep_last_good(&org);
         let registry = Arc::new(org.registry());
         let report = turn::run(&org, &registry, None).await?;
         on_turn(&report, &org);
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// The first wait after a failed turn.
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two tries while turns fail.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The wait after `previous` (zero before the first failure): doubling, capped.
+pub fn next_backoff(previous: Duration) -> Duration {
+    if previous.is_zero() {
+        BACKOFF_FIRST
+    } else {
+        previous.saturating_mul(2).min(BACKOFF_MAX)
+    }
 }
 
 /// How to run the daemon.
@@ -107,9 +132,17 @@ pub async fn run(
     let layout = Layout::new(root);
     let _lock = lock::acquire(&layout)?;
     let mut org = Org::load(root)?;
+    keep_last_good(&org);
     let file = DaemonFile { pid: std::process::id(), started_at: Utc::now() };
     fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;
     let _cleanup = RemoveOnDrop(layout.daemon_json());
+    if let Err(e) = trouble::init_daemon_file(&layout) {
+        tracing::warn!(error = %e, "cannot write the daemon's trouble file; `status` will not show why turns fail");
+    }
+    let _cleanup_trouble = RemoveOnDrop(trouble::daemon_path(&layout));
+    let mut held = turn::Unjournaled::default();
+    let mut outage: Option<DaemonTrouble> = None;
+    let mut backoff = Duration::ZERO;
 
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
     tokio::spawn(async move {
@@ -138,7 +171,8 @@ pub async fn run(
         }
         let paused = layout.paused().exists();
         let due = match wake_at {
-            Some(w) if w < next_timer => w,
+            // While turns fail, new mail waits for the backoff like everything else.
+            Some(w) if w < next_timer && outage.is_none() => w,
             _ => next_timer,
         };
         let early = wake_at.is_some_and(|w| w <= due);
@@ -176,8 +210,53 @@ pub async fn run(
         }
         reload(root, &mut org, &mut registry, &mut problems, &mut on_problems);
         stamp = config_stamp(&layout);
+        if let Some(t) = outage.as_mut() {
+            if let Err(e) = fsx::probe(&layout.state_tmp()) {
+                backoff = next_backoff(backoff);
+                note_failure(&layout, t, &e, backoff, &held);
+                tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "the org still takes no writes; no turn, no model call");
+                next_timer = Instant::now() + backoff;
+                continue;
+            }
+        }
         let before = pending_files(&org);
-        let report = turn::run(&org, &registry, Some(stop_rx.clone())).await?;
+        let report = match turn::run_keeping(&org, &registry, Some(stop_rx.clone()), &mut held).await {
+            Ok(report) => report,
+            Err(e) => {
+                backoff = next_backoff(backoff);
+                let t = outage.get_or_insert_with(|| DaemonTrouble {
+                    since: Utc::now(),
+                    error: String::new(),
+                    failures: 0,
+                    retry_at: Utc::now(),
+                    unjournaled_calls: 0,
+                });
+                note_failure(&layout, t, &e, backoff, &held);
+                tracing::error!(
+                    error = %e,
+                    failures = t.failures,
+                    unjournaled_calls = t.unjournaled_calls,
+                    retry_in_secs = backoff.as_secs(),
+                    "the turn failed; the daemon stays up and tries again after a write probe"
+                );
+                next_timer = Instant::now() + backoff;
+                while ev_rx.try_recv().is_ok() {}
+                continue;
+            }
+        };
+        if let Some(t) = outage.take() {
+            tracing::info!(
+                failures = t.failures,
+                since = %t.since,
+                unjournaled_calls = t.unjournaled_calls,
+                recovered = ?report.recovered,
+                "turns run again"
+            );
+            backoff = Duration::ZERO;
+            if let Err(e) = trouble::set_daemon(&layout, None) {
+                tracing::warn!(error = %e, "cannot clear the daemon's trouble file");
+            }
+        }
         on_turn(&report);
         done += 1;
         let seconds = opts.turn_seconds.unwrap_or(org.settings.turn_seconds);
@@ -194,8 +273,25 @@ pub async fn run(
             break;
         }
     }
+    if !held.is_empty() {
+        tracing::error!(
+            unjournaled_calls = held.calls,
+            "stopping with replies that could not be journaled: they are lost, and their agents will be asked again"
+        );
+    }
     tracing::info!(turns = done, "daemon stopped");
     Ok(done)
+}
+
+/// Records a failed turn or probe in the daemon's trouble file (in place: it works on a full disk).
+fn note_failure(layout: &Layout, t: &mut DaemonTrouble, e: &PathError, backoff: Duration, held: &turn::Unjournaled) {
+    t.failures = t.failures.saturating_add(1);
+    t.error = e.to_string();
+    t.unjournaled_calls = t.unjournaled_calls.max(held.calls);
+    t.retry_at = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::seconds(60));
+    if let Err(e) = trouble::set_daemon(layout, Some(t)) {
+        tracing::warn!(error = %e, "cannot write the daemon's trouble file");
+    }
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
@@ -219,7 +315,17 @@ fn reload(
         *registry = Arc::new(next.registry());
     }
     *org = next;
+    keep_last_good(org);
     report_problems(org, problems, on_problems);
+}
+
+/// Saves the valid config files as their last good version, for the other
+/// commands to use while a file is invalid. A failure (a full disk) leaves the
+/// previous version there and is logged: turns go on.
+fn keep_last_good(org: &Org) {
+    if let Err(e) = org.save_last_good() {
+        tracing::warn!(error = %e, "cannot save the last good version of the config files");
+    }
 }
 
 fn report_problems(org: &Org, seen: &mut Vec<String>, on_problems: &mut impl FnMut(&[crate::error::Diagnostic])) {

@@ -72,6 +72,7 @@ impl Diagnostic {
                 .map(|s| s.chars().count())
                 .unwrap_or(1)
                 .max(1);
+            let source_line = shown_line(source_line);
             d.snippet =
                 Some(format!("{line:>4} | {source_line}\n     | {}{}", " ".repeat(column - 1), "^".repeat(width)));
         }
@@ -83,29 +84,22 @@ impl Diagnostic {
         self.help = Some(help.into());
         self
     }
-
-    /// Turns a TOML parse error into a diagnostic with line, column and caret.
-    pub fn from_toml(path: &Path, text: &str, err: &toml::de::Error) -> Diagnostic {
-        let message = err.message().trim().to_string();
-        let help = toml_help(&message);
-        let d = Diagnostic::at(path, text, err.span(), message);
-        match help {
-            Some(h) => d.help(h),
-            None => d,
-        }
-    }
 }
 
-fn toml_help(message: &str) -> Option<String> {
-    if message.starts_with("unknown field") {
-        Some("remove the field or fix its spelling; the comment header of the default file lists every field".into())
-    } else if message.contains("missing field") {
-        Some("add the field; the comment header of the default file shows an example".into())
-    } else if message.starts_with("invalid type") || message.contains("unknown variant") {
-        Some("change the value to the expected type shown above".into())
-    } else {
-        Some("fix the TOML syntax at the marked place (strings need quotes, tables need [brackets])".into())
+/// A source line as a snippet shows it: control characters (terminal escapes
+/// among them) become U+FFFD, one column each so the caret still lines up,
+/// and whatever looks like a key or token is masked with `*`.
+fn shown_line(line: &str) -> String {
+    let mut out: Vec<char> = line.chars().map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c }).collect();
+    let starts: Vec<usize> = line.char_indices().map(|(i, _)| i).collect();
+    for r in lemming_provider::config::secret_ranges(line) {
+        for (n, at) in starts.iter().enumerate() {
+            if r.contains(at) {
+                out[n] = '*';
+            }
+        }
     }
+    out.into_iter().collect()
 }
 
 /// 1-based line and column (in characters) of a byte offset, and the line's text.
@@ -164,5 +158,15 @@ mod tests {
         let shown = d.to_string();
         assert!(shown.starts_with("f.toml:2:6: bad"), "{shown}");
         assert!(shown.contains("   2 | bb = \"x\"\n     |      ^^^"), "{shown}");
+    }
+
+    #[test]
+    fn snippets_show_no_escapes_and_no_keys() {
+        let text = "a = \"\u{1b}[31mred\"\nk = \"sk-proj-AbCdEfGhIjKlMnOpQrStUv0123\"\n";
+        let d = Diagnostic::at(Path::new("f"), text, Some(4..5), "bad");
+        assert!(!d.to_string().contains('\u{1b}'), "{d}");
+        let at = text.find("k =").unwrap();
+        let d = Diagnostic::at(Path::new("f"), text, Some(at..at + 1), "bad");
+        assert!(!d.to_string().contains("AbCdEf") && d.to_string().contains("k = \"****"), "{d}");
     }
 }

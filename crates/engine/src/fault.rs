@@ -1,6 +1,13 @@
-//! Crash points for tests: `LEMMING_CRASH_AT=<point>[:<n>]` makes the process
-//! abort (as a power cut would, with no cleanup) the n-th time (default 1st) it
-//! reaches `point`. Unset, each check is one relaxed atomic load.
+//! Faults for tests.
+//!
+//! - Crash points: `LEMMING_CRASH_AT=<point>[:<n>]` makes the process abort (as
+//!   a power cut would, with no cleanup) the n-th time (default 1st) it
+//!   reaches `point`. Unset, each check is one relaxed atomic load.
+//! - A full disk: while the file named by `LEMMING_FULL_DISK_FLAG` exists,
+//!   every write of file data through [`crate::fsx`] fails with `ENOSPC`
+//!   (renames, links and removals still work, as on a real full disk). A test
+//!   creates the file to fill the disk and removes it to free space, while the
+//!   daemon runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -23,5 +30,17 @@ pub fn point(name: &str) {
             eprintln!("lemming: crash point `{name}` reached (LEMMING_CRASH_AT); aborting");
             std::process::abort();
         }
+    }
+}
+
+static FULL_DISK_FLAG: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+
+/// Fails with `ENOSPC` while the disk is "full" (see the module docs);
+/// `Ok` otherwise. Unset, each check is one load.
+pub fn disk_full() -> std::io::Result<()> {
+    let flag = FULL_DISK_FLAG.get_or_init(|| std::env::var_os("LEMMING_FULL_DISK_FLAG").map(Into::into));
+    match flag {
+        Some(f) if f.exists() => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+        _ => Ok(()),
     }
 }

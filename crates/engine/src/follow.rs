@@ -45,9 +45,10 @@ impl NewMail {
     }
 
     /// The unread mail not returned before, oldest first, without waiting.
-    /// Files that do not parse are left for the next turn to move to dead.
+    /// Files that do not parse are left for the next turn to move to dead;
+    /// files that cannot be read are passed over, so one never stops the rest.
     pub fn take(&mut self) -> Result<Vec<Message>, PathError> {
-        let (unread, _bad) = self.mb.unread(&self.agent)?;
+        let unread = self.mb.unread_skipping(&self.agent)?.messages;
         // Forget what was read meanwhile, so `seen` stays as small as the inbox.
         let present: BTreeSet<&str> = unread.iter().map(|m| m.id.as_str()).collect();
         self.seen.retain(|id| present.contains(id.as_str()));

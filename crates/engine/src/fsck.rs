@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::error::PathError;
 use crate::fsx::{self, list_json};
 use crate::journal::{Journal, Outcome, Record};
-use crate::ledger::Entry;
+use crate::ledger::{Entry, MAX_CREDITS};
 use crate::lock;
 use crate::mailbox::{DeadReason, Mailbox};
 use crate::message::Message;
@@ -222,8 +222,9 @@ pub fn check(root: &Path) -> Report {
     };
     let ledger = f.ledger_lines();
     let after = before.and_then(|_| f.committed());
-    let charged = f.ledger_checks(&ledger, after);
-    f.journal_checks(&records, &charged);
+    // An unreadable ledger is one finding: the charges it holds are unknown, not missing.
+    let charged = ledger.map(|lines| f.ledger_checks(&lines, after));
+    f.journal_checks(&records, charged.as_ref());
     if let Some(c) = after {
         f.interrupted(c);
     }
@@ -327,13 +328,16 @@ impl Fsck {
     /// The last committed turn (0 before the first); `None` if `turn.json` is unreadable.
     fn committed(&mut self) -> Option<u64> {
         match self.journal.committed() {
-            Ok(c) => Some(c.map(|c| c.turn).unwrap_or(0)),
+            Ok(Some(c)) => Some(c.turn),
+            // No turn.json: the engine goes on from the turn its history shows (0 for a new org).
+            Ok(None) => Some(self.journal.recover().unwrap_or(0)),
             Err(e) => {
                 if !self.findings.iter().any(|f| f.code == Code::UnreadableFile && f.paths == [self.rel(&e.path)]) {
+                    let recovered = self.journal.recover().map(|t| t.to_string()).unwrap_or_else(|e| e.to_string());
                     let message = format!(
                         "{} does not hold the last committed turn ({}); the checks that need it (journal, future \
-                         charges) were skipped. The engine refuses to run turns until it is fixed: restore it as \
-                         {{\"turn\": N, \"committed_at\": null}} with N the highest turn in org/state/journal",
+                         charges) were skipped. The engine recovers the turn from the journal, the ledger and the \
+                         events ({recovered}) and writes the file again at the end of the next turn",
                         self.rel(&e.path).display(),
                         e.source
                     );
@@ -418,8 +422,9 @@ impl Fsck {
         out
     }
 
-    /// Committed replies: their mail is consumed and their usage charged.
-    fn journal_checks(&mut self, records: &[(u64, Record)], charged: &BTreeSet<(u64, String)>) {
+    /// Committed replies: their mail is consumed and their usage charged
+    /// (`charged` is `None` when the ledger could not be read).
+    fn journal_checks(&mut self, records: &[(u64, Record)], charged: Option<&BTreeSet<(u64, String)>>) {
         for (turn, r) in records {
             if r.outcome == Outcome::Ok {
                 for id in &r.mail {
@@ -432,14 +437,14 @@ impl Fsck {
                              agent will read and answer it again (G4: mail is consumed once the reply is durable). \
                              Move it to inbox/cur: mv {} {}",
                             r.agent,
-                            self.rel(&new).display(),
-                            self.rel(&cur).display()
+                            crate::term::shell_path(&self.rel(&new)),
+                            crate::term::shell_path(&self.rel(&cur))
                         );
                         self.push(Code::UnconsumedMail, &[&new], message);
                     }
                 }
             }
-            if let Some(usage) = r.usage {
+            if let (Some(usage), Some(charged)) = (r.usage, charged) {
                 if !charged.contains(&(*turn, r.agent.clone())) {
                     let path = self.journal.records_path(*turn);
                     let message = format!(
@@ -484,9 +489,17 @@ impl Fsck {
     // G5: the ledger ------------------------------------------------------------
 
     /// Every ledger line that parses; torn and corrupt lines become findings.
-    fn ledger_lines(&mut self) -> Vec<Line> {
+    /// `None` when the ledger exists but cannot be read (one finding says so).
+    fn ledger_lines(&mut self) -> Option<Vec<Line>> {
         let path = self.layout.ledger();
-        let Some(bytes) = self.read(&path) else { return Vec::new() };
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(Vec::new()),
+            Err(e) => {
+                self.unreadable(PathError { path, source: e });
+                return None;
+            }
+        };
         let text = String::from_utf8_lossy(&bytes);
         let mut out = Vec::new();
         for line in crate::ledger::read_lines(&text) {
@@ -510,7 +523,7 @@ impl Fsck {
                 ),
             }
         }
-        out
+        Some(out)
     }
 
     /// Double and future charges, bad amounts; returns the charged (turn, agent) keys.
@@ -521,10 +534,11 @@ impl Fsck {
             match &l.entry {
                 Entry::Charge { turn, agent, cost, .. } => {
                     charges.entry((*turn, agent.clone())).or_default().push((l.no, *cost));
-                    if !cost.is_finite() || *cost < 0.0 {
+                    if !l.entry.valid() {
                         let message = format!(
-                            "line {}: the charge of {agent} on turn {turn} is {cost} credits; a cost is a number 0 \
-                             or more. The balance of {agent} is wrong by that much: fix the line while no turn runs",
+                            "line {}: the charge of {agent} on turn {turn} is {cost} credits; a cost is a number from \
+                             0 to {MAX_CREDITS}, and this one is not counted in the balance of {agent}: fix the line \
+                             while no turn runs",
                             l.no
                         );
                         self.push(Code::InvalidAmount, &[&path], message);
@@ -540,10 +554,10 @@ impl Fsck {
                     }
                 }
                 Entry::TopUp { agent, amount, .. } => {
-                    if !amount.is_finite() || *amount < 0.0 {
+                    if !l.entry.valid() {
                         let message = format!(
-                            "line {}: a top-up of {amount} credits for {agent}; a top-up is a number 0 or more. \
-                             Fix the line while no turn runs",
+                            "line {}: a top-up of {amount} credits for {agent}; a top-up is a number from 0 to \
+                             {MAX_CREDITS}, and this one is not counted. Fix the line while no turn runs",
                             l.no
                         );
                         self.push(Code::InvalidAmount, &[&path], message);
@@ -584,7 +598,7 @@ impl Fsck {
                 let message = format!(
                     "message {id} is both unread and read in {agent}'s inbox: it was delivered twice (G3). {agent} \
                      has already read it; remove the unread copy so it is not read again: rm {}",
-                    self.rel(&n).display()
+                    crate::term::shell_path(&self.rel(&n))
                 );
                 self.push(Code::DuplicateMessage, &[&n, &c], message);
             }
@@ -1014,6 +1028,7 @@ mod tests {
             charge(2, "hr", -1.0),
             charge(4, "hr", 1.0),
             "{\"kind\":\"top_up\",\"agent\":\"hr\",\"amount\":-5.0,\"at\":\"2026-01-01T00:00:00Z\"}\n".into(),
+            "{\"kind\":\"top_up\",\"agent\":\"hr\",\"amount\":1e308,\"at\":\"2026-01-01T00:00:00Z\"}\n".into(),
             "{\"kind\":\"refund\",\"agent\":\"hr\"}\n".into(),
             "{\"kind\":\"charge\",\"turn\":2,\"ag\n".into(),
         ]
@@ -1022,13 +1037,34 @@ mod tests {
         let r = check(&root);
         assert_eq!(count(&r, Code::DoubleCharge), 1, "{:#?}", r.findings);
         assert!(r.with_code(Code::DoubleCharge).all(|f| f.message.contains("lines 1, 4")), "{:#?}", r.findings);
-        assert_eq!(count(&r, Code::InvalidAmount), 2, "{:#?}", r.findings);
+        assert_eq!(count(&r, Code::InvalidAmount), 3, "{:#?}", r.findings);
         assert_eq!(count(&r, Code::FutureCharge), 1, "{:#?}", r.findings);
         assert!(r.with_code(Code::FutureCharge).all(|f| f.message.contains("turn 4")), "{:#?}", r.findings);
         assert_eq!(count(&r, Code::CorruptLedgerLine), 1, "{:#?}", r.findings);
         // A line cut short in the middle is a recovered crash, not corruption.
         assert_eq!(count(&r, Code::TornLedgerLine), 1, "{:#?}", r.findings);
-        assert_eq!(r.violations(), 5, "{:#?}", r.findings);
+        assert_eq!(r.violations(), 6, "{:#?}", r.findings);
+    }
+
+    #[test]
+    fn an_unreadable_ledger_is_reported_once_and_charges_are_not_called_missing() {
+        let (_d, root) = org();
+        for turn in 1..=3 {
+            let id = format!("m{turn}");
+            let m = msg(&id, "human", &["manager"]);
+            sent(&root, &m);
+            deliver(&root, &m, "manager", "cur");
+            put(&root, &format!("org/state/journal/{turn}/records.jsonl"), record(turn, "manager", &[&id], true));
+        }
+        commit(&root, 3);
+        // A folder where the ledger should be: it exists but cannot be read as a file.
+        fs::create_dir_all(root.join("org/state/ledger.jsonl")).unwrap();
+        let r = check(&root);
+        let c = codes(&r);
+        assert_eq!(count(&r, Code::MissingCharge), 0, "{c:?}");
+        let unreadable: Vec<_> = r.with_code(Code::UnreadableFile).collect();
+        assert_eq!(unreadable.len(), 1, "{c:?}");
+        assert_eq!(unreadable[0].paths, vec![PathBuf::from("org/state/ledger.jsonl")], "{c:?}");
     }
 
     #[test]

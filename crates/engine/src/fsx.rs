@@ -21,6 +21,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
 pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), PathError> {
     fs::create_dir_all(tmp_dir).with_path(tmp_dir)?;
     let tmp = tmp_path(tmp_dir, path);
+    crate::fault::disk_full().with_path(&tmp)?;
     {
         let mut f = File::create(&tmp).with_path(&tmp)?;
         f.write_all(bytes).with_path(&tmp)?;
@@ -161,6 +162,7 @@ impl Batch {
         let parent = |p: &'_ PathBuf| -> PathBuf { p.parent().map(Path::to_path_buf).unwrap_or_default() };
         if !self.writes.is_empty() || !self.links.is_empty() {
             for (tmp, _, bytes) in &self.writes {
+                crate::fault::disk_full().with_path(tmp)?;
                 let mut f = File::create(tmp).with_path(tmp)?;
                 f.write_all(bytes).with_path(tmp)?;
                 if small {
@@ -234,6 +236,7 @@ pub fn append_lines(path: &Path, lines: &str) -> Result<(), PathError> {
     if lines.is_empty() {
         return Ok(());
     }
+    crate::fault::disk_full().with_path(path)?;
     let mut f = OpenOptions::new().create(true).append(true).read(true).open(path).with_path(path)?;
     let len = f.metadata().with_path(path)?.len();
     let mut buf = String::with_capacity(lines.len() + 1);
@@ -248,6 +251,18 @@ pub fn append_lines(path: &Path, lines: &str) -> Result<(), PathError> {
     }
     buf.push_str(lines);
     f.write_all(buf.as_bytes()).with_path(path)
+}
+
+/// Checks that the filesystem holding `dir` takes writes: writes one small
+/// file there and removes it (no sync: a full disk or a read-only mount
+/// refuses the write itself). Cheap enough to run before any model is called,
+/// and, after a full disk or a read-only org, before trying again.
+pub fn probe(dir: &Path) -> Result<(), PathError> {
+    fs::create_dir_all(dir).with_path(dir)?;
+    let p = dir.join(format!("write-probe.{}.tmp", std::process::id()));
+    let written = crate::fault::disk_full().and_then(|_| File::create(&p)?.write_all(&[b'.'; 4096]));
+    let _ = fs::remove_file(&p);
+    written.with_path(&p)
 }
 
 /// The JSON files of a folder that readers should see: not in `tmp/`, not

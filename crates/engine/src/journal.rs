@@ -7,6 +7,10 @@
 //! message ids planned the first time, instead of calling the model again.
 //! Agents that were not journaled run afresh and get new ids, which cannot
 //! collide: an id names its agent.
+//!
+//! A missing or unreadable `turn.json` is recovered from what the turns left
+//! behind ([`Journal::recover`]), so numbering never starts again at 1 over an
+//! existing history.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -64,6 +68,10 @@ pub struct Record {
     /// journaled agent was asked again).
     #[serde(default)]
     pub pid: u32,
+    /// Whose failure a failed run was. Only an unusable reply (or a record
+    /// written before this was kept) counts as a failed attempt of the mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<lemming_provider::Cause>,
 }
 
 /// The last committed turn, `org/state/turn.json`.
@@ -73,6 +81,29 @@ pub struct Committed {
     pub turn: u64,
     /// When it was committed.
     pub committed_at: Option<DateTime<Utc>>,
+}
+
+/// The highest `turn` of any line of the events file (0 when there is none).
+/// Read line by line: the file grows with the org's history.
+fn last_event_turn(path: &std::path::Path) -> Result<u64, PathError> {
+    use std::io::BufRead;
+    #[derive(Deserialize)]
+    struct Turn {
+        turn: u64,
+    }
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_path(path),
+    };
+    let mut last = 0;
+    for line in std::io::BufReader::new(file).split(b'\n') {
+        let line = line.with_path(path)?;
+        if let Ok(t) = serde_json::from_slice::<Turn>(&line) {
+            last = last.max(t.turn);
+        }
+    }
+    Ok(last)
 }
 
 /// The journal of one org.
@@ -91,9 +122,39 @@ impl Journal {
         self.layout.journal_dir().join(turn.to_string())
     }
 
-    /// The last committed turn (0 if none).
+    /// The last committed turn (0 if none). When `turn.json` is missing or
+    /// cannot be read, the turn is recovered from the journal, the ledger and
+    /// the events ([`Journal::recover`]); the next commit writes it again.
     pub fn last_turn(&self) -> Result<u64, PathError> {
-        Ok(self.committed()?.map(|c| c.turn).unwrap_or(0))
+        match self.committed() {
+            Ok(Some(c)) => Ok(c.turn),
+            Ok(None) => self.recover(),
+            Err(e) => {
+                let turn = self.recover()?;
+                tracing::warn!(error = %e, turn, "turn.json is unreadable; the last committed turn was recovered from the journal, ledger and events");
+                Ok(turn)
+            }
+        }
+    }
+
+    /// The last committed turn as the org's history shows it, for when
+    /// `turn.json` is lost:
+    ///
+    /// - an event of turn N (events are appended just before `turn.json` is
+    ///   written) or a top-up made after turn N means N was committed;
+    /// - a journal folder or a charge of turn N means N began, so N − 1 was
+    ///   committed. N is then run again, which is what happens after a crash
+    ///   before the commit: its journaled replies are reused, nothing is
+    ///   delivered or charged twice.
+    ///
+    /// 0 for an org with no history. A file that exists but cannot be read is
+    /// an error: guessing low would reuse turn numbers.
+    pub fn recover(&self) -> Result<u64, PathError> {
+        let began = self.turns()?.last().copied().unwrap_or(0);
+        let ledger = crate::ledger::Ledger::load(&self.layout.ledger())?;
+        let (charged, topped_up) = ledger.last_turns();
+        let evented = last_event_turn(&self.layout.events())?;
+        Ok(evented.max(topped_up).max(began.max(charged).saturating_sub(1)))
     }
 
     /// The commit record, if any turn was committed.
@@ -184,5 +245,62 @@ impl Journal {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(layout: &Layout, rel: &str, text: &str) {
+        let p = layout.root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn a_lost_or_corrupt_turn_file_is_recovered_from_the_history() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        let j = Journal::new(&layout);
+        assert_eq!(j.last_turn().unwrap(), 0, "a new org starts at 0");
+
+        // Events are appended just before the commit: turn 7 was committed.
+        put(
+            &layout,
+            "org/state/events.jsonl",
+            "{\"turn\":6,\"event\":\"turn\"}\n{\"turn\":7,\"event\":\"turn\"}\n{\"tu",
+        );
+        assert_eq!(j.last_turn().unwrap(), 7);
+        // A journal folder of turn 9 means it began: it is run again.
+        put(&layout, "org/state/journal/9/records.jsonl", "");
+        assert_eq!(j.last_turn().unwrap(), 8);
+        // So does a charge of turn 10.
+        let charge = "{\"kind\":\"charge\",\"turn\":10,\"agent\":\"a\",\"model\":\"m\",\"input_tokens\":1,\"output_tokens\":1,\"cost\":0.1,\"at\":\"2026-01-01T00:00:00Z\"}\n";
+        put(&layout, "org/state/ledger.jsonl", charge);
+        assert_eq!(j.last_turn().unwrap(), 9);
+        // A top-up names the turn committed when it was made.
+        let top_up =
+            "{\"kind\":\"top_up\",\"agent\":\"a\",\"amount\":1.0,\"turn\":12,\"at\":\"2026-01-01T00:00:00Z\"}\n";
+        put(&layout, "org/state/ledger.jsonl", &format!("{charge}{top_up}"));
+        assert_eq!(j.last_turn().unwrap(), 12);
+
+        // A corrupt turn.json is recovered the same way; a valid one is the truth.
+        put(&layout, "org/state/turn.json", "{\"turn\":");
+        assert_eq!(j.last_turn().unwrap(), 12);
+        put(&layout, "org/state/turn.json", "");
+        assert_eq!(j.last_turn().unwrap(), 12);
+        j.commit(13, Utc::now()).unwrap();
+        assert_eq!(j.last_turn().unwrap(), 13);
+    }
+
+    #[test]
+    fn an_unreadable_history_is_an_error_not_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        // The events file is a folder: it cannot be read, so the turn cannot be known.
+        fs::create_dir_all(layout.events()).unwrap();
+        let e = Journal::new(&layout).last_turn().unwrap_err();
+        assert_eq!(e.path, layout.events());
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! One JSON line per entry. Charges are keyed by (turn, agent): a repeated turn
 //! never charges twice. Balance = budget + top-ups − charges.
+//!
+//! Every amount is finite and bounded by [`MAX_CREDITS`], so no total can grow
+//! to infinity, and totals never show as `-0`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -11,6 +14,40 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{PathError, WithPath};
 use crate::fsx;
+
+/// The most credits one amount may be: a top-up, a charge, a resume's
+/// `credits`, the org's `budget`, or what an agent has left after a top-up.
+/// A million million: far beyond any real budget, far below where `f64` sums
+/// lose cents or overflow.
+pub const MAX_CREDITS: f64 = 1e12;
+
+/// Whether `x` is an amount the ledger accepts: finite, 0 or more, at most [`MAX_CREDITS`].
+pub fn valid_amount(x: f64) -> bool {
+    (0.0..=MAX_CREDITS).contains(&x)
+}
+
+/// `x` with a negative zero made positive: a sum of no `f64`s is `-0.0`, which
+/// prints as `-0.0000`. Every total the ledger hands out goes through here.
+pub fn credits(x: f64) -> f64 {
+    x + 0.0
+}
+
+/// A computed charge made storable: NaN becomes 0, and the rest is clamped to
+/// 0..=[`MAX_CREDITS`] (prices are validated, but tokens × price can still be huge).
+pub fn bounded_cost(cost: f64) -> f64 {
+    if cost.is_nan() {
+        0.0
+    } else {
+        credits(cost.clamp(0.0, MAX_CREDITS))
+    }
+}
+
+/// What the prompt alone costs at `price`, before any reply token: its tokens
+/// are estimated as the providers estimate usage they are not told
+/// (ceil(chars / 4)), so the estimate matches what an estimated charge would be.
+pub fn prompt_cost(price: &lemming_provider::config::Price, prompt_chars: usize) -> f64 {
+    bounded_cost(price.cost(&lemming_provider::Usage::estimate(prompt_chars, 0)))
+}
 
 /// One ledger line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +85,16 @@ pub enum Entry {
         /// When.
         at: DateTime<Utc>,
     },
+}
+
+impl Entry {
+    /// Whether its amount (a charge's cost, a top-up's amount) is a [`valid_amount`].
+    pub fn valid(&self) -> bool {
+        match self {
+            Entry::Charge { cost, .. } => valid_amount(*cost),
+            Entry::TopUp { amount, .. } => valid_amount(*amount),
+        }
+    }
 }
 
 /// One non-empty line of the ledger, with its 1-based number.
@@ -99,8 +146,14 @@ pub struct Ledger {
     top_ups: BTreeMap<String, f64>,
     /// Lines that do not parse (a torn write after a crash); skipped.
     pub torn_lines: Vec<usize>,
+    /// Entries whose amount is not a valid amount ([`valid_amount`]: a hand
+    /// edit); their amount is not counted (a charge still marks its (turn, agent)
+    /// as charged). `fsck` reports them.
+    pub invalid_lines: Vec<usize>,
     /// (turn, agent) keys charged more than once (a G5 violation; fsck reports it).
     pub duplicate_charges: Vec<(u64, String)>,
+    last_charge_turn: u64,
+    last_top_up_turn: u64,
 }
 
 impl Ledger {
@@ -114,7 +167,12 @@ impl Ledger {
         };
         for line in read_lines(&text) {
             match line {
-                Line::Entry(_, e) => l.add(&e),
+                Line::Entry(no, e) => {
+                    if !e.valid() {
+                        l.invalid_lines.push(no);
+                    }
+                    l.add(&e);
+                }
                 Line::Torn(no, _) | Line::Corrupt(no, _) => l.torn_lines.push(no),
             }
         }
@@ -124,13 +182,21 @@ impl Ledger {
     fn add(&mut self, e: &Entry) {
         match e {
             Entry::Charge { turn, agent, model, cost, .. } => {
+                self.last_charge_turn = self.last_charge_turn.max(*turn);
                 if !self.charged.insert((*turn, agent.clone())) {
                     self.duplicate_charges.push((*turn, agent.clone()));
                 }
-                *self.spent.entry(agent.clone()).or_default() += cost;
-                *self.by_model.entry((agent.clone(), model.clone())).or_default() += cost;
+                if e.valid() {
+                    *self.spent.entry(agent.clone()).or_default() += cost;
+                    *self.by_model.entry((agent.clone(), model.clone())).or_default() += cost;
+                }
             }
-            Entry::TopUp { agent, amount, .. } => *self.top_ups.entry(agent.clone()).or_default() += amount,
+            Entry::TopUp { agent, amount, turn, .. } => {
+                self.last_top_up_turn = self.last_top_up_turn.max(*turn);
+                if e.valid() {
+                    *self.top_ups.entry(agent.clone()).or_default() += amount;
+                }
+            }
         }
     }
 
@@ -143,17 +209,17 @@ impl Ledger {
     pub fn balance(&self, agent: &str, budget: f64) -> Balance {
         let budget = budget + self.top_ups.get(agent).copied().unwrap_or(0.0);
         let spent = self.spent.get(agent).copied().unwrap_or(0.0);
-        Balance { budget, spent, left: budget - spent }
+        Balance { budget: credits(budget), spent: credits(spent), left: credits(budget - spent) }
     }
 
     /// Spend per model key for an agent.
     pub fn spent_by_model(&self, agent: &str) -> Vec<(String, f64)> {
-        self.by_model.iter().filter(|((a, _), _)| a == agent).map(|((_, m), c)| (m.clone(), *c)).collect()
+        self.by_model.iter().filter(|((a, _), _)| a == agent).map(|((_, m), c)| (m.clone(), credits(*c))).collect()
     }
 
     /// Everything charged, to every agent (what an org-wide `budget` is compared with).
     pub fn total_spent(&self) -> f64 {
-        self.spent.values().sum()
+        credits(self.spent.values().fold(0.0, |sum, c| sum + c))
     }
 
     /// Spend per model key, over every agent.
@@ -162,7 +228,14 @@ impl Ledger {
         for ((_, model), cost) in &self.by_model {
             *out.entry(model.clone()).or_default() += cost;
         }
-        out
+        out.into_iter().map(|(m, c)| (m, credits(c))).collect()
+    }
+
+    /// The highest turn a charge names (a turn that at least began) and the
+    /// highest turn a top-up names (a turn already committed when it was added);
+    /// 0 when there is none. Used to recover a lost `turn.json`.
+    pub fn last_turns(&self) -> (u64, u64) {
+        (self.last_charge_turn, self.last_top_up_turn)
     }
 
     /// Appends entries in one durable write and records them in the totals.
@@ -183,8 +256,42 @@ impl Ledger {
     }
 }
 
-/// Appends a top-up now, durably (the file is fsynced before this returns).
-pub fn top_up(path: &Path, agent: &str, amount: f64, turn: u64) -> Result<Entry, PathError> {
+/// Why a top-up was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TopUpError {
+    /// Not a finite number more than 0 and at most [`MAX_CREDITS`].
+    #[error("AMOUNT must be a number more than 0 and at most {MAX_CREDITS}, not {0:?}")]
+    Amount(f64),
+    /// The agent would hold more than [`MAX_CREDITS`].
+    #[error("{agent} has {left} credits left; {amount} more would make {after}, and an agent may hold at most {MAX_CREDITS}")]
+    TooMuch {
+        /// The agent.
+        agent: String,
+        /// What it has left now.
+        left: f64,
+        /// The top-up asked for.
+        amount: f64,
+        /// What it would have.
+        after: f64,
+    },
+    /// The ledger could not be read or written.
+    #[error(transparent)]
+    Io(#[from] PathError),
+}
+
+/// Adds `amount` credits to `agent`, whose resume gives it `budget`, durably
+/// (the file is fsynced before this returns). Refuses an amount that is not a
+/// number more than 0 and at most [`MAX_CREDITS`], or that would leave the
+/// agent with more than [`MAX_CREDITS`].
+pub fn top_up(path: &Path, agent: &str, budget: f64, amount: f64, turn: u64) -> Result<Entry, TopUpError> {
+    if !(amount > 0.0 && valid_amount(amount)) {
+        return Err(TopUpError::Amount(amount));
+    }
+    let left = Ledger::load(path)?.balance(agent, budget).left;
+    let after = left + amount;
+    if after > MAX_CREDITS {
+        return Err(TopUpError::TooMuch { agent: agent.to_string(), left, amount, after });
+    }
     let e = Entry::TopUp { agent: agent.to_string(), amount, turn, at: Utc::now() };
     let line = serde_json::to_string(&e).expect("an entry always serializes") + "\n";
     fsx::append_lines_durable(path, &line)?;
@@ -215,7 +322,7 @@ mod tests {
         let mut l = Ledger::load(&p).unwrap();
         l.append(&[charge(1, "a", 2.5), charge(1, "b", 1.0)]).unwrap();
         l.append(&[charge(1, "a", 2.5)]).unwrap();
-        top_up(&p, "a", 10.0, 1).unwrap();
+        top_up(&p, "a", 5.0, 10.0, 1).unwrap();
         let l = Ledger::load(&p).unwrap();
         assert_eq!(l.balance("a", 5.0), Balance { budget: 15.0, spent: 2.5, left: 12.5 });
         assert_eq!(l.balance("b", 1.0).left, 0.0);
@@ -237,5 +344,54 @@ mod tests {
         let l = Ledger::load(&p).unwrap();
         assert_eq!(l.torn_lines, vec![2]);
         assert_eq!(l.balance("a", 0.0).left, 1.0);
+    }
+
+    #[test]
+    fn top_ups_are_finite_positive_and_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ledger.jsonl");
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e308, MAX_CREDITS * 2.0] {
+            assert!(matches!(top_up(&p, "a", 100.0, bad, 0), Err(TopUpError::Amount(_))), "{bad} was accepted");
+        }
+        top_up(&p, "a", 100.0, MAX_CREDITS - 100.0, 0).unwrap();
+        let e = top_up(&p, "a", 100.0, 1.0, 0).unwrap_err();
+        assert!(matches!(e, TopUpError::TooMuch { .. }), "{e}");
+        assert!(e.to_string().contains("at most 1000000000000"), "{e}");
+        let l = Ledger::load(&p).unwrap();
+        assert_eq!(l.balance("a", 100.0).left, MAX_CREDITS);
+        // An agent in debt may be topped up by more than it owes.
+        let mut l = Ledger::load(&p).unwrap();
+        l.append(&[charge(1, "b", 5.0)]).unwrap();
+        top_up(&p, "b", 1.0, 2.0, 1).unwrap();
+        assert_eq!(Ledger::load(&p).unwrap().balance("b", 1.0).left, -2.0);
+    }
+
+    #[test]
+    fn hand_edited_amounts_beyond_the_bound_are_not_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ledger.jsonl");
+        let line = |amount: &str| {
+            format!("{{\"kind\":\"top_up\",\"agent\":\"a\",\"amount\":{amount},\"at\":\"2026-01-01T00:00:00Z\"}}\n")
+        };
+        std::fs::write(&p, line("1e308") + &line("1e308") + &line("-3.0") + &line("2.0")).unwrap();
+        let l = Ledger::load(&p).unwrap();
+        assert_eq!(l.invalid_lines, vec![1, 2, 3]);
+        assert_eq!(l.balance("a", 1.0), Balance { budget: 3.0, spent: 0.0, left: 3.0 });
+    }
+
+    #[test]
+    fn totals_of_nothing_are_a_positive_zero() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Ledger::load(&d.path().join("ledger.jsonl")).unwrap();
+        let b = l.balance("a", 0.0);
+        for x in [l.total_spent(), b.budget, b.spent, b.left] {
+            assert!(x.is_sign_positive(), "{x:?}");
+            assert_eq!(format!("{x:.4}"), "0.0000");
+        }
+        assert_eq!(serde_json::to_string(&b).unwrap(), r#"{"budget":0.0,"spent":0.0,"left":0.0}"#);
+        assert_eq!(format!("{:.4}", credits(-0.0)), "0.0000");
+        assert_eq!(bounded_cost(f64::NAN), 0.0);
+        assert_eq!(bounded_cost(f64::INFINITY), MAX_CREDITS);
+        assert!(bounded_cost(-0.0).is_sign_positive());
     }
 }

@@ -22,7 +22,8 @@
 //! # Module map
 //!
 //! - [`org`]: finding an org, its state paths, loading every config file;
-//! - [`settings`], [`models`], [`resume`]: the three config files;
+//! - [`settings`], [`models`], [`resume`]: the three config files, read and
+//!   checked field by field through [`config`];
 //! - [`name`], [`message`]: agent names and the message file;
 //! - [`chart`]: who may talk to whom;
 //! - [`mailbox`]: the on-disk layout of inboxes, outboxes and dead letters;
@@ -31,7 +32,9 @@
 //! - [`prompt`], [`reply`]: what the model is told and how its answer is read;
 //! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`] (`step`,
 //!   and the `run` loop with [`watch`] for filesystem events);
-//! - [`status`]: read-only snapshots; [`init`]: the embedded default org;
+//! - [`status`]: read-only snapshots; [`trouble`]: agents and a daemon that
+//!   cannot work right now, and why; [`init`]: the embedded default org;
+//! - [`term`]: untrusted text made safe to show, and commands quoted for the shell;
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   waiting for new mail in an inbox, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs);
@@ -42,6 +45,7 @@
 pub mod activity;
 pub mod chart;
 pub mod chat;
+pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod events;
@@ -65,5 +69,7 @@ pub mod resume;
 pub mod send;
 pub mod settings;
 pub mod status;
+pub mod term;
+pub mod trouble;
 pub mod turn;
 pub mod watch;

@@ -61,6 +61,17 @@ pub struct Attempt {
 /// Failed attempts by message id.
 pub type Attempts = BTreeMap<String, Attempt>;
 
+/// What was read from one inbox folder for a person's view.
+#[derive(Debug, Default)]
+pub struct MailRead {
+    /// The messages, oldest id first.
+    pub messages: Vec<Message>,
+    /// Files that are not valid messages.
+    pub bad: Vec<BadFile>,
+    /// Files that could not be read, with why.
+    pub unreadable: Vec<PathError>,
+}
+
 /// A file in `inbox/new` that is not a valid message.
 #[derive(Debug)]
 pub struct BadFile {
@@ -207,24 +218,49 @@ impl Mailbox {
         Ok(self.read_box(agent, "cur")?.0)
     }
 
+    /// Like [`Mailbox::unread`], for people's views (`lemming inbox`): a file
+    /// that cannot be read is returned apart with its error, and the others are
+    /// still read. Only a folder that cannot be listed fails the call.
+    pub fn unread_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
+        self.read_box_skipping(agent, "new")
+    }
+
+    /// Like [`Mailbox::read_mail`], returning files that cannot be read (or
+    /// parsed) apart instead of failing.
+    pub fn read_mail_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
+        self.read_box_skipping(agent, "cur")
+    }
+
     fn read_box(&self, agent: &str, sub: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
+        let read = self.read_box_skipping(agent, sub)?;
+        match read.unreadable.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok((read.messages, read.bad)),
+        }
+    }
+
+    fn read_box_skipping(&self, agent: &str, sub: &str) -> Result<MailRead, PathError> {
         let dir = self.inbox(agent, sub);
         let mut good = Vec::new();
         let mut bad = Vec::new();
+        let mut unreadable = Vec::new();
         for file in list_json(&dir)? {
             let p = dir.join(&file);
             let bytes = match fs::read(&p) {
                 Ok(b) => b,
                 // Consumed or moved by someone else meanwhile.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).with_path(&p),
+                Err(e) => {
+                    unreadable.push(PathError { path: p, source: e });
+                    continue;
+                }
             };
             match Message::parse(&bytes) {
                 Ok(m) => good.push(m),
                 Err(error) => bad.push(BadFile { file, bytes, error }),
             }
         }
-        Ok((good, bad))
+        Ok(MailRead { messages: good, bad, unreadable })
     }
 
     /// Queues the move of a consumed message from `inbox/new/` to `inbox/cur/`.
@@ -312,8 +348,11 @@ impl Mailbox {
         for file in list_json(&dir)? {
             if let Some(stem) = file.strip_suffix(".why.json") {
                 let p = dir.join(&file);
-                let bytes = fs::read(&p).with_path(&p)?;
-                match serde_json::from_slice::<DeadReason>(&bytes) {
+                // One reason that cannot be read or parsed is shown as such; the others still are.
+                let parsed = fs::read(&p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<DeadReason>(&b).map_err(|e| e.to_string()));
+                match parsed {
                     Ok(r) => out.push(r),
                     Err(e) => out.push(DeadReason {
                         id: stem.to_string(),
@@ -339,9 +378,22 @@ impl Mailbox {
         self.agent(agent).join("inbox/.attempts.json")
     }
 
-    /// Failed attempts on an agent's unread mail.
+    /// Failed attempts on an agent's unread mail (none when the file cannot be read).
     pub fn attempts(&self, agent: &str) -> Attempts {
-        fs::read(self.attempts_path(agent)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        self.try_attempts(agent).unwrap_or_default()
+    }
+
+    /// Failed attempts on an agent's unread mail, or why `.attempts.json` cannot
+    /// be read or parsed (a missing file is no attempts).
+    pub fn try_attempts(&self, agent: &str) -> Result<Attempts, PathError> {
+        let path = self.attempts_path(agent);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                .with_path(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Attempts::new()),
+            Err(e) => Err(e).with_path(&path),
+        }
     }
 
     /// Queues a rewrite of an agent's attempts (removed when empty).

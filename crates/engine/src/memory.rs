@@ -36,6 +36,30 @@ pub fn get(dir: &Path, key: &str) -> Option<Value> {
     std::fs::read(dir.join(format!("{key}.json"))).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
+/// Every key and value, sorted by key, and apart, why each key file (or the
+/// folder) that cannot be read or is not JSON was left out, naming its path.
+pub fn all_checked(dir: &Path) -> (Vec<(String, Value)>, Vec<String>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    let files = match crate::fsx::list_json(dir) {
+        Ok(files) => files,
+        Err(e) => return (good, vec![e.to_string()]),
+    };
+    for f in files {
+        let Some(key) = f.strip_suffix(".json") else { continue };
+        let p = dir.join(&f);
+        let read = std::fs::read(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| format!("not JSON ({e})")));
+        match read {
+            Ok(v) => good.push((key.to_string(), v)),
+            Err(e) => bad.push(format!("{}: {e}", p.display())),
+        }
+    }
+    good.sort_by(|a, b| a.0.cmp(&b.0));
+    (good, bad)
+}
+
 /// Every key and value, sorted by key.
 pub fn all(dir: &Path) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = crate::fsx::list_json(dir)

@@ -1,5 +1,14 @@
 //! An org on disk: finding its root, the org-level state paths, and loading
 //! and validating every config file into an [`Org`].
+//!
+//! Every command loads the org the same way. A config file that is invalid is
+//! replaced by its last good version, and its problems are kept beside it
+//! ([`Org::stale`], [`Org::last_good`]): the daemon's copy in memory first, else
+//! the copy in `org/state/last-good/` (the file's path mirrored under it). Only
+//! the process that runs turns (it holds the org lock) writes that folder
+//! ([`Org::save_last_good`]), so `send`, `status` and `inspect` see the version
+//! the daemon runs. A file with no last good version (a new agent whose first
+//! resume is invalid) has no fallback: the agent is held (see [`Org::broken`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,7 +16,8 @@ use std::path::{Path, PathBuf};
 use lemming_provider::Registry;
 
 use crate::chart::Chart;
-use crate::error::{Diagnostic, Diagnostics};
+use crate::error::{Diagnostic, Diagnostics, PathError, WithPath};
+use crate::fsx;
 use crate::models::{self, Models};
 use crate::name::AgentName;
 use crate::resume::{self, Resume};
@@ -77,6 +87,15 @@ impl Layout {
     pub fn paused(&self) -> PathBuf {
         self.root.join("org/state/paused")
     }
+    /// `org/state/last-good/`: the last valid version of each config file, at
+    /// its path relative to the org root (`org/org.toml`, `agents/NAME/resume.toml`).
+    pub fn last_good_dir(&self) -> PathBuf {
+        self.root.join("org/state/last-good")
+    }
+    /// Where the last good version of the config file `rel` (relative to the root) is kept.
+    pub fn last_good(&self, rel: &Path) -> PathBuf {
+        self.last_good_dir().join(rel)
+    }
     /// `org/state/breakers.json`: the providers' circuit breakers.
     pub fn breakers(&self) -> PathBuf {
         self.root.join("org/state").join(lemming_provider::breaker::FILE_NAME)
@@ -93,7 +112,7 @@ pub enum LoadOrgError {
         start: PathBuf,
     },
     /// `--org` names a folder that is not an org.
-    #[error("{} is not an org: {} is missing\n  help: run `lemming init {}` or pass the folder that holds org/org.toml", root.display(), root.join("org/org.toml").display(), root.display())]
+    #[error("{}", not_an_org(root))]
     NotAnOrg {
         /// The folder given.
         root: PathBuf,
@@ -101,6 +120,36 @@ pub enum LoadOrgError {
     /// org.toml or models.toml is invalid: the org cannot run.
     #[error("{0}")]
     Invalid(Diagnostics),
+}
+
+/// Why `root` (given as the org) is not one, and what to do: `lemming init`
+/// only for a folder it would write into (missing or empty).
+fn not_an_org(root: &Path) -> String {
+    use crate::term::shell_path;
+    let shown = root.display();
+    let pass = "pass the org's folder, the one that holds org/org.toml (--org DIR or LEMMING_ORG)";
+    let meta = std::fs::metadata(root);
+    match meta {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+            "{shown} is not an org: it does not exist\n  help: {pass}, or create one there with `lemming init {}`",
+            shell_path(root)
+        ),
+        Err(e) => format!("{shown} is not an org: it cannot be read ({e})\n  help: {pass}"),
+        Ok(m) if !m.is_dir() => format!("{shown} is not an org: it is a file, not a folder\n  help: {pass}"),
+        Ok(_) if std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none()) => format!(
+            "{shown} is not an org: it is an empty folder (no org/org.toml)\n  help: {pass}, or write the default org into it with `lemming \
+             init {}`",
+            shell_path(root)
+        ),
+        Ok(_) => {
+            let inside = root.ancestors().skip(1).find(|d| Layout::new(*d).org_toml().is_file());
+            let help = match inside {
+                Some(org) => format!("{shown} is inside the org at {}; pass that folder", org.display()),
+                None => pass.to_string(),
+            };
+            format!("{shown} is not an org: it has no org/org.toml\n  help: {help}")
+        }
+    }
 }
 
 /// Finds the org: `explicit` (from `--org` or `LEMMING_ORG`), else the nearest
@@ -133,25 +182,91 @@ pub struct Org {
     /// Agent folders whose resume has problems: they are held, not run, and
     /// mail to and from them waits.
     pub broken: BTreeMap<String, Vec<Diagnostic>>,
-    /// Problems in files for which the last good version is used instead
-    /// (the daemon's hot reload), and in `org.toml`/`models.toml` when loaded
-    /// leniently. Empty for a plain [`Org::load`].
+    /// Problems in files for which the last good version is used instead, and
+    /// in `org.toml`/`models.toml` when loaded leniently with no last good version.
     pub stale: Vec<Diagnostic>,
+    /// The config files (relative to the root) that are invalid and replaced by
+    /// their last good version.
+    pub last_good: Vec<PathBuf>,
+    /// The text of every file that is valid as it stands, relative path first:
+    /// what [`Org::save_last_good`] keeps.
+    valid: Vec<(PathBuf, String)>,
+}
+
+/// The largest `org.toml` or `models.toml` accepted, in bytes (1 MiB).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// `org/org.toml`, relative to the root.
+const ORG_TOML: &str = "org/org.toml";
+/// `org/models.toml`, relative to the root.
+const MODELS_TOML: &str = "org/models.toml";
+
+/// What loading found so far, file by file.
+#[derive(Default)]
+struct Loaded {
+    stale: Vec<Diagnostic>,
+    last_good: Vec<PathBuf>,
+    valid: Vec<(PathBuf, String)>,
+}
+
+impl Loaded {
+    /// Loads the config file `rel` through `parse` (which validates it). When
+    /// it is invalid, its last good version is used: `memory` when given (the
+    /// daemon's), else the copy in `org/state/last-good/` if it is still valid.
+    /// `Err` holds the file's problems when there is no last good version.
+    fn file<T: Clone>(
+        &mut self,
+        layout: &Layout,
+        rel: &Path,
+        limit: u64,
+        memory: Option<&T>,
+        parse: impl Fn(String) -> Result<T, Vec<Diagnostic>>,
+    ) -> Result<T, Vec<Diagnostic>> {
+        let path = layout.root.join(rel);
+        let problems = match crate::config::read(&path, &layout.root, limit).and_then(|text| {
+            let v = parse(text.clone())?;
+            Ok((v, text))
+        }) {
+            Ok((v, text)) => {
+                self.valid.push((rel.to_path_buf(), text));
+                return Ok(v);
+            }
+            Err(problems) => problems,
+        };
+        let kept = memory.cloned().or_else(|| {
+            let text = crate::config::read(&layout.last_good(rel), &layout.root, limit).ok()?;
+            parse(text).ok()
+        });
+        match kept {
+            Some(v) => {
+                self.stale.extend(problems);
+                self.last_good.push(rel.to_path_buf());
+                Ok(v)
+            }
+            None => Err(problems),
+        }
+    }
 }
 
 impl Org {
-    /// Loads and validates every config file. A bad `org.toml` or `models.toml`
-    /// is fatal; a bad resume only holds that agent (see [`Org::problems`]).
+    /// Loads and validates every config file, each invalid one replaced by its
+    /// last good version in `org/state/last-good/` when there is one. A bad
+    /// `org.toml` or `models.toml` with no last good version is fatal; a bad
+    /// resume with none holds only that agent (see [`Org::problems`]).
     pub fn load(root: &Path) -> Result<Org, LoadOrgError> {
         let layout = Layout::new(root);
+        let mut loaded = Loaded::default();
         let mut fatal = Vec::new();
-        let settings =
-            read(&layout.org_toml()).and_then(|t| settings::parse(&layout.org_toml(), &t)).unwrap_or_else(|e| {
+        let settings = loaded
+            .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, None, |t| settings::parse(&layout.org_toml(), &t))
+            .unwrap_or_else(|e| {
                 fatal.extend(e);
                 Settings::default()
             });
-        let models = read(&layout.models_toml())
-            .and_then(|t| models::parse(&layout.models_toml(), &t, root))
+        let models = loaded
+            .file(&layout, Path::new(MODELS_TOML), MAX_CONFIG_BYTES, None, |t| {
+                models::parse(&layout.models_toml(), &t, root)
+            })
             .unwrap_or_else(|e| {
                 fatal.extend(e);
                 Models::default()
@@ -159,42 +274,89 @@ impl Org {
         if !fatal.is_empty() {
             return Err(LoadOrgError::Invalid(Diagnostics(fatal)));
         }
-        let (agents, broken) = load_agents(&layout, &models, true);
-        Ok(Org { layout, settings, models, agents, broken, stale: Vec::new() })
+        let (agents, broken) = load_agents(&layout, &models, true, None, &mut loaded);
+        Ok(Org::new(layout, settings, models, agents, broken, loaded))
     }
 
     /// Loads the org, falling back for every invalid file: to the last good
-    /// version in `last_good` when there is one (the daemon's hot reload: a bad
-    /// edit is refused and the last good version kept), else to defaults (for
-    /// read-only commands such as `status`, which must work on a broken org).
-    /// The problems of files replaced by a fallback are in [`Org::stale`].
-    pub fn load_or_last_good(root: &Path, last_good: Option<&Org>) -> Org {
+    /// version in `memory` when there is one (the daemon's: a bad edit is
+    /// refused and the last good version kept), else to the one in
+    /// `org/state/last-good/`, else to defaults (for read-only commands such as
+    /// `status`, which must work on a broken org). The problems of files
+    /// replaced by a fallback are in [`Org::stale`].
+    pub fn load_or_last_good(root: &Path, memory: Option<&Org>) -> Org {
         let layout = Layout::new(root);
-        let mut stale = Vec::new();
-        let settings =
-            read(&layout.org_toml()).and_then(|t| settings::parse(&layout.org_toml(), &t)).unwrap_or_else(|e| {
-                stale.extend(e);
-                last_good.map(|o| o.settings.clone()).unwrap_or_default()
+        let mut loaded = Loaded::default();
+        let settings = loaded
+            .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, memory.map(|o| &o.settings), |t| {
+                settings::parse(&layout.org_toml(), &t)
+            })
+            .unwrap_or_else(|e| {
+                loaded.stale.extend(e);
+                Settings::default()
             });
         let mut models_ok = true;
-        let models = read(&layout.models_toml())
-            .and_then(|t| models::parse(&layout.models_toml(), &t, root))
+        let models = loaded
+            .file(&layout, Path::new(MODELS_TOML), MAX_CONFIG_BYTES, memory.map(|o| &o.models), |t| {
+                models::parse(&layout.models_toml(), &t, root)
+            })
             .unwrap_or_else(|e| {
-                stale.extend(e);
-                models_ok = last_good.is_some();
-                last_good.map(|o| o.models.clone()).unwrap_or_default()
+                loaded.stale.extend(e);
+                models_ok = false;
+                Models::default()
             });
-        let (mut agents, mut broken) = load_agents(&layout, &models, models_ok);
-        if let Some(good) = last_good {
-            let names: Vec<String> = broken.keys().cloned().collect();
-            for name in names {
-                if let Some(resume) = good.agents.get(name.as_str()) {
-                    stale.extend(broken.remove(&name).unwrap_or_default());
-                    agents.insert(resume.name.clone(), resume.clone());
-                }
+        let (agents, broken) = load_agents(&layout, &models, models_ok, memory, &mut loaded);
+        Org::new(layout, settings, models, agents, broken, loaded)
+    }
+
+    fn new(
+        layout: Layout,
+        settings: Settings,
+        models: Models,
+        agents: BTreeMap<AgentName, Resume>,
+        broken: BTreeMap<String, Vec<Diagnostic>>,
+        loaded: Loaded,
+    ) -> Org {
+        let Loaded { stale, last_good, valid } = loaded;
+        Org { layout, settings, models, agents, broken, stale, last_good, valid }
+    }
+
+    /// Keeps the version of every valid config file in `org/state/last-good/`
+    /// (each written atomically, only when it changed), and forgets the last
+    /// good resumes of agent folders that are gone. Called by the process that
+    /// runs turns, under the org lock.
+    pub fn save_last_good(&self) -> Result<(), PathError> {
+        for (rel, text) in &self.valid {
+            let path = self.layout.last_good(rel);
+            if crate::config::read(&path, &self.layout.root, text.len() as u64).is_ok_and(|old| old == *text) {
+                continue;
+            }
+            let dir = path.parent().unwrap_or(&path);
+            std::fs::create_dir_all(dir).with_path(dir)?;
+            fsx::write_atomic(&self.layout.state_tmp(), &path, text.as_bytes())?;
+        }
+        let kept = self.layout.last_good_dir().join("agents");
+        let folders = agent_folders(&self.layout);
+        for e in std::fs::read_dir(&kept).into_iter().flatten().flatten() {
+            if !e.file_name().to_str().is_some_and(|n| folders.iter().any(|f| f == n)) {
+                std::fs::remove_dir_all(e.path()).with_path(e.path())?;
             }
         }
-        Org { layout, settings, models, agents, broken, stale }
+        Ok(())
+    }
+
+    /// The problems of the files that `send`, `inspect` and such should show
+    /// beside what they do: `org.toml`, `models.toml` and the resumes of these
+    /// agents, when invalid (whether a last good version replaces them or not).
+    pub fn problems_of(&self, agents: &[&str]) -> Vec<Diagnostic> {
+        let mine = |d: &Diagnostic| {
+            d.path.strip_prefix(&self.layout.root).is_ok_and(|rel| {
+                rel == Path::new(ORG_TOML)
+                    || rel == Path::new(MODELS_TOML)
+                    || agents.iter().any(|a| rel.starts_with(Path::new("agents").join(a)))
+            })
+        };
+        self.problems().into_iter().filter(mine).collect()
     }
 
     /// Every problem found: files replaced by a fallback, then invalid resumes in folder order.
@@ -213,8 +375,13 @@ impl Org {
             return Err(UnknownAgent { message: e.to_string() });
         }
         self.agents.get(name).ok_or_else(|| UnknownAgent {
-            message: if self.broken.contains_key(name) {
-                format!("agent `{name}` has an invalid resume; run `lemming validate` to see why")
+            message: if let Some(problems) = self.broken.get(name) {
+                let why: Vec<String> = problems.iter().map(|d| d.to_string()).collect();
+                format!(
+                    "agent `{name}` has an invalid resume and no last good version, so it is held until the file is \
+                     fixed:\n{}",
+                    why.join("\n")
+                )
             } else {
                 format!("unknown agent `{name}` (known: {})", self.chart().known())
             },
@@ -235,10 +402,6 @@ pub struct UnknownAgent {
     pub message: String,
 }
 
-fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
-    std::fs::read_to_string(path).map_err(|e| vec![Diagnostic::file(path, format!("cannot read: {e}"))])
-}
-
 /// The agent folders under `agents/`, sorted (hidden folders and files are skipped).
 pub fn agent_folders(layout: &Layout) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(layout.agents_dir())
@@ -257,60 +420,196 @@ fn load_agents(
     layout: &Layout,
     models: &Models,
     check_models: bool,
+    memory: Option<&Org>,
+    loaded: &mut Loaded,
 ) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
-    let mut files = Vec::new();
+    let folders = agent_folders(layout);
+    // Names referenced must be agents that exist (even if their resume is broken).
+    let mut known = folders.clone();
+    known.sort();
+    let mut agents = BTreeMap::new();
     let mut broken: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
-    for folder in agent_folders(layout) {
-        let path = layout.agent_dir(&folder).join("resume.toml");
-        if let Err(e) = AgentName::new(&folder) {
+    for folder in &folders {
+        let path = layout.agent_dir(folder).join("resume.toml");
+        if let Err(e) = AgentName::new(folder) {
             broken.insert(
                 folder.clone(),
-                vec![Diagnostic::file(&layout.agent_dir(&folder), e.to_string()).help("rename the folder")],
+                vec![Diagnostic::file(&layout.agent_dir(folder), e.to_string()).help("rename the folder")],
             );
             continue;
         }
-        match resume::load(&path, &folder) {
-            Ok(f) => files.push(f),
+        let rel = Path::new("agents").join(folder).join("resume.toml");
+        let kept = memory.and_then(|o| o.agents.get(folder.as_str()));
+        let checked = loaded.file(layout, &rel, resume::MAX_RESUME_BYTES, kept, |text| {
+            let f = resume::parse(&path, text, folder)?;
+            check_refs(f, models, check_models, &known)
+        });
+        match checked {
+            Ok(r) => {
+                agents.insert(r.name.clone(), r);
+            }
             Err(d) => {
-                broken.insert(folder, d);
+                broken.insert(folder.clone(), d);
             }
         }
     }
-    // Names referenced must be agents that exist (even if their resume is broken).
-    let existing: Vec<String> = files.iter().map(|f| f.resume.name.to_string()).chain(broken.keys().cloned()).collect();
-    let mut agents = BTreeMap::new();
-    for f in files {
-        let mut errs = Vec::new();
-        for r in &f.refs {
-            let bad = match r.field {
-                "model" => (check_models && !models.models.contains_key(&r.value)).then(|| {
-                    Diagnostic::at(
-                        &f.path,
-                        &f.text,
-                        Some(r.span.clone()),
-                        format!("unknown model key `{}` (known: {})", r.value, models.known_keys()),
-                    )
-                    .help("use a key defined in org/models.toml, or add [models.".to_string() + &r.value + "] there")
-                }),
-                field => (!existing.contains(&r.value)).then(|| {
-                    let mut known = existing.clone();
-                    known.sort();
-                    Diagnostic::at(
-                        &f.path,
-                        &f.text,
-                        Some(r.span.clone()),
-                        format!("`{}` in `{field}` is no agent (known: {})", r.value, known.join(", ")),
-                    )
-                    .help("fix the name, remove it, or create agents/".to_string() + &r.value + "/resume.toml")
-                }),
-            };
-            errs.extend(bad);
-        }
-        if errs.is_empty() {
-            agents.insert(f.resume.name.clone(), f.resume);
-        } else {
-            broken.insert(f.resume.name.to_string(), errs);
+    (agents, broken)
+}
+
+/// Checks the names a resume refers to: model keys against `models.toml`
+/// (when it could be read), agent names against the agent folders.
+fn check_refs(
+    f: resume::ResumeFile,
+    models: &Models,
+    check_models: bool,
+    known: &[String],
+) -> Result<Resume, Vec<Diagnostic>> {
+    let mut errs = Vec::new();
+    for r in &f.refs {
+        let bad = match r.field {
+            "model" => (check_models && !models.models.contains_key(&r.value)).then(|| {
+                Diagnostic::at(
+                    &f.path,
+                    &f.text,
+                    Some(r.span.clone()),
+                    format!("unknown model key `{}` (known: {})", r.value, models.known_keys()),
+                )
+                .help("use a key defined in org/models.toml, or add [models.".to_string() + &r.value + "] there")
+            }),
+            field => (!known.contains(&r.value)).then(|| {
+                Diagnostic::at(
+                    &f.path,
+                    &f.text,
+                    Some(r.span.clone()),
+                    format!("`{}` in `{field}` is no agent (known: {})", r.value, known.join(", ")),
+                )
+                .help("fix the name, remove it, or create agents/".to_string() + &r.value + "/resume.toml")
+            }),
+        };
+        errs.extend(bad);
+    }
+    if errs.is_empty() {
+        Ok(f.resume)
+    } else {
+        Err(errs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("org");
+        crate::init::init(&root).unwrap();
+        (d, root)
+    }
+
+    fn edit(root: &Path, rel: &str, from: &str, to: &str) {
+        let p = root.join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{rel} has no {from:?}");
+        std::fs::write(p, text.replacen(from, to, 1)).unwrap();
+    }
+
+    #[test]
+    fn every_command_uses_the_last_good_version_the_lock_holder_saved() {
+        let (_d, root) = org();
+        let layout = Layout::new(&root);
+        edit(&root, "agents/manager/resume.toml", "title = \"Manager\"", "title = \"Boss\"");
+        let good = Org::load(&root).unwrap();
+        assert!(good.last_good.is_empty() && good.problems().is_empty());
+        // Nothing is saved until the process that runs turns saves it.
+        assert!(!layout.last_good_dir().exists());
+        good.save_last_good().unwrap();
+        let saved = layout.last_good(Path::new("agents/manager/resume.toml"));
+        assert_eq!(
+            std::fs::read_to_string(&saved).unwrap(),
+            std::fs::read_to_string(root.join("agents/manager/resume.toml")).unwrap()
+        );
+        assert!(layout.last_good(Path::new("org/org.toml")).is_file());
+        assert!(layout.last_good(Path::new("org/models.toml")).is_file());
+
+        // A bad edit: every way of loading keeps the saved version and reports the edit.
+        edit(&root, "agents/manager/resume.toml", "every = 1", "every = = 1");
+        edit(&root, "org/org.toml", "max_parallel = 8", "max_parallel = 0");
+        for org in [Org::load(&root).unwrap(), Org::load_or_last_good(&root, None)] {
+            assert_eq!(org.agent("manager").unwrap().title, "Boss");
+            assert_eq!(org.settings.max_parallel, 8);
+            assert!(org.broken.is_empty(), "{:?}", org.broken);
+            assert_eq!(org.last_good, [PathBuf::from("org/org.toml"), PathBuf::from("agents/manager/resume.toml")]);
+            let problems = org.problems_of(&["manager"]);
+            assert_eq!(problems.len(), 2, "{problems:?}");
+            assert!(org.problems_of(&["planner"]).iter().all(|p| p.path.ends_with("org/org.toml")));
+            // Saving again keeps the good version, not the bad edit.
+            org.save_last_good().unwrap();
+            assert!(std::fs::read_to_string(&saved).unwrap().contains("title = \"Boss\""));
+            assert!(!std::fs::read_to_string(&saved).unwrap().contains("= = 1"));
         }
     }
-    (agents, broken)
+
+    #[test]
+    fn a_new_agent_whose_first_resume_is_invalid_is_held_and_says_so() {
+        let (_d, root) = org();
+        Org::load(&root).unwrap().save_last_good().unwrap();
+        std::fs::create_dir_all(root.join("agents/scribe")).unwrap();
+        std::fs::write(root.join("agents/scribe/resume.toml"), "name = \"scribe\"\nmodel = \"nope\"\n").unwrap();
+        let org = Org::load(&root).unwrap();
+        assert!(org.broken.contains_key("scribe") && org.last_good.is_empty());
+        let e = org.agent("scribe").unwrap_err().to_string();
+        assert!(e.contains("no last good version") && e.contains("unknown model key `nope`"), "{e}");
+    }
+
+    #[test]
+    fn a_last_good_version_that_no_longer_fits_the_org_is_not_used_and_gone_agents_are_forgotten() {
+        let (_d, root) = org();
+        let layout = Layout::new(&root);
+        Org::load(&root).unwrap().save_last_good().unwrap();
+        // planner's saved resume names coder_01; coder_01 leaves and planner's file breaks.
+        std::fs::remove_dir_all(root.join("agents/coder_01")).unwrap();
+        edit(&root, "agents/planner/resume.toml", "every = 1", "every = 0");
+        let org = Org::load(&root).unwrap();
+        assert!(org.broken.contains_key("planner"), "a saved resume naming a gone agent was used");
+        org.save_last_good().unwrap();
+        assert!(!layout.last_good(Path::new("agents/coder_01")).exists());
+        assert!(layout.last_good(Path::new("agents/planner/resume.toml")).exists());
+    }
+
+    #[test]
+    fn without_a_last_good_version_a_bad_org_toml_is_fatal_for_load_only() {
+        let (_d, root) = org();
+        edit(&root, "org/org.toml", "max_parallel = 8", "max_parallel = 0");
+        assert!(matches!(Org::load(&root), Err(LoadOrgError::Invalid(_))));
+        let lenient = Org::load_or_last_good(&root, None);
+        assert!(lenient.last_good.is_empty() && !lenient.stale.is_empty());
+    }
+
+    #[test]
+    fn config_files_have_a_size_limit_that_names_the_file() {
+        let (_d, root) = org();
+        let p = root.join("agents/hr/resume.toml");
+        let long = "x".repeat(resume::MAX_INSTRUCTIONS_BYTES + 1);
+        std::fs::write(&p, format!("name = \"hr\"\nmodel = \"default\"\ninstructions = \"\"\"{long}\"\"\"\n")).unwrap();
+        let org = Org::load(&root).unwrap();
+        let d = &org.broken["hr"][0];
+        assert!(d.message.contains("`instructions` is 65537 bytes; the limit is 65536 bytes"), "{d}");
+        assert_eq!(d.line, Some(3), "{d}");
+
+        std::fs::write(&p, vec![b'#'; resume::MAX_RESUME_BYTES as usize + 1]).unwrap();
+        let org = Org::load(&root).unwrap();
+        let d = &org.broken["hr"][0];
+        assert_eq!(d.path, p);
+        assert!(d.message.contains("262145 bytes; the limit is 262144 bytes"), "{d}");
+
+        // A device is not read until memory runs out, and a FIFO does not block.
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        assert!(Org::load(&root).unwrap().broken["hr"][0].message.contains("not a regular file"));
+        std::fs::remove_file(&p).unwrap();
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(Org::load(&root).unwrap().broken["hr"][0].message.contains("not a regular file"));
+    }
 }

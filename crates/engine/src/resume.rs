@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::{Doc, MAX_CREDITS};
 use crate::error::Diagnostic;
 use crate::name::{AgentName, ENGINE, HUMAN, NAME_RULE};
 
@@ -123,197 +124,168 @@ pub struct ResumeFile {
     pub refs: Vec<Reference>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawResume {
-    name: Spanned<String>,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    description: String,
-    model: Option<Spanned<String>>,
-    #[serde(default)]
-    instructions: String,
-    #[serde(default)]
-    schedule: RawSchedule,
-    #[serde(default)]
-    permissions: RawPermissions,
-    #[serde(default)]
-    budget: RawBudget,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSchedule {
-    #[serde(default = "one")]
-    every: Spanned<i64>,
-    #[serde(default = "zero")]
-    offset: Spanned<i64>,
-    #[serde(default = "mail")]
-    wake: Wake,
-}
-
-impl Default for RawSchedule {
-    fn default() -> Self {
-        RawSchedule { every: one(), offset: zero(), wake: Wake::Mail }
-    }
-}
-
-fn one() -> Spanned<i64> {
-    Spanned::new(0..0, 1)
-}
-fn zero() -> Spanned<i64> {
-    Spanned::new(0..0, 0)
-}
-fn mail() -> Wake {
-    Wake::Mail
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPermissions {
-    #[serde(default)]
-    send_to: Vec<Spanned<String>>,
-    #[serde(default)]
-    read_from: Vec<Spanned<String>>,
-    #[serde(default)]
-    tools: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBudget {
-    #[serde(default = "default_credits")]
-    credits: Spanned<f64>,
-}
-
-impl Default for RawBudget {
-    fn default() -> Self {
-        RawBudget { credits: default_credits() }
-    }
-}
-
-fn default_credits() -> Spanned<f64> {
-    Spanned::new(0..0, 100.0)
-}
-
 fn span(r: Range<usize>) -> Option<Range<usize>> {
     (r.end > 0).then_some(r)
 }
 
-/// Parses and validates one resume. `folder` is the agent's folder name.
+/// The largest `resume.toml` accepted, in bytes (256 KiB).
+pub const MAX_RESUME_BYTES: u64 = 256 * 1024;
+
+/// The longest `instructions` accepted, in bytes (64 KiB, about 16,000 tokens).
+pub const MAX_INSTRUCTIONS_BYTES: usize = 64 * 1024;
+
+/// The largest `every` and `offset` accepted.
+pub const MAX_EVERY: i64 = 1_000_000;
+
+/// Parses and validates one resume. `folder` is the agent's folder name; the
+/// org is the folder two levels above it (`ORG/agents/NAME/resume.toml`), and
+/// a resume that lies outside it (through a link) is refused unread.
 /// Returns every problem found in the file.
 pub fn load(path: &Path, folder: &str) -> Result<ResumeFile, Vec<Diagnostic>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(vec![Diagnostic::file(path, format!("cannot read: {e}"))
-                .help("every folder under agents/ needs a readable resume.toml")])
-        }
-    };
+    let root = path.parent().and_then(Path::parent).and_then(Path::parent).unwrap_or(Path::new("/"));
+    let text = crate::config::read(path, root, MAX_RESUME_BYTES).map_err(|errs| {
+        errs.into_iter()
+            .map(|d| d.help("every folder under agents/ needs a resume.toml (a regular TOML file)"))
+            .collect::<Vec<_>>()
+    })?;
     parse(path, text, folder)
 }
 
 /// Validates resume text (see [`load`]).
 pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<Diagnostic>> {
-    let raw: RawResume = match toml::from_str(&text) {
-        Ok(r) => r,
-        Err(e) => return Err(vec![Diagnostic::from_toml(path, &text, &e)]),
-    };
-    let mut errs = Vec::new();
-    let at = |s: Range<usize>, m: String| Diagnostic::at(path, &text, span(s), m);
-
-    let name = match AgentName::new(raw.name.get_ref()) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            errs.push(at(raw.name.span(), e.to_string()).help(format!("rename the agent; {NAME_RULE}")));
-            None
-        }
-    };
-    if let Some(n) = &name {
-        if n.as_str() == ENGINE {
-            errs.push(
-                at(raw.name.span(), format!("`{ENGINE}` is reserved for the engine")).help("choose another name"),
-            );
-        } else if n.as_str() != folder {
-            errs.push(
-                at(raw.name.span(), format!("name `{n}` differs from its folder `{folder}`"))
-                    .help(format!("set name = \"{folder}\" or rename the folder to agents/{n}")),
-            );
-        }
-    }
-    let is_human = raw.name.get_ref() == HUMAN;
+    let doc = Doc::parse(path, &text)?;
     let mut refs = Vec::new();
-    match (&raw.model, is_human) {
-        (Some(m), true) => errs.push(
-            at(m.span(), "`human` is driven by people, not a model".into())
-                .help("remove the `model` line from the human's resume"),
-        ),
-        (None, false) => errs
-            .push(Diagnostic::file(path, "missing `model`").help("add model = \"default\" (a key in org/models.toml)")),
-        (Some(m), false) => refs.push(Reference { field: "model", value: m.get_ref().clone(), span: m.span() }),
-        (None, true) => {}
-    }
-
-    let every = *raw.schedule.every.get_ref();
-    if every < 1 {
-        errs.push(
-            at(raw.schedule.every.span(), format!("`every` must be 1 or more, not {every}"))
-                .help("every = 1 runs the agent on every turn"),
-        );
-    }
-    let offset = *raw.schedule.offset.get_ref();
-    if offset < 0 {
-        errs.push(
-            at(raw.schedule.offset.span(), format!("`offset` must be 0 or more, not {offset}"))
-                .help("offset = 0 is the usual value"),
-        );
-    }
-    let credits = *raw.budget.credits.get_ref();
-    if !credits.is_finite() || credits < 0.0 {
-        errs.push(
-            at(raw.budget.credits.span(), format!("`credits` must be a number 0 or more, not {credits}"))
-                .help("credits = 100.0"),
-        );
-    }
-
-    let mut access = |field: &'static str, list: &[Spanned<String>], errs: &mut Vec<Diagnostic>| {
-        if list.iter().any(|s| s.get_ref() == "*") {
-            return Access::Anyone;
+    let mut resume = None;
+    {
+        let t = doc.root();
+        let at = |s: Range<usize>, m: String| doc.at(span(s), m);
+        let raw_name = t.req_str("name", &format!("add name = \"{folder}\" (the agent's folder name)"));
+        let title = t.str("title").map(Spanned::into_inner).unwrap_or_default();
+        let description = t.str("description").map(Spanned::into_inner).unwrap_or_default();
+        let model = t.str("model");
+        let instructions = t.str("instructions");
+        if let Some(i) = instructions.as_ref().filter(|i| i.get_ref().len() > MAX_INSTRUCTIONS_BYTES) {
+            doc.push(
+                at(
+                    i.span(),
+                    format!(
+                        "`instructions` is {} bytes; the limit is {MAX_INSTRUCTIONS_BYTES} bytes",
+                        i.get_ref().len()
+                    ),
+                )
+                .help("shorten the instructions: put reference material in memory or in files the agent reads"),
+            );
         }
-        let mut set = BTreeSet::new();
-        for s in list {
-            match AgentName::new(s.get_ref()) {
-                Ok(n) => {
-                    refs.push(Reference { field, value: n.to_string(), span: s.span() });
-                    set.insert(n);
-                }
-                Err(e) => {
-                    errs.push(at(s.span(), format!("in `{field}`: {e}")).help("list agent names, or \"*\" for anyone"))
+        let instructions = instructions.map(Spanned::into_inner).unwrap_or_default();
+        let mut schedule = Schedule::default();
+        if let Some(st) = t.table("schedule") {
+            if let Some(v) = st.int("every", 1..=MAX_EVERY, "every = 1 runs the agent on every turn") {
+                schedule.every = *v.get_ref() as u64;
+            }
+            if let Some(v) = st.int("offset", 0..=MAX_EVERY, "offset = 0 is the usual value") {
+                schedule.offset = *v.get_ref() as u64;
+            }
+            if let Some(w) = st.str("wake") {
+                match w.get_ref().as_str() {
+                    "mail" => schedule.wake = Wake::Mail,
+                    "always" => schedule.wake = Wake::Always,
+                    other => doc.push(
+                        at(w.span(), format!("unknown `wake` value `{other}`"))
+                            .help("use one of: mail (run only with unread mail), always (run on every due turn)"),
+                    ),
                 }
             }
+            st.deny_unknown(&["every", "offset", "wake"]);
         }
-        Access::Only(set)
-    };
-    let send_to = access("send_to", &raw.permissions.send_to, &mut errs);
-    let read_from = access("read_from", &raw.permissions.read_from, &mut errs);
+        let (mut send_list, mut read_list, mut tools) = (Vec::new(), Vec::new(), Vec::new());
+        if let Some(pt) = t.table("permissions") {
+            send_list = pt.str_list("send_to").map(Spanned::into_inner).unwrap_or_default();
+            read_list = pt.str_list("read_from").map(Spanned::into_inner).unwrap_or_default();
+            tools = pt
+                .str_list("tools")
+                .map(|l| l.into_inner().into_iter().map(Spanned::into_inner).collect())
+                .unwrap_or_default();
+            pt.deny_unknown(&["send_to", "read_from", "tools"]);
+        }
+        let mut credits = 100.0;
+        if let Some(bt) = t.table("budget") {
+            if let Some(c) = bt.float("credits", 0.0, true, MAX_CREDITS, "credits = 100.0") {
+                credits = *c.get_ref();
+            }
+            bt.deny_unknown(&["credits"]);
+        }
+        t.deny_unknown(&["name", "title", "description", "model", "instructions", "schedule", "permissions", "budget"]);
 
-    if !errs.is_empty() {
-        return Err(errs);
+        let name = raw_name.as_ref().and_then(|raw| match AgentName::new(raw.get_ref()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                doc.push(at(raw.span(), e.to_string()).help(format!("rename the agent; {NAME_RULE}")));
+                None
+            }
+        });
+        if let (Some(n), Some(raw)) = (&name, &raw_name) {
+            if n.as_str() == ENGINE {
+                doc.push(at(raw.span(), format!("`{ENGINE}` is reserved for the engine")).help("choose another name"));
+            } else if n.as_str() != folder {
+                doc.push(
+                    at(raw.span(), format!("name `{n}` differs from its folder `{folder}`"))
+                        .help(format!("set name = \"{folder}\" or rename the folder to agents/{n}")),
+                );
+            }
+        }
+        let is_human = raw_name.as_ref().is_some_and(|n| n.get_ref() == HUMAN);
+        match (&model, is_human) {
+            (Some(m), true) => doc.push(
+                at(m.span(), "`human` is driven by people, not a model".into())
+                    .help("remove the `model` line from the human's resume"),
+            ),
+            (None, false) if !t.has("model") => doc.push(
+                Diagnostic::file(path, "missing `model`").help("add model = \"default\" (a key in org/models.toml)"),
+            ),
+            (Some(m), false) => refs.push(Reference { field: "model", value: m.get_ref().clone(), span: m.span() }),
+            _ => {}
+        }
+
+        let mut access = |field: &'static str, list: &[Spanned<String>]| {
+            if list.iter().any(|s| s.get_ref() == "*") {
+                return Access::Anyone;
+            }
+            let mut set = BTreeSet::new();
+            for s in list {
+                match AgentName::new(s.get_ref()) {
+                    Ok(n) => {
+                        refs.push(Reference { field, value: n.to_string(), span: s.span() });
+                        set.insert(n);
+                    }
+                    Err(e) => doc
+                        .push(at(s.span(), format!("in `{field}`: {e}")).help("list agent names, or \"*\" for anyone")),
+                }
+            }
+            Access::Only(set)
+        };
+        let send_to = access("send_to", &send_list);
+        let read_from = access("read_from", &read_list);
+
+        if let (Some(name), false) = (name, doc.has_errors()) {
+            resume = Some(Resume {
+                name,
+                title,
+                description,
+                model: model.map(Spanned::into_inner),
+                instructions,
+                schedule,
+                send_to,
+                read_from,
+                tools,
+                credits,
+            });
+        }
     }
-    let resume = Resume {
-        name: name.expect("checked above"),
-        title: raw.title,
-        description: raw.description,
-        model: raw.model.map(|m| m.into_inner()),
-        instructions: raw.instructions,
-        schedule: Schedule { every: every as u64, offset: offset as u64, wake: raw.schedule.wake },
-        send_to,
-        read_from,
-        tools: raw.permissions.tools,
-        credits,
-    };
-    Ok(ResumeFile { path: path.to_path_buf(), text, resume, refs })
+    let errs = doc.finish();
+    match resume {
+        Some(resume) if errs.is_empty() => Ok(ResumeFile { path: path.to_path_buf(), text, resume, refs }),
+        _ => Err(errs),
+    }
 }
 
 #[cfg(test)]
@@ -353,7 +325,7 @@ mod tests {
         )
         .unwrap_err();
         let lines: Vec<_> = errs.iter().map(|d| d.line).collect();
-        assert_eq!(lines, vec![Some(1), Some(4), Some(8), Some(6)], "{errs:?}");
+        assert_eq!(lines, vec![Some(1), Some(4), Some(6), Some(8)], "{errs:?}");
     }
 
     #[test]
@@ -363,6 +335,29 @@ mod tests {
         let errs = p("name = \"x\"\nmodel = \"d\"\nmodle = 1\n", "x").unwrap_err();
         assert_eq!(errs[0].line, Some(3));
         assert!(errs[0].message.contains("unknown field"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn reports_every_type_error_each_with_its_fix() {
+        let errs = p(
+            "name = \"x\"\nmodel = \"m\"\n[schedule]\nevery = \"2\"\nwake = \"sometimes\"\n[permissions]\nsend_to = [\"manager\", 3]\nread_from = \"*\"\n[budget]\ncredits = -1\n",
+            "x",
+        )
+        .unwrap_err();
+        let got: Vec<(usize, &str)> = errs.iter().map(|d| (d.line.unwrap(), d.help.as_deref().unwrap_or(""))).collect();
+        assert_eq!(
+            got,
+            vec![
+                (4, "remove the quotes: every = 2"),
+                (5, "use one of: mail (run only with unread mail), always (run on every due turn)"),
+                (7, "put the item in quotes: \"3\""),
+                (8, "use a list: read_from = [\"*\"]"),
+                (10, "credits = 100.0"),
+            ],
+            "{errs:#?}"
+        );
+        let errs = p("name = \"x\"\nmodel = \"m\"\n[budget]\ncredits = 1e300\n", "x").unwrap_err();
+        assert!(errs[0].message.contains("from 0 to 1000000000000, not 1e300"), "{}", errs[0]);
     }
 
     #[test]

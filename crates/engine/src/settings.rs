@@ -2,9 +2,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-use toml::Spanned;
-
+use crate::config::{Doc, MAX_CREDITS, MAX_SECS_F};
 use crate::error::Diagnostic;
 
 /// The org-wide settings.
@@ -50,90 +48,77 @@ impl Default for Settings {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    turn_seconds: Option<Spanned<f64>>,
-    wake_on_message: Option<bool>,
-    debounce_ms: Option<u64>,
-    max_parallel: Option<Spanned<i64>>,
-    max_attempts: Option<Spanned<i64>>,
-    max_message_bytes: Option<Spanned<i64>>,
-    max_mail_per_prompt: Option<Spanned<i64>>,
-    journal_keep_turns: Option<Spanned<i64>>,
-    log_retention_days: Option<Spanned<i64>>,
-    budget: Option<Spanned<f64>>,
-}
+/// The fields of `org.toml`.
+const FIELDS: [&str; 10] = [
+    "turn_seconds",
+    "wake_on_message",
+    "debounce_ms",
+    "max_parallel",
+    "max_attempts",
+    "max_message_bytes",
+    "max_mail_per_prompt",
+    "journal_keep_turns",
+    "log_retention_days",
+    "budget",
+];
 
 /// Parses and validates `org.toml` text, reporting every problem.
 pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
-    let raw: Raw = toml::from_str(text).map_err(|e| vec![Diagnostic::from_toml(path, text, &e)])?;
+    let doc = Doc::parse(path, text)?;
     let mut s = Settings::default();
-    let mut errs = Vec::new();
-    if let Some(t) = raw.turn_seconds {
-        let v = *t.get_ref();
-        if !(v.is_finite() && v > 0.0 && v <= lemming_provider::config::MAX_SECS) {
-            errs.push(
-                Diagnostic::at(path, text, Some(t.span()), "`turn_seconds` must be more than 0 and at most a year")
-                    .help("turn_seconds = 60"),
-            );
+    {
+        let t = doc.root();
+        if let Some(v) = t.float("turn_seconds", 0.0, false, MAX_SECS_F, "turn_seconds = 60 (at most a year)") {
+            s.turn_seconds = *v.get_ref();
         }
-        s.turn_seconds = *t.get_ref();
-    }
-    let mut int = |v: Option<Spanned<i64>>, field: &str, min: i64, max: i64, slot: &mut u64| {
-        if let Some(v) = v {
-            if *v.get_ref() < min || *v.get_ref() > max {
-                errs.push(
-                    Diagnostic::at(
-                        path,
-                        text,
-                        Some(v.span()),
-                        if max == i64::MAX {
-                            format!("`{field}` must be {min} or more")
-                        } else {
-                            format!("`{field}` must be from {min} to {max}")
-                        },
-                    )
-                    .help(format!("set {field} = {} or more", min.max(1))),
-                );
-            } else {
-                *slot = *v.get_ref() as u64;
-            }
+        if let Some(w) = t.bool("wake_on_message") {
+            s.wake_on_message = w;
         }
-    };
-    let (mut par, mut att, mut mmb, mut mail) =
-        (s.max_parallel as u64, s.max_attempts as u64, s.max_message_bytes, s.max_mail_per_prompt as u64);
-    int(raw.max_parallel, "max_parallel", 1, 4096, &mut par);
-    int(raw.max_attempts, "max_attempts", 1, i64::MAX, &mut att);
-    int(raw.max_message_bytes, "max_message_bytes", 256, i64::MAX, &mut mmb);
-    int(raw.max_mail_per_prompt, "max_mail_per_prompt", 1, i64::MAX, &mut mail);
-    int(raw.journal_keep_turns, "journal_keep_turns", 1, i64::MAX, &mut s.journal_keep_turns);
-    int(raw.log_retention_days, "log_retention_days", 1, i64::MAX, &mut s.log_retention_days);
-    s.max_parallel = par as usize;
-    s.max_attempts = att.min(u32::MAX as u64) as u32;
-    s.max_message_bytes = mmb;
-    s.max_mail_per_prompt = mail as usize;
-    if let Some(w) = raw.wake_on_message {
-        s.wake_on_message = w;
-    }
-    if let Some(d) = raw.debounce_ms {
-        s.debounce_ms = d;
-    }
-    if let Some(b) = raw.budget {
-        if !(b.get_ref().is_finite() && *b.get_ref() >= 0.0) {
-            errs.push(
-                Diagnostic::at(path, text, Some(b.span()), "`budget` must be a number 0 or more")
-                    .help("budget = 1000.0 (credits for the whole org), or remove it for no org-wide limit"),
-            );
+        let int = |field: &str, range: std::ops::RangeInclusive<i64>, example: &str| {
+            t.int(field, range, example).map(|v| *v.get_ref() as u64)
+        };
+        if let Some(v) = int("debounce_ms", 0..=60_000, "debounce_ms = 5 (milliseconds, at most a minute)") {
+            s.debounce_ms = v;
         }
-        s.budget = Some(*b.get_ref());
+        if let Some(v) = int("max_parallel", 1..=4096, "max_parallel = 8") {
+            s.max_parallel = v as usize;
+        }
+        if let Some(v) = int("max_attempts", 1..=1000, "max_attempts = 3") {
+            s.max_attempts = v as u32;
+        }
+        if let Some(v) = int("max_message_bytes", 256..=MAX_MESSAGE_BYTES, "max_message_bytes = 65536") {
+            s.max_message_bytes = v;
+        }
+        if let Some(v) = int("max_mail_per_prompt", 1..=100_000, "max_mail_per_prompt = 50") {
+            s.max_mail_per_prompt = v as usize;
+        }
+        if let Some(v) = int("journal_keep_turns", 1..=1_000_000_000, "journal_keep_turns = 20") {
+            s.journal_keep_turns = v;
+        }
+        if let Some(v) = int("log_retention_days", 1..=36_500, "log_retention_days = 7") {
+            s.log_retention_days = v;
+        }
+        if let Some(b) = t.float(
+            "budget",
+            0.0,
+            true,
+            MAX_CREDITS,
+            "budget = 1000.0 (credits for the whole org), or remove it for no org-wide limit",
+        ) {
+            s.budget = Some(*b.get_ref());
+        }
+        t.deny_unknown(&FIELDS);
     }
+    let errs = doc.finish();
     if errs.is_empty() {
         Ok(s)
     } else {
         Err(errs)
     }
 }
+
+/// The largest `max_message_bytes` accepted (64 MiB).
+pub const MAX_MESSAGE_BYTES: i64 = 64 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -146,6 +131,14 @@ mod tests {
         assert_eq!((s.max_parallel, s.turn_seconds), (64, 0.5));
         let e = parse(Path::new("o"), "max_parallel = 0\nturn_seconds = -1.0\nbudget = -5.0\n").unwrap_err();
         assert_eq!(e.len(), 3);
+        // Type errors do not hide the problems after them.
+        let e = parse(
+            Path::new("o"),
+            "max_parallel = \"4\"\nwake_on_message = 1\ndebounce_ms = -5\nmax_attempts = 2.5\nbudget = 1e300\nturn_seconds = nan\nmax_paralel = 3\n",
+        )
+        .unwrap_err();
+        let lines: Vec<_> = e.iter().map(|d| d.line.unwrap()).collect();
+        assert_eq!(lines, vec![1, 2, 3, 4, 5, 6, 7], "{e:#?}");
         assert_eq!(parse(Path::new("o"), "budget = 12.5\n").unwrap().budget, Some(12.5));
         assert!(parse(Path::new("o"), "max_paralel = 3\n").unwrap_err()[0].message.contains("unknown field"));
     }

@@ -39,6 +39,7 @@ use crate::org::{agent_folders, Org};
 use crate::prompt;
 use crate::reply;
 use crate::resume::Wake;
+use crate::trouble;
 
 /// What a turn did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -55,6 +56,11 @@ pub struct TurnReport {
     pub ran: Vec<String>,
     /// Agents whose journaled reply from an interrupted run was reused.
     pub replayed: Vec<String>,
+    /// Agents whose reply came on an earlier try of this turn that could not
+    /// journal it (a full disk): it was kept in memory and is journaled now;
+    /// their model was not asked again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovered: Vec<String>,
     /// Agents whose run failed, with the reason.
     pub failed: Vec<(String, String)>,
     /// Agents that were due but skipped, with the reason (`out_of_credits`, `org_budget_spent`).
@@ -74,8 +80,49 @@ struct Job {
 /// commits; the others keep their mail unread for the next turn.
 pub type Stop = tokio::sync::watch::Receiver<bool>;
 
+/// Replies a model gave on a try of a turn that then could not journal them
+/// (a full disk, a read-only org). Whoever repeats the turn in the same
+/// process (the daemon) passes them back, so that the turn journals and uses
+/// them instead of asking the same (turn, agent) again.
+#[derive(Debug, Default)]
+pub struct Unjournaled {
+    turn: u64,
+    records: Vec<Record>,
+    /// Model calls that answered but could not be journaled, since the last
+    /// committed turn. Counted, logged and shown in `status` by the daemon.
+    pub calls: u64,
+}
+
+impl Unjournaled {
+    /// Whether replies are held.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The held replies of `turn` for agents the journal does not have yet.
+    fn take(&mut self, turn: u64, journaled: &BTreeMap<String, Record>) -> Vec<Record> {
+        let records = std::mem::take(&mut self.records);
+        if self.turn != turn && !records.is_empty() {
+            tracing::warn!(held = self.turn, turn, "replies held for another turn are dropped");
+            return Vec::new();
+        }
+        records.into_iter().filter(|r| !journaled.contains_key(&r.agent)).collect()
+    }
+}
+
 /// Runs one turn on a loaded org. The caller holds the org lock.
 pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Result<TurnReport, PathError> {
+    run_keeping(org, registry, stop, &mut Unjournaled::default()).await
+}
+
+/// [`run`], reusing the replies in `held` that an earlier try of this turn
+/// could not journal, and leaving there the replies that this try cannot.
+pub async fn run_keeping(
+    org: &Org,
+    registry: &Arc<Registry>,
+    stop: Option<Stop>,
+    held: &mut Unjournaled,
+) -> Result<TurnReport, PathError> {
     let root = org.layout.root.clone();
     let mb = Mailbox::new(&root);
     let journal = Journal::new(&org.layout);
@@ -83,10 +130,19 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
     let started = Utc::now();
     let mut report = TurnReport { turn, ..TurnReport::default() };
     let mut ev = Events::default();
+    let trouble_before = trouble::read_agents(&org.layout);
+    // Agents whose files cannot be used this turn: they sit it out, alone.
+    let mut sick: BTreeMap<String, PathError> = BTreeMap::new();
 
     for folder in agent_folders(&org.layout) {
         if AgentName::new(&folder).is_ok() {
-            mb.ensure(&folder)?;
+            if let Err(e) = mb.ensure(&folder).and_then(|_| trouble::check_agent_files(&org.layout, &folder)) {
+                if trouble::org_wide(&e) {
+                    return Err(e);
+                }
+                sick.insert(folder, e);
+                continue;
+            }
             crate::fsx::clean_stale_tmp(mb.tmp_leftovers(&folder));
         }
     }
@@ -95,21 +151,34 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
         std::fs::read_dir(org.layout.state_tmp()).into_iter().flatten().flatten().map(|e| e.path()),
     );
 
-    route(org, &mb, turn, &mut report, &mut ev)?;
+    route(org, &mb, turn, &mut report, &mut ev, &mut sick)?;
     fault::point("routed");
 
     // Pick.
     let replays = journal.records(turn)?;
+    let carried = held.take(turn, &replays);
     let mut ledger = Ledger::load(&org.layout.ledger())?;
     let chart = org.chart();
     let mut jobs = Vec::new();
     let mut housekeeping = Batch::new();
     for (name, resume) in &org.agents {
         let agent = name.as_str();
-        if name.is_human() || replays.contains_key(agent) || !resume.schedule.fires(turn) {
+        if name.is_human()
+            || replays.contains_key(agent)
+            || carried.iter().any(|r| r.agent == agent)
+            || sick.contains_key(agent)
+            || !resume.schedule.fires(turn)
+        {
             continue;
         }
-        let (mut mail, bad) = mb.unread(agent)?;
+        let (mut mail, bad) = match mb.unread(agent) {
+            Ok(unread) => unread,
+            Err(e) if trouble::org_wide(&e) => return Err(e),
+            Err(e) => {
+                sick.insert(agent.to_string(), e);
+                continue;
+            }
+        };
         for b in bad {
             let id = dead_id("malformed", turn, agent, &b.file);
             let why = reason(&id, "malformed", format!("{}: {}", b.file, b.error), agent, vec![], turn);
@@ -125,17 +194,28 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
             ev.push(turn, Utc::now(), "skipped", json!({"agent": agent, "reason": "org_budget_spent"}));
             continue;
         }
-        if ledger.balance(agent, resume.credits).left <= 0.0 {
+        let left = ledger.balance(agent, resume.credits).left;
+        if left <= 0.0 {
             report.skipped.push((agent.to_string(), "out_of_credits".into()));
             ev.push(turn, Utc::now(), "skipped", json!({"agent": agent, "reason": "out_of_credits"}));
             continue;
         }
-        prompt::order(&mut mail);
-        mail.truncate(org.settings.max_mail_per_prompt);
         let Some(model) = resume.model.as_deref().and_then(|k| registry.model(k)) else { continue };
-        let may = chart.reachable(agent);
-        let summary = memory::summary(&memory::dir(&root, agent));
-        let (system, user) = prompt::build(resume, turn, &may, &summary, &mail, model.structured);
+        let (may, system, user) = prompt_for(org, &chart, resume, turn, &mut mail);
+        if let Some(over) = PromptOverCredits::check(model, &system, &user, left) {
+            tracing::warn!(agent, "{over}");
+            report.skipped.push((agent.to_string(), PromptOverCredits::REASON.into()));
+            ev.push(
+                turn,
+                Utc::now(),
+                "skipped",
+                json!({
+                    "agent": agent, "reason": PromptOverCredits::REASON, "detail": over.to_string(),
+                    "tokens": over.tokens, "cost": over.cost, "left": over.left,
+                }),
+            );
+            continue;
+        }
         let req = Request {
             agent: agent.to_string(),
             turn,
@@ -149,6 +229,10 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
         jobs.push(Job { agent: agent.to_string(), req, mail });
     }
     housekeeping.commit(&root)?;
+    // A full disk or a read-only org is found here, before any model is paid for.
+    if !jobs.is_empty() {
+        crate::fsx::probe(&org.layout.state_tmp())?;
+    }
 
     // Run, concurrently up to max_parallel.
     let sem = Arc::new(Semaphore::new(org.settings.max_parallel));
@@ -188,12 +272,36 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
         fresh.push(record(org, &job, result, turn, started));
     }
     fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
-    journal.append(turn, &fresh)?;
+    let answered = fresh.iter().filter(|r| r.usage.is_some()).count() as u64;
+    let recovered: Vec<String> = carried.iter().map(|r| r.agent.clone()).collect();
+    let new_records: Vec<Record> = carried.into_iter().chain(fresh).collect();
+    if let Err(e) = journal.append(turn, &new_records) {
+        held.calls += answered;
+        tracing::error!(
+            turn,
+            error = %e,
+            replies = new_records.len(),
+            unjournaled_calls = held.calls,
+            "the replies could not be journaled; a daemon keeps them in memory and journals them when it can write again"
+        );
+        held.turn = turn;
+        held.records = new_records;
+        return Err(e);
+    }
     fault::point("journaled");
+    for agent in &recovered {
+        ev.push(
+            turn,
+            Utc::now(),
+            "recovered",
+            json!({"agent": agent, "why": "the reply was kept in memory while it could not be journaled"}),
+        );
+    }
+    report.recovered = recovered;
 
     // Apply the effects of every journaled reply (fresh and replayed).
     let replayed: Vec<String> = replays.keys().cloned().collect();
-    let records: Vec<Record> = replays.into_values().chain(fresh).collect();
+    let records: Vec<Record> = replays.into_values().chain(new_records).collect();
     let mut effects = Batch::new();
     let mut charges = Vec::new();
     let tmp = org.layout.state_tmp();
@@ -226,7 +334,9 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
             }
             Outcome::Failed => {
                 let error = r.error.clone().unwrap_or_default();
-                for id in &r.mail {
+                // A provider that is down or refuses the request says nothing about the mail.
+                let counts = r.cause.is_none_or(|c| c.counts_against_mail());
+                for id in r.mail.iter().filter(|_| counts) {
                     if !mb.has(&r.agent, id) || mb.inbox_path(&r.agent, "cur").join(format!("{id}.json")).exists() {
                         continue;
                     }
@@ -262,12 +372,22 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
             mb.set_attempts(&mut effects, &r.agent, &attempts);
         }
         let sent = r.messages.iter().map(|m| m.id.clone()).collect();
-        activity::append(&root, &r.agent, &activity_of(r, sent))?;
+        let mut logged = activity_of(r, sent);
+        // The interrupted run may have logged this reply already: `logs` shows it once.
+        logged.replay = replayed.contains(&r.agent);
+        if let Err(e) = activity::append(&root, &r.agent, &logged) {
+            if trouble::org_wide(&e) {
+                return Err(e);
+            }
+            // The run counts; only its log line is lost. The agent shows the error.
+            tracing::error!(agent = %r.agent, error = %e, "cannot append to the agent's activity log");
+            sick.insert(r.agent.clone(), e);
+        }
         ev.push(
             turn,
             Utc::now(),
             if r.outcome == Outcome::Ok { "ran" } else { "failed" },
-            json!({"agent": r.agent, "model": r.model, "cost": r.cost, "mail": r.mail.len(), "sent": r.messages.len(), "error": r.error}),
+            json!({"agent": r.agent, "model": r.model, "cost": r.cost, "mail": r.mail.len(), "sent": r.messages.len(), "error": r.error, "cause": r.cause}),
         );
     }
     ledger.append(&charges)?;
@@ -283,12 +403,22 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
     fault::point("consumed");
     report.replayed = replayed;
 
-    route(org, &mb, turn, &mut report, &mut ev)?;
+    route(org, &mb, turn, &mut report, &mut ev, &mut sick)?;
     fault::point("routed_again");
+
+    let trouble_now = agent_trouble(org, turn, &trouble_before, &records, &sick);
+    for (agent, e) in &sick {
+        if org.agents.contains_key(agent.as_str()) && !report.failed.iter().any(|(a, _)| a == agent) {
+            report.failed.push((agent.clone(), format!("cannot use its files: {e}")));
+            ev.push(turn, Utc::now(), "failed", json!({"agent": agent, "error": e.to_string(), "cause": "io_error"}));
+        }
+    }
+    trouble::write_agents(&org.layout, &trouble_before, &trouble_now)?;
 
     ev.push_value(turn, Utc::now(), "turn", &report);
     ev.flush(&org.layout)?;
     journal.commit(turn, Utc::now())?;
+    held.calls = 0;
     journal.prune(turn, org.settings.journal_keep_turns);
     tracing::info!(
         turn,
@@ -299,6 +429,108 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
         "turn committed"
     );
     Ok(report)
+}
+
+/// The agents in trouble after this turn: those whose files could not be used,
+/// and those whose provider was down or refused; an agent that ran, or whose
+/// files are usable again, leaves the list.
+fn agent_trouble(
+    org: &Org,
+    turn: u64,
+    before: &BTreeMap<String, trouble::AgentTrouble>,
+    records: &[Record],
+    sick: &BTreeMap<String, PathError>,
+) -> BTreeMap<String, trouble::AgentTrouble> {
+    let folders = agent_folders(&org.layout);
+    let mut now: BTreeMap<String, trouble::AgentTrouble> = before
+        .iter()
+        .filter(|(a, t)| folders.contains(a) && t.state != "io_error")
+        .map(|(a, t)| (a.clone(), t.clone()))
+        .collect();
+    for r in records {
+        let state = match r.cause {
+            Some(lemming_provider::Cause::Unavailable) if r.outcome == Outcome::Failed => "provider_down",
+            Some(lemming_provider::Cause::Refused) if r.outcome == Outcome::Failed => "provider_error",
+            _ => {
+                now.remove(&r.agent);
+                continue;
+            }
+        };
+        trouble::note(&mut now, &r.agent, state, turn, r.error.clone().unwrap_or_default(), None);
+    }
+    for (agent, e) in sick {
+        trouble::note(&mut now, agent, "io_error", turn, e.to_string(), Some(e.path.clone()));
+        if let Some(t) = before.get(agent).filter(|t| t.state == "io_error") {
+            now.get_mut(agent).expect("just noted").since_turn = t.since_turn;
+        }
+    }
+    now
+}
+
+/// The prompt `resume`'s agent gets on `turn` with this unread mail, which is
+/// put in prompt order and cut to `max_mail_per_prompt` first: who it may
+/// write to, and the system and user parts. `status` builds the same prompt to
+/// tell whether the agent can pay for it.
+pub fn prompt_for(
+    org: &Org,
+    chart: &crate::chart::Chart<'_>,
+    resume: &crate::resume::Resume,
+    turn: u64,
+    mail: &mut Vec<Message>,
+) -> (Vec<String>, String, String) {
+    let agent = resume.name.as_str();
+    prompt::order(mail);
+    mail.truncate(org.settings.max_mail_per_prompt);
+    let may = chart.reachable(agent);
+    let summary = memory::summary(&memory::dir(&org.layout.root, agent));
+    // The contract is worded for how the agent's model answers (a schema offers less).
+    let structured =
+        resume.model.as_deref().and_then(|k| org.models.models.get(k)).map(|m| m.structured).unwrap_or_default();
+    let (system, user) = prompt::build(resume, turn, &may, &summary, mail, structured);
+    (may, system, user)
+}
+
+/// An agent whose prompt alone would cost more credits than it has left: it is
+/// not called (the reason `prompt_over_credits`), and its mail stays unread
+/// until it is topped up or the prompt gets shorter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptOverCredits {
+    /// The model key that would be asked first.
+    pub model: String,
+    /// The prompt's tokens, estimated as ceil(chars / 4).
+    pub tokens: u64,
+    /// What those tokens cost at the model's price.
+    pub cost: f64,
+    /// What the agent has left.
+    pub left: f64,
+}
+
+impl PromptOverCredits {
+    /// The reason code in the turn report, the events and `status`.
+    pub const REASON: &'static str = "prompt_over_credits";
+
+    /// `Some` when the prompt (`system` + `user`) alone costs more than `left` at `model`'s price.
+    pub fn check(model: &lemming_provider::config::ModelSpec, system: &str, user: &str, left: f64) -> Option<Self> {
+        let chars = system.chars().count() + user.chars().count();
+        let cost = crate::ledger::prompt_cost(&model.price, chars);
+        (cost > left).then(|| PromptOverCredits {
+            model: model.key.clone(),
+            tokens: lemming_provider::Usage::estimate(chars, 0).input_tokens,
+            cost,
+            left,
+        })
+    }
+}
+
+impl std::fmt::Display for PromptOverCredits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not called: its prompt alone is about {} tokens, {:.4} credits at model `{}`, and it has {:.4} left; \
+             top it up (`lemming top-up`) or shorten its instructions, memory or mail",
+            self.tokens, self.cost, self.model, self.left
+        )
+    }
 }
 
 /// Resolves when a stop is requested (never, without a stop signal).
@@ -348,19 +580,21 @@ fn record(
         notes: String::new(),
         warnings: vec![],
         pid: std::process::id(),
+        cause: None,
     };
     let reply = match result {
         Ok(reply) => reply,
         Err(e) => {
             tracing::warn!(agent = %job.agent, error = %e, "provider call failed; mail stays unread");
             r.error = Some(e.to_string());
+            r.cause = Some(e.cause());
             return r;
         }
     };
     let answered = org.models.models.get(&reply.model_key);
     let price = answered.map(|m| m.price).unwrap_or_default();
     r.model = reply.model_key.clone();
-    r.cost = price.cost(&reply.usage);
+    r.cost = crate::ledger::bounded_cost(price.cost(&reply.usage));
     r.usage = Some(reply.usage);
     // Cut off by the token limit: usable only if its JSON object closed before the cut.
     let cut = reply.truncated().then(|| {
@@ -382,6 +616,7 @@ fn record(
             };
             tracing::warn!(agent = %job.agent, "unusable reply: {why}; mail stays unread");
             r.error = Some(format!("{why}; the raw reply is in the agent's activity log"));
+            r.cause = Some(lemming_provider::Cause::Reply);
             r.reply = Some(reply.text);
             return r;
         }
@@ -436,6 +671,7 @@ fn activity_of(r: &Record, sent: Vec<String>) -> Activity {
         error: r.error.clone(),
         warnings: r.warnings.clone(),
         raw: if r.outcome == Outcome::Failed { r.reply.clone() } else { None },
+        replay: false,
     }
 }
 
@@ -485,6 +721,8 @@ struct Router<'a> {
     dead_taken: HashSet<String>,
     report: &'a mut TurnReport,
     ev: &'a mut Events,
+    /// Agents whose files cannot be used this turn: mail to them is held.
+    sick: BTreeMap<String, PathError>,
 }
 
 impl Router<'_> {
@@ -562,7 +800,7 @@ impl Router<'_> {
             mb.drop_pending(&mut self.moves, agent, file);
             return Ok(());
         }
-        if msg.to.0.iter().any(|to| org.broken.contains_key(to)) {
+        if msg.to.0.iter().any(|to| org.broken.contains_key(to) || self.sick.contains_key(to)) {
             self.report.held += 1;
             return Ok(());
         }
@@ -593,7 +831,16 @@ impl Router<'_> {
 
 /// Routes every outbox: delivers what the chart allows, sends the rest to dead
 /// with a bounce to the sender. Deliveries are durable before outbox files move.
-fn route(org: &Org, mb: &Mailbox, turn: u64, report: &mut TurnReport, ev: &mut Events) -> Result<(), PathError> {
+/// An agent whose outbox cannot be read is added to `sick` and skipped (its
+/// files wait); mail to a sick agent is held.
+fn route(
+    org: &Org,
+    mb: &Mailbox,
+    turn: u64,
+    report: &mut TurnReport,
+    ev: &mut Events,
+    sick: &mut BTreeMap<String, PathError>,
+) -> Result<(), PathError> {
     // Held mail is counted by the last pass only: the second pass sees it again.
     report.held = 0;
     let mut r = Router {
@@ -606,12 +853,21 @@ fn route(org: &Org, mb: &Mailbox, turn: u64, report: &mut TurnReport, ev: &mut E
         dead_taken: HashSet::new(),
         report,
         ev,
+        sick: BTreeMap::new(),
     };
+    r.sick = std::mem::take(sick);
     for agent in agent_folders(&org.layout) {
-        if AgentName::new(&agent).is_err() {
+        if AgentName::new(&agent).is_err() || r.sick.contains_key(&agent) {
             continue;
         }
-        let files = mb.pending(&agent)?;
+        let files = match mb.pending(&agent) {
+            Ok(files) => files,
+            Err(e) if trouble::org_wide(&e) => return Err(e),
+            Err(e) => {
+                r.sick.insert(agent, e);
+                continue;
+            }
+        };
         if files.is_empty() {
             continue;
         }
@@ -620,9 +876,18 @@ fn route(org: &Org, mb: &Mailbox, turn: u64, report: &mut TurnReport, ev: &mut E
             continue;
         }
         for file in files {
-            r.route_file(org, &agent, &file)?;
+            match r.route_file(org, &agent, &file) {
+                Ok(()) => {}
+                Err(e) if trouble::org_wide(&e) => return Err(e),
+                Err(e) => {
+                    // The files already routed stay routed; the rest wait for a later turn.
+                    r.sick.insert(agent.clone(), e);
+                    break;
+                }
+            }
         }
     }
+    *sick = std::mem::take(&mut r.sick);
     let (deliveries, moves) = (r.deliveries, r.moves);
     deliveries.commit(mb.root())?;
     fault::point("delivered");

@@ -81,7 +81,7 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(S
     if v.get("type").and_then(Value::as_str) == Some("error") || v.get("error").is_some_and(|e| !e.is_null()) {
         let err = &v["error"];
         let msg = err.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| err.to_string());
-        return Err(AttemptError::broken(format!("the server answered with an error: {}", excerpt(&msg, key))));
+        return Err(AttemptError::down(format!("the server answered with an error: {}", excerpt(&msg, key))));
     }
     let Some(blocks) = v.get("content").and_then(Value::as_array) else {
         return Err(AttemptError::broken(format!(

@@ -124,6 +124,12 @@ fn log_stderr(req: &Request, stderr: &[u8], outcome: &str) {
     }
 }
 
+/// Why a run gave no reply: its output is unusable, or the program failed.
+enum Unusable {
+    Output(String),
+    Program(String),
+}
+
 impl Command {
     async fn run(&self, req: &Request) -> Result<Reply, AttemptError> {
         let program = resolve(&self.spec.program).map_err(AttemptError::rejected)?;
@@ -151,7 +157,7 @@ impl Command {
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             kill_group(pid);
-            return Err(AttemptError::broken("the program's pipes could not be opened"));
+            return Err(AttemptError::down("the program's pipes could not be opened"));
         };
         let input = format!("{}\n\n{}", req.system, req.prompt);
         tokio::spawn(async move {
@@ -166,10 +172,12 @@ impl Command {
             let mut out = Vec::new();
             let read = stdout.take(cap.saturating_add(1)).read_to_end(&mut out).await;
             if out.len() as u64 > cap {
-                return Err(format!("wrote more than {cap} bytes to stdout (max_output_bytes); killed"));
+                return Err(Unusable::Output(format!(
+                    "wrote more than {cap} bytes to stdout (max_output_bytes); killed"
+                )));
             }
-            read.map_err(|e| format!("cannot read its stdout: {e}"))?;
-            let status = child.wait().await.map_err(|e| format!("cannot wait for it: {e}"))?;
+            read.map_err(|e| Unusable::Program(format!("cannot read its stdout: {e}")))?;
+            let status = child.wait().await.map_err(|e| Unusable::Program(format!("cannot wait for it: {e}")))?;
             Ok((out, status))
         };
         let result = tokio::time::timeout(self.timeout, work).await;
@@ -189,7 +197,8 @@ impl Command {
                 self.timeout.as_secs_f64(),
                 tail(&stderr)
             ))),
-            Ok(Err(why)) => Err(AttemptError::broken(format!("{shown} {why}{}", tail(&stderr)))),
+            Ok(Err(Unusable::Output(why))) => Err(AttemptError::broken(format!("{shown} {why}{}", tail(&stderr)))),
+            Ok(Err(Unusable::Program(why))) => Err(AttemptError::down(format!("{shown} {why}{}", tail(&stderr)))),
             Ok(Ok((_, status))) if !status.success() => {
                 use std::os::unix::process::ExitStatusExt;
                 let how = match (status.code(), status.signal()) {
@@ -197,7 +206,7 @@ impl Command {
                     (None, Some(s)) => format!("was killed by signal {s}"),
                     _ => "failed".into(),
                 };
-                Err(AttemptError::broken(format!("{shown} {how}{}", tail(&stderr))))
+                Err(AttemptError::down(format!("{shown} {how}{}", tail(&stderr))))
             }
             Ok(Ok((out, _))) => Ok(String::from_utf8_lossy(&out).into_owned()),
         };
@@ -325,5 +334,38 @@ mod tests {
         assert!(e.message.contains("not in PATH") && !e.unhealthy, "{e:?}");
         let e = provider("/nope/prog".into(), &[], 100, 5_000).attempt(&req(d.path(), "x")).await.unwrap_err();
         assert!(e.message.contains("does not exist"), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_crash_is_the_provider_being_down_and_too_much_output_is_an_unusable_reply() {
+        use crate::Cause;
+        let d = tempfile::tempdir().unwrap();
+        let p = script(d.path(), "fail.sh", "exit 3");
+        assert_eq!(
+            provider(p, &[], 100, 5_000).attempt(&req(d.path(), "x")).await.unwrap_err().cause,
+            Cause::Unavailable
+        );
+        let p = script(d.path(), "big.sh", "yes 0123456789");
+        assert_eq!(provider(p, &[], 1000, 5_000).attempt(&req(d.path(), "x")).await.unwrap_err().cause, Cause::Reply);
+        let p = script(d.path(), "slow.sh", "exec sleep 5");
+        assert_eq!(
+            provider(p, &[], 100, 200).attempt(&req(d.path(), "x")).await.unwrap_err().cause,
+            Cause::Unavailable
+        );
+        let e = provider("/nope/prog".into(), &[], 100, 5_000).attempt(&req(d.path(), "x")).await.unwrap_err();
+        assert_eq!(e.cause, Cause::Refused);
+    }
+
+    #[tokio::test]
+    async fn a_program_that_never_reads_a_large_prompt_still_answers() {
+        // lemming ignores SIGPIPE (the Rust default; the binary keeps it so): writing to a
+        // program that has exited is that write's error, not the end of the process.
+        let d = tempfile::tempdir().unwrap();
+        let p = script(d.path(), "deaf.sh", "echo '{\"messages\":[]}'");
+        let big = "x".repeat(300 * 1024);
+        for _ in 0..5 {
+            let reply = provider(p.clone(), &[], 1 << 20, 5_000).attempt(&req(d.path(), &big)).await.unwrap();
+            assert_eq!(reply.text.trim(), "{\"messages\":[]}");
+        }
     }
 }

@@ -44,6 +44,153 @@ impl ProviderKind {
     }
 }
 
+/// The kinds that speak HTTP.
+const HTTP: &[ProviderKind] = &[ProviderKind::OpenAi, ProviderKind::Anthropic];
+/// The kinds wrapped in retries, backoff and the circuit breaker.
+const RESILIENT: &[ProviderKind] = &[ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::Command];
+/// Every kind.
+const ANY: &[ProviderKind] =
+    &[ProviderKind::Mock, ProviderKind::Script, ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::Command];
+
+/// Every field of `[providers.NAME]` with the kinds that read it. A field set
+/// on a provider whose kind is not listed is an error, never silently ignored.
+pub const PROVIDER_FIELDS: &[(&str, &[ProviderKind])] = &[
+    ("kind", ANY),
+    ("base_url", HTTP),
+    ("api_key_env", HTTP),
+    ("headers", HTTP),
+    ("headers_env", HTTP),
+    ("azure_api_version", &[ProviderKind::OpenAi]),
+    ("anthropic_version", &[ProviderKind::Anthropic]),
+    ("timeout_secs", RESILIENT),
+    ("connect_timeout_secs", HTTP),
+    ("max_retries", RESILIENT),
+    ("backoff_ms", RESILIENT),
+    ("breaker_threshold", RESILIENT),
+    ("breaker_cooldown_secs", RESILIENT),
+    ("program", &[ProviderKind::Command]),
+    ("args", &[ProviderKind::Command]),
+    ("env", &[ProviderKind::Command]),
+    ("max_output_bytes", &[ProviderKind::Command]),
+    ("latency_ms", &[ProviderKind::Mock]),
+    ("script", &[ProviderKind::Script]),
+];
+
+/// Every field of `[models.KEY]` with the kinds (of the provider it names)
+/// that read it.
+pub const MODEL_FIELDS: &[(&str, &[ProviderKind])] = &[
+    ("provider", ANY),
+    ("model", RESILIENT),
+    ("input_price", ANY),
+    ("output_price", ANY),
+    ("cost_per_call", ANY),
+    ("temperature", HTTP),
+    ("max_tokens", HTTP),
+    ("fallback", ANY),
+    ("structured", &[ProviderKind::OpenAi]),
+    ("reply_max_messages", &[ProviderKind::OpenAi]),
+    ("reply_max_chars", &[ProviderKind::OpenAi]),
+    ("deployment", &[ProviderKind::OpenAi]),
+];
+
+/// The kinds that read `field` of a `fields` table ([`PROVIDER_FIELDS`] or
+/// [`MODEL_FIELDS`]); `None` for a field that does not exist.
+pub fn kinds_reading(fields: &[(&str, &'static [ProviderKind])], field: &str) -> Option<&'static [ProviderKind]> {
+    fields.iter().find(|(f, _)| *f == field).map(|(_, k)| *k)
+}
+
+/// The kinds' config names, joined for a message: "openai and anthropic".
+pub fn kind_names(kinds: &[ProviderKind]) -> String {
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    match names.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// Whether a header carries a credential (its value must come from the
+/// environment, never from a file): `Authorization`, `Proxy-Authorization`,
+/// `Cookie`, and any name that mentions a key, token, secret, password or auth
+/// (`x-api-key`, `api-key`, `x-goog-api-key`, `X-Auth-Token`…), in any case.
+pub fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "cookie"
+        || ["auth", "key", "token", "secret", "password", "passwd", "credential", "session", "signature"]
+            .iter()
+            .any(|w| n.contains(w))
+}
+
+/// Whether text holds what looks like an API key or token: a known key
+/// prefix (`sk-`, `sk-ant-`, `xai-`, `gsk_`, `AIza`, `hf_`, `ghp_`, `glpat-`,
+/// `xox?-`, `AKIA`, `Bearer `…) followed by a long token, or a run of 24 or more
+/// letters, digits and `_` that mixes upper case, lower case and digits.
+/// Model names, URLs and paths do not look like this.
+pub fn looks_like_secret(text: &str) -> bool {
+    secret_ranges(text).next().is_some()
+}
+
+/// The byte ranges of `text` that look like keys (see [`looks_like_secret`]).
+pub fn secret_ranges(text: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    const PREFIXES: [&str; 16] = [
+        "sk-",
+        "sk_",
+        "rk_",
+        "pk_live_",
+        "xai-",
+        "gsk_",
+        "AIza",
+        "hf_",
+        "ghp_",
+        "gho_",
+        "github_pat_",
+        "glpat-",
+        "xoxb-",
+        "xoxp-",
+        "AKIA",
+        "pplx-",
+    ];
+    let token = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+        match (token(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                let word = &text[s..i];
+                let prefixed = PREFIXES.iter().any(|p| word.starts_with(p) && word.len() >= p.len() + 16);
+                let mixed = word.split('-').any(|run| {
+                    run.len() >= 24
+                        && run.chars().any(|c| c.is_ascii_uppercase())
+                        && run.chars().any(|c| c.is_ascii_lowercase())
+                        && run.chars().any(|c| c.is_ascii_digit())
+                });
+                if prefixed || mixed {
+                    out.push(s..i);
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    // `Bearer TOKEN` and `Basic TOKEN`: the scheme says the rest is a credential.
+    for scheme in ["Bearer ", "Basic ", "bearer ", "basic "] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(scheme) {
+            let s = from + at + scheme.len();
+            let e = text[s..]
+                .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                .map(|n| s + n)
+                .unwrap_or(text.len());
+            if e - s >= 8 {
+                out.push(s..e);
+            }
+            from = e.max(s);
+        }
+    }
+    out.into_iter()
+}
+
 /// What the `command` kind runs (`program`, `args`, `env`, `max_output_bytes`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandSpec {
@@ -84,8 +231,11 @@ pub struct ProviderSpec {
     pub latency_ms: u64,
     /// Script only: the reply file (absolute).
     pub script: Option<PathBuf>,
-    /// HTTP kinds: extra request headers (names and literal values).
+    /// HTTP kinds: extra request headers (names and literal values; never credentials).
     pub headers: BTreeMap<String, String>,
+    /// HTTP kinds: extra request headers whose values are read, at call time,
+    /// from environment variables (header name to variable name).
+    pub headers_env: BTreeMap<String, String>,
     /// `openai` only: when set, the Azure OpenAI variant (the key goes in an
     /// `api-key` header and the URL names the deployment and this `api-version`).
     pub azure_api_version: Option<String>,
@@ -123,6 +273,7 @@ impl ProviderSpec {
             latency_ms: 0,
             script: None,
             headers: BTreeMap::new(),
+            headers_env: BTreeMap::new(),
             azure_api_version: None,
             anthropic_version: Self::DEFAULT_ANTHROPIC_VERSION.into(),
             connect_timeout_secs: 10.0,
@@ -258,4 +409,56 @@ pub const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 pub fn secs(s: f64) -> std::time::Duration {
     let s = if s.is_nan() { 0.0 } else { s.clamp(0.0, MAX_SECS) };
     std::time::Duration::from_secs_f64(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_in_any_case() {
+        for h in ["Authorization", "x-api-key", "API-KEY", "Api-Key", "x-goog-api-key", "X-Auth-Token", "Cookie"] {
+            assert!(is_credential_header(h), "{h}");
+        }
+        for h in ["OpenAI-Organization", "anthropic-version", "X-Team", "Accept"] {
+            assert!(!is_credential_header(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn keys_look_like_keys_and_names_do_not() {
+        for s in [
+            "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789",
+            "sk-ant-api03-ZZZZZZZZZZZZZZZZZZZZ",
+            "AIzaSyA1234567890abcdefghijklmnop",
+            "Bearer abc123def456",
+            "Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9",
+            "https://h/v1?key=Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9",
+        ] {
+            assert!(looks_like_secret(s), "{s}");
+        }
+        for s in [
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+            "mistralai/Mixtral-8x7B-Instruct-v0.1",
+            "/nix/store/0c8mp2kx5qbdwls6y4jh8zsh4r1nq9mf-ollama-0.5.7/bin/ollama",
+            "https://example.openai.azure.com",
+            "OPENAI_API_KEY",
+            "skill-builder",
+            "2024-10-21",
+        ] {
+            assert!(!looks_like_secret(s), "{s}");
+        }
+        let text = "k = \"Bearer abcdefgh12\" # note";
+        let r: Vec<_> = secret_ranges(text).collect();
+        assert_eq!(r.len(), 1);
+        assert_eq!(&text[r[0].clone()], "abcdefgh12");
+    }
+
+    #[test]
+    fn every_field_names_kinds_and_kind_names_read_well() {
+        assert!(PROVIDER_FIELDS.iter().chain(MODEL_FIELDS).all(|(_, k)| !k.is_empty()));
+        assert_eq!(kinds_reading(PROVIDER_FIELDS, "latency_ms"), Some(&[ProviderKind::Mock][..]));
+        assert_eq!(kinds_reading(PROVIDER_FIELDS, "nope"), None);
+        assert_eq!(kind_names(RESILIENT), "openai, anthropic and command");
+    }
 }

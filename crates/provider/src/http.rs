@@ -35,17 +35,50 @@ pub fn api_key(spec: &ProviderSpec) -> Result<Option<String>, AttemptError> {
     }
 }
 
-/// The configured extra headers, checked (validation already refused bad ones).
+/// The configured extra headers, checked (validation already refused bad ones):
+/// `headers` with their literal values, then `headers_env` with values read now
+/// from the environment (marked sensitive). An unset or empty variable fails
+/// the call with a message that names it.
 pub fn extra_headers(spec: &ProviderSpec) -> Result<HeaderMap, AttemptError> {
     let mut map = HeaderMap::new();
+    let name = |k: &str| {
+        HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| AttemptError::rejected(format!("header name `{k}` is not valid")))
+    };
     for (k, v) in &spec.headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| AttemptError::rejected(format!("header name `{k}` is not valid")))?;
         let value = HeaderValue::from_str(v)
             .map_err(|_| AttemptError::rejected(format!("header `{k}` has an invalid value")))?;
-        map.insert(name, value);
+        map.insert(name(k)?, value);
+    }
+    for (k, var) in &spec.headers_env {
+        let value = match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+            _ => {
+                return Err(AttemptError::rejected(format!(
+                    "the environment variable {var} is not set (headers_env of provider `{}` names it for the header `{k}`); export it before running lemming",
+                    spec.name
+                )))
+            }
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            AttemptError::rejected(format!(
+                "the environment variable {var} holds characters that cannot go in the header `{k}`"
+            ))
+        })?;
+        value.set_sensitive(true);
+        map.insert(name(k)?, value);
     }
     Ok(map)
+}
+
+/// The values of the `headers_env` variables that are set, to scrub from error messages.
+fn header_secrets(spec: &ProviderSpec) -> Vec<String> {
+    spec.headers_env
+        .values()
+        .filter_map(|var| std::env::var(var).ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| v.len() >= 4)
+        .collect()
 }
 
 /// A header value that is never printed (a key).
@@ -103,7 +136,10 @@ pub async fn send(
     let message = format!("HTTP {status} from {url}: {}", excerpt(&body, key));
     let code = status.as_u16();
     Err(if code == 429 || code == 408 || status.is_server_error() {
-        AttemptError { message, retry: retry_after.map(Retry::After).unwrap_or(Retry::Backoff), unhealthy: true }
+        AttemptError {
+            retry: retry_after.map(Retry::After).unwrap_or(Retry::Backoff),
+            ..AttemptError::transient(message)
+        }
     } else {
         AttemptError::rejected(message)
     })
@@ -202,8 +238,15 @@ pub async fn attempt(
     let key = api_key(spec)?;
     let timeout = crate::config::secs(spec.timeout_secs);
     let builder = client.post(url).headers((wire.headers)(spec, key.as_deref())?).json(&(wire.body)(req));
-    let resp = send(builder, timeout, "timeout_secs", url, key.as_deref()).await?;
-    let (text, usage, stop) = (wire.parse)(&resp.body, req, key.as_deref())?;
+    // Values of `headers_env` are secrets too: a server that echoes them must not put them in a message.
+    let scrub = |mut e: AttemptError| {
+        for s in header_secrets(spec) {
+            e.message = e.message.replace(&s, "[redacted]");
+        }
+        e
+    };
+    let resp = send(builder, timeout, "timeout_secs", url, key.as_deref()).await.map_err(scrub)?;
+    let (text, usage, stop) = (wire.parse)(&resp.body, req, key.as_deref()).map_err(scrub)?;
     crate::openai::note_finish(&spec.name, req, &text, &stop);
     tracing::debug!(provider = %spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, "answered");
     let finish = Some(stop).filter(|s| !s.is_empty());
@@ -222,6 +265,22 @@ mod tests {
         assert!(!e.contains('\n'));
         assert_eq!(e.chars().count(), EXCERPT_CHARS + 1);
         assert_eq!(excerpt("  ", None), "(empty body)");
+    }
+
+    #[test]
+    fn headers_env_are_read_at_call_time_and_name_a_missing_variable() {
+        let mut spec = ProviderSpec::new("gw", crate::ProviderKind::OpenAi);
+        spec.headers_env.insert("x-api-key".into(), "LEMMING_HTTP_TEST_HEADER_VAR".into());
+        std::env::remove_var("LEMMING_HTTP_TEST_HEADER_VAR");
+        let e = extra_headers(&spec).unwrap_err();
+        assert!(
+            e.message.contains("LEMMING_HTTP_TEST_HEADER_VAR is not set") && e.message.contains("x-api-key"),
+            "{e:?}"
+        );
+        std::env::set_var("LEMMING_HTTP_TEST_HEADER_VAR", "v-123");
+        let h = extra_headers(&spec).unwrap();
+        assert_eq!(h["x-api-key"], "v-123");
+        assert!(h["x-api-key"].is_sensitive());
     }
 
     #[test]

@@ -144,6 +144,31 @@ impl Reply {
     }
 }
 
+/// Whose failure a failed call is. It decides what happens to the mail in the
+/// prompt: only a reply that cannot be used counts as a failed attempt of the
+/// mail (enough of them make it poison); when the provider is down or refuses
+/// the request, the mail waits unread, however long that lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The provider could not be used: connection refused, a timeout, 408,
+    /// 429, 5xx, an open circuit breaker, a program that crashed.
+    Unavailable,
+    /// The provider refused the request or is misconfigured: a 4xx other than
+    /// 408 and 429, a missing key or program. Someone has to fix the config.
+    Refused,
+    /// The provider answered, but the answer cannot be used (not the expected
+    /// shape, too long, cut short).
+    Reply,
+}
+
+impl Cause {
+    /// Whether this failure counts as a failed attempt of the mail in the prompt.
+    pub fn counts_against_mail(self) -> bool {
+        self == Cause::Reply
+    }
+}
+
 /// Why a provider call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -158,6 +183,8 @@ pub enum ProviderError {
         message: String,
         /// Whether a retry may succeed.
         retryable: bool,
+        /// Whose failure it is.
+        cause: Cause,
     },
     /// The configuration cannot be used (for example a missing script file).
     #[error("provider `{provider}` is misconfigured: {message}")]
@@ -167,6 +194,16 @@ pub enum ProviderError {
         /// What is wrong and how to fix it.
         message: String,
     },
+}
+
+impl ProviderError {
+    /// Whose failure it is: a misconfigured provider is [`Cause::Refused`].
+    pub fn cause(&self) -> Cause {
+        match self {
+            ProviderError::Call { cause, .. } => *cause,
+            ProviderError::Config { .. } => Cause::Refused,
+        }
+    }
 }
 
 /// A model backend.

@@ -138,7 +138,7 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(S
         .map_err(|e| AttemptError::broken(format!("the response is not JSON ({e}): {}", excerpt(body, key))))?;
     if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
         let msg = err.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| err.to_string());
-        return Err(AttemptError::broken(format!("the server answered with an error: {}", excerpt(&msg, key))));
+        return Err(AttemptError::down(format!("the server answered with an error: {}", excerpt(&msg, key))));
     }
     let Some(choice) = v.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
         return Err(AttemptError::broken(format!(

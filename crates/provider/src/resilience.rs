@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::breaker::{Admit, Breaker};
-use crate::{BoxFuture, Provider, ProviderError, Reply, Request};
+use crate::{BoxFuture, Cause, Provider, ProviderError, Reply, Request};
 
 /// The longest `Retry-After` honoured; a server asking for more gets no retry.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -42,22 +42,32 @@ pub struct AttemptError {
     pub retry: Retry,
     /// Whether this failure counts against the provider's circuit breaker.
     pub unhealthy: bool,
+    /// Whose failure it is (whether it counts as a failed attempt of the mail).
+    pub cause: Cause,
 }
 
 impl AttemptError {
     /// A failure worth a retry that says the provider is unhealthy (timeout, 5xx, ...).
     pub fn transient(message: impl Into<String>) -> AttemptError {
-        AttemptError { message: message.into(), retry: Retry::Backoff, unhealthy: true }
+        AttemptError { message: message.into(), retry: Retry::Backoff, unhealthy: true, cause: Cause::Unavailable }
     }
 
-    /// A failure of the provider that a retry will not fix (a malformed body, a crashing program).
+    /// An answer that cannot be used, which a retry will not fix (a malformed
+    /// body, too much output): a failed attempt of the mail.
     pub fn broken(message: impl Into<String>) -> AttemptError {
-        AttemptError { message: message.into(), retry: Retry::No, unhealthy: true }
+        AttemptError { message: message.into(), retry: Retry::No, unhealthy: true, cause: Cause::Reply }
+    }
+
+    /// The provider failed without an answer, and a retry now will not fix it
+    /// (a program that crashed or exited non-zero, a server that answers with
+    /// an error object): the provider is down, the mail waits.
+    pub fn down(message: impl Into<String>) -> AttemptError {
+        AttemptError { message: message.into(), retry: Retry::No, unhealthy: true, cause: Cause::Unavailable }
     }
 
     /// A rejected request or a config problem: no retry, and the provider is not to blame.
     pub fn rejected(message: impl Into<String>) -> AttemptError {
-        AttemptError { message: message.into(), retry: Retry::No, unhealthy: false }
+        AttemptError { message: message.into(), retry: Retry::No, unhealthy: false, cause: Cause::Refused }
     }
 }
 
@@ -114,14 +124,15 @@ impl Resilient {
     }
 
     async fn call(&self, req: &Request) -> Result<Reply, ProviderError> {
-        let fail = |message: String, retryable: bool| ProviderError::Call {
+        let fail = |message: String, retryable: bool, cause: Cause| ProviderError::Call {
             provider: self.name.clone(),
             model: req.model.key.clone(),
             message,
             retryable,
+            cause,
         };
         if let Admit::No(why) = self.breaker.admit(Utc::now()) {
-            return Err(fail(why, true));
+            return Err(fail(why, true, Cause::Unavailable));
         }
         let tries = self.policy.max_retries + 1;
         for n in 0..tries {
@@ -159,7 +170,7 @@ impl Resilient {
                 } else {
                     self.breaker.neutral();
                 }
-                return Err(fail(message, e.retry != Retry::No));
+                return Err(fail(message, e.retry != Retry::No, e.cause));
             };
             tracing::warn!(
                 provider = %self.name,
@@ -287,6 +298,20 @@ mod tests {
         let e = p.complete(&req()).await.unwrap_err().to_string();
         assert_eq!(s.calls.load(Ordering::SeqCst), 4, "an open breaker makes no call");
         assert!(e.contains("circuit breaker open"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cause_of_the_last_try_is_the_cause_of_the_call() {
+        let (p, _) =
+            provider(vec![Err(AttemptError::transient("HTTP 503")), Err(AttemptError::broken("not JSON"))], 1, 5);
+        assert_eq!(p.complete(&req()).await.unwrap_err().cause(), Cause::Reply);
+        let (p, _) = provider(vec![Err(AttemptError::rejected("HTTP 400"))], 1, 5);
+        assert_eq!(p.complete(&req()).await.unwrap_err().cause(), Cause::Refused);
+        let (p, _) =
+            provider(vec![Err(AttemptError::transient("refused")), Err(AttemptError::transient("refused"))], 1, 1);
+        assert_eq!(p.complete(&req()).await.unwrap_err().cause(), Cause::Unavailable);
+        let e = p.complete(&req()).await.unwrap_err();
+        assert!(e.to_string().contains("circuit breaker open") && e.cause() == Cause::Unavailable, "{e}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! agent = "manager"   # optional: any agent when absent
 //! turn = 2            # optional: any turn when absent
 //! text = '{"messages":[{"to":"human","body":"hi"}]}'
-//! # error = "boom"    # instead of text: the call fails with this message
+//! # error = "boom"    # instead of text: the call fails with this message, as a provider that is down
 //! # finish = "length" # optional: the stop reason the reply reports, as a server
 //! #                   # would ("length" or "max_tokens": cut at the token limit)
 //! ```
@@ -66,6 +66,7 @@ impl Script {
                     self.path.display()
                 ),
                 retryable: false,
+                cause: crate::Cause::Refused,
             })?;
         if let Some(error) = &entry.error {
             return Err(ProviderError::Call {
@@ -73,6 +74,7 @@ impl Script {
                 model: req.model.key.clone(),
                 message: error.clone(),
                 retryable: false,
+                cause: crate::Cause::Unavailable,
             });
         }
         let text = entry.text.clone().unwrap_or_default();

@@ -1,6 +1,7 @@
 //! `lemming agents`: list the agents.
 
 use lemming_engine::ledger::Ledger;
+use lemming_engine::term::line;
 
 use crate::cli::{print_json, CliError, Ctx};
 
@@ -31,17 +32,23 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     }
     println!("{:<16} {:<12} {:<10} {:>10}  SENDS TO", "AGENT", "TITLE", "MODEL", "CREDITS");
     for r in org.agents.values() {
+        // People are never charged: their credits are no number.
+        let credits = if r.name.is_human() {
+            "-".to_string()
+        } else {
+            format!("{:.4}", ledger.balance(r.name.as_str(), r.credits).left)
+        };
         println!(
-            "{:<16} {:<12} {:<10} {:>10.4}  {}",
+            "{:<16} {:<12} {:<10} {:>10}  {}",
             r.name,
-            r.title,
-            r.model.as_deref().unwrap_or("-"),
-            ledger.balance(r.name.as_str(), r.credits).left,
+            line(&r.title),
+            line(r.model.as_deref().unwrap_or("-")),
+            credits,
             chart.reachable(r.name.as_str()).join(", ")
         );
     }
     for name in org.broken.keys() {
-        println!("{name:<16} (invalid resume: run `lemming validate`)");
+        println!("{:<16} (invalid resume: run `lemming validate`)", line(name));
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use lemming_engine::message::{Kind, Message};
 use lemming_engine::name::HUMAN;
 use lemming_engine::org::Org;
 use lemming_engine::send;
+use lemming_engine::term;
 
 use crate::cli::{block_on, CliError, Ctx};
 use crate::commands::send::send_error;
@@ -72,7 +73,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             let sent = match conversation.send(&org, &args.agent, body) {
                 Ok(m) => m,
                 Err(e) => {
-                    eprintln!("error: {}", send_error(e).message);
+                    eprintln!("error: {}", term::text(&send_error(e).message));
                     continue;
                 }
             };
@@ -106,16 +107,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     })?
 }
 
-/// A reply: `sender: body`, continuation lines indented; bounces and other kinds are marked.
+/// A reply: `sender: body`, continuation lines indented; bounces and other
+/// kinds are marked. The message's text passes through [`term`].
 fn render(m: &Message) -> String {
-    let mut who = m.from.clone();
+    let mut who = term::line(&m.from).into_owned();
     if m.kind != Kind::Message {
         who.push_str(&format!(" [{}]", m.kind.as_str()));
     }
     if let Some(subject) = &m.subject {
-        who.push_str(&format!(" ({subject})"));
+        who.push_str(&format!(" ({})", term::line(subject)));
     }
-    let body = m.body.trim_end().replace('\n', "\n  ");
+    let body = term::text(m.body.trim_end()).replace('\n', "\n  ");
     format!("{who}: {body}\n")
 }
 

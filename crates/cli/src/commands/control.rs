@@ -10,7 +10,7 @@ pub struct PauseArgs {}
 #[derive(Debug, clap::Args)]
 pub struct StopArgs {
     /// Seconds to wait for the daemon to exit
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     pub wait: f64,
 }
 

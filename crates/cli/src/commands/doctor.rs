@@ -3,14 +3,11 @@
 
 use std::time::Duration;
 
+use lemming_engine::term::line;
 use lemming_provider::doctor::{self, Call};
 
 use crate::cli::{block_on, print_json, CliError, Ctx};
 
-/// Checks each provider of org/models.toml: the key is set, the server answers
-/// and accepts the key, and, for servers on this machine, one tiny request
-/// (max_tokens = 1) succeeds. Each provider gets the same deadline; they are
-/// checked at once. Nothing is charged. Exits 1 when a provider fails.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Also send the tiny request to remote servers and run command providers once (they may charge for it)
@@ -37,9 +34,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         print_json(&verdicts)?;
     } else {
         for v in &verdicts {
-            println!("{:<16} {:<10} {} ({} ms)", v.provider, v.kind, v.verdict.to_uppercase(), v.elapsed_ms);
+            println!("{:<16} {:<10} {} ({} ms)", line(&v.provider), v.kind, v.verdict.to_uppercase(), v.elapsed_ms);
+            // Details quote what servers answered: shown escaped.
             for d in &v.details {
-                println!("    {d}");
+                println!("    {}", line(d));
             }
         }
         if verdicts.is_empty() {

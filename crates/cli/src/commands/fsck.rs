@@ -1,6 +1,7 @@
 //! `lemming fsck`: check G2–G7 on disk, say what was found, exit 1 on a violation.
 
 use lemming_engine::fsck::{self, Finding, Severity};
+use lemming_engine::term;
 
 use crate::cli::{print_json, CliError, Ctx};
 
@@ -10,7 +11,7 @@ use crate::cli::{print_json, CliError, Ctx};
 pub struct Args {}
 
 const AFTER_HELP: &str = "\
-Checks the org's files against the guarantees of DESIGN §5: every routed message
+Checks the org's files against lemming's guarantees (G2–G7, see docs/architecture.md): every routed message
 reached each recipient exactly once, or a dead letter says why not; committed
 replies consumed their mail and were charged once; ledger lines are whole and
 sane; every dead letter has its reason. It only reads: it takes no lock and works
@@ -79,7 +80,8 @@ fn line(f: &Finding) -> String {
         shown.push(format!("and {} more", f.paths.len() - 3));
     }
     let paths = if shown.is_empty() { String::new() } else { format!(" [{}]", shown.join(", ")) };
-    format!("{severity:<9} {}: {}{paths}", f.code, f.message)
+    // Messages hold file names and paths from the org: shown escaped.
+    term::line(&format!("{severity:<9} {}: {}{paths}", f.code, f.message)).into_owned()
 }
 
 fn plural(n: usize) -> &'static str {

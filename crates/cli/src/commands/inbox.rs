@@ -2,12 +2,13 @@
 //! With `--follow` it then keeps printing new mail as it arrives.
 
 use lemming_engine::follow::{self, NewMail};
-use lemming_engine::mailbox::Mailbox;
+use lemming_engine::mailbox::{MailRead, Mailbox};
 use lemming_engine::message::Message;
 use lemming_engine::name::HUMAN;
 use lemming_engine::prompt;
+use lemming_engine::term;
 
-use crate::cli::{block_on, print_json, CliError, Ctx};
+use crate::cli::{block_on, print_json, word, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,17 +30,36 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let agent = args.agent.unwrap_or_else(|| HUMAN.to_string());
     org.agent(&agent)?;
     let mb = Mailbox::new(&org.layout.root);
-    let (mut unread, bad) = mb.unread(&agent)?;
+    // A file or folder that cannot be read is named, and the rest is still shown.
+    let MailRead { messages: mut unread, bad, unreadable } =
+        mb.unread_skipping(&agent).unwrap_or_else(|e| MailRead { unreadable: vec![e], ..MailRead::default() });
+    for e in &unreadable {
+        warn_unreadable(e);
+    }
     for b in &bad {
         eprintln!(
             "warning: {} in {}'s inbox is not a message ({}); the next turn moves it to dead",
-            b.file, agent, b.error
+            term::line(&b.file),
+            agent,
+            term::line(&b.error.to_string())
         );
     }
     prompt::order(&mut unread);
     let mut shown: Vec<(Message, bool)> = Vec::new();
     if args.all {
-        let mut read = mb.read_mail(&agent)?;
+        let MailRead { messages: mut read, bad: bad_read, unreadable } =
+            mb.read_mail_skipping(&agent).unwrap_or_else(|e| MailRead { unreadable: vec![e], ..MailRead::default() });
+        for e in &unreadable {
+            warn_unreadable(e);
+        }
+        for b in &bad_read {
+            eprintln!(
+                "warning: {} in {}'s read mail is not a message ({}); not shown",
+                term::line(&b.file),
+                agent,
+                term::line(&b.error.to_string())
+            );
+        }
         read.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         shown.extend(read.into_iter().map(|m| (m, false)));
     }
@@ -92,6 +112,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     })?
 }
 
+fn warn_unreadable(e: &lemming_engine::error::PathError) {
+    eprintln!("warning: cannot read {}; it is not shown", term::line(&e.to_string()));
+}
+
 /// One message for `--follow`: readable, or one JSON object on one line.
 fn print_one(m: &Message, unread: bool, as_json: bool) {
     if as_json {
@@ -108,28 +132,30 @@ fn json(m: &Message, unread: bool) -> serde_json::Value {
     v
 }
 
+/// A message for people: a head line, its id, subject and body, every field
+/// passed through [`term`] (the message's text is untrusted).
 pub(crate) fn render(m: &Message, unread: bool) -> String {
     let mut head = format!(
         "{} {} from {} to {}",
         if unread { "●" } else { " " },
         m.created_at.format("%Y-%m-%d %H:%M:%S"),
-        m.from,
-        m.to.0.join(", ")
+        term::line(&m.from),
+        term::line(&m.to.0.join(", "))
     );
     if m.kind != lemming_engine::message::Kind::Message {
         head.push_str(&format!(" [{}]", m.kind.as_str()));
     }
     if m.priority != lemming_engine::message::Priority::Normal {
-        head.push_str(&format!(" [{:?}]", m.priority).to_lowercase());
+        head.push_str(&format!(" [{}]", word(&m.priority)));
     }
-    let mut s = format!("{head}\n  id: {}", m.id);
+    let mut s = format!("{head}\n  id: {}", term::line(&m.id));
     if let Some(r) = &m.reply_to {
-        s.push_str(&format!("  reply to: {r}"));
+        s.push_str(&format!("  reply to: {}", term::line(r)));
     }
     if let Some(subj) = &m.subject {
-        s.push_str(&format!("\n  subject: {subj}"));
+        s.push_str(&format!("\n  subject: {}", term::line(subj)));
     }
-    for line in m.body.lines() {
+    for line in term::text(&m.body).lines() {
         s.push_str(&format!("\n  {line}"));
     }
     s.push_str("\n\n");

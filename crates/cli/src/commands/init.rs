@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use lemming_engine::term::{line, shell_path};
+
 use crate::cli::{CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
@@ -16,10 +18,10 @@ pub fn run(_ctx: &Ctx, args: Args) -> Result<(), CliError> {
         None => std::env::current_dir()?,
     };
     let written = lemming_engine::init::init(&dir)?;
-    println!("Wrote the default org to {} ({} files).", dir.display(), written.len());
+    println!("Wrote the default org to {} ({} files).", line(&dir.display().to_string()), written.len());
     eprintln!(
         "Next: cd {} && lemming send manager \"Please plan the launch @planner\" && lemming step && lemming inbox",
-        dir.display()
+        line(&shell_path(&dir))
     );
     Ok(())
 }

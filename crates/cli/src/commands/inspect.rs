@@ -2,9 +2,10 @@
 
 use lemming_engine::ledger::Ledger;
 use lemming_engine::mailbox::Mailbox;
+use lemming_engine::term::{line, text};
 use lemming_engine::{activity, memory};
 
-use crate::cli::{print_json, CliError, Ctx};
+use crate::cli::{print_json, word, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,14 +18,37 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let r = org.agent(&args.name)?;
     let name = r.name.as_str();
     let root = &org.layout.root;
-    let ledger = Ledger::load(&org.layout.ledger())?;
     let mb = Mailbox::new(root);
     let chart = org.chart();
+    // A state file that cannot be read is named below, and the rest is still shown.
+    let mut unreadable: Vec<String> = Vec::new();
+    let mut or = |e: lemming_engine::error::PathError, shown: &str| unreadable.push(format!("{e}; {shown}"));
+    let ledger = Ledger::load(&org.layout.ledger()).unwrap_or_else(|e| {
+        or(e, "credits are shown as if nothing was spent");
+        Ledger::default()
+    });
     let bal = ledger.balance(name, r.credits);
-    let mem = memory::all(&memory::dir(root, name));
-    let last = activity::last(root, name);
+    let last = activity::try_last(root, name).unwrap_or_else(|e| {
+        or(e, "the last run is not shown");
+        None
+    });
+    let attempts = mb.try_attempts(name).unwrap_or_else(|e| {
+        or(e, "failed attempts are not shown");
+        Default::default()
+    });
+    let unread = mb.unread_count(name).unwrap_or_else(|e| {
+        or(e, "unread mail is shown as 0");
+        0
+    });
+    let pending = mb.pending_count(name).unwrap_or_else(|e| {
+        or(e, "pending mail is shown as 0");
+        0
+    });
+    let (mem, bad_memory) = memory::all_checked(&memory::dir(root, name));
+    unreadable.extend(bad_memory.iter().map(|e| format!("{e}; this memory key is not shown")));
     let by_model = ledger.spent_by_model(name);
-    let attempts = mb.attempts(name);
+    let problems = org.problems_of(&[name]);
+    let trouble = lemming_engine::trouble::read_agents(&org.layout).remove(name);
     if ctx.json {
         return print_json(&serde_json::json!({
             "name": name, "title": r.title, "description": r.description, "model": r.model,
@@ -32,42 +56,57 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             "send_to": r.send_to.display(), "read_from": r.read_from.display(),
             "can_reach": chart.reachable(name), "reached_by": chart.senders(name),
             "credits": bal, "spent_by_model": by_model.iter().map(|(m, c)| serde_json::json!({"model": m, "spent": c})).collect::<Vec<_>>(),
-            "unread": mb.unread_count(name)?, "pending": mb.pending_count(name)?,
+            "unread": unread, "pending": pending,
             "failed_attempts": attempts,
+            "trouble": trouble,
             "memory": mem.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>(),
             "last_run": last,
+            "problems": problems,
+            "last_good": org.last_good.iter().filter(|f| problems.iter().any(|p| p.path == root.join(f))).collect::<Vec<_>>(),
+            "unreadable": unreadable,
         }));
     }
-    println!("{name} — {}\n{}\n", r.title, r.description);
-    println!("model:      {}", r.model.as_deref().unwrap_or("- (driven by people)"));
-    println!("schedule:   every {} offset {} wake {:?}", r.schedule.every, r.schedule.offset, r.schedule.wake);
+    crate::commands::send::warn_problems(&org, &[name]);
+    println!("{name} — {}\n{}\n", line(&r.title), text(&r.description));
+    println!("model:      {}", line(r.model.as_deref().unwrap_or("- (driven by people)")));
+    println!("schedule:   every {} offset {} wake {}", r.schedule.every, r.schedule.offset, word(&r.schedule.wake));
     println!("send_to:    {}", r.send_to.display());
     println!("read_from:  {}", r.read_from.display());
     println!("can reach:  {}", chart.reachable(name).join(", "));
     println!("reached by: {}", chart.senders(name).join(", "));
-    println!("credits:    {:.4} left of {:.4} (spent {:.4})", bal.left, bal.budget, bal.spent);
-    for (m, c) in &by_model {
-        println!("  spent on {m}: {c:.4}");
+    if r.name.is_human() {
+        println!("credits:    - (people are never charged)");
+    } else {
+        println!("credits:    {:.4} left of {:.4} (spent {:.4})", bal.left, bal.budget, bal.spent);
     }
-    println!("mail:       {} unread, {} pending in outbox", mb.unread_count(name)?, mb.pending_count(name)?);
+    for (m, c) in &by_model {
+        println!("  spent on {}: {c:.4}", line(m));
+    }
+    println!("mail:       {unread} unread, {pending} pending in outbox");
+    if let Some(t) = &trouble {
+        println!("trouble:    {} since turn {}: {}", t.state, t.since_turn, text(&t.error));
+    }
     for (id, a) in &attempts {
-        println!("  failing:  {id}: {} attempt(s), last error: {}", a.count, a.last_error);
+        println!("  failing:  {}: {} attempt(s), last error: {}", line(id), a.count, line(&a.last_error));
     }
     println!("memory:     {} key(s)", mem.len());
     for (k, v) in &mem {
         let s = v.to_string();
-        println!("  {k}: {}", s.chars().take(100).collect::<String>());
+        println!("  {}: {}", line(k), line(&s.chars().take(100).collect::<String>()));
     }
     match last {
         Some(a) => println!(
             "last run:   turn {} ({}), cost {:.4}, read {}, sent {}",
             a.turn,
-            a.outcome,
+            line(&a.outcome),
             a.cost,
             a.mail_read.len(),
             a.sent.len()
         ),
         None => println!("last run:   never"),
+    }
+    for u in &unreadable {
+        println!("cannot read: {}", line(u));
     }
     Ok(())
 }

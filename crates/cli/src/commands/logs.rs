@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use lemming_engine::activity::{self, Activity, Tail};
+use lemming_engine::activity::{self, Activity, Runs, Tail};
+use lemming_engine::term::{line, text};
 
 use crate::cli::{block_on, CliError, Ctx};
 
@@ -32,7 +33,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         org.agent(&args.name)?;
     }
     let mut tail = Tail::new(&org.layout.root, &args.name);
-    let lines = tail.read_new()?;
+    // A run replayed after a crash is logged again, marked; it is shown once.
+    let mut runs = Runs::default();
+    let lines = once(&mut runs, tail.read_new()?);
     let first = lines.len().saturating_sub(args.n);
     show(&lines[first..], ctx.json);
     if !args.follow {
@@ -53,22 +56,28 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             tokio::select! {
                 _ = &mut ctrl_c => return Ok::<(), CliError>(()),
                 _ = tick.tick() => {
-                    show(&tail.read_new()?, ctx.json);
+                    show(&once(&mut runs, tail.read_new()?), ctx.json);
                 }
             }
         }
     })?
 }
 
+/// The log lines without the replays of runs already logged (lines that are
+/// not runs are kept, for `show` to report).
+fn once(runs: &mut Runs, lines: Vec<String>) -> Vec<String> {
+    lines.into_iter().filter(|l| activity::parse(l).is_none_or(|a| runs.is_new(&a))).collect()
+}
+
 /// Prints log lines: as they are with `--json`, else readable.
 fn show(lines: &[String], json: bool) {
-    for line in lines {
+    for l in lines {
         if json {
-            println!("{line}");
-        } else if let Some(a) = activity::parse(line) {
+            println!("{l}");
+        } else if let Some(a) = activity::parse(l) {
             print!("{}", render(&a));
         } else {
-            eprintln!("warning: skipped a log line that is not a run: {line}");
+            eprintln!("warning: skipped a log line that is not a run: {}", line(l));
         }
     }
 }
@@ -77,17 +86,18 @@ fn show(lines: &[String], json: bool) {
 /// (when it could not be used) the raw reply.
 fn render(a: &Activity) -> String {
     let mut s = format!(
-        "turn {} {} {} model {} read {} sent {} cost {:.4}\n",
+        "turn {} {} {} model {} read {} sent {} cost {:.4}{}\n",
         a.turn,
         a.at.format("%Y-%m-%d %H:%M:%S"),
-        a.outcome,
-        a.model,
+        line(&a.outcome),
+        line(&a.model),
         a.mail_read.len(),
         a.sent.len(),
-        a.cost
+        a.cost,
+        if a.replay { " (applied after a crash, from the journaled reply)" } else { "" }
     );
     if !a.sent.is_empty() {
-        let _ = writeln!(s, "  sent: {}", a.sent.join(", "));
+        let _ = writeln!(s, "  sent: {}", line(&a.sent.join(", ")));
     }
     if !a.notes.is_empty() {
         let _ = writeln!(s, "  notes: {}", indent(&a.notes));
@@ -100,14 +110,15 @@ fn render(a: &Activity) -> String {
     }
     if let Some(raw) = &a.raw {
         s.push_str("  raw reply:\n");
-        for line in raw.lines() {
-            let _ = writeln!(s, "    | {line}");
+        for l in text(raw).lines() {
+            let _ = writeln!(s, "    | {l}");
         }
     }
     s
 }
 
-/// Continuation lines of a multi-line text, indented under its label.
-fn indent(text: &str) -> String {
-    text.trim_end().replace('\n', "\n    ")
+/// Continuation lines of a multi-line text, indented under its label, with
+/// its control characters escaped (notes, warnings and errors quote models).
+fn indent(t: &str) -> String {
+    text(t.trim_end()).replace('\n', "\n    ")
 }

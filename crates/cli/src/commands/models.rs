@@ -1,12 +1,11 @@
 //! `lemming models`: the model keys of `org/models.toml`, their providers and prices.
 
+use lemming_engine::term::line;
 use lemming_provider::{Price, ProviderKind};
 use serde_json::json;
 
 use crate::cli::{print_json, CliError, Ctx};
 
-/// Lists every model key: its provider and kind, the model name sent, its
-/// price, how replies are constrained, its fallback and the agents that use it.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
@@ -56,13 +55,13 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     for m in org.models.models.values() {
         println!(
             "{:<14} {:<12} {:<10} {:<22} {:<34} {:<12} {:<12} {}",
-            m.key,
-            m.provider,
+            line(&m.key),
+            line(&m.provider),
             kind(&m.provider).name(),
-            m.wire_name(),
+            line(m.wire_name()),
             price_text(&m.price),
             m.structured.name(),
-            m.fallback.as_deref().unwrap_or("-"),
+            line(m.fallback.as_deref().unwrap_or("-")),
             used_by(&m.key).join(", ")
         );
     }

@@ -6,16 +6,17 @@ use lemming_engine::daemon::{self, RunOptions};
 use crate::cli::{block_on, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::cli::LOCKED_HELP)]
 pub struct Args {
     /// Stop after N turns
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
     pub turns: Option<u64>,
     /// Seconds between timer turns (overrides turn_seconds in org/org.toml)
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "SECONDS")]
     pub turn_seconds: Option<f64>,
     /// Seconds between rescans of outboxes and config files, for events the
     /// filesystem did not report (NFS reports none)
-    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub rescan_seconds: f64,
 }
 
@@ -60,7 +61,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         },
         |problems| {
             for p in problems {
-                eprintln!("error: invalid edit refused; the last good version stays in use:\n{p}");
+                eprintln!(
+                    "error: invalid edit refused; the last good version stays in use:\n{}",
+                    lemming_engine::term::text(&p.to_string())
+                );
             }
         },
     ))??;

@@ -3,6 +3,7 @@
 use std::io::Read;
 
 use lemming_engine::message::Priority;
+use lemming_engine::org::Org;
 use lemming_engine::send::{self, SendError, SendOptions};
 
 use crate::cli::{CliError, Ctx};
@@ -14,16 +15,16 @@ pub struct Args {
     /// The message text; `-` reads it from stdin
     pub body: String,
     /// Send as this agent instead of `human`
-    #[arg(long, default_value = "human")]
+    #[arg(long, value_name = "AGENT", default_value = "human")]
     pub from: String,
     /// low, normal or urgent
-    #[arg(long, default_value = "normal", value_parser = ["low", "normal", "urgent"])]
+    #[arg(long, value_name = "LEVEL", default_value = "normal", value_parser = ["low", "normal", "urgent"])]
     pub priority: String,
     /// The id of the message this answers (its thread is kept)
     #[arg(long, value_name = "ID")]
     pub reply_to: Option<String>,
     /// A subject line
-    #[arg(long)]
+    #[arg(long, value_name = "TEXT")]
     pub subject: Option<String>,
     /// Expire if not delivered within this many turns
     #[arg(long, value_name = "TURNS")]
@@ -34,6 +35,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
     // Wrong names fail before stdin is read.
     send::check(&org, &args.from, &args.to).map_err(send_error)?;
+    warn_problems(&org, &[&args.from, &args.to]);
     let body = if args.body == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
@@ -59,5 +61,18 @@ pub fn send_error(e: SendError) -> CliError {
     match e {
         SendError::BadReplyTo(id) => CliError::user(format!("--reply-to {id:?} is not a message id")),
         other => CliError::user(other.to_string()),
+    }
+}
+
+/// Shows on stderr the problems of `org.toml`, `models.toml` and these agents'
+/// resumes, each saying whether its last good version is in use.
+pub fn warn_problems(org: &Org, agents: &[&str]) {
+    for p in org.problems_of(agents) {
+        let kept = org.last_good.iter().any(|rel| p.path == org.layout.root.join(rel));
+        if kept {
+            eprintln!("warning: the last good version of this file is used until it is fixed: {p}");
+        } else {
+            eprintln!("warning: {p}");
+        }
     }
 }

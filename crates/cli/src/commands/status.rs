@@ -1,6 +1,7 @@
 //! `lemming status`: the turn, the daemon, each agent and the dead letters.
 
 use lemming_engine::status;
+use lemming_engine::term;
 
 use crate::cli::{print_json, CliError, Ctx};
 
@@ -19,10 +20,23 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     };
     println!(
         "org: {}\nturn: {}\ndaemon: {daemon}\ndead letters: {}",
-        org.layout.root.display(),
+        term::line(&org.layout.root.display().to_string()),
         s.turn,
         s.dead_letters
     );
+    if let Some(t) = &s.daemon.trouble {
+        println!(
+            "daemon trouble: turns fail since {} ({} in a row): {}\n  next try after a write probe at {}; {} model call(s) answered but not yet journaled (held in memory)",
+            t.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            t.failures,
+            term::text(&t.error),
+            t.retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            t.unjournaled_calls
+        );
+    }
+    if let Some(f) = &s.filesystem {
+        println!("filesystem: {}", term::text(f));
+    }
     match &s.budget {
         Some(b) if b.exhausted => println!(
             "org budget: SPENT ({:.4} of {:.4}): no model is called until `budget` in org/org.toml is raised",
@@ -32,21 +46,21 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         None => println!("spent: {:.4} (no org-wide budget)", s.spent),
     }
     for (model, spent) in &s.spent_by_model {
-        println!("  spent on {model}: {spent:.4}");
+        println!("  spent on {}: {spent:.4}", term::line(model));
     }
     for b in &s.breakers {
+        let provider = term::line(&b.provider);
         match b.state.as_str() {
             "open" => println!(
-                "breaker OPEN: provider {} fails fast until {} ({} failed calls in a row; last: {})",
-                b.provider,
+                "breaker OPEN: provider {provider} fails fast until {} ({} failed calls in a row; last: {})",
                 b.open_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default(),
                 b.consecutive_failures,
-                b.last_error.as_deref().unwrap_or("?")
+                term::line(b.last_error.as_deref().unwrap_or("?"))
             ),
-            "half_open" => println!("breaker half-open: provider {}: the next call is a trial", b.provider),
+            "half_open" => println!("breaker half-open: provider {provider}: the next call is a trial"),
             _ => println!(
-                "breaker closed: provider {}: {} of {} failures before it opens",
-                b.provider, b.consecutive_failures, b.threshold
+                "breaker closed: provider {provider}: {} of {} failures before it opens",
+                b.consecutive_failures, b.threshold
             ),
         }
     }
@@ -56,25 +70,39 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         "AGENT", "MODEL", "STATE", "CREDITS", "SPENT", "UNREAD", "PENDING", "LAST RUN"
     );
     for a in &s.agents {
+        // People are never charged: their credits are no number.
+        let (credits, spent) = if a.state == "human" {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (format!("{:.4}", a.credits.left), format!("{:.4}", a.credits.spent))
+        };
         println!(
-            "{:<16} {:<10} {:<15} {:>10.4} {:>10.4} {:>7} {:>8} {:>9}",
-            a.name,
-            a.model.as_deref().unwrap_or("-"),
+            "{:<16} {:<10} {:<15} {:>10} {:>10} {:>7} {:>8} {:>9}",
+            term::line(&a.name),
+            term::line(a.model.as_deref().unwrap_or("-")),
             a.state,
-            a.credits.left,
-            a.credits.spent,
+            credits,
+            spent,
             a.unread,
             a.pending,
             a.last_run_turn.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
         );
     }
-    if !s.problems.is_empty() && s.daemon.running {
+    for u in &s.unreadable {
+        println!("\ncannot read: {}", term::text(&u.to_string()));
+    }
+    for a in s.agents.iter().filter(|a| a.problem.is_some()) {
+        println!("\n{} is {}: {}", term::line(&a.name), a.state, term::text(a.problem.as_deref().unwrap_or_default()));
+    }
+    for f in &s.last_good {
         println!(
-            "\nThe daemon refuses these edits and keeps using the last good version of each file until it is fixed."
+            "\n{} is invalid: the last good version (org/state/last-good/{}) is used until it is fixed",
+            term::line(&f.display().to_string()),
+            term::line(&f.display().to_string())
         );
     }
     for p in &s.problems {
-        println!("\nproblem: {p}");
+        println!("\nproblem: {}", term::text(&p.to_string()));
     }
     Ok(())
 }

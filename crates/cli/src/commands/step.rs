@@ -1,13 +1,15 @@
 //! `lemming step [-n N]`: run N turns now.
 
 use lemming_engine::daemon;
+use lemming_engine::term::{line, text};
 
 use crate::cli::{block_on, print_json, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::cli::LOCKED_HELP)]
 pub struct Args {
-    /// How many turns to run
-    #[arg(short = 'n', long = "turns", default_value_t = 1, value_name = "N")]
+    /// How many turns to run (1 or more)
+    #[arg(short = 'n', long = "turns", default_value_t = 1, value_name = "N", value_parser = crate::cli::at_least_one)]
     pub n: u64,
 }
 
@@ -16,8 +18,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let json = ctx.json;
     let reports = block_on(daemon::step(&root, args.n, |r, org| {
         if !json {
-            for p in org.problems() {
-                eprintln!("warning: agent held until its resume is fixed: {p}");
+            for p in &org.stale {
+                eprintln!(
+                    "warning: invalid; its last good version is used until it is fixed: {}",
+                    text(&p.to_string())
+                );
+            }
+            for p in org.broken.values().flatten() {
+                eprintln!("warning: agent held until its resume is fixed: {}", text(&p.to_string()));
             }
             println!("{}", summary(r));
         }
@@ -45,10 +53,10 @@ fn summary(r: &lemming_engine::turn::TurnReport) -> String {
         s.push_str(&format!("\n  replayed from the journal: {}", r.replayed.join(", ")));
     }
     for (a, e) in &r.failed {
-        s.push_str(&format!("\n  failed: {a}: {e}"));
+        s.push_str(&format!("\n  failed: {a}: {}", line(e)));
     }
     for (a, why) in &r.skipped {
-        s.push_str(&format!("\n  skipped: {a} ({why})"));
+        s.push_str(&format!("\n  skipped: {a} ({})", line(why)));
     }
     if r.held > 0 {
         s.push_str(&format!("\n  held: {} message(s) wait for an invalid resume to be fixed", r.held));

@@ -9,19 +9,18 @@ use crate::cli::{CliError, Ctx};
 pub struct Args {
     /// The agent
     pub name: String,
-    /// Credits to add (more than 0)
+    /// Credits to add (more than 0, at most 1000000000000 in all)
+    #[arg(value_name = "AMOUNT")]
     pub amount: f64,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load()?;
     let r = org.agent(&args.name)?;
-    if !args.amount.is_finite() || args.amount <= 0.0 {
-        return Err(CliError::user(format!("AMOUNT must be a number more than 0, not {}", args.amount)));
-    }
     let turn = Journal::new(&org.layout).last_turn()?;
     std::fs::create_dir_all(org.layout.state_dir())?;
-    ledger::top_up(&org.layout.ledger(), r.name.as_str(), args.amount, turn)?;
+    ledger::top_up(&org.layout.ledger(), r.name.as_str(), r.credits, args.amount, turn)
+        .map_err(|e| CliError::user(e.to_string()))?;
     let left = Ledger::load(&org.layout.ledger())?.balance(r.name.as_str(), r.credits).left;
     println!("{}: +{} credits, {left:.4} left", r.name, args.amount);
     Ok(())

@@ -1,6 +1,7 @@
 //! `lemming validate`: check every TOML file and report each problem.
 
 use lemming_engine::org::{LoadOrgError, Org};
+use lemming_engine::term;
 
 use crate::cli::{print_json, CliError, Ctx};
 
@@ -11,14 +12,20 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     let root = ctx.root()?;
     let (problems, agents) = match Org::load(&root) {
         Ok(org) => (org.problems(), org.agents.len()),
-        Err(LoadOrgError::Invalid(d)) => (d.0, 0),
+        Err(LoadOrgError::Invalid(d)) => {
+            // org.toml or models.toml is invalid; the resumes are checked all the
+            // same, so that every problem in every file shows at once.
+            let mut all = d.0;
+            all.extend(Org::load_or_last_good(&root, None).broken.into_values().flatten());
+            (all, 0)
+        }
         Err(e) => return Err(e.into()),
     };
     if ctx.json {
         print_json(&serde_json::json!({ "ok": problems.is_empty(), "agents": agents, "problems": problems }))?;
     } else {
         for p in &problems {
-            eprintln!("error: {p}\n");
+            eprintln!("error: {}\n", term::text(&p.to_string()));
         }
     }
     if problems.is_empty() {

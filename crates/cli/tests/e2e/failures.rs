@@ -55,8 +55,15 @@ fn a_provider_error_fails_that_agent_alone() {
     assert_eq!(report["ran"], json!(["planner"]), "{report:#}");
     assert!(report["failed"][0][1].as_str().unwrap().contains("the model is down"), "{report:#}");
     assert!(org.ids("manager", "inbox", "new").contains(&id));
+    // The provider failed, not the mail: the mail waits without a failed attempt.
     let inspect = org.lemming_ok(&["inspect", "manager", "--json"]).json();
-    assert_eq!(inspect["failed_attempts"][&id]["count"], 1, "{inspect:#}");
+    assert!(inspect["failed_attempts"].get(&id).is_none(), "{inspect:#}");
+    let manager = org.agent_status("manager");
+    assert_eq!(
+        (manager["state"].as_str(), manager["problem"].as_str()),
+        (Some("provider_down"), Some(report["failed"][0][1].as_str().unwrap())),
+        "{manager:#}"
+    );
 }
 
 #[test]

@@ -83,7 +83,12 @@ pub struct FakeServer {
 impl FakeServer {
     /// Starts a server whose handler gets each request and its 0-based number.
     pub fn start(handler: impl Fn(&Recorded, usize) -> Answer + Send + Sync + 'static) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        FakeServer::start_on(0, handler)
+    }
+
+    /// Starts a server on a given port of 127.0.0.1 (0: any free port).
+    pub fn start_on(port: u16, handler: impl Fn(&Recorded, usize) -> Answer + Send + Sync + 'static) -> FakeServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -1,8 +1,10 @@
 //! End-to-end tests of the real `lemming` binary on temp orgs: one test binary,
 //! one module per area. The fixture is in `fixture.rs`.
 
+mod agent_trouble;
 mod basics;
 mod config;
+mod config_checks;
 mod crash;
 mod credits;
 mod daemon;
@@ -11,9 +13,11 @@ mod fake_http;
 mod fixture;
 mod fsck;
 mod kill9;
+mod output_cli;
 mod peers;
 mod people;
 mod providers;
 mod replies;
 mod routing;
 mod samples;
+mod state_numbers;
