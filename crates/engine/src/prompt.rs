@@ -1,25 +1,32 @@
 //! The prompt an agent's model gets: a system part (who it is, who it may
 //! write to, the reply contract) and a user part (memory summary, then unread
 //! mail by priority then age).
+//!
+//! The contract text comes from [`lemming_provider::contract::instructions`],
+//! the same definition the JSON schema and the reply parser use, worded for
+//! how the model is asked to answer (`structured`): a model held to the JSON
+//! schema is offered only what the schema can hold.
+
+use lemming_provider::{contract, Structured};
 
 use crate::message::Message;
 use crate::resume::Resume;
-
-/// The reply contract, as told to every model.
-pub const CONTRACT: &str = r#"Reply with exactly one JSON object and nothing else:
-{"messages":[{"to":"<agent>","body":"<text>","priority":"normal","reply_to":"<id or null>"}],
- "notes":"<private notes for your log>",
- "memory":[{"op":"set|append|merge|delete","key":"<key>","value":<json>}]}
-Every key is optional. Write only to the agents listed above; other messages bounce.
-Memory keys use a-z, 0-9, '_', '.', '-'."#;
 
 /// Orders mail for the prompt: urgent first, then by age (creation time, then id).
 pub fn order(mail: &mut [Message]) {
     mail.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.created_at.cmp(&b.created_at)).then(a.id.cmp(&b.id)));
 }
 
-/// Builds the system and user parts of the prompt.
-pub fn build(resume: &Resume, turn: u64, may_send_to: &[String], memory: &str, mail: &[Message]) -> (String, String) {
+/// Builds the system and user parts of the prompt for a model that answers
+/// with `structured`.
+pub fn build(
+    resume: &Resume,
+    turn: u64,
+    may_send_to: &[String],
+    memory: &str,
+    mail: &[Message],
+    structured: Structured,
+) -> (String, String) {
     let mut system = format!(
         "You are {name}{title}, an agent in an organization run by lemming. Agents talk only by messages.\n",
         name = resume.name,
@@ -32,8 +39,9 @@ pub fn build(resume: &Resume, turn: u64, may_send_to: &[String], memory: &str, m
         system.push_str(&format!("\nInstructions:\n{}\n", resume.instructions.trim()));
     }
     system.push_str(&format!(
-        "\nYou may write to: {}\n\n{CONTRACT}\n",
-        if may_send_to.is_empty() { "nobody".to_string() } else { may_send_to.join(", ") }
+        "\nYou may write to: {}\n\n{}\n",
+        if may_send_to.is_empty() { "nobody".to_string() } else { may_send_to.join(", ") },
+        contract::instructions(structured),
     ));
     let mut user = format!("Turn {turn}.\n\nYour memory:\n{memory}\n");
     if mail.is_empty() {
@@ -55,4 +63,26 @@ pub fn build(resume: &Resume, turn: u64, may_send_to: &[String], memory: &str, m
         }
     }
     (system, user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_in_the_prompt_is_the_one_for_how_the_model_answers() {
+        let text = "name = \"coder\"\nmodel = \"default\"\n".to_string();
+        let resume = crate::resume::parse(std::path::Path::new("resume.toml"), text, "coder").unwrap().resume;
+        let may = vec!["planner".to_string()];
+        for structured in [Structured::None, Structured::JsonObject, Structured::JsonSchema] {
+            let (system, user) = build(&resume, 1, &may, "(empty)", &[], structured);
+            assert!(system.contains(&contract::instructions(structured)), "{structured:?}\n{system}");
+            assert!(system.contains("You may write to: planner") && user.contains("no unread mail"));
+            // Every memory op named in the prompt is one this model may use.
+            let offered: Vec<&str> = contract::memory_ops(structured).map(|op| op.name).collect();
+            for op in contract::MEMORY_OPS {
+                assert_eq!(system.contains(op.effect), offered.contains(&op.name), "{structured:?}: {}", op.name);
+            }
+        }
+    }
 }

@@ -1,11 +1,17 @@
-//! The tolerant reply parser (DESIGN §4): code fences are skipped, the first
-//! JSON object in the text is taken, missing keys get defaults, and `to` may be
-//! a string or a list.
+//! The tolerant reply parser (DESIGN §4): code fences and chatter around the
+//! reply are skipped, the first top-level JSON object that has a key of the
+//! contract is taken, missing keys get defaults, and `to` may be a string or a
+//! list. The contract itself (keys, fields, priorities, memory operations) is
+//! defined once, in [`lemming_provider::contract`].
+//!
+//! Only *top-level* objects count: an object inside another one (a message
+//! object inside a reply) is never taken for the reply, and neither is anything
+//! inside an object that does not close (a reply cut off by the token limit).
 
+use lemming_provider::contract;
 use serde_json::Value;
 
 use crate::message::Priority;
-
 /// A message the agent asked to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutMessage {
@@ -38,23 +44,112 @@ pub struct Parsed {
 
 /// Why a reply is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the reply holds no JSON object")]
-pub struct NoJson;
+pub enum Unusable {
+    /// No JSON object at all.
+    #[error("the reply holds no JSON object")]
+    NoJson,
+    /// JSON objects, but none with a key of the contract.
+    #[error("the reply holds no JSON object with any of the reply keys ({})", contract::KEYS.join(", "))]
+    NotAReply,
+    /// A JSON object starts but never closes: the reply was cut off. Nothing
+    /// inside it is taken.
+    #[error("the reply's JSON object does not close (the reply was cut off)")]
+    Unclosed,
+}
 
-/// The first JSON object in `text`.
-pub fn first_object(text: &str) -> Option<serde_json::Map<String, Value>> {
-    for (i, _) in text.match_indices('{') {
-        let mut stream = serde_json::Deserializer::from_str(&text[i..]).into_iter::<Value>();
-        if let Some(Ok(Value::Object(map))) = stream.next() {
-            return Some(map);
+/// What the text holds at its top level.
+#[derive(Debug, PartialEq)]
+enum Top<'a> {
+    /// A balanced `{...}` span (it may still not be valid JSON).
+    Closed(&'a str),
+    /// An object that starts here and never closes; the scan ends.
+    Unclosed,
+}
+
+/// Whether the `{` at `at` can start a JSON object: what follows it (after
+/// blanks) is a string key or the closing brace. A brace in prose ("use { to
+/// open") is not an object.
+fn opens_object(b: &[u8], at: usize) -> bool {
+    b[at + 1..].iter().find(|c| !c.is_ascii_whitespace()).is_none_or(|c| matches!(c, b'"' | b'}'))
+}
+
+/// The top-level objects of `text`, in order: each `{` that can start an
+/// object, outside any other object, up to its matching close (strings and
+/// escapes respected; `[`/`]` nest like braces). The scan is iterative, so
+/// deep nesting cannot overflow the stack. The structural characters are
+/// ASCII, so every span is cut at character boundaries.
+fn top_level(text: &str) -> Vec<Top<'_>> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'{' || !opens_object(b, i) {
+            i += 1;
+            continue;
+        }
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        let mut end = None;
+        for (j, &c) in b.iter().enumerate().skip(i) {
+            if in_string {
+                match c {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                b'"' => in_string = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(j);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        match end {
+            Some(e) => {
+                out.push(Top::Closed(&text[i..=e]));
+                i = e + 1;
+            }
+            None => {
+                out.push(Top::Unclosed);
+                break;
+            }
         }
     }
-    None
+    out
+}
+
+/// The reply object of `text`: the first top-level JSON object that has a key
+/// of the contract ([`contract::KEYS`]). Objects without one (examples,
+/// fragments) are passed over; an object that never closes ends the search.
+pub fn reply_object(text: &str) -> Result<serde_json::Map<String, Value>, Unusable> {
+    let mut seen_object = false;
+    for top in top_level(text) {
+        match top {
+            Top::Closed(span) => {
+                if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(span) {
+                    if contract::KEYS.iter().any(|k| map.contains_key(*k)) {
+                        return Ok(map);
+                    }
+                    seen_object = true;
+                }
+            }
+            Top::Unclosed => return Err(Unusable::Unclosed),
+        }
+    }
+    Err(if seen_object { Unusable::NotAReply } else { Unusable::NoJson })
 }
 
 /// Parses a reply.
-pub fn parse(text: &str) -> Result<Parsed, NoJson> {
-    let obj = first_object(text).ok_or(NoJson)?;
+pub fn parse(text: &str) -> Result<Parsed, Unusable> {
+    let obj = reply_object(text)?;
     let mut out = Parsed::default();
     match obj.get("messages") {
         None | Some(Value::Null) => {}
@@ -77,6 +172,11 @@ pub fn parse(text: &str) -> Result<Parsed, NoJson> {
         None | Some(Value::Null) => {}
         Some(Value::Array(ops)) => out.memory = ops.clone(),
         Some(_) => out.warnings.push("`memory` is not a list; ignored".into()),
+    }
+    match obj.get("tool_calls") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(calls)) if calls.is_empty() => {}
+        Some(_) => out.warnings.push("`tool_calls` ignored: agents have no tools".into()),
     }
     Ok(out)
 }
@@ -127,9 +227,119 @@ mod tests {
         assert_eq!(p.messages[0].to, vec!["a", "b"]);
         assert_eq!(p.messages[0].priority, Priority::Normal);
         assert_eq!(p.warnings.len(), 2);
-        assert_eq!(parse("{}").unwrap(), Parsed::default());
-        assert_eq!(parse("I cannot help {with that"), Err(NoJson));
+        assert_eq!(parse(r#"{"notes":null}"#).unwrap(), Parsed::default());
+        assert_eq!(parse("I cannot help {with that"), Err(Unusable::NoJson));
         let p = parse("{bad} {\"notes\":{\"k\":1}}").unwrap();
         assert_eq!(p.notes, "{\"k\":1}");
+    }
+
+    /// What Gemma 3 270M wrote under a schema with no bounds: the outer object
+    /// never closed, and its first message object is complete.
+    const CUT_OFF: &str = r#"{"messages":[{"to":"human","body":"I will help","priority":"normal","reply_to":null},{"to":"human","body":"and then I will help and then I will help and then"#;
+
+    #[test]
+    fn an_object_inside_an_unclosed_one_is_never_the_reply() {
+        assert_eq!(parse(CUT_OFF), Err(Unusable::Unclosed));
+        assert_eq!(parse(&format!("```json\n{CUT_OFF}")), Err(Unusable::Unclosed));
+        // Cut inside a string that holds braces, or just after a complete inner object.
+        assert_eq!(
+            parse(r#"{"notes":"a } and { in a string","messages":[{"to":"human","body":"x"}"#),
+            Err(Unusable::Unclosed)
+        );
+        assert_eq!(parse(r#"{"messages":[{"to":"human","body":"x"}]"#), Err(Unusable::Unclosed));
+        // A complete reply before a cut-off one is still the reply.
+        let p = parse(&format!("{{\"notes\":\"first\"}}\n{CUT_OFF}")).unwrap();
+        assert_eq!(p.notes, "first");
+    }
+
+    #[test]
+    fn only_top_level_objects_count_and_they_need_a_contract_key() {
+        // A message object on its own is not a reply.
+        assert_eq!(parse(r#"{"to":"human","body":"hi"}"#), Err(Unusable::NotAReply));
+        assert_eq!(parse("{}"), Err(Unusable::NotAReply));
+        // A reply nested in another object is not top-level.
+        assert_eq!(parse(r#"{"answer":{"messages":[{"to":"human","body":"hi"}]}}"#), Err(Unusable::NotAReply));
+        // An example object before the reply is passed over.
+        let p = parse(r#"Format: {"example":true}. Reply: {"messages":[{"to":"human","body":"real"}]}"#).unwrap();
+        assert_eq!(p.messages[0].body, "real");
+        // Braces in strings do not confuse the scan; escaped quotes do not end a string.
+        let p = parse(r#"{"notes":"say \"}\" then {","messages":[{"to":"a","body":"}{"}]}"#).unwrap();
+        assert_eq!((p.notes.as_str(), p.messages[0].body.as_str()), ("say \"}\" then {", "}{"));
+        // A brace in prose does not swallow the reply after it.
+        let p = parse(r#"Use { to open an object. {"notes":"ok"}"#).unwrap();
+        assert_eq!(p.notes, "ok");
+        // Unicode around and inside the reply.
+        let p = parse("é✓ {\"notes\":\"ça {va}\"} ✓").unwrap();
+        assert_eq!(p.notes, "ça {va}");
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_without_panicking() {
+        assert_eq!(parse(&"{\"a\":".repeat(200_000)), Err(Unusable::Unclosed));
+        let deep = format!("{{\"messages\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(parse(&deep), Err(Unusable::NoJson), "too deep for the JSON reader: not an object");
+        assert_eq!(parse("}}}]]] {\"notes\":\"n\"}").unwrap().notes, "n");
+    }
+
+    #[test]
+    fn every_contract_key_makes_a_reply_and_tool_calls_are_recognised_not_run() {
+        for key in contract::KEYS {
+            assert!(parse(&format!("{{\"{key}\":null}}")).is_ok(), "{key} is a contract key");
+        }
+        let p = parse(r#"{"tool_calls":[{"name":"x"}]}"#).unwrap();
+        assert!(p.messages.is_empty());
+        assert!(p.warnings.iter().any(|w| w.contains("tool_calls")), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn the_parser_reads_every_field_and_priority_the_contract_names() {
+        for (i, p) in contract::PRIORITIES.iter().enumerate() {
+            assert!(Priority::parse(p).is_some(), "priority {p} of the contract is unknown to the parser");
+            assert!(contract::PRIORITIES[..i].iter().all(|q| Priority::parse(q) != Priority::parse(p)));
+        }
+        assert_eq!(Priority::parse(contract::DEFAULT_PRIORITY), Some(Priority::default()));
+        let mut msg = serde_json::Map::new();
+        for f in contract::MESSAGE_FIELDS.iter().chain(&contract::MESSAGE_EXTRA_FIELDS) {
+            msg.insert(f.to_string(), Value::String(format!("{f}-value")));
+        }
+        msg.insert("priority".into(), Value::String("urgent".into()));
+        let p = parse(&serde_json::json!({"messages": [msg]}).to_string()).unwrap();
+        let m = &p.messages[0];
+        assert_eq!(m.to, vec!["to-value"]);
+        assert_eq!(m.body, "body-value");
+        assert_eq!(m.priority, Priority::Urgent);
+        assert_eq!(m.reply_to.as_deref(), Some("reply_to-value"));
+        assert_eq!(m.subject.as_deref(), Some("subject-value"));
+        assert_eq!(m.thread.as_deref(), Some("thread-value"));
+        assert_eq!(
+            contract::MESSAGE_FIELDS.len() + contract::MESSAGE_EXTRA_FIELDS.len(),
+            6,
+            "a new field needs a check here"
+        );
+    }
+
+    #[test]
+    fn memory_applies_exactly_the_ops_and_keys_the_contract_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for op in contract::MEMORY_OPS {
+            let value = match op.value {
+                contract::OpValue::None => Value::Null,
+                contract::OpValue::Any => serde_json::json!("v"),
+                contract::OpValue::Object => serde_json::json!({"a": 1}),
+            };
+            let (plan, errors) =
+                crate::memory::plan(dir.path(), &[serde_json::json!({"op": op.name, "key": "k", "value": value})]);
+            assert!(
+                errors.is_empty() && plan.contains_key("k"),
+                "op {} of the contract is refused: {errors:?}",
+                op.name
+            );
+        }
+        let (_, errors) =
+            crate::memory::plan(dir.path(), &[serde_json::json!({"op": "upsert", "key": "k", "value": 1})]);
+        assert_eq!(errors.len(), 1, "an op outside the contract must be refused");
+        let max = contract::MEMORY_KEY_MAX_CHARS as usize;
+        assert!(crate::memory::valid_key(&"k".repeat(max)));
+        assert!(!crate::memory::valid_key(&"k".repeat(max + 1)));
     }
 }

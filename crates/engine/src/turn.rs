@@ -483,7 +483,10 @@ pub fn prompt_for(
     mail.truncate(org.settings.max_mail_per_prompt);
     let may = chart.reachable(agent);
     let summary = memory::summary(&memory::dir(&org.layout.root, agent));
-    let (system, user) = prompt::build(resume, turn, &may, &summary, mail);
+    // The contract is worded for how the agent's model answers (a schema offers less).
+    let structured =
+        resume.model.as_deref().and_then(|k| org.models.models.get(k)).map(|m| m.structured).unwrap_or_default();
+    let (system, user) = prompt::build(resume, turn, &may, &summary, mail, structured);
     (may, system, user)
 }
 
@@ -588,21 +591,38 @@ fn record(
             return r;
         }
     };
-    let price = org.models.models.get(&reply.model_key).map(|m| m.price).unwrap_or_default();
+    let answered = org.models.models.get(&reply.model_key);
+    let price = answered.map(|m| m.price).unwrap_or_default();
     r.model = reply.model_key.clone();
     r.cost = crate::ledger::bounded_cost(price.cost(&reply.usage));
     r.usage = Some(reply.usage);
+    // Cut off by the token limit: usable only if its JSON object closed before the cut.
+    let cut = reply.truncated().then(|| {
+        format!(
+            "the model was cut off at its token limit (stop reason `{}`, max_tokens {} of model `{}`)",
+            reply.finish.as_deref().unwrap_or_default(),
+            answered.and_then(|m| m.max_tokens).map_or_else(|| "not set".to_string(), |n| n.to_string()),
+            reply.model_key,
+        )
+    });
     let parsed = match reply::parse(&reply.text) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(agent = %job.agent, "unusable reply: {e}; mail stays unread");
-            r.error = Some(format!("{e}; the raw reply is in the agent's activity log"));
+            let why = match &cut {
+                Some(cut) => format!(
+                    "{e}: {cut}; raise max_tokens, or lower reply_max_chars and reply_max_messages, so that a whole reply fits"
+                ),
+                None => e.to_string(),
+            };
+            tracing::warn!(agent = %job.agent, "unusable reply: {why}; mail stays unread");
+            r.error = Some(format!("{why}; the raw reply is in the agent's activity log"));
             r.cause = Some(lemming_provider::Cause::Reply);
             r.reply = Some(reply.text);
             return r;
         }
     };
     r.reply = Some(reply.text);
+    let cut = cut.map(|cut| format!("{cut} after its JSON object closed; the text after it was dropped"));
     let threads: HashMap<&str, &str> = job.mail.iter().map(|m| (m.id.as_str(), m.thread.as_str())).collect();
     let now = Utc::now();
     for (pos, om) in parsed.messages.into_iter().enumerate() {
@@ -633,7 +653,7 @@ fn record(
     }
     r.memory = plan;
     r.notes = parsed.notes;
-    r.warnings = parsed.warnings.into_iter().chain(errors).collect();
+    r.warnings = cut.into_iter().chain(parsed.warnings).chain(errors).collect();
     r.outcome = Outcome::Ok;
     r
 }

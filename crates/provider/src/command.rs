@@ -214,7 +214,7 @@ impl Command {
         let text = outcome?;
         let usage = Usage::estimate(req.prompt_chars(), text.chars().count());
         tracing::debug!(provider = %self.name, agent = %req.agent, bytes = text.len(), "the program answered");
-        Ok(Reply { text, usage, model_key: req.model.key.clone() })
+        Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: None })
     }
 }
 

@@ -253,7 +253,8 @@ pub async fn attempt(
     let (text, usage, stop) = (wire.parse)(&resp.body, req, key.as_deref()).map_err(scrub)?;
     crate::openai::note_finish(&spec.name, req, &text, &stop);
     tracing::debug!(provider = %spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, "answered");
-    Ok(crate::Reply { text, usage, model_key: req.model.key.clone() })
+    let finish = Some(stop).filter(|s| !s.is_empty());
+    Ok(crate::Reply { text, usage, model_key: req.model.key.clone(), finish })
 }
 
 #[cfg(test)]

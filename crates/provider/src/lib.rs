@@ -7,6 +7,7 @@
 //!
 //! Module map:
 //! - [`config`]: typed provider and model settings (parsed and validated by the engine);
+//! - [`contract`]: the reply contract in one place: the prompt's contract text, the JSON schema, the keys the parser accepts;
 //! - [`mock`]: the deterministic, instant default (DESIGN §7);
 //! - [`script`]: replies read from a file, for tests and demos;
 //! - [`openai`]: the chat-completions wire format (OpenAI, Azure, Ollama, vLLM, llama.cpp, ...);
@@ -27,6 +28,7 @@ pub mod anthropic;
 pub mod breaker;
 pub mod command;
 pub mod config;
+pub mod contract;
 pub mod doctor;
 pub mod http;
 pub mod mock;
@@ -123,6 +125,23 @@ pub struct Reply {
     pub usage: Usage,
     /// The model key that answered (differs from the requested one after a fallback).
     pub model_key: String,
+    /// Why the model stopped, as the server said it (`finish_reason` of the
+    /// `openai` kind, `stop_reason` of `anthropic`); `None` when the kind has
+    /// no such thing (`mock`, `command`) or the server sent none. See
+    /// [`Reply::truncated`].
+    pub finish: Option<String>,
+}
+
+impl Reply {
+    /// The stop reasons that mean the reply was cut at the token limit:
+    /// `length` (chat completions) and `max_tokens` (Messages API).
+    pub const TRUNCATED: [&'static str; 2] = ["length", "max_tokens"];
+
+    /// Whether the model was cut off by the token limit (`max_tokens`) rather
+    /// than ending its reply itself.
+    pub fn truncated(&self) -> bool {
+        self.finish.as_deref().is_some_and(|f| Reply::TRUNCATED.contains(&f))
+    }
 }
 
 /// Whose failure a failed call is. It decides what happens to the mail in the
@@ -196,4 +215,24 @@ impl ProviderError {
 pub trait Provider: Send + Sync {
     /// Produces one reply for the request.
     fn complete<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Reply, ProviderError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_truncated_only_when_the_server_says_it_hit_the_token_limit() {
+        let reply = |finish: Option<&str>| Reply {
+            text: String::new(),
+            usage: Usage::default(),
+            model_key: "k".into(),
+            finish: finish.map(String::from),
+        };
+        assert!(reply(Some("length")).truncated(), "chat completions");
+        assert!(reply(Some("max_tokens")).truncated(), "Messages API");
+        for other in [None, Some("stop"), Some("end_turn"), Some("tool_calls"), Some("")] {
+            assert!(!reply(other).truncated(), "{other:?}");
+        }
+    }
 }

@@ -104,7 +104,7 @@ impl Provider for Mock {
             let text = Mock::reply_text(req);
             log_call(req);
             let usage = Usage { estimated: false, ..Usage::estimate(req.prompt_chars(), text.chars().count()) };
-            Ok(Reply { text, usage, model_key: req.model.key.clone() })
+            Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: None })
         })
     }
 }

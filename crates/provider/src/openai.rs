@@ -10,18 +10,22 @@
 //! with the key in an `api-key` header.
 //!
 //! With `structured = "json_schema"` the reply contract of DESIGN §4 is sent as
-//! a JSON schema ([`reply_schema`]) whose `to` is an enum of exactly the agents
-//! this agent may write to, so that a server that enforces schemas cannot even
-//! address an agent the chart forbids. `json_object` asks for any JSON object.
+//! a JSON schema ([`contract::schema`]) whose `to` is an enum of exactly the
+//! agents this agent may write to, so that a server that enforces schemas
+//! cannot even address an agent the chart forbids, and whose strings and lists
+//! are bounded so that a complete reply fits in `max_tokens`
+//! ([`contract::Limits::for_model`]). `json_object` asks for any JSON object.
 //!
 //! The response is read leniently: unknown fields are ignored, any
-//! `finish_reason` is accepted, `content` may be null, a string, or a list of
+//! `finish_reason` is accepted and passed on in the [`Reply`] (`length` means
+//! the reply was cut at `max_tokens`), `content` may be null, a string, or a list of
 //! text parts. Usage comes from `usage.prompt_tokens` and
 //! `usage.completion_tokens`; when the server sends none, it is estimated
 //! (ceil(chars / 4)) and marked as such.
 
 use serde_json::{json, Value};
 
+use crate::contract;
 use crate::http::{self, excerpt};
 use crate::resilience::{Attempt, AttemptError};
 use crate::{BoxFuture, ProviderSpec, Reply, Request, Structured, Usage};
@@ -77,80 +81,6 @@ pub fn headers(spec: &ProviderSpec, key: Option<&str>) -> Result<reqwest::header
     Ok(map)
 }
 
-/// The reply contract of DESIGN §4 as a JSON schema that OpenAI's strict mode
-/// accepts (every property required, no extra properties): `to` is an enum of
-/// `may_send_to` (no message at all when it is empty), `reply_to` one of the
-/// unread mail ids or null. `max_messages` bounds messages and memory
-/// operations, `max_chars` every free string.
-pub fn reply_schema(
-    may_send_to: &[String],
-    mail_ids: &[String],
-    max_messages: Option<u32>,
-    max_chars: Option<u32>,
-) -> Value {
-    let text = || {
-        let mut s = json!({"type": "string"});
-        if let Some(n) = max_chars {
-            s["maxLength"] = json!(n);
-        }
-        s
-    };
-    let to =
-        if may_send_to.is_empty() { json!({"type": "string"}) } else { json!({"type": "string", "enum": may_send_to}) };
-    let reply_to = if mail_ids.is_empty() {
-        json!({"type": "null"})
-    } else {
-        let mut ids: Vec<Value> = mail_ids.iter().map(|i| json!(i)).collect();
-        ids.push(Value::Null);
-        json!({"type": ["string", "null"], "enum": ids})
-    };
-    let mut messages = json!({
-        "type": "array",
-        "items": {
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["to", "body", "priority", "reply_to"],
-            "properties": {
-                "to": to,
-                "body": text(),
-                "priority": {"type": "string", "enum": ["low", "normal", "urgent"]},
-                "reply_to": reply_to,
-            }
-        }
-    });
-    let mut value = json!({"type": ["string", "number", "boolean", "null"]});
-    if let Some(n) = max_chars {
-        value["maxLength"] = json!(n);
-    }
-    let mut memory = json!({
-        "type": "array",
-        "items": {
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["op", "key", "value"],
-            "properties": {
-                "op": {"type": "string", "enum": ["set", "append", "delete"]},
-                "key": text(),
-                "value": value,
-            }
-        }
-    });
-    if may_send_to.is_empty() {
-        messages["maxItems"] = json!(0);
-    } else if let Some(n) = max_messages {
-        messages["maxItems"] = json!(n);
-    }
-    if let Some(n) = max_messages {
-        memory["maxItems"] = json!(n);
-    }
-    json!({
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["messages", "notes", "memory"],
-        "properties": {"messages": messages, "notes": text(), "memory": memory},
-    })
-}
-
 /// The JSON body of the request.
 pub fn request_body(req: &Request) -> Value {
     let m = &req.model;
@@ -173,12 +103,13 @@ pub fn request_body(req: &Request) -> Value {
         Structured::JsonObject => body["response_format"] = json!({"type": "json_object"}),
         Structured::JsonSchema => {
             let ids: Vec<String> = req.mail.iter().map(|m| m.id.clone()).collect();
+            let limits = contract::Limits::for_model(m, &req.may_send_to, &ids);
             body["response_format"] = json!({
                 "type": "json_schema",
                 "json_schema": {
                     "name": "lemming_reply",
                     "strict": true,
-                    "schema": reply_schema(&req.may_send_to, &ids, m.reply_max_messages, m.reply_max_chars),
+                    "schema": contract::schema(&req.may_send_to, &ids, limits),
                 }
             });
         }
@@ -242,8 +173,8 @@ pub(crate) fn note_finish(provider: &str, req: &Request, text: &str, finish: &st
     if req.turn == 0 {
         return; // a probe (`lemming doctor`), not an agent's run
     }
-    if matches!(finish, "length" | "max_tokens") {
-        tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the reply was cut at max_tokens; it may be unusable");
+    if Reply::TRUNCATED.contains(&finish) {
+        tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the reply was cut at max_tokens; it is unusable unless its JSON object closed");
     }
     if text.trim().is_empty() {
         tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the model returned no text");
@@ -282,7 +213,7 @@ mod tests {
             model: ModelSpec {
                 model: Some("gpt-x".into()),
                 temperature: Some(0.2),
-                max_tokens: Some(64),
+                max_tokens: Some(2048),
                 structured: Structured::JsonSchema,
                 reply_max_messages: Some(2),
                 reply_max_chars: Some(80),
@@ -299,7 +230,7 @@ mod tests {
         assert_eq!(b["messages"][0], json!({"role": "system", "content": "You are coder."}));
         assert_eq!(b["messages"][1]["role"], "user");
         assert_eq!(b["temperature"], 0.2);
-        assert_eq!(b["max_tokens"], 64);
+        assert_eq!(b["max_tokens"], 2048);
         let schema = &b["response_format"]["json_schema"]["schema"];
         assert_eq!(b["response_format"]["type"], "json_schema");
         let msg = &schema["properties"]["messages"];
@@ -311,8 +242,30 @@ mod tests {
     }
 
     #[test]
+    fn with_no_explicit_limits_the_schema_is_bounded_from_max_tokens() {
+        let mut r = req(&["planner", "human"]);
+        r.model.reply_max_messages = None;
+        r.model.reply_max_chars = None;
+        r.model.max_tokens = Some(1024);
+        let b = request_body(&r);
+        let schema = &b["response_format"]["json_schema"]["schema"];
+        let limits = contract::Limits::for_model(&r.model, &r.may_send_to, &["m1".to_string()]);
+        let msg = &schema["properties"]["messages"];
+        assert_eq!(msg["maxItems"], limits.messages);
+        assert_eq!(msg["items"]["properties"]["body"]["maxLength"], limits.chars);
+        assert_eq!(schema["properties"]["notes"]["maxLength"], limits.chars);
+        assert_eq!(schema["properties"]["memory"]["maxItems"], limits.messages);
+        assert!(contract::longest(schema).unwrap().tokens() <= 1024, "{schema:#}");
+        r.model.max_tokens = Some(4096);
+        let bigger = &request_body(&r)["response_format"]["json_schema"]["schema"];
+        assert!(
+            bigger["properties"]["notes"]["maxLength"].as_u64() > schema["properties"]["notes"]["maxLength"].as_u64()
+        );
+    }
+
+    #[test]
     fn an_agent_that_may_write_to_nobody_gets_a_schema_with_no_messages() {
-        let schema = reply_schema(&[], &[], None, None);
+        let schema = contract::schema(&[], &[], contract::Limits { messages: 2, chars: 10 });
         let msg = &schema["properties"]["messages"];
         assert_eq!(msg["maxItems"], 0);
         assert!(msg["items"]["properties"]["to"].get("enum").is_none(), "an empty enum is not valid JSON schema");

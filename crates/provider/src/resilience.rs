@@ -211,7 +211,12 @@ mod tests {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 let next = self.results.lock().unwrap().remove(0);
-                next.map(|_| Reply { text: "{}".into(), usage: Usage::default(), model_key: req.model.key.clone() })
+                next.map(|_| Reply {
+                    text: "{}".into(),
+                    usage: Usage::default(),
+                    model_key: req.model.key.clone(),
+                    finish: None,
+                })
             })
         }
     }

@@ -6,6 +6,8 @@
 //! turn = 2            # optional: any turn when absent
 //! text = '{"messages":[{"to":"human","body":"hi"}]}'
 //! # error = "boom"    # instead of text: the call fails with this message, as a provider that is down
+//! # finish = "length" # optional: the stop reason the reply reports, as a server
+//! #                   # would ("length" or "max_tokens": cut at the token limit)
 //! ```
 //!
 //! The first entry that matches the agent and turn answers. The file is read on
@@ -40,6 +42,7 @@ struct Entry {
     turn: Option<u64>,
     text: Option<String>,
     error: Option<String>,
+    finish: Option<String>,
 }
 
 impl Script {
@@ -76,7 +79,7 @@ impl Script {
         }
         let text = entry.text.clone().unwrap_or_default();
         let usage = Usage { estimated: false, ..Usage::estimate(req.prompt_chars(), text.chars().count()) };
-        Ok(Reply { text, usage, model_key: req.model.key.clone() })
+        Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: entry.finish.clone() })
     }
 }
 

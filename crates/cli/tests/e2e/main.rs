@@ -17,6 +17,7 @@ mod output_cli;
 mod peers;
 mod people;
 mod providers;
+mod replies;
 mod routing;
 mod samples;
 mod state_numbers;

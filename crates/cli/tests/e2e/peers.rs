@@ -23,7 +23,7 @@ use crate::fixture::TestOrg;
 use crate::providers::{charges, configure, step_env};
 
 /// The peers' paths: the environment first, then `env.sh`.
-fn peer(var: &str) -> Option<PathBuf> {
+pub(crate) fn peer(var: &str) -> Option<PathBuf> {
     let from_env = std::env::var_os(var).map(PathBuf::from);
     let from_file = || {
         let dir = std::env::var_os("LEMMING_PEERS_DIR")
@@ -39,7 +39,7 @@ fn peer(var: &str) -> Option<PathBuf> {
     from_env.or_else(from_file).filter(|p| p.exists())
 }
 
-fn skip(test: &str, what: &str) {
+pub(crate) fn skip(test: &str, what: &str) {
     // Written to the real stderr, so that it shows even though the test passes.
     let _ = writeln!(
         std::io::stderr(),
@@ -48,7 +48,7 @@ fn skip(test: &str, what: &str) {
 }
 
 /// A child process killed (and reaped) when dropped.
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -58,7 +58,7 @@ impl Drop for KillOnDrop {
 }
 
 /// Waits until `GET path` answers 200, or panics with the log after `limit`.
-fn wait_ready(child: &mut KillOnDrop, addr: SocketAddr, path: &str, limit: Duration, log: &Path) {
+pub(crate) fn wait_ready(child: &mut KillOnDrop, addr: SocketAddr, path: &str, limit: Duration, log: &Path) {
     let start = Instant::now();
     loop {
         if let Some((200, _)) = fake_http::request(addr, "GET", path) {
@@ -79,7 +79,7 @@ fn wait_ready(child: &mut KillOnDrop, addr: SocketAddr, path: &str, limit: Durat
     }
 }
 
-fn start(program: &Path, args: &[String], log: &Path) -> KillOnDrop {
+pub(crate) fn start(program: &Path, args: &[String], log: &Path) -> KillOnDrop {
     let log_file = std::fs::File::create(log).unwrap();
     let child = Command::new(program)
         .args(args)
@@ -93,7 +93,7 @@ fn start(program: &Path, args: &[String], log: &Path) -> KillOnDrop {
 
 /// The proxied response of a request, parsed.
 #[track_caller]
-fn response(r: &fake_http::Recorded) -> Value {
+pub(crate) fn response(r: &fake_http::Recorded) -> Value {
     let (status, body) = r.response.clone().unwrap_or_else(|| panic!("no response recorded for {}", r.path));
     assert_eq!(status, 200, "the server refused the request: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("the server's body is not JSON ({e}): {body}"))
