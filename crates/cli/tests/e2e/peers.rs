@@ -92,6 +92,47 @@ pub(crate) fn start(program: &Path, args: &[String], log: &Path) -> KillOnDrop {
 }
 
 /// The proxied response of a request, parsed.
+/// llama-server with Gemma 3 270M on an ephemeral port of 127.0.0.1, ready
+/// to answer; stopped when dropped.
+pub(crate) struct Gemma {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _child: KillOnDrop,
+    _tmp: tempfile::TempDir,
+}
+
+impl Gemma {
+    pub(crate) fn start(server: &Path, gguf: &Path) -> Gemma {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("llama-server.log");
+        let port = free_port();
+        let args: Vec<String> = [
+            "-m",
+            gguf.to_str().unwrap(),
+            "--alias",
+            "gemma-270m",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "-c",
+            "4096",
+            "-t",
+            "2",
+            "--no-webui",
+            "--seed",
+            "42",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut child = start(server, &args, &log);
+        wait_ready(&mut child, addr, "/health", Duration::from_secs(60), &log);
+        Gemma { addr, _child: child, _tmp: tmp }
+    }
+}
+
 #[track_caller]
 pub(crate) fn response(r: &fake_http::Recorded) -> Value {
     let (status, body) = r.response.clone().unwrap_or_else(|| panic!("no response recorded for {}", r.path));
@@ -116,32 +157,8 @@ fn llama_server_answers_through_openai_with_a_schema_and_through_anthropic_messa
     let (Some(server), Some(gguf)) = (peer("LEMMING_LLAMA_SERVER"), peer("LEMMING_GGUF")) else {
         return skip(test, "llama-server or the Gemma GGUF");
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("llama-server.log");
-    let port = free_port();
-    let args: Vec<String> = [
-        "-m",
-        gguf.to_str().unwrap(),
-        "--alias",
-        "gemma-270m",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "-c",
-        "4096",
-        "-t",
-        "2",
-        "--no-webui",
-        "--seed",
-        "42",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let upstream: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = start(&server, &args, &log);
-    wait_ready(&mut child, upstream, "/health", Duration::from_secs(60), &log);
+    let gemma = Gemma::start(&server, &gguf);
+    let upstream = gemma.addr;
     let proxy = FakeServer::start(move |_, _| Answer::Forward(upstream));
     let prices = (1000.0, 2000.0);
 

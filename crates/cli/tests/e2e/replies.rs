@@ -194,37 +194,13 @@ text = '{"messages":[{"to":"human","body":"whole"}],"notes":"n"} and then I kept
 /// either used whole or refused with the mail kept, never consumed for nothing.
 #[test]
 fn llama_server_closes_its_reply_within_max_tokens_under_the_derived_bounds() {
-    use crate::peers::{peer, response, skip, start, wait_ready};
+    use crate::peers::{peer, response, skip, Gemma};
     let test = "llama_server_closes_its_reply_within_max_tokens_under_the_derived_bounds";
     let (Some(server), Some(gguf)) = (peer("LEMMING_LLAMA_SERVER"), peer("LEMMING_GGUF")) else {
         return skip(test, "llama-server or the Gemma GGUF");
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("llama-server.log");
-    let port = crate::fake_http::free_port();
-    let args: Vec<String> = [
-        "-m",
-        gguf.to_str().unwrap(),
-        "--alias",
-        "gemma-270m",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "-c",
-        "4096",
-        "-t",
-        "2",
-        "--no-webui",
-        "--seed",
-        "42",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let upstream: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = start(&server, &args, &log);
-    wait_ready(&mut child, upstream, "/health", std::time::Duration::from_secs(60), &log);
+    let gemma = Gemma::start(&server, &gguf);
+    let upstream = gemma.addr;
     let proxy = FakeServer::start(move |_, _| Answer::Forward(upstream));
 
     for max_tokens in [400, 1024] {
