@@ -98,7 +98,7 @@ pub const GROUP_SYNC_MIN: usize = 32;
 #[derive(Debug, Default)]
 pub struct Batch {
     writes: Vec<(PathBuf, PathBuf, Vec<u8>)>,
-    links: Vec<(PathBuf, PathBuf)>,
+    links: Vec<(PathBuf, PathBuf, Option<FileId>)>,
     moves: Vec<(PathBuf, PathBuf)>,
     removes: Vec<PathBuf>,
 }
@@ -118,7 +118,15 @@ impl Batch {
     /// Queues a hard link of an existing durable file, made with the writes'
     /// renames (a link that exists already counts as done).
     pub fn link(&mut self, existing: PathBuf, new: PathBuf) {
-        self.links.push((existing, new));
+        self.links.push((existing, new, None));
+    }
+
+    /// Queues a hard link like [`Batch::link`], of `existing` only if it is still
+    /// the file `id` (the one that was read and checked): if the name was
+    /// replaced meanwhile (by a symbolic link, say), the new link is removed
+    /// again and the commit fails, so that nothing unchecked is ever linked.
+    pub fn link_same(&mut self, existing: PathBuf, new: PathBuf, id: FileId) {
+        self.links.push((existing, new, Some(id)));
     }
 
     /// Queues a rename, done after every write and link is durable.
@@ -173,11 +181,22 @@ impl Batch {
             for (tmp, path, _) in &self.writes {
                 fs::rename(tmp, path).with_path(path)?;
             }
-            for (existing, new) in &self.links {
+            for (existing, new, id) in &self.links {
                 match fs::hard_link(existing, new) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(e).with_path(new),
+                }
+                if let Some(id) = id {
+                    let linked = fs::symlink_metadata(new).with_path(new)?;
+                    if !linked.file_type().is_file() || FileId::of(&linked) != *id {
+                        let _ = fs::remove_file(new);
+                        let e = std::io::Error::other(format!(
+                            "{} was replaced while it was being routed; the new one is checked on the next turn",
+                            existing.display()
+                        ));
+                        return Err(e).with_path(existing);
+                    }
                 }
             }
             crate::fault::point("batch_renamed");
@@ -248,6 +267,193 @@ pub fn append_lines(path: &Path, lines: &str) -> Result<(), PathError> {
     }
     buf.push_str(lines);
     f.write_all(buf.as_bytes()).with_path(path)
+}
+
+/// The identity of a file on disk: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// The device.
+    pub dev: u64,
+    /// The inode.
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity in `m`.
+    pub fn of(m: &fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId { dev: m.dev(), ino: m.ino() }
+    }
+}
+
+/// What a folder entry is when it is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A folder.
+    Directory,
+    /// A symbolic link (whatever it points to, if anything).
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// Something else that is not a regular file.
+    Other,
+}
+
+impl EntryKind {
+    /// The kind of a non-regular file type.
+    pub fn of(t: fs::FileType) -> EntryKind {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_dir() {
+            EntryKind::Directory
+        } else if t.is_symlink() {
+            EntryKind::Symlink
+        } else if t.is_fifo() {
+            EntryKind::Fifo
+        } else if t.is_socket() {
+            EntryKind::Socket
+        } else if t.is_char_device() {
+            EntryKind::CharDevice
+        } else if t.is_block_device() {
+            EntryKind::BlockDevice
+        } else {
+            EntryKind::Other
+        }
+    }
+
+    /// The stable snake_case name: `directory`, `symlink`, `fifo`, `socket`,
+    /// `char_device`, `block_device`, `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Directory => "directory",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Socket => "socket",
+            EntryKind::CharDevice => "char_device",
+            EntryKind::BlockDevice => "block_device",
+            EntryKind::Other => "other",
+        }
+    }
+
+    /// The kind for people: "a directory", "a symbolic link", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryKind::Directory => "a directory",
+            EntryKind::Symlink => "a symbolic link",
+            EntryKind::Fifo => "a FIFO (named pipe)",
+            EntryKind::Socket => "a socket",
+            EntryKind::CharDevice => "a character device",
+            EntryKind::BlockDevice => "a block device",
+            EntryKind::Other => "a special file",
+        }
+    }
+}
+
+/// A folder entry as [`read_entry`] found it.
+#[derive(Debug)]
+pub enum Entry {
+    /// A regular file, read whole.
+    File {
+        /// Which file it is (delivery links exactly this file).
+        id: FileId,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// A regular file larger than the limit; nothing was kept.
+    TooLarge {
+        /// Which file it is.
+        id: FileId,
+        /// Its size in bytes (at least).
+        size: u64,
+    },
+    /// Not a regular file: never read, never followed.
+    NotRegular {
+        /// What it is.
+        kind: EntryKind,
+        /// Where it points, for a symbolic link.
+        target: Option<PathBuf>,
+    },
+    /// Gone (moved or removed meanwhile).
+    Gone,
+}
+
+/// Reads a file of a mailbox without trusting what the name is: it is opened
+/// with `O_NOFOLLOW | O_NONBLOCK` (a symbolic link is never followed, a FIFO
+/// never blocks), its type and size are checked on the open descriptor, and
+/// at most `limit` bytes are read. A directory, link, FIFO, socket or device
+/// comes back as [`Entry::NotRegular`]; a device is not even opened.
+pub fn read_entry(path: &Path, limit: u64) -> Result<Entry, PathError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = |m: &fs::Metadata| {
+        let kind = EntryKind::of(m.file_type());
+        let target = if kind == EntryKind::Symlink { fs::read_link(path).ok() } else { None };
+        Entry::NotRegular { kind, target }
+    };
+    // Look first, so that devices and FIFOs are never opened at all.
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => return Ok(not_regular(&m)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Gone),
+        Err(e) => return Err(e).with_path(path),
+    }
+    // Then check again on the descriptor: the name may have been replaced meanwhile.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Gone),
+        Err(e) => {
+            // ELOOP (a link) or ENXIO (a socket): say what it is now.
+            return match fs::symlink_metadata(path) {
+                Ok(m) if !m.file_type().is_file() => Ok(not_regular(&m)),
+                Err(e2) if e2.kind() == std::io::ErrorKind::NotFound => Ok(Entry::Gone),
+                _ => Err(e).with_path(path),
+            };
+        }
+    };
+    let m = file.metadata().with_path(path)?;
+    if !m.file_type().is_file() {
+        return Ok(Entry::NotRegular { kind: EntryKind::of(m.file_type()), target: None });
+    }
+    let id = FileId::of(&m);
+    if m.len() > limit {
+        return Ok(Entry::TooLarge { id, size: m.len() });
+    }
+    // The file may grow after the check: never read more than the limit allows.
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).with_path(path)?;
+    if bytes.len() as u64 > limit {
+        return Ok(Entry::TooLarge { id, size: bytes.len() as u64 });
+    }
+    Ok(Entry::File { id, bytes })
+}
+
+/// Every name in a folder that a mailbox reader must deal with: all but those
+/// starting with a dot (names that are not UTF-8 included); sorted.
+pub fn list_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, PathError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_path(dir),
+    };
+    for entry in rd {
+        let name = entry.with_path(dir)?.file_name();
+        if !name.as_bytes().starts_with(b".") {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The JSON files of a folder that readers should see: not in `tmp/`, not

@@ -1,8 +1,11 @@
 //! `lemming inbox [AGENT]`: show unread mail; the human's is then marked read.
 //! With `--follow` it then keeps printing new mail as it arrives.
 
+use lemming_engine::events::Events;
 use lemming_engine::follow::{self, NewMail};
-use lemming_engine::mailbox::Mailbox;
+use lemming_engine::journal::Journal;
+use lemming_engine::mailbox::{BadFile, Mailbox};
+use lemming_engine::org::Org;
 use lemming_engine::message::Message;
 use lemming_engine::name::HUMAN;
 use lemming_engine::prompt;
@@ -28,14 +31,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
     let agent = args.agent.unwrap_or_else(|| HUMAN.to_string());
     org.agent(&agent)?;
-    let mb = Mailbox::new(&org.layout.root);
+    let mb = Mailbox::new(&org.layout.root).with_read_limit(org.settings.max_message_bytes);
     let (mut unread, bad) = mb.unread(&agent)?;
-    for b in &bad {
-        eprintln!(
-            "warning: {} in {}'s inbox is not a message ({}); the next turn moves it to dead",
-            b.file, agent, b.error
-        );
-    }
+    let mark_read = !args.peek && agent == HUMAN;
+    set_aside(&org, &mb, &agent, &bad, mark_read)?;
     prompt::order(&mut unread);
     let mut shown: Vec<(Message, bool)> = Vec::new();
     if args.all {
@@ -44,7 +43,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         shown.extend(read.into_iter().map(|m| (m, false)));
     }
     shown.extend(unread.iter().cloned().map(|m| (m, true)));
-    let mark_read = !args.peek && agent == HUMAN;
     if args.follow {
         for (m, unread) in &shown {
             print_one(m, *unread, ctx.json);
@@ -90,6 +88,41 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             }
         }
     })?
+}
+
+/// Warns about entries of the inbox that are not messages. When the inbox is
+/// the human's and is being read (`mark_read`), they are moved to dead now (no
+/// turn reads the human's inbox); otherwise the warning says who moves them.
+fn set_aside(org: &Org, mb: &Mailbox, agent: &str, bad: &[BadFile], mark_read: bool) -> Result<(), CliError> {
+    if bad.is_empty() {
+        return Ok(());
+    }
+    if !mark_read {
+        let then = if agent == HUMAN {
+            "`lemming inbox` without --peek moves it to dead".to_string()
+        } else {
+            format!("the next turn that runs {agent} moves it to dead")
+        };
+        for b in bad {
+            eprintln!("warning: {} in {agent}'s inbox is not a message ({}); {then}", b.name(), b.error);
+        }
+        return Ok(());
+    }
+    let turn = Journal::new(&org.layout).last_turn().unwrap_or_default();
+    let whys = mb.dead_bad_now(agent, bad, turn)?;
+    let mut ev = Events::default();
+    for (b, why) in bad.iter().zip(&whys) {
+        eprintln!(
+            "warning: {} in {agent}'s inbox is not a message ({}); moved to org/state/dead/{}.json as `{}`",
+            b.name(),
+            b.error,
+            why.id,
+            why.reason
+        );
+        ev.push_value(why.turn, why.at, "dead", why);
+    }
+    ev.flush(&org.layout)?;
+    Ok(())
 }
 
 /// One message for `--follow`: readable, or one JSON object on one line.

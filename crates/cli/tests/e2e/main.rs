@@ -11,6 +11,7 @@ mod fake_http;
 mod fixture;
 mod fsck;
 mod kill9;
+mod odd_entries;
 mod peers;
 mod people;
 mod providers;
