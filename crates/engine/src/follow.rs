@@ -45,7 +45,8 @@ impl NewMail {
     }
 
     /// The unread mail not returned before, oldest first, without waiting.
-    /// Files that do not parse are left for the next turn to move to dead.
+    /// Entries that are not messages are left for the next turn (for the
+    /// human's inbox, `lemming inbox`) to move to dead.
     pub fn take(&mut self) -> Result<Vec<Message>, PathError> {
         let (unread, _bad) = self.mb.unread(&self.agent)?;
         // Forget what was read meanwhile, so `seen` stays as small as the inbox.

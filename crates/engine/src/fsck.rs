@@ -109,9 +109,8 @@ impl Code {
         use Code::*;
         match self {
             UnparseableMessage | NotARegularFile | DuplicateMessage | MisnamedMessage | DuplicateId | LostMessage
-            | UnconsumedMail | DoubleCharge
-            | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine | DeadWithoutReason
-            | UnreadableReason | UnreadableFile => Severity::Violation,
+            | UnconsumedMail | DoubleCharge | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine
+            | DeadWithoutReason | UnreadableReason | UnreadableFile => Severity::Violation,
             StaleTmp | RecipientGone | PendingMessages | InterruptedTurn | TornJournalLine | TornLedgerLine
             | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters => Severity::Note,
         }

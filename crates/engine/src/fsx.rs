@@ -501,6 +501,58 @@ mod tests {
     }
 
     #[test]
+    fn read_entry_never_follows_blocks_or_reads_past_the_limit() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(matches!(read_entry(&fifo, 10).unwrap(), Entry::NotRegular { kind: EntryKind::Fifo, .. }));
+        let zero = d.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        match read_entry(&zero, 10).unwrap() {
+            Entry::NotRegular { kind: EntryKind::Symlink, target } => {
+                assert_eq!(target.unwrap(), Path::new("/dev/zero"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(read_entry(&dangling, 10).unwrap(), Entry::NotRegular { kind: EntryKind::Symlink, .. }));
+        assert!(matches!(read_entry(d.path(), 10).unwrap(), Entry::NotRegular { kind: EntryKind::Directory, .. }));
+        let big = d.path().join("big");
+        fs::write(&big, [b'x'; 11]).unwrap();
+        assert!(matches!(read_entry(&big, 10).unwrap(), Entry::TooLarge { size: 11, .. }));
+        assert!(matches!(read_entry(&big, 11).unwrap(), Entry::File { bytes, .. } if bytes.len() == 11));
+        assert!(matches!(read_entry(&d.path().join("gone"), 10).unwrap(), Entry::Gone));
+    }
+
+    #[test]
+    fn link_same_refuses_a_name_replaced_after_the_check() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("m.json");
+        fs::write(&file, "{}").unwrap();
+        let Entry::File { id, .. } = read_entry(&file, 100).unwrap() else { panic!() };
+        // Replaced by a link to something else between the check and the delivery.
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
+        let mut b = Batch::new();
+        b.link_same(file.clone(), d.path().join("delivered.json"), id);
+        let e = b.commit(d.path()).unwrap_err();
+        assert!(e.to_string().contains("replaced"), "{e}");
+        assert!(fs::symlink_metadata(d.path().join("delivered.json")).is_err(), "the link stayed");
+
+        fs::remove_file(&file).unwrap();
+        fs::write(&file, "{}").unwrap();
+        let Entry::File { id, .. } = read_entry(&file, 100).unwrap() else { panic!() };
+        let mut b = Batch::new();
+        b.link_same(file.clone(), d.path().join("delivered.json"), id);
+        b.commit(d.path()).unwrap();
+        assert_eq!(fs::read(d.path().join("delivered.json")).unwrap(), b"{}");
+    }
+
+    #[test]
     fn append_isolates_a_torn_last_line() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("l.jsonl");

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PathError, WithPath};
-pub use crate::fsx::{EntryKind, FileId};
 use crate::fsx::{self, list_entries, list_json, write_atomic, Batch, Entry};
+pub use crate::fsx::{EntryKind, FileId};
 use crate::message::{Message, ParseMessageError};
 
 /// The most bytes read of one inbox file, unless the org's `max_message_bytes`

@@ -608,7 +608,16 @@ impl Router<'_> {
             Ok(m) => m,
             Err(e) => {
                 let id = dead_id("malformed", self.turn, agent, &name);
-                self.refuse_whole(agent, file, &letter, "malformed", &id, format!("{name}: {e}"), vec![], Some((&id, &id)));
+                self.refuse_whole(
+                    agent,
+                    file,
+                    &letter,
+                    "malformed",
+                    &id,
+                    format!("{name}: {e}"),
+                    vec![],
+                    Some((&id, &id)),
+                );
                 return Ok(());
             }
         };

@@ -1,13 +1,14 @@
-//! `lemming inbox [AGENT]`: show unread mail; the human's is then marked read.
+//! `lemming inbox [AGENT]`: show unread mail; the human's is then marked read,
+//! and what in it is not a message is moved to dead.
 //! With `--follow` it then keeps printing new mail as it arrives.
 
 use lemming_engine::events::Events;
 use lemming_engine::follow::{self, NewMail};
 use lemming_engine::journal::Journal;
 use lemming_engine::mailbox::{BadFile, Mailbox};
-use lemming_engine::org::Org;
 use lemming_engine::message::Message;
 use lemming_engine::name::HUMAN;
+use lemming_engine::org::Org;
 use lemming_engine::prompt;
 
 use crate::cli::{block_on, print_json, CliError, Ctx};
@@ -19,7 +20,7 @@ pub struct Args {
     /// Show read mail too
     #[arg(long)]
     pub all: bool,
-    /// Do not mark anything read
+    /// Do not mark anything read (nor move what is not a message to dead)
     #[arg(long)]
     pub peek: bool,
     /// Then keep printing new mail as it arrives, until Ctrl-C (with --json: one object per line)

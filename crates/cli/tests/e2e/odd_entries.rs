@@ -41,8 +41,16 @@ fn step_in_time(org: &TestOrg) -> Value {
 }
 
 /// The kinds of odd entry a test can make here, by name.
-const KINDS: [&str; 8] =
-    ["directory", "dangling_symlink", "symlink_to_dev_zero", "symlink_to_a_message", "symlink_to_a_folder", "fifo", "socket", "char_device"];
+const KINDS: [&str; 8] = [
+    "directory",
+    "dangling_symlink",
+    "symlink_to_dev_zero",
+    "symlink_to_a_message",
+    "symlink_to_a_folder",
+    "fifo",
+    "socket",
+    "char_device",
+];
 
 /// Makes an odd entry of `kind` at `path`; returns false when this system does
 /// not allow it (a device node needs privileges). A socket's listener is
@@ -380,4 +388,22 @@ fn a_turn_repeated_after_a_crash_sets_an_odd_entry_aside_once() {
             fsck_clean(&org);
         }
     }
+}
+
+#[test]
+fn bad_files_of_one_name_in_an_outbox_and_an_inbox_each_keep_their_dead_letter() {
+    let org = TestOrg::new();
+    org.drop_outbox("planner", "x.json", "outbox garbage");
+    org.write("agents/planner/inbox/new/x.json", "inbox garbage");
+    // Two inbox names that make the same dead-letter id.
+    org.write("agents/planner/inbox/new/y z.json", "first");
+    org.write("agents/planner/inbox/new/y_z.json", "second");
+    let report = step_in_time(&org);
+    assert_eq!(report["dead"], 4, "{report:#}");
+    let dead = org.dead();
+    assert_eq!(dead.len(), 4, "{dead:#?}");
+    let mut kept: Vec<String> = dead.keys().map(|id| org.read(&format!("org/state/dead/{id}.json"))).collect();
+    kept.sort();
+    assert_eq!(kept, ["first", "inbox garbage", "outbox garbage", "second"]);
+    fsck_clean(&org);
 }
