@@ -574,16 +574,15 @@ impl Router<'_> {
         let (fid, bytes) = match mb.read_pending(agent, file, limit)? {
             fsx::Entry::Gone => return Ok(()),
             fsx::Entry::NotRegular { kind, target } => {
-                let letter = Letter::Note { kind, target };
                 let code = "not_a_regular_file";
                 let id = dead_id(code, self.turn, agent, &name);
-                let Letter::Note { target, .. } = &letter else { unreachable!() };
                 let detail = format!(
                     "{name} is {}{}, not a regular file: it was neither read nor followed. Write each message as \
                      a regular file (to outbox/tmp/, then rename it into outbox/new/)",
                     kind.describe(),
                     target.as_ref().map(|t| format!(" to {t:?}")).unwrap_or_default()
                 );
+                let letter = Letter::Note { kind, target };
                 self.refuse_whole(agent, file, &letter, code, &id, detail, vec![], Some((&id, &id)));
                 return Ok(());
             }
