@@ -14,30 +14,35 @@ use serde_json::Value;
 
 use crate::fixture::{message_bytes, read_json, run, Output, TestOrg};
 
-/// `lemming --json step`, killed if it has not finished within 60 s (a FIFO
-/// once made it hang forever).
+/// `lemming ARGS`, killed (and the test failed) if it has not finished within
+/// 60 s: a FIFO once made commands hang forever.
 #[track_caller]
-fn step_in_time(org: &TestOrg) -> Value {
-    let mut child = org
-        .command(&["--json", "step"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run lemming step");
+fn in_time(org: &TestOrg, args: &[&str]) -> Output {
+    let mut child =
+        org.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot run lemming");
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > Duration::from_secs(60) {
             child.kill().unwrap();
             let out = child.wait_with_output().unwrap();
-            panic!("step did not finish within 60 s\n{}", String::from_utf8_lossy(&out.stderr));
+            panic!("lemming {args:?} did not finish within 60 s\n{}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "step failed: {:?}\n{stderr}", out.status);
-    let reports: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("step --json: {e}\n{stderr}"));
-    reports[0].clone()
+    Output {
+        command: format!("lemming {}", args.join(" ")),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+    }
+}
+
+/// `lemming --json step` within 60 s: the report of its turn.
+#[track_caller]
+fn step_in_time(org: &TestOrg) -> Value {
+    in_time(org, &["--json", "step"]).ok().json()[0].clone()
 }
 
 /// The kinds of odd entry a test can make here, by name.
@@ -212,14 +217,7 @@ fn fsck_reports_odd_entries_without_following_or_blocking() {
     let org = TestOrg::new();
     let _l = make(&org, "fifo", &org.path("agents/manager/inbox/new/pipe.json"));
     let _l = make(&org, "symlink_to_dev_zero", &org.path("agents/planner/inbox/cur/zero.json"));
-    let mut child = org.command(&["--json", "fsck"]).stdout(Stdio::piped()).spawn().unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(60), "fsck hangs");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = in_time(&org, &["--json", "fsck"]).json();
     let odd: Vec<&Value> =
         report["findings"].as_array().unwrap().iter().filter(|f| f["code"] == "not_a_regular_file").collect();
     assert_eq!(odd.len(), 2, "{report:#}");
@@ -340,11 +338,11 @@ fn lemming_inbox_moves_what_is_not_a_message_in_the_humans_inbox_to_dead() {
     org.write("agents/human/inbox/new/broken.json", "not a message");
     let _l = make(&org, "fifo", &org.path("agents/human/inbox/new/pipe.json"));
 
-    let peek = org.lemming_ok(&["inbox", "--peek"]);
+    let peek = in_time(&org, &["inbox", "--peek"]).ok();
     peek.stderr_has(&["broken.json", "without --peek"]);
     assert!(org.path("agents/human/inbox/new/broken.json").exists(), "--peek moved it");
 
-    let out = org.lemming_ok(&["inbox"]);
+    let out = in_time(&org, &["inbox"]).ok();
     out.stderr_has(&["broken.json", "pipe.json", "moved to org/state/dead/"]);
     assert_eq!(fs::read_dir(org.path("agents/human/inbox/new")).unwrap().count(), 0);
     let dead = org.dead();
