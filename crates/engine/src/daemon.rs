@@ -349,7 +349,7 @@ fn pending_files(org: &Org) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for agent in agent_folders(&org.layout) {
         for f in mb.pending(&agent).unwrap_or_default() {
-            out.insert(format!("{agent}/{f}"));
+            out.insert(format!("{agent}/{}", f.to_string_lossy()));
         }
     }
     out

@@ -45,8 +45,9 @@ impl NewMail {
     }
 
     /// The unread mail not returned before, oldest first, without waiting.
-    /// Files that do not parse are left for the next turn to move to dead;
-    /// files that cannot be read are passed over, so one never stops the rest.
+    /// Entries that are not messages are left for the next turn (for the
+    /// human's inbox, `lemming inbox`) to move to dead; files that cannot be
+    /// read are passed over, so one never stops the rest.
     pub fn take(&mut self) -> Result<Vec<Message>, PathError> {
         let unread = self.mb.unread_skipping(&self.agent)?.messages;
         // Forget what was read meanwhile, so `seen` stays as small as the inbox.

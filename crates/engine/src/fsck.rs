@@ -30,7 +30,7 @@ use crate::fsx::{self, list_json};
 use crate::journal::{Journal, Outcome, Record};
 use crate::ledger::{Entry, MAX_CREDITS};
 use crate::lock;
-use crate::mailbox::{DeadReason, Mailbox};
+use crate::mailbox::{DeadReason, Mailbox, READ_LIMIT};
 use crate::message::Message;
 use crate::name::AgentName;
 use crate::org::{agent_folders, Layout};
@@ -53,10 +53,16 @@ pub enum Code {
     UnparseableMessage,
     /// G2: leftover temporary files of processes that have exited.
     StaleTmp,
+    /// G2: a directory, symbolic link, FIFO, socket or device where a message
+    /// file or a dead letter should be.
+    NotARegularFile,
     /// G3: a message both unread (`inbox/new`) and read (`inbox/cur`).
     DuplicateMessage,
     /// G3: an inbox file not named `<id>.json` after the id it holds.
     MisnamedMessage,
+    /// G3: a routed message whose id a recipient holds with other content: two
+    /// messages shared one id and one of them was never delivered.
+    DuplicateId,
     /// G3: a routed message that a recipient never got, and no dead letter says why.
     LostMessage,
     /// G3: a routed message whose recipient's folder is gone (the agent was removed).
@@ -102,9 +108,9 @@ impl Code {
     pub fn severity(self) -> Severity {
         use Code::*;
         match self {
-            UnparseableMessage | DuplicateMessage | MisnamedMessage | LostMessage | UnconsumedMail | DoubleCharge
-            | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine | DeadWithoutReason
-            | UnreadableReason | UnreadableFile => Severity::Violation,
+            UnparseableMessage | NotARegularFile | DuplicateMessage | MisnamedMessage | DuplicateId | LostMessage
+            | UnconsumedMail | DoubleCharge | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine
+            | DeadWithoutReason | UnreadableReason | UnreadableFile => Severity::Violation,
             StaleTmp | RecipientGone | PendingMessages | InterruptedTurn | TornJournalLine | TornLedgerLine
             | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters => Severity::Note,
         }
@@ -114,8 +120,8 @@ impl Code {
     pub fn guarantee(self) -> &'static str {
         use Code::*;
         match self {
-            UnparseableMessage | StaleTmp => "G2",
-            DuplicateMessage | MisnamedMessage | LostMessage | RecipientGone | PendingMessages => "G3",
+            UnparseableMessage | StaleTmp | NotARegularFile => "G2",
+            DuplicateMessage | MisnamedMessage | DuplicateId | LostMessage | RecipientGone | PendingMessages => "G3",
             UnconsumedMail | InterruptedTurn | TornJournalLine => "G4",
             DoubleCharge | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine | TornLedgerLine => "G5",
             LockHeld | LockFree => "G6",
@@ -130,8 +136,10 @@ impl Code {
         match self {
             UnparseableMessage => "unparseable_message",
             StaleTmp => "stale_tmp",
+            NotARegularFile => "not_a_regular_file",
             DuplicateMessage => "duplicate_message",
             MisnamedMessage => "misnamed_message",
+            DuplicateId => "duplicate_id",
             LostMessage => "lost_message",
             RecipientGone => "recipient_gone",
             PendingMessages => "pending_messages",
@@ -271,13 +279,25 @@ struct Fsck {
     journal: Journal,
     /// The live holder of the org lock, if any.
     holder: Option<u32>,
+    /// The most bytes read of one message file.
+    read_limit: u64,
     findings: Vec<Finding>,
 }
 
 impl Fsck {
     fn new(root: &Path) -> Fsck {
         let layout = Layout::new(root);
+        // Messages up to the org's size limit are read (at least READ_LIMIT).
+        let org_toml = layout.org_toml();
+        let configured = match fsx::read_entry(&org_toml, 1 << 20) {
+            Ok(fsx::Entry::File { bytes, .. }) => String::from_utf8(bytes)
+                .ok()
+                .and_then(|t| crate::settings::parse(&org_toml, &t).ok())
+                .map(|s| s.max_message_bytes),
+            _ => None,
+        };
         Fsck {
+            read_limit: configured.unwrap_or_default().max(READ_LIMIT),
             root: root.to_path_buf(),
             mb: Mailbox::new(root),
             journal: Journal::new(&layout),
@@ -311,6 +331,48 @@ impl Fsck {
             self.unreadable(e);
             Vec::new()
         })
+    }
+
+    /// Every entry of a mailbox folder but those starting with a dot (none if it is missing).
+    fn list_all(&mut self, dir: &Path) -> Vec<std::ffi::OsString> {
+        fsx::list_entries(dir).unwrap_or_else(|e| {
+            self.unreadable(e);
+            Vec::new()
+        })
+    }
+
+    /// A mailbox or dead-letter file's bytes, read without following a link,
+    /// blocking on a FIFO or reading past the size limit; `None` if it went
+    /// away, or is not a regular file or too large (then `odd` says what to do
+    /// about it), or could not be read (then a finding).
+    fn read_message(&mut self, path: &Path, odd: &str) -> Option<Vec<u8>> {
+        match fsx::read_entry(path, self.read_limit) {
+            Ok(fsx::Entry::File { bytes, .. }) => Some(bytes),
+            Ok(fsx::Entry::Gone) => None,
+            Ok(fsx::Entry::TooLarge { size, .. }) => {
+                let message = format!(
+                    "{} is {size} bytes, more than the limit of {} bytes, so it was not read; {odd}",
+                    self.rel(path).display(),
+                    self.read_limit
+                );
+                self.push(Code::UnparseableMessage, &[path], message);
+                None
+            }
+            Ok(fsx::Entry::NotRegular { kind, target }) => {
+                let message = format!(
+                    "{} is {}{}, not a regular file; the engine never reads or follows it. {odd}",
+                    self.rel(path).display(),
+                    kind.describe(),
+                    target.map(|t| format!(" to {t:?}")).unwrap_or_default()
+                );
+                self.push(Code::NotARegularFile, &[path], message);
+                None
+            }
+            Err(e) => {
+                self.unreadable(e);
+                None
+            }
+        }
     }
 
     /// A file's bytes; `None` if it went away (or could not be read: then a finding).
@@ -589,8 +651,12 @@ impl Fsck {
         let cur_dir = self.mb.inbox_path(agent, "cur");
         // `cur` first: mail only moves from `new` to `cur`, so a name seen in `cur`
         // and then in `new` was in both at once.
-        let cur: BTreeSet<String> = self.list(&cur_dir).into_iter().collect();
-        let new: BTreeSet<String> = self.list(&new_dir).into_iter().collect();
+        let cur_all = self.list_all(&cur_dir);
+        let new_all = self.list_all(&new_dir);
+        let json = |all: &[std::ffi::OsString]| -> BTreeSet<String> {
+            all.iter().filter_map(|n| n.to_str()).filter(|n| n.ends_with(".json")).map(String::from).collect()
+        };
+        let (cur, new) = (json(&cur_all), json(&new_all));
         for name in new.intersection(&cur) {
             let (n, c) = (new_dir.join(name), cur_dir.join(name));
             if c.exists() && n.exists() {
@@ -603,17 +669,47 @@ impl Fsck {
                 self.push(Code::DuplicateMessage, &[&n, &c], message);
             }
         }
-        for (dir, names) in [(&new_dir, &new), (&cur_dir, &cur)] {
-            for name in names {
-                self.message_file(agent, &dir.join(name), name);
+        // Unread entries that are not messages are moved to dead by the next
+        // turn that runs the agent, or for the human by `lemming inbox`.
+        let then = if agent == crate::name::HUMAN {
+            "`lemming inbox` moves it to org/state/dead".to_string()
+        } else {
+            format!("the next turn that runs {agent} moves it to org/state/dead")
+        };
+        for name in &new_all {
+            let path = new_dir.join(name);
+            match name.to_str().filter(|n| n.ends_with(".json")) {
+                Some(n) => self.message_file(agent, &path, n, &then),
+                None => {
+                    if self.read_message(&path, &then).is_some() {
+                        let message = format!(
+                            "{} in {agent}'s inbox is not named <id>.json, so it is not a message; {then} as \
+                             `malformed`",
+                            self.rel(&path).display()
+                        );
+                        self.push(Code::UnparseableMessage, &[&path], message);
+                    }
+                }
+            }
+        }
+        let skipped = "Readers skip it; move it out of the inbox";
+        for name in &cur_all {
+            let path = cur_dir.join(name);
+            match name.to_str().filter(|n| n.ends_with(".json")) {
+                Some(n) => self.message_file(agent, &path, n, skipped),
+                // Readers skip other names in `cur/`; only what is not a file is worth a word.
+                None => {
+                    let _ = self.read_message(&path, skipped);
+                }
             }
         }
         Inbox { new, cur }
     }
 
-    /// Parses an inbox file: it must be a message named after its id.
-    fn message_file(&mut self, agent: &str, path: &Path, name: &str) {
-        let Some(bytes) = self.read(path) else { return };
+    /// Parses an inbox file: it must be a message named after its id. `then`
+    /// says what becomes of it if it is not a message.
+    fn message_file(&mut self, agent: &str, path: &Path, name: &str, then: &str) {
+        let Some(bytes) = self.read_message(path, then) else { return };
         match Message::parse(&bytes) {
             Ok(m) if m.file_name() != name => {
                 let message = format!(
@@ -629,8 +725,7 @@ impl Fsck {
             Err(e) => {
                 let message = format!(
                     "{} in {agent}'s inbox is not a message ({e}). The engine delivers only messages that parse, \
-                     so it was written or changed by something else. Move it out of the inbox (the next turn that \
-                     runs {agent} moves unread ones to org/state/dead as `malformed`)",
+                     so it was written or changed by something else. {then}",
                     self.rel(path).display()
                 );
                 self.push(Code::UnparseableMessage, &[path], message);
@@ -640,11 +735,12 @@ impl Fsck {
 
     fn pending(&mut self, agent: &str) {
         let dir = self.mb.outbox_path(agent, "new");
-        let n = self.list(&dir).len();
+        let n = self.list_all(&dir).len();
         if n > 0 {
             let message = format!(
-                "{n} message(s) wait in {agent}'s outbox; the next turn routes them (mail from or to an agent whose \
-                 resume is invalid waits until the resume is fixed: see `lemming validate`)"
+                "{n} message(s) wait in {agent}'s outbox; the next turn routes them, or sets aside as dead letters \
+                 those that are not messages (mail from or to an agent whose resume is invalid waits until the \
+                 resume is fixed: see `lemming validate`)"
             );
             self.push(Code::PendingMessages, &[&dir], message);
         }
@@ -683,7 +779,9 @@ impl Fsck {
         let dir = self.mb.outbox_path(agent, "sent");
         for file in self.list(&dir) {
             let path = dir.join(&file);
-            let Some(bytes) = self.read(&path) else { continue };
+            let odd = "It was never delivered as a message; remove it (the engine now refuses such entries as \
+                       dead letters)";
+            let Some(bytes) = self.read_message(&path, odd) else { continue };
             let msg = match Message::parse(&bytes) {
                 Ok(m) => m,
                 Err(e) => {
@@ -698,21 +796,31 @@ impl Fsck {
             };
             let recipients: BTreeSet<&String> = msg.to.0.iter().collect();
             for to in recipients {
-                self.delivered(agent, &path, &msg, to, inboxes);
+                self.delivered(agent, &path, &msg, &bytes, to, inboxes);
             }
         }
     }
 
-    fn delivered(&mut self, from: &str, sent: &Path, msg: &Message, to: &str, inboxes: &BTreeMap<String, Inbox>) {
+    fn delivered(
+        &mut self,
+        from: &str,
+        sent: &Path,
+        msg: &Message,
+        bytes: &[u8],
+        to: &str,
+        inboxes: &BTreeMap<String, Inbox>,
+    ) {
         let name = msg.file_name();
         let valid = AgentName::new(to).is_ok();
         if valid {
             if inboxes.get(to).is_some_and(|i| i.new.contains(&name) || i.cur.contains(&name)) {
+                self.same_copy(from, sent, msg, bytes, to);
                 return;
             }
             // Delivered since the inbox was listed, or moved on: look again, in the order mail moves.
             if self.mb.inbox_path(to, "new").join(&name).exists() || self.mb.inbox_path(to, "cur").join(&name).exists()
             {
+                self.same_copy(from, sent, msg, bytes, to);
                 return;
             }
         }
@@ -739,6 +847,38 @@ impl Fsck {
         self.push(Code::LostMessage, &[sent], message);
     }
 
+    /// Checks that what `to` holds under the id of `msg` is that message (the
+    /// same file, as delivery is a hard link, or the same bytes): else two
+    /// messages shared one id, and the one in `sent` never reached `to`.
+    fn same_copy(&mut self, from: &str, sent: &Path, msg: &Message, bytes: &[u8], to: &str) {
+        let Ok(m) = fs::symlink_metadata(sent) else { return };
+        let fid = fsx::FileId::of(&m);
+        let name = msg.file_name();
+        // Mail moves from `new` to `cur`: look in that order.
+        for copy in [self.mb.inbox_path(to, "new").join(&name), self.mb.inbox_path(to, "cur").join(&name)] {
+            match self.mb.same_file(&copy, fid, bytes) {
+                Ok(true) => return,
+                Ok(false) if fs::symlink_metadata(&copy).is_ok() => {
+                    let id = &msg.id;
+                    let message = format!(
+                        "{} holds message {id}, but {to}'s copy of {id} ({}) is another message: two messages used \
+                         one id, and this one never reached {to}, with no dead letter to say so. To deliver it, \
+                         give it a new id and put it in {from}'s outbox/new again",
+                        self.rel(sent).display(),
+                        self.rel(&copy).display()
+                    );
+                    self.push(Code::DuplicateId, &[sent, &copy], message);
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.unreadable(e);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Whether a dead letter accounts for `id` not reaching `to`: a poison letter of
     /// that recipient, or a refusal for it or of the whole message. Read afresh.
     fn dead_covers(&mut self, id: &str, to: &str) -> bool {
@@ -747,7 +887,11 @@ impl Fsck {
         if dead.join(format!("{poison}.json")).exists() || dead.join(format!("{poison}.why.json")).exists() {
             return true;
         }
-        let Some(bytes) = self.read(&dead.join(format!("{id}.why.json"))) else { return false };
+        // A reason that is not a readable file is reported by the dead-letter checks.
+        let Ok(fsx::Entry::File { bytes, .. }) = fsx::read_entry(&dead.join(format!("{id}.why.json")), self.read_limit)
+        else {
+            return false;
+        };
         serde_json::from_slice::<DeadReason>(&bytes)
             .is_ok_and(|r| WHOLE_MESSAGE_REASONS.contains(&r.reason.as_str()) || r.to.iter().any(|t| t == to))
     }
@@ -784,10 +928,28 @@ impl Fsck {
                 self.push(Code::ReasonWithoutLetter, &[&why], message);
             }
         }
+        for id in &letters {
+            let letter = dir.join(format!("{id}.json"));
+            match fs::symlink_metadata(&letter) {
+                Ok(m) if !m.file_type().is_file() => {
+                    let kind = fsx::EntryKind::of(m.file_type());
+                    let target = fs::read_link(&letter).map(|t| format!(" to {t:?}")).unwrap_or_default();
+                    let message = format!(
+                        "dead letter {} is {}{target}, not a regular file: a dead letter holds the bytes that were \
+                         refused, never a link to something outside the org (an older lemming linked entries that \
+                         were not files). Replace it by a regular file that says what it was",
+                        self.rel(&letter).display(),
+                        kind.describe()
+                    );
+                    self.push(Code::NotARegularFile, &[&letter], message);
+                }
+                _ => {}
+            }
+        }
         let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
         for id in &reasons {
             let why = dir.join(format!("{id}.why.json"));
-            let Some(bytes) = self.read(&why) else { continue };
+            let Some(bytes) = self.read_message(&why, "Replace it by the reason, as a regular file") else { continue };
             match serde_json::from_slice::<DeadReason>(&bytes) {
                 Ok(r) => *by_reason.entry(r.reason).or_default() += 1,
                 Err(e) => {

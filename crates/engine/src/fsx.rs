@@ -99,7 +99,7 @@ pub const GROUP_SYNC_MIN: usize = 32;
 #[derive(Debug, Default)]
 pub struct Batch {
     writes: Vec<(PathBuf, PathBuf, Vec<u8>)>,
-    links: Vec<(PathBuf, PathBuf)>,
+    links: Vec<(PathBuf, PathBuf, Option<FileId>)>,
     moves: Vec<(PathBuf, PathBuf)>,
     removes: Vec<PathBuf>,
 }
@@ -119,7 +119,15 @@ impl Batch {
     /// Queues a hard link of an existing durable file, made with the writes'
     /// renames (a link that exists already counts as done).
     pub fn link(&mut self, existing: PathBuf, new: PathBuf) {
-        self.links.push((existing, new));
+        self.links.push((existing, new, None));
+    }
+
+    /// Queues a hard link like [`Batch::link`], of `existing` only if it is still
+    /// the file `id` (the one that was read and checked): if the name was
+    /// replaced meanwhile (by a symbolic link, say), the new link is removed
+    /// again and the commit fails, so that nothing unchecked is ever linked.
+    pub fn link_same(&mut self, existing: PathBuf, new: PathBuf, id: FileId) {
+        self.links.push((existing, new, Some(id)));
     }
 
     /// Queues a rename, done after every write and link is durable.
@@ -175,11 +183,22 @@ impl Batch {
             for (tmp, path, _) in &self.writes {
                 fs::rename(tmp, path).with_path(path)?;
             }
-            for (existing, new) in &self.links {
+            for (existing, new, id) in &self.links {
                 match fs::hard_link(existing, new) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(e).with_path(new),
+                }
+                if let Some(id) = id {
+                    let linked = fs::symlink_metadata(new).with_path(new)?;
+                    if !linked.file_type().is_file() || FileId::of(&linked) != *id {
+                        let _ = fs::remove_file(new);
+                        let e = std::io::Error::other(format!(
+                            "{} was replaced while it was being routed; the new one is checked on the next turn",
+                            existing.display()
+                        ));
+                        return Err(e).with_path(existing);
+                    }
                 }
             }
             crate::fault::point("batch_renamed");
@@ -265,6 +284,193 @@ pub fn probe(dir: &Path) -> Result<(), PathError> {
     written.with_path(&p)
 }
 
+/// The identity of a file on disk: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// The device.
+    pub dev: u64,
+    /// The inode.
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity in `m`.
+    pub fn of(m: &fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId { dev: m.dev(), ino: m.ino() }
+    }
+}
+
+/// What a folder entry is when it is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A folder.
+    Directory,
+    /// A symbolic link (whatever it points to, if anything).
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// Something else that is not a regular file.
+    Other,
+}
+
+impl EntryKind {
+    /// The kind of a non-regular file type.
+    pub fn of(t: fs::FileType) -> EntryKind {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_dir() {
+            EntryKind::Directory
+        } else if t.is_symlink() {
+            EntryKind::Symlink
+        } else if t.is_fifo() {
+            EntryKind::Fifo
+        } else if t.is_socket() {
+            EntryKind::Socket
+        } else if t.is_char_device() {
+            EntryKind::CharDevice
+        } else if t.is_block_device() {
+            EntryKind::BlockDevice
+        } else {
+            EntryKind::Other
+        }
+    }
+
+    /// The stable snake_case name: `directory`, `symlink`, `fifo`, `socket`,
+    /// `char_device`, `block_device`, `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Directory => "directory",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Socket => "socket",
+            EntryKind::CharDevice => "char_device",
+            EntryKind::BlockDevice => "block_device",
+            EntryKind::Other => "other",
+        }
+    }
+
+    /// The kind for people: "a directory", "a symbolic link", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryKind::Directory => "a directory",
+            EntryKind::Symlink => "a symbolic link",
+            EntryKind::Fifo => "a FIFO (named pipe)",
+            EntryKind::Socket => "a socket",
+            EntryKind::CharDevice => "a character device",
+            EntryKind::BlockDevice => "a block device",
+            EntryKind::Other => "a special file",
+        }
+    }
+}
+
+/// A folder entry as [`read_entry`] found it.
+#[derive(Debug)]
+pub enum Entry {
+    /// A regular file, read whole.
+    File {
+        /// Which file it is (delivery links exactly this file).
+        id: FileId,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// A regular file larger than the limit; nothing was kept.
+    TooLarge {
+        /// Which file it is.
+        id: FileId,
+        /// Its size in bytes (at least).
+        size: u64,
+    },
+    /// Not a regular file: never read, never followed.
+    NotRegular {
+        /// What it is.
+        kind: EntryKind,
+        /// Where it points, for a symbolic link.
+        target: Option<PathBuf>,
+    },
+    /// Gone (moved or removed meanwhile).
+    Gone,
+}
+
+/// Reads a file of a mailbox without trusting what the name is: it is opened
+/// with `O_NOFOLLOW | O_NONBLOCK` (a symbolic link is never followed, a FIFO
+/// never blocks), its type and size are checked on the open descriptor, and
+/// at most `limit` bytes are read. A directory, link, FIFO, socket or device
+/// comes back as [`Entry::NotRegular`]; a device is not even opened.
+pub fn read_entry(path: &Path, limit: u64) -> Result<Entry, PathError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = |m: &fs::Metadata| {
+        let kind = EntryKind::of(m.file_type());
+        let target = if kind == EntryKind::Symlink { fs::read_link(path).ok() } else { None };
+        Entry::NotRegular { kind, target }
+    };
+    // Look first, so that devices and FIFOs are never opened at all.
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => return Ok(not_regular(&m)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Gone),
+        Err(e) => return Err(e).with_path(path),
+    }
+    // Then check again on the descriptor: the name may have been replaced meanwhile.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Gone),
+        Err(e) => {
+            // ELOOP (a link) or ENXIO (a socket): say what it is now.
+            return match fs::symlink_metadata(path) {
+                Ok(m) if !m.file_type().is_file() => Ok(not_regular(&m)),
+                Err(e2) if e2.kind() == std::io::ErrorKind::NotFound => Ok(Entry::Gone),
+                _ => Err(e).with_path(path),
+            };
+        }
+    };
+    let m = file.metadata().with_path(path)?;
+    if !m.file_type().is_file() {
+        return Ok(Entry::NotRegular { kind: EntryKind::of(m.file_type()), target: None });
+    }
+    let id = FileId::of(&m);
+    if m.len() > limit {
+        return Ok(Entry::TooLarge { id, size: m.len() });
+    }
+    // The file may grow after the check: never read more than the limit allows.
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).with_path(path)?;
+    if bytes.len() as u64 > limit {
+        return Ok(Entry::TooLarge { id, size: bytes.len() as u64 });
+    }
+    Ok(Entry::File { id, bytes })
+}
+
+/// Every name in a folder that a mailbox reader must deal with: all but those
+/// starting with a dot (names that are not UTF-8 included); sorted.
+pub fn list_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, PathError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_path(dir),
+    };
+    for entry in rd {
+        let name = entry.with_path(dir)?.file_name();
+        if !name.as_bytes().starts_with(b".") {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The JSON files of a folder that readers should see: not in `tmp/`, not
 /// starting with a dot, ending in `.json`; sorted by name.
 pub fn list_json(dir: &Path) -> Result<Vec<String>, PathError> {
@@ -307,6 +513,58 @@ mod tests {
         assert!(d.path().join("new").exists() && !d.path().join("old").exists());
         assert!(!d.path().join("gone").exists());
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn read_entry_never_follows_blocks_or_reads_past_the_limit() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(matches!(read_entry(&fifo, 10).unwrap(), Entry::NotRegular { kind: EntryKind::Fifo, .. }));
+        let zero = d.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        match read_entry(&zero, 10).unwrap() {
+            Entry::NotRegular { kind: EntryKind::Symlink, target } => {
+                assert_eq!(target.unwrap(), Path::new("/dev/zero"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(read_entry(&dangling, 10).unwrap(), Entry::NotRegular { kind: EntryKind::Symlink, .. }));
+        assert!(matches!(read_entry(d.path(), 10).unwrap(), Entry::NotRegular { kind: EntryKind::Directory, .. }));
+        let big = d.path().join("big");
+        fs::write(&big, [b'x'; 11]).unwrap();
+        assert!(matches!(read_entry(&big, 10).unwrap(), Entry::TooLarge { size: 11, .. }));
+        assert!(matches!(read_entry(&big, 11).unwrap(), Entry::File { bytes, .. } if bytes.len() == 11));
+        assert!(matches!(read_entry(&d.path().join("gone"), 10).unwrap(), Entry::Gone));
+    }
+
+    #[test]
+    fn link_same_refuses_a_name_replaced_after_the_check() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("m.json");
+        fs::write(&file, "{}").unwrap();
+        let Entry::File { id, .. } = read_entry(&file, 100).unwrap() else { panic!() };
+        // Replaced by a link to something else between the check and the delivery.
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
+        let mut b = Batch::new();
+        b.link_same(file.clone(), d.path().join("delivered.json"), id);
+        let e = b.commit(d.path()).unwrap_err();
+        assert!(e.to_string().contains("replaced"), "{e}");
+        assert!(fs::symlink_metadata(d.path().join("delivered.json")).is_err(), "the link stayed");
+
+        fs::remove_file(&file).unwrap();
+        fs::write(&file, "{}").unwrap();
+        let Entry::File { id, .. } = read_entry(&file, 100).unwrap() else { panic!() };
+        let mut b = Batch::new();
+        b.link_same(file.clone(), d.path().join("delivered.json"), id);
+        b.commit(d.path()).unwrap();
+        assert_eq!(fs::read(d.path().join("delivered.json")).unwrap(), b"{}");
     }
 
     #[test]

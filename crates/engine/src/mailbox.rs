@@ -5,25 +5,38 @@
 //! agents/<name>/inbox/{tmp,new,cur}/     delivered to new; moved to cur once consumed
 //! agents/<name>/inbox/.attempts.json     failed attempts per unread message
 //! org/state/dead/<id>.json, <id>.why.json  undeliverable or poisoned mail and the reason
+//! org/state/dead/<id>.dir/                 a directory found in a mailbox, moved aside
 //! ```
 //!
 //! Writes go through [`Batch`] (group commit) or [`write_atomic`] (one file, G1).
 //! Delivery is idempotent by id: a message already in `new/` or `cur/` is not written again.
+//!
+//! Nothing in `new/` is trusted to be what its name says: entries are read with
+//! [`fsx::read_entry`] (never following a link, never blocking on a FIFO, never
+//! reading past a size limit), and anything that is not a regular file is set
+//! aside as `not_a_regular_file`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PathError, WithPath};
-use crate::fsx::{self, list_json, write_atomic, Batch};
+use crate::fsx::{self, list_entries, list_json, write_atomic, Batch, Entry};
+pub use crate::fsx::{EntryKind, FileId};
 use crate::message::{Message, ParseMessageError};
+
+/// The most bytes read of one inbox file, unless the org's `max_message_bytes`
+/// is larger (see [`Mailbox::with_read_limit`]).
+pub const READ_LIMIT: u64 = 16 << 20;
 
 /// The mailboxes of one org.
 #[derive(Debug, Clone)]
 pub struct Mailbox {
     root: PathBuf,
+    read_limit: u64,
 }
 
 /// Why a message went to `dead/`, stored as `<id>.why.json`.
@@ -31,8 +44,9 @@ pub struct Mailbox {
 pub struct DeadReason {
     /// The dead letter's id (its file stem).
     pub id: String,
-    /// A machine-readable code: `malformed`, `sender_mismatch`, `unknown_recipient`,
-    /// `chart_send_to`, `chart_read_from`, `oversize`, `expired`, `poison`.
+    /// A machine-readable code: `malformed`, `not_a_regular_file`, `sender_mismatch`,
+    /// `unknown_recipient`, `chart_send_to`, `chart_read_from`, `oversize`, `expired`,
+    /// `duplicate_id`, `poison`.
     pub reason: String,
     /// What happened, for people.
     pub detail: String,
@@ -72,21 +86,116 @@ pub struct MailRead {
     pub unreadable: Vec<PathError>,
 }
 
+/// Why an entry of a mailbox is not a usable message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    /// A directory, symbolic link, FIFO, socket or device: never read, never followed.
+    #[error("it is {}{}, not a regular file; it was neither read nor followed", .kind.describe(), show_target(.target))]
+    NotRegular {
+        /// What it is.
+        kind: EntryKind,
+        /// Where it points, for a symbolic link.
+        target: Option<PathBuf>,
+    },
+    /// Larger than the size limit.
+    #[error("it is {size} bytes; the limit is {limit} (max_message_bytes in org/org.toml)")]
+    Oversize {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A name that does not end in `.json`.
+    #[error("its name does not end in .json: message files are named <id>.json (names starting with a dot are ignored, for files still being written)")]
+    Name,
+    /// Bytes that are not a message.
+    #[error(transparent)]
+    Parse(#[from] ParseMessageError),
+}
+
+impl Unusable {
+    /// The dead-letter reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Unusable::NotRegular { .. } => "not_a_regular_file",
+            Unusable::Oversize { .. } => "oversize",
+            Unusable::Name | Unusable::Parse(_) => "malformed",
+        }
+    }
+}
+
+fn show_target(target: &Option<PathBuf>) -> String {
+    target.as_ref().map(|t| format!(" to {:?}", t)).unwrap_or_default()
+}
+
+/// A file name for messages and diagnostics: control characters escaped,
+/// bytes that are not UTF-8 replaced.
+pub fn show_name(name: &OsStr) -> String {
+    name.to_string_lossy()
+        .chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
+}
+
+/// A dead-letter id for a file that has no usable id of its own: unique per
+/// (reason, turn, mailbox, file name), and the same when the turn is repeated.
+pub fn dead_id(code: &str, turn: u64, agent: &str, file: &str) -> String {
+    let stem: String = file
+        .trim_end_matches(".json")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(48)
+        .collect();
+    format!("{code}-t{turn}-{agent}-{stem}")
+}
+
+/// What a dead letter holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Letter {
+    /// A hard link of the refused regular file, which must still be this very
+    /// file when it is linked.
+    Link(FileId),
+    /// A note written in place of an entry that is not a regular file: there
+    /// are no bytes to keep, and a link would point outside the org.
+    Note {
+        /// What the entry was.
+        kind: EntryKind,
+        /// Where it pointed, for a symbolic link.
+        target: Option<PathBuf>,
+    },
+}
+
 /// A file in `inbox/new` that is not a valid message.
 #[derive(Debug)]
 pub struct BadFile {
     /// Its file name.
-    pub file: String,
-    /// Its bytes.
+    pub file: OsString,
+    /// Its bytes (none when it was not read).
     pub bytes: Vec<u8>,
     /// Why it is bad.
-    pub error: ParseMessageError,
+    pub error: Unusable,
+    /// What its dead letter will hold.
+    pub letter: Letter,
+}
+
+impl BadFile {
+    /// Its file name, for people.
+    pub fn name(&self) -> String {
+        show_name(&self.file)
+    }
 }
 
 impl Mailbox {
-    /// The mailboxes of the org at `root`.
+    /// The mailboxes of the org at `root`; inbox files are read up to [`READ_LIMIT`] bytes.
     pub fn new(root: impl Into<PathBuf>) -> Mailbox {
-        Mailbox { root: root.into() }
+        Mailbox { root: root.into(), read_limit: READ_LIMIT }
+    }
+
+    /// Reads inbox files up to `max_message_bytes` when that is more than [`READ_LIMIT`]
+    /// (so that mail the org accepted can always be read back).
+    pub fn with_read_limit(mut self, max_message_bytes: u64) -> Mailbox {
+        self.read_limit = max_message_bytes.max(READ_LIMIT);
+        self
     }
 
     fn agent(&self, agent: &str) -> PathBuf {
@@ -149,42 +258,65 @@ impl Mailbox {
         true
     }
 
-    /// The file names waiting in an agent's `outbox/new/`, oldest id first.
-    pub fn pending(&self, agent: &str) -> Result<Vec<String>, PathError> {
-        list_json(&self.outbox(agent, "new"))
+    /// Every entry waiting in an agent's `outbox/new/` (all names but those
+    /// starting with a dot, whatever they are), oldest id first.
+    pub fn pending(&self, agent: &str) -> Result<Vec<OsString>, PathError> {
+        list_entries(&self.outbox(agent, "new"))
     }
 
-    /// Reads a pending outbox file: its size and bytes.
-    pub fn read_pending(&self, agent: &str, file: &str) -> Result<Vec<u8>, PathError> {
-        let p = self.outbox(agent, "new").join(file);
-        fs::read(&p).with_path(&p)
-    }
-
-    /// The size of a pending outbox file.
-    pub fn pending_size(&self, agent: &str, file: &str) -> Result<u64, PathError> {
-        let p = self.outbox(agent, "new").join(file);
-        fs::metadata(&p).map(|m| m.len()).with_path(&p)
+    /// Reads a pending outbox entry safely, up to `limit` bytes (see [`fsx::read_entry`]).
+    pub fn read_pending(&self, agent: &str, file: &OsStr, limit: u64) -> Result<Entry, PathError> {
+        fsx::read_entry(&self.outbox(agent, "new").join(file), limit)
     }
 
     /// Queues the move of a routed outbox file to `sent/`.
-    pub fn mark_sent(&self, b: &mut Batch, agent: &str, file: &str) {
+    pub fn mark_sent(&self, b: &mut Batch, agent: &str, file: &OsStr) {
         b.rename(self.outbox(agent, "new").join(file), self.outbox(agent, "sent").join(file));
     }
 
     /// Whether a message with this id is already in an agent's inbox (`new/` or `cur/`).
     pub fn has(&self, agent: &str, id: &str) -> bool {
+        self.delivered_copy(agent, id).is_some()
+    }
+
+    /// The copy of message `id` in an agent's inbox (`new/`, else `cur/`), if any.
+    /// Whatever holds the name counts (a link is not followed).
+    pub fn delivered_copy(&self, agent: &str, id: &str) -> Option<PathBuf> {
         let name = format!("{id}.json");
-        self.inbox(agent, "new").join(&name).exists() || self.inbox(agent, "cur").join(&name).exists()
+        [self.inbox(agent, "new").join(&name), self.inbox(agent, "cur").join(&name)]
+            .into_iter()
+            .find(|p| fs::symlink_metadata(p).is_ok())
+    }
+
+    /// Whether `path` holds the same message as the file `id` with `bytes`: it is
+    /// that very file (a hard link), or a regular file with the same bytes.
+    pub fn same_file(&self, path: &Path, id: FileId, bytes: &[u8]) -> Result<bool, PathError> {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_file() && FileId::of(&m) == id => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).with_path(path),
+        }
+        Ok(matches!(fsx::read_entry(path, bytes.len() as u64)?, Entry::File { bytes: b, .. } if b == bytes))
     }
 
     /// Queues delivery of a pending outbox file into an agent's `inbox/new/` as a
     /// hard link (the outbox file is already durable), unless it is already
-    /// there. Returns whether it was queued.
-    pub fn deliver_pending(&self, b: &mut Batch, from: &str, file: &str, to: &str, id: &str) -> bool {
+    /// there. The link is made only if the outbox name still holds the file
+    /// `checked` (the one that was read). Returns whether it was queued.
+    pub fn deliver_pending(
+        &self,
+        b: &mut Batch,
+        from: &str,
+        file: &OsStr,
+        to: &str,
+        id: &str,
+        checked: FileId,
+    ) -> bool {
         if self.has(to, id) {
             return false;
         }
-        b.link(self.outbox(from, "new").join(file), self.inbox(to, "new").join(format!("{id}.json")));
+        b.link_same(self.outbox(from, "new").join(file), self.inbox(to, "new").join(format!("{id}.json")), checked);
         true
     }
 
@@ -198,9 +330,9 @@ impl Mailbox {
         true
     }
 
-    /// The number of unread messages (files in `inbox/new/`).
+    /// The number of unread messages (entries in `inbox/new/`).
     pub fn unread_count(&self, agent: &str) -> Result<usize, PathError> {
-        Ok(list_json(&self.inbox(agent, "new"))?.len())
+        Ok(list_entries(&self.inbox(agent, "new"))?.len())
     }
 
     /// The number of messages waiting in `outbox/new/`.
@@ -208,7 +340,8 @@ impl Mailbox {
         Ok(self.pending(agent)?.len())
     }
 
-    /// Reads every unread message, oldest id first. Files that do not parse are returned apart.
+    /// Reads every unread message, oldest id first. Entries that are not
+    /// messages (unparseable, oversize, misnamed, not regular files) are returned apart.
     pub fn unread(&self, agent: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
         self.read_box(agent, "new")
     }
@@ -244,20 +377,34 @@ impl Mailbox {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         let mut unreadable = Vec::new();
-        for file in list_json(&dir)? {
+        for file in list_entries(&dir)? {
             let p = dir.join(&file);
-            let bytes = match fs::read(&p) {
-                Ok(b) => b,
+            let (id, bytes) = match fsx::read_entry(&p, self.read_limit) {
+                Ok(Entry::File { id, bytes }) => (id, bytes),
                 // Consumed or moved by someone else meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Ok(Entry::Gone) => continue,
+                Ok(Entry::TooLarge { id, size }) => {
+                    let error = Unusable::Oversize { size, limit: self.read_limit };
+                    bad.push(BadFile { file, bytes: vec![], error, letter: Letter::Link(id) });
+                    continue;
+                }
+                Ok(Entry::NotRegular { kind, target }) => {
+                    let letter = Letter::Note { kind, target: target.clone() };
+                    bad.push(BadFile { file, bytes: vec![], error: Unusable::NotRegular { kind, target }, letter });
+                    continue;
+                }
                 Err(e) => {
-                    unreadable.push(PathError { path: p, source: e });
+                    unreadable.push(e);
                     continue;
                 }
             };
+            if !file.to_str().is_some_and(|n| n.ends_with(".json")) {
+                bad.push(BadFile { file, bytes, error: Unusable::Name, letter: Letter::Link(id) });
+                continue;
+            }
             match Message::parse(&bytes) {
                 Ok(m) => good.push(m),
-                Err(error) => bad.push(BadFile { file, bytes, error }),
+                Err(e) => bad.push(BadFile { file, bytes, error: e.into(), letter: Letter::Link(id) }),
             }
         }
         Ok(MailRead { messages: good, bad, unreadable })
@@ -296,23 +443,31 @@ impl Mailbox {
         b.write(&self.state_tmp(), self.dead_dir().join(format!("{}.why.json", why.id)), bytes);
     }
 
-    /// A dead-letter id for the pending outbox file `file`, starting from `id`:
-    /// `id` itself unless `dead/<id>.json` holds another file (then `id.1`,
-    /// `id.2`, ...). When it already holds this very file (a repeated turn,
-    /// as delivery is by hard link) the id is reused, so a repeat adds nothing.
-    /// `taken` are ids already used in the current batch.
-    pub fn free_dead_id(&self, id: &str, agent: &str, file: &str, taken: &HashSet<String>) -> String {
-        use std::os::unix::fs::MetadataExt;
-        let src = fs::metadata(self.outbox(agent, "new").join(file)).ok();
+    /// A dead-letter id for the mailbox entry `entry`, starting from `id`:
+    /// `id` itself unless `dead/<id>.json` (or `dead/<id>.dir`) holds something
+    /// else (then `id.1`, `id.2`, ...). When it already holds this very letter
+    /// (a repeated turn: the same file linked, or the same note) the id is
+    /// reused, so a repeat adds nothing. `taken` are ids already used in the
+    /// current batch.
+    pub fn free_dead_id(&self, id: &str, entry: &Path, letter: &Letter, taken: &HashSet<String>) -> String {
         let mut candidate = id.to_string();
         for n in 1.. {
             if !taken.contains(&candidate) {
-                match fs::metadata(self.dead_dir().join(format!("{candidate}.json"))) {
-                    Err(_) => return candidate,
-                    Ok(m) if src.as_ref().is_some_and(|s| s.ino() == m.ino() && s.dev() == m.dev()) => {
-                        return candidate
-                    }
-                    Ok(_) => {}
+                let path = self.dead_dir().join(format!("{candidate}.json"));
+                let aside = self.dead_dir().join(format!("{candidate}.dir"));
+                let same = match fs::symlink_metadata(&path) {
+                    Err(_) if fs::symlink_metadata(&aside).is_err() => return candidate,
+                    Err(_) => false,
+                    Ok(m) => match letter {
+                        Letter::Link(fid) => m.file_type().is_file() && FileId::of(&m) == *fid,
+                        Letter::Note { .. } => {
+                            let note = self.note(entry, letter, &candidate);
+                            matches!(fsx::read_entry(&path, note.len() as u64), Ok(Entry::File { bytes, .. }) if bytes == note)
+                        }
+                    },
+                };
+                if same {
+                    return candidate;
                 }
             }
             candidate = format!("{id}.{n}");
@@ -320,12 +475,106 @@ impl Mailbox {
         candidate
     }
 
-    /// Queues a dead letter for a pending outbox file: the file is linked as
-    /// `dead/<id>.json` and the reason written beside it. The caller then moves
-    /// the file to `sent/` (some recipients got it) or drops it ([`Mailbox::drop_pending`]).
-    pub fn dead_pending(&self, b: &mut Batch, agent: &str, file: &str, why: &DeadReason) {
+    /// The note that stands as the dead letter `dead_id` of an entry that is
+    /// not a regular file (empty for a [`Letter::Link`]). It depends on nothing
+    /// but its arguments, so a repeated turn writes the same note.
+    pub fn note(&self, entry: &Path, letter: &Letter, dead_id: &str) -> Vec<u8> {
+        let Letter::Note { kind, target } = letter else { return Vec::new() };
+        let rel = entry.strip_prefix(&self.root).unwrap_or(entry);
+        let mut v = serde_json::json!({
+            "note": format!(
+                "nothing was read: {} was {}, not a regular file, so there are no bytes to keep",
+                rel.display(),
+                kind.describe()
+            ),
+            "entry": rel.to_string_lossy(),
+            "kind": kind.as_str(),
+        });
+        if let Some(t) = target {
+            v["target"] = t.to_string_lossy().into();
+        }
+        if *kind == EntryKind::Directory {
+            v["moved_to"] = format!("org/state/dead/{dead_id}.dir").into();
+        }
+        let mut bytes = serde_json::to_vec_pretty(&v).expect("a note always serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Queues the dead letter of `entry` (a hard link of the file, or a note)
+    /// and its reason beside it.
+    fn dead_letter(&self, b: &mut Batch, entry: &Path, letter: &Letter, why: &DeadReason) {
         self.dead_why(b, why);
-        b.link(self.outbox(agent, "new").join(file), self.dead_dir().join(format!("{}.json", why.id)));
+        let path = self.dead_dir().join(format!("{}.json", why.id));
+        match letter {
+            Letter::Link(fid) => b.link_same(entry.to_path_buf(), path, *fid),
+            Letter::Note { .. } => b.write(&self.state_tmp(), path, self.note(entry, letter, &why.id)),
+        }
+    }
+
+    /// Queues the removal of `entry` from its `new/` folder once its dead letter
+    /// `dead_id` is made: a directory is moved to `dead/<dead_id>.dir` (its
+    /// contents are not ours to delete), anything else is unlinked (a link
+    /// is removed, never what it points to).
+    fn set_aside(&self, b: &mut Batch, entry: &Path, letter: &Letter, dead_id: &str) {
+        match letter {
+            Letter::Note { kind: EntryKind::Directory, .. } => {
+                b.rename(entry.to_path_buf(), self.dead_dir().join(format!("{dead_id}.dir")))
+            }
+            _ => b.remove(entry.to_path_buf()),
+        }
+    }
+
+    /// Queues a dead letter for a pending outbox entry: the file is linked as
+    /// `dead/<id>.json` (or a note written there) and the reason written beside
+    /// it. The caller then moves the file to `sent/` (some recipients got it)
+    /// or drops it ([`Mailbox::drop_pending`]).
+    pub fn dead_pending(&self, b: &mut Batch, agent: &str, file: &OsStr, letter: &Letter, why: &DeadReason) {
+        self.dead_letter(b, &self.outbox(agent, "new").join(file), letter, why);
+    }
+
+    /// Queues a dead letter for an entry of `inbox/new/` that is not a message
+    /// (see [`Mailbox::unread`]), under a free id made from its reason, the turn
+    /// and its name, then its removal from `inbox/new/`. `taken` gathers the
+    /// dead ids used by the batch. Returns the reason.
+    pub fn dead_bad(
+        &self,
+        b: &mut Batch,
+        agent: &str,
+        bad: &BadFile,
+        turn: u64,
+        taken: &mut HashSet<String>,
+    ) -> DeadReason {
+        let entry = self.inbox(agent, "new").join(&bad.file);
+        let code = bad.error.code();
+        let id = self.free_dead_id(&dead_id(code, turn, agent, &bad.name()), &entry, &bad.letter, taken);
+        taken.insert(id.clone());
+        let why = DeadReason {
+            id: id.clone(),
+            reason: code.into(),
+            detail: format!("{}: {}", bad.name(), bad.error),
+            mailbox: agent.into(),
+            to: vec![],
+            turn,
+            at: chrono::Utc::now(),
+        };
+        self.dead_letter(b, &entry, &bad.letter, &why);
+        self.set_aside(b, &entry, &bad.letter, &id);
+        why
+    }
+
+    /// Moves entries of a person's `inbox/new/` that are not messages to dead
+    /// now, durably (`lemming inbox`). `turn` is the last committed turn.
+    pub fn dead_bad_now(&self, agent: &str, bad: &[BadFile], turn: u64) -> Result<Vec<DeadReason>, PathError> {
+        if bad.is_empty() {
+            return Ok(vec![]);
+        }
+        self.ensure(agent)?;
+        let mut b = Batch::new();
+        let mut taken = HashSet::new();
+        let whys = bad.iter().map(|f| self.dead_bad(&mut b, agent, f, turn, &mut taken)).collect();
+        b.commit(&self.root)?;
+        Ok(whys)
     }
 
     /// Queues a dead letter for an unread inbox file: linked as `dead/<id>.json`
@@ -336,9 +585,10 @@ impl Mailbox {
         b.remove(self.inbox(agent, "new").join(file));
     }
 
-    /// Queues the removal of a file from `outbox/new/` (after it was linked into dead).
-    pub fn drop_pending(&self, b: &mut Batch, agent: &str, file: &str) {
-        b.remove(self.outbox(agent, "new").join(file));
+    /// Queues the removal of an entry from `outbox/new/` once its dead letter
+    /// `dead_id` is made (a directory is moved to `dead/<dead_id>.dir`).
+    pub fn drop_pending(&self, b: &mut Batch, agent: &str, file: &OsStr, letter: &Letter, dead_id: &str) {
+        self.set_aside(b, &self.outbox(agent, "new").join(file), letter, dead_id);
     }
 
     /// Every dead letter's reason, by id.

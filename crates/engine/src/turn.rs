@@ -15,6 +15,7 @@
 //! and charges no (turn, agent) twice (G5).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -28,10 +29,10 @@ use crate::activity::{self, Activity};
 use crate::error::PathError;
 use crate::events::Events;
 use crate::fault;
-use crate::fsx::Batch;
+use crate::fsx::{self, Batch, FileId};
 use crate::journal::{Journal, Outcome, Record};
 use crate::ledger::{Entry, Ledger};
-use crate::mailbox::{DeadReason, Mailbox};
+use crate::mailbox::{dead_id, show_name, DeadReason, Letter, Mailbox};
 use crate::memory;
 use crate::message::{self, Kind, Message, To};
 use crate::name::{AgentName, ENGINE};
@@ -124,7 +125,7 @@ pub async fn run_keeping(
     held: &mut Unjournaled,
 ) -> Result<TurnReport, PathError> {
     let root = org.layout.root.clone();
-    let mb = Mailbox::new(&root);
+    let mb = Mailbox::new(&root).with_read_limit(org.settings.max_message_bytes);
     let journal = Journal::new(&org.layout);
     let turn = journal.last_turn()?.saturating_add(1);
     let started = Utc::now();
@@ -161,6 +162,7 @@ pub async fn run_keeping(
     let chart = org.chart();
     let mut jobs = Vec::new();
     let mut housekeeping = Batch::new();
+    let mut dead_taken = HashSet::new();
     for (name, resume) in &org.agents {
         let agent = name.as_str();
         if name.is_human()
@@ -180,9 +182,7 @@ pub async fn run_keeping(
             }
         };
         for b in bad {
-            let id = dead_id("malformed", turn, agent, &b.file);
-            let why = reason(&id, "malformed", format!("{}: {}", b.file, b.error), agent, vec![], turn);
-            mb.dead_unread(&mut housekeeping, agent, &b.file, &why);
+            let why = mb.dead_bad(&mut housekeeping, agent, &b, turn, &mut dead_taken);
             report.dead += 1;
             ev.push_value(turn, Utc::now(), "dead", &why);
         }
@@ -679,18 +679,6 @@ fn reason(id: &str, code: &str, detail: String, mailbox: &str, to: Vec<String>, 
     DeadReason { id: id.into(), reason: code.into(), detail, mailbox: mailbox.into(), to, turn, at: Utc::now() }
 }
 
-/// A dead-letter id for a file that has no usable id of its own: unique per
-/// (turn, mailbox, file name), and the same when the turn is repeated.
-fn dead_id(code: &str, turn: u64, agent: &str, file: &str) -> String {
-    let stem: String = file
-        .trim_end_matches(".json")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-        .take(48)
-        .collect();
-    format!("{code}-t{turn}-{agent}-{stem}")
-}
-
 /// The engine's notice to a sender that its message was refused (its id
 /// follows the dead letter's, which is unique).
 fn bounce(to: &str, dead_id: &str, refused_id: &str, thread: &str, detail: &str, turn: u64) -> Message {
@@ -719,6 +707,10 @@ struct Router<'a> {
     moves: Batch,
     seen: HashSet<(String, String)>,
     dead_taken: HashSet<String>,
+    /// The message ids routed in this pass, with the file and a hash of the
+    /// bytes that carried them (another file with the same id and other
+    /// bytes is a duplicate).
+    routed: HashMap<String, (FileId, u64)>,
     report: &'a mut TurnReport,
     ev: &'a mut Events,
     /// Agents whose files cannot be used this turn: mail to them is held.
@@ -731,23 +723,26 @@ impl Router<'_> {
         self.ev.push(self.turn, self.now, "delivered", json!({"id": id, "from": from, "to": to}));
     }
 
-    /// Sends a refused outbox file to dead with its reason, and bounces it to the
-    /// sender unless it is itself a bounce (`bounce_of` is then `None`).
+    /// Sends a refused outbox entry to dead with its reason, and bounces it to the
+    /// sender unless it is itself a bounce (`bounce_of` is then `None`). Returns
+    /// the dead letter's id.
     #[allow(clippy::too_many_arguments)]
     fn refuse(
         &mut self,
         agent: &str,
-        file: &str,
+        file: &OsStr,
+        letter: &Letter,
         code: &str,
         id: &str,
         detail: String,
         to: Vec<String>,
         bounce_of: Option<(&str, &str)>,
-    ) {
-        let dead_id = self.mb.free_dead_id(id, agent, file, &self.dead_taken);
+    ) -> String {
+        let entry = self.mb.outbox_path(agent, "new").join(file);
+        let dead_id = self.mb.free_dead_id(id, &entry, letter, &self.dead_taken);
         self.dead_taken.insert(dead_id.clone());
         let why = reason(&dead_id, code, detail.clone(), agent, to, self.turn);
-        self.mb.dead_pending(&mut self.deliveries, agent, file, &why);
+        self.mb.dead_pending(&mut self.deliveries, agent, file, letter, &why);
         if let Some((refused_id, thread)) = bounce_of {
             let b = bounce(agent, &dead_id, refused_id, thread, &detail, self.turn);
             if self.seen.insert((agent.to_string(), b.id.clone())) && self.mb.deliver(&mut self.deliveries, agent, &b) {
@@ -756,28 +751,127 @@ impl Router<'_> {
         }
         self.report.dead += 1;
         self.ev.push_value(self.turn, self.now, "dead", &why);
+        dead_id
     }
 
-    fn route_file(&mut self, org: &Org, agent: &str, file: &str) -> Result<(), PathError> {
+    /// Refuses a whole entry (no recipient gets it) and takes it out of the outbox.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_whole(
+        &mut self,
+        agent: &str,
+        file: &OsStr,
+        letter: &Letter,
+        code: &str,
+        id: &str,
+        detail: String,
+        to: Vec<String>,
+        bounce_of: Option<(&str, &str)>,
+    ) {
+        let dead_id = self.refuse(agent, file, letter, code, id, detail, to, bounce_of);
+        self.mb.drop_pending(&mut self.moves, agent, file, letter, &dead_id);
+    }
+
+    /// Why `msg` (read from `file`) reuses the id of another message already
+    /// routed (in this pass, into a recipient's inbox, or in the sender's
+    /// `sent/`) with other content; `None` if its id is its own or it is the
+    /// same message again (a repeated turn, a hard link, an identical copy).
+    fn duplicate(
+        &mut self,
+        agent: &str,
+        file: &OsStr,
+        msg: &Message,
+        fid: FileId,
+        bytes: &[u8],
+    ) -> Result<Option<String>, PathError> {
         let mb = self.mb;
-        let size = mb.pending_size(agent, file)?;
-        if size > org.settings.max_message_bytes {
-            let id = dead_id("oversize", self.turn, agent, file);
-            let detail = format!(
-                "{file} is {size} bytes; the limit is {} (max_message_bytes in org/org.toml)",
-                org.settings.max_message_bytes
-            );
-            self.refuse(agent, file, "oversize", &id, detail, vec![], Some((&id, &id)));
-            mb.drop_pending(&mut self.moves, agent, file);
-            return Ok(());
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            h.finish()
+        };
+        let id = &msg.id;
+        let again = "message ids must be unique: send it again with a new id";
+        if let Some((f, h)) = self.routed.get(id) {
+            if *f != fid && *h != hash {
+                return Ok(Some(format!(
+                    "id {id} is already used by another message routed on this turn, with other content; {again}"
+                )));
+            }
         }
-        let bytes = mb.read_pending(agent, file)?;
-        let msg = match Message::parse(&bytes) {
+        for to in &msg.to.0 {
+            if let Some(copy) = mb.delivered_copy(to, id) {
+                if !mb.same_file(&copy, fid, bytes)? {
+                    let rel = copy.strip_prefix(mb.root()).unwrap_or(&copy);
+                    return Ok(Some(format!(
+                        "id {id} was already delivered to {to} ({}) with other content; {again}",
+                        rel.display()
+                    )));
+                }
+            }
+        }
+        let sent = mb.outbox_path(agent, "sent").join(file);
+        if std::fs::symlink_metadata(&sent).is_ok() && !mb.same_file(&sent, fid, bytes)? {
+            return Ok(Some(format!(
+                "{} was already routed (outbox/sent/{}) with other content; {again}",
+                show_name(file),
+                show_name(file)
+            )));
+        }
+        self.routed.insert(id.clone(), (fid, hash));
+        Ok(None)
+    }
+
+    fn route_file(&mut self, org: &Org, agent: &str, file: &OsStr) -> Result<(), PathError> {
+        let mb = self.mb;
+        let name = show_name(file);
+        let limit = org.settings.max_message_bytes;
+        let (fid, bytes) = match mb.read_pending(agent, file, limit)? {
+            fsx::Entry::Gone => return Ok(()),
+            fsx::Entry::NotRegular { kind, target } => {
+                let code = "not_a_regular_file";
+                let id = dead_id(code, self.turn, agent, &name);
+                let detail = format!(
+                    "{name} is {}{}, not a regular file: it was neither read nor followed. Write each message as \
+                     a regular file (to outbox/tmp/, then rename it into outbox/new/)",
+                    kind.describe(),
+                    target.as_ref().map(|t| format!(" to {t:?}")).unwrap_or_default()
+                );
+                let letter = Letter::Note { kind, target };
+                self.refuse_whole(agent, file, &letter, code, &id, detail, vec![], Some((&id, &id)));
+                return Ok(());
+            }
+            fsx::Entry::TooLarge { id: fid, size } => {
+                let id = dead_id("oversize", self.turn, agent, &name);
+                let detail = format!(
+                    "{name} is {size} bytes; the limit is {} (max_message_bytes in org/org.toml)",
+                    org.settings.max_message_bytes
+                );
+                self.refuse_whole(agent, file, &Letter::Link(fid), "oversize", &id, detail, vec![], Some((&id, &id)));
+                return Ok(());
+            }
+            fsx::Entry::File { id, bytes } => (id, bytes),
+        };
+        let letter = Letter::Link(fid);
+        let parsed = if file.to_str().is_some_and(|n| n.ends_with(".json")) {
+            Message::parse(&bytes).map_err(|e| e.to_string())
+        } else {
+            Err(crate::mailbox::Unusable::Name.to_string())
+        };
+        let msg = match parsed {
             Ok(m) => m,
             Err(e) => {
-                let id = dead_id("malformed", self.turn, agent, file);
-                self.refuse(agent, file, "malformed", &id, format!("{file}: {e}"), vec![], Some((&id, &id)));
-                mb.drop_pending(&mut self.moves, agent, file);
+                let id = dead_id("malformed", self.turn, agent, &name);
+                self.refuse_whole(
+                    agent,
+                    file,
+                    &letter,
+                    "malformed",
+                    &id,
+                    format!("{name}: {e}"),
+                    vec![],
+                    Some((&id, &id)),
+                );
                 return Ok(());
             }
         };
@@ -796,12 +890,16 @@ impl Router<'_> {
             })
         };
         if let Some((code, detail)) = refusal {
-            self.refuse(agent, file, code, &msg.id, detail, msg.to.0.clone(), bounce_of);
-            mb.drop_pending(&mut self.moves, agent, file);
+            self.refuse_whole(agent, file, &letter, code, &msg.id, detail, msg.to.0.clone(), bounce_of);
             return Ok(());
         }
         if msg.to.0.iter().any(|to| org.broken.contains_key(to) || self.sick.contains_key(to)) {
             self.report.held += 1;
+            return Ok(());
+        }
+        if let Some(detail) = self.duplicate(agent, file, &msg, fid, &bytes)? {
+            let id = dead_id("duplicate_id", self.turn, agent, &name);
+            self.refuse_whole(agent, file, &letter, "duplicate_id", &id, detail, msg.to.0.clone(), bounce_of);
             return Ok(());
         }
         let chart = org.chart();
@@ -810,7 +908,7 @@ impl Router<'_> {
             match chart.check(agent, to) {
                 Ok(()) => {
                     if self.seen.insert((to.clone(), msg.id.clone()))
-                        && mb.deliver_pending(&mut self.deliveries, agent, file, to, &msg.id)
+                        && mb.deliver_pending(&mut self.deliveries, agent, file, to, &msg.id, fid)
                     {
                         self.delivered(to, &msg.id, agent);
                     }
@@ -822,7 +920,7 @@ impl Router<'_> {
             let code = denied[0].1.code();
             let detail = denied.iter().map(|(_, d)| d.to_string()).collect::<Vec<_>>().join("; ");
             let to = denied.iter().map(|(t, _)| t.clone()).collect();
-            self.refuse(agent, file, code, &msg.id, detail, to, bounce_of);
+            self.refuse(agent, file, &letter, code, &msg.id, detail, to, bounce_of);
         }
         mb.mark_sent(&mut self.moves, agent, file);
         Ok(())
@@ -851,6 +949,7 @@ fn route(
         moves: Batch::new(),
         seen: HashSet::new(),
         dead_taken: HashSet::new(),
+        routed: HashMap::new(),
         report,
         ev,
         sick: BTreeMap::new(),

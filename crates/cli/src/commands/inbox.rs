@@ -1,10 +1,14 @@
-//! `lemming inbox [AGENT]`: show unread mail; the human's is then marked read.
+//! `lemming inbox [AGENT]`: show unread mail; the human's is then marked read,
+//! and what in it is not a message is moved to dead.
 //! With `--follow` it then keeps printing new mail as it arrives.
 
+use lemming_engine::events::Events;
 use lemming_engine::follow::{self, NewMail};
-use lemming_engine::mailbox::{MailRead, Mailbox};
+use lemming_engine::journal::Journal;
+use lemming_engine::mailbox::{BadFile, MailRead, Mailbox};
 use lemming_engine::message::Message;
 use lemming_engine::name::HUMAN;
+use lemming_engine::org::Org;
 use lemming_engine::prompt;
 use lemming_engine::term;
 
@@ -17,7 +21,7 @@ pub struct Args {
     /// Show read mail too
     #[arg(long)]
     pub all: bool,
-    /// Do not mark anything read
+    /// Do not mark anything read (nor move what is not a message to dead)
     #[arg(long)]
     pub peek: bool,
     /// Then keep printing new mail as it arrives, until Ctrl-C (with --json: one object per line)
@@ -29,21 +33,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
     let agent = args.agent.unwrap_or_else(|| HUMAN.to_string());
     org.agent(&agent)?;
-    let mb = Mailbox::new(&org.layout.root);
+    let mb = Mailbox::new(&org.layout.root).with_read_limit(org.settings.max_message_bytes);
     // A file or folder that cannot be read is named, and the rest is still shown.
     let MailRead { messages: mut unread, bad, unreadable } =
         mb.unread_skipping(&agent).unwrap_or_else(|e| MailRead { unreadable: vec![e], ..MailRead::default() });
     for e in &unreadable {
         warn_unreadable(e);
     }
-    for b in &bad {
-        eprintln!(
-            "warning: {} in {}'s inbox is not a message ({}); the next turn moves it to dead",
-            term::line(&b.file),
-            agent,
-            term::line(&b.error.to_string())
-        );
-    }
+    let mark_read = !args.peek && agent == HUMAN;
+    set_aside(&org, &mb, &agent, &bad, mark_read)?;
     prompt::order(&mut unread);
     let mut shown: Vec<(Message, bool)> = Vec::new();
     if args.all {
@@ -55,7 +53,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         for b in &bad_read {
             eprintln!(
                 "warning: {} in {}'s read mail is not a message ({}); not shown",
-                term::line(&b.file),
+                term::line(&b.name()),
                 agent,
                 term::line(&b.error.to_string())
             );
@@ -64,7 +62,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         shown.extend(read.into_iter().map(|m| (m, false)));
     }
     shown.extend(unread.iter().cloned().map(|m| (m, true)));
-    let mark_read = !args.peek && agent == HUMAN;
     if args.follow {
         for (m, unread) in &shown {
             print_one(m, *unread, ctx.json);
@@ -114,6 +111,47 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
 
 fn warn_unreadable(e: &lemming_engine::error::PathError) {
     eprintln!("warning: cannot read {}; it is not shown", term::line(&e.to_string()));
+}
+
+/// Warns about entries of the inbox that are not messages. When the inbox is
+/// the human's and is being read (`mark_read`), they are moved to dead now (no
+/// turn reads the human's inbox); otherwise the warning says who moves them.
+fn set_aside(org: &Org, mb: &Mailbox, agent: &str, bad: &[BadFile], mark_read: bool) -> Result<(), CliError> {
+    if bad.is_empty() {
+        return Ok(());
+    }
+    if !mark_read {
+        let then = if agent == HUMAN {
+            "`lemming inbox` without --peek moves it to dead".to_string()
+        } else {
+            format!("the next turn that runs {agent} moves it to dead")
+        };
+        for b in bad {
+            eprintln!(
+                "warning: {} in {}'s inbox is not a message ({}); {then}",
+                term::line(&b.name()),
+                term::line(&agent),
+                term::line(&b.error.to_string())
+            );
+        }
+        return Ok(());
+    }
+    let turn = Journal::new(&org.layout).last_turn().unwrap_or_default();
+    let whys = mb.dead_bad_now(agent, bad, turn)?;
+    let mut ev = Events::default();
+    for (b, why) in bad.iter().zip(&whys) {
+        eprintln!(
+            "warning: {} in {}'s inbox is not a message ({}); moved to org/state/dead/{}.json as `{}`",
+            term::line(&b.name()),
+            term::line(&agent),
+            term::line(&b.error.to_string()),
+            why.id,
+            why.reason
+        );
+        ev.push_value(why.turn, why.at, "dead", why);
+    }
+    ev.flush(&org.layout)?;
+    Ok(())
 }
 
 /// One message for `--follow`: readable, or one JSON object on one line.

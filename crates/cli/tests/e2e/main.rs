@@ -13,6 +13,7 @@ mod fake_http;
 mod fixture;
 mod fsck;
 mod kill9;
+mod odd_entries;
 mod output_cli;
 mod peers;
 mod people;
