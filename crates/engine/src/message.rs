@@ -14,6 +14,25 @@ pub fn valid_id(id: &str) -> bool {
         && !id.ends_with(".why")
 }
 
+/// `id` made to fit the id rules when the engine derives it from other ids
+/// (a bounce's id from its dead letter's): kept as it is when it fits, else
+/// cut to 100 bytes and followed by a hash of the whole, so that it stays
+/// unique and the same when a turn is repeated.
+pub fn fit_id(id: &str) -> String {
+    if valid_id(id) {
+        return id.to_string();
+    }
+    let clean: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' }).collect();
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let head = match clean.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()) {
+        "" => "id",
+        head => head,
+    };
+    format!("{}-{hash:016x}", &head[..head.len().min(100)])
+}
+
 /// The timestamp prefix of ids: `20261122T180000123Z`, which sorts by time.
 pub fn id_stamp(at: DateTime<Utc>) -> String {
     at.format("%Y%m%dT%H%M%S%3fZ").to_string()
@@ -256,6 +275,15 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2026-11-22T18:00:00.5Z").unwrap().with_timezone(&Utc);
         assert_eq!(reply_id(t, 3, "manager", 1), "20261122T180000500Z-t3-manager-001");
         assert!(valid_id(&new_id(t, "human")));
+        // Derived ids that would be too long are cut and hashed, deterministically.
+        let long = format!("{}-bounce", "a".repeat(150));
+        let fit = fit_id(&long);
+        assert!(valid_id(&fit) && fit.len() <= 117, "{fit}");
+        assert_eq!(fit, fit_id(&long));
+        assert_ne!(fit, fit_id(&format!("{}-bounce", "a".repeat(151))));
+        assert_eq!(fit_id("short-bounce"), "short-bounce");
+        assert!(valid_id(&fit_id("_.x.why")));
+        assert!(valid_id(&fit_id("___")));
         assert!(new_id(t, "human") < reply_id(t + chrono::Duration::milliseconds(1), 1, "a", 0));
     }
 }

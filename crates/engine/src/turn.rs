@@ -680,10 +680,10 @@ fn reason(id: &str, code: &str, detail: String, mailbox: &str, to: Vec<String>, 
 }
 
 /// The engine's notice to a sender that its message was refused (its id
-/// follows the dead letter's, which is unique).
+/// follows the dead letter's, which is unique, cut to fit when too long).
 fn bounce(to: &str, dead_id: &str, refused_id: &str, thread: &str, detail: &str, turn: u64) -> Message {
     Message {
-        id: format!("{dead_id}-bounce"),
+        id: message::fit_id(&format!("{dead_id}-bounce")),
         from: ENGINE.into(),
         to: To(vec![to.to_string()]),
         subject: Some("undeliverable".into()),

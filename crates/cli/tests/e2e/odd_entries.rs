@@ -405,3 +405,27 @@ fn bad_files_of_one_name_in_an_outbox_and_an_inbox_each_keep_their_dead_letter()
     assert_eq!(kept, ["first", "inbox garbage", "outbox garbage", "second"]);
     fsck_clean(&org);
 }
+
+#[test]
+fn a_refused_message_with_the_longest_id_still_bounces_as_a_message() {
+    // The bounce's id is derived from the dead letter's; with a 128-byte id it
+    // would be too long to be a message id, and the bounce itself would die.
+    let org = TestOrg::new();
+    let id = format!("20260101T000000000Z-planner-{}", "x".repeat(128 - 28));
+    assert_eq!(id.len(), 128);
+    // planner may not write to janitor: refused, bounced.
+    org.drop_outbox("planner", &format!("{id}.json"), message_bytes(&id, "planner", "janitor", "hello"));
+    let report = step_in_time(&org);
+    assert_eq!(report["dead"], 1, "{report:#}");
+    let (_, why) = only_dead(&org);
+    assert_eq!(why["reason"], "chart_send_to", "{why:#}");
+    let bounce = bounces(&org, "planner");
+    assert_eq!(bounce.len(), 1, "{bounce:#?}");
+    assert_eq!(bounce[0]["reply_to"], id.as_str());
+    assert!(bounce[0]["id"].as_str().unwrap().len() <= 128, "{bounce:#?}");
+    // The same again on a repeated pass: one bounce, no dead bounce.
+    step_in_time(&org);
+    assert_eq!(bounces(&org, "planner").len(), 1);
+    assert_eq!(org.dead().len(), 1);
+    fsck_clean(&org);
+}
