@@ -130,7 +130,7 @@ fn set_aside(org: &Org, mb: &Mailbox, agent: &str, bad: &[BadFile], mark_read: b
             eprintln!(
                 "warning: {} in {}'s inbox is not a message ({}); {then}",
                 term::line(&b.name()),
-                term::line(&agent),
+                term::line(agent),
                 term::line(&b.error.to_string())
             );
         }
@@ -143,7 +143,7 @@ fn set_aside(org: &Org, mb: &Mailbox, agent: &str, bad: &[BadFile], mark_read: b
         eprintln!(
             "warning: {} in {}'s inbox is not a message ({}); moved to org/state/dead/{}.json as `{}`",
             term::line(&b.name()),
-            term::line(&agent),
+            term::line(agent),
             term::line(&b.error.to_string()),
             why.id,
             why.reason
