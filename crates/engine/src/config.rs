@@ -602,8 +602,8 @@ impl<'d> Table<'d> {
 pub const MAX_SECS_F: f64 = lemming_provider::config::MAX_SECS;
 
 /// The largest amount of credits any setting accepts (credits, budgets,
-/// prices): the ledger's own bound.
-pub const MAX_CREDITS: f64 = crate::ledger::MAX_CREDITS;
+/// prices), and the ledger's bound on every amount.
+pub const MAX_CREDITS: f64 = 1e12;
 
 #[cfg(test)]
 mod tests {

@@ -56,7 +56,7 @@ pub fn clean_stale_tmp(files: impl IntoIterator<Item = PathBuf>) {
     for p in files {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let remove = match tmp_pid(name) {
-            Some(pid) => pid == std::process::id() || !crate::lock::pid_alive(pid),
+            Some(pid) => pid == std::process::id() || !crate::process::pid_alive(pid),
             None => fs::metadata(&p)
                 .and_then(|m| m.modified())
                 .ok()

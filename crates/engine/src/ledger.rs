@@ -19,7 +19,7 @@ use crate::fsx;
 /// `credits`, the org's `budget`, or what an agent has left after a top-up.
 /// A million million: far beyond any real budget, far below where `f64` sums
 /// lose cents or overflow.
-pub const MAX_CREDITS: f64 = 1e12;
+pub const MAX_CREDITS: f64 = crate::config::MAX_CREDITS;
 
 /// Whether `x` is an amount the ledger accepts: finite, 0 or more, at most [`MAX_CREDITS`].
 pub fn valid_amount(x: f64) -> bool {

@@ -27,7 +27,8 @@
 //! - [`name`], [`message`]: agent names and the message file;
 //! - [`chart`]: who may talk to whom;
 //! - [`mailbox`]: the on-disk layout of inboxes, outboxes and dead letters;
-//! - [`fsx`]: atomic writes and group commits;
+//! - [`fsx`]: atomic writes, group commits and safe reads of mailbox entries;
+//!   [`process`]: whether a process (a lock holder, a tmp file's writer) lives;
 //! - [`ledger`], [`memory`], [`journal`], [`events`], [`activity`]: state files;
 //! - [`prompt`], [`reply`]: what the model is told and how its answer is read;
 //! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`] (`step`,
@@ -63,6 +64,7 @@ pub mod message;
 pub mod models;
 pub mod name;
 pub mod org;
+pub mod process;
 pub mod prompt;
 pub mod reply;
 pub mod resume;
