@@ -98,7 +98,7 @@ pub enum Unusable {
         target: Option<PathBuf>,
     },
     /// Larger than the size limit.
-    #[error("it is {size} bytes; the limit is {limit} (max_message_bytes in org/org.toml)")]
+    #[error("it is {size} bytes; the limit is {limit} bytes for a file in an inbox (the larger of 16 MiB and max_message_bytes in org/org.toml)")]
     Oversize {
         /// Its size.
         size: u64,
@@ -680,5 +680,28 @@ impl Mailbox {
     /// The org root.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An oversize inbox file's reason states the limit that was applied, and
+    /// does not pin it on `max_message_bytes` alone: with the default 64 KiB
+    /// setting, the inbox limit is 16 MiB, and the user must be able to tell
+    /// why a file under 16 MiB would have passed.
+    #[test]
+    fn oversize_inbox_file_names_the_rule_of_its_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let mb = Mailbox::new(d.path()).with_read_limit(65536);
+        let new = mb.inbox("a", "new");
+        fs::create_dir_all(&new).unwrap();
+        let f = fs::File::create(new.join("big.json")).unwrap();
+        f.set_len(READ_LIMIT + 1).unwrap();
+        let read = mb.unread_skipping("a").unwrap();
+        let why = read.bad[0].error.to_string();
+        assert!(why.contains(&format!("the limit is {READ_LIMIT}")), "{why}");
+        assert!(why.contains("16 MiB") && why.contains("max_message_bytes"), "{why}");
     }
 }
