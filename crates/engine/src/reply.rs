@@ -55,6 +55,11 @@ pub enum Unusable {
     /// inside it is taken.
     #[error("the reply's JSON object does not close (the reply was cut off)")]
     Unclosed,
+    /// A reply whose every part was unusable (a `messages` that is not a list,
+    /// messages with no recipient, ...), so that nothing is left to apply: it
+    /// is not taken as the model choosing to say nothing.
+    #[error("nothing in the reply is usable: {}", .0.join("; "))]
+    NothingUsable(Vec<String>),
 }
 
 /// What the text holds at its top level.
@@ -178,6 +183,11 @@ pub fn parse(text: &str) -> Result<Parsed, Unusable> {
         Some(Value::Array(calls)) if calls.is_empty() => {}
         Some(_) => out.warnings.push("`tool_calls` ignored: agents have no tools".into()),
     }
+    // The model tried to say something and none of it could be used: a failed
+    // attempt, not an "ok" that consumes the mail with nothing to show for it.
+    if out.messages.is_empty() && out.memory.is_empty() && out.notes.is_empty() && !out.warnings.is_empty() {
+        return Err(Unusable::NothingUsable(out.warnings));
+    }
     Ok(out)
 }
 
@@ -229,6 +239,14 @@ mod tests {
         assert_eq!(p.warnings.len(), 2);
         assert_eq!(parse(r#"{"notes":null}"#).unwrap(), Parsed::default());
         assert_eq!(parse("I cannot help {with that"), Err(Unusable::NoJson));
+        // Saying nothing on purpose is a reply; failing at everything is not.
+        assert_eq!(parse(r#"{"messages":[]}"#).unwrap(), Parsed::default());
+        for text in [r#"{"messages":"notalist"}"#, r#"{"messages":[{"body":"no to"}]}"#, r#"{"memory":7}"#] {
+            assert!(matches!(parse(text), Err(Unusable::NothingUsable(w)) if !w.is_empty()), "{text}");
+        }
+        // One usable part is enough: the rest are warnings.
+        let p = parse(r#"{"messages":"notalist","notes":"thinking"}"#).unwrap();
+        assert_eq!((p.notes.as_str(), p.warnings.len()), ("thinking", 1));
         let p = parse("{bad} {\"notes\":{\"k\":1}}").unwrap();
         assert_eq!(p.notes, "{\"k\":1}");
     }
@@ -286,7 +304,13 @@ mod tests {
         for key in contract::KEYS {
             assert!(parse(&format!("{{\"{key}\":null}}")).is_ok(), "{key} is a contract key");
         }
-        let p = parse(r#"{"tool_calls":[{"name":"x"}]}"#).unwrap();
+        // Tool calls alone cannot be run yet: nothing usable, a failed attempt.
+        let only = parse(r#"{"tool_calls":[{"name":"x"}]}"#);
+        assert!(
+            matches!(&only, Err(Unusable::NothingUsable(w)) if w.iter().any(|w| w.contains("tool_calls"))),
+            "{only:?}"
+        );
+        let p = parse(r#"{"tool_calls":[{"name":"x"}],"notes":"n"}"#).unwrap();
         assert!(p.messages.is_empty());
         assert!(p.warnings.iter().any(|w| w.contains("tool_calls")), "{:?}", p.warnings);
     }
