@@ -128,13 +128,10 @@ fn show_target(target: &Option<PathBuf>) -> String {
     target.as_ref().map(|t| format!(" to {:?}", t)).unwrap_or_default()
 }
 
-/// A file name for messages and diagnostics: control characters escaped,
-/// bytes that are not UTF-8 replaced.
+/// A file name for messages and diagnostics: escaped as [`crate::term::line`]
+/// escapes any one-line field, bytes that are not UTF-8 replaced.
 pub fn show_name(name: &OsStr) -> String {
-    name.to_string_lossy()
-        .chars()
-        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
-        .collect()
+    crate::term::line(&name.to_string_lossy()).into_owned()
 }
 
 /// A dead-letter id for a file that has no usable id of its own: unique per
