@@ -70,8 +70,8 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         "AGENT", "MODEL", "STATE", "CREDITS", "SPENT", "UNREAD", "PENDING", "LAST RUN"
     );
     for a in &s.agents {
-        // People are never charged: their credits are no number.
-        let (credits, spent) = if a.state == "human" {
+        // People are never charged: their credits are no number, whatever their state.
+        let (credits, spent) = if a.name == lemming_engine::name::HUMAN {
             ("-".to_string(), "-".to_string())
         } else {
             (format!("{:.4}", a.credits.left), format!("{:.4}", a.credits.spent))
