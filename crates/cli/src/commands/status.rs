@@ -80,7 +80,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             "{:<16} {:<10} {:<15} {:>10} {:>10} {:>7} {:>8} {:>9}",
             term::line(&a.name),
             term::line(a.model.as_deref().unwrap_or("-")),
-            a.state,
+            term::line(&a.state),
             credits,
             spent,
             a.unread,
@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         println!("\ncannot read: {}", term::text(&u.to_string()));
     }
     for a in s.agents.iter().filter(|a| a.problem.is_some()) {
-        println!("\n{} is {}: {}", term::line(&a.name), a.state, term::text(a.problem.as_deref().unwrap_or_default()));
+        println!("\n{} is {}: {}", term::line(&a.name), term::line(&a.state), term::text(a.problem.as_deref().unwrap_or_default()));
     }
     for f in &s.last_good {
         println!(
