@@ -46,7 +46,7 @@ pub fn read(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Diagnost
         Ok(Entry::File { bytes, .. }) => bytes,
         Ok(Entry::TooLarge { size, .. }) => {
             return refuse(
-                format!("the file is {size} bytes or more; the limit is {limit} bytes"),
+                format!("the file is {size} bytes; the limit is {limit} bytes"),
                 "shorten it (the size limits of config files are in docs/operating.md)",
             )
         }

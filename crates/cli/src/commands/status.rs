@@ -92,7 +92,12 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         println!("\ncannot read: {}", term::text(&u.to_string()));
     }
     for a in s.agents.iter().filter(|a| a.problem.is_some()) {
-        println!("\n{} is {}: {}", term::line(&a.name), term::line(&a.state), term::text(a.problem.as_deref().unwrap_or_default()));
+        println!(
+            "\n{} is {}: {}",
+            term::line(&a.name),
+            term::line(&a.state),
+            term::text(a.problem.as_deref().unwrap_or_default())
+        );
     }
     for f in &s.last_good {
         println!(
