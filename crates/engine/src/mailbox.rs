@@ -596,8 +596,9 @@ impl Mailbox {
             if let Some(stem) = file.strip_suffix(".why.json") {
                 let p = dir.join(&file);
                 // One reason that cannot be read or parsed is shown as such; the others still are.
-                let parsed = fs::read(&p)
+                let parsed = crate::fsx::read_small(&p, READ_LIMIT)
                     .map_err(|e| e.to_string())
+                    .and_then(|b| b.ok_or_else(|| format!("{}: removed while it was read", p.display())))
                     .and_then(|b| serde_json::from_slice::<DeadReason>(&b).map_err(|e| e.to_string()));
                 match parsed {
                     Ok(r) => out.push(r),
@@ -634,12 +635,11 @@ impl Mailbox {
     /// be read or parsed (a missing file is no attempts).
     pub fn try_attempts(&self, agent: &str) -> Result<Attempts, PathError> {
         let path = self.attempts_path(agent);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
+        match crate::fsx::read_small(&path, READ_LIMIT)? {
+            Some(b) => serde_json::from_slice(&b)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
                 .with_path(&path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Attempts::new()),
-            Err(e) => Err(e).with_path(&path),
+            None => Ok(Attempts::new()),
         }
     }
 
