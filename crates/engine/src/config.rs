@@ -8,7 +8,6 @@
 //! snippet shows control characters as `\u{fffd}` and masks what looks like a key.
 
 use std::cell::RefCell;
-use std::io::Read;
 use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 
@@ -16,6 +15,7 @@ use toml::Spanned;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 use crate::error::Diagnostic;
+use crate::fsx::Entry;
 
 /// Reads a config file of the org at `root`: a regular file (not a FIFO, a
 /// device or a folder) that lies inside the org once links are resolved, and
@@ -39,56 +39,26 @@ pub fn read(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Diagnost
             "config files must lie inside the org folder: replace the link with a copy of the file",
         );
     }
-    // The resolved path, opened without following a link swapped in since and
-    // without blocking on a FIFO; the type is checked on the open descriptor.
-    let file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&real)
-    };
-    let mut file = match file {
-        Ok(f) => f,
-        Err(e) => return refuse(format!("cannot read: {e}"), "the file must be readable by lemming"),
-    };
-    match file.metadata() {
-        Ok(m) if m.is_file() && m.len() > limit => {
+    // The resolved path, read as a mailbox entry is: a link swapped in since is
+    // not followed, a FIFO or device is not opened, the size is checked on the
+    // open descriptor and at most `limit` bytes are read.
+    let bytes = match crate::fsx::read_entry(&real, limit) {
+        Ok(Entry::File { bytes, .. }) => bytes,
+        Ok(Entry::TooLarge { size, .. }) => {
             return refuse(
-                format!("the file is {} bytes; the limit is {limit} bytes", m.len()),
+                format!("the file is {size} bytes; the limit is {limit} bytes"),
                 "shorten it (the size limits of config files are in docs/operating.md)",
             )
         }
-        Ok(m) if m.is_file() => {}
-        Ok(m) => {
-            let t = m.file_type();
-            use std::os::unix::fs::FileTypeExt;
-            let kind = if t.is_dir() {
-                "a folder"
-            } else if t.is_fifo() {
-                "a FIFO"
-            } else if t.is_socket() {
-                "a socket"
-            } else if t.is_char_device() || t.is_block_device() {
-                "a device"
-            } else {
-                "not a regular file"
-            };
-            return refuse(format!("is {kind}, not a regular file; it is not read"), "replace it with a TOML file");
+        Ok(Entry::NotRegular { kind, .. }) => {
+            return refuse(
+                format!("is {}, not a regular file; it is not read", kind.describe()),
+                "replace it with a TOML file",
+            )
         }
-        Err(e) => return refuse(format!("cannot read: {e}"), "the file must be readable by lemming"),
-    }
-    let mut bytes = Vec::new();
-    // A file growing as it is read is cut at the limit, and refused.
-    if let Err(e) = (&mut file).take(limit.saturating_add(1)).read_to_end(&mut bytes) {
-        return refuse(format!("cannot read: {e}"), "the file must be readable by lemming");
-    }
-    if bytes.len() as u64 > limit {
-        return refuse(
-            format!("the file is more than {limit} bytes, the limit"),
-            "shorten it (the size limits of config files are in docs/operating.md)",
-        );
-    }
+        Ok(Entry::Gone) => return refuse("cannot read: it was removed".into(), "the file must exist and be readable"),
+        Err(e) => return refuse(format!("cannot read: {}", e.source), "the file must be readable by lemming"),
+    };
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
         Err(e) => {

@@ -451,6 +451,22 @@ pub fn read_entry(path: &Path, limit: u64) -> Result<Entry, PathError> {
     Ok(Entry::File { id, bytes })
 }
 
+/// Reads a small state file (memory, attempts, dead-letter reasons, trouble)
+/// through [`read_entry`]: `None` when it does not exist; an error naming the
+/// path when it is not a regular file (a FIFO would block, a link to
+/// `/dev/zero` would never end) or is larger than `limit` bytes.
+pub fn read_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, PathError> {
+    let refused = |what: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, what)).with_path(path);
+    match read_entry(path, limit)? {
+        Entry::File { bytes, .. } => Ok(Some(bytes)),
+        Entry::Gone => Ok(None),
+        Entry::NotRegular { kind, .. } => {
+            refused(format!("is {}, not a regular file; it was not read", kind.describe()))
+        }
+        Entry::TooLarge { size, .. } => refused(format!("is {size} bytes or more; the limit is {limit}")),
+    }
+}
+
 /// Every name in a folder that a mailbox reader must deal with: all but those
 /// starting with a dot (names that are not UTF-8 included); sorted.
 pub fn list_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, PathError> {

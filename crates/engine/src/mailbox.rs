@@ -128,13 +128,10 @@ fn show_target(target: &Option<PathBuf>) -> String {
     target.as_ref().map(|t| format!(" to {:?}", t)).unwrap_or_default()
 }
 
-/// A file name for messages and diagnostics: control characters escaped,
-/// bytes that are not UTF-8 replaced.
+/// A file name for messages and diagnostics: escaped as [`crate::term::line`]
+/// escapes any one-line field, bytes that are not UTF-8 replaced.
 pub fn show_name(name: &OsStr) -> String {
-    name.to_string_lossy()
-        .chars()
-        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
-        .collect()
+    crate::term::line(&name.to_string_lossy()).into_owned()
 }
 
 /// A dead-letter id for a file that has no usable id of its own: unique per
@@ -599,8 +596,9 @@ impl Mailbox {
             if let Some(stem) = file.strip_suffix(".why.json") {
                 let p = dir.join(&file);
                 // One reason that cannot be read or parsed is shown as such; the others still are.
-                let parsed = fs::read(&p)
+                let parsed = crate::fsx::read_small(&p, READ_LIMIT)
                     .map_err(|e| e.to_string())
+                    .and_then(|b| b.ok_or_else(|| format!("{}: removed while it was read", p.display())))
                     .and_then(|b| serde_json::from_slice::<DeadReason>(&b).map_err(|e| e.to_string()));
                 match parsed {
                     Ok(r) => out.push(r),
@@ -637,12 +635,11 @@ impl Mailbox {
     /// be read or parsed (a missing file is no attempts).
     pub fn try_attempts(&self, agent: &str) -> Result<Attempts, PathError> {
         let path = self.attempts_path(agent);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
+        match crate::fsx::read_small(&path, READ_LIMIT)? {
+            Some(b) => serde_json::from_slice(&b)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
                 .with_path(&path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Attempts::new()),
-            Err(e) => Err(e).with_path(&path),
+            None => Ok(Attempts::new()),
         }
     }
 

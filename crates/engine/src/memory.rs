@@ -33,7 +33,8 @@ pub fn dir(root: &Path, agent: &str) -> PathBuf {
 
 /// Reads one key.
 pub fn get(dir: &Path, key: &str) -> Option<Value> {
-    std::fs::read(dir.join(format!("{key}.json"))).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    let bytes = crate::fsx::read_small(&dir.join(format!("{key}.json")), crate::mailbox::READ_LIMIT).ok()??;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Every key and value, sorted by key, and apart, why each key file (or the
@@ -48,8 +49,9 @@ pub fn all_checked(dir: &Path) -> (Vec<(String, Value)>, Vec<String>) {
     for f in files {
         let Some(key) = f.strip_suffix(".json") else { continue };
         let p = dir.join(&f);
-        let read = std::fs::read(&p)
-            .map_err(|e| e.to_string())
+        let read = crate::fsx::read_small(&p, crate::mailbox::READ_LIMIT)
+            .map_err(|e| e.source.to_string())
+            .and_then(|b| b.ok_or_else(|| "removed while it was read".to_string()))
             .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| format!("not JSON ({e})")));
         match read {
             Ok(v) => good.push((key.to_string(), v)),
@@ -180,6 +182,20 @@ pub fn summary(dir: &Path) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_fifo_or_a_link_to_dev_zero_among_the_keys_is_left_out_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("good.json"), "1").unwrap();
+        let fifo = std::ffi::CString::new(d.path().join("pipe.json").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("zero.json")).unwrap();
+        assert_eq!(all(d.path()), vec![("good".to_string(), json!(1))]);
+        let (good, bad) = all_checked(d.path());
+        assert_eq!(good.len(), 1);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad.iter().any(|b| b.contains("pipe.json") && b.contains("FIFO")), "{bad:?}");
+    }
 
     #[test]
     fn ops_give_the_documented_results() {

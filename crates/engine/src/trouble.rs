@@ -48,7 +48,11 @@ pub fn agents_path(layout: &Layout) -> PathBuf {
 
 /// The agents in trouble; a missing or unreadable file is none.
 pub fn read_agents(layout: &Layout) -> BTreeMap<String, AgentTrouble> {
-    fs::read(agents_path(layout)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    crate::fsx::read_small(&agents_path(layout), crate::mailbox::READ_LIMIT)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Rewrites `org/state/trouble.json` when `now` differs from `before`.
@@ -195,7 +199,7 @@ fn padded(text: &[u8]) -> Vec<u8> {
 
 /// The daemon's trouble, if the file says there is some.
 pub fn read_daemon(layout: &Layout) -> Option<DaemonTrouble> {
-    serde_json::from_slice(&fs::read(daemon_path(layout)).ok()?).ok()
+    serde_json::from_slice(&crate::fsx::read_small(&daemon_path(layout), crate::mailbox::READ_LIMIT).ok()??).ok()
 }
 
 /// Whether the filesystem holding `dir` is mounted read-only, or has no room

@@ -70,8 +70,8 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         "AGENT", "MODEL", "STATE", "CREDITS", "SPENT", "UNREAD", "PENDING", "LAST RUN"
     );
     for a in &s.agents {
-        // People are never charged: their credits are no number.
-        let (credits, spent) = if a.state == "human" {
+        // People are never charged: their credits are no number, whatever their state.
+        let (credits, spent) = if a.name == lemming_engine::name::HUMAN {
             ("-".to_string(), "-".to_string())
         } else {
             (format!("{:.4}", a.credits.left), format!("{:.4}", a.credits.spent))
@@ -80,7 +80,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             "{:<16} {:<10} {:<15} {:>10} {:>10} {:>7} {:>8} {:>9}",
             term::line(&a.name),
             term::line(a.model.as_deref().unwrap_or("-")),
-            a.state,
+            term::line(&a.state),
             credits,
             spent,
             a.unread,
@@ -92,7 +92,12 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         println!("\ncannot read: {}", term::text(&u.to_string()));
     }
     for a in s.agents.iter().filter(|a| a.problem.is_some()) {
-        println!("\n{} is {}: {}", term::line(&a.name), a.state, term::text(a.problem.as_deref().unwrap_or_default()));
+        println!(
+            "\n{} is {}: {}",
+            term::line(&a.name),
+            term::line(&a.state),
+            term::text(a.problem.as_deref().unwrap_or_default())
+        );
     }
     for f in &s.last_good {
         println!(

@@ -125,7 +125,7 @@ fn a_models_toml_that_is_a_fifo_or_binary_is_refused_without_blocking_or_echo() 
     let c = std::ffi::CString::new(models.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let out = org.lemming(&["validate"]).fails_with(1);
-    out.stderr_has(&["org/models.toml: is a FIFO, not a regular file"]);
+    out.stderr_has(&["org/models.toml: is a FIFO (named pipe), not a regular file"]);
 
     std::fs::remove_file(&models).unwrap();
     std::fs::write(&models, b"[models.default]\nprovider = \"mock\"\n\xff\xfe\x00 PRIVATE-BYTES \x1b[2J\n").unwrap();
