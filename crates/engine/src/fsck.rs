@@ -1,4 +1,4 @@
-//! `lemming fsck`: checks the guarantees G2–G7 (DESIGN §5) on disk and reports
+//! `lemming fsck`: checks the guarantees G2–G7 (docs/architecture.md) on disk and reports
 //! what it finds as typed [`Finding`]s, each a violation or a note.
 //!
 //! It never takes the org lock and never writes, so it runs on any org, even
@@ -116,7 +116,7 @@ impl Code {
         }
     }
 
-    /// The guarantee of DESIGN §5 it is about (`G2`…`G7`), or `io` for an unreadable file.
+    /// The guarantee it is about (`G2`…`G7`), or `io` for an unreadable file.
     pub fn guarantee(self) -> &'static str {
         use Code::*;
         match self {

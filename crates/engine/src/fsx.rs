@@ -1,4 +1,4 @@
-//! Durable file operations: atomic writes and group commits (DESIGN §5 G1, G2).
+//! Durable file operations: atomic writes and group commits (guarantees G1, G2).
 //!
 //! A single write (`write_atomic`) goes to a temporary file, is fsynced, renamed
 //! into place, and the folder is fsynced. A [`Batch`] does the same for many

@@ -1,7 +1,7 @@
 //! Recovery records: `org/state/journal/<turn>/records.jsonl` holds each
 //! agent's journaled reply with the plan of its effects (one line per agent,
 //! appended in one write per turn); the org's `turn.json` holds the last
-//! committed turn (DESIGN §5 G3, G4).
+//! committed turn (guarantees G3, G4).
 //!
 //! A turn repeated after a crash reuses every journaled reply, with the
 //! message ids planned the first time, instead of calling the model again.

@@ -1,4 +1,4 @@
-//! The credits ledger (DESIGN §5 G5): append-only `org/state/ledger.jsonl`.
+//! The credits ledger (guarantee G5): append-only `org/state/ledger.jsonl`.
 //!
 //! One JSON line per entry. Charges are keyed by (turn, agent): a repeated turn
 //! never charges twice. Balance = budget + top-ups − charges.

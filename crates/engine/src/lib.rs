@@ -17,7 +17,7 @@
 //!    [`events`] are appended.
 //!
 //! Every phase is a group commit ([`fsx::Batch`]), ordered so that a crash at
-//! any point loses nothing and duplicates nothing (DESIGN §5).
+//! any point loses nothing and duplicates nothing (the guarantees in docs/architecture.md).
 //!
 //! # Module map
 //!

@@ -1,4 +1,4 @@
-//! The org lock (DESIGN §5 G6): one process runs turns for an org at a time.
+//! The org lock (guarantee G6): one process runs turns for an org at a time.
 //!
 //! `org/state/lock` is held with `flock` for the life of the process that runs
 //! turns, and holds its pid. The kernel releases it when the process dies, so a

@@ -1,4 +1,4 @@
-//! The message file (DESIGN §3): one JSON object per file, named `<id>.json`.
+//! The message file: one JSON object per file, named `<id>.json`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};

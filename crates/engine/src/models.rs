@@ -1,4 +1,4 @@
-//! `org/models.toml`: provider instances and model keys (DESIGN §7).
+//! `org/models.toml`: provider instances and model keys.
 
 use std::collections::BTreeMap;
 use std::path::Path;

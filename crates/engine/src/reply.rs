@@ -1,4 +1,4 @@
-//! The tolerant reply parser (DESIGN §4): code fences and chatter around the
+//! The tolerant reply parser: code fences and chatter around the
 //! reply are skipped, the first top-level JSON object that has a key of the
 //! contract is taken, missing keys get defaults, and `to` may be a string or a
 //! list. The contract itself (keys, fields, priorities, memory operations) is

@@ -1,4 +1,4 @@
-//! One turn (DESIGN §4): route → pick → run → route → commit.
+//! One turn: route → pick → run → route → commit.
 //!
 //! Every phase ends in a group commit ([`Batch`]): one filesystem sync per
 //! step, not one per file. The order of the commits is what makes a crash at

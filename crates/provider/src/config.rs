@@ -291,7 +291,7 @@ impl ProviderSpec {
     }
 }
 
-/// How a model is asked to keep to the reply contract (DESIGN §4).
+/// How a model is asked to keep to the reply contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Structured {
     /// Plain text; the tolerant parser finds the JSON object.

@@ -1,4 +1,4 @@
-//! The reply contract (DESIGN §4) in one place.
+//! The reply contract in one place.
 //!
 //! What a model is asked to answer is defined here once: the keys of a reply,
 //! the fields of a message, the priorities and the memory operations. From

@@ -3,12 +3,12 @@
 //! The engine builds a [`Request`] for each due agent (the prompt text plus the
 //! structured facts a provider may need: the unread mail and who the agent may
 //! write to), calls [`Provider::complete`], and gets back a [`Reply`]: the raw
-//! text in the reply contract of DESIGN §4 and the token usage it is charged for.
+//! text in the reply contract and the token usage it is charged for.
 //!
 //! Module map:
 //! - [`config`]: typed provider and model settings (parsed and validated by the engine);
 //! - [`contract`]: the reply contract in one place: the prompt's contract text, the JSON schema, the keys the parser accepts;
-//! - [`mock`]: the deterministic, instant default (DESIGN §7);
+//! - [`mock`]: the deterministic, instant default;
 //! - [`script`]: replies read from a file, for tests and demos;
 //! - [`openai`]: the chat-completions wire format (OpenAI, Azure, Ollama, vLLM, llama.cpp, ...);
 //! - [`anthropic`]: the Anthropic Messages API;

@@ -1,4 +1,4 @@
-//! The mock provider: deterministic and instant, the embedded default (DESIGN §7).
+//! The mock provider: deterministic and instant, the embedded default.
 //!
 //! For each unread `message` that is not a reply, it answers the sender with
 //! `"<agent> received: <first 200 chars>"` and forwards the body to every

@@ -9,7 +9,7 @@
 //! `{base_url}/openai/deployments/{deployment}/chat/completions?api-version=…`
 //! with the key in an `api-key` header.
 //!
-//! With `structured = "json_schema"` the reply contract of DESIGN §4 is sent as
+//! With `structured = "json_schema"` the reply contract is sent as
 //! a JSON schema ([`contract::schema`]) whose `to` is an enum of exactly the
 //! agents this agent may write to, so that a server that enforces schemas
 //! cannot even address an agent the chart forbids, and whose strings and lists

@@ -1,4 +1,4 @@
-//! Crash safety (DESIGN §5 G3–G5): a real `lemming step` is aborted at each
+//! Crash safety (guarantee G3–G5): a real `lemming step` is aborted at each
 //! crash point (`LEMMING_CRASH_AT`) or killed with SIGKILL at random moments,
 //! then plain steps run until the org is quiet. Afterwards every accepted
 //! message is in each recipient's inbox exactly once, no (turn, agent) is

@@ -1,4 +1,4 @@
-//! `lemming run`, the daemon (issue 3, DESIGN §1, §5 G6, §6): a real daemon
+//! `lemming run`, the daemon (guarantee G6): a real daemon
 //! process on a temp org answers a `send` in well under a second, idles at
 //! under 1% CPU, survives and reports bad edits, picks up good ones from the
 //! next turn, stops cleanly on SIGTERM and `lemming stop`, pauses and

@@ -1,4 +1,4 @@
-//! `lemming fsck` (DESIGN §5 G3–G7): a clean org passes, also while a daemon
+//! `lemming fsck` (guarantee G3–G7): a clean org passes, also while a daemon
 //! runs turns; lost, duplicated and double-charged state on disk is named by
 //! its code, and the exit code is 1.
 

@@ -1,4 +1,4 @@
-//! The kill -9 harness (issue 3; DESIGN §5 G3–G5): `lemming run` works through a
+//! The kill -9 harness (guarantees G3–G5): `lemming run` works through a
 //! seeded workload while the harness sends mail, drops agents' messages into
 //! outboxes and reads the human's inbox, and kills the daemon with SIGKILL at
 //! random moments, restarting it each time. At the end a daemon runs until the
@@ -354,7 +354,7 @@ impl Chart {
         chart
     }
 
-    /// Whether a message from `from` reaches `to` (DESIGN §3: both sides allow it).
+    /// Whether a message from `from` reaches `to` (both sides of the chart allow it).
     fn allows(&self, from: &str, to: &str) -> bool {
         let has = |l: Option<&Vec<String>>, name: &str| l.is_some_and(|l| l.iter().any(|x| x == "*" || x == name));
         from != to && has(self.send_to.get(from), to) && has(self.read_from.get(to), from)
@@ -371,7 +371,7 @@ struct Mail {
     reply: bool,
 }
 
-/// What the mock does with a message (DESIGN §7), and what the chart lets through.
+/// What the mock does with a message, and what the chart lets through.
 fn simulate(chart: &Chart, from: &str, to: &[String], body: &str, reply: bool, out: &mut Vec<Mail>) {
     let mut refused = false;
     for t in to {
