@@ -81,11 +81,10 @@ pub fn append(root: &Path, agent: &str, a: &Activity) -> Result<(), PathError> {
 /// Every run logged, oldest first (lines that do not parse are skipped).
 pub fn read(root: &Path, agent: &str) -> Result<Vec<Activity>, PathError> {
     let p = path(root, agent);
-    match fs::read_to_string(&p) {
-        Ok(t) => Ok(t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e).with_path(&p),
-    }
+    let Some(mut f) = fsx::open_regular(fs::OpenOptions::new().read(true), &p)? else { return Ok(Vec::new()) };
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).with_path(&p)?;
+    Ok(String::from_utf8_lossy(&buf).lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
 /// The last run logged, reading only the end of the file (none when it cannot be read).
@@ -97,11 +96,7 @@ pub fn last(root: &Path, agent: &str) -> Option<Activity> {
 /// none, a log that cannot be read is an error.
 pub fn try_last(root: &Path, agent: &str) -> Result<Option<Activity>, PathError> {
     let p = path(root, agent);
-    let mut f = match fs::File::open(&p) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_path(&p),
-    };
+    let Some(mut f) = fsx::open_regular(fs::OpenOptions::new().read(true), &p)? else { return Ok(None) };
     let len = f.metadata().with_path(&p)?.len();
     let start = len.saturating_sub(64 * 1024);
     f.seek(SeekFrom::Start(start)).with_path(&p)?;
@@ -134,10 +129,8 @@ impl Tail {
     /// shrank (replaced) is read again from its start. A line still being
     /// written is left for the next call.
     pub fn read_new(&mut self) -> Result<Vec<String>, PathError> {
-        let mut f = match fs::File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_path(&self.path),
+        let Some(mut f) = fsx::open_regular(fs::OpenOptions::new().read(true), &self.path)? else {
+            return Ok(Vec::new());
         };
         let len = f.metadata().with_path(&self.path)?.len();
         if len < self.offset {

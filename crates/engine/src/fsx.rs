@@ -256,7 +256,9 @@ pub fn append_lines(path: &Path, lines: &str) -> Result<(), PathError> {
         return Ok(());
     }
     crate::fault::disk_full().with_path(path)?;
-    let mut f = OpenOptions::new().create(true).append(true).read(true).open(path).with_path(path)?;
+    let mut f = open_regular(OpenOptions::new().create(true).append(true).read(true), path)?
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        .with_path(path)?;
     let len = f.metadata().with_path(path)?.len();
     let mut buf = String::with_capacity(lines.len() + 1);
     if len > 0 {
@@ -465,6 +467,31 @@ pub fn read_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, PathError>
         }
         Entry::TooLarge { size, .. } => refused(format!("is {size} bytes or more; the limit is {limit}")),
     }
+}
+
+/// Opens a state file (a log, the ledger) with `options`, never following a
+/// symbolic link and never blocking on a FIFO: anything that is not a regular
+/// file is an error naming the path. A missing file is `None`.
+pub fn open_regular(options: &mut OpenOptions, path: &Path) -> Result<Option<File>, PathError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "is a symbolic link, not a regular file; it was not followed",
+            ))
+            .with_path(path)
+        }
+        Err(e) => return Err(e).with_path(path),
+    };
+    let m = file.metadata().with_path(path)?;
+    if !m.file_type().is_file() {
+        let what = format!("is {}, not a regular file; it was not read", EntryKind::of(m.file_type()).describe());
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, what)).with_path(path);
+    }
+    Ok(Some(file))
 }
 
 /// Every name in a folder that a mailbox reader must deal with: all but those

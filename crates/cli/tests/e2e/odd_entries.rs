@@ -429,3 +429,31 @@ fn a_refused_message_with_the_longest_id_still_bounces_as_a_message() {
     assert_eq!(org.dead().len(), 1);
     fsck_clean(&org);
 }
+
+#[test]
+fn an_activity_log_that_is_a_fifo_or_a_link_blocks_nothing() {
+    // The class is wider than mailboxes: an agent's activity log is read by
+    // `status`, `inspect` and `logs`, and appended to by the turn.
+    for kind in ["fifo", "symlink_to_dev_zero"] {
+        let org = TestOrg::new();
+        let log = org.path("agents/manager/logs/activity.jsonl");
+        fs::create_dir_all(log.parent().unwrap()).unwrap();
+        if kind == "fifo" {
+            let c = std::ffi::CString::new(log.as_os_str().as_bytes()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo failed");
+        } else {
+            symlink("/dev/zero", &log).unwrap();
+        }
+        org.send("manager", "hello");
+        let report = step_in_time(&org);
+        // The run counts; only its log line is lost, and the agent shows why.
+        assert_eq!(report["ran"], serde_json::json!(["manager"]), "{kind}: {report:#}");
+        let status = in_time(&org, &["status"]).ok();
+        assert!(status.stdout.contains("activity.jsonl"), "{kind}: {status}");
+        let logs = in_time(&org, &["logs", "manager"]);
+        assert_eq!(logs.code, Some(1), "{kind}: {logs}");
+        assert!(logs.stderr.contains("not a regular file") || logs.stderr.contains("not followed"), "{kind}: {logs}");
+        in_time(&org, &["inspect", "manager"]).ok();
+    }
+}
