@@ -185,8 +185,10 @@ impl Journal {
     /// (a crash mid-append) was never made durable and is ignored.
     pub fn records(&self, turn: u64) -> Result<BTreeMap<String, Record>, PathError> {
         let p = self.dir(turn).join("records.jsonl");
-        let text = match fs::read_to_string(&p) {
-            Ok(t) => t,
+        // Bytes, not text: a line that is not UTF-8 is skipped like any
+        // line that does not parse, not an error for the whole turn.
+        let text = match fs::read(&p) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
             Err(e) => return Err(e).with_path(&p),
         };
@@ -320,6 +322,16 @@ mod tests {
         // turn 2 and replay its journal: the history wins.
         j.commit(1, Utc::now()).unwrap();
         assert_eq!(j.last_turn().unwrap(), 9);
+    }
+
+    #[test]
+    fn a_record_line_that_is_not_utf8_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        put(&layout, "org/state/journal/3/records.jsonl", "");
+        let p = layout.root.join("org/state/journal/3/records.jsonl");
+        fs::write(&p, b"\xff\xfe not a record\n").unwrap();
+        assert!(Journal::new(&layout).records(3).unwrap().is_empty());
     }
 
     #[test]
