@@ -22,3 +22,4 @@ mod replies;
 mod routing;
 mod samples;
 mod state_numbers;
+mod zero_counts;
