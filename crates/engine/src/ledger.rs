@@ -353,7 +353,8 @@ mod tests {
     fn a_line_that_is_not_utf8_is_skipped_not_fatal() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("ledger.jsonl");
-        let mut bytes = b"{\"kind\":\"top_up\",\"agent\":\"a\",\"amount\":1.0,\"at\":\"2026-01-01T00:00:00Z\"}\n".to_vec();
+        let mut bytes =
+            b"{\"kind\":\"top_up\",\"agent\":\"a\",\"amount\":1.0,\"at\":\"2026-01-01T00:00:00Z\"}\n".to_vec();
         bytes.extend_from_slice(b"\xff\xfe garbage\n");
         bytes.extend_from_slice(serde_json::to_string(&charge(1, "a", 0.25)).unwrap().as_bytes());
         bytes.push(b'\n');
