@@ -111,7 +111,8 @@ pub enum Command {
     Fsck(commands::fsck::Args),
 }
 
-/// Parses a count that must be 1 or more (`step -n`, `run --turns`).
+/// Parses a count that must be 1 or more (`step -n`, `run --turns`,
+/// `chat --max-turns`, `logs -n`).
 pub fn at_least_one(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(0) => Err("it must be 1 or more".into()),

@@ -125,9 +125,20 @@ impl Journal {
     /// The last committed turn (0 if none). When `turn.json` is missing or
     /// cannot be read, the turn is recovered from the journal, the ledger and
     /// the events ([`Journal::recover`]); the next commit writes it again.
+    /// A `turn.json` that is behind the journal (a folder of a turn later
+    /// than the next one, as after restoring an old copy) is stale: it is
+    /// recovered the same way, so that no turn number is used twice.
     pub fn last_turn(&self) -> Result<u64, PathError> {
         match self.committed() {
-            Ok(Some(c)) => Ok(c.turn),
+            Ok(Some(c)) => {
+                let began = self.turns()?.last().copied().unwrap_or(0);
+                if began <= c.turn.saturating_add(1) {
+                    return Ok(c.turn);
+                }
+                let turn = self.recover()?.max(c.turn);
+                tracing::warn!(stale = c.turn, turn, "turn.json is behind the journal; the last committed turn was recovered from the journal, ledger and events");
+                Ok(turn)
+            }
             Ok(None) => self.recover(),
             Err(e) => {
                 let turn = self.recover()?;
@@ -174,8 +185,10 @@ impl Journal {
     /// (a crash mid-append) was never made durable and is ignored.
     pub fn records(&self, turn: u64) -> Result<BTreeMap<String, Record>, PathError> {
         let p = self.dir(turn).join("records.jsonl");
-        let text = match fs::read_to_string(&p) {
-            Ok(t) => t,
+        // Bytes, not text: a line that is not UTF-8 is skipped like any
+        // line that does not parse, not an error for the whole turn.
+        let text = match fs::read(&p) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
             Err(e) => return Err(e).with_path(&p),
         };
@@ -292,6 +305,33 @@ mod tests {
         assert_eq!(j.last_turn().unwrap(), 12);
         j.commit(13, Utc::now()).unwrap();
         assert_eq!(j.last_turn().unwrap(), 13);
+    }
+
+    #[test]
+    fn a_turn_file_behind_the_journal_is_recovered_not_trusted() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        let j = Journal::new(&layout);
+        put(&layout, "org/state/events.jsonl", "{\"turn\":9,\"event\":\"turn\"}\n");
+        put(&layout, "org/state/journal/9/records.jsonl", "");
+        // Turn 10 began and was not committed yet: turn.json says 9, and is right.
+        j.commit(9, Utc::now()).unwrap();
+        put(&layout, "org/state/journal/10/records.jsonl", "");
+        assert_eq!(j.last_turn().unwrap(), 9);
+        // An old copy of turn.json (turn 1) over that history would reuse
+        // turn 2 and replay its journal: the history wins.
+        j.commit(1, Utc::now()).unwrap();
+        assert_eq!(j.last_turn().unwrap(), 9);
+    }
+
+    #[test]
+    fn a_record_line_that_is_not_utf8_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        put(&layout, "org/state/journal/3/records.jsonl", "");
+        let p = layout.root.join("org/state/journal/3/records.jsonl");
+        fs::write(&p, b"\xff\xfe not a record\n").unwrap();
+        assert!(Journal::new(&layout).records(3).unwrap().is_empty());
     }
 
     #[test]

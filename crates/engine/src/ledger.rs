@@ -160,12 +160,15 @@ impl Ledger {
     /// Reads the ledger (missing = empty).
     pub fn load(path: &Path) -> Result<Ledger, PathError> {
         let mut l = Ledger { path: path.to_path_buf(), ..Ledger::default() };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        // Bytes, not text: a line that is not UTF-8 (a damaged disk block, a
+        // stray write) is a corrupt line like any other, skipped and counted;
+        // it must not make the whole ledger, and so every turn, unreadable.
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(l),
             Err(e) => return Err(e).with_path(path),
         };
-        for line in read_lines(&text) {
+        for line in read_lines(&String::from_utf8_lossy(&bytes)) {
             match line {
                 Line::Entry(no, e) => {
                     if !e.valid() {
@@ -344,6 +347,21 @@ mod tests {
         let l = Ledger::load(&p).unwrap();
         assert_eq!(l.torn_lines, vec![2]);
         assert_eq!(l.balance("a", 0.0).left, 1.0);
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_skipped_not_fatal() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ledger.jsonl");
+        let mut bytes =
+            b"{\"kind\":\"top_up\",\"agent\":\"a\",\"amount\":1.0,\"at\":\"2026-01-01T00:00:00Z\"}\n".to_vec();
+        bytes.extend_from_slice(b"\xff\xfe garbage\n");
+        bytes.extend_from_slice(serde_json::to_string(&charge(1, "a", 0.25)).unwrap().as_bytes());
+        bytes.push(b'\n');
+        std::fs::write(&p, bytes).unwrap();
+        let l = Ledger::load(&p).unwrap();
+        assert_eq!(l.torn_lines, vec![2]);
+        assert_eq!(l.balance("a", 0.0), Balance { budget: 1.0, spent: 0.25, left: 0.75 });
     }
 
     #[test]

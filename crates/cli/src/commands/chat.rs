@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub timeout: f64,
     /// The most turns to run for one line when no daemon runs
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = crate::cli::at_least_one)]
     pub max_turns: u64,
 }
 
@@ -41,7 +41,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     send::check(&org, HUMAN, &args.agent).map_err(send_error)?;
     let opts = WaitOptions {
         timeout: lemming_provider::config::secs(args.timeout),
-        max_turns: args.max_turns.max(1),
+        max_turns: args.max_turns,
         ..WaitOptions::default()
     };
     let interactive = std::io::stdin().is_terminal();

@@ -19,8 +19,8 @@ pub struct Args {
     /// The agent
     pub name: String,
     /// Show the last N runs
-    #[arg(short = 'n', long = "runs", default_value_t = 20, value_name = "N")]
-    pub n: usize,
+    #[arg(short = 'n', long = "runs", default_value_t = 20, value_name = "N", value_parser = crate::cli::at_least_one)]
+    pub n: u64,
     /// Keep printing new runs as they are logged, until Ctrl-C
     #[arg(short, long)]
     pub follow: bool,
@@ -36,7 +36,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     // A run replayed after a crash is logged again, marked; it is shown once.
     let mut runs = Runs::default();
     let lines = once(&mut runs, tail.read_new()?);
-    let first = lines.len().saturating_sub(args.n);
+    let first = lines.len().saturating_sub(usize::try_from(args.n).unwrap_or(usize::MAX));
     show(&lines[first..], ctx.json);
     if !args.follow {
         if lines.is_empty() && !ctx.json {

@@ -66,7 +66,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     }
     println!();
     println!(
-        "{:<16} {:<10} {:<15} {:>10} {:>10} {:>7} {:>8} {:>9}",
+        "{:<16} {:<10} {:<19} {:>10} {:>10} {:>7} {:>8} {:>9}",
         "AGENT", "MODEL", "STATE", "CREDITS", "SPENT", "UNREAD", "PENDING", "LAST RUN"
     );
     for a in &s.agents {
@@ -77,7 +77,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             (format!("{:.4}", a.credits.left), format!("{:.4}", a.credits.spent))
         };
         println!(
-            "{:<16} {:<10} {:<15} {:>10} {:>10} {:>7} {:>8} {:>9}",
+            "{:<16} {:<10} {:<19} {:>10} {:>10} {:>7} {:>8} {:>9}",
             term::line(&a.name),
             term::line(a.model.as_deref().unwrap_or("-")),
             term::line(&a.state),

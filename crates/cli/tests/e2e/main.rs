@@ -22,3 +22,5 @@ mod replies;
 mod routing;
 mod samples;
 mod state_numbers;
+mod status_columns;
+mod zero_counts;
