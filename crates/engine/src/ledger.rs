@@ -21,6 +21,9 @@ use crate::fsx;
 /// lose cents or overflow.
 pub const MAX_CREDITS: f64 = crate::config::MAX_CREDITS;
 
+/// The smallest top-up: the precision every command shows credits with.
+pub const MIN_TOP_UP: f64 = 0.0001;
+
 /// Whether `x` is an amount the ledger accepts: finite, 0 or more, at most [`MAX_CREDITS`].
 pub fn valid_amount(x: f64) -> bool {
     (0.0..=MAX_CREDITS).contains(&x)
@@ -262,8 +265,8 @@ impl Ledger {
 /// Why a top-up was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TopUpError {
-    /// Not a finite number more than 0 and at most [`MAX_CREDITS`].
-    #[error("AMOUNT must be a number more than 0 and at most {MAX_CREDITS}, not {0:?}")]
+    /// Not a finite number from [`MIN_TOP_UP`] to [`MAX_CREDITS`].
+    #[error("AMOUNT must be a number from {MIN_TOP_UP} to {MAX_CREDITS}, not {0:?}")]
     Amount(f64),
     /// The agent would hold more than [`MAX_CREDITS`].
     #[error("{agent} has {left} credits left; {amount} more would make {after}, and an agent may hold at most {MAX_CREDITS}")]
@@ -287,7 +290,7 @@ pub enum TopUpError {
 /// number more than 0 and at most [`MAX_CREDITS`], or that would leave the
 /// agent with more than [`MAX_CREDITS`].
 pub fn top_up(path: &Path, agent: &str, budget: f64, amount: f64, turn: u64) -> Result<Entry, TopUpError> {
-    if !(amount > 0.0 && valid_amount(amount)) {
+    if !(amount >= MIN_TOP_UP && valid_amount(amount)) {
         return Err(TopUpError::Amount(amount));
     }
     let left = Ledger::load(path)?.balance(agent, budget).left;
@@ -368,7 +371,7 @@ mod tests {
     fn top_ups_are_finite_positive_and_bounded() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("ledger.jsonl");
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e308, MAX_CREDITS * 2.0] {
+        for bad in [0.0, -1.0, 1e-320, 0.00001, f64::NAN, f64::INFINITY, 1e308, MAX_CREDITS * 2.0] {
             assert!(matches!(top_up(&p, "a", 100.0, bad, 0), Err(TopUpError::Amount(_))), "{bad} was accepted");
         }
         top_up(&p, "a", 100.0, MAX_CREDITS - 100.0, 0).unwrap();

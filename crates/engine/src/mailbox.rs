@@ -125,7 +125,7 @@ impl Unusable {
 }
 
 fn show_target(target: &Option<PathBuf>) -> String {
-    target.as_ref().map(|t| format!(" to {:?}", t)).unwrap_or_default()
+    target.as_ref().map(|t| format!(" to `{}`", crate::term::line(&t.to_string_lossy()))).unwrap_or_default()
 }
 
 /// A file name for messages and diagnostics: escaped as [`crate::term::line`]

@@ -223,7 +223,8 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
         );
         if let Some(u) = &base_url {
             let v = u.get_ref();
-            if !(v.starts_with("http://") || v.starts_with("https://")) || v.len() <= "https://".len() {
+            let host = v.strip_prefix("http://").or_else(|| v.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
                 doc.push(
                     at(u.span(), format!("provider `{name}`: base_url `{v}` is not an http:// or https:// URL"))
                         .help("for example base_url = \"http://127.0.0.1:8080/v1\""),
@@ -612,6 +613,20 @@ mod tests {
         assert_eq!(lines, vec![4, 5, 6, 7, 10, 11, 12, 13], "{errs:#?}");
         assert!(errs[6].message.contains("`temperature` must be a number from 0 to 2"), "{}", errs[6]);
         assert!(errs[7].message.contains("`max_tokens` must be from 1 to"), "{}", errs[7]);
+    }
+
+    #[test]
+    fn a_base_url_needs_a_scheme_and_a_host() {
+        let url = |u: &str| {
+            let text = format!("[providers.p]\nkind = \"openai\"\nbase_url = \"{u}\"\n[models.k]\nprovider = \"p\"\n");
+            parse(Path::new("m"), &text, Path::new("/org")).map(|_| ()).map_err(|e| e[0].message.clone())
+        };
+        for good in ["http://x", "https://h:8080/v1", "http://127.0.0.1:11434/v1"] {
+            assert_eq!(url(good), Ok(()), "{good}");
+        }
+        for bad in ["http://", "https:///v1", "ftp://h", "api.openai.com/v1"] {
+            assert!(url(bad).unwrap_err().contains("is not an http:// or https:// URL"), "{bad}");
+        }
     }
 
     #[test]

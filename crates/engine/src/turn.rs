@@ -127,7 +127,16 @@ pub async fn run_keeping(
     let root = org.layout.root.clone();
     let mb = Mailbox::new(&root).with_read_limit(org.settings.max_message_bytes);
     let journal = Journal::new(&org.layout);
-    let turn = journal.last_turn()?.saturating_add(1);
+    let last = journal.last_turn()?;
+    let Some(turn) = last.checked_add(1) else {
+        return Err(PathError {
+            path: org.layout.turn_json(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the turn counter is at its maximum ({last}); the file is corrupt: remove it, and the turn is recovered from the journal and the ledger"),
+            ),
+        });
+    };
     let started = Utc::now();
     let mut report = TurnReport { turn, ..TurnReport::default() };
     let mut ev = Events::default();

@@ -220,4 +220,12 @@ fn a_lost_or_corrupt_turn_file_does_not_restart_the_numbering() {
         events(&org).iter().filter(|e| e["event"] == "turn").map(|e| e["turn"].as_u64().unwrap()).collect();
     assert_eq!(turns, [1, 2, 3, 4, 5, 6]);
     org.lemming_ok(&["fsck"]);
+
+    // A counter at its maximum cannot go on: a clear error, not a turn that
+    // reuses its number (and replays an old journal) forever.
+    org.write("org/state/turn.json", format!("{{\"turn\": {}}}", u64::MAX));
+    let out = org.lemming(&["step"]).fails_with(1);
+    assert!(out.stderr.contains("turn.json") && out.stderr.contains("at its maximum"), "{out}");
+    std::fs::remove_file(org.path("org/state/turn.json")).unwrap();
+    assert_eq!(org.step()["turn"], 7);
 }
