@@ -61,8 +61,8 @@ fn the_ledger_adds_up_to_the_status_after_a_busy_org() {
 #[test]
 fn top_up_refuses_bad_amounts_and_unknown_agents() {
     let org = TestOrg::new();
-    org.lemming(&["top-up", "manager", "0"]).fails_with(1).stderr_has(&["more than 0"]);
-    org.lemming(&["top-up", "manager", "NaN"]).fails_with(1).stderr_has(&["more than 0"]);
+    org.lemming(&["top-up", "manager", "0"]).fails_with(1).stderr_has(&["from 0.0001 to"]);
+    org.lemming(&["top-up", "manager", "NaN"]).fails_with(1).stderr_has(&["from 0.0001 to"]);
     org.lemming(&["top-up", "cfo", "5"]).fails_with(1).stderr_has(&["unknown agent `cfo`", "known: coder_01"]);
     org.lemming(&["top-up", "manager", "lots"]).fails_with(2);
     assert!(org.ledger().is_empty(), "a refused top-up wrote the ledger");
