@@ -8,6 +8,9 @@
 //!   (renames, links and removals still work, as on a real full disk). A test
 //!   creates the file to fill the disk and removes it to free space, while the
 //!   daemon runs.
+//! - A quick reader: `LEMMING_READ_AT_ONCE=<folder>` moves every file linked
+//!   into that folder (`…/inbox/new`) on to its sibling `cur/` the instant it
+//!   is linked, as a person running `lemming inbox` at that very moment would.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -42,5 +45,19 @@ pub fn disk_full() -> std::io::Result<()> {
     match flag {
         Some(f) if f.exists() => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
         _ => Ok(()),
+    }
+}
+
+static READ_AT_ONCE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+
+/// Moves `linked` from its `new/` folder to `cur/` at once when
+/// `LEMMING_READ_AT_ONCE` names that folder (see the module docs).
+pub fn read_at_once(linked: &std::path::Path) {
+    let folder = READ_AT_ONCE.get_or_init(|| std::env::var_os("LEMMING_READ_AT_ONCE").map(Into::into));
+    let (Some(folder), Some(parent), Some(name)) = (folder, linked.parent(), linked.file_name()) else { return };
+    if parent.ends_with(folder) {
+        if let Some(box_dir) = parent.parent() {
+            let _ = std::fs::rename(linked, box_dir.join("cur").join(name));
+        }
     }
 }

@@ -185,12 +185,20 @@ impl Batch {
             }
             for (existing, new, id) in &self.links {
                 match fs::hard_link(existing, new) {
-                    Ok(()) => {}
+                    Ok(()) => crate::fault::read_at_once(new),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(e).with_path(new),
                 }
                 if let Some(id) = id {
-                    let linked = fs::symlink_metadata(new).with_path(new)?;
+                    // A person may read (move or remove) the new link at once,
+                    // as `lemming inbox` does: then the name it was made from
+                    // tells what was linked.
+                    let linked = match fs::symlink_metadata(new) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            fs::symlink_metadata(existing).with_path(existing)?
+                        }
+                        r => r.with_path(new)?,
+                    };
                     if !linked.file_type().is_file() || FileId::of(&linked) != *id {
                         let _ = fs::remove_file(new);
                         let e = std::io::Error::other(format!(

@@ -285,6 +285,24 @@ impl Mailbox {
             .find(|p| fs::symlink_metadata(p).is_ok())
     }
 
+    /// A copy of message `id` in an agent's inbox that is *another* message
+    /// than the file `fid` with `bytes`, if there is one. Mail moves from
+    /// `new/` to `cur/` at any time (a person reading): a copy that vanishes
+    /// while it is looked at is looked for again in `cur/`, never taken as a
+    /// conflict.
+    pub fn other_copy(&self, agent: &str, id: &str, fid: FileId, bytes: &[u8]) -> Result<Option<PathBuf>, PathError> {
+        let name = format!("{id}.json");
+        for copy in [self.inbox(agent, "new").join(&name), self.inbox(agent, "cur").join(&name)] {
+            if self.same_file(&copy, fid, bytes)? {
+                return Ok(None);
+            }
+            if fs::symlink_metadata(&copy).is_ok() {
+                return Ok(Some(copy));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether `path` holds the same message as the file `id` with `bytes`: it is
     /// that very file (a hard link), or a regular file with the same bytes.
     pub fn same_file(&self, path: &Path, id: FileId, bytes: &[u8]) -> Result<bool, PathError> {

@@ -809,14 +809,12 @@ impl Router<'_> {
             }
         }
         for to in &msg.to.0 {
-            if let Some(copy) = mb.delivered_copy(to, id) {
-                if !mb.same_file(&copy, fid, bytes)? {
-                    let rel = copy.strip_prefix(mb.root()).unwrap_or(&copy);
-                    return Ok(Some(format!(
-                        "id {id} was already delivered to {to} ({}) with other content; {again}",
-                        rel.display()
-                    )));
-                }
+            if let Some(copy) = mb.other_copy(to, id, fid, bytes)? {
+                let rel = copy.strip_prefix(mb.root()).unwrap_or(&copy);
+                return Ok(Some(format!(
+                    "id {id} was already delivered to {to} ({}) with other content; {again}",
+                    rel.display()
+                )));
             }
         }
         let sent = mb.outbox_path(agent, "sent").join(file);

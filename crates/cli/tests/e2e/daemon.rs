@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::fixture::{message_bytes, read_json, wait_until, Daemon, TestOrg};
+use crate::fixture::{message_bytes, read_json, run, wait_until, Daemon, TestOrg};
 
 /// The unread messages in `agents/<agent>/inbox/new/` that answer `id`.
 fn replies_to(org: &TestOrg, agent: &str, id: &str) -> Vec<Value> {
@@ -292,4 +292,26 @@ fn stop_exits_the_daemon_cleanly_and_frees_the_lock() {
     assert!(!org.path("org/state/daemon.json").exists());
     org.lemming(&["stop"]).fails_with(1).stderr_has(&["no daemon is running"]);
     org.step();
+}
+
+#[test]
+fn a_person_reading_mail_the_moment_it_lands_never_fails_a_turn() {
+    // A person runs `lemming inbox` the instant a reply is linked into the
+    // human's inbox, while the turn is still checking what it linked. Once,
+    // the vanished link failed the turn (and a daemon backed off a second).
+    let org = TestOrg::new();
+    let id = org.send("manager", "ping");
+    let out = run(org.command(&["--json", "step"]).env("LEMMING_READ_AT_ONCE", "agents/human/inbox/new")).ok();
+    assert_eq!(out.json()[0]["ran"], serde_json::json!(["manager"]), "{out}");
+    let read: Vec<Value> = org
+        .ids("human", "inbox", "cur")
+        .iter()
+        .map(|m| read_json(&org.path(&format!("agents/human/inbox/cur/{m}.json"))))
+        .collect();
+    assert!(read.iter().any(|m| m["reply_to"] == id), "the answer was not delivered: {read:#?}");
+    assert!(org.ids("human", "inbox", "new").is_empty());
+    // Nothing is delivered twice on the next turn, and the org is consistent.
+    org.step();
+    assert_eq!(org.ids("human", "inbox", "cur").len(), read.len());
+    org.lemming_ok(&["fsck"]);
 }
