@@ -707,6 +707,31 @@ fn bounce(to: &str, dead_id: &str, refused_id: &str, thread: &str, detail: &str,
     }
 }
 
+/// Why an outbox entry is refused, and whom to tell.
+struct Refusal<'a> {
+    /// What its dead letter holds.
+    letter: &'a Letter,
+    /// The reason code.
+    code: &'a str,
+    /// The id the dead letter's id starts from.
+    id: &'a str,
+    /// What happened, for people.
+    detail: String,
+    /// The recipients it is refused for.
+    to: Vec<String>,
+    /// The refused message's id and thread, for the bounce to its sender
+    /// (`None` for a bounce, which is never bounced again).
+    bounce_of: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Refusal<'a> {
+    /// An entry that is not a message at all: its dead letter's id stands for
+    /// the message's id and thread in the bounce.
+    fn unparsed(letter: &'a Letter, code: &'a str, id: &'a str, detail: String) -> Refusal<'a> {
+        Refusal { letter, code, id, detail, to: vec![], bounce_of: Some((id, id)) }
+    }
+}
+
 /// The state of one routing pass.
 struct Router<'a> {
     mb: &'a Mailbox,
@@ -735,18 +760,8 @@ impl Router<'_> {
     /// Sends a refused outbox entry to dead with its reason, and bounces it to the
     /// sender unless it is itself a bounce (`bounce_of` is then `None`). Returns
     /// the dead letter's id.
-    #[allow(clippy::too_many_arguments)]
-    fn refuse(
-        &mut self,
-        agent: &str,
-        file: &OsStr,
-        letter: &Letter,
-        code: &str,
-        id: &str,
-        detail: String,
-        to: Vec<String>,
-        bounce_of: Option<(&str, &str)>,
-    ) -> String {
+    fn refuse(&mut self, agent: &str, file: &OsStr, r: Refusal<'_>) -> String {
+        let Refusal { letter, code, id, detail, to, bounce_of } = r;
         let entry = self.mb.outbox_path(agent, "new").join(file);
         let dead_id = self.mb.free_dead_id(id, &entry, letter, &self.dead_taken);
         self.dead_taken.insert(dead_id.clone());
@@ -764,19 +779,9 @@ impl Router<'_> {
     }
 
     /// Refuses a whole entry (no recipient gets it) and takes it out of the outbox.
-    #[allow(clippy::too_many_arguments)]
-    fn refuse_whole(
-        &mut self,
-        agent: &str,
-        file: &OsStr,
-        letter: &Letter,
-        code: &str,
-        id: &str,
-        detail: String,
-        to: Vec<String>,
-        bounce_of: Option<(&str, &str)>,
-    ) {
-        let dead_id = self.refuse(agent, file, letter, code, id, detail, to, bounce_of);
+    fn refuse_whole(&mut self, agent: &str, file: &OsStr, r: Refusal<'_>) {
+        let letter = r.letter;
+        let dead_id = self.refuse(agent, file, r);
         self.mb.drop_pending(&mut self.moves, agent, file, letter, &dead_id);
     }
 
@@ -842,10 +847,13 @@ impl Router<'_> {
                     "{name} is {}{}, not a regular file: it was neither read nor followed. Write each message as \
                      a regular file (to outbox/tmp/, then rename it into outbox/new/)",
                     kind.describe(),
-                    target.as_ref().map(|t| format!(" to {t:?}")).unwrap_or_default()
+                    target
+                        .as_ref()
+                        .map(|t| format!(" to `{}`", crate::term::line(&t.to_string_lossy())))
+                        .unwrap_or_default()
                 );
                 let letter = Letter::Note { kind, target };
-                self.refuse_whole(agent, file, &letter, code, &id, detail, vec![], Some((&id, &id)));
+                self.refuse_whole(agent, file, Refusal::unparsed(&letter, code, &id, detail));
                 return Ok(());
             }
             fsx::Entry::TooLarge { id: fid, size } => {
@@ -854,7 +862,7 @@ impl Router<'_> {
                     "{name} is {size} bytes; the limit is {} (max_message_bytes in org/org.toml)",
                     org.settings.max_message_bytes
                 );
-                self.refuse_whole(agent, file, &Letter::Link(fid), "oversize", &id, detail, vec![], Some((&id, &id)));
+                self.refuse_whole(agent, file, Refusal::unparsed(&Letter::Link(fid), "oversize", &id, detail));
                 return Ok(());
             }
             fsx::Entry::File { id, bytes } => (id, bytes),
@@ -869,16 +877,7 @@ impl Router<'_> {
             Ok(m) => m,
             Err(e) => {
                 let id = dead_id("malformed", self.turn, agent, &name);
-                self.refuse_whole(
-                    agent,
-                    file,
-                    &letter,
-                    "malformed",
-                    &id,
-                    format!("{name}: {e}"),
-                    vec![],
-                    Some((&id, &id)),
-                );
+                self.refuse_whole(agent, file, Refusal::unparsed(&letter, "malformed", &id, format!("{name}: {e}")));
                 return Ok(());
             }
         };
@@ -897,7 +896,8 @@ impl Router<'_> {
             })
         };
         if let Some((code, detail)) = refusal {
-            self.refuse_whole(agent, file, &letter, code, &msg.id, detail, msg.to.0.clone(), bounce_of);
+            let to = msg.to.0.clone();
+            self.refuse_whole(agent, file, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
             return Ok(());
         }
         if msg.to.0.iter().any(|to| org.broken.contains_key(to) || self.sick.contains_key(to)) {
@@ -906,7 +906,12 @@ impl Router<'_> {
         }
         if let Some(detail) = self.duplicate(agent, file, &msg, fid, &bytes)? {
             let id = dead_id("duplicate_id", self.turn, agent, &name);
-            self.refuse_whole(agent, file, &letter, "duplicate_id", &id, detail, msg.to.0.clone(), bounce_of);
+            let to = msg.to.0.clone();
+            self.refuse_whole(
+                agent,
+                file,
+                Refusal { letter: &letter, code: "duplicate_id", id: &id, detail, to, bounce_of },
+            );
             return Ok(());
         }
         let chart = org.chart();
@@ -927,7 +932,7 @@ impl Router<'_> {
             let code = denied[0].1.code();
             let detail = denied.iter().map(|(_, d)| d.to_string()).collect::<Vec<_>>().join("; ");
             let to = denied.iter().map(|(t, _)| t.clone()).collect();
-            self.refuse(agent, file, &letter, code, &msg.id, detail, to, bounce_of);
+            self.refuse(agent, file, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
         }
         mb.mark_sent(&mut self.moves, agent, file);
         Ok(())

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::fake_http::{free_port, Answer, FakeServer};
-use crate::fixture::{message_bytes, run, wait_until, TestOrg};
+use crate::fixture::{failed_agents, message_bytes, run, wait_until, TestOrg};
 use crate::providers::{charges, chat, configure};
 
 fn write_script(org: &TestOrg, rel: &str, body: &str) {
@@ -80,12 +80,7 @@ fn an_agent_whose_inbox_is_a_file_sits_out_while_the_others_run() {
     let out = org.lemming(&["--json", "step"]).ok();
     let report = &out.json()[0];
     assert!(report["ran"].as_array().unwrap().contains(&json!("manager")), "{out}");
-    let failed: BTreeMap<String, String> = report["failed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f[0].as_str().unwrap().to_string(), f[1].as_str().unwrap().to_string()))
-        .collect();
+    let failed = failed_agents(report);
     assert!(failed["planner"].contains("agents/planner/inbox"), "{out}");
     assert_eq!(failed.len(), 1, "only the planner fails\n{out}");
     assert!(org.ids("manager", "inbox", "cur").contains(&id));

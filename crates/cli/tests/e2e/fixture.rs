@@ -583,3 +583,13 @@ impl TestOrg {
         self.write("org/models.toml", format!("{models}\n[providers.slow]\nkind = \"mock\"\nlatency_ms = {ms}\n"));
     }
 }
+
+/// The `failed` list of a step report as a map: agent → why.
+pub fn failed_agents(report: &Value) -> std::collections::BTreeMap<String, String> {
+    report["failed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| Some((f[0].as_str()?.to_string(), f[1].as_str()?.to_string())))
+        .collect()
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fake_http::{self, free_port, Answer, FakeServer};
-use crate::fixture::TestOrg;
+use crate::fixture::{failed_agents, TestOrg};
 use crate::providers::{charges, configure, step_env};
 
 /// The peers' paths: the environment first, then `env.sh`.
@@ -361,12 +361,7 @@ fn fakellm_scripted_statuses_and_odd_but_legal_shapes() {
     let by_scenario = |s: &str| -> Vec<fake_http::Recorded> {
         proxy.requests().into_iter().filter(|r| r.header("x-test-scenario") == Some(s)).collect()
     };
-    let failed: BTreeMap<String, String> = report["failed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f[0].as_str().unwrap().to_string(), f[1].as_str().unwrap().to_string()))
-        .collect();
+    let failed = failed_agents(&report);
     let ran: Vec<String> = serde_json::from_value(report["ran"].clone()).unwrap();
 
     // 429 then 200: one retry, and the reply arrives.

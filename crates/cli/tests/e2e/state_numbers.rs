@@ -60,10 +60,10 @@ fn a_fresh_org_has_spent_zero_not_minus_zero() {
     assert!(json.json()["spent"].as_f64().unwrap().is_sign_positive());
 }
 
-#[test]
-fn an_agent_is_not_called_when_its_prompt_alone_costs_more_than_it_has() {
+/// An org whose manager has 1 credit and about 15,000 tokens of instructions
+/// (60,000 characters): 1.5 credits at 100 per million, more than it has.
+pub(crate) fn manager_over_credits() -> TestOrg {
     let org = TestOrg::new();
-    // 60,000 characters are about 15,000 tokens: 1.5 credits at 100 per million, and manager has 1.
     let text = org.read("agents/manager/resume.toml");
     let long = "Be thorough. ".repeat(60_000 / 13);
     org.write(
@@ -74,6 +74,12 @@ fn an_agent_is_not_called_when_its_prompt_alone_costs_more_than_it_has() {
             1,
         ),
     );
+    org
+}
+
+#[test]
+fn an_agent_is_not_called_when_its_prompt_alone_costs_more_than_it_has() {
+    let org = manager_over_credits();
     org.lemming_ok(&["validate"]);
     let id = org.send("manager", "hello");
 

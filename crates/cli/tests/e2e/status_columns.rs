@@ -1,22 +1,11 @@
 //! `status` keeps its columns aligned whatever state an agent is in, the
 //! longest (`prompt_over_credits`) included.
 
-use crate::fixture::TestOrg;
+use crate::state_numbers::manager_over_credits;
 
 #[test]
 fn the_credits_column_stays_aligned_for_every_state() {
-    let org = TestOrg::new();
-    // About 15,000 tokens of instructions: more than manager's 1 credit at 100 per million.
-    let text = org.read("agents/manager/resume.toml");
-    let long = "Be thorough. ".repeat(60_000 / 13);
-    org.write(
-        "agents/manager/resume.toml",
-        text.replace("credits = 100.0", "credits = 1.0").replacen(
-            "instructions = \"\"\"",
-            &format!("instructions = \"\"\"{long}"),
-            1,
-        ),
-    );
+    let org = manager_over_credits();
     org.send("manager", "hello");
     org.step();
     assert_eq!(org.agent_status("manager")["state"], "prompt_over_credits");
