@@ -525,23 +525,7 @@ pub fn list_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, PathError> {
 /// The JSON files of a folder that readers should see: not in `tmp/`, not
 /// starting with a dot, ending in `.json`; sorted by name.
 pub fn list_json(dir: &Path) -> Result<Vec<String>, PathError> {
-    let mut out = Vec::new();
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_path(dir),
-    };
-    for entry in rd {
-        let entry = entry.with_path(dir)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !name.ends_with(".json") {
-            continue;
-        }
-        out.push(name.to_string());
-    }
-    out.sort();
-    Ok(out)
+    Ok(list_entries(dir)?.into_iter().filter_map(|n| n.into_string().ok()).filter(|n| n.ends_with(".json")).collect())
 }
 
 #[cfg(test)]

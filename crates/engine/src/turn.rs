@@ -451,15 +451,18 @@ fn agent_trouble(
     sick: &BTreeMap<String, PathError>,
 ) -> BTreeMap<String, trouble::AgentTrouble> {
     let folders = agent_folders(&org.layout);
+    // An io_error lasts only while the agent's files stay unusable.
     let mut now: BTreeMap<String, trouble::AgentTrouble> = before
         .iter()
-        .filter(|(a, t)| folders.contains(a) && t.state != "io_error")
+        .filter(|(a, t)| folders.contains(a) && (t.state != "io_error" || sick.contains_key(*a)))
         .map(|(a, t)| (a.clone(), t.clone()))
         .collect();
     for r in records {
         let state = match r.cause {
             Some(lemming_provider::Cause::Unavailable) if r.outcome == Outcome::Failed => "provider_down",
             Some(lemming_provider::Cause::Refused) if r.outcome == Outcome::Failed => "provider_error",
+            // Its files failed after it ran: noted below.
+            _ if sick.contains_key(&r.agent) => continue,
             _ => {
                 now.remove(&r.agent);
                 continue;
@@ -469,9 +472,6 @@ fn agent_trouble(
     }
     for (agent, e) in sick {
         trouble::note(&mut now, agent, "io_error", turn, e.to_string(), Some(e.path.clone()));
-        if let Some(t) = before.get(agent).filter(|t| t.state == "io_error") {
-            now.get_mut(agent).expect("just noted").since_turn = t.since_turn;
-        }
     }
     now
 }
