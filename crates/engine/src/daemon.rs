@@ -64,7 +64,7 @@ pub async fn step(
     let mut reports = Vec::new();
     for _ in 0..n {
         let org = Org::load(root)?;
-        keep_last_good(&org);
+        keep_last_good(&org, None);
         let registry = Arc::new(org.registry());
         let report = turn::run(&org, &registry, None).await?;
         on_turn(&report, &org);
@@ -132,7 +132,7 @@ pub async fn run(
     let layout = Layout::new(root);
     let _lock = lock::acquire(&layout)?;
     let mut org = Org::load(root)?;
-    keep_last_good(&org);
+    let mut saved = keep_last_good(&org, None);
     let file = DaemonFile { pid: std::process::id(), started_at: Utc::now() };
     fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;
     let _cleanup = RemoveOnDrop(layout.daemon_json());
@@ -185,7 +185,7 @@ pub async fn run(
                     }
                     Change::Outbox => {}
                     Change::Config => {
-                        reload(root, &mut org, &mut registry, &mut problems, &mut on_problems);
+                        reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems);
                         stamp = config_stamp(&layout);
                     }
                 }
@@ -195,7 +195,7 @@ pub async fn run(
                 let now = config_stamp(&layout);
                 if now != stamp {
                     stamp = now;
-                    reload(root, &mut org, &mut registry, &mut problems, &mut on_problems);
+                    reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems);
                 }
                 if org.settings.wake_on_message && wake_at.is_none() && has_new_pending(&org, &leftover) {
                     wake_at = Some(Instant::now());
@@ -208,7 +208,7 @@ pub async fn run(
         if early && !has_new_pending(&org, &leftover) {
             continue;
         }
-        reload(root, &mut org, &mut registry, &mut problems, &mut on_problems);
+        reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems);
         stamp = config_stamp(&layout);
         if let Some(t) = outage.as_mut() {
             if let Err(e) = fsx::probe(&layout.state_tmp()) {
@@ -306,6 +306,7 @@ impl Drop for RemoveOnDrop {
 fn reload(
     root: &Path,
     org: &mut Org,
+    saved: &mut bool,
     registry: &mut Arc<lemming_provider::Registry>,
     problems: &mut Vec<String>,
     on_problems: &mut impl FnMut(&[crate::error::Diagnostic]),
@@ -314,17 +315,23 @@ fn reload(
     if next.models != org.models {
         *registry = Arc::new(next.registry());
     }
+    // `org`'s versions were saved when it was loaded, unless that failed
+    // (then every file is written again).
+    *saved = keep_last_good(&next, saved.then_some(&*org));
     *org = next;
-    keep_last_good(org);
     report_problems(org, problems, on_problems);
 }
 
 /// Saves the valid config files as their last good version, for the other
 /// commands to use while a file is invalid. A failure (a full disk) leaves the
 /// previous version there and is logged: turns go on.
-fn keep_last_good(org: &Org) {
-    if let Err(e) = org.save_last_good() {
-        tracing::warn!(error = %e, "cannot save the last good version of the config files");
+fn keep_last_good(org: &Org, saved: Option<&Org>) -> bool {
+    match org.save_last_good_since(saved) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot save the last good version of the config files");
+            false
+        }
     }
 }
 

@@ -326,7 +326,17 @@ impl Org {
     /// good resumes of agent folders that are gone. Called by the process that
     /// runs turns, under the org lock.
     pub fn save_last_good(&self) -> Result<(), PathError> {
+        self.save_last_good_since(None)
+    }
+
+    /// [`Org::save_last_good`], passing over the files that `saved` (an org
+    /// whose versions were all saved) already had word for word: the daemon
+    /// reloads before every turn, and most turns change no config file.
+    pub fn save_last_good_since(&self, saved: Option<&Org>) -> Result<(), PathError> {
         for (rel, text) in &self.valid {
+            if saved.is_some_and(|o| o.valid.iter().any(|(r, t)| r == rel && t == text)) {
+                continue;
+            }
             let path = self.layout.last_good(rel);
             if crate::config::read(&path, &self.layout.root, text.len() as u64).is_ok_and(|old| old == *text) {
                 continue;
@@ -559,6 +569,27 @@ mod tests {
         assert!(org.broken.contains_key("scribe") && org.last_good.is_empty());
         let e = org.agent("scribe").unwrap_err().to_string();
         assert!(e.contains("no last good version") && e.contains("unknown model key `nope`"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_that_changed_nothing_writes_nothing() {
+        let (_d, root) = org();
+        let first = Org::load(&root).unwrap();
+        first.save_last_good().unwrap();
+        let saved = Layout::new(&root).last_good(Path::new("agents/hr/resume.toml"));
+        std::fs::write(&saved, "marker").unwrap();
+        // The same files again: passed over, so the marker stays.
+        let again = Org::load(&root).unwrap();
+        again.save_last_good_since(Some(&first)).unwrap();
+        assert_eq!(std::fs::read_to_string(&saved).unwrap(), "marker");
+        // An edit is saved, and without a saved org every file is checked.
+        edit(&root, "agents/hr/resume.toml", "title = \"", "title = \"Chief ");
+        let edited = Org::load(&root).unwrap();
+        edited.save_last_good_since(Some(&again)).unwrap();
+        assert!(std::fs::read_to_string(&saved).unwrap().contains("Chief "));
+        std::fs::write(&saved, "marker").unwrap();
+        edited.save_last_good().unwrap();
+        assert!(std::fs::read_to_string(&saved).unwrap().contains("Chief "));
     }
 
     #[test]
