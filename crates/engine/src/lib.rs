@@ -46,6 +46,7 @@
 pub mod activity;
 pub mod chart;
 pub mod chat;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;
