@@ -17,7 +17,9 @@
 //!    [`events`] are appended.
 //!
 //! Every phase is a group commit ([`fsx::Batch`]), ordered so that a crash at
-//! any point loses nothing and duplicates nothing (the guarantees in docs/architecture.md).
+//! any point loses nothing and duplicates nothing. The guarantees G1–G8 that
+//! comments in this crate name are stated in docs/guarantees.md, each with the
+//! tests that check it.
 //!
 //! # Module map
 //!
