@@ -255,3 +255,15 @@ fn every_function_type_and_test_the_guarantees_page_names_exists() {
     }
     assert!(missing.is_empty(), "docs/guarantees.md names code that does not exist: {missing:?}");
 }
+
+#[test]
+fn the_reply_contract_page_quotes_the_contract_every_prompt_ends_with() {
+    let page = read(&repo().join("docs/reply-contract.md"));
+    let quoted = page
+        .split_once("```text\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(text, _)| text)
+        .expect("docs/reply-contract.md quotes the contract in a ```text block");
+    let told = lemming_provider::contract::instructions(lemming_provider::Structured::None);
+    assert_eq!(quoted, told, "docs/reply-contract.md quotes another contract than the prompt's");
+}
