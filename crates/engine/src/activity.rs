@@ -80,10 +80,7 @@ pub fn append(root: &Path, agent: &str, a: &Activity) -> Result<(), PathError> {
 
 /// Every run logged, oldest first (lines that do not parse are skipped).
 pub fn read(root: &Path, agent: &str) -> Result<Vec<Activity>, PathError> {
-    let p = path(root, agent);
-    let Some(mut f) = fsx::open_regular(fs::OpenOptions::new().read(true), &p)? else { return Ok(Vec::new()) };
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).with_path(&p)?;
+    let Some(buf) = fsx::read_optional(&path(root, agent))? else { return Ok(Vec::new()) };
     Ok(String::from_utf8_lossy(&buf).lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
