@@ -108,7 +108,8 @@ pub fn parse(line: &str) -> Option<Activity> {
     serde_json::from_str(line).ok()
 }
 
-/// Follows an agent's activity log as it grows (`lemming logs -f`).
+/// Follows an agent's activity log as it grows (`lemming logs -f`, through
+/// [`crate::follow::Follow`]).
 #[derive(Debug, Clone)]
 pub struct Tail {
     path: PathBuf,
@@ -142,6 +143,15 @@ impl Tail {
         let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { return Ok(Vec::new()) };
         self.offset += end as u64 + 1;
         Ok(String::from_utf8_lossy(&buf[..end]).lines().filter(|l| !l.trim().is_empty()).map(String::from).collect())
+    }
+}
+
+impl crate::follow::Source for Tail {
+    type Item = String;
+
+    /// The complete lines appended since the last call ([`Tail::read_new`]).
+    fn take(&mut self) -> Result<Vec<String>, PathError> {
+        self.read_new()
     }
 }
 
