@@ -168,7 +168,10 @@ impl Journal {
     pub fn committed(&self) -> Result<Option<Committed>, PathError> {
         let p = self.layout.turn_json();
         let Some(b) = crate::fsx::read_optional(&p)? else { return Ok(None) };
-        serde_json::from_slice(&b).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)).with_path(&p)
+        serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            .with_path(&p)
     }
 
     /// The records already journaled for `turn`, by agent. A torn last line
