@@ -4,11 +4,10 @@
 //! shared HTTP client, so the turn costs one server latency plus the engine's
 //! own work, not 50 of them.
 //!
-//! The server is a stub on std threads (one per connection, keep-alive) that
-//! sleeps and then answers a chat completion with an empty reply and usage.
+//! The server is a stub on axum, on a runtime of its own: it waits out the
+//! latency (without holding a thread, so 50 requests wait at once) and then
+//! answers a chat completion with an empty reply and usage.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,49 +21,31 @@ const AGENTS: usize = 50;
 
 const BODY: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","model":"stub","choices":[{"index":0,"message":{"role":"assistant","content":"{\"messages\":[]}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":100,"completion_tokens":5,"total_tokens":105}}"#;
 
-/// Starts the stub; it lives as long as the process. Returns its base URL.
+/// Starts the stub on 127.0.0.1 (an ephemeral port); it lives as long as
+/// the process. Returns its base URL.
 fn start() -> std::io::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
     let url = format!("http://{}", listener.local_addr()?);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || serve(conn));
-        }
-    });
-    Ok(url)
-}
-
-fn serve(conn: TcpStream) {
-    let Ok(mut out) = conn.try_clone() else { return };
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut len = 0usize;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if line == "\r\n" => break,
-                Ok(_) => {
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
+        rt.block_on(async move {
+            let answer = || async {
+                tokio::time::sleep(LATENCY).await;
+                ([(axum::http::header::CONTENT_TYPE, "application/json")], BODY)
+            };
+            let app = axum::Router::new().fallback(answer);
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        eprintln!("the provider stub stopped: {e}");
                     }
                 }
+                Err(e) => eprintln!("the provider stub cannot listen: {e}"),
             }
-        }
-        let mut body = vec![0u8; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        std::thread::sleep(LATENCY);
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{BODY}",
-            BODY.len()
-        );
-        if out.write_all(resp.as_bytes()).is_err() {
-            return;
-        }
-    }
+        })
+    });
+    Ok(url)
 }
 
 /// Points a synthetic org's `default` model at the stub.

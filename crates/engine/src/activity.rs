@@ -80,10 +80,7 @@ pub fn append(root: &Path, agent: &str, a: &Activity) -> Result<(), PathError> {
 
 /// Every run logged, oldest first (lines that do not parse are skipped).
 pub fn read(root: &Path, agent: &str) -> Result<Vec<Activity>, PathError> {
-    let p = path(root, agent);
-    let Some(mut f) = fsx::open_regular(fs::OpenOptions::new().read(true), &p)? else { return Ok(Vec::new()) };
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).with_path(&p)?;
+    let Some(buf) = fsx::read_optional(&path(root, agent))? else { return Ok(Vec::new()) };
     Ok(String::from_utf8_lossy(&buf).lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
@@ -111,7 +108,8 @@ pub fn parse(line: &str) -> Option<Activity> {
     serde_json::from_str(line).ok()
 }
 
-/// Follows an agent's activity log as it grows (`lemming logs -f`).
+/// Follows an agent's activity log as it grows (`lemming logs -f`, through
+/// [`crate::follow::Follow`]).
 #[derive(Debug, Clone)]
 pub struct Tail {
     path: PathBuf,
@@ -145,6 +143,15 @@ impl Tail {
         let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { return Ok(Vec::new()) };
         self.offset += end as u64 + 1;
         Ok(String::from_utf8_lossy(&buf[..end]).lines().filter(|l| !l.trim().is_empty()).map(String::from).collect())
+    }
+}
+
+impl crate::follow::Source for Tail {
+    type Item = String;
+
+    /// The complete lines appended since the last call ([`Tail::read_new`]).
+    fn take(&mut self) -> Result<Vec<String>, PathError> {
+        self.read_new()
     }
 }
 

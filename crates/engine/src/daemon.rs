@@ -118,7 +118,7 @@ pub struct DaemonFile {
 
 /// The running daemon's pid: `daemon.json` names a live process that holds the lock.
 pub fn daemon_pid(layout: &Layout) -> Option<u32> {
-    let d: DaemonFile = serde_json::from_slice(&std::fs::read(layout.daemon_json()).ok()?).ok()?;
+    let d: DaemonFile = serde_json::from_slice(&fsx::read_optional(&layout.daemon_json()).ok()??).ok()?;
     (lock::holder(layout) == Some(d.pid)).then_some(d.pid)
 }
 

@@ -1,32 +1,10 @@
 //! Error values shared by the engine: I/O errors that carry their path, and config diagnostics.
 
 use std::fmt;
-use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// An I/O error together with the path it happened on.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
-pub struct PathError {
-    /// The file or folder.
-    pub path: PathBuf,
-    /// The underlying error.
-    #[source]
-    pub source: io::Error,
-}
-
-/// Attaches a path to an I/O result.
-pub trait WithPath<T> {
-    /// Maps the error into a [`PathError`] naming `path`.
-    fn with_path(self, path: impl AsRef<Path>) -> Result<T, PathError>;
-}
-
-impl<T> WithPath<T> for Result<T, io::Error> {
-    fn with_path(self, path: impl AsRef<Path>) -> Result<T, PathError> {
-        self.map_err(|source| PathError { path: path.as_ref().to_path_buf(), source })
-    }
-}
+pub use lemming_fs::{PathError, WithPath};
 
 /// One problem found in a config file, with where it is and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

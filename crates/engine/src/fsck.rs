@@ -20,7 +20,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -375,16 +374,13 @@ impl Fsck {
         }
     }
 
-    /// A file's bytes; `None` if it went away (or could not be read: then a finding).
+    /// A file's bytes; `None` if it went away (or could not be read, or is
+    /// not a regular file: then a finding).
     fn read(&mut self, path: &Path) -> Option<Vec<u8>> {
-        match fs::read(path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => {
-                self.unreadable(PathError { path: path.to_path_buf(), source: e });
-                None
-            }
-        }
+        fsx::read_optional(path).unwrap_or_else(|e| {
+            self.unreadable(e);
+            None
+        })
     }
 
     /// The last committed turn (0 before the first); `None` if `turn.json` is unreadable.
@@ -554,11 +550,10 @@ impl Fsck {
     /// `None` when the ledger exists but cannot be read (one finding says so).
     fn ledger_lines(&mut self) -> Option<Vec<Line>> {
         let path = self.layout.ledger();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(Vec::new()),
+        let bytes = match fsx::read_optional(&path) {
+            Ok(b) => b.unwrap_or_default(),
             Err(e) => {
-                self.unreadable(PathError { path, source: e });
+                self.unreadable(e);
                 return None;
             }
         };

@@ -1,10 +1,16 @@
 //! Durable file operations: atomic writes and group commits (guarantees G1, G2).
 //!
-//! A single write (`write_atomic`) goes to a temporary file, is fsynced, renamed
+//! A single write ([`write_atomic`]) goes to a temporary file, is fsynced, renamed
 //! into place, and the folder is fsynced. A [`Batch`] does the same for many
 //! files with one filesystem sync per step instead of one per file: write every
 //! temporary file, sync, rename them all, sync. No reader ever sees a partial
 //! file, and when `commit` returns every file is durable.
+//!
+//! The single-file primitives (the atomic write, and reads that never follow a
+//! link or block: [`read_entry`], [`read_small`], [`read_optional`],
+//! [`open_regular`]) live in the `lemming-fs` crate, below the engine and the
+//! providers, so that a provider's state file is written the same way; they
+//! are re-exported here.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -12,40 +18,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{PathError, WithPath};
 
-/// Fsyncs a folder so that renames and creations in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
-    File::open(dir).and_then(|f| f.sync_all()).with_path(dir)
-}
-
-/// Writes `bytes` to `path` atomically and durably through `tmp_dir`.
-pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), PathError> {
-    fs::create_dir_all(tmp_dir).with_path(tmp_dir)?;
-    let tmp = tmp_path(tmp_dir, path);
-    crate::fault::disk_full().with_path(&tmp)?;
-    {
-        let mut f = File::create(&tmp).with_path(&tmp)?;
-        f.write_all(bytes).with_path(&tmp)?;
-        f.sync_all().with_path(&tmp)?;
-    }
-    fs::rename(&tmp, path).with_path(path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// A temporary name unique in this process (two writes of the same file name
-/// in one batch must not share one), ending in `.<pid>.tmp` (see [`tmp_pid`]).
-fn tmp_path(tmp_dir: &Path, target: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    tmp_dir.join(format!("{name}.{n}.{}.tmp", std::process::id()))
-}
-
-/// The pid of the process that wrote a temporary file, from its name
-/// (`<name>.<pid>.tmp`), or `None` when the name does not have that form.
-pub fn tmp_pid(file_name: &str) -> Option<u32> {
-    file_name.strip_suffix(".tmp").and_then(|s| s.rsplit('.').next()).and_then(|p| p.parse().ok())
-}
+pub use lemming_fs::{
+    open_regular, read_entry, read_optional, read_small, sync_dir, tmp_path, tmp_pid, write_atomic, write_tmp, Entry,
+    EntryKind, FileId,
+};
 
 /// Removes temporary files left by processes that are gone (a crash mid-write).
 ///
@@ -170,12 +146,7 @@ impl Batch {
         let parent = |p: &'_ PathBuf| -> PathBuf { p.parent().map(Path::to_path_buf).unwrap_or_default() };
         if !self.writes.is_empty() || !self.links.is_empty() {
             for (tmp, _, bytes) in &self.writes {
-                crate::fault::disk_full().with_path(tmp)?;
-                let mut f = File::create(tmp).with_path(tmp)?;
-                f.write_all(bytes).with_path(tmp)?;
-                if small {
-                    f.sync_data().with_path(tmp)?;
-                }
+                write_tmp(tmp, bytes, small)?;
             }
             if !small && !self.writes.is_empty() {
                 sync_fs(root)?;
@@ -294,214 +265,6 @@ pub fn probe(dir: &Path) -> Result<(), PathError> {
     written.with_path(&p)
 }
 
-/// The identity of a file on disk: its device and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileId {
-    /// The device.
-    pub dev: u64,
-    /// The inode.
-    pub ino: u64,
-}
-
-impl FileId {
-    /// The identity in `m`.
-    pub fn of(m: &fs::Metadata) -> FileId {
-        use std::os::unix::fs::MetadataExt;
-        FileId { dev: m.dev(), ino: m.ino() }
-    }
-}
-
-/// What a folder entry is when it is not a regular file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    /// A folder.
-    Directory,
-    /// A symbolic link (whatever it points to, if anything).
-    Symlink,
-    /// A named pipe.
-    Fifo,
-    /// A Unix socket.
-    Socket,
-    /// A character device.
-    CharDevice,
-    /// A block device.
-    BlockDevice,
-    /// Something else that is not a regular file.
-    Other,
-}
-
-impl EntryKind {
-    /// The kind of a non-regular file type.
-    pub fn of(t: fs::FileType) -> EntryKind {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_dir() {
-            EntryKind::Directory
-        } else if t.is_symlink() {
-            EntryKind::Symlink
-        } else if t.is_fifo() {
-            EntryKind::Fifo
-        } else if t.is_socket() {
-            EntryKind::Socket
-        } else if t.is_char_device() {
-            EntryKind::CharDevice
-        } else if t.is_block_device() {
-            EntryKind::BlockDevice
-        } else {
-            EntryKind::Other
-        }
-    }
-
-    /// The stable snake_case name: `directory`, `symlink`, `fifo`, `socket`,
-    /// `char_device`, `block_device`, `other`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Directory => "directory",
-            EntryKind::Symlink => "symlink",
-            EntryKind::Fifo => "fifo",
-            EntryKind::Socket => "socket",
-            EntryKind::CharDevice => "char_device",
-            EntryKind::BlockDevice => "block_device",
-            EntryKind::Other => "other",
-        }
-    }
-
-    /// The kind for people: "a directory", "a symbolic link", ...
-    pub fn describe(self) -> &'static str {
-        match self {
-            EntryKind::Directory => "a directory",
-            EntryKind::Symlink => "a symbolic link",
-            EntryKind::Fifo => "a FIFO (named pipe)",
-            EntryKind::Socket => "a socket",
-            EntryKind::CharDevice => "a character device",
-            EntryKind::BlockDevice => "a block device",
-            EntryKind::Other => "a special file",
-        }
-    }
-}
-
-/// A folder entry as [`read_entry`] found it.
-#[derive(Debug)]
-pub enum Entry {
-    /// A regular file, read whole.
-    File {
-        /// Which file it is (delivery links exactly this file).
-        id: FileId,
-        /// Its bytes.
-        bytes: Vec<u8>,
-    },
-    /// A regular file larger than the limit; nothing was kept.
-    TooLarge {
-        /// Which file it is.
-        id: FileId,
-        /// Its size in bytes (at least).
-        size: u64,
-    },
-    /// Not a regular file: never read, never followed.
-    NotRegular {
-        /// What it is.
-        kind: EntryKind,
-        /// Where it points, for a symbolic link.
-        target: Option<PathBuf>,
-    },
-    /// Gone (moved or removed meanwhile).
-    Gone,
-}
-
-/// Reads a file of a mailbox without trusting what the name is: it is opened
-/// with `O_NOFOLLOW | O_NONBLOCK` (a symbolic link is never followed, a FIFO
-/// never blocks), its type and size are checked on the open descriptor, and
-/// at most `limit` bytes are read. A directory, link, FIFO, socket or device
-/// comes back as [`Entry::NotRegular`]; a device is not even opened.
-pub fn read_entry(path: &Path, limit: u64) -> Result<Entry, PathError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let not_regular = |m: &fs::Metadata| {
-        let kind = EntryKind::of(m.file_type());
-        let target = if kind == EntryKind::Symlink { fs::read_link(path).ok() } else { None };
-        Entry::NotRegular { kind, target }
-    };
-    // Look first, so that devices and FIFOs are never opened at all.
-    match fs::symlink_metadata(path) {
-        Ok(m) if !m.file_type().is_file() => return Ok(not_regular(&m)),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Gone),
-        Err(e) => return Err(e).with_path(path),
-    }
-    // Then check again on the descriptor: the name may have been replaced meanwhile.
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path);
-    let file = match file {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Gone),
-        Err(e) => {
-            // ELOOP (a link) or ENXIO (a socket): say what it is now.
-            return match fs::symlink_metadata(path) {
-                Ok(m) if !m.file_type().is_file() => Ok(not_regular(&m)),
-                Err(e2) if e2.kind() == std::io::ErrorKind::NotFound => Ok(Entry::Gone),
-                _ => Err(e).with_path(path),
-            };
-        }
-    };
-    let m = file.metadata().with_path(path)?;
-    if !m.file_type().is_file() {
-        return Ok(Entry::NotRegular { kind: EntryKind::of(m.file_type()), target: None });
-    }
-    let id = FileId::of(&m);
-    if m.len() > limit {
-        return Ok(Entry::TooLarge { id, size: m.len() });
-    }
-    // The file may grow after the check: never read more than the limit allows.
-    let mut bytes = Vec::with_capacity(m.len() as usize);
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).with_path(path)?;
-    if bytes.len() as u64 > limit {
-        return Ok(Entry::TooLarge { id, size: bytes.len() as u64 });
-    }
-    Ok(Entry::File { id, bytes })
-}
-
-/// Reads a small state file (memory, attempts, dead-letter reasons, trouble)
-/// through [`read_entry`]: `None` when it does not exist; an error naming the
-/// path when it is not a regular file (a FIFO would block, a link to
-/// `/dev/zero` would never end) or is larger than `limit` bytes.
-pub fn read_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, PathError> {
-    let refused = |what: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidData, what)).with_path(path);
-    match read_entry(path, limit)? {
-        Entry::File { bytes, .. } => Ok(Some(bytes)),
-        Entry::Gone => Ok(None),
-        Entry::NotRegular { kind, .. } => {
-            refused(format!("is {}, not a regular file; it was not read", kind.describe()))
-        }
-        Entry::TooLarge { size, .. } => refused(format!("is {size} bytes or more; the limit is {limit}")),
-    }
-}
-
-/// Opens a state file (a log, the ledger) with `options`, never following a
-/// symbolic link and never blocking on a FIFO: anything that is not a regular
-/// file is an error naming the path. A missing file is `None`.
-pub fn open_regular(options: &mut OpenOptions, path: &Path) -> Result<Option<File>, PathError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = match options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "is a symbolic link, not a regular file; it was not followed",
-            ))
-            .with_path(path)
-        }
-        Err(e) => return Err(e).with_path(path),
-    };
-    let m = file.metadata().with_path(path)?;
-    if !m.file_type().is_file() {
-        let what = format!("is {}, not a regular file; it was not read", EntryKind::of(m.file_type()).describe());
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, what)).with_path(path);
-    }
-    Ok(Some(file))
-}
-
 /// Every name in a folder that a mailbox reader must deal with: all but those
 /// starting with a dot (names that are not UTF-8 included); sorted.
 pub fn list_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, PathError> {
@@ -548,34 +311,6 @@ mod tests {
         assert!(d.path().join("new").exists() && !d.path().join("old").exists());
         assert!(!d.path().join("gone").exists());
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn read_entry_never_follows_blocks_or_reads_past_the_limit() {
-        use std::os::unix::ffi::OsStrExt;
-        let d = tempfile::tempdir().unwrap();
-        let fifo = d.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        assert!(matches!(read_entry(&fifo, 10).unwrap(), Entry::NotRegular { kind: EntryKind::Fifo, .. }));
-        let zero = d.path().join("zero");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
-        match read_entry(&zero, 10).unwrap() {
-            Entry::NotRegular { kind: EntryKind::Symlink, target } => {
-                assert_eq!(target.unwrap(), Path::new("/dev/zero"))
-            }
-            other => panic!("{other:?}"),
-        }
-        let dangling = d.path().join("dangling");
-        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
-        assert!(matches!(read_entry(&dangling, 10).unwrap(), Entry::NotRegular { kind: EntryKind::Symlink, .. }));
-        assert!(matches!(read_entry(d.path(), 10).unwrap(), Entry::NotRegular { kind: EntryKind::Directory, .. }));
-        let big = d.path().join("big");
-        fs::write(&big, [b'x'; 11]).unwrap();
-        assert!(matches!(read_entry(&big, 10).unwrap(), Entry::TooLarge { size: 11, .. }));
-        assert!(matches!(read_entry(&big, 11).unwrap(), Entry::File { bytes, .. } if bytes.len() == 11));
-        assert!(matches!(read_entry(&d.path().join("gone"), 10).unwrap(), Entry::Gone));
     }
 
     #[test]

@@ -91,11 +91,7 @@ fn last_event_turn(path: &std::path::Path) -> Result<u64, PathError> {
     struct Turn {
         turn: u64,
     }
-    let file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_path(path),
-    };
+    let Some(file) = crate::fsx::open_regular(fs::OpenOptions::new().read(true), path)? else { return Ok(0) };
     let mut last = 0;
     for line in std::io::BufReader::new(file).split(b'\n') {
         let line = line.with_path(path)?;
@@ -171,14 +167,11 @@ impl Journal {
     /// The commit record, if any turn was committed.
     pub fn committed(&self) -> Result<Option<Committed>, PathError> {
         let p = self.layout.turn_json();
-        match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                .with_path(&p),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_path(&p),
-        }
+        let Some(b) = crate::fsx::read_optional(&p)? else { return Ok(None) };
+        serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            .with_path(&p)
     }
 
     /// The records already journaled for `turn`, by agent. A torn last line
@@ -187,11 +180,8 @@ impl Journal {
         let p = self.dir(turn).join("records.jsonl");
         // Bytes, not text: a line that is not UTF-8 is skipped like any
         // line that does not parse, not an error for the whole turn.
-        let text = match fs::read(&p) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(e).with_path(&p),
-        };
+        let Some(bytes) = crate::fsx::read_optional(&p)? else { return Ok(BTreeMap::new()) };
+        let text = String::from_utf8_lossy(&bytes);
         let mut out = BTreeMap::new();
         for line in text.lines() {
             if let Ok(r) = serde_json::from_str::<Record>(line) {

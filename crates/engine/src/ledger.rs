@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PathError, WithPath};
+use crate::error::PathError;
 use crate::fsx;
 
 /// The most credits one amount may be: a top-up, a charge, a resume's
@@ -166,11 +166,7 @@ impl Ledger {
         // Bytes, not text: a line that is not UTF-8 (a damaged disk block, a
         // stray write) is a corrupt line like any other, skipped and counted;
         // it must not make the whole ledger, and so every turn, unreadable.
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(l),
-            Err(e) => return Err(e).with_path(path),
-        };
+        let Some(bytes) = fsx::read_optional(path)? else { return Ok(l) };
         for line in read_lines(&String::from_utf8_lossy(&bytes)) {
             match line {
                 Line::Entry(no, e) => {
@@ -414,5 +410,22 @@ mod tests {
         assert_eq!(bounded_cost(f64::NAN), 0.0);
         assert_eq!(bounded_cost(f64::INFINITY), MAX_CREDITS);
         assert!(bounded_cost(-0.0).is_sign_positive());
+    }
+
+    #[test]
+    fn a_ledger_that_is_not_a_regular_file_is_an_error_naming_it_not_a_hang() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        assert!(Ledger::load(&d.path().join("missing.jsonl")).unwrap().total_spent() == 0.0);
+        let p = d.path().join("ledger.jsonl");
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fifo = p.clone();
+        std::thread::spawn(move || tx.send(Ledger::load(&fifo).map(|_| ())));
+        let e = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("loading blocked on a FIFO").unwrap_err();
+        assert_eq!(e.path, p);
+        assert!(e.to_string().contains("FIFO"), "{e}");
     }
 }

@@ -39,7 +39,7 @@
 //!   cannot work right now, and why; [`init`]: the embedded default org;
 //! - [`term`]: untrusted text made safe to show, and commands quoted for the shell;
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
-//!   waiting for new mail in an inbox, and a conversation that waits for replies
+//!   following an inbox or an activity log as it grows, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs);
 //! - [`fsck`]: read-only, lock-free checks of G2–G7 on disk (`lemming fsck`);
 //! - [`fault`]: crash points for tests; [`error`]: paths and diagnostics.

@@ -5,7 +5,7 @@
 //! kill -9 leaves no stale lock.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use crate::error::{PathError, WithPath};
@@ -62,9 +62,8 @@ pub fn holder(layout: &Layout) -> Option<u32> {
     if let Some(kernel) = flock_holder(&layout.lock()) {
         return kernel;
     }
-    let mut s = String::new();
-    File::open(layout.lock()).ok()?.read_to_string(&mut s).ok()?;
-    let pid: u32 = s.trim().parse().ok()?;
+    let s = crate::fsx::read_small(&layout.lock(), 64).ok()??;
+    let pid: u32 = std::str::from_utf8(&s).ok()?.trim().parse().ok()?;
     pid_alive(pid).then_some(pid)
 }
 

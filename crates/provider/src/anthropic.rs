@@ -15,8 +15,7 @@
 
 use serde_json::{json, Value};
 
-use crate::http::{self, excerpt};
-use crate::openai::{tokens, usage};
+use crate::http::{self, excerpt, tokens, usage};
 use crate::resilience::{Attempt, AttemptError};
 use crate::{BoxFuture, ProviderSpec, Reply, Request, Usage};
 

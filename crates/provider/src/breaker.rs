@@ -9,9 +9,11 @@
 //! and neither counts nor resets.
 //!
 //! Every lemming command is its own process, so the state lives in a small
-//! file as well (`org/state/breakers.json`), rewritten whole (temp file and
-//! rename) whenever a breaker's counters change, and read when a registry is
-//! built. Calls that succeed on a closed breaker write nothing. The format:
+//! file as well (`org/state/breakers.json`), rewritten whole and durably
+//! (through `lemming_fs::write_atomic`: a temporary file in `tmp/` beside it,
+//! fsynced and renamed, the folder fsynced) whenever a breaker's counters
+//! change, and read when a registry is built. Calls that succeed on a closed
+//! breaker write nothing. The format:
 //!
 //! ```json
 //! {"providers": {"local": {"consecutive_failures": 5, "threshold": 5,
@@ -72,9 +74,15 @@ pub struct BreakerFile {
     pub providers: BTreeMap<String, BreakerState>,
 }
 
-/// Reads a state file; a missing or unreadable file is empty (every breaker closed).
+/// Reads a state file; a missing or unreadable file is empty (every breaker
+/// closed). It is read as every state file is: a FIFO or a link put in its
+/// place is refused (and logged), never waited on or followed.
 pub fn read_file(path: &Path) -> BreakerFile {
-    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    let bytes = lemming_fs::read_optional(path).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the circuit breaker state; every breaker starts closed");
+        None
+    });
+    bytes.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 /// The state file shared by the breakers of one registry.
@@ -94,7 +102,7 @@ impl Board {
         self.file.lock().expect("breaker board lock").providers.get(provider).cloned()
     }
 
-    /// Stores one provider's state and rewrites the file (temp file, then rename).
+    /// Stores one provider's state and rewrites the file atomically and durably.
     fn put(&self, provider: &str, state: &BreakerState) {
         let mut file = self.file.lock().expect("breaker board lock");
         // Another process may have written since: start from the file on disk.
@@ -105,17 +113,15 @@ impl Board {
             file.providers.insert(provider.to_string(), state.clone());
         }
         let bytes = serde_json::to_vec_pretty(&*file).expect("breaker state serializes");
-        let tmp = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
-        let written = self
-            .path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(&tmp, &bytes))
-            .and_then(|_| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the circuit breaker state");
+        if let Err(e) = lemming_fs::write_atomic(&self.tmp_dir(), &self.path, &bytes) {
+            tracing::warn!(error = %e, "cannot write the circuit breaker state");
         }
+    }
+
+    /// Where the temporary files of its writes go: `tmp/` beside the state
+    /// file (`org/state/tmp/`, with every other state file's).
+    fn tmp_dir(&self) -> PathBuf {
+        self.path.parent().unwrap_or(Path::new(".")).join("tmp")
     }
 }
 
@@ -281,5 +287,45 @@ mod tests {
         assert_eq!(b.state().consecutive_failures, 1);
         b.failure(t, "timeout");
         assert_eq!(b.state().phase(t), "open");
+    }
+
+    #[test]
+    fn the_state_file_is_written_atomically_through_tmp_and_read_back() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(FILE_NAME);
+        let b = Breaker::new("p", 2, Duration::from_secs(10), Some(Board::open(&path)));
+        let t = Utc::now();
+        b.failure(t, "HTTP 500");
+        b.failure(t, "HTTP 503");
+        // Written through the one atomic write: its temporary file went to
+        // tmp/ beside the state file and was renamed away.
+        let tmp = d.path().join("tmp");
+        assert_eq!(std::fs::read_dir(&tmp).expect("the write goes through tmp/").count(), 0);
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "only the state file and tmp/: {names:?}");
+        let on_disk = read_file(&path);
+        assert_eq!(on_disk.providers["p"], b.state());
+        assert_eq!(on_disk.providers["p"].phase(t), "open");
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_state_file_is_refused_not_waited_on() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(FILE_NAME);
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let b = Breaker::new("p", 1, Duration::from_secs(10), Some(Board::open(&p)));
+            b.failure(Utc::now(), "HTTP 500");
+            let _ = tx.send(b.state());
+        });
+        let state = rx.recv_timeout(Duration::from_secs(10)).expect("reading the state file blocked on a FIFO");
+        assert_eq!(state.consecutive_failures, 1);
+        // The write replaced the FIFO with the state file.
+        assert_eq!(read_file(&path).providers["p"].consecutive_failures, 1);
     }
 }

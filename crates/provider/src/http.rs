@@ -1,7 +1,8 @@
 //! What the HTTP kinds share: one `reqwest` client per provider (built once,
 //! so connections are reused), the key from the environment, sending a JSON
 //! request with a total timeout, and turning statuses and transport errors into
-//! [`AttemptError`]s with a short, key-free excerpt of the body.
+//! [`AttemptError`]s with a short, key-free excerpt of the body; and what
+//! every wire format's parser needs: token counts and the usage of a reply.
 
 use std::time::{Duration, Instant};
 
@@ -251,10 +252,38 @@ pub async fn attempt(
     };
     let resp = send(builder, timeout, "timeout_secs", url, key.as_deref()).await.map_err(scrub)?;
     let (text, usage, stop) = (wire.parse)(&resp.body, req, key.as_deref()).map_err(scrub)?;
-    crate::openai::note_finish(&spec.name, req, &text, &stop);
+    note_finish(&spec.name, req, &text, &stop);
     tracing::debug!(provider = %spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, "answered");
     let finish = Some(stop).filter(|s| !s.is_empty());
     Ok(crate::Reply { text, usage, model_key: req.model.key.clone(), finish })
+}
+
+/// Logs what is odd about a reply that still counts as an answer.
+fn note_finish(provider: &str, req: &crate::Request, text: &str, finish: &str) {
+    if req.turn == 0 {
+        return; // a probe (`lemming doctor`), not an agent's run
+    }
+    if crate::Reply::TRUNCATED.contains(&finish) {
+        tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the reply was cut at max_tokens; it is unusable unless its JSON object closed");
+    }
+    if text.trim().is_empty() {
+        tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the model returned no text");
+    }
+}
+
+/// A token count that may be an integer, a float or missing.
+pub(crate) fn tokens(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f.round() as u64))
+}
+
+/// Usage from the counts the server reported; what is missing is estimated and marked.
+pub(crate) fn usage(input: Option<u64>, output: Option<u64>, req: &crate::Request, text: &str) -> crate::Usage {
+    let guess = crate::Usage::estimate(req.prompt_chars(), text.chars().count());
+    crate::Usage {
+        input_tokens: input.unwrap_or(guess.input_tokens),
+        output_tokens: output.unwrap_or(guess.output_tokens),
+        estimated: input.is_none() || output.is_none(),
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! - [`openai`]: the chat-completions wire format (OpenAI, Azure, Ollama, vLLM, llama.cpp, ...);
 //! - [`anthropic`]: the Anthropic Messages API;
 //! - [`command`]: a local program that reads the prompt on stdin;
-//! - [`http`]: what the HTTP kinds share: one client per provider, status handling, excerpts;
+//! - [`http`]: what the HTTP kinds share: one client per provider, status handling, excerpts, usage;
 //! - [`resilience`]: retries with backoff and jitter, honouring `Retry-After`;
 //! - [`breaker`]: the circuit breaker per provider and its state file;
 //! - [`registry`]: builds one provider instance per configured provider, and the fallback chain;

@@ -26,7 +26,7 @@
 use serde_json::{json, Value};
 
 use crate::contract;
-use crate::http::{self, excerpt};
+use crate::http::{self, excerpt, tokens, usage};
 use crate::resilience::{Attempt, AttemptError};
 use crate::{BoxFuture, ProviderSpec, Reply, Request, Structured, Usage};
 
@@ -117,21 +117,6 @@ pub fn request_body(req: &Request) -> Value {
     body
 }
 
-/// A token count that may be an integer, a float or missing.
-pub(crate) fn tokens(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f.round() as u64))
-}
-
-/// Usage from the counts the server reported; what is missing is estimated and marked.
-pub(crate) fn usage(input: Option<u64>, output: Option<u64>, req: &Request, text: &str) -> Usage {
-    let guess = Usage::estimate(req.prompt_chars(), text.chars().count());
-    Usage {
-        input_tokens: input.unwrap_or(guess.input_tokens),
-        output_tokens: output.unwrap_or(guess.output_tokens),
-        estimated: input.is_none() || output.is_none(),
-    }
-}
-
 /// Reads a chat-completions response: the reply text, its usage and the finish reason.
 pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(String, Usage, String), AttemptError> {
     let v: Value = serde_json::from_str(body)
@@ -166,19 +151,6 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(S
     let output = u.and_then(|u| u.get("completion_tokens")).and_then(tokens);
     let usage = usage(input, output, req, &text);
     Ok((text, usage, finish))
-}
-
-/// Logs what is odd about a reply that still counts as an answer.
-pub(crate) fn note_finish(provider: &str, req: &Request, text: &str, finish: &str) {
-    if req.turn == 0 {
-        return; // a probe (`lemming doctor`), not an agent's run
-    }
-    if Reply::TRUNCATED.contains(&finish) {
-        tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the reply was cut at max_tokens; it is unusable unless its JSON object closed");
-    }
-    if text.trim().is_empty() {
-        tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the model returned no text");
-    }
 }
 
 impl Attempt for OpenAi {

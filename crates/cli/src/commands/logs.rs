@@ -5,11 +5,12 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use lemming_engine::activity::{self, Activity, Runs, Tail};
+use lemming_engine::follow::Follow;
 use lemming_engine::term::{line, text};
 
 use crate::cli::{block_on, CliError, Ctx};
 
-/// How often `--follow` looks for new runs.
+/// How often `--follow` looks for new runs when no change of the log's folder was seen.
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, clap::Args)]
@@ -47,17 +48,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     if std::io::stderr().is_terminal() {
         eprintln!("Waiting for new runs of {}; Ctrl-C to stop.", args.name);
     }
+    let log = activity::path(&org.layout.root, &args.name);
     block_on(async move {
-        let mut tick = tokio::time::interval(POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut follow = Follow::new(tail, log.parent().unwrap_or(&org.layout.root), POLL);
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         loop {
             tokio::select! {
                 _ = &mut ctrl_c => return Ok::<(), CliError>(()),
-                _ = tick.tick() => {
-                    show(&once(&mut runs, tail.read_new()?), ctx.json);
-                }
+                lines = follow.next() => show(&once(&mut runs, lines?), ctx.json),
             }
         }
     })?

@@ -1,21 +1,24 @@
-//! A tiny HTTP/1.1 server on 127.0.0.1 with an ephemeral port, for provider
-//! tests: it records every request (method, path, headers, body, arrival
-//! time) and answers as the test's handler says: a scripted response, a hang,
-//! or a forward to a real server (recording the real response). Hand-rolled on
-//! std threads so that tests need no extra dependency; it is stopped (and its
-//! threads end) when the value is dropped, and no connection outlives
-//! [`HANG_LIMIT`].
+//! A small HTTP server on 127.0.0.1 with an ephemeral port, for provider
+//! tests, built on axum: it records every request (method, path, headers,
+//! body, arrival time) and answers as the test's handler says: a scripted
+//! response, a hang, or a forward to a real server (recording the real
+//! response). It runs on a runtime of its own in one thread, and is stopped
+//! (every connection closed, a hanging one too) when the value is dropped; no
+//! answer hangs longer than [`HANG_LIMIT`].
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
-/// The longest a hanging answer waits before the connection is dropped.
+/// The longest a hanging answer waits; then it answers 504.
 pub const HANG_LIMIT: Duration = Duration::from_secs(30);
 
 /// One request as received.
@@ -50,7 +53,8 @@ impl Recorded {
 
 /// What to answer.
 pub enum Answer {
-    /// A response with this status, extra headers and body.
+    /// A response with this status, extra headers and body (`Content-Type:
+    /// application/json` unless the headers say otherwise).
     Respond { status: u16, headers: Vec<(String, String)>, body: String },
     /// Never answer (until the client gives up, the server stops, or [`HANG_LIMIT`]).
     Hang,
@@ -72,12 +76,19 @@ impl Answer {
 
 type Handler = dyn Fn(&Recorded, usize) -> Answer + Send + Sync;
 
+#[derive(Clone)]
+struct Shared {
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    handler: Arc<Handler>,
+    client: reqwest::Client,
+}
+
 /// The server; dropped = stopped.
 pub struct FakeServer {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl FakeServer {
@@ -89,24 +100,24 @@ impl FakeServer {
     /// Starts a server on a given port of 127.0.0.1 (0: any free port).
     pub fn start_on(port: u16, handler: impl Fn(&Recorded, usize) -> Answer + Send + Sync + 'static) -> FakeServer {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler: Arc<Handler> = Arc::new(handler);
-        let accept = {
-            let (requests, stop) = (Arc::clone(&requests), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let (requests, stop, handler) = (Arc::clone(&requests), Arc::clone(&stop), Arc::clone(&handler));
-                    std::thread::spawn(move || serve(conn, &requests, &stop, &*handler));
+        let shared = Shared { requests: Arc::clone(&requests), handler: Arc::new(handler), client: client() };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().fallback(answer).with_state(shared);
+                tokio::select! {
+                    r = axum::serve(listener, app) => r.unwrap(),
+                    _ = stopped => {}
                 }
-            })
-        };
-        FakeServer { addr, requests, stop, accept: Some(accept) }
+            });
+            // Dropping the runtime ends every connection task, hanging ones too.
+        });
+        FakeServer { addr, requests, stop: Some(stop), thread: Some(thread) }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -127,9 +138,10 @@ impl FakeServer {
 
 impl Drop for FakeServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wakes the accept loop
-        if let Some(t) = self.accept.take() {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
@@ -140,156 +152,70 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
+/// The client of forwards and [`request`]: no proxy from the environment.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(300)).build().unwrap()
 }
 
-/// Reads one request (head and Content-Length body); `None` at end of stream or on stop.
-fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<Recorded> {
-    let mut head = Vec::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => return None,
-            Ok(_) => {
-                if line == "\r\n" || line == "\n" {
-                    if head.is_empty() {
-                        continue;
-                    }
-                    break;
-                }
-                head.push(line.trim_end().to_string());
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                if stop.load(Ordering::SeqCst) {
-                    return None;
-                }
-            }
-            Err(_) => return None,
-        }
-    }
+/// Records a request, asks the test's handler, and answers.
+async fn answer(State(s): State<Shared>, req: Request) -> Response {
     let at = Instant::now();
-    let mut parts = head[0].split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = head[1..]
-        .iter()
-        .filter_map(|h| h.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        match reader.read(&mut body[got..]) {
-            Ok(0) => return None,
-            Ok(n) => got += n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                if stop.load(Ordering::SeqCst) {
-                    return None;
-                }
-            }
-            Err(_) => return None,
-        }
-    }
-    Some(Recorded { method, path, headers, body, at, response: None })
-}
-
-fn serve(conn: TcpStream, requests: &Mutex<Vec<Recorded>>, stop: &AtomicBool, handler: &Handler) {
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut writer = match conn.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
+    let (head, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::BAD_REQUEST.into_response();
     };
-    let mut reader = BufReader::new(conn);
-    while let Some(req) = read_request(&mut reader, stop) {
-        let n = {
-            let mut all = requests.lock().unwrap();
-            all.push(req.clone());
-            all.len() - 1
-        };
-        let (status, headers, body) = match handler(&req, n) {
-            Answer::Respond { status, headers, body } => (status, headers, body),
-            Answer::Hang => {
-                let until = Instant::now() + HANG_LIMIT;
-                let mut probe = [0u8; 1];
-                while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-                    // The client closing its end ends the hang early.
-                    if matches!(reader.get_mut().read(&mut probe), Ok(0)) {
-                        break;
-                    }
-                }
-                return;
-            }
-            Answer::Forward(upstream) => match forward(upstream, &req) {
-                Some((status, body)) => (status, vec![], body),
-                None => (502, vec![], "{\"error\":\"the upstream did not answer\"}".into()),
-            },
-        };
-        requests.lock().unwrap()[n].response = Some((status, body.clone()));
-        let mut out = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            reason(status),
-            body.len()
-        );
-        for (k, v) in headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
+    let recorded = Recorded {
+        method: head.method.to_string(),
+        path: head.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        headers: head
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: body.to_vec(),
+        at,
+        response: None,
+    };
+    let n = {
+        let mut all = s.requests.lock().unwrap();
+        all.push(recorded.clone());
+        all.len() - 1
+    };
+    let (status, headers, body) = match (s.handler)(&recorded, n) {
+        Answer::Respond { status, headers, body } => (status, headers, body),
+        Answer::Hang => {
+            tokio::time::sleep(HANG_LIMIT).await;
+            return (StatusCode::GATEWAY_TIMEOUT, "the fake server hung for its limit").into_response();
         }
-        out.push_str("\r\n");
-        out.push_str(&body);
-        if writer.write_all(out.as_bytes()).and_then(|_| writer.flush()).is_err() {
-            return;
+        Answer::Forward(upstream) => match forward(&s.client, upstream, &recorded).await {
+            Some((status, body)) => (status, vec![], body),
+            None => (502, vec![], "{\"error\":\"the upstream did not answer\"}".into()),
+        },
+    };
+    s.requests.lock().unwrap()[n].response = Some((status, body.clone()));
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            resp.headers_mut().insert(k, v);
         }
     }
+    resp
 }
 
-/// Sends the request to `upstream` with `Connection: close` and reads the whole answer.
-fn forward(upstream: SocketAddr, req: &Recorded) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(upstream).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(300))).ok()?;
-    let mut head = format!("{} {} HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\n", req.method, req.path);
+/// Sends the request to `upstream` and reads the whole answer: status and body.
+async fn forward(client: &reqwest::Client, upstream: SocketAddr, req: &Recorded) -> Option<(u16, String)> {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).ok()?;
+    let mut out = client.request(method, format!("http://{upstream}{}", req.path));
     for (k, v) in &req.headers {
         if !matches!(k.as_str(), "host" | "connection" | "content-length" | "transfer-encoding") {
-            head.push_str(&format!("{k}: {v}\r\n"));
+            out = out.header(k, v);
         }
     }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", req.body.len()));
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(&req.body).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut body = raw[split + 4..].to_vec();
-    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = eol + 2;
-        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
-        data = &data[(start + size + 2).min(data.len())..];
-    }
-    out
+    let resp = out.body(Bytes::from(req.body.clone())).send().await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
 }
 
 /// A plain request to a server (for readiness probes and admin endpoints): status and body.
@@ -302,5 +228,36 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, Strin
         at: Instant::now(),
         response: None,
     };
-    forward(addr, &req)
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    rt.block_on(forward(&client(), addr, &req))
+}
+
+#[test]
+fn the_fake_server_records_answers_forwards_and_stops_while_hanging() {
+    let upstream = FakeServer::start(|r, n| Answer::Respond {
+        status: 201,
+        headers: vec![("x-upstream".into(), n.to_string())],
+        body: format!("{{\"got\":{}}}", String::from_utf8_lossy(&r.body)),
+    });
+    let up: SocketAddr = upstream.url().trim_start_matches("http://").parse().unwrap();
+    let proxy = FakeServer::start(move |_, _| Answer::Forward(up));
+    let addr: SocketAddr = proxy.url().trim_start_matches("http://").parse().unwrap();
+    assert_eq!(request(addr, "GET", "/v1/models?x=1"), Some((201, "{\"got\":}".to_string())));
+    let seen = proxy.requests_to("/v1/");
+    assert_eq!((seen.len(), seen[0].method.as_str(), seen[0].path.as_str()), (1, "GET", "/v1/models?x=1"));
+    assert_eq!(seen[0].response, Some((201, "{\"got\":}".to_string())), "the upstream's answer is recorded");
+    assert_eq!(upstream.requests().len(), 1);
+
+    // A hanging answer does not keep the server from stopping.
+    let hanging = FakeServer::start(|_, _| Answer::Hang);
+    let addr: SocketAddr = hanging.url().trim_start_matches("http://").parse().unwrap();
+    let probe = std::thread::spawn(move || request(addr, "POST", "/hang"));
+    let t = Instant::now();
+    while hanging.requests().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the request never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(hanging);
+    assert!(t.elapsed() < Duration::from_secs(10), "stopping waited for the hang");
+    assert_eq!(probe.join().unwrap(), None, "a stopped server closes the hanging connection");
 }
