@@ -10,16 +10,16 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::error::PathError;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{FsMailStore, MailStore};
 use crate::message::Message;
-use crate::watch::{self, Watcher};
+use crate::watch::Watcher;
 
 /// How often to rescan when no event came.
 pub const POLL: Duration = Duration::from_millis(500);
 
 /// New unread mail of one agent, each message returned once.
 pub struct NewMail {
-    mb: Mailbox,
+    mb: FsMailStore,
     agent: String,
     seen: BTreeSet<String>,
     rx: mpsc::UnboundedReceiver<()>,
@@ -32,10 +32,10 @@ impl NewMail {
     /// are missing). Mail already unread counts as new unless passed to
     /// [`NewMail::mark_seen`].
     pub fn start(root: &Path, agent: &str, poll: Duration) -> Result<NewMail, PathError> {
-        let mb = Mailbox::new(root);
+        let mb = crate::org::Layout::new(root).mail();
         mb.ensure(agent)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let watcher = watch::folder(&mb.inbox_path(agent, "new"), tx);
+        let watcher = mb.watch(agent, tx);
         Ok(NewMail { mb, agent: agent.to_string(), seen: BTreeSet::new(), rx, watcher, poll })
     }
 

@@ -69,6 +69,7 @@ pub mod process;
 pub mod prompt;
 pub mod reply;
 pub mod resume;
+pub mod route;
 pub mod send;
 pub mod settings;
 pub mod status;

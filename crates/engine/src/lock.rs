@@ -62,10 +62,15 @@ pub fn holder(layout: &Layout) -> Option<u32> {
     if let Some(kernel) = flock_holder(&layout.lock()) {
         return kernel;
     }
+    last_pid(layout).filter(|pid| pid_alive(*pid))
+}
+
+/// The pid written in the lock file: the last process that took the lock,
+/// which may have exited (or released it) since. Only [`holder`] says who holds it.
+pub fn last_pid(layout: &Layout) -> Option<u32> {
     let mut s = String::new();
-    File::open(layout.lock()).ok()?.read_to_string(&mut s).ok()?;
-    let pid: u32 = s.trim().parse().ok()?;
-    pid_alive(pid).then_some(pid)
+    File::open(layout.lock()).ok()?.take(64).read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
 }
 
 /// `Some(holder)` when `/proc/locks` can be read; `None` when it cannot.
