@@ -2,7 +2,6 @@
 //! builds paths inside a mailbox or `org/state/dead/`.
 
 use std::collections::{BTreeSet, HashSet};
-use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -712,19 +711,6 @@ impl MailStore for FsMailStore {
 
     fn commit(&self, b: Batch) -> Result<(), PathError> {
         b.commit(&self.root)
-    }
-}
-
-/// Entries of an outbox or inbox that are looked at by name only.
-impl FsMailStore {
-    /// The names of an agent's mailbox folder, all but those starting with a dot.
-    pub fn list(&self, agent: &str, folder: Folder) -> Result<Vec<OsString>, PathError> {
-        list_entries(&self.dir(agent, folder))
-    }
-
-    /// The path of entry `name` of an agent's mailbox folder.
-    pub fn entry_path(&self, agent: &str, folder: Folder, name: &OsStr) -> PathBuf {
-        self.dir(agent, folder).join(name)
     }
 }
 
