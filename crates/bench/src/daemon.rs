@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use lemming_engine::mailbox::Mailbox;
 use lemming_engine::message::{Kind, Message, Priority, To};
+use lemming_engine::org::Layout;
 
 /// The `lemming` binary next to this executable.
 pub fn lemming_bin() -> Result<PathBuf, String> {
@@ -76,7 +76,7 @@ pub fn latency(base: &Path, n: usize) -> Result<(f64, f64, f64), String> {
     let org = tmp.path().join("org");
     init(&org)?;
     let _d = start(&org)?;
-    let mb = Mailbox::new(&org);
+    let mb = Layout::new(&org).mail();
     let inbox = org.join("agents/human/inbox/new");
     let mut times = Vec::with_capacity(n);
     for i in 0..n {

@@ -66,7 +66,7 @@ impl Runs {
 
 /// The activity log file of an agent.
 pub fn path(root: &Path, agent: &str) -> PathBuf {
-    root.join("agents").join(agent).join("logs/activity.jsonl")
+    crate::org::Layout::new(root).activity_log(agent)
 }
 
 /// Appends one run (made durable by the caller's group sync).

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::mailbox::Reason;
 use crate::name::AgentName;
 use crate::resume::Resume;
 
@@ -38,12 +39,12 @@ pub enum Denial {
 }
 
 impl Denial {
-    /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
+    /// The dead-letter reason of a message refused for it.
+    pub fn code(&self) -> Reason {
         match self {
-            Denial::UnknownRecipient { .. } => "unknown_recipient",
-            Denial::NotInSendTo { .. } => "chart_send_to",
-            Denial::NotInReadFrom { .. } => "chart_read_from",
+            Denial::UnknownRecipient { .. } => Reason::UnknownRecipient,
+            Denial::NotInSendTo { .. } => Reason::ChartSendTo,
+            Denial::NotInReadFrom { .. } => Reason::ChartReadFrom,
         }
     }
 }
@@ -144,8 +145,8 @@ mod tests {
         .collect();
         let c = Chart::new(&agents);
         assert!(c.check("manager", "planner").is_ok());
-        assert_eq!(c.check("planner", "hr").unwrap_err().code(), "chart_send_to");
-        assert_eq!(c.check("manager", "janitor").unwrap_err().code(), "chart_read_from");
+        assert_eq!(c.check("planner", "hr").unwrap_err().code().as_str(), "chart_send_to");
+        assert_eq!(c.check("manager", "janitor").unwrap_err().code().as_str(), "chart_read_from");
         let e = c.check("planner", "cfo").unwrap_err();
         assert_eq!(e.to_string(), "unknown agent `cfo` (known: hr, janitor, manager, planner)");
         assert_eq!(c.reachable("manager"), vec!["hr", "planner"]);

@@ -12,7 +12,6 @@ use tokio::time::Instant;
 
 use crate::daemon::{self, StepError};
 use crate::follow::{self, NewMail};
-use crate::mailbox::Mailbox;
 use crate::message::Message;
 use crate::org::{Layout, Org};
 use crate::send::{self, SendError, SendOptions};
@@ -162,7 +161,7 @@ impl Conversation {
     /// Marks shown replies read (moves them to `inbox/cur/`), durably.
     pub fn mark_read(&self, root: &Path, replies: &[Message]) -> Result<(), crate::error::PathError> {
         let ids: Vec<String> = replies.iter().map(|m| m.id.clone()).collect();
-        Mailbox::new(root).mark_read_now(&self.me, &ids)
+        crate::org::Layout::new(root).mail().mark_read_now(&self.me, &ids)
     }
 }
 

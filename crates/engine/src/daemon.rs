@@ -34,7 +34,7 @@ use crate::clock::Sources;
 use crate::error::{PathError, WithPath};
 use crate::fsx;
 use crate::lock::{self, LockError};
-use crate::mailbox::Mailbox;
+use crate::mailbox::MailStore;
 use crate::org::{agent_folders, Layout, LoadOrgError, Org};
 use crate::trouble::{self, DaemonTrouble};
 use crate::turn::{self, TurnReport};
@@ -362,11 +362,11 @@ fn report_problems(org: &Org, seen: &mut Vec<String>, on_problems: &mut impl FnM
 
 /// The files waiting in every outbox.
 fn pending_files(org: &Org) -> BTreeSet<String> {
-    let mb = Mailbox::new(&org.layout.root);
+    let mb = org.mail();
     let mut out = BTreeSet::new();
     for agent in agent_folders(&org.layout) {
-        for f in mb.pending(&agent).unwrap_or_default() {
-            out.insert(format!("{agent}/{}", f.to_string_lossy()));
+        for p in mb.pending(&agent).unwrap_or_default() {
+            out.insert(format!("{agent}/{}", p.name.to_string_lossy()));
         }
     }
     out

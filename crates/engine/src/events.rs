@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use crate::clock::Clock;
 use crate::error::PathError;
 use crate::fsx;
-use crate::mailbox::DeadReason;
+use crate::mailbox::{DeadReason, Reason};
 use crate::org::Layout;
 use crate::turn::TurnReport;
 
@@ -113,7 +113,7 @@ pub enum EventKind {
         /// The dead letter's id.
         id: String,
         /// The reason code.
-        reason: String,
+        reason: Reason,
         /// What happened, for people.
         detail: String,
         /// The agent whose mailbox held it.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::error::PathError;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{FsMailStore, MailStore};
 use crate::message::Message;
 use crate::watch::{self, Watcher};
 
@@ -40,8 +40,18 @@ impl<S: Source> Follow<S> {
     /// Follows `source`, whose changes show in the folder `dir` (watched when
     /// it exists and the platform allows; otherwise only rescanned).
     pub fn new(source: S, dir: &Path, poll: Duration) -> Follow<S> {
+        Follow::watching(source, |tx| watch::folder(dir, tx), poll)
+    }
+
+    /// Follows `source`, woken by the watcher that `watch` starts (`None`:
+    /// only rescanned).
+    pub fn watching(
+        source: S,
+        watch: impl FnOnce(mpsc::UnboundedSender<()>) -> Option<Watcher>,
+        poll: Duration,
+    ) -> Follow<S> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let watcher = watch::folder(dir, tx);
+        let watcher = watch(tx);
         Follow { source, rx, watcher, poll }
     }
 
@@ -78,7 +88,7 @@ impl<S: Source> Follow<S> {
 
 /// The unread mail of one agent, each message returned once.
 pub struct Unread {
-    mb: Mailbox,
+    mb: FsMailStore,
     agent: String,
     seen: BTreeSet<String>,
 }
@@ -109,10 +119,10 @@ impl Follow<Unread> {
     /// are missing). Mail already unread counts as new unless passed to
     /// [`NewMail::mark_seen`].
     pub fn start(root: &Path, agent: &str, poll: Duration) -> Result<NewMail, PathError> {
-        let mb = Mailbox::new(root);
+        let mb = crate::org::Layout::new(root).mail();
         mb.ensure(agent)?;
-        let dir = mb.inbox_path(agent, "new");
-        Ok(Follow::new(Unread { mb, agent: agent.to_string(), seen: BTreeSet::new() }, &dir, poll))
+        let unread = Unread { mb: mb.clone(), agent: agent.to_string(), seen: BTreeSet::new() };
+        Ok(Follow::watching(unread, |tx| mb.watch(agent, tx), poll))
     }
 
     /// Counts these messages as already returned.

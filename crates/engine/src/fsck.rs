@@ -29,7 +29,7 @@ use crate::fsx::{self, list_json};
 use crate::journal::{Journal, Outcome, Record};
 use crate::ledger::{Entry, MAX_CREDITS};
 use crate::lock;
-use crate::mailbox::{DeadReason, Mailbox, READ_LIMIT};
+use crate::mailbox::{message_id, DeadReason, Folder, FsMailStore, READ_LIMIT};
 use crate::message::Message;
 use crate::name::AgentName;
 use crate::org::{agent_folders, Layout};
@@ -212,9 +212,6 @@ impl Report {
     }
 }
 
-/// Refusals of a whole message: their dead letter covers every recipient.
-const WHOLE_MESSAGE_REASONS: [&str; 4] = ["malformed", "sender_mismatch", "oversize", "expired"];
-
 /// Checks the org at `root`. Read-only, lock-free; problems reading files become findings.
 pub fn check(root: &Path) -> Report {
     let mut f = Fsck::new(root);
@@ -274,7 +271,7 @@ struct Line {
 struct Fsck {
     root: PathBuf,
     layout: Layout,
-    mb: Mailbox,
+    mb: FsMailStore,
     journal: Journal,
     /// The live holder of the org lock, if any.
     holder: Option<u32>,
@@ -298,7 +295,7 @@ impl Fsck {
         Fsck {
             read_limit: configured.unwrap_or_default().max(READ_LIMIT),
             root: root.to_path_buf(),
-            mb: Mailbox::new(root),
+            mb: layout.mail(),
             journal: Journal::new(&layout),
             layout,
             holder: None,
@@ -410,9 +407,9 @@ impl Fsck {
 
     fn lock(&mut self) {
         let path = self.layout.lock();
-        let pid = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
-        match pid {
-            Some(pid) if lock::pid_alive(pid) => {
+        // The kernel says who holds the lock; the pid in the file is only who took it last.
+        match lock::holder(&self.layout) {
+            Some(pid) => {
                 self.holder = Some(pid);
                 self.push(
                     Code::LockHeld,
@@ -424,12 +421,14 @@ impl Fsck {
                     ),
                 );
             }
-            Some(pid) => self.push(
-                Code::LockFree,
-                &[&path],
-                format!("no process runs turns: pid {pid}, the last to hold the org lock, has exited"),
-            ),
-            None => self.push(Code::LockFree, &[&path], "no process runs turns: no one holds the org lock".into()),
+            None => match lock::last_pid(&self.layout) {
+                Some(pid) => self.push(
+                    Code::LockFree,
+                    &[&path],
+                    format!("no process runs turns: pid {pid}, the last to hold the org lock, no longer holds it"),
+                ),
+                None => self.push(Code::LockFree, &[&path], "no process runs turns: no one holds the org lock".into()),
+            },
         }
     }
 
@@ -486,9 +485,8 @@ impl Fsck {
         for (turn, r) in records {
             if r.outcome == Outcome::Ok {
                 for id in &r.mail {
-                    let name = format!("{id}.json");
-                    let new = self.mb.inbox_path(&r.agent, "new").join(&name);
-                    let cur = self.mb.inbox_path(&r.agent, "cur").join(&name);
+                    let new = self.mb.message_path(&r.agent, Folder::Unread, id);
+                    let cur = self.mb.message_path(&r.agent, Folder::Read, id);
                     if new.exists() && !cur.exists() {
                         let message = format!(
                             "turn {turn} committed {}'s reply to message {id}, but the message is still unread: the \
@@ -642,20 +640,20 @@ impl Fsck {
 
     /// Lists an agent's inbox; finds duplicates and files that are not messages.
     fn inbox(&mut self, agent: &str) -> Inbox {
-        let new_dir = self.mb.inbox_path(agent, "new");
-        let cur_dir = self.mb.inbox_path(agent, "cur");
+        let new_dir = self.mb.dir(agent, Folder::Unread);
+        let cur_dir = self.mb.dir(agent, Folder::Read);
         // `cur` first: mail only moves from `new` to `cur`, so a name seen in `cur`
         // and then in `new` was in both at once.
         let cur_all = self.list_all(&cur_dir);
         let new_all = self.list_all(&new_dir);
         let json = |all: &[std::ffi::OsString]| -> BTreeSet<String> {
-            all.iter().filter_map(|n| n.to_str()).filter(|n| n.ends_with(".json")).map(String::from).collect()
+            all.iter().filter_map(|n| n.to_str()).filter(|n| message_id(n).is_some()).map(String::from).collect()
         };
         let (cur, new) = (json(&cur_all), json(&new_all));
         for name in new.intersection(&cur) {
             let (n, c) = (new_dir.join(name), cur_dir.join(name));
             if c.exists() && n.exists() {
-                let id = name.trim_end_matches(".json");
+                let id = message_id(name).unwrap_or(name);
                 let message = format!(
                     "message {id} is both unread and read in {agent}'s inbox: it was delivered twice (G3). {agent} \
                      has already read it; remove the unread copy so it is not read again: rm {}",
@@ -729,7 +727,7 @@ impl Fsck {
     }
 
     fn pending(&mut self, agent: &str) {
-        let dir = self.mb.outbox_path(agent, "new");
+        let dir = self.mb.dir(agent, Folder::Pending);
         let n = self.list_all(&dir).len();
         if n > 0 {
             let message = format!(
@@ -771,7 +769,7 @@ impl Fsck {
 
     /// Every routed message reached each recipient, or a dead letter says why not.
     fn sent(&mut self, agent: &str, inboxes: &BTreeMap<String, Inbox>) {
-        let dir = self.mb.outbox_path(agent, "sent");
+        let dir = self.mb.dir(agent, Folder::Sent);
         for file in self.list(&dir) {
             let path = dir.join(&file);
             let odd = "It was never delivered as a message; remove it (the engine now refuses such entries as \
@@ -813,13 +811,14 @@ impl Fsck {
                 return;
             }
             // Delivered since the inbox was listed, or moved on: look again, in the order mail moves.
-            if self.mb.inbox_path(to, "new").join(&name).exists() || self.mb.inbox_path(to, "cur").join(&name).exists()
+            if self.mb.message_path(to, Folder::Unread, &msg.id).exists()
+                || self.mb.message_path(to, Folder::Read, &msg.id).exists()
             {
                 self.same_copy(from, sent, msg, bytes, to);
                 return;
             }
         }
-        if self.dead_covers(&msg.id, to) {
+        if self.mb.dead_covers(from, &msg.id, to, self.read_limit) {
             return;
         }
         if !valid || !self.layout.agent_dir(to).is_dir() {
@@ -831,7 +830,7 @@ impl Fsck {
             self.push(Code::RecipientGone, &[sent], message);
             return;
         }
-        let inbox = self.mb.inbox_path(to, "new").join(&name);
+        let inbox = self.mb.message_path(to, Folder::Unread, &msg.id);
         let message = format!(
             "message {} from {from} to {to} was routed (it is in {from}'s outbox/sent) but is in neither inbox/new \
              nor inbox/cur of {to}, and no dead letter says why: it was lost (G3). To deliver it again: cp {} {}",
@@ -848,9 +847,9 @@ impl Fsck {
     fn same_copy(&mut self, from: &str, sent: &Path, msg: &Message, bytes: &[u8], to: &str) {
         let Ok(m) = fs::symlink_metadata(sent) else { return };
         let fid = fsx::FileId::of(&m);
-        let name = msg.file_name();
         // Mail moves from `new` to `cur`: look in that order.
-        for copy in [self.mb.inbox_path(to, "new").join(&name), self.mb.inbox_path(to, "cur").join(&name)] {
+        for copy in [self.mb.message_path(to, Folder::Unread, &msg.id), self.mb.message_path(to, Folder::Read, &msg.id)]
+        {
             match self.mb.same_file(&copy, fid, bytes) {
                 Ok(true) => return,
                 Ok(false) if fs::symlink_metadata(&copy).is_ok() => {
@@ -874,33 +873,16 @@ impl Fsck {
         }
     }
 
-    /// Whether a dead letter accounts for `id` not reaching `to`: a poison letter of
-    /// that recipient, or a refusal for it or of the whole message. Read afresh.
-    fn dead_covers(&mut self, id: &str, to: &str) -> bool {
-        let dead = self.mb.dead_dir();
-        let poison = format!("{id}-poison-{to}");
-        if dead.join(format!("{poison}.json")).exists() || dead.join(format!("{poison}.why.json")).exists() {
-            return true;
-        }
-        // A reason that is not a readable file is reported by the dead-letter checks.
-        let Ok(fsx::Entry::File { bytes, .. }) = fsx::read_entry(&dead.join(format!("{id}.why.json")), self.read_limit)
-        else {
-            return false;
-        };
-        serde_json::from_slice::<DeadReason>(&bytes)
-            .is_ok_and(|r| WHOLE_MESSAGE_REASONS.contains(&r.reason.as_str()) || r.to.iter().any(|t| t == to))
-    }
-
     // G7: dead letters ---------------------------------------------------------
 
     fn dead(&mut self) {
-        let dir = self.mb.dead_dir();
-        let names = self.list(&dir);
-        let reasons: BTreeSet<&str> = names.iter().filter_map(|n| n.strip_suffix(".why.json")).collect();
-        let letters: BTreeSet<&str> =
-            names.iter().filter(|n| !n.ends_with(".why.json")).filter_map(|n| n.strip_suffix(".json")).collect();
+        let dir = self.mb.dead_path();
+        let crate::mailbox::DeadFiles { letters, reasons } = self.mb.dead_files().unwrap_or_else(|e| {
+            self.unreadable(e);
+            Default::default()
+        });
         for id in letters.difference(&reasons) {
-            let (letter, why) = (dir.join(format!("{id}.json")), dir.join(format!("{id}.why.json")));
+            let (letter, why) = (self.mb.letter_path(id), self.mb.reason_path(id));
             // The engine writes the reason before it links the letter: look again.
             if !why.exists() && letter.exists() {
                 let message = format!(
@@ -913,7 +895,7 @@ impl Fsck {
             }
         }
         for id in reasons.difference(&letters) {
-            let (letter, why) = (dir.join(format!("{id}.json")), dir.join(format!("{id}.why.json")));
+            let (letter, why) = (self.mb.letter_path(id), self.mb.reason_path(id));
             if !letter.exists() && why.exists() {
                 let message = format!(
                     "the reason {} has no dead letter beside it: the message itself was removed (or a turn is \
@@ -924,7 +906,7 @@ impl Fsck {
             }
         }
         for id in &letters {
-            let letter = dir.join(format!("{id}.json"));
+            let letter = self.mb.letter_path(id);
             match fs::symlink_metadata(&letter) {
                 Ok(m) if !m.file_type().is_file() => {
                     let kind = fsx::EntryKind::of(m.file_type());
@@ -943,10 +925,10 @@ impl Fsck {
         }
         let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
         for id in &reasons {
-            let why = dir.join(format!("{id}.why.json"));
+            let why = self.mb.reason_path(id);
             let Some(bytes) = self.read_message(&why, "Replace it by the reason, as a regular file") else { continue };
             match serde_json::from_slice::<DeadReason>(&bytes) {
-                Ok(r) => *by_reason.entry(r.reason).or_default() += 1,
+                Ok(r) => *by_reason.entry(r.reason.to_string()).or_default() += 1,
                 Err(e) => {
                     let message = format!(
                         "the reason of dead letter {id} does not parse ({e}): why it died is lost (G7). Read the \
@@ -972,6 +954,7 @@ impl Fsck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::MailStore;
     use crate::message::{Kind, Priority, To};
 
     /// A default org with every agent's mailbox folders.
@@ -979,7 +962,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("org");
         crate::init::init(&root).unwrap();
-        let mb = Mailbox::new(&root);
+        let mb = Layout::new(&root).mail();
         for a in agent_folders(&Layout::new(&root)) {
             mb.ensure(&a).unwrap();
         }
@@ -1019,7 +1002,12 @@ mod tests {
     }
 
     fn why(root: &Path, id: &str, reason: &str, to: &[&str]) {
-        let r = serde_json::json!({"id": id, "reason": reason, "detail": "d", "mailbox": "planner",
+        why_in(root, id, reason, "planner", to)
+    }
+
+    /// A dead letter and its reason, refused in `mailbox`.
+    fn why_in(root: &Path, id: &str, reason: &str, mailbox: &str, to: &[&str]) {
+        let r = serde_json::json!({"id": id, "reason": reason, "detail": "d", "mailbox": mailbox,
             "to": to, "turn": 1, "at": "2026-01-01T00:00:00Z"});
         put(root, &format!("org/state/dead/{id}.why.json"), r.to_string());
         put(root, &format!("org/state/dead/{id}.json"), msg(id, "planner", to).to_bytes());
@@ -1058,7 +1046,7 @@ mod tests {
     async fn a_clean_org_after_turns_has_no_violations_until_a_delivered_copy_goes() {
         let (_d, root) = org();
         let first = msg("20260101T000000000Z-human-aaaaaa", "human", &["manager"]);
-        let mb = Mailbox::new(&root);
+        let mb = Layout::new(&root).mail();
         mb.send_now("human", &Message { body: "plan the launch @planner @hr".into(), ..first.clone() }).unwrap();
         mb.send_now("planner", &msg("20260101T000000001Z-planner-refused", "planner", &["hr"])).unwrap();
         crate::daemon::step(&root, 3, |_, _| {}).await.unwrap();
@@ -1107,8 +1095,8 @@ mod tests {
         let m = msg("m1", "human", &["manager", "planner", "hr", "ghost"]);
         sent(&root, &m);
         deliver(&root, &m, "manager", "cur");
-        why(&root, "m1", "chart_read_from", &["planner"]);
-        why(&root, "m1-poison-hr", "poison", &["hr"]);
+        why_in(&root, "m1", "chart_read_from", "human", &["planner"]);
+        why_in(&root, "m1-poison-hr", "poison", "hr", &["hr"]);
         let r = check(&root);
         assert!(r.ok(), "{:#?}", r.findings);
         assert_eq!(count(&r, Code::RecipientGone), 1, "{:#?}", r.findings);
@@ -1124,14 +1112,14 @@ mod tests {
         assert!(found[0].message.contains("to coder_01"), "{}", found[0].message);
 
         // A refusal of the whole message covers every recipient.
-        why(&root, "m2", "expired", &[]);
+        why_in(&root, "m2", "expired", "manager", &[]);
         assert!(check(&root).ok());
     }
 
     #[test]
     fn pending_outbox_mail_and_stale_tmp_files_are_notes() {
         let (_d, root) = org();
-        let mb = Mailbox::new(&root);
+        let mb = Layout::new(&root).mail();
         mb.send_now("human", &msg("m1", "human", &["manager"])).unwrap();
         mb.send_now("human", &msg("m2", "human", &["manager"])).unwrap();
         // Dead writers (a pid that cannot exist, or no pid), and a live one (us).
@@ -1286,16 +1274,74 @@ mod tests {
     #[test]
     fn the_lock_holder_is_named_when_alive() {
         let (_d, root) = org();
-        put(&root, "org/state/lock", format!("{}\n", std::process::id()));
+        let layout = Layout::new(&root);
+        let held = lock::acquire(&layout).unwrap();
         let r = check(&root);
-        let held: Vec<_> = r.with_code(Code::LockHeld).collect();
-        assert_eq!(held.len(), 1, "{:#?}", r.findings);
-        assert!(held[0].message.starts_with(&format!("pid {} holds", std::process::id())));
+        let found: Vec<_> = r.with_code(Code::LockHeld).collect();
+        assert_eq!(found.len(), 1, "{:#?}", r.findings);
+        assert!(found[0].message.starts_with(&format!("pid {} holds", std::process::id())));
+        drop(held);
+        let r = check(&root);
+        assert_eq!(count(&r, Code::LockHeld), 0);
+        let free: Vec<_> = r.with_code(Code::LockFree).collect();
+        assert_eq!(free.len(), 1, "{:#?}", r.findings);
+        assert!(free[0].message.contains(&format!("pid {}", std::process::id())), "{}", free[0].message);
         put(&root, "org/state/lock", "3000000000\n");
         let r = check(&root);
         assert_eq!(count(&r, Code::LockHeld), 0);
-        assert_eq!(count(&r, Code::LockFree), 1);
         assert!(r.with_code(Code::LockFree).all(|f| f.message.contains("3000000000")), "{:#?}", r.findings);
+    }
+
+    /// The pid in the lock file is only who took the lock last: a live
+    /// process whose pid is written there (a pid reused since, or a process
+    /// that released the lock) holds nothing, and fsck asks the kernel.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_live_pid_in_the_lock_file_without_the_lock_is_no_holder() {
+        let (_d, root) = org();
+        put(&root, "org/state/lock", format!("{}\n", std::process::id()));
+        let r = check(&root);
+        assert_eq!(count(&r, Code::LockHeld), 0, "{:#?}", r.findings);
+        assert_eq!(count(&r, Code::LockFree), 1, "{:#?}", r.findings);
+        assert!(r.with_code(Code::InterruptedTurn).all(|f| !f.message.contains("holds the lock")));
+    }
+
+    /// A poison letter whose id was taken by another message's letter gets
+    /// the next free id (`<id>-poison-<agent>.1`), and it still accounts for
+    /// the recipient that never read the message.
+    #[test]
+    fn a_poison_letter_under_a_numbered_id_covers_its_recipient() {
+        let (_d, root) = org();
+        let m = msg("m1", "human", &["manager"]);
+        sent(&root, &m);
+        why_in(&root, "m1-poison-manager", "poison", "manager", &["manager"]);
+        why_in(&root, "m1-poison-manager.1", "poison", "manager", &["manager"]);
+        let r = check(&root);
+        assert_eq!(count(&r, Code::LostMessage), 0, "{:#?}", r.findings);
+        // Without the letters, the message is lost.
+        for f in ["m1-poison-manager", "m1-poison-manager.1"] {
+            fs::remove_file(root.join(format!("org/state/dead/{f}.json"))).unwrap();
+            fs::remove_file(root.join(format!("org/state/dead/{f}.why.json"))).unwrap();
+        }
+        assert_eq!(count(&check(&root), Code::LostMessage), 1);
+    }
+
+    /// A router's refusal covers a recipient only if it is the refusal of this
+    /// message: made in its sender's outbox, under its id or an id that
+    /// follows it (`<id>.1` when `<id>` held another letter).
+    #[test]
+    fn a_refusal_covers_only_its_own_message_and_may_have_a_numbered_id() {
+        let (_d, root) = org();
+        let m = msg("m1", "human", &["manager", "planner"]);
+        sent(&root, &m);
+        deliver(&root, &m, "manager", "cur");
+        // Another sender's message that used the same id was refused whole.
+        why_in(&root, "m1", "expired", "hr", &["manager"]);
+        let r = check(&root);
+        assert_eq!(count(&r, Code::LostMessage), 1, "another message's refusal covers nothing: {:#?}", r.findings);
+        why_in(&root, "m1.1", "chart_read_from", "human", &["planner"]);
+        let r = check(&root);
+        assert_eq!(count(&r, Code::LostMessage), 0, "{:#?}", r.findings);
     }
 
     #[test]
@@ -1320,7 +1366,7 @@ mod tests {
         why(&root, "a", "poison", &["hr"]);
         fs::remove_file(root.join("org/state/dead/a.why.json")).unwrap();
         why(&root, "b", "poison", &["hr"]);
-        Mailbox::new(&root).send_now("human", &msg("m1", "human", &["manager"])).unwrap();
+        Layout::new(&root).mail().send_now("human", &msg("m1", "human", &["manager"])).unwrap();
         let m = msg("m2", "human", &["manager"]);
         sent(&root, &m);
         let r = check(&root);

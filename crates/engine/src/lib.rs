@@ -2,7 +2,7 @@
 //!
 //! # How a turn works
 //!
-//! 1. **Route** ([`turn`], [`mailbox`], [`chart`]): every `outbox/new/` file is
+//! 1. **Route** ([`route`], [`mailbox`], [`chart`]): every `outbox/new/` file is
 //!    parsed and checked against the org chart, then delivered into each
 //!    recipient's `inbox/new/` (idempotent by id) and moved to `sent/`. Refused
 //!    mail goes to `org/state/dead/` with its reason and the sender gets a bounce.
@@ -28,7 +28,11 @@
 //!   checked field by field through [`config`];
 //! - [`name`], [`message`]: agent names and the message file;
 //! - [`chart`]: who may talk to whom;
-//! - [`mailbox`]: the on-disk layout of inboxes, outboxes and dead letters;
+//! - [`mailbox`]: the mail store ([`mailbox::MailStore`]) and its filesystem
+//!   implementation, the one place that knows the layout and names of
+//!   inboxes, outboxes and dead letters, and the reason codes;
+//! - [`route`]: the routing phase of a turn, and the [`route::Transport`] seam
+//!   for agents on other machines;
 //! - [`fsx`]: atomic writes, group commits and safe reads of mailbox entries;
 //!   [`process`]: whether a process (a lock holder, a tmp file's writer) lives;
 //! - [`ledger`], [`memory`], [`journal`], [`events`], [`activity`]: state files;
@@ -71,6 +75,7 @@ pub mod process;
 pub mod prompt;
 pub mod reply;
 pub mod resume;
+pub mod route;
 pub mod send;
 pub mod settings;
 pub mod status;

@@ -62,9 +62,14 @@ pub fn holder(layout: &Layout) -> Option<u32> {
     if let Some(kernel) = flock_holder(&layout.lock()) {
         return kernel;
     }
+    last_pid(layout).filter(|pid| pid_alive(*pid))
+}
+
+/// The pid written in the lock file: the last process that took the lock,
+/// which may have exited (or released it) since. Only [`holder`] says who holds it.
+pub fn last_pid(layout: &Layout) -> Option<u32> {
     let s = crate::fsx::read_small(&layout.lock(), 64).ok()??;
-    let pid: u32 = std::str::from_utf8(&s).ok()?.trim().parse().ok()?;
-    pid_alive(pid).then_some(pid)
+    std::str::from_utf8(&s).ok()?.trim().parse().ok()
 }
 
 /// `Some(holder)` when `/proc/locks` can be read; `None` when it cannot.

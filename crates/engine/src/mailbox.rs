@@ -1,4 +1,10 @@
-//! The mailboxes: the only code that knows where messages live on disk.
+//! The mail store: where messages wait, are delivered, read, and set aside.
+//!
+//! [`MailStore`] is what the turn and the router ask of it: the entries
+//! waiting in an outbox, delivering a message into an inbox (idempotent by
+//! id), the unread mail, consuming it, dead letters, whether an inbox holds an
+//! id, and a watch on new mail. Its one implementation is the filesystem,
+//! [`FsMailStore`]:
 //!
 //! ```text
 //! agents/<name>/outbox/{tmp,new,sent}/   written to tmp, renamed to new, moved to sent once routed
@@ -8,46 +14,346 @@
 //! org/state/dead/<id>.dir/                 a directory found in a mailbox, moved aside
 //! ```
 //!
-//! Writes go through [`Batch`] (group commit) or [`write_atomic`] (one file, G1).
-//! Delivery is idempotent by id: a message already in `new/` or `cur/` is not written again.
+//! This module is the one place that knows those names: message files
+//! (`<id>.json`), dead letters and their reasons, poison letters
+//! (`<id>-poison-<agent>`), the dead-letter ids of entries that have no id of
+//! their own, and the reason codes ([`Reason`]).
 //!
-//! Nothing in `new/` is trusted to be what its name says: entries are read with
-//! [`fsx::read_entry`] (never following a link, never blocking on a FIFO, never
-//! reading past a size limit), and anything that is not a regular file is set
-//! aside as `not_a_regular_file`.
+//! Changes join a group commit ([`Batch`]): the caller orders the commits
+//! (deliveries durable before outbox files move to `sent/`, effects durable
+//! before mail moves to `cur/`), which is what makes a crash at any point safe.
+//!
+//! Nothing in a mailbox is trusted to be what its name says: entries are read
+//! with [`crate::fsx::read_entry`] (never following a link, never blocking on a
+//! FIFO, never reading past a size limit), and anything that is not a regular
+//! file is set aside as `not_a_regular_file`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
-use crate::error::{PathError, WithPath};
-use crate::fsx::{self, list_entries, list_json, write_atomic, Batch, Entry};
-pub use crate::fsx::{EntryKind, FileId};
+use crate::error::PathError;
+pub use crate::fsx::{Batch, EntryKind, FileId};
 use crate::message::{Message, ParseMessageError};
+use crate::watch::Watcher;
+
+mod fs;
+
+pub use fs::{is_pending_entry, DeadFiles, Folder, FsMailStore};
 
 /// The most bytes read of one inbox file, unless the org's `max_message_bytes`
-/// is larger (see [`Mailbox::with_read_limit`]).
+/// is larger (see [`FsMailStore::with_read_limit`]).
 pub const READ_LIMIT: u64 = 16 << 20;
 
-/// The mailboxes of one org.
-#[derive(Debug, Clone)]
-pub struct Mailbox {
-    root: PathBuf,
-    read_limit: u64,
+/// What the turn and the router need of a mail store. Every change is queued
+/// on a [`Batch`], so that the caller decides what is durable before what.
+pub trait MailStore: Send + Sync {
+    /// Creates an agent's mailbox (and the dead letters' place) if missing.
+    fn ensure(&self, agent: &str) -> Result<(), PathError>;
+
+    /// Whether `agent`'s inbox is kept by this store. Mail for an agent that
+    /// lives elsewhere goes to a transport (see `route::Transport`).
+    fn is_local(&self, agent: &str) -> bool;
+
+    /// Every entry waiting in an agent's outbox, oldest id first.
+    fn pending(&self, agent: &str) -> Result<Vec<Pending>, PathError>;
+
+    /// Reads a waiting entry, up to `limit` bytes, without trusting it to be a message.
+    fn read_pending(&self, p: &Pending, limit: u64) -> Result<Outgoing, PathError>;
+
+    /// Another message than `m` that already holds its id in a recipient's
+    /// inbox or in the sender's sent mail, if there is one (the same message
+    /// again, as after a repeated turn, is no conflict).
+    fn conflict(&self, p: &Pending, m: &Checked) -> Result<Option<Conflict>, PathError>;
+
+    /// Queues delivery of the checked entry `p` to `to`'s inbox, unless that
+    /// inbox holds its id already. Returns whether it was queued. The entry
+    /// is delivered only if it is still the one that was checked.
+    fn deliver_pending(&self, b: &mut Batch, p: &Pending, m: &Checked, to: &str) -> bool;
+
+    /// Queues delivery of a message the engine wrote (a bounce) into `to`'s
+    /// inbox, unless it holds that id already. Returns whether it was queued.
+    fn deliver(&self, b: &mut Batch, to: &str, msg: &Message) -> bool;
+
+    /// Queues the move of a routed entry to the sender's sent mail.
+    fn mark_sent(&self, b: &mut Batch, p: &Pending);
+
+    /// Queues the dead letter of a refused entry (the entry itself, or a note
+    /// when it is not a file) with its reason. `why.id` is the id to start
+    /// from: the letter gets it unless it holds another letter already (see
+    /// [`FsMailStore::free_dead_id`]); `taken` gathers the ids this batch
+    /// uses. Returns the reason as written.
+    fn refuse(
+        &self,
+        b: &mut Batch,
+        p: &Pending,
+        letter: &Letter,
+        why: DeadReason,
+        taken: &mut HashSet<String>,
+    ) -> DeadReason;
+
+    /// Queues the removal of a refused entry from the outbox once its dead
+    /// letter `dead_id` is made.
+    fn drop_pending(&self, b: &mut Batch, p: &Pending, letter: &Letter, dead_id: &str);
+
+    /// Queues a message into an agent's outbox unless it is there already. Returns whether it was queued.
+    fn post(&self, b: &mut Batch, agent: &str, msg: &Message) -> bool;
+
+    /// Every unread message, oldest id first, and apart the entries that are not messages.
+    fn unread(&self, agent: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError>;
+
+    /// Whether an agent's inbox holds message `id`, read or unread.
+    fn has(&self, agent: &str, id: &str) -> bool;
+
+    /// Whether message `id` is unread (and not read as well) in an agent's inbox.
+    fn is_unread(&self, agent: &str, id: &str) -> bool;
+
+    /// Queues the move of a message from unread to read.
+    fn consume(&self, b: &mut Batch, agent: &str, id: &str);
+
+    /// Queues the dead letter of an unread entry that is not a message, and
+    /// its removal from the inbox. `at` is when; `taken` gathers the batch's dead ids.
+    fn dead_bad(
+        &self,
+        b: &mut Batch,
+        agent: &str,
+        bad: &BadFile,
+        turn: u64,
+        at: chrono::DateTime<chrono::Utc>,
+        taken: &mut HashSet<String>,
+    ) -> DeadReason;
+
+    /// Queues the dead letter of unread message `id` that made the agent fail
+    /// too often (`poison`), and its removal from the inbox; `None` when it is
+    /// no longer unread.
+    fn poison(
+        &self,
+        b: &mut Batch,
+        agent: &str,
+        id: &str,
+        detail: String,
+        turn: u64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<DeadReason>;
+
+    /// Failed attempts on an agent's unread mail (none when they cannot be read).
+    fn attempts(&self, agent: &str) -> Attempts;
+
+    /// Queues a rewrite of an agent's attempts.
+    fn set_attempts(&self, b: &mut Batch, agent: &str, attempts: &Attempts);
+
+    /// Watches an agent's unread mail: `()` is sent on every change. `None`
+    /// when no watch can be set up (callers then poll).
+    fn watch(&self, agent: &str, tx: mpsc::UnboundedSender<()>) -> Option<Watcher>;
+
+    /// Makes a batch of this store's changes durable.
+    fn commit(&self, b: Batch) -> Result<(), PathError>;
 }
 
-/// Why a message went to `dead/`, stored as `<id>.why.json`.
+/// An entry waiting in an agent's outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pending {
+    /// The agent whose outbox holds it.
+    pub from: String,
+    /// Its name in the outbox (any bytes: it is not trusted).
+    pub name: OsString,
+}
+
+impl Pending {
+    /// Its name, for people.
+    pub fn show(&self) -> String {
+        show_name(&self.name)
+    }
+}
+
+/// What a waiting entry turned out to be.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// It went away meanwhile (routed by someone else, or removed).
+    Gone,
+    /// It is no message: refused whole.
+    Unusable {
+        /// Why.
+        error: Unusable,
+        /// What its dead letter holds.
+        letter: Letter,
+    },
+    /// A message, and the very bytes that were checked.
+    Message(Checked),
+}
+
+/// A message read from an outbox entry, with what identifies the entry, so
+/// that only this very entry is ever delivered.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The message.
+    pub msg: Message,
+    fid: FileId,
+    bytes: Vec<u8>,
+}
+
+impl Checked {
+    fn new(msg: Message, fid: FileId, bytes: Vec<u8>) -> Checked {
+        Checked { msg, fid, bytes }
+    }
+
+    /// What its dead letter holds if it is refused: the entry itself.
+    pub fn letter(&self) -> Letter {
+        Letter::Link(self.fid)
+    }
+
+    /// What tells this message from another with the same id.
+    pub fn fingerprint(&self) -> Fingerprint {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.bytes.hash(&mut h);
+        Fingerprint { fid: self.fid, hash: h.finish() }
+    }
+}
+
+/// The entry and a hash of the bytes of a checked message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    fid: FileId,
+    hash: u64,
+}
+
+impl Fingerprint {
+    /// Whether both are the same message: the same entry (a hard link), or the same bytes.
+    pub fn same(&self, other: &Fingerprint) -> bool {
+        self.fid == other.fid || self.hash == other.hash
+    }
+}
+
+/// Where another message with the same id already is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conflict {
+    /// In a recipient's inbox.
+    Delivered {
+        /// The recipient.
+        to: String,
+        /// The copy, relative to the org root.
+        copy: PathBuf,
+    },
+    /// In the sender's sent mail, under the same name.
+    Sent {
+        /// The sent copy, relative to the sender's folder.
+        copy: PathBuf,
+    },
+}
+
+/// Why a message went to dead: the reason codes, serialized as snake_case
+/// strings. A code this version does not know is kept as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Not a message: bytes that do not parse, or a name that is not `<id>.json`.
+    Malformed,
+    /// A directory, symbolic link, FIFO, socket or device.
+    NotARegularFile,
+    /// `from` is not the agent whose outbox held it.
+    SenderMismatch,
+    /// A recipient that is no agent.
+    UnknownRecipient,
+    /// The sender may not send to the recipient.
+    ChartSendTo,
+    /// The recipient may not read from the sender.
+    ChartReadFrom,
+    /// Larger than the size limit.
+    Oversize,
+    /// Older than its `ttl_turns`.
+    Expired,
+    /// Its id is another message's.
+    DuplicateId,
+    /// It made its reader fail `max_attempts` times.
+    Poison,
+    /// A reason file that cannot be read (shown in its letter's place).
+    UnreadableReason,
+    /// A code this version does not know.
+    Other(String),
+}
+
+impl Reason {
+    const KNOWN: [Reason; 11] = [
+        Reason::Malformed,
+        Reason::NotARegularFile,
+        Reason::SenderMismatch,
+        Reason::UnknownRecipient,
+        Reason::ChartSendTo,
+        Reason::ChartReadFrom,
+        Reason::Oversize,
+        Reason::Expired,
+        Reason::DuplicateId,
+        Reason::Poison,
+        Reason::UnreadableReason,
+    ];
+
+    /// The code, as written in `<id>.why.json` and the events.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::NotARegularFile => "not_a_regular_file",
+            Reason::SenderMismatch => "sender_mismatch",
+            Reason::UnknownRecipient => "unknown_recipient",
+            Reason::ChartSendTo => "chart_send_to",
+            Reason::ChartReadFrom => "chart_read_from",
+            Reason::Oversize => "oversize",
+            Reason::Expired => "expired",
+            Reason::DuplicateId => "duplicate_id",
+            Reason::Poison => "poison",
+            Reason::UnreadableReason => "unreadable_reason",
+            Reason::Other(s) => s,
+        }
+    }
+
+    /// The reason with this code.
+    pub fn parse(code: &str) -> Reason {
+        Reason::KNOWN.into_iter().find(|r| r.as_str() == code).unwrap_or_else(|| Reason::Other(code.to_string()))
+    }
+
+    /// Whether a refusal for this reason refuses the message for every
+    /// recipient (the others name the recipients they refuse it for).
+    pub fn whole_message(&self) -> bool {
+        matches!(
+            self,
+            Reason::Malformed
+                | Reason::NotARegularFile
+                | Reason::SenderMismatch
+                | Reason::Oversize
+                | Reason::Expired
+                | Reason::DuplicateId
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Reason, D::Error> {
+        Ok(Reason::parse(&String::deserialize(d)?))
+    }
+}
+
+/// Why a message went to dead, stored as `<id>.why.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadReason {
     /// The dead letter's id (its file stem).
     pub id: String,
-    /// A machine-readable code: `malformed`, `not_a_regular_file`, `sender_mismatch`,
-    /// `unknown_recipient`, `chart_send_to`, `chart_read_from`, `oversize`, `expired`,
-    /// `duplicate_id`, `poison`.
-    pub reason: String,
+    /// The reason code.
+    pub reason: Reason,
     /// What happened, for people.
     pub detail: String,
     /// The agent whose mailbox held it.
@@ -114,17 +420,18 @@ pub enum Unusable {
 }
 
 impl Unusable {
-    /// The dead-letter reason code.
-    pub fn code(&self) -> &'static str {
+    /// The dead-letter reason.
+    pub fn code(&self) -> Reason {
         match self {
-            Unusable::NotRegular { .. } => "not_a_regular_file",
-            Unusable::Oversize { .. } => "oversize",
-            Unusable::Name | Unusable::Parse(_) => "malformed",
+            Unusable::NotRegular { .. } => Reason::NotARegularFile,
+            Unusable::Oversize { .. } => Reason::Oversize,
+            Unusable::Name | Unusable::Parse(_) => Reason::Malformed,
         }
     }
 }
 
-fn show_target(target: &Option<PathBuf>) -> String {
+/// ` to `<target>``, for a symbolic link's target in a one-line text (empty without one).
+pub fn show_target(target: &Option<PathBuf>) -> String {
     target.as_ref().map(|t| format!(" to `{}`", crate::term::line(&t.to_string_lossy()))).unwrap_or_default()
 }
 
@@ -134,9 +441,19 @@ pub fn show_name(name: &OsStr) -> String {
     crate::term::line(&name.to_string_lossy()).into_owned()
 }
 
+/// The file name of message `id`: `<id>.json`.
+pub fn message_file(id: &str) -> String {
+    format!("{id}.json")
+}
+
+/// The message id a mailbox file name stands for (`<id>.json`), if it is one.
+pub fn message_id(file: &str) -> Option<&str> {
+    file.strip_suffix(".json").filter(|id| !id.is_empty() && !id.ends_with(".why"))
+}
+
 /// A dead-letter id for a file that has no usable id of its own: unique per
 /// (reason, turn, mailbox, file name), and the same when the turn is repeated.
-pub fn dead_id(code: &str, turn: u64, agent: &str, file: &str) -> String {
+pub fn dead_id(code: &Reason, turn: u64, agent: &str, file: &str) -> String {
     let stem: String = file
         .trim_end_matches(".json")
         .chars()
@@ -144,6 +461,22 @@ pub fn dead_id(code: &str, turn: u64, agent: &str, file: &str) -> String {
         .take(48)
         .collect();
     format!("{code}-t{turn}-{agent}-{stem}")
+}
+
+/// The dead-letter id a poison letter of message `id` in `agent`'s inbox
+/// starts from (see [`FsMailStore::free_dead_id`] for the ids that follow it).
+pub fn poison_id(id: &str, agent: &str) -> String {
+    format!("{id}-poison-{agent}")
+}
+
+/// Whether dead-letter id `dead` was given for the id `base`: `base` itself,
+/// or `base.<n>` when `base` held another letter already.
+pub fn is_dead_id_for(dead: &str, base: &str) -> bool {
+    match dead.strip_prefix(base) {
+        Some("") => true,
+        Some(rest) => rest.strip_prefix('.').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    }
 }
 
 /// What a dead letter holds.
@@ -162,7 +495,7 @@ pub enum Letter {
     },
 }
 
-/// A file in `inbox/new` that is not a valid message.
+/// An entry of an inbox that is not a valid message.
 #[derive(Debug)]
 pub struct BadFile {
     /// Its file name.
@@ -182,543 +515,123 @@ impl BadFile {
     }
 }
 
-impl Mailbox {
-    /// The mailboxes of the org at `root`; inbox files are read up to [`READ_LIMIT`] bytes.
-    pub fn new(root: impl Into<PathBuf>) -> Mailbox {
-        Mailbox { root: root.into(), read_limit: READ_LIMIT }
-    }
-
-    /// Reads inbox files up to `max_message_bytes` when that is more than [`READ_LIMIT`]
-    /// (so that mail the org accepted can always be read back).
-    pub fn with_read_limit(mut self, max_message_bytes: u64) -> Mailbox {
-        self.read_limit = max_message_bytes.max(READ_LIMIT);
-        self
-    }
-
-    fn agent(&self, agent: &str) -> PathBuf {
-        self.root.join("agents").join(agent)
-    }
-    fn outbox(&self, agent: &str, sub: &str) -> PathBuf {
-        self.agent(agent).join("outbox").join(sub)
-    }
-    fn inbox(&self, agent: &str, sub: &str) -> PathBuf {
-        self.agent(agent).join("inbox").join(sub)
-    }
-    /// `org/state/dead/`.
-    pub fn dead_dir(&self) -> PathBuf {
-        self.root.join("org/state/dead")
-    }
-    fn state_tmp(&self) -> PathBuf {
-        self.root.join("org/state/tmp")
-    }
-
-    /// Creates an agent's mailbox folders (and the dead-letter folder).
-    pub fn ensure(&self, agent: &str) -> Result<(), PathError> {
-        // `inbox/cur` is made last: when it exists, so do the others.
-        if self.inbox(agent, "cur").is_dir() && self.dead_dir().is_dir() {
-            return Ok(());
-        }
-        for d in [
-            self.outbox(agent, "tmp"),
-            self.outbox(agent, "new"),
-            self.outbox(agent, "sent"),
-            self.inbox(agent, "tmp"),
-            self.inbox(agent, "new"),
-            self.dead_dir(),
-            self.state_tmp(),
-            self.inbox(agent, "cur"),
-        ] {
-            if !d.is_dir() {
-                fs::create_dir_all(&d).with_path(&d)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes a message into the sender's `outbox/new/` now, durably (G1): it is
-    /// fsynced, renamed into place and the folder fsynced before this returns.
-    pub fn send_now(&self, agent: &str, msg: &Message) -> Result<PathBuf, PathError> {
-        self.ensure(agent)?;
-        let path = self.outbox(agent, "new").join(msg.file_name());
-        write_atomic(&self.outbox(agent, "tmp"), &path, &msg.to_bytes())?;
-        Ok(path)
-    }
-
-    /// Queues a message into an agent's outbox unless it is already there
-    /// (in `new/` or `sent/`). Returns whether it was queued.
-    pub fn post(&self, b: &mut Batch, agent: &str, msg: &Message) -> bool {
-        let name = msg.file_name();
-        if self.outbox(agent, "new").join(&name).exists() || self.outbox(agent, "sent").join(&name).exists() {
-            return false;
-        }
-        b.write(&self.outbox(agent, "tmp"), self.outbox(agent, "new").join(name), msg.to_bytes());
-        true
-    }
-
-    /// Every entry waiting in an agent's `outbox/new/` (all names but those
-    /// starting with a dot, whatever they are), oldest id first.
-    pub fn pending(&self, agent: &str) -> Result<Vec<OsString>, PathError> {
-        list_entries(&self.outbox(agent, "new"))
-    }
-
-    /// Reads a pending outbox entry safely, up to `limit` bytes (see [`fsx::read_entry`]).
-    pub fn read_pending(&self, agent: &str, file: &OsStr, limit: u64) -> Result<Entry, PathError> {
-        fsx::read_entry(&self.outbox(agent, "new").join(file), limit)
-    }
-
-    /// Queues the move of a routed outbox file to `sent/`.
-    pub fn mark_sent(&self, b: &mut Batch, agent: &str, file: &OsStr) {
-        b.rename(self.outbox(agent, "new").join(file), self.outbox(agent, "sent").join(file));
-    }
-
-    /// Whether a message with this id is already in an agent's inbox (`new/` or `cur/`).
-    pub fn has(&self, agent: &str, id: &str) -> bool {
-        self.delivered_copy(agent, id).is_some()
-    }
-
-    /// The copy of message `id` in an agent's inbox (`new/`, else `cur/`), if any.
-    /// Whatever holds the name counts (a link is not followed).
-    pub fn delivered_copy(&self, agent: &str, id: &str) -> Option<PathBuf> {
-        let name = format!("{id}.json");
-        [self.inbox(agent, "new").join(&name), self.inbox(agent, "cur").join(&name)]
-            .into_iter()
-            .find(|p| fs::symlink_metadata(p).is_ok())
-    }
-
-    /// A copy of message `id` in an agent's inbox that is *another* message
-    /// than the file `fid` with `bytes`, if there is one. Mail moves from
-    /// `new/` to `cur/` at any time (a person reading): a copy that vanishes
-    /// while it is looked at is looked for again in `cur/`, never taken as a
-    /// conflict.
-    pub fn other_copy(&self, agent: &str, id: &str, fid: FileId, bytes: &[u8]) -> Result<Option<PathBuf>, PathError> {
-        let name = format!("{id}.json");
-        for copy in [self.inbox(agent, "new").join(&name), self.inbox(agent, "cur").join(&name)] {
-            if self.same_file(&copy, fid, bytes)? {
-                return Ok(None);
-            }
-            if fs::symlink_metadata(&copy).is_ok() {
-                return Ok(Some(copy));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Whether `path` holds the same message as the file `id` with `bytes`: it is
-    /// that very file (a hard link), or a regular file with the same bytes.
-    pub fn same_file(&self, path: &Path, id: FileId, bytes: &[u8]) -> Result<bool, PathError> {
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_file() && FileId::of(&m) == id => return Ok(true),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e).with_path(path),
-        }
-        Ok(matches!(fsx::read_entry(path, bytes.len() as u64)?, Entry::File { bytes: b, .. } if b == bytes))
-    }
-
-    /// Queues delivery of a pending outbox file into an agent's `inbox/new/` as a
-    /// hard link (the outbox file is already durable), unless it is already
-    /// there. The link is made only if the outbox name still holds the file
-    /// `checked` (the one that was read). Returns whether it was queued.
-    pub fn deliver_pending(
-        &self,
-        b: &mut Batch,
-        from: &str,
-        file: &OsStr,
-        to: &str,
-        id: &str,
-        checked: FileId,
-    ) -> bool {
-        if self.has(to, id) {
-            return false;
-        }
-        b.link_same(self.outbox(from, "new").join(file), self.inbox(to, "new").join(format!("{id}.json")), checked);
-        true
-    }
-
-    /// Queues delivery of a message the engine wrote (a bounce) into an agent's
-    /// `inbox/new/`, unless it is already there. Returns whether it was queued.
-    pub fn deliver(&self, b: &mut Batch, agent: &str, msg: &Message) -> bool {
-        if self.has(agent, &msg.id) {
-            return false;
-        }
-        b.write(&self.inbox(agent, "tmp"), self.inbox(agent, "new").join(msg.file_name()), msg.to_bytes());
-        true
-    }
-
-    /// The number of unread messages (entries in `inbox/new/`).
-    pub fn unread_count(&self, agent: &str) -> Result<usize, PathError> {
-        Ok(list_entries(&self.inbox(agent, "new"))?.len())
-    }
-
-    /// The number of messages waiting in `outbox/new/`.
-    pub fn pending_count(&self, agent: &str) -> Result<usize, PathError> {
-        Ok(self.pending(agent)?.len())
-    }
-
-    /// Reads every unread message, oldest id first. Entries that are not
-    /// messages (unparseable, oversize, misnamed, not regular files) are returned apart.
-    pub fn unread(&self, agent: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
-        self.read_box(agent, "new")
-    }
-
-    /// Reads every consumed message (`inbox/cur/`), oldest id first.
-    pub fn read_mail(&self, agent: &str) -> Result<Vec<Message>, PathError> {
-        Ok(self.read_box(agent, "cur")?.0)
-    }
-
-    /// Like [`Mailbox::unread`], for people's views (`lemming inbox`): a file
-    /// that cannot be read is returned apart with its error, and the others are
-    /// still read. Only a folder that cannot be listed fails the call.
-    pub fn unread_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
-        self.read_box_skipping(agent, "new")
-    }
-
-    /// Like [`Mailbox::read_mail`], returning files that cannot be read (or
-    /// parsed) apart instead of failing.
-    pub fn read_mail_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
-        self.read_box_skipping(agent, "cur")
-    }
-
-    fn read_box(&self, agent: &str, sub: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
-        let read = self.read_box_skipping(agent, sub)?;
-        match read.unreadable.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok((read.messages, read.bad)),
-        }
-    }
-
-    fn read_box_skipping(&self, agent: &str, sub: &str) -> Result<MailRead, PathError> {
-        let dir = self.inbox(agent, sub);
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
-        let mut unreadable = Vec::new();
-        for file in list_entries(&dir)? {
-            let p = dir.join(&file);
-            let (id, bytes) = match fsx::read_entry(&p, self.read_limit) {
-                Ok(Entry::File { id, bytes }) => (id, bytes),
-                // Consumed or moved by someone else meanwhile.
-                Ok(Entry::Gone) => continue,
-                Ok(Entry::TooLarge { id, size }) => {
-                    let error = Unusable::Oversize { size, limit: self.read_limit };
-                    bad.push(BadFile { file, bytes: vec![], error, letter: Letter::Link(id) });
-                    continue;
-                }
-                Ok(Entry::NotRegular { kind, target }) => {
-                    let letter = Letter::Note { kind, target: target.clone() };
-                    bad.push(BadFile { file, bytes: vec![], error: Unusable::NotRegular { kind, target }, letter });
-                    continue;
-                }
-                Err(e) => {
-                    unreadable.push(e);
-                    continue;
-                }
-            };
-            if !file.to_str().is_some_and(|n| n.ends_with(".json")) {
-                bad.push(BadFile { file, bytes, error: Unusable::Name, letter: Letter::Link(id) });
-                continue;
-            }
-            match Message::parse(&bytes) {
-                Ok(m) => good.push(m),
-                Err(e) => bad.push(BadFile { file, bytes, error: e.into(), letter: Letter::Link(id) }),
-            }
-        }
-        Ok(MailRead { messages: good, bad, unreadable })
-    }
-
-    /// Queues the move of a consumed message from `inbox/new/` to `inbox/cur/`.
-    pub fn consume(&self, b: &mut Batch, agent: &str, id: &str) {
-        let name = format!("{id}.json");
-        let from = self.inbox(agent, "new").join(&name);
-        if from.exists() {
-            b.rename(from, self.inbox(agent, "cur").join(name));
-        }
-    }
-
-    /// Moves messages of a person's inbox to `cur/` now, durably (`lemming inbox`).
-    pub fn mark_read_now(&self, agent: &str, ids: &[String]) -> Result<(), PathError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        for id in ids {
-            let name = format!("{id}.json");
-            let from = self.inbox(agent, "new").join(&name);
-            match fs::rename(&from, self.inbox(agent, "cur").join(&name)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_path(&from),
-            }
-        }
-        fsx::sync_dir(&self.inbox(agent, "new"))?;
-        fsx::sync_dir(&self.inbox(agent, "cur"))
-    }
-
-    fn dead_why(&self, b: &mut Batch, why: &DeadReason) {
-        let mut bytes = serde_json::to_vec_pretty(why).expect("a reason always serializes");
-        bytes.push(b'\n');
-        b.write(&self.state_tmp(), self.dead_dir().join(format!("{}.why.json", why.id)), bytes);
-    }
-
-    /// A dead-letter id for the mailbox entry `entry`, starting from `id`:
-    /// `id` itself unless `dead/<id>.json` (or `dead/<id>.dir`) holds something
-    /// else (then `id.1`, `id.2`, ...). When it already holds this very letter
-    /// (a repeated turn: the same file linked, or the same note) the id is
-    /// reused, so a repeat adds nothing. `taken` are ids already used in the
-    /// current batch.
-    pub fn free_dead_id(&self, id: &str, entry: &Path, letter: &Letter, taken: &HashSet<String>) -> String {
-        let mut candidate = id.to_string();
-        for n in 1.. {
-            if !taken.contains(&candidate) {
-                let path = self.dead_dir().join(format!("{candidate}.json"));
-                let aside = self.dead_dir().join(format!("{candidate}.dir"));
-                let same = match fs::symlink_metadata(&path) {
-                    Err(_) if fs::symlink_metadata(&aside).is_err() => return candidate,
-                    Err(_) => false,
-                    Ok(m) => match letter {
-                        Letter::Link(fid) => m.file_type().is_file() && FileId::of(&m) == *fid,
-                        Letter::Note { .. } => {
-                            let note = self.note(entry, letter, &candidate);
-                            matches!(fsx::read_entry(&path, note.len() as u64), Ok(Entry::File { bytes, .. }) if bytes == note)
-                        }
-                    },
-                };
-                if same {
-                    return candidate;
-                }
-            }
-            candidate = format!("{id}.{n}");
-        }
-        candidate
-    }
-
-    /// The note that stands as the dead letter `dead_id` of an entry that is
-    /// not a regular file (empty for a [`Letter::Link`]). It depends on nothing
-    /// but its arguments, so a repeated turn writes the same note.
-    pub fn note(&self, entry: &Path, letter: &Letter, dead_id: &str) -> Vec<u8> {
-        let Letter::Note { kind, target } = letter else { return Vec::new() };
-        let rel = entry.strip_prefix(&self.root).unwrap_or(entry);
-        let mut v = serde_json::json!({
-            "note": format!(
-                "nothing was read: {} was {}, not a regular file, so there are no bytes to keep",
-                rel.display(),
-                kind.describe()
-            ),
-            "entry": rel.to_string_lossy(),
-            "kind": kind.as_str(),
-        });
-        if let Some(t) = target {
-            v["target"] = t.to_string_lossy().into();
-        }
-        if *kind == EntryKind::Directory {
-            v["moved_to"] = format!("org/state/dead/{dead_id}.dir").into();
-        }
-        let mut bytes = serde_json::to_vec_pretty(&v).expect("a note always serializes");
-        bytes.push(b'\n');
-        bytes
-    }
-
-    /// Queues the dead letter of `entry` (a hard link of the file, or a note)
-    /// and its reason beside it.
-    fn dead_letter(&self, b: &mut Batch, entry: &Path, letter: &Letter, why: &DeadReason) {
-        self.dead_why(b, why);
-        let path = self.dead_dir().join(format!("{}.json", why.id));
-        match letter {
-            Letter::Link(fid) => b.link_same(entry.to_path_buf(), path, *fid),
-            Letter::Note { .. } => b.write(&self.state_tmp(), path, self.note(entry, letter, &why.id)),
-        }
-    }
-
-    /// Queues the removal of `entry` from its `new/` folder once its dead letter
-    /// `dead_id` is made: a directory is moved to `dead/<dead_id>.dir` (its
-    /// contents are not ours to delete), anything else is unlinked (a link
-    /// is removed, never what it points to).
-    fn set_aside(&self, b: &mut Batch, entry: &Path, letter: &Letter, dead_id: &str) {
-        match letter {
-            Letter::Note { kind: EntryKind::Directory, .. } => {
-                b.rename(entry.to_path_buf(), self.dead_dir().join(format!("{dead_id}.dir")))
-            }
-            _ => b.remove(entry.to_path_buf()),
-        }
-    }
-
-    /// Queues a dead letter for a pending outbox entry: the file is linked as
-    /// `dead/<id>.json` (or a note written there) and the reason written beside
-    /// it. The caller then moves the file to `sent/` (some recipients got it)
-    /// or drops it ([`Mailbox::drop_pending`]).
-    pub fn dead_pending(&self, b: &mut Batch, agent: &str, file: &OsStr, letter: &Letter, why: &DeadReason) {
-        self.dead_letter(b, &self.outbox(agent, "new").join(file), letter, why);
-    }
-
-    /// Queues a dead letter for an entry of `inbox/new/` that is not a message
-    /// (see [`Mailbox::unread`]), under a free id made from its reason, the turn
-    /// and its name, then its removal from `inbox/new/`. `taken` gathers the
-    /// dead ids used by the batch; `at` is when. Returns the reason.
-    pub fn dead_bad(
-        &self,
-        b: &mut Batch,
-        agent: &str,
-        bad: &BadFile,
-        turn: u64,
-        at: chrono::DateTime<chrono::Utc>,
-        taken: &mut HashSet<String>,
-    ) -> DeadReason {
-        let entry = self.inbox(agent, "new").join(&bad.file);
-        let code = bad.error.code();
-        let id = self.free_dead_id(&dead_id(code, turn, agent, &bad.name()), &entry, &bad.letter, taken);
-        taken.insert(id.clone());
-        let why = DeadReason {
-            id: id.clone(),
-            reason: code.into(),
-            detail: format!("{}: {}", bad.name(), bad.error),
-            mailbox: agent.into(),
-            to: vec![],
-            turn,
-            at,
-        };
-        self.dead_letter(b, &entry, &bad.letter, &why);
-        self.set_aside(b, &entry, &bad.letter, &id);
-        why
-    }
-
-    /// Moves entries of a person's `inbox/new/` that are not messages to dead
-    /// now, durably (`lemming inbox`). `turn` is the last committed turn.
-    pub fn dead_bad_now(&self, agent: &str, bad: &[BadFile], turn: u64) -> Result<Vec<DeadReason>, PathError> {
-        if bad.is_empty() {
-            return Ok(vec![]);
-        }
-        self.ensure(agent)?;
-        let mut b = Batch::new();
-        let mut taken = HashSet::new();
-        let at = chrono::Utc::now();
-        let whys = bad.iter().map(|f| self.dead_bad(&mut b, agent, f, turn, at, &mut taken)).collect();
-        b.commit(&self.root)?;
-        Ok(whys)
-    }
-
-    /// Queues a dead letter for an unread inbox file: linked as `dead/<id>.json`
-    /// with the reason beside it, then removed from `inbox/new/`.
-    pub fn dead_unread(&self, b: &mut Batch, agent: &str, file: &str, why: &DeadReason) {
-        self.dead_why(b, why);
-        b.link(self.inbox(agent, "new").join(file), self.dead_dir().join(format!("{}.json", why.id)));
-        b.remove(self.inbox(agent, "new").join(file));
-    }
-
-    /// Queues the removal of an entry from `outbox/new/` once its dead letter
-    /// `dead_id` is made (a directory is moved to `dead/<dead_id>.dir`).
-    pub fn drop_pending(&self, b: &mut Batch, agent: &str, file: &OsStr, letter: &Letter, dead_id: &str) {
-        self.set_aside(b, &self.outbox(agent, "new").join(file), letter, dead_id);
-    }
-
-    /// Every dead letter's reason, by id.
-    pub fn dead_letters(&self) -> Result<Vec<DeadReason>, PathError> {
-        let dir = self.dead_dir();
-        let mut out = Vec::new();
-        for file in list_json(&dir)? {
-            if let Some(stem) = file.strip_suffix(".why.json") {
-                let p = dir.join(&file);
-                // One reason that cannot be read or parsed is shown as such; the others still are.
-                let parsed = crate::fsx::read_small(&p, READ_LIMIT)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| b.ok_or_else(|| format!("{}: removed while it was read", p.display())))
-                    .and_then(|b| serde_json::from_slice::<DeadReason>(&b).map_err(|e| e.to_string()));
-                match parsed {
-                    Ok(r) => out.push(r),
-                    Err(e) => out.push(DeadReason {
-                        id: stem.to_string(),
-                        reason: "unreadable_reason".into(),
-                        detail: format!("{}: {e}", p.display()),
-                        mailbox: String::new(),
-                        to: vec![],
-                        turn: 0,
-                        at: chrono::Utc::now(),
-                    }),
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The number of dead letters.
-    pub fn dead_count(&self) -> Result<usize, PathError> {
-        Ok(list_json(&self.dead_dir())?.iter().filter(|f| f.ends_with(".why.json")).count())
-    }
-
-    fn attempts_path(&self, agent: &str) -> PathBuf {
-        self.agent(agent).join("inbox/.attempts.json")
-    }
-
-    /// Failed attempts on an agent's unread mail (none when the file cannot be read).
-    pub fn attempts(&self, agent: &str) -> Attempts {
-        self.try_attempts(agent).unwrap_or_default()
-    }
-
-    /// Failed attempts on an agent's unread mail, or why `.attempts.json` cannot
-    /// be read or parsed (a missing file is no attempts).
-    pub fn try_attempts(&self, agent: &str) -> Result<Attempts, PathError> {
-        let path = self.attempts_path(agent);
-        match crate::fsx::read_small(&path, READ_LIMIT)? {
-            Some(b) => serde_json::from_slice(&b)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                .with_path(&path),
-            None => Ok(Attempts::new()),
-        }
-    }
-
-    /// Queues a rewrite of an agent's attempts (removed when empty).
-    pub fn set_attempts(&self, b: &mut Batch, agent: &str, attempts: &Attempts) {
-        let path = self.attempts_path(agent);
-        if attempts.is_empty() {
-            if path.exists() {
-                b.remove(path);
-            }
-        } else {
-            let bytes = serde_json::to_vec_pretty(attempts).expect("attempts always serialize");
-            b.write(&self.inbox(agent, "tmp"), path, bytes);
-        }
-    }
-
-    /// Leftover files in the `tmp/` folders of an agent's mailboxes.
-    pub fn tmp_leftovers(&self, agent: &str) -> Vec<PathBuf> {
-        [self.outbox(agent, "tmp"), self.inbox(agent, "tmp")]
-            .iter()
-            .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()))
-            .collect()
-    }
-
-    /// The path of an inbox folder, for diagnostics and fsck.
-    pub fn inbox_path(&self, agent: &str, sub: &str) -> PathBuf {
-        self.inbox(agent, sub)
-    }
-
-    /// The path of an outbox folder, for diagnostics and fsck.
-    pub fn outbox_path(&self, agent: &str, sub: &str) -> PathBuf {
-        self.outbox(agent, sub)
-    }
-
-    /// The org root.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// An oversize inbox file's reason states the limit that was applied, and
-    /// does not pin it on `max_message_bytes` alone: with the default 64 KiB
-    /// setting, the inbox limit is 16 MiB, and the user must be able to tell
-    /// why a file under 16 MiB would have passed.
+    /// What builds a path inside a mailbox or `org/state/dead/`, or names a
+    /// mail file, in code.
+    const PATH_BUILDING: [&str; 16] = [
+        "\"inbox\"",
+        "\"outbox\"",
+        "inbox_path",
+        "outbox_path",
+        "join(\"new\")",
+        "join(\"cur\")",
+        "join(\"sent\")",
+        "join(\"inbox",
+        "join(\"outbox",
+        "}/inbox/",
+        "}/outbox/",
+        "\"inbox/",
+        "\"outbox/",
+        "}.why.json",
+        "-poison-{",
+        "\"org/state/dead",
+    ];
+
+    /// Modules allowed to, and why.
+    const ALLOWED: [&str; 1] = [
+        // A crash-test hook that plays a person reading a just-delivered file at once.
+        "fault.rs",
+    ];
+
+    /// The lines of `text` (a source file's, outside its tests and comments)
+    /// that build mailbox paths, as `file:line: text`.
+    fn path_building(file: &str, text: &str) -> Vec<String> {
+        text.lines()
+            .enumerate()
+            .take_while(|(_, l)| l.trim() != "#[cfg(test)]")
+            .filter(|(_, l)| !l.trim_start().starts_with("//"))
+            .filter(|(_, l)| PATH_BUILDING.iter().any(|p| l.contains(p)))
+            .map(|(i, l)| format!("{file}:{}: {}", i + 1, l.trim()))
+            .collect()
+    }
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    /// No engine module outside the mail store builds an inbox, outbox or
+    /// dead-letter path: they ask the store.
     #[test]
-    fn oversize_inbox_file_names_the_rule_of_its_limit() {
-        let d = tempfile::tempdir().unwrap();
-        let mb = Mailbox::new(d.path()).with_read_limit(65536);
-        let new = mb.inbox("a", "new");
-        fs::create_dir_all(&new).unwrap();
-        let f = fs::File::create(new.join("big.json")).unwrap();
-        f.set_len(READ_LIMIT + 1).unwrap();
-        let read = mb.unread_skipping("a").unwrap();
-        let why = read.bad[0].error.to_string();
-        assert!(why.contains(&format!("the limit is {READ_LIMIT}")), "{why}");
-        assert!(why.contains("16 MiB") && why.contains("max_message_bytes"), "{why}");
+    fn only_the_mail_store_builds_mailbox_paths() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let mut found = Vec::new();
+        for f in files {
+            let rel = f.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            if rel == "mailbox.rs" || rel.starts_with("mailbox/") || ALLOWED.contains(&rel.as_str()) {
+                continue;
+            }
+            found.extend(path_building(&rel, &std::fs::read_to_string(&f).unwrap()));
+        }
+        assert!(
+            found.is_empty(),
+            "mailbox paths built outside the mail store (ask the store instead):\n{}",
+            found.join("\n")
+        );
+        assert!(files_checked(&src) > 20);
+    }
+
+    fn files_checked(src: &std::path::Path) -> usize {
+        let mut files = Vec::new();
+        sources(src, &mut files);
+        files.len()
+    }
+
+    #[test]
+    fn the_path_check_finds_path_building_and_passes_over_comments_and_tests() {
+        let text = "//! agents/<name>/inbox/new\nlet a = 1;\nlet d = root.join(\"agents\").join(a).join(\"inbox\");\n\
+                    let n = format!(\"{id}-poison-{agent}\");\n#[cfg(test)]\nmod tests { let x = dir.join(\"new\"); }\n";
+        assert_eq!(
+            path_building("x.rs", text),
+            [
+                "x.rs:3: let d = root.join(\"agents\").join(a).join(\"inbox\");",
+                "x.rs:4: let n = format!(\"{id}-poison-{agent}\");"
+            ]
+        );
+    }
+
+    #[test]
+    fn reasons_serialize_as_their_codes_and_unknown_codes_are_kept() {
+        for r in Reason::KNOWN {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+            assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), r);
+        }
+        let odd: Reason = serde_json::from_str("\"from_the_future\"").unwrap();
+        assert_eq!(odd, Reason::Other("from_the_future".into()));
+        assert_eq!(serde_json::to_string(&odd).unwrap(), "\"from_the_future\"");
+    }
+
+    #[test]
+    fn dead_ids_for_a_base_are_the_base_and_its_numbered_followers() {
+        assert!(is_dead_id_for("m1-poison-hr", "m1-poison-hr"));
+        assert!(is_dead_id_for("m1-poison-hr.2", "m1-poison-hr"));
+        assert!(!is_dead_id_for("m1-poison-hrx", "m1-poison-hr"));
+        assert!(!is_dead_id_for("m1-poison-hr.", "m1-poison-hr"));
+        assert!(!is_dead_id_for("m1-poison-hr.x", "m1-poison-hr"));
+        assert_eq!(message_id("m1.json"), Some("m1"));
+        assert_eq!(message_id("m1.why.json"), None);
+        assert_eq!(message_id("m1"), None);
     }
 }

@@ -28,7 +28,7 @@ pub type Plan = BTreeMap<String, Option<Value>>;
 
 /// The memory folder of an agent.
 pub fn dir(root: &Path, agent: &str) -> PathBuf {
-    root.join("agents").join(agent).join("memory")
+    crate::org::Layout::new(root).memory_dir(agent)
 }
 
 /// Reads one key.

@@ -206,7 +206,7 @@ impl Message {
 
     /// The file name for this message.
     pub fn file_name(&self) -> String {
-        format!("{}.json", self.id)
+        crate::mailbox::message_file(&self.id)
     }
 }
 

@@ -51,6 +51,19 @@ impl Layout {
     pub fn agent_dir(&self, name: &str) -> PathBuf {
         self.root.join("agents").join(name)
     }
+    /// `agents/<name>/memory/`.
+    pub fn memory_dir(&self, name: &str) -> PathBuf {
+        self.agent_dir(name).join("memory")
+    }
+    /// `agents/<name>/logs/activity.jsonl`.
+    pub fn activity_log(&self, name: &str) -> PathBuf {
+        self.agent_dir(name).join("logs/activity.jsonl")
+    }
+    /// The org's mail store, reading inbox files up to [`crate::mailbox::READ_LIMIT`]
+    /// bytes (a loaded org's [`Org::mail`] reads up to its `max_message_bytes`).
+    pub fn mail(&self) -> crate::mailbox::FsMailStore {
+        crate::mailbox::FsMailStore::new(&self.root)
+    }
     /// `org/state/`, owned by the engine.
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("org/state")
@@ -249,6 +262,11 @@ impl Loaded {
 }
 
 impl Org {
+    /// The org's mail store.
+    pub fn mail(&self) -> crate::mailbox::FsMailStore {
+        self.layout.mail().with_read_limit(self.settings.max_message_bytes)
+    }
+
     /// Loads and validates every config file, each invalid one replaced by its
     /// last good version in `org/state/last-good/` when there is one. A bad
     /// `org.toml` or `models.toml` with no last good version is fatal; a bad

@@ -5,7 +5,7 @@
 use crate::chart::Denial;
 use crate::error::PathError;
 use crate::journal::Journal;
-use crate::mailbox::Mailbox;
+use crate::mailbox::MailStore;
 use crate::message::{self, Kind, Message, Priority, To};
 use crate::org::{Org, UnknownAgent};
 
@@ -76,7 +76,7 @@ pub fn check(org: &Org, from: &str, to: &str) -> Result<(), SendError> {
 /// `outbox/new/` when this returns (G1), and is routed by the next turn.
 pub fn send(org: &Org, from: &str, to: &str, body: &str, opts: SendOptions) -> Result<Message, SendError> {
     check(org, from, to)?;
-    let mb = Mailbox::new(&org.layout.root);
+    let mb = org.mail();
     let thread = match &opts.reply_to {
         Some(id) => {
             if !message::valid_id(id) {

@@ -9,7 +9,7 @@ use crate::activity;
 use crate::error::{Diagnostic, PathError};
 use crate::journal::Journal;
 use crate::ledger::{Balance, Ledger};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{FsMailStore, MailStore};
 use crate::org::Org;
 use crate::resume::{Resume, Wake};
 use crate::turn::{self, PromptOverCredits};
@@ -153,7 +153,7 @@ pub struct BreakerStatus {
 /// rest is still shown.
 pub fn status(org: &Org) -> Result<Status, PathError> {
     let root = &org.layout.root;
-    let mb = Mailbox::new(root);
+    let mb = org.mail();
     let mut skipped = Skipped::default();
     let ledger_path = org.layout.ledger();
     let ledger = skipped.or(Ledger::load(&ledger_path), Ledger::default(), "credits are shown as if nothing was spent");
@@ -252,7 +252,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
 fn prompt_over_credits(
     org: &Org,
     chart: &crate::chart::Chart<'_>,
-    mb: &Mailbox,
+    mb: &FsMailStore,
     resume: &Resume,
     turn: u64,
     left: f64,

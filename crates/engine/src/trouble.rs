@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PathError, WithPath};
-use crate::mailbox::Mailbox;
 use crate::org::Layout;
 
 /// One agent's trouble.
@@ -98,15 +97,9 @@ pub fn org_wide(e: &PathError) -> bool {
 /// may read, write and enter: the agent folder, its inbox and outbox with
 /// their subfolders, and its `memory/` and `logs/` when they exist.
 pub fn check_agent_files(layout: &Layout, agent: &str) -> Result<(), PathError> {
-    let mb = Mailbox::new(&layout.root);
     let dir = layout.agent_dir(agent);
-    let mut dirs = vec![dir.clone(), dir.join("inbox"), dir.join("outbox")];
-    for sub in ["new", "cur", "tmp"] {
-        dirs.push(mb.inbox_path(agent, sub));
-    }
-    for sub in ["new", "sent", "tmp"] {
-        dirs.push(mb.outbox_path(agent, sub));
-    }
+    let mut dirs = vec![dir.clone()];
+    dirs.extend(layout.mail().folders(agent));
     for optional in ["memory", "logs"] {
         let d = dir.join(optional);
         if fs::symlink_metadata(&d).is_ok() {
@@ -251,10 +244,10 @@ mod tests {
     fn an_agent_whose_inbox_is_a_file_fails_the_check_with_that_path() {
         let d = tempfile::tempdir().unwrap();
         let layout = Layout::new(d.path());
-        let mb = Mailbox::new(d.path());
-        mb.ensure("ann").unwrap();
+        let mb = layout.mail();
+        crate::mailbox::MailStore::ensure(&mb, "ann").unwrap();
         check_agent_files(&layout, "ann").unwrap();
-        let inbox_new = mb.inbox_path("ann", "new");
+        let inbox_new = mb.dir("ann", crate::mailbox::Folder::Unread);
         fs::remove_dir(&inbox_new).unwrap();
         fs::write(&inbox_new, "oops").unwrap();
         let e = check_agent_files(&layout, "ann").unwrap_err();

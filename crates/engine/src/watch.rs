@@ -27,9 +27,7 @@ pub fn classify(root: &Path, path: &Path) -> Option<Change> {
         })
         .collect();
     match parts.as_slice() {
-        ["agents", _, "outbox", "new", file] if file.ends_with(".json") && !file.starts_with('.') => {
-            Some(Change::Outbox)
-        }
+        parts if crate::mailbox::is_pending_entry(parts) => Some(Change::Outbox),
         ["agents", _, "resume.toml"]
         | ["agents", _]
         | ["org", "org.toml"]

@@ -5,7 +5,7 @@
 use lemming_engine::events::{Event, EventKind, Events};
 use lemming_engine::follow::{self, NewMail};
 use lemming_engine::journal::Journal;
-use lemming_engine::mailbox::{BadFile, MailRead, Mailbox};
+use lemming_engine::mailbox::{BadFile, FsMailStore, MailRead};
 use lemming_engine::message::Message;
 use lemming_engine::name::HUMAN;
 use lemming_engine::org::Org;
@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
     let agent = args.agent.unwrap_or_else(|| HUMAN.to_string());
     org.agent(&agent)?;
-    let mb = Mailbox::new(&org.layout.root).with_read_limit(org.settings.max_message_bytes);
+    let mb = org.mail();
     // A file or folder that cannot be read is named, and the rest is still shown.
     let MailRead { messages: mut unread, bad, unreadable } =
         mb.unread_skipping(&agent).unwrap_or_else(|e| MailRead { unreadable: vec![e], ..MailRead::default() });
@@ -116,7 +116,7 @@ fn warn_unreadable(e: &lemming_engine::error::PathError) {
 /// Warns about entries of the inbox that are not messages. When the inbox is
 /// the human's and is being read (`mark_read`), they are moved to dead now (no
 /// turn reads the human's inbox); otherwise the warning says who moves them.
-fn set_aside(org: &Org, mb: &Mailbox, agent: &str, bad: &[BadFile], mark_read: bool) -> Result<(), CliError> {
+fn set_aside(org: &Org, mb: &FsMailStore, agent: &str, bad: &[BadFile], mark_read: bool) -> Result<(), CliError> {
     if bad.is_empty() {
         return Ok(());
     }

@@ -1,7 +1,6 @@
 //! `lemming inspect NAME`: one agent in detail.
 
 use lemming_engine::ledger::Ledger;
-use lemming_engine::mailbox::Mailbox;
 use lemming_engine::term::{line, text};
 use lemming_engine::{activity, memory};
 
@@ -18,7 +17,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let r = org.agent(&args.name)?;
     let name = r.name.as_str();
     let root = &org.layout.root;
-    let mb = Mailbox::new(root);
+    let mb = lemming_engine::org::Layout::new(root).mail();
     let chart = org.chart();
     // A state file that cannot be read is named below, and the rest is still shown.
     let mut unreadable: Vec<String> = Vec::new();

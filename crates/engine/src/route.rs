@@ -1,0 +1,504 @@
+//! Routing, the first and the last phase of a turn: every entry waiting in an
+//! outbox is read from the mail store as a [`Message`], checked, and delivered
+//! to each recipient the chart allows; the rest goes to dead with its reason
+//! and a bounce to the sender.
+//!
+//! Mail for an agent that the store does not keep (one that lives on another
+//! machine) is handed to a [`Transport`]. Deliveries, and the transport's
+//! acceptance, are durable before the outbox entry moves to sent (G3).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::error::PathError;
+use crate::events::{EventKind, Events};
+use crate::fault;
+use crate::fsx::Batch;
+use crate::mailbox::{
+    dead_id, show_name, show_target, Checked, Conflict, DeadReason, Fingerprint, Letter, MailStore, Outgoing, Pending,
+    Reason, Unusable,
+};
+use crate::message::{self, Kind, Message, To};
+use crate::name::{AgentName, ENGINE};
+use crate::org::{agent_folders, Org};
+use crate::trouble;
+use crate::turn::TurnReport;
+
+/// Carries mail to agents that live elsewhere.
+pub trait Transport: Send + Sync {
+    /// Hands `msg` over for `to`. Returns only once the message is durable on
+    /// the other side (for a message queue, once the publish is
+    /// acknowledged): the outbox entry moves to sent only then, and stays
+    /// waiting for the next turn when this fails. The same (message,
+    /// recipient) may be handed over again after a crash or a failure, and
+    /// must not reach the recipient twice.
+    fn send(&self, to: &str, msg: &Message) -> Result<(), TransportError>;
+}
+
+/// Why a transport did not take a message.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct TransportError {
+    /// What happened, for people.
+    pub detail: String,
+}
+
+/// Where routed mail goes: the mail store, and the transport for agents the
+/// store does not keep.
+#[derive(Clone, Copy)]
+pub struct Post<'a> {
+    /// The mail store.
+    pub store: &'a dyn MailStore,
+    /// The transport, if the org spans machines. Without one, mail for an
+    /// agent the store does not keep waits in the outbox.
+    pub transport: Option<&'a dyn Transport>,
+}
+
+impl<'a> Post<'a> {
+    /// Every agent's mail in `store`.
+    pub fn local(store: &'a dyn MailStore) -> Post<'a> {
+        Post { store, transport: None }
+    }
+}
+
+fn reason(
+    id: &str,
+    code: Reason,
+    detail: String,
+    mailbox: &str,
+    to: Vec<String>,
+    turn: u64,
+    at: DateTime<Utc>,
+) -> DeadReason {
+    DeadReason { id: id.into(), reason: code, detail, mailbox: mailbox.into(), to, turn, at }
+}
+
+/// The engine's notice to a sender that its message was refused (its id
+/// follows the dead letter's, which is unique, cut to fit when too long).
+fn bounce(
+    to: &str,
+    dead_id: &str,
+    refused_id: &str,
+    thread: &str,
+    detail: &str,
+    turn: u64,
+    at: DateTime<Utc>,
+) -> Message {
+    Message {
+        id: message::fit_id(&format!("{dead_id}-bounce")),
+        from: ENGINE.into(),
+        to: To(vec![to.to_string()]),
+        subject: Some("undeliverable".into()),
+        body: format!("Your message {refused_id} was not delivered: {detail}"),
+        priority: message::Priority::Normal,
+        reply_to: Some(refused_id.to_string()),
+        thread: thread.to_string(),
+        created_at: at,
+        turn,
+        ttl_turns: None,
+        kind: Kind::Bounce,
+    }
+}
+
+/// Why an outbox entry is refused, and whom to tell.
+struct Refusal<'a> {
+    /// What its dead letter holds.
+    letter: &'a Letter,
+    /// The reason code.
+    code: Reason,
+    /// The id the dead letter's id starts from.
+    id: &'a str,
+    /// What happened, for people.
+    detail: String,
+    /// The recipients it is refused for.
+    to: Vec<String>,
+    /// The refused message's id and thread, for the bounce to its sender
+    /// (`None` for a bounce, which is never bounced again).
+    bounce_of: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Refusal<'a> {
+    /// An entry that is not a message at all: its dead letter's id stands for
+    /// the message's id and thread in the bounce.
+    fn unparsed(letter: &'a Letter, code: Reason, id: &'a str, detail: String) -> Refusal<'a> {
+        Refusal { letter, code, id, detail, to: vec![], bounce_of: Some((id, id)) }
+    }
+}
+
+/// The state of one routing pass.
+struct Router<'a> {
+    post: Post<'a>,
+    turn: u64,
+    clock: &'a dyn Clock,
+    now: DateTime<Utc>,
+    deliveries: Batch,
+    moves: Batch,
+    seen: HashSet<(String, String)>,
+    dead_taken: HashSet<String>,
+    /// The message ids routed in this pass, with what tells their message
+    /// from another (another one with the same id is a duplicate).
+    routed: HashMap<String, Fingerprint>,
+    report: &'a mut TurnReport,
+    ev: &'a mut Events,
+    /// Agents whose files cannot be used this turn: mail to them is held.
+    sick: BTreeMap<String, PathError>,
+}
+
+impl Router<'_> {
+    fn delivered(&mut self, to: &str, id: &str, from: &str) {
+        self.report.delivered += 1;
+        let kind = EventKind::Delivered { id: id.into(), from: from.into(), to: to.into() };
+        self.ev.emit(self.clock, kind);
+    }
+
+    /// Sends a refused outbox entry to dead with its reason, and bounces it to the
+    /// sender unless it is itself a bounce (`bounce_of` is then `None`). Returns
+    /// the dead letter's id.
+    fn refuse(&mut self, p: &Pending, r: Refusal<'_>) -> String {
+        let Refusal { letter, code, id, detail, to, bounce_of } = r;
+        let agent = p.from.as_str();
+        let why = reason(id, code, detail.clone(), agent, to, self.turn, self.now);
+        let why = self.post.store.refuse(&mut self.deliveries, p, letter, why, &mut self.dead_taken);
+        if let Some((refused_id, thread)) = bounce_of {
+            let b = bounce(agent, &why.id, refused_id, thread, &detail, self.turn, self.now);
+            if self.seen.insert((agent.to_string(), b.id.clone()))
+                && self.post.store.deliver(&mut self.deliveries, agent, &b)
+            {
+                self.delivered(agent, &b.id, ENGINE);
+            }
+        }
+        self.report.dead += 1;
+        self.ev.emit(self.clock, EventKind::from(&why));
+        why.id
+    }
+
+    /// Refuses a whole entry (no recipient gets it) and takes it out of the outbox.
+    fn refuse_whole(&mut self, p: &Pending, r: Refusal<'_>) {
+        let letter = r.letter;
+        let dead_id = self.refuse(p, r);
+        self.post.store.drop_pending(&mut self.moves, p, letter, &dead_id);
+    }
+
+    /// Why the message `m` (read from `p`) reuses the id of another message
+    /// already routed (in this pass, into a recipient's inbox, or in the
+    /// sender's sent mail) with other content; `None` if its id is its own or
+    /// it is the same message again (a repeated turn, a hard link, an identical copy).
+    fn duplicate(&mut self, p: &Pending, m: &Checked) -> Result<Option<String>, PathError> {
+        let id = &m.msg.id;
+        let again = "message ids must be unique: send it again with a new id";
+        let fp = m.fingerprint();
+        if self.routed.get(id).is_some_and(|prev| !prev.same(&fp)) {
+            return Ok(Some(format!(
+                "id {id} is already used by another message routed on this turn, with other content; {again}"
+            )));
+        }
+        match self.post.store.conflict(p, m)? {
+            Some(Conflict::Delivered { to, copy }) => {
+                return Ok(Some(format!(
+                    "id {id} was already delivered to {to} ({}) with other content; {again}",
+                    copy.display()
+                )))
+            }
+            Some(Conflict::Sent { copy }) => {
+                return Ok(Some(format!(
+                    "{} was already routed ({}) with other content; {again}",
+                    p.show(),
+                    show_name(copy.as_os_str())
+                )))
+            }
+            None => {}
+        }
+        self.routed.insert(id.clone(), fp);
+        Ok(None)
+    }
+
+    fn route_file(&mut self, org: &Org, p: &Pending) -> Result<(), PathError> {
+        let store = self.post.store;
+        let agent = p.from.as_str();
+        let name = p.show();
+        let checked = match store.read_pending(p, org.settings.max_message_bytes)? {
+            Outgoing::Gone => return Ok(()),
+            Outgoing::Unusable { error, letter } => {
+                let detail = match &error {
+                    Unusable::NotRegular { kind, target } => format!(
+                        "{name} is {}{}, not a regular file: it was neither read nor followed. Write each message as \
+                         a regular file (to outbox/tmp/, then rename it into outbox/new/)",
+                        kind.describe(),
+                        show_target(target)
+                    ),
+                    Unusable::Oversize { size, limit } => {
+                        format!("{name} is {size} bytes; the limit is {limit} (max_message_bytes in org/org.toml)")
+                    }
+                    Unusable::Name | Unusable::Parse(_) => format!("{name}: {error}"),
+                };
+                let code = error.code();
+                let id = dead_id(&code, self.turn, agent, &name);
+                self.refuse_whole(p, Refusal::unparsed(&letter, code, &id, detail));
+                return Ok(());
+            }
+            Outgoing::Message(checked) => checked,
+        };
+        let msg = &checked.msg;
+        let letter = checked.letter();
+        let bounce_of = (msg.kind != Kind::Bounce).then_some((msg.id.as_str(), msg.thread.as_str()));
+        let refusal = if msg.from != agent {
+            Some((
+                Reason::SenderMismatch,
+                format!(
+                    "`from` is {:?} but the message is in {agent}'s outbox; an agent may only send as itself",
+                    msg.from
+                ),
+            ))
+        } else {
+            msg.ttl_turns.filter(|ttl| self.turn > msg.turn.saturating_add(*ttl)).map(|ttl| {
+                (
+                    Reason::Expired,
+                    format!("expired: written on turn {}, ttl_turns {ttl}, now turn {}", msg.turn, self.turn),
+                )
+            })
+        };
+        if let Some((code, detail)) = refusal {
+            let to = msg.to.0.clone();
+            self.refuse_whole(p, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
+            return Ok(());
+        }
+        if msg.to.0.iter().any(|to| org.broken.contains_key(to) || self.sick.contains_key(to)) {
+            self.report.held += 1;
+            return Ok(());
+        }
+        if let Some(detail) = self.duplicate(p, &checked)? {
+            let id = dead_id(&Reason::DuplicateId, self.turn, agent, &name);
+            let to = msg.to.0.clone();
+            let code = Reason::DuplicateId;
+            self.refuse_whole(p, Refusal { letter: &letter, code, id: &id, detail, to, bounce_of });
+            return Ok(());
+        }
+        let chart = org.chart();
+        let mut denied = Vec::new();
+        let mut remote = Vec::new();
+        let mut local = Vec::new();
+        for to in &msg.to.0 {
+            match chart.check(agent, to) {
+                Ok(()) if store.is_local(to) => local.push(to),
+                Ok(()) => remote.push(to),
+                Err(d) => denied.push((to.clone(), d)),
+            }
+        }
+        // Mail for agents elsewhere goes first: if the transport does not
+        // take it, the whole entry waits, and the next turn routes it again.
+        for to in remote {
+            let sent = match self.post.transport {
+                Some(t) => t.send(to, msg).map_err(|e| e.to_string()),
+                None => Err("no transport to the machine it lives on is configured".to_string()),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(from = agent, to = %to, id = %msg.id, error = %e, "mail for an agent elsewhere waits in the outbox");
+                self.report.held += 1;
+                return Ok(());
+            }
+            if self.seen.insert((to.clone(), msg.id.clone())) {
+                self.delivered(to, &msg.id, agent);
+            }
+        }
+        for to in local {
+            if self.seen.insert((to.clone(), msg.id.clone()))
+                && store.deliver_pending(&mut self.deliveries, p, &checked, to)
+            {
+                self.delivered(to, &msg.id, agent);
+            }
+        }
+        if !denied.is_empty() {
+            let code = denied[0].1.code();
+            let detail = denied.iter().map(|(_, d)| d.to_string()).collect::<Vec<_>>().join("; ");
+            let to = denied.iter().map(|(t, _)| t.clone()).collect();
+            self.refuse(p, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
+        }
+        store.mark_sent(&mut self.moves, p);
+        Ok(())
+    }
+}
+
+/// Routes every outbox: delivers what the chart allows, sends the rest to dead
+/// with a bounce to the sender. Deliveries are durable before outbox entries move.
+/// An agent whose outbox cannot be read is added to `sick` and skipped (its
+/// entries wait); mail to a sick agent is held.
+pub fn route(
+    org: &Org,
+    post: Post<'_>,
+    turn: u64,
+    clock: &dyn Clock,
+    report: &mut TurnReport,
+    ev: &mut Events,
+    sick: &mut BTreeMap<String, PathError>,
+) -> Result<(), PathError> {
+    let store = post.store;
+    // Held mail is counted by the last pass only: the second pass sees it again.
+    report.held = 0;
+    let mut r = Router {
+        post,
+        turn,
+        clock,
+        now: clock.now(),
+        deliveries: Batch::new(),
+        moves: Batch::new(),
+        seen: HashSet::new(),
+        dead_taken: HashSet::new(),
+        routed: HashMap::new(),
+        report,
+        ev,
+        sick: std::mem::take(sick),
+    };
+    for agent in agent_folders(&org.layout) {
+        if AgentName::new(&agent).is_err() || r.sick.contains_key(&agent) {
+            continue;
+        }
+        let entries = match store.pending(&agent) {
+            Ok(entries) => entries,
+            Err(e) if trouble::org_wide(&e) => return Err(e),
+            Err(e) => {
+                r.sick.insert(agent, e);
+                continue;
+            }
+        };
+        if entries.is_empty() {
+            continue;
+        }
+        if org.broken.contains_key(&agent) {
+            r.report.held += entries.len();
+            continue;
+        }
+        for p in &entries {
+            match r.route_file(org, p) {
+                Ok(()) => {}
+                Err(e) if trouble::org_wide(&e) => return Err(e),
+                Err(e) => {
+                    // The entries already routed stay routed; the rest wait for a later turn.
+                    r.sick.insert(agent.clone(), e);
+                    break;
+                }
+            }
+        }
+    }
+    *sick = std::mem::take(&mut r.sick);
+    let (deliveries, moves) = (r.deliveries, r.moves);
+    store.commit(deliveries)?;
+    fault::point("delivered");
+    store.commit(moves)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::mailbox::{Folder, FsMailStore};
+
+    /// A transport that refuses until it is told to accept, and notes, for
+    /// each message it is handed, whether its outbox entry was still waiting.
+    struct Fake {
+        accept: Mutex<bool>,
+        store: FsMailStore,
+        got: Mutex<Vec<(String, Message, bool)>>,
+    }
+
+    impl Transport for Fake {
+        fn send(&self, to: &str, msg: &Message) -> Result<(), TransportError> {
+            let waiting = self.store.message_path(&msg.from, Folder::Pending, &msg.id).exists();
+            self.got.lock().unwrap().push((to.to_string(), msg.clone(), waiting));
+            if *self.accept.lock().unwrap() {
+                Ok(())
+            } else {
+                Err(TransportError { detail: "the other machine is unreachable".into() })
+            }
+        }
+    }
+
+    fn org() -> (tempfile::TempDir, Org) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("org");
+        crate::init::init(&root).unwrap();
+        let org = Org::load(&root).unwrap();
+        for a in agent_folders(&org.layout) {
+            org.mail().ensure(&a).unwrap();
+        }
+        (d, org)
+    }
+
+    fn msg(id: &str, from: &str, to: &[&str]) -> Message {
+        let mut m =
+            Message::parse(format!(r#"{{"id":"{id}","from":"{from}","to":"x","body":"hi"}}"#).as_bytes()).unwrap();
+        m.to = To(to.iter().map(|s| s.to_string()).collect());
+        m
+    }
+
+    fn pass(org: &Org, post: Post<'_>, turn: u64) -> TurnReport {
+        let clock = ManualClock::new(Utc::now());
+        let mut report = TurnReport { turn, ..TurnReport::default() };
+        let mut ev = Events::new(turn);
+        let mut sick = BTreeMap::new();
+        route(org, post, turn, &clock, &mut report, &mut ev, &mut sick).unwrap();
+        assert!(sick.is_empty(), "{sick:?}");
+        report
+    }
+
+    /// Mail for an agent the store does not keep goes to the transport; the
+    /// entry moves to sent only once the transport took it, and until then
+    /// nobody gets it (the next turn routes it again, whole).
+    #[test]
+    fn a_remote_recipient_gets_its_mail_through_the_transport_before_the_entry_is_sent() {
+        let (_d, org) = org();
+        let store = org.mail().with_remote(["hr".to_string()]);
+        let m = msg("m1", "manager", &["planner", "hr"]);
+        store.send_now("manager", &m).unwrap();
+        let fake = Fake { accept: Mutex::new(false), store: store.clone(), got: Mutex::new(vec![]) };
+        let post = Post { store: &store, transport: Some(&fake) };
+
+        let report = pass(&org, post, 1);
+        assert_eq!((report.held, report.delivered), (1, 0), "{report:?}");
+        assert!(store.message_path("manager", Folder::Pending, "m1").exists(), "refused: the entry waits");
+        assert!(!store.has("planner", "m1"), "nobody gets it until the transport takes it");
+
+        *fake.accept.lock().unwrap() = true;
+        let report = pass(&org, post, 2);
+        assert_eq!((report.held, report.delivered), (0, 2), "{report:?}");
+        assert!(store.has("planner", "m1"));
+        assert!(!store.has("hr", "m1"), "the store keeps no inbox for hr");
+        assert!(store.message_path("manager", Folder::Sent, "m1").exists());
+        assert!(!store.message_path("manager", Folder::Pending, "m1").exists());
+        let got = fake.got.lock().unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.iter().all(|(to, g, waiting)| to == "hr" && g.id == m.id && g.to == m.to && *waiting), "{got:?}");
+    }
+
+    /// Without a transport, mail for an agent elsewhere waits.
+    #[test]
+    fn mail_for_a_remote_agent_waits_without_a_transport() {
+        let (_d, org) = org();
+        let store = org.mail().with_remote(["planner".to_string()]);
+        store.send_now("manager", &msg("m1", "manager", &["planner"])).unwrap();
+        let report = pass(&org, Post::local(&store), 1);
+        assert_eq!((report.held, report.delivered, report.dead), (1, 0, 0), "{report:?}");
+        assert!(store.message_path("manager", Folder::Pending, "m1").exists());
+    }
+
+    /// Local mail is delivered as a hard link of the outbox entry, which moves to sent.
+    #[test]
+    fn local_mail_is_delivered_and_sent() {
+        let (_d, org) = org();
+        let store = org.mail();
+        store.send_now("manager", &msg("m1", "manager", &["planner"])).unwrap();
+        let report = pass(&org, Post::local(&store), 1);
+        assert_eq!(report.delivered, 1, "{report:?}");
+        assert!(store.message_path("planner", Folder::Unread, "m1").exists());
+        assert!(store.message_path("manager", Folder::Sent, "m1").exists());
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            ino(store.message_path("planner", Folder::Unread, "m1")),
+            ino(store.message_path("manager", Folder::Sent, "m1"))
+        );
+    }
+}
