@@ -54,6 +54,8 @@ pub enum Command {
     Inbox(commands::inbox::Args),
     /// Talk to an agent: send each line read from stdin and show the replies
     Chat(commands::chat::Args),
+    /// Show a whole conversation across every inbox, as a tree of replies
+    Thread(commands::thread::Args),
     /// Show the turn, the daemon, each agent and the dead letters
     Status(commands::status::Args),
     /// Show an agent's activity log: one entry per run (-f follows it)
@@ -157,6 +159,7 @@ pub fn main() -> ExitCode {
         Command::Resume(a) => commands::control::resume(&ctx, a),
         Command::Stop(a) => commands::control::stop(&ctx, a),
         Command::Chat(a) => commands::chat::run(&ctx, a),
+        Command::Thread(a) => commands::thread::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

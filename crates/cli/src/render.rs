@@ -112,6 +112,8 @@ impl Table {
                 }
             }
         }
+        // An empty last cell leaves no trailing spaces.
+        s.truncate(s.trim_end().len());
         s.push('\n');
         s
     }
@@ -178,13 +180,15 @@ mod tests {
         let mut t = Table::new(&[("NAME", Align::Left, 6), ("CREDITS", Align::Right, 8), ("TO", Align::Left, 0)]);
         t.row(vec!["a".into(), "1.0000".into(), "x, y".into()]);
         t.row(vec!["a_much_longer_name".into(), "100.0000".into(), "z".into()]);
+        t.row(vec!["nobody".into(), "0.0000".into(), String::new()]);
         t.note("broken".into(), "(invalid resume)".into());
         let out = t.render();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "NAME                CREDITS  TO");
         assert_eq!(lines[1], "a                    1.0000  x, y");
         assert_eq!(lines[2], "a_much_longer_name 100.0000  z");
-        assert_eq!(lines[3], "broken             (invalid resume)");
+        assert_eq!(lines[3], "nobody               0.0000");
+        assert_eq!(lines[4], "broken             (invalid resume)");
         assert!(out.lines().all(|l| !l.ends_with(' ')), "no trailing spaces:\n{out}");
     }
 
