@@ -31,7 +31,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
     let mut follow = LogsFollow::start(&org, &args.name)?;
-    let first = follow.next()?.last(usize::try_from(args.n).unwrap_or(usize::MAX));
+    let first = follow.read_new()?.last(usize::try_from(args.n).unwrap_or(usize::MAX));
     show(&first, ctx.json)?;
     if !args.follow {
         if first.runs.is_empty() && !ctx.json {
@@ -50,7 +50,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         loop {
             tokio::select! {
                 _ = &mut ctrl_c => return Ok::<(), CliError>(()),
-                _ = tick.tick() => show(&follow.next()?, ctx.json)?,
+                _ = tick.tick() => show(&follow.read_new()?, ctx.json)?,
             }
         }
     })?

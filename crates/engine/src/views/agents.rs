@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(manager.sends_to, ["coder_01", "hr", "human", "janitor", "planner"]);
         assert_eq!((manager.every, manager.wake, manager.credits_left), (1, Wake::Mail, 100.0));
         assert_eq!(manager.model.as_deref(), Some("default"));
-        let json = serde_json::to_value(&manager).unwrap();
+        let json = serde_json::to_value(manager).unwrap();
         let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         for k in ["name", "title", "model", "every", "wake", "sends_to", "credits_left"] {
             assert!(keys.contains(&k), "{k} missing from {json}");

@@ -28,7 +28,7 @@ impl LogsView {
 }
 
 /// An agent's log read as it grows (`lemming logs -f`): each call to
-/// [`LogsFollow::next`] returns the runs logged since the last.
+/// [`LogsFollow::read_new`] returns the runs logged since the last.
 #[derive(Debug, Clone)]
 pub struct LogsFollow {
     agent: String,
@@ -49,7 +49,7 @@ impl LogsFollow {
 
     /// The complete lines logged since the last call (the whole log on the
     /// first), each run once. A log that cannot be read is an error.
-    pub fn next(&mut self) -> Result<LogsView, ViewError> {
+    pub fn read_new(&mut self) -> Result<LogsView, ViewError> {
         let mut view = LogsView { agent: self.agent.clone(), runs: Vec::new(), not_runs: Vec::new() };
         for line in self.tail.read_new()? {
             match activity::parse(&line) {
@@ -64,7 +64,7 @@ impl LogsFollow {
 
 /// The last `n` runs of `agent`.
 pub fn logs(org: &Org, agent: &str, n: usize) -> Result<LogsView, ViewError> {
-    Ok(LogsFollow::start(org, agent)?.next()?.last(n))
+    Ok(LogsFollow::start(org, agent)?.read_new()?.last(n))
 }
 
 #[cfg(test)]
@@ -101,15 +101,15 @@ mod tests {
     fn following_returns_only_what_was_logged_since() {
         let (dir, org) = org_after_one_turn();
         let mut follow = LogsFollow::start(&org, "manager").unwrap();
-        assert_eq!(follow.next().unwrap().runs.len(), 1);
-        assert!(follow.next().unwrap().runs.is_empty());
+        assert_eq!(follow.read_new().unwrap().runs.len(), 1);
+        assert!(follow.read_new().unwrap().runs.is_empty());
         let log = activity::path(dir.path(), "manager");
         let mut run = activity::parse(std::fs::read_to_string(&log).unwrap().trim()).unwrap();
         run.turn = 5;
         let mut text = std::fs::read_to_string(&log).unwrap();
         text.push_str(&(serde_json::to_string(&run).unwrap() + "\n"));
         std::fs::write(&log, text).unwrap();
-        let v = follow.next().unwrap();
+        let v = follow.read_new().unwrap();
         assert_eq!(v.runs.iter().map(|a| a.turn).collect::<Vec<_>>(), [5]);
     }
 
