@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use lemming_engine::mailbox::Mailbox;
-use lemming_engine::message::{self, Kind, Message, Priority, To};
+use lemming_engine::message::{Kind, Message, Priority, To};
 
 /// The `lemming` binary next to this executable.
 pub fn lemming_bin() -> Result<PathBuf, String> {
@@ -81,7 +81,7 @@ pub fn latency(base: &Path, n: usize) -> Result<(f64, f64, f64), String> {
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let now = Utc::now();
-        let id = message::new_id(now, "human");
+        let id = lemming_engine::clock::IdGen::message_id(&lemming_engine::clock::RandomIds, now, "human");
         let msg = Message {
             id: id.clone(),
             from: "human".into(),

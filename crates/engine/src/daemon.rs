@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch as tokio_watch};
 use tokio::time::Instant;
 
+use crate::clock::Sources;
 use crate::error::{PathError, WithPath};
 use crate::fsx;
 use crate::lock::{self, LockError};
@@ -96,11 +97,13 @@ pub struct RunOptions {
     pub turn_seconds: Option<f64>,
     /// How often to rescan outboxes and config files for missed events.
     pub rescan: Duration,
+    /// The clock and ids of its turns.
+    pub sources: Sources,
 }
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
-        RunOptions { turns: None, turn_seconds: None, rescan: Duration::from_secs(2) }
+        RunOptions { turns: None, turn_seconds: None, rescan: Duration::from_secs(2), sources: Sources::real() }
     }
 }
 
@@ -133,7 +136,7 @@ pub async fn run(
     let _lock = lock::acquire(&layout)?;
     let mut org = Org::load(root)?;
     let mut saved = keep_last_good(&org, None);
-    let file = DaemonFile { pid: std::process::id(), started_at: Utc::now() };
+    let file = DaemonFile { pid: std::process::id(), started_at: opts.sources.now() };
     fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;
     let _cleanup = RemoveOnDrop(layout.daemon_json());
     if let Err(e) = trouble::init_daemon_file(&layout) {
@@ -213,25 +216,25 @@ pub async fn run(
         if let Some(t) = outage.as_mut() {
             if let Err(e) = fsx::probe(&layout.state_tmp()) {
                 backoff = next_backoff(backoff);
-                note_failure(&layout, t, &e, backoff, &held);
+                note_failure(&layout, t, &e, backoff, &held, opts.sources.now());
                 tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "the org still takes no writes; no turn, no model call");
                 next_timer = Instant::now() + backoff;
                 continue;
             }
         }
         let before = pending_files(&org);
-        let report = match turn::run_keeping(&org, &registry, Some(stop_rx.clone()), &mut held).await {
+        let report = match turn::run_keeping(&org, &registry, &opts.sources, Some(stop_rx.clone()), &mut held).await {
             Ok(report) => report,
             Err(e) => {
                 backoff = next_backoff(backoff);
                 let t = outage.get_or_insert_with(|| DaemonTrouble {
-                    since: Utc::now(),
+                    since: opts.sources.now(),
                     error: String::new(),
                     failures: 0,
-                    retry_at: Utc::now(),
+                    retry_at: opts.sources.now(),
                     unjournaled_calls: 0,
                 });
-                note_failure(&layout, t, &e, backoff, &held);
+                note_failure(&layout, t, &e, backoff, &held, opts.sources.now());
                 tracing::error!(
                     error = %e,
                     failures = t.failures,
@@ -284,11 +287,18 @@ pub async fn run(
 }
 
 /// Records a failed turn or probe in the daemon's trouble file (in place: it works on a full disk).
-fn note_failure(layout: &Layout, t: &mut DaemonTrouble, e: &PathError, backoff: Duration, held: &turn::Unjournaled) {
+fn note_failure(
+    layout: &Layout,
+    t: &mut DaemonTrouble,
+    e: &PathError,
+    backoff: Duration,
+    held: &turn::Unjournaled,
+    now: DateTime<Utc>,
+) {
     t.failures = t.failures.saturating_add(1);
     t.error = e.to_string();
     t.unjournaled_calls = t.unjournaled_calls.max(held.calls);
-    t.retry_at = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::seconds(60));
+    t.retry_at = now + chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::seconds(60));
     if let Err(e) = trouble::set_daemon(layout, Some(t)) {
         tracing::warn!(error = %e, "cannot write the daemon's trouble file");
     }

@@ -1,4 +1,4 @@
-//! `lemming fsck`: checks the guarantees G2–G7 (docs/architecture.md) on disk and reports
+//! `lemming fsck`: checks the guarantees G2–G7 (docs/guarantees.md) on disk and reports
 //! what it finds as typed [`Finding`]s, each a violation or a note.
 //!
 //! It never takes the org lock and never writes, so it runs on any org, even

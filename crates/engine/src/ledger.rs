@@ -287,7 +287,7 @@ pub enum TopUpError {
 
 /// Adds `amount` credits to `agent`, whose resume gives it `budget`, durably
 /// (the file is fsynced before this returns). Refuses an amount that is not a
-/// number more than 0 and at most [`MAX_CREDITS`], or that would leave the
+/// number from [`MIN_TOP_UP`] to [`MAX_CREDITS`], or that would leave the
 /// agent with more than [`MAX_CREDITS`].
 pub fn top_up(path: &Path, agent: &str, budget: f64, amount: f64, turn: u64) -> Result<Entry, TopUpError> {
     if !(amount >= MIN_TOP_UP && valid_amount(amount)) {

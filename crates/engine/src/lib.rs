@@ -13,11 +13,13 @@
 //!    ([`reply`]), and its effects applied: outbox messages, [`memory`]
 //!    operations, the ledger charge; then the mail it read moves to `cur/`.
 //! 4. **Route again**, so replies arrive in the same turn.
-//! 5. **Commit**: `org/state/turn.json` is replaced atomically and the turn's
-//!    [`events`] are appended.
+//! 5. **Commit**: the turn's [`events`] are appended, then
+//!    `org/state/turn.json` is replaced atomically.
 //!
 //! Every phase is a group commit ([`fsx::Batch`]), ordered so that a crash at
-//! any point loses nothing and duplicates nothing (the guarantees in docs/architecture.md).
+//! any point loses nothing and duplicates nothing. The guarantees G1–G8 that
+//! comments in this crate name are stated in docs/guarantees.md, each with the
+//! tests that check it.
 //!
 //! # Module map
 //!
@@ -48,6 +50,7 @@
 pub mod activity;
 pub mod chart;
 pub mod chat;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;

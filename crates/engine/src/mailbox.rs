@@ -551,13 +551,14 @@ impl Mailbox {
     /// Queues a dead letter for an entry of `inbox/new/` that is not a message
     /// (see [`Mailbox::unread`]), under a free id made from its reason, the turn
     /// and its name, then its removal from `inbox/new/`. `taken` gathers the
-    /// dead ids used by the batch. Returns the reason.
+    /// dead ids used by the batch; `at` is when. Returns the reason.
     pub fn dead_bad(
         &self,
         b: &mut Batch,
         agent: &str,
         bad: &BadFile,
         turn: u64,
+        at: chrono::DateTime<chrono::Utc>,
         taken: &mut HashSet<String>,
     ) -> DeadReason {
         let entry = self.inbox(agent, "new").join(&bad.file);
@@ -571,7 +572,7 @@ impl Mailbox {
             mailbox: agent.into(),
             to: vec![],
             turn,
-            at: chrono::Utc::now(),
+            at,
         };
         self.dead_letter(b, &entry, &bad.letter, &why);
         self.set_aside(b, &entry, &bad.letter, &id);
@@ -587,7 +588,8 @@ impl Mailbox {
         self.ensure(agent)?;
         let mut b = Batch::new();
         let mut taken = HashSet::new();
-        let whys = bad.iter().map(|f| self.dead_bad(&mut b, agent, f, turn, &mut taken)).collect();
+        let at = chrono::Utc::now();
+        let whys = bad.iter().map(|f| self.dead_bad(&mut b, agent, f, turn, at, &mut taken)).collect();
         b.commit(&self.root)?;
         Ok(whys)
     }

@@ -38,15 +38,6 @@ pub fn id_stamp(at: DateTime<Utc>) -> String {
     at.format("%Y%m%dT%H%M%S%3fZ").to_string()
 }
 
-/// A fresh id for a message written by a person (`lemming send`).
-pub fn new_id(at: DateTime<Utc>, from: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(at.timestamp_nanos_opt().unwrap_or_default() as u128);
-    h.write_u32(std::process::id());
-    format!("{}-{from}-{:06x}", id_stamp(at), h.finish() & 0xff_ffff)
-}
-
 /// The id of the `pos`-th message an agent wrote on a turn: the same whenever the turn is repeated.
 pub fn reply_id(turn_started: DateTime<Utc>, turn: u64, agent: &str, pos: usize) -> String {
     format!("{}-t{turn}-{agent}-{pos:03}", id_stamp(turn_started))
@@ -274,7 +265,6 @@ mod tests {
     fn reply_ids_are_deterministic_and_sort_by_time() {
         let t = DateTime::parse_from_rfc3339("2026-11-22T18:00:00.5Z").unwrap().with_timezone(&Utc);
         assert_eq!(reply_id(t, 3, "manager", 1), "20261122T180000500Z-t3-manager-001");
-        assert!(valid_id(&new_id(t, "human")));
         // Derived ids that would be too long are cut and hashed, deterministically.
         let long = format!("{}-bounce", "a".repeat(150));
         let fit = fit_id(&long);
@@ -284,6 +274,8 @@ mod tests {
         assert_eq!(fit_id("short-bounce"), "short-bounce");
         assert!(valid_id(&fit_id("_.x.why")));
         assert!(valid_id(&fit_id("___")));
-        assert!(new_id(t, "human") < reply_id(t + chrono::Duration::milliseconds(1), 1, "a", 0));
+        use crate::clock::IdGen;
+        let sent = crate::clock::RandomIds.message_id(t, "human");
+        assert!(sent < reply_id(t + chrono::Duration::milliseconds(1), 1, "a", 0));
     }
 }

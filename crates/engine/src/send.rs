@@ -2,8 +2,6 @@
 //! the org chart, build the message, and write it durably into the sender's
 //! outbox (G1). The next turn routes it.
 
-use chrono::Utc;
-
 use crate::chart::Denial;
 use crate::error::PathError;
 use crate::journal::Journal;
@@ -22,6 +20,8 @@ pub struct SendOptions {
     pub subject: Option<String>,
     /// Expire if not delivered within this many turns.
     pub ttl_turns: Option<u64>,
+    /// Where its time stamp and id come from.
+    pub sources: crate::clock::Sources,
 }
 
 /// Why a message could not be sent.
@@ -87,8 +87,8 @@ pub fn send(org: &Org, from: &str, to: &str, body: &str, opts: SendOptions) -> R
         }
         None => String::new(),
     };
-    let now = Utc::now();
-    let id = message::new_id(now, from);
+    let now = opts.sources.now();
+    let id = opts.sources.ids.message_id(now, from);
     let msg = Message {
         thread: if thread.is_empty() { id.clone() } else { thread },
         id,

@@ -20,14 +20,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use lemming_provider::{MailItem, Registry, Request};
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::activity::{self, Activity};
+use crate::clock::{Clock, Sources};
 use crate::error::PathError;
-use crate::events::Events;
+use crate::events::{EventKind, Events, FailCause, Over, Run, SkipReason};
 use crate::fault;
 use crate::fsx::{self, Batch, FileId};
 use crate::journal::{Journal, Outcome, Record};
@@ -43,7 +43,7 @@ use crate::resume::Wake;
 use crate::trouble;
 
 /// What a turn did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnReport {
     /// The turn number.
     pub turn: u64,
@@ -65,7 +65,7 @@ pub struct TurnReport {
     /// Agents whose run failed, with the reason.
     pub failed: Vec<(String, String)>,
     /// Agents that were due but skipped, with the reason (`out_of_credits`, `org_budget_spent`).
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<(String, SkipReason)>,
     /// Credits charged this turn.
     pub cost: f64,
 }
@@ -113,7 +113,7 @@ impl Unjournaled {
 
 /// Runs one turn on a loaded org. The caller holds the org lock.
 pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Result<TurnReport, PathError> {
-    run_keeping(org, registry, stop, &mut Unjournaled::default()).await
+    run_keeping(org, registry, &Sources::real(), stop, &mut Unjournaled::default()).await
 }
 
 /// [`run`], reusing the replies in `held` that an earlier try of this turn
@@ -121,6 +121,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
 pub async fn run_keeping(
     org: &Org,
     registry: &Arc<Registry>,
+    src: &Sources,
     stop: Option<Stop>,
     held: &mut Unjournaled,
 ) -> Result<TurnReport, PathError> {
@@ -137,9 +138,10 @@ pub async fn run_keeping(
             ),
         });
     };
-    let started = Utc::now();
+    let clock = &*src.clock;
+    let started = clock.now();
     let mut report = TurnReport { turn, ..TurnReport::default() };
-    let mut ev = Events::default();
+    let mut ev = Events::new(turn);
     let trouble_before = trouble::read_agents(&org.layout);
     // Agents whose files cannot be used this turn: they sit it out, alone.
     let mut sick: BTreeMap<String, PathError> = BTreeMap::new();
@@ -161,7 +163,7 @@ pub async fn run_keeping(
         std::fs::read_dir(org.layout.state_tmp()).into_iter().flatten().flatten().map(|e| e.path()),
     );
 
-    route(org, &mb, turn, &mut report, &mut ev, &mut sick)?;
+    route(org, &mb, turn, clock, &mut report, &mut ev, &mut sick)?;
     fault::point("routed");
 
     // Pick.
@@ -191,38 +193,28 @@ pub async fn run_keeping(
             }
         };
         for b in bad {
-            let why = mb.dead_bad(&mut housekeeping, agent, &b, turn, &mut dead_taken);
+            let why = mb.dead_bad(&mut housekeeping, agent, &b, turn, clock.now(), &mut dead_taken);
             report.dead += 1;
-            ev.push_value(turn, Utc::now(), "dead", &why);
+            ev.emit(clock, EventKind::from(&why));
         }
         if resume.schedule.wake == Wake::Mail && mail.is_empty() {
             continue;
         }
         if org.settings.budget.is_some_and(|budget| ledger.total_spent() >= budget) {
-            report.skipped.push((agent.to_string(), "org_budget_spent".into()));
-            ev.push(turn, Utc::now(), "skipped", json!({"agent": agent, "reason": "org_budget_spent"}));
+            skip(&mut report, &mut ev, clock, agent, SkipReason::OrgBudgetSpent, None);
             continue;
         }
         let left = ledger.balance(agent, resume.credits).left;
         if left <= 0.0 {
-            report.skipped.push((agent.to_string(), "out_of_credits".into()));
-            ev.push(turn, Utc::now(), "skipped", json!({"agent": agent, "reason": "out_of_credits"}));
+            skip(&mut report, &mut ev, clock, agent, SkipReason::OutOfCredits, None);
             continue;
         }
         let Some(model) = resume.model.as_deref().and_then(|k| registry.model(k)) else { continue };
         let (may, system, user) = prompt_for(org, &chart, resume, turn, &mut mail);
         if let Some(over) = PromptOverCredits::check(model, &system, &user, left) {
             tracing::warn!(agent, "{over}");
-            report.skipped.push((agent.to_string(), PromptOverCredits::REASON.into()));
-            ev.push(
-                turn,
-                Utc::now(),
-                "skipped",
-                json!({
-                    "agent": agent, "reason": PromptOverCredits::REASON, "detail": over.to_string(),
-                    "tokens": over.tokens, "cost": over.cost, "left": over.left,
-                }),
-            );
+            let over = Over { detail: over.to_string(), tokens: over.tokens, cost: over.cost, left: over.left };
+            skip(&mut report, &mut ev, clock, agent, SkipReason::PromptOverCredits, Some(over));
             continue;
         }
         let req = Request {
@@ -278,7 +270,7 @@ pub async fn run_keeping(
                 continue;
             }
         };
-        fresh.push(record(org, &job, result, turn, started));
+        fresh.push(record(org, &job, result, turn, started, clock.now()));
     }
     fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
     let answered = fresh.iter().filter(|r| r.usage.is_some()).count() as u64;
@@ -299,12 +291,8 @@ pub async fn run_keeping(
     }
     fault::point("journaled");
     for agent in &recovered {
-        ev.push(
-            turn,
-            Utc::now(),
-            "recovered",
-            json!({"agent": agent, "why": "the reply was kept in memory while it could not be journaled"}),
-        );
+        let why = "the reply was kept in memory while it could not be journaled".to_string();
+        ev.emit(clock, EventKind::Recovered { agent: agent.clone(), why });
     }
     report.recovered = recovered;
 
@@ -324,7 +312,7 @@ pub async fn run_keeping(
                 output_tokens: usage.output_tokens,
                 cost: r.cost,
                 estimated: usage.estimated,
-                at: Utc::now(),
+                at: clock.now(),
             });
             if !ledger.has_charge(turn, &r.agent) {
                 report.cost += r.cost;
@@ -366,10 +354,11 @@ pub async fn run_keeping(
                                 &r.agent,
                                 vec![r.agent.clone()],
                                 turn,
+                                clock.now(),
                             );
                             mb.dead_unread(&mut effects, &r.agent, &file, &why);
                             report.dead += 1;
-                            ev.push_value(turn, Utc::now(), "dead", &why);
+                            ev.emit(clock, EventKind::from(&why));
                         }
                         attempts.remove(id);
                     }
@@ -381,7 +370,7 @@ pub async fn run_keeping(
             mb.set_attempts(&mut effects, &r.agent, &attempts);
         }
         let sent = r.messages.iter().map(|m| m.id.clone()).collect();
-        let mut logged = activity_of(r, sent);
+        let mut logged = activity_of(r, sent, clock.now());
         // The interrupted run may have logged this reply already: `logs` shows it once.
         logged.replay = replayed.contains(&r.agent);
         if let Err(e) = activity::append(&root, &r.agent, &logged) {
@@ -392,11 +381,19 @@ pub async fn run_keeping(
             tracing::error!(agent = %r.agent, error = %e, "cannot append to the agent's activity log");
             sick.insert(r.agent.clone(), e);
         }
-        ev.push(
-            turn,
-            Utc::now(),
-            if r.outcome == Outcome::Ok { "ran" } else { "failed" },
-            json!({"agent": r.agent, "model": r.model, "cost": r.cost, "mail": r.mail.len(), "sent": r.messages.len(), "error": r.error, "cause": r.cause}),
+        let run = Run { model: r.model.clone(), cost: r.cost, mail: r.mail.len(), sent: r.messages.len() };
+        let agent = r.agent.clone();
+        ev.emit(
+            clock,
+            match r.outcome {
+                Outcome::Ok => EventKind::Ran { agent, run, error: None, cause: None },
+                Outcome::Failed => EventKind::Failed {
+                    agent,
+                    run: Some(run),
+                    error: r.error.clone(),
+                    cause: r.cause.map(FailCause::from),
+                },
+            },
         );
     }
     ledger.append(&charges)?;
@@ -412,21 +409,25 @@ pub async fn run_keeping(
     fault::point("consumed");
     report.replayed = replayed;
 
-    route(org, &mb, turn, &mut report, &mut ev, &mut sick)?;
+    route(org, &mb, turn, clock, &mut report, &mut ev, &mut sick)?;
     fault::point("routed_again");
 
     let trouble_now = agent_trouble(org, turn, &trouble_before, &records, &sick);
     for (agent, e) in &sick {
         if org.agents.contains_key(agent.as_str()) && !report.failed.iter().any(|(a, _)| a == agent) {
             report.failed.push((agent.clone(), format!("cannot use its files: {e}")));
-            ev.push(turn, Utc::now(), "failed", json!({"agent": agent, "error": e.to_string(), "cause": "io_error"}));
+            let error = Some(e.to_string());
+            ev.emit(
+                clock,
+                EventKind::Failed { agent: agent.clone(), run: None, error, cause: Some(FailCause::IoError) },
+            );
         }
     }
     trouble::write_agents(&org.layout, &trouble_before, &trouble_now)?;
 
-    ev.push_value(turn, Utc::now(), "turn", &report);
+    ev.emit(clock, EventKind::Turn(report.clone()));
     ev.flush(&org.layout)?;
-    journal.commit(turn, Utc::now())?;
+    journal.commit(turn, clock.now())?;
     held.calls = 0;
     journal.prune(turn, org.settings.journal_keep_turns);
     tracing::info!(
@@ -577,6 +578,7 @@ fn record(
     result: Result<lemming_provider::Reply, lemming_provider::ProviderError>,
     turn: u64,
     started: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Record {
     let mut r = Record {
         turn,
@@ -637,7 +639,6 @@ fn record(
     r.reply = Some(reply.text);
     let cut = cut.map(|cut| format!("{cut} after its JSON object closed; the text after it was dropped"));
     let threads: HashMap<&str, &str> = job.mail.iter().map(|m| (m.id.as_str(), m.thread.as_str())).collect();
-    let now = Utc::now();
     for (pos, om) in parsed.messages.into_iter().enumerate() {
         let id = message::reply_id(started, turn, &job.agent, pos);
         let thread = om
@@ -671,10 +672,10 @@ fn record(
     r
 }
 
-fn activity_of(r: &Record, sent: Vec<String>) -> Activity {
+fn activity_of(r: &Record, sent: Vec<String>, at: DateTime<Utc>) -> Activity {
     Activity {
         turn: r.turn,
-        at: Utc::now(),
+        at,
         outcome: r.outcome,
         model: r.model.clone(),
         mail_read: r.mail.clone(),
@@ -688,13 +689,29 @@ fn activity_of(r: &Record, sent: Vec<String>) -> Activity {
     }
 }
 
-fn reason(id: &str, code: &str, detail: String, mailbox: &str, to: Vec<String>, turn: u64) -> DeadReason {
-    DeadReason { id: id.into(), reason: code.into(), detail, mailbox: mailbox.into(), to, turn, at: Utc::now() }
+fn reason(
+    id: &str,
+    code: &str,
+    detail: String,
+    mailbox: &str,
+    to: Vec<String>,
+    turn: u64,
+    at: DateTime<Utc>,
+) -> DeadReason {
+    DeadReason { id: id.into(), reason: code.into(), detail, mailbox: mailbox.into(), to, turn, at }
 }
 
 /// The engine's notice to a sender that its message was refused (its id
 /// follows the dead letter's, which is unique, cut to fit when too long).
-fn bounce(to: &str, dead_id: &str, refused_id: &str, thread: &str, detail: &str, turn: u64) -> Message {
+fn bounce(
+    to: &str,
+    dead_id: &str,
+    refused_id: &str,
+    thread: &str,
+    detail: &str,
+    turn: u64,
+    at: DateTime<Utc>,
+) -> Message {
     Message {
         id: message::fit_id(&format!("{dead_id}-bounce")),
         from: ENGINE.into(),
@@ -704,7 +721,7 @@ fn bounce(to: &str, dead_id: &str, refused_id: &str, thread: &str, detail: &str,
         priority: message::Priority::Normal,
         reply_to: Some(refused_id.to_string()),
         thread: thread.to_string(),
-        created_at: Utc::now(),
+        created_at: at,
         turn,
         ttl_turns: None,
         kind: Kind::Bounce,
@@ -740,6 +757,7 @@ impl<'a> Refusal<'a> {
 struct Router<'a> {
     mb: &'a Mailbox,
     turn: u64,
+    clock: &'a dyn Clock,
     now: DateTime<Utc>,
     deliveries: Batch,
     moves: Batch,
@@ -758,7 +776,8 @@ struct Router<'a> {
 impl Router<'_> {
     fn delivered(&mut self, to: &str, id: &str, from: &str) {
         self.report.delivered += 1;
-        self.ev.push(self.turn, self.now, "delivered", json!({"id": id, "from": from, "to": to}));
+        let kind = EventKind::Delivered { id: id.into(), from: from.into(), to: to.into() };
+        self.ev.emit(self.clock, kind);
     }
 
     /// Sends a refused outbox entry to dead with its reason, and bounces it to the
@@ -769,16 +788,16 @@ impl Router<'_> {
         let entry = self.mb.outbox_path(agent, "new").join(file);
         let dead_id = self.mb.free_dead_id(id, &entry, letter, &self.dead_taken);
         self.dead_taken.insert(dead_id.clone());
-        let why = reason(&dead_id, code, detail.clone(), agent, to, self.turn);
+        let why = reason(&dead_id, code, detail.clone(), agent, to, self.turn, self.now);
         self.mb.dead_pending(&mut self.deliveries, agent, file, letter, &why);
         if let Some((refused_id, thread)) = bounce_of {
-            let b = bounce(agent, &dead_id, refused_id, thread, &detail, self.turn);
+            let b = bounce(agent, &dead_id, refused_id, thread, &detail, self.turn, self.now);
             if self.seen.insert((agent.to_string(), b.id.clone())) && self.mb.deliver(&mut self.deliveries, agent, &b) {
                 self.delivered(agent, &b.id, ENGINE);
             }
         }
         self.report.dead += 1;
-        self.ev.push_value(self.turn, self.now, "dead", &why);
+        self.ev.emit(self.clock, EventKind::from(&why));
         dead_id
     }
 
@@ -951,6 +970,7 @@ fn route(
     org: &Org,
     mb: &Mailbox,
     turn: u64,
+    clock: &dyn Clock,
     report: &mut TurnReport,
     ev: &mut Events,
     sick: &mut BTreeMap<String, PathError>,
@@ -960,7 +980,8 @@ fn route(
     let mut r = Router {
         mb,
         turn,
-        now: Utc::now(),
+        clock,
+        now: clock.now(),
         deliveries: Batch::new(),
         moves: Batch::new(),
         seen: HashSet::new(),
@@ -1007,4 +1028,17 @@ fn route(
     deliveries.commit(mb.root())?;
     fault::point("delivered");
     moves.commit(mb.root())
+}
+
+/// Records a due agent that is not called, in the report and the events.
+fn skip(
+    report: &mut TurnReport,
+    ev: &mut Events,
+    clock: &dyn Clock,
+    agent: &str,
+    reason: SkipReason,
+    over: Option<Over>,
+) {
+    report.skipped.push((agent.to_string(), reason));
+    ev.emit(clock, EventKind::Skipped { agent: agent.to_string(), reason, over });
 }

@@ -12,11 +12,12 @@ use crate::render::print_json;
 pub struct Args {}
 
 const AFTER_HELP: &str = "\
-Checks the org's files against lemming's guarantees (G2–G7, see docs/architecture.md): every routed message
-reached each recipient exactly once, or a dead letter says why not; committed
-replies consumed their mail and were charged once; ledger lines are whole and
-sane; every dead letter has its reason. It only reads: it takes no lock and works
-while `lemming run` runs (run it again when idle to rule out a turn in progress).
+Checks the org's files against lemming's guarantees G2–G7 (docs/guarantees.md):
+every routed message reached each recipient exactly once, or a dead letter says
+why not; committed replies consumed their mail and were charged once; ledger
+lines are whole and sane; every dead letter has its reason. It only reads: it
+takes no lock and works while `lemming run` runs (run it again when idle to rule
+out a turn in progress).
 
 Exit code 1 when a guarantee is violated; notes alone exit 0. With --json it prints
 {\"ok\",\"violations\",\"notes\",\"findings\":[{\"severity\",\"code\",\"guarantee\",\"paths\",\"message\"}]}

@@ -2,7 +2,7 @@
 //! and what in it is not a message is moved to dead.
 //! With `--follow` it then keeps printing new mail as it arrives.
 
-use lemming_engine::events::Events;
+use lemming_engine::events::{Event, EventKind, Events};
 use lemming_engine::follow::{self, NewMail};
 use lemming_engine::journal::Journal;
 use lemming_engine::mailbox::{BadFile, Mailbox};
@@ -119,7 +119,7 @@ fn set_aside(org: &Org, mb: &Mailbox, agent: &str, bad: &[BadFile], mark_read: b
     }
     let turn = Journal::new(&org.layout).last_turn().unwrap_or_default();
     let whys = mb.dead_bad_now(agent, bad, turn)?;
-    let mut ev = Events::default();
+    let mut ev = Events::new(turn);
     for (b, why) in bad.iter().zip(&whys) {
         eprintln!(
             "warning: {} in {}'s inbox is not a message ({}); moved to org/state/dead/{}.json as `{}`",
@@ -129,7 +129,7 @@ fn set_aside(org: &Org, mb: &Mailbox, agent: &str, bad: &[BadFile], mark_read: b
             why.id,
             why.reason
         );
-        ev.push_value(why.turn, why.at, "dead", why);
+        ev.push(Event { turn: why.turn, at: why.at, kind: EventKind::from(why) });
     }
     ev.flush(&org.layout)?;
     Ok(())

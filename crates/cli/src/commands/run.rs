@@ -38,6 +38,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         turns: args.turns,
         turn_seconds: args.turn_seconds,
         rescan: lemming_provider::config::secs(args.rescan_seconds),
+        ..RunOptions::default()
     };
     eprintln!(
         "lemming: daemon for {} (pid {}); stop with Ctrl-C or `lemming stop`",

@@ -50,6 +50,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         reply_to: args.reply_to,
         subject: args.subject,
         ttl_turns: args.ttl,
+        ..SendOptions::default()
     };
     let msg = send::send(&org, &args.from, &args.to, &body, opts).map_err(send_error)?;
     println!("{}", msg.id);

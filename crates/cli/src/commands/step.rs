@@ -57,7 +57,7 @@ fn summary(r: &lemming_engine::turn::TurnReport) -> String {
         s.push_str(&format!("\n  failed: {a}: {}", line(e)));
     }
     for (a, why) in &r.skipped {
-        s.push_str(&format!("\n  skipped: {a} ({})", line(why)));
+        s.push_str(&format!("\n  skipped: {a} ({})", why));
     }
     if r.held > 0 {
         s.push_str(&format!("\n  held: {} message(s) wait for an invalid resume to be fixed", r.held));

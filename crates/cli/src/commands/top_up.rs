@@ -9,7 +9,7 @@ use crate::ctx::{CliError, Ctx};
 pub struct Args {
     /// The agent
     pub name: String,
-    /// Credits to add (more than 0, at most 1000000000000 in all)
+    /// Credits to add (at least 0.0001, the precision credits are shown with; an agent may hold at most 1000000000000)
     #[arg(value_name = "AMOUNT")]
     pub amount: f64,
 }

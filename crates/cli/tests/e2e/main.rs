@@ -8,6 +8,7 @@ mod config_checks;
 mod crash;
 mod credits;
 mod daemon;
+mod docs;
 mod failures;
 mod fake_http;
 mod fixture;
