@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lemming_engine::daemon::StepError;
-use lemming_engine::lock::LockError;
-use lemming_engine::org::{self, LoadOrgError, Org};
 
 use crate::commands;
+use crate::ctx::Ctx;
 
 /// lemming runs an organization of LLM agents that talk only through files.
 ///
@@ -38,11 +36,6 @@ Exit codes: 0 ok; 1 an error (the message says what and where); 2 a usage error
 (a wrong option or value); 3 the org is locked by another lemming process
 (step and run; the message names its pid).";
 
-/// Exit codes of the commands that run turns, for their --help.
-pub const LOCKED_HELP: &str = "\
-Exit codes: 0 ok; 1 an error; 2 a usage error; 3 the org is locked by another
-lemming process (a daemon or another step): its pid is named.";
-
 /// The commands, in the order people meet them: set up, talk, watch, run, maintain.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -61,6 +54,8 @@ pub enum Command {
     Inbox(commands::inbox::Args),
     /// Talk to an agent: send each line read from stdin and show the replies
     Chat(commands::chat::Args),
+    /// Show a whole conversation across every inbox, as a tree of replies
+    Thread(commands::thread::Args),
     /// Show the turn, the daemon, each agent and the dead letters
     Status(commands::status::Args),
     /// Show an agent's activity log: one entry per run (-f follows it)
@@ -111,177 +106,6 @@ pub enum Command {
     Fsck(commands::fsck::Args),
 }
 
-/// Parses a count that must be 1 or more (`step -n`, `run --turns`,
-/// `chat --max-turns`, `logs -n`).
-pub fn at_least_one(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(0) => Err("it must be 1 or more".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("{e}; it must be a whole number, 1 or more")),
-    }
-}
-
-/// An error on its way to stderr, with its exit code.
-#[derive(Debug)]
-pub struct CliError {
-    pub message: String,
-    pub code: u8,
-}
-
-impl CliError {
-    pub fn user(message: impl Into<String>) -> CliError {
-        CliError { message: message.into(), code: 1 }
-    }
-}
-
-macro_rules! into_cli_error {
-    ($($t:ty),*) => {$(
-        impl From<$t> for CliError {
-            fn from(e: $t) -> CliError {
-                CliError::user(e.to_string())
-            }
-        }
-    )*};
-}
-into_cli_error!(
-    LoadOrgError,
-    lemming_engine::error::PathError,
-    lemming_engine::init::InitError,
-    lemming_engine::org::UnknownAgent,
-    std::io::Error
-);
-
-impl From<LockError> for CliError {
-    fn from(e: LockError) -> CliError {
-        let code = if matches!(e, LockError::Held { .. }) { 3 } else { 1 };
-        CliError { message: e.to_string(), code }
-    }
-}
-
-impl From<StepError> for CliError {
-    fn from(e: StepError) -> CliError {
-        match e {
-            StepError::Locked(l) => l.into(),
-            other => CliError::user(other.to_string()),
-        }
-    }
-}
-
-/// What every command gets.
-pub struct Ctx {
-    pub org: Option<PathBuf>,
-    pub json: bool,
-}
-
-impl Ctx {
-    /// The org root, found from --org, LEMMING_ORG or the current folder.
-    pub fn root(&self) -> Result<PathBuf, CliError> {
-        let cwd = std::env::current_dir()?;
-        Ok(org::find_root(self.org.as_deref(), &cwd)?)
-    }
-
-    /// The org, loaded and validated (bad resumes are reported by `problems`, not here).
-    pub fn load(&self) -> Result<Org, CliError> {
-        Ok(Org::load(&self.root()?)?)
-    }
-
-    /// The org for read-only commands and `send`: an invalid `org.toml` or
-    /// `models.toml` falls back to defaults (its problems are in `problems()`),
-    /// so these work while a bad edit waits to be fixed.
-    pub fn load_lenient(&self) -> Result<Org, CliError> {
-        Ok(Org::load_or_last_good(&self.root()?, None))
-    }
-}
-
-/// Runs a future on a runtime built for this command.
-pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CliError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::user(format!("cannot start the async runtime: {e}")))?;
-    Ok(rt.block_on(f))
-}
-
-fn filter(verbose: u8, default: &str) -> tracing_subscriber::EnvFilter {
-    use tracing_subscriber::EnvFilter;
-    let level = match verbose {
-        0 => default,
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    std::env::var("LEMMING_LOG").ok().and_then(|f| EnvFilter::try_new(f).ok()).unwrap_or_else(|| EnvFilter::new(level))
-}
-
-fn init_tracing(verbose: u8, command: &Command) {
-    use tracing_subscriber::prelude::*;
-    // The daemon also logs to a file, set up by `run` once it knows the org.
-    if matches!(command, Command::Run(_)) {
-        return;
-    }
-    let stderr = stderr_layer();
-    let _ = tracing_subscriber::registry().with(stderr.with_filter(filter(verbose, "warn"))).try_init();
-}
-
-/// The daemon's logging: human-readable lines on stderr (from info, or as
-/// `-v`/`LEMMING_LOG` say) and JSON lines in `dir`, rotated daily and kept
-/// `keep` days. The guard must live as long as the daemon.
-pub fn init_file_log(dir: &std::path::Path, keep: usize) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    use tracing_subscriber::prelude::*;
-    let verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
-    let stderr = stderr_layer();
-    // The appender prunes old files by listing the folder, and complains when it is missing.
-    let _ = std::fs::create_dir_all(dir);
-    let appender = tracing_appender::rolling::Builder::new()
-        .rotation(tracing_appender::rolling::Rotation::DAILY)
-        .filename_prefix("lemming")
-        .filename_suffix("jsonl")
-        .max_log_files(keep.max(1))
-        .build(dir);
-    match appender {
-        Ok(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
-            let json = tracing_subscriber::fmt::layer().json().with_writer(writer);
-            let _ = tracing_subscriber::registry()
-                .with(stderr.with_filter(filter(verbose, "info")))
-                .with(json.with_filter(filter(verbose, "info")))
-                .try_init();
-            Some(guard)
-        }
-        Err(e) => {
-            let _ = tracing_subscriber::registry().with(stderr.with_filter(filter(verbose, "info"))).try_init();
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot write log files; logging to stderr only");
-            None
-        }
-    }
-}
-
-fn stderr_layer<S>() -> impl tracing_subscriber::Layer<S>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    use std::io::IsTerminal;
-    use tracing_subscriber::field::MakeExt;
-    // Field values quote replies, errors and paths: shown escaped, like all human output.
-    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        let shown = format!("{value:?}");
-        let shown = lemming_engine::term::text(&shown);
-        match field.name() {
-            "message" => write!(w, "{shown}"),
-            name => write!(w, "{name}={shown}"),
-        }
-    })
-    .delimited(" ");
-    tracing_subscriber::fmt::layer()
-        .fmt_fields(fields)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-}
-
-static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
 /// SIGPIPE stays ignored (the Rust default): a `command` provider that exits
 /// without reading its prompt makes that write fail with `EPIPE`, which is the
 /// call's business, instead of killing lemming. Our own output closed by its
@@ -314,8 +138,7 @@ fn quiet_on_closed_output() {
 pub fn main() -> ExitCode {
     quiet_on_closed_output();
     let cli = Cli::parse();
-    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
-    init_tracing(cli.verbose, &cli.command);
+    crate::log::init_tracing(cli.verbose, matches!(cli.command, Command::Run(_)));
     let ctx = Ctx { org: cli.org, json: cli.json };
     let result = match cli.command {
         Command::Init(a) => commands::init::run(&ctx, a),
@@ -336,6 +159,7 @@ pub fn main() -> ExitCode {
         Command::Resume(a) => commands::control::resume(&ctx, a),
         Command::Stop(a) => commands::control::stop(&ctx, a),
         Command::Chat(a) => commands::chat::run(&ctx, a),
+        Command::Thread(a) => commands::thread::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -344,22 +168,5 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", lemming_engine::term::text(&e.message));
             ExitCode::from(e.code)
         }
-    }
-}
-
-/// Prints a value as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| CliError::user(e.to_string()))?;
-    println!("{s}");
-    Ok(())
-}
-
-/// A config or message word as its file spells it (`mail`, `urgent`), not as
-/// Rust names it (`Mail`, `Urgent`).
-pub fn word<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => "?".into(),
     }
 }

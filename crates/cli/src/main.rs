@@ -2,6 +2,9 @@
 
 mod cli;
 mod commands;
+mod ctx;
+mod log;
+mod render;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -19,7 +19,7 @@ pub struct Activity {
     /// When.
     pub at: chrono::DateTime<chrono::Utc>,
     /// `ok` or `failed`.
-    pub outcome: String,
+    pub outcome: crate::journal::Outcome,
     /// The model key that answered.
     pub model: String,
     /// Ids of the mail in the prompt.
@@ -180,7 +180,7 @@ mod tests {
         let run = |turn, replay| Activity {
             turn,
             at: chrono::Utc::now(),
-            outcome: "ok".into(),
+            outcome: crate::journal::Outcome::Ok,
             model: "default".into(),
             mail_read: vec![],
             sent: vec![],

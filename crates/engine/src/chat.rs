@@ -15,7 +15,7 @@ use crate::follow::{self, NewMail};
 use crate::message::Message;
 use crate::org::{Layout, Org};
 use crate::send::{self, SendError, SendOptions};
-use crate::status;
+use crate::views::{self, AgentState};
 
 /// How long to wait for a reply.
 #[derive(Debug, Clone)]
@@ -168,8 +168,8 @@ impl Conversation {
 /// Whether a next turn has something to do: mail to route, or an agent
 /// (not a person) with unread mail and credits to work on it.
 fn work_waiting(org: &Org) -> Result<bool, StepError> {
-    let s = status::status(org)?;
-    Ok(s.agents.iter().any(|a| a.pending > 0 || matches!(a.state.as_str(), "ready" | "failing")))
+    let s = views::status(org)?;
+    Ok(s.agents.iter().any(|a| a.pending > 0 || matches!(a.state, AgentState::Ready | AgentState::Failing)))
 }
 
 #[cfg(test)]

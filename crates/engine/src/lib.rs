@@ -39,8 +39,10 @@
 //! - [`prompt`], [`reply`]: what the model is told and how its answer is read;
 //! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`] (`step`,
 //!   and the `run` loop with [`watch`] for filesystem events);
-//! - [`status`]: read-only snapshots; [`trouble`]: agents and a daemon that
-//!   cannot work right now, and why; [`init`]: the embedded default org;
+//! - [`views`]: what people and programs are shown (status, agents, inspect,
+//!   models, inbox, thread, logs) as typed, serializable values, read without
+//!   the lock; [`trouble`]: agents and a daemon that cannot work right now,
+//!   and why; [`init`]: the embedded default org;
 //! - [`term`]: untrusted text made safe to show, and commands quoted for the shell;
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   following an inbox or an activity log as it grows, and a conversation that waits for replies
@@ -78,8 +80,8 @@ pub mod resume;
 pub mod route;
 pub mod send;
 pub mod settings;
-pub mod status;
 pub mod term;
 pub mod trouble;
 pub mod turn;
+pub mod views;
 pub mod watch;

@@ -24,11 +24,40 @@ use serde::{Deserialize, Serialize};
 use crate::error::{PathError, WithPath};
 use crate::org::Layout;
 
+/// Why an agent sat a turn out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TroubleState {
+    /// Its files cannot be used (the path is in [`AgentTrouble::path`]).
+    IoError,
+    /// Its provider could not be reached; its mail waits.
+    ProviderDown,
+    /// Its provider refused the request or is misconfigured; its mail waits.
+    ProviderError,
+}
+
+impl TroubleState {
+    /// The word `trouble.json` and `status` use: `io_error`, `provider_down`, `provider_error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TroubleState::IoError => "io_error",
+            TroubleState::ProviderDown => "provider_down",
+            TroubleState::ProviderError => "provider_error",
+        }
+    }
+}
+
+impl std::fmt::Display for TroubleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One agent's trouble.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentTrouble {
-    /// `io_error`, `provider_down` or `provider_error`.
-    pub state: String,
+    /// Why it sits out.
+    pub state: TroubleState,
     /// The first turn of this trouble.
     pub since_turn: u64,
     /// The last turn it was seen on.
@@ -78,13 +107,13 @@ pub fn write_agents(
 pub fn note(
     map: &mut BTreeMap<String, AgentTrouble>,
     agent: &str,
-    state: &str,
+    state: TroubleState,
     turn: u64,
     error: String,
     path: Option<PathBuf>,
 ) {
     let since_turn = map.get(agent).filter(|t| t.state == state).map_or(turn, |t| t.since_turn);
-    map.insert(agent.to_string(), AgentTrouble { state: state.into(), since_turn, turn, error, path });
+    map.insert(agent.to_string(), AgentTrouble { state, since_turn, turn, error, path });
 }
 
 /// Whether an I/O error is about the whole filesystem (full, over quota or
@@ -259,10 +288,27 @@ mod tests {
     #[test]
     fn since_turn_is_kept_while_the_state_stays() {
         let mut m = BTreeMap::new();
-        note(&mut m, "a", "provider_down", 3, "refused".into(), None);
-        note(&mut m, "a", "provider_down", 5, "refused".into(), None);
+        note(&mut m, "a", TroubleState::ProviderDown, 3, "refused".into(), None);
+        note(&mut m, "a", TroubleState::ProviderDown, 5, "refused".into(), None);
         assert_eq!((m["a"].since_turn, m["a"].turn), (3, 5));
-        note(&mut m, "a", "io_error", 6, "x".into(), None);
+        note(&mut m, "a", TroubleState::IoError, 6, "x".into(), None);
         assert_eq!(m["a"].since_turn, 6);
+    }
+
+    #[test]
+    fn trouble_states_keep_their_words_in_trouble_json() {
+        for (state, word) in [
+            (TroubleState::IoError, "io_error"),
+            (TroubleState::ProviderDown, "provider_down"),
+            (TroubleState::ProviderError, "provider_error"),
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), word);
+            assert_eq!(state.to_string(), word);
+            assert_eq!(serde_json::from_value::<TroubleState>(word.into()).unwrap(), state);
+        }
+        // A file written before keeps its meaning.
+        let old = r#"{"planner":{"state":"provider_down","since_turn":2,"turn":4,"error":"refused"}}"#;
+        let m: BTreeMap<String, AgentTrouble> = serde_json::from_str(old).unwrap();
+        assert_eq!(m["planner"].state, TroubleState::ProviderDown);
     }
 }

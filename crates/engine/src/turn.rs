@@ -445,13 +445,17 @@ fn agent_trouble(
     // An io_error lasts only while the agent's files stay unusable.
     let mut now: BTreeMap<String, trouble::AgentTrouble> = before
         .iter()
-        .filter(|(a, t)| folders.contains(a) && (t.state != "io_error" || sick.contains_key(*a)))
+        .filter(|(a, t)| folders.contains(a) && (t.state != trouble::TroubleState::IoError || sick.contains_key(*a)))
         .map(|(a, t)| (a.clone(), t.clone()))
         .collect();
     for r in records {
         let state = match r.cause {
-            Some(lemming_provider::Cause::Unavailable) if r.outcome == Outcome::Failed => "provider_down",
-            Some(lemming_provider::Cause::Refused) if r.outcome == Outcome::Failed => "provider_error",
+            Some(lemming_provider::Cause::Unavailable) if r.outcome == Outcome::Failed => {
+                trouble::TroubleState::ProviderDown
+            }
+            Some(lemming_provider::Cause::Refused) if r.outcome == Outcome::Failed => {
+                trouble::TroubleState::ProviderError
+            }
             // Its files failed after it ran: noted below.
             _ if sick.contains_key(&r.agent) => continue,
             _ => {
@@ -462,7 +466,7 @@ fn agent_trouble(
         trouble::note(&mut now, &r.agent, state, turn, r.error.clone().unwrap_or_default(), None);
     }
     for (agent, e) in sick {
-        trouble::note(&mut now, agent, "io_error", turn, e.to_string(), Some(e.path.clone()));
+        trouble::note(&mut now, agent, trouble::TroubleState::IoError, turn, e.to_string(), Some(e.path.clone()));
     }
     now
 }
@@ -662,7 +666,7 @@ fn activity_of(r: &Record, sent: Vec<String>, at: DateTime<Utc>) -> Activity {
     Activity {
         turn: r.turn,
         at,
-        outcome: if r.outcome == Outcome::Ok { "ok".into() } else { "failed".into() },
+        outcome: r.outcome,
         model: r.model.clone(),
         mail_read: r.mail.clone(),
         sent,

@@ -1,54 +1,42 @@
 //! `lemming agents`: list the agents.
 
-use lemming_engine::ledger::Ledger;
 use lemming_engine::term::line;
+use lemming_engine::views;
 
-use crate::cli::{print_json, CliError, Ctx};
+use crate::ctx::{CliError, Ctx};
+use crate::render::{print_json, Align, Table};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
-    let ledger = Ledger::load(&org.layout.ledger())?;
-    let chart = org.chart();
-    let rows: Vec<serde_json::Value> = org
-        .agents
-        .values()
-        .map(|r| {
-            serde_json::json!({
-                "name": r.name,
-                "title": r.title,
-                "model": r.model,
-                "every": r.schedule.every,
-                "wake": r.schedule.wake,
-                "sends_to": chart.reachable(r.name.as_str()),
-                "credits_left": ledger.balance(r.name.as_str(), r.credits).left,
-            })
-        })
-        .collect();
+    let v = views::agents(&org)?;
     if ctx.json {
-        return print_json(&rows);
+        return print_json(&v.agents);
     }
-    println!("{:<16} {:<12} {:<10} {:>10}  SENDS TO", "AGENT", "TITLE", "MODEL", "CREDITS");
-    for r in org.agents.values() {
+    let mut table = Table::new(&[
+        ("AGENT", Align::Left, 16),
+        ("TITLE", Align::Left, 12),
+        ("MODEL", Align::Left, 10),
+        ("CREDITS", Align::Right, 10),
+        ("SENDS TO", Align::Left, 0),
+    ]);
+    for a in &v.agents {
         // People are never charged: their credits are no number.
-        let credits = if r.name.is_human() {
-            "-".to_string()
-        } else {
-            format!("{:.4}", ledger.balance(r.name.as_str(), r.credits).left)
-        };
-        println!(
-            "{:<16} {:<12} {:<10} {:>10}  {}",
-            r.name,
-            line(&r.title),
-            line(r.model.as_deref().unwrap_or("-")),
+        let credits =
+            if a.name == lemming_engine::name::HUMAN { "-".to_string() } else { format!("{:.4}", a.credits_left) };
+        table.row(vec![
+            a.name.clone(),
+            line(&a.title).into_owned(),
+            line(a.model.as_deref().unwrap_or("-")).into_owned(),
             credits,
-            chart.reachable(r.name.as_str()).join(", ")
-        );
+            a.sends_to.join(", "),
+        ]);
     }
-    for name in org.broken.keys() {
-        println!("{:<16} (invalid resume: run `lemming validate`)", line(name));
+    for name in &v.invalid {
+        table.note(line(name).into_owned(), "(invalid resume: run `lemming validate`)".into());
     }
+    print!("{}", table.render());
     Ok(())
 }

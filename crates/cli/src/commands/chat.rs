@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lemming_engine::chat::{Conversation, Outcome, Progress, WaitOptions};
-use lemming_engine::message::{Kind, Message};
 use lemming_engine::name::HUMAN;
 use lemming_engine::org::Org;
 use lemming_engine::send;
 use lemming_engine::term;
 
-use crate::cli::{block_on, CliError, Ctx};
 use crate::commands::send::send_error;
+use crate::ctx::{block_on, CliError, Ctx};
+use crate::render::{message, MessageLayout};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Works with or without a daemon: when `lemming run` is running, chat waits \
@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub timeout: f64,
     /// The most turns to run for one line when no daemon runs
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = crate::cli::at_least_one)]
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = crate::ctx::at_least_one)]
     pub max_turns: u64,
 }
 
@@ -91,7 +91,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             spinner.stop().await;
             let waited = waited?;
             for m in &waited.replies {
-                print!("{}", render(m));
+                print!("{}", message(m, MessageLayout::Chat));
             }
             let _ = std::io::stdout().flush();
             conversation.mark_read(&root, &waited.replies)?;
@@ -105,20 +105,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             }
         }
     })?
-}
-
-/// A reply: `sender: body`, continuation lines indented; bounces and other
-/// kinds are marked. The message's text passes through [`term`].
-fn render(m: &Message) -> String {
-    let mut who = term::line(&m.from).into_owned();
-    if m.kind != Kind::Message {
-        who.push_str(&format!(" [{}]", m.kind.as_str()));
-    }
-    if let Some(subject) = &m.subject {
-        who.push_str(&format!(" ({})", term::line(subject)));
-    }
-    let body = term::text(m.body.trim_end()).replace('\n', "\n  ");
-    format!("{who}: {body}\n")
 }
 
 /// A progress line on stderr while waiting: animated when stderr is a

@@ -2,7 +2,7 @@
 
 use lemming_engine::daemon::{self, StopError};
 
-use crate::cli::{block_on, CliError, Ctx};
+use crate::ctx::{block_on, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct PauseArgs {}

@@ -6,7 +6,8 @@ use std::time::Duration;
 use lemming_engine::term::line;
 use lemming_provider::doctor::{self, Call};
 
-use crate::cli::{block_on, print_json, CliError, Ctx};
+use crate::ctx::{block_on, CliError, Ctx};
+use crate::render::print_json;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -3,7 +3,8 @@
 use lemming_engine::fsck::{self, Finding, Severity};
 use lemming_engine::term;
 
-use crate::cli::{print_json, CliError, Ctx};
+use crate::ctx::{CliError, Ctx};
+use crate::render::print_json;
 
 /// `lemming fsck` takes no options besides the global ones.
 #[derive(Debug, clap::Args)]

@@ -5,14 +5,14 @@
 use lemming_engine::events::{Event, EventKind, Events};
 use lemming_engine::follow::{self, NewMail};
 use lemming_engine::journal::Journal;
-use lemming_engine::mailbox::{BadFile, FsMailStore, MailRead};
-use lemming_engine::message::Message;
+use lemming_engine::mailbox::{BadFile, FsMailStore};
 use lemming_engine::name::HUMAN;
 use lemming_engine::org::Org;
-use lemming_engine::prompt;
 use lemming_engine::term;
+use lemming_engine::views::{self, InboxMessage};
 
-use crate::cli::{block_on, print_json, word, CliError, Ctx};
+use crate::ctx::{block_on, CliError, Ctx};
+use crate::render::{message, print_json, MessageLayout};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,54 +32,39 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
     let agent = args.agent.unwrap_or_else(|| HUMAN.to_string());
-    org.agent(&agent)?;
-    let mb = org.mail();
+    let views::Inbox { view, bad } = views::inbox(&org, &agent, args.all)?;
     // A file or folder that cannot be read is named, and the rest is still shown.
-    let MailRead { messages: mut unread, bad, unreadable } =
-        mb.unread_skipping(&agent).unwrap_or_else(|e| MailRead { unreadable: vec![e], ..MailRead::default() });
-    for e in &unreadable {
-        warn_unreadable(e);
+    for u in &view.unreadable {
+        eprintln!("warning: cannot read {}; it is not shown", term::line(&u.to_string()));
+    }
+    for n in view.not_messages.iter().filter(|n| !n.unread) {
+        eprintln!(
+            "warning: {} in {}'s read mail is not a message ({}); not shown",
+            term::line(&n.file),
+            agent,
+            term::line(&n.error)
+        );
     }
     let mark_read = !args.peek && agent == HUMAN;
+    let mb = org.mail();
     set_aside(&org, &mb, &agent, &bad, mark_read)?;
-    prompt::order(&mut unread);
-    let mut shown: Vec<(Message, bool)> = Vec::new();
-    if args.all {
-        let MailRead { messages: mut read, bad: bad_read, unreadable } =
-            mb.read_mail_skipping(&agent).unwrap_or_else(|e| MailRead { unreadable: vec![e], ..MailRead::default() });
-        for e in &unreadable {
-            warn_unreadable(e);
-        }
-        for b in &bad_read {
-            eprintln!(
-                "warning: {} in {}'s read mail is not a message ({}); not shown",
-                term::line(&b.name()),
-                agent,
-                term::line(&b.error.to_string())
-            );
-        }
-        read.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        shown.extend(read.into_iter().map(|m| (m, false)));
-    }
-    shown.extend(unread.iter().cloned().map(|m| (m, true)));
     if args.follow {
-        for (m, unread) in &shown {
-            print_one(m, *unread, ctx.json);
+        for m in &view.messages {
+            print_one(m, ctx.json)?;
         }
-        if shown.is_empty() && !ctx.json {
+        if view.messages.is_empty() && !ctx.json {
             eprintln!("No unread mail for {agent}; waiting for new mail (Ctrl-C to stop).");
         }
     } else if ctx.json {
-        let items: Vec<serde_json::Value> = shown.iter().map(|(m, unread)| json(m, *unread)).collect();
-        print_json(&items)?;
-    } else if shown.is_empty() {
+        print_json(&view.messages)?;
+    } else if view.messages.is_empty() {
         eprintln!("No unread mail for {agent}.");
     } else {
-        for (m, unread) in &shown {
-            print!("{}", render(m, *unread));
+        for m in &view.messages {
+            print!("{}", message(&m.message, MessageLayout::Full { unread: m.unread }));
         }
     }
-    let ids: Vec<String> = unread.iter().map(|m| m.id.clone()).collect();
+    let ids = view.unread_ids();
     if mark_read {
         mb.mark_read_now(&agent, &ids)?;
     }
@@ -96,8 +81,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
                 _ = &mut ctrl_c => return Ok::<(), CliError>(()),
                 fresh = new_mail.next() => {
                     let fresh = fresh?;
-                    for m in &fresh {
-                        print_one(m, true, ctx.json);
+                    for m in fresh.iter().cloned() {
+                        print_one(&InboxMessage { message: m, unread: true }, ctx.json)?;
                     }
                     if mark_read {
                         let ids: Vec<String> = fresh.iter().map(|m| m.id.clone()).collect();
@@ -107,10 +92,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             }
         }
     })?
-}
-
-fn warn_unreadable(e: &lemming_engine::error::PathError) {
-    eprintln!("warning: cannot read {}; it is not shown", term::line(&e.to_string()));
 }
 
 /// Warns about entries of the inbox that are not messages. When the inbox is
@@ -155,47 +136,11 @@ fn set_aside(org: &Org, mb: &FsMailStore, agent: &str, bad: &[BadFile], mark_rea
 }
 
 /// One message for `--follow`: readable, or one JSON object on one line.
-fn print_one(m: &Message, unread: bool, as_json: bool) {
+fn print_one(m: &InboxMessage, as_json: bool) -> Result<(), CliError> {
     if as_json {
-        println!("{}", json(m, unread));
+        println!("{}", serde_json::to_string(m).map_err(|e| CliError::user(e.to_string()))?);
     } else {
-        print!("{}", render(m, unread));
+        print!("{}", message(&m.message, MessageLayout::Full { unread: m.unread }));
     }
-}
-
-/// A message as JSON: the fields of its file plus `unread`.
-fn json(m: &Message, unread: bool) -> serde_json::Value {
-    let mut v = serde_json::to_value(m).unwrap_or_default();
-    v["unread"] = serde_json::Value::Bool(unread);
-    v
-}
-
-/// A message for people: a head line, its id, subject and body, every field
-/// passed through [`term`] (the message's text is untrusted).
-pub(crate) fn render(m: &Message, unread: bool) -> String {
-    let mut head = format!(
-        "{} {} from {} to {}",
-        if unread { "●" } else { " " },
-        m.created_at.format("%Y-%m-%d %H:%M:%S"),
-        term::line(&m.from),
-        term::line(&m.to.0.join(", "))
-    );
-    if m.kind != lemming_engine::message::Kind::Message {
-        head.push_str(&format!(" [{}]", m.kind.as_str()));
-    }
-    if m.priority != lemming_engine::message::Priority::Normal {
-        head.push_str(&format!(" [{}]", word(&m.priority)));
-    }
-    let mut s = format!("{head}\n  id: {}", term::line(&m.id));
-    if let Some(r) = &m.reply_to {
-        s.push_str(&format!("  reply to: {}", term::line(r)));
-    }
-    if let Some(subj) = &m.subject {
-        s.push_str(&format!("\n  subject: {}", term::line(subj)));
-    }
-    for line in term::text(&m.body).lines() {
-        s.push_str(&format!("\n  {line}"));
-    }
-    s.push_str("\n\n");
-    s
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use lemming_engine::term::{line, shell_path};
 
-use crate::cli::{CliError, Ctx};
+use crate::ctx::{CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

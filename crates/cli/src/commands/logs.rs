@@ -4,13 +4,14 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use lemming_engine::activity::{self, Activity, Runs, Tail};
-use lemming_engine::follow::Follow;
+use lemming_engine::activity::Activity;
 use lemming_engine::term::{line, text};
+use lemming_engine::views::{LogsFollow, LogsView};
 
-use crate::cli::{block_on, CliError, Ctx};
+use crate::ctx::{block_on, CliError, Ctx};
+use crate::render::word;
 
-/// How often `--follow` looks for new runs when no change of the log's folder was seen.
+/// How often `--follow` looks for new runs.
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, clap::Args)]
@@ -20,7 +21,7 @@ pub struct Args {
     /// The agent
     pub name: String,
     /// Show the last N runs
-    #[arg(short = 'n', long = "runs", default_value_t = 20, value_name = "N", value_parser = crate::cli::at_least_one)]
+    #[arg(short = 'n', long = "runs", default_value_t = 20, value_name = "N", value_parser = crate::ctx::at_least_one)]
     pub n: u64,
     /// Keep printing new runs as they are logged, until Ctrl-C
     #[arg(short, long)]
@@ -29,18 +30,11 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
-    // An agent whose resume is invalid still has its log, and that is when it is wanted.
-    if !org.broken.contains_key(&args.name) {
-        org.agent(&args.name)?;
-    }
-    let mut tail = Tail::new(&org.layout.root, &args.name);
-    // A run replayed after a crash is logged again, marked; it is shown once.
-    let mut runs = Runs::default();
-    let lines = once(&mut runs, tail.read_new()?);
-    let first = lines.len().saturating_sub(usize::try_from(args.n).unwrap_or(usize::MAX));
-    show(&lines[first..], ctx.json);
+    let mut follow = LogsFollow::start(&org, &args.name)?;
+    let first = follow.read_new()?.last(usize::try_from(args.n).unwrap_or(usize::MAX));
+    show(&first, ctx.json)?;
     if !args.follow {
-        if lines.is_empty() && !ctx.json {
+        if first.runs.is_empty() && !ctx.json {
             eprintln!("No runs logged for {} yet.", args.name);
         }
         return Ok(());
@@ -48,37 +42,34 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     if std::io::stderr().is_terminal() {
         eprintln!("Waiting for new runs of {}; Ctrl-C to stop.", args.name);
     }
-    let log = activity::path(&org.layout.root, &args.name);
     block_on(async move {
-        let mut follow = Follow::new(tail, log.parent().unwrap_or(&org.layout.root), POLL);
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         loop {
             tokio::select! {
                 _ = &mut ctrl_c => return Ok::<(), CliError>(()),
-                lines = follow.next() => show(&once(&mut runs, lines?), ctx.json),
+                _ = tick.tick() => show(&follow.read_new()?, ctx.json)?,
             }
         }
     })?
 }
 
-/// The log lines without the replays of runs already logged (lines that are
-/// not runs are kept, for `show` to report).
-fn once(runs: &mut Runs, lines: Vec<String>) -> Vec<String> {
-    lines.into_iter().filter(|l| activity::parse(l).is_none_or(|a| runs.is_new(&a))).collect()
-}
-
-/// Prints log lines: as they are with `--json`, else readable.
-fn show(lines: &[String], json: bool) {
-    for l in lines {
+/// Prints runs: one JSON object per line with `--json`, else readable; lines
+/// of the log that are not runs are named on stderr.
+fn show(v: &LogsView, json: bool) -> Result<(), CliError> {
+    for a in &v.runs {
         if json {
-            println!("{l}");
-        } else if let Some(a) = activity::parse(l) {
-            print!("{}", render(&a));
+            println!("{}", serde_json::to_string(a).map_err(|e| CliError::user(e.to_string()))?);
         } else {
-            eprintln!("warning: skipped a log line that is not a run: {}", line(l));
+            print!("{}", render(a));
         }
     }
+    for l in &v.not_runs {
+        eprintln!("warning: skipped a log line that is not a run: {}", line(l));
+    }
+    Ok(())
 }
 
 /// One run: a head line, then what it sent, its notes, warnings, error and
@@ -88,7 +79,7 @@ fn render(a: &Activity) -> String {
         "turn {} {} {} model {} read {} sent {} cost {:.4}{}\n",
         a.turn,
         a.at.format("%Y-%m-%d %H:%M:%S"),
-        line(&a.outcome),
+        word(&a.outcome),
         line(&a.model),
         a.mail_read.len(),
         a.sent.len(),

@@ -14,5 +14,6 @@ pub mod run;
 pub mod send;
 pub mod status;
 pub mod step;
+pub mod thread;
 pub mod top_up;
 pub mod validate;

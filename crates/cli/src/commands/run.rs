@@ -3,13 +3,13 @@
 
 use lemming_engine::daemon::{self, RunOptions};
 
-use crate::cli::{block_on, CliError, Ctx};
+use crate::ctx::{block_on, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = crate::cli::LOCKED_HELP)]
+#[command(after_help = crate::ctx::LOCKED_HELP)]
 pub struct Args {
     /// Stop after N turns
-    #[arg(long, value_name = "N", value_parser = crate::cli::at_least_one)]
+    #[arg(long, value_name = "N", value_parser = crate::ctx::at_least_one)]
     pub turns: Option<u64>,
     /// Seconds between timer turns (overrides turn_seconds in org/org.toml)
     #[arg(long, value_name = "SECONDS")]
@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         }
     }
     let retention = lemming_engine::org::Org::load(&root).map(|o| o.settings.log_retention_days).unwrap_or(7);
-    let _guard = crate::cli::init_file_log(&root.join("org/state/logs"), retention as usize);
+    let _guard = crate::log::init_file_log(&root.join("org/state/logs"), retention as usize);
     let opts = RunOptions {
         turns: args.turns,
         turn_seconds: args.turn_seconds,

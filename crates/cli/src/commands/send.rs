@@ -6,7 +6,7 @@ use lemming_engine::message::Priority;
 use lemming_engine::org::Org;
 use lemming_engine::send::{self, SendError, SendOptions};
 
-use crate::cli::{CliError, Ctx};
+use crate::ctx::{CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -1,16 +1,17 @@
 //! `lemming status`: the turn, the daemon, each agent and the dead letters.
 
-use lemming_engine::status;
 use lemming_engine::term;
+use lemming_engine::views::{self, BreakerState};
 
-use crate::cli::{print_json, CliError, Ctx};
+use crate::ctx::{CliError, Ctx};
+use crate::render::{print_json, Align, Table};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     let org = ctx.load_lenient()?;
-    let s = status::status(&org)?;
+    let s = views::status(&org)?;
     if ctx.json {
         return print_json(&s);
     }
@@ -50,25 +51,31 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     }
     for b in &s.breakers {
         let provider = term::line(&b.provider);
-        match b.state.as_str() {
-            "open" => println!(
+        match b.state {
+            BreakerState::Open => println!(
                 "breaker OPEN: provider {provider} fails fast until {} ({} failed calls in a row; last: {})",
                 b.open_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default(),
                 b.consecutive_failures,
                 term::line(b.last_error.as_deref().unwrap_or("?"))
             ),
-            "half_open" => println!("breaker half-open: provider {provider}: the next call is a trial"),
-            _ => println!(
+            BreakerState::HalfOpen => println!("breaker half-open: provider {provider}: the next call is a trial"),
+            BreakerState::Closed => println!(
                 "breaker closed: provider {provider}: {} of {} failures before it opens",
                 b.consecutive_failures, b.threshold
             ),
         }
     }
     println!();
-    println!(
-        "{:<16} {:<10} {:<19} {:>10} {:>10} {:>7} {:>8} {:>9}",
-        "AGENT", "MODEL", "STATE", "CREDITS", "SPENT", "UNREAD", "PENDING", "LAST RUN"
-    );
+    let mut table = Table::new(&[
+        ("AGENT", Align::Left, 16),
+        ("MODEL", Align::Left, 10),
+        ("STATE", Align::Left, 19),
+        ("CREDITS", Align::Right, 10),
+        ("SPENT", Align::Right, 10),
+        ("UNREAD", Align::Right, 7),
+        ("PENDING", Align::Right, 8),
+        ("LAST RUN", Align::Right, 9),
+    ]);
     for a in &s.agents {
         // People are never charged: their credits are no number, whatever their state.
         let (credits, spent) = if a.name == lemming_engine::name::HUMAN {
@@ -76,28 +83,23 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         } else {
             (format!("{:.4}", a.credits.left), format!("{:.4}", a.credits.spent))
         };
-        println!(
-            "{:<16} {:<10} {:<19} {:>10} {:>10} {:>7} {:>8} {:>9}",
-            term::line(&a.name),
-            term::line(a.model.as_deref().unwrap_or("-")),
-            term::line(&a.state),
+        table.row(vec![
+            term::line(&a.name).into_owned(),
+            term::line(a.model.as_deref().unwrap_or("-")).into_owned(),
+            a.state.to_string(),
             credits,
             spent,
-            a.unread,
-            a.pending,
-            a.last_run_turn.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
-        );
+            a.unread.to_string(),
+            a.pending.to_string(),
+            a.last_run_turn.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+        ]);
     }
+    print!("{}", table.render());
     for u in &s.unreadable {
         println!("\ncannot read: {}", term::text(&u.to_string()));
     }
     for a in s.agents.iter().filter(|a| a.problem.is_some()) {
-        println!(
-            "\n{} is {}: {}",
-            term::line(&a.name),
-            term::line(&a.state),
-            term::text(a.problem.as_deref().unwrap_or_default())
-        );
+        println!("\n{} is {}: {}", term::line(&a.name), a.state, term::text(a.problem.as_deref().unwrap_or_default()));
     }
     for f in &s.last_good {
         println!(

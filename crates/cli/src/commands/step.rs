@@ -3,13 +3,14 @@
 use lemming_engine::daemon;
 use lemming_engine::term::{line, text};
 
-use crate::cli::{block_on, print_json, CliError, Ctx};
+use crate::ctx::{block_on, CliError, Ctx};
+use crate::render::print_json;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = crate::cli::LOCKED_HELP)]
+#[command(after_help = crate::ctx::LOCKED_HELP)]
 pub struct Args {
     /// How many turns to run (1 or more)
-    #[arg(short = 'n', long = "turns", default_value_t = 1, value_name = "N", value_parser = crate::cli::at_least_one)]
+    #[arg(short = 'n', long = "turns", default_value_t = 1, value_name = "N", value_parser = crate::ctx::at_least_one)]
     pub n: u64,
 }
 

@@ -3,7 +3,7 @@
 use lemming_engine::journal::Journal;
 use lemming_engine::ledger::{self, Ledger};
 
-use crate::cli::{CliError, Ctx};
+use crate::ctx::{CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -3,7 +3,8 @@
 use lemming_engine::org::{LoadOrgError, Org};
 use lemming_engine::term;
 
-use crate::cli::{print_json, CliError, Ctx};
+use crate::ctx::{CliError, Ctx};
+use crate::render::print_json;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}

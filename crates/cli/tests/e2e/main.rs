@@ -24,4 +24,5 @@ mod routing;
 mod samples;
 mod state_numbers;
 mod status_columns;
+mod views;
 mod zero_counts;

@@ -1,9 +1,10 @@
-//! What `lemming status`, `agents` and `inspect` show: a read-only snapshot of
-//! an org, taken without the org lock so it works while a daemon runs.
+//! The status view (`lemming status`, `GET /api/status`): the turn, the
+//! daemon, every agent's state and the dead letters, taken without the org
+//! lock so it works while a daemon runs.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::activity;
 use crate::error::{Diagnostic, PathError};
@@ -12,6 +13,7 @@ use crate::ledger::{Balance, Ledger};
 use crate::mailbox::{FsMailStore, MailStore};
 use crate::org::Org;
 use crate::resume::{Resume, Wake};
+use crate::trouble::TroubleState;
 use crate::turn::{self, PromptOverCredits};
 
 /// The daemon's state.
@@ -36,14 +38,8 @@ pub struct AgentStatus {
     pub title: String,
     /// The model key (`null` for the human).
     pub model: Option<String>,
-    /// `human`, `idle`, `ready` (has unread mail), `failing` (unusable
-    /// replies), `out_of_credits`, `prompt_over_credits` (its prompt alone
-    /// would cost more than it has left), `org_budget_spent` (the org-wide
-    /// budget is spent), `invalid`, `io_error` (its files cannot be used; see
-    /// `problem`), `provider_down` (its provider could not be reached; its mail
-    /// waits) or `provider_error` (its provider refused the request or is
-    /// misconfigured).
-    pub state: String,
+    /// What it can do now.
+    pub state: AgentState,
     /// What is wrong, for `io_error`, `provider_down` and `provider_error`
     /// (with the path, for `io_error`).
     pub problem: Option<String>,
@@ -57,9 +53,72 @@ pub struct AgentStatus {
     pub last_run_turn: Option<u64>,
 }
 
+/// What an agent can do now, in the words `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// A person: never run, never charged.
+    Human,
+    /// Nothing to do.
+    Idle,
+    /// Has unread mail: runs when its schedule fires.
+    Ready,
+    /// Its last replies were unusable; its mail waits for another try.
+    Failing,
+    /// No credits left.
+    OutOfCredits,
+    /// Its prompt alone would cost more than it has left, so turns skip it.
+    PromptOverCredits,
+    /// The org-wide budget is spent: no model is called.
+    OrgBudgetSpent,
+    /// Its resume is invalid and has no last good version.
+    Invalid,
+    /// Its files cannot be used (see `problem`, with the path).
+    IoError,
+    /// Its provider could not be reached; its mail waits.
+    ProviderDown,
+    /// Its provider refused the request or is misconfigured; its mail waits.
+    ProviderError,
+}
+
+impl AgentState {
+    /// The state's word, as `status --json` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Human => "human",
+            AgentState::Idle => "idle",
+            AgentState::Ready => "ready",
+            AgentState::Failing => "failing",
+            AgentState::OutOfCredits => "out_of_credits",
+            AgentState::PromptOverCredits => "prompt_over_credits",
+            AgentState::OrgBudgetSpent => "org_budget_spent",
+            AgentState::Invalid => "invalid",
+            AgentState::IoError => "io_error",
+            AgentState::ProviderDown => "provider_down",
+            AgentState::ProviderError => "provider_error",
+        }
+    }
+}
+
+impl std::fmt::Display for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<TroubleState> for AgentState {
+    fn from(t: TroubleState) -> AgentState {
+        match t {
+            TroubleState::IoError => AgentState::IoError,
+            TroubleState::ProviderDown => AgentState::ProviderDown,
+            TroubleState::ProviderError => AgentState::ProviderError,
+        }
+    }
+}
+
 /// The whole status.
 #[derive(Debug, Clone, Serialize)]
-pub struct Status {
+pub struct StatusView {
     /// The last committed turn.
     pub turn: u64,
     /// The daemon.
@@ -88,8 +147,8 @@ pub struct Status {
     pub unreadable: Vec<Unreadable>,
 }
 
-/// A state file the status could not read, or a part of one it skipped.
-#[derive(Debug, Clone, Serialize)]
+/// A state file a view could not read, or a part of one it skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unreadable {
     /// The file or folder.
     pub path: std::path::PathBuf,
@@ -130,14 +189,36 @@ pub struct OrgBudget {
     pub exhausted: bool,
 }
 
+/// Where a provider's circuit breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Calls fail fast until `open_until`.
+    Open,
+    /// The cooldown is over: the next call is a trial.
+    HalfOpen,
+    /// Calls go through; failures are counted, below the threshold.
+    Closed,
+}
+
+impl BreakerState {
+    /// The state of a breaker at `now`.
+    fn of(b: &lemming_provider::breaker::BreakerState, now: chrono::DateTime<chrono::Utc>) -> BreakerState {
+        match b.phase(now) {
+            "open" => BreakerState::Open,
+            "half_open" => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+}
+
 /// One provider's circuit breaker, from `org/state/breakers.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BreakerStatus {
     /// The provider.
     pub provider: String,
-    /// `open` (calls fail fast), `half_open` (the next call is a trial) or
-    /// `closed` (failures counted, below the threshold).
-    pub state: String,
+    /// Whether calls go through.
+    pub state: BreakerState,
     /// Failed calls in a row.
     pub consecutive_failures: u32,
     /// Failures that open it.
@@ -149,9 +230,9 @@ pub struct BreakerStatus {
 }
 
 /// Takes a snapshot of the org.
-/// A file that cannot be read is listed in [`Status::unreadable`] and the
+/// A file that cannot be read is listed in [`StatusView::unreadable`] and the
 /// rest is still shown.
-pub fn status(org: &Org) -> Result<Status, PathError> {
+pub fn status(org: &Org) -> Result<StatusView, PathError> {
     let root = &org.layout.root;
     let mb = org.mail();
     let mut skipped = Skipped::default();
@@ -194,30 +275,30 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
         let attempts = skipped.or(mb.try_attempts(&name), Default::default(), "failed attempts are not counted");
         let known = trouble.get(&name);
         let problem = unreadable.clone().or_else(|| known.map(|t| t.error.clone()));
-        let state = match resume {
-            None => "invalid",
-            Some(_) if unreadable.is_some() => "io_error",
-            Some(_) if known.is_some() => known.map(|t| t.state.as_str()).unwrap_or_default(),
-            Some(r) if r.name.is_human() => "human",
-            Some(_) if exhausted => "org_budget_spent",
-            Some(_) if credits.left <= 0.0 => "out_of_credits",
-            Some(r)
+        let state = match (resume, known) {
+            (None, _) => AgentState::Invalid,
+            (Some(_), _) if unreadable.is_some() => AgentState::IoError,
+            (Some(_), Some(t)) => t.state.into(),
+            (Some(r), _) if r.name.is_human() => AgentState::Human,
+            (Some(_), _) if exhausted => AgentState::OrgBudgetSpent,
+            (Some(_), _) if credits.left <= 0.0 => AgentState::OutOfCredits,
+            (Some(r), _)
                 if skipped.or(
                     prompt_over_credits(org, &chart, &mb, r, turn, credits.left, unread),
                     false,
                     "its prompt cost is not checked",
                 ) =>
             {
-                PromptOverCredits::REASON
+                AgentState::PromptOverCredits
             }
-            Some(_) if !attempts.is_empty() => "failing",
-            Some(_) if unread > 0 => "ready",
-            Some(_) => "idle",
+            (Some(_), _) if !attempts.is_empty() => AgentState::Failing,
+            (Some(_), _) if unread > 0 => AgentState::Ready,
+            (Some(_), _) => AgentState::Idle,
         };
         agents.push(AgentStatus {
             title: resume.map(|r| r.title.clone()).unwrap_or_default(),
             model: resume.and_then(|r| r.model.clone()),
-            state: state.into(),
+            state,
             problem: if resume.is_some() { problem } else { None },
             credits,
             unread,
@@ -226,7 +307,7 @@ pub fn status(org: &Org) -> Result<Status, PathError> {
             name,
         });
     }
-    Ok(Status {
+    Ok(StatusView {
         turn,
         daemon: DaemonState {
             running: pid.is_some(),
@@ -275,7 +356,7 @@ fn breakers(org: &Org) -> Vec<BreakerStatus> {
         .into_iter()
         .filter(|(name, _)| org.models.providers.iter().any(|p| &p.name == name))
         .map(|(provider, b)| BreakerStatus {
-            state: b.phase(now).to_string(),
+            state: BreakerState::of(&b, now),
             consecutive_failures: b.consecutive_failures,
             threshold: b.threshold,
             open_until: b.open_until,
@@ -283,4 +364,91 @@ fn breakers(org: &Org) -> Vec<BreakerStatus> {
             provider,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trouble::AgentTrouble;
+    use crate::views::testing::{org_after_one_turn, plain_org};
+
+    #[test]
+    fn agent_states_keep_their_words() {
+        use AgentState::*;
+        let all = [
+            Human,
+            Idle,
+            Ready,
+            Failing,
+            OutOfCredits,
+            PromptOverCredits,
+            OrgBudgetSpent,
+            Invalid,
+            IoError,
+            ProviderDown,
+            ProviderError,
+        ];
+        let words: Vec<String> =
+            all.iter().map(|s| serde_json::to_value(s).unwrap().as_str().unwrap().into()).collect();
+        assert_eq!(
+            words,
+            [
+                "human",
+                "idle",
+                "ready",
+                "failing",
+                "out_of_credits",
+                "prompt_over_credits",
+                "org_budget_spent",
+                "invalid",
+                "io_error",
+                "provider_down",
+                "provider_error"
+            ]
+        );
+        for (s, w) in all.iter().zip(&words) {
+            assert_eq!(&s.to_string(), w);
+        }
+        assert_eq!(AgentState::from(TroubleState::ProviderError), ProviderError);
+        assert_eq!(serde_json::to_value(BreakerState::HalfOpen).unwrap(), "half_open");
+    }
+
+    #[test]
+    fn status_after_a_turn_shows_the_turn_states_and_counts() {
+        let (_dir, org) = org_after_one_turn();
+        let s = status(&org).unwrap();
+        assert_eq!(s.turn, 1);
+        assert!(!s.daemon.running && s.daemon.pid.is_none());
+        let by_name = |n: &str| s.agents.iter().find(|a| a.name == n).unwrap();
+        assert_eq!((by_name("human").state, by_name("human").unread), (AgentState::Human, 1));
+        assert_eq!((by_name("manager").state, by_name("manager").last_run_turn), (AgentState::Idle, Some(1)));
+        assert!(by_name("manager").credits.spent > 0.0);
+        assert_eq!(s.spent, by_name("manager").credits.spent);
+        assert!(s.unreadable.is_empty() && s.problems.is_empty(), "{s:?}");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["agents"][2]["state"], "human", "{json:#}");
+    }
+
+    #[test]
+    fn an_agent_in_trouble_shows_its_trouble_and_a_broken_one_is_invalid() {
+        let (dir, _) = plain_org();
+        let layout = crate::org::Layout::new(dir.path());
+        let t = AgentTrouble {
+            state: TroubleState::ProviderDown,
+            since_turn: 1,
+            turn: 1,
+            error: "connection refused".into(),
+            path: None,
+        };
+        crate::trouble::write_agents(&layout, &Default::default(), &[("planner".to_string(), t)].into()).unwrap();
+        std::fs::write(dir.path().join("agents/janitor/resume.toml"), "name = ").unwrap();
+        let org = Org::load(dir.path()).unwrap();
+        crate::send::send(&org, "human", "manager", "hello", Default::default()).unwrap();
+        let s = status(&org).unwrap();
+        let by_name = |n: &str| s.agents.iter().find(|a| a.name == n).unwrap();
+        assert_eq!(by_name("planner").state, AgentState::ProviderDown);
+        assert_eq!(by_name("planner").problem.as_deref(), Some("connection refused"));
+        assert_eq!((by_name("janitor").state, by_name("janitor").problem.as_deref()), (AgentState::Invalid, None));
+        assert_eq!(by_name("human").pending, 1);
+    }
 }
