@@ -148,7 +148,7 @@ fn set_aside(org: &Org, mb: &Mailbox, agent: &str, bad: &[BadFile], mark_read: b
             why.id,
             why.reason
         );
-        ev.push(Event { turn: why.turn, at: why.at, kind: EventKind::from(why) });
+        ev.push(Event { seq: 0, turn: why.turn, at: why.at, kind: EventKind::from(why) });
     }
     ev.flush(&org.layout)?;
     Ok(())
