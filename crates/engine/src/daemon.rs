@@ -420,12 +420,13 @@ pub async fn stop(layout: &Layout, wait: Duration) -> Result<u32, StopError> {
     Ok(pid)
 }
 
-/// Pauses (`true`) or resumes (`false`) the daemon's turns; durable.
-pub fn set_paused(layout: &Layout, paused: bool) -> Result<(), PathError> {
+/// Pauses (`true`) or resumes (`false`) the daemon's turns; durable. The
+/// pause file holds when it was paused (`at`).
+pub fn set_paused(layout: &Layout, paused: bool, at: DateTime<Utc>) -> Result<(), PathError> {
     let p = layout.paused();
     if paused {
         std::fs::create_dir_all(layout.state_dir()).with_path(layout.state_dir())?;
-        fsx::write_atomic(&layout.state_tmp(), &p, Utc::now().to_rfc3339().as_bytes())
+        fsx::write_atomic(&layout.state_tmp(), &p, at.to_rfc3339().as_bytes())
     } else {
         match std::fs::remove_file(&p) {
             Ok(()) => fsx::sync_dir(&layout.state_dir()),
