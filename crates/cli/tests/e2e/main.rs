@@ -23,4 +23,5 @@ mod routing;
 mod samples;
 mod state_numbers;
 mod status_columns;
+mod turn;
 mod zero_counts;
