@@ -97,7 +97,8 @@ pub struct RunOptions {
     pub turn_seconds: Option<f64>,
     /// How often to rescan outboxes and config files for missed events.
     pub rescan: Duration,
-    /// The clock and ids of its turns.
+    /// The clock and ids of its turns, and the bus they publish their events on
+    /// (`sources.bus.subscribe()` sees every event as it happens).
     pub sources: Sources,
 }
 
@@ -534,7 +535,8 @@ mod tests {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let start = Instant::now();
         let mut turns = Vec::new();
-        let daemon = run(&root, opts(None), async { drop(stop_rx.await) }, |r| turns.push((r.turn, start.elapsed())), |_| {});
+        let daemon =
+            run(&root, opts(None), async { drop(stop_rx.await) }, |r| turns.push((r.turn, start.elapsed())), |_| {});
         let watch = async {
             let (mut seen, mut failures) = (0, Vec::new());
             while failures.len() < 4 {
@@ -620,5 +622,33 @@ mod tests {
         };
         let (done, ()) = tokio::join!(daemon, person);
         assert_eq!(done.unwrap(), 2, "the first turn, and the one after resume");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_sees_every_event_of_the_daemon_s_turns_in_order() {
+        let (_d, root) = new_org();
+        send(&root, "plan the launch @planner");
+        let opts = opts(Some(2));
+        let mut rx = opts.sources.bus.subscribe();
+        run(&root, opts, std::future::pending(), |_| {}, |_| {}).await.unwrap();
+        let mut live = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            live.push(e);
+        }
+        let seqs: Vec<u64> = live.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=live.len() as u64).collect::<Vec<_>>());
+        let ends: Vec<u64> =
+            live.iter().filter(|e| matches!(e.kind, crate::events::EventKind::Turn(_))).map(|e| e.turn).collect();
+        assert_eq!(ends, [1, 2], "each turn ends with its report");
+        assert!(live.iter().any(
+            |e| e.turn == 2 && matches!(&e.kind, crate::events::EventKind::Ran { agent, .. } if agent == "planner")
+        ));
+        // What was published is what the file holds.
+        let file: Vec<crate::events::Event> = std::fs::read_to_string(Layout::new(&root).events())
+            .unwrap()
+            .lines()
+            .filter_map(crate::events::Event::parse)
+            .collect();
+        assert_eq!(file, live);
     }
 }

@@ -217,7 +217,8 @@ pub struct Event {
 impl Event {
     /// The event as one JSON object: `seq`, `turn`, `at`, `event` and its fields.
     pub fn to_json(&self) -> Value {
-        let mut v = json!({ "seq": self.seq, "turn": self.turn, "at": self.at.to_rfc3339_opts(SecondsFormat::Millis, true) });
+        let mut v =
+            json!({ "seq": self.seq, "turn": self.turn, "at": self.at.to_rfc3339_opts(SecondsFormat::Millis, true) });
         if let (Value::Object(dst), Ok(Value::Object(src))) = (&mut v, serde_json::to_value(&self.kind)) {
             // The turn report's own `turn` is the same number.
             dst.extend(src);
@@ -399,15 +400,19 @@ impl EventLog {
     /// numbered after the last line. With `once`, the events are one turn's,
     /// and those already in the file since its previous turn are left out.
     pub fn append(&self, events: &[Event], once: bool) -> Result<u64, PathError> {
-        let mut f = match fsx::open_regular(std::fs::OpenOptions::new().read(true).append(true).create(true), &self.path)? {
-            Some(f) => f,
-            None => return Err(std::io::Error::from(std::io::ErrorKind::NotFound)).with_path(&self.path),
-        };
+        let mut f =
+            match fsx::open_regular(std::fs::OpenOptions::new().read(true).append(true).create(true), &self.path)? {
+                Some(f) => f,
+                None => return Err(std::io::Error::from(std::io::ErrorKind::NotFound)).with_path(&self.path),
+            };
         lock_exclusive(&f).with_path(&self.path)?;
         let turn = events.first().map(|e| e.turn).unwrap_or(0);
         let tail = self.tail(&mut f, if once { turn } else { 0 })?;
-        let seen: std::collections::HashSet<String> =
-            if once { tail.since.iter().filter(|e| e.turn == turn).map(Event::content).collect() } else { Default::default() };
+        let seen: std::collections::HashSet<String> = if once {
+            tail.since.iter().filter(|e| e.turn == turn).map(Event::content).collect()
+        } else {
+            Default::default()
+        };
         let mut next = tail.last_seq + 1;
         let mut out = Vec::new();
         for e in events {
@@ -440,14 +445,11 @@ impl EventLog {
                 // The first line may begin before the window.
                 lines.remove(0);
             }
-            let events: Vec<(Event, bool)> = lines
-                .iter()
-                .filter_map(|l| Event::parse(l).map(|e| (e, l.contains("\"seq\""))))
-                .collect();
+            let events: Vec<(Event, bool)> =
+                lines.iter().filter_map(|l| Event::parse(l).map(|e| (e, l.contains("\"seq\"")))).collect();
             let last_seq = events.iter().rev().find(|(_, numbered)| *numbered).map(|(e, _)| e.seq);
-            let boundary = events.iter().rposition(|(e, _)| {
-                turn == 0 || (e.turn < turn && matches!(e.kind, EventKind::Turn(_)))
-            });
+            let boundary =
+                events.iter().rposition(|(e, _)| turn == 0 || (e.turn < turn && matches!(e.kind, EventKind::Turn(_))));
             if start == 0 || (last_seq.is_some() && boundary.is_some()) {
                 // No numbered line at all: the old lines count one each.
                 let last_seq = last_seq.unwrap_or(events.len() as u64);

@@ -379,7 +379,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("ledger.jsonl");
         for bad in [0.0, -1.0, 1e-320, 0.00001, f64::NAN, f64::INFINITY, 1e308, MAX_CREDITS * 2.0] {
-            assert!(matches!(top_up(&p, "a", 100.0, bad, 0, Utc::now()), Err(TopUpError::Amount(_))), "{bad} was accepted");
+            assert!(
+                matches!(top_up(&p, "a", 100.0, bad, 0, Utc::now()), Err(TopUpError::Amount(_))),
+                "{bad} was accepted"
+            );
         }
         top_up(&p, "a", 100.0, MAX_CREDITS - 100.0, 0, Utc::now()).unwrap();
         let e = top_up(&p, "a", 100.0, 1.0, 0, Utc::now()).unwrap_err();

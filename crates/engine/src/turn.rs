@@ -143,7 +143,8 @@ pub async fn run_keeping(
     let journaled = t.journal.records(t.turn)?;
     let carried = held.take(t.turn, &journaled);
     let mut ledger = crate::ledger::Ledger::load(&org.layout.ledger())?;
-    let answered: HashSet<&str> = journaled.keys().chain(carried.iter().map(|r| &r.agent)).map(String::as_str).collect();
+    let answered: HashSet<&str> =
+        journaled.keys().chain(carried.iter().map(|r| &r.agent)).map(String::as_str).collect();
     let jobs = t.pick(registry, &ledger, &answered)?;
     let fresh = call::call(org, registry, jobs, stop, t.turn, t.started, clock).await;
     let replies = t.journal(journaled, carried, fresh, held)?;

@@ -36,7 +36,9 @@ fn edit(root: &Path, rel: &str, from: &str, to: &str) {
 fn script(root: &Path, agent: &str, script: &str) {
     let models = root.join("org/models.toml");
     let mut text = std::fs::read_to_string(&models).unwrap();
-    text.push_str("\n[providers.s]\nkind = \"script\"\nscript = \"org/script.toml\"\n\n[models.scripted]\nprovider = \"s\"\n");
+    text.push_str(
+        "\n[providers.s]\nkind = \"script\"\nscript = \"org/script.toml\"\n\n[models.scripted]\nprovider = \"s\"\n",
+    );
     std::fs::write(models, text).unwrap();
     std::fs::write(root.join("org/script.toml"), script).unwrap();
     edit(root, &format!("agents/{agent}/resume.toml"), "model = \"default\"", "model = \"scripted\"");
@@ -223,8 +225,7 @@ async fn commit_stages_the_events_and_appends_them_once_after_turn_json() {
     let report = step(&root, &src).await;
     let layout = crate::org::Layout::new(&root);
     let staged = Journal::new(&layout).staged_events(1).unwrap();
-    let file: Vec<Event> =
-        std::fs::read_to_string(layout.events()).unwrap().lines().filter_map(Event::parse).collect();
+    let file: Vec<Event> = std::fs::read_to_string(layout.events()).unwrap().lines().filter_map(Event::parse).collect();
     assert_eq!(file, staged, "the events file holds exactly the staged events");
     // The subscriber saw them live, in order, numbered from 1.
     let mut live = Vec::new();
