@@ -400,6 +400,10 @@ impl EventLog {
     /// numbered after the last line. With `once`, the events are one turn's,
     /// and those already in the file since its previous turn are left out.
     pub fn append(&self, events: &[Event], once: bool) -> Result<u64, PathError> {
+        if events.is_empty() {
+            return self.last_seq();
+        }
+        let existed = std::fs::symlink_metadata(&self.path).is_ok();
         let mut f =
             match fsx::open_regular(std::fs::OpenOptions::new().read(true).append(true).create(true), &self.path)? {
                 Some(f) => f,
@@ -424,6 +428,10 @@ impl EventLog {
             out.push(Event { seq, ..e.clone() });
         }
         fsx::append_lines_durable(&self.path, &lines(&out))?;
+        if !existed {
+            // Created by the open above: its name is durable once its folder is synced.
+            fsx::sync_dir(self.path.parent().unwrap_or(std::path::Path::new(".")))?;
+        }
         // The lock is released when `f` closes.
         Ok(next - 1)
     }

@@ -1,16 +1,15 @@
-//! One turn, as a sequence of phases on the turn's state ([`Turn`]):
+//! One turn, as a sequence of phases on the turn's state (`Turn`), each in
+//! its own file under `turn/`:
 //!
 //! 1. **prepare**: the turn number, the last turn's events if a crash kept
 //!    them from the events file, every agent's folders, stale tmp files;
 //! 2. **route** every outbox;
-//! 3. **pick** the agents that are due and can pay, with their prompts
-//!    ([`pick`](Turn::pick));
-//! 4. **call** their models, concurrently up to `max_parallel` ([`call`]);
-//! 5. **journal** the replies ([`Turn::journal`]);
-//! 6. **apply** their effects ([`Turn::apply`]) and **consume** the mail
-//!    they read ([`Turn::consume`]);
-//! 7. **route again**, so replies arrive in the same turn;
-//! 8. **commit** ([`Turn::commit`]).
+//! 3. **pick** the agents that are due and can pay, with their prompts (`pick.rs`);
+//! 4. **call** their models, concurrently up to `max_parallel`, and
+//!    **journal** the replies (`call.rs`);
+//! 5. **apply** their effects and **consume** the mail they read (`apply.rs`);
+//! 6. **route again**, so replies arrive in the same turn;
+//! 7. **commit** (`commit.rs`).
 //!
 //! Every phase ends in a group commit ([`Batch`]): one filesystem sync per
 //! step, not one per file. The order of the commits is what makes a crash at
