@@ -96,24 +96,32 @@ impl IdGen for CountingIds {
     }
 }
 
-/// The clock and the id source a turn, the daemon or a person's command uses.
+/// The clock and the id source a turn, the daemon or a person's command uses,
+/// and the bus its turns publish their events on.
 #[derive(Debug, Clone)]
 pub struct Sources {
     /// The time.
     pub clock: Arc<dyn Clock>,
     /// Fresh message ids.
     pub ids: Arc<dyn IdGen>,
+    /// Where each event of a turn is published as it happens
+    /// ([`crate::events::Bus::subscribe`] to see them).
+    pub bus: crate::events::Bus,
 }
 
 impl Sources {
     /// The system clock and random ids.
     pub fn real() -> Sources {
-        Sources { clock: Arc::new(SystemClock), ids: Arc::new(RandomIds) }
+        Sources { clock: Arc::new(SystemClock), ids: Arc::new(RandomIds), bus: crate::events::Bus::new() }
     }
 
     /// A clock stopped at `at` (see [`ManualClock`]) and counting ids.
     pub fn fixed(at: DateTime<Utc>) -> Sources {
-        Sources { clock: Arc::new(ManualClock::new(at)), ids: Arc::new(CountingIds::default()) }
+        Sources {
+            clock: Arc::new(ManualClock::new(at)),
+            ids: Arc::new(CountingIds::default()),
+            bus: crate::events::Bus::new(),
+        }
     }
 
     /// Now, by the clock.

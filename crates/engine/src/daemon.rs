@@ -97,7 +97,8 @@ pub struct RunOptions {
     pub turn_seconds: Option<f64>,
     /// How often to rescan outboxes and config files for missed events.
     pub rescan: Duration,
-    /// The clock and ids of its turns.
+    /// The clock and ids of its turns, and the bus they publish their events on
+    /// (`sources.bus.subscribe()` sees every event as it happens).
     pub sources: Sources,
 }
 
@@ -420,17 +421,234 @@ pub async fn stop(layout: &Layout, wait: Duration) -> Result<u32, StopError> {
     Ok(pid)
 }
 
-/// Pauses (`true`) or resumes (`false`) the daemon's turns; durable.
-pub fn set_paused(layout: &Layout, paused: bool) -> Result<(), PathError> {
+/// Pauses (`true`) or resumes (`false`) the daemon's turns; durable. The
+/// pause file holds when it was paused (`at`).
+pub fn set_paused(layout: &Layout, paused: bool, at: DateTime<Utc>) -> Result<(), PathError> {
     let p = layout.paused();
     if paused {
         std::fs::create_dir_all(layout.state_dir()).with_path(layout.state_dir())?;
-        fsx::write_atomic(&layout.state_tmp(), &p, Utc::now().to_rfc3339().as_bytes())
+        fsx::write_atomic(&layout.state_tmp(), &p, at.to_rfc3339().as_bytes())
     } else {
         match std::fs::remove_file(&p) {
             Ok(()) => fsx::sync_dir(&layout.state_dir()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_path(&p),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The daemon in-process under paused tokio time: its timers (turns,
+    //! backoff, rescans, a shutdown after a delay) fire at once, in virtual
+    //! time. Its filesystem watcher and file I/O are real; each test holds
+    //! without them (the watcher only ever makes a turn earlier).
+    use super::*;
+    use crate::clock::Clock;
+
+    /// A clock that reads tokio's (paused) time, from `base`.
+    #[derive(Debug)]
+    struct TokioClock {
+        base: DateTime<Utc>,
+        start: Instant,
+    }
+
+    impl Clock for TokioClock {
+        fn now(&self) -> DateTime<Utc> {
+            self.base + chrono::Duration::from_std(self.start.elapsed()).unwrap()
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        "2026-01-02T03:04:05.006Z".parse().unwrap()
+    }
+
+    fn sources() -> Sources {
+        Sources { clock: Arc::new(TokioClock { base: t0(), start: Instant::now() }), ..Sources::fixed(t0()) }
+    }
+
+    fn new_org() -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("org");
+        crate::init::init(&root).unwrap();
+        (d, root)
+    }
+
+    fn opts(turns: Option<u64>) -> RunOptions {
+        RunOptions { turns, turn_seconds: Some(60.0), rescan: Duration::from_secs(3600), sources: sources() }
+    }
+
+    /// Whether `d` is `want`, give or take the timer's millisecond and a test's polling.
+    #[track_caller]
+    fn about(d: Duration, want: Duration) {
+        assert!(d.abs_diff(want) <= Duration::from_millis(20), "{d:?}, not {want:?}");
+    }
+
+    fn send(root: &Path, body: &str) -> String {
+        let org = Org::load(root).unwrap();
+        crate::send::send(&org, "human", "manager", body, crate::send::SendOptions::default()).unwrap().id
+    }
+
+    fn answered(root: &Path, id: &str) -> bool {
+        let mb = crate::org::Layout::new(root).mail();
+        mb.unread("human").unwrap().0.iter().any(|m| m.reply_to.as_deref() == Some(id))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn turns_fire_every_turn_seconds_in_virtual_time() {
+        let (_d, root) = new_org();
+        let (real, start) = (std::time::Instant::now(), Instant::now());
+        let mut at = Vec::new();
+        let done = run(&root, opts(Some(3)), std::future::pending(), |r| at.push((r.turn, start.elapsed())), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(done, 3);
+        assert_eq!(at.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [1, 2, 3]);
+        // The first turn runs at once: it finishes whatever a previous run left.
+        about(at[0].1, Duration::ZERO);
+        about(at[1].1 - at[0].1, Duration::from_secs(60));
+        about(at[2].1 - at[1].1, Duration::from_secs(60));
+        assert!(real.elapsed() < Duration::from_secs(20), "two minutes of turns took {:?}", real.elapsed());
+        let committed = crate::journal::Journal::new(&Layout::new(&root)).committed().unwrap().unwrap();
+        assert_eq!(committed.committed_at, Some(t0() + chrono::Duration::from_std(at[2].1).unwrap()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdown_future_ends_it_between_turns() {
+        let (_d, root) = new_org();
+        let start = Instant::now();
+        let shutdown = tokio::time::sleep(Duration::from_secs(90));
+        let done = run(&root, opts(None), shutdown, |_| {}, |_| {}).await.unwrap();
+        assert_eq!(done, 2, "turns at 0 s and 60 s, then the stop at 90 s");
+        about(start.elapsed(), Duration::from_secs(90));
+        assert!(!Layout::new(&root).daemon_json().exists(), "daemon.json outlived the daemon");
+        assert_eq!(crate::lock::holder(&Layout::new(&root)), None, "the lock is released");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_turn_backs_off_1_2_4_8_seconds_and_turns_run_again_once_it_is_fixed() {
+        let (_d, root) = new_org();
+        let layout = Layout::new(&root);
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        // The journal is a file: every turn fails on it, as on an org-wide I/O error.
+        std::fs::write(layout.journal_dir(), "not a folder").unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let start = Instant::now();
+        let mut turns = Vec::new();
+        let daemon =
+            run(&root, opts(None), async { drop(stop_rx.await) }, |r| turns.push((r.turn, start.elapsed())), |_| {});
+        let watch = async {
+            let (mut seen, mut failures) = (0, Vec::new());
+            while failures.len() < 4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if let Some(t) = trouble::read_daemon(&layout) {
+                    if t.failures > seen {
+                        seen = t.failures;
+                        failures.push((start.elapsed(), t));
+                    }
+                }
+            }
+            std::fs::remove_file(layout.journal_dir()).unwrap();
+            // The next try (8 s after the fourth failure) runs the turn.
+            tokio::time::sleep(Duration::from_secs(9)).await;
+            assert!(trouble::read_daemon(&layout).is_none(), "the trouble is not cleared");
+            stop_tx.send(()).unwrap();
+            failures
+        };
+        let (done, failures) = tokio::join!(daemon, watch);
+        assert_eq!(done.unwrap(), 1);
+        let at: Vec<Duration> = failures.iter().map(|(at, _)| *at).collect();
+        about(at[0], Duration::ZERO);
+        for (i, want) in [1, 2, 4].into_iter().enumerate() {
+            about(at[i + 1] - at[i], Duration::from_secs(want));
+        }
+        // The trouble file tells when the next try comes, by the injected clock.
+        for ((at, t), wait) in failures.iter().zip([1, 2, 4, 8]) {
+            assert!(t.error.contains("journal"), "{}", t.error);
+            let retry_in = (t.retry_at - t0()).to_std().unwrap() - *at;
+            assert!(retry_in.abs_diff(Duration::from_secs(wait)) < Duration::from_millis(20), "{retry_in:?}");
+            assert_eq!(t.since, t0());
+        }
+        assert_eq!(turns.len(), 1);
+        about(turns[0].1 - at[3], Duration::from_secs(8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_mail_wakes_a_turn_by_the_next_rescan_without_waiting_for_the_timer() {
+        let (_d, root) = new_org();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = RunOptions { rescan: Duration::from_secs(2), ..opts(None) };
+        let daemon = run(&root, opts, async { drop(stop_rx.await) }, |_| {}, |_| {});
+        let person = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let id = send(&root, "ping");
+            let sent = Instant::now();
+            while !answered(&root, &id) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                assert!(sent.elapsed() < Duration::from_secs(30), "not answered before the timer turn");
+            }
+            stop_tx.send(()).unwrap();
+            sent.elapsed()
+        };
+        let (done, took) = tokio::join!(daemon, person);
+        // The watcher may wake it sooner; the rescan does within its period, even without the watcher.
+        assert!(took <= Duration::from_millis(2100), "answered after {took:?}");
+        assert_eq!(done.unwrap(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_daemon_starts_no_turn_until_resumed() {
+        let (_d, root) = new_org();
+        let layout = Layout::new(&root);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = RunOptions { rescan: Duration::from_secs(2), ..opts(None) };
+        let mut turns = 0;
+        let daemon = run(&root, opts, async { drop(stop_rx.await) }, |_| turns += 1, |_| {});
+        let person = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            set_paused(&layout, true, t0()).unwrap();
+            let id = send(&root, "anyone?");
+            // Longer than the debounce, many rescans and the timer: nothing may start a turn.
+            tokio::time::sleep(Duration::from_secs(150)).await;
+            assert!(!answered(&root, &id), "answered while paused");
+            assert_eq!(crate::org::Layout::new(&root).mail().pending("human").unwrap().len(), 1, "routed while paused");
+            set_paused(&layout, false, t0()).unwrap();
+            let resumed = Instant::now();
+            while !answered(&root, &id) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(resumed.elapsed() <= Duration::from_millis(2100), "answered {:?} after resume", resumed.elapsed());
+            stop_tx.send(()).unwrap();
+        };
+        let (done, ()) = tokio::join!(daemon, person);
+        assert_eq!(done.unwrap(), 2, "the first turn, and the one after resume");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_sees_every_event_of_the_daemon_s_turns_in_order() {
+        let (_d, root) = new_org();
+        send(&root, "plan the launch @planner");
+        let opts = opts(Some(2));
+        let mut rx = opts.sources.bus.subscribe();
+        run(&root, opts, std::future::pending(), |_| {}, |_| {}).await.unwrap();
+        let mut live = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            live.push(e);
+        }
+        let seqs: Vec<u64> = live.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=live.len() as u64).collect::<Vec<_>>());
+        let ends: Vec<u64> =
+            live.iter().filter(|e| matches!(e.kind, crate::events::EventKind::Turn(_))).map(|e| e.turn).collect();
+        assert_eq!(ends, [1, 2], "each turn ends with its report");
+        assert!(live.iter().any(
+            |e| e.turn == 2 && matches!(&e.kind, crate::events::EventKind::Ran { agent, .. } if agent == "planner")
+        ));
+        // What was published is what the file holds.
+        let file: Vec<crate::events::Event> = std::fs::read_to_string(Layout::new(&root).events())
+            .unwrap()
+            .lines()
+            .filter_map(crate::events::Event::parse)
+            .collect();
+        assert_eq!(file, live);
     }
 }

@@ -1,9 +1,17 @@
 //! What happened in a turn, as typed [`Event`]s: the turn emits them as it
-//! goes, and they are appended to `org/state/events.jsonl`, one JSON line each,
-//! when the turn commits.
+//! goes, publishes each at once on a [`Bus`] (for in-process subscribers, such
+//! as a live stream), and appends them to `org/state/events.jsonl`, one JSON
+//! line each, exactly once, after the turn commits.
 //!
-//! A line is the event's fields plus `turn`, `at` (RFC 3339, milliseconds)
-//! and `event`, its type:
+//! Every event has a sequence number, `seq`, that grows by one across the
+//! org's whole history (it continues from the last line of `events.jsonl`).
+//! The turn stages its events in its journal folder before it writes
+//! `turn.json`, and appends them after; a crash in between is finished by the
+//! next turn ([`EventLog::catch_up`]), and a line already in the file is never
+//! appended again.
+//!
+//! A line is the event's fields plus `seq`, `turn`, `at` (RFC 3339,
+//! milliseconds) and `event`, its type:
 //!
 //! | `event` | fields |
 //! |---|---|
@@ -20,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
-use crate::error::PathError;
+use crate::error::{PathError, WithPath};
 use crate::fsx;
 use crate::mailbox::{DeadReason, Reason};
 use crate::org::Layout;
@@ -192,9 +200,12 @@ impl From<&DeadReason> for EventKind {
     }
 }
 
-/// An event with the turn it belongs to and when it happened.
+/// An event with its place in the org's history, the turn it belongs to and
+/// when it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// Its sequence number: one more than the event before it in `events.jsonl`.
+    pub seq: u64,
     /// The turn.
     pub turn: u64,
     /// When.
@@ -204,9 +215,10 @@ pub struct Event {
 }
 
 impl Event {
-    /// The event as one JSON object: `turn`, `at`, `event` and its fields.
+    /// The event as one JSON object: `seq`, `turn`, `at`, `event` and its fields.
     pub fn to_json(&self) -> Value {
-        let mut v = json!({ "turn": self.turn, "at": self.at.to_rfc3339_opts(SecondsFormat::Millis, true) });
+        let mut v =
+            json!({ "seq": self.seq, "turn": self.turn, "at": self.at.to_rfc3339_opts(SecondsFormat::Millis, true) });
         if let (Value::Object(dst), Ok(Value::Object(src))) = (&mut v, serde_json::to_value(&self.kind)) {
             // The turn report's own `turn` is the same number.
             dst.extend(src);
@@ -214,35 +226,103 @@ impl Event {
         v
     }
 
-    /// Reads an event line of `events.jsonl`; `None` for a line that is not one.
+    /// Reads an event line of `events.jsonl`; `None` for a line that is not
+    /// one. A line written before events were numbered has `seq` 0.
     pub fn parse(line: &str) -> Option<Event> {
         let v: Value = serde_json::from_str(line).ok()?;
+        let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
         let turn = v.get("turn")?.as_u64()?;
         let at = v.get("at")?.as_str()?.parse().ok()?;
         let kind = serde_json::from_value(v).ok()?;
-        Some(Event { turn, at, kind })
+        Some(Event { seq, turn, at, kind })
+    }
+
+    /// The line without its `seq`: the same event numbered otherwise (a turn
+    /// appended after a person's command took its numbers) is the same line.
+    fn content(&self) -> String {
+        let mut v = self.to_json();
+        if let Value::Object(m) = &mut v {
+            m.remove("seq");
+        }
+        v.to_string()
     }
 }
 
-/// The events of one turn, stamped by its clock as they are emitted.
+/// An in-process channel the turn publishes each event on as it happens.
+/// Subscribers that fall behind by more than its capacity miss the oldest
+/// (they get [`tokio::sync::broadcast::error::RecvError::Lagged`] and can read
+/// the rest from `events.jsonl` by `seq`). Publishing with no subscriber costs
+/// next to nothing.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    tx: tokio::sync::broadcast::Sender<Event>,
+}
+
+impl Bus {
+    /// How many events a subscriber may fall behind.
+    pub const CAPACITY: usize = 4096;
+
+    /// A bus with no subscribers.
+    pub fn new() -> Bus {
+        Bus { tx: tokio::sync::broadcast::channel(Bus::CAPACITY).0 }
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+
+    /// Publishes `event` to the current subscribers.
+    pub fn publish(&self, event: &Event) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(event.clone());
+        }
+    }
+}
+
+impl Default for Bus {
+    fn default() -> Bus {
+        Bus::new()
+    }
+}
+
+/// The events of one turn, stamped by its clock and numbered as they are
+/// emitted, and published on its bus.
 #[derive(Debug)]
 pub struct Events {
     turn: u64,
+    next_seq: u64,
+    bus: Option<Bus>,
     events: Vec<Event>,
 }
 
 impl Events {
-    /// No events yet, for `turn`.
+    /// No events yet, for `turn`, numbered when they are appended ([`Events::flush`]).
     pub fn new(turn: u64) -> Events {
-        Events { turn, events: Vec::new() }
+        Events { turn, next_seq: 0, bus: None, events: Vec::new() }
+    }
+
+    /// No events yet, for `turn`: the first is numbered `first_seq`, and each
+    /// is published on `bus` as it is emitted.
+    pub fn live(turn: u64, first_seq: u64, bus: Bus) -> Events {
+        Events { turn, next_seq: first_seq, bus: Some(bus), events: Vec::new() }
     }
 
     /// Emits an event now.
     pub fn emit(&mut self, clock: &dyn Clock, kind: EventKind) {
-        self.events.push(Event { turn: self.turn, at: clock.now(), kind });
+        // 0: numbered when appended.
+        let seq = self.next_seq;
+        if seq != 0 {
+            self.next_seq += 1;
+        }
+        let e = Event { seq, turn: self.turn, at: clock.now(), kind };
+        if let Some(bus) = &self.bus {
+            bus.publish(&e);
+        }
+        self.events.push(e);
     }
 
-    /// Adds an event stamped elsewhere.
+    /// Adds an event stamped elsewhere (numbered when appended).
     pub fn push(&mut self, event: Event) {
         self.events.push(event);
     }
@@ -252,14 +332,156 @@ impl Events {
         &self.events
     }
 
-    /// Appends the events durably.
+    /// The events as `events.jsonl` lines.
+    pub fn lines(&self) -> String {
+        lines(&self.events)
+    }
+
+    /// Appends the events durably now, numbered after the last line (for a
+    /// person's command, which runs no turn).
     pub fn flush(self, layout: &Layout) -> Result<(), PathError> {
-        let mut lines = String::new();
-        for e in &self.events {
-            lines.push_str(&e.to_json().to_string());
-            lines.push('\n');
+        EventLog::new(layout).append(&self.events, false).map(|_| ())
+    }
+}
+
+fn lines(events: &[Event]) -> String {
+    let mut out = String::new();
+    for e in events {
+        out.push_str(&e.to_json().to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// `org/state/events.jsonl`, appended under an exclusive lock on the file, so
+/// that a turn and a person's command never take the same numbers.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    path: std::path::PathBuf,
+}
+
+/// The end of the events file: its last `seq`, and the lines since the last
+/// committed turn before `turn` (its `turn` event), which an append of
+/// `turn`'s events must not repeat.
+struct Tail {
+    last_seq: u64,
+    since: Vec<Event>,
+}
+
+impl EventLog {
+    /// The events file of the org with this layout.
+    pub fn new(layout: &Layout) -> EventLog {
+        EventLog { path: layout.events() }
+    }
+
+    /// The last event's `seq` (0 for no events). Lines written before events
+    /// were numbered count one each.
+    pub fn last_seq(&self) -> Result<u64, PathError> {
+        match fsx::open_regular(std::fs::OpenOptions::new().read(true), &self.path)? {
+            None => Ok(0),
+            Some(mut f) => Ok(self.tail(&mut f, 0)?.last_seq),
         }
-        fsx::append_lines_durable(&layout.events(), &lines)
+    }
+
+    /// Appends the events of `turn`, the last committed turn, that are not in
+    /// the file yet (all of them, unless a crash came after the commit and
+    /// before or during the append); returns the last `seq` in the file. The
+    /// turn calls it first, with the events it staged in the journal.
+    pub fn catch_up(&self, staged: &[Event]) -> Result<u64, PathError> {
+        if staged.is_empty() {
+            return self.last_seq();
+        }
+        self.append(staged, true)
+    }
+
+    /// Appends `events` durably, under the file's lock, and returns the last
+    /// `seq` in the file. An event keeps its `seq` unless the file already
+    /// reached it (a person's command appended meanwhile), and is then
+    /// numbered after the last line. With `once`, the events are one turn's,
+    /// and those already in the file since its previous turn are left out.
+    pub fn append(&self, events: &[Event], once: bool) -> Result<u64, PathError> {
+        if events.is_empty() {
+            return self.last_seq();
+        }
+        let existed = std::fs::symlink_metadata(&self.path).is_ok();
+        let mut f =
+            match fsx::open_regular(std::fs::OpenOptions::new().read(true).append(true).create(true), &self.path)? {
+                Some(f) => f,
+                None => return Err(std::io::Error::from(std::io::ErrorKind::NotFound)).with_path(&self.path),
+            };
+        lock_exclusive(&f).with_path(&self.path)?;
+        let turn = events.first().map(|e| e.turn).unwrap_or(0);
+        let tail = self.tail(&mut f, if once { turn } else { 0 })?;
+        let seen: std::collections::HashSet<String> = if once {
+            tail.since.iter().filter(|e| e.turn == turn).map(Event::content).collect()
+        } else {
+            Default::default()
+        };
+        let mut next = tail.last_seq + 1;
+        let mut out = Vec::new();
+        for e in events {
+            if seen.contains(&e.content()) {
+                continue;
+            }
+            let seq = e.seq.max(next);
+            next = seq + 1;
+            out.push(Event { seq, ..e.clone() });
+        }
+        fsx::append_lines_durable(&self.path, &lines(&out))?;
+        if !existed {
+            // Created by the open above: its name is durable once its folder is synced.
+            fsx::sync_dir(self.path.parent().unwrap_or(std::path::Path::new(".")))?;
+        }
+        // The lock is released when `f` closes.
+        Ok(next - 1)
+    }
+
+    /// Reads the file backwards from its end: far enough to find the last
+    /// `seq` and, for `turn` > 0, back to the `turn` event of a turn before it.
+    fn tail(&self, f: &mut std::fs::File, turn: u64) -> Result<Tail, PathError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let len = f.metadata().with_path(&self.path)?.len();
+        let mut window: u64 = 64 * 1024;
+        loop {
+            let start = len.saturating_sub(window);
+            let mut buf = Vec::new();
+            f.seek(SeekFrom::Start(start)).with_path(&self.path)?;
+            f.take(len - start).read_to_end(&mut buf).with_path(&self.path)?;
+            let text = String::from_utf8_lossy(&buf);
+            let mut lines: Vec<&str> = text.split('\n').collect();
+            if start > 0 {
+                // The first line may begin before the window.
+                lines.remove(0);
+            }
+            let events: Vec<(Event, bool)> =
+                lines.iter().filter_map(|l| Event::parse(l).map(|e| (e, l.contains("\"seq\"")))).collect();
+            let last_seq = events.iter().rev().find(|(_, numbered)| *numbered).map(|(e, _)| e.seq);
+            let boundary =
+                events.iter().rposition(|(e, _)| turn == 0 || (e.turn < turn && matches!(e.kind, EventKind::Turn(_))));
+            if start == 0 || (last_seq.is_some() && boundary.is_some()) {
+                // No numbered line at all: the old lines count one each.
+                let last_seq = last_seq.unwrap_or(events.len() as u64);
+                let from = if turn == 0 { events.len() } else { boundary.map_or(0, |b| b + 1) };
+                let since = events.into_iter().skip(from).map(|(e, _)| e).collect();
+                return Ok(Tail { last_seq, since });
+            }
+            window = window.saturating_mul(4);
+        }
+    }
+}
+
+/// Takes an exclusive `flock` on `f`, waiting for other writers.
+fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -275,7 +497,7 @@ mod tests {
     #[test]
     fn lines_keep_their_shape_and_read_back() {
         let clock = ManualClock::new(t0());
-        let mut ev = Events::new(7);
+        let mut ev = Events::live(7, 1, Bus::new());
         ev.emit(&clock, EventKind::Delivered { id: "m1".into(), from: "a".into(), to: "b".into() });
         ev.emit(
             &clock,
@@ -298,18 +520,116 @@ mod tests {
         let lines: Vec<Value> = ev.list().iter().map(Event::to_json).collect();
         assert_eq!(
             lines[0],
-            json!({"turn": 7, "at": "2026-01-02T03:04:05.006Z", "event": "delivered", "id": "m1", "from": "a", "to": "b"})
+            json!({"seq": 1, "turn": 7, "at": "2026-01-02T03:04:05.006Z", "event": "delivered", "id": "m1", "from": "a", "to": "b"})
         );
         assert_eq!(lines[1]["reason"], "prompt_over_credits");
         assert_eq!(lines[1]["tokens"], 3);
         assert_eq!(
             lines[2],
-            json!({"turn": 7, "at": "2026-01-02T03:04:05.006Z", "event": "failed", "agent": "b", "error": "disk", "cause": "io_error"})
+            json!({"seq": 3, "turn": 7, "at": "2026-01-02T03:04:05.006Z", "event": "failed", "agent": "b", "error": "disk", "cause": "io_error"})
         );
         assert_eq!(lines[3]["event"], "turn");
         assert_eq!(lines[3]["delivered"], 1);
         for (e, line) in ev.list().iter().zip(&lines) {
             assert_eq!(Event::parse(&line.to_string()).as_ref(), Some(e), "{line}");
         }
+    }
+
+    /// The events of a turn: a delivery, a skip and its report.
+    fn turn_events(turn: u64, first_seq: u64, bus: Bus) -> Events {
+        let clock = ManualClock::stepping(t0(), chrono::Duration::milliseconds(1));
+        let mut ev = Events::live(turn, first_seq, bus);
+        ev.emit(&clock, EventKind::Delivered { id: format!("m{turn}"), from: "a".into(), to: "b".into() });
+        ev.emit(&clock, EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
+        ev.emit(&clock, EventKind::Turn(TurnReport { turn, delivered: 1, ..TurnReport::default() }));
+        ev
+    }
+
+    fn file_lines(layout: &Layout) -> Vec<Event> {
+        std::fs::read_to_string(layout.events()).unwrap().lines().filter_map(Event::parse).collect()
+    }
+
+    fn seqs(events: &[Event]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn a_turn_s_events_are_appended_once_however_often_it_is_tried() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let log = EventLog::new(&layout);
+        assert_eq!(log.last_seq().unwrap(), 0);
+        let one = turn_events(1, 1, Bus::new());
+        assert_eq!(log.append(one.list(), true).unwrap(), 3);
+        // A crash after the append and before anything else: catching up appends nothing.
+        assert_eq!(log.catch_up(one.list()).unwrap(), 3);
+        let two = turn_events(2, 4, Bus::new());
+        // A torn append (a power cut mid-write): the first line made it, the rest did not.
+        let text = two.lines();
+        let first_and_a_half = &text[..text.find('\n').unwrap() + 10];
+        fsx::append_lines(&layout.events(), first_and_a_half).unwrap();
+        assert_eq!(log.catch_up(two.list()).unwrap(), 6);
+        assert_eq!(log.catch_up(two.list()).unwrap(), 6);
+        let lines = file_lines(&layout);
+        assert_eq!(seqs(&lines), [1, 2, 3, 4, 5, 6], "{lines:#?}");
+        assert_eq!(lines.iter().filter(|e| e.turn == 2).count(), 3);
+    }
+
+    #[test]
+    fn a_person_s_events_appended_during_a_turn_take_the_next_numbers() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let log = EventLog::new(&layout);
+        log.append(turn_events(1, 1, Bus::new()).list(), true).unwrap();
+        // Turn 2 numbers its events from 4 as it goes; meanwhile `inbox` appends one.
+        let two = turn_events(2, 4, Bus::new());
+        let mut person = Events::new(1);
+        let why = DeadReason {
+            id: "x".into(),
+            reason: crate::mailbox::Reason::Malformed,
+            detail: "d".into(),
+            mailbox: "human".into(),
+            to: vec![],
+            turn: 1,
+            at: t0(),
+        };
+        person.push(Event { seq: 0, turn: 1, at: t0(), kind: EventKind::from(&why) });
+        person.flush(&layout).unwrap();
+        assert_eq!(log.last_seq().unwrap(), 4);
+        assert_eq!(log.append(two.list(), true).unwrap(), 7);
+        let lines = file_lines(&layout);
+        assert_eq!(seqs(&lines), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(lines[3].turn, 1, "the person's event");
+        // Catching up after that crash-free append adds nothing.
+        assert_eq!(log.catch_up(two.list()).unwrap(), 7);
+        assert_eq!(file_lines(&layout).len(), 7);
+    }
+
+    #[test]
+    fn numbering_continues_after_lines_written_before_numbers() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let old = "{\"turn\":1,\"at\":\"2026-01-02T03:04:05.006Z\",\"event\":\"delivered\",\"id\":\"m\",\"from\":\"a\",\"to\":\"b\"}\n";
+        std::fs::write(layout.events(), old.repeat(5)).unwrap();
+        let log = EventLog::new(&layout);
+        assert_eq!(log.last_seq().unwrap(), 5);
+        assert_eq!(log.append(turn_events(2, 6, Bus::new()).list(), true).unwrap(), 8);
+        assert_eq!(log.last_seq().unwrap(), 8);
+    }
+
+    #[test]
+    fn a_subscriber_sees_each_event_as_it_is_emitted() {
+        let bus = Bus::new();
+        let mut rx = bus.subscribe();
+        let clock = ManualClock::new(t0());
+        let mut ev = Events::live(3, 10, bus.clone());
+        ev.emit(&clock, EventKind::Delivered { id: "m".into(), from: "a".into(), to: "b".into() });
+        assert_eq!(rx.try_recv().unwrap(), ev.list()[0], "published before the next one is emitted");
+        ev.emit(&clock, EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
+        assert_eq!(rx.try_recv().unwrap().seq, 11);
+        assert!(rx.try_recv().is_err());
     }
 }

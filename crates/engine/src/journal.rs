@@ -147,7 +147,7 @@ impl Journal {
     /// The last committed turn as the org's history shows it, for when
     /// `turn.json` is lost:
     ///
-    /// - an event of turn N (events are appended just before `turn.json` is
+    /// - an event of turn N (a turn's events are appended after `turn.json` is
     ///   written) or a top-up made after turn N means N was committed;
     /// - a journal folder or a charge of turn N means N began, so N − 1 was
     ///   committed. N is then run again, which is what happens after a crash
@@ -228,6 +228,31 @@ impl Journal {
         crate::fsx::append_lines_durable(&self.dir(turn).join("records.jsonl"), &lines)
     }
 
+    /// Stages `turn`'s events (`events.jsonl` lines) in its folder, atomically
+    /// and durably, before the turn commits; a try of the turn repeated after
+    /// a crash stages its own in their place. After the commit they are
+    /// appended to the org's events file ([`crate::events::EventLog`]).
+    pub fn stage_events(&self, turn: u64, lines: &str) -> Result<(), PathError> {
+        let dir = self.dir(turn);
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).with_path(&dir)?;
+            crate::fsx::sync_dir(&self.layout.journal_dir())?;
+        }
+        write_atomic(&self.layout.state_tmp(), &dir.join("events.jsonl"), lines.as_bytes())
+    }
+
+    /// The events staged by `turn` (none when it staged none, or its folder
+    /// was pruned). A line that does not parse is skipped.
+    pub fn staged_events(&self, turn: u64) -> Result<Vec<crate::events::Event>, PathError> {
+        let p = self.dir(turn).join("events.jsonl");
+        let text = match fs::read(&p) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_path(&p),
+        };
+        Ok(text.lines().filter_map(crate::events::Event::parse).collect())
+    }
+
     /// Commits `turn`: writes `turn.json` atomically and durably.
     pub fn commit(&self, turn: u64, at: DateTime<Utc>) -> Result<(), PathError> {
         let c = Committed { turn, committed_at: Some(at) };
@@ -268,7 +293,7 @@ mod tests {
         let j = Journal::new(&layout);
         assert_eq!(j.last_turn().unwrap(), 0, "a new org starts at 0");
 
-        // Events are appended just before the commit: turn 7 was committed.
+        // Events are appended after the commit: turn 7 was committed.
         put(
             &layout,
             "org/state/events.jsonl",

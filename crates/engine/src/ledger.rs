@@ -285,7 +285,14 @@ pub enum TopUpError {
 /// (the file is fsynced before this returns). Refuses an amount that is not a
 /// number from [`MIN_TOP_UP`] to [`MAX_CREDITS`], or that would leave the
 /// agent with more than [`MAX_CREDITS`].
-pub fn top_up(path: &Path, agent: &str, budget: f64, amount: f64, turn: u64) -> Result<Entry, TopUpError> {
+pub fn top_up(
+    path: &Path,
+    agent: &str,
+    budget: f64,
+    amount: f64,
+    turn: u64,
+    at: DateTime<Utc>,
+) -> Result<Entry, TopUpError> {
     if !(amount >= MIN_TOP_UP && valid_amount(amount)) {
         return Err(TopUpError::Amount(amount));
     }
@@ -294,7 +301,7 @@ pub fn top_up(path: &Path, agent: &str, budget: f64, amount: f64, turn: u64) -> 
     if after > MAX_CREDITS {
         return Err(TopUpError::TooMuch { agent: agent.to_string(), left, amount, after });
     }
-    let e = Entry::TopUp { agent: agent.to_string(), amount, turn, at: Utc::now() };
+    let e = Entry::TopUp { agent: agent.to_string(), amount, turn, at };
     let line = serde_json::to_string(&e).expect("an entry always serializes") + "\n";
     fsx::append_lines_durable(path, &line)?;
     Ok(e)
@@ -324,7 +331,7 @@ mod tests {
         let mut l = Ledger::load(&p).unwrap();
         l.append(&[charge(1, "a", 2.5), charge(1, "b", 1.0)]).unwrap();
         l.append(&[charge(1, "a", 2.5)]).unwrap();
-        top_up(&p, "a", 5.0, 10.0, 1).unwrap();
+        top_up(&p, "a", 5.0, 10.0, 1, Utc::now()).unwrap();
         let l = Ledger::load(&p).unwrap();
         assert_eq!(l.balance("a", 5.0), Balance { budget: 15.0, spent: 2.5, left: 12.5 });
         assert_eq!(l.balance("b", 1.0).left, 0.0);
@@ -368,10 +375,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("ledger.jsonl");
         for bad in [0.0, -1.0, 1e-320, 0.00001, f64::NAN, f64::INFINITY, 1e308, MAX_CREDITS * 2.0] {
-            assert!(matches!(top_up(&p, "a", 100.0, bad, 0), Err(TopUpError::Amount(_))), "{bad} was accepted");
+            assert!(
+                matches!(top_up(&p, "a", 100.0, bad, 0, Utc::now()), Err(TopUpError::Amount(_))),
+                "{bad} was accepted"
+            );
         }
-        top_up(&p, "a", 100.0, MAX_CREDITS - 100.0, 0).unwrap();
-        let e = top_up(&p, "a", 100.0, 1.0, 0).unwrap_err();
+        top_up(&p, "a", 100.0, MAX_CREDITS - 100.0, 0, Utc::now()).unwrap();
+        let e = top_up(&p, "a", 100.0, 1.0, 0, Utc::now()).unwrap_err();
         assert!(matches!(e, TopUpError::TooMuch { .. }), "{e}");
         assert!(e.to_string().contains("at most 1000000000000"), "{e}");
         let l = Ledger::load(&p).unwrap();
@@ -379,7 +389,7 @@ mod tests {
         // An agent in debt may be topped up by more than it owes.
         let mut l = Ledger::load(&p).unwrap();
         l.append(&[charge(1, "b", 5.0)]).unwrap();
-        top_up(&p, "b", 1.0, 2.0, 1).unwrap();
+        top_up(&p, "b", 1.0, 2.0, 1, Utc::now()).unwrap();
         assert_eq!(Ledger::load(&p).unwrap().balance("b", 1.0).left, -2.0);
     }
 

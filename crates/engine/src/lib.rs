@@ -2,19 +2,29 @@
 //!
 //! # How a turn works
 //!
-//! 1. **Route** ([`route`], [`mailbox`], [`chart`]): every `outbox/new/` file is
+//! [`turn::run`] is a short sequence of phases on one turn's state:
+//!
+//! 1. **Prepare**: the turn number ([`journal`]), the last turn's [`events`]
+//!    if a crash kept them out of `events.jsonl`, every agent's folders.
+//! 2. **Route** ([`route`], [`mailbox`], [`chart`]): every `outbox/new/` file is
 //!    parsed and checked against the org chart, then delivered into each
 //!    recipient's `inbox/new/` (idempotent by id) and moved to `sent/`. Refused
 //!    mail goes to `org/state/dead/` with its reason and the sender gets a bounce.
-//! 2. **Pick**: an agent is due when its [`resume::Schedule`] fires and it has
-//!    unread mail (or `wake = "always"`), and it has credits ([`ledger`]).
-//! 3. **Run**, concurrently up to `max_parallel`: [`prompt`] builds the prompt,
-//!    a provider answers, the reply is journaled ([`journal`]), parsed
-//!    ([`reply`]), and its effects applied: outbox messages, [`memory`]
-//!    operations, the ledger charge; then the mail it read moves to `cur/`.
-//! 4. **Route again**, so replies arrive in the same turn.
-//! 5. **Commit**: the turn's [`events`] are appended, then
-//!    `org/state/turn.json` is replaced atomically.
+//! 3. **Pick**: an agent is due when its [`resume::Schedule`] fires and it has
+//!    unread mail (or `wake = "always"`), and it has credits ([`ledger`]);
+//!    [`prompt`] builds its prompt.
+//! 4. **Call**, concurrently up to `max_parallel`: a provider answers; the
+//!    answer is parsed ([`reply`]) into a record with the plan of its effects.
+//! 5. **Journal** the records ([`journal`]), then **apply** their effects:
+//!    outbox messages, [`memory`] operations, the ledger charge, attempts and
+//!    poison, the activity log; then **consume**: the mail read moves to `cur/`.
+//! 6. **Route again**, so replies arrive in the same turn.
+//! 7. **Commit**: the turn's events are staged in its journal folder,
+//!    `org/state/turn.json` is replaced atomically, then the events are
+//!    appended to `events.jsonl`.
+//!
+//! Time comes from the [`clock::Sources`] given to the turn, and each event is
+//! published on its [`events::Bus`] as it happens.
 //!
 //! Every phase is a group commit ([`fsx::Batch`]), ordered so that a crash at
 //! any point loses nothing and duplicates nothing. The guarantees G1–G8 that
@@ -36,6 +46,7 @@
 //! - [`fsx`]: atomic writes, group commits and safe reads of mailbox entries;
 //!   [`process`]: whether a process (a lock holder, a tmp file's writer) lives;
 //! - [`ledger`], [`memory`], [`journal`], [`events`], [`activity`]: state files;
+//!   [`clock`]: the time and fresh ids a turn or the daemon uses;
 //! - [`prompt`], [`reply`]: what the model is told and how its answer is read;
 //! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`] (`step`,
 //!   and the `run` loop with [`watch`] for filesystem events);

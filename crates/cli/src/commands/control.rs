@@ -24,7 +24,7 @@ pub fn resume(ctx: &Ctx, _args: PauseArgs) -> Result<(), CliError> {
 
 fn set(ctx: &Ctx, paused: bool) -> Result<(), CliError> {
     let layout = lemming_engine::org::Layout::new(ctx.root()?);
-    daemon::set_paused(&layout, paused)?;
+    daemon::set_paused(&layout, paused, chrono::Utc::now())?;
     let running = daemon::daemon_pid(&layout);
     match (paused, running) {
         (true, Some(pid)) => {

@@ -129,7 +129,7 @@ fn set_aside(org: &Org, mb: &FsMailStore, agent: &str, bad: &[BadFile], mark_rea
             why.id,
             why.reason
         );
-        ev.push(Event { turn: why.turn, at: why.at, kind: EventKind::from(why) });
+        ev.push(Event { seq: 0, turn: why.turn, at: why.at, kind: EventKind::from(why) });
     }
     ev.flush(&org.layout)?;
     Ok(())

@@ -130,6 +130,7 @@ pub(crate) fn assert_invariants(org: &TestOrg, sent: &[String], context: &str) {
         }
     }
     org.assert_ledger_balances();
+    crate::turn::assert_events_once(org, context);
     crate::fsck::assert_no_violations(org, context);
 }
 
@@ -179,6 +180,9 @@ crash_tests! {
     crash_at_consumed => "consumed",
     crash_at_routed_again => "routed_again",
     crash_at_routed_again_in_turn_3 => "routed_again:3",
+    crash_at_staged => "staged",
+    crash_at_committed => "committed",
+    crash_at_committed_in_turn_2 => "committed:2",
 }
 
 /// A small seeded generator (Knuth's MMIX LCG), so a failing run can be repeated.

@@ -261,12 +261,11 @@ fn pause_holds_turns_and_resume_starts_them_again() {
     let out = org.lemming_ok(&["status"]);
     assert!(out.stdout.contains("paused"), "{out}");
 
+    // That no timer, rescan or new mail starts a turn while paused is shown
+    // in virtual time by the daemon's own tests; here, the commands.
     let turn = org.turn();
     let id = org.send("manager", "anyone?");
-    // Longer than the debounce and than a rescan (2 s): nothing may start a turn.
-    std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(org.turn(), turn, "a turn ran while paused\n{d}");
-    assert!(replies_to(&org, "human", &id).is_empty(), "answered while paused\n{d}");
     assert_eq!(org.ids("human", "outbox", "new"), vec![id.clone()], "routed while paused");
     d.assert_running("while paused");
 

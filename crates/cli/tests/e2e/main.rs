@@ -24,5 +24,6 @@ mod routing;
 mod samples;
 mod state_numbers;
 mod status_columns;
+mod turn;
 mod views;
 mod zero_counts;

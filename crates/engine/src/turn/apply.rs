@@ -1,0 +1,153 @@
+//! Apply: the effects of every journaled reply, fresh or replayed: its
+//! messages into the outbox, its memory, its charge in the ledger, and, for a
+//! failed run, an attempt on each message it read (poison after
+//! `max_attempts`); a line in the agent's activity log and an event. Then
+//! consume: the mail a used reply read moves to `cur/`.
+
+use chrono::{DateTime, Utc};
+
+use super::{Replies, Turn};
+use crate::activity::{self, Activity};
+use crate::error::PathError;
+use crate::events::{EventKind, FailCause, Run};
+use crate::fsx::Batch;
+use crate::journal::{Outcome, Record};
+use crate::ledger::{Entry, Ledger};
+use crate::mailbox::{Attempts, MailStore};
+use crate::memory;
+use crate::trouble;
+
+impl Turn<'_> {
+    /// Applies every reply's effects in one group commit, after their charges
+    /// are in the ledger (a replayed reply's charge is already there: the
+    /// ledger keeps one per (turn, agent), and the report counts it once).
+    pub(super) fn apply(&mut self, ledger: &mut Ledger, replies: &Replies) -> Result<(), PathError> {
+        let (org, turn, clock) = (self.org, self.turn, self.clock);
+        let root = &org.layout.root;
+        let mut effects = Batch::new();
+        let mut charges = Vec::new();
+        for r in &replies.records {
+            if let Some(usage) = r.usage {
+                charges.push(Entry::Charge {
+                    turn,
+                    agent: r.agent.clone(),
+                    model: r.model.clone(),
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    cost: r.cost,
+                    estimated: usage.estimated,
+                    at: clock.now(),
+                });
+                if !ledger.has_charge(turn, &r.agent) {
+                    self.report.cost += r.cost;
+                }
+            }
+            let mut attempts = self.mb.attempts(&r.agent);
+            let before = attempts.clone();
+            match r.outcome {
+                Outcome::Ok => {
+                    for m in &r.messages {
+                        self.mb.post(&mut effects, &r.agent, m);
+                    }
+                    memory::apply(&mut effects, &memory::dir(root, &r.agent), &org.layout.state_tmp(), &r.memory)?;
+                    attempts.retain(|id, _| !r.mail.contains(id));
+                    self.report.ran.push(r.agent.clone());
+                }
+                Outcome::Failed => {
+                    self.count_attempts(&mut effects, r, &mut attempts);
+                    self.report.failed.push((r.agent.clone(), r.error.clone().unwrap_or_default()));
+                }
+            }
+            if attempts != before {
+                self.mb.set_attempts(&mut effects, &r.agent, &attempts);
+            }
+            let sent = r.messages.iter().map(|m| m.id.clone()).collect();
+            let mut logged = activity_of(r, sent, clock.now());
+            // The interrupted run may have logged this reply already: `logs` shows it once.
+            logged.replay = replies.replayed.contains(&r.agent);
+            if let Err(e) = activity::append(root, &r.agent, &logged) {
+                if trouble::org_wide(&e) {
+                    return Err(e);
+                }
+                // The run counts; only its log line is lost. The agent shows the error.
+                tracing::error!(agent = %r.agent, error = %e, "cannot append to the agent's activity log");
+                self.sick.insert(r.agent.clone(), e);
+            }
+            let run = Run { model: r.model.clone(), cost: r.cost, mail: r.mail.len(), sent: r.messages.len() };
+            let agent = r.agent.clone();
+            self.ev.emit(
+                clock,
+                match r.outcome {
+                    Outcome::Ok => EventKind::Ran { agent, run, error: None, cause: None },
+                    Outcome::Failed => EventKind::Failed {
+                        agent,
+                        run: Some(run),
+                        error: r.error.clone(),
+                        cause: r.cause.map(FailCause::from),
+                    },
+                },
+            );
+        }
+        ledger.append(&charges)?;
+        effects.commit(root)
+    }
+
+    /// A failed run counts as an attempt on each unread message it read,
+    /// once per turn, unless the failure was the provider's (down, or
+    /// refusing the request), which says nothing about the mail. A message
+    /// that reaches `max_attempts` goes to dead as poison.
+    fn count_attempts(&mut self, effects: &mut Batch, r: &Record, attempts: &mut Attempts) {
+        let (turn, clock) = (self.turn, self.clock);
+        let error = r.error.clone().unwrap_or_default();
+        if !r.cause.is_none_or(|c| c.counts_against_mail()) {
+            return;
+        }
+        for id in &r.mail {
+            if !self.mb.is_unread(&r.agent, id) {
+                continue;
+            }
+            let a = attempts.entry(id.clone()).or_default();
+            if a.last_turn != turn {
+                a.count += 1;
+                a.last_turn = turn;
+                a.last_error = error.clone();
+            }
+            if a.count >= self.org.settings.max_attempts {
+                let detail = format!("{} failed {} times on this message; last error: {error}", r.agent, a.count);
+                if let Some(why) = self.mb.poison(effects, &r.agent, id, detail, turn, clock.now()) {
+                    self.report.dead += 1;
+                    self.ev.emit(clock, EventKind::from(&why));
+                }
+                attempts.remove(id);
+            }
+        }
+    }
+
+    /// Moves the mail that used replies read to `cur/`, in one group commit.
+    pub(super) fn consume(&self, records: &[Record]) -> Result<(), PathError> {
+        let mut consumed = Batch::new();
+        for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
+            for id in &r.mail {
+                self.mb.consume(&mut consumed, &r.agent, id);
+            }
+        }
+        consumed.commit(&self.org.layout.root)
+    }
+}
+
+fn activity_of(r: &Record, sent: Vec<String>, at: DateTime<Utc>) -> Activity {
+    Activity {
+        turn: r.turn,
+        at,
+        outcome: r.outcome,
+        model: r.model.clone(),
+        mail_read: r.mail.clone(),
+        sent,
+        cost: r.cost,
+        notes: r.notes.clone(),
+        error: r.error.clone(),
+        warnings: r.warnings.clone(),
+        raw: if r.outcome == Outcome::Failed { r.reply.clone() } else { None },
+        replay: false,
+    }
+}

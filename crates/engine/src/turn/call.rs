@@ -1,0 +1,228 @@
+//! Call: every picked agent's model, concurrently up to `max_parallel`, each
+//! answer turned into a journal record; then journal: the records are
+//! appended to the turn's journal before any of their effects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use lemming_provider::Registry;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::pick::Job;
+use super::{Replies, Stop, Turn, Unjournaled};
+use crate::clock::Clock;
+use crate::error::PathError;
+use crate::events::EventKind;
+use crate::journal::{Outcome, Record};
+use crate::memory;
+use crate::message::{self, Kind, Message, To};
+use crate::org::Org;
+use crate::reply;
+
+/// Calls the models of `jobs`, at most `max_parallel` at once, until all have
+/// answered or `stop` turns `true` (those still waiting are abandoned: their
+/// mail stays unread). Returns a record per answer (or failure), by agent.
+pub(super) async fn call(
+    org: &Org,
+    registry: &Arc<Registry>,
+    jobs: Vec<Job>,
+    stop: Option<Stop>,
+    turn: u64,
+    started: DateTime<Utc>,
+    clock: &dyn Clock,
+) -> Vec<Record> {
+    let sem = Arc::new(Semaphore::new(org.settings.max_parallel));
+    let mut set = JoinSet::new();
+    for job in jobs {
+        let registry = Arc::clone(registry);
+        let sem = Arc::clone(&sem);
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("the semaphore is never closed");
+            let result = registry.complete(&job.req).await;
+            (job, result)
+        });
+    }
+    let mut fresh = Vec::new();
+    let mut stop = stop;
+    loop {
+        let joined = tokio::select! {
+            joined = set.join_next() => joined,
+            _ = stopped(&mut stop) => {
+                if !set.is_empty() {
+                    tracing::warn!(turn, unanswered = set.len(), "stopping: agents still waiting for their model keep their mail unread");
+                }
+                set.abort_all();
+                None
+            }
+        };
+        let Some(joined) = joined else { break };
+        let (job, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                if !e.is_cancelled() {
+                    tracing::error!(error = %e, "an agent task panicked; its mail stays unread");
+                }
+                continue;
+            }
+        };
+        fresh.push(record(org, &job, result, turn, started, clock.now()));
+    }
+    fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
+    fresh
+}
+
+impl Turn<'_> {
+    /// Journals the fresh records and those `held` in memory by an earlier
+    /// try (`carried`), and returns them with the ones journaled before
+    /// (`journaled`, replayed). When the journal cannot be written, every new
+    /// record is left in `held` for the next try of the turn.
+    pub(super) fn journal(
+        &mut self,
+        journaled: BTreeMap<String, Record>,
+        carried: Vec<Record>,
+        fresh: Vec<Record>,
+        held: &mut Unjournaled,
+    ) -> Result<Replies, PathError> {
+        let turn = self.turn;
+        let answered = fresh.iter().filter(|r| r.usage.is_some()).count() as u64;
+        let recovered: Vec<String> = carried.iter().map(|r| r.agent.clone()).collect();
+        let new_records: Vec<Record> = carried.into_iter().chain(fresh).collect();
+        if let Err(e) = self.journal.append(turn, &new_records) {
+            held.calls += answered;
+            tracing::error!(
+                turn,
+                error = %e,
+                replies = new_records.len(),
+                unjournaled_calls = held.calls,
+                "the replies could not be journaled; a daemon keeps them in memory and journals them when it can write again"
+            );
+            held.turn = turn;
+            held.records = new_records;
+            return Err(e);
+        }
+        for agent in &recovered {
+            let why = "the reply was kept in memory while it could not be journaled".to_string();
+            self.ev.emit(self.clock, EventKind::Recovered { agent: agent.clone(), why });
+        }
+        self.report.recovered = recovered;
+        let replayed: Vec<String> = journaled.keys().cloned().collect();
+        self.report.replayed = replayed.clone();
+        Ok(Replies { records: journaled.into_values().chain(new_records).collect(), replayed })
+    }
+}
+
+/// Resolves when a stop is requested (never, without a stop signal).
+async fn stopped(stop: &mut Option<Stop>) {
+    match stop {
+        Some(rx) => {
+            if rx.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Turns a provider result into a journal record: messages with deterministic
+/// ids, the memory plan, and the charge.
+fn record(
+    org: &Org,
+    job: &Job,
+    result: Result<lemming_provider::Reply, lemming_provider::ProviderError>,
+    turn: u64,
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Record {
+    let mut r = Record {
+        turn,
+        agent: job.agent.clone(),
+        model: job.req.model.key.clone(),
+        outcome: Outcome::Failed,
+        reply: None,
+        error: None,
+        usage: None,
+        cost: 0.0,
+        mail: job.mail.iter().map(|m| m.id.clone()).collect(),
+        messages: vec![],
+        memory: BTreeMap::new(),
+        notes: String::new(),
+        warnings: vec![],
+        pid: std::process::id(),
+        cause: None,
+    };
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::warn!(agent = %job.agent, error = %e, "provider call failed; mail stays unread");
+            r.error = Some(e.to_string());
+            r.cause = Some(e.cause());
+            return r;
+        }
+    };
+    let answered = org.models.models.get(&reply.model_key);
+    let price = answered.map(|m| m.price).unwrap_or_default();
+    r.model = reply.model_key.clone();
+    r.cost = crate::ledger::bounded_cost(price.cost(&reply.usage));
+    r.usage = Some(reply.usage);
+    // Cut off by the token limit: usable only if its JSON object closed before the cut.
+    let cut = reply.truncated().then(|| {
+        format!(
+            "the model was cut off at its token limit (stop reason `{}`, max_tokens {} of model `{}`)",
+            reply.finish.as_deref().unwrap_or_default(),
+            answered.and_then(|m| m.max_tokens).map_or_else(|| "not set".to_string(), |n| n.to_string()),
+            reply.model_key,
+        )
+    });
+    let parsed = match reply::parse(&reply.text) {
+        Ok(p) => p,
+        Err(e) => {
+            let why = match &cut {
+                Some(cut) => format!(
+                    "{e}: {cut}; raise max_tokens, or lower reply_max_chars and reply_max_messages, so that a whole reply fits"
+                ),
+                None => e.to_string(),
+            };
+            tracing::warn!(agent = %job.agent, "unusable reply: {why}; mail stays unread");
+            r.error = Some(format!("{why}; the raw reply is in the agent's activity log"));
+            r.cause = Some(lemming_provider::Cause::Reply);
+            r.reply = Some(reply.text);
+            return r;
+        }
+    };
+    r.reply = Some(reply.text);
+    let cut = cut.map(|cut| format!("{cut} after its JSON object closed; the text after it was dropped"));
+    let threads: HashMap<&str, &str> = job.mail.iter().map(|m| (m.id.as_str(), m.thread.as_str())).collect();
+    for (pos, om) in parsed.messages.into_iter().enumerate() {
+        let id = message::reply_id(started, turn, &job.agent, pos);
+        let thread = om
+            .thread
+            .filter(|t| message::valid_id(t))
+            .or_else(|| om.reply_to.as_deref().and_then(|rt| threads.get(rt)).map(|t| t.to_string()))
+            .unwrap_or_else(|| id.clone());
+        r.messages.push(Message {
+            id,
+            from: job.agent.clone(),
+            to: To(om.to),
+            subject: om.subject,
+            body: om.body,
+            priority: om.priority,
+            reply_to: om.reply_to,
+            thread,
+            created_at: now,
+            turn,
+            ttl_turns: None,
+            kind: Kind::Message,
+        });
+    }
+    let (plan, errors) = memory::plan(&memory::dir(&org.layout.root, &job.agent), &parsed.memory);
+    for e in &errors {
+        tracing::warn!(agent = %job.agent, "{e}");
+    }
+    r.memory = plan;
+    r.notes = parsed.notes;
+    r.warnings = cut.into_iter().chain(parsed.warnings).chain(errors).collect();
+    r.outcome = Outcome::Ok;
+    r
+}

@@ -1,0 +1,192 @@
+//! Pick: which agents are called this turn, and what each is asked.
+//!
+//! An agent is due when its schedule fires on the turn, its files are usable,
+//! no reply of it is journaled for the turn yet, and it has unread mail (or
+//! `wake = "always"`). A due agent is skipped, with an event, when the org's
+//! budget is spent, it has no credits left, or its prompt alone would cost
+//! more than it has left. Unread entries that are not messages go to dead here.
+
+use std::collections::HashSet;
+
+use lemming_provider::{MailItem, Registry, Request};
+
+use super::Turn;
+use crate::error::PathError;
+use crate::events::{EventKind, Over, SkipReason};
+use crate::fsx::Batch;
+use crate::ledger::Ledger;
+use crate::mailbox::MailStore;
+use crate::memory;
+use crate::message::Message;
+use crate::org::Org;
+use crate::prompt;
+use crate::resume::Wake;
+use crate::trouble;
+
+/// One agent to call: its request and the mail in it.
+pub(super) struct Job {
+    pub(super) agent: String,
+    pub(super) req: Request,
+    pub(super) mail: Vec<Message>,
+}
+
+impl Turn<'_> {
+    /// The agents to call, with their requests. `answered` are the agents
+    /// whose reply for this turn is already at hand (journaled, or held in
+    /// memory): they are not called again.
+    pub(super) fn pick(
+        &mut self,
+        registry: &Registry,
+        ledger: &Ledger,
+        answered: &HashSet<&str>,
+    ) -> Result<Vec<Job>, PathError> {
+        let (org, turn, clock) = (self.org, self.turn, self.clock);
+        let chart = org.chart();
+        let mut jobs = Vec::new();
+        let mut housekeeping = Batch::new();
+        let mut dead_taken = HashSet::new();
+        for (name, resume) in &org.agents {
+            let agent = name.as_str();
+            if name.is_human()
+                || answered.contains(agent)
+                || self.sick.contains_key(agent)
+                || !resume.schedule.fires(turn)
+            {
+                continue;
+            }
+            let (mut mail, bad) = match self.mb.unread(agent) {
+                Ok(unread) => unread,
+                Err(e) if trouble::org_wide(&e) => return Err(e),
+                Err(e) => {
+                    self.sick.insert(agent.to_string(), e);
+                    continue;
+                }
+            };
+            for b in bad {
+                let why = self.mb.dead_bad(&mut housekeeping, agent, &b, turn, clock.now(), &mut dead_taken);
+                self.report.dead += 1;
+                self.ev.emit(clock, EventKind::from(&why));
+            }
+            if resume.schedule.wake == Wake::Mail && mail.is_empty() {
+                continue;
+            }
+            if org.settings.budget.is_some_and(|budget| ledger.total_spent() >= budget) {
+                self.skip(agent, SkipReason::OrgBudgetSpent, None);
+                continue;
+            }
+            let left = ledger.balance(agent, resume.credits).left;
+            if left <= 0.0 {
+                self.skip(agent, SkipReason::OutOfCredits, None);
+                continue;
+            }
+            let Some(model) = resume.model.as_deref().and_then(|k| registry.model(k)) else { continue };
+            let (may, system, user) = prompt_for(org, &chart, resume, turn, &mut mail);
+            if let Some(over) = PromptOverCredits::check(model, &system, &user, left) {
+                tracing::warn!(agent, "{over}");
+                let over = Over { detail: over.to_string(), tokens: over.tokens, cost: over.cost, left: over.left };
+                self.skip(agent, SkipReason::PromptOverCredits, Some(over));
+                continue;
+            }
+            let req = Request {
+                agent: agent.to_string(),
+                turn,
+                system,
+                prompt: user,
+                mail: mail.iter().map(mail_item).collect(),
+                may_send_to: may,
+                model: model.clone(),
+                agent_dir: Some(org.layout.agent_dir(agent)),
+            };
+            jobs.push(Job { agent: agent.to_string(), req, mail });
+        }
+        housekeeping.commit(&org.layout.root)?;
+        // A full disk or a read-only org is found here, before any model is paid for.
+        if !jobs.is_empty() {
+            crate::fsx::probe(&org.layout.state_tmp())?;
+        }
+        Ok(jobs)
+    }
+
+    /// Records a due agent that is not called, in the report and the events.
+    fn skip(&mut self, agent: &str, reason: SkipReason, over: Option<Over>) {
+        self.report.skipped.push((agent.to_string(), reason));
+        self.ev.emit(self.clock, EventKind::Skipped { agent: agent.to_string(), reason, over });
+    }
+}
+
+/// The prompt `resume`'s agent gets on `turn` with this unread mail, which is
+/// put in prompt order and cut to `max_mail_per_prompt` first: who it may
+/// write to, and the system and user parts. `status` builds the same prompt to
+/// tell whether the agent can pay for it.
+pub fn prompt_for(
+    org: &Org,
+    chart: &crate::chart::Chart<'_>,
+    resume: &crate::resume::Resume,
+    turn: u64,
+    mail: &mut Vec<Message>,
+) -> (Vec<String>, String, String) {
+    let agent = resume.name.as_str();
+    prompt::order(mail);
+    mail.truncate(org.settings.max_mail_per_prompt);
+    let may = chart.reachable(agent);
+    let summary = memory::summary(&memory::dir(&org.layout.root, agent));
+    // The contract is worded for how the agent's model answers (a schema offers less).
+    let structured =
+        resume.model.as_deref().and_then(|k| org.models.models.get(k)).map(|m| m.structured).unwrap_or_default();
+    let (system, user) = prompt::build(resume, turn, &may, &summary, mail, structured);
+    (may, system, user)
+}
+
+/// An agent whose prompt alone would cost more credits than it has left: it is
+/// not called (the reason `prompt_over_credits`), and its mail stays unread
+/// until it is topped up or the prompt gets shorter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptOverCredits {
+    /// The model key that would be asked first.
+    pub model: String,
+    /// The prompt's tokens, estimated as ceil(chars / 4).
+    pub tokens: u64,
+    /// What those tokens cost at the model's price.
+    pub cost: f64,
+    /// What the agent has left.
+    pub left: f64,
+}
+
+impl PromptOverCredits {
+    /// The reason code in the turn report, the events and `status`.
+    pub const REASON: &'static str = "prompt_over_credits";
+
+    /// `Some` when the prompt (`system` + `user`) alone costs more than `left` at `model`'s price.
+    pub fn check(model: &lemming_provider::config::ModelSpec, system: &str, user: &str, left: f64) -> Option<Self> {
+        let chars = system.chars().count() + user.chars().count();
+        let cost = crate::ledger::prompt_cost(&model.price, chars);
+        (cost > left).then(|| PromptOverCredits {
+            model: model.key.clone(),
+            tokens: lemming_provider::Usage::estimate(chars, 0).input_tokens,
+            cost,
+            left,
+        })
+    }
+}
+
+impl std::fmt::Display for PromptOverCredits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not called: its prompt alone is about {} tokens, {:.4} credits at model `{}`, and it has {:.4} left; \
+             top it up (`lemming top-up`) or shorten its instructions, memory or mail",
+            self.tokens, self.cost, self.model, self.left
+        )
+    }
+}
+
+fn mail_item(m: &Message) -> MailItem {
+    MailItem {
+        id: m.id.clone(),
+        from: m.from.clone(),
+        body: m.body.clone(),
+        kind: m.kind.as_str().into(),
+        reply_to: m.reply_to.clone(),
+        thread: m.thread.clone(),
+    }
+}

@@ -1,0 +1,348 @@
+//! Each phase of a turn on a real org in a temp folder (the default org, with
+//! the mock provider, or a scripted one where a test needs a failure).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::clock::Sources;
+use crate::events::{Event, EventKind};
+use crate::ledger::Ledger;
+use crate::mailbox::MailStore;
+use crate::message::{self, Kind, Message, To};
+use crate::send::{self, SendOptions};
+
+fn t0() -> DateTime<Utc> {
+    "2026-01-02T03:04:05.006Z".parse().unwrap()
+}
+
+/// The default org in a temp folder.
+fn new_org() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("org");
+    crate::init::init(&root).unwrap();
+    (d, root)
+}
+
+fn edit(root: &Path, rel: &str, from: &str, to: &str) {
+    let p = root.join(rel);
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains(from), "{rel} has no {from:?}");
+    std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Makes `agent` answer from `org/script.toml` (see the script provider).
+fn script(root: &Path, agent: &str, script: &str) {
+    let models = root.join("org/models.toml");
+    let mut text = std::fs::read_to_string(&models).unwrap();
+    text.push_str(
+        "\n[providers.s]\nkind = \"script\"\nscript = \"org/script.toml\"\n\n[models.scripted]\nprovider = \"s\"\n",
+    );
+    std::fs::write(models, text).unwrap();
+    std::fs::write(root.join("org/script.toml"), script).unwrap();
+    edit(root, &format!("agents/{agent}/resume.toml"), "model = \"default\"", "model = \"scripted\"");
+}
+
+fn load(root: &Path) -> Org {
+    let org = Org::load(root).unwrap();
+    assert!(org.problems().is_empty(), "{:?}", org.problems());
+    org
+}
+
+fn send_as_human(root: &Path, to: &str, body: &str, src: &Sources) -> String {
+    let opts = SendOptions { sources: src.clone(), ..SendOptions::default() };
+    send::send(&load(root), "human", to, body, opts).unwrap().id
+}
+
+async fn step(root: &Path, src: &Sources) -> TurnReport {
+    let org = load(root);
+    let registry = Arc::new(org.registry());
+    run_keeping(&org, &registry, src, None, &mut Unjournaled::default()).await.unwrap()
+}
+
+/// Runs a turn's phases up to and including pick; returns the agents picked.
+fn pick_after_route(org: &Org, src: &Sources) -> (Vec<String>, TurnReport, Vec<Event>) {
+    let mut t = Turn::prepare(org, src).unwrap();
+    route(org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
+    let ledger = Ledger::load(&org.layout.ledger()).unwrap();
+    let registry = org.registry();
+    let jobs = t.pick(&registry, &ledger, &HashSet::new()).unwrap();
+    (jobs.into_iter().map(|j| j.agent).collect(), t.report, t.ev.list().to_vec())
+}
+
+fn skipped_events(events: &[Event]) -> Vec<(String, SkipReason)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Skipped { agent, reason, .. } => Some((agent.clone(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pick_calls_an_agent_with_mail_and_not_one_without() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    send_as_human(&root, "manager", "hello", &src);
+    let (picked, report, events) = pick_after_route(&load(&root), &src);
+    // planner, hr, coder_01 and janitor wake on mail and have none: not called, not skipped.
+    assert_eq!(picked, ["manager"]);
+    assert!(report.skipped.is_empty() && skipped_events(&events).is_empty(), "{report:?}");
+}
+
+#[test]
+fn pick_skips_an_agent_out_of_credits_or_whose_prompt_costs_more_than_it_has() {
+    for (credits, reason) in [("0.0", SkipReason::OutOfCredits), ("0.000001", SkipReason::PromptOverCredits)] {
+        let (_d, root) = new_org();
+        edit(&root, "agents/manager/resume.toml", "credits = 100.0", &format!("credits = {credits}"));
+        let src = Sources::fixed(t0());
+        send_as_human(&root, "manager", "hello", &src);
+        let (picked, report, events) = pick_after_route(&load(&root), &src);
+        assert!(picked.is_empty(), "{credits}: {picked:?}");
+        assert_eq!(report.skipped, [("manager".to_string(), reason)]);
+        assert_eq!(skipped_events(&events), report.skipped);
+        // The mail stays unread for when it is topped up.
+        let mb = crate::org::Layout::new(&root).mail();
+        assert_eq!(mb.unread("manager").unwrap().0.len(), 1);
+    }
+}
+
+#[test]
+fn pick_skips_every_due_agent_once_the_org_budget_is_spent() {
+    let (_d, root) = new_org();
+    edit(&root, "org/org.toml", "# budget = 1000.0", "budget = 0.0");
+    let src = Sources::fixed(t0());
+    send_as_human(&root, "manager", "hello", &src);
+    let (picked, report, _) = pick_after_route(&load(&root), &src);
+    assert!(picked.is_empty());
+    assert_eq!(report.skipped, [("manager".to_string(), SkipReason::OrgBudgetSpent)]);
+}
+
+#[test]
+fn pick_does_not_call_an_agent_whose_reply_is_already_at_hand() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    send_as_human(&root, "manager", "hello", &src);
+    let org = load(&root);
+    let mut t = Turn::prepare(&org, &src).unwrap();
+    route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
+    let ledger = Ledger::load(&org.layout.ledger()).unwrap();
+    let jobs = t.pick(&org.registry(), &ledger, &HashSet::from(["manager"])).unwrap();
+    assert!(jobs.is_empty());
+}
+
+/// A scripted manager whose reply is not JSON (a failure that counts against the mail).
+const UNUSABLE: &str = "[[reply]]\nagent = \"manager\"\ntext = \"not json\"\n";
+/// A scripted manager whose provider is down (a failure that does not).
+const DOWN: &str = "[[reply]]\nagent = \"manager\"\nerror = \"connection refused\"\n";
+
+#[tokio::test]
+async fn apply_counts_attempts_and_sends_the_mail_to_dead_as_poison_after_max_attempts() {
+    let (_d, root) = new_org();
+    script(&root, "manager", UNUSABLE);
+    edit(&root, "org/org.toml", "max_attempts = 3", "max_attempts = 2");
+    let src = Sources::fixed(t0());
+    let id = send_as_human(&root, "manager", "hello", &src);
+    let mb = crate::org::Layout::new(&root).mail();
+
+    let first = step(&root, &src).await;
+    assert_eq!(first.failed.len(), 1, "{first:?}");
+    let a = &mb.attempts("manager")[&id];
+    assert_eq!((a.count, a.last_turn), (1, 1));
+    assert!(a.last_error.contains("the raw reply is in the agent's activity log"), "{}", a.last_error);
+
+    let second = step(&root, &src).await;
+    assert_eq!(second.dead, 1, "{second:?}");
+    assert!(mb.attempts("manager").is_empty(), "the poisoned message's attempts are dropped");
+    assert!(mb.unread("manager").unwrap().0.is_empty());
+    let poison = mb.dead_letters().unwrap();
+    assert_eq!(poison.len(), 1);
+    assert_eq!((poison[0].id.as_str(), poison[0].reason.as_str()), (format!("{id}-poison-manager").as_str(), "poison"));
+    assert_eq!(poison[0].at, t0(), "the dead letter's time is the turn's clock");
+}
+
+#[tokio::test]
+async fn apply_does_not_count_a_provider_that_is_down_against_the_mail() {
+    let (_d, root) = new_org();
+    script(&root, "manager", DOWN);
+    edit(&root, "org/org.toml", "max_attempts = 3", "max_attempts = 1");
+    let src = Sources::fixed(t0());
+    send_as_human(&root, "manager", "hello", &src);
+    for _ in 0..3 {
+        let r = step(&root, &src).await;
+        assert_eq!((r.failed.len(), r.dead), (1, 0), "{r:?}");
+    }
+    let mb = crate::org::Layout::new(&root).mail();
+    assert!(mb.attempts("manager").is_empty());
+    assert_eq!(mb.unread("manager").unwrap().0.len(), 1, "the mail waits for the provider");
+}
+
+#[tokio::test]
+async fn apply_of_a_replayed_reply_charges_nothing_twice() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    send_as_human(&root, "manager", "hello", &src);
+    let org = load(&root);
+    let registry = Arc::new(org.registry());
+    // The first try of turn 1, up to its effects (a crash comes before consume).
+    let mut t = Turn::prepare(&org, &src).unwrap();
+    route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
+    let mut ledger = Ledger::load(&org.layout.ledger()).unwrap();
+    let jobs = t.pick(&registry, &ledger, &HashSet::new()).unwrap();
+    let fresh = call::call(&org, &registry, jobs, None, t.turn, t.started, &*src.clock).await;
+    let replies = t.journal(Default::default(), vec![], fresh, &mut Unjournaled::default()).unwrap();
+    t.apply(&mut ledger, &replies).unwrap();
+    let cost = t.report.cost;
+    assert!(cost > 0.0);
+
+    // The repeated turn replays the journaled reply.
+    let again = step(&root, &src).await;
+    assert_eq!((again.turn, again.replayed.clone(), again.cost), (1, vec!["manager".to_string()], 0.0), "{again:?}");
+    let ledger = std::fs::read_to_string(org.layout.ledger()).unwrap();
+    assert_eq!(ledger.lines().filter(|l| l.contains("\"charge\"")).count(), 1, "{ledger}");
+}
+
+#[tokio::test]
+async fn consume_moves_only_the_mail_of_used_replies() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    let id = send_as_human(&root, "manager", "hello", &src);
+    let r = step(&root, &src).await;
+    assert_eq!(r.ran, ["manager"]);
+    let mb = crate::org::Layout::new(&root).mail();
+    assert!(mb.unread("manager").unwrap().0.is_empty());
+    assert_eq!(mb.read_mail("manager").unwrap().iter().map(|m| m.id.clone()).collect::<Vec<_>>(), [id]);
+}
+
+#[tokio::test]
+async fn commit_stages_the_events_and_appends_them_once_after_turn_json() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    send_as_human(&root, "manager", "hello", &src);
+    let mut rx = src.bus.subscribe();
+    let report = step(&root, &src).await;
+    let layout = crate::org::Layout::new(&root);
+    let staged = Journal::new(&layout).staged_events(1).unwrap();
+    let file: Vec<Event> = std::fs::read_to_string(layout.events()).unwrap().lines().filter_map(Event::parse).collect();
+    assert_eq!(file, staged, "the events file holds exactly the staged events");
+    // The subscriber saw them live, in order, numbered from 1.
+    let mut live = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        live.push(e);
+    }
+    assert_eq!(live, file);
+    assert_eq!(live.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=live.len() as u64).collect::<Vec<_>>());
+    assert_eq!(live.last().unwrap().kind, EventKind::Turn(report));
+    // The next turn continues the numbers and appends nothing of turn 1 again.
+    step(&root, &src).await;
+    let after: Vec<Event> =
+        std::fs::read_to_string(layout.events()).unwrap().lines().filter_map(Event::parse).collect();
+    assert_eq!(after[..file.len()], file[..]);
+    assert_eq!(after.iter().filter(|e| e.turn == 1).count(), file.len());
+    let seqs: Vec<u64> = after.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=after.len() as u64).collect::<Vec<_>>());
+}
+
+/// Every file under the agents' mail folders and memory and `org/state/dead/`,
+/// and the ledger, by path relative to the org: what a turn writes.
+fn written(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel.ends_with("/logs") || rel.contains("/tmp") {
+                continue;
+            }
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, &root.join("agents"), &mut out);
+    walk(root, &root.join("org/state/dead"), &mut out);
+    out.insert("org/state/ledger.jsonl".into(), std::fs::read(root.join("org/state/ledger.jsonl")).unwrap());
+    out
+}
+
+fn event_lines(root: &Path) -> Vec<String> {
+    std::fs::read_to_string(root.join("org/state/events.jsonl")).unwrap().lines().map(String::from).collect()
+}
+
+fn copy_org(from: &Path, to: &Path) {
+    // `cp -a` keeps the hard links between outboxes and inboxes.
+    let ok = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+/// A committed turn, run again on a copy of the org from before it with the
+/// same clock and ids, writes byte for byte the same messages, dead letters,
+/// memory and ledger lines: from its journaled replies (no model is asked),
+/// and from the model again (the mock answers the same). The clock is stopped
+/// at a date far from today, so any time read from the system shows.
+#[tokio::test]
+async fn a_committed_turn_re_run_from_its_journal_writes_the_same_bytes() {
+    let (d, root) = new_org();
+    let src = Sources::fixed(t0());
+    send_as_human(&root, "manager", "plan the launch @planner", &src);
+    send_as_human(&root, "manager", "tidy up @janitor", &src);
+    let first = step(&root, &src).await;
+    assert_eq!(first.ran, ["manager"]);
+    // Turn 2 also refuses a message (planner may not write to hr): a dead letter and a bounce.
+    let refused = Message {
+        id: "20260101T000000000Z-planner-refused".into(),
+        from: "planner".into(),
+        to: To(vec!["hr".into()]),
+        subject: None,
+        body: "psst @hr".into(),
+        priority: message::Priority::Normal,
+        reply_to: None,
+        thread: "20260101T000000000Z-planner-refused".into(),
+        created_at: t0(),
+        turn: 1,
+        ttl_turns: None,
+        kind: Kind::Message,
+    };
+    crate::org::Layout::new(&root).mail().send_now("planner", &refused).unwrap();
+    let (replay, rerun) = (d.path().join("replay"), d.path().join("rerun"));
+    copy_org(&root, &replay);
+    copy_org(&root, &rerun);
+
+    let t1 = t0() + chrono::Duration::seconds(61);
+    let second = step(&root, &Sources::fixed(t1)).await;
+    assert!(second.ran.len() >= 2 && second.dead == 1 && second.replayed.is_empty(), "{second:?}");
+    let (want, want_events) = (written(&root), event_lines(&root));
+    assert!(want.keys().any(|k| k.contains("-bounce")), "no bounce in {:#?}", want.keys());
+
+    // From the journal: the replies of turn 2 are put back, as after a crash before its commit.
+    let journal = "org/state/journal/2/records.jsonl";
+    std::fs::create_dir_all(replay.join("org/state/journal/2")).unwrap();
+    std::fs::copy(root.join(journal), replay.join(journal)).unwrap();
+    let again = step(&replay, &Sources::fixed(t1)).await;
+    assert_eq!(again.replayed, second.ran, "{again:?}");
+    assert_eq!(written(&replay), want);
+    let got_events = event_lines(&replay);
+    assert_eq!(got_events.len(), want_events.len());
+    // Only the turn report says that the replies were replayed.
+    let n = want_events.len() - 1;
+    assert_eq!(got_events[..n], want_events[..n]);
+    let report = |line: &str| {
+        let mut e = Event::parse(line).unwrap();
+        if let EventKind::Turn(r) = &mut e.kind {
+            r.replayed.clear();
+        }
+        e
+    };
+    assert_eq!(report(&got_events[n]), report(&want_events[n]));
+
+    // From the model again.
+    step(&rerun, &Sources::fixed(t1)).await;
+    assert_eq!(written(&rerun), want);
+    assert_eq!(event_lines(&rerun), want_events);
+}
