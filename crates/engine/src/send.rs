@@ -110,3 +110,27 @@ pub fn send(org: &Org, from: &str, to: &str, body: &str, opts: SendOptions) -> R
     mb.send_now(from, &msg)?;
     Ok(msg)
 }
+
+/// Moves the entries of a person's `inbox/new/` that are not messages to
+/// dead now, durably, and appends their `dead` events (no turn reads a
+/// person's inbox: `lemming inbox` does this as it reads it). Returns their
+/// reasons, in the order of `bad`.
+pub fn set_aside(
+    org: &Org,
+    agent: &str,
+    bad: &[crate::mailbox::BadFile],
+    src: &crate::clock::Sources,
+) -> Result<Vec<crate::mailbox::DeadReason>, PathError> {
+    use crate::events::{Event, EventKind, Events};
+    if bad.is_empty() {
+        return Ok(vec![]);
+    }
+    let turn = Journal::new(&org.layout).last_turn().unwrap_or_default();
+    let whys = org.mail().dead_bad_now(agent, bad, turn, src.now())?;
+    let mut ev = Events::new(turn);
+    for why in &whys {
+        ev.push(Event { seq: 0, turn: why.turn, at: why.at, kind: EventKind::from(why) });
+    }
+    ev.flush(&org.layout)?;
+    Ok(whys)
+}

@@ -2,12 +2,12 @@
 //! and what in it is not a message is moved to dead.
 //! With `--follow` it then keeps printing new mail as it arrives.
 
-use lemming_engine::events::{Event, EventKind, Events};
+use lemming_engine::clock::Sources;
 use lemming_engine::follow::{self, NewMail};
-use lemming_engine::journal::Journal;
-use lemming_engine::mailbox::{BadFile, FsMailStore};
+use lemming_engine::mailbox::BadFile;
 use lemming_engine::name::HUMAN;
 use lemming_engine::org::Org;
+use lemming_engine::send;
 use lemming_engine::term;
 use lemming_engine::views::{self, InboxMessage};
 
@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     }
     let mark_read = !args.peek && agent == HUMAN;
     let mb = org.mail();
-    set_aside(&org, &mb, &agent, &bad, mark_read)?;
+    set_aside(&org, &agent, &bad, mark_read)?;
     if args.follow {
         for m in &view.messages {
             print_one(m, ctx.json)?;
@@ -97,7 +97,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
 /// Warns about entries of the inbox that are not messages. When the inbox is
 /// the human's and is being read (`mark_read`), they are moved to dead now (no
 /// turn reads the human's inbox); otherwise the warning says who moves them.
-fn set_aside(org: &Org, mb: &FsMailStore, agent: &str, bad: &[BadFile], mark_read: bool) -> Result<(), CliError> {
+fn set_aside(org: &Org, agent: &str, bad: &[BadFile], mark_read: bool) -> Result<(), CliError> {
     if bad.is_empty() {
         return Ok(());
     }
@@ -117,9 +117,7 @@ fn set_aside(org: &Org, mb: &FsMailStore, agent: &str, bad: &[BadFile], mark_rea
         }
         return Ok(());
     }
-    let turn = Journal::new(&org.layout).last_turn().unwrap_or_default();
-    let whys = mb.dead_bad_now(agent, bad, turn)?;
-    let mut ev = Events::new(turn);
+    let whys = send::set_aside(org, agent, bad, &Sources::real())?;
     for (b, why) in bad.iter().zip(&whys) {
         eprintln!(
             "warning: {} in {}'s inbox is not a message ({}); moved to org/state/dead/{}.json as `{}`",
@@ -129,9 +127,7 @@ fn set_aside(org: &Org, mb: &FsMailStore, agent: &str, bad: &[BadFile], mark_rea
             why.id,
             why.reason
         );
-        ev.push(Event { seq: 0, turn: why.turn, at: why.at, kind: EventKind::from(why) });
     }
-    ev.flush(&org.layout)?;
     Ok(())
 }
 

@@ -411,15 +411,20 @@ impl FsMailStore {
     }
 
     /// Moves entries of a person's `inbox/new/` that are not messages to dead
-    /// now, durably (`lemming inbox`). `turn` is the last committed turn.
-    pub fn dead_bad_now(&self, agent: &str, bad: &[BadFile], turn: u64) -> Result<Vec<DeadReason>, PathError> {
+    /// now, durably (`lemming inbox`). `turn` is the last committed turn, `at` now.
+    pub fn dead_bad_now(
+        &self,
+        agent: &str,
+        bad: &[BadFile],
+        turn: u64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<DeadReason>, PathError> {
         if bad.is_empty() {
             return Ok(vec![]);
         }
         self.ensure(agent)?;
         let mut b = Batch::new();
         let mut taken = HashSet::new();
-        let at = chrono::Utc::now();
         let whys = bad.iter().map(|f| self.dead_bad(&mut b, agent, f, turn, at, &mut taken)).collect();
         b.commit(&self.root)?;
         Ok(whys)
