@@ -5,10 +5,10 @@
 //!
 //! Every event has a sequence number, `seq`, that grows by one across the
 //! org's whole history (it continues from the last line of `events.jsonl`).
-//! The turn stages its events in its journal folder before it writes
-//! `turn.json`, and appends them after; a crash in between is finished by the
-//! next turn ([`EventLog::catch_up`]), and a line already in the file is never
-//! appended again.
+//! The turn writes its events into `turn.json` with its commit, and appends
+//! them to the events file after; a crash in between is finished by the next
+//! turn ([`EventLog::catch_up`]), and a line already in the file is never
+//! appended again. A try of a turn that does not commit appends nothing.
 //!
 //! A line is the event's fields plus `seq`, `turn`, `at` (RFC 3339,
 //! milliseconds) and `event`, its type:
@@ -386,7 +386,7 @@ impl EventLog {
     /// Appends the events of `turn`, the last committed turn, that are not in
     /// the file yet (all of them, unless a crash came after the commit and
     /// before or during the append); returns the last `seq` in the file. The
-    /// turn calls it first, with the events it staged in the journal.
+    /// turn calls it first, with the events the last one kept in `turn.json`.
     pub fn catch_up(&self, staged: &[Event]) -> Result<u64, PathError> {
         if staged.is_empty() {
             return self.last_seq();

@@ -81,6 +81,12 @@ pub struct Committed {
     pub turn: u64,
     /// When it was committed.
     pub committed_at: Option<DateTime<Utc>>,
+    /// The turn's events, as `events.jsonl` lines. They are appended to the
+    /// events file right after the commit, and kept here until the next turn
+    /// commits, so that the next turn appends them when a crash came between
+    /// the commit and the append ([`crate::events::EventLog::catch_up`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub events: String,
 }
 
 /// The highest `turn` of any line of the events file (0 when there is none).
@@ -228,34 +234,21 @@ impl Journal {
         crate::fsx::append_lines_durable(&self.dir(turn).join("records.jsonl"), &lines)
     }
 
-    /// Stages `turn`'s events (`events.jsonl` lines) in its folder, atomically
-    /// and durably, before the turn commits; a try of the turn repeated after
-    /// a crash stages its own in their place. After the commit they are
-    /// appended to the org's events file ([`crate::events::EventLog`]).
-    pub fn stage_events(&self, turn: u64, lines: &str) -> Result<(), PathError> {
-        let dir = self.dir(turn);
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).with_path(&dir)?;
-            crate::fsx::sync_dir(&self.layout.journal_dir())?;
-        }
-        write_atomic(&self.layout.state_tmp(), &dir.join("events.jsonl"), lines.as_bytes())
+    /// The events that committed `turn` kept in `turn.json` (none when
+    /// `turn` is not the one `turn.json` holds, as after it was lost and the
+    /// turn recovered from the history). A line that does not parse is skipped.
+    pub fn committed_events(&self, turn: u64) -> Result<Vec<crate::events::Event>, PathError> {
+        Ok(match self.committed() {
+            Ok(Some(c)) if c.turn == turn => c.events.lines().filter_map(crate::events::Event::parse).collect(),
+            _ => Vec::new(),
+        })
     }
 
-    /// The events staged by `turn` (none when it staged none, or its folder
-    /// was pruned). A line that does not parse is skipped.
-    pub fn staged_events(&self, turn: u64) -> Result<Vec<crate::events::Event>, PathError> {
-        let p = self.dir(turn).join("events.jsonl");
-        let text = match fs::read(&p) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_path(&p),
-        };
-        Ok(text.lines().filter_map(crate::events::Event::parse).collect())
-    }
-
-    /// Commits `turn`: writes `turn.json` atomically and durably.
-    pub fn commit(&self, turn: u64, at: DateTime<Utc>) -> Result<(), PathError> {
-        let c = Committed { turn, committed_at: Some(at) };
+    /// Commits `turn`: writes `turn.json`, with the turn's `events` lines,
+    /// atomically and durably. A try of the turn that does not get here
+    /// leaves no event anywhere but with the subscribers of its bus.
+    pub fn commit(&self, turn: u64, at: DateTime<Utc>, events: &str) -> Result<(), PathError> {
+        let c = Committed { turn, committed_at: Some(at), events: events.to_string() };
         let bytes = serde_json::to_vec_pretty(&c).expect("commit record serializes");
         write_atomic(&self.layout.state_tmp(), &self.layout.turn_json(), &bytes)
     }
@@ -318,7 +311,7 @@ mod tests {
         assert_eq!(j.last_turn().unwrap(), 12);
         put(&layout, "org/state/turn.json", "");
         assert_eq!(j.last_turn().unwrap(), 12);
-        j.commit(13, Utc::now()).unwrap();
+        j.commit(13, Utc::now(), "").unwrap();
         assert_eq!(j.last_turn().unwrap(), 13);
     }
 
@@ -330,12 +323,12 @@ mod tests {
         put(&layout, "org/state/events.jsonl", "{\"turn\":9,\"event\":\"turn\"}\n");
         put(&layout, "org/state/journal/9/records.jsonl", "");
         // Turn 10 began and was not committed yet: turn.json says 9, and is right.
-        j.commit(9, Utc::now()).unwrap();
+        j.commit(9, Utc::now(), "").unwrap();
         put(&layout, "org/state/journal/10/records.jsonl", "");
         assert_eq!(j.last_turn().unwrap(), 9);
         // An old copy of turn.json (turn 1) over that history would reuse
         // turn 2 and replay its journal: the history wins.
-        j.commit(1, Utc::now()).unwrap();
+        j.commit(1, Utc::now(), "").unwrap();
         assert_eq!(j.last_turn().unwrap(), 9);
     }
 

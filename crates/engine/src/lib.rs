@@ -19,9 +19,8 @@
 //!    outbox messages, [`memory`] operations, the ledger charge, attempts and
 //!    poison, the activity log; then **consume**: the mail read moves to `cur/`.
 //! 6. **Route again**, so replies arrive in the same turn.
-//! 7. **Commit**: the turn's events are staged in its journal folder,
-//!    `org/state/turn.json` is replaced atomically, then the events are
-//!    appended to `events.jsonl`.
+//! 7. **Commit**: `org/state/turn.json` is replaced atomically, with the
+//!    turn's events in it, then the events are appended to `events.jsonl`.
 //!
 //! Time comes from the [`clock::Sources`] given to the turn, and each event is
 //! published on its [`events::Bus`] as it happens.

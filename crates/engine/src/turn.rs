@@ -19,9 +19,9 @@
 //! 2. each reply is journaled, with the plan of its effects, before any effect;
 //! 3. effects (outbox, memory, ledger, attempts) are durable before the mail
 //!    that produced them moves to `cur/` (G4);
-//! 4. the turn's events are staged in its journal folder, then `turn.json` is
-//!    written, then the events are appended to `events.jsonl` (the next turn
-//!    appends any that a crash kept out, and none twice).
+//! 4. `turn.json` is written with the turn's events in it, then the events
+//!    are appended to `events.jsonl` (the next turn appends any that a crash
+//!    kept out, and none twice).
 //!
 //! A turn repeated after a crash finds the journaled replies, with the ids of
 //! the messages they write, so it writes the same ids, calls no model twice,
@@ -198,7 +198,7 @@ impl<'a> Turn<'a> {
                 ),
             });
         };
-        let last_seq = EventLog::new(&org.layout).catch_up(&journal.staged_events(last)?)?;
+        let last_seq = EventLog::new(&org.layout).catch_up(&journal.committed_events(last)?)?;
         let clock = &*src.clock;
         let mut t = Turn {
             org,

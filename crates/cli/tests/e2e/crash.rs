@@ -180,7 +180,6 @@ crash_tests! {
     crash_at_consumed => "consumed",
     crash_at_routed_again => "routed_again",
     crash_at_routed_again_in_turn_3 => "routed_again:3",
-    crash_at_staged => "staged",
     crash_at_committed => "committed",
     crash_at_committed_in_turn_2 => "committed:2",
 }

@@ -15,7 +15,7 @@ fn events(org: &TestOrg) -> Vec<Value> {
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
-/// A line without its `seq`: how a turn's staged event and its appended copy compare.
+/// A line without its `seq`: how a turn's kept event and its appended copy compare.
 fn content(e: &Value) -> Value {
     let mut e = e.clone();
     e.as_object_mut().unwrap().remove("seq");
@@ -24,8 +24,8 @@ fn content(e: &Value) -> Value {
 
 /// No committed turn's events are lost or doubled: `seq` runs 1, 2, 3… with
 /// no gap; each committed turn has one `turn` event and no later turn has
-/// any; and a turn's lines are exactly those its committing try staged in the
-/// journal (when its folder is still kept).
+/// any; and the last committed turn's lines are exactly those its committing
+/// try kept in `turn.json`.
 #[track_caller]
 pub(crate) fn assert_events_once(org: &TestOrg, context: &str) {
     let lines = events(org);
@@ -39,11 +39,9 @@ pub(crate) fn assert_events_once(org: &TestOrg, context: &str) {
     }
     let every: BTreeMap<u64, usize> = (1..=committed).map(|t| (t, 1)).collect();
     assert_eq!(reports, every, "{context}: the turn events of turns 1..={committed}");
-    for turn in 1..=committed {
-        let Ok(staged) = std::fs::read_to_string(org.path(&format!("org/state/journal/{turn}/events.jsonl"))) else {
-            continue;
-        };
-        let staged: Vec<Value> = staged.lines().map(|l| content(&serde_json::from_str(l).unwrap())).collect();
+    if let Some(kept) = kept_events(org) {
+        let turn = committed;
+        let staged: Vec<Value> = kept.lines().map(|l| content(&serde_json::from_str(l).unwrap())).collect();
         // A person's command (`inbox`) logs its `dead` events with the last committed turn's number.
         let appended: Vec<Value> = lines
             .iter()
@@ -51,9 +49,16 @@ pub(crate) fn assert_events_once(org: &TestOrg, context: &str) {
             .map(content)
             .filter(|e| staged.contains(e) || e["event"] != "dead")
             .collect();
-        assert_eq!(appended, staged, "{context}: turn {turn}'s events differ from those it staged");
+        assert_eq!(appended, staged, "{context}: turn {turn}'s events differ from those turn.json kept");
     }
     assert!(lines.iter().all(|e| e["turn"].as_u64().unwrap() <= committed), "{context}: events of an uncommitted turn");
+}
+
+/// The events the last committed turn kept in `turn.json`, if it has any.
+fn kept_events(org: &TestOrg) -> Option<String> {
+    let text = std::fs::read_to_string(org.path("org/state/turn.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["events"].as_str().map(str::to_string)
 }
 
 /// What the human asks: the @mentions make the manager forward, so turns 2 and 3 have work too.
@@ -64,15 +69,15 @@ fn load(org: &TestOrg) {
 
 #[test]
 fn a_turn_s_events_are_appended_once_whatever_point_a_crash_comes_at() {
-    for point in ["routed", "journaled", "effects", "routed_again", "staged", "committed", "staged:2", "committed:3"] {
+    for point in ["routed", "journaled", "effects", "routed_again", "committed", "routed_again:2", "committed:3"] {
         let org = TestOrg::new();
         load(&org);
         let out = run(org.command(&["step", "-n", "4"]).env("LEMMING_CRASH_AT", point));
         assert_eq!(out.signal, Some(libc::SIGABRT), "LEMMING_CRASH_AT={point} did not abort the step\n{out}");
         let committed = org.turn();
         if point.starts_with("committed") {
-            // The turn is committed and its events are staged, not appended yet.
-            assert!(org.path(&format!("org/state/journal/{committed}/events.jsonl")).exists(), "{point}");
+            // The turn is committed and its events are kept in turn.json, not appended yet.
+            assert!(kept_events(&org).is_some_and(|k| k.contains("\"event\":\"turn\"")), "{point}");
             assert!(!events(&org).iter().any(|e| e["turn"] == committed), "{point}: appended before the crash");
         } else {
             assert!(!events(&org).iter().any(|e| e["turn"].as_u64().unwrap() > committed), "{point}");

@@ -1,5 +1,5 @@
-//! Commit: the agents in trouble, the turn's report as its last event, the
-//! events staged in the journal, `turn.json`, then the events appended to
+//! Commit: the agents in trouble, the turn's report as its last event,
+//! `turn.json` (with the turn's events), then the events appended to
 //! `events.jsonl`, and old journals pruned.
 
 use std::collections::BTreeMap;
@@ -13,10 +13,10 @@ use crate::org::{agent_folders, Org};
 use crate::trouble::{self, TroubleState};
 
 impl Turn<'_> {
-    /// Commits the turn. Its events are staged in its journal folder before
-    /// `turn.json` is written and appended to the events file after, so that
-    /// a committed turn's events are appended once (a crash in between is
-    /// finished by the next turn) and an uncommitted try's never.
+    /// Commits the turn. Its events are written into `turn.json` with the
+    /// commit and appended to the events file after it, so that a committed
+    /// turn's events are appended once (a crash in between is finished by the
+    /// next turn) and an uncommitted try's never.
     pub(super) fn commit(mut self, records: &[Record], held: &mut Unjournaled) -> Result<TurnReport, PathError> {
         let (org, turn, clock) = (self.org, self.turn, self.clock);
         let trouble_now = agent_trouble(org, turn, &self.trouble_before, records, &self.sick);
@@ -33,9 +33,7 @@ impl Turn<'_> {
         trouble::write_agents(&org.layout, &self.trouble_before, &trouble_now)?;
 
         self.ev.emit(clock, EventKind::Turn(self.report.clone()));
-        self.journal.stage_events(turn, &self.ev.lines())?;
-        fault::point("staged");
-        self.journal.commit(turn, clock.now())?;
+        self.journal.commit(turn, clock.now(), &self.ev.lines())?;
         held.calls = 0;
         fault::point("committed");
         if let Err(e) = EventLog::new(&org.layout).append(self.ev.list(), true) {

@@ -219,16 +219,16 @@ async fn consume_moves_only_the_mail_of_used_replies() {
 }
 
 #[tokio::test]
-async fn commit_stages_the_events_and_appends_them_once_after_turn_json() {
+async fn commit_keeps_the_events_in_turn_json_and_appends_them_once_after_it() {
     let (_d, root) = new_org();
     let src = Sources::fixed(t0());
     send_as_human(&root, "manager", "hello", &src);
     let mut rx = src.bus.subscribe();
     let report = step(&root, &src).await;
     let layout = crate::org::Layout::new(&root);
-    let staged = Journal::new(&layout).staged_events(1).unwrap();
+    let staged = Journal::new(&layout).committed_events(1).unwrap();
     let file: Vec<Event> = std::fs::read_to_string(layout.events()).unwrap().lines().filter_map(Event::parse).collect();
-    assert_eq!(file, staged, "the events file holds exactly the staged events");
+    assert_eq!(file, staged, "the events file holds exactly the events turn.json kept");
     // The subscriber saw them live, in order, numbered from 1.
     let mut live = Vec::new();
     while let Ok(e) = rx.try_recv() {
