@@ -245,12 +245,8 @@ impl Journal {
     /// was pruned). A line that does not parse is skipped.
     pub fn staged_events(&self, turn: u64) -> Result<Vec<crate::events::Event>, PathError> {
         let p = self.dir(turn).join("events.jsonl");
-        let text = match fs::read(&p) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_path(&p),
-        };
-        Ok(text.lines().filter_map(crate::events::Event::parse).collect())
+        let Some(bytes) = crate::fsx::read_optional(&p)? else { return Ok(Vec::new()) };
+        Ok(String::from_utf8_lossy(&bytes).lines().filter_map(crate::events::Event::parse).collect())
     }
 
     /// Commits `turn`: writes `turn.json` atomically and durably.
@@ -357,5 +353,21 @@ mod tests {
         fs::create_dir_all(layout.events()).unwrap();
         let e = Journal::new(&layout).last_turn().unwrap_err();
         assert_eq!(e.path, layout.events());
+    }
+
+    /// Staged events are read as every state file is: a missing file is no
+    /// events, and a name that is a link is refused, never followed.
+    #[test]
+    fn staged_events_are_read_without_following_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        let j = Journal::new(&layout);
+        assert!(j.staged_events(4).unwrap().is_empty(), "none staged");
+        put(&layout, "elsewhere.jsonl", "{\"seq\":1,\"turn\":4,\"at\":\"2026-01-01T00:00:00Z\",\"event\":\"turn\"}\n");
+        let staged = layout.journal_dir().join("4/events.jsonl");
+        fs::create_dir_all(staged.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere.jsonl"), &staged).unwrap();
+        let e = j.staged_events(4).unwrap_err();
+        assert_eq!(e.path, staged);
     }
 }
