@@ -296,11 +296,8 @@ fn every_module_type_and_function_the_other_pages_name_exists() {
 fn the_module_map_lists_every_engine_module() {
     let root = repo();
     let lib = read(&root.join("crates/engine/src/lib.rs"));
-    let modules: BTreeSet<String> = lib
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("pub mod ")?.strip_suffix(';'))
-        .map(String::from)
-        .collect();
+    let modules: BTreeSet<String> =
+        lib.lines().filter_map(|l| l.trim().strip_prefix("pub mod ")?.strip_suffix(';')).map(String::from).collect();
     assert!(modules.len() > 20, "no modules in lib.rs: {modules:?}");
     let page = read(&root.join("docs/architecture.md"));
     let map = &page[page.find("| module | owns |").expect("the module map")..];
