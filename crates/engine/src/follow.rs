@@ -4,7 +4,8 @@
 //! watcher on the folder wakes the wait, and a periodic rescan covers lost
 //! events, file systems that send none and folders that do not exist yet.
 //! What is new is the [`Source`]'s business: [`Unread`] for an inbox,
-//! [`crate::activity::Tail`] for a log.
+//! [`crate::views::LogsFollow`] for an activity log (each run once, over
+//! [`crate::activity::Tail`], which is a source of lines too).
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -351,4 +351,21 @@ mod tests {
         let e = Journal::new(&layout).last_turn().unwrap_err();
         assert_eq!(e.path, layout.events());
     }
+
+    /// The events a commit keeps are those of the turn `turn.json` holds,
+    /// and only those: a turn recovered from the history has none to catch up.
+    #[test]
+    fn the_committed_turn_keeps_its_events_in_turn_json() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        fs::create_dir_all(layout.state_tmp()).unwrap();
+        let j = Journal::new(&layout);
+        assert!(j.committed_events(4).unwrap().is_empty(), "nothing committed yet");
+        let line = "{\"seq\":7,\"turn\":4,\"at\":\"2026-01-01T00:00:00.000Z\",\"event\":\"delivered\",\"id\":\"m\",\"from\":\"a\",\"to\":\"b\"}\n";
+        j.commit(4, Utc::now(), line).unwrap();
+        let kept = j.committed_events(4).unwrap();
+        assert_eq!(kept.iter().map(|e| (e.seq, e.turn)).collect::<Vec<_>>(), [(7, 4)]);
+        assert!(j.committed_events(3).unwrap().is_empty(), "another turn's");
+        assert_eq!(j.committed().unwrap().unwrap().turn, 4);
+    }
 }

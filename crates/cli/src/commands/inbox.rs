@@ -118,13 +118,15 @@ fn set_aside(org: &Org, agent: &str, bad: &[BadFile], mark_read: bool) -> Result
         return Ok(());
     }
     let whys = send::set_aside(org, agent, bad, &Sources::real())?;
+    let mb = org.mail();
     for (b, why) in bad.iter().zip(&whys) {
+        let letter = mb.letter_path(&why.id);
         eprintln!(
-            "warning: {} in {}'s inbox is not a message ({}); moved to org/state/dead/{}.json as `{}`",
+            "warning: {} in {}'s inbox is not a message ({}); moved to {} as `{}`",
             term::line(&b.name()),
             term::line(agent),
             term::line(&b.error.to_string()),
-            why.id,
+            term::line(&letter.strip_prefix(mb.root()).unwrap_or(&letter).to_string_lossy()),
             why.reason
         );
     }

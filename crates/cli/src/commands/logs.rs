@@ -11,7 +11,7 @@ use lemming_engine::views::{LogsFollow, LogsView};
 use crate::ctx::{block_on, CliError, Ctx};
 use crate::render::word;
 
-/// How often `--follow` looks for new runs.
+/// How often `--follow` looks for new runs when no change of the log's folder is seen.
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, clap::Args)]
@@ -42,15 +42,18 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     if std::io::stderr().is_terminal() {
         eprintln!("Waiting for new runs of {}; Ctrl-C to stop.", args.name);
     }
+    let mut follow = follow.follow(&org, POLL);
     block_on(async move {
-        let mut tick = tokio::time::interval(POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         loop {
             tokio::select! {
                 _ = &mut ctrl_c => return Ok::<(), CliError>(()),
-                _ = tick.tick() => show(&follow.read_new()?, ctx.json)?,
+                fresh = follow.next() => {
+                    for v in fresh? {
+                        show(&v, ctx.json)?;
+                    }
+                }
             }
         }
     })?

@@ -1,8 +1,9 @@
 //! The project's docs stay true to the code and to themselves: every link in
 //! README.md and docs/ leads to a file (and heading) that exists; the help of
 //! every command cites no document users do not have, and the guarantees it
-//! names are stated in docs/guarantees.md; and every function, type or test
-//! that docs/guarantees.md names as keeping or checking a guarantee exists.
+//! names are stated in docs/guarantees.md; and every function, type, module
+//! or test that a page names as code (docs/guarantees.md as keeping or
+//! checking a guarantee, docs/architecture.md in its map) exists.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -214,14 +215,24 @@ fn has_ident(text: &str, name: &str) -> bool {
     })
 }
 
-#[test]
-fn every_function_type_and_test_the_guarantees_page_names_exists() {
-    let root = repo();
+/// The backquoted code paths (`module::item`, `Type::method`,
+/// `lemming_engine::module`) that a page names and that do not exist, and
+/// how many it names.
+fn named_code_missing(page: &str) -> (usize, Vec<String>) {
     let mut files = Vec::new();
-    rust_files(&root.join("crates"), &mut files);
-    let sources: Vec<(String, String)> =
-        files.iter().map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), read(p))).collect();
-    let page = read(&root.join("docs/guarantees.md"));
+    rust_files(&repo().join("crates"), &mut files);
+    // A module's name: its file's stem, or its folder's for a `mod.rs`.
+    let sources: Vec<(String, String)> = files
+        .iter()
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            let module = match stem.as_str() {
+                "mod" => p.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned(),
+                _ => stem,
+            };
+            (module, read(p))
+        })
+        .collect();
     let mut named = BTreeSet::new();
     for (i, _) in page.match_indices('`') {
         let rest = &page[i + 1..];
@@ -232,20 +243,24 @@ fn every_function_type_and_test_the_guarantees_page_names_exists() {
             named.insert(token.to_string());
         }
     }
-    assert!(named.len() > 20, "docs/guarantees.md names too few items to check: {named:?}");
     let mut missing = Vec::new();
     for token in &named {
         let segs: Vec<&str> = token.split("::").collect();
+        // A crate's name only says where the module is.
+        let segs = if segs[0].starts_with("lemming_") && segs.len() > 1 { &segs[1..] } else { &segs[..] };
         let last = segs[segs.len() - 1];
         // `module::...::item` is looked for in the files named `module.rs`;
-        // `Type::item` in every file that defines `Type`.
+        // `Type::item` in every file that defines `Type`; a lone `module` is a module.
         let first = segs[0];
-        let found = sources.iter().any(|(stem, text)| {
+        let found = sources.iter().any(|(module, text)| {
+            if segs.len() == 1 {
+                return module == first;
+            }
             let in_scope = if first.starts_with(|c: char| c.is_ascii_uppercase()) {
                 has_ident(text, first)
-                    && (text.contains(&format!("struct {first}")) || text.contains(&format!("impl {first}")))
+                    && ["struct", "enum", "trait", "impl"].iter().any(|k| text.contains(&format!("{k} {first}")))
             } else {
-                stem == first
+                module == first
             };
             in_scope && has_ident(text, last)
         });
@@ -253,7 +268,46 @@ fn every_function_type_and_test_the_guarantees_page_names_exists() {
             missing.push(token.clone());
         }
     }
+    (named.len(), missing)
+}
+
+#[test]
+fn every_function_type_and_test_the_guarantees_page_names_exists() {
+    let (named, missing) = named_code_missing(&read(&repo().join("docs/guarantees.md")));
+    assert!(named > 20, "docs/guarantees.md names too few items to check: {named}");
     assert!(missing.is_empty(), "docs/guarantees.md names code that does not exist: {missing:?}");
+}
+
+/// The crate and module map and the way of a message through a turn name
+/// the code they describe: each name is there.
+#[test]
+fn every_module_type_and_function_the_other_pages_name_exists() {
+    let mut missing = Vec::new();
+    for page in pages() {
+        let (_, gone) = named_code_missing(&read(&page));
+        missing.extend(gone.into_iter().map(|g| format!("{}: {g}", page.display())));
+    }
+    assert!(missing.is_empty(), "the docs name code that does not exist: {missing:?}");
+}
+
+/// The module map of docs/architecture.md lists every module of the engine,
+/// and nothing else.
+#[test]
+fn the_module_map_lists_every_engine_module() {
+    let root = repo();
+    let lib = read(&root.join("crates/engine/src/lib.rs"));
+    let modules: BTreeSet<String> =
+        lib.lines().filter_map(|l| l.trim().strip_prefix("pub mod ")?.strip_suffix(';')).map(String::from).collect();
+    assert!(modules.len() > 20, "no modules in lib.rs: {modules:?}");
+    let page = read(&root.join("docs/architecture.md"));
+    let map = &page[page.find("| module | owns |").expect("the module map")..];
+    let mapped: BTreeSet<String> = map
+        .lines()
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .flat_map(|l| l.split('|').nth(1).unwrap_or("").split(',').map(|m| m.trim().trim_matches('`').to_string()))
+        .collect();
+    assert_eq!(mapped, modules, "docs/architecture.md's module map and crates/engine/src/lib.rs differ");
 }
 
 #[test]

@@ -430,8 +430,10 @@ impl FsMailStore {
         Ok(whys)
     }
 
-    /// Every dead letter's reason, by id.
-    pub fn dead_letters(&self) -> Result<Vec<DeadReason>, PathError> {
+    /// Every dead letter's reason, by id (for tests: people see the count,
+    /// and fsck reads each reason itself).
+    #[cfg(test)]
+    pub(crate) fn dead_letters(&self) -> Result<Vec<DeadReason>, PathError> {
         let mut out = Vec::new();
         for id in self.dead_files()?.reasons {
             let p = self.reason_path(&id);

@@ -1,10 +1,15 @@
 //! The logs view (`lemming logs NAME`, `GET /api/logs/{agent}`): an agent's
 //! runs from `agents/NAME/logs/activity.jsonl`, each run once.
 
+use std::path::Path;
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::ViewError;
 use crate::activity::{self, Activity, Runs, Tail};
+use crate::error::PathError;
+use crate::follow::{Follow, Source};
 use crate::org::Org;
 
 /// Runs of one agent, oldest first.
@@ -50,6 +55,10 @@ impl LogsFollow {
     /// The complete lines logged since the last call (the whole log on the
     /// first), each run once. A log that cannot be read is an error.
     pub fn read_new(&mut self) -> Result<LogsView, ViewError> {
+        Ok(self.take_new()?)
+    }
+
+    fn take_new(&mut self) -> Result<LogsView, PathError> {
         let mut view = LogsView { agent: self.agent.clone(), runs: Vec::new(), not_runs: Vec::new() };
         for line in self.tail.read_new()? {
             match activity::parse(&line) {
@@ -59,6 +68,27 @@ impl LogsFollow {
             }
         }
         Ok(view)
+    }
+
+    /// Follows the log from here as it grows (`lemming logs -f`), as
+    /// [`crate::follow`] follows anything: woken by a watcher on the log's
+    /// folder, rescanned every `poll` (and only rescanned while the folder
+    /// does not exist yet).
+    pub fn follow(self, org: &Org, poll: Duration) -> Follow<LogsFollow> {
+        let log = org.layout.activity_log(&self.agent);
+        let dir = log.parent().map(Path::to_path_buf).unwrap_or_else(|| org.layout.root.clone());
+        Follow::new(self, &dir, poll)
+    }
+}
+
+impl Source for LogsFollow {
+    /// What was logged since the last call.
+    type Item = LogsView;
+
+    /// One view of what was logged since the last call, or none when nothing was.
+    fn take(&mut self) -> Result<Vec<LogsView>, PathError> {
+        let v = self.take_new()?;
+        Ok(if v.runs.is_empty() && v.not_runs.is_empty() { Vec::new() } else { vec![v] })
     }
 }
 
@@ -111,6 +141,34 @@ mod tests {
         std::fs::write(&log, text).unwrap();
         let v = follow.read_new().unwrap();
         assert_eq!(v.runs.iter().map(|a| a.turn).collect::<Vec<_>>(), [5]);
+    }
+
+    /// `lemming logs -f` follows the log through [`crate::follow`]: a new
+    /// run wakes it at once, long before its rescan.
+    #[test]
+    fn following_is_woken_by_a_new_run_long_before_the_rescan() {
+        let (dir, org) = org_after_one_turn();
+        let mut start = LogsFollow::start(&org, "manager").unwrap();
+        assert_eq!(start.read_new().unwrap().runs.len(), 1);
+        let log = activity::path(dir.path(), "manager");
+        let mut run = activity::parse(std::fs::read_to_string(&log).unwrap().trim()).unwrap();
+        run.turn = 5;
+        let line = serde_json::to_string(&run).unwrap() + "\n";
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // A rescan every minute: only the watcher on the log's folder can make this quick.
+            let mut follow = start.follow(&org, Duration::from_secs(60));
+            assert!(follow.take().unwrap().is_empty(), "nothing new yet");
+            let writer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                use std::io::Write;
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(line.as_bytes()).unwrap();
+            });
+            let got = tokio::time::timeout(Duration::from_secs(10), follow.next()).await.expect("not woken").unwrap();
+            let turns: Vec<Vec<u64>> = got.iter().map(|v| v.runs.iter().map(|a| a.turn).collect()).collect();
+            assert_eq!(turns, [[5]]);
+            writer.await.unwrap();
+        });
     }
 
     #[test]
