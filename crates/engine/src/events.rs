@@ -1,7 +1,8 @@
 //! What happened in a turn, as typed [`Event`]s: the turn emits them as it
 //! goes, publishes each at once on a [`Bus`] (for in-process subscribers, such
-//! as a live stream), and appends them to `org/state/events.jsonl`, one JSON
-//! line each, exactly once, after the turn commits.
+//! as a live stream; its last, `turn`, once the turn is committed), and
+//! appends them to `org/state/events.jsonl`, one JSON line each, exactly
+//! once, after the turn commits.
 //!
 //! Every event has a sequence number, `seq`, that grows by one across the
 //! org's whole history (it continues from the last line of `events.jsonl`).
@@ -248,7 +249,10 @@ impl Event {
     }
 }
 
-/// An in-process channel the turn publishes each event on as it happens.
+/// An in-process channel the turn publishes each event on as it happens,
+/// and its `turn` event once it is committed: a try that does not commit
+/// publishes no `turn` event, and the next try publishes its own events under
+/// the same numbers.
 /// Subscribers that fall behind by more than its capacity miss the oldest
 /// (they get [`tokio::sync::broadcast::error::RecvError::Lagged`] and can read
 /// the rest from `events.jsonl` by `seq`). Publishing with no subscriber costs
@@ -310,16 +314,26 @@ impl Events {
 
     /// Emits an event now.
     pub fn emit(&mut self, clock: &dyn Clock, kind: EventKind) {
+        self.emit_unpublished(clock, kind);
+        self.publish_last();
+    }
+
+    /// Emits an event now and publishes it only at [`Events::publish_last`]:
+    /// the turn's report, which tells subscribers that the turn committed.
+    pub fn emit_unpublished(&mut self, clock: &dyn Clock, kind: EventKind) {
         // 0: numbered when appended.
         let seq = self.next_seq;
         if seq != 0 {
             self.next_seq += 1;
         }
-        let e = Event { seq, turn: self.turn, at: clock.now(), kind };
-        if let Some(bus) = &self.bus {
-            bus.publish(&e);
+        self.events.push(Event { seq, turn: self.turn, at: clock.now(), kind });
+    }
+
+    /// Publishes the last event emitted.
+    pub fn publish_last(&self) {
+        if let (Some(bus), Some(e)) = (&self.bus, self.events.last()) {
+            bus.publish(e);
         }
-        self.events.push(e);
     }
 
     /// Adds an event stamped elsewhere (numbered when appended).

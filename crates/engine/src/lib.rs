@@ -24,7 +24,8 @@
 //!    appended to `events.jsonl`.
 //!
 //! Time comes from the [`clock::Sources`] given to the turn, and each event is
-//! published on its [`events::Bus`] as it happens.
+//! published on its [`events::Bus`] as it happens (the `turn` event once the
+//! turn is committed).
 //!
 //! Every phase is a group commit ([`fsx::Batch`]), ordered so that a crash at
 //! any point loses nothing and duplicates nothing. The guarantees G1–G8 that
