@@ -242,15 +242,12 @@ impl Journal {
     }
 
     /// The events staged by `turn` (none when it staged none, or its folder
-    /// was pruned). A line that does not parse is skipped.
+    /// was pruned). A line that does not parse is skipped; a name that is not
+    /// a regular file (a link, a FIFO) is an error naming it, not followed.
     pub fn staged_events(&self, turn: u64) -> Result<Vec<crate::events::Event>, PathError> {
         let p = self.dir(turn).join("events.jsonl");
-        let text = match fs::read(&p) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_path(&p),
-        };
-        Ok(text.lines().filter_map(crate::events::Event::parse).collect())
+        let Some(bytes) = crate::fsx::read_optional(&p)? else { return Ok(Vec::new()) };
+        Ok(String::from_utf8_lossy(&bytes).lines().filter_map(crate::events::Event::parse).collect())
     }
 
     /// Commits `turn`: writes `turn.json` atomically and durably.
@@ -347,6 +344,25 @@ mod tests {
         let p = layout.root.join("org/state/journal/3/records.jsonl");
         fs::write(&p, b"\xff\xfe not a record\n").unwrap();
         assert!(Journal::new(&layout).records(3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn staged_events_are_read_from_a_regular_file_only() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        let j = Journal::new(&layout);
+        assert!(j.staged_events(4).unwrap().is_empty(), "none staged");
+        let line = "{\"seq\":1,\"turn\":4,\"at\":\"2026-01-02T03:04:05.006Z\",\"event\":\"delivered\",\"id\":\"m\",\"from\":\"a\",\"to\":\"b\"}\n";
+        put(&layout, "elsewhere.jsonl", line);
+        fs::create_dir_all(j.dir(4)).unwrap();
+        let staged = j.dir(4).join("events.jsonl");
+        std::os::unix::fs::symlink(layout.root.join("elsewhere.jsonl"), &staged).unwrap();
+        let e = j.staged_events(4).unwrap_err();
+        assert_eq!(e.path, staged);
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        fs::remove_file(&staged).unwrap();
+        fs::write(&staged, [line.as_bytes(), b"\xff torn"].concat()).unwrap();
+        assert_eq!(j.staged_events(4).unwrap().len(), 1);
     }
 
     #[test]
