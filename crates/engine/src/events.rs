@@ -324,7 +324,7 @@ impl Events {
         // 0: numbered when appended.
         let seq = self.next_seq;
         if seq != 0 {
-            self.next_seq += 1;
+            self.next_seq = self.next_seq.saturating_add(1);
         }
         self.events.push(Event { seq, turn: self.turn, at: clock.now(), kind });
     }
@@ -431,14 +431,15 @@ impl EventLog {
         } else {
             Default::default()
         };
-        let mut next = tail.last_seq + 1;
+        // Saturating: a number as high as it goes (a hand edit) is no reason to panic.
+        let mut last = tail.last_seq;
         let mut out = Vec::new();
         for e in events {
             if seen.contains(&e.content()) {
                 continue;
             }
-            let seq = e.seq.max(next);
-            next = seq + 1;
+            let seq = e.seq.max(last.saturating_add(1));
+            last = seq;
             out.push(Event { seq, ..e.clone() });
         }
         fsx::append_lines_durable(&self.path, &lines(&out))?;
@@ -447,7 +448,7 @@ impl EventLog {
             fsx::sync_dir(self.path.parent().unwrap_or(std::path::Path::new(".")))?;
         }
         // The lock is released when `f` closes.
-        Ok(next - 1)
+        Ok(last)
     }
 
     /// Reads the file backwards from its end: far enough to find the last
@@ -632,6 +633,22 @@ mod tests {
         assert_eq!(log.last_seq().unwrap(), 5);
         assert_eq!(log.append(turn_events(2, 6, Bus::new()).list(), true).unwrap(), 8);
         assert_eq!(log.last_seq().unwrap(), 8);
+    }
+
+    #[test]
+    fn a_number_as_high_as_it_goes_does_not_overflow() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let max = u64::MAX;
+        let line = format!("{{\"seq\":{max},\"turn\":1,\"at\":\"2026-01-02T03:04:05.006Z\",\"event\":\"delivered\",\"id\":\"m\",\"from\":\"a\",\"to\":\"b\"}}\n");
+        std::fs::write(layout.events(), line).unwrap();
+        let log = EventLog::new(&layout);
+        assert_eq!(log.last_seq().unwrap(), max);
+        let mut ev = turn_events(2, log.last_seq().unwrap().saturating_add(1), Bus::new());
+        ev.emit(&ManualClock::new(t0()), EventKind::Delivered { id: "n".into(), from: "a".into(), to: "b".into() });
+        assert_eq!(log.append(ev.list(), true).unwrap(), max);
+        assert_eq!(file_lines(&layout).len(), 5);
     }
 
     #[test]
