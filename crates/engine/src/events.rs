@@ -1,7 +1,8 @@
 //! What happened in a turn, as typed [`Event`]s: the turn emits them as it
 //! goes, publishes each at once on a [`Bus`] (for in-process subscribers, such
-//! as a live stream), and appends them to `org/state/events.jsonl`, one JSON
-//! line each, exactly once, after the turn commits.
+//! as a live stream; its last, `turn`, once the turn is committed), and
+//! appends them to `org/state/events.jsonl`, one JSON line each, exactly
+//! once, after the turn commits.
 //!
 //! Every event has a sequence number, `seq`, that grows by one across the
 //! org's whole history (it continues from the last line of `events.jsonl`).
@@ -248,7 +249,10 @@ impl Event {
     }
 }
 
-/// An in-process channel the turn publishes each event on as it happens.
+/// An in-process channel the turn publishes each event on as it happens,
+/// and its `turn` event once it is committed: a try that does not commit
+/// publishes no `turn` event, and the next try publishes its own events under
+/// the same numbers.
 /// Subscribers that fall behind by more than its capacity miss the oldest
 /// (they get [`tokio::sync::broadcast::error::RecvError::Lagged`] and can read
 /// the rest from `events.jsonl` by `seq`). Publishing with no subscriber costs
@@ -310,16 +314,26 @@ impl Events {
 
     /// Emits an event now.
     pub fn emit(&mut self, clock: &dyn Clock, kind: EventKind) {
+        self.emit_unpublished(clock, kind);
+        self.publish_last();
+    }
+
+    /// Emits an event now and publishes it only at [`Events::publish_last`]:
+    /// the turn's report, which tells subscribers that the turn committed.
+    pub fn emit_unpublished(&mut self, clock: &dyn Clock, kind: EventKind) {
         // 0: numbered when appended.
         let seq = self.next_seq;
         if seq != 0 {
-            self.next_seq += 1;
+            self.next_seq = self.next_seq.saturating_add(1);
         }
-        let e = Event { seq, turn: self.turn, at: clock.now(), kind };
-        if let Some(bus) = &self.bus {
-            bus.publish(&e);
+        self.events.push(Event { seq, turn: self.turn, at: clock.now(), kind });
+    }
+
+    /// Publishes the last event emitted.
+    pub fn publish_last(&self) {
+        if let (Some(bus), Some(e)) = (&self.bus, self.events.last()) {
+            bus.publish(e);
         }
-        self.events.push(e);
     }
 
     /// Adds an event stamped elsewhere (numbered when appended).
@@ -387,11 +401,11 @@ impl EventLog {
     /// the file yet (all of them, unless a crash came after the commit and
     /// before or during the append); returns the last `seq` in the file. The
     /// turn calls it first, with the events the last one kept in `turn.json`.
-    pub fn catch_up(&self, staged: &[Event]) -> Result<u64, PathError> {
-        if staged.is_empty() {
+    pub fn catch_up(&self, kept: &[Event]) -> Result<u64, PathError> {
+        if kept.is_empty() {
             return self.last_seq();
         }
-        self.append(staged, true)
+        self.append(kept, true)
     }
 
     /// Appends `events` durably, under the file's lock, and returns the last
@@ -417,14 +431,15 @@ impl EventLog {
         } else {
             Default::default()
         };
-        let mut next = tail.last_seq + 1;
+        // Saturating: a number as high as it goes (a hand edit) is no reason to panic.
+        let mut last = tail.last_seq;
         let mut out = Vec::new();
         for e in events {
             if seen.contains(&e.content()) {
                 continue;
             }
-            let seq = e.seq.max(next);
-            next = seq + 1;
+            let seq = e.seq.max(last.saturating_add(1));
+            last = seq;
             out.push(Event { seq, ..e.clone() });
         }
         fsx::append_lines_durable(&self.path, &lines(&out))?;
@@ -433,7 +448,7 @@ impl EventLog {
             fsx::sync_dir(self.path.parent().unwrap_or(std::path::Path::new(".")))?;
         }
         // The lock is released when `f` closes.
-        Ok(next - 1)
+        Ok(last)
     }
 
     /// Reads the file backwards from its end: far enough to find the last
@@ -618,6 +633,22 @@ mod tests {
         assert_eq!(log.last_seq().unwrap(), 5);
         assert_eq!(log.append(turn_events(2, 6, Bus::new()).list(), true).unwrap(), 8);
         assert_eq!(log.last_seq().unwrap(), 8);
+    }
+
+    #[test]
+    fn a_number_as_high_as_it_goes_does_not_overflow() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let max = u64::MAX;
+        let line = format!("{{\"seq\":{max},\"turn\":1,\"at\":\"2026-01-02T03:04:05.006Z\",\"event\":\"delivered\",\"id\":\"m\",\"from\":\"a\",\"to\":\"b\"}}\n");
+        std::fs::write(layout.events(), line).unwrap();
+        let log = EventLog::new(&layout);
+        assert_eq!(log.last_seq().unwrap(), max);
+        let mut ev = turn_events(2, log.last_seq().unwrap().saturating_add(1), Bus::new());
+        ev.emit(&ManualClock::new(t0()), EventKind::Delivered { id: "n".into(), from: "a".into(), to: "b".into() });
+        assert_eq!(log.append(ev.list(), true).unwrap(), max);
+        assert_eq!(file_lines(&layout).len(), 5);
     }
 
     #[test]

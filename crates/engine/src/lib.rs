@@ -23,7 +23,8 @@
 //!    turn's events in it, then the events are appended to `events.jsonl`.
 //!
 //! Time comes from the [`clock::Sources`] given to the turn, and each event is
-//! published on its [`events::Bus`] as it happens.
+//! published on its [`events::Bus`] as it happens (the `turn` event once the
+//! turn is committed).
 //!
 //! Every phase is a group commit ([`fsx::Batch`]), ordered so that a crash at
 //! any point loses nothing and duplicates nothing. The guarantees G1–G8 that

@@ -208,7 +208,7 @@ impl<'a> Turn<'a> {
             turn,
             started: clock.now(),
             report: TurnReport { turn, ..TurnReport::default() },
-            ev: Events::live(turn, last_seq + 1, src.bus.clone()),
+            ev: Events::live(turn, last_seq.saturating_add(1), src.bus.clone()),
             sick: BTreeMap::new(),
             trouble_before: trouble::read_agents(&org.layout),
         };

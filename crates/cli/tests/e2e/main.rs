@@ -25,5 +25,6 @@ mod samples;
 mod state_numbers;
 mod status_columns;
 mod turn;
+mod turn_events;
 mod views;
 mod zero_counts;

@@ -32,9 +32,11 @@ impl Turn<'_> {
         }
         trouble::write_agents(&org.layout, &self.trouble_before, &trouble_now)?;
 
-        self.ev.emit(clock, EventKind::Turn(self.report.clone()));
+        // Published once `turn.json` is written: to a subscriber, it says the turn committed.
+        self.ev.emit_unpublished(clock, EventKind::Turn(self.report.clone()));
         self.journal.commit(turn, clock.now(), &self.ev.lines())?;
         held.calls = 0;
+        self.ev.publish_last();
         fault::point("committed");
         if let Err(e) = EventLog::new(&org.layout).append(self.ev.list(), true) {
             // The turn is committed; the next one appends its events first.

@@ -346,3 +346,36 @@ async fn a_committed_turn_re_run_from_its_journal_writes_the_same_bytes() {
     assert_eq!(written(&rerun), want);
     assert_eq!(event_lines(&rerun), want_events);
 }
+
+/// A subscriber sees a turn's `turn` event only once `turn.json` is written:
+/// a try that cannot commit publishes what it did, but not that it committed.
+#[tokio::test]
+async fn the_turn_event_is_published_only_once_the_turn_is_committed() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    send_as_human(&root, "manager", "hello", &src);
+    let layout = crate::org::Layout::new(&root);
+    // `turn.json` is a folder that is not empty: the turn cannot be committed.
+    std::fs::create_dir_all(layout.turn_json().join("x")).unwrap();
+    let mut rx = src.bus.subscribe();
+    let org = load(&root);
+    let registry = Arc::new(org.registry());
+    let e = run_keeping(&org, &registry, &src, None, &mut Unjournaled::default()).await.unwrap_err();
+    assert_eq!(e.path, layout.turn_json());
+    let mut live = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        live.push(e.kind);
+    }
+    assert!(live.iter().any(|k| matches!(k, EventKind::Delivered { .. })), "{live:?}");
+    assert!(!live.iter().any(|k| matches!(k, EventKind::Turn(_))), "a turn event for a turn not committed: {live:?}");
+
+    std::fs::remove_dir_all(layout.turn_json()).unwrap();
+    let report = step(&root, &src).await;
+    let mut ends = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let EventKind::Turn(r) = e.kind {
+            ends.push(r);
+        }
+    }
+    assert_eq!(ends, [report]);
+}
