@@ -402,10 +402,39 @@ impl EventLog {
     /// before or during the append); returns the last `seq` in the file. The
     /// turn calls it first, with the events the last one kept in `turn.json`.
     pub fn catch_up(&self, kept: &[Event]) -> Result<u64, PathError> {
-        if kept.is_empty() {
-            return self.last_seq();
+        let Some(last) = kept.last() else { return self.last_seq() };
+        // The turn's report is its last event, written by the same append as
+        // the others: when the file ends with it (or with a person's events
+        // after it), nothing was kept out. Otherwise look at every line since
+        // the turn before.
+        if matches!(last.kind, EventKind::Turn(_)) {
+            if let Some(f) = fsx::open_regular(std::fs::OpenOptions::new().read(true), &self.path)? {
+                if let Some(seq) = self.ends_with_turn(f, last.turn)? {
+                    return Ok(seq);
+                }
+            }
         }
         self.append(kept, true)
+    }
+
+    /// The last `seq` when the `turn` event of `turn` is among the last lines
+    /// of the file, read from its end (`None` when it is not there).
+    fn ends_with_turn(&self, mut f: std::fs::File, turn: u64) -> Result<Option<u64>, PathError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let len = f.metadata().with_path(&self.path)?.len();
+        let start = len.saturating_sub(64 * 1024);
+        let mut buf = Vec::new();
+        f.seek(SeekFrom::Start(start)).with_path(&self.path)?;
+        f.take(len - start).read_to_end(&mut buf).with_path(&self.path)?;
+        let text = String::from_utf8_lossy(&buf);
+        // The first line may begin before the window.
+        let lines = text.split('\n').skip(usize::from(start > 0));
+        let events: Vec<Event> = lines.filter_map(Event::parse).collect();
+        let Some(pos) = events.iter().rposition(|e| matches!(e.kind, EventKind::Turn(_))) else { return Ok(None) };
+        if events[pos].turn != turn {
+            return Ok(None);
+        }
+        Ok(events.iter().map(|e| e.seq).max())
     }
 
     /// Appends `events` durably, under the file's lock, and returns the last

@@ -38,7 +38,8 @@ impl Turn<'_> {
         held.calls = 0;
         self.ev.publish_last();
         fault::point("committed");
-        if let Err(e) = EventLog::new(&org.layout).append(self.ev.list(), true) {
+        // Nothing of this turn is in the file before its commit: no line to leave out.
+        if let Err(e) = EventLog::new(&org.layout).append(self.ev.list(), false) {
             // The turn is committed; the next one appends its events first.
             tracing::error!(turn, error = %e, "cannot append the turn's events; the next turn appends them");
         }
