@@ -148,7 +148,7 @@ pub fn inject(dir: &Path, spec: &Spec, round: usize) -> std::io::Result<()> {
                 ttl_turns: None,
                 kind: Kind::Message,
             };
-            fs::write(new_dir.join(msg.file_name()), msg.to_bytes())?;
+            fs::write(new_dir.join(lemming_engine::mailbox::message_file(&msg.id)), msg.to_bytes())?;
         }
     }
     lemming_engine::fsx::sync_fs(dir).map_err(|e| std::io::Error::other(e.to_string()))

@@ -38,7 +38,7 @@ use crate::mailbox::MailStore;
 use crate::org::{agent_folders, Layout, LoadOrgError, Org};
 use crate::trouble::{self, DaemonTrouble};
 use crate::turn::{self, TurnReport};
-use crate::watch::{self, Change};
+use crate::watch;
 
 /// Why turns could not run.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,36 @@ pub async fn step(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// What a filesystem event means to the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A file landed in some `agents/*/outbox/new/`: wake for an early turn.
+    Outbox,
+    /// A config file (or an agent folder) changed: reload.
+    Config,
+}
+
+/// Classifies a path inside the org.
+pub fn classify(root: &Path, path: &Path) -> Option<Change> {
+    let rel = path.strip_prefix(root).ok()?;
+    let parts: Vec<&str> = rel
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => s.to_str(),
+            _ => None,
+        })
+        .collect();
+    match parts.as_slice() {
+        parts if crate::mailbox::is_pending_entry(parts) => Some(Change::Outbox),
+        ["agents", _, "resume.toml"]
+        | ["agents", _]
+        | ["org", "org.toml"]
+        | ["org", "models.toml"]
+        | ["org", "state", "paused"] => Some(Change::Config),
+        _ => None,
+    }
 }
 
 /// The first wait after a failed turn.
@@ -154,7 +184,8 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let _watcher = watch::start(root, ev_tx);
+    let base = root.to_path_buf();
+    let _watcher = watch::start(root, ev_tx, move |p| classify(&base, p));
 
     let mut registry = Arc::new(org.registry());
     let mut problems: Vec<String> = Vec::new();
@@ -445,6 +476,17 @@ mod tests {
     //! without them (the watcher only ever makes a turn earlier).
     use super::*;
     use crate::clock::Clock;
+
+    #[test]
+    fn classifies_outbox_and_config_paths() {
+        let r = Path::new("/org");
+        assert_eq!(classify(r, Path::new("/org/agents/human/outbox/new/x.json")), Some(Change::Outbox));
+        assert_eq!(classify(r, Path::new("/org/agents/human/outbox/tmp/x.json.1.tmp")), None);
+        assert_eq!(classify(r, Path::new("/org/agents/human/inbox/new/x.json")), None);
+        assert_eq!(classify(r, Path::new("/org/agents/planner/resume.toml")), Some(Change::Config));
+        assert_eq!(classify(r, Path::new("/org/org/models.toml")), Some(Change::Config));
+        assert_eq!(classify(r, Path::new("/org/org/state/turn.json")), None);
+    }
 
     /// A clock that reads tokio's (paused) time, from `base`.
     #[derive(Debug)]

@@ -22,18 +22,44 @@
 //! | `recovered` | `agent`, `why` |
 //! | `ran` | `agent`, `model`, `cost`, `mail`, `sent`, `error` (null), `cause` (null) |
 //! | `failed` | `agent`, `error`, `cause`; after a model call also `model`, `cost`, `mail`, `sent` |
-//! | `turn` | the turn report (see [`crate::turn::TurnReport`]) |
+//! | `turn` | the turn report (see [`TurnReport`]) |
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::clock::Clock;
 use crate::error::{PathError, WithPath};
 use crate::fsx;
 use crate::mailbox::{DeadReason, Reason};
 use crate::org::Layout;
-use crate::turn::TurnReport;
+
+/// What a turn did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnReport {
+    /// The turn number.
+    pub turn: u64,
+    /// Messages delivered into inboxes (bounces included).
+    pub delivered: usize,
+    /// Messages sent to `dead/` (refused, malformed, expired or poisoned).
+    pub dead: usize,
+    /// Messages held because their sender or recipient has an invalid resume.
+    pub held: usize,
+    /// Agents that ran and whose reply was used.
+    pub ran: Vec<String>,
+    /// Agents whose journaled reply from an interrupted run was reused.
+    pub replayed: Vec<String>,
+    /// Agents whose reply came on an earlier try of this turn that could not
+    /// journal it (a full disk): it was kept in memory and is journaled now;
+    /// their model was not asked again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovered: Vec<String>,
+    /// Agents whose run failed, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Agents that were due but skipped, with the reason (`out_of_credits`, `org_budget_spent`).
+    pub skipped: Vec<(String, SkipReason)>,
+    /// Credits charged this turn.
+    pub cost: f64,
+}
 
 /// Why a due agent was not called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -312,21 +338,21 @@ impl Events {
         Events { turn, next_seq: first_seq, bus: Some(bus), events: Vec::new() }
     }
 
-    /// Emits an event now.
-    pub fn emit(&mut self, clock: &dyn Clock, kind: EventKind) {
-        self.emit_unpublished(clock, kind);
+    /// Emits an event that happened `at` (now, by the turn's clock).
+    pub fn emit(&mut self, at: DateTime<Utc>, kind: EventKind) {
+        self.emit_unpublished(at, kind);
         self.publish_last();
     }
 
     /// Emits an event now and publishes it only at [`Events::publish_last`]:
     /// the turn's report, which tells subscribers that the turn committed.
-    pub fn emit_unpublished(&mut self, clock: &dyn Clock, kind: EventKind) {
+    pub fn emit_unpublished(&mut self, at: DateTime<Utc>, kind: EventKind) {
         // 0: numbered when appended.
         let seq = self.next_seq;
         if seq != 0 {
             self.next_seq = self.next_seq.saturating_add(1);
         }
-        self.events.push(Event { seq, turn: self.turn, at: clock.now(), kind });
+        self.events.push(Event { seq, turn: self.turn, at, kind });
     }
 
     /// Publishes the last event emitted.
@@ -532,7 +558,7 @@ fn lock_exclusive(f: &std::fs::File) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock, ManualClock};
 
     fn t0() -> DateTime<Utc> {
         "2026-01-02T03:04:05.006Z".parse().unwrap()
@@ -542,9 +568,9 @@ mod tests {
     fn lines_keep_their_shape_and_read_back() {
         let clock = ManualClock::new(t0());
         let mut ev = Events::live(7, 1, Bus::new());
-        ev.emit(&clock, EventKind::Delivered { id: "m1".into(), from: "a".into(), to: "b".into() });
+        ev.emit(clock.now(), EventKind::Delivered { id: "m1".into(), from: "a".into(), to: "b".into() });
         ev.emit(
-            &clock,
+            clock.now(),
             EventKind::Skipped {
                 agent: "a".into(),
                 reason: SkipReason::PromptOverCredits,
@@ -552,7 +578,7 @@ mod tests {
             },
         );
         ev.emit(
-            &clock,
+            clock.now(),
             EventKind::Failed {
                 agent: "b".into(),
                 run: None,
@@ -560,7 +586,7 @@ mod tests {
                 cause: Some(FailCause::IoError),
             },
         );
-        ev.emit(&clock, EventKind::Turn(TurnReport { turn: 7, delivered: 1, ..TurnReport::default() }));
+        ev.emit(clock.now(), EventKind::Turn(TurnReport { turn: 7, delivered: 1, ..TurnReport::default() }));
         let lines: Vec<Value> = ev.list().iter().map(Event::to_json).collect();
         assert_eq!(
             lines[0],
@@ -583,9 +609,9 @@ mod tests {
     fn turn_events(turn: u64, first_seq: u64, bus: Bus) -> Events {
         let clock = ManualClock::stepping(t0(), chrono::Duration::milliseconds(1));
         let mut ev = Events::live(turn, first_seq, bus);
-        ev.emit(&clock, EventKind::Delivered { id: format!("m{turn}"), from: "a".into(), to: "b".into() });
-        ev.emit(&clock, EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
-        ev.emit(&clock, EventKind::Turn(TurnReport { turn, delivered: 1, ..TurnReport::default() }));
+        ev.emit(clock.now(), EventKind::Delivered { id: format!("m{turn}"), from: "a".into(), to: "b".into() });
+        ev.emit(clock.now(), EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
+        ev.emit(clock.now(), EventKind::Turn(TurnReport { turn, delivered: 1, ..TurnReport::default() }));
         ev
     }
 
@@ -675,7 +701,7 @@ mod tests {
         let log = EventLog::new(&layout);
         assert_eq!(log.last_seq().unwrap(), max);
         let mut ev = turn_events(2, log.last_seq().unwrap().saturating_add(1), Bus::new());
-        ev.emit(&ManualClock::new(t0()), EventKind::Delivered { id: "n".into(), from: "a".into(), to: "b".into() });
+        ev.emit(t0(), EventKind::Delivered { id: "n".into(), from: "a".into(), to: "b".into() });
         assert_eq!(log.append(ev.list(), true).unwrap(), max);
         assert_eq!(file_lines(&layout).len(), 5);
     }
@@ -686,9 +712,9 @@ mod tests {
         let mut rx = bus.subscribe();
         let clock = ManualClock::new(t0());
         let mut ev = Events::live(3, 10, bus.clone());
-        ev.emit(&clock, EventKind::Delivered { id: "m".into(), from: "a".into(), to: "b".into() });
+        ev.emit(clock.now(), EventKind::Delivered { id: "m".into(), from: "a".into(), to: "b".into() });
         assert_eq!(rx.try_recv().unwrap(), ev.list()[0], "published before the next one is emitted");
-        ev.emit(&clock, EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
+        ev.emit(clock.now(), EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
         assert_eq!(rx.try_recv().unwrap().seq, 11);
         assert!(rx.try_recv().is_err());
     }

@@ -704,13 +704,13 @@ impl Fsck {
     fn message_file(&mut self, agent: &str, path: &Path, name: &str, then: &str) {
         let Some(bytes) = self.read_message(path, then) else { return };
         match Message::parse(&bytes) {
-            Ok(m) if m.file_name() != name => {
+            Ok(m) if crate::mailbox::message_file(&m.id) != name => {
                 let message = format!(
                     "{} holds message {}: the engine names inbox files <id>.json and finds them by that name, so \
                      this one can be delivered again. Rename it to {}",
                     self.rel(path).display(),
                     m.id,
-                    m.file_name()
+                    crate::mailbox::message_file(&m.id)
                 );
                 self.push(Code::MisnamedMessage, &[path], message);
             }
@@ -803,7 +803,7 @@ impl Fsck {
         to: &str,
         inboxes: &BTreeMap<String, Inbox>,
     ) {
-        let name = msg.file_name();
+        let name = crate::mailbox::message_file(&msg.id);
         let valid = AgentName::new(to).is_ok();
         if valid {
             if inboxes.get(to).is_some_and(|i| i.new.contains(&name) || i.cur.contains(&name)) {
@@ -994,11 +994,11 @@ mod tests {
 
     /// Puts a message where routing leaves it: in the sender's `outbox/sent`.
     fn sent(root: &Path, m: &Message) {
-        put(root, &format!("agents/{}/outbox/sent/{}", m.from, m.file_name()), m.to_bytes());
+        put(root, &format!("agents/{}/outbox/sent/{}", m.from, crate::mailbox::message_file(&m.id)), m.to_bytes());
     }
 
     fn deliver(root: &Path, m: &Message, to: &str, sub: &str) {
-        put(root, &format!("agents/{to}/inbox/{sub}/{}", m.file_name()), m.to_bytes());
+        put(root, &format!("agents/{to}/inbox/{sub}/{}", crate::mailbox::message_file(&m.id)), m.to_bytes());
     }
 
     fn why(root: &Path, id: &str, reason: &str, to: &[&str]) {
@@ -1060,11 +1060,15 @@ mod tests {
         let lost = read.iter().find(|m| m.from == "manager").expect("the planner read the manager's forward");
 
         // The planner's copy of the manager's forward disappears: lost.
-        fs::remove_file(root.join(format!("agents/planner/inbox/cur/{}", lost.file_name()))).unwrap();
+        fs::remove_file(root.join(format!("agents/planner/inbox/cur/{}", crate::mailbox::message_file(&lost.id))))
+            .unwrap();
         let r = check(&root);
         let found: Vec<_> = r.with_code(Code::LostMessage).collect();
         assert_eq!(found.len(), 1, "{:#?}", r.findings);
-        assert_eq!(found[0].paths, [PathBuf::from(format!("agents/{}/outbox/sent/{}", lost.from, lost.file_name()))]);
+        assert_eq!(
+            found[0].paths,
+            [PathBuf::from(format!("agents/{}/outbox/sent/{}", lost.from, crate::mailbox::message_file(&lost.id)))]
+        );
         assert!(found[0].message.contains("cp "), "{}", found[0].message);
         assert!(!r.ok());
     }

@@ -92,6 +92,8 @@ pub mod route;
 pub mod send;
 pub mod settings;
 pub mod term;
+#[cfg(test)]
+mod testing;
 pub mod trouble;
 pub mod turn;
 pub mod views;

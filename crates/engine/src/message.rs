@@ -203,11 +203,6 @@ impl Message {
         v.push(b'\n');
         v
     }
-
-    /// The file name for this message.
-    pub fn file_name(&self) -> String {
-        crate::mailbox::message_file(&self.id)
-    }
 }
 
 #[cfg(test)]

@@ -527,19 +527,7 @@ fn check_refs(
 mod tests {
     use super::*;
 
-    fn org() -> (tempfile::TempDir, PathBuf) {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("org");
-        crate::init::init(&root).unwrap();
-        (d, root)
-    }
-
-    fn edit(root: &Path, rel: &str, from: &str, to: &str) {
-        let p = root.join(rel);
-        let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains(from), "{rel} has no {from:?}");
-        std::fs::write(p, text.replacen(from, to, 1)).unwrap();
-    }
+    use crate::testing::{edit, new_org as org};
 
     #[test]
     fn every_command_uses_the_last_good_version_the_lock_holder_saved() {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::error::PathError;
+use crate::events::TurnReport;
 use crate::events::{EventKind, Events};
 use crate::fault;
 use crate::fsx::Batch;
@@ -24,7 +25,6 @@ use crate::message::{self, Kind, Message, To};
 use crate::name::{AgentName, ENGINE};
 use crate::org::{agent_folders, Org};
 use crate::trouble;
-use crate::turn::TurnReport;
 
 /// Carries mail to agents that live elsewhere.
 pub trait Transport: Send + Sync {
@@ -150,7 +150,7 @@ impl Router<'_> {
     fn delivered(&mut self, to: &str, id: &str, from: &str) {
         self.report.delivered += 1;
         let kind = EventKind::Delivered { id: id.into(), from: from.into(), to: to.into() };
-        self.ev.emit(self.clock, kind);
+        self.ev.emit(self.clock.now(), kind);
     }
 
     /// Sends a refused outbox entry to dead with its reason, and bounces it to the
@@ -170,7 +170,7 @@ impl Router<'_> {
             }
         }
         self.report.dead += 1;
-        self.ev.emit(self.clock, EventKind::from(&why));
+        self.ev.emit(self.clock.now(), EventKind::from(&why));
         why.id
     }
 

@@ -32,11 +32,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use lemming_provider::Registry;
-use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, Sources};
 use crate::error::PathError;
-use crate::events::{EventLog, Events, SkipReason};
+use crate::events::{EventLog, Events};
 use crate::fault;
 use crate::fsx;
 use crate::journal::{Journal, Record};
@@ -53,35 +52,8 @@ mod pick;
 #[cfg(test)]
 mod tests;
 
+pub use crate::events::TurnReport;
 pub use pick::{prompt_for, PromptOverCredits};
-
-/// What a turn did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TurnReport {
-    /// The turn number.
-    pub turn: u64,
-    /// Messages delivered into inboxes (bounces included).
-    pub delivered: usize,
-    /// Messages sent to `dead/` (refused, malformed, expired or poisoned).
-    pub dead: usize,
-    /// Messages held because their sender or recipient has an invalid resume.
-    pub held: usize,
-    /// Agents that ran and whose reply was used.
-    pub ran: Vec<String>,
-    /// Agents whose journaled reply from an interrupted run was reused.
-    pub replayed: Vec<String>,
-    /// Agents whose reply came on an earlier try of this turn that could not
-    /// journal it (a full disk): it was kept in memory and is journaled now;
-    /// their model was not asked again.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recovered: Vec<String>,
-    /// Agents whose run failed, with the reason.
-    pub failed: Vec<(String, String)>,
-    /// Agents that were due but skipped, with the reason (`out_of_credits`, `org_budget_spent`).
-    pub skipped: Vec<(String, SkipReason)>,
-    /// Credits charged this turn.
-    pub cost: f64,
-}
 
 /// A stop request: when it turns `true`, provider calls still in flight are
 /// abandoned, the agents that already answered are applied, and the turn

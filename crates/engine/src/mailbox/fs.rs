@@ -195,7 +195,7 @@ impl FsMailStore {
     /// fsynced, renamed into place and the folder fsynced before this returns.
     pub fn send_now(&self, agent: &str, msg: &Message) -> Result<PathBuf, PathError> {
         self.ensure(agent)?;
-        let path = self.outbox(agent, "new").join(msg.file_name());
+        let path = self.outbox(agent, "new").join(crate::mailbox::message_file(&msg.id));
         write_atomic(&self.outbox(agent, "tmp"), &path, &msg.to_bytes())?;
         Ok(path)
     }
@@ -578,7 +578,7 @@ impl MailStore for FsMailStore {
         if self.has(to, &m.msg.id) {
             return false;
         }
-        b.link_same(self.pending_path(p), self.inbox(to, "new").join(m.msg.file_name()), m.fid);
+        b.link_same(self.pending_path(p), self.inbox(to, "new").join(crate::mailbox::message_file(&m.msg.id)), m.fid);
         true
     }
 
@@ -586,7 +586,11 @@ impl MailStore for FsMailStore {
         if self.has(agent, &msg.id) {
             return false;
         }
-        b.write(&self.inbox(agent, "tmp"), self.inbox(agent, "new").join(msg.file_name()), msg.to_bytes());
+        b.write(
+            &self.inbox(agent, "tmp"),
+            self.inbox(agent, "new").join(crate::mailbox::message_file(&msg.id)),
+            msg.to_bytes(),
+        );
         true
     }
 
@@ -610,7 +614,7 @@ impl MailStore for FsMailStore {
     }
 
     fn post(&self, b: &mut Batch, agent: &str, msg: &Message) -> bool {
-        let name = msg.file_name();
+        let name = crate::mailbox::message_file(&msg.id);
         if self.outbox(agent, "new").join(&name).exists() || self.outbox(agent, "sent").join(&name).exists() {
             return false;
         }

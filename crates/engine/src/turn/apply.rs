@@ -76,7 +76,7 @@ impl Turn<'_> {
             let run = Run { model: r.model.clone(), cost: r.cost, mail: r.mail.len(), sent: r.messages.len() };
             let agent = r.agent.clone();
             self.ev.emit(
-                clock,
+                clock.now(),
                 match r.outcome {
                     Outcome::Ok => EventKind::Ran { agent, run, error: None, cause: None },
                     Outcome::Failed => EventKind::Failed {
@@ -116,7 +116,7 @@ impl Turn<'_> {
                 let detail = format!("{} failed {} times on this message; last error: {error}", r.agent, a.count);
                 if let Some(why) = self.mb.poison(effects, &r.agent, id, detail, turn, clock.now()) {
                     self.report.dead += 1;
-                    self.ev.emit(clock, EventKind::from(&why));
+                    self.ev.emit(clock.now(), EventKind::from(&why));
                 }
                 attempts.remove(id);
             }

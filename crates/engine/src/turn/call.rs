@@ -104,7 +104,7 @@ impl Turn<'_> {
         }
         for agent in &recovered {
             let why = "the reply was kept in memory while it could not be journaled".to_string();
-            self.ev.emit(self.clock, EventKind::Recovered { agent: agent.clone(), why });
+            self.ev.emit(self.clock.now(), EventKind::Recovered { agent: agent.clone(), why });
         }
         self.report.recovered = recovered;
         let replayed: Vec<String> = journaled.keys().cloned().collect();

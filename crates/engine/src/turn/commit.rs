@@ -25,7 +25,7 @@ impl Turn<'_> {
                 self.report.failed.push((agent.clone(), format!("cannot use its files: {e}")));
                 let error = Some(e.to_string());
                 self.ev.emit(
-                    clock,
+                    clock.now(),
                     EventKind::Failed { agent: agent.clone(), run: None, error, cause: Some(FailCause::IoError) },
                 );
             }
@@ -33,7 +33,7 @@ impl Turn<'_> {
         trouble::write_agents(&org.layout, &self.trouble_before, &trouble_now)?;
 
         // Published once `turn.json` is written: to a subscriber, it says the turn committed.
-        self.ev.emit_unpublished(clock, EventKind::Turn(self.report.clone()));
+        self.ev.emit_unpublished(clock.now(), EventKind::Turn(self.report.clone()));
         self.journal.commit(turn, clock.now(), &self.ev.lines())?;
         held.calls = 0;
         self.ev.publish_last();

@@ -65,7 +65,7 @@ impl Turn<'_> {
             for b in bad {
                 let why = self.mb.dead_bad(&mut housekeeping, agent, &b, turn, clock.now(), &mut dead_taken);
                 self.report.dead += 1;
-                self.ev.emit(clock, EventKind::from(&why));
+                self.ev.emit(clock.now(), EventKind::from(&why));
             }
             if resume.schedule.wake == Wake::Mail && mail.is_empty() {
                 continue;
@@ -110,7 +110,7 @@ impl Turn<'_> {
     /// Records a due agent that is not called, in the report and the events.
     fn skip(&mut self, agent: &str, reason: SkipReason, over: Option<Over>) {
         self.report.skipped.push((agent.to_string(), reason));
-        self.ev.emit(self.clock, EventKind::Skipped { agent: agent.to_string(), reason, over });
+        self.ev.emit(self.clock.now(), EventKind::Skipped { agent: agent.to_string(), reason, over });
     }
 }
 

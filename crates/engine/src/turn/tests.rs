@@ -2,36 +2,22 @@
 //! the mock provider, or a scripted one where a test needs a failure).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::clock::Sources;
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, SkipReason};
 use crate::ledger::Ledger;
 use crate::mailbox::MailStore;
 use crate::message::{self, Kind, Message, To};
 use crate::send::{self, SendOptions};
+use crate::testing::{edit, new_org};
 
 fn t0() -> DateTime<Utc> {
     "2026-01-02T03:04:05.006Z".parse().unwrap()
-}
-
-/// The default org in a temp folder.
-fn new_org() -> (tempfile::TempDir, PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("org");
-    crate::init::init(&root).unwrap();
-    (d, root)
-}
-
-fn edit(root: &Path, rel: &str, from: &str, to: &str) {
-    let p = root.join(rel);
-    let text = std::fs::read_to_string(&p).unwrap();
-    assert!(text.contains(from), "{rel} has no {from:?}");
-    std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
 }
 
 /// Makes `agent` answer from `org/script.toml` (see the script provider).

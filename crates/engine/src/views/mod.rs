@@ -75,7 +75,11 @@ pub(crate) mod testing {
 
     /// Puts a message in an agent's unread mail, as a turn delivers it.
     pub fn deliver(dir: &tempfile::TempDir, agent: &str, m: &Message) {
-        let p = Path::new(dir.path()).join("agents").join(agent).join("inbox/new").join(m.file_name());
+        let p = Path::new(dir.path())
+            .join("agents")
+            .join(agent)
+            .join("inbox/new")
+            .join(crate::mailbox::message_file(&m.id));
         std::fs::write(p, m.to_bytes()).unwrap();
     }
 }
