@@ -131,21 +131,38 @@ impl Journal {
     /// than the next one, as after restoring an old copy) is stale: it is
     /// recovered the same way, so that no turn number is used twice.
     pub fn last_turn(&self) -> Result<u64, PathError> {
+        Ok(self.last_committed()?.0)
+    }
+
+    /// [`Journal::last_turn`], with the events that committed it, kept in
+    /// `turn.json` (none when the turn was recovered from the history), from
+    /// one read of the file: what a turn needs before it starts.
+    pub fn last_turn_and_events(&self) -> Result<(u64, Vec<crate::events::Event>), PathError> {
+        let (turn, c) = self.last_committed()?;
+        let events = match c {
+            Some(c) if c.turn == turn => c.events.lines().filter_map(crate::events::Event::parse).collect(),
+            _ => Vec::new(),
+        };
+        Ok((turn, events))
+    }
+
+    /// The last committed turn, and `turn.json`'s record when it says so.
+    fn last_committed(&self) -> Result<(u64, Option<Committed>), PathError> {
         match self.committed() {
             Ok(Some(c)) => {
                 let began = self.turns()?.last().copied().unwrap_or(0);
                 if began <= c.turn.saturating_add(1) {
-                    return Ok(c.turn);
+                    return Ok((c.turn, Some(c)));
                 }
                 let turn = self.recover()?.max(c.turn);
                 tracing::warn!(stale = c.turn, turn, "turn.json is behind the journal; the last committed turn was recovered from the journal, ledger and events");
-                Ok(turn)
+                Ok((turn, Some(c)))
             }
-            Ok(None) => self.recover(),
+            Ok(None) => Ok((self.recover()?, None)),
             Err(e) => {
                 let turn = self.recover()?;
                 tracing::warn!(error = %e, turn, "turn.json is unreadable; the last committed turn was recovered from the journal, ledger and events");
-                Ok(turn)
+                Ok((turn, None))
             }
         }
     }
@@ -232,16 +249,6 @@ impl Journal {
             lines.push('\n');
         }
         crate::fsx::append_lines_durable(&self.dir(turn).join("records.jsonl"), &lines)
-    }
-
-    /// The events that committed `turn` kept in `turn.json` (none when
-    /// `turn` is not the one `turn.json` holds, as after it was lost and the
-    /// turn recovered from the history). A line that does not parse is skipped.
-    pub fn committed_events(&self, turn: u64) -> Result<Vec<crate::events::Event>, PathError> {
-        Ok(match self.committed() {
-            Ok(Some(c)) if c.turn == turn => c.events.lines().filter_map(crate::events::Event::parse).collect(),
-            _ => Vec::new(),
-        })
     }
 
     /// Commits `turn`: writes `turn.json`, with the turn's `events` lines,
@@ -360,12 +367,17 @@ mod tests {
         let layout = Layout::new(d.path());
         fs::create_dir_all(layout.state_tmp()).unwrap();
         let j = Journal::new(&layout);
-        assert!(j.committed_events(4).unwrap().is_empty(), "nothing committed yet");
+        assert_eq!(j.last_turn_and_events().unwrap(), (0, vec![]), "nothing committed yet");
         let line = "{\"seq\":7,\"turn\":4,\"at\":\"2026-01-01T00:00:00.000Z\",\"event\":\"delivered\",\"id\":\"m\",\"from\":\"a\",\"to\":\"b\"}\n";
         j.commit(4, Utc::now(), line).unwrap();
-        let kept = j.committed_events(4).unwrap();
+        let (turn, kept) = j.last_turn_and_events().unwrap();
+        assert_eq!(turn, 4);
         assert_eq!(kept.iter().map(|e| (e.seq, e.turn)).collect::<Vec<_>>(), [(7, 4)]);
-        assert!(j.committed_events(3).unwrap().is_empty(), "another turn's");
+        // turn.json behind the journal: the recovered turn is another, whose events it does not hold.
+        put(&layout, "org/state/journal/7/records.jsonl", "");
+        let (turn, kept) = j.last_turn_and_events().unwrap();
+        assert_eq!(turn, 6);
+        assert!(kept.is_empty(), "another turn's");
         assert_eq!(j.committed().unwrap().unwrap().turn, 4);
     }
 }

@@ -160,7 +160,7 @@ impl<'a> Turn<'a> {
     /// whose folders cannot be used is sick), and no stale tmp files.
     fn prepare(org: &'a Org, src: &'a Sources) -> Result<Turn<'a>, PathError> {
         let journal = Journal::new(&org.layout);
-        let last = journal.last_turn()?;
+        let (last, kept) = journal.last_turn_and_events()?;
         let Some(turn) = last.checked_add(1) else {
             return Err(PathError {
                 path: org.layout.turn_json(),
@@ -170,7 +170,7 @@ impl<'a> Turn<'a> {
                 ),
             });
         };
-        let last_seq = EventLog::new(&org.layout).catch_up(&journal.committed_events(last)?)?;
+        let last_seq = EventLog::new(&org.layout).catch_up(&kept)?;
         let clock = &*src.clock;
         let mut t = Turn {
             org,

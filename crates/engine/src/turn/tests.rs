@@ -212,7 +212,8 @@ async fn commit_keeps_the_events_in_turn_json_and_appends_them_once_after_it() {
     let mut rx = src.bus.subscribe();
     let report = step(&root, &src).await;
     let layout = crate::org::Layout::new(&root);
-    let staged = Journal::new(&layout).committed_events(1).unwrap();
+    let (turn, staged) = Journal::new(&layout).last_turn_and_events().unwrap();
+    assert_eq!(turn, 1);
     let file: Vec<Event> = std::fs::read_to_string(layout.events()).unwrap().lines().filter_map(Event::parse).collect();
     assert_eq!(file, staged, "the events file holds exactly the events turn.json kept");
     // The subscriber saw them live, in order, numbered from 1.
