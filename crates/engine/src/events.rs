@@ -446,21 +446,15 @@ impl EventLog {
     /// The last `seq` when the `turn` event of `turn` is among the last lines
     /// of the file, read from its end (`None` when it is not there).
     fn ends_with_turn(&self, mut f: std::fs::File, turn: u64) -> Result<Option<u64>, PathError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let len = f.metadata().with_path(&self.path)?.len();
-        let start = len.saturating_sub(64 * 1024);
-        let mut buf = Vec::new();
-        f.seek(SeekFrom::Start(start)).with_path(&self.path)?;
-        f.take(len - start).read_to_end(&mut buf).with_path(&self.path)?;
-        let text = String::from_utf8_lossy(&buf);
-        // The first line may begin before the window.
-        let lines = text.split('\n').skip(usize::from(start > 0));
-        let events: Vec<Event> = lines.filter_map(Event::parse).collect();
-        let Some(pos) = events.iter().rposition(|e| matches!(e.kind, EventKind::Turn(_))) else { return Ok(None) };
-        if events[pos].turn != turn {
-            return Ok(None);
+        let (text, _) = self.read_end(&mut f, 64 * 1024)?;
+        let mut last_seq = 0;
+        for e in text.rsplit('\n').filter_map(Event::parse) {
+            last_seq = last_seq.max(e.seq);
+            if matches!(e.kind, EventKind::Turn(_)) {
+                return Ok((e.turn == turn).then_some(last_seq));
+            }
         }
-        Ok(events.iter().map(|e| e.seq).max())
+        Ok(None)
     }
 
     /// Appends `events` durably, under the file's lock, and returns the last
@@ -506,32 +500,48 @@ impl EventLog {
         Ok(last)
     }
 
+    /// The last `window` bytes of the file, without the first line when it
+    /// may begin before them, and whether they reach the file's start.
+    fn read_end(&self, f: &mut std::fs::File, window: u64) -> Result<(String, bool), PathError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let len = f.metadata().with_path(&self.path)?.len();
+        let start = len.saturating_sub(window);
+        let mut buf = Vec::new();
+        f.seek(SeekFrom::Start(start)).with_path(&self.path)?;
+        f.take(len - start).read_to_end(&mut buf).with_path(&self.path)?;
+        let text = String::from_utf8_lossy(&buf);
+        let text = if start > 0 { text.split_once('\n').map_or("", |(_, rest)| rest) } else { &text };
+        Ok((text.to_string(), start == 0))
+    }
+
     /// Reads the file backwards from its end: far enough to find the last
     /// `seq` and, for `turn` > 0, back to the `turn` event of a turn before it.
     fn tail(&self, f: &mut std::fs::File, turn: u64) -> Result<Tail, PathError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let len = f.metadata().with_path(&self.path)?.len();
         let mut window: u64 = 64 * 1024;
         loop {
-            let start = len.saturating_sub(window);
-            let mut buf = Vec::new();
-            f.seek(SeekFrom::Start(start)).with_path(&self.path)?;
-            f.take(len - start).read_to_end(&mut buf).with_path(&self.path)?;
-            let text = String::from_utf8_lossy(&buf);
-            let mut lines: Vec<&str> = text.split('\n').collect();
-            if start > 0 {
-                // The first line may begin before the window.
-                lines.remove(0);
+            let (text, whole) = self.read_end(f, window)?;
+            if turn == 0 {
+                // Only the last number: the last numbered line, read from the end.
+                let numbered = text.rsplit('\n').filter(|l| l.contains("\"seq\"")).find_map(Event::parse);
+                if let Some(e) = numbered {
+                    return Ok(Tail { last_seq: e.seq, since: Vec::new() });
+                }
+                if whole {
+                    // No numbered line at all: the old lines count one each.
+                    let last_seq = text.split('\n').filter_map(Event::parse).count() as u64;
+                    return Ok(Tail { last_seq, since: Vec::new() });
+                }
+                window = window.saturating_mul(4);
+                continue;
             }
             let events: Vec<(Event, bool)> =
-                lines.iter().filter_map(|l| Event::parse(l).map(|e| (e, l.contains("\"seq\"")))).collect();
+                text.split('\n').filter_map(|l| Event::parse(l).map(|e| (e, l.contains("\"seq\"")))).collect();
             let last_seq = events.iter().rev().find(|(_, numbered)| *numbered).map(|(e, _)| e.seq);
-            let boundary =
-                events.iter().rposition(|(e, _)| turn == 0 || (e.turn < turn && matches!(e.kind, EventKind::Turn(_))));
-            if start == 0 || (last_seq.is_some() && boundary.is_some()) {
+            let boundary = events.iter().rposition(|(e, _)| e.turn < turn && matches!(e.kind, EventKind::Turn(_)));
+            if whole || (last_seq.is_some() && boundary.is_some()) {
                 // No numbered line at all: the old lines count one each.
                 let last_seq = last_seq.unwrap_or(events.len() as u64);
-                let from = if turn == 0 { events.len() } else { boundary.map_or(0, |b| b + 1) };
+                let from = boundary.map_or(0, |b| b + 1);
                 let since = events.into_iter().skip(from).map(|(e, _)| e).collect();
                 return Ok(Tail { last_seq, since });
             }
