@@ -198,6 +198,8 @@ pub async fn run(
     let mut next_timer = Instant::now();
     let mut wake_at: Option<Instant> = None;
     let mut leftover: BTreeSet<String> = BTreeSet::new();
+    // The last turn delivered mail sent while it ran: its recipients are due now.
+    let mut arrived = false;
     let mut done = 0u64;
     tracing::info!(pid = file.pid, org = %root.display(), "daemon started");
     loop {
@@ -240,7 +242,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(due), if !paused => {}
         }
         wake_at = None;
-        if early && !has_new_pending(&org, &leftover) {
+        if early && !std::mem::take(&mut arrived) && !has_new_pending(&org, &leftover) {
             continue;
         }
         reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems);
@@ -299,9 +301,11 @@ pub async fn run(
         // Our own writes during the turn raised events; what matters is what is pending now.
         while ev_rx.try_recv().is_ok() {}
         // Mail pending both before and after the turn was held (an invalid resume);
-        // mail that landed during the turn is new, and wakes the next turn early.
+        // mail that landed during the turn is new, and wakes the next turn early,
+        // whether it still waits in an outbox or the turn's last routing delivered it.
         leftover = pending_files(&org).intersection(&before).cloned().collect();
-        if org.settings.wake_on_message && has_new_pending(&org, &leftover) {
+        arrived = report.arrived > 0;
+        if org.settings.wake_on_message && (arrived || has_new_pending(&org, &leftover)) {
             wake_at = Some(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
         }
         if opts.turns.is_some_and(|n| done >= n) {

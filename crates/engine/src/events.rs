@@ -59,6 +59,15 @@ pub struct TurnReport {
     pub skipped: Vec<(String, SkipReason)>,
     /// Credits charged this turn.
     pub cost: f64,
+    /// Messages that were sent while the turn ran (not by its own replies) and
+    /// that its second routing delivered: their recipients have not seen them,
+    /// so a daemon starts the next turn at once rather than at its timer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub arrived: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Why a due agent was not called.

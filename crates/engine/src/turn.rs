@@ -35,7 +35,7 @@ use lemming_provider::Registry;
 
 use crate::clock::{Clock, Sources};
 use crate::error::PathError;
-use crate::events::{EventLog, Events};
+use crate::events::{Event, EventKind, EventLog, Events};
 use crate::fault;
 use crate::fsx;
 use crate::journal::{Journal, Record};
@@ -123,9 +123,24 @@ pub async fn run_keeping(
     fault::point("effects");
     t.consume(&replies.records)?;
     fault::point("consumed");
+    let routed_before = t.ev.list().len();
     route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
+    t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);
     fault::point("routed_again");
     t.commit(&replies.records, held)
+}
+
+/// How many of the deliveries in `routed` carried mail that was sent while the
+/// turn ran: neither a message of its replies nor the engine's own (a bounce).
+fn arrived(routed: &[Event], records: &[Record]) -> usize {
+    let own: HashSet<&str> = records.iter().flat_map(|r| r.messages.iter().map(|m| m.id.as_str())).collect();
+    routed
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::Delivered { id, from, .. }
+                if from != crate::name::ENGINE && !own.contains(id.as_str()))
+        })
+        .count()
 }
 
 /// The state of one turn, handed from phase to phase.

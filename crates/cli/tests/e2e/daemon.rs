@@ -70,6 +70,42 @@ fn a_sent_message_is_answered_in_well_under_a_second_with_turn_seconds_60() {
 }
 
 #[test]
+fn mail_sent_while_a_turn_runs_wakes_the_next_turn_without_waiting_for_the_timer() {
+    let org = TestOrg::new();
+    // Manager's model is a program that, on its first call only, sends manager a
+    // second message with the real `lemming send`: it lands while the turn runs.
+    let script = org.path("org/midturn.sh");
+    org.write(
+        "org/midturn.sh",
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nif [ ! -e ../once ]; then touch ../once; '{bin}' send manager 'sent while the turn ran' >/dev/null || exit 1; fi\n\
+             echo '{{\"messages\":[{{\"to\":\"human\",\"body\":\"seen\"}}]}}'\n",
+            bin = crate::fixture::BIN
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let models = org.read("org/models.toml");
+    org.write(
+        "org/models.toml",
+        format!(
+            "{models}\n[providers.c]\nkind = \"command\"\nprogram = \"{}\"\nenv = [\"PATH\", \"LEMMING_ORG\"]\n\n[models.cmd]\nprovider = \"c\"\n",
+            script.display()
+        ),
+    );
+    org.edit("agents/manager/resume.toml", "model = \"default\"", "model = \"cmd\"");
+    org.lemming_ok(&["validate"]);
+    let mut d = org.spawn_run(&[]);
+    d.wait_ready();
+    org.send("manager", "first");
+    // The timer is 60 s away and the rescan sees no pending outbox: only the
+    // turn's own report of mail that arrived can start the second run this soon.
+    let ran_twice = wait_until(Duration::from_secs(10), || org.activity("manager").len() >= 2);
+    assert!(ran_twice, "manager ran {} times\n{d}", org.activity("manager").len());
+    assert!(org.inbox_json("manager").is_empty(), "the message sent during the turn is still unread\n{d}");
+    d.assert_running("after the two runs");
+}
+
+#[test]
 fn an_idle_daemon_with_100_agents_uses_under_1_percent_cpu() {
     let org = TestOrg::new();
     for i in 0..100 {

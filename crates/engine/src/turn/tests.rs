@@ -234,6 +234,50 @@ async fn commit_keeps_the_events_in_turn_json_and_appends_them_once_after_it() {
     assert_eq!(seqs, (1..=after.len() as u64).collect::<Vec<_>>());
 }
 
+#[tokio::test]
+async fn mail_sent_while_the_turn_runs_is_delivered_and_counted_as_arrived() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    send_as_human(&root, "manager", "first", &src);
+    // A second message, kept aside: manager's model call puts it in human's outbox,
+    // as a person's `send` would while the turn runs.
+    let outbox = root.join("agents/human/outbox/new");
+    let before: HashSet<_> = std::fs::read_dir(&outbox).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let second = send_as_human(&root, "manager", "second", &src);
+    let file =
+        std::fs::read_dir(&outbox).unwrap().map(|e| e.unwrap().file_name()).find(|n| !before.contains(n)).unwrap();
+    std::fs::create_dir(root.join("aside")).unwrap();
+    std::fs::rename(outbox.join(&file), root.join("aside").join(&file)).unwrap();
+    let models = root.join("org/models.toml");
+    let mut text = std::fs::read_to_string(&models).unwrap();
+    text.push_str(
+        r#"
+[providers.c]
+kind = "command"
+program = "sh"
+args = ["-c", '''mv ../../../aside/* ../../human/outbox/new/ 2>/dev/null; cat >/dev/null; echo '{"messages":[{"to":"human","body":"on it"}]}' ''']
+
+[models.cmd]
+provider = "c"
+"#,
+    );
+    std::fs::write(models, text).unwrap();
+    edit(&root, "agents/manager/resume.toml", "model = \"default\"", "model = \"cmd\"");
+
+    let r = step(&root, &src).await;
+    assert_eq!(r.ran, ["manager"], "{r:?}");
+    // The reply to human and the second message: only the second arrived from outside.
+    assert_eq!((r.delivered, r.arrived), (3, 1), "{r:?}");
+    let mb = crate::org::Layout::new(&root).mail();
+    let unread: Vec<String> = mb.unread("manager").unwrap().0.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(unread, [second]);
+
+    // A turn whose only deliveries are its own replies counts none.
+    send_as_human(&root, "manager", "third", &src);
+    let r = step(&root, &src).await;
+    assert_eq!((r.ran.len(), r.arrived), (1, 0), "{r:?}");
+}
+
 /// Every file under the agents' mail folders and memory and `org/state/dead/`,
 /// and the ledger, by path relative to the org: what a turn writes.
 fn written(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
