@@ -128,6 +128,8 @@ mod tests {
                 send_to: set(send),
                 read_from: set(read),
                 tools: vec![],
+                commands: vec![],
+                shared: crate::resume::Shared::None,
                 credits: 1.0,
             },
         )

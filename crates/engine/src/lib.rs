@@ -63,6 +63,7 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+pub mod audit;
 pub mod chart;
 pub mod chat;
 pub mod clock;
@@ -94,6 +95,7 @@ pub mod settings;
 pub mod term;
 #[cfg(test)]
 mod testing;
+pub mod tools;
 pub mod trouble;
 pub mod turn;
 pub mod views;

@@ -92,6 +92,22 @@ impl Layout {
     pub fn events(&self) -> PathBuf {
         self.root.join("org/state/events.jsonl")
     }
+    /// `org/state/audit.jsonl`: actions that change the world outside the mail.
+    pub fn audit(&self) -> PathBuf {
+        self.root.join("org/state/audit.jsonl")
+    }
+    /// `org/tools.toml`: the custom tools.
+    pub fn tools_toml(&self) -> PathBuf {
+        self.root.join("org/tools.toml")
+    }
+    /// `shared/`: the folder agents granted it reach with the file tools as `shared/…`.
+    pub fn shared_dir(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+    /// `agents/NAME/workspace/`: where an agent's tools read, write and run.
+    pub fn workspace(&self, name: &str) -> PathBuf {
+        self.agent_dir(name).join("workspace")
+    }
     /// `org/state/daemon.json`: the running daemon's pid.
     pub fn daemon_json(&self) -> PathBuf {
         self.root.join("org/state/daemon.json")
@@ -192,6 +208,8 @@ pub struct Org {
     pub models: Models,
     /// Agents whose resumes are valid.
     pub agents: BTreeMap<AgentName, Resume>,
+    /// Every tool: the built-in ones and those of `org/tools.toml`.
+    pub tools: crate::tools::Catalog,
     /// Agent folders whose resume has problems: they are held, not run, and
     /// mail to and from them waits.
     pub broken: BTreeMap<String, Vec<Diagnostic>>,
@@ -336,7 +354,8 @@ impl Org {
         loaded: Loaded,
     ) -> Org {
         let Loaded { stale, last_good, valid } = loaded;
-        Org { layout, settings, models, agents, broken, stale, last_good, valid }
+        let tools = crate::tools::Catalog::default();
+        Org { layout, settings, models, agents, tools, broken, stale, last_good, valid }
     }
 
     /// Keeps the version of every valid config file in `org/state/last-good/`

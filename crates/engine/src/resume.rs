@@ -94,8 +94,12 @@ pub struct Resume {
     pub send_to: Access,
     /// Whom it accepts mail from.
     pub read_from: Access,
-    /// Tool names (reserved: tools are not built yet).
+    /// The tools it may call (`permissions.tools`).
     pub tools: Vec<String>,
+    /// The programs `run_command` may run for it (`permissions.commands`).
+    pub commands: Vec<String>,
+    /// What its file tools may do in the org's `shared/` folder (`permissions.shared`).
+    pub shared: Shared,
     /// Its starting credits.
     pub credits: f64,
 }
@@ -126,6 +130,19 @@ pub struct ResumeFile {
 
 fn span(r: Range<usize>) -> Option<Range<usize>> {
     (r.end > 0).then_some(r)
+}
+
+/// What an agent's file tools may do in the org's `shared/` folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shared {
+    /// Nothing: `shared/…` paths are refused (the default).
+    #[default]
+    None,
+    /// Read, list and search.
+    Read,
+    /// Read and write.
+    Write,
 }
 
 /// The largest `resume.toml` accepted, in bytes (256 KiB).
@@ -197,7 +214,8 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
             }
             st.deny_unknown(&["every", "offset", "wake"]);
         }
-        let (mut send_list, mut read_list, mut tools) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut send_list, mut read_list, mut tools, mut commands) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut shared = Shared::None;
         if let Some(pt) = t.table("permissions") {
             send_list = pt.str_list("send_to").map(Spanned::into_inner).unwrap_or_default();
             read_list = pt.str_list("read_from").map(Spanned::into_inner).unwrap_or_default();
@@ -205,7 +223,21 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
                 .str_list("tools")
                 .map(|l| l.into_inner().into_iter().map(Spanned::into_inner).collect())
                 .unwrap_or_default();
-            pt.deny_unknown(&["send_to", "read_from", "tools"]);
+            commands = pt
+                .str_list("commands")
+                .map(|l| l.into_inner().into_iter().map(Spanned::into_inner).collect())
+                .unwrap_or_default();
+            if let Some(v) = pt.str("shared") {
+                match v.get_ref().as_str() {
+                    "none" => shared = Shared::None,
+                    "read" => shared = Shared::Read,
+                    "write" => shared = Shared::Write,
+                    other => doc.push(at(v.span(), format!("unknown `shared` value `{other}`")).help(
+                        "use one of: none, read (read, list and search shared/), write (also write files there)",
+                    )),
+                }
+            }
+            pt.deny_unknown(&["send_to", "read_from", "tools", "commands", "shared"]);
         }
         let mut credits = 100.0;
         if let Some(bt) = t.table("budget") {
@@ -277,6 +309,8 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
                 send_to,
                 read_from,
                 tools,
+                commands,
+                shared,
                 credits,
             });
         }

@@ -29,6 +29,85 @@ pub struct Settings {
     /// Org-wide credits for model calls: once all charges together reach it,
     /// no agent runs (`None`: no org-wide limit).
     pub budget: Option<f64>,
+    /// Which OS sandbox `run_command` and custom tools run in.
+    pub sandbox: SandboxMode,
+    /// The most credits an agent hired with `hire_agent` may be given.
+    pub max_hire_credits: f64,
+    /// The limits of the tools (`[tools]`).
+    pub tools: ToolLimits,
+}
+
+/// Which OS sandbox runs the programs of `run_command` and custom tools (`sandbox` in org.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// bubblewrap when `bwrap` works, else Landlock, else programs are refused.
+    #[default]
+    Auto,
+    /// bubblewrap only: programs are refused when it does not work.
+    Bwrap,
+    /// Landlock only: programs are refused when the kernel lacks it.
+    Landlock,
+    /// No OS sandbox: programs run with lemming's own rights (the path and
+    /// argument checks still apply).
+    None,
+}
+
+impl SandboxMode {
+    /// Every value, as written in org.toml.
+    pub const NAMES: [&'static str; 4] = ["auto", "bwrap", "landlock", "none"];
+
+    /// Parses its org.toml word.
+    pub fn parse(s: &str) -> Option<SandboxMode> {
+        match s {
+            "auto" => Some(SandboxMode::Auto),
+            "bwrap" => Some(SandboxMode::Bwrap),
+            "landlock" => Some(SandboxMode::Landlock),
+            "none" => Some(SandboxMode::None),
+            _ => None,
+        }
+    }
+
+    /// Its org.toml word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Auto => "auto",
+            SandboxMode::Bwrap => "bwrap",
+            SandboxMode::Landlock => "landlock",
+            SandboxMode::None => "none",
+        }
+    }
+}
+
+/// The limits of the tools, from the `[tools]` table of org.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolLimits {
+    /// `read_file` returns at most this many bytes of a file (the rest is cut, and the result says so).
+    pub max_read_bytes: u64,
+    /// `write_file` refuses content larger than this.
+    pub max_write_bytes: u64,
+    /// The most bytes of output a tool result carries (a program's stdout and
+    /// stderr together, a listing, matches); the rest is cut, and the result says so.
+    pub max_output_bytes: u64,
+    /// The most entries `list_files` lists, and matches `search_files` returns.
+    pub max_entries: usize,
+    /// How long a program (`run_command`, a custom tool) may run before its
+    /// whole process group is killed, in seconds (a custom tool may set its own).
+    pub timeout_secs: f64,
+    /// The environment variables a program sees (all others are cleared).
+    pub env: Vec<String>,
+}
+
+impl Default for ToolLimits {
+    fn default() -> ToolLimits {
+        ToolLimits {
+            max_read_bytes: 256 * 1024,
+            max_write_bytes: 1024 * 1024,
+            max_output_bytes: 16 * 1024,
+            max_entries: 200,
+            timeout_secs: 30.0,
+            env: vec!["PATH".into(), "LANG".into()],
+        }
+    }
 }
 
 impl Default for Settings {
@@ -44,12 +123,15 @@ impl Default for Settings {
             journal_keep_turns: 20,
             log_retention_days: 7,
             budget: None,
+            sandbox: SandboxMode::Auto,
+            max_hire_credits: 50.0,
+            tools: ToolLimits::default(),
         }
     }
 }
 
 /// The fields of `org.toml`.
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 13] = [
     "turn_seconds",
     "wake_on_message",
     "debounce_ms",
@@ -60,7 +142,14 @@ const FIELDS: [&str; 10] = [
     "journal_keep_turns",
     "log_retention_days",
     "budget",
+    "sandbox",
+    "max_hire_credits",
+    "tools",
 ];
+
+/// The fields of the `[tools]` table.
+const TOOL_FIELDS: [&str; 6] =
+    ["max_read_bytes", "max_write_bytes", "max_output_bytes", "max_entries", "timeout_secs", "env"];
 
 /// Parses and validates `org.toml` text, reporting every problem.
 pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
@@ -106,6 +195,44 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
             "budget = 1000.0 (credits for the whole org), or remove it for no org-wide limit",
         ) {
             s.budget = Some(*b.get_ref());
+        }
+        if let Some(m) = t.str("sandbox") {
+            match SandboxMode::parse(m.get_ref()) {
+                Some(mode) => s.sandbox = mode,
+                None => doc.push(doc.at(Some(m.span()), format!("unknown `sandbox` value `{}`", m.get_ref())).help(
+                    format!(
+                        "use one of: {} (auto: bubblewrap, else Landlock, else programs are refused)",
+                        SandboxMode::NAMES.join(", ")
+                    ),
+                )),
+            }
+        }
+        if let Some(c) = t.float("max_hire_credits", 0.0, true, MAX_CREDITS, "max_hire_credits = 50.0") {
+            s.max_hire_credits = *c.get_ref();
+        }
+        if let Some(tt) = t.table("tools") {
+            let int = |field: &str, range: std::ops::RangeInclusive<i64>, example: &str| {
+                tt.int(field, range, example).map(|v| *v.get_ref() as u64)
+            };
+            if let Some(v) = int("max_read_bytes", 1..=MAX_MESSAGE_BYTES, "max_read_bytes = 262144") {
+                s.tools.max_read_bytes = v;
+            }
+            if let Some(v) = int("max_write_bytes", 1..=1 << 30, "max_write_bytes = 1048576") {
+                s.tools.max_write_bytes = v;
+            }
+            if let Some(v) = int("max_output_bytes", 1..=MAX_MESSAGE_BYTES, "max_output_bytes = 16384") {
+                s.tools.max_output_bytes = v;
+            }
+            if let Some(v) = int("max_entries", 1..=1_000_000, "max_entries = 200") {
+                s.tools.max_entries = v as usize;
+            }
+            if let Some(v) = tt.float("timeout_secs", 0.0, false, MAX_SECS_F, "timeout_secs = 30 (at most a year)") {
+                s.tools.timeout_secs = *v.get_ref();
+            }
+            if let Some(list) = tt.str_list("env") {
+                s.tools.env = list.into_inner().into_iter().map(|v| v.into_inner()).collect();
+            }
+            tt.deny_unknown(&TOOL_FIELDS);
         }
         t.deny_unknown(&FIELDS);
     }

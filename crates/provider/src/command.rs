@@ -214,7 +214,7 @@ impl Command {
         let text = outcome?;
         let usage = Usage::estimate(req.prompt_chars(), text.chars().count());
         tracing::debug!(provider = %self.name, agent = %req.agent, bytes = text.len(), "the program answered");
-        Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: None })
+        Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: None, tool_calls: vec![] })
     }
 }
 
@@ -259,6 +259,7 @@ mod tests {
             may_send_to: vec![],
             model: ModelSpec { model: Some("tiny".into()), ..ModelSpec::new("k", "cmd") },
             agent_dir: Some(dir.join("agents/manager")),
+            tools: vec![],
         }
     }
 

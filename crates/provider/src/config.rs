@@ -375,6 +375,18 @@ pub struct ModelSpec {
     pub reply_max_chars: Option<u32>,
     /// Azure variant only: the deployment name (default: `model`).
     pub deployment: Option<String>,
+    /// How tools are offered: in the reply contract, or as native function definitions.
+    pub tools: ToolMode,
+}
+
+/// How a model is offered its agent's tools (`tools` on a model key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ToolMode {
+    /// `tool_calls` in the reply contract (prompt text, and the schema with `structured = "json_schema"`).
+    #[default]
+    Contract,
+    /// Function definitions in the request, and the server's native tool calls (`openai`, `anthropic`).
+    Native,
 }
 
 impl ModelSpec {
@@ -392,6 +404,7 @@ impl ModelSpec {
             reply_max_messages: None,
             reply_max_chars: None,
             deployment: None,
+            tools: ToolMode::Contract,
         }
     }
 

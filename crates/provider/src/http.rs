@@ -255,7 +255,7 @@ pub async fn attempt(
     note_finish(&spec.name, req, &text, &stop);
     tracing::debug!(provider = %spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, "answered");
     let finish = Some(stop).filter(|s| !s.is_empty());
-    Ok(crate::Reply { text, usage, model_key: req.model.key.clone(), finish })
+    Ok(crate::Reply { text, usage, model_key: req.model.key.clone(), finish, tool_calls: vec![] })
 }
 
 /// Logs what is odd about a reply that still counts as an answer.

@@ -41,7 +41,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-pub use config::{CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, Structured};
+pub use config::{CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, Structured, ToolMode};
 pub use registry::Registry;
 
 /// A boxed future, so that providers can be used as trait objects.
@@ -84,6 +84,32 @@ pub struct Request {
     /// The agent's folder (`agents/<name>/`), when the caller has one: the
     /// `command` kind runs in its `workspace/` and appends stderr to its `logs/`.
     pub agent_dir: Option<PathBuf>,
+    /// The tools this agent may call (granted and known), in the order its resume grants them.
+    pub tools: Vec<ToolSpec>,
+}
+
+/// A tool as a model is told of it: in the prompt and schema, or as a native
+/// function definition (`tools = "native"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    /// Its name (valid as an OpenAI function name: `[A-Za-z0-9_-]`, at most 64).
+    pub name: String,
+    /// What it does, in a line or two.
+    pub description: String,
+    /// Its arguments as a JSON schema of an object (every property required,
+    /// no others: optional ones take null), as OpenAI's strict mode wants.
+    pub parameters: serde_json::Value,
+}
+
+/// A tool call a model made natively (OpenAI `tool_calls`, Anthropic `tool_use`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeCall {
+    /// The id the server gave it (any text: it is checked by the engine).
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// Its arguments (an object when the server sent valid JSON; else the raw text as a string).
+    pub args: serde_json::Value,
 }
 
 impl Request {
@@ -130,6 +156,8 @@ pub struct Reply {
     /// no such thing (`mock`, `command`) or the server sent none. See
     /// [`Reply::truncated`].
     pub finish: Option<String>,
+    /// The tool calls the model made natively (empty unless `tools = "native"`).
+    pub tool_calls: Vec<NativeCall>,
 }
 
 impl Reply {
@@ -228,6 +256,7 @@ mod tests {
             usage: Usage::default(),
             model_key: "k".into(),
             finish: finish.map(String::from),
+            tool_calls: vec![],
         };
         assert!(reply(Some("length")).truncated(), "chat completions");
         assert!(reply(Some("max_tokens")).truncated(), "Messages API");

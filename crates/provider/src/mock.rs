@@ -104,7 +104,7 @@ impl Provider for Mock {
             let text = Mock::reply_text(req);
             log_call(req);
             let usage = Usage { estimated: false, ..Usage::estimate(req.prompt_chars(), text.chars().count()) };
-            Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: None })
+            Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: None, tool_calls: vec![] })
         })
     }
 }
@@ -124,6 +124,7 @@ mod tests {
             may_send_to: may.iter().map(|s| s.to_string()).collect(),
             model: ModelSpec::new("default", "mock"),
             agent_dir: None,
+            tools: vec![],
         }
     }
 

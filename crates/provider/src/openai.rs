@@ -192,6 +192,7 @@ mod tests {
                 ..ModelSpec::new("smart", "local")
             },
             agent_dir: None,
+            tools: vec![],
         }
     }
 

@@ -216,6 +216,7 @@ mod tests {
                     usage: Usage::default(),
                     model_key: req.model.key.clone(),
                     finish: None,
+                    tool_calls: vec![],
                 })
             })
         }
@@ -231,6 +232,7 @@ mod tests {
             may_send_to: vec![],
             model: ModelSpec::new("m", "p"),
             agent_dir: None,
+            tools: vec![],
         }
     }
 

@@ -79,7 +79,7 @@ impl Script {
         }
         let text = entry.text.clone().unwrap_or_default();
         let usage = Usage { estimated: false, ..Usage::estimate(req.prompt_chars(), text.chars().count()) };
-        Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: entry.finish.clone() })
+        Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: entry.finish.clone(), tool_calls: vec![] })
     }
 }
 

@@ -96,6 +96,7 @@ impl Turn<'_> {
                 may_send_to: may,
                 model: model.clone(),
                 agent_dir: Some(org.layout.agent_dir(agent)),
+                tools: vec![],
             };
             jobs.push(Job { agent: agent.to_string(), req, mail });
         }
