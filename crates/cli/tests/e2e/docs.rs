@@ -322,6 +322,10 @@ fn the_reply_contract_page_quotes_the_contract_every_prompt_ends_with() {
         .and_then(|(_, rest)| rest.split_once("\n```"))
         .map(|(text, _)| text)
         .expect("docs/reply-contract.md quotes the contract in a ```text block");
-    let told = lemming_provider::contract::instructions(lemming_provider::Structured::None);
+    let told = lemming_provider::contract::instructions(
+        lemming_provider::Structured::None,
+        &[],
+        lemming_provider::ToolMode::Contract,
+    );
     assert_eq!(quoted, told, "docs/reply-contract.md quotes another contract than the prompt's");
 }
