@@ -44,6 +44,12 @@ fn paths(report: &Value, code: &str) -> Vec<String> {
 /// What `make demo` does.
 fn demo(org: &TestOrg) -> String {
     let id = org.send("manager", "Please plan the launch @planner");
+    org.send("manager", "/tool write_file {\"path\":\"launch.md\",\"content\":\"# Launch plan\"}");
+    org.send(
+        "manager",
+        "@hr we need a tester\n/tool hire_agent {\"name\":\"tester\",\"title\":\"Tester\",\"instructions\":\"Test.\",\
+         \"send_to\":[\"hr\"],\"read_from\":[\"hr\"],\"credits\":5}",
+    );
     org.lemming_ok(&["step", "-n", "3"]);
     org.lemming_ok(&["inbox"]);
     org.lemming_ok(&["inbox", "manager", "--all"]);

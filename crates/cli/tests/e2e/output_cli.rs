@@ -388,6 +388,10 @@ fn make_demo_runs_with_cargo_target_dir_set_and_shows_errors() {
     let out = make(&tmp.path().join("demo"));
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.contains("== lemming status") && out.stdout.contains("AGENT"), "{out}");
+    // The demo shows agents using tools: a file written, a hire, and a refusal.
+    assert!(out.stdout.contains("tool write_file (call ") && out.stdout.contains("# Launch plan"), "{out}");
+    assert!(out.stdout.contains("tool hire_agent failed: not permitted"), "{out}");
+    assert!(tmp.path().join("demo/agents/tester/resume.toml").is_file(), "{out}");
     assert!(tmp.path().join("demo/org/org.toml").is_file(), "{out}");
 
     // A demo folder that is not empty: init's error is shown and make fails.
