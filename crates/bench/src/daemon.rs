@@ -67,6 +67,54 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// A message from the human to the manager, with a fresh id that is also its thread.
+fn to_manager(body: String) -> Message {
+    let now = Utc::now();
+    let id = lemming_engine::clock::IdGen::message_id(&lemming_engine::clock::RandomIds, now, "human");
+    Message {
+        id: id.clone(),
+        from: "human".into(),
+        to: To(vec!["manager".into()]),
+        subject: None,
+        body,
+        priority: Priority::Normal,
+        reply_to: None,
+        thread: id,
+        created_at: now,
+        turn: 0,
+        ttl_turns: None,
+        kind: Kind::Message,
+    }
+}
+
+/// Polls `inbox` until a message matching `want` is there, removes it, and
+/// returns when it was seen, with the message. Other messages are left alone.
+fn wait_for(
+    inbox: &Path,
+    deadline: Instant,
+    what: &str,
+    want: impl Fn(&Message) -> bool,
+) -> Result<(Instant, Message), String> {
+    loop {
+        for e in std::fs::read_dir(inbox).map_err(|e| e.to_string())?.flatten() {
+            if let Ok(m) = std::fs::read(e.path())
+                .map_err(|e| e.to_string())
+                .and_then(|b| Message::parse(&b).map_err(|e| e.to_string()))
+            {
+                if want(&m) {
+                    let seen = Instant::now();
+                    let _ = std::fs::remove_file(e.path());
+                    return Ok((seen, m));
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no {what} within 5 s"));
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
 /// Sends `n` messages one after another to the manager of a default org under
 /// a running daemon, each as `lemming send` does (durable write into the
 /// human's outbox), and measures until the manager's reply is in the human's inbox.
@@ -80,43 +128,105 @@ pub fn latency(base: &Path, n: usize) -> Result<(f64, f64, f64), String> {
     let inbox = org.join("agents/human/inbox/new");
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
-        let now = Utc::now();
-        let id = lemming_engine::clock::IdGen::message_id(&lemming_engine::clock::RandomIds, now, "human");
-        let msg = Message {
-            id: id.clone(),
-            from: "human".into(),
-            to: To(vec!["manager".into()]),
-            subject: None,
-            body: format!("ping {i}"),
-            priority: Priority::Normal,
-            reply_to: None,
-            thread: id.clone(),
-            created_at: now,
-            turn: 0,
-            ttl_turns: None,
-            kind: Kind::Message,
-        };
+        let msg = to_manager(format!("ping {i}"));
         let t = Instant::now();
         mb.send_now("human", &msg).map_err(|e| e.to_string())?;
-        let deadline = t + Duration::from_secs(5);
-        'wait: loop {
-            for e in std::fs::read_dir(&inbox).map_err(|e| e.to_string())?.flatten() {
-                if let Ok(bytes) = std::fs::read(e.path()) {
-                    if Message::parse(&bytes).is_ok_and(|m| m.reply_to.as_deref() == Some(id.as_str())) {
-                        let _ = std::fs::remove_file(e.path());
-                        break 'wait;
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!("no reply to message {i} within 5 s"));
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let (seen, _) = wait_for(&inbox, t + Duration::from_secs(5), &format!("reply to message {i}"), |m| {
+            m.reply_to.as_deref() == Some(msg.id.as_str())
+        })?;
+        times.push(ms(seen - t));
     }
     times.sort_by(|a, b| a.total_cmp(b));
     Ok((percentile(&times, 0.5), percentile(&times, 0.99), *times.last().unwrap_or(&0.0)))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// p50 and p90 of a set of times, in ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    /// The median.
+    pub p50: f64,
+    /// The 90th percentile.
+    pub p90: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Spread {
+        v.sort_by(|a, b| a.total_cmp(b));
+        Spread { p50: percentile(&v, 0.5), p90: percentile(&v, 0.9) }
+    }
+}
+
+/// What [`tool_round_trip`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundTrip {
+    /// A plain message: send to the manager's reply in the human's inbox (one turn).
+    pub plain: Spread,
+    /// A message asking for `read_file`: send to the manager's acknowledgement
+    /// `tool read_file ok: ...` in the human's inbox (the tool turn plus one).
+    pub tool: Spread,
+    /// Within each tool send: from the manager's reply to the message (the
+    /// tool turn) to its acknowledgement of the result (the turn after).
+    pub second_turn: Spread,
+}
+
+/// The tool round trip under a running daemon on the default org (mock
+/// provider, `turn_seconds` 60, wake on message). `n` plain messages and `n`
+/// messages with a line `/tool read_file {"path":"x.md"}` go to the manager,
+/// alternately, so both kinds see the same machine. A plain message is done
+/// when the manager's reply reaches the human; a tool message when the
+/// manager's acknowledgement of the tool's result does: the turn that calls
+/// the tool and delivers its result, the wake, and the turn that reads it.
+pub fn tool_round_trip(base: &Path, n: usize) -> Result<RoundTrip, String> {
+    let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
+    let org = tmp.path().join("org");
+    init(&org)?;
+    let layout = Layout::new(&org);
+    let ws = layout.workspace("manager");
+    std::fs::create_dir_all(&ws).map_err(|e| e.to_string())?;
+    std::fs::write(ws.join("x.md"), "# x\n\nA small file for the tool round trip.\n").map_err(|e| e.to_string())?;
+    let _d = start(&org)?;
+    let mb = layout.mail();
+    let inbox = org.join("agents/human/inbox/new");
+    let (mut plain, mut tool, mut second) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        // Plain: one turn.
+        let msg = to_manager(format!("ping {i}"));
+        let t = Instant::now();
+        mb.send_now("human", &msg).map_err(|e| e.to_string())?;
+        let (seen, _) = wait_for(&inbox, t + Duration::from_secs(5), &format!("reply to plain message {i}"), |m| {
+            m.reply_to.as_deref() == Some(msg.id.as_str())
+        })?;
+        plain.push(ms(seen - t));
+        settle();
+        // With a tool call: the tool turn, then the turn that reads the result.
+        let msg = to_manager(format!("ping {i}\n/tool read_file {{\"path\":\"x.md\"}}"));
+        let t = Instant::now();
+        mb.send_now("human", &msg).map_err(|e| e.to_string())?;
+        let deadline = t + Duration::from_secs(5);
+        let (first, _) = wait_for(&inbox, deadline, &format!("reply to tool message {i}"), |m| {
+            m.reply_to.as_deref() == Some(msg.id.as_str())
+        })?;
+        let (ack, m) = wait_for(&inbox, deadline, &format!("acknowledgement of read_file for message {i}"), |m| {
+            m.thread == msg.thread && m.body.starts_with("tool read_file ")
+        })?;
+        if !m.body.starts_with("tool read_file ok: # x") {
+            return Err(format!("the manager's read_file did not read x.md: {:?}", m.body));
+        }
+        tool.push(ms(ack - t));
+        second.push(ms(ack - first));
+        settle();
+    }
+    Ok(RoundTrip { plain: Spread::of(plain), tool: Spread::of(tool), second_turn: Spread::of(second) })
+}
+
+/// Lets the turn that a delivery wakes (which finds nothing to do) finish, so
+/// that every send meets an idle daemon.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(30));
 }
 
 fn cpu_ticks(pid: u32) -> Result<u64, String> {
@@ -141,8 +251,15 @@ fn status_kb(pid: u32, key: &str) -> u64 {
 pub fn idle(base: &Path, agents: usize, window: Duration) -> Result<(f64, f64, f64), String> {
     let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
     let org = tmp.path().join("org");
-    let spec =
-        crate::synth::Spec { agents, unread: 0, shape: crate::synth::Shape::Ring(2), latency_ms: 0, max_parallel: 8 };
+    let spec = crate::synth::Spec {
+        agents,
+        unread: 0,
+        shape: crate::synth::Shape::Ring(2),
+        latency_ms: 0,
+        max_parallel: 8,
+        calls: crate::synth::Calls::None,
+        sandbox: None,
+    };
     crate::synth::generate(&org, &spec).map_err(|e| e.to_string())?;
     let d = start(&org)?;
     let pid = d.0.id();

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::synth::{self, Shape, Spec};
+use crate::synth::{self, Calls, Shape, Spec};
 
 /// The stub's latency per request.
 pub const LATENCY: Duration = Duration::from_millis(200);
@@ -61,7 +61,15 @@ fn point_at(dir: &Path, url: &str) -> std::io::Result<()> {
 /// Runs the case `runs` times and prints its table; true when under the limit.
 pub fn run(base: &Path, runs: usize) -> Result<bool, String> {
     let url = start().map_err(|e| e.to_string())?;
-    let spec = Spec { agents: AGENTS, unread: 1, shape: Shape::Ring(2), latency_ms: 0, max_parallel: 64 };
+    let spec = Spec {
+        agents: AGENTS,
+        unread: 1,
+        shape: Shape::Ring(2),
+        latency_ms: 0,
+        max_parallel: 64,
+        calls: Calls::None,
+        sandbox: None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -5,19 +5,22 @@
 //! RSS is its own. A step is measured twice: cold (the first turn an org ever
 //! runs, which also creates each agent's log folder and file) and warm (the
 //! same workload injected again into the org the cold turn left, as in an org
-//! that has been running). The floor is compared with the warm turn. `lemming-bench gen DIR AGENTS UNREAD SHAPE` writes a
+//! that has been running). The floor is compared with the warm turn. The
+//! tools table (`tools.rs`) compares the same turns with and without tool
+//! calls. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
 //! synthetic org for your own experiments.
 
 mod daemon;
 mod floor;
 mod http_stub;
 mod synth;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use synth::{Shape, Spec};
+use synth::{Calls, Shape, Spec};
 
 struct Case {
     title: &'static str,
@@ -26,8 +29,15 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let spec =
-        |agents, unread, shape, latency_ms, max_parallel| Spec { agents, unread, shape, latency_ms, max_parallel };
+    let spec = |agents, unread, shape, latency_ms, max_parallel| Spec {
+        agents,
+        unread,
+        shape,
+        latency_ms,
+        max_parallel,
+        calls: Calls::None,
+        sandbox: None,
+    };
     vec![
         Case { title: "100 agents x 50 unread (ring:4)", spec: spec(100, 50, Shape::Ring(4), 0, 8), limit_ms: 250.0 },
         Case { title: "100 agents x 50 unread (star)", spec: spec(100, 50, Shape::Star, 0, 8), limit_ms: 250.0 },
@@ -101,6 +111,7 @@ fn child(what: &str, dir: &Path, spec: &Spec) -> Result<(f64, f64, u64), String>
             spec.shape.to_string(),
             spec.latency_ms.to_string(),
             spec.max_parallel.to_string(),
+            spec.calls.to_string(),
         ])
         .output()
         .map_err(|e| e.to_string())?;
@@ -132,6 +143,9 @@ fn run_all(runs: usize) -> Result<bool, String> {
     }
     if only.is_empty() || only == "providers" {
         all_ok &= http_stub::run(&base, runs)?;
+    }
+    if only.is_empty() || only == "tools" {
+        all_ok &= tools::run(&base, runs)?;
     }
     Ok(all_ok)
 }
@@ -188,29 +202,38 @@ fn run_steps(base: &Path, runs: usize) -> Result<bool, String> {
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["measure", what, dir, agents, unread, shape, latency, par] => (|| {
+        ["measure", what, dir, agents, unread, shape, latency, par, calls] => (|| {
+            // The sandbox is written into org.toml by `generate`, in the parent.
             let spec = Spec {
                 agents: agents.parse().map_err(|_| "bad agents")?,
                 unread: unread.parse().map_err(|_| "bad unread")?,
                 shape: Shape::parse(shape).ok_or("bad shape")?,
                 latency_ms: latency.parse().map_err(|_| "bad latency")?,
                 max_parallel: par.parse().map_err(|_| "bad max_parallel")?,
+                calls: Calls::parse(calls).ok_or("bad calls")?,
+                sandbox: None,
             };
             measure(what, Path::new(dir), Some(&spec)).map(|_| true)
         })(),
-        ["gen", dir, agents, unread, shape] => (|| {
+        ["gen", dir, agents, unread, shape, calls @ ..] if calls.len() <= 1 => (|| {
             let spec = Spec {
                 agents: agents.parse().map_err(|_| "AGENTS must be a number")?,
                 unread: unread.parse().map_err(|_| "UNREAD must be a number")?,
                 shape: Shape::parse(shape).ok_or("SHAPE is star, ring:K or all")?,
                 latency_ms: 0,
                 max_parallel: 8,
+                calls: match calls.first() {
+                    Some(c) => Calls::parse(c).ok_or("CALLS is none, write_file:K, run_command:K or calculate:K")?,
+                    None => Calls::None,
+                },
+                sandbox: None,
             };
             synth::generate(Path::new(dir), &spec).map_err(|e| e.to_string())?;
             Ok::<bool, String>(true)
         })(),
         [] => run_all(std::env::var("LEMMING_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3)),
-        _ => Err("usage: lemming-bench [gen DIR AGENTS UNREAD star|ring:K|all]".into()),
+        _ => Err("usage: lemming-bench [gen DIR AGENTS UNREAD star|ring:K|all [none|write_file:K|run_command:K|calculate:K]]"
+            .into()),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
