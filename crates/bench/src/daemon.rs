@@ -165,6 +165,9 @@ impl Spread {
 pub struct RoundTrip {
     /// A plain message: send to the manager's reply in the human's inbox (one turn).
     pub plain: Spread,
+    /// A message asking for `read_file`: send to the manager's reply to it
+    /// (the tool turn: the reply's messages go out after its calls ran).
+    pub tool_turn: Spread,
     /// A message asking for `read_file`: send to the manager's acknowledgement
     /// `tool read_file ok: ...` in the human's inbox (the tool turn plus one).
     pub tool: Spread,
@@ -191,7 +194,7 @@ pub fn tool_round_trip(base: &Path, n: usize) -> Result<RoundTrip, String> {
     let _d = start(&org)?;
     let mb = layout.mail();
     let inbox = org.join("agents/human/inbox/new");
-    let (mut plain, mut tool, mut second) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut plain, mut tool_turn, mut tool, mut second) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         // Plain: one turn.
         let msg = to_manager(format!("ping {i}"));
@@ -216,11 +219,17 @@ pub fn tool_round_trip(base: &Path, n: usize) -> Result<RoundTrip, String> {
         if !m.body.starts_with("tool read_file ok: # x") {
             return Err(format!("the manager's read_file did not read x.md: {:?}", m.body));
         }
+        tool_turn.push(ms(first - t));
         tool.push(ms(ack - t));
         second.push(ms(ack - first));
         settle();
     }
-    Ok(RoundTrip { plain: Spread::of(plain), tool: Spread::of(tool), second_turn: Spread::of(second) })
+    Ok(RoundTrip {
+        plain: Spread::of(plain),
+        tool_turn: Spread::of(tool_turn),
+        tool: Spread::of(tool),
+        second_turn: Spread::of(second),
+    })
 }
 
 /// Lets the turn that a delivery wakes (which finds nothing to do) finish, so

@@ -28,6 +28,10 @@ pub fn run(base: &Path, runs: usize) -> Result<bool, String> {
         rt.plain.p50, rt.plain.p90
     );
     println!(
+        "| message with /tool read_file, send to the reply (the tool turn), {SENDS} sends, p50 / p90 | {:.1} / {:.1} ms | |",
+        rt.tool_turn.p50, rt.tool_turn.p90
+    );
+    println!(
         "| message with /tool read_file, send to the result's acknowledgement, {SENDS} sends, p50 / p90 | {:.1} / {:.1} ms | |",
         rt.tool.p50, rt.tool.p90
     );
