@@ -22,6 +22,7 @@ mod providers;
 mod replies;
 mod routing;
 mod samples;
+mod sandbox;
 mod state_numbers;
 mod status_columns;
 mod tools;
