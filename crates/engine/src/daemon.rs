@@ -732,4 +732,41 @@ mod tests {
             ]
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_agent_hired_while_the_daemon_runs_works_from_the_next_turn() {
+        let (_d, root) = new_org();
+        crate::testing::edit(&root, "agents/manager/resume.toml", "tools = []", "tools = [\"hire_agent\"]");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = RunOptions { rescan: Duration::from_secs(2), ..opts(None) };
+        let daemon = run(&root, opts, async { drop(stop_rx.await) }, |_| {}, |_| {});
+        let person = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let org = Org::load(&root).unwrap();
+            let manager = org.agent("manager").unwrap();
+            let ctx = crate::tools::Ctx { org: &org, agent: "manager", resume: manager, turn: 1, now: t0() };
+            let args = serde_json::json!({
+                "name": "scribe", "title": "Scribe", "instructions": "Take notes.",
+                "send_to": ["human"], "read_from": ["human"],
+            });
+            let call = crate::tools::Call { id: "c1".into(), tool: "hire_agent".into(), args };
+            let out = crate::tools::run(&ctx, &call).await;
+            assert!(out.ok, "{out:?}");
+            // The person lets the human and the new agent talk, then writes to it.
+            let human = "agents/human/resume.toml";
+            crate::testing::edit(&root, human, "send_to = [\"manager\"]", "send_to = [\"manager\", \"scribe\"]");
+            crate::testing::edit(&root, human, "read_from = [\"manager\"]", "read_from = [\"manager\", \"scribe\"]");
+            let org = Org::load(&root).unwrap();
+            let opts = crate::send::SendOptions::default();
+            let id = crate::send::send(&org, "human", "scribe", "take notes", opts).unwrap().id;
+            let sent = Instant::now();
+            while !answered(&root, &id) {
+                assert!(sent.elapsed() < Duration::from_secs(120), "the new agent never answered");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop_tx.send(()).unwrap();
+        };
+        let (done, ()) = tokio::join!(daemon, person);
+        assert!(done.unwrap() >= 2);
+    }
 }
