@@ -198,8 +198,8 @@ pub async fn run(
     let mut next_timer = Instant::now();
     let mut wake_at: Option<Instant> = None;
     let mut leftover: BTreeSet<String> = BTreeSet::new();
-    // The last turn delivered mail sent while it ran: its recipients are due now.
-    let mut arrived = false;
+    // The last turn delivered mail sent while it ran, or tool results: their recipients are due now.
+    let mut due_now = false;
     let mut done = 0u64;
     tracing::info!(pid = file.pid, org = %root.display(), "daemon started");
     loop {
@@ -242,7 +242,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(due), if !paused => {}
         }
         wake_at = None;
-        if early && !std::mem::take(&mut arrived) && !has_new_pending(&org, &leftover) {
+        if early && !std::mem::take(&mut due_now) && !has_new_pending(&org, &leftover) {
             continue;
         }
         reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems);
@@ -304,8 +304,9 @@ pub async fn run(
         // mail that landed during the turn is new, and wakes the next turn early,
         // whether it still waits in an outbox or the turn's last routing delivered it.
         leftover = pending_files(&org).intersection(&before).cloned().collect();
-        arrived = report.arrived > 0;
-        if org.settings.wake_on_message && (arrived || has_new_pending(&org, &leftover)) {
+        // A chain of tool calls moves at model speed: each result wakes the next turn.
+        due_now = report.arrived > 0 || report.tool_calls > 0;
+        if org.settings.wake_on_message && (due_now || has_new_pending(&org, &leftover)) {
             wake_at = Some(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
         }
         if opts.turns.is_some_and(|n| done >= n) {
@@ -736,7 +737,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_agent_hired_while_the_daemon_runs_works_from_the_next_turn() {
         let (_d, root) = new_org();
-        crate::testing::edit(&root, "agents/manager/resume.toml", "tools = []", "tools = [\"hire_agent\"]");
+        crate::testing::edit(&root, "agents/manager/resume.toml", "tools = [", "tools = [\"hire_agent\", ");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let opts = RunOptions { rescan: Duration::from_secs(2), ..opts(None) };
         let daemon = run(&root, opts, async { drop(stop_rx.await) }, |_| {}, |_| {});

@@ -64,6 +64,9 @@ pub struct TurnReport {
     /// so a daemon starts the next turn at once rather than at its timer.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub arrived: usize,
+    /// Tool calls whose results this turn delivered (their agents are due).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tool_calls: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -206,6 +209,25 @@ pub enum EventKind {
         error: Option<String>,
         /// Why, as a code.
         cause: Option<FailCause>,
+    },
+    /// A tool call of an agent's reply ran (or was refused), and its result
+    /// went to the agent's inbox.
+    Tool {
+        /// The agent that called.
+        agent: String,
+        /// The call's id.
+        call: String,
+        /// The tool.
+        tool: String,
+        /// Whether it did what was asked.
+        ok: bool,
+        /// Why not, when it did not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// How long it took, in milliseconds.
+        ms: u64,
+        /// The id of its `tool_result` message.
+        result: String,
     },
     /// The turn committed: its report.
     Turn(TurnReport),

@@ -1,4 +1,4 @@
-//! `lemming fsck`: checks the guarantees G2–G7 (docs/guarantees.md) on disk and reports
+//! `lemming fsck`: checks the guarantees G2–G8 (docs/guarantees.md) on disk and reports
 //! what it finds as typed [`Finding`]s, each a violation or a note.
 //!
 //! It never takes the org lock and never writes, so it runs on any org, even
@@ -98,6 +98,10 @@ pub enum Code {
     ReasonWithoutLetter,
     /// G7: the dead letters, counted by reason.
     DeadLetters,
+    /// G8: a tool call with more than one result in its turn's journal: it may have run twice.
+    RepeatedToolCall,
+    /// G8: a committed reply's tool call whose `tool_result` never reached the agent's inbox.
+    MissingToolResult,
     /// A file or folder fsck could not read (other than one that went away).
     UnreadableFile,
 }
@@ -109,13 +113,15 @@ impl Code {
         match self {
             UnparseableMessage | NotARegularFile | DuplicateMessage | MisnamedMessage | DuplicateId | LostMessage
             | UnconsumedMail | DoubleCharge | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine
-            | DeadWithoutReason | UnreadableReason | UnreadableFile => Severity::Violation,
+            | DeadWithoutReason | UnreadableReason | RepeatedToolCall | MissingToolResult | UnreadableFile => {
+                Severity::Violation
+            }
             StaleTmp | RecipientGone | PendingMessages | InterruptedTurn | TornJournalLine | TornLedgerLine
             | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters => Severity::Note,
         }
     }
 
-    /// The guarantee it is about (`G2`…`G7`), or `io` for an unreadable file.
+    /// The guarantee it is about (`G2`…`G8`), or `io` for an unreadable file.
     pub fn guarantee(self) -> &'static str {
         use Code::*;
         match self {
@@ -125,6 +131,7 @@ impl Code {
             DoubleCharge | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine | TornLedgerLine => "G5",
             LockHeld | LockFree => "G6",
             DeadWithoutReason | UnreadableReason | ReasonWithoutLetter | DeadLetters => "G7",
+            RepeatedToolCall | MissingToolResult => "G8",
             UnreadableFile => "io",
         }
     }
@@ -157,6 +164,8 @@ impl Code {
             UnreadableReason => "unreadable_reason",
             ReasonWithoutLetter => "reason_without_letter",
             DeadLetters => "dead_letters",
+            RepeatedToolCall => "repeated_tool_call",
+            MissingToolResult => "missing_tool_result",
             UnreadableFile => "unreadable_file",
         }
     }
@@ -229,6 +238,7 @@ pub fn check(root: &Path) -> Report {
     // An unreadable ledger is one finding: the charges it holds are unknown, not missing.
     let charged = ledger.map(|lines| f.ledger_checks(&lines, after));
     f.journal_checks(&records, charged.as_ref());
+    f.tool_checks(&records);
     if let Some(c) = after {
         f.interrupted(c);
     }
@@ -510,6 +520,45 @@ impl Fsck {
                         r.agent, usage.input_tokens, usage.output_tokens, r.cost, r.agent, r.cost
                     );
                     self.push(Code::MissingCharge, &[&path], message);
+                }
+            }
+        }
+    }
+
+    /// G8: each tool call of a committed reply has exactly one result: one
+    /// `done` line in its turn's `tools.jsonl`, and its `tool_result` message
+    /// in the agent's inbox.
+    fn tool_checks(&mut self, records: &[(u64, Record)]) {
+        let turns: BTreeSet<u64> =
+            records.iter().filter(|(_, r)| !r.tool_calls.is_empty()).map(|(turn, _)| *turn).collect();
+        for turn in turns {
+            let path = self.journal.tools_path(turn);
+            let Some(bytes) = self.read(&path) else { continue };
+            let mut done: BTreeMap<(String, String), usize> = BTreeMap::new();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                if let Ok(l) = serde_json::from_str::<crate::journal::ToolLine>(line) {
+                    if l.done.is_some() {
+                        *done.entry((l.agent, l.call)).or_default() += 1;
+                    }
+                }
+            }
+            for ((agent, call), n) in done.into_iter().filter(|(_, n)| *n > 1) {
+                let message = format!(
+                    "turn {turn}: {agent}'s tool call {call} has {n} results in the journal: it may have run more                      than once (G8: a call with a side effect runs at most once). Check what it did, and report this                      as a bug"
+                );
+                self.push(Code::RepeatedToolCall, &[&path], message);
+            }
+        }
+        for (turn, r) in records.iter().filter(|(_, r)| r.outcome == Outcome::Ok) {
+            for pc in &r.tool_calls {
+                let new = self.mb.message_path(&r.agent, Folder::Unread, &pc.result);
+                let cur = self.mb.message_path(&r.agent, Folder::Read, &pc.result);
+                if !new.exists() && !cur.exists() {
+                    let message = format!(
+                        "turn {turn} committed {}'s tool call {} ({}), but its result {} is not in the agent's                          inbox: the agent never learns how the call went (G8: each call gets exactly one result)",
+                        r.agent, pc.call.id, pc.call.tool, pc.result
+                    );
+                    self.push(Code::MissingToolResult, &[&new], message);
                 }
             }
         }
@@ -1384,5 +1433,35 @@ mod tests {
         assert_eq!(json["code"], "lost_message");
         assert_eq!(json["guarantee"], "G3");
         assert_eq!(json["paths"], serde_json::json!(["agents/human/outbox/sent/m2.json"]));
+    }
+
+    #[test]
+    fn a_tool_call_with_two_results_or_none_breaks_g8() {
+        let (_d, root) = org();
+        let call =
+            |id: &str, result: &str| serde_json::json!({"id": id, "tool": "write_file", "args": {}, "result": result});
+        let mut r: serde_json::Value = serde_json::from_str(record(1, "manager", &[], false).trim()).unwrap();
+        r["tool_calls"] = serde_json::json!([call("a", "r-a"), call("b", "r-b")]);
+        put(&root, "org/state/journal/1/records.jsonl", format!("{r}\n"));
+        commit(&root, 1);
+        let done = |call: &str| {
+            format!(
+                "{{\"agent\":\"manager\",\"call\":\"{call}\",\"done\":{{\"outcome\":{{\"tool\":\"write_file\",\"ok\":true,\"output\":\"x\",\"truncated\":false}},\"ms\":1}}}}\n"
+            )
+        };
+        put(&root, "org/state/journal/1/tools.jsonl", format!("{}{}{}", done("a"), done("b"), done("a")));
+        deliver(
+            &root,
+            &Message { kind: crate::message::Kind::ToolResult, ..msg("r-a", "lemming", &["manager"]) },
+            "manager",
+            "cur",
+        );
+        let report = check(&root);
+        assert_eq!(count(&report, Code::RepeatedToolCall), 1, "{:?}", codes(&report));
+        let missing: Vec<_> = report.with_code(Code::MissingToolResult).collect();
+        assert_eq!(missing.len(), 1, "{:?}", codes(&report));
+        assert!(missing[0].message.contains("r-b"), "{}", missing[0].message);
+        assert_eq!(Code::RepeatedToolCall.guarantee(), "G8");
+        assert!(!report.ok());
     }
 }

@@ -72,6 +72,54 @@ pub struct Record {
     /// written before this was kept) counts as a failed attempt of the mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<lemming_provider::Cause>,
+    /// The tool calls of the reply, in order, each with the id planned for its result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<PlannedCall>,
+    /// The conversation the reply continues (the thread of the first mail it
+    /// read): its tool results join it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+}
+
+/// A tool call of a journaled reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedCall {
+    /// The call.
+    #[serde(flatten)]
+    pub call: crate::tools::Call,
+    /// The id of its `tool_result` message.
+    pub result: String,
+}
+
+/// One line of a turn's `tools.jsonl`: a call with a side effect is about to
+/// run (no `done`), or a call is done, with its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolLine {
+    /// The agent that called.
+    pub agent: String,
+    /// The call's id.
+    pub call: String,
+    /// The result, once the call is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<ToolDone>,
+}
+
+/// A finished tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDone {
+    /// What it gave.
+    pub outcome: crate::tools::Outcome,
+    /// How long it took, in milliseconds.
+    pub ms: u64,
+}
+
+/// Where a tool call of a turn stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolState {
+    /// It was about to run when the turn stopped: it may or may not have run.
+    Started,
+    /// It ran (or was refused), and this is its result.
+    Done(ToolDone),
 }
 
 /// The last committed turn, `org/state/turn.json`.
@@ -235,7 +283,41 @@ impl Journal {
 
     /// Appends records for `turn` in one write, durably (the turn's folder too).
     pub fn append(&self, turn: u64, records: &[Record]) -> Result<(), PathError> {
-        if records.is_empty() {
+        self.append_lines(turn, "records.jsonl", records)
+    }
+
+    /// What `turn`'s tool calls have come to so far, by (agent, call id): each
+    /// call is `started` (a side effect was about to run) and then `done`.
+    pub fn tool_states(&self, turn: u64) -> Result<BTreeMap<(String, String), ToolState>, PathError> {
+        let Some(bytes) = crate::fsx::read_optional(&self.tools_path(turn))? else { return Ok(BTreeMap::new()) };
+        let mut out = BTreeMap::new();
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            let Ok(l) = serde_json::from_str::<ToolLine>(line) else { continue };
+            let state = match l.done {
+                Some(done) => ToolState::Done(done),
+                None => ToolState::Started,
+            };
+            // A call is done once: a later line never replaces its result.
+            let slot = out.entry((l.agent, l.call)).or_insert(ToolState::Started);
+            if matches!(slot, ToolState::Started) {
+                *slot = state;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The file of `turn`'s tool call states (`fsck` reads every line of it).
+    pub fn tools_path(&self, turn: u64) -> PathBuf {
+        self.dir(turn).join("tools.jsonl")
+    }
+
+    /// Appends tool call states for `turn` in one write, durably.
+    pub fn append_tools(&self, turn: u64, lines: &[ToolLine]) -> Result<(), PathError> {
+        self.append_lines(turn, "tools.jsonl", lines)
+    }
+
+    fn append_lines<T: Serialize>(&self, turn: u64, file: &str, items: &[T]) -> Result<(), PathError> {
+        if items.is_empty() {
             return Ok(());
         }
         let dir = self.dir(turn);
@@ -244,11 +326,11 @@ impl Journal {
             crate::fsx::sync_dir(&self.layout.journal_dir())?;
         }
         let mut lines = String::new();
-        for r in records {
-            lines.push_str(&serde_json::to_string(r).expect("a record always serializes"));
+        for item in items {
+            lines.push_str(&serde_json::to_string(item).expect("a journal line always serializes"));
             lines.push('\n');
         }
-        crate::fsx::append_lines_durable(&self.dir(turn).join("records.jsonl"), &lines)
+        crate::fsx::append_lines_durable(&dir.join(file), &lines)
     }
 
     /// Commits `turn`: writes `turn.json`, with the turn's `events` lines,

@@ -43,6 +43,12 @@ pub fn reply_id(turn_started: DateTime<Utc>, turn: u64, agent: &str, pos: usize)
     format!("{}-t{turn}-{agent}-{pos:03}", id_stamp(turn_started))
 }
 
+/// The id of the result of the `pos`-th tool call of `agent`'s reply on `turn`:
+/// planned with the reply, so that a repeated turn delivers it once.
+pub fn tool_result_id(turn_started: DateTime<Utc>, turn: u64, agent: &str, pos: usize) -> String {
+    format!("{}-t{turn}-{agent}-tool{pos:03}", id_stamp(turn_started))
+}
+
 /// How urgent a message is; the prompt lists urgent mail first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

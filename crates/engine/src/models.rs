@@ -5,7 +5,7 @@ use std::path::Path;
 
 use std::ops::Range;
 
-use lemming_provider::{config, CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, Structured};
+use lemming_provider::{config, CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, Structured, ToolMode};
 use toml::Spanned;
 
 use crate::config::{Doc, StrMap, MAX_CREDITS, MAX_SECS_F};
@@ -345,6 +345,7 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
     let provider_names: Vec<&str> =
         std::iter::once("mock").chain(provider_tables.iter().map(|(n, _)| n.as_str())).collect();
     let structured_names = Structured::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let tool_mode_names = ToolMode::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
     let mut models = BTreeMap::new();
     for (key, m) in &model_tables {
         let span = m.span().unwrap_or(0..0);
@@ -361,6 +362,7 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
         let reply_max_messages = m.int("reply_max_messages", 0..=10_000, "reply_max_messages = 4");
         let reply_max_chars = m.int("reply_max_chars", 1..=MAX_TOKENS, "reply_max_chars = 2000");
         let deployment = m.str("deployment");
+        let tools_s = m.str("tools");
         m.deny_unknown(&names(config::MODEL_FIELDS));
 
         let provider = provider.map(Spanned::into_inner);
@@ -401,6 +403,37 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
                 }
             },
         };
+        let tools = match &tools_s {
+            None => ToolMode::Contract,
+            Some(s) => match ToolMode::parse(s.get_ref()) {
+                Some(mode) => mode,
+                None => {
+                    doc.push(
+                        at(s.span(), format!("model `{key}`: unknown tools mode `{}`", s.get_ref())).help(format!(
+                            "use one of: {tool_mode_names} (contract: tool calls in the reply; native: function definitions, for {} providers)",
+                            config::kind_names(config::NATIVE_TOOL_KINDS)
+                        )),
+                    );
+                    ToolMode::Contract
+                }
+            },
+        };
+        if let (ToolMode::Native, Some(kind), Some(s)) = (tools, kind, &tools_s) {
+            if !config::NATIVE_TOOL_KINDS.contains(&kind) {
+                doc.push(
+                    at(
+                        s.span(),
+                        format!(
+                            "model `{key}`: tools = \"native\" needs an {} provider; `{}` is {}",
+                            config::kind_names(config::NATIVE_TOOL_KINDS).replace(" and ", " or "),
+                            provider.as_deref().unwrap_or("?"),
+                            kind.name()
+                        ),
+                    )
+                    .help("remove `tools` (or set tools = \"contract\"): tool calls then go in the reply, which every kind can do"),
+                );
+            }
+        }
         // Fields that the provider's kind does not read.
         if let (Some(kind), Some(p)) = (kind, provider.as_deref()) {
             for field in m.keys() {
@@ -477,6 +510,7 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
                 reply_max_messages: reply_max_messages.map(|v| *v.get_ref() as u32),
                 reply_max_chars: reply_max_chars.map(|v| *v.get_ref() as u32),
                 deployment: deployment.map(Spanned::into_inner),
+                tools,
                 ..ModelSpec::new(key.clone(), provider)
             },
         );
@@ -531,6 +565,7 @@ mod tests {
             "fallback" => "\"k\"",
             "structured" => "\"json_object\"",
             "deployment" => "\"dep\"",
+            "tools" => "\"contract\"",
             other => panic!("no sample value for `{other}`: add one"),
         }
     }
@@ -603,6 +638,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn tools_mode_is_contract_by_default_and_native_only_on_openai_and_anthropic() {
+        let model = |kind: ProviderKind, tools: Option<&str>| {
+            let mut m = vec![("provider", "\"p\"")];
+            let value = tools.map(|t| format!("\"{t}\""));
+            if let Some(v) = &value {
+                m.push(("tools", v.as_str()));
+            }
+            let text = render(kind, &needs(kind), &m);
+            (parse(Path::new("org/models.toml"), &text, Path::new("/org")), text)
+        };
+        for (_, kind) in ProviderKind::ALL {
+            let (m, _) = model(kind, None);
+            assert_eq!(m.unwrap().models["k"].tools, ToolMode::Contract, "{}", kind.name());
+            let (m, _) = model(kind, Some("contract"));
+            assert_eq!(m.unwrap().models["k"].tools, ToolMode::Contract, "{}", kind.name());
+            let (m, text) = model(kind, Some("native"));
+            if matches!(kind, ProviderKind::OpenAi | ProviderKind::Anthropic) {
+                assert_eq!(m.unwrap().models["k"].tools, ToolMode::Native, "{}", kind.name());
+            } else {
+                let errs = m.expect_err(&text);
+                assert_eq!(errs.len(), 1, "{errs:#?}");
+                let d = &errs[0];
+                assert_eq!(
+                    d.message,
+                    format!(
+                        "model `k`: tools = \"native\" needs an openai or anthropic provider; `p` is {}",
+                        kind.name()
+                    )
+                );
+                assert_eq!(d.line, Some(text.lines().position(|l| l.starts_with("tools")).unwrap() + 1));
+                assert_eq!(d.column, Some(9), "the caret is on the value");
+                assert!(d.help.as_deref().unwrap().contains("tools = \"contract\""), "{d}");
+            }
+        }
+        let (m, text) = model(ProviderKind::OpenAi, Some("functions"));
+        let errs = m.expect_err(&text);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].message, "model `k`: unknown tools mode `functions`");
+        assert!(errs[0].help.as_deref().unwrap().starts_with("use one of: contract, native"), "{}", errs[0]);
+        assert_eq!(
+            errs[0].to_string().lines().next().unwrap().split(':').next(),
+            Some("org/models.toml"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! The contract text comes from [`lemming_provider::contract::instructions`],
 //! the same definition the JSON schema and the reply parser use, worded for
 //! how the model is asked to answer (`structured`): a model held to the JSON
-//! schema is offered only what the schema can hold.
+//! schema is offered only what the schema can hold. An agent with tools is
+//! offered `tool_calls` and told its tools, unless its model takes them as
+//! native function definitions (`tools = "native"`).
 
-use lemming_provider::{contract, Structured};
+use lemming_provider::{contract, ModelSpec, ToolSpec};
 
 use crate::message::Message;
 use crate::resume::Resume;
@@ -17,16 +19,19 @@ pub fn order(mail: &mut [Message]) {
     mail.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.created_at.cmp(&b.created_at)).then(a.id.cmp(&b.id)));
 }
 
-/// Builds the system and user parts of the prompt for a model that answers
-/// with `structured`.
+/// Builds the system and user parts of the prompt for `model` (how it answers:
+/// its `structured` and `tools` modes; `None` for the defaults), for an agent
+/// granted `tools`.
 pub fn build(
     resume: &Resume,
     turn: u64,
     may_send_to: &[String],
     memory: &str,
     mail: &[Message],
-    structured: Structured,
+    model: Option<&ModelSpec>,
+    tools: &[ToolSpec],
 ) -> (String, String) {
+    let (structured, mode) = model.map(|m| (m.structured, m.tools)).unwrap_or_default();
     let mut system = format!(
         "You are {name}{title}, an agent in an organization run by lemming. Agents talk only by messages.\n",
         name = resume.name,
@@ -41,7 +46,7 @@ pub fn build(
     system.push_str(&format!(
         "\nYou may write to: {}\n\n{}\n",
         if may_send_to.is_empty() { "nobody".to_string() } else { may_send_to.join(", ") },
-        contract::instructions(structured),
+        contract::instructions(structured, tools, mode),
     ));
     let mut user = format!("Turn {turn}.\n\nYour memory:\n{memory}\n");
     if mail.is_empty() {
@@ -68,6 +73,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lemming_provider::{Structured, ToolMode};
 
     #[test]
     fn the_contract_in_the_prompt_is_the_one_for_how_the_model_answers() {
@@ -75,14 +81,42 @@ mod tests {
         let resume = crate::resume::parse(std::path::Path::new("resume.toml"), text, "coder").unwrap().resume;
         let may = vec!["planner".to_string()];
         for structured in [Structured::None, Structured::JsonObject, Structured::JsonSchema] {
-            let (system, user) = build(&resume, 1, &may, "(empty)", &[], structured);
-            assert!(system.contains(&contract::instructions(structured)), "{structured:?}\n{system}");
+            let model = ModelSpec { structured, ..ModelSpec::new("default", "mock") };
+            let (system, user) = build(&resume, 1, &may, "(empty)", &[], Some(&model), &[]);
+            assert!(
+                system.contains(&contract::instructions(structured, &[], ToolMode::Contract)),
+                "{structured:?}\n{system}"
+            );
+            assert!(!system.contains("tool"), "no tools, nothing about them\n{system}");
             assert!(system.contains("You may write to: planner") && user.contains("no unread mail"));
             // Every memory op named in the prompt is one this model may use.
             let offered: Vec<&str> = contract::memory_ops(structured).map(|op| op.name).collect();
             for op in contract::MEMORY_OPS {
                 assert_eq!(system.contains(op.effect), offered.contains(&op.name), "{structured:?}: {}", op.name);
             }
+        }
+        assert_eq!(
+            build(&resume, 1, &may, "(empty)", &[], None, &[]),
+            build(&resume, 1, &may, "(empty)", &[], Some(&ModelSpec::new("default", "mock")), &[]),
+            "no model: the defaults"
+        );
+    }
+
+    #[test]
+    fn an_agent_with_tools_is_told_them_the_way_its_model_takes_them() {
+        let text = "name = \"coder\"\nmodel = \"default\"\n".to_string();
+        let resume = crate::resume::parse(std::path::Path::new("resume.toml"), text, "coder").unwrap().resume;
+        let tools = vec![ToolSpec {
+            name: "read_file".into(),
+            description: "Reads a file.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {"path": {"type": "string"}}}),
+        }];
+        for mode in [ToolMode::Contract, ToolMode::Native] {
+            let model = ModelSpec { tools: mode, ..ModelSpec::new("default", "mock") };
+            let (system, _) = build(&resume, 1, &[], "(empty)", &[], Some(&model), &tools);
+            assert!(system.contains(&contract::instructions(Structured::None, &tools, mode)), "{mode:?}\n{system}");
+            assert_eq!(system.contains("\"tool_calls\":"), mode == ToolMode::Contract, "{mode:?}\n{system}");
+            assert_eq!(system.contains("- read_file {path: string}: Reads a file."), mode == ToolMode::Contract);
         }
     }
 }

@@ -29,6 +29,17 @@ pub struct OutMessage {
     pub thread: Option<String>,
 }
 
+/// A tool call the agent asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// The id the model gave it, if any (checked when the call is planned).
+    pub id: Option<String>,
+    /// The tool's name.
+    pub tool: String,
+    /// Its arguments, as given (the tool checks them).
+    pub args: Value,
+}
+
 /// A parsed reply.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Parsed {
@@ -38,6 +49,8 @@ pub struct Parsed {
     pub notes: String,
     /// Memory operations, as JSON.
     pub memory: Vec<Value>,
+    /// Tool calls, in order.
+    pub tool_calls: Vec<ToolCall>,
     /// Parts of the reply that were skipped, and why.
     pub warnings: Vec<String>,
 }
@@ -180,15 +193,51 @@ pub fn parse(text: &str) -> Result<Parsed, Unusable> {
     }
     match obj.get("tool_calls") {
         None | Some(Value::Null) => {}
-        Some(Value::Array(calls)) if calls.is_empty() => {}
-        Some(_) => out.warnings.push("`tool_calls` ignored: agents have no tools".into()),
+        Some(Value::Array(calls)) => {
+            for (i, item) in calls.iter().enumerate() {
+                match tool_call(item) {
+                    Ok(c) => out.tool_calls.push(c),
+                    Err(why) => out.warnings.push(format!("tool_calls[{i}] skipped: {why}")),
+                }
+            }
+        }
+        Some(_) => out.warnings.push("`tool_calls` is not a list; ignored".into()),
     }
     // The model tried to say something and none of it could be used: a failed
     // attempt, not an "ok" that consumes the mail with nothing to show for it.
-    if out.messages.is_empty() && out.memory.is_empty() && out.notes.is_empty() && !out.warnings.is_empty() {
+    if out.messages.is_empty()
+        && out.memory.is_empty()
+        && out.notes.is_empty()
+        && out.tool_calls.is_empty()
+        && !out.warnings.is_empty()
+    {
         return Err(Unusable::NothingUsable(out.warnings));
     }
     Ok(out)
+}
+
+/// One item of `tool_calls`: `tool` (or `name`, as some models write it),
+/// `args` (or `arguments`; a JSON string of an object is read as that object;
+/// missing is `{}`), and an optional `id`.
+fn tool_call(item: &Value) -> Result<ToolCall, String> {
+    let obj = item.as_object().ok_or("not an object")?;
+    let tool = match obj.get("tool").or_else(|| obj.get("name")) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err("missing `tool`".into()),
+    };
+    let args = match obj.get("args").or_else(|| obj.get("arguments")) {
+        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
+        Some(Value::String(s)) => {
+            serde_json::from_str::<Value>(s).ok().filter(Value::is_object).unwrap_or_else(|| Value::String(s.clone()))
+        }
+        Some(v) => v.clone(),
+    };
+    let id = match obj.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    Ok(ToolCall { id, tool, args })
 }
 
 fn message(item: &Value) -> Result<OutMessage, String> {
@@ -300,18 +349,28 @@ mod tests {
     }
 
     #[test]
-    fn every_contract_key_makes_a_reply_and_tool_calls_are_recognised_not_run() {
+    fn every_contract_key_makes_a_reply_and_tool_calls_are_read() {
         for key in contract::KEYS {
             assert!(parse(&format!("{{\"{key}\":null}}")).is_ok(), "{key} is a contract key");
         }
-        // Tool calls alone cannot be run yet: nothing usable, a failed attempt.
-        let only = parse(r#"{"tool_calls":[{"name":"x"}]}"#);
-        assert!(
-            matches!(&only, Err(Unusable::NothingUsable(w)) if w.iter().any(|w| w.contains("tool_calls"))),
-            "{only:?}"
+        // Tool calls alone are a reply: the agent acts and says nothing.
+        let p = parse(r#"{"tool_calls":[{"id":"c1","tool":"read_file","args":{"path":"a.md"}}]}"#).unwrap();
+        assert_eq!(
+            p.tool_calls,
+            [ToolCall { id: Some("c1".into()), tool: "read_file".into(), args: serde_json::json!({"path": "a.md"}) }]
         );
-        let p = parse(r#"{"tool_calls":[{"name":"x"}],"notes":"n"}"#).unwrap();
-        assert!(p.messages.is_empty());
+        // `name` and `arguments` (a JSON string, as native calls carry them) are read too; missing args are {}.
+        let p = parse(r#"{"tool_calls":[{"name":"list_files","arguments":"{\"path\":\"x\"}"},{"tool":"recall"}]}"#)
+            .unwrap();
+        assert_eq!(p.tool_calls[0].args, serde_json::json!({"path": "x"}));
+        assert_eq!((p.tool_calls[0].id.as_ref(), p.tool_calls[1].args.clone()), (None, serde_json::json!({})));
+        // Arguments that are not an object are kept as given: the tool refuses them, visibly.
+        let p = parse(r#"{"tool_calls":[{"tool":"calculate","args":"1+1"}]}"#).unwrap();
+        assert_eq!(p.tool_calls[0].args, serde_json::json!("1+1"));
+        // Items without a tool are skipped with a warning; none usable at all is a failed attempt.
+        let only = parse(r#"{"tool_calls":[{"args":{}}]}"#);
+        assert!(matches!(&only, Err(Unusable::NothingUsable(w)) if w[0].contains("tool_calls[0]")), "{only:?}");
+        let p = parse(r#"{"tool_calls":"read it","notes":"n"}"#).unwrap();
         assert!(p.warnings.iter().any(|w| w.contains("tool_calls")), "{:?}", p.warnings);
     }
 

@@ -45,6 +45,7 @@ use crate::org::{agent_folders, Org};
 use crate::route::{route, Post};
 use crate::trouble;
 
+mod act;
 mod apply;
 mod call;
 mod commit;
@@ -119,7 +120,9 @@ pub async fn run_keeping(
     let fresh = call::call(org, registry, jobs, stop, t.turn, t.started, clock).await;
     let replies = t.journal(journaled, carried, fresh, held)?;
     fault::point("journaled");
-    t.apply(&mut ledger, &replies)?;
+    let tools = t.act(&replies).await?;
+    fault::point("acted");
+    t.apply(&mut ledger, &replies, &tools)?;
     fault::point("effects");
     t.consume(&replies.records)?;
     fault::point("consumed");

@@ -7,17 +7,21 @@
 //! the one user message. `max_tokens` is required by the API: 1024 when the
 //! model sets none.
 //!
-//! The reply text is the concatenation of the `text` blocks of `content`
-//! (other blocks, such as `tool_use`, are skipped). Input tokens are
+//! The reply text is the concatenation of the `text` blocks of `content`.
+//! With `tools = "native"` the agent's tools go as `tools: [{name,
+//! description, input_schema}]`, and each `tool_use` block (`{id, name,
+//! input}`) becomes one of [`Reply::tool_calls`], in order; without it,
+//! `tool_use` blocks are skipped. `stop_reason` `tool_use` is not a cut.
+//! Input tokens are
 //! `input_tokens` plus any `cache_creation_input_tokens` and
 //! `cache_read_input_tokens` (Anthropic counts cached prompt tokens apart),
 //! output tokens are `output_tokens`; when usage is missing it is estimated.
 
 use serde_json::{json, Value};
 
-use crate::http::{self, excerpt, tokens, usage};
+use crate::http::{self, excerpt, tokens, usage, Parsed};
 use crate::resilience::{Attempt, AttemptError};
-use crate::{BoxFuture, ProviderSpec, Reply, Request, Usage};
+use crate::{BoxFuture, NativeCall, ProviderSpec, Reply, Request, ToolMode};
 
 /// `max_tokens` when the model key sets none (the API requires one).
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
@@ -70,11 +74,20 @@ pub fn request_body(req: &Request) -> Value {
     if let Some(t) = m.temperature {
         body["temperature"] = json!(t);
     }
+    if m.tools == ToolMode::Native && !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
+            .collect();
+        body["tools"] = Value::Array(tools);
+    }
     body
 }
 
-/// Reads a Messages API response: the reply text, its usage and the stop reason.
-pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(String, Usage, String), AttemptError> {
+/// Reads a Messages API response: the reply text, its usage, the stop reason
+/// and the `tool_use` blocks (when the model takes tools natively).
+pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<Parsed, AttemptError> {
     let v: Value = serde_json::from_str(body)
         .map_err(|e| AttemptError::broken(format!("the response is not JSON ({e}): {}", excerpt(body, key))))?;
     if v.get("type").and_then(Value::as_str) == Some("error") || v.get("error").is_some_and(|e| !e.is_null()) {
@@ -93,6 +106,20 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(S
         .filter(|b| b.get("type").and_then(Value::as_str).is_none_or(|t| t == "text"))
         .filter_map(|b| b.get("text").and_then(Value::as_str))
         .collect();
+    let text_of = |b: &Value, k: &str| b.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let tool_calls: Vec<NativeCall> = if req.model.tools == ToolMode::Native {
+        blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+            .map(|b| NativeCall {
+                id: text_of(b, "id"),
+                name: text_of(b, "name"),
+                args: b.get("input").cloned().filter(|i| !i.is_null()).unwrap_or_else(|| json!({})),
+            })
+            .collect()
+    } else {
+        vec![]
+    };
     let stop = v.get("stop_reason").and_then(Value::as_str).unwrap_or_default().to_string();
     let u = v.get("usage");
     let count = |k: &str| u.and_then(|u| u.get(k)).and_then(tokens);
@@ -100,8 +127,8 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(S
         i.saturating_add(count("cache_creation_input_tokens").unwrap_or(0))
             .saturating_add(count("cache_read_input_tokens").unwrap_or(0))
     });
-    let usage = usage(input, count("output_tokens"), req, &text);
-    Ok((text, usage, stop))
+    let usage = usage(input, count("output_tokens"), req, &http::counted_text(&text, &tool_calls));
+    Ok(Parsed { text, usage, finish: stop, tool_calls })
 }
 
 impl Attempt for Anthropic {
@@ -114,7 +141,7 @@ impl Attempt for Anthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ModelSpec, ProviderKind};
+    use crate::{ModelSpec, ProviderKind, ToolSpec, Usage};
 
     fn req() -> Request {
         Request {
@@ -150,17 +177,78 @@ mod tests {
     fn parses_text_blocks_cached_usage_and_odd_shapes() {
         let r = req();
         let body = r#"{"id":"chatcmpl-1","type":"message","content":[{"type":"text","text":"[echo]"},{"type":"tool_use","id":"t","name":"f","input":{}},{"type":"text","text":"{}"}],"stop_reason":"end_turn","usage":{"cache_read_input_tokens":39,"input_tokens":5,"output_tokens":20}}"#;
-        let (text, usage, stop) = parse_response(body, &r, None).unwrap();
-        assert_eq!(text, "[echo]{}");
-        assert_eq!(usage, Usage { input_tokens: 44, output_tokens: 20, estimated: false });
-        assert_eq!(stop, "end_turn");
-        let (text, usage, _) = parse_response(r#"{"content":[]}"#, &r, None).unwrap();
-        assert_eq!(text, "");
-        assert!(usage.estimated);
+        let p = parse_response(body, &r, None).unwrap();
+        assert_eq!(p.text, "[echo]{}");
+        assert_eq!(p.usage, Usage { input_tokens: 44, output_tokens: 20, estimated: false });
+        assert_eq!(p.finish, "end_turn");
+        assert!(p.tool_calls.is_empty(), "tool_use blocks are skipped unless tools are native");
+        let p = parse_response(r#"{"content":[]}"#, &r, None).unwrap();
+        assert_eq!(p.text, "");
+        assert!(p.usage.estimated);
         let e =
             parse_response(r#"{"type":"error","error":{"type":"overloaded","message":"busy"}}"#, &r, None).unwrap_err();
         assert!(e.message.contains("busy"), "{e:?}");
         let e = parse_response(r#"{"choices":[]}"#, &r, None).unwrap_err();
         assert!(e.message.contains("no `content`"), "{e:?}");
+    }
+
+    fn native() -> Request {
+        let mut r = req();
+        r.model.tools = ToolMode::Native;
+        r.tools = vec![ToolSpec {
+            name: "list_files".into(),
+            description: "Lists files.".into(),
+            parameters: json!({"type": "object", "properties": {"path": {"type": ["string", "null"]}}, "required": ["path"], "additionalProperties": false}),
+        }];
+        r
+    }
+
+    #[test]
+    fn native_tools_go_as_tool_definitions() {
+        let r = native();
+        let b = request_body(&r);
+        assert_eq!(
+            b["tools"],
+            json!([{"name": "list_files", "description": "Lists files.", "input_schema": r.tools[0].parameters}])
+        );
+        let mut c = r;
+        c.model.tools = ToolMode::Contract;
+        assert!(request_body(&c).get("tools").is_none(), "in the contract, tools are in the prompt");
+        c.model.tools = ToolMode::Native;
+        c.tools.clear();
+        assert!(request_body(&c).get("tools").is_none());
+    }
+
+    #[test]
+    fn tool_use_blocks_mixed_with_text_become_native_calls_in_order() {
+        let r = native();
+        let body = r#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Let me look."},{"type":"tool_use","id":"toolu_01A09q90qw90lq917835lq9","name":"list_files","input":{"path":null}},{"type":"text","text":" And read."},{"type":"tool_use","id":"toolu_02","name":"read_file","input":{"path":"a.md"}}],"stop_reason":"tool_use","usage":{"input_tokens":300,"output_tokens":60}}"#;
+        let p = parse_response(body, &r, None).unwrap();
+        assert_eq!(p.text, "Let me look. And read.");
+        assert_eq!(p.finish, "tool_use");
+        assert_eq!(
+            p.tool_calls,
+            vec![
+                NativeCall {
+                    id: "toolu_01A09q90qw90lq917835lq9".into(),
+                    name: "list_files".into(),
+                    args: json!({"path": null})
+                },
+                NativeCall { id: "toolu_02".into(), name: "read_file".into(), args: json!({"path": "a.md"}) },
+            ]
+        );
+        let reply = Reply {
+            text: p.text,
+            usage: p.usage,
+            model_key: "c".into(),
+            finish: Some(p.finish),
+            tool_calls: p.tool_calls,
+        };
+        assert!(!reply.truncated(), "tool_use is not a cut");
+        // Only tool calls, no text: still an answer.
+        let only =
+            r#"{"content":[{"type":"tool_use","id":"t1","name":"list_files","input":{}}],"stop_reason":"tool_use"}"#;
+        let p = parse_response(only, &r, None).unwrap();
+        assert_eq!((p.text.as_str(), p.tool_calls.len()), ("", 1));
     }
 }

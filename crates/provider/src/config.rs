@@ -91,7 +91,12 @@ pub const MODEL_FIELDS: &[(&str, &[ProviderKind])] = &[
     ("reply_max_messages", &[ProviderKind::OpenAi]),
     ("reply_max_chars", &[ProviderKind::OpenAi]),
     ("deployment", &[ProviderKind::OpenAi]),
+    ("tools", ANY),
 ];
+
+/// The kinds that can take tools natively (`tools = "native"`); every kind
+/// takes them in the reply contract.
+pub const NATIVE_TOOL_KINDS: &[ProviderKind] = HTTP;
 
 /// The kinds that read `field` of a `fields` table ([`PROVIDER_FIELDS`] or
 /// [`MODEL_FIELDS`]); `None` for a field that does not exist.
@@ -389,6 +394,21 @@ pub enum ToolMode {
     Native,
 }
 
+impl ToolMode {
+    /// Every value with its config name.
+    pub const ALL: [(&'static str, ToolMode); 2] = [("contract", ToolMode::Contract), ("native", ToolMode::Native)];
+
+    /// Parses a config name.
+    pub fn parse(s: &str) -> Option<ToolMode> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, v)| *v)
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, v)| *v == self).map(|(n, _)| *n).unwrap_or("contract")
+    }
+}
+
 impl ModelSpec {
     /// A model key on a provider with every other setting at its default.
     pub fn new(key: impl Into<String>, provider: impl Into<String>) -> ModelSpec {
@@ -473,5 +493,16 @@ mod tests {
         assert_eq!(kinds_reading(PROVIDER_FIELDS, "latency_ms"), Some(&[ProviderKind::Mock][..]));
         assert_eq!(kinds_reading(PROVIDER_FIELDS, "nope"), None);
         assert_eq!(kind_names(RESILIENT), "openai, anthropic and command");
+        assert_eq!(kind_names(NATIVE_TOOL_KINDS), "openai and anthropic");
+    }
+
+    #[test]
+    fn tool_modes_parse_their_config_names() {
+        for (name, mode) in ToolMode::ALL {
+            assert_eq!(ToolMode::parse(name), Some(mode));
+            assert_eq!(mode.name(), name);
+        }
+        assert_eq!(ToolMode::parse("Native"), None);
+        assert_eq!(ToolMode::default(), ToolMode::Contract);
     }
 }

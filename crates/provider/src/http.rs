@@ -218,8 +218,40 @@ pub fn is_loopback(url: &str) -> bool {
     }
 }
 
-/// What a wire format reads from a response: the reply text, the usage and the stop reason.
-pub type Parsed = (String, crate::Usage, String);
+/// What a wire format reads from a response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The reply text (empty when the model only called tools).
+    pub text: String,
+    /// The tokens it is charged for.
+    pub usage: crate::Usage,
+    /// The stop reason, as the server said it (empty when it said none).
+    pub finish: String,
+    /// The tool calls the model made natively.
+    pub tool_calls: Vec<crate::NativeCall>,
+}
+
+/// A native call's arguments from the JSON text a server sent: the parsed
+/// value, `{}` for an empty text (a call with no arguments), else the raw text
+/// as a string (the engine then answers that the arguments must be an object).
+pub fn call_args(text: &str) -> serde_json::Value {
+    if text.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()))
+}
+
+/// The text a reply's usage is estimated from when the server reports none:
+/// its text and its native calls.
+pub(crate) fn counted_text(text: &str, calls: &[crate::NativeCall]) -> String {
+    let mut all = text.to_string();
+    for c in calls {
+        all.push_str(&c.id);
+        all.push_str(&c.name);
+        all.push_str(&c.args.to_string());
+    }
+    all
+}
 
 /// The wire format of one HTTP kind: its headers, request body and parser.
 pub struct Wire {
@@ -227,7 +259,7 @@ pub struct Wire {
     pub headers: fn(&ProviderSpec, Option<&str>) -> Result<reqwest::header::HeaderMap, AttemptError>,
     /// The JSON body for a request.
     pub body: fn(&crate::Request) -> serde_json::Value,
-    /// Reply text, usage and stop reason from a response body.
+    /// Reply text, usage, stop reason and native tool calls from a response body.
     pub parse: fn(&str, &crate::Request, Option<&str>) -> Result<Parsed, AttemptError>,
 }
 
@@ -251,22 +283,23 @@ pub async fn attempt(
         e
     };
     let resp = send(builder, timeout, "timeout_secs", url, key.as_deref()).await.map_err(scrub)?;
-    let (text, usage, stop) = (wire.parse)(&resp.body, req, key.as_deref()).map_err(scrub)?;
-    note_finish(&spec.name, req, &text, &stop);
-    tracing::debug!(provider = %spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, "answered");
-    let finish = Some(stop).filter(|s| !s.is_empty());
-    Ok(crate::Reply { text, usage, model_key: req.model.key.clone(), finish, tool_calls: vec![] })
+    let Parsed { text, usage, finish, tool_calls } = (wire.parse)(&resp.body, req, key.as_deref()).map_err(scrub)?;
+    note_finish(&spec.name, req, &text, &finish, tool_calls.len());
+    tracing::debug!(provider = %spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, calls = tool_calls.len(), "answered");
+    let finish = Some(finish).filter(|s| !s.is_empty());
+    Ok(crate::Reply { text, usage, model_key: req.model.key.clone(), finish, tool_calls })
 }
 
-/// Logs what is odd about a reply that still counts as an answer.
-fn note_finish(provider: &str, req: &crate::Request, text: &str, finish: &str) {
+/// Logs what is odd about a reply that still counts as an answer (a reply
+/// with native tool calls and no text is not odd).
+fn note_finish(provider: &str, req: &crate::Request, text: &str, finish: &str, calls: usize) {
     if req.turn == 0 {
         return; // a probe (`lemming doctor`), not an agent's run
     }
     if crate::Reply::TRUNCATED.contains(&finish) {
         tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the reply was cut at max_tokens; it is unusable unless its JSON object closed");
     }
-    if text.trim().is_empty() {
+    if text.trim().is_empty() && calls == 0 {
         tracing::warn!(provider, model = %req.model.key, agent = %req.agent, finish, "the model returned no text");
     }
 }
@@ -314,6 +347,15 @@ mod tests {
         let h = extra_headers(&spec).unwrap();
         assert_eq!(h["x-api-key"], "v-123");
         assert!(h["x-api-key"].is_sensitive());
+    }
+
+    #[test]
+    fn call_args_are_parsed_and_kept_raw_when_not_json() {
+        use serde_json::json;
+        assert_eq!(call_args(r#"{"path":"a.md"}"#), json!({"path": "a.md"}));
+        assert_eq!(call_args("  "), json!({}), "no arguments");
+        assert_eq!(call_args("[1]"), json!([1]), "valid JSON is kept as it is, object or not");
+        assert_eq!(call_args(r#"{"path": "a.md""#), json!(r#"{"path": "a.md""#), "cut JSON stays raw text");
     }
 
     #[test]

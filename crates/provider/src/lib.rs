@@ -260,7 +260,7 @@ mod tests {
         };
         assert!(reply(Some("length")).truncated(), "chat completions");
         assert!(reply(Some("max_tokens")).truncated(), "Messages API");
-        for other in [None, Some("stop"), Some("end_turn"), Some("tool_calls"), Some("")] {
+        for other in [None, Some("stop"), Some("end_turn"), Some("tool_calls"), Some("tool_use"), Some("")] {
             assert!(!reply(other).truncated(), "{other:?}");
         }
     }

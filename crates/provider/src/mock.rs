@@ -4,12 +4,34 @@
 //! `"<agent> received: <first 200 chars>"` and forwards the body to every
 //! `@name` the agent may write to (not itself, not the sender). Replies,
 //! bounces and other kinds are read and never answered, so conversations end.
+//!
+//! Tools, so that demos and tests need no model:
+//!
+//! - each line `/tool NAME {json args}` in such a message makes the agent call
+//!   the tool NAME with those args, in the `tool_calls` of its reply: any
+//!   NAME, granted or not, known or not, so that refusals show too. Args that
+//!   are not JSON are passed as their raw text (the engine then answers that
+//!   they must be an object); no args are `{}`. The call's id is
+//!   `c<N>.<sender>` (`N` counting the reply's calls from 1), so that the
+//!   result can be acknowledged to whoever asked; a sender whose name would
+//!   make an invalid id gets `c<N>`, and no acknowledgement;
+//! - each unread `tool_result` whose `reply_to` is such an id is acknowledged
+//!   to that sender, when the agent may write to it: `tool NAME ok: <first
+//!   200 chars of the output>` or `tool NAME failed: <error>`, as a reply to
+//!   the result (so the sender reads it and never answers), in its thread.
+//!   Any other `tool_result` is just read.
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::{BoxFuture, Provider, ProviderError, Reply, Request, Usage};
+
+/// How a line that asks the mock to call a tool starts.
+pub const TOOL_LINE: &str = "/tool ";
+
+/// The longest call id the engine keeps as it is.
+const MAX_CALL_ID: usize = 64;
 
 /// The mock provider.
 #[derive(Debug, Clone, Default)]
@@ -22,9 +44,20 @@ impl Mock {
     /// The reply text the mock gives for a request (pure; no sleep).
     pub fn reply_text(req: &Request) -> String {
         let mut messages = Vec::new();
+        let mut calls = Vec::new();
         for mail in &req.mail {
+            if mail.kind == "tool_result" {
+                if let Some(ack) = acknowledge(req, mail) {
+                    messages.push(ack);
+                }
+                continue;
+            }
             if mail.kind != "message" || mail.reply_to.is_some() {
                 continue;
+            }
+            for (name, args) in tool_lines(&mail.body) {
+                let n = calls.len() + 1;
+                calls.push(json!({"id": call_id(n, &mail.from), "tool": name, "args": args}));
             }
             let excerpt: String = mail.body.chars().take(200).collect();
             messages.push(json!({
@@ -48,8 +81,76 @@ impl Mock {
                 }
             }
         }
-        json!({ "messages": messages }).to_string()
+        if calls.is_empty() {
+            json!({ "messages": messages }).to_string()
+        } else {
+            json!({ "messages": messages, "tool_calls": calls }).to_string()
+        }
     }
+}
+
+/// The tool calls a body asks for: each line `/tool NAME {json args}`, with
+/// its args parsed (`{}` when there are none, the raw text when they are not JSON).
+pub fn tool_lines(body: &str) -> Vec<(&str, Value)> {
+    body.lines()
+        .filter_map(|line| line.trim().strip_prefix(TOOL_LINE))
+        .filter_map(|rest| {
+            let rest = rest.trim();
+            let (name, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            if name.is_empty() {
+                return None;
+            }
+            let args = args.trim();
+            let args = if args.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_str(args).unwrap_or_else(|_| Value::String(args.to_string()))
+            };
+            Some((name, args))
+        })
+        .collect()
+}
+
+/// The id of the mock's `n`th call in a reply, asked for by `sender`:
+/// `c<n>.<sender>`, or `c<n>` when that would not be a valid call id.
+pub fn call_id(n: usize, sender: &str) -> String {
+    let id = format!("c{n}.{sender}");
+    let valid = id.len() <= MAX_CALL_ID
+        && !sender.is_empty()
+        && sender.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        id
+    } else {
+        format!("c{n}")
+    }
+}
+
+/// Who asked for the call with this id (see [`call_id`]).
+pub fn call_sender(id: &str) -> Option<&str> {
+    let (n, sender) = id.strip_prefix('c')?.split_once('.')?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !sender.is_empty()).then_some(sender)
+}
+
+/// The message that tells the original sender what a tool call gave, for a
+/// `tool_result` whose call the mock made for that sender.
+fn acknowledge(req: &Request, result: &crate::MailItem) -> Option<Value> {
+    let sender = call_sender(result.reply_to.as_deref()?)?;
+    if !req.may_send_to.iter().any(|a| a == sender) {
+        return None;
+    }
+    let outcome: Value = serde_json::from_str(&result.body).ok()?;
+    let tool = outcome.get("tool").and_then(Value::as_str).unwrap_or("?");
+    let text = |k: &str| match outcome.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(v) => v.to_string(),
+    };
+    let body = if outcome.get("ok").and_then(Value::as_bool) == Some(true) {
+        format!("tool {tool} ok: {}", text("output").chars().take(200).collect::<String>())
+    } else {
+        format!("tool {tool} failed: {}", text("error"))
+    };
+    Some(json!({"to": sender, "body": body, "reply_to": result.id, "thread": result.thread}))
 }
 
 /// With `LEMMING_MOCK_CALL_LOG=<file>`, appends `<turn> <agent> <pid>` for each
@@ -180,6 +281,111 @@ mod tests {
         assert_eq!(reply.text, r#"{"messages":[]}"#);
         assert_eq!(reply.usage.input_tokens, 5); // 17 chars
         assert_eq!(reply.usage.output_tokens, 4); // 15 chars
+    }
+
+    fn reply(r: &Request) -> Value {
+        serde_json::from_str(&Mock::reply_text(r)).unwrap()
+    }
+
+    #[test]
+    fn a_tool_line_makes_the_agent_call_the_tool_and_still_answer() {
+        let body = "please\n/tool write_file {\"path\":\"a.txt\",\"content\":\"hi\"}\n  /tool read_file {\"path\": \"a.txt\"}\nthanks";
+        let r = req(
+            vec![
+                mail("m1", "human", body, None, "message"),
+                mail("m2", "planner", "/tool hire_agent {not json", None, "message"),
+                mail("m3", "planner", "/tool list_files\n/tool   \nnot /tool x", None, "message"),
+            ],
+            &["human", "planner"],
+        );
+        let v = reply(&r);
+        assert_eq!(
+            v["tool_calls"],
+            json!([
+                {"id": "c1.human", "tool": "write_file", "args": {"path": "a.txt", "content": "hi"}},
+                {"id": "c2.human", "tool": "read_file", "args": {"path": "a.txt"}},
+                {"id": "c3.planner", "tool": "hire_agent", "args": "{not json"},
+                {"id": "c4.planner", "tool": "list_files", "args": {}},
+            ])
+        );
+        let msgs = v["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 3, "each message is still answered: {v}");
+        assert_eq!(msgs[0]["body"], format!("manager received: {body}"));
+        // A reply or a bounce never makes a call.
+        let r = req(
+            vec![
+                mail("a", "planner", "/tool read_file {}", Some("m0"), "message"),
+                mail("b", "lemming", "/tool read_file {}", None, "bounce"),
+            ],
+            &["planner"],
+        );
+        assert!(reply(&r).get("tool_calls").is_none());
+    }
+
+    #[test]
+    fn call_ids_are_valid_and_name_the_sender() {
+        let valid = |id: &str| {
+            let b = id.as_bytes();
+            !b.is_empty()
+                && b.len() <= 64
+                && b[0].is_ascii_alphanumeric()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+        };
+        for sender in ["human", "coder_01", "a-b", &"x".repeat(61), &"x".repeat(62), "bad name", "", "é"] {
+            let id = call_id(7, sender);
+            assert!(valid(&id), "{id:?}");
+            assert_eq!(call_sender(&id), (id != "c7").then_some(sender), "{sender:?}");
+        }
+        assert_eq!(call_id(7, &"x".repeat(62)), "c7", "too long");
+        assert_eq!(call_sender("c1.human"), Some("human"));
+        for other in ["c.human", "cx.human", "d1.human", "c1.", "c1", "call_abc"] {
+            assert_eq!(call_sender(other), None, "{other}");
+        }
+    }
+
+    fn result(id: &str, reply_to: &str, body: &str) -> MailItem {
+        MailItem { thread: "th-x".into(), ..mail(id, "lemming", body, Some(reply_to), "tool_result") }
+    }
+
+    #[test]
+    fn a_tool_result_is_acknowledged_to_the_original_sender() {
+        let long = "y".repeat(300);
+        let ok = json!({"tool": "read_file", "ok": true, "output": long, "truncated": false}).to_string();
+        let failed =
+            json!({"tool": "hire_agent", "ok": false, "error": "not permitted: nope", "truncated": false}).to_string();
+        let r = req(vec![result("r1", "c1.human", &ok), result("r2", "c2.planner", &failed)], &["human", "planner"]);
+        let v = reply(&r);
+        assert_eq!(
+            v["messages"],
+            json!([
+                {"to": "human", "body": format!("tool read_file ok: {}", "y".repeat(200)), "reply_to": "r1", "thread": "th-x"},
+                {"to": "planner", "body": "tool hire_agent failed: not permitted: nope", "reply_to": "r2", "thread": "th-x"},
+            ])
+        );
+        assert!(v.get("tool_calls").is_none());
+        // A result in the thread makes the sender read, never answer: the conversation ends.
+        let ack = &v["messages"][0];
+        let back = MailItem {
+            reply_to: Some("r1".into()),
+            ..mail("a1", "manager", ack["body"].as_str().unwrap(), None, "message")
+        };
+        assert_eq!(reply(&Request { agent: "human".into(), ..req(vec![back], &["manager"]) })["messages"], json!([]));
+    }
+
+    #[test]
+    fn other_tool_results_are_just_read() {
+        let ok = json!({"tool": "read_file", "ok": true, "output": "x", "truncated": false}).to_string();
+        let r = req(
+            vec![
+                result("r1", "c1.cfo", &ok),                     // a sender it may not write to
+                result("r2", "call_abc123", &ok),                // a call the mock did not make
+                result("r3", "c3", &ok),                         // a call with no sender in its id
+                result("r4", "c1.human", "not json"),            // a body that is no outcome
+                mail("r5", "lemming", &ok, None, "tool_result"), // no reply_to at all
+            ],
+            &["human"],
+        );
+        assert_eq!(reply(&r), json!({"messages": []}));
     }
 
     #[test]

@@ -15,6 +15,18 @@
 //! cannot even address an agent the chart forbids, and whose strings and lists
 //! are bounded so that a complete reply fits in `max_tokens`
 //! ([`contract::Limits::for_model`]). `json_object` asks for any JSON object.
+//! The agent's tools, with `tools = "contract"` (the default), are part of
+//! that schema: `tool_calls` whose `tool` is one of them and whose `args`
+//! follow its schema.
+//!
+//! With `tools = "native"` the agent's tools go as function definitions
+//! (`tools: [{"type": "function", "function": {name, description,
+//! parameters}}]`), and the model's `message.tool_calls` come back in
+//! [`Reply::tool_calls`]: ids as the server gives them (OpenAI's start with
+//! `call_`, llama.cpp's need not), `function.arguments` parsed from its JSON
+//! text (kept as a string when it is not JSON). A message with tool calls
+//! and no content is an answer with empty text; `finish_reason` `tool_calls`
+//! is not a cut.
 //!
 //! The response is read leniently: unknown fields are ignored, any
 //! `finish_reason` is accepted and passed on in the [`Reply`] (`length` means
@@ -26,9 +38,9 @@
 use serde_json::{json, Value};
 
 use crate::contract;
-use crate::http::{self, excerpt, tokens, usage};
+use crate::http::{self, excerpt, tokens, usage, Parsed};
 use crate::resilience::{Attempt, AttemptError};
-use crate::{BoxFuture, ProviderSpec, Reply, Request, Structured, Usage};
+use crate::{BoxFuture, NativeCall, ProviderSpec, Reply, Request, Structured, ToolMode};
 
 /// The `openai` kind.
 pub struct OpenAi {
@@ -103,22 +115,59 @@ pub fn request_body(req: &Request) -> Value {
         Structured::JsonObject => body["response_format"] = json!({"type": "json_object"}),
         Structured::JsonSchema => {
             let ids: Vec<String> = req.mail.iter().map(|m| m.id.clone()).collect();
-            let limits = contract::Limits::for_model(m, &req.may_send_to, &ids);
+            let limits = contract::Limits::for_model(m, &req.may_send_to, &ids, &req.tools);
+            let tools = contract::contract_tools(m.tools, &req.tools);
             body["response_format"] = json!({
                 "type": "json_schema",
                 "json_schema": {
                     "name": "lemming_reply",
                     "strict": true,
-                    "schema": contract::schema(&req.may_send_to, &ids, limits),
+                    "schema": contract::schema(&req.may_send_to, &ids, tools, limits),
                 }
             });
         }
     }
+    if m.tools == ToolMode::Native && !req.tools.is_empty() {
+        let functions: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                json!({
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                })
+            })
+            .collect();
+        body["tools"] = Value::Array(functions);
+    }
     body
 }
 
-/// Reads a chat-completions response: the reply text, its usage and the finish reason.
-pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(String, Usage, String), AttemptError> {
+/// The native tool calls of a response message: `tool_calls[].{id,
+/// function.name, function.arguments}`; arguments sent as an object (some
+/// servers do) are taken as they are. A call with no id or name keeps it
+/// empty: the engine gives it an id and answers `unknown tool`.
+fn native_calls(message: Option<&Value>) -> Vec<NativeCall> {
+    let calls = message.and_then(|m| m.get("tool_calls")).and_then(Value::as_array);
+    calls
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let f = c.get("function");
+            let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+            let args = match f.and_then(|f| f.get("arguments")) {
+                Some(Value::String(s)) => http::call_args(s),
+                None | Some(Value::Null) => json!({}),
+                Some(v) => v.clone(),
+            };
+            NativeCall { id: text(c.get("id")), name: text(f.and_then(|f| f.get("name"))), args }
+        })
+        .collect()
+}
+
+/// Reads a chat-completions response: the reply text, its usage, the finish
+/// reason and the native tool calls.
+pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<Parsed, AttemptError> {
     let v: Value = serde_json::from_str(body)
         .map_err(|e| AttemptError::broken(format!("the response is not JSON ({e}): {}", excerpt(body, key))))?;
     if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
@@ -146,11 +195,12 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<(S
         None | Some(Value::Null) => String::new(),
         Some(other) => other.to_string(),
     };
+    let tool_calls = native_calls(message);
     let u = v.get("usage");
     let input = u.and_then(|u| u.get("prompt_tokens")).and_then(tokens);
     let output = u.and_then(|u| u.get("completion_tokens")).and_then(tokens);
-    let usage = usage(input, output, req, &text);
-    Ok((text, usage, finish))
+    let usage = usage(input, output, req, &http::counted_text(&text, &tool_calls));
+    Ok(Parsed { text, usage, finish, tool_calls })
 }
 
 impl Attempt for OpenAi {
@@ -165,7 +215,7 @@ impl Attempt for OpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MailItem, ModelSpec, ProviderKind};
+    use crate::{MailItem, ModelSpec, ProviderKind, ToolSpec, Usage};
 
     fn req(may: &[&str]) -> Request {
         Request {
@@ -222,7 +272,7 @@ mod tests {
         r.model.max_tokens = Some(1024);
         let b = request_body(&r);
         let schema = &b["response_format"]["json_schema"]["schema"];
-        let limits = contract::Limits::for_model(&r.model, &r.may_send_to, &["m1".to_string()]);
+        let limits = contract::Limits::for_model(&r.model, &r.may_send_to, &["m1".to_string()], &[]);
         let msg = &schema["properties"]["messages"];
         assert_eq!(msg["maxItems"], limits.messages);
         assert_eq!(msg["items"]["properties"]["body"]["maxLength"], limits.chars);
@@ -238,7 +288,7 @@ mod tests {
 
     #[test]
     fn an_agent_that_may_write_to_nobody_gets_a_schema_with_no_messages() {
-        let schema = contract::schema(&[], &[], contract::Limits { messages: 2, chars: 10 });
+        let schema = contract::schema(&[], &[], &[], contract::Limits { messages: 2, chars: 10 });
         let msg = &schema["properties"]["messages"];
         assert_eq!(msg["maxItems"], 0);
         assert!(msg["items"]["properties"]["to"].get("enum").is_none(), "an empty enum is not valid JSON schema");
@@ -274,18 +324,92 @@ mod tests {
     fn parses_leniently() {
         let r = req(&["planner"]);
         let body = r#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"{\"messages\":[]}","extra":1},"finish_reason":"weird_reason"}],"usage":{"prompt_tokens":61,"completion_tokens":226,"total_tokens":287,"prompt_tokens_details":{"cached_tokens":56}},"timings":{}}"#;
-        let (text, usage, finish) = parse_response(body, &r, None).unwrap();
-        assert_eq!(text, "{\"messages\":[]}");
-        assert_eq!(usage, Usage { input_tokens: 61, output_tokens: 226, estimated: false });
-        assert_eq!(finish, "weird_reason");
+        let p = parse_response(body, &r, None).unwrap();
+        assert_eq!(p.text, "{\"messages\":[]}");
+        assert_eq!(p.usage, Usage { input_tokens: 61, output_tokens: 226, estimated: false });
+        assert_eq!(p.finish, "weird_reason");
+        assert!(p.tool_calls.is_empty());
 
         let tool = r#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":2,"completion_tokens":10}}"#;
-        assert_eq!(parse_response(tool, &r, None).unwrap().0, "");
+        assert_eq!(parse_response(tool, &r, None).unwrap().text, "");
         let parts = r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#;
-        let (text, usage, _) = parse_response(parts, &r, None).unwrap();
-        assert_eq!(text, "ab");
-        assert!(usage.estimated, "no usage: estimated");
-        assert_eq!(usage.input_tokens, (r.prompt_chars() as u64).div_ceil(4));
+        let p = parse_response(parts, &r, None).unwrap();
+        assert_eq!(p.text, "ab");
+        assert!(p.usage.estimated, "no usage: estimated");
+        assert_eq!(p.usage.input_tokens, (r.prompt_chars() as u64).div_ceil(4));
+    }
+
+    fn native(mut r: Request) -> Request {
+        r.model.tools = ToolMode::Native;
+        r.tools = vec![ToolSpec {
+            name: "read_file".into(),
+            description: "Reads a file.".into(),
+            parameters: json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"], "additionalProperties": false}),
+        }];
+        r
+    }
+
+    #[test]
+    fn native_tools_go_as_function_definitions_and_not_in_the_schema() {
+        let r = native(req(&["planner"]));
+        let b = request_body(&r);
+        assert_eq!(
+            b["tools"],
+            json!([{"type": "function", "function": {"name": "read_file", "description": "Reads a file.", "parameters": r.tools[0].parameters}}])
+        );
+        let schema = &b["response_format"]["json_schema"]["schema"];
+        assert!(schema["properties"].get("tool_calls").is_none(), "{schema:#}");
+        // In the contract (the default), the tools are in the schema and no functions are sent.
+        let mut c = r.clone();
+        c.model.tools = ToolMode::Contract;
+        let b = request_body(&c);
+        assert!(b.get("tools").is_none());
+        let calls = &b["response_format"]["json_schema"]["schema"]["properties"]["tool_calls"];
+        assert_eq!(calls["items"]["anyOf"][0]["properties"]["tool"]["enum"], json!(["read_file"]));
+        assert!(contract::longest(&b["response_format"]["json_schema"]["schema"]).unwrap().tokens() <= 2048);
+        // No tools, no functions.
+        let mut none = r;
+        none.tools.clear();
+        assert!(request_body(&none).get("tools").is_none());
+    }
+
+    #[test]
+    fn native_calls_of_openai_are_mapped() {
+        let r = native(req(&["planner"]));
+        let body = r#"{"id":"chatcmpl-9","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_abc123","type":"function","function":{"name":"read_file","arguments":"{\"path\":\"notes.md\"}"}},{"id":"call_def","type":"function","function":{"name":"write_file","arguments":"{\"path\": \"x"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":80,"completion_tokens":31}}"#;
+        let p = parse_response(body, &r, None).unwrap();
+        assert_eq!(p.text, "", "no content, still an answer");
+        assert_eq!(p.finish, "tool_calls");
+        assert_eq!(
+            p.tool_calls,
+            vec![
+                NativeCall { id: "call_abc123".into(), name: "read_file".into(), args: json!({"path": "notes.md"}) },
+                NativeCall { id: "call_def".into(), name: "write_file".into(), args: json!("{\"path\": \"x") },
+            ]
+        );
+    }
+
+    #[test]
+    fn native_calls_of_llama_cpp_keep_their_ids_without_a_call_prefix() {
+        let r = native(req(&["planner"]));
+        // llama.cpp's server: ids are random text, arguments a JSON string, content "" beside the calls.
+        let body = r#"{"choices":[{"finish_reason":"tool_calls","index":0,"message":{"role":"assistant","content":"","tool_calls":[{"type":"function","function":{"name":"read_file","arguments":"{\"path\":\"a.txt\"}"},"id":"xQ3mJ9cXk2PzV8rT1bN7LwYf0hGs4DaE"},{"type":"function","function":{"name":"list_files","arguments":""},"id":"7"}]}}],"created":1,"model":"gemma","object":"chat.completion","usage":{"completion_tokens":20,"prompt_tokens":100,"total_tokens":120}}"#;
+        let p = parse_response(body, &r, None).unwrap();
+        assert_eq!(p.text, "");
+        let ids: Vec<&str> = p.tool_calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["xQ3mJ9cXk2PzV8rT1bN7LwYf0hGs4DaE", "7"]);
+        assert_eq!(p.tool_calls[0].args, json!({"path": "a.txt"}));
+        assert_eq!(p.tool_calls[1].args, json!({}), "empty arguments are no arguments");
+        // Arguments sent as an object, and a call with no id or function, are kept for the engine to judge.
+        let odd = r#"{"choices":[{"message":{"content":"hi","tool_calls":[{"function":{"name":"calculate","arguments":{"expression":"1+1"}}},{"type":"function"}]},"finish_reason":"stop"}]}"#;
+        let p = parse_response(odd, &r, None).unwrap();
+        assert_eq!(p.text, "hi");
+        assert_eq!(
+            p.tool_calls[0],
+            NativeCall { id: "".into(), name: "calculate".into(), args: json!({"expression": "1+1"}) }
+        );
+        assert_eq!(p.tool_calls[1], NativeCall { id: "".into(), name: "".into(), args: json!({}) });
+        assert!(p.usage.estimated && p.usage.output_tokens > 1, "calls count in the estimate: {:?}", p.usage);
     }
 
     #[test]

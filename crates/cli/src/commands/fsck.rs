@@ -1,4 +1,4 @@
-//! `lemming fsck`: check G2–G7 on disk, say what was found, exit 1 on a violation.
+//! `lemming fsck`: check G2–G8 on disk, say what was found, exit 1 on a violation.
 
 use lemming_engine::fsck::{self, Finding, Severity};
 use lemming_engine::term;
@@ -12,10 +12,11 @@ use crate::render::print_json;
 pub struct Args {}
 
 const AFTER_HELP: &str = "\
-Checks the org's files against lemming's guarantees G2–G7 (docs/guarantees.md):
+Checks the org's files against lemming's guarantees G2–G8 (docs/guarantees.md):
 every routed message reached each recipient exactly once, or a dead letter says
 why not; committed replies consumed their mail and were charged once; ledger
-lines are whole and sane; every dead letter has its reason. It only reads: it
+lines are whole and sane; every dead letter has its reason; every tool call has
+exactly one result. It only reads: it
 takes no lock and works while `lemming run` runs (run it again when idle to rule
 out a turn in progress).
 

@@ -26,6 +26,18 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     println!("read_from:  {}", v.read_from);
     println!("can reach:  {}", v.can_reach.join(", "));
     println!("reached by: {}", v.reached_by.join(", "));
+    let t = &v.tools;
+    if t.granted.is_empty() {
+        println!("tools:      none");
+    } else {
+        println!("tools:      {}", line(&t.granted.join(", ")));
+    }
+    if !t.commands.is_empty() {
+        println!("commands:   {}", line(&t.commands.join(", ")));
+    }
+    if t.shared != lemming_engine::resume::Shared::None {
+        println!("shared/:    {}", word(&t.shared));
+    }
     if v.name == lemming_engine::name::HUMAN {
         println!("credits:    - (people are never charged)");
     } else {

@@ -92,6 +92,10 @@ fn render(a: &Activity) -> String {
     if !a.sent.is_empty() {
         let _ = writeln!(s, "  sent: {}", line(&a.sent.join(", ")));
     }
+    for t in &a.tools {
+        let how = if t.ok { "ok".to_string() } else { format!("failed: {}", indent(t.error.as_deref().unwrap_or(""))) };
+        let _ = writeln!(s, "  tool {} (call {}) in {} ms: {how}", line(&t.tool), line(&t.call), t.ms);
+    }
     if !a.notes.is_empty() {
         let _ = writeln!(s, "  notes: {}", indent(&a.notes));
     }

@@ -19,8 +19,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         (true, Some(pid)) => format!("running (pid {pid}){}", if s.daemon.paused { ", paused" } else { "" }),
         _ => "not running".into(),
     };
+    let tools = if s.tool_calls > 0 { format!(" ({} tool calls)", s.tool_calls) } else { String::new() };
     println!(
-        "org: {}\nturn: {}\ndaemon: {daemon}\ndead letters: {}",
+        "org: {}\nturn: {}{tools}\ndaemon: {daemon}\ndead letters: {}",
         term::line(&org.layout.root.display().to_string()),
         s.turn,
         s.dead_letters

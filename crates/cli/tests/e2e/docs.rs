@@ -221,13 +221,17 @@ fn has_ident(text: &str, name: &str) -> bool {
 fn named_code_missing(page: &str) -> (usize, Vec<String>) {
     let mut files = Vec::new();
     rust_files(&repo().join("crates"), &mut files);
-    // A module's name: its file's stem, or its folder's for a `mod.rs`.
+    // A module's name: its file's stem, or its folder's for a `mod.rs` and
+    // for the submodules of `module.rs` in `module/` (`turn::tests::x` is in `turn/tests.rs`).
     let sources: Vec<(String, String)> = files
         .iter()
         .map(|p| {
             let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            let folder = p.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+            let parent_module = p.parent().unwrap().with_extension("rs").exists();
             let module = match stem.as_str() {
-                "mod" => p.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned(),
+                "mod" => folder,
+                "tests" if parent_module => folder,
                 _ => stem,
             };
             (module, read(p))
@@ -318,6 +322,10 @@ fn the_reply_contract_page_quotes_the_contract_every_prompt_ends_with() {
         .and_then(|(_, rest)| rest.split_once("\n```"))
         .map(|(text, _)| text)
         .expect("docs/reply-contract.md quotes the contract in a ```text block");
-    let told = lemming_provider::contract::instructions(lemming_provider::Structured::None);
+    let told = lemming_provider::contract::instructions(
+        lemming_provider::Structured::None,
+        &[],
+        lemming_provider::ToolMode::Contract,
+    );
     assert_eq!(quoted, told, "docs/reply-contract.md quotes another contract than the prompt's");
 }

@@ -25,6 +25,7 @@ mod routing;
 mod samples;
 mod state_numbers;
 mod status_columns;
+mod tools;
 mod turn;
 mod turn_events;
 mod views;

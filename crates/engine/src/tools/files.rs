@@ -1,19 +1,1097 @@
 //! The file tools: `read_file`, `write_file`, `list_files` and `search_files`,
 //! confined to the agent's `workspace/` (and the org's `shared/` folder when
 //! the agent is granted it), and the JSON schemas of every built-in tool.
+//!
+//! Every path argument goes through [`resolve`]: it is relative to the
+//! workspace (`shared/…` names the shared folder), and absolute paths, `..`,
+//! NUL bytes and symbolic links that point out of the folder are refused
+//! before anything is opened. Files are then opened without following a
+//! symbolic link ([`crate::fsx::open_regular`]), so a link put in place of the
+//! last component is refused too. A whole write replaces the file atomically
+//! ([`crate::fsx::write_atomic`], through a temporary file in the same folder).
 
-use serde_json::Value;
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::{json, Map, Value};
 
 use super::{Ctx, Outcome, ToolSpec};
+use crate::resume::Shared;
+
+/// The longest path argument accepted, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// The most files `search_files` reads in one call (the rest are not searched,
+/// and the result says so).
+pub const MAX_SEARCHED_FILES: usize = 10_000;
+
+/// The deepest folder `search_files` descends into, below where it starts.
+pub const MAX_SEARCH_DEPTH: usize = 32;
+
+/// The longest matching line `search_files` shows, in bytes (the rest is cut).
+pub const MAX_MATCH_LINE_BYTES: usize = 500;
 
 /// The built-in tool `name` as a model is told of it (`None`: not built in).
+///
+/// Every schema is an object whose properties are all required and that
+/// allows no others, as OpenAI's strict mode wants: an optional argument is
+/// typed `[T, "null"]`, and the tools take it absent or null alike.
 pub fn builtin_spec(name: &str) -> Option<ToolSpec> {
-    let _ = name;
-    None
+    let (description, properties): (&str, Value) = match name {
+        "read_file" => (
+            "Read a text file of your workspace (or shared/… when granted). Long files are cut.",
+            json!({"path": text("The file, relative to your workspace; shared/NAME for the org's shared folder.")}),
+        ),
+        "write_file" => (
+            "Write a text file in your workspace (or shared/… when granted), creating its folders; replaces the file \
+             unless append is true.",
+            json!({
+                "path": text("The file, relative to your workspace; shared/NAME for the org's shared folder."),
+                "content": text("The text to write."),
+                "append": {"type": ["boolean", "null"], "description": "true: add to the end of the file instead of replacing it."},
+            }),
+        ),
+        "list_files" => (
+            "List a folder of your workspace (or shared/… when granted): folders end with /, files show their size.",
+            json!({"path": optional_text("The folder, relative to your workspace; null for the workspace itself.")}),
+        ),
+        "search_files" => (
+            "Search the text files under a folder of your workspace for a literal, case-sensitive string; gives \
+             path:line: text for each matching line.",
+            json!({
+                "pattern": text("The text to look for (literal, case-sensitive)."),
+                "path": optional_text("The folder or file to search, relative to your workspace; null for all of it."),
+            }),
+        ),
+        "run_command" => (
+            "Run a program you are allowed (permissions.commands) in your workspace, in a sandbox, with arguments \
+             (never through a shell); gives its exit status and output.",
+            json!({
+                "program": text("The program's name, as allowed in permissions.commands."),
+                "args": {"type": ["array", "null"], "items": {"type": "string"}, "description": "Its arguments, one string each."},
+            }),
+        ),
+        "calculate" => (
+            "Evaluate an arithmetic expression: + - * / % ^, parentheses, and sqrt, abs, min, max, round, floor, \
+             ceil, ln, log10, exp, pi, e.",
+            json!({"expression": text("The expression, such as (2 + 3) * 4 / sqrt(2).")}),
+        ),
+        "recall" => (
+            "Search your memory: gives each key whose name or value contains the query (case-insensitive); an empty \
+             query lists every key.",
+            json!({"query": text("The text to look for; empty for every key.")}),
+        ),
+        "hire_agent" => (
+            "Hire a new agent into the org: it joins on the next turn.",
+            json!({
+                "name": text("Its name: a lower-case letter, then up to 63 of a-z, 0-9, _ or -."),
+                "title": text("Its title, in a few words."),
+                "instructions": text("What it is for and how it should work."),
+                "model": optional_text("The model key to run it on; null for yours."),
+                "send_to": names("The agents it may write to: you, or agents you may write to."),
+                "read_from": names("The agents it accepts mail from: you, or agents you may write to."),
+                "credits": {"type": ["number", "null"], "description": "Its starting credits (capped by the org); null for the default."},
+            }),
+        ),
+        _ => return None,
+    };
+    let required: Vec<&String> = properties.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+    Some(ToolSpec {
+        name: name.to_string(),
+        description: description.to_string(),
+        parameters: json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": false,
+        }),
+    })
+}
+
+/// A required string argument's schema.
+fn text(description: &str) -> Value {
+    json!({"type": "string", "description": description})
+}
+
+/// An optional string argument's schema.
+fn optional_text(description: &str) -> Value {
+    json!({"type": ["string", "null"], "description": description})
+}
+
+/// A list of agent names' schema.
+fn names(description: &str) -> Value {
+    json!({"type": "array", "items": {"type": "string"}, "description": description})
+}
+
+/// Refuses an argument that `tool` does not take, naming the ones it does.
+pub(crate) fn check_args(tool: &str, args: &Value, known: &[&str]) -> Result<(), String> {
+    let empty = Map::new();
+    for key in args.as_object().unwrap_or(&empty).keys() {
+        if !known.contains(&key.as_str()) {
+            let key: String = key.chars().take(64).collect();
+            return Err(format!(
+                "unknown argument `{}` for {tool} (it takes: {})",
+                crate::term::line(&key),
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An optional string argument: `None` when absent or null.
+pub(crate) fn optional_string<'a>(args: &'a Value, name: &str) -> Result<Option<&'a str>, String> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(format!("argument `{name}` must be a string, not {}", kind(other))),
+    }
+}
+
+/// A required string argument.
+pub(crate) fn required_string<'a>(args: &'a Value, name: &str) -> Result<&'a str, String> {
+    optional_string(args, name)?.ok_or_else(|| format!("missing argument `{name}` (a string)"))
+}
+
+/// An optional boolean argument: `None` when absent or null.
+pub(crate) fn optional_bool(args: &Value, name: &str) -> Result<Option<bool>, String> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(format!("argument `{name}` must be true, false or null, not {}", kind(other))),
+    }
+}
+
+/// What a JSON value is, for errors.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary, and whether it was cut.
+pub(crate) fn cut(s: &str, max: usize) -> (&str, bool) {
+    if s.len() <= max {
+        return (s, false);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&s[..end], true)
+}
+
+/// `output` as a tool's result, cut at the org's `max_output_bytes`.
+pub(crate) fn capped(ctx: &Ctx<'_>, tool: &str, output: &str, truncated: bool) -> Outcome {
+    let max = usize::try_from(ctx.org.settings.tools.max_output_bytes).unwrap_or(usize::MAX);
+    let (out, cut_here) = cut(output, max);
+    Outcome::ok(tool, out, truncated || cut_here)
 }
 
 /// Runs one of the file tools.
 pub fn run(ctx: &Ctx<'_>, tool: &str, args: &Value) -> Outcome {
-    let _ = (ctx, args);
-    Outcome::err(tool, "not built yet")
+    let done = match tool {
+        "read_file" => read_file(ctx, args),
+        "write_file" => write_file(ctx, args),
+        "list_files" => list_files(ctx, args),
+        "search_files" => search_files(ctx, args),
+        _ => Err(format!("`{tool}` is not a file tool")),
+    };
+    done.unwrap_or_else(|e| Outcome::err(tool, e))
+}
+
+/// What a file tool does at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read it, list it or search it.
+    Read,
+    /// Write it (or create it).
+    Write,
+}
+
+/// A path argument resolved inside the folder it is confined to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The path on disk: inside `root`, with every component that exists
+    /// resolved (no symbolic link is left in it).
+    pub path: PathBuf,
+    /// The folder it is confined to (canonical): the workspace or `shared/`.
+    pub root: PathBuf,
+    /// The path as the agent names it, normalised (`notes/a.md`,
+    /// `shared/plan.md`; `.` for the workspace itself).
+    pub shown: String,
+    /// Whether it names the root itself.
+    pub is_root: bool,
+    /// Whether it exists.
+    pub exists: bool,
+}
+
+/// Resolves the path argument `arg` of a file tool for `access`, confined to
+/// the calling agent's workspace (created if missing) or, for `shared/…`, to
+/// the org's shared folder when `permissions.shared` grants `access`.
+///
+/// Refused, with an error that says why: NUL bytes, absolute paths, any `..`
+/// component, `shared/…` when not granted, and a symbolic link anywhere on
+/// the path that points out of the folder (or nowhere). A link that points
+/// inside the folder is followed, and [`Target::path`] is where it leads.
+pub fn resolve(ctx: &Ctx<'_>, arg: &str, access: Access) -> Result<Target, String> {
+    if arg.contains('\0') {
+        return Err("the path contains a NUL byte".into());
+    }
+    if arg.len() > MAX_PATH_BYTES {
+        return Err(format!("the path is {} bytes long; the limit is {MAX_PATH_BYTES}", arg.len()));
+    }
+    let quoted = || crate::term::line(arg).into_owned();
+    let mut parts: Vec<&OsStr> = Vec::new();
+    for c in Path::new(arg).components() {
+        match c {
+            Component::Normal(s) => parts.push(s),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(format!(
+                    "`{}`: `..` is not allowed in paths; name files from your workspace down (shared/… for the \
+                     org's shared folder)",
+                    quoted()
+                ))
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "`{}` is an absolute path: paths are relative to your workspace (shared/… for the org's shared \
+                     folder)",
+                    quoted()
+                ))
+            }
+        }
+    }
+    let layout = &ctx.org.layout;
+    let in_shared = parts.first() == Some(&OsStr::new("shared"));
+    let (root, rel, label) = if in_shared {
+        let granted = match access {
+            Access::Read => ctx.resume.shared != Shared::None,
+            Access::Write => ctx.resume.shared == Shared::Write,
+        };
+        if !granted {
+            let (what, need) = match access {
+                Access::Read => ("read", "\"read\" or \"write\""),
+                Access::Write => ("write", "\"write\""),
+            };
+            let now = match ctx.resume.shared {
+                Shared::None => "none",
+                Shared::Read => "read",
+                Shared::Write => "write",
+            };
+            return Err(format!(
+                "not permitted: {} may not {what} the org's shared folder (permissions.shared is {now}; it needs \
+                 {need})",
+                ctx.agent
+            ));
+        }
+        (layout.shared_dir(), &parts[1..], "the org's shared folder")
+    } else {
+        (layout.workspace(ctx.agent), &parts[..], "your workspace")
+    };
+    fs::create_dir_all(&root).map_err(|e| format!("cannot create {label}: {e}"))?;
+    let root = fs::canonicalize(&root).map_err(|e| format!("cannot open {label}: {e}"))?;
+    let prefix = if in_shared { "shared/" } else { "" };
+    let shown_upto = |n: usize| -> String {
+        let names: Vec<String> = rel[..n].iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        crate::term::line(&format!("{prefix}{}", names.join("/"))).into_owned()
+    };
+    let mut path = root.clone();
+    let mut exists = true;
+    for (i, part) in rel.iter().enumerate() {
+        let next = path.join(part);
+        if !exists {
+            path = next;
+            continue;
+        }
+        match fs::symlink_metadata(&next) {
+            Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(&next) {
+                Ok(to) if to.starts_with(&root) => path = to,
+                Ok(_) => {
+                    return Err(format!(
+                        "`{}` is a symbolic link that points outside {label}; it is not followed",
+                        shown_upto(i + 1)
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "`{}` is a symbolic link that points nowhere or out of reach; it is not followed",
+                        shown_upto(i + 1)
+                    ))
+                }
+            },
+            Ok(m) => {
+                if !m.is_dir() && i + 1 < rel.len() {
+                    return Err(format!("`{}` is a file, not a folder", shown_upto(i + 1)));
+                }
+                path = next;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                exists = false;
+                path = next;
+            }
+            Err(e) => return Err(format!("`{}`: {e}", shown_upto(i + 1))),
+        }
+    }
+    let shown = match (rel.is_empty(), in_shared) {
+        (true, false) => ".".to_string(),
+        (true, true) => "shared".to_string(),
+        (false, _) => shown_upto(rel.len()),
+    };
+    Ok(Target { path, root, shown, is_root: rel.is_empty(), exists })
+}
+
+/// `read_file {path}`.
+fn read_file(ctx: &Ctx<'_>, args: &Value) -> Result<Outcome, String> {
+    check_args("read_file", args, &["path"])?;
+    let arg = required_string(args, "path")?;
+    if arg.trim().is_empty() {
+        return Err("argument `path` is empty: name a file, relative to your workspace".into());
+    }
+    let t = resolve(ctx, arg, Access::Read)?;
+    let limit = ctx.org.settings.tools.max_read_bytes;
+    let file = open_existing(&t, OpenOptions::new().read(true))?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| format!("`{}`: {e}", t.shown))?;
+    let truncated = bytes.len() as u64 > limit;
+    if truncated {
+        bytes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
+    if bytes.contains(&0) {
+        return Err(format!(
+            "`{}` looks like a binary file (it contains NUL bytes); read_file reads text files only",
+            t.shown
+        ));
+    }
+    let text = String::from_utf8_lossy(if truncated { whole_chars(&bytes) } else { &bytes }).into_owned();
+    Ok(capped(ctx, "read_file", &text, truncated))
+}
+
+/// `bytes` without a character cut short at its end (a read that stopped at a limit).
+fn whole_chars(bytes: &[u8]) -> &[u8] {
+    for back in 1..=bytes.len().min(4) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xC0 != 0x80 {
+            let len = match b {
+                0xF0.. => 4,
+                0xE0.. => 3,
+                0xC0.. => 2,
+                _ => 1,
+            };
+            return if len > back { &bytes[..bytes.len() - back] } else { bytes };
+        }
+    }
+    bytes
+}
+
+/// Opens the existing regular file `t` with `options`, never following a
+/// symbolic link put in its place; the error names it as the agent does.
+fn open_existing(t: &Target, options: &mut OpenOptions) -> Result<fs::File, String> {
+    let shown = &t.shown;
+    match fs::symlink_metadata(&t.path) {
+        Ok(m) if m.is_dir() => return Err(format!("`{shown}` is a folder: list it with list_files")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("`{shown}` does not exist (list_files shows what does)"))
+        }
+        Err(e) => return Err(format!("`{shown}`: {e}")),
+    }
+    match crate::fsx::open_regular(options, &t.path) {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Err(format!("`{shown}` does not exist (list_files shows what does)")),
+        Err(e) => Err(format!("`{shown}` {}", e.source)),
+    }
+}
+
+/// `write_file {path, content, append?}`.
+fn write_file(ctx: &Ctx<'_>, args: &Value) -> Result<Outcome, String> {
+    check_args("write_file", args, &["path", "content", "append"])?;
+    let arg = required_string(args, "path")?;
+    let content = required_string(args, "content")?;
+    let append = optional_bool(args, "append")?.unwrap_or(false);
+    if arg.trim().is_empty() {
+        return Err("argument `path` is empty: name a file, relative to your workspace".into());
+    }
+    let limit = ctx.org.settings.tools.max_write_bytes;
+    if content.len() as u64 > limit {
+        return Err(format!(
+            "argument `content` is {} bytes; the limit is {limit} (tools.max_write_bytes in org.toml)",
+            content.len()
+        ));
+    }
+    let t = resolve(ctx, arg, Access::Write)?;
+    if t.is_root {
+        return Err(format!("`{}` is a folder; name a file inside it", t.shown));
+    }
+    if t.exists && fs::symlink_metadata(&t.path).is_ok_and(|m| m.is_dir()) {
+        return Err(format!("`{}` is a folder; name a file inside it", t.shown));
+    }
+    let dir = t.path.parent().unwrap_or(&t.root).to_path_buf();
+    make_folders(&t.root, &dir).map_err(|e| format!("cannot create the folders of `{}`: {e}", t.shown))?;
+    let n = content.len();
+    if append {
+        let mut f = if t.exists {
+            open_existing(&t, OpenOptions::new().append(true))?
+        } else {
+            crate::fsx::open_regular(OpenOptions::new().append(true).create(true), &t.path)
+                .map_err(|e| format!("`{}` {}", t.shown, e.source))?
+                .ok_or_else(|| format!("`{}` vanished while it was opened", t.shown))?
+        };
+        crate::fault::disk_full()
+            .and_then(|()| f.write_all(content.as_bytes()))
+            .and_then(|()| f.sync_data())
+            .map_err(|e| format!("cannot append to `{}`: {e}", t.shown))?;
+        if !t.exists {
+            crate::fsx::sync_dir(&dir).map_err(|e| format!("cannot append to `{}`: {}", t.shown, e.source))?;
+        }
+        return Ok(Outcome::ok("write_file", format!("appended {n} bytes to {}", t.shown), false));
+    }
+    // A whole write: a temporary file in the same folder, fsynced, renamed
+    // onto the name (a rename replaces a link put there, never follows it).
+    crate::fsx::write_atomic(&dir, &t.path, content.as_bytes())
+        .map_err(|e| format!("cannot write `{}`: {}", t.shown, e.source))?;
+    Ok(Outcome::ok("write_file", format!("wrote {n} bytes to {}", t.shown), false))
+}
+
+/// Creates `dir` and the folders above it up to `root` that are missing,
+/// making each new one durable in its parent.
+fn make_folders(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| *a != root && fs::symlink_metadata(a).is_err()).collect();
+    for d in missing.iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = d.parent() {
+            crate::fsx::sync_dir(parent).map_err(|e| e.source)?;
+        }
+    }
+    Ok(())
+}
+
+/// `list_files {path?}`.
+fn list_files(ctx: &Ctx<'_>, args: &Value) -> Result<Outcome, String> {
+    check_args("list_files", args, &["path"])?;
+    let arg = optional_string(args, "path")?.unwrap_or("");
+    let t = resolve(ctx, arg, Access::Read)?;
+    match fs::symlink_metadata(&t.path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("`{}` is a file, not a folder: read it with read_file", t.shown)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("`{}` does not exist", t.shown));
+        }
+        Err(e) => return Err(format!("`{}`: {e}", t.shown)),
+    }
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for e in fs::read_dir(&t.path).map_err(|e| format!("cannot list `{}`: {e}", t.shown))? {
+        let e = e.map_err(|e| format!("cannot list `{}`: {e}", t.shown))?;
+        let name = crate::term::line(&e.file_name().to_string_lossy()).into_owned();
+        let line = match fs::symlink_metadata(e.path()) {
+            Ok(m) if m.is_dir() => format!("{name}/"),
+            Ok(m) if m.is_file() => format!("{name} ({} bytes)", m.len()),
+            Ok(m) => format!("{name} ({})", crate::fsx::EntryKind::of(m.file_type()).describe()),
+            Err(_) => continue,
+        };
+        entries.push((name, line));
+    }
+    if entries.is_empty() {
+        return Ok(Outcome::ok("list_files", format!("`{}` is empty", t.shown), false));
+    }
+    entries.sort();
+    let max = ctx.org.settings.tools.max_entries;
+    let more = entries.len().saturating_sub(max);
+    let mut out: String = entries.iter().take(max).map(|(_, l)| format!("{l}\n")).collect();
+    if more > 0 {
+        out.push_str(&format!("… and {more} more (tools.max_entries is {max})\n"));
+    }
+    Ok(capped(ctx, "list_files", &out, more > 0))
+}
+
+/// `search_files {pattern, path?}`.
+fn search_files(ctx: &Ctx<'_>, args: &Value) -> Result<Outcome, String> {
+    check_args("search_files", args, &["pattern", "path"])?;
+    let pattern = required_string(args, "pattern")?;
+    if pattern.is_empty() {
+        return Err("argument `pattern` is empty: give the text to look for".into());
+    }
+    let arg = optional_string(args, "path")?.unwrap_or("");
+    let t = resolve(ctx, arg, Access::Read)?;
+    let m = match fs::symlink_metadata(&t.path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("`{}` does not exist", t.shown));
+        }
+        Err(e) => return Err(format!("`{}`: {e}", t.shown)),
+    };
+    let limits = &ctx.org.settings.tools;
+    let mut s = Search {
+        pattern,
+        max_matches: limits.max_entries,
+        max_file_bytes: limits.max_read_bytes,
+        max_output: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
+        out: String::new(),
+        matches: 0,
+        files: 0,
+        binary: 0,
+        large: 0,
+        too_deep: false,
+        stopped: None,
+    };
+    let shown = if t.shown == "." { String::new() } else { t.shown.clone() };
+    if m.is_dir() {
+        s.folder(&t.path, &shown, 0);
+    } else if m.is_file() {
+        s.file(&t.path, &shown);
+    } else {
+        return Err(format!("`{}` is neither a file nor a folder", t.shown));
+    }
+    let mut out = std::mem::take(&mut s.out);
+    if s.matches == 0 {
+        out = format!("no matches for `{}` under `{}`\n", crate::term::line(pattern), t.shown);
+    }
+    if s.binary > 0 || s.large > 0 {
+        out.push_str(&format!(
+            "(skipped: {} binary file(s), {} file(s) over {} bytes)\n",
+            s.binary, s.large, s.max_file_bytes
+        ));
+    }
+    if s.too_deep {
+        out.push_str(&format!("(folders more than {MAX_SEARCH_DEPTH} deep were not searched)\n"));
+    }
+    if let Some(why) = s.stopped {
+        out.push_str(&format!("(stopped: {why})\n"));
+    }
+    Ok(capped(ctx, "search_files", &out, s.stopped.is_some() || s.too_deep))
+}
+
+/// One `search_files` walk.
+struct Search<'a> {
+    pattern: &'a str,
+    max_matches: usize,
+    max_file_bytes: u64,
+    max_output: usize,
+    out: String,
+    matches: usize,
+    files: usize,
+    binary: usize,
+    large: usize,
+    /// Whether folders too deep were left out.
+    too_deep: bool,
+    /// Why the walk stopped early, if it did.
+    stopped: Option<&'static str>,
+}
+
+impl Search<'_> {
+    /// Searches the folder `dir` (shown as `shown`), depth first in name order,
+    /// never following a symbolic link.
+    fn folder(&mut self, dir: &Path, shown: &str, depth: usize) {
+        if depth > MAX_SEARCH_DEPTH {
+            self.too_deep = true;
+            return;
+        }
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        let mut names: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        names.sort();
+        for name in names {
+            if self.stopped.is_some() {
+                return;
+            }
+            let path = dir.join(&name);
+            let name = name.to_string_lossy();
+            let child = if shown.is_empty() { name.into_owned() } else { format!("{shown}/{name}") };
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => self.folder(&path, &child, depth + 1),
+                Ok(m) if m.is_file() => self.file(&path, &child),
+                _ => {}
+            }
+        }
+    }
+
+    /// Searches one regular file: skipped when larger than the read limit or binary.
+    fn file(&mut self, path: &Path, shown: &str) {
+        if self.files >= MAX_SEARCHED_FILES {
+            self.stopped = Some("too many files; search a folder further down");
+            return;
+        }
+        self.files += 1;
+        let Ok(Some(f)) = crate::fsx::open_regular(OpenOptions::new().read(true), path) else { return };
+        let mut bytes = Vec::new();
+        if f.take(self.max_file_bytes.saturating_add(1)).read_to_end(&mut bytes).is_err() {
+            return;
+        }
+        if bytes.len() as u64 > self.max_file_bytes {
+            self.large += 1;
+            return;
+        }
+        if bytes.contains(&0) {
+            self.binary += 1;
+            return;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let shown = crate::term::line(shown);
+        for (i, line) in text.lines().enumerate() {
+            if !line.contains(self.pattern) {
+                continue;
+            }
+            if self.matches >= self.max_matches {
+                self.stopped = Some("too many matches (tools.max_entries)");
+                return;
+            }
+            if self.out.len() > self.max_output {
+                self.stopped = Some("the output is full (tools.max_output_bytes)");
+                return;
+            }
+            self.matches += 1;
+            let (shown_line, cut_line) = cut(line, MAX_MATCH_LINE_BYTES);
+            let ellipsis = if cut_line { " …" } else { "" };
+            self.out.push_str(&format!("{shown}:{}: {}{ellipsis}\n", i + 1, crate::term::line(shown_line)));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixture {
+    //! An org in a temp folder and a [`Ctx`] over it, for the tools' tests.
+
+    use super::*;
+    use crate::org::Org;
+    use crate::resume::Resume;
+
+    /// The default org, loaded, with `manager` granted every built-in tool.
+    pub(crate) struct Fixture {
+        _dir: tempfile::TempDir,
+        pub org: Org,
+        pub resume: Resume,
+    }
+
+    impl Fixture {
+        pub(crate) fn new() -> Fixture {
+            let (dir, root) = crate::testing::new_org();
+            let org = Org::load(&root).unwrap();
+            let mut resume = org.agents.values().find(|r| r.name.as_str() == "manager").unwrap().clone();
+            resume.tools = super::super::BUILTIN.iter().map(|s| s.to_string()).collect();
+            resume.shared = Shared::None;
+            Fixture { _dir: dir, org, resume }
+        }
+
+        pub(crate) fn ctx(&self) -> Ctx<'_> {
+            Ctx { org: &self.org, agent: "manager", resume: &self.resume, turn: 1, now: chrono::Utc::now() }
+        }
+
+        /// `manager`'s workspace (created).
+        pub(crate) fn ws(&self) -> PathBuf {
+            let p = self.org.layout.workspace("manager");
+            fs::create_dir_all(&p).unwrap();
+            p
+        }
+
+        /// The org's shared folder (created).
+        pub(crate) fn shared(&self) -> PathBuf {
+            let p = self.org.layout.shared_dir();
+            fs::create_dir_all(&p).unwrap();
+            p
+        }
+
+        /// Runs `tool` with `args` through [`super::super::run`], as the turn does.
+        pub(crate) fn call(&self, tool: &str, args: Value) -> Outcome {
+            let call = super::super::Call { id: "c1".into(), tool: tool.into(), args };
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(super::super::run(&self.ctx(), &call))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::Fixture;
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn error(o: &Outcome) -> &str {
+        assert!(!o.ok, "expected a failure, got {o:?}");
+        o.error.as_deref().unwrap()
+    }
+
+    fn output(o: &Outcome) -> &str {
+        assert!(o.ok, "expected success, got {o:?}");
+        o.output.as_deref().unwrap()
+    }
+
+    /// Every file tool's call with the path argument `p`.
+    fn calls(p: &str) -> Vec<(&'static str, Value)> {
+        vec![
+            ("read_file", json!({"path": p})),
+            ("write_file", json!({"path": p, "content": "evil"})),
+            ("write_file", json!({"path": p, "content": "evil", "append": true})),
+            ("list_files", json!({"path": p})),
+            ("search_files", json!({"pattern": "secret", "path": p})),
+        ]
+    }
+
+    /// Walks a schema, checking the shape OpenAI's strict mode accepts.
+    fn check_strict(schema: &Value, at: &str) {
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().map(|t| t.as_str().unwrap()).collect(),
+            other => panic!("{at}: no type ({other})"),
+        };
+        if types.contains(&"object") {
+            let props = schema["properties"].as_object().unwrap_or_else(|| panic!("{at}: no properties"));
+            let required: Vec<&str> =
+                schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            let mut keys: Vec<&str> = props.keys().map(String::as_str).collect();
+            let mut req = required.clone();
+            keys.sort();
+            req.sort();
+            assert_eq!(keys, req, "{at}: every property must be required");
+            assert_eq!(schema["additionalProperties"], json!(false), "{at}");
+            for (k, v) in props {
+                check_strict(v, &format!("{at}.{k}"));
+            }
+        }
+        if types.contains(&"array") {
+            check_strict(&schema["items"], &format!("{at}[]"));
+        }
+    }
+
+    #[test]
+    fn every_builtin_has_a_strict_spec_with_a_valid_name() {
+        for name in super::super::BUILTIN {
+            let spec = builtin_spec(name).unwrap_or_else(|| panic!("no spec for {name}"));
+            assert_eq!(spec.name, name);
+            let b = spec.name.as_bytes();
+            assert!(
+                (1..=64).contains(&b.len()) && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-')),
+                "{name} is no valid function name"
+            );
+            assert!(!spec.description.is_empty() && !spec.description.contains('\n'));
+            assert_eq!(spec.parameters["type"], "object", "{name}");
+            check_strict(&spec.parameters, name);
+        }
+        assert!(builtin_spec("nope").is_none());
+    }
+
+    #[test]
+    fn the_strict_walk_catches_a_schema_that_is_not_strict() {
+        let loose =
+            json!({"type":"object","properties":{"a":{"type":"string"}},"required":[],"additionalProperties":false});
+        assert!(std::panic::catch_unwind(|| check_strict(&loose, "t")).is_err());
+        let open = json!({"type":"object","properties":{},"required":[]});
+        assert!(std::panic::catch_unwind(|| check_strict(&open, "t")).is_err());
+    }
+
+    #[test]
+    fn specs_name_the_documented_arguments() {
+        let props = |n: &str| -> Vec<String> {
+            let mut v: Vec<String> =
+                builtin_spec(n).unwrap().parameters["properties"].as_object().unwrap().keys().cloned().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(props("write_file"), ["append", "content", "path"]);
+        assert_eq!(props("run_command"), ["args", "program"]);
+        assert_eq!(props("hire_agent"), ["credits", "instructions", "model", "name", "read_from", "send_to", "title"]);
+        let hire = builtin_spec("hire_agent").unwrap().parameters;
+        assert_eq!(hire["properties"]["model"]["type"], json!(["string", "null"]));
+        assert_eq!(hire["properties"]["send_to"]["type"], "array");
+        assert_eq!(
+            builtin_spec("list_files").unwrap().parameters["properties"]["path"]["type"],
+            json!(["string", "null"])
+        );
+    }
+
+    #[test]
+    fn write_then_read_round_trips_and_creates_folders() {
+        let f = Fixture::new();
+        let o = f.call("write_file", json!({"path": "notes/day1.md", "content": "hello\nworld\n"}));
+        assert_eq!(output(&o), "wrote 12 bytes to notes/day1.md");
+        assert_eq!(fs::read_to_string(f.ws().join("notes/day1.md")).unwrap(), "hello\nworld\n");
+        let o = f.call("read_file", json!({"path": "./notes/day1.md"}));
+        assert_eq!(output(&o), "hello\nworld\n");
+        assert!(!o.truncated);
+        // A whole write replaces; append adds; null `append` is a whole write.
+        f.call("write_file", json!({"path": "notes/day1.md", "content": "a", "append": null}));
+        let o = f.call("write_file", json!({"path": "notes/day1.md", "content": "b", "append": true}));
+        assert_eq!(output(&o), "appended 1 bytes to notes/day1.md");
+        assert_eq!(fs::read_to_string(f.ws().join("notes/day1.md")).unwrap(), "ab");
+        // Append creates a missing file.
+        f.call("write_file", json!({"path": "log.txt", "content": "x", "append": true}));
+        assert_eq!(fs::read_to_string(f.ws().join("log.txt")).unwrap(), "x");
+        // No temporary file is left beside them.
+        let names: Vec<_> = fs::read_dir(f.ws().join("notes")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("day1.md")]);
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        let f = Fixture::new();
+        assert!(error(&f.call("read_file", json!({}))).contains("missing argument `path`"));
+        assert!(error(&f.call("read_file", json!({"path": 3}))).contains("`path` must be a string"));
+        assert!(error(&f.call("read_file", json!({"file": "x"}))).contains("unknown argument `file`"));
+        assert!(error(&f.call("read_file", json!({"path": ""}))).contains("`path` is empty"));
+        assert!(error(&f.call("write_file", json!({"path": "", "content": "x"}))).contains("`path` is empty"));
+        assert!(error(&f.call("write_file", json!({"path": "a"}))).contains("missing argument `content`"));
+        assert!(error(&f.call("write_file", json!({"path": "a", "content": "x", "append": "yes"})))
+            .contains("`append` must be true, false or null"));
+        assert!(error(&f.call("search_files", json!({"pattern": ""}))).contains("`pattern` is empty"));
+        assert!(error(&f.call("read_file", json!({"path": "missing.md"}))).contains("does not exist"));
+        assert!(error(&f.call("list_files", json!({"path": "missing"}))).contains("does not exist"));
+        assert!(error(&f.call("read_file", json!({"path": "a\0b"}))).contains("NUL"));
+        let long = "a/".repeat(3000);
+        assert!(error(&f.call("read_file", json!({"path": long}))).contains("the limit is 4096"));
+    }
+
+    #[test]
+    fn refusals_go_through_run() {
+        let mut f = Fixture::new();
+        f.resume.tools = vec!["read_file".into()];
+        let o = f.call("write_file", json!({"path": "a", "content": "x"}));
+        assert!(error(&o).starts_with("not permitted"), "{o:?}");
+        assert!(!f.ws().join("a").exists());
+        let o = f.call("delete_everything", json!({}));
+        assert!(error(&o).starts_with("unknown tool"), "{o:?}");
+        let o = f.call("read_file", json!(["x"]));
+        assert!(error(&o).contains("must be a JSON object"), "{o:?}");
+    }
+
+    #[test]
+    fn escapes_are_refused_by_every_file_tool() {
+        let f = Fixture::new();
+        let sibling = f.org.layout.workspace("planner");
+        fs::create_dir_all(&sibling).unwrap();
+        fs::write(sibling.join("x"), "secret").unwrap();
+        let outside = f.org.layout.root.parent().unwrap().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("x.txt"), "secret").unwrap();
+        symlink(&outside, f.ws().join("out_dir")).unwrap();
+        symlink(outside.join("x.txt"), f.ws().join("out_file")).unwrap();
+        symlink(sibling.join("x"), f.ws().join("to_sibling")).unwrap();
+        symlink(&sibling, f.ws().join("sibling_dir")).unwrap();
+        symlink(outside.join("nowhere"), f.ws().join("dangling")).unwrap();
+        let escapes = [
+            ("../../x.txt", "`..` is not allowed"),
+            ("/etc/passwd", "absolute path"),
+            ("shared/../agents/planner/workspace/x", "`..` is not allowed"),
+            ("notes/../../planner/workspace/x", "`..` is not allowed"),
+            ("../planner/workspace/x", "`..` is not allowed"),
+            ("out_dir", "points outside your workspace"),
+            ("out_dir/x.txt", "points outside your workspace"),
+            ("out_file", "points outside your workspace"),
+            ("to_sibling", "points outside your workspace"),
+            ("sibling_dir/x", "points outside your workspace"),
+            ("./sibling_dir/new.txt", "points outside your workspace"),
+            ("dangling", "points nowhere"),
+        ];
+        for (p, why) in escapes {
+            for (tool, args) in calls(p) {
+                let o = f.call(tool, args.clone());
+                assert!(error(&o).contains(why), "{tool} {args}: {o:?}");
+            }
+        }
+        // Nothing outside changed, nothing was created.
+        assert_eq!(fs::read_to_string(outside.join("x.txt")).unwrap(), "secret");
+        assert_eq!(fs::read_to_string(sibling.join("x")).unwrap(), "secret");
+        assert_eq!(fs::read_dir(&sibling).unwrap().count(), 1);
+        assert!(!outside.join("nowhere").exists());
+        assert!(!f.org.layout.root.parent().unwrap().join("x.txt").exists());
+    }
+
+    #[test]
+    fn a_link_that_points_inside_is_followed() {
+        let f = Fixture::new();
+        fs::create_dir_all(f.ws().join("real")).unwrap();
+        fs::write(f.ws().join("real/a.txt"), "inside secret").unwrap();
+        symlink(f.ws().join("real"), f.ws().join("alias")).unwrap();
+        symlink("real/a.txt", f.ws().join("a_link")).unwrap();
+        assert_eq!(output(&f.call("read_file", json!({"path": "alias/a.txt"}))), "inside secret");
+        assert_eq!(output(&f.call("read_file", json!({"path": "a_link"}))), "inside secret");
+        assert!(output(&f.call("list_files", json!({"path": "alias"}))).contains("a.txt (13 bytes)"));
+        assert!(
+            output(&f.call("search_files", json!({"pattern": "secret", "path": "alias"}))).contains("alias/a.txt:1:")
+        );
+        // Writing through the inside link writes the file it points to; the link stays.
+        output(&f.call("write_file", json!({"path": "a_link", "content": "new"})));
+        assert_eq!(fs::read_to_string(f.ws().join("real/a.txt")).unwrap(), "new");
+        assert!(fs::symlink_metadata(f.ws().join("a_link")).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn shared_needs_its_permission() {
+        let mut f = Fixture::new();
+        fs::write(f.shared().join("plan.md"), "the secret plan").unwrap();
+        for (tool, args) in calls("shared/plan.md") {
+            let o = f.call(tool, args);
+            let e = error(&o);
+            assert!(e.starts_with("not permitted") && e.contains("permissions.shared"), "{tool}: {e}");
+        }
+        assert!(error(&f.call("list_files", json!({"path": "shared"}))).contains("not permitted"));
+        f.resume.shared = Shared::Read;
+        assert_eq!(output(&f.call("read_file", json!({"path": "shared/plan.md"}))), "the secret plan");
+        assert!(output(&f.call("list_files", json!({"path": "shared"}))).contains("plan.md (15 bytes)"));
+        assert!(output(&f.call("search_files", json!({"pattern": "secret", "path": "shared"})))
+            .contains("shared/plan.md:1: the secret plan"));
+        for args in
+            [json!({"path": "shared/plan.md", "content": "x"}), json!({"path": "shared/new.md", "content": "x"})]
+        {
+            let e = f.call("write_file", args);
+            assert!(error(&e).contains("not permitted") && error(&e).contains("permissions.shared is read"), "{e:?}");
+        }
+        assert_eq!(fs::read_to_string(f.shared().join("plan.md")).unwrap(), "the secret plan");
+        f.resume.shared = Shared::Write;
+        assert_eq!(
+            output(&f.call("write_file", json!({"path": "shared/new/a.md", "content": "x"}))),
+            "wrote 1 bytes to shared/new/a.md"
+        );
+        assert_eq!(fs::read_to_string(f.shared().join("new/a.md")).unwrap(), "x");
+        assert!(error(&f.call("write_file", json!({"path": "shared", "content": "x"}))).contains("is a folder"));
+        // shared/ is confined like the workspace: no way from it into a workspace.
+        symlink(f.ws(), f.shared().join("ws")).unwrap();
+        for (tool, args) in calls("shared/ws/x") {
+            assert!(error(&f.call(tool, args)).contains("points outside the org's shared folder"));
+        }
+        for (tool, args) in calls("shared/../agents/planner/workspace/x") {
+            assert!(error(&f.call(tool, args)).contains("`..`"));
+        }
+    }
+
+    #[test]
+    fn a_link_swapped_in_after_resolving_is_not_followed() {
+        let f = Fixture::new();
+        let outside = f.org.layout.root.parent().unwrap().join("victim.txt");
+        fs::write(&outside, "keep").unwrap();
+        fs::write(f.ws().join("a.txt"), "mine").unwrap();
+        let t = resolve(&f.ctx(), "a.txt", Access::Write).unwrap();
+        // The name is replaced by a link between the check and the open.
+        fs::remove_file(&t.path).unwrap();
+        symlink(&outside, &t.path).unwrap();
+        let e = open_existing(&t, OpenOptions::new().append(true)).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        let e = open_existing(&t, OpenOptions::new().read(true)).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+    }
+
+    #[test]
+    fn read_file_cuts_at_the_limit_on_a_character_boundary_and_refuses_binary() {
+        let mut f = Fixture::new();
+        f.org.settings.tools.max_read_bytes = 5;
+        fs::write(f.ws().join("u.txt"), "abcdé and more").unwrap();
+        let o = f.call("read_file", json!({"path": "u.txt"}));
+        assert_eq!(output(&o), "abcd");
+        assert!(o.truncated);
+        fs::write(f.ws().join("exact.txt"), "abcde").unwrap();
+        let o = f.call("read_file", json!({"path": "exact.txt"}));
+        assert_eq!((output(&o), o.truncated), ("abcde", false));
+        f.org.settings.tools.max_read_bytes = 1000;
+        f.org.settings.tools.max_output_bytes = 3;
+        let o = f.call("read_file", json!({"path": "u.txt"}));
+        assert_eq!((output(&o), o.truncated), ("abc", true));
+        f.org.settings.tools.max_output_bytes = 1000;
+        fs::write(f.ws().join("bin"), b"\x7fELF\0\0\x01").unwrap();
+        assert!(error(&f.call("read_file", json!({"path": "bin"}))).contains("binary"));
+        fs::write(f.ws().join("latin1"), b"caf\xe9").unwrap();
+        assert_eq!(output(&f.call("read_file", json!({"path": "latin1"}))), "caf\u{fffd}");
+        fs::create_dir_all(f.ws().join("dir")).unwrap();
+        assert!(error(&f.call("read_file", json!({"path": "dir"}))).contains("is a folder"));
+    }
+
+    #[test]
+    fn whole_chars_drops_only_a_character_cut_short() {
+        assert_eq!(whole_chars("abé".as_bytes()), "abé".as_bytes());
+        assert_eq!(whole_chars(&"abé".as_bytes()[..3]), b"ab");
+        assert_eq!(whole_chars(&"a😀".as_bytes()[..4]), b"a");
+        assert_eq!(whole_chars("a😀".as_bytes()), "a😀".as_bytes());
+        assert_eq!(whole_chars(b""), b"");
+    }
+
+    #[test]
+    fn write_file_keeps_its_limit_and_refuses_folders() {
+        let mut f = Fixture::new();
+        f.org.settings.tools.max_write_bytes = 4;
+        let e = f.call("write_file", json!({"path": "a.txt", "content": "12345"}));
+        assert!(error(&e).contains("5 bytes; the limit is 4"), "{e:?}");
+        assert!(!f.ws().join("a.txt").exists());
+        output(&f.call("write_file", json!({"path": "a.txt", "content": "1234"})));
+        fs::create_dir_all(f.ws().join("d")).unwrap();
+        assert!(error(&f.call("write_file", json!({"path": "d", "content": "x"}))).contains("is a folder"));
+        assert!(error(&f.call("write_file", json!({"path": ".", "content": "x"}))).contains("is a folder"));
+        assert!(error(&f.call("write_file", json!({"path": "a.txt/b", "content": "x"})))
+            .contains("is a file, not a folder"));
+    }
+
+    #[test]
+    fn list_files_sorts_marks_folders_and_caps() {
+        let mut f = Fixture::new();
+        assert_eq!(output(&f.call("list_files", json!({}))), "`.` is empty");
+        fs::write(f.ws().join("b.txt"), "12").unwrap();
+        fs::create_dir_all(f.ws().join("a_dir/inner")).unwrap();
+        fs::write(f.ws().join("c.md"), "").unwrap();
+        symlink("b.txt", f.ws().join("d_link")).unwrap();
+        let o = f.call("list_files", json!({"path": null}));
+        assert_eq!(output(&o), "a_dir/\nb.txt (2 bytes)\nc.md (0 bytes)\nd_link (a symbolic link)\n");
+        assert_eq!(output(&f.call("list_files", json!({"path": "a_dir"}))), "inner/\n");
+        assert!(error(&f.call("list_files", json!({"path": "b.txt"}))).contains("is a file"));
+        f.org.settings.tools.max_entries = 2;
+        let o = f.call("list_files", json!({}));
+        assert_eq!(output(&o), "a_dir/\nb.txt (2 bytes)\n… and 2 more (tools.max_entries is 2)\n");
+        assert!(o.truncated);
+        f.org.settings.tools.max_output_bytes = 8;
+        let o = f.call("list_files", json!({}));
+        assert_eq!((output(&o), o.truncated), ("a_dir/\nb", true));
+    }
+
+    #[test]
+    fn search_files_finds_literal_lines_and_skips_what_it_should() {
+        let mut f = Fixture::new();
+        fs::create_dir_all(f.ws().join("src/deep")).unwrap();
+        fs::write(f.ws().join("a.txt"), "one TODO\nnone\nTODO: two\ntodo lower\n").unwrap();
+        fs::write(f.ws().join("src/deep/b.rs"), "// TODO(x) [.*]\n").unwrap();
+        fs::write(f.ws().join("bin"), b"TODO\0").unwrap();
+        let outside = f.org.layout.root.parent().unwrap().join("out");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("o.txt"), "TODO outside").unwrap();
+        symlink(&outside, f.ws().join("out_link")).unwrap();
+        let o = f.call("search_files", json!({"pattern": "TODO"}));
+        assert_eq!(
+            output(&o),
+            "a.txt:1: one TODO\na.txt:3: TODO: two\nsrc/deep/b.rs:1: // TODO(x) [.*]\n(skipped: 1 binary file(s), 0 file(s) over 262144 bytes)\n"
+        );
+        // Literal: regex characters are plain text.
+        assert_eq!(
+            output(&f.call("search_files", json!({"pattern": "[.*]", "path": "src"}))),
+            "src/deep/b.rs:1: // TODO(x) [.*]\n"
+        );
+        assert_eq!(output(&f.call("search_files", json!({"pattern": "two", "path": "a.txt"}))), "a.txt:3: TODO: two\n");
+        assert!(output(&f.call("search_files", json!({"pattern": "absent"}))).starts_with("no matches for `absent`"));
+        f.org.settings.tools.max_read_bytes = 20;
+        let o = f.call("search_files", json!({"pattern": "TODO"}));
+        assert!(output(&o).contains("1 file(s) over 20 bytes") && !output(&o).contains("a.txt"), "{o:?}");
+        f.org.settings.tools.max_read_bytes = 1000;
+        f.org.settings.tools.max_entries = 2;
+        let o = f.call("search_files", json!({"pattern": "TODO"}));
+        assert!(o.truncated);
+        assert_eq!(output(&o).lines().filter(|l| !l.starts_with('(')).count(), 2, "{o:?}");
+        assert!(output(&o).contains("(stopped: too many matches"));
+    }
+
+    #[test]
+    fn search_files_cuts_long_lines_and_its_output() {
+        let mut f = Fixture::new();
+        fs::write(f.ws().join("long.txt"), format!("x{}\n", "é".repeat(400))).unwrap();
+        let o = f.call("search_files", json!({"pattern": "x"}));
+        let line = output(&o).lines().next().unwrap();
+        assert!(line.ends_with(" …") && line.len() < MAX_MATCH_LINE_BYTES + 20, "{line}");
+        f.org.settings.tools.max_output_bytes = 10;
+        let o = f.call("search_files", json!({"pattern": "x"}));
+        assert!(o.truncated && output(&o).len() <= 10);
+    }
 }

@@ -516,11 +516,11 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(crate::tools::run(&ctx, &call))
     }
 
-    /// The default org, with `hr` granted `hire_agent`.
+    /// The default org, whose `hr` is granted `hire_agent`.
     fn org() -> (tempfile::TempDir, std::path::PathBuf, Org) {
         let (d, root) = new_org();
-        edit(&root, "agents/hr/resume.toml", "tools = []", "tools = [\"hire_agent\"]");
         let org = Org::load(&root).unwrap();
+        assert!(org.agent("hr").unwrap().tools.iter().any(|t| t == TOOL));
         (d, root, org)
     }
 
@@ -591,9 +591,10 @@ mod tests {
     fn without_the_permission_it_is_refused_and_nothing_is_written() {
         let (_d, root) = new_org();
         let org = Org::load(&root).unwrap();
-        let out = call(&org, "hr", scribe());
+        let out = call(&org, "manager", with(scribe(), "send_to", json!(["manager"])));
         assert!(!out.ok);
-        assert!(out.error.as_deref().unwrap().starts_with("not permitted: hr is not granted `hire_agent`"), "{out:?}");
+        let e = out.error.unwrap();
+        assert!(e.starts_with("not permitted: manager is not granted `hire_agent`"), "{e}");
         assert!(!org.layout.agent_dir("scribe").exists());
     }
 
@@ -685,7 +686,7 @@ mod tests {
         assert_eq!(Org::load(&root).unwrap().agent("scribe").unwrap().credits, 50.0);
 
         // A cap below ten is the default.
-        edit(&root, "org/org.toml", "log_retention_days = 7", "log_retention_days = 7\nmax_hire_credits = 2.5");
+        edit(&root, "org/org.toml", "max_hire_credits = 50.0", "max_hire_credits = 2.5");
         let org = Org::load(&root).unwrap();
         assert_eq!(org.settings.max_hire_credits, 2.5, "{:?}", org.problems());
         let out = call(&org, "hr", with(scribe(), "name", json!("clerk")));

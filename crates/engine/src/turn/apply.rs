@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Utc};
 
+use super::act::Results;
 use super::{Replies, Turn};
-use crate::activity::{self, Activity};
+use crate::activity::{self, Activity, ToolUse};
 use crate::error::PathError;
 use crate::events::{EventKind, FailCause, Run};
 use crate::fsx::Batch;
@@ -15,13 +16,14 @@ use crate::journal::{Outcome, Record};
 use crate::ledger::{Entry, Ledger};
 use crate::mailbox::{Attempts, MailStore};
 use crate::memory;
+use crate::message::{Kind, Message, Priority, To};
 use crate::trouble;
 
 impl Turn<'_> {
     /// Applies every reply's effects in one group commit, after their charges
     /// are in the ledger (a replayed reply's charge is already there: the
     /// ledger keeps one per (turn, agent), and the report counts it once).
-    pub(super) fn apply(&mut self, ledger: &mut Ledger, replies: &Replies) -> Result<(), PathError> {
+    pub(super) fn apply(&mut self, ledger: &mut Ledger, replies: &Replies, tools: &Results) -> Result<(), PathError> {
         let (org, turn, clock) = (self.org, self.turn, self.clock);
         let root = &org.layout.root;
         let mut effects = Batch::new();
@@ -61,8 +63,10 @@ impl Turn<'_> {
             if attempts != before {
                 self.mb.set_attempts(&mut effects, &r.agent, &attempts);
             }
+            let used = self.deliver_results(&mut effects, r, tools);
             let sent = r.messages.iter().map(|m| m.id.clone()).collect();
             let mut logged = activity_of(r, sent, clock.now());
+            logged.tools = used;
             // The interrupted run may have logged this reply already: `logs` shows it once.
             logged.replay = replies.replayed.contains(&r.agent);
             if let Err(e) = activity::append(root, &r.agent, &logged) {
@@ -90,6 +94,58 @@ impl Turn<'_> {
         }
         ledger.append(&charges)?;
         effects.commit(root)
+    }
+
+    /// Puts the result of each of the reply's tool calls in the agent's inbox
+    /// as a `tool_result` message (once: delivery is by the id planned with
+    /// the reply), and returns them for the activity log.
+    fn deliver_results(&mut self, effects: &mut Batch, r: &Record, tools: &Results) -> Vec<ToolUse> {
+        let mut used = Vec::new();
+        for pc in &r.tool_calls {
+            let Some(done) = tools.get(&(r.agent.clone(), pc.call.id.clone())) else { continue };
+            let now = self.clock.now();
+            let msg = Message {
+                id: pc.result.clone(),
+                from: crate::name::ENGINE.into(),
+                to: To(vec![r.agent.clone()]),
+                subject: None,
+                body: done.outcome.body(),
+                priority: Priority::Normal,
+                reply_to: Some(pc.call.id.clone()),
+                thread: r.thread.clone().unwrap_or_else(|| pc.result.clone()),
+                created_at: now,
+                turn: self.turn,
+                ttl_turns: None,
+                kind: Kind::ToolResult,
+            };
+            if self.mb.deliver(effects, &r.agent, &msg) {
+                let from = msg.from.clone();
+                self.ev.emit(now, EventKind::Delivered { id: msg.id.clone(), from, to: r.agent.clone() });
+            }
+            let o = &done.outcome;
+            self.ev.emit(
+                now,
+                EventKind::Tool {
+                    agent: r.agent.clone(),
+                    call: pc.call.id.clone(),
+                    tool: pc.call.tool.clone(),
+                    ok: o.ok,
+                    error: o.error.clone(),
+                    ms: done.ms,
+                    result: pc.result.clone(),
+                },
+            );
+            self.report.tool_calls += 1;
+            used.push(ToolUse {
+                call: pc.call.id.clone(),
+                tool: pc.call.tool.clone(),
+                ok: o.ok,
+                error: o.error.clone(),
+                ms: done.ms,
+                result: pc.result.clone(),
+            });
+        }
+        used
     }
 
     /// A failed run counts as an attempt on each unread message it read,
@@ -149,5 +205,6 @@ fn activity_of(r: &Record, sent: Vec<String>, at: DateTime<Utc>) -> Activity {
         warnings: r.warnings.clone(),
         raw: if r.outcome == Outcome::Failed { r.reply.clone() } else { None },
         replay: false,
+        tools: Vec::new(),
     }
 }

@@ -15,7 +15,7 @@ use super::{Replies, Stop, Turn, Unjournaled};
 use crate::clock::Clock;
 use crate::error::PathError;
 use crate::events::EventKind;
-use crate::journal::{Outcome, Record};
+use crate::journal::{Outcome, PlannedCall, Record};
 use crate::memory;
 use crate::message::{self, Kind, Message, To};
 use crate::org::Org;
@@ -151,6 +151,8 @@ fn record(
         warnings: vec![],
         pid: std::process::id(),
         cause: None,
+        tool_calls: vec![],
+        thread: job.mail.first().map(|m| m.thread.clone()),
     };
     let reply = match result {
         Ok(reply) => reply,
@@ -176,6 +178,12 @@ fn record(
         )
     });
     let parsed = match reply::parse(&reply.text) {
+        Ok(p) => Ok(p),
+        // A reply of native tool calls alone needs no JSON text.
+        Err(reply::Unusable::NoJson) if !reply.tool_calls.is_empty() => Ok(reply::Parsed::default()),
+        Err(e) => Err(e),
+    };
+    let mut parsed = match parsed {
         Ok(p) => p,
         Err(e) => {
             let why = match &cut {
@@ -191,7 +199,7 @@ fn record(
             return r;
         }
     };
-    r.reply = Some(reply.text);
+    r.reply = Some(reply.text.clone());
     let cut = cut.map(|cut| format!("{cut} after its JSON object closed; the text after it was dropped"));
     let threads: HashMap<&str, &str> = job.mail.iter().map(|m| (m.id.as_str(), m.thread.as_str())).collect();
     for (pos, om) in parsed.messages.into_iter().enumerate() {
@@ -216,6 +224,12 @@ fn record(
             kind: Kind::Message,
         });
     }
+    let native = reply.tool_calls.into_iter().map(|c| reply::ToolCall { id: Some(c.id), tool: c.name, args: c.args });
+    r.tool_calls = plan_calls(std::mem::take(&mut parsed.tool_calls).into_iter().chain(native))
+        .into_iter()
+        .enumerate()
+        .map(|(pos, call)| PlannedCall { call, result: message::tool_result_id(started, turn, &job.agent, pos) })
+        .collect();
     let (plan, errors) = memory::plan(&memory::dir(&org.layout.root, &job.agent), &parsed.memory);
     for e in &errors {
         tracing::warn!(agent = %job.agent, "{e}");
@@ -225,4 +239,44 @@ fn record(
     r.warnings = cut.into_iter().chain(parsed.warnings).chain(errors).collect();
     r.outcome = Outcome::Ok;
     r
+}
+
+/// The longest call id kept as the model gave it.
+const MAX_CALL_ID: usize = 64;
+
+/// Gives every call its id: the model's when it is a valid id of at most
+/// [`MAX_CALL_ID`] bytes and not used by an earlier call of the reply, else
+/// `c<N>` (N its position, made unique), so that each result answers exactly one call.
+fn plan_calls(calls: impl Iterator<Item = reply::ToolCall>) -> Vec<crate::tools::Call> {
+    let mut out: Vec<crate::tools::Call> = Vec::new();
+    let taken = |out: &[crate::tools::Call], id: &str| out.iter().any(|c| c.id == id);
+    for (pos, c) in calls.enumerate() {
+        let mut id = c.id.filter(|id| id.len() <= MAX_CALL_ID && message::valid_id(id) && !taken(&out, id));
+        if id.is_none() {
+            let mut n = pos;
+            while taken(&out, &format!("c{n}")) {
+                n += 1;
+            }
+            id = Some(format!("c{n}"));
+        }
+        out.push(crate::tools::Call { id: id.unwrap_or_default(), tool: c.tool, args: c.args });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: Option<&str>) -> reply::ToolCall {
+        reply::ToolCall { id: id.map(String::from), tool: "recall".into(), args: serde_json::json!({}) }
+    }
+
+    #[test]
+    fn every_call_gets_a_valid_id_of_its_own() {
+        let long = "x".repeat(MAX_CALL_ID + 1);
+        let calls = [Some("call_1"), Some("call_1"), None, Some("../x"), Some(long.as_str()), Some("c3"), Some("9a")];
+        let ids: Vec<String> = plan_calls(calls.into_iter().map(call)).into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["call_1", "c1", "c2", "c3", "c4", "c5", "9a"]);
+    }
 }

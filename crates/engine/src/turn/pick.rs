@@ -96,7 +96,8 @@ impl Turn<'_> {
                 may_send_to: may,
                 model: model.clone(),
                 agent_dir: Some(org.layout.agent_dir(agent)),
-                tools: vec![],
+                // The same tools its prompt (and schema) offers.
+                tools: org.tools.granted(resume),
             };
             jobs.push(Job { agent: agent.to_string(), req, mail });
         }
@@ -131,10 +132,10 @@ pub fn prompt_for(
     mail.truncate(org.settings.max_mail_per_prompt);
     let may = chart.reachable(agent);
     let summary = memory::summary(&memory::dir(&org.layout.root, agent));
-    // The contract is worded for how the agent's model answers (a schema offers less).
-    let structured =
-        resume.model.as_deref().and_then(|k| org.models.models.get(k)).map(|m| m.structured).unwrap_or_default();
-    let (system, user) = prompt::build(resume, turn, &may, &summary, mail, structured);
+    // The contract is worded for how the agent's model answers (a schema offers
+    // less; native tools go as function definitions), and offers its granted tools.
+    let model = resume.model.as_deref().and_then(|k| org.models.models.get(k));
+    let (system, user) = prompt::build(resume, turn, &may, &summary, mail, model, &org.tools.granted(resume));
     (may, system, user)
 }
 

@@ -181,7 +181,7 @@ async fn apply_of_a_replayed_reply_charges_nothing_twice() {
     let jobs = t.pick(&registry, &ledger, &HashSet::new()).unwrap();
     let fresh = call::call(&org, &registry, jobs, None, t.turn, t.started, &*src.clock).await;
     let replies = t.journal(Default::default(), vec![], fresh, &mut Unjournaled::default()).unwrap();
-    t.apply(&mut ledger, &replies).unwrap();
+    t.apply(&mut ledger, &replies, &Default::default()).unwrap();
     let cost = t.report.cost;
     assert!(cost > 0.0);
 
@@ -409,4 +409,124 @@ async fn the_turn_event_is_published_only_once_the_turn_is_committed() {
         }
     }
     assert_eq!(ends, [report]);
+}
+
+/// The unread `tool_result` messages of `agent`, by the call they answer.
+fn results(root: &Path, agent: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mb = crate::org::Layout::new(root).mail();
+    let (unread, _) = mb.unread(agent).unwrap();
+    unread
+        .into_iter()
+        .filter(|m| m.kind == Kind::ToolResult)
+        .map(|m| {
+            assert_eq!(m.from, crate::name::ENGINE);
+            (m.reply_to.clone().unwrap(), serde_json::from_str(&m.body).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_tool_call_gets_one_visible_result_in_the_agents_inbox() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    script(
+        &root,
+        "manager",
+        r#"[[reply]]
+agent = "manager"
+text = '{"tool_calls":[{"id":"a","tool":"teleport","args":{}},{"id":"b","tool":"hire_agent","args":{"name":"x"}},{"tool":"recall","args":"q"}]}'
+"#,
+    );
+    send_as_human(&root, "manager", "go", &src);
+    let mut rx = src.bus.subscribe();
+    let r = step(&root, &src).await;
+    assert_eq!((r.ran.clone(), r.tool_calls), (vec!["manager".to_string()], 3), "{r:?}");
+    let got = results(&root, "manager");
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["a", "b", "c2"], "{got:?}");
+    assert_eq!((got["a"]["tool"].as_str(), got["a"]["ok"].as_bool()), (Some("teleport"), Some(false)));
+    assert!(got["a"]["error"].as_str().unwrap().starts_with("unknown tool `teleport`"), "{got:?}");
+    assert!(got["b"]["error"].as_str().unwrap().starts_with("not permitted"), "{got:?}");
+    assert!(got["c2"]["error"].as_str().unwrap().contains("must be a JSON object"), "{got:?}");
+    // Each call is an event and a line of the agent's activity log.
+    let mut tools = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let EventKind::Tool { call, ok, .. } = e.kind {
+            tools.push((call, ok));
+        }
+    }
+    assert_eq!(tools, [("a".to_string(), false), ("b".to_string(), false), ("c2".to_string(), false)]);
+    let log = std::fs::read_to_string(crate::org::Layout::new(&root).activity_log("manager")).unwrap();
+    let last: crate::activity::Activity = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last.tools.iter().map(|t| t.call.as_str()).collect::<Vec<_>>(), ["a", "b", "c2"]);
+    // The results are the agent's mail: it is due on the next turn, and reads them.
+    let next = step(&root, &src).await;
+    assert_eq!(next.ran, ["manager"], "{next:?}");
+}
+
+/// Turn 1 of an org whose manager calls `write_file` (granted), run up to its
+/// journal: the reply is journaled, nothing of it applied.
+async fn journaled_write_call(root: &Path, src: &Sources) -> Org {
+    script(
+        root,
+        "manager",
+        r#"[[reply]]
+agent = "manager"
+text = '{"tool_calls":[{"id":"w","tool":"write_file","args":{"path":"out.txt","content":"once\n"}}]}'
+"#,
+    );
+    assert!(std::fs::read_to_string(root.join("agents/manager/resume.toml")).unwrap().contains("\"write_file\""));
+    send_as_human(root, "manager", "write it", src);
+    let org = load(root);
+    let registry = Arc::new(org.registry());
+    let mut t = Turn::prepare(&org, src).unwrap();
+    route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
+    let ledger = Ledger::load(&org.layout.ledger()).unwrap();
+    let jobs = t.pick(&registry, &ledger, &HashSet::new()).unwrap();
+    let fresh = call::call(&org, &registry, jobs, None, t.turn, t.started, &*src.clock).await;
+    t.journal(Default::default(), vec![], fresh, &mut Unjournaled::default()).unwrap();
+    org
+}
+
+#[tokio::test]
+async fn a_call_with_a_side_effect_started_before_a_crash_is_not_run_again() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    let org = journaled_write_call(&root, &src).await;
+    // The crashed try had started the call.
+    let journal = Journal::new(&org.layout);
+    let started = crate::journal::ToolLine { agent: "manager".into(), call: "w".into(), done: None };
+    journal.append_tools(1, &[started]).unwrap();
+
+    let r = step(&root, &src).await;
+    assert_eq!((r.turn, r.replayed.clone(), r.tool_calls), (1, vec!["manager".to_string()], 1), "{r:?}");
+    let got = results(&root, "manager");
+    assert!(got["w"]["error"].as_str().unwrap().starts_with("interrupted"), "{got:?}");
+    assert!(!org.layout.workspace("manager").join("out.txt").exists(), "the call ran again");
+    let done: Vec<_> = std::fs::read_to_string(journal.tools_path(1))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"done\""))
+        .map(String::from)
+        .collect();
+    assert_eq!(done.len(), 1, "{done:?}");
+}
+
+#[tokio::test]
+async fn a_call_done_before_a_crash_keeps_its_result_and_is_not_run_again() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    let org = journaled_write_call(&root, &src).await;
+    let journal = Journal::new(&org.layout);
+    let outcome = crate::tools::Outcome::ok("write_file", "wrote 5 bytes to out.txt", false);
+    let done = crate::journal::ToolDone { outcome: outcome.clone(), ms: 3 };
+    let line = crate::journal::ToolLine { agent: "manager".into(), call: "w".into(), done: Some(done) };
+    journal.append_tools(1, &[line]).unwrap();
+
+    let r = step(&root, &src).await;
+    assert_eq!(r.tool_calls, 1, "{r:?}");
+    let got = results(&root, "manager");
+    assert_eq!(got["w"], serde_json::to_value(&outcome).unwrap());
+    assert!(!org.layout.workspace("manager").join("out.txt").exists(), "the call ran again");
+    let text = std::fs::read_to_string(journal.tools_path(1)).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
 }

@@ -84,6 +84,19 @@ pub struct ModelSpend {
     pub spent: f64,
 }
 
+/// What an agent may do besides talking.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolsView {
+    /// The tools it is granted, as its resume lists them.
+    pub granted: Vec<String>,
+    /// Granted names that are no tool (the resume is then invalid; shown for a last good one).
+    pub unknown: Vec<String>,
+    /// The programs `run_command` may run (`permissions.commands`).
+    pub commands: Vec<String>,
+    /// What its file tools may do in the org's `shared/` folder: `none`, `read` or `write`.
+    pub shared: crate::resume::Shared,
+}
+
 /// One agent in detail.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InspectView {
@@ -105,6 +118,9 @@ pub struct InspectView {
     pub can_reach: Vec<String>,
     /// Who may write to it.
     pub reached_by: Vec<String>,
+    /// The tools it is granted (`permissions.tools`), with the programs
+    /// `run_command` may run for it and what it may do in `shared/`.
+    pub tools: ToolsView,
     /// Its credits (people are never charged).
     pub credits: Balance,
     /// Credits charged per model key.
@@ -173,6 +189,12 @@ pub fn inspect(org: &Org, agent: &str) -> Result<InspectView, ViewError> {
         read_from: r.read_from.display(),
         can_reach: chart.reachable(name),
         reached_by: chart.senders(name),
+        tools: ToolsView {
+            granted: r.tools.clone(),
+            unknown: r.tools.iter().filter(|t| !org.tools.knows(t)).cloned().collect(),
+            commands: r.commands.clone(),
+            shared: r.shared,
+        },
         credits: ledger.balance(name, r.credits),
         spent_by_model: ledger
             .spent_by_model(name)

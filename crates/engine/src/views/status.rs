@@ -121,6 +121,8 @@ impl From<TroubleState> for AgentState {
 pub struct StatusView {
     /// The last committed turn.
     pub turn: u64,
+    /// The tool calls whose results the last turn delivered.
+    pub tool_calls: usize,
     /// The daemon.
     pub daemon: DaemonState,
     /// Every agent folder, valid or not.
@@ -252,7 +254,16 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
         left: crate::ledger::credits(b - spent),
         exhausted: spent >= b,
     });
-    let turn = skipped.or(Journal::new(&org.layout).last_turn(), 0, "the turn is shown as 0");
+    let (turn, events) =
+        skipped.or(Journal::new(&org.layout).last_turn_and_events(), (0, Vec::new()), "the turn is shown as 0");
+    let tool_calls = events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.kind {
+            crate::events::EventKind::Turn(r) if e.turn == turn => Some(r.tool_calls),
+            _ => None,
+        })
+        .unwrap_or(0);
     let chart = org.chart();
     let exhausted = budget.as_ref().is_some_and(|b| b.exhausted);
     let trouble = crate::trouble::read_agents(&org.layout);
@@ -309,6 +320,7 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
     }
     Ok(StatusView {
         turn,
+        tool_calls,
         daemon: DaemonState {
             running: pid.is_some(),
             pid,

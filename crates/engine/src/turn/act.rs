@@ -1,0 +1,100 @@
+//! Act: the tool calls of the turn's used replies run, in each reply's order,
+//! after the replies are journaled and before their effects are applied, and
+//! each call with a side effect runs at most once (G8):
+//!
+//! 1. calls already done by an earlier try of this turn keep their result;
+//! 2. a call with a side effect that an earlier try started and did not
+//!    finish is not run again: its result is the error `interrupted`;
+//! 3. every other call with a side effect is journaled `started`, all in one
+//!    durable write, before any of them runs;
+//! 4. the calls run; those with side effects are written to the audit log;
+//! 5. every new result is journaled `done`, in one durable write.
+//!
+//! The apply phase then delivers each result to its agent's inbox as a
+//! `tool_result` message, whose id was planned with the reply.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::{Replies, Turn};
+use crate::audit;
+use crate::error::PathError;
+use crate::journal::{Outcome as RunOutcome, ToolDone, ToolLine, ToolState};
+use crate::tools::{self, Effect, Outcome};
+
+/// The results of the turn's tool calls, by (agent, call id).
+pub(super) type Results = BTreeMap<(String, String), ToolDone>;
+
+impl Turn<'_> {
+    /// Runs the tool calls of the used replies (see the module doc).
+    pub(super) async fn act(&mut self, replies: &Replies) -> Result<Results, PathError> {
+        let org = self.org;
+        let states = self.journal.tool_states(self.turn)?;
+        let mut results = Results::new();
+        let mut fresh: Vec<ToolLine> = Vec::new();
+        let mut to_run = Vec::new();
+        let mut starting = Vec::new();
+        for r in replies.records.iter().filter(|r| r.outcome == RunOutcome::Ok) {
+            for pc in &r.tool_calls {
+                let key = (r.agent.clone(), pc.call.id.clone());
+                let side_effect = org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect);
+                match states.get(&key) {
+                    Some(ToolState::Done(done)) => {
+                        results.insert(key, done.clone());
+                    }
+                    Some(ToolState::Started) if side_effect => {
+                        let outcome = Outcome::err(
+                            &pc.call.tool,
+                            "interrupted: lemming stopped while this call ran; it may or may not have taken effect, \
+                             and it is not run again (check before calling it again)",
+                        );
+                        let done = ToolDone { outcome, ms: 0 };
+                        fresh.push(ToolLine { agent: key.0.clone(), call: key.1.clone(), done: Some(done.clone()) });
+                        results.insert(key, done);
+                    }
+                    _ => {
+                        if side_effect {
+                            starting.push(ToolLine { agent: key.0.clone(), call: key.1.clone(), done: None });
+                        }
+                        to_run.push((r, pc));
+                    }
+                }
+            }
+        }
+        if to_run.is_empty() && fresh.is_empty() {
+            return Ok(results);
+        }
+        self.journal.append_tools(self.turn, &starting)?;
+        crate::fault::point("tools_started");
+        let mut audited = Vec::new();
+        for (r, pc) in to_run {
+            let Some(resume) = org.agents.get(r.agent.as_str()) else { continue };
+            let ctx = tools::Ctx { org, agent: &r.agent, resume, turn: self.turn, now: self.clock.now() };
+            let began = Instant::now();
+            let outcome = tools::run(&ctx, &pc.call).await;
+            let ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect) {
+                audited.push(audit::Entry {
+                    at: self.clock.now(),
+                    who: r.agent.clone(),
+                    action: "tool".into(),
+                    what: serde_json::json!({"tool": pc.call.tool, "call": pc.call.id, "args": audit::redact(&pc.call.args)}),
+                    outcome: outcome.error.clone().unwrap_or_else(|| "ok".into()),
+                    turn: Some(self.turn),
+                });
+            }
+            let done = ToolDone { outcome, ms };
+            fresh.push(ToolLine { agent: r.agent.clone(), call: pc.call.id.clone(), done: Some(done.clone()) });
+            results.insert((r.agent.clone(), pc.call.id.clone()), done);
+        }
+        crate::fault::point("tools_ran");
+        if let Err(e) = audit::append(&org.layout, &audited) {
+            if crate::trouble::org_wide(&e) {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "cannot append to the audit log");
+        }
+        self.journal.append_tools(self.turn, &fresh)?;
+        Ok(results)
+    }
+}
