@@ -533,7 +533,7 @@ fn load_agents(
 /// Checks the names a resume refers to: model keys against `models.toml`
 /// (when it could be read), tools against the catalog (when `tools.toml`
 /// could be read), agent names against the agent folders.
-fn check_refs(
+pub(crate) fn check_refs(
     f: resume::ResumeFile,
     models: &Models,
     check_models: bool,

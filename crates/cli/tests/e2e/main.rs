@@ -2,6 +2,7 @@
 //! one module per area. The fixture is in `fixture.rs`.
 
 mod agent_trouble;
+mod audit;
 mod basics;
 mod config;
 mod config_checks;
