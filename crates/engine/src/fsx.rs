@@ -28,10 +28,13 @@ pub use lemming_fs::{
 /// lemming's temporary names end in `.<pid>.tmp`: those of live processes (a
 /// concurrent `send`) are kept. Other programs may use `tmp/` too (write, then
 /// rename into `new/`): their files are removed only when an hour old.
+/// A folder is removed only when lemming named it (a hire's folder, made
+/// whole before it is renamed into `agents/`) and its process is gone.
 pub fn clean_stale_tmp(files: impl IntoIterator<Item = PathBuf>) {
     for p in files {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let remove = match tmp_pid(name) {
+        let pid = tmp_pid(name);
+        let remove = match pid {
             Some(pid) => pid == std::process::id() || !crate::process::pid_alive(pid),
             None => fs::metadata(&p)
                 .and_then(|m| m.modified())
@@ -40,7 +43,12 @@ pub fn clean_stale_tmp(files: impl IntoIterator<Item = PathBuf>) {
                 .is_some_and(|age| age > std::time::Duration::from_secs(3600)),
         };
         if remove {
-            let _ = fs::remove_file(p);
+            let is_dir = fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+            if !is_dir {
+                let _ = fs::remove_file(p);
+            } else if pid.is_some_and(|pid| pid != std::process::id()) {
+                let _ = fs::remove_dir_all(p);
+            }
         }
     }
 }
@@ -294,6 +302,21 @@ pub fn list_json(dir: &Path) -> Result<Vec<String>, PathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_tmp_folders_go_only_when_lemming_named_them_and_their_process_is_gone() {
+        let d = tempfile::tempdir().unwrap();
+        // No process has pid 0x7fff_fff0 (above pid_max); this process's own folder may be in use.
+        let dead = d.path().join("scribe.3.2147483632.tmp");
+        let mine = d.path().join(format!("scribe.4.{}.tmp", std::process::id()));
+        let foreign = d.path().join("someone-elses");
+        for f in [&dead, &mine, &foreign] {
+            fs::create_dir_all(f.join("inside")).unwrap();
+        }
+        clean_stale_tmp([dead.clone(), mine.clone(), foreign.clone()]);
+        assert!(!dead.exists());
+        assert!(mine.is_dir() && foreign.is_dir());
+    }
 
     #[test]
     fn batch_writes_moves_and_removes() {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::PathError;
+use crate::error::{PathError, WithPath};
 use crate::fsx;
 
 /// The most credits one amount may be: a top-up, a charge, a resume's
@@ -282,11 +282,27 @@ pub enum TopUpError {
 }
 
 /// Adds `amount` credits to `agent`, whose resume gives it `budget`, durably
-/// (the file is fsynced before this returns). Refuses an amount that is not a
+/// (the ledger is fsynced before this returns). Refuses an amount that is not a
 /// number from [`MIN_TOP_UP`] to [`MAX_CREDITS`], or that would leave the
-/// agent with more than [`MAX_CREDITS`].
+/// agent with more than [`MAX_CREDITS`]. A person does it: the audit log
+/// records it (the agent, the amount and the outcome), refused or not.
 pub fn top_up(
-    path: &Path,
+    layout: &crate::org::Layout,
+    agent: &str,
+    budget: f64,
+    amount: f64,
+    turn: u64,
+    at: DateTime<Utc>,
+) -> Result<Entry, TopUpError> {
+    let done = add_top_up(layout, agent, budget, amount, turn, at);
+    let what = serde_json::json!({ "agent": agent, "amount": amount });
+    let outcome = done.as_ref().map(|_| ());
+    crate::audit::record(layout, crate::audit::Entry::new(at, crate::audit::PERSON, "top_up", what, outcome));
+    done
+}
+
+fn add_top_up(
+    layout: &crate::org::Layout,
     agent: &str,
     budget: f64,
     amount: f64,
@@ -296,14 +312,17 @@ pub fn top_up(
     if !(amount >= MIN_TOP_UP && valid_amount(amount)) {
         return Err(TopUpError::Amount(amount));
     }
-    let left = Ledger::load(path)?.balance(agent, budget).left;
+    let path = layout.ledger();
+    let left = Ledger::load(&path)?.balance(agent, budget).left;
     let after = left + amount;
     if after > MAX_CREDITS {
         return Err(TopUpError::TooMuch { agent: agent.to_string(), left, amount, after });
     }
     let e = Entry::TopUp { agent: agent.to_string(), amount, turn, at };
     let line = serde_json::to_string(&e).expect("an entry always serializes") + "\n";
-    fsx::append_lines_durable(path, &line)?;
+    let dir = layout.state_dir();
+    std::fs::create_dir_all(&dir).with_path(&dir)?;
+    fsx::append_lines_durable(&path, &line)?;
     Ok(e)
 }
 
@@ -327,11 +346,13 @@ mod tests {
     #[test]
     fn balance_is_budget_plus_top_ups_minus_charges_and_replays_do_not_charge_twice() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("ledger.jsonl");
+        let layout = crate::org::Layout::new(d.path());
+        let p = layout.ledger();
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
         let mut l = Ledger::load(&p).unwrap();
         l.append(&[charge(1, "a", 2.5), charge(1, "b", 1.0)]).unwrap();
         l.append(&[charge(1, "a", 2.5)]).unwrap();
-        top_up(&p, "a", 5.0, 10.0, 1, Utc::now()).unwrap();
+        top_up(&layout, "a", 5.0, 10.0, 1, Utc::now()).unwrap();
         let l = Ledger::load(&p).unwrap();
         assert_eq!(l.balance("a", 5.0), Balance { budget: 15.0, spent: 2.5, left: 12.5 });
         assert_eq!(l.balance("b", 1.0).left, 0.0);
@@ -373,15 +394,16 @@ mod tests {
     #[test]
     fn top_ups_are_finite_positive_and_bounded() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("ledger.jsonl");
+        let layout = crate::org::Layout::new(d.path());
+        let p = layout.ledger();
         for bad in [0.0, -1.0, 1e-320, 0.00001, f64::NAN, f64::INFINITY, 1e308, MAX_CREDITS * 2.0] {
             assert!(
-                matches!(top_up(&p, "a", 100.0, bad, 0, Utc::now()), Err(TopUpError::Amount(_))),
+                matches!(top_up(&layout, "a", 100.0, bad, 0, Utc::now()), Err(TopUpError::Amount(_))),
                 "{bad} was accepted"
             );
         }
-        top_up(&p, "a", 100.0, MAX_CREDITS - 100.0, 0, Utc::now()).unwrap();
-        let e = top_up(&p, "a", 100.0, 1.0, 0, Utc::now()).unwrap_err();
+        top_up(&layout, "a", 100.0, MAX_CREDITS - 100.0, 0, Utc::now()).unwrap();
+        let e = top_up(&layout, "a", 100.0, 1.0, 0, Utc::now()).unwrap_err();
         assert!(matches!(e, TopUpError::TooMuch { .. }), "{e}");
         assert!(e.to_string().contains("at most 1000000000000"), "{e}");
         let l = Ledger::load(&p).unwrap();
@@ -389,8 +411,30 @@ mod tests {
         // An agent in debt may be topped up by more than it owes.
         let mut l = Ledger::load(&p).unwrap();
         l.append(&[charge(1, "b", 5.0)]).unwrap();
-        top_up(&p, "b", 1.0, 2.0, 1, Utc::now()).unwrap();
+        top_up(&layout, "b", 1.0, 2.0, 1, Utc::now()).unwrap();
         assert_eq!(Ledger::load(&p).unwrap().balance("b", 1.0).left, -2.0);
+    }
+
+    #[test]
+    fn every_top_up_is_in_the_audit_log_refused_or_not() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = crate::org::Layout::new(d.path());
+        top_up(&layout, "a", 1.0, 2.5, 3, Utc::now()).unwrap();
+        let refused = top_up(&layout, "a", 1.0, -1.0, 3, Utc::now()).unwrap_err();
+        let got: Vec<_> =
+            crate::audit::read(&layout).unwrap().into_iter().map(|e| (e.who, e.action, e.what, e.outcome)).collect();
+        assert_eq!(
+            got,
+            [
+                ("person".into(), "top_up".into(), serde_json::json!({"agent": "a", "amount": 2.5}), "ok".into()),
+                (
+                    "person".into(),
+                    "top_up".into(),
+                    serde_json::json!({"agent": "a", "amount": -1.0}),
+                    refused.to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@
 //! - [`fsx`]: atomic writes, group commits and safe reads of mailbox entries;
 //!   [`process`]: whether a process (a lock holder, a tmp file's writer) lives;
 //! - [`ledger`], [`memory`], [`journal`], [`events`], [`activity`]: state files;
+//!   [`audit`]: who did what that changes the world outside the mail, secrets redacted;
 //!   [`clock`]: the time and fresh ids a turn or the daemon uses;
 //! - [`prompt`], [`reply`]: what the model is told and how its answer is read;
 //! - [`turn`]: one turn; [`daemon`]: running turns under the [`lock`] (`step`,

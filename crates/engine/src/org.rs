@@ -22,6 +22,7 @@ use crate::models::{self, Models};
 use crate::name::AgentName;
 use crate::resume::{self, Resume};
 use crate::settings::{self, Settings};
+use crate::tools::{custom, Catalog};
 
 /// Paths of an org's files outside the agents' folders.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +210,7 @@ pub struct Org {
     /// Agents whose resumes are valid.
     pub agents: BTreeMap<AgentName, Resume>,
     /// Every tool: the built-in ones and those of `org/tools.toml`.
-    pub tools: crate::tools::Catalog,
+    pub tools: Catalog,
     /// Agent folders whose resume has problems: they are held, not run, and
     /// mail to and from them waits.
     pub broken: BTreeMap<String, Vec<Diagnostic>>,
@@ -231,6 +232,8 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 const ORG_TOML: &str = "org/org.toml";
 /// `org/models.toml`, relative to the root.
 const MODELS_TOML: &str = "org/models.toml";
+/// `org/tools.toml`, relative to the root.
+const TOOLS_TOML: &str = "org/tools.toml";
 
 /// What loading found so far, file by file.
 #[derive(Default)]
@@ -307,11 +310,15 @@ impl Org {
                 fatal.extend(e);
                 Models::default()
             });
+        let tools = load_tools(&layout, None, &mut loaded).unwrap_or_else(|e| {
+            fatal.extend(e);
+            Catalog::default()
+        });
         if !fatal.is_empty() {
             return Err(LoadOrgError::Invalid(Diagnostics(fatal)));
         }
-        let (agents, broken) = load_agents(&layout, &models, true, None, &mut loaded);
-        Ok(Org::new(layout, settings, models, agents, broken, loaded))
+        let (agents, broken) = load_agents(&layout, &models, true, Some(&tools), None, &mut loaded);
+        Ok(Org::new(layout, settings, models, agents, tools, broken, loaded))
     }
 
     /// Loads the org, falling back for every invalid file: to the last good
@@ -341,8 +348,13 @@ impl Org {
                 models_ok = false;
                 Models::default()
             });
-        let (agents, broken) = load_agents(&layout, &models, models_ok, memory, &mut loaded);
-        Org::new(layout, settings, models, agents, broken, loaded)
+        let tools = load_tools(&layout, memory.map(|o| &o.tools), &mut loaded);
+        let (agents, broken) = load_agents(&layout, &models, models_ok, tools.as_ref().ok(), memory, &mut loaded);
+        let tools = tools.unwrap_or_else(|e| {
+            loaded.stale.extend(e);
+            Catalog::default()
+        });
+        Org::new(layout, settings, models, agents, tools, broken, loaded)
     }
 
     fn new(
@@ -350,11 +362,11 @@ impl Org {
         settings: Settings,
         models: Models,
         agents: BTreeMap<AgentName, Resume>,
+        tools: Catalog,
         broken: BTreeMap<String, Vec<Diagnostic>>,
         loaded: Loaded,
     ) -> Org {
         let Loaded { stale, last_good, valid } = loaded;
-        let tools = crate::tools::Catalog::default();
         Org { layout, settings, models, agents, tools, broken, stale, last_good, valid }
     }
 
@@ -394,12 +406,14 @@ impl Org {
 
     /// The problems of the files that `send`, `inspect` and such should show
     /// beside what they do: `org.toml`, `models.toml` and the resumes of these
-    /// agents, when invalid (whether a last good version replaces them or not).
+    /// agents, when invalid (whether a last good version replaces them or not),
+    /// and `tools.toml`.
     pub fn problems_of(&self, agents: &[&str]) -> Vec<Diagnostic> {
         let mine = |d: &Diagnostic| {
             d.path.strip_prefix(&self.layout.root).is_ok_and(|rel| {
                 rel == Path::new(ORG_TOML)
                     || rel == Path::new(MODELS_TOML)
+                    || rel == Path::new(TOOLS_TOML)
                     || agents.iter().any(|a| rel.starts_with(Path::new("agents").join(a)))
             })
         };
@@ -463,10 +477,23 @@ pub fn agent_folders(layout: &Layout) -> Vec<String> {
     out
 }
 
+/// Loads `org/tools.toml` like the other config files; a missing file is an
+/// empty catalog (only the built-in tools).
+fn load_tools(layout: &Layout, memory: Option<&Catalog>, loaded: &mut Loaded) -> Result<Catalog, Vec<Diagnostic>> {
+    let path = layout.tools_toml();
+    if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(Catalog::default());
+    }
+    loaded.file(layout, Path::new(TOOLS_TOML), MAX_CONFIG_BYTES, memory, |t| {
+        custom::parse(&path, &t, &layout.root).map(|custom| Catalog { custom })
+    })
+}
+
 fn load_agents(
     layout: &Layout,
     models: &Models,
     check_models: bool,
+    tools: Option<&Catalog>,
     memory: Option<&Org>,
     loaded: &mut Loaded,
 ) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
@@ -489,7 +516,7 @@ fn load_agents(
         let kept = memory.and_then(|o| o.agents.get(folder.as_str()));
         let checked = loaded.file(layout, &rel, resume::MAX_RESUME_BYTES, kept, |text| {
             let f = resume::parse(&path, text, folder)?;
-            check_refs(f, models, check_models, &known)
+            check_refs(f, models, check_models, tools, &known)
         });
         match checked {
             Ok(r) => {
@@ -504,11 +531,13 @@ fn load_agents(
 }
 
 /// Checks the names a resume refers to: model keys against `models.toml`
-/// (when it could be read), agent names against the agent folders.
-fn check_refs(
+/// (when it could be read), tools against the catalog (when `tools.toml`
+/// could be read), agent names against the agent folders.
+pub(crate) fn check_refs(
     f: resume::ResumeFile,
     models: &Models,
     check_models: bool,
+    tools: Option<&Catalog>,
     known: &[String],
 ) -> Result<Resume, Vec<Diagnostic>> {
     let mut errs = Vec::new();
@@ -522,6 +551,19 @@ fn check_refs(
                     format!("unknown model key `{}` (known: {})", r.value, models.known_keys()),
                 )
                 .help("use a key defined in org/models.toml, or add [models.".to_string() + &r.value + "] there")
+            }),
+            "tools" => tools.filter(|c| !c.knows(&r.value)).map(|c| {
+                Diagnostic::at(
+                    &f.path,
+                    &f.text,
+                    Some(r.span.clone()),
+                    format!(
+                        "unknown tool `{}` in `permissions.tools` (known: {})",
+                        crate::term::line(&r.value),
+                        c.names().join(", ")
+                    ),
+                )
+                .help("use one of the known tools, or declare it as [tools.NAME] in org/tools.toml")
             }),
             field => (!known.contains(&r.value)).then(|| {
                 Diagnostic::at(
@@ -639,6 +681,70 @@ mod tests {
         assert!(matches!(Org::load(&root), Err(LoadOrgError::Invalid(_))));
         let lenient = Org::load_or_last_good(&root, None);
         assert!(lenient.last_good.is_empty() && !lenient.stale.is_empty());
+    }
+
+    const TOOLS: &str = "[tools.word_count]\nprogram = \"wc\"\ndescription = \"Counts words.\"\n";
+
+    #[test]
+    fn tools_toml_loads_into_the_catalog_and_resumes_may_only_grant_known_tools() {
+        let (_d, root) = org();
+        // No tools.toml: only the built-in tools, and no problem.
+        let plain = Org::load(&root).unwrap();
+        assert!(plain.tools.custom.is_empty() && plain.problems().is_empty());
+        std::fs::write(root.join("org/tools.toml"), TOOLS).unwrap();
+        edit(&root, "agents/manager/resume.toml", "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]", "tools = [\"read_file\", \"word_count\"]");
+        let org = Org::load(&root).unwrap();
+        assert_eq!(org.tools.custom["word_count"].program, "wc");
+        assert_eq!(org.agent("manager").unwrap().tools, ["read_file", "word_count"]);
+        assert!(org.problems().is_empty(), "{:?}", org.problems());
+
+        // A tool that is neither built in nor declared holds the agent, at its place.
+        edit(&root, "agents/manager/resume.toml", "\"word_count\"]", "\"word_count\", \"fly\"]");
+        let org = Org::load(&root).unwrap();
+        let d = &org.broken["manager"][0];
+        assert!(
+            d.message.starts_with("unknown tool `fly` in `permissions.tools` (known: read_file, write_file,")
+                && d.message.ends_with("hire_agent, word_count)"),
+            "{d}"
+        );
+        assert!(d.help.as_deref().unwrap().contains("org/tools.toml"), "{d}");
+        let line = std::fs::read_to_string(root.join("agents/manager/resume.toml")).unwrap();
+        let want = line.lines().position(|l| l.starts_with("tools = ")).unwrap() + 1;
+        assert_eq!(d.line, Some(want), "{d}");
+        assert_eq!(d.column, Some(line.lines().nth(want - 1).unwrap().find("\"fly\"").unwrap() + 1), "{d}");
+    }
+
+    #[test]
+    fn a_bad_tools_toml_is_fatal_without_a_last_good_version_and_replaced_by_it_with_one() {
+        let (_d, root) = org();
+        let tools = root.join("org/tools.toml");
+        edit(&root, "agents/manager/resume.toml", "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]", "tools = [\"word_count\"]");
+        std::fs::write(&tools, "[tools.word_count]\nprogram = \"wc\"\n").unwrap();
+        let Err(LoadOrgError::Invalid(d)) = Org::load(&root) else { panic!("a bad tools.toml loaded") };
+        assert_eq!(d.0.len(), 1, "{d}");
+        assert!(d.0[0].path.ends_with("org/tools.toml") && d.0[0].message.contains("missing `description`"), "{d}");
+        // Leniently: the problem is reported, and no agent is held for a tool it cannot check.
+        let lenient = Org::load_or_last_good(&root, None);
+        assert!(lenient.broken.is_empty(), "{:?}", lenient.broken);
+        assert_eq!(lenient.problems_of(&[]).len(), 1);
+
+        std::fs::write(&tools, TOOLS).unwrap();
+        let good = Org::load(&root).unwrap();
+        good.save_last_good().unwrap();
+        assert!(Layout::new(&root).last_good(Path::new("org/tools.toml")).is_file());
+        std::fs::write(&tools, "[tools.word_count]\nprogram = 1\n").unwrap();
+        for org in
+            [Org::load(&root).unwrap(), Org::load_or_last_good(&root, None), Org::load_or_last_good(&root, Some(&good))]
+        {
+            assert_eq!(org.tools, good.tools);
+            assert_eq!(org.last_good, [PathBuf::from("org/tools.toml")]);
+            assert_eq!(org.problems().len(), 2, "{:?}", org.problems());
+            assert!(org.broken.is_empty());
+        }
+        // Removing the file removes the custom tools: the agent that uses one is held.
+        std::fs::remove_file(&tools).unwrap();
+        let org = Org::load(&root).unwrap();
+        assert!(org.tools.custom.is_empty() && org.broken.contains_key("manager"));
     }
 
     #[test]

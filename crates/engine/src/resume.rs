@@ -107,7 +107,7 @@ pub struct Resume {
 /// A name that refers to something elsewhere in the org, kept with its span for later checks.
 #[derive(Debug, Clone)]
 pub struct Reference {
-    /// `model`, `send_to` or `read_from`.
+    /// `model`, `send_to`, `read_from` or `tools`.
     pub field: &'static str,
     /// The name written.
     pub value: String,
@@ -219,10 +219,11 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
         if let Some(pt) = t.table("permissions") {
             send_list = pt.str_list("send_to").map(Spanned::into_inner).unwrap_or_default();
             read_list = pt.str_list("read_from").map(Spanned::into_inner).unwrap_or_default();
-            tools = pt
-                .str_list("tools")
-                .map(|l| l.into_inner().into_iter().map(Spanned::into_inner).collect())
-                .unwrap_or_default();
+            let granted = pt.str_list("tools").map(Spanned::into_inner).unwrap_or_default();
+            for t in &granted {
+                refs.push(Reference { field: "tools", value: t.get_ref().clone(), span: t.span() });
+            }
+            tools = granted.into_iter().map(Spanned::into_inner).collect();
             commands = pt
                 .str_list("commands")
                 .map(|l| l.into_inner().into_iter().map(Spanned::into_inner).collect())

@@ -13,12 +13,9 @@
 //!   lines are part of the error when the call fails. A non-zero exit status
 //!   is a failed call. Token usage is estimated (ceil(chars / 4)).
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-
+use crate::program::{self, Limits};
 use crate::resilience::{Attempt, AttemptError};
 use crate::{BoxFuture, CommandSpec, Reply, Request, Usage};
 
@@ -39,44 +36,8 @@ impl Command {
     }
 }
 
-/// Finds the program: a path is taken as is, a bare name is looked up in
-/// lemming's own `PATH` (the child's environment is cleared, so it is not used).
-pub fn resolve(program: &str) -> Result<PathBuf, String> {
-    let executable = |p: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-    };
-    if program.contains('/') {
-        let p = PathBuf::from(program);
-        return if executable(&p) {
-            Ok(p)
-        } else if p.exists() {
-            Err(format!("program {} is not an executable file (chmod +x?)", p.display()))
-        } else {
-            Err(format!("program {} does not exist", p.display()))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| executable(p))
-        .ok_or_else(|| format!("program `{program}` is not in PATH; install it or give its full path"))
-}
-
-/// Reads all of `r`, keeping at most `cap` bytes.
-async fn drain(mut r: impl AsyncRead + Unpin, cap: usize) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => return kept,
-            Ok(n) => {
-                let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-            }
-        }
-    }
-}
+/// Finds the program (see [`program::resolve`]).
+pub use crate::program::resolve;
 
 /// The last few lines of stderr, for an error message.
 fn tail(stderr: &[u8]) -> String {
@@ -87,15 +48,6 @@ fn tail(stderr: &[u8]) -> String {
     }
     let start = text.char_indices().rev().nth(299).map(|(i, _)| i).unwrap_or(0);
     format!("; stderr: {}", text[start..].split_whitespace().collect::<Vec<_>>().join(" "))
-}
-
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) with a negative pid signals the process group we created.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
 }
 
 fn log_stderr(req: &Request, stderr: &[u8], outcome: &str) {
@@ -124,12 +76,6 @@ fn log_stderr(req: &Request, stderr: &[u8], outcome: &str) {
     }
 }
 
-/// Why a run gave no reply: its output is unusable, or the program failed.
-enum Unusable {
-    Output(String),
-    Program(String),
-}
-
 impl Command {
     async fn run(&self, req: &Request) -> Result<Reply, AttemptError> {
         let program = resolve(&self.spec.program).map_err(AttemptError::rejected)?;
@@ -149,68 +95,38 @@ impl Command {
                 .map_err(|e| AttemptError::rejected(format!("cannot create the workspace {}: {e}", w.display())))?;
             cmd.current_dir(w);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).process_group(0);
-        let mut child =
-            cmd.spawn().map_err(|e| AttemptError::rejected(format!("cannot start {}: {e}", program.display())))?;
-        let pid = child.id();
-        let (Some(mut stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            kill_group(pid);
-            return Err(AttemptError::down("the program's pipes could not be opened"));
-        };
-        let input = format!("{}\n\n{}", req.system, req.prompt);
-        tokio::spawn(async move {
-            // A program that exits without reading all of its input is fine.
-            let _ = stdin.write_all(input.as_bytes()).await;
-            let _ = stdin.shutdown().await;
-        });
-        let errors = tokio::spawn(drain(stderr, STDERR_CAP));
         let cap = self.spec.max_output_bytes;
-
-        let work = async {
-            let mut out = Vec::new();
-            let read = stdout.take(cap.saturating_add(1)).read_to_end(&mut out).await;
-            if out.len() as u64 > cap {
-                return Err(Unusable::Output(format!(
-                    "wrote more than {cap} bytes to stdout (max_output_bytes); killed"
-                )));
-            }
-            read.map_err(|e| Unusable::Program(format!("cannot read its stdout: {e}")))?;
-            let status = child.wait().await.map_err(|e| Unusable::Program(format!("cannot wait for it: {e}")))?;
-            Ok((out, status))
+        let limits = Limits {
+            timeout: self.timeout,
+            stdout_cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            stderr_cap: STDERR_CAP,
+            kill_on_overflow: true,
+            // A model program may start a server it reuses (a daemon): it is left running.
+            kill_leftovers: false,
         };
-        let result = tokio::time::timeout(self.timeout, work).await;
-        let failed = match &result {
-            Ok(Ok((_, status))) => !status.success(),
-            _ => true,
-        };
-        if failed {
-            kill_group(pid);
-        }
-        let stderr =
-            tokio::time::timeout(Duration::from_secs(1), errors).await.ok().and_then(Result::ok).unwrap_or_default();
+        let input = format!("{}\n\n{}", req.system, req.prompt).into_bytes();
+        let ran = program::run(cmd, Some(input), limits)
+            .await
+            .map_err(|e| AttemptError::rejected(format!("cannot start {}: {e}", program.display())))?;
+        let stderr = &ran.stderr;
         let shown = program.display();
-        let outcome = match result {
-            Err(_) => Err(AttemptError::transient(format!(
+        let outcome = if ran.timed_out {
+            Err(AttemptError::transient(format!(
                 "{shown} did not finish within {:.1} s (timeout_secs); killed{}",
                 self.timeout.as_secs_f64(),
-                tail(&stderr)
-            ))),
-            Ok(Err(Unusable::Output(why))) => Err(AttemptError::broken(format!("{shown} {why}{}", tail(&stderr)))),
-            Ok(Err(Unusable::Program(why))) => Err(AttemptError::down(format!("{shown} {why}{}", tail(&stderr)))),
-            Ok(Ok((_, status))) if !status.success() => {
-                use std::os::unix::process::ExitStatusExt;
-                let how = match (status.code(), status.signal()) {
-                    (Some(c), _) => format!("exited with status {c}"),
-                    (None, Some(s)) => format!("was killed by signal {s}"),
-                    _ => "failed".into(),
-                };
-                Err(AttemptError::down(format!("{shown} {how}{}", tail(&stderr))))
-            }
-            Ok(Ok((out, _))) => Ok(String::from_utf8_lossy(&out).into_owned()),
+                tail(stderr)
+            )))
+        } else if ran.stdout_over {
+            Err(AttemptError::broken(format!(
+                "{shown} wrote more than {cap} bytes to stdout (max_output_bytes); killed{}",
+                tail(stderr)
+            )))
+        } else if !ran.success() {
+            Err(AttemptError::down(format!("{shown} {}{}", ran.how(), tail(stderr))))
+        } else {
+            Ok(String::from_utf8_lossy(&ran.stdout).into_owned())
         };
-        log_stderr(req, &stderr, if outcome.is_ok() { "ok" } else { "failed" });
+        log_stderr(req, stderr, if outcome.is_ok() { "ok" } else { "failed" });
         let text = outcome?;
         let usage = Usage::estimate(req.prompt_chars(), text.chars().count());
         tracing::debug!(provider = %self.name, agent = %req.agent, bytes = text.len(), "the program answered");
@@ -230,6 +146,7 @@ mod tests {
 
     use super::*;
     use crate::ModelSpec;
+    use std::path::Path;
 
     fn script(dir: &Path, name: &str, body: &str) -> String {
         let p = dir.join(name);

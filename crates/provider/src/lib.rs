@@ -13,6 +13,7 @@
 //! - [`openai`]: the chat-completions wire format (OpenAI, Azure, Ollama, vLLM, llama.cpp, ...);
 //! - [`anthropic`]: the Anthropic Messages API;
 //! - [`command`]: a local program that reads the prompt on stdin;
+//! - [`program`]: running a local program once (process group, deadline, output caps), shared with the engine's tools;
 //! - [`http`]: what the HTTP kinds share: one client per provider, status handling, excerpts, usage;
 //! - [`resilience`]: retries with backoff and jitter, honouring `Retry-After`;
 //! - [`breaker`]: the circuit breaker per provider and its state file;
@@ -33,6 +34,7 @@ pub mod doctor;
 pub mod http;
 pub mod mock;
 pub mod openai;
+pub mod program;
 pub mod registry;
 pub mod resilience;
 pub mod script;

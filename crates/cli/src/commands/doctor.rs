@@ -1,9 +1,11 @@
 //! `lemming doctor`: checks every provider (reachability, auth, one tiny
-//! request where allowed) within a deadline, and prints a verdict for each.
+//! request where allowed) within a deadline, and prints a verdict for each;
+//! then says which sandbox `run_command` and custom tools run in.
 
 use std::time::Duration;
 
 use lemming_engine::term::line;
+use lemming_engine::tools::sandbox;
 use lemming_provider::doctor::{self, Call};
 
 use crate::ctx::{block_on, CliError, Ctx};
@@ -31,8 +33,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         _ => Call::Local,
     };
     let verdicts = block_on(doctor::check_all(&registry, Duration::from_millis(args.deadline_ms), call))?;
+    let sandbox = sandbox::report(org.settings.sandbox);
+    // Programs being refused is a failure only for an org that runs programs.
+    let runs_programs =
+        org.agents.values().any(|r| r.tools.iter().any(|t| t == "run_command" || org.tools.custom.contains_key(t)));
     if ctx.json {
-        print_json(&verdicts)?;
+        print_json(&serde_json::json!({ "providers": verdicts, "sandbox": sandbox }))?;
     } else {
         for v in &verdicts {
             println!("{:<16} {:<10} {} ({} ms)", line(&v.provider), v.kind, v.verdict.to_uppercase(), v.elapsed_ms);
@@ -44,8 +50,24 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         if verdicts.is_empty() {
             println!("no providers to check");
         }
+        let verdict = match (sandbox.ok, runs_programs) {
+            (true, _) => "OK",
+            (false, true) => "REFUSED",
+            (false, false) => "NONE",
+        };
+        println!("{:<16} {:<10} {verdict}", "sandbox", sandbox.sandbox.unwrap_or(sandbox.mode));
+        for l in sandbox.description.lines() {
+            println!("    {}", line(l.trim()));
+        }
     }
     let failed: Vec<&str> = verdicts.iter().filter(|v| !v.ok).map(|v| v.provider.as_str()).collect();
+    if !sandbox.ok && runs_programs && failed.is_empty() {
+        return Err(CliError::user(
+            "no sandbox for the programs agents may run (run_command, custom tools), so they are refused\n  help: \
+             install bubblewrap, or see the sandbox line above"
+                .to_string(),
+        ));
+    }
     if failed.is_empty() {
         Ok(())
     } else {

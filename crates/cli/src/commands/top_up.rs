@@ -18,8 +18,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let org = ctx.load()?;
     let r = org.agent(&args.name)?;
     let turn = Journal::new(&org.layout).last_turn()?;
-    std::fs::create_dir_all(org.layout.state_dir())?;
-    ledger::top_up(&org.layout.ledger(), r.name.as_str(), r.credits, args.amount, turn, chrono::Utc::now())
+    ledger::top_up(&org.layout, r.name.as_str(), r.credits, args.amount, turn, chrono::Utc::now())
         .map_err(|e| CliError::user(e.to_string()))?;
     let left = Ledger::load(&org.layout.ledger())?.balance(r.name.as_str(), r.credits).left;
     println!("{}: +{} credits, {left:.4} left", r.name, args.amount);

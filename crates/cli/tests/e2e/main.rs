@@ -2,6 +2,7 @@
 //! one module per area. The fixture is in `fixture.rs`.
 
 mod agent_trouble;
+mod audit;
 mod basics;
 mod config;
 mod config_checks;
@@ -22,6 +23,7 @@ mod providers;
 mod replies;
 mod routing;
 mod samples;
+mod sandbox;
 mod state_numbers;
 mod status_columns;
 mod tools;

@@ -561,7 +561,8 @@ provider = "nocli"
     cmd.env("GOOD_KEY", "good-key-1");
     let out = run(&mut cmd).fails_with(1);
     assert!(t.elapsed() < Duration::from_secs(5), "the checks did not run at once within 500 ms: {:?}", t.elapsed());
-    let verdicts: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    let verdicts = report["providers"].as_array().unwrap();
     let verdict = |p: &str| {
         let v = verdicts.iter().find(|v| v["provider"] == p).unwrap_or_else(|| panic!("no verdict for {p}\n{out}"));
         (v["verdict"].as_str().unwrap().to_string(), v["details"].to_string(), v["elapsed_ms"].as_u64().unwrap())

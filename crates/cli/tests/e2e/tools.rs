@@ -114,7 +114,6 @@ fn append_line_program(dir: &Path) {
 fn append_org() -> TestOrg {
     let org = TestOrg::new();
     org.edit("org/org.toml", "sandbox = \"auto\"", "sandbox = \"none\"");
-    org.edit("org/org.toml", "env = [\"PATH\", \"LANG\"]", "env = [\"PATH\"]");
     org.edit("agents/manager/resume.toml", "tools = [", "commands = [\"append-line\"]\ntools = [\"run_command\", ");
     org.send("manager", "/tool run_command {\"program\":\"append-line\"}");
     org

@@ -73,7 +73,8 @@ impl Turn<'_> {
             let began = Instant::now();
             let outcome = tools::run(&ctx, &pc.call).await;
             let ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
-            if org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect) {
+            // A hire writes its own, fuller line.
+            if org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect) && pc.call.tool != "hire_agent" {
                 audited.push(audit::Entry {
                     at: self.clock.now(),
                     who: r.agent.clone(),
