@@ -102,7 +102,17 @@ fn measure(what: &str, dir: &Path, spec: Option<&Spec>) -> Result<(), String> {
 
 fn child(what: &str, dir: &Path, spec: &Spec) -> Result<(f64, f64, u64), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    // The sandbox finds bwrap on PATH; LEMMING_BWRAP (the peers' setup) names one elsewhere.
+    if let Some(bw) = std::env::var_os("LEMMING_BWRAP").map(PathBuf::from) {
+        if let Some(dir) = bw.parent() {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let joined = std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path)))
+                .map_err(|e| e.to_string())?;
+            cmd.env("PATH", joined);
+        }
+    }
+    let out = cmd
         .args(["measure", what])
         .arg(dir)
         .args([
