@@ -692,7 +692,12 @@ mod tests {
         let plain = Org::load(&root).unwrap();
         assert!(plain.tools.custom.is_empty() && plain.problems().is_empty());
         std::fs::write(root.join("org/tools.toml"), TOOLS).unwrap();
-        edit(&root, "agents/manager/resume.toml", "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]", "tools = [\"read_file\", \"word_count\"]");
+        edit(
+            &root,
+            "agents/manager/resume.toml",
+            "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]",
+            "tools = [\"read_file\", \"word_count\"]",
+        );
         let org = Org::load(&root).unwrap();
         assert_eq!(org.tools.custom["word_count"].program, "wc");
         assert_eq!(org.agent("manager").unwrap().tools, ["read_file", "word_count"]);
@@ -718,7 +723,12 @@ mod tests {
     fn a_bad_tools_toml_is_fatal_without_a_last_good_version_and_replaced_by_it_with_one() {
         let (_d, root) = org();
         let tools = root.join("org/tools.toml");
-        edit(&root, "agents/manager/resume.toml", "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]", "tools = [\"word_count\"]");
+        edit(
+            &root,
+            "agents/manager/resume.toml",
+            "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]",
+            "tools = [\"word_count\"]",
+        );
         std::fs::write(&tools, "[tools.word_count]\nprogram = \"wc\"\n").unwrap();
         let Err(LoadOrgError::Invalid(d)) = Org::load(&root) else { panic!("a bad tools.toml loaded") };
         assert_eq!(d.0.len(), 1, "{d}");

@@ -42,7 +42,11 @@ fn sandbox_line(org: &TestOrg, mode: &str) {
 }
 
 fn grant_run_command(org: &TestOrg) {
-    org.edit("agents/manager/resume.toml", "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]", "tools = [\"run_command\"]\ncommands = [\"echo\"]");
+    org.edit(
+        "agents/manager/resume.toml",
+        "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]",
+        "tools = [\"run_command\"]\ncommands = [\"echo\"]",
+    );
 }
 
 #[test]
@@ -121,7 +125,11 @@ fn validate_checks_tools_toml_and_the_tools_resumes_grant() {
         "org/tools.toml",
         "[tools.word_count]\nprogram = \"wc\"\ndescription = \"Counts words.\"\n[tools.word_count.parameters]\ntype = \"object\"\n",
     );
-    org.edit("agents/manager/resume.toml", "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]", "tools = [\"read_file\", \"word_count\"]");
+    org.edit(
+        "agents/manager/resume.toml",
+        "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]",
+        "tools = [\"read_file\", \"word_count\"]",
+    );
     let out = org.lemming_ok(&["validate"]);
     assert!(out.stdout.contains("ok: org.toml, models.toml, tools.toml (1 custom tool) and"), "{out}");
 
