@@ -215,19 +215,9 @@ pub enum EventKind {
     Tool {
         /// The agent that called.
         agent: String,
-        /// The call's id.
-        call: String,
-        /// The tool.
-        tool: String,
-        /// Whether it did what was asked.
-        ok: bool,
-        /// Why not, when it did not.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-        /// How long it took, in milliseconds.
-        ms: u64,
-        /// The id of its `tool_result` message.
-        result: String,
+        /// The call and how it went.
+        #[serde(flatten)]
+        call: crate::activity::ToolUse,
     },
     /// The turn committed: its report.
     Turn(TurnReport),

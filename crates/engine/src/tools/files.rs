@@ -165,13 +165,13 @@ pub(crate) fn optional_bool(args: &Value, name: &str) -> Result<Option<bool>, St
 }
 
 /// What a JSON value is, for errors.
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
-        Value::Array(_) => "an array",
+        Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
 }

@@ -450,8 +450,8 @@ text = '{"tool_calls":[{"id":"a","tool":"teleport","args":{}},{"id":"b","tool":"
     // Each call is an event and a line of the agent's activity log.
     let mut tools = Vec::new();
     while let Ok(e) = rx.try_recv() {
-        if let EventKind::Tool { call, ok, .. } = e.kind {
-            tools.push((call, ok));
+        if let EventKind::Tool { call, .. } = e.kind {
+            tools.push((call.call, call.ok));
         }
     }
     assert_eq!(tools, [("a".to_string(), false), ("b".to_string(), false), ("c2".to_string(), false)]);
