@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::act::Results;
 use super::{Replies, Turn};
-use crate::activity::{self, Activity, ToolUse};
+use crate::activity::{self, Activity};
 use crate::error::PathError;
-use crate::events::{EventKind, FailCause, Run};
+use crate::events::{EventKind, FailCause, Run, ToolUse};
 use crate::fsx::Batch;
 use crate::journal::{Outcome, Record};
 use crate::ledger::{Entry, Ledger};
