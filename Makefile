@@ -21,13 +21,13 @@ demo: build
 	@echo "== lemming send manager: a /tool line makes the mock agent call that tool"
 	@LEMMING_ORG=$(DEMO_DIR) $(BIN) send manager '/tool write_file {"path":"launch.md","content":"# Launch plan\n1. pick a date\n"}'
 	@echo "== lemming send manager: @hr gets the message too; hr may hire, the manager may not"
-	@LEMMING_ORG=$(DEMO_DIR) $(BIN) send manager '@hr we need a tester'"$$(printf '\n')"'/tool hire_agent {"name":"tester","title":"Tester","instructions":"Test what the coders build.","send_to":["hr"],"read_from":["hr"],"credits":5}'
+	@LEMMING_ORG=$(DEMO_DIR) $(BIN) send manager "$$(printf '%s\n%s' '@hr we need a tester' '/tool hire_agent {"name":"tester","title":"Tester","instructions":"Test what the coders build.","send_to":["hr"],"read_from":["hr"],"credits":5}')"
 	@echo "== lemming step -n 3"
 	@LEMMING_ORG=$(DEMO_DIR) $(BIN) step -n 3
 	@echo "== lemming inbox   (replies, and the manager telling how its tool calls went)"
 	@LEMMING_ORG=$(DEMO_DIR) $(BIN) inbox
-	@echo "== lemming logs manager -n 2   (each tool call, its outcome and duration)"
-	@LEMMING_ORG=$(DEMO_DIR) $(BIN) logs manager -n 2
+	@echo "== lemming logs manager -n 3   (each tool call, its outcome and duration)"
+	@LEMMING_ORG=$(DEMO_DIR) $(BIN) logs manager -n 3
 	@echo "== cat agents/manager/workspace/launch.md   (written by the manager's write_file)"
 	@cat $(DEMO_DIR)/agents/manager/workspace/launch.md
 	@echo "== lemming agents   (tester was hired by hr)"

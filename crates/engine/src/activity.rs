@@ -48,25 +48,7 @@ pub struct Activity {
     pub replay: bool,
     /// The tool calls of the reply and how each went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tools: Vec<ToolUse>,
-}
-
-/// One tool call in the activity log.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ToolUse {
-    /// The call's id.
-    pub call: String,
-    /// The tool.
-    pub tool: String,
-    /// Whether it did what was asked.
-    pub ok: bool,
-    /// Why not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// How long it took, in milliseconds.
-    pub ms: u64,
-    /// The id of its `tool_result` message.
-    pub result: String,
+    pub tools: Vec<crate::events::ToolUse>,
 }
 
 /// Drops the log entries of runs already shown: a replay of a turn whose

@@ -215,22 +215,30 @@ pub enum EventKind {
     Tool {
         /// The agent that called.
         agent: String,
-        /// The call's id.
-        call: String,
-        /// The tool.
-        tool: String,
-        /// Whether it did what was asked.
-        ok: bool,
-        /// Why not, when it did not.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-        /// How long it took, in milliseconds.
-        ms: u64,
-        /// The id of its `tool_result` message.
-        result: String,
+        /// The call and how it went.
+        #[serde(flatten)]
+        call: ToolUse,
     },
     /// The turn committed: its report.
     Turn(TurnReport),
+}
+
+/// One tool call and how it went: in a `tool` event and in the activity log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolUse {
+    /// The call's id.
+    pub call: String,
+    /// The tool.
+    pub tool: String,
+    /// Whether it did what was asked.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub ms: u64,
+    /// The id of its `tool_result` message.
+    pub result: String,
 }
 
 /// The cost of a prompt over the agent's credits, in a `skipped` event.

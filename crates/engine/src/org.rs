@@ -22,7 +22,7 @@ use crate::models::{self, Models};
 use crate::name::AgentName;
 use crate::resume::{self, Resume};
 use crate::settings::{self, Settings};
-use crate::tools::{custom, Catalog};
+use crate::tools::catalog::{self, Catalog};
 
 /// Paths of an org's files outside the agents' folders.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,7 +485,7 @@ fn load_tools(layout: &Layout, memory: Option<&Catalog>, loaded: &mut Loaded) ->
         return Ok(Catalog::default());
     }
     loaded.file(layout, Path::new(TOOLS_TOML), MAX_CONFIG_BYTES, memory, |t| {
-        custom::parse(&path, &t, &layout.root).map(|custom| Catalog { custom })
+        catalog::parse(&path, &t, &layout.root).map(|custom| Catalog { custom })
     })
 }
 

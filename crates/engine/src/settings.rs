@@ -95,6 +95,9 @@ pub struct ToolLimits {
     pub timeout_secs: f64,
     /// The environment variables a program sees (all others are cleared).
     pub env: Vec<String>,
+    /// The most tool calls of one reply that run; the others are answered
+    /// `too many tool calls` without running.
+    pub max_calls: usize,
 }
 
 impl Default for ToolLimits {
@@ -106,6 +109,7 @@ impl Default for ToolLimits {
             max_entries: 200,
             timeout_secs: 30.0,
             env: vec!["PATH".into(), "LANG".into()],
+            max_calls: 16,
         }
     }
 }
@@ -228,6 +232,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
             }
             if let Some(v) = tt.float("timeout_secs", 0.0, false, MAX_SECS_F, "timeout_secs = 30 (at most a year)") {
                 s.tools.timeout_secs = *v.get_ref();
+            }
+            if let Some(v) = int("max_calls", 1..=10_000, "max_calls = 16") {
+                s.tools.max_calls = v as usize;
             }
             if let Some(list) = tt.str_list("env") {
                 s.tools.env = list.into_inner().into_iter().map(|v| v.into_inner()).collect();

@@ -79,9 +79,22 @@ pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Pat
 /// Creates the temporary file `tmp` with `bytes`, fsyncing its data when
 /// `sync` is set (a group commit that syncs the whole filesystem does not).
 /// The first step of every atomic write: the caller renames it into place.
+///
+/// The file is created new (`O_EXCL`), so whatever already has its name is
+/// never written through: a symbolic link planted there (in a folder others
+/// can write, such as an agent's workspace) is removed, not followed, and a
+/// stale file of a process that had the same pid is replaced.
 pub fn write_tmp(tmp: &Path, bytes: &[u8], sync: bool) -> Result<(), PathError> {
     disk_full().with_path(tmp)?;
-    let mut f = File::create(tmp).with_path(tmp)?;
+    let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(tmp);
+    let mut f = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::remove_file(tmp).with_path(tmp)?;
+            create()
+        }
+        other => other,
+    }
+    .with_path(tmp)?;
     f.write_all(bytes).with_path(tmp)?;
     if sync {
         f.sync_data().with_path(tmp)?;
@@ -327,6 +340,19 @@ pub fn open_regular(options: &mut OpenOptions, path: &Path) -> Result<Option<Fil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.txt");
+        fs::write(&outside, "keep me").unwrap();
+        let tmp = dir.path().join("notes.md.0.1.tmp");
+        std::os::unix::fs::symlink(&outside, &tmp).unwrap();
+        write_tmp(&tmp, b"new", true).unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep me");
+        assert_eq!(fs::read_to_string(&tmp).unwrap(), "new");
+        assert!(!fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
+    }
 
     #[test]
     fn read_entry_never_follows_blocks_or_reads_past_the_limit() {

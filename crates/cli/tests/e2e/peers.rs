@@ -390,14 +390,18 @@ fn fakellm_scripted_statuses_and_odd_but_legal_shapes() {
         "{status:#}"
     );
 
-    // A tool call with `content: null`: a failed attempt (no JSON), charged what the server reported.
-    let why = &failed["coder_01"];
-    assert!(why.contains("no JSON"), "{why}");
+    // A native tool call with `content: null` (though no function was offered): the call is
+    // used, and the tool it names is no tool, which its result says; charged what the server reported.
+    assert!(!failed.contains_key("coder_01"), "{failed:?}");
     let tools = response(&by_scenario("tools")[0]);
     assert!(tools["choices"][0]["message"]["content"].is_null(), "{tools:#}");
     let coder = charges(&org).into_iter().find(|c| c["agent"] == "coder_01").unwrap();
     assert_eq!(coder["output_tokens"], tools["usage"]["completion_tokens"], "{coder:#}");
-    assert!(org.ids("coder_01", "inbox", "new").contains(&ids["coder_01"]));
+    let result = crate::tools::tool_results(&org, "coder_01");
+    assert_eq!(result.len(), 1, "{result:#?}");
+    let body = crate::tools::body(&result[0]);
+    assert!(body["error"].as_str().unwrap().starts_with("unknown tool `get_weather`"), "{body}");
+    assert!(!org.ids("coder_01", "inbox", "new").contains(&ids["coder_01"]), "the mail was read");
 
     // The Messages API: the reply is routed, usage charged as reported.
     assert!(ran.contains(&"janitor".to_string()), "{out}");

@@ -38,11 +38,15 @@ fn skip(test: &str, what: &str) {
 }
 
 fn sandbox_line(org: &TestOrg, mode: &str) {
-    org.edit("org/org.toml", "turn_seconds = 60\n", &format!("turn_seconds = 60\nsandbox = \"{mode}\"\n"));
+    org.edit("org/org.toml", "sandbox = \"auto\"\n", &format!("sandbox = \"{mode}\"\n"));
 }
 
 fn grant_run_command(org: &TestOrg) {
-    org.edit("agents/manager/resume.toml", "tools = []", "tools = [\"run_command\"]\ncommands = [\"echo\"]");
+    org.edit(
+        "agents/manager/resume.toml",
+        "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]",
+        "tools = [\"run_command\"]\ncommands = [\"echo\"]",
+    );
 }
 
 #[test]
@@ -97,6 +101,7 @@ fn doctor_fails_when_agents_may_run_programs_that_no_sandbox_can_hold() {
     }
     let org = TestOrg::new();
     sandbox_line(&org, "bwrap");
+    org.edit("agents/coder_01/resume.toml", "\"run_command\", ", "");
     // Nobody runs programs: the refusal is shown, and is no failure.
     let out = run(org.command(&["doctor"]).env("PATH", "/usr/bin:/bin")).ok();
     assert!(out.stdout.contains("sandbox          bwrap      NONE\n"), "{out}");
@@ -120,7 +125,11 @@ fn validate_checks_tools_toml_and_the_tools_resumes_grant() {
         "org/tools.toml",
         "[tools.word_count]\nprogram = \"wc\"\ndescription = \"Counts words.\"\n[tools.word_count.parameters]\ntype = \"object\"\n",
     );
-    org.edit("agents/manager/resume.toml", "tools = []", "tools = [\"read_file\", \"word_count\"]");
+    org.edit(
+        "agents/manager/resume.toml",
+        "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]",
+        "tools = [\"read_file\", \"word_count\"]",
+    );
     let out = org.lemming_ok(&["validate"]);
     assert!(out.stdout.contains("ok: org.toml, models.toml, tools.toml (1 custom tool) and"), "{out}");
 

@@ -345,3 +345,20 @@ fn a_schema_constrained_local_model_names_only_granted_tools_and_gets_the_result
     // What it listed is the model's choice of path; that it got an answer is the engine's.
     assert!(results.iter().all(|r| body(r)["ok"].is_boolean()), "{results:#?}");
 }
+
+#[test]
+fn with_a_daemon_a_tool_result_wakes_the_next_turn_at_once() {
+    let org = TestOrg::new();
+    org.write("agents/manager/workspace/x.md", "x marks the spot");
+    let mut d = org.spawn_run(&[]);
+    d.wait_ready();
+    let start = Instant::now();
+    org.send("manager", "/tool read_file {\"path\":\"x.md\"}");
+    // The call's turn, then the turn that reads its result: both long before the 60 s timer.
+    let acked = wait_until(Duration::from_secs(10), || {
+        org.inbox_json("human").iter().any(|m| m["body"].as_str().is_some_and(|b| b.starts_with("tool read_file ok")))
+    });
+    assert!(acked, "no ack of the tool result\n{d}");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    d.assert_running("after the tool round trip");
+}

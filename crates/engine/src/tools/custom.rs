@@ -20,179 +20,11 @@
 //! workspace, with the timeout and the output cap; its stdout is the result,
 //! and a failure keeps its stderr in the error.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use serde_json::Value;
 
-use serde_json::{json, Value};
-use toml::Spanned;
-
+pub use super::catalog::{parse, valid_name, CustomTool, MAX_DESCRIPTION_BYTES};
 use super::sandbox::{Job, Sandbox};
-use super::{Ctx, Outcome, ToolSpec, BUILTIN};
-use crate::config::{Doc, MAX_SECS_F};
-use crate::error::Diagnostic;
-
-/// One custom tool.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CustomTool {
-    /// The program (a name looked up in `PATH`, or a path relative to the org folder).
-    pub program: String,
-    /// Fixed arguments.
-    pub args: Vec<String>,
-    /// What it does, as the model is told.
-    pub description: String,
-    /// Its arguments as a JSON schema.
-    pub parameters: Value,
-    /// Its own time limit, in seconds (else `[tools] timeout_secs`).
-    pub timeout_secs: Option<f64>,
-    /// Whether running it twice does no more than running it once.
-    pub idempotent: bool,
-}
-
-impl CustomTool {
-    /// The tool as a model is told of it.
-    pub fn spec(&self, name: &str) -> ToolSpec {
-        ToolSpec { name: name.into(), description: self.description.clone(), parameters: self.parameters.clone() }
-    }
-}
-
-/// The fields of `[tools.NAME]`.
-const FIELDS: [&str; 6] = ["program", "args", "description", "parameters", "timeout_secs", "idempotent"];
-
-/// The longest `description` accepted, in bytes.
-pub const MAX_DESCRIPTION_BYTES: usize = 4096;
-
-/// Whether `name` is a valid tool name: 1 to 64 of `a-z A-Z 0-9 _ -` (as
-/// OpenAI's function names).
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Parses and validates `org/tools.toml` text, reporting every problem. A
-/// relative `program` with a `/` is taken from `org_root`.
-pub fn parse(path: &Path, text: &str, org_root: &Path) -> Result<BTreeMap<String, CustomTool>, Vec<Diagnostic>> {
-    let doc = Doc::parse(path, text)?;
-    let mut out = BTreeMap::new();
-    {
-        let root = doc.root();
-        if let Some(tools) = root.table("tools") {
-            for (name, t) in tools.tables() {
-                let at = |span, m: String| doc.at(span, m);
-                let mut ok = true;
-                if !valid_name(&name) {
-                    ok = false;
-                    doc.push(
-                        at(t.span(), format!("`{}` is not a valid tool name", crate::term::line(&name)))
-                            .help("use 1 to 64 letters, digits, _ and - (models call tools by this name)"),
-                    );
-                } else if BUILTIN.contains(&name.as_str()) {
-                    ok = false;
-                    doc.push(
-                        at(t.span(), format!("`{name}` is a built-in tool"))
-                            .help(format!("give the custom tool another name (built-in: {})", BUILTIN.join(", "))),
-                    );
-                }
-                let program = t.req_str(
-                    "program",
-                    "program = \"wc\" (a name in PATH) or program = \"tools/count.sh\" (relative to the org folder)",
-                );
-                if let Some(p) = program.as_ref().filter(|p| p.get_ref().trim().is_empty()) {
-                    doc.push(at(Some(p.span()), "`program` is empty".into()).help("name the program to run"));
-                }
-                let args = t.str_list("args");
-                let description =
-                    t.req_str("description", "description = \"what it does\" (the model reads it to choose the tool)");
-                if let Some(d) = &description {
-                    let len = d.get_ref().trim().len();
-                    if len == 0 || d.get_ref().len() > MAX_DESCRIPTION_BYTES {
-                        let m = if len == 0 {
-                            "`description` is empty".to_string()
-                        } else {
-                            format!(
-                                "`description` is {} bytes; the limit is {MAX_DESCRIPTION_BYTES}",
-                                d.get_ref().len()
-                            )
-                        };
-                        doc.push(at(Some(d.span()), m).help("say in a sentence or two what the tool does"));
-                    }
-                }
-                let parameters = schema(&t);
-                let timeout = t.float("timeout_secs", 0.0, false, MAX_SECS_F, "timeout_secs = 30 (at most a year)");
-                let idempotent = t.bool("idempotent").unwrap_or(false);
-                t.deny_unknown(&FIELDS);
-                let (Some(program), Some(description), Some(parameters), true) = (program, description, parameters, ok)
-                else {
-                    continue;
-                };
-                let prog = program.into_inner();
-                let program = if prog.contains('/') && !Path::new(&prog).is_absolute() {
-                    org_root.join(&prog).to_string_lossy().into_owned()
-                } else {
-                    prog
-                };
-                out.insert(
-                    name,
-                    CustomTool {
-                        program,
-                        args: args
-                            .map(|a| a.into_inner().into_iter().map(Spanned::into_inner).collect())
-                            .unwrap_or_default(),
-                        description: description.into_inner(),
-                        parameters,
-                        timeout_secs: timeout.map(|t| *t.get_ref()),
-                        idempotent,
-                    },
-                );
-            }
-        }
-        root.deny_unknown(&["tools"]);
-    }
-    let errs = doc.finish();
-    if errs.is_empty() {
-        Ok(out)
-    } else {
-        Err(errs)
-    }
-}
-
-/// `parameters`: a JSON schema of type object, its problems recorded (the
-/// file is refused as a whole when it has any).
-fn schema(t: &crate::config::Table) -> Option<Value> {
-    if !t.has("parameters") {
-        return Some(json!({"type": "object", "properties": {}}));
-    }
-    let doc = t.doc();
-    let p = t.table("parameters")?;
-    match p.str("type") {
-        Some(ty) if ty.get_ref() == "object" => {}
-        Some(ty) => doc.push(
-            doc.at(
-                Some(ty.span()),
-                format!("`parameters` must be a schema of type \"object\", not \"{}\"", ty.get_ref()),
-            )
-            .help("a tool's arguments are an object: type = \"object\""),
-        ),
-        None if !p.has("type") => doc.push(
-            doc.at(p.span(), format!("`{}` has no `type`", p.name()))
-                .help("add type = \"object\" (a tool's arguments are an object)"),
-        ),
-        None => {}
-    }
-    // Each property is a schema (a table); `required` names properties.
-    let names: Vec<String> =
-        p.table("properties").map(|ps| ps.tables().into_iter().map(|(k, _)| k).collect()).unwrap_or_default();
-    for r in p.str_list("required").map(Spanned::into_inner).unwrap_or_default() {
-        if p.has("properties") && !names.contains(r.get_ref()) {
-            doc.push(
-                doc.at(Some(r.span()), format!("`required` names `{}`, which is not in `properties`", r.get_ref()))
-                    .help(format!(
-                        "add properties.{} = {{ type = \"string\" }}, or remove it from required",
-                        r.get_ref()
-                    )),
-            );
-        }
-    }
-    t.json("parameters").map(Spanned::into_inner)
-}
+use super::{Ctx, Outcome};
 
 /// Runs a custom tool, in the sandbox org.toml's `sandbox` gives.
 pub async fn run(ctx: &Ctx<'_>, name: &str, tool: &CustomTool, args: &Value) -> Outcome {
@@ -240,6 +72,10 @@ pub async fn run_in(ctx: &Ctx<'_>, name: &str, tool: &CustomTool, args: &Value, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Diagnostic;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+    use std::path::Path;
 
     fn p(text: &str) -> Result<BTreeMap<String, CustomTool>, Vec<Diagnostic>> {
         parse(Path::new("org/tools.toml"), text, Path::new("/org"))

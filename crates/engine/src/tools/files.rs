@@ -15,9 +15,10 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{Ctx, Outcome, ToolSpec};
+pub use super::catalog::builtin_spec;
+use super::{Ctx, Outcome};
 use crate::resume::Shared;
 
 /// The longest path argument accepted, in bytes.
@@ -32,98 +33,6 @@ pub const MAX_SEARCH_DEPTH: usize = 32;
 
 /// The longest matching line `search_files` shows, in bytes (the rest is cut).
 pub const MAX_MATCH_LINE_BYTES: usize = 500;
-
-/// The built-in tool `name` as a model is told of it (`None`: not built in).
-///
-/// Every schema is an object whose properties are all required and that
-/// allows no others, as OpenAI's strict mode wants: an optional argument is
-/// typed `[T, "null"]`, and the tools take it absent or null alike.
-pub fn builtin_spec(name: &str) -> Option<ToolSpec> {
-    let (description, properties): (&str, Value) = match name {
-        "read_file" => (
-            "Read a text file of your workspace (or shared/… when granted). Long files are cut.",
-            json!({"path": text("The file, relative to your workspace; shared/NAME for the org's shared folder.")}),
-        ),
-        "write_file" => (
-            "Write a text file in your workspace (or shared/… when granted), creating its folders; replaces the file \
-             unless append is true.",
-            json!({
-                "path": text("The file, relative to your workspace; shared/NAME for the org's shared folder."),
-                "content": text("The text to write."),
-                "append": {"type": ["boolean", "null"], "description": "true: add to the end of the file instead of replacing it."},
-            }),
-        ),
-        "list_files" => (
-            "List a folder of your workspace (or shared/… when granted): folders end with /, files show their size.",
-            json!({"path": optional_text("The folder, relative to your workspace; null for the workspace itself.")}),
-        ),
-        "search_files" => (
-            "Search the text files under a folder of your workspace for a literal, case-sensitive string; gives \
-             path:line: text for each matching line.",
-            json!({
-                "pattern": text("The text to look for (literal, case-sensitive)."),
-                "path": optional_text("The folder or file to search, relative to your workspace; null for all of it."),
-            }),
-        ),
-        "run_command" => (
-            "Run a program you are allowed (permissions.commands) in your workspace, in a sandbox, with arguments \
-             (never through a shell); gives its exit status and output.",
-            json!({
-                "program": text("The program's name, as allowed in permissions.commands."),
-                "args": {"type": ["array", "null"], "items": {"type": "string"}, "description": "Its arguments, one string each."},
-            }),
-        ),
-        "calculate" => (
-            "Evaluate an arithmetic expression: + - * / % ^, parentheses, and sqrt, abs, min, max, round, floor, \
-             ceil, ln, log10, exp, pi, e.",
-            json!({"expression": text("The expression, such as (2 + 3) * 4 / sqrt(2).")}),
-        ),
-        "recall" => (
-            "Search your memory: gives each key whose name or value contains the query (case-insensitive); an empty \
-             query lists every key.",
-            json!({"query": text("The text to look for; empty for every key.")}),
-        ),
-        "hire_agent" => (
-            "Hire a new agent into the org: it joins on the next turn.",
-            json!({
-                "name": text("Its name: a lower-case letter, then up to 63 of a-z, 0-9, _ or -."),
-                "title": text("Its title, in a few words."),
-                "instructions": text("What it is for and how it should work."),
-                "model": optional_text("The model key to run it on; null for yours."),
-                "send_to": names("The agents it may write to: you, or agents you may write to."),
-                "read_from": names("The agents it accepts mail from: you, or agents you may write to."),
-                "credits": {"type": ["number", "null"], "description": "Its starting credits (capped by the org); null for the default."},
-            }),
-        ),
-        _ => return None,
-    };
-    let required: Vec<&String> = properties.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-    Some(ToolSpec {
-        name: name.to_string(),
-        description: description.to_string(),
-        parameters: json!({
-            "type": "object",
-            "properties": properties,
-            "required": required,
-            "additionalProperties": false,
-        }),
-    })
-}
-
-/// A required string argument's schema.
-fn text(description: &str) -> Value {
-    json!({"type": "string", "description": description})
-}
-
-/// An optional string argument's schema.
-fn optional_text(description: &str) -> Value {
-    json!({"type": ["string", "null"], "description": description})
-}
-
-/// A list of agent names' schema.
-fn names(description: &str) -> Value {
-    json!({"type": "array", "items": {"type": "string"}, "description": description})
-}
 
 /// Refuses an argument that `tool` does not take, naming the ones it does.
 pub(crate) fn check_args(tool: &str, args: &Value, known: &[&str]) -> Result<(), String> {
@@ -165,13 +74,13 @@ pub(crate) fn optional_bool(args: &Value, name: &str) -> Result<Option<bool>, St
 }
 
 /// What a JSON value is, for errors.
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
-        Value::Array(_) => "an array",
+        Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
 }
@@ -714,6 +623,7 @@ pub(crate) mod fixture {
 mod tests {
     use super::fixture::Fixture;
     use super::*;
+    use serde_json::json;
     use std::os::unix::fs::symlink;
 
     fn error(o: &Outcome) -> &str {

@@ -25,6 +25,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::files::kind;
 use super::{Ctx, Outcome};
 use crate::audit;
 use crate::error::{PathError, WithPath};
@@ -179,18 +180,6 @@ fn req_str<'a>(args: &'a Map<String, Value>, key: &str) -> Result<&'a str, Strin
         Some(s) if !s.trim().is_empty() => Ok(s),
         Some(_) => Err(format!("`{key}` is empty")),
         None => Err(format!("`{key}` is missing (hire_agent takes {})", ARGS.join(", "))),
-    }
-}
-
-/// What kind of JSON value `v` is, for errors.
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -4,8 +4,8 @@
 //!
 //! - [`Call`] is one call as journaled, [`Outcome`] what it gave (the body of
 //!   its `tool_result` message);
-//! - [`Catalog`] knows every tool: the built-in ones and the custom ones of
-//!   `org/tools.toml` ([`custom`]), each with its JSON schema and whether it
+//! - [`Catalog`] ([`catalog`]) knows every tool: the built-in ones and the
+//!   custom ones of `org/tools.toml`, each with its JSON schema and whether it
 //!   has side effects ([`Effect`]);
 //! - [`run`] checks that the tool exists and is granted, then runs it:
 //!   [`files`] (`read_file`, `write_file`, `list_files`, `search_files`,
@@ -15,6 +15,7 @@
 //!   [`hire`] (`hire_agent`).
 
 pub mod calc;
+pub mod catalog;
 pub mod command;
 pub mod custom;
 pub mod files;
@@ -22,16 +23,15 @@ pub mod hire;
 pub mod recall;
 pub mod sandbox;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-pub use lemming_provider::ToolSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::org::Org;
 use crate::resume::Resume;
+pub use catalog::{Catalog, Effect, ToolSpec, BUILTIN};
 
 /// One tool call an agent asked for, as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,64 +76,6 @@ impl Outcome {
     /// The body of its `tool_result` message.
     pub fn body(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-/// Whether running a call twice could do twice what it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Effect {
-    /// It only reads: after a crash, it simply runs again.
-    Pure,
-    /// It changes something (a file, a program's world, the org): it runs at
-    /// most once per call (G8), and a call interrupted by a crash gets the
-    /// error `interrupted`.
-    SideEffect,
-}
-
-/// The built-in tools, by name.
-pub const BUILTIN: [&str; 8] =
-    ["read_file", "write_file", "list_files", "search_files", "run_command", "calculate", "recall", "hire_agent"];
-
-/// Every tool the org knows: the built-in ones and those of `org/tools.toml`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Catalog {
-    /// The custom tools, by name.
-    pub custom: BTreeMap<String, custom::CustomTool>,
-}
-
-impl Catalog {
-    /// The names of every tool, built-in first.
-    pub fn names(&self) -> Vec<String> {
-        BUILTIN.iter().map(|s| s.to_string()).chain(self.custom.keys().cloned()).collect()
-    }
-
-    /// Whether `name` is a tool.
-    pub fn knows(&self, name: &str) -> bool {
-        BUILTIN.contains(&name) || self.custom.contains_key(name)
-    }
-
-    /// Whether calling `name` has side effects (`None`: no such tool).
-    pub fn effect(&self, name: &str) -> Option<Effect> {
-        match name {
-            "read_file" | "list_files" | "search_files" | "calculate" | "recall" => Some(Effect::Pure),
-            "write_file" | "run_command" | "hire_agent" => Some(Effect::SideEffect),
-            _ => self.custom.get(name).map(|t| if t.idempotent { Effect::Pure } else { Effect::SideEffect }),
-        }
-    }
-
-    /// The tool as a model is told of it (`None`: no such tool).
-    pub fn spec(&self, name: &str) -> Option<ToolSpec> {
-        match self.custom.get(name) {
-            Some(t) => Some(t.spec(name)),
-            None => files::builtin_spec(name),
-        }
-    }
-
-    /// The tools `resume` may use, in the order it grants them (names that
-    /// are no tool are left out; validation reports them).
-    pub fn granted(&self, resume: &Resume) -> Vec<ToolSpec> {
-        resume.tools.iter().filter_map(|t| self.spec(t)).collect()
     }
 }
 

@@ -34,9 +34,23 @@ impl Turn<'_> {
         let mut fresh: Vec<ToolLine> = Vec::new();
         let mut to_run = Vec::new();
         let mut starting = Vec::new();
+        let max_calls = org.settings.tools.max_calls;
         for r in replies.records.iter().filter(|r| r.outcome == RunOutcome::Ok) {
-            for pc in &r.tool_calls {
+            for (pos, pc) in r.tool_calls.iter().enumerate() {
                 let key = (r.agent.clone(), pc.call.id.clone());
+                if pos >= max_calls && !matches!(states.get(&key), Some(ToolState::Done(_))) {
+                    let outcome = Outcome::err(
+                        &pc.call.tool,
+                        format!(
+                            "too many tool calls in one reply: the first {max_calls} ran ([tools] max_calls in \
+                             org/org.toml); ask for this one again in your next reply"
+                        ),
+                    );
+                    let done = ToolDone { outcome, ms: 0 };
+                    fresh.push(ToolLine { agent: key.0.clone(), call: key.1.clone(), done: Some(done.clone()) });
+                    results.insert(key, done);
+                    continue;
+                }
                 let side_effect = org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect);
                 match states.get(&key) {
                     Some(ToolState::Done(done)) => {

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::act::Results;
 use super::{Replies, Turn};
-use crate::activity::{self, Activity, ToolUse};
+use crate::activity::{self, Activity};
 use crate::error::PathError;
-use crate::events::{EventKind, FailCause, Run};
+use crate::events::{EventKind, FailCause, Run, ToolUse};
 use crate::fsx::Batch;
 use crate::journal::{Outcome, Record};
 use crate::ledger::{Entry, Ledger};
@@ -123,27 +123,17 @@ impl Turn<'_> {
                 self.ev.emit(now, EventKind::Delivered { id: msg.id.clone(), from, to: r.agent.clone() });
             }
             let o = &done.outcome;
-            self.ev.emit(
-                now,
-                EventKind::Tool {
-                    agent: r.agent.clone(),
-                    call: pc.call.id.clone(),
-                    tool: pc.call.tool.clone(),
-                    ok: o.ok,
-                    error: o.error.clone(),
-                    ms: done.ms,
-                    result: pc.result.clone(),
-                },
-            );
-            self.report.tool_calls += 1;
-            used.push(ToolUse {
+            let call = ToolUse {
                 call: pc.call.id.clone(),
                 tool: pc.call.tool.clone(),
                 ok: o.ok,
                 error: o.error.clone(),
                 ms: done.ms,
                 result: pc.result.clone(),
-            });
+            };
+            self.ev.emit(now, EventKind::Tool { agent: r.agent.clone(), call: call.clone() });
+            self.report.tool_calls += 1;
+            used.push(call);
         }
         used
     }

@@ -450,8 +450,8 @@ text = '{"tool_calls":[{"id":"a","tool":"teleport","args":{}},{"id":"b","tool":"
     // Each call is an event and a line of the agent's activity log.
     let mut tools = Vec::new();
     while let Ok(e) = rx.try_recv() {
-        if let EventKind::Tool { call, ok, .. } = e.kind {
-            tools.push((call, ok));
+        if let EventKind::Tool { call, .. } = e.kind {
+            tools.push((call.call, call.ok));
         }
     }
     assert_eq!(tools, [("a".to_string(), false), ("b".to_string(), false), ("c2".to_string(), false)]);
@@ -529,4 +529,27 @@ async fn a_call_done_before_a_crash_keeps_its_result_and_is_not_run_again() {
     assert!(!org.layout.workspace("manager").join("out.txt").exists(), "the call ran again");
     let text = std::fs::read_to_string(journal.tools_path(1)).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
+}
+
+#[tokio::test]
+async fn calls_beyond_max_calls_are_answered_without_running() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    std::fs::write(root.join("org/org.toml"), "[tools]\nmax_calls = 2\n").unwrap();
+    script(
+        &root,
+        "manager",
+        r#"[[reply]]
+agent = "manager"
+text = '{"tool_calls":[{"id":"a","tool":"calculate","args":{"expression":"1+1"}},{"id":"b","tool":"calculate","args":{"expression":"2+2"}},{"id":"c","tool":"write_file","args":{"path":"no.txt","content":"x"}}]}'
+"#,
+    );
+    edit(&root, "agents/manager/resume.toml", "\"recall\"]", "\"recall\", \"calculate\"]");
+    send_as_human(&root, "manager", "go", &src);
+    let r = step(&root, &src).await;
+    assert_eq!(r.tool_calls, 3, "{r:?}");
+    let got = results(&root, "manager");
+    assert_eq!((got["a"]["output"].as_str(), got["b"]["output"].as_str()), (Some("2"), Some("4")), "{got:?}");
+    assert!(got["c"]["error"].as_str().unwrap().starts_with("too many tool calls in one reply: the first 2 ran"));
+    assert!(!root.join("agents/manager/workspace/no.txt").exists());
 }
