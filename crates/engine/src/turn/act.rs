@@ -34,39 +34,47 @@ impl Turn<'_> {
         let mut fresh: Vec<ToolLine> = Vec::new();
         let mut to_run = Vec::new();
         let mut starting = Vec::new();
+        let mut audited = Vec::new();
         let max_calls = org.settings.tools.max_calls;
         for r in replies.records.iter().filter(|r| r.outcome == RunOutcome::Ok) {
             for (pos, pc) in r.tool_calls.iter().enumerate() {
                 let key = (r.agent.clone(), pc.call.id.clone());
-                if pos >= max_calls && !matches!(states.get(&key), Some(ToolState::Done(_))) {
-                    let outcome = Outcome::err(
+                let side_effect = org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect);
+                let settled = match states.get(&key) {
+                    Some(ToolState::Done(done)) => {
+                        results.insert(key, done.clone());
+                        continue;
+                    }
+                    Some(ToolState::Started) if side_effect => {
+                        let o = Outcome::err(
+                            &pc.call.tool,
+                            "interrupted: lemming stopped while this call ran; it may or may not have taken effect, \
+                             and it is not run again (check before calling it again)",
+                        );
+                        audited.push(self.audit_entry(&r.agent, &pc.call, &o));
+                        Some(o)
+                    }
+                    // Planned calls are at most max_calls; a lower setting since then refuses the rest.
+                    _ if pos >= max_calls => Some(Outcome::err(
                         &pc.call.tool,
                         format!(
                             "too many tool calls in one reply: the first {max_calls} ran ([tools] max_calls in \
                              org/org.toml); ask for this one again in your next reply"
                         ),
-                    );
-                    let done = ToolDone { outcome, ms: 0 };
-                    fresh.push(ToolLine { agent: key.0.clone(), call: key.1.clone(), done: Some(done.clone()) });
-                    results.insert(key, done);
-                    continue;
-                }
-                let side_effect = org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect);
-                match states.get(&key) {
-                    Some(ToolState::Done(done)) => {
-                        results.insert(key, done.clone());
-                    }
-                    Some(ToolState::Started) if side_effect => {
-                        let outcome = Outcome::err(
-                            &pc.call.tool,
-                            "interrupted: lemming stopped while this call ran; it may or may not have taken effect, \
-                             and it is not run again (check before calling it again)",
-                        );
+                    )),
+                    _ if !org.agents.contains_key(r.agent.as_str()) => Some(Outcome::err(
+                        &pc.call.tool,
+                        format!("not run: {}'s resume is not valid now (see `lemming validate`)", r.agent),
+                    )),
+                    _ => None,
+                };
+                match settled {
+                    Some(outcome) => {
                         let done = ToolDone { outcome, ms: 0 };
                         fresh.push(ToolLine { agent: key.0.clone(), call: key.1.clone(), done: Some(done.clone()) });
                         results.insert(key, done);
                     }
-                    _ => {
+                    None => {
                         if side_effect {
                             starting.push(ToolLine { agent: key.0.clone(), call: key.1.clone(), done: None });
                         }
@@ -80,23 +88,15 @@ impl Turn<'_> {
         }
         self.journal.append_tools(self.turn, &starting)?;
         crate::fault::point("tools_started");
-        let mut audited = Vec::new();
         for (r, pc) in to_run {
-            let Some(resume) = org.agents.get(r.agent.as_str()) else { continue };
+            let Some(resume) = org.agents.get(r.agent.as_str()) else { continue }; // checked above
             let ctx = tools::Ctx { org, agent: &r.agent, resume, turn: self.turn, now: self.clock.now() };
             let began = Instant::now();
             let outcome = tools::run(&ctx, &pc.call).await;
             let ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
             // A hire writes its own, fuller line.
             if org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect) && pc.call.tool != "hire_agent" {
-                audited.push(audit::Entry {
-                    at: self.clock.now(),
-                    who: r.agent.clone(),
-                    action: "tool".into(),
-                    what: serde_json::json!({"tool": pc.call.tool, "call": pc.call.id, "args": audit::redact(&pc.call.args)}),
-                    outcome: outcome.error.clone().unwrap_or_else(|| "ok".into()),
-                    turn: Some(self.turn),
-                });
+                audited.push(self.audit_entry(&r.agent, &pc.call, &outcome));
             }
             let done = ToolDone { outcome, ms };
             fresh.push(ToolLine { agent: r.agent.clone(), call: pc.call.id.clone(), done: Some(done.clone()) });
@@ -111,5 +111,31 @@ impl Turn<'_> {
         }
         self.journal.append_tools(self.turn, &fresh)?;
         Ok(results)
+    }
+
+    /// The audit line of a call with a side effect: its arguments with every
+    /// secret redacted and every long text cut (a file's content is not kept).
+    fn audit_entry(&self, agent: &str, call: &tools::Call, outcome: &Outcome) -> audit::Entry {
+        audit::Entry {
+            at: self.clock.now(),
+            who: agent.to_string(),
+            action: "tool".into(),
+            what: serde_json::json!({"tool": call.tool, "call": call.id, "args": audit::redact(&shorten(&call.args))}),
+            outcome: outcome.error.clone().unwrap_or_else(|| "ok".into()),
+            turn: Some(self.turn),
+        }
+    }
+}
+
+/// `v` with every string over 200 characters cut, and a note of how long it was.
+fn shorten(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.chars().count() > 200 => {
+            Value::String(format!("{}… ({} characters)", s.chars().take(200).collect::<String>(), s.chars().count()))
+        }
+        Value::Array(a) => Value::Array(a.iter().map(shorten).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), shorten(v))).collect()),
+        other => other.clone(),
     }
 }

@@ -532,7 +532,7 @@ async fn a_call_done_before_a_crash_keeps_its_result_and_is_not_run_again() {
 }
 
 #[tokio::test]
-async fn calls_beyond_max_calls_are_answered_without_running() {
+async fn calls_beyond_max_calls_are_not_run_and_the_log_says_so() {
     let (_d, root) = new_org();
     let src = Sources::fixed(t0());
     std::fs::write(root.join("org/org.toml"), "[tools]\nmax_calls = 2\n").unwrap();
@@ -547,9 +547,30 @@ text = '{"tool_calls":[{"id":"a","tool":"calculate","args":{"expression":"1+1"}}
     edit(&root, "agents/manager/resume.toml", "\"recall\"]", "\"recall\", \"calculate\"]");
     send_as_human(&root, "manager", "go", &src);
     let r = step(&root, &src).await;
-    assert_eq!(r.tool_calls, 3, "{r:?}");
+    assert_eq!(r.tool_calls, 2, "{r:?}");
     let got = results(&root, "manager");
     assert_eq!((got["a"]["output"].as_str(), got["b"]["output"].as_str()), (Some("2"), Some("4")), "{got:?}");
-    assert!(got["c"]["error"].as_str().unwrap().starts_with("too many tool calls in one reply: the first 2 ran"));
+    assert!(!got.contains_key("c"), "{got:?}");
     assert!(!root.join("agents/manager/workspace/no.txt").exists());
+    // The log says what was not run.
+    let log = std::fs::read_to_string(crate::org::Layout::new(&root).activity_log("manager")).unwrap();
+    let last: crate::activity::Activity = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert!(last.warnings.iter().any(|w| w.starts_with("1 of its 3 tool calls were not run")), "{:?}", last.warnings);
+}
+
+#[tokio::test]
+async fn a_call_of_an_agent_whose_resume_broke_since_the_crash_gets_a_result_and_does_not_run() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    journaled_write_call(&root, &src).await;
+    // Before the turn is repeated, the manager's resume is broken: it is held, and its journaled call cannot run.
+    edit(&root, "agents/manager/resume.toml", "title = \"Manager\"", "title = 7");
+    let org = Org::load(&root).unwrap();
+    assert!(org.broken.contains_key("manager"));
+    let registry = Arc::new(org.registry());
+    let r = run_keeping(&org, &registry, &src, None, &mut Unjournaled::default()).await.unwrap();
+    assert_eq!(r.tool_calls, 1, "{r:?}");
+    let got = results(&root, "manager");
+    assert!(got["w"]["error"].as_str().unwrap().starts_with("not run: manager's resume is not valid"), "{got:?}");
+    assert!(!root.join("agents/manager/workspace/out.txt").exists());
 }
