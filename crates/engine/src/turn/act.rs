@@ -19,7 +19,7 @@ use std::time::Instant;
 use super::{Replies, Turn};
 use crate::audit;
 use crate::error::PathError;
-use crate::journal::{Outcome as RunOutcome, ToolDone, ToolLine, ToolState};
+use crate::journal::{Outcome as RunOutcome, PlannedCall, ToolDone, ToolLine, ToolState};
 use crate::tools::{self, Effect, Outcome};
 
 /// The results of the turn's tool calls, by (agent, call id).
@@ -88,19 +88,41 @@ impl Turn<'_> {
         }
         self.journal.append_tools(self.turn, &starting)?;
         crate::fault::point("tools_started");
+        // Each agent's calls run in order; different agents' at the same time, up to max_parallel.
+        let mut by_agent: Vec<(&str, Vec<&PlannedCall>)> = Vec::new();
         for (r, pc) in to_run {
-            let Some(resume) = org.agents.get(r.agent.as_str()) else { continue }; // checked above
-            let ctx = tools::Ctx { org, agent: &r.agent, resume, turn: self.turn, now: self.clock.now() };
-            let began = Instant::now();
-            let outcome = tools::run(&ctx, &pc.call).await;
-            let ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match by_agent.last_mut() {
+                Some((agent, calls)) if *agent == r.agent => calls.push(pc),
+                _ => by_agent.push((&r.agent, vec![pc])),
+            }
+        }
+        let gate = tokio::sync::Semaphore::new(org.settings.max_parallel);
+        let (turn, clock) = (self.turn, self.clock);
+        let runs = by_agent.into_iter().map(|(agent, calls)| {
+            let gate = &gate;
+            async move {
+                let _permit = gate.acquire().await;
+                let mut done = Vec::new();
+                // Checked when planned: every agent here has a valid resume.
+                let Some(resume) = org.agents.get(agent) else { return done };
+                for pc in calls {
+                    let ctx = tools::Ctx { org, agent, resume, turn, now: clock.now() };
+                    let began = Instant::now();
+                    let outcome = tools::run(&ctx, &pc.call).await;
+                    let ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    done.push((agent, pc, outcome, ms));
+                }
+                done
+            }
+        });
+        for (agent, pc, outcome, ms) in join_all(runs.map(Box::pin).collect()).await.into_iter().flatten() {
             // A hire writes its own, fuller line.
             if org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect) && pc.call.tool != "hire_agent" {
-                audited.push(self.audit_entry(&r.agent, &pc.call, &outcome));
+                audited.push(self.audit_entry(agent, &pc.call, &outcome));
             }
             let done = ToolDone { outcome, ms };
-            fresh.push(ToolLine { agent: r.agent.clone(), call: pc.call.id.clone(), done: Some(done.clone()) });
-            results.insert((r.agent.clone(), pc.call.id.clone()), done);
+            fresh.push(ToolLine { agent: agent.to_string(), call: pc.call.id.clone(), done: Some(done.clone()) });
+            results.insert((agent.to_string(), pc.call.id.clone()), done);
         }
         crate::fault::point("tools_ran");
         if let Err(e) = audit::append(&org.layout, &audited) {
@@ -125,6 +147,27 @@ impl Turn<'_> {
             turn: Some(self.turn),
         }
     }
+}
+
+/// Runs every future at once (on this task) and returns their outputs in order.
+async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()).filter(|(_, o)| o.is_none()) {
+            match std::pin::Pin::new(f).poll(cx) {
+                std::task::Poll::Ready(v) => *out = Some(v),
+                std::task::Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// `v` with every string over 200 characters cut, and a note of how long it was.

@@ -574,3 +574,42 @@ async fn a_call_of_an_agent_whose_resume_broke_since_the_crash_gets_a_result_and
     assert!(got["w"]["error"].as_str().unwrap().starts_with("not run: manager's resume is not valid"), "{got:?}");
     assert!(!root.join("agents/manager/workspace/out.txt").exists());
 }
+
+#[tokio::test]
+async fn different_agents_calls_run_at_the_same_time() {
+    let (d, root) = new_org();
+    let src = Sources::fixed(t0());
+    std::fs::write(root.join("org/org.toml"), "sandbox = \"none\"\n").unwrap();
+    // coder_01 runs first and waits for a flag that only manager's call makes:
+    // one after the other, it would give up before manager's call ran.
+    let flag = d.path().join("flag");
+    let wait = format!("for i in $(seq 100); do test -e {0} && exit 0; sleep 0.05; done; exit 1", flag.display());
+    let make = format!("touch {}", flag.display());
+    let call = |id: &str, script: &str| {
+        serde_json::json!({"tool_calls": [{"id": id, "tool": "run_command", "args": {"program": "sh", "args": ["-c", script]}}]})
+            .to_string()
+    };
+    script(
+        &root,
+        "manager",
+        &format!(
+            "[[reply]]\nagent = \"coder_01\"\ntext = '''{}'''\n\n[[reply]]\nagent = \"manager\"\ntext = '''{}'''\n",
+            call("w", &wait),
+            call("m", &make)
+        ),
+    );
+    edit(&root, "agents/coder_01/resume.toml", "model = \"default\"", "model = \"scripted\"");
+    for agent in ["manager", "coder_01"] {
+        let rel = format!("agents/{agent}/resume.toml");
+        edit(&root, &rel, "wake = \"mail\"", "wake = \"always\"");
+        if agent == "manager" {
+            edit(&root, &rel, "tools = [", "tools = [\"run_command\", ");
+        }
+    }
+    edit(&root, "agents/manager/resume.toml", "tools = [", "commands = [\"sh -c\"]\ntools = [");
+    edit(&root, "agents/coder_01/resume.toml", "commands = [\"ls\"", "commands = [\"sh -c\", \"ls\"");
+    let r = step(&root, &src).await;
+    assert_eq!(r.tool_calls, 2, "{r:?}");
+    let got = results(&root, "coder_01");
+    assert_eq!(got["w"]["ok"], true, "coder_01's call did not see manager's: {got:?}");
+}
