@@ -7,7 +7,8 @@
 //!    finish is not run again: its result is the error `interrupted`;
 //! 3. every other call with a side effect is journaled `started`, all in one
 //!    durable write, before any of them runs;
-//! 4. the calls run; those with side effects are written to the audit log;
+//! 4. the calls run (each agent's in order, different agents' at the same
+//!    time); those with side effects are written to the audit log;
 //! 5. every new result is journaled `done`, in one durable write.
 //!
 //! The apply phase then delivers each result to its agent's inbox as a
