@@ -144,12 +144,6 @@ impl Dir {
         check(unsafe { libc::unlinkat(self.0.as_raw_fd(), c.as_ptr(), 0) }).map(drop)
     }
 
-    /// Makes this folder's entries durable.
-    pub fn sync(&self) -> io::Result<()> {
-        // SAFETY: a valid descriptor.
-        check(unsafe { libc::fsync(self.0.as_raw_fd()) }).map(drop)
-    }
-
     /// The names in this folder (without `.` and `..`), in no order.
     pub fn names(&self) -> io::Result<Vec<OsString>> {
         // fdopendir takes the descriptor it is given: give it a copy of ours.
@@ -228,7 +222,6 @@ mod tests {
         sub.unlink(OsStr::new("renamed")).unwrap();
         sub.mkdir(OsStr::new("m")).unwrap();
         assert!(sub.stat(OsStr::new("m")).unwrap().is_dir());
-        sub.sync().unwrap();
         // Listing twice gives the same names (the copy's offset is rewound).
         assert_eq!(sub.names().unwrap(), sub.names().unwrap());
     }

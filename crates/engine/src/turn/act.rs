@@ -98,6 +98,7 @@ impl Turn<'_> {
             }
         }
         let gate = tokio::sync::Semaphore::new(org.settings.max_parallel);
+        let mut acted = std::collections::BTreeSet::new();
         let (turn, clock) = (self.turn, self.clock);
         let runs = by_agent.into_iter().map(|(agent, calls)| {
             let gate = &gate;
@@ -117,13 +118,29 @@ impl Turn<'_> {
             }
         });
         for (agent, pc, outcome, ms) in join_all(runs.map(Box::pin).collect()).await.into_iter().flatten() {
-            // A hire writes its own, fuller line.
-            if org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect) && pc.call.tool != "hire_agent" {
-                audited.push(self.audit_entry(agent, &pc.call, &outcome));
+            if org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect) {
+                acted.insert(agent);
+                // A hire writes its own, fuller line.
+                if pc.call.tool != "hire_agent" {
+                    audited.push(self.audit_entry(agent, &pc.call, &outcome));
+                }
             }
             let done = ToolDone { outcome, ms };
             fresh.push(ToolLine { agent: agent.to_string(), call: pc.call.id.clone(), done: Some(done.clone()) });
             results.insert((agent.to_string(), pc.call.id.clone()), done);
+        }
+        // What the calls wrote is durable before their results are: one flush
+        // of each filesystem that holds a workspace where a side effect ran.
+        let mut flushed = std::collections::HashSet::new();
+        for agent in &acted {
+            let ws = org.layout.workspace(agent);
+            let dev = std::os::unix::fs::MetadataExt::dev(&match std::fs::metadata(&ws) {
+                Ok(m) => m,
+                Err(_) => continue,
+            });
+            if flushed.insert(dev) {
+                crate::fsx::sync_fs(&ws)?;
+            }
         }
         crate::fault::point("tools_ran");
         if let Err(e) = audit::append(&org.layout, &audited) {
