@@ -266,7 +266,8 @@ fn native_tool_calls_of_an_anthropic_shaped_server_run_and_the_next_request_carr
     use crate::fake_http::{Answer, FakeServer};
     let server = FakeServer::start(|_, n| {
         let content = if n == 0 {
-            serde_json::json!([{"type": "text", "text": "Let me read it."},
+            // Text with braces beside the call: the call is used all the same, the text kept as notes.
+            serde_json::json!([{"type": "text", "text": "Let me read {\"path\": \"plan.md\"} first."},
                 {"type": "tool_use", "id": "toolu_01A", "name": "read_file", "input": {"path": "plan.md"}}])
         } else {
             serde_json::json!([{"type": "text", "text": "{\"messages\":[],\"notes\":\"read it\"}"}])

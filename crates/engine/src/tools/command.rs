@@ -79,14 +79,27 @@ fn inline_code<'a>(program: &str, args: &'a [String]) -> Option<(&'a str, &'stat
     None
 }
 
-/// Why an argument is refused: an absolute path or a `..` component.
+/// Why an argument is refused: an absolute path or a `..` component,
+/// anywhere in it: the whole argument, the value of `--opt=VALUE` or
+/// `-oVALUE` (an option letter with its value attached, as `tar -C/`), and
+/// each part after `=`, `:`, `,` or `@` (`file:/x`, `@/x`, `a,/x`).
 fn bad_arg(a: &str) -> Option<&'static str> {
-    if a.starts_with('/') || a.contains("=/") {
+    if a.contains('\0') {
+        return Some("text with a NUL byte");
+    }
+    // `-C/home` and `-C..`: a short option with its value attached.
+    let attached = a.strip_prefix('-').filter(|r| !r.starts_with('-')).and_then(|r| r.get(1..));
+    let parts = a.split(['=', ':', ',', '@']).chain(attached);
+    let mut absolute = false;
+    let mut dotdot = false;
+    for p in parts {
+        absolute |= p.starts_with('/') || p.starts_with('~');
+        dotdot |= p.split('/').any(|c| c == "..");
+    }
+    if absolute {
         Some("an absolute path; only paths relative to the workspace are allowed")
-    } else if a.split(['/', '=']).any(|c| c == "..") {
+    } else if dotdot {
         Some("a path with `..`; only paths inside the workspace are allowed")
-    } else if a.contains('\0') {
-        Some("text with a NUL byte")
     } else {
         None
     }
@@ -181,6 +194,7 @@ pub async fn run_in(ctx: &Ctx<'_>, args: &Value, sandbox: &Sandbox) -> Outcome {
         program: &path,
         args: &list,
         workspace: &ctx.org.layout.workspace(ctx.agent),
+        org: &ctx.org.layout.root,
         env: &limits.env,
         stdin: None,
         timeout: ctx.timeout(),
@@ -306,8 +320,12 @@ mod tests {
             assert!(err(&o).contains(want), "{args}: {o:?}");
         }
         // Neither `..` inside a name nor a relative path is refused; nor is a script.
-        for a in ["a..b", "notes/x.txt", "x=1"] {
+        for a in ["a..b", "notes/x.txt", "x=1", "-n", "-la", "--color=auto", "a:b", "x@y"] {
             assert!(bad_arg(a).is_none(), "{a}");
+        }
+        // Paths hidden in an option's value, attached or after a separator.
+        for a in ["-C/", "-C..", "-o/home/u/x", "file:/etc/passwd", "@/etc/passwd", "a,/x", "x=~/y", "~", "-I../x"] {
+            assert!(bad_arg(a).is_some(), "{a}");
         }
         assert!(inline_code("python3", &["script.py".into()]).is_none());
         assert!(inline_code("python3.12", &["-c".into()]).is_some());
@@ -433,6 +451,28 @@ mod tests {
         });
         assert!(accepted);
         assert!(!Path::new(&outside.join("none.txt")).exists());
+    }
+
+    #[tokio::test]
+    async fn under_bubblewrap_a_program_sees_its_workspace_and_nothing_else_of_the_org() {
+        let all = sandboxes("under_bubblewrap_a_program_sees_its_workspace_and_nothing_else_of_the_org");
+        let Some(bwrap) = all.iter().find(|s| s.kind() == "bwrap") else { return };
+        let (_d, org) = setup(SandboxMode::None);
+        let r = resume(&org, &["sh -c"]);
+        let secret = org.layout.memory_dir("planner").join("plan.json");
+        std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+        std::fs::write(&secret, "\"the secret plan\"").unwrap();
+        std::fs::create_dir_all(org.layout.workspace("manager")).unwrap();
+        std::fs::write(org.layout.workspace("manager").join("mine.txt"), "mine").unwrap();
+        let script = format!("cat mine.txt; cat {} ; ls {}", secret.display(), org.layout.agents_dir().display());
+        let o = call(&org, &r, json!({"program": "sh", "args": ["-c", script.clone()]}), Some(bwrap)).await;
+        // Only its own file, and only its own folder under agents/.
+        let out = o.output.clone().unwrap_or_default();
+        let stdout = out.split("--- stderr").next().unwrap_or_default();
+        assert!(stdout.ends_with("--- stdout\nminemanager\n"), "{o:?}");
+        // Unconfined, the same script reads it: the test can tell.
+        let o = call(&org, &r, json!({"program": "sh", "args": ["-c", script]}), Some(&Sandbox::None)).await;
+        assert!(format!("{o:?}").contains("the secret plan"), "{o:?}");
     }
 
     #[tokio::test]

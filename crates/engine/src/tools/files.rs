@@ -5,19 +5,23 @@
 //! Every path argument goes through [`resolve`]: it is relative to the
 //! workspace (`shared/…` names the shared folder), and absolute paths, `..`,
 //! NUL bytes and symbolic links that point out of the folder are refused
-//! before anything is opened. Files are then opened without following a
-//! symbolic link ([`crate::fsx::open_regular`]), so a link put in place of the
-//! last component is refused too. A whole write replaces the file atomically
-//! ([`crate::fsx::write_atomic`], through a temporary file in the same folder).
+//! before anything is opened. The path is then never walked by name again:
+//! from a descriptor of the root, each folder is opened in turn without
+//! following a symbolic link, and the file is opened, created, renamed or
+//! listed relative to the folder that holds it. So a folder swapped for a link
+//! after the check (by a program the agent started earlier) is refused, not
+//! followed out. A whole write replaces the file atomically, through a
+//! temporary file created exclusively in the same folder.
 
-use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 pub use super::catalog::builtin_spec;
+use super::dirfd::Dir;
 use super::{Ctx, Outcome};
 use crate::resume::Shared;
 
@@ -266,8 +270,17 @@ fn read_file(ctx: &Ctx<'_>, args: &Value) -> Result<Outcome, String> {
         return Err("argument `path` is empty: name a file, relative to your workspace".into());
     }
     let t = resolve(ctx, arg, Access::Read)?;
+    read_target(ctx, &t)
+}
+
+/// Reads the resolved file `t`, through the folder that holds it.
+fn read_target(ctx: &Ctx<'_>, t: &Target) -> Result<Outcome, String> {
+    if t.is_root {
+        return Err(format!("`{}` is a folder: list it with list_files", t.shown));
+    }
+    let (dir, name) = open_parent(t, false).map_err(|e| walk_error(t, e, MISSING))?;
     let limit = ctx.org.settings.tools.max_read_bytes;
-    let file = open_existing(&t, OpenOptions::new().read(true))?;
+    let file = open_existing(&dir, &name, &t.shown, libc::O_RDONLY)?;
     let mut bytes = Vec::new();
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| format!("`{}`: {e}", t.shown))?;
     let truncated = bytes.len() as u64 > limit;
@@ -301,23 +314,107 @@ fn whole_chars(bytes: &[u8]) -> &[u8] {
     bytes
 }
 
-/// Opens the existing regular file `t` with `options`, never following a
-/// symbolic link put in its place; the error names it as the agent does.
-fn open_existing(t: &Target, options: &mut OpenOptions) -> Result<fs::File, String> {
-    let shown = &t.shown;
-    match fs::symlink_metadata(&t.path) {
-        Ok(m) if m.is_dir() => return Err(format!("`{shown}` is a folder: list it with list_files")),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("`{shown}` does not exist (list_files shows what does)"))
+/// What a read of a missing file says after its name.
+const MISSING: &str = "does not exist (list_files shows what does)";
+
+/// The folders and the file name of `t` below its root, as resolved (no
+/// symbolic link is left in them).
+fn below_root(t: &Target) -> Vec<OsString> {
+    let rel = t.path.strip_prefix(&t.root).unwrap_or(Path::new(""));
+    rel.components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Opens the folder that holds `t` and gives it with `t`'s file name.
+///
+/// The walk starts at `t`'s root and opens one folder at a time, never
+/// following a symbolic link: `resolve` already followed the links that stay
+/// inside, so a link met now was put there after the check, and the walk
+/// fails (`ELOOP` or `ENOTDIR`) rather than leave the root. With `create`,
+/// missing folders are made (made durable with the rest of the call's writes:
+/// see [`replace`]).
+fn open_parent(t: &Target, create: bool) -> std::io::Result<(Dir, OsString)> {
+    let mut parts = below_root(t);
+    let name = parts.pop().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut dir = Dir::open(&t.root)?;
+    for part in &parts {
+        dir = match dir.open_dir(part) {
+            Ok(d) => d,
+            Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
+                match dir.mkdir(part) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                dir.open_dir(part)?
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    Ok((dir, name))
+}
+
+/// Whether `e` says that a name opened as a folder is a link or a file.
+fn not_a_folder(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
+}
+
+/// The error of a failed walk to `t` as the agent is told: `missing` follows
+/// the name when a folder on the path does not exist.
+fn walk_error(t: &Target, e: std::io::Error, missing: &str) -> String {
+    if not_a_folder(&e) {
+        replaced(&t.shown)
+    } else if e.kind() == std::io::ErrorKind::NotFound {
+        format!("`{}` {missing}", t.shown)
+    } else {
+        format!("`{}`: {e}", t.shown)
+    }
+}
+
+/// A folder on the path to `shown` changed between its check and its use.
+fn replaced(shown: &str) -> String {
+    format!(
+        "`{shown}` changed while it was being used: a folder on its path was replaced (by a symbolic link or a \
+         file); it was not followed and nothing was done"
+    )
+}
+
+/// Opens the regular file `name` in `dir` with `flags`, never following a
+/// symbolic link there; the error names it as the agent does (`shown`).
+fn open_regular_at(dir: &Dir, name: &OsStr, shown: &str, flags: libc::c_int) -> Result<fs::File, String> {
+    let file = match dir.open_file(name, flags | libc::O_NONBLOCK) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(format!("`{shown}` is a symbolic link, not a regular file; it was not followed"))
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!("`{shown}` {MISSING}")),
+        Err(e) => return Err(format!("`{shown}`: {e}")),
+    };
+    let m = file.metadata().map_err(|e| format!("`{shown}`: {e}"))?;
+    if m.is_dir() {
+        return Err(format!("`{shown}` is a folder: list it with list_files"));
+    }
+    if !m.is_file() {
+        let kind = crate::fsx::EntryKind::of(m.file_type()).describe();
+        return Err(format!("`{shown}` is {kind}, not a regular file; it was not read"));
+    }
+    Ok(file)
+}
+
+/// Opens the existing regular file `name` in `dir` like [`open_regular_at`],
+/// saying first when it is a folder or missing.
+fn open_existing(dir: &Dir, name: &OsStr, shown: &str, flags: libc::c_int) -> Result<fs::File, String> {
+    match dir.stat(name) {
+        Ok(s) if s.is_dir() => return Err(format!("`{shown}` is a folder: list it with list_files")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!("`{shown}` {MISSING}")),
         Err(e) => return Err(format!("`{shown}`: {e}")),
     }
-    match crate::fsx::open_regular(options, &t.path) {
-        Ok(Some(f)) => Ok(f),
-        Ok(None) => Err(format!("`{shown}` does not exist (list_files shows what does)")),
-        Err(e) => Err(format!("`{shown}` {}", e.source)),
-    }
+    open_regular_at(dir, name, shown, flags)
 }
 
 /// `write_file {path, content, append?}`.
@@ -337,54 +434,104 @@ fn write_file(ctx: &Ctx<'_>, args: &Value) -> Result<Outcome, String> {
         ));
     }
     let t = resolve(ctx, arg, Access::Write)?;
+    write_target(&t, content, append)
+}
+
+/// Writes (or appends) `content` to the resolved file `t`, through the folder
+/// that holds it (made if missing).
+fn write_target(t: &Target, content: &str, append: bool) -> Result<Outcome, String> {
     if t.is_root {
         return Err(format!("`{}` is a folder; name a file inside it", t.shown));
     }
-    if t.exists && fs::symlink_metadata(&t.path).is_ok_and(|m| m.is_dir()) {
+    let (dir, name) = open_parent(t, true).map_err(|e| {
+        if not_a_folder(&e) {
+            replaced(&t.shown)
+        } else {
+            format!("cannot create the folders of `{}`: {e}", t.shown)
+        }
+    })?;
+    let existing = dir.stat(&name).ok();
+    if existing.is_some_and(|s| s.is_dir()) {
         return Err(format!("`{}` is a folder; name a file inside it", t.shown));
     }
-    let dir = t.path.parent().unwrap_or(&t.root).to_path_buf();
-    make_folders(&t.root, &dir).map_err(|e| format!("cannot create the folders of `{}`: {e}", t.shown))?;
     let n = content.len();
     if append {
-        let mut f = if t.exists {
-            open_existing(&t, OpenOptions::new().append(true))?
-        } else {
-            crate::fsx::open_regular(OpenOptions::new().append(true).create(true), &t.path)
-                .map_err(|e| format!("`{}` {}", t.shown, e.source))?
-                .ok_or_else(|| format!("`{}` vanished while it was opened", t.shown))?
+        let mut f = match existing {
+            Some(_) => open_existing(&dir, &name, &t.shown, libc::O_WRONLY | libc::O_APPEND)?,
+            None => open_regular_at(&dir, &name, &t.shown, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT)?,
         };
         crate::fault::disk_full()
             .and_then(|()| f.write_all(content.as_bytes()))
-            .and_then(|()| f.sync_data())
             .map_err(|e| format!("cannot append to `{}`: {e}", t.shown))?;
-        if !t.exists {
-            crate::fsx::sync_dir(&dir).map_err(|e| format!("cannot append to `{}`: {}", t.shown, e.source))?;
-        }
         return Ok(Outcome::ok("write_file", format!("appended {n} bytes to {}", t.shown), false));
     }
-    // A whole write: a temporary file in the same folder, fsynced, renamed
-    // onto the name (a rename replaces a link put there, never follows it).
-    crate::fsx::write_atomic(&dir, &t.path, content.as_bytes())
-        .map_err(|e| format!("cannot write `{}`: {}", t.shown, e.source))?;
+    // A whole write: a temporary file in the same folder, renamed onto the
+    // name (a rename replaces a link put there, never follows it).
+    replace(&dir, &name, content.as_bytes(), tmp_names()).map_err(|e| format!("cannot write `{}`: {e}", t.shown))?;
     Ok(Outcome::ok("write_file", format!("wrote {n} bytes to {}", t.shown), false))
 }
 
-/// Creates `dir` and the folders above it up to `root` that are missing,
-/// making each new one durable in its parent.
-fn make_folders(root: &Path, dir: &Path) -> std::io::Result<()> {
-    let missing: Vec<&Path> = dir.ancestors().take_while(|a| *a != root && fs::symlink_metadata(a).is_err()).collect();
-    for d in missing.iter().rev() {
-        match fs::create_dir(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => continue,
-            Err(e) => return Err(e),
+/// Temporary names for a whole write, unique in this process: a few are
+/// tried in turn, in case something already holds one.
+fn tmp_names() -> impl Iterator<Item = OsString> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    (0..8).map(|_| {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        OsString::from(format!(".write_file.{n}.{}.tmp", std::process::id()))
+    })
+}
+
+/// Replaces `name` in `dir` with `bytes` atomically: a new temporary file
+/// (the first of `tmp_names` that is free; created exclusively, so a link
+/// planted at its name is never followed) is written and renamed onto `name`.
+///
+/// Nothing here is fsynced: the turn makes every tool's writes durable at
+/// once, with one `syncfs` after its calls ran and before their results are
+/// journaled (a call cut short by a crash before that is `interrupted`), so
+/// a hundred agents writing a file each cost one flush, not two hundred.
+fn replace(
+    dir: &Dir,
+    name: &OsStr,
+    bytes: &[u8],
+    tmp_names: impl IntoIterator<Item = OsString>,
+) -> std::io::Result<()> {
+    let mut tried = 0;
+    let (tmp, mut f) = 'found: {
+        for tmp in tmp_names {
+            tried += 1;
+            match dir.open_file(&tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL) {
+                Ok(f) => break 'found (tmp, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
         }
-        if let Some(parent) = d.parent() {
-            crate::fsx::sync_dir(parent).map_err(|e| e.source)?;
-        }
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("the {tried} temporary names tried beside it are all taken"),
+        ));
+    };
+    let written = crate::fault::disk_full().and_then(|()| f.write_all(bytes)).and_then(|()| dir.rename(&tmp, name));
+    if written.is_err() {
+        let _ = dir.unlink(&tmp);
     }
-    Ok(())
+    written
+}
+
+/// Opens the folder `t` names; `Err` says why it cannot be listed.
+fn open_folder(t: &Target) -> Result<Dir, String> {
+    if t.is_root {
+        return Dir::open(&t.root).map_err(|e| format!("cannot open `{}`: {e}", t.shown));
+    }
+    let (parent, name) = open_parent(t, false).map_err(|e| walk_error(t, e, "does not exist"))?;
+    match parent.stat(&name) {
+        Ok(s) if s.is_dir() => {}
+        Ok(s) if s.kind == Some(crate::fsx::EntryKind::Symlink) => return Err(replaced(&t.shown)),
+        Ok(_) => return Err(format!("`{}` is a file, not a folder: read it with read_file", t.shown)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!("`{}` does not exist", t.shown)),
+        Err(e) => return Err(format!("`{}`: {e}", t.shown)),
+    }
+    parent.open_dir(&name).map_err(|e| walk_error(t, e, "does not exist"))
 }
 
 /// `list_files {path?}`.
@@ -392,25 +539,22 @@ fn list_files(ctx: &Ctx<'_>, args: &Value) -> Result<Outcome, String> {
     check_args("list_files", args, &["path"])?;
     let arg = optional_string(args, "path")?.unwrap_or("");
     let t = resolve(ctx, arg, Access::Read)?;
-    match fs::symlink_metadata(&t.path) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("`{}` is a file, not a folder: read it with read_file", t.shown)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("`{}` does not exist", t.shown));
-        }
-        Err(e) => return Err(format!("`{}`: {e}", t.shown)),
-    }
+    list_target(ctx, &t)
+}
+
+/// Lists the resolved folder `t`, through its descriptor.
+fn list_target(ctx: &Ctx<'_>, t: &Target) -> Result<Outcome, String> {
+    let dir = open_folder(t)?;
     let mut entries: Vec<(String, String)> = Vec::new();
-    for e in fs::read_dir(&t.path).map_err(|e| format!("cannot list `{}`: {e}", t.shown))? {
-        let e = e.map_err(|e| format!("cannot list `{}`: {e}", t.shown))?;
-        let name = crate::term::line(&e.file_name().to_string_lossy()).into_owned();
-        let line = match fs::symlink_metadata(e.path()) {
-            Ok(m) if m.is_dir() => format!("{name}/"),
-            Ok(m) if m.is_file() => format!("{name} ({} bytes)", m.len()),
-            Ok(m) => format!("{name} ({})", crate::fsx::EntryKind::of(m.file_type()).describe()),
+    for name in dir.names().map_err(|e| format!("cannot list `{}`: {e}", t.shown))? {
+        let shown = crate::term::line(&name.to_string_lossy()).into_owned();
+        let line = match dir.stat(&name) {
+            Ok(s) if s.is_dir() => format!("{shown}/"),
+            Ok(s) if s.is_file() => format!("{shown} ({} bytes)", s.len),
+            Ok(s) => format!("{shown} ({})", s.kind.unwrap_or(crate::fsx::EntryKind::Other).describe()),
             Err(_) => continue,
         };
-        entries.push((name, line));
+        entries.push((shown, line));
     }
     if entries.is_empty() {
         return Ok(Outcome::ok("list_files", format!("`{}` is empty", t.shown), false));
@@ -434,13 +578,11 @@ fn search_files(ctx: &Ctx<'_>, args: &Value) -> Result<Outcome, String> {
     }
     let arg = optional_string(args, "path")?.unwrap_or("");
     let t = resolve(ctx, arg, Access::Read)?;
-    let m = match fs::symlink_metadata(&t.path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("`{}` does not exist", t.shown));
-        }
-        Err(e) => return Err(format!("`{}`: {e}", t.shown)),
-    };
+    search_target(ctx, &t, pattern)
+}
+
+/// Searches the resolved file or folder `t` for `pattern`, through descriptors.
+fn search_target(ctx: &Ctx<'_>, t: &Target, pattern: &str) -> Result<Outcome, String> {
     let limits = &ctx.org.settings.tools;
     let mut s = Search {
         pattern,
@@ -456,12 +598,24 @@ fn search_files(ctx: &Ctx<'_>, args: &Value) -> Result<Outcome, String> {
         stopped: None,
     };
     let shown = if t.shown == "." { String::new() } else { t.shown.clone() };
-    if m.is_dir() {
-        s.folder(&t.path, &shown, 0);
-    } else if m.is_file() {
-        s.file(&t.path, &shown);
+    if t.is_root {
+        let dir = Dir::open(&t.root).map_err(|e| format!("cannot open `{}`: {e}", t.shown))?;
+        s.folder(&dir, &shown, 0);
     } else {
-        return Err(format!("`{}` is neither a file nor a folder", t.shown));
+        let (parent, name) = open_parent(t, false).map_err(|e| walk_error(t, e, "does not exist"))?;
+        match parent.stat(&name) {
+            Ok(m) if m.is_dir() => {
+                let dir = parent.open_dir(&name).map_err(|e| walk_error(t, e, "does not exist"))?;
+                s.folder(&dir, &shown, 0);
+            }
+            Ok(m) if m.is_file() => s.file(&parent, &name, &shown),
+            Ok(m) if m.kind == Some(crate::fsx::EntryKind::Symlink) => return Err(replaced(&t.shown)),
+            Ok(_) => return Err(format!("`{}` is neither a file nor a folder", t.shown)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!("`{}` does not exist", t.shown));
+            }
+            Err(e) => return Err(format!("`{}`: {e}", t.shown)),
+        }
     }
     let mut out = std::mem::take(&mut s.out);
     if s.matches == 0 {
@@ -500,39 +654,43 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
-    /// Searches the folder `dir` (shown as `shown`), depth first in name order,
-    /// never following a symbolic link.
-    fn folder(&mut self, dir: &Path, shown: &str, depth: usize) {
+    /// Searches the open folder `dir` (shown as `shown`), depth first in name
+    /// order, never following a symbolic link (a subfolder swapped for one
+    /// during the walk fails to open and is skipped).
+    fn folder(&mut self, dir: &Dir, shown: &str, depth: usize) {
         if depth > MAX_SEARCH_DEPTH {
             self.too_deep = true;
             return;
         }
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        let mut names: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        let Ok(mut names) = dir.names() else { return };
         names.sort();
         for name in names {
             if self.stopped.is_some() {
                 return;
             }
-            let path = dir.join(&name);
-            let name = name.to_string_lossy();
-            let child = if shown.is_empty() { name.into_owned() } else { format!("{shown}/{name}") };
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => self.folder(&path, &child, depth + 1),
-                Ok(m) if m.is_file() => self.file(&path, &child),
+            let lossy = name.to_string_lossy();
+            let child = if shown.is_empty() { lossy.into_owned() } else { format!("{shown}/{lossy}") };
+            match dir.stat(&name) {
+                Ok(m) if m.is_dir() => {
+                    if let Ok(sub) = dir.open_dir(&name) {
+                        self.folder(&sub, &child, depth + 1);
+                    }
+                }
+                Ok(m) if m.is_file() => self.file(dir, &name, &child),
                 _ => {}
             }
         }
     }
 
-    /// Searches one regular file: skipped when larger than the read limit or binary.
-    fn file(&mut self, path: &Path, shown: &str) {
+    /// Searches the regular file `name` in `dir`: skipped when larger than
+    /// the read limit or binary.
+    fn file(&mut self, dir: &Dir, name: &OsStr, shown: &str) {
         if self.files >= MAX_SEARCHED_FILES {
             self.stopped = Some("too many files; search a folder further down");
             return;
         }
         self.files += 1;
-        let Ok(Some(f)) = crate::fsx::open_regular(OpenOptions::new().read(true), path) else { return };
+        let Ok(f) = open_regular_at(dir, name, shown, libc::O_RDONLY) else { return };
         let mut bytes = Vec::new();
         if f.take(self.max_file_bytes.saturating_add(1)).read_to_end(&mut bytes).is_err() {
             return;
@@ -883,11 +1041,108 @@ mod tests {
         // The name is replaced by a link between the check and the open.
         fs::remove_file(&t.path).unwrap();
         symlink(&outside, &t.path).unwrap();
-        let e = open_existing(&t, OpenOptions::new().append(true)).unwrap_err();
+        let (dir, name) = open_parent(&t, false).unwrap();
+        let e = open_existing(&dir, &name, &t.shown, libc::O_WRONLY | libc::O_APPEND).unwrap_err();
         assert!(e.contains("symbolic link"), "{e}");
-        let e = open_existing(&t, OpenOptions::new().read(true)).unwrap_err();
+        let e = open_existing(&dir, &name, &t.shown, libc::O_RDONLY).unwrap_err();
         assert!(e.contains("symbolic link"), "{e}");
+        for append in [true, false] {
+            // Through the whole tool path too: an append refuses the link, a whole write replaces it.
+            let r = write_target(&t, "evil", append);
+            assert!(r.is_ok() != append, "{append}: {r:?}");
+        }
         assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(&t.path).unwrap(), "evil");
+    }
+
+    /// An org whose `manager` workspace has the folder `d` (holding `name`
+    /// with "mine"), and a folder outside it holding `name` with "secret".
+    fn swap_fixture(name: &str) -> (Fixture, PathBuf) {
+        let f = Fixture::new();
+        fs::create_dir_all(f.ws().join("d")).unwrap();
+        fs::write(f.ws().join("d").join(name), "mine").unwrap();
+        let outside = f.org.layout.root.parent().unwrap().join("home");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join(name), "secret").unwrap();
+        (f, outside)
+    }
+
+    /// Replaces the workspace folder `d` by a link to `outside`, as a program
+    /// the agent started earlier could between the check and the use.
+    fn swap(f: &Fixture, outside: &Path) {
+        fs::rename(f.ws().join("d"), f.ws().join("d_real")).unwrap();
+        symlink(outside, f.ws().join("d")).unwrap();
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_link_after_resolving_is_not_followed() {
+        // read_file: the check passes on the real folder, the read meets the link.
+        let (f, outside) = swap_fixture("id_rsa");
+        let t = resolve(&f.ctx(), "d/id_rsa", Access::Read).unwrap();
+        swap(&f, &outside);
+        let e = read_target(&f.ctx(), &t).unwrap_err();
+        assert!(e.contains("changed while it was being used") && !e.contains("secret"), "{e}");
+
+        // write_file, whole and append, to an existing and a new file.
+        for (file, append) in [(".bashrc", false), (".bashrc", true), ("new", false), ("new", true)] {
+            let (f, outside) = swap_fixture(".bashrc");
+            let t = resolve(&f.ctx(), &format!("d/{file}"), Access::Write).unwrap();
+            swap(&f, &outside);
+            let e = write_target(&t, "evil", append).unwrap_err();
+            assert!(e.contains("changed while it was being used"), "{file} {append}: {e}");
+            assert_eq!(fs::read_to_string(outside.join(".bashrc")).unwrap(), "secret");
+            let mut names: Vec<_> = fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+            names.sort();
+            assert_eq!(names, vec![std::ffi::OsString::from(".bashrc")], "{file} {append}");
+            assert_eq!(fs::read_to_string(f.ws().join("d_real/.bashrc")).unwrap(), "mine");
+        }
+
+        // Missing folders made by a write: the swap is on a folder the walk would create into.
+        let (f, outside) = swap_fixture("x");
+        fs::create_dir_all(f.ws().join("d/sub")).unwrap();
+        let t = resolve(&f.ctx(), "d/sub/deeper/new", Access::Write).unwrap();
+        swap(&f, &outside);
+        assert!(write_target(&t, "evil", false).unwrap_err().contains("changed while it was being used"));
+        assert!(!outside.join("sub").exists());
+
+        // list_files and search_files of the folder, and of a folder below it.
+        let (f, outside) = swap_fixture("notes.txt");
+        fs::create_dir_all(f.ws().join("d/inner")).unwrap();
+        let targets: Vec<Target> = ["d", "d/inner"].map(|p| resolve(&f.ctx(), p, Access::Read).unwrap()).into();
+        swap(&f, &outside);
+        for t in &targets {
+            let p = &t.shown;
+            let e = list_target(&f.ctx(), t).unwrap_err();
+            assert!(e.contains("changed while it was being used") && !e.contains("notes"), "{p}: {e}");
+            let e = search_target(&f.ctx(), t, "secret").unwrap_err();
+            assert!(e.contains("changed while it was being used"), "{p}: {e}");
+        }
+        // A search of the whole workspace that meets the link does not follow it.
+        let o = f.call("search_files", json!({"pattern": "secret"}));
+        assert!(output(&o).starts_with("no matches"), "{o:?}");
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_not_followed() {
+        let (f, outside) = swap_fixture("a.txt");
+        let t = resolve(&f.ctx(), "d/a.txt", Access::Write).unwrap();
+        let (dir, name) = open_parent(&t, true).unwrap();
+        // The first temporary name tried is a link to a file outside, the
+        // second a link to where a file outside would be made.
+        symlink(outside.join("a.txt"), f.ws().join("d/.t1")).unwrap();
+        symlink(outside.join("made"), f.ws().join("d/.t2")).unwrap();
+        let names = ["t1", "t2", "t3"].map(|n| std::ffi::OsString::from(format!(".{n}")));
+        replace(&dir, &name, b"new", names.clone()).unwrap();
+        assert_eq!(fs::read_to_string(f.ws().join("d/a.txt")).unwrap(), "new");
+        assert_eq!(fs::read_to_string(outside.join("a.txt")).unwrap(), "secret");
+        assert!(!outside.join("made").exists());
+        assert!(fs::symlink_metadata(f.ws().join("d/.t1")).unwrap().file_type().is_symlink());
+        assert!(!f.ws().join("d/.t3").exists(), "the temporary file is renamed away");
+        // When every name is taken, nothing is written and the error says why.
+        let e = replace(&dir, &name, b"newer", names[..2].to_vec()).unwrap_err();
+        assert!(e.to_string().contains("temporary names"), "{e}");
+        assert_eq!(fs::read_to_string(f.ws().join("d/a.txt")).unwrap(), "new");
+        assert_eq!(fs::read_to_string(outside.join("a.txt")).unwrap(), "secret");
     }
 
     #[test]

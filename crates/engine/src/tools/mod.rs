@@ -18,6 +18,7 @@ pub mod calc;
 pub mod catalog;
 pub mod command;
 pub mod custom;
+mod dirfd;
 pub mod files;
 pub mod hire;
 pub mod recall;

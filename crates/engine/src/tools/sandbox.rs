@@ -57,6 +57,9 @@ pub struct Job<'a> {
     pub args: &'a [String],
     /// The agent's workspace: its folder and the only place it may write.
     pub workspace: &'a Path,
+    /// The org's folder: under bubblewrap, the program sees none of it but
+    /// the workspace (not the other agents' files, mail, memory or journal).
+    pub org: &'a Path,
     /// The names of the environment variables it may see (those set in
     /// lemming's environment are passed; all others are cleared).
     pub env: &'a [String],
@@ -189,8 +192,14 @@ impl Sandbox {
             Sandbox::Bwrap { path, .. } => {
                 let mut c = tokio::process::Command::new(path);
                 c.args(BWRAP_BASE);
-                // A program under /tmp would be hidden by the private /tmp.
-                if job.program.starts_with("/tmp") {
+                // The org is hidden under an empty folder (under /tmp, the private /tmp hides it).
+                let org = job.org.canonicalize().unwrap_or_else(|_| job.org.to_path_buf());
+                if !org.starts_with("/tmp") {
+                    c.arg("--tmpfs").arg(&org);
+                }
+                // A program in the org or under /tmp would be hidden with them.
+                if job.program.starts_with("/tmp") || job.program.starts_with(&org) || job.program.starts_with(job.org)
+                {
                     c.arg("--ro-bind").arg(job.program).arg(job.program);
                 }
                 c.arg("--bind").arg(&ws).arg(&ws).arg("--new-session").arg("--chdir").arg(&ws).arg("--");
@@ -506,6 +515,7 @@ mod tests {
             program: std::path::Path::new("/bin/sh"),
             args: &args,
             workspace: &ws,
+            org: d.path(),
             env: &["PATH".to_string()],
             stdin: None,
             timeout: Duration::from_secs(10),

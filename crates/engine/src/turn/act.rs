@@ -7,7 +7,8 @@
 //!    finish is not run again: its result is the error `interrupted`;
 //! 3. every other call with a side effect is journaled `started`, all in one
 //!    durable write, before any of them runs;
-//! 4. the calls run; those with side effects are written to the audit log;
+//! 4. the calls run (each agent's in order, different agents' at the same
+//!    time); those with side effects are written to the audit log;
 //! 5. every new result is journaled `done`, in one durable write.
 //!
 //! The apply phase then delivers each result to its agent's inbox as a
@@ -19,7 +20,7 @@ use std::time::Instant;
 use super::{Replies, Turn};
 use crate::audit;
 use crate::error::PathError;
-use crate::journal::{Outcome as RunOutcome, ToolDone, ToolLine, ToolState};
+use crate::journal::{Outcome as RunOutcome, PlannedCall, ToolDone, ToolLine, ToolState};
 use crate::tools::{self, Effect, Outcome};
 
 /// The results of the turn's tool calls, by (agent, call id).
@@ -34,39 +35,47 @@ impl Turn<'_> {
         let mut fresh: Vec<ToolLine> = Vec::new();
         let mut to_run = Vec::new();
         let mut starting = Vec::new();
+        let mut audited = Vec::new();
         let max_calls = org.settings.tools.max_calls;
         for r in replies.records.iter().filter(|r| r.outcome == RunOutcome::Ok) {
             for (pos, pc) in r.tool_calls.iter().enumerate() {
                 let key = (r.agent.clone(), pc.call.id.clone());
-                if pos >= max_calls && !matches!(states.get(&key), Some(ToolState::Done(_))) {
-                    let outcome = Outcome::err(
+                let side_effect = org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect);
+                let settled = match states.get(&key) {
+                    Some(ToolState::Done(done)) => {
+                        results.insert(key, done.clone());
+                        continue;
+                    }
+                    Some(ToolState::Started) if side_effect => {
+                        let o = Outcome::err(
+                            &pc.call.tool,
+                            "interrupted: lemming stopped while this call ran; it may or may not have taken effect, \
+                             and it is not run again (check before calling it again)",
+                        );
+                        audited.push(self.audit_entry(&r.agent, &pc.call, &o));
+                        Some(o)
+                    }
+                    // Planned calls are at most max_calls; a lower setting since then refuses the rest.
+                    _ if pos >= max_calls => Some(Outcome::err(
                         &pc.call.tool,
                         format!(
                             "too many tool calls in one reply: the first {max_calls} ran ([tools] max_calls in \
                              org/org.toml); ask for this one again in your next reply"
                         ),
-                    );
-                    let done = ToolDone { outcome, ms: 0 };
-                    fresh.push(ToolLine { agent: key.0.clone(), call: key.1.clone(), done: Some(done.clone()) });
-                    results.insert(key, done);
-                    continue;
-                }
-                let side_effect = org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect);
-                match states.get(&key) {
-                    Some(ToolState::Done(done)) => {
-                        results.insert(key, done.clone());
-                    }
-                    Some(ToolState::Started) if side_effect => {
-                        let outcome = Outcome::err(
-                            &pc.call.tool,
-                            "interrupted: lemming stopped while this call ran; it may or may not have taken effect, \
-                             and it is not run again (check before calling it again)",
-                        );
+                    )),
+                    _ if !org.agents.contains_key(r.agent.as_str()) => Some(Outcome::err(
+                        &pc.call.tool,
+                        format!("not run: {}'s resume is not valid now (see `lemming validate`)", r.agent),
+                    )),
+                    _ => None,
+                };
+                match settled {
+                    Some(outcome) => {
                         let done = ToolDone { outcome, ms: 0 };
                         fresh.push(ToolLine { agent: key.0.clone(), call: key.1.clone(), done: Some(done.clone()) });
                         results.insert(key, done);
                     }
-                    _ => {
+                    None => {
                         if side_effect {
                             starting.push(ToolLine { agent: key.0.clone(), call: key.1.clone(), done: None });
                         }
@@ -80,27 +89,58 @@ impl Turn<'_> {
         }
         self.journal.append_tools(self.turn, &starting)?;
         crate::fault::point("tools_started");
-        let mut audited = Vec::new();
+        // Each agent's calls run in order; different agents' at the same time, up to max_parallel.
+        let mut by_agent: Vec<(&str, Vec<&PlannedCall>)> = Vec::new();
         for (r, pc) in to_run {
-            let Some(resume) = org.agents.get(r.agent.as_str()) else { continue };
-            let ctx = tools::Ctx { org, agent: &r.agent, resume, turn: self.turn, now: self.clock.now() };
-            let began = Instant::now();
-            let outcome = tools::run(&ctx, &pc.call).await;
-            let ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
-            // A hire writes its own, fuller line.
-            if org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect) && pc.call.tool != "hire_agent" {
-                audited.push(audit::Entry {
-                    at: self.clock.now(),
-                    who: r.agent.clone(),
-                    action: "tool".into(),
-                    what: serde_json::json!({"tool": pc.call.tool, "call": pc.call.id, "args": audit::redact(&pc.call.args)}),
-                    outcome: outcome.error.clone().unwrap_or_else(|| "ok".into()),
-                    turn: Some(self.turn),
-                });
+            match by_agent.last_mut() {
+                Some((agent, calls)) if *agent == r.agent => calls.push(pc),
+                _ => by_agent.push((&r.agent, vec![pc])),
+            }
+        }
+        let gate = tokio::sync::Semaphore::new(org.settings.max_parallel);
+        let mut acted = std::collections::BTreeSet::new();
+        let (turn, clock) = (self.turn, self.clock);
+        let runs = by_agent.into_iter().map(|(agent, calls)| {
+            let gate = &gate;
+            async move {
+                let _permit = gate.acquire().await;
+                let mut done = Vec::new();
+                // Checked when planned: every agent here has a valid resume.
+                let Some(resume) = org.agents.get(agent) else { return done };
+                for pc in calls {
+                    let ctx = tools::Ctx { org, agent, resume, turn, now: clock.now() };
+                    let began = Instant::now();
+                    let outcome = tools::run(&ctx, &pc.call).await;
+                    let ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    done.push((agent, pc, outcome, ms));
+                }
+                done
+            }
+        });
+        for (agent, pc, outcome, ms) in join_all(runs.map(Box::pin).collect()).await.into_iter().flatten() {
+            if org.tools.effect(&pc.call.tool) == Some(Effect::SideEffect) {
+                acted.insert(agent);
+                // A hire writes its own, fuller line.
+                if pc.call.tool != "hire_agent" {
+                    audited.push(self.audit_entry(agent, &pc.call, &outcome));
+                }
             }
             let done = ToolDone { outcome, ms };
-            fresh.push(ToolLine { agent: r.agent.clone(), call: pc.call.id.clone(), done: Some(done.clone()) });
-            results.insert((r.agent.clone(), pc.call.id.clone()), done);
+            fresh.push(ToolLine { agent: agent.to_string(), call: pc.call.id.clone(), done: Some(done.clone()) });
+            results.insert((agent.to_string(), pc.call.id.clone()), done);
+        }
+        // What the calls wrote is durable before their results are: one flush
+        // of each filesystem that holds a workspace where a side effect ran.
+        let mut flushed = std::collections::HashSet::new();
+        for agent in &acted {
+            let ws = org.layout.workspace(agent);
+            let dev = std::os::unix::fs::MetadataExt::dev(&match std::fs::metadata(&ws) {
+                Ok(m) => m,
+                Err(_) => continue,
+            });
+            if flushed.insert(dev) {
+                crate::fsx::sync_fs(&ws)?;
+            }
         }
         crate::fault::point("tools_ran");
         if let Err(e) = audit::append(&org.layout, &audited) {
@@ -111,5 +151,52 @@ impl Turn<'_> {
         }
         self.journal.append_tools(self.turn, &fresh)?;
         Ok(results)
+    }
+
+    /// The audit line of a call with a side effect: its arguments with every
+    /// secret redacted and every long text cut (a file's content is not kept).
+    fn audit_entry(&self, agent: &str, call: &tools::Call, outcome: &Outcome) -> audit::Entry {
+        audit::Entry {
+            at: self.clock.now(),
+            who: agent.to_string(),
+            action: "tool".into(),
+            what: serde_json::json!({"tool": call.tool, "call": call.id, "args": audit::redact(&shorten(&call.args))}),
+            outcome: outcome.error.clone().unwrap_or_else(|| "ok".into()),
+            turn: Some(self.turn),
+        }
+    }
+}
+
+/// Runs every future at once (on this task) and returns their outputs in order.
+async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()).filter(|(_, o)| o.is_none()) {
+            match std::pin::Pin::new(f).poll(cx) {
+                std::task::Poll::Ready(v) => *out = Some(v),
+                std::task::Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// `v` with every string over 200 characters cut, and a note of how long it was.
+fn shorten(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.chars().count() > 200 => {
+            Value::String(format!("{}… ({} characters)", s.chars().take(200).collect::<String>(), s.chars().count()))
+        }
+        Value::Array(a) => Value::Array(a.iter().map(shorten).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), shorten(v))).collect()),
+        other => other.clone(),
     }
 }

@@ -179,8 +179,10 @@ fn record(
     });
     let parsed = match reply::parse(&reply.text) {
         Ok(p) => Ok(p),
-        // A reply of native tool calls alone needs no JSON text.
-        Err(reply::Unusable::NoJson) if !reply.tool_calls.is_empty() => Ok(reply::Parsed::default()),
+        // A reply of native tool calls needs no reply object in its text: the text is its notes.
+        Err(_) if !reply.tool_calls.is_empty() => {
+            Ok(reply::Parsed { notes: reply.text.chars().take(2000).collect(), ..reply::Parsed::default() })
+        }
         Err(e) => Err(e),
     };
     let mut parsed = match parsed {
@@ -225,7 +227,15 @@ fn record(
         });
     }
     let native = reply.tool_calls.into_iter().map(|c| reply::ToolCall { id: Some(c.id), tool: c.name, args: c.args });
-    r.tool_calls = plan_calls(std::mem::take(&mut parsed.tool_calls).into_iter().chain(native))
+    let max_calls = org.settings.tools.max_calls;
+    let asked = parsed.tool_calls.len() + native.len();
+    if asked > max_calls {
+        parsed.warnings.push(format!(
+            "{} of its {asked} tool calls were not run: a reply runs at most {max_calls} ([tools] max_calls in org/org.toml)",
+            asked - max_calls
+        ));
+    }
+    r.tool_calls = plan_calls(std::mem::take(&mut parsed.tool_calls).into_iter().chain(native).take(max_calls))
         .into_iter()
         .enumerate()
         .map(|(pos, call)| PlannedCall { call, result: message::tool_result_id(started, turn, &job.agent, pos) })
@@ -244,22 +254,22 @@ fn record(
 /// The longest call id kept as the model gave it.
 const MAX_CALL_ID: usize = 64;
 
+/// The longest tool name kept (longer is no tool's: its result says so).
+const MAX_TOOL_NAME: usize = 64;
+
 /// Gives every call its id: the model's when it is a valid id of at most
 /// [`MAX_CALL_ID`] bytes and not used by an earlier call of the reply, else
 /// `c<N>` (N its position, made unique), so that each result answers exactly one call.
 fn plan_calls(calls: impl Iterator<Item = reply::ToolCall>) -> Vec<crate::tools::Call> {
     let mut out: Vec<crate::tools::Call> = Vec::new();
-    let taken = |out: &[crate::tools::Call], id: &str| out.iter().any(|c| c.id == id);
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (pos, c) in calls.enumerate() {
-        let mut id = c.id.filter(|id| id.len() <= MAX_CALL_ID && message::valid_id(id) && !taken(&out, id));
-        if id.is_none() {
-            let mut n = pos;
-            while taken(&out, &format!("c{n}")) {
-                n += 1;
-            }
-            id = Some(format!("c{n}"));
-        }
-        out.push(crate::tools::Call { id: id.unwrap_or_default(), tool: c.tool, args: c.args });
+        let given = c.id.filter(|id| id.len() <= MAX_CALL_ID && message::valid_id(id) && !taken.contains(id));
+        let id = given
+            .unwrap_or_else(|| (pos..).map(|n| format!("c{n}")).find(|id| !taken.contains(id)).unwrap_or_default());
+        taken.insert(id.clone());
+        let tool = c.tool.chars().take(MAX_TOOL_NAME).collect();
+        out.push(crate::tools::Call { id, tool, args: c.args });
     }
     out
 }
