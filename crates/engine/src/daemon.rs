@@ -306,7 +306,10 @@ pub async fn run(
         leftover = pending_files(&org).intersection(&before).cloned().collect();
         // A chain of tool calls moves at model speed: each result wakes the next turn.
         due_now = report.arrived > 0 || report.tool_calls > 0;
-        if org.settings.wake_on_message && (due_now || has_new_pending(&org, &leftover)) {
+        if org.settings.wake_on_message && due_now {
+            // What is due is known and complete: no burst to wait for.
+            wake_at = Some(Instant::now());
+        } else if org.settings.wake_on_message && has_new_pending(&org, &leftover) {
             wake_at = Some(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
         }
         if opts.turns.is_some_and(|n| done >= n) {
