@@ -80,11 +80,25 @@ pub fn append(layout: &Layout, entries: &[Entry]) -> Result<(), PathError> {
     std::fs::create_dir_all(&dir).with_path(&dir)?;
     let mut lines = String::new();
     for e in entries {
-        let e = Entry { what: redact(&e.what), ..e.clone() };
+        let e = Entry { what: brief(&redact(&e.what)), ..e.clone() };
         lines.push_str(&serde_json::to_string(&e).expect("an audit entry serializes"));
         lines.push('\n');
     }
     fsx::append_lines_durable(&layout.audit(), &lines)
+}
+
+/// `v` bounded for the log: each string cut to 200 characters, each list
+/// and object to 50 items, each key to 64 characters (a file's content or a
+/// model's long arguments are not kept whole).
+fn brief(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.chars().count() > 200 => Value::from(s.chars().take(200).collect::<String>() + "…"),
+        Value::Array(items) => Value::Array(items.iter().take(50).map(brief).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().take(50).map(|(k, v)| (k.chars().take(64).collect(), brief(v))).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 /// Appends one entry; when the log cannot be written, says so in the daemon's
@@ -239,6 +253,15 @@ fn redact_bearer(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_texts_and_lists_are_cut_in_the_log() {
+        let v = serde_json::json!({"content": "x".repeat(300), "list": (0..60).collect::<Vec<u32>>()});
+        let b = brief(&v);
+        assert_eq!(b["content"].as_str().unwrap().chars().count(), 201);
+        assert_eq!(b["list"].as_array().unwrap().len(), 50);
+        assert_eq!(brief(&serde_json::json!("short")), "short");
+    }
     use serde_json::json;
 
     fn at() -> DateTime<Utc> {

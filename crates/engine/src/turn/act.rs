@@ -153,14 +153,14 @@ impl Turn<'_> {
         Ok(results)
     }
 
-    /// The audit line of a call with a side effect: its arguments with every
-    /// secret redacted and every long text cut (a file's content is not kept).
+    /// The audit line of a call with a side effect, with its arguments (the
+    /// log redacts their secrets and cuts long texts).
     fn audit_entry(&self, agent: &str, call: &tools::Call, outcome: &Outcome) -> audit::Entry {
         audit::Entry {
             at: self.clock.now(),
             who: agent.to_string(),
             action: "tool".into(),
-            what: serde_json::json!({"tool": call.tool, "call": call.id, "args": audit::redact(&shorten(&call.args))}),
+            what: serde_json::json!({"tool": call.tool, "call": call.id, "args": call.args}),
             outcome: outcome.error.clone().unwrap_or_else(|| "ok".into()),
             turn: Some(self.turn),
         }
@@ -186,17 +186,4 @@ async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F:
     })
     .await;
     outputs.into_iter().flatten().collect()
-}
-
-/// `v` with every string over 200 characters cut, and a note of how long it was.
-fn shorten(v: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::String(s) if s.chars().count() > 200 => {
-            Value::String(format!("{}… ({} characters)", s.chars().take(200).collect::<String>(), s.chars().count()))
-        }
-        Value::Array(a) => Value::Array(a.iter().map(shorten).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), shorten(v))).collect()),
-        other => other.clone(),
-    }
 }
