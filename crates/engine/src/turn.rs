@@ -54,7 +54,7 @@ mod pick;
 mod tests;
 
 pub use crate::events::TurnReport;
-pub use pick::{prompt_for, PromptOverCredits};
+pub use pick::{prompt_for, Prompt, PromptOverCredits};
 
 /// A stop request: when it turns `true`, provider calls still in flight are
 /// abandoned, the agents that already answered are applied, and the turn

@@ -80,7 +80,7 @@ impl Turn<'_> {
                 continue;
             }
             let Some(model) = resume.model.as_deref().and_then(|k| registry.model(k)) else { continue };
-            let (may, system, user) = prompt_for(org, &chart, resume, turn, &mut mail);
+            let Prompt { may, tools, system, user } = prompt_for(org, &chart, resume, turn, &mut mail);
             if let Some(over) = PromptOverCredits::check(model, &system, &user, left) {
                 tracing::warn!(agent, "{over}");
                 let over = Over { detail: over.to_string(), tokens: over.tokens, cost: over.cost, left: over.left };
@@ -97,7 +97,7 @@ impl Turn<'_> {
                 model: model.clone(),
                 agent_dir: Some(org.layout.agent_dir(agent)),
                 // The same tools its prompt (and schema) offers.
-                tools: org.tools.granted(resume),
+                tools,
             };
             jobs.push(Job { agent: agent.to_string(), req, mail });
         }
@@ -116,17 +116,29 @@ impl Turn<'_> {
     }
 }
 
+/// What an agent is asked: whom it may write to, the tools it may call, and
+/// the system and user parts of its prompt.
+pub struct Prompt {
+    /// The agents it may write to.
+    pub may: Vec<String>,
+    /// The tools it is granted, as its prompt offers them.
+    pub tools: Vec<lemming_provider::ToolSpec>,
+    /// The system part.
+    pub system: String,
+    /// The user part.
+    pub user: String,
+}
+
 /// The prompt `resume`'s agent gets on `turn` with this unread mail, which is
-/// put in prompt order and cut to `max_mail_per_prompt` first: who it may
-/// write to, and the system and user parts. `status` builds the same prompt to
-/// tell whether the agent can pay for it.
+/// put in prompt order and cut to `max_mail_per_prompt` first. `status`
+/// builds the same prompt to tell whether the agent can pay for it.
 pub fn prompt_for(
     org: &Org,
     chart: &crate::chart::Chart<'_>,
     resume: &crate::resume::Resume,
     turn: u64,
     mail: &mut Vec<Message>,
-) -> (Vec<String>, String, String) {
+) -> Prompt {
     let agent = resume.name.as_str();
     prompt::order(mail);
     mail.truncate(org.settings.max_mail_per_prompt);
@@ -135,8 +147,9 @@ pub fn prompt_for(
     // The contract is worded for how the agent's model answers (a schema offers
     // less; native tools go as function definitions), and offers its granted tools.
     let model = resume.model.as_deref().and_then(|k| org.models.models.get(k));
-    let (system, user) = prompt::build(resume, turn, &may, &summary, mail, model, &org.tools.granted(resume));
-    (may, system, user)
+    let tools = org.tools.granted(resume);
+    let (system, user) = prompt::build(resume, turn, &may, &summary, mail, model, &tools);
+    Prompt { may, tools, system, user }
 }
 
 /// An agent whose prompt alone would cost more credits than it has left: it is

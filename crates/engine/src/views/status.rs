@@ -356,7 +356,7 @@ fn prompt_over_credits(
     }
     let Some(model) = resume.model.as_deref().and_then(|k| org.models.models.get(k)) else { return Ok(false) };
     let (mut mail, _) = mb.unread(resume.name.as_str())?;
-    let (_, system, user) = turn::prompt_for(org, chart, resume, turn.saturating_add(1), &mut mail);
+    let turn::Prompt { system, user, .. } = turn::prompt_for(org, chart, resume, turn.saturating_add(1), &mut mail);
     Ok(PromptOverCredits::check(model, &system, &user, left).is_some())
 }
 
