@@ -190,6 +190,12 @@ output_price = 2000.0
         "manager",
         "local",
     );
+    // The reply contract alone, as before tools (they have tests of their own).
+    org.edit(
+        "agents/manager/resume.toml",
+        "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]",
+        "tools = []",
+    );
     let id = org.send("manager", "Please reply to the human.");
     let (report, out) = step_env(&org, &[]);
     assert_eq!(report["ran"], json!(["manager"]), "{out}\n{:#?}", org.activity("manager"));
