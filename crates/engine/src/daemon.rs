@@ -189,7 +189,7 @@ pub async fn run(
 
     let mut registry = Arc::new(org.registry());
     let mut problems: Vec<String> = Vec::new();
-    report_problems(&org, &mut problems, &mut on_problems);
+    report_problems(&org, &mut problems, &mut on_problems, opts.sources.now());
     let mut stamp = config_stamp(&layout);
     let mut rescan = tokio::time::interval(opts.rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -222,7 +222,7 @@ pub async fn run(
                     }
                     Change::Outbox => {}
                     Change::Config => {
-                        reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems);
+                        reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems, opts.sources.now());
                         stamp = config_stamp(&layout);
                     }
                 }
@@ -232,7 +232,7 @@ pub async fn run(
                 let now = config_stamp(&layout);
                 if now != stamp {
                     stamp = now;
-                    reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems);
+                    reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems, opts.sources.now());
                 }
                 if org.settings.wake_on_message && wake_at.is_none() && has_new_pending(&org, &leftover) {
                     wake_at = Some(Instant::now());
@@ -245,7 +245,7 @@ pub async fn run(
         if early && !std::mem::take(&mut due_now) && !has_new_pending(&org, &leftover) {
             continue;
         }
-        reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems);
+        reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems, opts.sources.now());
         stamp = config_stamp(&layout);
         if let Some(t) = outage.as_mut() {
             if let Err(e) = fsx::probe(&layout.state_tmp()) {
@@ -360,6 +360,7 @@ fn reload(
     registry: &mut Arc<lemming_provider::Registry>,
     problems: &mut Vec<String>,
     on_problems: &mut impl FnMut(&[crate::error::Diagnostic]),
+    now: DateTime<Utc>,
 ) {
     let next = Org::load_or_last_good(root, Some(org));
     if next.models != org.models {
@@ -369,7 +370,7 @@ fn reload(
     // (then every file is written again).
     *saved = keep_last_good(&next, saved.then_some(&*org));
     *org = next;
-    report_problems(org, problems, on_problems);
+    report_problems(org, problems, on_problems, now);
 }
 
 /// Saves the valid config files as their last good version, for the other
@@ -385,7 +386,14 @@ fn keep_last_good(org: &Org, saved: Option<&Org>) -> bool {
     }
 }
 
-fn report_problems(org: &Org, seen: &mut Vec<String>, on_problems: &mut impl FnMut(&[crate::error::Diagnostic])) {
+/// Tells `on_problems` and the events file (a `config_error` event) when the
+/// config files' problems change.
+fn report_problems(
+    org: &Org,
+    seen: &mut Vec<String>,
+    on_problems: &mut impl FnMut(&[crate::error::Diagnostic]),
+    at: DateTime<Utc>,
+) {
     let now = org.problems();
     let text: Vec<String> = now.iter().map(|d| d.to_string()).collect();
     if text != *seen {
@@ -396,6 +404,8 @@ fn report_problems(org: &Org, seen: &mut Vec<String>, on_problems: &mut impl FnM
             tracing::info!("every config file is valid again");
         }
         on_problems(&now);
+        let problems = now.iter().map(|d| crate::events::Problem::of(d, &org.layout.root)).collect();
+        crate::events::append_person(&org.layout, at, vec![crate::events::EventKind::ConfigError { problems }]);
         *seen = text;
     }
 }
@@ -480,6 +490,14 @@ pub fn set_paused(layout: &Layout, paused: bool, at: DateTime<Utc>) -> Result<()
     };
     let action = if paused { "pause" } else { "resume" };
     let what = serde_json::json!({ "was_paused": was_paused });
+    if done.is_ok() && was_paused != paused {
+        use crate::events::EventKind;
+        crate::events::append_person(
+            layout,
+            at,
+            vec![if paused { EventKind::Paused {} } else { EventKind::Resumed {} }],
+        );
+    }
     crate::audit::record(
         layout,
         crate::audit::Entry::new(at, crate::audit::PERSON, action, what, done.as_ref().map(|_| ())),
@@ -693,9 +711,14 @@ mod tests {
         let mut rx = opts.sources.bus.subscribe();
         run(&root, opts, std::future::pending(), |_| {}, |_| {}).await.unwrap();
         let mut live = Vec::new();
+        let mut started = Vec::new();
         while let Ok(e) = rx.try_recv() {
-            live.push(e);
+            match e.kind {
+                crate::events::EventKind::TurnStarted {} => started.push((e.turn, e.seq)),
+                _ => live.push(e),
+            }
         }
+        assert_eq!(started, [(1, 0), (2, 0)], "each turn's start is told, unnumbered");
         let seqs: Vec<u64> = live.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=live.len() as u64).collect::<Vec<_>>());
         let ends: Vec<u64> =

@@ -22,7 +22,14 @@
 //! | `recovered` | `agent`, `why` |
 //! | `ran` | `agent`, `model`, `cost`, `mail`, `sent`, `error` (null), `cause` (null) |
 //! | `failed` | `agent`, `error`, `cause`; after a model call also `model`, `cost`, `mail`, `sent` |
+//! | `tool` | `agent`, `call`, `tool`, `ok`, `error`, `ms`, `result` |
+//! | `charged` | `agent`, `model`, `cost`, `input_tokens`, `output_tokens` |
+//! | `topped_up` | `agent`, `amount` (a person's) |
+//! | `paused`, `resumed` | none (a person's) |
+//! | `config_error` | `problems`: `file`, `line`, `column`, `message`, `help` (empty: valid again) |
 //! | `turn` | the turn report (see [`TurnReport`]) |
+//!
+//! `turn_started` is published on the [`Bus`] only, with `seq` 0.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -67,6 +74,10 @@ pub struct TurnReport {
     /// Tool calls whose results this turn delivered (their agents are due).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tool_calls: usize,
+    /// How long the turn took, from its start to its commit, in milliseconds
+    /// (by the turn's clock).
+    #[serde(default)]
+    pub ms: u64,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -219,8 +230,78 @@ pub enum EventKind {
         #[serde(flatten)]
         call: ToolUse,
     },
+    /// An agent's model call was charged in the ledger.
+    Charged {
+        /// The agent.
+        agent: String,
+        /// The model that answered.
+        model: String,
+        /// Credits charged.
+        cost: f64,
+        /// Prompt tokens.
+        input_tokens: u64,
+        /// Completion tokens.
+        output_tokens: u64,
+    },
+    /// A person added credits to an agent.
+    ToppedUp {
+        /// The agent.
+        agent: String,
+        /// The credits added.
+        amount: f64,
+    },
+    /// A person paused the daemon's turns.
+    Paused {},
+    /// A person let the daemon start turns again.
+    Resumed {},
+    /// The config files' problems changed (an empty list: every file is valid again).
+    ConfigError {
+        /// Each problem, at its place.
+        problems: Vec<Problem>,
+    },
+    /// A turn started. Published on the [`Bus`] only, with `seq` 0: it is
+    /// never written to `events.jsonl` (a try that does not commit started too).
+    TurnStarted {},
     /// The turn committed: its report.
     Turn(TurnReport),
+}
+
+/// A config file's problem, in a `config_error` event (and in the API's
+/// answer to a refused resume).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The file, relative to the org's root when it is inside it.
+    pub file: String,
+    /// Its line (1-based), when known.
+    pub line: Option<usize>,
+    /// Its column (1-based), when known.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+impl Problem {
+    /// The problem of `d`, its file named relative to `root`.
+    pub fn of(d: &crate::error::Diagnostic, root: &std::path::Path) -> Problem {
+        let file = d.path.strip_prefix(root).unwrap_or(&d.path).display().to_string();
+        Problem { file, line: d.line, column: d.column, message: d.message.clone(), help: d.help.clone() }
+    }
+}
+
+/// Appends a person's events (outside a turn) durably: numbered after the
+/// last line, stamped with the last committed turn. A failure is logged: the
+/// action itself is done and audited.
+pub fn append_person(layout: &Layout, at: DateTime<Utc>, kinds: Vec<EventKind>) {
+    let turn = crate::journal::Journal::new(layout).last_turn().unwrap_or_default();
+    let mut ev = Events::new(turn);
+    for kind in kinds {
+        ev.push(Event { seq: 0, turn, at, kind });
+    }
+    if let Err(e) = ev.flush(layout) {
+        tracing::warn!(error = %e, "cannot append to the events file");
+    }
 }
 
 /// One tool call and how it went: in a `tool` event and in the activity log.
@@ -373,7 +454,9 @@ impl Events {
 
     /// No events yet, for `turn`: the first is numbered `first_seq`, and each
     /// is published on `bus` as it is emitted.
-    pub fn live(turn: u64, first_seq: u64, bus: Bus) -> Events {
+    /// Publishes `turn_started` at once (it is never appended).
+    pub fn live(turn: u64, first_seq: u64, bus: Bus, at: DateTime<Utc>) -> Events {
+        bus.publish(&Event { seq: 0, turn, at, kind: EventKind::TurnStarted {} });
         Events { turn, next_seq: first_seq, bus: Some(bus), events: Vec::new() }
     }
 
@@ -616,7 +699,7 @@ mod tests {
     #[test]
     fn lines_keep_their_shape_and_read_back() {
         let clock = ManualClock::new(t0());
-        let mut ev = Events::live(7, 1, Bus::new());
+        let mut ev = Events::live(7, 1, Bus::new(), t0());
         ev.emit(clock.now(), EventKind::Delivered { id: "m1".into(), from: "a".into(), to: "b".into() });
         ev.emit(
             clock.now(),
@@ -657,7 +740,7 @@ mod tests {
     /// The events of a turn: a delivery, a skip and its report.
     fn turn_events(turn: u64, first_seq: u64, bus: Bus) -> Events {
         let clock = ManualClock::stepping(t0(), chrono::Duration::milliseconds(1));
-        let mut ev = Events::live(turn, first_seq, bus);
+        let mut ev = Events::live(turn, first_seq, bus, t0());
         ev.emit(clock.now(), EventKind::Delivered { id: format!("m{turn}"), from: "a".into(), to: "b".into() });
         ev.emit(clock.now(), EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
         ev.emit(clock.now(), EventKind::Turn(TurnReport { turn, delivered: 1, ..TurnReport::default() }));
@@ -760,7 +843,10 @@ mod tests {
         let bus = Bus::new();
         let mut rx = bus.subscribe();
         let clock = ManualClock::new(t0());
-        let mut ev = Events::live(3, 10, bus.clone());
+        let mut ev = Events::live(3, 10, bus.clone(), clock.now());
+        let started = rx.try_recv().unwrap();
+        assert_eq!((started.seq, started.kind), (0, EventKind::TurnStarted {}), "turn_started first, unnumbered");
+        assert!(ev.list().is_empty(), "turn_started is never appended");
         ev.emit(clock.now(), EventKind::Delivered { id: "m".into(), from: "a".into(), to: "b".into() });
         assert_eq!(rx.try_recv().unwrap(), ev.list()[0], "published before the next one is emitted");
         ev.emit(clock.now(), EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });

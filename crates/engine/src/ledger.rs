@@ -295,6 +295,10 @@ pub fn top_up(
     at: DateTime<Utc>,
 ) -> Result<Entry, TopUpError> {
     let done = add_top_up(layout, agent, budget, amount, turn, at);
+    if done.is_ok() {
+        let kind = crate::events::EventKind::ToppedUp { agent: agent.to_string(), amount };
+        crate::events::append_person(layout, at, vec![kind]);
+    }
     let what = serde_json::json!({ "agent": agent, "amount": amount });
     let outcome = done.as_ref().map(|_| ());
     crate::audit::record(layout, crate::audit::Entry::new(at, crate::audit::PERSON, "top_up", what, outcome));

@@ -35,6 +35,9 @@ pub struct Settings {
     pub max_hire_credits: f64,
     /// The limits of the tools (`[tools]`).
     pub tools: ToolLimits,
+    /// Where `lemming run` serves the HTTP API and dashboard (`[http] listen`);
+    /// none by default.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 /// Which OS sandbox runs the programs of `run_command` and custom tools (`sandbox` in org.toml).
@@ -130,12 +133,13 @@ impl Default for Settings {
             sandbox: SandboxMode::Auto,
             max_hire_credits: 50.0,
             tools: ToolLimits::default(),
+            http_listen: None,
         }
     }
 }
 
 /// The fields of `org.toml`.
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
     "turn_seconds",
     "wake_on_message",
     "debounce_ms",
@@ -149,11 +153,15 @@ const FIELDS: [&str; 13] = [
     "sandbox",
     "max_hire_credits",
     "tools",
+    "http",
 ];
 
 /// The fields of the `[tools]` table.
-const TOOL_FIELDS: [&str; 6] =
-    ["max_read_bytes", "max_write_bytes", "max_output_bytes", "max_entries", "timeout_secs", "env"];
+const TOOL_FIELDS: [&str; 7] =
+    ["max_read_bytes", "max_write_bytes", "max_output_bytes", "max_entries", "timeout_secs", "env", "max_calls"];
+
+/// The fields of the `[http]` table.
+const HTTP_FIELDS: [&str; 1] = ["listen"];
 
 /// Parses and validates `org.toml` text, reporting every problem.
 pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
@@ -241,6 +249,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
             }
             tt.deny_unknown(&TOOL_FIELDS);
         }
+        if let Some(ht) = t.table("http") {
+            if let Some(l) = ht.str("listen") {
+                match l.get_ref().parse::<std::net::SocketAddr>() {
+                    Ok(a) => s.http_listen = Some(a),
+                    Err(_) => doc.push(
+                        doc.at(Some(l.span()), format!("`listen` is not an address and port: `{}`", l.get_ref()))
+                            .help("write an IP address and a port, for example listen = \"127.0.0.1:7878\""),
+                    ),
+                }
+            }
+            ht.deny_unknown(&HTTP_FIELDS);
+        }
         t.deny_unknown(&FIELDS);
     }
     let errs = doc.finish();
@@ -275,5 +295,10 @@ mod tests {
         assert_eq!(lines, vec![1, 2, 3, 4, 5, 6, 7], "{e:#?}");
         assert_eq!(parse(Path::new("o"), "budget = 12.5\n").unwrap().budget, Some(12.5));
         assert!(parse(Path::new("o"), "max_paralel = 3\n").unwrap_err()[0].message.contains("unknown field"));
+        assert_eq!(parse(Path::new("o"), "[tools]\nmax_calls = 4\n").unwrap().tools.max_calls, 4);
+        let s = parse(Path::new("o"), "[http]\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        assert_eq!(s.http_listen, Some("127.0.0.1:9000".parse().unwrap()));
+        let e = parse(Path::new("o"), "[http]\nlisten = \"localhost\"\n").unwrap_err();
+        assert_eq!((e[0].line, e[0].message.contains("not an address")), (Some(2), true), "{e:#?}");
     }
 }

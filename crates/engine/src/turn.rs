@@ -190,15 +190,16 @@ impl<'a> Turn<'a> {
         };
         let last_seq = EventLog::new(&org.layout).catch_up(&kept)?;
         let clock = &*src.clock;
+        let started = clock.now();
         let mut t = Turn {
             org,
             clock,
             mb: org.mail(),
             journal,
             turn,
-            started: clock.now(),
+            started,
             report: TurnReport { turn, ..TurnReport::default() },
-            ev: Events::live(turn, last_seq.saturating_add(1), src.bus.clone()),
+            ev: Events::live(turn, last_seq.saturating_add(1), src.bus.clone(), started),
             sick: BTreeMap::new(),
             trouble_before: trouble::read_agents(&org.layout),
         };

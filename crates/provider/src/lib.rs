@@ -33,6 +33,7 @@ pub mod contract;
 pub mod doctor;
 pub mod http;
 pub mod mock;
+pub mod observe;
 pub mod openai;
 pub mod program;
 pub mod registry;
@@ -198,6 +199,16 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// The cause as a code: `unavailable`, `refused`, `request`, `reply`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Unavailable => "unavailable",
+            Cause::Refused => "refused",
+            Cause::Request => "request",
+            Cause::Reply => "reply",
+        }
+    }
+
     /// Whether this failure counts as a failed attempt of the mail in the prompt.
     pub fn counts_against_mail(self) -> bool {
         matches!(self, Cause::Reply | Cause::Request)

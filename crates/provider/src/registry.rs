@@ -142,6 +142,7 @@ impl Registry {
         let mut tried: Vec<String> = Vec::new();
         loop {
             tried.push(req.model.key.clone());
+            let started = std::time::Instant::now();
             let result = match self.providers.get(&req.model.provider) {
                 Some(p) => p.complete(&req).await,
                 None => Err(ProviderError::Config {
@@ -149,6 +150,12 @@ impl Registry {
                     message: "no such provider in org/models.toml".into(),
                 }),
             };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(ProviderError::Config { .. }) => "config",
+                Err(e) => e.cause().as_str(),
+            };
+            crate::observe::request(&req.model.provider, outcome, started.elapsed());
             let err = match result {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,

@@ -42,6 +42,16 @@ impl Turn<'_> {
                 });
                 if !ledger.has_charge(turn, &r.agent) {
                     self.report.cost += r.cost;
+                    self.ev.emit(
+                        clock.now(),
+                        EventKind::Charged {
+                            agent: r.agent.clone(),
+                            model: r.model.clone(),
+                            cost: r.cost,
+                            input_tokens: usage.input_tokens,
+                            output_tokens: usage.output_tokens,
+                        },
+                    );
                 }
             }
             let mut attempts = self.mb.attempts(&r.agent);

@@ -32,17 +32,20 @@ impl Turn<'_> {
         }
         trouble::write_agents(&org.layout, &self.trouble_before, &trouble_now)?;
 
-        // Published once `turn.json` is written: to a subscriber, it says the turn committed.
-        self.ev.emit_unpublished(clock.now(), EventKind::Turn(self.report.clone()));
-        self.journal.commit(turn, clock.now(), &self.ev.lines())?;
+        let now = clock.now();
+        self.report.ms = (now - self.started).num_milliseconds().max(0) as u64;
+        // Published once `turn.json` is written and the events appended: to a
+        // subscriber, it says the turn committed and its lines are in the file.
+        self.ev.emit_unpublished(now, EventKind::Turn(self.report.clone()));
+        self.journal.commit(turn, now, &self.ev.lines())?;
         held.calls = 0;
-        self.ev.publish_last();
         fault::point("committed");
         // Nothing of this turn is in the file before its commit: no line to leave out.
         if let Err(e) = EventLog::new(&org.layout).append(self.ev.list(), false) {
             // The turn is committed; the next one appends its events first.
             tracing::error!(turn, error = %e, "cannot append the turn's events; the next turn appends them");
         }
+        self.ev.publish_last();
         self.journal.prune(turn, org.settings.journal_keep_turns);
         let report = self.report;
         tracing::info!(

@@ -221,6 +221,7 @@ async fn commit_keeps_the_events_in_turn_json_and_appends_them_once_after_it() {
     while let Ok(e) = rx.try_recv() {
         live.push(e);
     }
+    assert_eq!(live.remove(0).kind, EventKind::TurnStarted {});
     assert_eq!(live, file);
     assert_eq!(live.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=live.len() as u64).collect::<Vec<_>>());
     assert_eq!(live.last().unwrap().kind, EventKind::Turn(report));

@@ -1,0 +1,12 @@
+//! The read routes: status, agents, one agent, its resume (GET), messages,
+//! threads, the chart, the ledger, logs and dead letters, each from the
+//! engine's views (the same values the CLI renders).
+
+use axum::Router;
+
+use crate::state::AppState;
+
+/// The read routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}

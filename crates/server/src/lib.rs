@@ -1,0 +1,136 @@
+//! lemming-server: the HTTP API, the live event stream, the embedded
+//! dashboard and the Prometheus metrics of one org.
+//!
+//! [`serve`] binds an address and serves [`router`] until its shutdown
+//! future resolves. `lemming serve` runs it alone (its events come from
+//! `org/state/events.jsonl`); `lemming run --http` runs it beside the daemon,
+//! sharing the daemon's [`lemming_engine::events::Bus`], so events are pushed
+//! from the turn itself.
+//!
+//! # Module map
+//!
+//! - [`state`]: what every handler shares ([`state::AppState`]);
+//! - [`error`]: errors as `{"error":{"code","message"}}` with their status;
+//! - [`auth`]: the bearer token (from `LEMMING_API_TOKEN` or
+//!   `org/state/api-token`), the dashboard's cookie and its one-time login link;
+//! - [`limit`]: per-client rate limits of the mutating routes;
+//! - [`api`]: the read routes (status, agents, messages, chart, ledger, logs, dead);
+//! - [`write`]: the mutating routes (send, top-up, pause, resume, the resume editor);
+//! - [`events`]: `GET /api/events`, Server-Sent Events with `Last-Event-ID`;
+//! - [`metrics`]: `GET /metrics`, the Prometheus families and what records them;
+//! - [`openapi`]: `GET /api/openapi.json`, every route described;
+//! - [`dashboard`]: the one embedded page and its vendored scripts.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+pub mod error;
+pub mod events;
+pub mod limit;
+pub mod metrics;
+pub mod openapi;
+pub mod state;
+pub mod write;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+
+pub use state::{AppState, Options};
+
+/// The largest request body accepted (a resume, a message): 1 MiB.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Every route of the API and the dashboard, with its middleware.
+pub fn router(state: AppState) -> Router {
+    let open = Router::new()
+        .merge(dashboard::routes())
+        .merge(auth::routes())
+        .merge(metrics::routes())
+        .route("/health", axum::routing::get(health))
+        .route("/ready", axum::routing::get(ready));
+    let api = Router::new()
+        .merge(api::routes())
+        .merge(write::routes(&state))
+        .merge(events::routes())
+        .merge(openapi::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require));
+    open.merge(api)
+        .fallback(error::not_found)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .with_state(state)
+}
+
+/// `GET /health`: the process answers.
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "ok": true }))
+}
+
+/// `GET /ready`: the org's files can be read (503 when they cannot).
+async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match lemming_engine::org::Org::load(&s.root) {
+        Ok(_) => axum::Json(serde_json::json!({ "ready": true })).into_response(),
+        Err(e) => error::ApiError::unavailable(format!("the org cannot be loaded: {e}")).into_response(),
+    }
+}
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is not on this machine's loopback and no token is set.
+    #[error("refusing to listen on {0} without a token: set LEMMING_API_TOKEN in the environment (anyone who can reach the address could otherwise use the API), or listen on 127.0.0.1")]
+    NoToken(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The token file could not be read or written.
+    #[error(transparent)]
+    Token(#[from] lemming_engine::error::PathError),
+}
+
+/// A bound server, not yet serving: its address and the dashboard's login link.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    /// The address it listens on (with the port the system chose for `:0`).
+    pub addr: SocketAddr,
+}
+
+impl Bound {
+    /// The dashboard's URL with a one-time login code (it sets the cookie).
+    pub fn login_url(&self) -> String {
+        format!("http://{}/login?code={}", self.addr, self.state.logins.issue())
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Bound { listener, state, .. } = self;
+        let hub = state.hub.clone();
+        let pump = tokio::spawn(events::pump(hub, state.clone()));
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let done = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        pump.abort();
+        done
+    }
+}
+
+/// Binds `opts.listen` for the org at `opts.root`: refuses a non-loopback
+/// address without `LEMMING_API_TOKEN`, and loads or creates the token.
+pub async fn bind(opts: Options) -> Result<Bound, ServeError> {
+    let state = AppState::new(opts)?;
+    let addr = state.listen;
+    if !addr.ip().is_loopback() && !state.token_from_env {
+        return Err(ServeError::NoToken(addr));
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    Ok(Bound { listener, state, addr })
+}
