@@ -2,11 +2,9 @@
 //! threads, the chart, the ledger, logs and dead letters, each from the
 //! engine's views (the same values the CLI renders).
 
-use axum::Router;
-
-use crate::state::AppState;
+use crate::Routes;
 
 /// The read routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
 }

@@ -3,10 +3,10 @@
 //! `Authorization: Bearer TOKEN` or in the dashboard's cookie, which a
 //! one-time login link (`/login?code=…`, printed at start) sets.
 
+use crate::Routes;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::Router;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -36,6 +36,6 @@ pub async fn require(State(_s): State<AppState>, req: Request, next: Next) -> Re
 }
 
 /// `GET /login?code=…`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
 }

@@ -1,11 +1,9 @@
 //! The dashboard: one page and its vendored scripts, embedded in the binary
 //! (no build step, no CDN).
 
-use axum::Router;
-
-use crate::state::AppState;
+use crate::Routes;
 
 /// `GET /` and `/assets/…`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
 }

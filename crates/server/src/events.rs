@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use crate::Routes;
 
 use crate::state::AppState;
 
@@ -24,6 +24,6 @@ impl Hub {
 pub async fn pump(_hub: Arc<Hub>, _state: AppState) {}
 
 /// `GET /api/events`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
 }

@@ -36,28 +36,87 @@ pub mod write;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use axum::routing::MethodRouter;
 use axum::Router;
 
 pub use state::{AppState, Options};
 
+/// Routes, and the list of them (method, path): each module adds its routes
+/// through [`Routes::add`], so that the OpenAPI description can be checked
+/// against every route the router really has ([`route_list`]).
+pub struct Routes {
+    router: Router<AppState>,
+    list: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    /// No routes.
+    pub fn new() -> Routes {
+        Routes { router: Router::new(), list: Vec::new() }
+    }
+
+    /// Adds the route `method path` (`method` is `GET`, `POST`, `PUT`, …,
+    /// and must be the method `handler` answers).
+    pub fn add(mut self, method: &'static str, path: &'static str, handler: MethodRouter<AppState>) -> Routes {
+        self.router = self.router.route(path, handler);
+        self.list.push((method, path));
+        self
+    }
+
+    /// These routes and `other`'s.
+    pub fn merge(mut self, other: Routes) -> Routes {
+        self.router = self.router.merge(other.router);
+        self.list.extend(other.list);
+        self
+    }
+
+    /// Wraps the routes so far (a middleware layer).
+    pub fn map(mut self, f: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Routes {
+        self.router = f(self.router);
+        self
+    }
+
+    /// The (method, path) of every route.
+    pub fn list(&self) -> &[(&'static str, &'static str)] {
+        &self.list
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Routes {
+        Routes::new()
+    }
+}
+
 /// The largest request body accepted (a resume, a message): 1 MiB.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// Every route of the API and the dashboard, with its middleware.
-pub fn router(state: AppState) -> Router {
-    let open = Router::new()
+/// Every route, with its middleware (the token on `/api`).
+fn routes(state: &AppState) -> Routes {
+    let open = Routes::new()
         .merge(dashboard::routes())
         .merge(auth::routes())
         .merge(metrics::routes())
-        .route("/health", axum::routing::get(health))
-        .route("/ready", axum::routing::get(ready));
-    let api = Router::new()
+        .add("GET", "/health", axum::routing::get(health))
+        .add("GET", "/ready", axum::routing::get(ready));
+    let api = Routes::new()
         .merge(api::routes())
-        .merge(write::routes(&state))
+        .merge(write::routes(state))
         .merge(events::routes())
         .merge(openapi::routes())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require));
+        .map(|r| r.layer(axum::middleware::from_fn_with_state(state.clone(), auth::require)));
     open.merge(api)
+}
+
+/// The (method, path) of every route the router serves.
+pub fn route_list(state: &AppState) -> Vec<(&'static str, &'static str)> {
+    routes(state).list
+}
+
+/// Every route of the API and the dashboard, with its middleware.
+pub fn router(state: AppState) -> Router {
+    routes(&state)
+        .router
         .fallback(error::not_found)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-
-use crate::state::AppState;
+use crate::Routes;
 
 /// The metric families.
 #[derive(Debug)]
@@ -19,6 +17,6 @@ impl Metrics {
 }
 
 /// `GET /metrics` (open on loopback; elsewhere it needs the token).
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
 }

@@ -1,11 +1,9 @@
 //! `GET /api/openapi.json`: the API described as OpenAPI 3, kept by hand
 //! beside the routes (a test checks that it lists every route the router has).
 
-use axum::Router;
-
-use crate::state::AppState;
+use crate::Routes;
 
 /// `GET /api/openapi.json`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
 }

@@ -3,11 +3,11 @@
 //! (validated like `lemming validate`, written atomically, audited). Each is
 //! rate limited per client.
 
-use axum::Router;
+use crate::Routes;
 
 use crate::state::AppState;
 
 /// The mutating routes, behind the rate limiter.
-pub fn routes(_state: &AppState) -> Router<AppState> {
-    Router::new()
+pub fn routes(_state: &AppState) -> Routes {
+    Routes::new()
 }
