@@ -10,6 +10,10 @@
 #   bwrap         bubblewrap, the sandbox that run_command and custom tools run
 #                 in (Debian's package, fetched with `apt-get download` and
 #                 unpacked with `dpkg -x`: no root needed once apt's lists exist)
+#   chromium      Debian's chromium and chromium-driver, for the dashboard's
+#                 real-browser test (`apt-get install --no-install-recommends`,
+#                 as root; only when /usr/bin/chromium or chromedriver is missing;
+#                 not part of the default set: ask for it with --only chromium)
 #
 # Everything goes under ${LEMMING_PEERS_DIR:-$HOME/.cache/lemming-peers}.
 # The script is idempotent: what is already there is checked and reused, so a
@@ -21,10 +25,11 @@
 # apt). Needs python3 (>= 3.10, with the venv module), a C/C++ compiler, tar,
 # sha256sum, and apt-get and dpkg for bubblewrap (unless `bwrap` is installed).
 #
-# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm|bwrap] [--help]
+# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm|bwrap|chromium] [--help]
 #   --only llama     build llama-server and assemble the model only
 #   --only fakellm   install fakellm only
 #   --only bwrap     install bubblewrap only
+#   --only chromium  install chromium and chromium-driver only (needs root)
 #   (default)        all of them
 #
 # Environment:
@@ -51,7 +56,7 @@ usage() { sed -n '2,/^set -Eeuo/p' "$0" | sed -e '/^set -Eeuo/d' -e 's/^# \{0,1\
 while [ $# -gt 0 ]; do
   case "$1" in
     --only)
-      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm|bwrap)" >&2; exit 2; }
+      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm|bwrap|chromium)" >&2; exit 2; }
       ONLY="$2"; shift 2 ;;
     --only=*) ONLY="${1#--only=}"; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -59,8 +64,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$ONLY" in
-  all|llama|fakellm|bwrap) ;;
-  *) echo "error: --only must be llama, fakellm or bwrap, not '$ONLY'" >&2; exit 2 ;;
+  all|llama|fakellm|bwrap|chromium) ;;
+  *) echo "error: --only must be llama, fakellm, bwrap or chromium, not '$ONLY'" >&2; exit 2 ;;
 esac
 
 # ---------------------------------------------------------------- helpers --
@@ -344,6 +349,32 @@ install_bwrap() {
   step_end "installed: $BWRAP_BIN ($("$BWRAP_BIN" --version))"
 }
 
+# --------------------------------------------------------------- chromium --
+
+chromium_ok() {
+  [ -x /usr/bin/chromium ] && command -v chromedriver >/dev/null 2>&1
+}
+
+install_chromium() {
+  step_begin "chromium and chromium-driver (Debian's packages)"
+  if chromium_ok; then
+    step_end "installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
+    return 0
+  fi
+  command -v apt-get >/dev/null || die "chromium needs apt-get (or install chromium and chromedriver with your package manager)"
+  [ "$(id -u)" = 0 ] || die "installing chromium needs root: sudo apt-get install -y --no-install-recommends chromium chromium-driver"
+  log "    apt-get install chromium chromium-driver (about 300 MB)"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+      >>"$CACHE/logs/apt.log" 2>&1; then
+    log "    apt-get update (the package lists are missing or old)"
+    apt-get update -qq >>"$CACHE/logs/apt.log" 2>&1 || die "apt-get update failed (see $CACHE/logs/apt.log)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+      >>"$CACHE/logs/apt.log" 2>&1 || die "apt-get install chromium chromium-driver failed (see $CACHE/logs/apt.log)"
+  fi
+  chromium_ok || die "chromium or chromedriver is still missing after apt-get install"
+  step_end "installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
+}
+
 # ------------------------------------------------------------------- main --
 
 case "$ONLY" in
@@ -351,6 +382,7 @@ case "$ONLY" in
   llama) install_llama_server; install_model ;;
   fakellm) install_fakellm ;;
   bwrap) install_bwrap ;;
+  chromium) install_chromium ;;
 esac
 
 # env.sh lists every peer that is installed in this cache, whatever --only was.
