@@ -171,7 +171,7 @@
   /** Colours drawn by script follow the theme. */
   function restyle() {
     $("#theme").setAttribute("aria-pressed", String(theme() === "dark"));
-    if (S.cy) S.cy.style(cyStyle()).update();
+    if (S.cy) { S.cy.style(cyStyle()).update(); colourNodes(); }
     renderLegend();
     if (!$("#view-usage").hidden) drawUsage();
   }
@@ -190,6 +190,7 @@
         "background-color": "data(color)", label: "data(id)", color: fg, "font-size": 12, "font-weight": 600,
         "text-valign": "bottom", "text-margin-y": 5, width: 30, height: 30,
         "border-width": 3, "border-color": card, "text-outline-width": 0,
+        "text-background-color": card, "text-background-opacity": 0.85, "text-background-padding": 2, "text-background-shape": "roundrectangle",
       } },
       { selector: "node.open", style: { "border-color": accent, "border-width": 4 } },
       { selector: "node.pulse", style: { width: 10, height: 10, "background-color": accent, label: "", "border-width": 0, "z-index": 99 } },
@@ -213,7 +214,7 @@
     if (!S.cy) {
       S.cy = cytoscape({
         container: $("#chart"), elements, style: cyStyle(), wheelSensitivity: 0.3,
-        minZoom: 0.3, maxZoom: 3, boxSelectionEnabled: false, autoungrabify: false,
+        minZoom: 0.3, maxZoom: 1.6, boxSelectionEnabled: false, autoungrabify: false,
       });
       S.cy.on("tap", "node", (ev) => { if (!ev.target.hasClass("pulse")) openAgent(ev.target.id()); });
       new ResizeObserver(debounce(() => { S.cy.resize(); S.cy.fit(undefined, 30); }, 100)).observe($("#chart"));
@@ -497,7 +498,7 @@
       maxY = Math.max(maxY, sum);
       series.push({ agent, pts });
     }
-    const W = 900, H = 280, L = 54, R = 16, T = 12, B = 30;
+    const W = 900, H = 240, L = 54, R = 16, T = 12, B = 30;
     const t0 = Math.min(minTurn, maxTurn - 1), span = Math.max(1, maxTurn - t0);
     const x = (t) => L + ((t - t0) / span) * (W - L - R);
     const y = (v) => T + (1 - v / (maxY || 1)) * (H - T - B);
@@ -514,8 +515,7 @@
     for (const s of series) {
       const c = colourOf(s.agent);
       const d = s.pts.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-      const first = s.pts[0];
-      g.append(svg("path", { d: `M${x(first[0] - (s.pts.length === 1 ? 0 : 0)).toFixed(1)},${y(0).toFixed(1)} ${d.replace(/^M/, "L")}`, fill: "none", stroke: c, "stroke-width": 2.2, "stroke-linejoin": "round" },
+      g.append(svg("path", { d, fill: "none", stroke: c, "stroke-width": 2.2, "stroke-linejoin": "round" },
         svg("title", {}, `${s.agent}: ${fmtCredits(s.pts[s.pts.length - 1][1])} credits`)));
       for (const [t, v] of s.pts) g.append(svg("circle", { cx: x(t), cy: y(v), r: 3, fill: c }, svg("title", {}, `${s.agent}, turn ${t}: ${fmtCredits(v)}`)));
     }
@@ -546,10 +546,9 @@
     const agents = S.agents.filter((n) => !S.status || (S.status.agents.find((a) => a.name === n) || {}).state !== "human");
     if (!agents.length || !maxTurn) { box.replaceChildren(el("p", { class: "muted", text: "No turn has run yet." })); $("#heat-legend").replaceChildren(); return; }
     const N = Math.min(maxTurn, 60), first = maxTurn - N + 1;
-    const cw = 16, ch = 20, L = 110, T = 8, B = 24;
+    const cw = 22, ch = 24, L = 110, T = 8, B = 24;
     const W = L + N * cw + 10, H = T + agents.length * ch + B;
-    const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Activity of each agent at each turn" });
-    g.style.maxWidth = `${W * 1.6}px`;
+    const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "Activity of each agent at each turn" });
     const ok = cssVar("--ok"), bad = cssVar("--bad"), empty = cssVar("--hover");
     agents.forEach((a, r) => {
       g.append(svg("text", { x: L - 8, y: T + r * ch + ch / 2 + 4, "text-anchor": "end" }, a));
@@ -660,7 +659,9 @@
   /** Shows each problem at its line: the gutter, a band over the line, and its message under the line's text. */
   function setProblems(problems) {
     S.problemLines = problems.map((p) => p.line).filter((l) => Number.isInteger(l));
-    $("#marks").replaceChildren(...S.problemLines.map((l) => el("div", { "data-line": l })));
+    // The band over each line, with its message at the line's right end.
+    $("#marks").replaceChildren(...problems.filter((p) => Number.isInteger(p.line)).map((p) =>
+      el("div", { "data-line": p.line }, el("span", { text: String(p.message || "").split("\n")[0] }))));
     const lines = ta.value.split("\n");
     $("#problems").replaceChildren(...problems.map((p) => {
       const hasLine = Number.isInteger(p.line) && p.line >= 1;

@@ -4,6 +4,7 @@
 mod agent_trouble;
 mod audit;
 mod basics;
+mod browser;
 mod config;
 mod config_checks;
 mod crash;
