@@ -494,19 +494,22 @@
     const series = [];
     for (const [agent, perTurn] of byAgent) {
       let sum = 0;
-      const pts = [...perTurn.keys()].sort((a, b) => a - b).map((t) => { sum += perTurn.get(t); return [t, sum]; });
+      const turns = [...perTurn.keys()].sort((a, b) => a - b);
+      // Each line starts at 0 the turn before its first charge.
+      const pts = [[Math.max(0, turns[0] - 1), 0], ...turns.map((t) => { sum += perTurn.get(t); return [t, sum]; })];
       maxY = Math.max(maxY, sum);
       series.push({ agent, pts });
     }
     const W = 900, H = 240, L = 54, R = 16, T = 12, B = 30;
-    const t0 = Math.min(minTurn, maxTurn - 1), span = Math.max(1, maxTurn - t0);
+    const t0 = Math.max(0, minTurn - 1), span = Math.max(1, maxTurn - t0);
+    const digits = maxY >= 100 ? 0 : maxY >= 1 ? 2 : Math.min(6, 2 - Math.floor(Math.log10(maxY || 1)));
     const x = (t) => L + ((t - t0) / span) * (W - L - R);
     const y = (v) => T + (1 - v / (maxY || 1)) * (H - T - B);
     const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Credits spent over turns, per agent" });
     for (let i = 0; i <= 4; i++) {
       const v = (maxY * i) / 4;
       g.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }),
-        svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, fmtCredits(v)));
+        svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(digits)));
     }
     const step = Math.max(1, Math.ceil(span / 10));
     for (let t = Math.ceil(t0); t <= maxTurn; t += step) g.append(svg("text", { x: x(t), y: H - 10, "text-anchor": "middle" }, String(t)));
@@ -517,7 +520,7 @@
       const d = s.pts.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
       g.append(svg("path", { d, fill: "none", stroke: c, "stroke-width": 2.2, "stroke-linejoin": "round" },
         svg("title", {}, `${s.agent}: ${fmtCredits(s.pts[s.pts.length - 1][1])} credits`)));
-      for (const [t, v] of s.pts) g.append(svg("circle", { cx: x(t), cy: y(v), r: 3, fill: c }, svg("title", {}, `${s.agent}, turn ${t}: ${fmtCredits(v)}`)));
+      for (const [t, v] of s.pts.slice(1)) g.append(svg("circle", { cx: x(t), cy: y(v), r: 3, fill: c }, svg("title", {}, `${s.agent}, turn ${t}: ${fmtCredits(v)}`)));
     }
     box.replaceChildren(g);
     $("#plot-legend").replaceChildren(...series.map((s) => el("span", {}, el("i", { style: { background: colourOf(s.agent) } }), s.agent)));
@@ -807,7 +810,7 @@
       f(d);
     });
     on("turn_started", (d) => { $("#turn").textContent = `turn ${d.turn ?? "–"} running…`; });
-    on("turn_committed", () => refresh());
+    on("turn_committed", (d) => { if (d.turn !== undefined) $("#turn").textContent = `turn ${d.turn}`; refresh(); });
     on("delivered", (d) => onDelivered(d));
     on("ran", (d) => { S.runs.set(`${d.agent}|${d.turn}`, "ran"); });
     on("failed", (d) => { S.runs.set(`${d.agent}|${d.turn}`, "failed"); refresh(); });

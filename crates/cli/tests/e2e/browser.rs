@@ -144,6 +144,7 @@ async fn until(c: &Client, what: &str, expr: &str, limit: Duration) -> Value {
 
 /// Saves the page as `dir/name.png`.
 async fn screenshot(c: &Client, dir: &Path, name: &str) {
+    js(c, "window.scrollTo(0, 0); return null").await;
     let png = c.screenshot().await.unwrap_or_else(|e| panic!("no screenshot {name}: {e}"));
     assert!(png.starts_with(b"\x89PNG"), "the screenshot {name} is not a PNG");
     let path = dir.join(format!("{name}.png"));
