@@ -248,6 +248,12 @@ fn the_dashboard_in_headless_chromium() {
         assert_eq!(js(&c, "return window.__sameDocument === true").await, json!(true), "the page was not reloaded");
         screenshot(&c, &shots, "2-feed-reply").await;
 
+        // More traffic for the other views: the manager hands work to the
+        // planner, and a file that is not a message goes to dead letters.
+        org.send_from("manager", "planner", "Draft the launch plan");
+        org.drop_outbox("planner", "not-a-message.json", b"{ this is not json");
+        until(&c, "the planner's reply in the feed", "[...document.querySelectorAll('#feed .who')].some(w => w.textContent === 'planner')", WAIT).await;
+
         // The manager's page: a syntax error in its resume is shown at its line.
         c.find(Locator::Css("#agents tbody tr[data-agent=manager] button")).await.unwrap().click().await.unwrap();
         until(&c, "the resume in the editor", "document.querySelector('#resume').value.includes('[')", WAIT).await;
@@ -290,6 +296,12 @@ fn the_dashboard_in_headless_chromium() {
         until(&c, "the heatmap", "document.querySelector('#heatmap svg rect')", WAIT).await;
         screenshot(&c, &shots, "5-usage").await;
 
+        // Dead letters, with their reason.
+        c.find(Locator::Css("#tab-dead")).await.unwrap().click().await.unwrap();
+        let reason = until(&c, "the dead letter", "document.querySelector('#dead tbody tr td:nth-child(2)')?.textContent", WAIT).await;
+        assert!(!reason.as_str().unwrap().is_empty());
+        screenshot(&c, &shots, "6-dead").await;
+
         // Dark mode, remembered across a reload.
         c.find(Locator::Css("#tab-overview")).await.unwrap().click().await.unwrap();
         let was = js(&c, "return getComputedStyle(document.body).backgroundColor").await;
@@ -302,7 +314,7 @@ fn the_dashboard_in_headless_chromium() {
         assert_eq!(theme, other, "the toggle is remembered");
         assert_ne!(was, now, "the toggle changes the colours");
         until(&c, "the event stream to connect", "document.querySelector('#conn').classList.contains('live')", WAIT).await;
-        screenshot(&c, &shots, "6-dark").await;
+        screenshot(&c, &shots, "7-dark").await;
 
         c.close().await.unwrap();
     });
