@@ -410,7 +410,9 @@
   $("#search").addEventListener("submit", (e) => { e.preventDefault(); search(); });
   $("#q-agent").addEventListener("change", () => search());
 
+  let searches = 0;
   async function search() {
+    const mine = ++searches;
     const q = $("#q").value.trim(), agent = $("#q-agent").value;
     const p = new URLSearchParams({ limit: "100" });
     if (q) p.set("q", q);
@@ -418,6 +420,8 @@
     const list = $("#results");
     try {
       const ms = listOf(await api(`/api/messages?${p}`), "messages", "items").map(msgOf).filter((m) => m && m.id);
+      if (mine !== searches) return; // a newer search is under way: its answer is the one to show
+      list.dataset.q = q;
       ms.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
       list.replaceChildren(...ms.map((m) => el("li", {},
         el("button", { type: "button", "data-id": m.id, onclick: (ev) => { markCurrent(ev.currentTarget); showThread(m); } },

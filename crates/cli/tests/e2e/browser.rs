@@ -285,7 +285,13 @@ fn the_dashboard_in_headless_chromium() {
         c.find(Locator::Css("body")).await.unwrap().send_keys("/").await.unwrap();
         until(&c, "the search box to have focus", "document.activeElement.id === 'q'", WAIT).await;
         c.active_element().await.unwrap().send_keys("launch\u{e007}").await.unwrap();
-        until(&c, "search results", "document.querySelectorAll('#results button[data-id]').length", WAIT).await;
+        until(
+            &c,
+            "the search's results",
+            "document.querySelector('#results').dataset.q === 'launch' && document.querySelectorAll('#results button[data-id]').length",
+            WAIT,
+        )
+        .await;
         c.find(Locator::Css("#results button[data-id]")).await.unwrap().click().await.unwrap();
         until(&c, "the thread", "document.querySelectorAll('#thread li:not(.empty)').length", WAIT).await;
         screenshot(&c, &shots, "4-messages").await;
