@@ -285,6 +285,12 @@
   }
 
   function renderAgents() {
+    // Unchanged rows are left alone, so a turn does not take the focus away.
+    const sig = JSON.stringify(S.status.agents);
+    if (sig === S.agentsSig) return;
+    S.agentsSig = sig;
+    const focused = document.activeElement && document.activeElement.closest("#agents tr[data-agent]");
+    const keep = focused ? focused.dataset.agent : null;
     const rows = S.status.agents.map((a) => {
       const left = a.credits ? a.credits.left : null;
       const budget = a.credits ? a.credits.budget : null;
@@ -301,6 +307,10 @@
       return tr;
     });
     $("#agents tbody").replaceChildren(...rows);
+    if (keep) {
+      const b = [...document.querySelectorAll("#agents tr[data-agent] button")].find((x) => x.textContent === keep);
+      if (b) b.focus();
+    }
   }
 
   function fillAgentPickers() {

@@ -142,6 +142,26 @@ async fn until(c: &Client, what: &str, expr: &str, limit: Duration) -> Value {
     }
 }
 
+/// Clicks the element `css` finds; finds it again if the page redrew it
+/// between the find and the click (a turn refreshes the views).
+async fn click(c: &Client, css: &str) {
+    let start = Instant::now();
+    loop {
+        let done = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(()) => return,
+            Err(e) if start.elapsed() < WAIT => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot click {css}: {e}"),
+        }
+    }
+}
+
 /// Saves the page as `dir/name.png`.
 async fn screenshot(c: &Client, dir: &Path, name: &str) {
     js(c, "window.scrollTo(0, 0); return null").await;
@@ -229,7 +249,7 @@ fn the_dashboard_in_headless_chromium() {
         let feed_before = js(&c, "return [...document.querySelectorAll('#feed li[data-id]')].map(li => li.dataset.id)").await;
         c.find(Locator::Css("#send-to")).await.unwrap().select_by_value("manager").await.unwrap();
         c.find(Locator::Css("#send-body")).await.unwrap().send_keys("Please plan the launch").await.unwrap();
-        c.find(Locator::Css("#send-btn")).await.unwrap().click().await.unwrap();
+        click(&c, "#send-btn").await;
         let sent = until(&c, "the send box's answer", "document.querySelector('#send-result.ok') && document.querySelector('#send-result').textContent", WAIT).await;
         let id = sent.as_str().unwrap().strip_prefix("sent ").unwrap_or_else(|| panic!("{sent}")).to_string();
         let reply = until(
@@ -255,7 +275,7 @@ fn the_dashboard_in_headless_chromium() {
         until(&c, "the planner's reply in the feed", "[...document.querySelectorAll('#feed .who')].some(w => w.textContent === 'planner')", WAIT).await;
 
         // The manager's page: a syntax error in its resume is shown at its line.
-        c.find(Locator::Css("#agents tbody tr[data-agent=manager] button")).await.unwrap().click().await.unwrap();
+        click(&c, "#agents tbody tr[data-agent=manager] button").await;
         until(&c, "the resume in the editor", "document.querySelector('#resume').value.includes('[')", WAIT).await;
         let line = js(
             &c,
@@ -265,7 +285,7 @@ fn the_dashboard_in_headless_chromium() {
              ta.dispatchEvent(new Event('input')); return at + 1",
         )
         .await;
-        c.find(Locator::Css("#resume-save")).await.unwrap().click().await.unwrap();
+        click(&c, "#resume-save").await;
         let shown = until(&c, "the error in the editor", "document.querySelector('#problems li')?.dataset.line", WAIT).await;
         assert_eq!(shown, json!(line.to_string()), "the error is shown at the broken line");
         let gutter = js(&c, &format!("return document.querySelector('#gutter [data-line=\"{line}\"]').className")).await;
@@ -292,27 +312,27 @@ fn the_dashboard_in_headless_chromium() {
             WAIT,
         )
         .await;
-        c.find(Locator::Css("#results button[data-id]")).await.unwrap().click().await.unwrap();
+        click(&c, "#results button[data-id]").await;
         until(&c, "the thread", "document.querySelectorAll('#thread li:not(.empty)').length", WAIT).await;
         screenshot(&c, &shots, "4-messages").await;
 
         // Credits over turns and the activity heatmap.
-        c.find(Locator::Css("#tab-usage")).await.unwrap().click().await.unwrap();
+        click(&c, "#tab-usage").await;
         until(&c, "the credit plot", "document.querySelector('#plot svg path')", WAIT).await;
         until(&c, "the heatmap", "document.querySelector('#heatmap svg rect')", WAIT).await;
         screenshot(&c, &shots, "5-usage").await;
 
         // Dead letters, with their reason.
-        c.find(Locator::Css("#tab-dead")).await.unwrap().click().await.unwrap();
+        click(&c, "#tab-dead").await;
         let reason = until(&c, "the dead letter", "document.querySelector('#dead tbody tr td:nth-child(2)')?.textContent", WAIT).await;
         assert!(!reason.as_str().unwrap().is_empty());
         screenshot(&c, &shots, "6-dead").await;
 
         // Dark mode, remembered across a reload.
-        c.find(Locator::Css("#tab-overview")).await.unwrap().click().await.unwrap();
+        click(&c, "#tab-overview").await;
         let was = js(&c, "return getComputedStyle(document.body).backgroundColor").await;
         let other = js(&c, "return matchMedia('(prefers-color-scheme: dark)').matches ? 'light' : 'dark'").await;
-        c.find(Locator::Css("#theme")).await.unwrap().click().await.unwrap();
+        click(&c, "#theme").await;
         c.refresh().await.unwrap();
         until(&c, "the chart after the reload", "window.lemming.state.cy.nodes().length", WAIT).await;
         let theme = js(&c, "return document.documentElement.dataset.theme").await;
