@@ -516,14 +516,14 @@
     }
     const W = 900, H = 240, L = 54, R = 16, T = 12, B = 30;
     const t0 = Math.max(0, minTurn - 1), span = Math.max(1, maxTurn - t0);
-    const digits = maxY >= 100 ? 0 : maxY >= 1 ? 2 : Math.min(6, 2 - Math.floor(Math.log10(maxY || 1)));
+    const digits = maxY >= 100 ? 0 : maxY >= 1 ? 2 : Math.min(6, 1 - Math.floor(Math.log10(maxY || 1)));
     const x = (t) => L + ((t - t0) / span) * (W - L - R);
     const y = (v) => T + (1 - v / (maxY || 1)) * (H - T - B);
     const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Credits spent over turns, per agent" });
     for (let i = 0; i <= 4; i++) {
       const v = (maxY * i) / 4;
       g.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }),
-        svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(digits)));
+        svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, v ? v.toFixed(digits) : "0"));
     }
     const step = Math.max(1, Math.ceil(span / 10));
     for (let t = Math.ceil(t0); t <= maxTurn; t += step) g.append(svg("text", { x: x(t), y: H - 10, "text-anchor": "middle" }, String(t)));

@@ -342,6 +342,13 @@ fn the_dashboard_in_headless_chromium() {
         until(&c, "the event stream to connect", "document.querySelector('#conn').classList.contains('live')", WAIT).await;
         screenshot(&c, &shots, "7-dark").await;
 
+        // A narrow window: one column, nothing wider than the window.
+        c.set_window_size(600, 900).await.unwrap();
+        until(&c, "one column", "getComputedStyle(document.querySelector('.grid-overview')).gridTemplateColumns.split(' ').length === 1", WAIT).await;
+        let overflow = js(&c, "return document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
+        assert_eq!(overflow, json!(0), "the page is wider than a narrow window");
+        screenshot(&c, &shots, "8-narrow").await;
+
         c.close().await.unwrap();
     });
     drop(daemon);
