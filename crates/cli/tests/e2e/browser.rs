@@ -346,7 +346,13 @@ fn the_dashboard_in_headless_chromium() {
         c.set_window_size(600, 900).await.unwrap();
         until(&c, "one column", "getComputedStyle(document.querySelector('.grid-overview')).gridTemplateColumns.split(' ').length === 1", WAIT).await;
         let overflow = js(&c, "return document.documentElement.scrollWidth - document.documentElement.clientWidth").await;
-        assert_eq!(overflow, json!(0), "the page is wider than a narrow window");
+        let wide = js(
+            &c,
+            "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > \
+             document.documentElement.clientWidth + 1).slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className)",
+        )
+        .await;
+        assert_eq!(overflow, json!(0), "the page is wider than a narrow window: {wide}");
         screenshot(&c, &shots, "8-narrow").await;
 
         c.close().await.unwrap();
