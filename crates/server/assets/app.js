@@ -217,7 +217,11 @@
         minZoom: 0.3, maxZoom: 1.6, boxSelectionEnabled: false, autoungrabify: false,
       });
       S.cy.on("tap", "node", (ev) => { if (!ev.target.hasClass("pulse")) openAgent(ev.target.id()); });
-      new ResizeObserver(debounce(() => { S.cy.resize(); S.cy.fit(undefined, 30); }, 100)).observe($("#chart"));
+      let frame = 0;
+      new ResizeObserver(() => {
+        cancelAnimationFrame(frame);
+        frame = requestAnimationFrame(() => { S.cy.resize(); S.cy.fit(undefined, 30); });
+      }).observe($("#chart"));
     } else {
       S.cy.elements().remove();
       S.cy.add(elements);

@@ -353,6 +353,14 @@ fn the_dashboard_in_headless_chromium() {
         )
         .await;
         assert_eq!(overflow, json!(0), "the page is wider than a narrow window: {wide}");
+        until(
+            &c,
+            "the chart to fit the narrow window",
+            "(() => { const cy = window.lemming.state.cy, bb = cy.elements().renderedBoundingBox(); \
+             return cy.width() === document.querySelector('#chart').clientWidth && bb.x1 >= 0 && bb.x2 <= cy.width(); })()",
+            WAIT,
+        )
+        .await;
         screenshot(&c, &shots, "8-narrow").await;
 
         c.close().await.unwrap();
