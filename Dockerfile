@@ -20,6 +20,8 @@ RUN rustup target add x86_64-unknown-linux-musl \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# No debug info in the image's binary (the release profile keeps some for profiling).
+ENV CARGO_PROFILE_RELEASE_DEBUG=0
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin lemming \
     && cp target/x86_64-unknown-linux-musl/release/lemming /lemming
 
