@@ -119,7 +119,9 @@ mod tests {
         let syntax = before.replace("every = 1", "every = = 1");
         let unknown = before.replace("wake = \"mail\"", "wake = \"mail\"\ncolour = 1");
         let model = before.replace("model = \"default\"", "model = \"nope\"");
-        let cases: [(String, &str, Option<(usize, usize)>); 6] = [
+        // Each text, what its problem says, and where (line, column) when checked.
+        type Case<'a> = (String, &'a str, Option<(usize, usize)>);
+        let cases: [Case; 6] = [
             (syntax.clone(), "", Some(pos(&syntax, "every = = 1", 8))),
             (unknown.clone(), "colour", Some(pos(&unknown, "colour", 0))),
             (model.clone(), "unknown model key `nope`", Some(pos(&model, "\"nope\"", 0))),
