@@ -390,6 +390,8 @@ async fn the_sixth_config_write_in_the_window_gets_429_with_retry_after() {
         assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
         for _ in 0..10 {
             assert_eq!(s.get("/api/status").await.0, StatusCode::OK);
+            let r = s.req(Method::GET, "/api/agents/manager/resume").send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "reading the resume shares its path with the PUT, not its limit");
         }
         // Requests without the token are refused before they count.
         let r = s.http.put(s.url("/api/agents/manager/resume")).body(text.clone()).send().await.unwrap();
