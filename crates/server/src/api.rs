@@ -196,7 +196,8 @@ fn message_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn json<T: Serialize>(v: T) -> Response {
+/// A view as a JSON answer.
+fn answer<T: Serialize>(v: T) -> Response {
     Json(v).into_response()
 }
 
@@ -204,19 +205,19 @@ fn json<T: Serialize>(v: T) -> Response {
 
 /// `GET /api/status`: the shape of `lemming status --json`.
 async fn status(State(s): State<AppState>) -> Result<Response, ApiError> {
-    with_org(&s, |org| Ok(json(views::status(&org)?))).await
+    with_org(&s, |org| Ok(answer(views::status(&org)?))).await
 }
 
 /// `GET /api/agents`: the agents (`lemming agents --json`) and the held ones.
 async fn agents(State(s): State<AppState>) -> Result<Response, ApiError> {
-    with_org(&s, |org| views::agents(&org).map(json).map_err(|e| view_error(&org, None, e))).await
+    with_org(&s, |org| views::agents(&org).map(answer).map_err(|e| view_error(&org, None, e))).await
 }
 
 /// `GET /api/agents/{name}`: the shape of `lemming inspect NAME --json`.
 async fn inspect(State(s): State<AppState>, PathParam(name): PathParam<String>) -> Result<Response, ApiError> {
     with_org(&s, move |org| {
         live_agent(&org, &name)?;
-        views::inspect(&org, &name).map(json).map_err(|e| view_error(&org, Some(&name), e))
+        views::inspect(&org, &name).map(answer).map_err(|e| view_error(&org, Some(&name), e))
     })
     .await
 }
@@ -285,7 +286,7 @@ async fn messages(State(s): State<AppState>, QueryParams(q): QueryParams<Message
         }
         let agent = q.agent.clone();
         let query = MessageQuery { agent: q.agent, thread: q.thread, q: q.q, limit: q.limit, before: q.before };
-        views::messages(&org, &query).map(json).map_err(|e| query_error(&org, agent.as_deref(), e))
+        views::messages(&org, &query).map(answer).map_err(|e| query_error(&org, agent.as_deref(), e))
     })
     .await
 }
@@ -293,18 +294,18 @@ async fn messages(State(s): State<AppState>, QueryParams(q): QueryParams<Message
 /// `GET /api/messages/{id}`.
 async fn message(State(s): State<AppState>, PathParam(id): PathParam<String>) -> Result<Response, ApiError> {
     message_id(&id)?;
-    with_org(&s, move |org| views::message(&org, &id).map(json).map_err(|e| query_error(&org, None, e))).await
+    with_org(&s, move |org| views::message(&org, &id).map(answer).map_err(|e| query_error(&org, None, e))).await
 }
 
 /// `GET /api/threads/{id}`: the thread `id` names, or the thread of message `id`.
 async fn thread(State(s): State<AppState>, PathParam(id): PathParam<String>) -> Result<Response, ApiError> {
     message_id(&id)?;
-    with_org(&s, move |org| views::thread(&org, &id).map(json).map_err(|e| view_error(&org, None, e))).await
+    with_org(&s, move |org| views::thread(&org, &id).map(answer).map_err(|e| view_error(&org, None, e))).await
 }
 
 /// `GET /api/chart`.
 async fn chart(State(s): State<AppState>) -> Result<Response, ApiError> {
-    with_org(&s, |org| Ok(json(views::chart(&org)?))).await
+    with_org(&s, |org| Ok(answer(views::chart(&org)?))).await
 }
 
 /// The query of `GET /api/ledger`.
@@ -320,7 +321,7 @@ async fn ledger(State(s): State<AppState>, QueryParams(q): QueryParams<LedgerQue
         if let Some(a) = &q.agent {
             agent_folder(&org, a)?;
         }
-        views::ledger(&org, q.agent.as_deref()).map(json).map_err(|e| view_error(&org, q.agent.as_deref(), e))
+        views::ledger(&org, q.agent.as_deref()).map(answer).map_err(|e| view_error(&org, q.agent.as_deref(), e))
     })
     .await
 }
@@ -347,12 +348,12 @@ async fn logs(
     }
     with_org(&s, move |org| {
         agent_folder(&org, &agent)?;
-        views::logs(&org, &agent, n).map(json).map_err(|e| view_error(&org, Some(&agent), e))
+        views::logs(&org, &agent, n).map(answer).map_err(|e| view_error(&org, Some(&agent), e))
     })
     .await
 }
 
 /// `GET /api/dead`: newest first.
 async fn dead(State(s): State<AppState>) -> Result<Response, ApiError> {
-    with_org(&s, |org| Ok(json(views::dead(&org)?))).await
+    with_org(&s, |org| Ok(answer(views::dead(&org)?))).await
 }
