@@ -7,12 +7,14 @@
 //! same workload injected again into the org the cold turn left, as in an org
 //! that has been running). The floor is compared with the warm turn. The
 //! tools table (`tools.rs`) compares the same turns with and without tool
-//! calls. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
+//! calls; the server table (`server.rs`) times the API, the event stream and
+//! what serving adds to a turn. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
 //! synthetic org for your own experiments.
 
 mod daemon;
 mod floor;
 mod http_stub;
+mod server;
 mod synth;
 mod tools;
 
@@ -156,6 +158,9 @@ fn run_all(runs: usize) -> Result<bool, String> {
     }
     if only.is_empty() || only == "tools" {
         all_ok &= tools::run(&base, runs)?;
+    }
+    if only.is_empty() || only == "server" {
+        all_ok &= server::run(&base, runs)?;
     }
     Ok(all_ok)
 }

@@ -59,6 +59,12 @@ pub fn read(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Diagnost
         Ok(Entry::Gone) => return refuse("cannot read: it was removed".into(), "the file must exist and be readable"),
         Err(e) => return refuse(format!("cannot read: {}", e.source), "the file must be readable by lemming"),
     };
+    utf8(path, bytes)
+}
+
+/// The text of a config file's bytes; bytes that are not UTF-8 are refused
+/// with the line and column of the first bad byte.
+pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, Vec<Diagnostic>> {
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
         Err(e) => {

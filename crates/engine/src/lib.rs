@@ -35,7 +35,8 @@
 //!
 //! - [`org`]: finding an org, its state paths, loading every config file;
 //! - [`settings`], [`models`], [`resume`]: the three config files, read and
-//!   checked field by field through [`config`];
+//!   checked field by field through [`config`]; [`edit`]: a person's edit of a
+//!   resume, judged like `lemming validate`, written atomically and audited;
 //! - [`name`], [`message`]: agent names and the message file;
 //! - [`chart`]: who may talk to whom;
 //! - [`mailbox`]: the mail store ([`mailbox::MailStore`]) and its filesystem
@@ -70,6 +71,7 @@ pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod edit;
 pub mod error;
 pub mod events;
 pub mod fault;

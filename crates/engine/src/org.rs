@@ -425,6 +425,32 @@ impl Org {
         self.stale.iter().chain(self.broken.values().flatten()).cloned().collect()
     }
 
+    /// Judges `bytes` as the resume of the agent folder `folder`, as loading
+    /// the org (and so `lemming validate`) would judge that file with this
+    /// text in place: its syntax, its fields and limits, and the names it
+    /// refers to (model keys when `models.toml` is usable, tools when
+    /// `tools.toml` is, agents against the agent folders). The problems of
+    /// other files are not this text's.
+    pub fn check_resume(&self, folder: &str, bytes: Vec<u8>) -> Result<Resume, Vec<Diagnostic>> {
+        let path = self.layout.agent_dir(folder).join("resume.toml");
+        if bytes.len() as u64 > resume::MAX_RESUME_BYTES {
+            let m = format!("the file is {} bytes; the limit is {} bytes", bytes.len(), resume::MAX_RESUME_BYTES);
+            let help = "shorten it (the size limits of config files are in docs/operating.md)";
+            return Err(vec![Diagnostic::file(&path, m).help(help)]);
+        }
+        let text = crate::config::utf8(&path, bytes)?;
+        let f = resume::parse(&path, text, folder)?;
+        let tools = self.usable(TOOLS_TOML).then_some(&self.tools);
+        check_refs(f, &self.models, self.usable(MODELS_TOML), tools, &agent_folders(&self.layout))
+    }
+
+    /// Whether the config file `rel` is in use as loaded: valid, or replaced
+    /// by its last good version (not by defaults).
+    fn usable(&self, rel: &str) -> bool {
+        let path = self.layout.root.join(rel);
+        self.last_good.iter().any(|p| p == Path::new(rel)) || !self.stale.iter().any(|d| d.path == path)
+    }
+
     /// The org chart.
     pub fn chart(&self) -> Chart<'_> {
         Chart::new(&self.agents)

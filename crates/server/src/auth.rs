@@ -3,39 +3,246 @@
 //! `Authorization: Bearer TOKEN` or in the dashboard's cookie, which a
 //! one-time login link (`/login?code=…`, printed at start) sets.
 
-use crate::Routes;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use lemming_engine::error::{PathError, WithPath};
+use lemming_engine::org::Layout;
+use serde::Deserialize;
+
+use crate::api::QueryParams;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::Routes;
 
 /// The name of the dashboard's cookie.
 pub const COOKIE: &str = "lemming_token";
 
-/// The token in `org/state/api-token`, created (mode 0600) when missing.
-pub fn load_or_create_token(_layout: &lemming_engine::org::Layout) -> Result<String, lemming_engine::error::PathError> {
-    Ok(String::new())
+/// The token file's name in `org/state/`.
+pub const TOKEN_FILE: &str = "api-token";
+
+/// How long a login code is good for.
+pub const LOGIN_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The most login codes kept at once (the oldest are forgotten first).
+const MAX_LOGINS: usize = 64;
+
+/// `n` random bytes from the kernel, as lower-case hex.
+fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// One-time login codes.
+/// The token in `org/state/api-token`, created (mode 0600, 32 random bytes
+/// as hex, written atomically) when missing or empty. An existing token is
+/// reused, and its mode narrowed to 0600 if it was wider.
+pub fn load_or_create_token(layout: &Layout) -> Result<String, PathError> {
+    let path = layout.state_dir().join(TOKEN_FILE);
+    if let Some(bytes) = lemming_engine::fsx::read_small(&path, 4096)? {
+        let token = String::from_utf8_lossy(&bytes).trim().to_string();
+        if !token.is_empty() {
+            let mode = std::fs::metadata(&path).with_path(&path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_path(&path)?;
+            }
+            return Ok(token);
+        }
+    }
+    let token = random_hex(32).with_path("/dev/urandom")?;
+    let tmp_dir = layout.state_tmp();
+    std::fs::create_dir_all(&tmp_dir).with_path(&tmp_dir)?;
+    let tmp = lemming_engine::fsx::tmp_path(&tmp_dir, &path);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()).and_then(|()| f.sync_all()))
+        .with_path(&tmp)
+        .and_then(|()| std::fs::rename(&tmp, &path).with_path(&path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    lemming_engine::fsx::sync_dir(&layout.state_dir())?;
+    Ok(token)
+}
+
+/// Whether `a` and `b` are equal, in a time that depends only on their
+/// lengths (not on where they first differ).
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One-time login codes: each is good for one login within [`LOGIN_TTL`].
 #[derive(Debug, Default)]
-pub struct Logins {}
+pub struct Logins {
+    codes: Mutex<HashMap<String, Instant>>,
+}
 
 impl Logins {
-    /// A new code, good for one login.
+    /// A new code, good for one login within [`LOGIN_TTL`].
     pub fn issue(&self) -> String {
-        String::new()
+        // The kernel's randomness is always there on Linux; should it fail, a
+        // code no one can guess still comes from the time and the process.
+        let code = random_hex(16).unwrap_or_else(|_| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!("{:x}{:x}", t.as_nanos(), std::process::id())
+        });
+        let now = Instant::now();
+        let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        codes.retain(|_, at| now.duration_since(*at) < LOGIN_TTL);
+        while codes.len() >= MAX_LOGINS {
+            let oldest = codes.iter().min_by_key(|(_, at)| **at).map(|(c, _)| c.clone());
+            if let Some(c) = oldest {
+                codes.remove(&c);
+            }
+        }
+        codes.insert(code.clone(), now);
+        code
+    }
+
+    /// Uses up `code`: true when it was issued, unused, and not expired.
+    pub fn redeem(&self, code: &str) -> bool {
+        let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        let found = codes.keys().find(|c| same(c.as_bytes(), code.as_bytes())).cloned();
+        match found.and_then(|c| codes.remove(&c)) {
+            Some(at) => at.elapsed() < LOGIN_TTL,
+            None => false,
+        }
     }
 }
 
+/// The token a request carries: its bearer token, else its cookie.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    bearer.or_else(|| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == COOKIE)
+            .map(|(_, v)| v.trim())
+    })
+}
+
+/// Whether the request carries the token (header or cookie).
+pub fn allowed(s: &AppState, headers: &HeaderMap) -> bool {
+    presented(headers).is_some_and(|t| same(t.as_bytes(), s.token.as_bytes()))
+}
+
 /// Lets a request through when it carries the token (header or cookie); else 401.
-pub async fn require(State(_s): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    Ok(next.run(req).await)
+pub async fn require(State(s): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    if allowed(&s, req.headers()) {
+        Ok(next.run(req).await)
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// The query of `GET /login`.
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    code: Option<String>,
+}
+
+/// `GET /login?code=…`: a good code sets the cookie and goes to the
+/// dashboard; any other gets 401 with what to do.
+async fn login(State(s): State<AppState>, headers: HeaderMap, QueryParams(q): QueryParams<LoginQuery>) -> Response {
+    if q.code.as_deref().is_some_and(|c| s.logins.redeem(c)) {
+        let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", s.token);
+        let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return r;
+    }
+    let message =
+        "this login link is not valid: each link works once, for 10 minutes. Use the link the server printed \
+                   at start (restart `lemming serve` for a new one), or send the token as `Authorization: Bearer \
+                   TOKEN` (LEMMING_API_TOKEN, or the one in org/state/api-token)";
+    let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        let page = format!(
+            "<!doctype html><meta charset=utf-8><title>lemming: login</title>\
+             <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>Not logged in</h1><p>{message}</p>"
+        );
+        (StatusCode::UNAUTHORIZED, Html(page)).into_response()
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+    }
 }
 
 /// `GET /login?code=…`.
 pub fn routes() -> Routes {
-    Routes::new()
+    Routes::new().add("GET", "/login", axum::routing::get(login))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_created_once_private_and_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        let t = load_or_create_token(&layout).unwrap();
+        assert_eq!(t.len(), 64);
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
+        let path = layout.state_dir().join(TOKEN_FILE);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(load_or_create_token(&layout).unwrap(), t, "reused");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load_or_create_token(&layout).unwrap(), t);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "narrowed");
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(load_or_create_token(&Layout::new(other.path())).unwrap(), t, "random");
+        assert!(std::fs::read_dir(layout.state_tmp()).unwrap().next().is_none(), "no temporary file left");
+    }
+
+    #[test]
+    fn a_login_code_works_once() {
+        let l = Logins::default();
+        let (a, b) = (l.issue(), l.issue());
+        assert_ne!(a, b);
+        assert!(l.redeem(&a));
+        assert!(!l.redeem(&a), "used");
+        assert!(!l.redeem("nope") && !l.redeem(""));
+        assert!(l.redeem(&b));
+        // An expired code is refused.
+        let c = l.issue();
+        l.codes.lock().unwrap().insert(c.clone(), Instant::now() - LOGIN_TTL);
+        assert!(!l.redeem(&c));
+        // Memory stays bounded.
+        for _ in 0..(MAX_LOGINS * 2) {
+            l.issue();
+        }
+        assert!(l.codes.lock().unwrap().len() <= MAX_LOGINS);
+    }
+
+    #[test]
+    fn the_token_is_found_in_the_header_or_the_cookie() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented(&h), None);
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; lemming_token=abc; b=2"));
+        assert_eq!(presented(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer xyz"));
+        assert_eq!(presented(&h), Some("xyz"));
+        assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"abcd"));
+    }
 }

@@ -46,6 +46,15 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 413: the body is larger than the server takes.
+    pub fn too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {} bytes, the most this server takes", crate::MAX_BODY),
+        )
+    }
+
     /// 422: the content is not valid; `details` says where.
     pub fn invalid(message: impl Into<String>, details: Value) -> ApiError {
         ApiError { details: Some(details), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message) }
@@ -96,6 +105,31 @@ impl IntoResponse for ApiError {
 impl From<lemming_engine::error::PathError> for ApiError {
     fn from(e: lemming_engine::error::PathError) -> ApiError {
         ApiError::internal(e.to_string())
+    }
+}
+
+/// Puts the answers that middleware gives in its own words (the body limit's
+/// 413, a route's 405) into the API's error shape.
+pub async fn shape(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let r = next.run(req).await;
+    let ours = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if !ours => ApiError::too_large().into_response(),
+        StatusCode::METHOD_NOT_ALLOWED if !ours => {
+            let allow = r.headers().get(header::ALLOW).cloned();
+            let mut e = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not served here; GET /api/openapi.json lists each route's methods"),
+            )
+            .into_response();
+            if let Some(a) = allow {
+                e.headers_mut().insert(header::ALLOW, a);
+            }
+            e
+        }
+        _ => r,
     }
 }
 

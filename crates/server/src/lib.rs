@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .router
         .fallback(error::not_found)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::middleware::from_fn(error::shape))
         .with_state(state)
 }
 

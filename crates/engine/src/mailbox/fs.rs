@@ -249,6 +249,12 @@ impl FsMailStore {
         self.read_box_skipping(agent, "cur")
     }
 
+    /// The messages an agent's outbox has routed (`outbox/sent/`), read like
+    /// [`FsMailStore::read_mail_skipping`], for people's views of every message.
+    pub fn sent_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
+        self.read_dir_skipping(&self.outbox(agent, "sent"))
+    }
+
     fn read_box(&self, agent: &str, sub: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
         let read = self.read_box_skipping(agent, sub)?;
         match read.unreadable.into_iter().next() {
@@ -258,11 +264,14 @@ impl FsMailStore {
     }
 
     fn read_box_skipping(&self, agent: &str, sub: &str) -> Result<MailRead, PathError> {
-        let dir = self.inbox(agent, sub);
+        self.read_dir_skipping(&self.inbox(agent, sub))
+    }
+
+    fn read_dir_skipping(&self, dir: &Path) -> Result<MailRead, PathError> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         let mut unreadable = Vec::new();
-        for file in list_entries(&dir)? {
+        for file in list_entries(dir)? {
             let p = dir.join(&file);
             let (id, bytes) = match fsx::read_entry(&p, self.read_limit) {
                 Ok(Entry::File { id, bytes }) => (id, bytes),

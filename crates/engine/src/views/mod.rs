@@ -12,17 +12,31 @@
 //! - [`models()`]: the model keys of `org/models.toml`;
 //! - [`inbox()`] and [`thread()`]: an agent's mail, and one conversation
 //!   across every mailbox;
-//! - [`logs()`] and [`LogsFollow`]: an agent's activity log, once or as it grows.
+//! - [`logs()`] and [`LogsFollow`]: an agent's activity log, once or as it grows;
+//! - [`chart()`]: the org chart as nodes (with their state) and allowed edges;
+//! - [`ledger()`]: the credits ledger's entries, with the balance after each;
+//! - [`dead()`]: the dead letters with their reasons;
+//! - [`messages()`] and [`message()`]: every message the org holds, searched and paged.
 
 mod agents;
+mod chart;
+mod dead;
+mod ledger;
 mod logs;
 mod mail;
+mod messages;
 mod models;
 pub mod status;
 
 pub use agents::{agents, inspect, AgentRow, AgentsView, InspectView, ModelSpend, ScheduleView};
+pub use chart::{chart, ChartEdge, ChartNode, ChartView};
+pub use dead::{dead, DeadLetter, DeadView};
+pub use ledger::{ledger, LedgerRow, LedgerView};
 pub use logs::{logs, LogsFollow, LogsView};
 pub use mail::{inbox, thread, Inbox, InboxMessage, InboxView, NotAMessage, ThreadMessage, ThreadView};
+pub use messages::{
+    message, messages, MessageQuery, MessageQueryError, MessageRow, MessagesView, DEFAULT_LIMIT, MAX_LIMIT,
+};
 pub use models::{models, ModelRow, ModelsView, PriceView};
 pub use status::{status, AgentState, AgentStatus, BreakerState, StatusView, Unreadable};
 
