@@ -30,11 +30,7 @@ const INDEX: &[u8] = include_bytes!("../assets/index.html");
 /// Every file under `/assets/`.
 const ASSETS: &[Asset] = &[
     Asset { name: "app.css", content_type: "text/css; charset=utf-8", bytes: include_bytes!("../assets/app.css") },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        bytes: include_bytes!("../assets/app.js"),
-    },
+    Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../assets/app.js") },
     Asset {
         name: "cytoscape.min.js",
         content_type: "text/javascript; charset=utf-8",

@@ -136,7 +136,10 @@ async fn until(c: &Client, what: &str, expr: &str, limit: Duration) -> Value {
         }
         if start.elapsed() > limit {
             let page = js(c, "return document.body.innerText.slice(0, 3000)").await;
-            panic!("waited {limit:?} for {what} (`{expr}` is {last}); the page shows:\n{}", page.as_str().unwrap_or(""));
+            panic!(
+                "waited {limit:?} for {what} (`{expr}` is {last}); the page shows:\n{}",
+                page.as_str().unwrap_or("")
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
