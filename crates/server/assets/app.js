@@ -7,6 +7,13 @@
 (() => {
   const $ = (sel) => document.querySelector(sel);
 
+  // What the page's policy blocked (nothing, when the page is right), kept for the console and the tests.
+  const violations = [];
+  document.addEventListener("securitypolicyviolation", (e) => {
+    violations.push(`${e.effectiveDirective} blocked ${e.blockedURI || "inline"}`);
+    console.warn("blocked by the Content-Security-Policy:", e.effectiveDirective, e.blockedURI);
+  });
+
   // ------------------------------------------------------------ helpers --
 
   /** An element with attributes and children (strings become text nodes). */
@@ -879,5 +886,5 @@
   start();
 
   // For the browser test and for people at the console.
-  window.lemming = { state: S, openAgent, closeAgent, selectTab };
+  window.lemming = { state: S, violations, openAgent, closeAgent, selectTab };
 })();

@@ -366,6 +366,9 @@ fn the_dashboard_in_headless_chromium() {
         .await;
         screenshot(&c, &shots, "8-narrow").await;
 
+        let blocked = js(&c, "return window.lemming.violations").await;
+        assert_eq!(blocked, json!([]), "the page's own Content-Security-Policy blocked something");
+
         c.close().await.unwrap();
     });
     drop(daemon);
