@@ -279,9 +279,21 @@
     showDaemon(st.daemon);
     $("#spent").textContent = st.budget ? `spent ${fmtCredits(st.spent)} of ${fmtCredits(st.budget.budget)}` : `spent ${fmtCredits(st.spent)}`;
     $("#dead-count").textContent = st.dead_letters ? String(st.dead_letters) : "";
+    showConfigProblems(st.problems || []);
     renderAgents();
     colourNodes();
     fillAgentPickers();
+  }
+
+  /** The config files' problems, in the header (the daemon uses their last good versions meanwhile). */
+  function showConfigProblems(problems) {
+    const p = $("#config");
+    p.hidden = !problems.length;
+    p.textContent = `${problems.length} config problem${problems.length === 1 ? "" : "s"}`;
+    p.title = problems.map((x) => {
+      const file = x.file || x.path || "";
+      return `${file}${x.line ? `:${x.line}` : ""}: ${x.message || ""}`;
+    }).join("\n");
   }
 
   function showDaemon(d) {
@@ -843,7 +855,7 @@
     on("charged", () => {});
     on("topped_up", () => refresh());
     on("tool_call", () => {});
-    on("config_error", () => refresh());
+    on("config_error", (d) => { showConfigProblems(d.problems || []); refresh(); });
     on("paused", () => showDaemon({ ...(S.status ? S.status.daemon : {}), paused: true }));
     on("resumed", () => showDaemon({ ...(S.status ? S.status.daemon : {}), paused: false }));
   }

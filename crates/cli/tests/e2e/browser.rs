@@ -331,6 +331,14 @@ fn the_dashboard_in_headless_chromium() {
         assert!(!reason.as_str().unwrap().is_empty());
         screenshot(&c, &shots, "6-dead").await;
 
+        // Pause and resume: the button and the daemon's state follow.
+        click(&c, "#pause").await;
+        until(&c, "the paused state", "document.querySelector('#daemon').textContent === 'paused' && document.querySelector('#pause').textContent === 'Resume'", WAIT).await;
+        assert_eq!(org.status_json()["daemon"]["paused"], json!(true), "the daemon is paused");
+        click(&c, "#pause").await;
+        until(&c, "the running state", "document.querySelector('#daemon').textContent === 'running' && document.querySelector('#pause').textContent === 'Pause'", WAIT).await;
+        assert_eq!(org.status_json()["daemon"]["paused"], json!(false), "the daemon runs again");
+
         // Dark mode, remembered across a reload.
         click(&c, "#tab-overview").await;
         let was = js(&c, "return getComputedStyle(document.body).backgroundColor").await;
