@@ -554,7 +554,10 @@
       svg("text", { x: W - R, y: H - B - 6, "text-anchor": "end" }, "turn"));
     for (const s of series) {
       const c = colourOf(s.agent);
-      const d = s.pts.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+      // Flat after its last charge: the total stays what it was.
+      const last = s.pts[s.pts.length - 1];
+      const line = last[0] < maxTurn ? [...s.pts, [maxTurn, last[1]]] : s.pts;
+      const d = line.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
       g.append(svg("path", { d, fill: "none", stroke: c, "stroke-width": 2.2, "stroke-linejoin": "round" },
         svg("title", {}, `${s.agent}: ${fmtCredits(s.pts[s.pts.length - 1][1])} credits`)));
       for (const [t, v] of s.pts.slice(1)) g.append(svg("circle", { cx: x(t), cy: y(v), r: 3, fill: c }, svg("title", {}, `${s.agent}, turn ${t}: ${fmtCredits(v)}`)));
