@@ -315,10 +315,16 @@ fn has_token(headers: &axum::http::HeaderMap, token: &str) -> bool {
     !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether a scrape from `peer` may read the metrics: from this machine
+/// (loopback) always, from elsewhere (or an unknown peer) with the token.
+fn allowed(peer: Option<SocketAddr>, headers: &axum::http::HeaderMap, token: &str) -> bool {
+    peer.is_some_and(|p| p.ip().is_loopback()) || has_token(headers, token)
+}
+
 /// `GET /metrics`: open to this machine (loopback); from elsewhere it needs the token.
 async fn metrics(State(s): State<AppState>, req: Request) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    if !peer.is_some_and(|p| p.ip().is_loopback()) && !has_token(req.headers(), &s.token) {
+    if !allowed(peer, req.headers(), &s.token) {
         return ApiError::unauthorized().into_response();
     }
     let mut r = s.metrics.encode().into_response();
@@ -481,5 +487,18 @@ mod tests {
         assert!(has_token(&h, "secret"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
         assert!(!has_token(&h, ""), "an empty token opens nothing");
+    }
+
+    #[test]
+    fn loopback_scrapes_need_no_token_and_others_do() {
+        let none = axum::http::HeaderMap::new();
+        let mut with = axum::http::HeaderMap::new();
+        with.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        let at = |a: &str| Some(a.parse::<SocketAddr>().unwrap());
+        assert!(allowed(at("127.0.0.1:5000"), &none, "secret"));
+        assert!(allowed(at("[::1]:5000"), &none, "secret"));
+        assert!(!allowed(at("10.0.0.7:5000"), &none, "secret"));
+        assert!(allowed(at("10.0.0.7:5000"), &with, "secret"));
+        assert!(!allowed(None, &none, "secret"), "an unknown peer is not this machine");
     }
 }
