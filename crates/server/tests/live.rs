@@ -63,7 +63,7 @@ struct Stream {
 
 impl Stream {
     async fn open(addr: SocketAddr, last: Option<u64>) -> (Stream, reqwest::header::HeaderMap) {
-        let mut req = reqwest::Client::new()
+        let mut req = reqwest::Client::builder().no_proxy().build().unwrap()
             .get(format!("http://{addr}/api/events"))
             .bearer_auth("secret")
             .header("accept-encoding", "gzip, br");
@@ -134,7 +134,7 @@ async fn the_stream_is_sse_uncompressed_and_sends_each_line_as_it_lands() {
 async fn a_bad_last_event_id_gets_400_with_the_error_shape() {
     let d = tempfile::tempdir().unwrap();
     let server = start(d.path(), None).await;
-    let r = reqwest::Client::new()
+    let r = reqwest::Client::builder().no_proxy().build().unwrap()
         .get(format!("http://{}/api/events", server.addr))
         .bearer_auth("secret")
         .header("last-event-id", "abc")
@@ -194,7 +194,7 @@ async fn metrics_are_open_on_loopback_and_answer_in_well_under_10_ms() {
     }
     let server = start(d.path(), None).await;
     append(d.path(), &[delivered(1)]);
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = format!("http://{}/metrics", server.addr);
     let mut times = Vec::new();
     let mut text = String::new();
