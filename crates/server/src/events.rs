@@ -278,7 +278,10 @@ impl Hub {
         }
         let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
             if buf.len() as u64 == READ_CHUNK {
-                tracing::warn!(offset = r.offset, "a line of the events file is longer than {READ_CHUNK} bytes; skipped");
+                tracing::warn!(
+                    offset = r.offset,
+                    "a line of the events file is longer than {READ_CHUNK} bytes; skipped"
+                );
                 r.offset += buf.len() as u64;
                 r.skipping = true;
             }
@@ -461,9 +464,8 @@ fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<u64>
         Some(v) => Some(v.to_str().map_err(|_| bad_id("(not text)"))?.trim().to_string()),
         None => None,
     };
-    let from_query = query.and_then(|q| {
-        q.split('&').find_map(|kv| kv.strip_prefix("last_event_id=").map(|v| v.trim().to_string()))
-    });
+    let from_query =
+        query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("last_event_id=").map(|v| v.trim().to_string())));
     match from_header.or(from_query).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v.parse::<u64>().map(Some).map_err(|_| bad_id(&v)),
@@ -615,7 +617,8 @@ mod tests {
 
     #[test]
     fn frames_carry_the_seq_the_wire_name_and_the_line() {
-        let e = Event { seq: 9, turn: 3, at: t0(), kind: EventKind::Turn(TurnReport { turn: 3, ..Default::default() }) };
+        let e =
+            Event { seq: 9, turn: 3, at: t0(), kind: EventKind::Turn(TurnReport { turn: 3, ..Default::default() }) };
         let l = e.to_json().to_string();
         let f = Frame::of(&e, &l);
         assert_eq!(text(&f.bytes), format!("id: 9\nevent: turn_committed\ndata: {l}\n\n"));

@@ -159,11 +159,7 @@ impl Metrics {
         );
         registry.register("lemming_messages_delivered", "Messages delivered into inboxes", m.delivered.clone());
         registry.register("lemming_dead_letters", "Messages sent to org/state/dead/, by reason", m.dead.clone());
-        registry.register(
-            "lemming_agent_runs",
-            "Agent runs by outcome (ok, failed, skipped)",
-            m.runs.clone(),
-        );
+        registry.register("lemming_agent_runs", "Agent runs by outcome (ok, failed, skipped)", m.runs.clone());
         registry.register("lemming_credits_spent", "Credits charged, by agent and model", m.credits.clone());
         registry.register("lemming_tokens", "Tokens charged, by model and direction (input, output)", m.tokens.clone());
         registry.register(
@@ -304,10 +300,8 @@ pub fn observe_providers(metrics: &Arc<Metrics>) {
 
 /// Whether `headers` carry the bearer token (compared in constant time).
 fn has_token(headers: &axum::http::HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let Some(given) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     else {
         return false;
     };

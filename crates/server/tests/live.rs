@@ -63,7 +63,10 @@ struct Stream {
 
 impl Stream {
     async fn open(addr: SocketAddr, last: Option<u64>) -> (Stream, reqwest::header::HeaderMap) {
-        let mut req = reqwest::Client::builder().no_proxy().build().unwrap()
+        let mut req = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
             .get(format!("http://{addr}/api/events"))
             .bearer_auth("secret")
             .header("accept-encoding", "gzip, br");
@@ -134,7 +137,10 @@ async fn the_stream_is_sse_uncompressed_and_sends_each_line_as_it_lands() {
 async fn a_bad_last_event_id_gets_400_with_the_error_shape() {
     let d = tempfile::tempdir().unwrap();
     let server = start(d.path(), None).await;
-    let r = reqwest::Client::builder().no_proxy().build().unwrap()
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
         .get(format!("http://{}/api/events", server.addr))
         .bearer_auth("secret")
         .header("last-event-id", "abc")
@@ -206,7 +212,9 @@ async fn metrics_are_open_on_loopback_and_answer_in_well_under_10_ms() {
         assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
         text = r.text().await.unwrap();
         times.push(start.elapsed());
-        if !text.contains("lemming_unread_messages{agent=\"agent299\"} 0") || !text.contains("lemming_messages_delivered_total 1") {
+        if !text.contains("lemming_unread_messages{agent=\"agent299\"} 0")
+            || !text.contains("lemming_messages_delivered_total 1")
+        {
             // Not refreshed yet: wait for the pump.
             assert!(Instant::now() < deadline, "the metrics never showed the org:\n{text}");
             times.clear();

@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
                 Err(_) => tracing::warn!("the HTTP server did not stop within 5 s; leaving it"),
             }
         }
-        Ok::<_, CliError>(turns?)
+        turns
     })??;
     eprintln!("lemming: stopped after {turns} turn(s)");
     Ok(())

@@ -10,15 +10,16 @@ use crate::ctx::{block_on, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-The address is --listen, else `listen` in the [http] table of org/org.toml, else
-127.0.0.1:7878 (port 0 picks a free one). Every /api route needs the token: \
-LEMMING_API_TOKEN, else the one in org/state/api-token (created at the first start); \
-the login link printed at start sets it in the browser. /health and /ready are \
-open, and /metrics is open to this machine. An address other than loopback is \
-refused unless LEMMING_API_TOKEN is set.
+The address is --listen, else `listen` in the [http] table of org/org.toml,
+else 127.0.0.1:7878 (port 0 picks a free one). Every /api route needs the
+token: LEMMING_API_TOKEN, else the one in org/state/api-token (created at the
+first start); the login link printed at start sets it in the browser. /health
+and /ready are open, and /metrics is open to this machine. An address other
+than loopback is refused (exit 1) unless LEMMING_API_TOKEN is set.
 
-Events come from org/state/events.jsonl, so `lemming step` or a daemon in another \
-process can run beside it; `lemming run --http ADDR` serves from the daemon itself.")]
+Events come from org/state/events.jsonl, so `lemming step` or a daemon in
+another process can run beside it; `lemming run --http ADDR` serves from the
+daemon itself.")]
 pub struct Args {
     /// The address and port to listen on, for example 127.0.0.1:7878
     #[arg(long, value_name = "ADDR")]

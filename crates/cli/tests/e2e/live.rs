@@ -164,7 +164,9 @@ fn served_at(mut output: impl FnMut() -> String) -> SocketAddr {
     let printed = wait_until(Duration::from_secs(20), || {
         found = output()
             .lines()
-            .find_map(|l| l.split_once(" at http://").filter(|_| l.starts_with("lemming: serving")).map(|(_, r)| r.to_string()))
+            .find_map(|l| {
+                l.split_once(" at http://").filter(|_| l.starts_with("lemming: serving")).map(|(_, r)| r.to_string())
+            })
             .and_then(|r| r.trim_end_matches('/').parse().ok());
         found.is_some()
     });
@@ -338,15 +340,15 @@ struct Serve {
 
 impl Serve {
     fn start(org: &TestOrg) -> Serve {
+        Serve::start_with(org, &["--listen", "127.0.0.1:0"])
+    }
+
+    fn start_with(org: &TestOrg, args: &[&str]) -> Serve {
         let log = org.tmp.path().join("serve.log");
         let out = fs::File::create(&log).unwrap();
-        let child = org
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
+        let argv: Vec<&str> = std::iter::once("serve").chain(args.iter().copied()).collect();
+        let child =
+            org.command(&argv).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
         Serve { child, log }
     }
 
@@ -452,7 +454,8 @@ fn a_real_prometheus_scrapes_the_daemon_and_counts_its_turns() {
     for i in 0..3 {
         let id = send_via_api(&org, addr, "manager", &format!("turn {i}"));
         let answered = wait_until(Duration::from_secs(10), || {
-            let replies = file_events(&org.root).iter().filter(|e| e["event"] == "delivered" && e["to"] == "human").count();
+            let replies =
+                file_events(&org.root).iter().filter(|e| e["event"] == "delivered" && e["to"] == "human").count();
             replies > i
         });
         assert!(answered, "no answer to {id}\n{d}");
@@ -474,4 +477,24 @@ fn a_real_prometheus_scrapes_the_daemon_and_counts_its_turns() {
     );
     d.assert_running("after the scrapes");
     drop(prom);
+}
+
+#[test]
+fn run_and_serve_listen_where_org_toml_says_and_the_server_stops_with_the_daemon() {
+    let org = TestOrg::new();
+    let toml = org.read("org/org.toml");
+    org.write("org/org.toml", format!("{toml}\n[http]\nlisten = \"127.0.0.1:0\"\n"));
+    let mut d = org.spawn_run(&[]);
+    let addr = served_at(|| d.output());
+    d.wait_ready();
+    assert_eq!(get(&format!("http://{addr}/health")).0, 200);
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{d}");
+    assert_eq!(get(&format!("http://{addr}/health")).0, 0, "the server is gone with the daemon");
+
+    let mut serve = Serve::start_with(&org, &[]);
+    let addr = served_at(|| serve.output());
+    assert_eq!(get(&format!("http://{addr}/health")).0, 200);
+    assert_eq!(serve.stop(), Some(0));
 }
