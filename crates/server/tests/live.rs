@@ -115,12 +115,13 @@ async fn the_stream_is_sse_uncompressed_and_sends_each_line_as_it_lands() {
     assert_eq!(h["cache-control"], "no-cache");
     assert_eq!(h["x-accel-buffering"], "no");
     assert!(h.get("content-encoding").is_none(), "compressed: {h:?}");
-    append(d.path(), &[delivered(3)]);
+    let third = delivered(3);
+    append(d.path(), std::slice::from_ref(&third));
     let f = s.next(Duration::from_secs(5)).await;
     assert_eq!(field(&f, "id"), Some("3"), "what was there before the server started is not sent: {f}");
     assert_eq!(field(&f, "event"), Some("delivered"));
     let data: serde_json::Value = serde_json::from_str(field(&f, "data").unwrap()).unwrap();
-    assert_eq!(data, delivered(3).to_json());
+    assert_eq!(data, third.to_json());
 
     // A reconnect with Last-Event-ID 1 gets 2 (from the file) and 3 (from memory).
     let (mut again, _) = Stream::open(server.addr, Some(1)).await;
