@@ -10,6 +10,10 @@
 #   bwrap         bubblewrap, the sandbox that run_command and custom tools run
 #                 in (Debian's package, fetched with `apt-get download` and
 #                 unpacked with `dpkg -x`: no root needed once apt's lists exist)
+#   prometheus    Debian's Prometheus server, for the test that scrapes
+#                 `lemming run --http`'s /metrics (`apt-get install -y
+#                 --no-install-recommends prometheus`, with sudo when not root;
+#                 skipped with a note where apt-get is missing)
 #
 # Everything goes under ${LEMMING_PEERS_DIR:-$HOME/.cache/lemming-peers}.
 # The script is idempotent: what is already there is checked and reused, so a
@@ -21,10 +25,11 @@
 # apt). Needs python3 (>= 3.10, with the venv module), a C/C++ compiler, tar,
 # sha256sum, and apt-get and dpkg for bubblewrap (unless `bwrap` is installed).
 #
-# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm|bwrap] [--help]
+# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm|bwrap|prometheus] [--help]
 #   --only llama     build llama-server and assemble the model only
 #   --only fakellm   install fakellm only
 #   --only bwrap     install bubblewrap only
+#   --only prometheus  install Prometheus only
 #   (default)        all of them
 #
 # Environment:
@@ -51,7 +56,7 @@ usage() { sed -n '2,/^set -Eeuo/p' "$0" | sed -e '/^set -Eeuo/d' -e 's/^# \{0,1\
 while [ $# -gt 0 ]; do
   case "$1" in
     --only)
-      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm|bwrap)" >&2; exit 2; }
+      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm|bwrap|prometheus)" >&2; exit 2; }
       ONLY="$2"; shift 2 ;;
     --only=*) ONLY="${1#--only=}"; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -59,8 +64,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$ONLY" in
-  all|llama|fakellm|bwrap) ;;
-  *) echo "error: --only must be llama, fakellm or bwrap, not '$ONLY'" >&2; exit 2 ;;
+  all|llama|fakellm|bwrap|prometheus) ;;
+  *) echo "error: --only must be llama, fakellm, bwrap or prometheus, not '$ONLY'" >&2; exit 2 ;;
 esac
 
 # ---------------------------------------------------------------- helpers --
@@ -344,13 +349,57 @@ install_bwrap() {
   step_end "installed: $BWRAP_BIN ($("$BWRAP_BIN" --version))"
 }
 
+# ------------------------------------------------------------- prometheus --
+
+prometheus_bin() { command -v prometheus 2>/dev/null || true; }
+
+install_prometheus() {
+  step_begin "prometheus (Debian's package)"
+  local bin
+  bin="$(prometheus_bin)"
+  if [ -n "$bin" ] && "$bin" --version >/dev/null 2>&1; then
+    step_end "installed: $bin"
+    return 0
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "    note: apt-get is not available here; install prometheus with your package manager"
+    log "          (the Prometheus test says SKIPPED until then)"
+    step_end "skipped"
+    return 0
+  fi
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo"
+    else
+      log "    note: installing prometheus needs root, and sudo is missing; run as root:"
+      log "          apt-get install -y --no-install-recommends prometheus"
+      step_end "skipped"
+      return 0
+    fi
+  fi
+  local alog="$CACHE/logs/apt.log"
+  log "    apt-get install -y --no-install-recommends prometheus${sudo:+ (with sudo)}"
+  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >>"$alog" 2>&1; then
+    # apt's package lists may be missing (a fresh machine).
+    log "    apt-get update (the package lists are missing or old)"
+    $sudo apt-get update -qq >>"$alog" 2>&1 || die "apt-get update failed (see $alog)"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >>"$alog" 2>&1 \
+      || die "apt-get install prometheus failed (see $alog)"
+  fi
+  bin="$(prometheus_bin)"
+  [ -n "$bin" ] && "$bin" --version >/dev/null 2>&1 || die "prometheus is not usable after apt-get install (see $alog)"
+  step_end "installed: $bin"
+}
+
 # ------------------------------------------------------------------- main --
 
 case "$ONLY" in
-  all) install_bwrap; install_llama_server; install_model; install_fakellm ;;
+  all) install_bwrap; install_llama_server; install_model; install_fakellm; install_prometheus ;;
   llama) install_llama_server; install_model ;;
   fakellm) install_fakellm ;;
   bwrap) install_bwrap ;;
+  prometheus) install_prometheus ;;
 esac
 
 # env.sh lists every peer that is installed in this cache, whatever --only was.
@@ -363,6 +412,7 @@ ENV_SH="$CACHE/env.sh"
   if [ -f "$GGUF" ]; then echo "export LEMMING_GGUF=$GGUF"; fi
   if [ -x "$FAKELLM_BIN" ]; then echo "export LEMMING_FAKELLM=$FAKELLM_BIN"; fi
   if bwrap_ok; then echo "export LEMMING_BWRAP=$BWRAP_BIN"; fi
+  if [ -n "$(prometheus_bin)" ]; then echo "export LEMMING_PROMETHEUS=$(prometheus_bin)"; fi
 } >"$ENV_SH.tmp"
 mv -f "$ENV_SH.tmp" "$ENV_SH"
 
