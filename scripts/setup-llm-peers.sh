@@ -10,10 +10,14 @@
 #   bwrap         bubblewrap, the sandbox that run_command and custom tools run
 #                 in (Debian's package, fetched with `apt-get download` and
 #                 unpacked with `dpkg -x`: no root needed once apt's lists exist)
+#   prometheus    Debian's Prometheus server, for the test that scrapes
+#                 `lemming run --http`'s /metrics (`apt-get install -y
+#                 --no-install-recommends prometheus`, with sudo when not root;
+#                 skipped with a note where apt-get is missing)
 #   chromium      Debian's chromium and chromium-driver, for the dashboard's
-#                 real-browser test (`apt-get install --no-install-recommends`,
-#                 as root; only when /usr/bin/chromium or chromedriver is missing;
-#                 not part of the default set: ask for it with --only chromium)
+#                 real-browser test (`apt-get install -y --no-install-recommends
+#                 chromium chromium-driver`, with sudo when not root; skipped
+#                 with a note where apt-get is missing)
 #
 # Everything goes under ${LEMMING_PEERS_DIR:-$HOME/.cache/lemming-peers}.
 # The script is idempotent: what is already there is checked and reused, so a
@@ -25,11 +29,12 @@
 # apt). Needs python3 (>= 3.10, with the venv module), a C/C++ compiler, tar,
 # sha256sum, and apt-get and dpkg for bubblewrap (unless `bwrap` is installed).
 #
-# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm|bwrap|chromium] [--help]
+# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm|bwrap|prometheus|chromium] [--help]
 #   --only llama     build llama-server and assemble the model only
 #   --only fakellm   install fakellm only
 #   --only bwrap     install bubblewrap only
-#   --only chromium  install chromium and chromium-driver only (needs root)
+#   --only prometheus  install Prometheus only
+#   --only chromium  install chromium and chromium-driver only
 #   (default)        all of them
 #
 # Environment:
@@ -56,7 +61,7 @@ usage() { sed -n '2,/^set -Eeuo/p' "$0" | sed -e '/^set -Eeuo/d' -e 's/^# \{0,1\
 while [ $# -gt 0 ]; do
   case "$1" in
     --only)
-      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm|bwrap|chromium)" >&2; exit 2; }
+      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm|bwrap|prometheus|chromium)" >&2; exit 2; }
       ONLY="$2"; shift 2 ;;
     --only=*) ONLY="${1#--only=}"; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -64,8 +69,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$ONLY" in
-  all|llama|fakellm|bwrap|chromium) ;;
-  *) echo "error: --only must be llama, fakellm, bwrap or chromium, not '$ONLY'" >&2; exit 2 ;;
+  all|llama|fakellm|bwrap|prometheus|chromium) ;;
+  *) echo "error: --only must be llama, fakellm, bwrap, prometheus or chromium, not '$ONLY'" >&2; exit 2 ;;
 esac
 
 # ---------------------------------------------------------------- helpers --
@@ -349,6 +354,49 @@ install_bwrap() {
   step_end "installed: $BWRAP_BIN ($("$BWRAP_BIN" --version))"
 }
 
+# ------------------------------------------------------------- prometheus --
+
+prometheus_bin() { command -v prometheus 2>/dev/null || true; }
+
+install_prometheus() {
+  step_begin "prometheus (Debian's package)"
+  local bin
+  bin="$(prometheus_bin)"
+  if [ -n "$bin" ] && "$bin" --version >/dev/null 2>&1; then
+    step_end "installed: $bin"
+    return 0
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "    note: apt-get is not available here; install prometheus with your package manager"
+    log "          (the Prometheus test says SKIPPED until then)"
+    step_end "skipped"
+    return 0
+  fi
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo"
+    else
+      log "    note: installing prometheus needs root, and sudo is missing; run as root:"
+      log "          apt-get install -y --no-install-recommends prometheus"
+      step_end "skipped"
+      return 0
+    fi
+  fi
+  local alog="$CACHE/logs/apt.log"
+  log "    apt-get install -y --no-install-recommends prometheus${sudo:+ (with sudo)}"
+  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >>"$alog" 2>&1; then
+    # apt's package lists may be missing (a fresh machine).
+    log "    apt-get update (the package lists are missing or old)"
+    $sudo apt-get update -qq >>"$alog" 2>&1 || die "apt-get update failed (see $alog)"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >>"$alog" 2>&1 \
+      || die "apt-get install prometheus failed (see $alog)"
+  fi
+  bin="$(prometheus_bin)"
+  [ -n "$bin" ] && "$bin" --version >/dev/null 2>&1 || die "prometheus is not usable after apt-get install (see $alog)"
+  step_end "installed: $bin"
+}
+
 # --------------------------------------------------------------- chromium --
 
 chromium_ok() {
@@ -361,27 +409,44 @@ install_chromium() {
     step_end "installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
     return 0
   fi
-  command -v apt-get >/dev/null || die "chromium needs apt-get (or install chromium and chromedriver with your package manager)"
-  [ "$(id -u)" = 0 ] || die "installing chromium needs root: sudo apt-get install -y --no-install-recommends chromium chromium-driver"
-  log "    apt-get install chromium chromium-driver (about 300 MB)"
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
-      >>"$CACHE/logs/apt.log" 2>&1; then
-    log "    apt-get update (the package lists are missing or old)"
-    apt-get update -qq >>"$CACHE/logs/apt.log" 2>&1 || die "apt-get update failed (see $CACHE/logs/apt.log)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
-      >>"$CACHE/logs/apt.log" 2>&1 || die "apt-get install chromium chromium-driver failed (see $CACHE/logs/apt.log)"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "    note: apt-get is not available here; install chromium and chromedriver with your package manager"
+    log "          (the dashboard's browser test says SKIPPED until then)"
+    step_end "skipped"
+    return 0
   fi
-  chromium_ok || die "chromium or chromedriver is still missing after apt-get install"
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo"
+    else
+      log "    note: installing chromium needs root, and sudo is missing; run as root:"
+      log "          apt-get install -y --no-install-recommends chromium chromium-driver"
+      step_end "skipped"
+      return 0
+    fi
+  fi
+  local alog="$CACHE/logs/apt.log"
+  log "    apt-get install -y --no-install-recommends chromium chromium-driver${sudo:+ (with sudo)} (about 300 MB)"
+  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver >>"$alog" 2>&1; then
+    # apt's package lists may be missing (a fresh machine).
+    log "    apt-get update (the package lists are missing or old)"
+    $sudo apt-get update -qq >>"$alog" 2>&1 || die "apt-get update failed (see $alog)"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver >>"$alog" 2>&1 \
+      || die "apt-get install chromium chromium-driver failed (see $alog)"
+  fi
+  chromium_ok || die "chromium or chromedriver is still missing after apt-get install (see $alog)"
   step_end "installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
 }
 
 # ------------------------------------------------------------------- main --
 
 case "$ONLY" in
-  all) install_bwrap; install_llama_server; install_model; install_fakellm ;;
+  all) install_bwrap; install_llama_server; install_model; install_fakellm; install_prometheus; install_chromium ;;
   llama) install_llama_server; install_model ;;
   fakellm) install_fakellm ;;
   bwrap) install_bwrap ;;
+  prometheus) install_prometheus ;;
   chromium) install_chromium ;;
 esac
 
@@ -395,6 +460,7 @@ ENV_SH="$CACHE/env.sh"
   if [ -f "$GGUF" ]; then echo "export LEMMING_GGUF=$GGUF"; fi
   if [ -x "$FAKELLM_BIN" ]; then echo "export LEMMING_FAKELLM=$FAKELLM_BIN"; fi
   if bwrap_ok; then echo "export LEMMING_BWRAP=$BWRAP_BIN"; fi
+  if [ -n "$(prometheus_bin)" ]; then echo "export LEMMING_PROMETHEUS=$(prometheus_bin)"; fi
 } >"$ENV_SH.tmp"
 mv -f "$ENV_SH.tmp" "$ENV_SH"
 

@@ -73,6 +73,13 @@ pub enum Command {
     /// the turn in flight, release the lock and exit 0. It holds the org lock
     /// while it runs.
     Run(commands::run::Args),
+    /// Serve the HTTP API, live events, dashboard and metrics of the org
+    ///
+    /// Serves until Ctrl-C or SIGTERM. At start it prints the address and a
+    /// one-time login link for the dashboard. It runs no turns: run it beside
+    /// `lemming run` or `lemming step`, or use `lemming run --http ADDR` to
+    /// serve from the daemon itself.
+    Serve(commands::serve::Args),
     /// Let the daemon finish its current turn, then start no new ones
     Pause(commands::control::PauseArgs),
     /// Let a paused daemon start turns again
@@ -155,6 +162,7 @@ pub fn main() -> ExitCode {
         Command::Doctor(a) => commands::doctor::run(&ctx, a),
         Command::Fsck(a) => commands::fsck::run(&ctx, a),
         Command::Run(a) => commands::run::run(&ctx, a),
+        Command::Serve(a) => commands::serve::run(&ctx, a),
         Command::Pause(a) => commands::control::pause(&ctx, a),
         Command::Resume(a) => commands::control::resume(&ctx, a),
         Command::Stop(a) => commands::control::stop(&ctx, a),

@@ -174,8 +174,15 @@ impl Bound {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Bound { listener, state, .. } = self;
         let hub = state.hub.clone();
-        let pump = tokio::spawn(events::pump(hub, state.clone()));
+        let pump = tokio::spawn(events::pump(hub.clone(), state.clone()));
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        // The event streams never end by themselves: closing the hub ends
+        // them, so that the graceful shutdown does not wait for them.
+        let closing = hub.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing.close();
+        };
         let done = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         pump.abort();
         done

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod models;
 pub mod run;
 pub mod send;
+pub mod serve;
 pub mod status;
 pub mod step;
 pub mod thread;

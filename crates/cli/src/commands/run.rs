@@ -18,6 +18,11 @@ pub struct Args {
     /// filesystem did not report (NFS reports none)
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub rescan_seconds: f64,
+    /// Also serve the HTTP API, live events, dashboard and metrics on ADDR
+    /// (for example 127.0.0.1:7878), pushed from the turns themselves; else
+    /// `listen` in the [http] table of org/org.toml, if set. See `lemming serve --help`
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
@@ -32,7 +37,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             }
         }
     }
-    let retention = lemming_engine::org::Org::load(&root).map(|o| o.settings.log_retention_days).unwrap_or(7);
+    let loaded = lemming_engine::org::Org::load(&root);
+    let retention = loaded.as_ref().map(|o| o.settings.log_retention_days).unwrap_or(7);
+    let http = args.http.or_else(|| loaded.ok().and_then(|o| o.settings.http_listen));
     let _guard = crate::log::init_file_log(&root.join("org/state/logs"), retention as usize);
     let opts = RunOptions {
         turns: args.turns,
@@ -40,13 +47,46 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         rescan: lemming_provider::config::secs(args.rescan_seconds),
         ..RunOptions::default()
     };
+    // The server shares the daemon's bus, so its events come from the turns themselves.
+    let sources = opts.sources.clone();
     eprintln!(
         "lemming: daemon for {} (pid {}); stop with Ctrl-C or `lemming stop`",
         root.display(),
         std::process::id()
     );
-    let turns = block_on(daemon::run(
-        &root,
+    let turns = block_on(async {
+        let server = match http {
+            Some(addr) => {
+                let bound = crate::commands::serve::bind(&root, addr, sources, true).await?;
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(bound.serve(async move {
+                    let _ = stopped.await;
+                }));
+                Some((stop, task))
+            }
+            None => None,
+        };
+        let turns = run_daemon(&root, opts).await;
+        if let Some((stop, task)) = server {
+            // The server stops with the daemon.
+            let _ = stop.send(());
+            match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server stopped with an error"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("the HTTP server did not stop within 5 s; leaving it"),
+            }
+        }
+        turns
+    })??;
+    eprintln!("lemming: stopped after {turns} turn(s)");
+    Ok(())
+}
+
+/// The daemon until it stops: logs each turn, and says on stderr when an
+/// edit of the config is refused.
+async fn run_daemon(root: &std::path::Path, opts: RunOptions) -> Result<u64, CliError> {
+    Ok(daemon::run(
+        root,
         opts,
         shutdown_signal(),
         |r| {
@@ -68,13 +108,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
                 );
             }
         },
-    ))??;
-    eprintln!("lemming: stopped after {turns} turn(s)");
-    Ok(())
+    )
+    .await?)
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

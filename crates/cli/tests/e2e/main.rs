@@ -16,6 +16,7 @@ mod fake_http;
 mod fixture;
 mod fsck;
 mod kill9;
+mod live;
 mod odd_entries;
 mod output_cli;
 mod peers;

@@ -48,7 +48,7 @@ pub(crate) fn skip(test: &str, what: &str) {
 }
 
 /// A child process killed (and reaped) when dropped.
-pub(crate) struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
