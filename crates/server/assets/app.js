@@ -270,13 +270,15 @@
   // ------------------------------------------------------------- status --
 
   async function loadStatus() {
+    const asked = performance.now();
     try {
       S.status = await api("/api/status");
     } catch (e) { showError("Cannot read the status", e); return; }
     const st = S.status;
     S.agents = st.agents.map((a) => a.name);
     $("#turn").textContent = `turn ${st.turn}`;
-    showDaemon(st.daemon);
+    // A status asked for before the last pause or resume must not undo it.
+    showDaemon(asked >= (S.pauseChanged || 0) ? st.daemon : { ...st.daemon, paused: S.paused });
     $("#spent").textContent = st.budget ? `spent ${fmtCredits(st.spent)} of ${fmtCredits(st.budget.budget)}` : `spent ${fmtCredits(st.spent)}`;
     $("#dead-count").textContent = st.dead_letters ? String(st.dead_letters) : "";
     showConfigProblems(st.problems || []);
@@ -304,6 +306,7 @@
     const b = $("#pause");
     b.textContent = d.paused ? "Resume" : "Pause";
     b.setAttribute("aria-pressed", String(!!d.paused));
+    if (S.paused !== !!d.paused) S.pauseChanged = performance.now();
     S.paused = !!d.paused;
   }
 
