@@ -376,7 +376,12 @@
         el("span", { class: "muted", text: fmtTime(m.created_at) })),
       m.subject ? el("div", { class: "sub", text: m.subject }) : null,
       el("div", { class: "body", text: m.body ?? "" }));
+    // A feed entry opens its thread, by click or from the keyboard.
+    li.tabIndex = 0;
+    li.setAttribute("role", "button");
+    li.title = "Open the thread";
     li.addEventListener("click", () => showThread(m));
+    li.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); showThread(m); } });
     if (!live) li.style.animation = "none";
     return li;
   }
