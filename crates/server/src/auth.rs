@@ -143,7 +143,13 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 
 /// Whether the request carries the token (header or cookie).
 pub fn allowed(s: &AppState, headers: &HeaderMap) -> bool {
-    presented(headers).is_some_and(|t| same(t.as_bytes(), s.token.as_bytes()))
+    carries(headers, &s.token)
+}
+
+/// Whether `headers` carry `token` (header or cookie), compared in constant
+/// time. An empty token opens nothing.
+pub fn carries(headers: &HeaderMap, token: &str) -> bool {
+    !token.is_empty() && presented(headers).is_some_and(|t| same(t.as_bytes(), token.as_bytes()))
 }
 
 /// Lets a request through when it carries the token (header or cookie); else 401.

@@ -298,21 +298,10 @@ pub fn observe_providers(metrics: &Arc<Metrics>) {
     }
 }
 
-/// Whether `headers` carry the bearer token (compared in constant time).
-fn has_token(headers: &axum::http::HeaderMap, token: &str) -> bool {
-    let Some(given) =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Whether a scrape from `peer` may read the metrics: from this machine
 /// (loopback) always, from elsewhere (or an unknown peer) with the token.
 fn allowed(peer: Option<SocketAddr>, headers: &axum::http::HeaderMap, token: &str) -> bool {
-    peer.is_some_and(|p| p.ip().is_loopback()) || has_token(headers, token)
+    peer.is_some_and(|p| p.ip().is_loopback()) || crate::auth::carries(headers, token)
 }
 
 /// `GET /metrics`: open to this machine (loopback); from elsewhere it needs the token.
@@ -474,13 +463,13 @@ mod tests {
     #[test]
     fn a_token_is_compared_whole() {
         let mut h = axum::http::HeaderMap::new();
-        assert!(!has_token(&h, "secret"));
+        assert!(!crate::auth::carries(&h, "secret"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secre"));
-        assert!(!has_token(&h, "secret"));
+        assert!(!crate::auth::carries(&h, "secret"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
-        assert!(has_token(&h, "secret"));
+        assert!(crate::auth::carries(&h, "secret"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert!(!has_token(&h, ""), "an empty token opens nothing");
+        assert!(!crate::auth::carries(&h, ""), "an empty token opens nothing");
     }
 
     #[test]

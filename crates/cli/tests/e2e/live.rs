@@ -180,8 +180,6 @@ fn token(org: &TestOrg) -> String {
 }
 
 /// Sends `body` to `to` as the human through `POST /api/send`; returns the id.
-///
-/// Until the API's send route is served, a 404 falls back to `lemming send`.
 fn send_via_api(org: &TestOrg, addr: SocketAddr, to: &str, body: &str) -> String {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (status, answer) = rt.block_on(async {
@@ -195,9 +193,6 @@ fn send_via_api(org: &TestOrg, addr: SocketAddr, to: &str, body: &str) -> String
         let status = r.status().as_u16();
         (status, r.text().await.unwrap_or_default())
     });
-    if status == 404 {
-        return org.send(to, body);
-    }
     assert_eq!(status, 200, "POST /api/send answered {status}: {answer}");
     let v: Value = serde_json::from_str(&answer).unwrap();
     v["id"].as_str().unwrap_or_else(|| panic!("no id in {answer}")).to_string()
