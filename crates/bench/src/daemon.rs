@@ -68,7 +68,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// A message from the human to the manager, with a fresh id that is also its thread.
-fn to_manager(body: String) -> Message {
+pub fn to_manager(body: String) -> Message {
     let now = Utc::now();
     let id = lemming_engine::clock::IdGen::message_id(&lemming_engine::clock::RandomIds, now, "human");
     Message {

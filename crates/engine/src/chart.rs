@@ -84,11 +84,20 @@ impl<'a> Chart<'a> {
     /// The agents `from` may actually reach (both sides allow), excluding itself.
     pub fn reachable(&self, from: &str) -> Vec<String> {
         let Some(sender) = self.agents.get(from) else { return Vec::new() };
-        self.agents
-            .iter()
-            .filter(|(to, r)| to.as_str() != from && sender.send_to.allows(to.as_str()) && r.read_from.allows(from))
-            .map(|(n, _)| n.to_string())
-            .collect()
+        let reads = |to: &AgentName, r: &Resume| to.as_str() != from && r.read_from.allows(from);
+        match &sender.send_to {
+            // A list names its few recipients: look each up rather than
+            // compare every agent of the org with it (both are in name order).
+            crate::resume::Access::Only(list) => list
+                .iter()
+                .filter_map(|to| self.agents.get_key_value(to))
+                .filter(|(to, r)| reads(to, r))
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            crate::resume::Access::Anyone => {
+                self.agents.iter().filter(|(to, r)| reads(to, r)).map(|(n, _)| n.to_string()).collect()
+            }
+        }
     }
 
     /// The agents that can reach `to`, excluding itself.

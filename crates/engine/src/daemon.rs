@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ use crate::error::{PathError, WithPath};
 use crate::fsx;
 use crate::lock::{self, LockError};
 use crate::mailbox::MailStore;
-use crate::org::{agent_folders, Layout, LoadOrgError, Org};
+use crate::org::{agent_folders, ConfigStamp, Layout, LoadOrgError, Org};
 use crate::trouble::{self, DaemonTrouble};
 use crate::turn::{self, TurnReport};
 use crate::watch;
@@ -190,7 +190,7 @@ pub async fn run(
     let mut registry = Arc::new(org.registry());
     let mut problems: Vec<String> = Vec::new();
     report_problems(&org, &mut problems, &mut on_problems, opts.sources.now());
-    let mut stamp = config_stamp(&layout);
+    let mut stamp = ConfigStamp::of(&layout);
     let mut rescan = tokio::time::interval(opts.rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop = stop_rx.clone();
@@ -223,13 +223,13 @@ pub async fn run(
                     Change::Outbox => {}
                     Change::Config => {
                         reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems, opts.sources.now());
-                        stamp = config_stamp(&layout);
+                        stamp = ConfigStamp::of(&layout);
                     }
                 }
                 continue;
             }
             _ = rescan.tick() => {
-                let now = config_stamp(&layout);
+                let now = ConfigStamp::of(&layout);
                 if now != stamp {
                     stamp = now;
                     reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems, opts.sources.now());
@@ -246,7 +246,7 @@ pub async fn run(
             continue;
         }
         reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems, opts.sources.now());
-        stamp = config_stamp(&layout);
+        stamp = ConfigStamp::of(&layout);
         if let Some(t) = outage.as_mut() {
             if let Err(e) = fsx::probe(&layout.state_tmp()) {
                 backoff = next_backoff(backoff);
@@ -426,20 +426,6 @@ fn pending_files(org: &Org) -> BTreeSet<String> {
 /// (mail held for an invalid resume does not wake the daemon again and again).
 fn has_new_pending(org: &Org, leftover: &BTreeSet<String>) -> bool {
     pending_files(org).iter().any(|f| !leftover.contains(f))
-}
-
-/// Modification times of every config file and the list of agent folders.
-fn config_stamp(layout: &Layout) -> Vec<(String, Option<SystemTime>)> {
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut v = vec![
-        ("org.toml".to_string(), mtime(&layout.org_toml())),
-        ("models.toml".to_string(), mtime(&layout.models_toml())),
-    ];
-    for a in agent_folders(layout) {
-        let t = mtime(&layout.agent_dir(&a).join("resume.toml"));
-        v.push((a, t));
-    }
-    v
 }
 
 /// Why `stop` could not stop the daemon.

@@ -489,6 +489,34 @@ pub struct UnknownAgent {
     pub message: String,
 }
 
+/// When each config file was last changed (modification time, size and
+/// inode: an atomic replace is a new inode even within the clock's
+/// granularity) and which agent folders there are: a cheap way to tell
+/// whether the org must be loaded again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigStamp(Vec<(String, Option<FileStamp>)>);
+
+/// A file's modification time, size and inode.
+type FileStamp = (std::time::SystemTime, u64, u64);
+
+impl ConfigStamp {
+    /// The stamp of the org at `layout` now.
+    pub fn of(layout: &Layout) -> ConfigStamp {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |p: &Path| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
+        let mut v = vec![
+            ("org.toml".to_string(), stamp(&layout.org_toml())),
+            ("models.toml".to_string(), stamp(&layout.models_toml())),
+            ("tools.toml".to_string(), stamp(&layout.tools_toml())),
+        ];
+        for a in agent_folders(layout) {
+            let t = stamp(&layout.agent_dir(&a).join("resume.toml"));
+            v.push((a, t));
+        }
+        ConfigStamp(v)
+    }
+}
+
 /// The agent folders under `agents/`, sorted (hidden folders and files are skipped).
 pub fn agent_folders(layout: &Layout) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(layout.agents_dir())

@@ -7,6 +7,8 @@
 //! strings and JSON bodies that do not parse are 400s saying what was
 //! expected, and a body over the limit is a 413.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -114,7 +116,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// read files).
 pub(crate) async fn with_org<T: Send + 'static>(
     s: &AppState,
-    f: impl FnOnce(Org) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(Arc<Org>) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let s = s.clone();
     tokio::task::spawn_blocking(move || f(s.org()?))

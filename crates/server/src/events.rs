@@ -60,7 +60,7 @@ const READ_CHUNK: u64 = 4 << 20;
 
 /// How many live frames a client may fall behind before it catches up from
 /// the hub's memory or the file.
-const FANOUT: usize = 1024;
+const FANOUT: usize = 16 * 1024;
 
 /// One event, rendered as its SSE frame.
 #[derive(Debug)]
@@ -491,7 +491,8 @@ async fn events(State(s): State<AppState>, headers: HeaderMap, RawQuery(query): 
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(feed(s.hub.clone(), sub, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<Bytes, std::convert::Infallible>(b), rx))
+        let first = rx.recv().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(coalesce(first, &mut rx)), rx))
     });
     let mut r = Body::from_stream(body).into_response();
     let h = r.headers_mut();
@@ -499,6 +500,32 @@ async fn events(State(s): State<AppState>, headers: HeaderMap, RawQuery(query): 
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
+}
+
+/// The largest write of frames to one client.
+const CHUNK: usize = 64 * 1024;
+
+/// `first` and the frames already waiting after it, up to [`CHUNK`] bytes,
+/// as one write: a turn of a large org commits thousands of events at once,
+/// and one write each per client would be most of the cost of serving them.
+fn coalesce(first: Bytes, rx: &mut mpsc::Receiver<Bytes>) -> Bytes {
+    let mut joined: Vec<u8> = Vec::new();
+    while joined.len().max(first.len()) < CHUNK {
+        match rx.try_recv() {
+            Ok(next) => {
+                if joined.is_empty() {
+                    joined.extend_from_slice(&first);
+                }
+                joined.extend_from_slice(&next);
+            }
+            Err(_) => break,
+        }
+    }
+    if joined.is_empty() {
+        first
+    } else {
+        Bytes::from(joined)
+    }
 }
 
 /// Writes a client's frames to `out` until it goes away or the hub closes:
@@ -613,6 +640,22 @@ mod tests {
     /// The `id:` of a frame, if any.
     fn id_of(frame: &str) -> Option<u64> {
         frame.lines().find_map(|l| l.strip_prefix("id: ")).map(|v| v.parse().unwrap())
+    }
+
+    /// Frames already waiting go out in one write, in order, up to the
+    /// chunk size; a frame alone goes out as it is.
+    #[tokio::test]
+    async fn waiting_frames_are_joined_into_one_write() {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        assert_eq!(coalesce(Bytes::from_static(b"a\n\n"), &mut rx), Bytes::from_static(b"a\n\n"));
+        for b in [&b"b\n\n"[..], b"c\n\n"] {
+            tx.send(Bytes::copy_from_slice(b)).await.unwrap();
+        }
+        assert_eq!(coalesce(Bytes::from_static(b"a\n\n"), &mut rx), Bytes::from_static(b"a\n\nb\n\nc\n\n"));
+        let big = Bytes::from(vec![b'x'; CHUNK]);
+        tx.send(Bytes::from_static(b"next")).await.unwrap();
+        assert_eq!(coalesce(big.clone(), &mut rx), big, "a full chunk goes alone");
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"next"), "and the rest waits for the next write");
     }
 
     #[test]

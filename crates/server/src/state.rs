@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lemming_engine::clock::Sources;
-use lemming_engine::org::Org;
+use lemming_engine::org::{ConfigStamp, Org};
 
 use crate::error::ApiError;
 
@@ -50,6 +51,17 @@ impl Options {
 /// The default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
+/// An org as loaded, the stamp of its files then, and when that stamp was
+/// last compared with the files.
+struct Loaded {
+    stamp: ConfigStamp,
+    org: Arc<Org>,
+    checked: Instant,
+}
+
+/// How long the org loaded for a request is used before its files are looked at again.
+pub const RECHECK_ORG: Duration = Duration::from_millis(250);
+
 /// What the handlers share (cheap to clone).
 #[derive(Clone)]
 pub struct AppState {
@@ -73,6 +85,8 @@ pub struct AppState {
     pub limiter: Arc<crate::limit::Limiter>,
     /// The one-time login codes.
     pub logins: Arc<crate::auth::Logins>,
+    /// The org as last loaded, and the stamp of its files then.
+    orgs: Arc<Mutex<Option<Loaded>>>,
 }
 
 impl AppState {
@@ -95,13 +109,72 @@ impl AppState {
             metrics: crate::metrics::Metrics::new(),
             limiter: Arc::new(crate::limit::Limiter::new(opts.rate_limit, opts.rate_window)),
             logins: Arc::new(crate::auth::Logins::default()),
+            orgs: Arc::default(),
             sources: opts.sources,
         })
     }
 
     /// The org as its files are now (the last good version of an invalid
-    /// config file, as the daemon uses it).
-    pub fn org(&self) -> Result<Org, ApiError> {
-        Ok(Org::load_or_last_good(&self.root, None))
+    /// config file, as the daemon uses it). Loaded again only when a config
+    /// file or the list of agent folders changed ([`ConfigStamp`]: a stat of
+    /// each file, not a parse), which is looked at most every
+    /// [`RECHECK_ORG`]: an edit by hand shows within that time, one through
+    /// the API at once ([`AppState::forget_org`]).
+    pub fn org(&self) -> Result<Arc<Org>, ApiError> {
+        let mut cached = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = cached.as_ref() {
+            if l.checked.elapsed() < RECHECK_ORG {
+                return Ok(Arc::clone(&l.org));
+            }
+        }
+        let stamp = ConfigStamp::of(&lemming_engine::org::Layout::new(&self.root));
+        if let Some(l) = cached.as_mut() {
+            if l.stamp == stamp {
+                l.checked = Instant::now();
+                return Ok(Arc::clone(&l.org));
+            }
+        }
+        let org = Arc::new(Org::load_or_last_good(&self.root, cached.as_ref().map(|l| l.org.as_ref())));
+        *cached = Some(Loaded { stamp, org: Arc::clone(&org), checked: Instant::now() });
+        Ok(org)
+    }
+
+    /// Loads the org again on the next request (after a write of a config file).
+    pub fn forget_org(&self) {
+        *self.orgs.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> (tempfile::TempDir, AppState) {
+        let dir = tempfile::tempdir().unwrap();
+        lemming_engine::init::init(dir.path()).unwrap();
+        let mut opts = Options::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+        opts.token = Some("t".into());
+        (dir, AppState::new(opts).unwrap())
+    }
+
+    /// The org is loaded once while its files stay as they are; an edit by
+    /// hand is seen after the recheck interval, a write through the API at once.
+    #[test]
+    fn the_org_is_loaded_again_only_when_its_files_change() {
+        let (dir, s) = state();
+        let first = s.org().unwrap();
+        std::thread::sleep(RECHECK_ORG);
+        assert!(Arc::ptr_eq(&first, &s.org().unwrap()), "nothing changed: the same org");
+        let resume = dir.path().join("agents/planner/resume.toml");
+        let text =
+            std::fs::read_to_string(&resume).unwrap().replace("title = \"Planner\"", "title = \"Chief planner\"");
+        std::fs::write(&resume, text).unwrap();
+        std::thread::sleep(RECHECK_ORG);
+        let second = s.org().unwrap();
+        assert_eq!(second.agent("planner").unwrap().title, "Chief planner");
+        let text = std::fs::read_to_string(&resume).unwrap().replace("Chief planner", "Planner");
+        std::fs::write(&resume, text).unwrap();
+        s.forget_org();
+        assert_eq!(s.org().unwrap().agent("planner").unwrap().title, "Planner", "forgotten: read again at once");
     }
 }

@@ -140,11 +140,14 @@ async fn put_resume(
     RawBody(bytes): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let at = s.sources.now();
-    with_org(&s, move |org| {
+    let done = with_org(&s, move |org| {
         agent_folder(&org, &name)?;
         let size = bytes.len();
         lemming_engine::edit::write_resume(&org, &name, bytes.to_vec(), at).map_err(|e| edit_error(&org, &name, e))?;
         Ok(Json(json!({ "agent": name, "bytes": size, "written": true })))
     })
-    .await
+    .await;
+    // The next request sees the new resume at once.
+    s.forget_org();
+    done
 }

@@ -267,57 +267,11 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
     let chart = org.chart();
     let exhausted = budget.as_ref().is_some_and(|b| b.exhausted);
     let trouble = crate::trouble::read_agents(&org.layout);
-    let mut agents = Vec::new();
     let mut names: Vec<String> = org.agents.keys().map(|n| n.to_string()).collect();
     names.extend(org.broken.keys().cloned());
     names.sort();
-    for name in names {
-        let resume = org.agents.get(name.as_str());
-        let credits = ledger.balance(&name, resume.map(|r| r.credits).unwrap_or(0.0));
-        let (unread, unreadable) = match mb.unread_count(&name) {
-            Ok(n) => (n, None),
-            Err(e) => (0, Some(e.to_string())),
-        };
-        let (pending, unreadable) = match mb.pending_count(&name) {
-            Ok(n) => (n, unreadable),
-            Err(e) => (0, unreadable.or(Some(e.to_string()))),
-        };
-        let last = skipped.or(activity::try_last(root, &name), None, "the last run is not shown");
-        let attempts = skipped.or(mb.try_attempts(&name), Default::default(), "failed attempts are not counted");
-        let known = trouble.get(&name);
-        let problem = unreadable.clone().or_else(|| known.map(|t| t.error.clone()));
-        let state = match (resume, known) {
-            (None, _) => AgentState::Invalid,
-            (Some(_), _) if unreadable.is_some() => AgentState::IoError,
-            (Some(_), Some(t)) => t.state.into(),
-            (Some(r), _) if r.name.is_human() => AgentState::Human,
-            (Some(_), _) if exhausted => AgentState::OrgBudgetSpent,
-            (Some(_), _) if credits.left <= 0.0 => AgentState::OutOfCredits,
-            (Some(r), _)
-                if skipped.or(
-                    prompt_over_credits(org, &chart, &mb, r, turn, credits.left, unread),
-                    false,
-                    "its prompt cost is not checked",
-                ) =>
-            {
-                AgentState::PromptOverCredits
-            }
-            (Some(_), _) if !attempts.is_empty() => AgentState::Failing,
-            (Some(_), _) if unread > 0 => AgentState::Ready,
-            (Some(_), _) => AgentState::Idle,
-        };
-        agents.push(AgentStatus {
-            title: resume.map(|r| r.title.clone()).unwrap_or_default(),
-            model: resume.and_then(|r| r.model.clone()),
-            state,
-            problem: if resume.is_some() { problem } else { None },
-            credits,
-            unread,
-            pending,
-            last_run_turn: last.map(|a| a.turn),
-            name,
-        });
-    }
+    let ctx = RowCtx { org, chart: &chart, mb: &mb, ledger: &ledger, trouble: &trouble, exhausted, turn };
+    let agents = rows(&ctx, names, &mut skipped);
     Ok(StatusView {
         turn,
         tool_calls,
@@ -342,6 +296,118 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
 
 /// Whether the agent is due for its mail (or wakes always) but its prompt
 /// alone would cost more than it has left, so the next turn skips it.
+/// What every agent's row of `status` is read with.
+struct RowCtx<'a> {
+    org: &'a Org,
+    chart: &'a crate::chart::Chart<'a>,
+    mb: &'a FsMailStore,
+    ledger: &'a Ledger,
+    trouble: &'a BTreeMap<String, crate::trouble::AgentTrouble>,
+    exhausted: bool,
+    turn: u64,
+}
+
+/// Agents per thread above which the rows are read by several threads: each
+/// row is a few file system calls, and a large org's rows are most of the
+/// time `status` takes.
+const ROWS_PER_THREAD: usize = 256;
+
+/// The rows of `names`, in order; the files that could not be read go to `skipped`.
+fn rows(ctx: &RowCtx<'_>, names: Vec<String>, skipped: &mut Skipped) -> Vec<AgentStatus> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(names.len() / ROWS_PER_THREAD).max(1);
+    if threads == 1 {
+        return names.into_iter().map(|name| row(ctx, name, skipped)).collect();
+    }
+    let chunk = names.len().div_ceil(threads);
+    let mut parts: Vec<Vec<String>> = Vec::new();
+    let mut names = names.into_iter().peekable();
+    while names.peek().is_some() {
+        parts.push(names.by_ref().take(chunk).collect());
+    }
+    let done: Vec<(Vec<AgentStatus>, Skipped)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut skipped = Skipped::default();
+                    let rows = part.into_iter().map(|name| row(ctx, name, &mut skipped)).collect();
+                    (rows, skipped)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
+    let mut out = Vec::new();
+    for (rows, more) in done {
+        out.extend(rows);
+        skipped.0.extend(more.0);
+    }
+    out
+}
+
+/// One agent's row.
+fn row(ctx: &RowCtx<'_>, name: String, skipped: &mut Skipped) -> AgentStatus {
+    let RowCtx { org, chart, mb, ledger, trouble, exhausted, turn } = *ctx;
+    let root = &org.layout.root;
+    let resume = org.agents.get(name.as_str());
+    let credits = ledger.balance(&name, resume.map(|r| r.credits).unwrap_or(0.0));
+    let (unread, unreadable) = match mb.unread_count(&name) {
+        Ok(n) => (n, None),
+        Err(e) => (0, Some(e.to_string())),
+    };
+    let (pending, unreadable) = match mb.pending_count(&name) {
+        Ok(n) => (n, unreadable),
+        Err(e) => (0, unreadable.or(Some(e.to_string()))),
+    };
+    let last = skipped.or(activity::try_last(root, &name), None, "the last run is not shown");
+    let attempts = skipped.or(mb.try_attempts(&name), Default::default(), "failed attempts are not counted");
+    let known = trouble.get(&name);
+    let problem = unreadable.clone().or_else(|| known.map(|t| t.error.clone()));
+    let state = match (resume, known) {
+        (None, _) => AgentState::Invalid,
+        (Some(_), _) if unreadable.is_some() => AgentState::IoError,
+        (Some(_), Some(t)) => t.state.into(),
+        (Some(r), _) if r.name.is_human() => AgentState::Human,
+        (Some(_), _) if exhausted => AgentState::OrgBudgetSpent,
+        (Some(_), _) if credits.left <= 0.0 => AgentState::OutOfCredits,
+        (Some(r), _)
+            if skipped.or(
+                prompt_over_credits(org, chart, mb, r, turn, credits.left, unread),
+                false,
+                "its prompt cost is not checked",
+            ) =>
+        {
+            AgentState::PromptOverCredits
+        }
+        (Some(_), _) if !attempts.is_empty() => AgentState::Failing,
+        (Some(_), _) if unread > 0 => AgentState::Ready,
+        (Some(_), _) => AgentState::Idle,
+    };
+    AgentStatus {
+        title: resume.map(|r| r.title.clone()).unwrap_or_default(),
+        model: resume.and_then(|r| r.model.clone()),
+        state,
+        problem: if resume.is_some() { problem } else { None },
+        credits,
+        unread,
+        pending,
+        last_run_turn: last.map(|a| a.turn),
+        name,
+    }
+}
+
+/// More than the text the prompt adds around one message besides its fields.
+const MAIL_HEADER: usize = 256;
+
+/// At least as many characters as the agent's next prompt with `unread`
+/// messages that routing accepted, found without reading them.
+fn prompt_bound(org: &Org, chart: &crate::chart::Chart<'_>, resume: &Resume, turn: u64, unread: usize) -> usize {
+    let turn::Prompt { system, user, .. } =
+        turn::prompt_for(org, chart, resume, turn.saturating_add(1), &mut Vec::new());
+    let per_message = org.settings.max_message_bytes as usize + MAIL_HEADER;
+    system.len() + user.len() + unread.min(org.settings.max_mail_per_prompt) * per_message
+}
+
 fn prompt_over_credits(
     org: &Org,
     chart: &crate::chart::Chart<'_>,
@@ -355,6 +421,15 @@ fn prompt_over_credits(
         return Ok(false);
     }
     let Some(model) = resume.model.as_deref().and_then(|k| org.models.models.get(k)) else { return Ok(false) };
+    // Reading every unread message of every agent is most of the cost of
+    // `status` in a large org. First a bound that reads none: the prompt
+    // without mail, plus, for each message it would hold, the largest message
+    // routing accepts and its header line (every field the header shows is in
+    // the message's file). Only an agent that bound does not clear is checked
+    // exactly.
+    if crate::ledger::prompt_cost(&model.price, prompt_bound(org, chart, resume, turn, unread)) <= left {
+        return Ok(false);
+    }
     let (mut mail, _) = mb.unread(resume.name.as_str())?;
     let turn::Prompt { system, user, .. } = turn::prompt_for(org, chart, resume, turn.saturating_add(1), &mut mail);
     Ok(PromptOverCredits::check(model, &system, &user, left).is_some())
@@ -383,6 +458,47 @@ mod tests {
     use super::*;
     use crate::trouble::AgentTrouble;
     use crate::views::testing::{org_after_one_turn, plain_org};
+
+    /// The bound that spares `status` reading every unread message is never
+    /// below the real prompt, even for messages as large as routing accepts,
+    /// with every field the prompt shows filled.
+    #[test]
+    fn the_prompt_bound_is_never_below_the_prompt() {
+        let (dir, org) = plain_org();
+        let limit = org.settings.max_message_bytes as usize;
+        let resume = org.agent("manager").unwrap();
+        let chart = org.chart();
+        org.mail().ensure("manager").unwrap();
+        for n in 1..=3 {
+            let id = format!("20260101T000000000Z-human-big{n}");
+            use crate::message::{Kind, Message, Priority, To};
+            let mut m = Message {
+                id: id.clone(),
+                from: "human".into(),
+                to: To(vec!["manager".into()]),
+                subject: Some("s".repeat(200)),
+                body: String::new(),
+                priority: Priority::Urgent,
+                reply_to: Some("r".repeat(100)),
+                thread: id,
+                created_at: chrono::Utc::now(),
+                turn: 0,
+                ttl_turns: None,
+                kind: Kind::Message,
+            };
+            let fill = limit - m.to_bytes().len();
+            m.body = "x".repeat(fill);
+            assert!(m.to_bytes().len() <= limit);
+            crate::views::testing::deliver(&dir, "manager", &m);
+        }
+        let (mut mail, _) = org.mail().unread("manager").unwrap();
+        assert_eq!(mail.len(), 3);
+        let turn::Prompt { system, user, .. } = turn::prompt_for(&org, &chart, resume, 1, &mut mail);
+        let exact = system.chars().count() + user.chars().count();
+        let bound = prompt_bound(&org, &chart, resume, 0, 3);
+        assert!(exact <= bound, "the prompt has {exact} characters, the bound says at most {bound}");
+        assert!(bound < exact + 3 * (MAIL_HEADER + 2000), "a loose bound checks nothing: {bound} for {exact}");
+    }
 
     #[test]
     fn agent_states_keep_their_words() {
