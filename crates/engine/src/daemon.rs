@@ -746,6 +746,58 @@ mod tests {
         );
     }
 
+    fn event_names(layout: &Layout) -> Vec<String> {
+        std::fs::read_to_string(layout.events())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("event")?.as_str().map(String::from))
+            .collect()
+    }
+
+    /// A pause and a resume that change something are events for the live
+    /// stream; pausing a paused daemon is not.
+    #[test]
+    fn pause_and_resume_append_their_events_once() {
+        let (_d, root) = new_org();
+        let layout = Layout::new(&root);
+        set_paused(&layout, true, t0()).unwrap();
+        set_paused(&layout, true, t0()).unwrap();
+        set_paused(&layout, false, t0()).unwrap();
+        assert_eq!(event_names(&layout), ["paused", "resumed"]);
+    }
+
+    /// The daemon tells the live stream when the config files' problems
+    /// change: each problem at its place, then an empty list once fixed.
+    #[tokio::test(start_paused = true)]
+    async fn config_problems_are_events_when_they_change() {
+        let (_d, root) = new_org();
+        let layout = Layout::new(&root);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = RunOptions { rescan: Duration::from_millis(100), ..opts(None) };
+        let daemon = run(&root, opts, async { drop(stop_rx.await) }, |_| {}, |_| {});
+        let person = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            crate::testing::edit(&root, "agents/planner/resume.toml", "title = \"Planner\"", "title = \"Planner");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            crate::testing::edit(&root, "agents/planner/resume.toml", "title = \"Planner", "title = \"Planner\"");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            stop_tx.send(()).unwrap();
+        };
+        let (done, ()) = tokio::join!(daemon, person);
+        done.unwrap();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(layout.events())
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v["event"] == "config_error")
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        let p = &lines[0]["problems"][0];
+        assert_eq!(p["file"], "agents/planner/resume.toml", "{p}");
+        assert!(p["line"].as_u64().is_some() && p["column"].as_u64().is_some(), "{p}");
+        assert_eq!(lines[1]["problems"], serde_json::json!([]), "fixed: an empty list");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_agent_hired_while_the_daemon_runs_works_from_the_next_turn() {
         let (_d, root) = new_org();

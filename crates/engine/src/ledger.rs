@@ -419,6 +419,19 @@ mod tests {
         assert_eq!(Ledger::load(&p).unwrap().balance("b", 1.0).left, -2.0);
     }
 
+    /// A top-up that is done is an event for the live stream; a refused one is not.
+    #[test]
+    fn a_top_up_appends_its_event() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = crate::org::Layout::new(d.path());
+        top_up(&layout, "a", 1.0, 2.5, 3, Utc::now()).unwrap();
+        top_up(&layout, "a", 1.0, -1.0, 3, Utc::now()).unwrap_err();
+        let events: Vec<crate::events::Event> =
+            std::fs::read_to_string(layout.events()).unwrap().lines().filter_map(crate::events::Event::parse).collect();
+        let kinds: Vec<_> = events.into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [crate::events::EventKind::ToppedUp { agent: "a".into(), amount: 2.5 }]);
+    }
+
     #[test]
     fn every_top_up_is_in_the_audit_log_refused_or_not() {
         let d = tempfile::tempdir().unwrap();

@@ -354,10 +354,13 @@
   async function togglePause() {
     const b = $("#pause");
     b.disabled = true;
+    // Decided before the request: its own `paused`/`resumed` event may
+    // arrive before its answer does.
+    const pause = !S.paused;
     try {
-      await api(S.paused ? "/api/resume" : "/api/pause", { method: "POST" });
-      showDaemon({ ...(S.status ? S.status.daemon : {}), paused: !S.paused });
-    } catch (e) { showError(S.paused ? "Cannot resume" : "Cannot pause", e); }
+      await api(pause ? "/api/pause" : "/api/resume", { method: "POST" });
+      showDaemon({ ...(S.status ? S.status.daemon : {}), paused: pause });
+    } catch (e) { showError(pause ? "Cannot pause" : "Cannot resume", e); }
     b.disabled = false;
   }
 
@@ -408,16 +411,24 @@
     } catch (e) { showError("Cannot read the messages", e); }
   }
 
+  const MAX_BODY_FETCHES = 6;
   async function onDelivered(ev) {
     pulse(ev.from, ev.to);
     if (S.feedIds.has(ev.id)) return;
+    const bare = { id: ev.id, from: ev.from, to: ev.to, body: "", created_at: ev.at, turn: ev.turn };
+    // A turn of a large org delivers thousands at once: the feed shows the
+    // last few, so only a few bodies are asked for at a time.
+    if ((S.fetching || 0) >= MAX_BODY_FETCHES) { addToFeed(bare, true); return; }
+    S.fetching = (S.fetching || 0) + 1;
     try {
-      const m = msgOf(await api(`/api/messages/${encodeURIComponent(ev.id)}`));
-      addToFeed(m, true);
+      addToFeed(msgOf(await api(`/api/messages/${encodeURIComponent(ev.id)}`)), true);
     } catch {
-      addToFeed({ id: ev.id, from: ev.from, to: ev.to, body: "", created_at: ev.at, turn: ev.turn }, true);
+      addToFeed(bare, true);
+    } finally {
+      S.fetching -= 1;
     }
   }
+
 
   // ----------------------------------------------------------- send box --
 
@@ -839,7 +850,9 @@
   const refreshDead = debounce(() => { if (!$("#view-dead").hidden) loadDead(); }, 200);
 
   function connect() {
-    const es = new EventSource("/api/events");
+    // After a closed stream, the page asks for what it missed itself (the
+    // browser does so only for the reconnects it makes on its own).
+    const es = new EventSource(S.lastEventId ? `/api/events?last_event_id=${encodeURIComponent(S.lastEventId)}` : "/api/events");
     S.es = es;
     es.addEventListener("open", () => setConn("live", "live"));
     es.addEventListener("error", async () => {
@@ -853,6 +866,7 @@
       }
     });
     const on = (name, f) => es.addEventListener(name, (m) => {
+      if (m.lastEventId) S.lastEventId = m.lastEventId;
       let d = {};
       try { d = JSON.parse(m.data); } catch { return; }
       f(d);

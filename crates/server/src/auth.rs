@@ -22,8 +22,35 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::Routes;
 
-/// The name of the dashboard's cookie.
+/// The dashboard's cookie is named this, then the port it is served on:
+/// browsers keep cookies per host, not per port, and two orgs served on one
+/// machine must not sign each other out.
 pub const COOKIE: &str = "lemming_token";
+
+/// The name of the dashboard's cookie on `port`.
+pub fn cookie_name(port: u16) -> String {
+    format!("{COOKIE}_{port}")
+}
+
+/// The shortest token accepted from the environment.
+pub const MIN_TOKEN: usize = 16;
+
+/// Why a token from the environment cannot be used, if it cannot: it goes
+/// into a header and a cookie, so it must be long and plain.
+pub fn check_token(token: &str) -> Result<(), String> {
+    if token.len() < MIN_TOKEN {
+        return Err(format!(
+            "LEMMING_API_TOKEN is {} characters; use at least {MIN_TOKEN} (for example `openssl rand -hex 32`)",
+            token.len()
+        ));
+    }
+    if let Some(c) = token.chars().find(|c| !c.is_ascii_graphic() || matches!(c, ';' | ',' | '"' | '\\')) {
+        return Err(format!(
+            "LEMMING_API_TOKEN holds {c:?}, which a cookie cannot carry; use letters, digits and -._~+/= (for example `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(())
+}
 
 /// The token file's name in `org/state/`.
 pub const TOKEN_FILE: &str = "api-token";
@@ -122,42 +149,84 @@ impl Logins {
     }
 }
 
-/// The token a request carries: its bearer token, else its cookie.
-fn presented(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
+/// The bearer token of a request.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    bearer.or_else(|| {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == COOKIE)
-            .map(|(_, v)| v.trim())
-    })
+        .map(str::trim)
 }
 
-/// Whether the request carries the token (header or cookie).
-pub fn allowed(s: &AppState, headers: &HeaderMap) -> bool {
-    carries(headers, &s.token)
+/// The value of the cookie `name` of a request.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
 }
 
-/// Whether `headers` carry `token` (header or cookie), compared in constant
+/// How a request proved it has the token, if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// `Authorization: Bearer`: a program, which a web page cannot make send it.
+    Bearer,
+    /// The dashboard's cookie, which the browser adds by itself.
+    Cookie,
+}
+
+/// How the request carries the token (`None`: it does not), compared in
+/// constant time. An empty token opens nothing.
+pub fn proof(s: &AppState, headers: &HeaderMap) -> Option<Proof> {
+    let ok = |t: &str| !s.token.is_empty() && same(t.as_bytes(), s.token.as_bytes());
+    if bearer(headers).is_some_and(ok) {
+        Some(Proof::Bearer)
+    } else if cookie(headers, &cookie_name(s.listen.port())).is_some_and(ok) {
+        Some(Proof::Cookie)
+    } else {
+        None
+    }
+}
+
+/// Whether `headers` carry `token` as a bearer token, compared in constant
 /// time. An empty token opens nothing.
 pub fn carries(headers: &HeaderMap, token: &str) -> bool {
-    !token.is_empty() && presented(headers).is_some_and(|t| same(t.as_bytes(), token.as_bytes()))
+    !token.is_empty() && bearer(headers).is_some_and(|t| same(t.as_bytes(), token.as_bytes()))
 }
 
-/// Lets a request through when it carries the token (header or cookie); else 401.
+/// Whether a request comes from a page of this server (its `Sec-Fetch-Site`
+/// is `same-origin`, or its `Origin` is this `Host`): the browser adds the
+/// cookie to requests that other pages make too, even pages on another port
+/// of the same machine.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return site == "same-origin";
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => {
+            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+        }
+        _ => false,
+    }
+}
+
+/// Lets a request through when it carries the token (header or cookie); else
+/// 401. A write proved by the cookie alone must come from the dashboard's own
+/// page (else 403): another site's page cannot make the browser write as you.
 pub async fn require(State(s): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    if allowed(&s, req.headers()) {
-        Ok(next.run(req).await)
-    } else {
-        Err(ApiError::unauthorized())
+    match proof(&s, req.headers()) {
+        None => Err(ApiError::unauthorized()),
+        Some(Proof::Cookie) if !req.method().is_safe() && !same_origin(req.headers()) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site",
+            "this write carries the dashboard's cookie but does not come from the dashboard's page; a program sends `Authorization: Bearer TOKEN` instead",
+        )),
+        Some(_) => Ok(next.run(req).await),
     }
 }
 
@@ -171,7 +240,7 @@ struct LoginQuery {
 /// dashboard; any other gets 401 with what to do.
 async fn login(State(s): State<AppState>, headers: HeaderMap, QueryParams(q): QueryParams<LoginQuery>) -> Response {
     if q.code.as_deref().is_some_and(|c| s.logins.redeem(c)) {
-        let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", s.token);
+        let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", cookie_name(s.listen.port()), s.token);
         let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             r.headers_mut().insert(header::SET_COOKIE, v);
@@ -242,13 +311,44 @@ mod tests {
     }
 
     #[test]
-    fn the_token_is_found_in_the_header_or_the_cookie() {
+    fn the_token_is_found_in_the_header_or_the_cookie_of_this_port() {
         let mut h = HeaderMap::new();
-        assert_eq!(presented(&h), None);
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; lemming_token=abc; b=2"));
-        assert_eq!(presented(&h), Some("abc"));
+        assert_eq!((bearer(&h), cookie(&h, "lemming_token_7878")), (None, None));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; lemming_token_7879=other; lemming_token_7878=abc; b=2"),
+        );
+        assert_eq!(cookie(&h, &cookie_name(7878)), Some("abc"));
+        assert_eq!(cookie(&h, &cookie_name(7879)), Some("other"), "another org's cookie is its own");
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer xyz"));
-        assert_eq!(presented(&h), Some("xyz"));
+        assert_eq!(bearer(&h), Some("xyz"));
         assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"abcd"));
+    }
+
+    /// A write with the cookie alone must come from this server's own page.
+    #[test]
+    fn a_cookie_write_must_come_from_the_same_origin() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert!(same_origin(&h(&[("sec-fetch-site", "same-origin")])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "same-site")])), "another port of this machine");
+        assert!(!same_origin(&h(&[("sec-fetch-site", "cross-site")])));
+        assert!(same_origin(&h(&[("origin", "http://127.0.0.1:7878"), ("host", "127.0.0.1:7878")])));
+        assert!(!same_origin(&h(&[("origin", "http://127.0.0.1:3000"), ("host", "127.0.0.1:7878")])));
+        assert!(!same_origin(&h(&[("host", "127.0.0.1:7878")])), "no sign of where it comes from");
+    }
+
+    #[test]
+    fn a_token_from_the_environment_is_long_and_plain() {
+        assert!(check_token("0123456789abcdef").is_ok());
+        assert!(check_token("short").unwrap_err().contains("at least 16"));
+        for bad in ["0123456789abcdef;x", "0123456789 abcdef", "0123456789abcdéf", "0123456789abcdef\""] {
+            assert!(check_token(bad).unwrap_err().contains("cookie"), "{bad}");
+        }
     }
 }

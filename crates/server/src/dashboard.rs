@@ -4,11 +4,11 @@
 //! licence). Every answer carries a strict Content-Security-Policy: scripts
 //! and connections only from this origin, no inline script.
 
-use axum::extract::Path;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::api::PathParam;
 use crate::error::ApiError;
 use crate::Routes;
 
@@ -54,7 +54,7 @@ async fn index() -> Response {
 }
 
 /// `GET /assets/{file}`: an embedded file, or 404 naming the known ones.
-async fn asset(Path(file): Path<String>) -> Response {
+async fn asset(PathParam(file): PathParam<String>) -> Response {
     match find(&file) {
         // Revalidated at every load: the files change with the binary and carry no version in their name.
         Some(a) => answer(a.content_type, a.bytes, "no-cache"),

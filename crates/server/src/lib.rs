@@ -128,12 +128,17 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "ok": true }))
 }
 
-/// `GET /ready`: the org's files can be read (503 when they cannot).
+/// `GET /ready`: the org's config files are all valid (503, with the first
+/// problem, when one is not: the daemon then runs on its last good version).
+/// The org is the one the API uses, loaded again only when its files change.
 async fn ready(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match lemming_engine::org::Org::load(&s.root) {
-        Ok(_) => axum::Json(serde_json::json!({ "ready": true })).into_response(),
-        Err(e) => error::ApiError::unavailable(format!("the org cannot be loaded: {e}")).into_response(),
+    let problem = tokio::task::spawn_blocking(move || s.org().map(|org| org.problems().into_iter().next())).await;
+    match problem {
+        Ok(Ok(None)) => axum::Json(serde_json::json!({ "ready": true })).into_response(),
+        Ok(Ok(Some(d))) => error::ApiError::unavailable(format!("a config file is not valid: {d}")).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => error::ApiError::internal(e.to_string()).into_response(),
     }
 }
 
@@ -154,7 +159,13 @@ pub enum ServeError {
     /// The token file could not be read or written.
     #[error(transparent)]
     Token(#[from] lemming_engine::error::PathError),
+    /// The token from the environment cannot be used.
+    #[error("{0}")]
+    BadToken(String),
 }
+
+/// How long the requests in flight may take once the server is asked to stop.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A bound server, not yet serving: its address and the dashboard's login link.
 pub struct Bound {
@@ -165,9 +176,18 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// The dashboard's URL with a one-time login code (it sets the cookie).
+    /// The dashboard's URL with a one-time login code (it sets the cookie);
+    /// on this machine's loopback when the server listens on every address.
     pub fn login_url(&self) -> String {
-        format!("http://{}/login?code={}", self.addr, self.state.logins.issue())
+        let mut at = self.addr;
+        if at.ip().is_unspecified() {
+            at.set_ip(if at.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{at}/login?code={}", self.state.logins.issue())
     }
 
     /// Serves until `shutdown` resolves.
@@ -179,11 +199,25 @@ impl Bound {
         // The event streams never end by themselves: closing the hub ends
         // them, so that the graceful shutdown does not wait for them.
         let closing = hub.clone();
+        let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let shutdown = async move {
             shutdown.await;
             closing.close();
+            let _ = stopping_tx.send(true);
         };
-        let done = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let serving = std::future::IntoFuture::into_future(axum::serve(listener, app).with_graceful_shutdown(shutdown));
+        // A client that stopped reading cannot hold the process: the
+        // requests in flight get a few seconds once the shutdown started.
+        let done = tokio::select! {
+            done = serving => done,
+            _ = async {
+                let _ = stopping.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping without them");
+                Ok(())
+            }
+        };
         pump.abort();
         done
     }
@@ -192,12 +226,17 @@ impl Bound {
 /// Binds `opts.listen` for the org at `opts.root`: refuses a non-loopback
 /// address without `LEMMING_API_TOKEN`, and loads or creates the token.
 pub async fn bind(opts: Options) -> Result<Bound, ServeError> {
-    let state = AppState::new(opts)?;
+    if let Some(t) = &opts.token {
+        auth::check_token(t).map_err(ServeError::BadToken)?;
+    }
+    let mut state = AppState::new(opts)?;
     let addr = state.listen;
     if !addr.ip().is_loopback() && !state.token_from_env {
         return Err(ServeError::NoToken(addr));
     }
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    // The port the system chose for `:0` names the cookie.
+    state.listen = addr;
     Ok(Bound { listener, state, addr })
 }

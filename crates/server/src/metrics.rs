@@ -299,9 +299,23 @@ pub fn observe_providers(metrics: &Arc<Metrics>) {
 }
 
 /// Whether a scrape from `peer` may read the metrics: from this machine
-/// (loopback) always, from elsewhere (or an unknown peer) with the token.
+/// (a loopback peer that asked for a loopback host) without the token, from
+/// elsewhere with it. A proxy on this machine forwards with the public host,
+/// and a web page that rebinds a name of its own to 127.0.0.1 sends that
+/// name: neither gets them open.
 fn allowed(peer: Option<SocketAddr>, headers: &axum::http::HeaderMap, token: &str) -> bool {
-    peer.is_some_and(|p| p.ip().is_loopback()) || crate::auth::carries(headers, token)
+    let local_host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).is_some_and(loopback_host);
+    (local_host && peer.is_some_and(|p| p.ip().is_loopback())) || crate::auth::carries(headers, token)
+}
+
+/// Whether a `Host` header names this machine's loopback (`localhost`,
+/// `127.x.y.z`, `[::1]`, with or without a port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `GET /metrics`: open to this machine (loopback); from elsewhere it needs the token.
@@ -474,9 +488,18 @@ mod tests {
 
     #[test]
     fn loopback_scrapes_need_no_token_and_others_do() {
-        let none = axum::http::HeaderMap::new();
+        let mut none = axum::http::HeaderMap::new();
+        none.insert(header::HOST, HeaderValue::from_static("127.0.0.1:7878"));
         let mut with = axum::http::HeaderMap::new();
         with.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        let mut proxied = axum::http::HeaderMap::new();
+        proxied.insert(header::HOST, HeaderValue::from_static("lemming.example.com"));
+        assert!(!allowed(Some("127.0.0.1:5000".parse().unwrap()), &proxied, "secret"), "a proxy's public host");
+        for (host, ok) in
+            [("localhost:9", true), ("[::1]:7878", true), ("127.1.2.3", true), ("evil.example:7878", false)]
+        {
+            assert_eq!(loopback_host(host), ok, "{host}");
+        }
         let at = |a: &str| Some(a.parse::<SocketAddr>().unwrap());
         assert!(allowed(at("127.0.0.1:5000"), &none, "secret"));
         assert!(allowed(at("[::1]:5000"), &none, "secret"));

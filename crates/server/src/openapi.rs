@@ -96,7 +96,7 @@ pub fn spec() -> Value {
             vec![json!({ "name": "code", "in": "query", "required": true, "description": "The code of the printed link: good once, for 10 minutes.", "schema": { "type": "string" } })],
             None,
             map(vec![
-                ("303", json!({ "description": "Logged in: sets the `lemming_token` cookie (HttpOnly, SameSite=Strict) and goes to `/`.", "headers": { "Set-Cookie": { "schema": { "type": "string" } }, "Location": { "schema": { "type": "string" } } } })),
+                ("303", json!({ "description": "Logged in: sets the `lemming_token_PORT` cookie (PORT: the port served; HttpOnly, SameSite=Strict) and goes to `/`.", "headers": { "Set-Cookie": { "schema": { "type": "string" } }, "Location": { "schema": { "type": "string" } } } })),
                 ("401", err("The code is unknown, used or expired (an HTML page when the client accepts HTML).")),
             ]),
             false,
@@ -251,7 +251,7 @@ pub fn spec() -> Value {
         "components": {
             "securitySchemes": {
                 "bearerAuth": { "type": "http", "scheme": "bearer", "description": "LEMMING_API_TOKEN, or the token in org/state/api-token." },
-                "cookieAuth": { "type": "apiKey", "in": "cookie", "name": crate::auth::COOKIE }
+                "cookieAuth": { "type": "apiKey", "in": "cookie", "name": format!("{}_PORT", crate::auth::COOKIE), "description": "The dashboard's cookie, named for the port served (for example `lemming_token_7878`); a write with the cookie alone must come from the dashboard's own page (`Origin` or `Sec-Fetch-Site`), else 403 `cross_site`." }
             },
             "schemas": {
                 "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {

@@ -30,6 +30,11 @@ pub struct Options {
     pub rate_limit: u32,
     /// The rate limit's window.
     pub rate_window: std::time::Duration,
+    /// Config writes (a resume's PUT) one client may make per
+    /// [`Options::config_window`], on top of the limit of all writes.
+    pub config_limit: u32,
+    /// The config writes' window.
+    pub config_window: std::time::Duration,
 }
 
 impl Options {
@@ -44,6 +49,8 @@ impl Options {
             // A person clicking through the dashboard never comes near it.
             rate_limit: 30,
             rate_window: std::time::Duration::from_secs(10),
+            config_limit: 5,
+            config_window: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -83,6 +90,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The rate limiter of the mutating routes.
     pub limiter: Arc<crate::limit::Limiter>,
+    /// The stricter one of config writes.
+    pub config_limiter: Arc<crate::limit::Limiter>,
     /// The one-time login codes.
     pub logins: Arc<crate::auth::Logins>,
     /// The org as last loaded, and the stamp of its files then.
@@ -108,6 +117,7 @@ impl AppState {
             hub: Arc::new(crate::events::Hub::new(&layout, opts.in_daemon.then(|| opts.sources.bus.clone()))),
             metrics: crate::metrics::Metrics::new(),
             limiter: Arc::new(crate::limit::Limiter::new(opts.rate_limit, opts.rate_window)),
+            config_limiter: Arc::new(crate::limit::Limiter::new(opts.config_limit, opts.config_window)),
             logins: Arc::new(crate::auth::Logins::default()),
             orgs: Arc::default(),
             sources: opts.sources,

@@ -23,12 +23,13 @@ use crate::Routes;
 
 /// The mutating routes, behind the rate limiter.
 pub fn routes(state: &AppState) -> Routes {
+    let config = axum::middleware::from_fn_with_state(state.clone(), crate::limit::limit_config);
     Routes::new()
         .add("POST", "/api/send", post(send_message))
         .add("POST", "/api/agents/{name}/top-up", post(top_up))
         .add("POST", "/api/pause", post(pause))
         .add("POST", "/api/resume", post(resume))
-        .add("PUT", "/api/agents/{name}/resume", put(put_resume))
+        .add("PUT", "/api/agents/{name}/resume", put(put_resume).layer(config))
         .map(|r| r.layer(axum::middleware::from_fn_with_state(state.clone(), crate::limit::limit)))
 }
 

@@ -30,6 +30,16 @@ impl Server {
     /// (where a path that climbs out of the org would land), served with at
     /// most `rate_limit` writes per 10 s.
     async fn start(rate_limit: u32) -> Server {
+        Server::start_with(|o| {
+            o.rate_limit = rate_limit;
+            o.rate_window = Duration::from_secs(10);
+            o.config_limit = rate_limit;
+        })
+        .await
+    }
+
+    /// The same, with the default limits changed by `tune`.
+    async fn start_with(tune: impl FnOnce(&mut lemming_server::Options)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("org");
         lemming_engine::init::init(&root).unwrap();
@@ -39,8 +49,7 @@ impl Server {
         std::fs::write(dir.path().join("secret/logs/activity.jsonl"), format!("{SECRET}\n")).unwrap();
         let mut opts = lemming_server::Options::new(root.clone(), "127.0.0.1:0".parse().unwrap());
         opts.token = Some(TOKEN.into());
-        opts.rate_limit = rate_limit;
-        opts.rate_window = Duration::from_secs(10);
+        tune(&mut opts);
         let bound = lemming_server::bind(opts).await.unwrap();
         let addr = bound.addr;
         let login = bound.login_url();
@@ -192,17 +201,35 @@ async fn the_cookie_is_a_token_too_and_a_login_code_sets_it_once() {
     bounded(async {
         let s = Server::start(1000).await;
         let with_cookie = |c: &str| s.http.get(s.url("/api/status")).header("Cookie", c.to_string());
-        let ok = with_cookie(&format!("theme=dark; lemming_token={TOKEN}")).send().await.unwrap();
+        let name = format!("lemming_token_{}", s.addr.port());
+        let ok = with_cookie(&format!("theme=dark; {name}={TOKEN}")).send().await.unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
-        let bad = with_cookie("lemming_token=wrong").send().await.unwrap();
+        let bad = with_cookie(&format!("{name}=wrong")).send().await.unwrap();
         assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+        let other_port = with_cookie(&format!("lemming_token_1={TOKEN}")).send().await.unwrap();
+        assert_eq!(other_port.status(), StatusCode::UNAUTHORIZED, "the cookie of another port's server");
+        // A write with the cookie alone comes from the dashboard's own page, or is refused.
+        let write = |origin: &str| {
+            s.http
+                .post(s.url("/api/pause"))
+                .header("Cookie", format!("{name}={TOKEN}"))
+                .header("Origin", origin.to_string())
+                .header("Content-Type", "text/plain")
+                .body("{}")
+        };
+        let r = write("http://127.0.0.1:1").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "another page of this machine");
+        assert_eq!(error_code(&r.json().await.unwrap()), "cross_site");
+        assert!(!s.root.join("org/state/paused").exists(), "and nothing was done");
+        assert_eq!(write(&s.base).send().await.unwrap().status(), StatusCode::OK, "the dashboard's own page");
+        assert!(s.root.join("org/state/paused").exists());
 
         assert!(s.login.starts_with(&format!("http://{}/login?code=", s.addr)), "{}", s.login);
         let first = s.http.get(&s.login).send().await.unwrap();
         assert_eq!(first.status(), StatusCode::SEE_OTHER);
         assert_eq!(first.headers()["location"], "/");
         let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
-        for part in [format!("lemming_token={TOKEN}"), "HttpOnly".into(), "SameSite=Strict".into(), "Path=/".into()] {
+        for part in [format!("{name}={TOKEN}"), "HttpOnly".into(), "SameSite=Strict".into(), "Path=/".into()] {
             assert!(cookie.contains(&part), "{cookie} lacks {part}");
         }
         let pair = cookie.split(';').next().unwrap();
@@ -231,6 +258,13 @@ async fn a_non_loopback_address_without_a_token_in_the_environment_is_refused() 
         let Err(e) = lemming_server::bind(opts).await else { panic!("a server without a token listened on 0.0.0.0") };
         assert!(matches!(e, lemming_server::ServeError::NoToken(_)), "{e}");
         assert!(e.to_string().contains("LEMMING_API_TOKEN"), "{e}");
+        // A token from the environment that a cookie cannot carry, or a short one, is refused.
+        for bad in ["short", "0123456789abcdef;x"] {
+            let mut opts = lemming_server::Options::new(dir.path().to_path_buf(), "0.0.0.0:0".parse().unwrap());
+            opts.token = Some(bad.into());
+            let Err(e) = lemming_server::bind(opts).await else { panic!("the token {bad:?} was taken") };
+            assert!(matches!(e, lemming_server::ServeError::BadToken(_)), "{e}");
+        }
         // Without a token in the environment, loopback works with the token file (0600).
         let mut opts = lemming_server::Options::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
         opts.token = None;
@@ -366,6 +400,26 @@ async fn bodies_over_the_limit_get_413() {
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(error_code(&r.json().await.unwrap()), "too_large");
         assert_eq!(std::fs::read(s.resume_path("manager")).unwrap(), before);
+    })
+    .await;
+}
+
+/// With the default limits, a person saving a resume is never limited, a
+/// script rewriting it in a loop is from the sixth save in a minute; other
+/// writes are not counted against it.
+#[tokio::test]
+async fn the_sixth_resume_save_in_a_minute_gets_429_with_the_default_limits() {
+    bounded(async {
+        let s = Server::start_with(|_| {}).await;
+        let text = std::fs::read_to_string(s.resume_path("manager")).unwrap();
+        for i in 0..5 {
+            assert_eq!(s.put_resume("manager", &text).await.status(), StatusCode::OK, "save {}", i + 1);
+        }
+        let r = s.put_resume("manager", &text).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        assert_eq!(s.post("/api/pause", json!(null)).await.0, StatusCode::OK, "other writes have their own limit");
     })
     .await;
 }

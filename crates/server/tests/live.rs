@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use lemming_engine::events::{Bus, Event, EventKind, TurnReport};
 use lemming_server::{bind, Options};
 
+const TOKEN: &str = "secret-token-0123456789";
+
 fn delivered(seq: u64) -> Event {
     let kind = EventKind::Delivered { id: format!("m{seq}"), from: "manager".into(), to: "human".into() };
     Event { seq, turn: 1, at: chrono::Utc::now(), kind }
@@ -33,7 +35,7 @@ struct Server {
 async fn start(root: &Path, bus: Option<Bus>) -> Server {
     std::fs::create_dir_all(root.join("org/state")).unwrap();
     let mut opts = Options::new(root.to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    opts.token = Some("secret".into());
+    opts.token = Some(TOKEN.into());
     if let Some(bus) = bus {
         opts.sources.bus = bus;
         opts.in_daemon = true;
@@ -68,7 +70,7 @@ impl Stream {
             .build()
             .unwrap()
             .get(format!("http://{addr}/api/events"))
-            .bearer_auth("secret")
+            .bearer_auth(TOKEN)
             .header("accept-encoding", "gzip, br");
         if let Some(id) = last {
             req = req.header("last-event-id", id.to_string());
@@ -143,7 +145,7 @@ async fn a_bad_last_event_id_gets_400_with_the_error_shape() {
         .build()
         .unwrap()
         .get(format!("http://{}/api/events", server.addr))
-        .bearer_auth("secret")
+        .bearer_auth(TOKEN)
         .header("last-event-id", "abc")
         .send()
         .await

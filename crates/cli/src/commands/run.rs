@@ -39,7 +39,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     }
     let loaded = lemming_engine::org::Org::load(&root);
     let retention = loaded.as_ref().map(|o| o.settings.log_retention_days).unwrap_or(7);
-    let http = args.http.or_else(|| loaded.ok().and_then(|o| o.settings.http_listen));
+    // `[http] listen` is read like every setting the daemon uses: from the
+    // last good org.toml while the file is invalid.
+    let http = args.http.or_else(|| crate::commands::serve::configured(&root));
     let _guard = crate::log::init_file_log(&root.join("org/state/logs"), retention as usize);
     let opts = RunOptions {
         turns: args.turns,
