@@ -358,43 +358,53 @@ install_bwrap() {
 
 prometheus_bin() { command -v prometheus 2>/dev/null || true; }
 
-install_prometheus() {
-  step_begin "prometheus (Debian's package)"
-  local bin
-  bin="$(prometheus_bin)"
-  if [ -n "$bin" ] && "$bin" --version >/dev/null 2>&1; then
-    step_end "installed: $bin"
-    return 0
-  fi
+# Installs Debian packages with apt-get (sudo when not root), for a peer
+# that `ready` (a command) says is usable afterwards. Without apt-get or root,
+# says how to install them and returns: the tests that need them say SKIPPED.
+#   apt_peer WHAT READY-CMD NOTE PACKAGE...
+apt_peer() {
+  local what="$1" ready="$2" note="$3"
+  shift 3
   if ! command -v apt-get >/dev/null 2>&1; then
-    log "    note: apt-get is not available here; install prometheus with your package manager"
-    log "          (the Prometheus test says SKIPPED until then)"
+    log "    note: apt-get is not available here; install $* with your package manager"
+    log "          (the $what test says SKIPPED until then)"
     step_end "skipped"
-    return 0
+    return 1
   fi
   local sudo=""
   if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
       sudo="sudo"
     else
-      log "    note: installing prometheus needs root, and sudo is missing; run as root:"
-      log "          apt-get install -y --no-install-recommends prometheus"
+      log "    note: installing $* needs root, and sudo is missing; run as root:"
+      log "          apt-get install -y --no-install-recommends $*"
       step_end "skipped"
-      return 0
+      return 1
     fi
   fi
   local alog="$CACHE/logs/apt.log"
-  log "    apt-get install -y --no-install-recommends prometheus${sudo:+ (with sudo)}"
-  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >>"$alog" 2>&1; then
+  log "    apt-get install -y --no-install-recommends $*${sudo:+ (with sudo)}${note:+ ($note)}"
+  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >>"$alog" 2>&1; then
     # apt's package lists may be missing (a fresh machine).
     log "    apt-get update (the package lists are missing or old)"
     $sudo apt-get update -qq >>"$alog" 2>&1 || die "apt-get update failed (see $alog)"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >>"$alog" 2>&1 \
-      || die "apt-get install prometheus failed (see $alog)"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >>"$alog" 2>&1 \
+      || die "apt-get install $* failed (see $alog)"
   fi
+  $ready || die "$* still not usable after apt-get install (see $alog)"
+}
+
+prometheus_ok() {
+  local bin
   bin="$(prometheus_bin)"
-  [ -n "$bin" ] && "$bin" --version >/dev/null 2>&1 || die "prometheus is not usable after apt-get install (see $alog)"
-  step_end "installed: $bin"
+  [ -n "$bin" ] && "$bin" --version >/dev/null 2>&1
+}
+
+install_prometheus() {
+  step_begin "prometheus (Debian's package)"
+  if prometheus_ok || apt_peer Prometheus prometheus_ok "" prometheus; then
+    step_end "installed: $(prometheus_bin)"
+  fi
 }
 
 # --------------------------------------------------------------- chromium --
@@ -405,38 +415,9 @@ chromium_ok() {
 
 install_chromium() {
   step_begin "chromium and chromium-driver (Debian's packages)"
-  if chromium_ok; then
+  if chromium_ok || apt_peer "dashboard's browser" chromium_ok "about 300 MB" chromium chromium-driver; then
     step_end "installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
-    return 0
   fi
-  if ! command -v apt-get >/dev/null 2>&1; then
-    log "    note: apt-get is not available here; install chromium and chromedriver with your package manager"
-    log "          (the dashboard's browser test says SKIPPED until then)"
-    step_end "skipped"
-    return 0
-  fi
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-      sudo="sudo"
-    else
-      log "    note: installing chromium needs root, and sudo is missing; run as root:"
-      log "          apt-get install -y --no-install-recommends chromium chromium-driver"
-      step_end "skipped"
-      return 0
-    fi
-  fi
-  local alog="$CACHE/logs/apt.log"
-  log "    apt-get install -y --no-install-recommends chromium chromium-driver${sudo:+ (with sudo)} (about 300 MB)"
-  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver >>"$alog" 2>&1; then
-    # apt's package lists may be missing (a fresh machine).
-    log "    apt-get update (the package lists are missing or old)"
-    $sudo apt-get update -qq >>"$alog" 2>&1 || die "apt-get update failed (see $alog)"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver >>"$alog" 2>&1 \
-      || die "apt-get install chromium chromium-driver failed (see $alog)"
-  fi
-  chromium_ok || die "chromium or chromedriver is still missing after apt-get install (see $alog)"
-  step_end "installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
 }
 
 # ------------------------------------------------------------------- main --

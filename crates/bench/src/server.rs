@@ -259,6 +259,19 @@ fn streams(base: &Path, n_clients: usize, sends: usize) -> Result<Streams, Strin
     })
 }
 
+/// 1,000 agents with 10 unread messages each, in a ring of 4.
+fn thousand() -> Spec {
+    Spec {
+        agents: 1000,
+        unread: 10,
+        shape: Shape::Ring(4),
+        latency_ms: 0,
+        max_parallel: 8,
+        calls: Calls::None,
+        sandbox: None,
+    }
+}
+
 /// A 1,000-agent org under a paused daemon, for timing its turns: with
 /// `http`, the daemon also serves the API to `streams` connected event
 /// streams (connected, reading what comes, asking for nothing).
@@ -276,15 +289,7 @@ impl Rig {
     fn new(base: &Path, http: bool, streams: usize) -> Result<Rig, String> {
         let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
         let org: PathBuf = tmp.path().join("org");
-        let spec = Spec {
-            agents: 1000,
-            unread: 10,
-            shape: Shape::Ring(4),
-            latency_ms: 0,
-            max_parallel: 8,
-            calls: Calls::None,
-            sandbox: None,
-        };
+        let spec = thousand();
         crate::synth::generate(&org, &spec).map_err(|e| e.to_string())?;
         lemming(&org, &["pause"])?;
         let mut args = vec!["run", "--turn-seconds", "0.2"];
@@ -384,16 +389,7 @@ pub fn run(base: &Path, runs: usize) -> Result<bool, String> {
 
     let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
     let org = tmp.path().join("org");
-    let spec = Spec {
-        agents: 1000,
-        unread: 10,
-        shape: Shape::Ring(4),
-        latency_ms: 0,
-        max_parallel: 8,
-        calls: Calls::None,
-        sandbox: None,
-    };
-    crate::synth::generate(&org, &spec).map_err(|e| e.to_string())?;
+    crate::synth::generate(&org, &thousand()).map_err(|e| e.to_string())?;
     let s = start(&org, &["serve", "--listen", "127.0.0.1:0"])?;
     let status = get_p50(&s, "/api/status", 50)?;
     let metrics = get_p50(&s, "/metrics", 200)?;

@@ -96,6 +96,23 @@ impl Ctx {
     }
 }
 
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("stop requested; finishing the turn in flight");
+}
+
 /// Runs a future on a runtime built for this command.
 pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -405,7 +405,8 @@ fn report_problems(
         }
         on_problems(&now);
         let problems = now.iter().map(|d| crate::events::Problem::of(d, &org.layout.root)).collect();
-        crate::events::append_person(&org.layout, at, vec![crate::events::EventKind::ConfigError { problems }]);
+        let turn = crate::journal::Journal::new(&org.layout).last_turn().unwrap_or_default();
+        crate::events::append_person(&org.layout, turn, at, vec![crate::events::EventKind::ConfigError { problems }]);
         *seen = text;
     }
 }
@@ -478,11 +479,9 @@ pub fn set_paused(layout: &Layout, paused: bool, at: DateTime<Utc>) -> Result<()
     let what = serde_json::json!({ "was_paused": was_paused });
     if done.is_ok() && was_paused != paused {
         use crate::events::EventKind;
-        crate::events::append_person(
-            layout,
-            at,
-            vec![if paused { EventKind::Paused {} } else { EventKind::Resumed {} }],
-        );
+        let turn = crate::journal::Journal::new(layout).last_turn().unwrap_or_default();
+        let kind = if paused { EventKind::Paused {} } else { EventKind::Resumed {} };
+        crate::events::append_person(layout, turn, at, vec![kind]);
     }
     crate::audit::record(
         layout,

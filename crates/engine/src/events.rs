@@ -291,10 +291,9 @@ impl Problem {
 }
 
 /// Appends a person's events (outside a turn) durably: numbered after the
-/// last line, stamped with the last committed turn. A failure is logged: the
-/// action itself is done and audited.
-pub fn append_person(layout: &Layout, at: DateTime<Utc>, kinds: Vec<EventKind>) {
-    let turn = crate::journal::Journal::new(layout).last_turn().unwrap_or_default();
+/// last line, stamped with `turn` (the last committed one). A failure is
+/// logged: the action itself is done and audited.
+pub fn append_person(layout: &Layout, turn: u64, at: DateTime<Utc>, kinds: Vec<EventKind>) {
     let mut ev = Events::new(turn);
     for kind in kinds {
         ev.push(Event { seq: 0, turn, at, kind });

@@ -297,7 +297,7 @@ pub fn top_up(
     let done = add_top_up(layout, agent, budget, amount, turn, at);
     if done.is_ok() {
         let kind = crate::events::EventKind::ToppedUp { agent: agent.to_string(), amount };
-        crate::events::append_person(layout, at, vec![kind]);
+        crate::events::append_person(layout, turn, at, vec![kind]);
     }
     let what = serde_json::json!({ "agent": agent, "amount": amount });
     let outcome = done.as_ref().map(|_| ());

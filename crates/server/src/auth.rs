@@ -17,8 +17,8 @@ use lemming_engine::error::{PathError, WithPath};
 use lemming_engine::org::Layout;
 use serde::Deserialize;
 
-use crate::api::QueryParams;
 use crate::error::ApiError;
+use crate::extract::QueryParams;
 use crate::state::AppState;
 use crate::Routes;
 

@@ -8,8 +8,8 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::api::PathParam;
 use crate::error::ApiError;
+use crate::extract::PathParam;
 use crate::Routes;
 
 /// The page's policy: everything from this origin only, no inline script,

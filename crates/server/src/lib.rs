@@ -14,6 +14,7 @@
 //! - [`auth`]: the bearer token (from `LEMMING_API_TOKEN` or
 //!   `org/state/api-token`), the dashboard's cookie and its one-time login link;
 //! - [`limit`]: per-client rate limits of the mutating routes;
+//! - [`extract`]: path, query and body extractors that answer in the error shape;
 //! - [`api`]: the read routes (status, agents, messages, chart, ledger, logs, dead);
 //! - [`write`]: the mutating routes (send, top-up, pause, resume, the resume editor);
 //! - [`events`]: `GET /api/events`, Server-Sent Events with `Last-Event-ID`;
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod limit;
 pub mod metrics;
 pub mod openapi;

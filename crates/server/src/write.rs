@@ -16,8 +16,9 @@ use lemming_engine::send::{self, SendError, SendOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{agent_folder, edit_error, live_agent, unknown_agent, with_org, JsonBody, PathParam, RawBody};
+use crate::api::{agent_folder, edit_error, live_agent, unknown_agent, with_org};
 use crate::error::ApiError;
+use crate::extract::{JsonBody, PathParam, RawBody};
 use crate::state::AppState;
 use crate::Routes;
 

@@ -90,7 +90,7 @@ async fn run_daemon(root: &std::path::Path, opts: RunOptions) -> Result<u64, Cli
     Ok(daemon::run(
         root,
         opts,
-        shutdown_signal(),
+        crate::ctx::shutdown_signal(),
         |r| {
             tracing::info!(
                 turn = r.turn,
@@ -112,21 +112,4 @@ async fn run_daemon(root: &std::path::Path, opts: RunOptions) -> Result<u64, Cli
         },
     )
     .await?)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("stop requested; finishing the turn in flight");
 }

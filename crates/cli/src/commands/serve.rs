@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let listen = listen_addr(&root, args.listen);
     block_on(async {
         let bound = bind(&root, listen, Sources::real(), false).await?;
-        bound.serve(crate::commands::run::shutdown_signal()).await?;
+        bound.serve(crate::ctx::shutdown_signal()).await?;
         eprintln!("lemming: stopped serving");
         Ok(())
     })?
