@@ -83,6 +83,8 @@ pub fn load_or_create_token(layout: &Layout) -> Result<String, PathError> {
             }
             return Ok(token);
         }
+        // An empty file (a crash before its write, or a person's) is made again.
+        let _ = std::fs::remove_file(&path);
     }
     let token = random_hex(32).with_path("/dev/urandom")?;
     let tmp_dir = layout.state_tmp();
@@ -94,12 +96,27 @@ pub fn load_or_create_token(layout: &Layout) -> Result<String, PathError> {
         .mode(0o600)
         .open(&tmp)
         .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()).and_then(|()| f.sync_all()))
-        .with_path(&tmp)
-        .and_then(|()| std::fs::rename(&tmp, &path).with_path(&path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        .with_path(&tmp);
+    // A link, not a rename: it fails when the file exists, so that two
+    // servers starting at once agree on the one token that got there first.
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        r => r.map(|()| true).with_path(&path),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    if !linked? {
+        let bytes = lemming_engine::fsx::read_small(&path, 4096)?.unwrap_or_default();
+        let theirs = String::from_utf8_lossy(&bytes).trim().to_string();
+        if !theirs.is_empty() {
+            return Ok(theirs);
+        }
+        return Err(PathError {
+            path,
+            source: std::io::Error::other(
+                "the token file is empty: remove it, and a new token is made at the next start",
+            ),
+        });
     }
-    written?;
     lemming_engine::fsx::sync_dir(&layout.state_dir())?;
     Ok(token)
 }
@@ -288,6 +305,27 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         assert_ne!(load_or_create_token(&Layout::new(other.path())).unwrap(), t, "random");
         assert!(std::fs::read_dir(layout.state_tmp()).unwrap().next().is_none(), "no temporary file left");
+    }
+
+    /// Two servers starting at once on one org (`serve` and `run --http`)
+    /// end up with the same token, the one in the file.
+    #[test]
+    fn servers_starting_at_once_agree_on_one_token() {
+        for _ in 0..20 {
+            let d = tempfile::tempdir().unwrap();
+            let layout = Layout::new(d.path());
+            let tokens: Vec<String> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4).map(|_| s.spawn(|| load_or_create_token(&layout).unwrap())).collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let file = std::fs::read_to_string(layout.state_dir().join(TOKEN_FILE)).unwrap();
+            assert!(tokens.iter().all(|t| *t == file.trim()), "{tokens:?} / {file}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        std::fs::write(layout.state_dir().join(TOKEN_FILE), "").unwrap();
+        assert_eq!(load_or_create_token(&layout).unwrap().len(), 64, "an empty file is made again");
     }
 
     #[test]
