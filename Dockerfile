@@ -10,6 +10,11 @@
 # without one the server refuses to start. `lemming init` on an empty volume:
 #   docker run --rm -v "$PWD/my-org:/org" lemming init /org
 #
+# The same static binary builds outside a container too:
+#   rustup target add x86_64-unknown-linux-musl && apt-get install musl-tools
+#   cargo build --release --target x86_64-unknown-linux-musl --bin lemming
+# (the test suite does not build this image).
+#
 # Tools that run programs (run_command, custom tools) need bubblewrap or
 # Landlock; in a container, `sandbox = "landlock"` (a kernel feature, no
 # binary) is the one that works without extra privileges.

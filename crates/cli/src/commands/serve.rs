@@ -14,8 +14,9 @@ The address is --listen, else `listen` in the [http] table of org/org.toml,
 else 127.0.0.1:7878 (port 0 picks a free one). Every /api route needs the
 token: LEMMING_API_TOKEN, else the one in org/state/api-token (created at the
 first start); the login link printed at start sets it in the browser. /health
-and /ready are open, and /metrics is open to this machine. An address other
-than loopback is refused (exit 1) unless LEMMING_API_TOKEN is set.
+and /ready are open, and /metrics is open to this machine (asked by a
+loopback name). An address other than loopback is refused (exit 1) unless
+LEMMING_API_TOKEN is set (at least 16 characters a cookie can carry).
 
 Events come from org/state/events.jsonl, so `lemming step` or a daemon in
 another process can run beside it; `lemming run --http ADDR` serves from the
