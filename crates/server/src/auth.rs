@@ -19,7 +19,6 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::extract::QueryParams;
-use crate::state::AppState;
 use crate::Routes;
 
 /// The dashboard's cookie is named this, then the port it is served on:
@@ -196,13 +195,26 @@ pub enum Proof {
     Cookie,
 }
 
+/// What checking a request's token needs: the token, the port served (it
+/// names the cookie) and the login codes. Handlers get it from the server's
+/// state.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// The token every `/api` request must carry.
+    pub token: std::sync::Arc<str>,
+    /// The port served.
+    pub port: u16,
+    /// The one-time login codes.
+    pub logins: std::sync::Arc<Logins>,
+}
+
 /// How the request carries the token (`None`: it does not), compared in
 /// constant time. An empty token opens nothing.
-pub fn proof(s: &AppState, headers: &HeaderMap) -> Option<Proof> {
+pub fn proof(s: &Gate, headers: &HeaderMap) -> Option<Proof> {
     let ok = |t: &str| !s.token.is_empty() && same(t.as_bytes(), s.token.as_bytes());
     if bearer(headers).is_some_and(ok) {
         Some(Proof::Bearer)
-    } else if cookie(headers, &cookie_name(s.listen.port())).is_some_and(ok) {
+    } else if cookie(headers, &cookie_name(s.port)).is_some_and(ok) {
         Some(Proof::Cookie)
     } else {
         None
@@ -235,7 +247,7 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 /// Lets a request through when it carries the token (header or cookie); else
 /// 401. A write proved by the cookie alone must come from the dashboard's own
 /// page (else 403): another site's page cannot make the browser write as you.
-pub async fn require(State(s): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require(State(s): State<Gate>, req: Request, next: Next) -> Result<Response, ApiError> {
     match proof(&s, req.headers()) {
         None => Err(ApiError::unauthorized()),
         Some(Proof::Cookie) if !req.method().is_safe() && !same_origin(req.headers()) => Err(ApiError::new(
@@ -255,9 +267,9 @@ struct LoginQuery {
 
 /// `GET /login?code=…`: a good code sets the cookie and goes to the
 /// dashboard; any other gets 401 with what to do.
-async fn login(State(s): State<AppState>, headers: HeaderMap, QueryParams(q): QueryParams<LoginQuery>) -> Response {
+async fn login(State(s): State<Gate>, headers: HeaderMap, QueryParams(q): QueryParams<LoginQuery>) -> Response {
     if q.code.as_deref().is_some_and(|c| s.logins.redeem(c)) {
-        let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", cookie_name(s.listen.port()), s.token);
+        let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", cookie_name(s.port), s.token);
         let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             r.headers_mut().insert(header::SET_COOKIE, v);

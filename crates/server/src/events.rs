@@ -37,7 +37,6 @@ use lemming_engine::org::Layout;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::Routes;
 
 /// How many recent events the hub keeps in memory for clients that reconnect.
@@ -401,9 +400,10 @@ fn read_range(path: &Path, after: u64, until: u64, out: mpsc::Sender<Arc<Frame>>
 /// without a daemon) otherwise. Each new event is recorded in the metrics;
 /// the gauges read from the org's files are refreshed after each committed
 /// turn and every second.
-pub async fn pump(hub: Arc<Hub>, state: AppState) {
-    if state.in_daemon {
-        crate::metrics::observe_providers(&state.metrics);
+pub async fn pump(hub: Arc<Hub>, metrics: Arc<crate::metrics::Metrics>, root: std::path::PathBuf) {
+    // The hub has the daemon's bus when the daemon runs in this process.
+    if hub.bus().is_some() {
+        crate::metrics::observe_providers(&metrics);
     }
     let mut bus = hub.bus().map(Bus::subscribe);
     let mut tick = tokio::time::interval(if bus.is_some() { POLL_IN_DAEMON } else { POLL_ALONE });
@@ -414,7 +414,7 @@ pub async fn pump(hub: Arc<Hub>, state: AppState) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = gauges.tick() => {
-                refresh(&state).await;
+                refresh(&metrics, &root).await;
                 continue;
             }
             r = next_on(&mut bus) => match r {
@@ -435,18 +435,18 @@ pub async fn pump(hub: Arc<Hub>, state: AppState) {
         let h = hub.clone();
         let events = tokio::task::spawn_blocking(move || h.poll()).await.unwrap_or_default();
         for e in &events {
-            state.metrics.observe(e);
+            metrics.observe(e);
         }
         if events.iter().any(|e| matches!(e.kind, EventKind::Turn(_))) {
-            refresh(&state).await;
+            refresh(&metrics, &root).await;
             gauges.reset();
         }
     }
 }
 
 /// Recomputes the metrics read from the org's files.
-async fn refresh(state: &AppState) {
-    let (metrics, root) = (state.metrics.clone(), state.root.clone());
+async fn refresh(metrics: &Arc<crate::metrics::Metrics>, root: &std::path::Path) {
+    let (metrics, root) = (metrics.clone(), root.to_path_buf());
     let _ = tokio::task::spawn_blocking(move || metrics.refresh(&root)).await;
 }
 
@@ -481,15 +481,15 @@ fn bad_id(v: &str) -> ApiError {
 }
 
 /// `GET /api/events`.
-async fn events(State(s): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn events(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let after = match last_event_id(&headers, query.as_deref()) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
     // Subscribed before the answer starts: nothing committed from here on is missed.
-    let sub = s.hub.subscribe(after);
+    let sub = hub.subscribe(after);
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(feed(s.hub.clone(), sub, tx));
+    tokio::spawn(feed(hub, sub, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         let first = rx.recv().await?;
         Some((Ok::<Bytes, std::convert::Infallible>(coalesce(first, &mut rx)), rx))

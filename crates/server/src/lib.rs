@@ -196,7 +196,7 @@ impl Bound {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Bound { listener, state, .. } = self;
         let hub = state.hub.clone();
-        let pump = tokio::spawn(events::pump(hub.clone(), state.clone()));
+        let pump = tokio::spawn(events::pump(hub.clone(), state.metrics.clone(), state.root.clone()));
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         // The event streams never end by themselves: closing the hub ends
         // them, so that the graceful shutdown does not wait for them.

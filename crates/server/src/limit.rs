@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -16,7 +16,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The most clients remembered at once.
 pub const MAX_CLIENTS: usize = 4096;
@@ -70,23 +69,12 @@ impl Limiter {
     }
 }
 
-/// The client of a request: its peer's address.
-fn client(req: &Request) -> IpAddr {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
-}
-
-/// Counts a mutating request against its client's window (the peer's
-/// address); 429 with `Retry-After` when over the limit.
-pub async fn limit(State(s): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    s.limiter.check(client(&req), Instant::now()).map_err(ApiError::too_many)?;
-    Ok(next.run(req).await)
-}
-
-/// Counts a config write (a resume's PUT) against its client's stricter
-/// window, besides [`limit`]: editing the org's config by a script in a
-/// loop is refused long before it could wear the disk or the daemon's reloads.
-pub async fn limit_config(State(s): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    s.config_limiter.check(client(&req), Instant::now()).map_err(ApiError::too_many)?;
+/// Counts a mutating request against its client's window in `limiter` (the
+/// peer's address); 429 with `Retry-After` when over the limit.
+pub async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let client =
+        req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    limiter.check(client, Instant::now()).map_err(ApiError::too_many)?;
     Ok(next.run(req).await)
 }
 

@@ -25,7 +25,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::Routes;
 
 /// How often the gauges read from files are recomputed between turns.
@@ -319,12 +318,12 @@ fn loopback_host(host: &str) -> bool {
 }
 
 /// `GET /metrics`: open to this machine (loopback); from elsewhere it needs the token.
-async fn metrics(State(s): State<AppState>, req: Request) -> Response {
+async fn metrics(State(m): State<Arc<Metrics>>, State(gate): State<crate::auth::Gate>, req: Request) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    if !allowed(peer, req.headers(), &s.token) {
+    if !allowed(peer, req.headers(), &gate.token) {
         return ApiError::unauthorized().into_response();
     }
-    let mut r = s.metrics.encode().into_response();
+    let mut r = m.encode().into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     r
 }

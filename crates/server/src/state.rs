@@ -155,6 +155,27 @@ impl AppState {
     }
 }
 
+/// What checking a token needs, for the auth middleware, the login and the metrics.
+impl axum::extract::FromRef<AppState> for crate::auth::Gate {
+    fn from_ref(s: &AppState) -> crate::auth::Gate {
+        crate::auth::Gate { token: s.token.clone(), port: s.listen.port(), logins: s.logins.clone() }
+    }
+}
+
+/// The events, for `GET /api/events`.
+impl axum::extract::FromRef<AppState> for Arc<crate::events::Hub> {
+    fn from_ref(s: &AppState) -> Arc<crate::events::Hub> {
+        s.hub.clone()
+    }
+}
+
+/// The metric families, for `GET /metrics`.
+impl axum::extract::FromRef<AppState> for Arc<crate::metrics::Metrics> {
+    fn from_ref(s: &AppState) -> Arc<crate::metrics::Metrics> {
+        s.metrics.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,14 +24,17 @@ use crate::Routes;
 
 /// The mutating routes, behind the rate limiter.
 pub fn routes(state: &AppState) -> Routes {
-    let config = axum::middleware::from_fn_with_state(state.clone(), crate::limit::limit_config);
+    // Saving a resume also counts against a stricter window of its own: a
+    // script rewriting the org's config in a loop is refused long before it
+    // could wear the disk or the daemon's reloads.
+    let config = axum::middleware::from_fn_with_state(state.config_limiter.clone(), crate::limit::limit);
     Routes::new()
         .add("POST", "/api/send", post(send_message))
         .add("POST", "/api/agents/{name}/top-up", post(top_up))
         .add("POST", "/api/pause", post(pause))
         .add("POST", "/api/resume", post(resume))
         .add("PUT", "/api/agents/{name}/resume", put(put_resume).layer(config))
-        .map(|r| r.layer(axum::middleware::from_fn_with_state(state.clone(), crate::limit::limit)))
+        .map(|r| r.layer(axum::middleware::from_fn_with_state(state.limiter.clone(), crate::limit::limit)))
 }
 
 /// The body of `POST /api/send`.
