@@ -255,6 +255,16 @@ impl FsMailStore {
         self.read_dir_skipping(&self.outbox(agent, "sent"))
     }
 
+    /// The message `id` in an agent's `folder`, read from the file its id
+    /// names; `None` when there is no such file, or it holds no message with
+    /// that id (a file named by hand).
+    pub fn find(&self, agent: &str, folder: Folder, id: &str) -> Result<Option<Message>, PathError> {
+        match fsx::read_entry(&self.message_path(agent, folder, id), self.read_limit)? {
+            Entry::File { bytes, .. } => Ok(Message::parse(&bytes).ok().filter(|m| m.id == id)),
+            _ => Ok(None),
+        }
+    }
+
     fn read_box(&self, agent: &str, sub: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
         let read = self.read_box_skipping(agent, sub)?;
         match read.unreadable.into_iter().next() {
