@@ -92,6 +92,19 @@ pub(crate) fn start(program: &Path, args: &[String], log: &Path) -> KillOnDrop {
 }
 
 /// The proxied response of a request, parsed.
+/// Gemma behind a proxy that records every request (the proxy is what the
+/// org is configured with); `None`, with SKIPPED on stderr, when llama-server
+/// or the model is not installed.
+pub(crate) fn gemma_behind_a_proxy(test: &str) -> Option<(Gemma, FakeServer)> {
+    let (Some(server), Some(gguf)) = (peer("LEMMING_LLAMA_SERVER"), peer("LEMMING_GGUF")) else {
+        skip(test, "llama-server or the Gemma GGUF");
+        return None;
+    };
+    let gemma = Gemma::start(&server, &gguf);
+    let upstream = gemma.addr;
+    Some((gemma, FakeServer::start(move |_, _| Answer::Forward(upstream))))
+}
+
 /// llama-server with Gemma 3 270M on an ephemeral port of 127.0.0.1, ready
 /// to answer; stopped when dropped.
 pub(crate) struct Gemma {
@@ -154,12 +167,7 @@ fn assert_charge(org: &TestOrg, model: &str, input: u64, output: u64, prices: (f
 #[test]
 fn llama_server_answers_through_openai_with_a_schema_and_through_anthropic_messages() {
     let test = "llama_server_answers_through_openai_with_a_schema_and_through_anthropic_messages";
-    let (Some(server), Some(gguf)) = (peer("LEMMING_LLAMA_SERVER"), peer("LEMMING_GGUF")) else {
-        return skip(test, "llama-server or the Gemma GGUF");
-    };
-    let gemma = Gemma::start(&server, &gguf);
-    let upstream = gemma.addr;
-    let proxy = FakeServer::start(move |_, _| Answer::Forward(upstream));
+    let Some((_gemma, proxy)) = gemma_behind_a_proxy(test) else { return };
     let prices = (1000.0, 2000.0);
 
     // 1. openai kind, constrained by the reply schema.

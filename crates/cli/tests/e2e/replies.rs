@@ -194,14 +194,9 @@ text = '{"messages":[{"to":"human","body":"whole"}],"notes":"n"} and then I kept
 /// either used whole or refused with the mail kept, never consumed for nothing.
 #[test]
 fn llama_server_closes_its_reply_within_max_tokens_under_the_derived_bounds() {
-    use crate::peers::{peer, response, skip, Gemma};
+    use crate::peers::{gemma_behind_a_proxy, response};
     let test = "llama_server_closes_its_reply_within_max_tokens_under_the_derived_bounds";
-    let (Some(server), Some(gguf)) = (peer("LEMMING_LLAMA_SERVER"), peer("LEMMING_GGUF")) else {
-        return skip(test, "llama-server or the Gemma GGUF");
-    };
-    let gemma = Gemma::start(&server, &gguf);
-    let upstream = gemma.addr;
-    let proxy = FakeServer::start(move |_, _| Answer::Forward(upstream));
+    let Some((_gemma, proxy)) = gemma_behind_a_proxy(test) else { return };
 
     for max_tokens in [400, 1024] {
         let org = TestOrg::new();

@@ -288,15 +288,9 @@ fn native_tool_calls_of_an_anthropic_shaped_server_run_and_the_next_request_carr
 
 #[test]
 fn a_schema_constrained_local_model_names_only_granted_tools_and_gets_the_results() {
-    use crate::fake_http::{Answer, FakeServer};
-    use crate::peers::{peer, response, skip, Gemma};
+    use crate::peers::{gemma_behind_a_proxy, response};
     let test = "a_schema_constrained_local_model_names_only_granted_tools_and_gets_the_results";
-    let (Some(server), Some(gguf)) = (peer("LEMMING_LLAMA_SERVER"), peer("LEMMING_GGUF")) else {
-        return skip(test, "llama-server or the Gemma GGUF");
-    };
-    let gemma = Gemma::start(&server, &gguf);
-    let upstream = gemma.addr;
-    let proxy = FakeServer::start(move |_, _| Answer::Forward(upstream));
+    let Some((_gemma, proxy)) = gemma_behind_a_proxy(test) else { return };
     let org = TestOrg::new();
     crate::providers::configure(
         &org,
