@@ -84,6 +84,7 @@ pub fn to_manager(body: String) -> Message {
         turn: 0,
         ttl_turns: None,
         kind: Kind::Message,
+        ack_required: false,
     }
 }
 

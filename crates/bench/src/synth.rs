@@ -241,6 +241,7 @@ pub fn inject(dir: &Path, spec: &Spec, round: usize) -> std::io::Result<()> {
                 turn: 0,
                 ttl_turns: None,
                 kind: Kind::Message,
+                ack_required: false,
             };
             fs::write(new_dir.join(lemming_engine::mailbox::message_file(&msg.id)), msg.to_bytes())?;
         }
@@ -401,6 +402,7 @@ mod tests {
                 turn: 1,
                 ttl_turns: None,
                 kind: Kind::ToolResult,
+                ack_required: false,
             };
             let dir = tmp.path().join("agents").join(agent).join("inbox/new");
             fs::write(dir.join(lemming_engine::mailbox::message_file(&msg.id)), msg.to_bytes()).unwrap();

@@ -1032,6 +1032,7 @@ mod tests {
             turn: 0,
             ttl_turns: None,
             kind: Kind::Message,
+            ack_required: false,
         }
     }
 

@@ -87,6 +87,9 @@ pub enum Kind {
     ToolResult,
     /// A notice from the engine.
     System,
+    /// The engine's notice to a sender that a recipient read a message sent
+    /// with `ack_required` (§10).
+    Receipt,
 }
 
 impl Kind {
@@ -97,6 +100,7 @@ impl Kind {
             Kind::Bounce => "bounce",
             Kind::ToolResult => "tool_result",
             Kind::System => "system",
+            Kind::Receipt => "receipt",
         }
     }
 }
@@ -165,6 +169,10 @@ pub struct Message {
     /// What it is.
     #[serde(default)]
     pub kind: Kind,
+    /// Whether the sender asked for a `receipt` when a recipient reads it;
+    /// written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ack_required: bool,
 }
 
 fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

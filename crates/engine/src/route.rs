@@ -99,6 +99,7 @@ fn bounce(
         turn,
         ttl_turns: None,
         kind: Kind::Bounce,
+        ack_required: false,
     }
 }
 

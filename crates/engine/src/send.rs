@@ -102,6 +102,7 @@ pub fn send(org: &Org, from: &str, to: &str, body: &str, opts: SendOptions) -> R
         turn: Journal::new(&org.layout).last_turn()?,
         ttl_turns: opts.ttl_turns,
         kind: Kind::Message,
+        ack_required: false,
     };
     let size = msg.to_bytes().len() as u64;
     if size > org.settings.max_message_bytes {

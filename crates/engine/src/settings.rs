@@ -1,9 +1,11 @@
 //! `org/org.toml`: turn length, wake-on-message, parallelism, limits, the org-wide budget.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::{Doc, MAX_CREDITS, MAX_SECS_F};
 use crate::error::Diagnostic;
+use crate::name::AgentName;
 
 /// The org-wide settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +40,12 @@ pub struct Settings {
     /// Where `lemming run` serves the HTTP API and dashboard (`[http] listen`);
     /// none by default.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// Named groups of agents (`[groups]`): `to = "@name"` reaches each member
+    /// the sender may write to, and `send_to`/`read_from` may name a group.
+    pub groups: BTreeMap<String, Vec<AgentName>>,
+    /// Read mail written this many turns ago or more moves from `inbox/cur/`
+    /// to `inbox/archive/` (`None`: never).
+    pub archive_after_turns: Option<u64>,
 }
 
 /// Which OS sandbox runs the programs of `run_command` and custom tools (`sandbox` in org.toml).
@@ -134,12 +142,14 @@ impl Default for Settings {
             max_hire_credits: 50.0,
             tools: ToolLimits::default(),
             http_listen: None,
+            groups: BTreeMap::new(),
+            archive_after_turns: None,
         }
     }
 }
 
 /// The fields of `org.toml`.
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 16] = [
     "turn_seconds",
     "wake_on_message",
     "debounce_ms",
@@ -154,6 +164,8 @@ const FIELDS: [&str; 14] = [
     "max_hire_credits",
     "tools",
     "http",
+    "groups",
+    "archive_after_turns",
 ];
 
 /// The fields of the `[tools]` table.
@@ -261,6 +273,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
             }
             ht.deny_unknown(&HTTP_FIELDS);
         }
+        if let Some(v) = int("archive_after_turns", 1..=1_000_000_000, "archive_after_turns = 100") {
+            s.archive_after_turns = Some(v);
+        }
+        if let Some(gt) = t.table("groups") {
+            s.groups = groups(&doc, &gt);
+        }
         t.deny_unknown(&FIELDS);
     }
     let errs = doc.finish();
@@ -269,6 +287,39 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
     } else {
         Err(errs)
     }
+}
+
+/// The `[groups]` table: each key a group name (the rule of agent names), each
+/// value a list of agent names. Whether the members exist is checked with the
+/// whole org.
+fn groups(doc: &Doc<'_>, gt: &crate::config::Table<'_>) -> BTreeMap<String, Vec<AgentName>> {
+    let mut out = BTreeMap::new();
+    for key in gt.keys() {
+        if let Err(e) = AgentName::new(&key) {
+            let span = gt.span_of(&key);
+            doc.push(
+                doc.at(span, format!("group name {key:?}: {e}"))
+                    .help("name groups like agents, for example engineering = [\"planner\", \"coder_01\"]"),
+            );
+        }
+        let Some(list) = gt.str_list(&key) else { continue };
+        let mut members = Vec::new();
+        for m in list.into_inner() {
+            let span = m.span();
+            match AgentName::new(m.get_ref()) {
+                Ok(n) if members.contains(&n) => doc.push(
+                    doc.at(Some(span), format!("`{n}` is listed twice in group `{key}`")).help("list each member once"),
+                ),
+                Ok(n) => members.push(n),
+                Err(e) => doc.push(
+                    doc.at(Some(span), format!("in group `{key}`: {e}"))
+                        .help("list agent names, for example [\"planner\"]"),
+                ),
+            }
+        }
+        out.insert(key, members);
+    }
+    out
 }
 
 /// The largest `max_message_bytes` accepted (64 MiB).
@@ -300,5 +351,12 @@ mod tests {
         assert_eq!(s.http_listen, Some("127.0.0.1:9000".parse().unwrap()));
         let e = parse(Path::new("o"), "[http]\nlisten = \"localhost\"\n").unwrap_err();
         assert_eq!((e[0].line, e[0].message.contains("not an address")), (Some(2), true), "{e:#?}");
+        let s =
+            parse(Path::new("o"), "archive_after_turns = 5\n[groups]\neng = [\"planner\", \"coder_01\"]\n").unwrap();
+        assert_eq!(s.archive_after_turns, Some(5));
+        assert_eq!(s.groups["eng"].iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["planner", "coder_01"]);
+        let e = parse(Path::new("o"), "[groups]\nEng = [\"planner\"]\nops = [\"a\", \"a\", \"B\"]\n").unwrap_err();
+        let lines: Vec<_> = e.iter().map(|d| d.line.unwrap()).collect();
+        assert_eq!(lines, vec![2, 3, 3], "{e:#?}");
     }
 }

@@ -127,6 +127,7 @@ impl Turn<'_> {
                 turn: self.turn,
                 ttl_turns: None,
                 kind: Kind::ToolResult,
+                ack_required: false,
             };
             if self.mb.deliver(effects, &r.agent, &msg) {
                 let from = msg.from.clone();

@@ -224,6 +224,7 @@ fn record(
             turn,
             ttl_turns: None,
             kind: Kind::Message,
+            ack_required: false,
         });
     }
     let native = reply.tool_calls.into_iter().map(|c| reply::ToolCall { id: Some(c.id), tool: c.name, args: c.args });

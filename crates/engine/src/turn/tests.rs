@@ -340,6 +340,7 @@ async fn a_committed_turn_re_run_from_its_journal_writes_the_same_bytes() {
         turn: 1,
         ttl_turns: None,
         kind: Kind::Message,
+        ack_required: false,
     };
     crate::org::Layout::new(&root).mail().send_now("planner", &refused).unwrap();
     let (replay, rerun) = (d.path().join("replay"), d.path().join("rerun"));

@@ -485,6 +485,7 @@ mod tests {
                 turn: 0,
                 ttl_turns: None,
                 kind: Kind::Message,
+                ack_required: false,
             };
             let fill = limit - m.to_bytes().len();
             m.body = "x".repeat(fill);
