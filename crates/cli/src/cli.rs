@@ -39,7 +39,7 @@ Exit codes: 0 ok; 1 an error (the message says what and where); 2 a usage error
 /// The commands, in the order people meet them: set up, talk, watch, run, maintain.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write the default org into a new or empty folder
+    /// Write the default org, or an example org (--template), into a new or empty folder
     Init(commands::init::Args),
     /// Send a message as the human (or --from another agent); prints its id
     Send(commands::send::Args),
