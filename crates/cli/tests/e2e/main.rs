@@ -28,6 +28,7 @@ mod samples;
 mod sandbox;
 mod state_numbers;
 mod status_columns;
+mod templates;
 mod tools;
 mod turn;
 mod turn_events;
