@@ -88,6 +88,13 @@ fn every_template_validates_takes_its_first_message_and_runs_three_turns_on_the_
         assert_eq!(org.status_json()["dead_letters"], 0, "{name}: the first message caused dead letters");
         let fsck = org.lemming_ok(&["fsck"]);
         assert!(fsck.stdout.contains("fsck: 0 violations"), "{name}\n{fsck}");
+
+        // The mock's forwarding goes quiet: nine more turns leave no agent with unread mail.
+        org.lemming_ok(&["step", "-n", "9"]);
+        for agent in delivered(&org).keys().filter(|a| *a != "human") {
+            let unread = org.ids(agent, "inbox", "new");
+            assert!(unread.is_empty(), "{name}: after 12 turns {agent} still has mail: the first message loops\n{unread:?}");
+        }
     }
 }
 
@@ -156,4 +163,34 @@ fn templates_are_listed_with_their_description_and_an_unknown_one_is_refused_wit
 
     // Listing writes nothing, so it takes no folder.
     run(clean_command(&["init", "--list-templates", dir.to_str().unwrap()]).current_dir(tmp.path())).fails_with(2);
+}
+
+/// A template's org/models.toml switched to its commented real model, as its
+/// comment says: the mock tables deleted, the block after the intro uncommented.
+fn switched_to_the_real_model(models: &str) -> Option<String> {
+    let lines: Vec<&str> = models.lines().collect();
+    let intro = lines.iter().position(|l| l.starts_with("# A real model instead") || l.starts_with("# A local model"))?;
+    let header_end = lines.iter().position(|l| l.trim().is_empty())?;
+    let block = intro + lines[intro..].iter().position(|l| *l == "#")? + 1;
+    let uncommented = lines[block..].iter().map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l));
+    Some(lines[..header_end].iter().copied().chain([""]).chain(uncommented).collect::<Vec<_>>().join("\n"))
+}
+
+#[test]
+fn the_real_model_each_example_comments_out_is_valid_once_uncommented() {
+    for t in listed().iter().filter(|t| t["name"] != "default") {
+        let name = t["name"].as_str().unwrap();
+        let org = init_template(name);
+        let real = switched_to_the_real_model(&org.read("org/models.toml"))
+            .unwrap_or_else(|| panic!("{name}: org/models.toml shows no commented real model"));
+        assert!(!real.contains("provider = \"mock\""), "{name}: the switch left the mock in\n{real}");
+        org.write("org/models.toml", &real);
+        let out = org.lemming(&["validate"]);
+        assert_eq!(out.code, Some(0), "{name}: the commented real model is not valid\n{real}\n{out}");
+        // Every agent's key is served by the real provider.
+        let models = org.lemming_ok(&["--json", "models"]).json();
+        for m in models.as_array().unwrap() {
+            assert_ne!(m["kind"], "mock", "{name}: key {} is still the mock", m["key"]);
+        }
+    }
 }
