@@ -12,6 +12,9 @@ fn main() {
     let orgs = manifest.join("../../examples/orgs");
     let orgs = orgs.canonicalize().unwrap_or(orgs);
     println!("cargo:rerun-if-changed={}", orgs.display());
+    if !orgs.is_dir() {
+        println!("cargo:warning={} is missing: lemming init will know only the default org", orgs.display());
+    }
     let mut out = String::from("/// The example orgs of `examples/orgs/`, by name: (name, files).\n");
     out.push_str("pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[\n");
     for (name, dir) in entries(&orgs).into_iter().filter(|(_, p)| p.is_dir()) {

@@ -141,7 +141,9 @@ pub enum InitError {
     #[error("{} is not empty; lemming init refuses to overwrite anything\n  help: choose a new or empty folder", .0.display())]
     NotEmpty(PathBuf),
     /// No template has that name.
-    #[error("unknown template `{name}` (known: {known})\n  help: `lemming init --list-templates` says what each one is")]
+    #[error(
+        "unknown template `{name}` (known: {known})\n  help: `lemming init --list-templates` says what each one is"
+    )]
     UnknownTemplate {
         /// The name asked for (made safe to print).
         name: String,
@@ -208,11 +210,18 @@ mod tests {
     fn every_template_is_complete_and_says_what_to_send_first() {
         let all = templates();
         assert_eq!(all[0].name, DEFAULT_TEMPLATE);
-        assert!(all.len() >= 9, "the default and at least eight examples: {:?}", all.iter().map(|t| t.name).collect::<Vec<_>>());
+        assert!(
+            all.len() >= 9,
+            "the default and at least eight examples: {:?}",
+            all.iter().map(|t| t.name).collect::<Vec<_>>()
+        );
         for t in &all {
             let d = t.description();
             assert!(
-                d.ends_with('.') && d.len() <= 160 && d.matches(". ").count() == 0 && d.chars().next().is_some_and(char::is_uppercase),
+                d.ends_with('.')
+                    && d.len() <= 160
+                    && d.matches(". ").count() == 0
+                    && d.chars().next().is_some_and(char::is_uppercase),
                 "{}: the description must be one short sentence: {d:?}",
                 t.name
             );

@@ -49,12 +49,18 @@ fn every_template_validates_takes_its_first_message_and_runs_three_turns_on_the_
     for t in &list {
         let name = t["name"].as_str().expect("a template's name");
         let first = &t["first_message"];
-        let (to, body) = (first["to"].as_str().unwrap_or_else(|| panic!("{name}: no first message: {t}")), first["body"].as_str().unwrap());
+        let (to, body) = (
+            first["to"].as_str().unwrap_or_else(|| panic!("{name}: no first message: {t}")),
+            first["body"].as_str().unwrap(),
+        );
         let org = init_template(name);
         if name != "default" {
             // The README says which agent you talk to, and it is the one the first message goes to.
             let readme = org.read("README.md");
-            assert!(readme.contains(&format!("The entry agent is `{to}`.")), "{name}: its README does not name the entry agent {to}");
+            assert!(
+                readme.contains(&format!("The entry agent is `{to}`.")),
+                "{name}: its README does not name the entry agent {to}"
+            );
         }
 
         let out = org.lemming_ok(&["validate"]);
@@ -93,7 +99,10 @@ fn every_template_validates_takes_its_first_message_and_runs_three_turns_on_the_
         org.lemming_ok(&["step", "-n", "9"]);
         for agent in delivered(&org).keys().filter(|a| *a != "human") {
             let unread = org.ids(agent, "inbox", "new");
-            assert!(unread.is_empty(), "{name}: after 12 turns {agent} still has mail: the first message loops\n{unread:?}");
+            assert!(
+                unread.is_empty(),
+                "{name}: after 12 turns {agent} still has mail: the first message loops\n{unread:?}"
+            );
         }
     }
 }
@@ -129,7 +138,11 @@ fn every_example_folder_is_embedded_whole_and_there_are_at_least_eight() {
         let org = init_template(name);
         let mut written = snapshot(&org.root);
         assert!(written.remove(".gitignore").is_some(), "{name}: no .gitignore");
-        assert_eq!(written, snapshot(&examples().join(name)), "{name}: the embedded files differ from examples/orgs/{name}");
+        assert_eq!(
+            written,
+            snapshot(&examples().join(name)),
+            "{name}: the embedded files differ from examples/orgs/{name}"
+        );
     }
 }
 
@@ -169,7 +182,8 @@ fn templates_are_listed_with_their_description_and_an_unknown_one_is_refused_wit
 /// comment says: the mock tables deleted, the block after the intro uncommented.
 fn switched_to_the_real_model(models: &str) -> Option<String> {
     let lines: Vec<&str> = models.lines().collect();
-    let intro = lines.iter().position(|l| l.starts_with("# A real model instead") || l.starts_with("# A local model"))?;
+    let intro =
+        lines.iter().position(|l| l.starts_with("# A real model instead") || l.starts_with("# A local model"))?;
     let header_end = lines.iter().position(|l| l.trim().is_empty())?;
     let block = intro + lines[intro..].iter().position(|l| *l == "#")? + 1;
     let uncommented = lines[block..].iter().map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l));
