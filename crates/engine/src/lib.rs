@@ -55,7 +55,7 @@
 //! - [`views`]: what people and programs are shown (status, agents, inspect,
 //!   models, inbox, thread, logs) as typed, serializable values, read without
 //!   the lock; [`trouble`]: agents and a daemon that cannot work right now,
-//!   and why; [`init`]: the embedded default org;
+//!   and why; [`init`]: the embedded orgs (the default and the templates of `examples/orgs/`);
 //! - [`term`]: untrusted text made safe to show, and commands quoted for the shell;
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   following an inbox or an activity log as it grows, and a conversation that waits for replies

@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(conflicts_with = "list_templates")]
     pub dir: Option<PathBuf>,
     /// Write this example org instead of the default one (see --list-templates)
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_TEMPLATE)]
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_TEMPLATE, conflicts_with = "list_templates")]
     pub template: String,
     /// List the templates with what each one is, and write nothing (--json: [{"name","description","first_message":{"to","body"}}])
     #[arg(long)]

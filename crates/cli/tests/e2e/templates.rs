@@ -176,6 +176,7 @@ fn templates_are_listed_with_their_description_and_an_unknown_one_is_refused_wit
 
     // Listing writes nothing, so it takes no folder.
     run(clean_command(&["init", "--list-templates", dir.to_str().unwrap()]).current_dir(tmp.path())).fails_with(2);
+    run(&mut clean_command(&["init", "--list-templates", "--template", "debate"])).fails_with(2);
 }
 
 /// A template's org/models.toml switched to its commented real model, as its
