@@ -209,18 +209,7 @@ impl Router<'_> {
         let checked = match store.read_pending(p, org.settings.max_message_bytes)? {
             Outgoing::Gone => return Ok(()),
             Outgoing::Unusable { error, letter } => {
-                let detail = match &error {
-                    Unusable::NotRegular { kind, target } => format!(
-                        "{name} is {}{}, not a regular file: it was neither read nor followed. Write each message as \
-                         a regular file (to outbox/tmp/, then rename it into outbox/new/)",
-                        kind.describe(),
-                        show_target(target)
-                    ),
-                    Unusable::Oversize { size, limit } => {
-                        format!("{name} is {size} bytes; the limit is {limit} (max_message_bytes in org/org.toml)")
-                    }
-                    Unusable::Name | Unusable::Parse(_) => format!("{name}: {error}"),
-                };
+                let detail = unusable_detail(&name, &error);
                 let code = error.code();
                 let id = dead_id(&code, self.turn, agent, &name);
                 self.refuse_whole(p, Refusal::unparsed(&letter, code, &id, detail));
@@ -388,6 +377,22 @@ pub fn decide(
         })
         .collect();
     Decision::Routed { recipients }
+}
+
+/// Why an outbox entry named `name` that is not a message is refused.
+pub fn unusable_detail(name: &str, error: &Unusable) -> String {
+    match error {
+        Unusable::NotRegular { kind, target } => format!(
+            "{name} is {}{}, not a regular file: it was neither read nor followed. Write each message as \
+             a regular file (to outbox/tmp/, then rename it into outbox/new/)",
+            kind.describe(),
+            show_target(target)
+        ),
+        Unusable::Oversize { size, limit } => {
+            format!("{name} is {size} bytes; the limit is {limit} (max_message_bytes in org/org.toml)")
+        }
+        Unusable::Name | Unusable::Parse(_) => format!("{name}: {error}"),
+    }
 }
 
 /// Why the message of outbox entry `p` is refused as a duplicate, given what

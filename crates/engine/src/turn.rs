@@ -54,7 +54,7 @@ mod pick;
 mod tests;
 
 pub use crate::events::TurnReport;
-pub(crate) use call::{parse_reply, plan_reply, Planned, Stamps};
+pub(crate) use call::{parse_reply, plan_reply, Stamps};
 pub use pick::{choose, prompt_for, Choice, Idle, Prompt, PromptOverCredits};
 
 /// A stop request: when it turns `true`, provider calls still in flight are
