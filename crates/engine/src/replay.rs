@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use serde::Serialize;
 
 use crate::error::PathError;
@@ -530,7 +530,8 @@ fn started(r: &Record) -> DateTime<Utc> {
     })
 }
 
-/// When the record's reply was taken: recorded, or its first message's `created_at`.
+/// When the record's reply was taken: recorded, or its first message's
+/// `created_at`; to the millisecond, as message files keep it.
 fn taken(r: &Record) -> DateTime<Utc> {
-    r.at.or(r.messages.first().map(|m| m.created_at)).unwrap_or_default()
+    r.at.map(|at| at.trunc_subsecs(3)).or(r.messages.first().map(|m| m.created_at)).unwrap_or_default()
 }
