@@ -282,3 +282,33 @@ fn pick(
     out.sort_by(|a, b| a.agent.cmp(&b.agent));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::send::{self, SendOptions};
+    use crate::testing::{edit, new_org};
+
+    fn action(p: &Preview, agent: &str) -> Action {
+        p.agents.iter().find(|a| a.agent == agent).unwrap().action.clone()
+    }
+
+    /// The pick's reasons show: who runs, who is skipped and why, who is not due.
+    #[test]
+    fn each_agent_is_decided_as_the_pick_decides_it() {
+        let (_d, root) = new_org();
+        edit(&root, "agents/hr/resume.toml", "credits = 100.0", "credits = 0.0");
+        edit(&root, "agents/planner/resume.toml", "every = 1", "every = 2");
+        let org = Org::load(&root).unwrap();
+        for (from, to) in [("human", "manager"), ("manager", "hr"), ("manager", "planner")] {
+            send::send(&org, from, to, "hi", SendOptions::default()).unwrap();
+        }
+        let p = preview(&org).unwrap();
+        assert_eq!(p.turn, 1);
+        assert_eq!(p.routes.len(), 3, "{p:#?}");
+        assert!(matches!(action(&p, "manager"), Action::Run { mail, .. } if mail.len() == 1), "{p:#?}");
+        assert!(matches!(action(&p, "hr"), Action::Skip { reason, .. } if reason == "out_of_credits"), "{p:#?}");
+        assert!(matches!(action(&p, "planner"), Action::Idle { why } if why.contains("not scheduled on turn 1")), "{p:#?}");
+        assert!(matches!(action(&p, "janitor"), Action::Idle { why } if why.contains("no unread mail")), "{p:#?}");
+    }
+}

@@ -535,3 +535,120 @@ fn started(r: &Record) -> DateTime<Utc> {
 fn taken(r: &Record) -> DateTime<Utc> {
     r.at.map(|at| at.trunc_subsecs(3)).or(r.messages.first().map(|m| m.created_at)).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::Sources;
+    use crate::send::{self, SendOptions};
+    use crate::testing::{edit, new_org};
+
+    /// manager answers the human, sets `goal`, appends to `log`, and calls `recall`.
+    const SCRIPT: &str = r#"[[reply]]
+agent = "manager"
+text = '{"messages":[{"to":"human","body":"on it","priority":"urgent"},{"to":"planner","body":"plan it"}],"notes":"n","memory":[{"op":"set","key":"goal","value":"ship"},{"op":"append","key":"log","value":"started"}],"tool_calls":[{"tool":"recall","args":{"query":"x"}}]}'
+"#;
+
+    async fn one_turn() -> (tempfile::TempDir, std::path::PathBuf) {
+        let (d, root) = new_org();
+        let models = root.join("org/models.toml");
+        let mut text = std::fs::read_to_string(&models).unwrap();
+        text.push_str("\n[providers.s]\nkind = \"script\"\nscript = \"org/script.toml\"\n\n[models.scripted]\nprovider = \"s\"\n");
+        std::fs::write(models, text).unwrap();
+        std::fs::write(root.join("org/script.toml"), SCRIPT).unwrap();
+        edit(&root, "agents/manager/resume.toml", "model = \"default\"", "model = \"scripted\"");
+        let src = Sources::fixed("2026-01-02T03:04:05.006Z".parse().unwrap());
+        let org = Org::load(&root).unwrap();
+        let opts = SendOptions { sources: src.clone(), ..SendOptions::default() };
+        send::send(&org, "human", "manager", "hello", opts).unwrap();
+        let registry = Arc::new(org.registry());
+        crate::turn::run_keeping(&org, &registry, &src, None, &mut Default::default()).await.unwrap();
+        (d, root)
+    }
+
+    /// Rewrites the journaled record of `agent` on turn 1.
+    fn edit_record(root: &Path, agent: &str, f: impl Fn(&mut serde_json::Value)) {
+        let p = root.join("org/state/journal/1/records.jsonl");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                if v["agent"] == agent {
+                    f(&mut v);
+                }
+                serde_json::to_string(&v).unwrap()
+            })
+            .collect();
+        std::fs::write(p, lines.join("\n") + "\n").unwrap();
+    }
+
+    fn fields(r: &Replay) -> Vec<String> {
+        r.differences().map(|d| d.field.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_turn_replays_clean_and_a_journal_that_the_reply_does_not_give_is_named() {
+        let (_d, root) = one_turn().await;
+        let org = Org::load(&root).unwrap();
+        let r = replay(&org, 1, None).unwrap();
+        assert!(r.matches(), "{r:#?}");
+        let manager = &r.agents[0];
+        assert_eq!((manager.messages.len(), manager.tool_results.len()), (2, 1), "{manager:?}");
+        assert_eq!(manager.memory, ["goal", "log"]);
+
+        // The journal's plan is checked against the reply parsed again.
+        edit_record(&root, "manager", |v| {
+            v["messages"][1]["body"] = "other".into();
+            v["memory"]["goal"] = "sink".into();
+            // An append depends on the memory before the turn: not compared.
+            v["memory"]["log"] = serde_json::json!(["older", "started"]);
+        });
+        let r = replay(&org, 1, None).unwrap();
+        let f = fields(&r);
+        assert!(f.contains(&"messages[1].body".to_string()), "{r:#?}");
+        assert!(f.contains(&"memory.goal".to_string()), "{r:#?}");
+        assert!(!f.iter().any(|f| f == "memory.log"), "{r:#?}");
+        // The copies on disk are compared with the journal: planner's copy now differs from it.
+        assert!(r.differences().any(|d| d.file.contains("agents/planner/inbox/") && d.field == "body"), "{r:#?}");
+    }
+
+    /// A journal written before the turn's start and reply times were kept
+    /// replays from the stamp of its ids and its messages' `created_at`.
+    #[tokio::test]
+    async fn a_journal_without_recorded_times_replays_from_its_ids() {
+        let (_d, root) = one_turn().await;
+        edit_record(&root, "manager", |v| {
+            let o = v.as_object_mut().unwrap();
+            assert!(o.remove("started").is_some() && o.remove("at").is_some());
+        });
+        let org = Org::load(&root).unwrap();
+        let r = replay(&org, 1, None).unwrap();
+        assert!(r.matches(), "{r:#?}");
+        // A tool result altered in the inbox is named.
+        let result = &r.agents[0].tool_results[0];
+        let store = org.mail();
+        let (path, msg) = store.find_delivered("manager", result).unwrap().unwrap();
+        let mut msg = msg.unwrap();
+        msg.body = "{}".into();
+        std::fs::write(&path, msg.to_bytes()).unwrap();
+        let r = replay(&org, 1, None).unwrap();
+        let d: Vec<_> = r.differences().collect();
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert_eq!(d[0].field, "body");
+        assert!(d[0].to_string().contains("body differs from the journaled result"), "{}", d[0]);
+    }
+
+    #[test]
+    fn messages_differ_by_their_fields() {
+        let m = Message::parse(br#"{"id":"a1","from":"x","to":"y","body":"hi"}"#).unwrap();
+        let mut n = m.clone();
+        assert!(message_fields(&m, &n).is_empty());
+        n.body = "ho".into();
+        n.priority = crate::message::Priority::Urgent;
+        assert_eq!(message_fields(&m, &n), ["body", "priority"]);
+    }
+}

@@ -573,6 +573,32 @@ mod tests {
         assert!(store.message_path("manager", Folder::Pending, "m1").exists());
     }
 
+    /// One outbox entry is decided from the org and the message alone:
+    /// routing and the dry run both ask [`decide`].
+    #[test]
+    fn the_decision_for_one_entry_is_made_from_the_org_and_the_message() {
+        let (_d, org) = org();
+        let store = org.mail().with_remote(["hr".to_string()]);
+        let none = |_: &str| false;
+        let m = msg("m1", "manager", &["planner", "hr", "nobody"]);
+        let Decision::Routed { recipients } = decide(&org, &store, 1, "manager", &m, &none) else { panic!() };
+        let verdicts: Vec<_> = recipients.iter().map(|r| (r.to.as_str(), &r.verdict)).collect();
+        assert!(matches!(verdicts[0], ("planner", Verdict::Local)), "{verdicts:?}");
+        assert!(matches!(verdicts[1], ("hr", Verdict::Remote)), "{verdicts:?}");
+        assert!(matches!(verdicts[2], ("nobody", Verdict::Denied(d)) if d.code() == Reason::UnknownRecipient));
+
+        let d = decide(&org, &store, 1, "planner", &m, &none);
+        assert!(matches!(d, Decision::Refused { code: Reason::SenderMismatch, .. }), "{d:?}");
+        let mut old = msg("m2", "manager", &["planner"]);
+        (old.turn, old.ttl_turns) = (1, Some(2));
+        assert!(matches!(decide(&org, &store, 3, "manager", &old, &none), Decision::Routed { .. }));
+        let d = decide(&org, &store, 4, "manager", &old, &none);
+        assert!(matches!(&d, Decision::Refused { code: Reason::Expired, detail } if detail.contains("ttl_turns 2")), "{d:?}");
+        let sick = |a: &str| a == "planner";
+        let d = decide(&org, &store, 1, "manager", &old, &sick);
+        assert!(matches!(&d, Decision::Held { detail } if detail.contains("planner's files")), "{d:?}");
+    }
+
     /// Local mail is delivered as a hard link of the outbox entry, which moves to sent.
     #[test]
     fn local_mail_is_delivered_and_sent() {
