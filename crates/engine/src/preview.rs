@@ -123,8 +123,15 @@ pub fn preview(org: &Org) -> Result<Preview, PathError> {
         }
         for p in store.pending(&agent)? {
             let file = p.show();
-            let mut r =
-                Route { from: agent.clone(), file, id: None, delivered: vec![], remote: vec![], refused: vec![], held: None };
+            let mut r = Route {
+                from: agent.clone(),
+                file,
+                id: None,
+                delivered: vec![],
+                remote: vec![],
+                refused: vec![],
+                held: None,
+            };
             if org.broken.contains_key(&agent) {
                 r.held = Some(format!("{agent}'s resume is not valid: its outbox waits until it is fixed"));
                 routes.push(r);
@@ -308,7 +315,10 @@ mod tests {
         assert_eq!(p.routes.len(), 3, "{p:#?}");
         assert!(matches!(action(&p, "manager"), Action::Run { mail, .. } if mail.len() == 1), "{p:#?}");
         assert!(matches!(action(&p, "hr"), Action::Skip { reason, .. } if reason == "out_of_credits"), "{p:#?}");
-        assert!(matches!(action(&p, "planner"), Action::Idle { why } if why.contains("not scheduled on turn 1")), "{p:#?}");
+        assert!(
+            matches!(action(&p, "planner"), Action::Idle { why } if why.contains("not scheduled on turn 1")),
+            "{p:#?}"
+        );
         assert!(matches!(action(&p, "janitor"), Action::Idle { why } if why.contains("no unread mail")), "{p:#?}");
     }
 }

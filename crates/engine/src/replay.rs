@@ -154,7 +154,8 @@ pub fn replay(org: &Org, turn: u64, agent: Option<&str>) -> Result<Replay, Repla
     }
     let records = journal.records(turn)?;
     if let Some(a) = agent.filter(|a| !records.contains_key(*a)) {
-        let known = if records.is_empty() { "none".into() } else { records.keys().cloned().collect::<Vec<_>>().join(", ") };
+        let known =
+            if records.is_empty() { "none".into() } else { records.keys().cloned().collect::<Vec<_>>().join(", ") };
         return Err(ReplayError::NoSuchAgent { turn, agent: a.to_string(), known });
     }
     let ctx = Ctx {
@@ -247,7 +248,9 @@ impl Ctx<'_> {
                 d.push(Difference {
                     file: format!("{} line {no}", self.ledger_file),
                     field: "cost".into(),
-                    detail: format!("{agent} was charged on turn {turn}, but its model never answered (the journal has no usage)"),
+                    detail: format!(
+                        "{agent} was charged on turn {turn}, but its model never answered (the journal has no usage)"
+                    ),
                 });
             }
             return;
@@ -266,7 +269,8 @@ impl Ctx<'_> {
             d.push(Difference { file: file.clone(), field: "cost".into(), detail });
         }
         if *model != r.model {
-            let detail = format!("{agent} on turn {turn} was charged for model `{model}`, the journal says `{}`", r.model);
+            let detail =
+                format!("{agent} on turn {turn} was charged for model `{model}`, the journal says `{}`", r.model);
             d.push(Difference { file: file.clone(), field: "model".into(), detail });
         }
         if (*input_tokens, *output_tokens) != (usage.input_tokens, usage.output_tokens) {
@@ -430,7 +434,8 @@ impl Ctx<'_> {
                 Some(ToolState::Done(done)) => done,
                 _ => {
                     let tools_file = self.journal_file.replace("records.jsonl", "tools.jsonl");
-                    let detail = format!("{agent}'s tool call {} ({}) has no result in the journal", pc.call.id, pc.call.tool);
+                    let detail =
+                        format!("{agent}'s tool call {} ({}) has no result in the journal", pc.call.id, pc.call.tool);
                     d.push(Difference { file: tools_file, field: "done".into(), detail });
                     continue;
                 }
@@ -441,7 +446,9 @@ impl Ctx<'_> {
                     let shown = rel(self.org, &path);
                     let why = match &copy {
                         None => Some(("id", "it is not the tool result the journal names")),
-                        Some(c) if c.body != done.outcome.body() => Some(("body", "body differs from the journaled result")),
+                        Some(c) if c.body != done.outcome.body() => {
+                            Some(("body", "body differs from the journaled result"))
+                        }
                         Some(c) if c.kind != Kind::ToolResult => Some(("kind", "it is not a tool_result")),
                         Some(c) if c.reply_to.as_deref() != Some(pc.call.id.as_str()) => {
                             Some(("reply_to", "reply_to is not the call's id"))
@@ -456,7 +463,10 @@ impl Ctx<'_> {
                 None => d.push(Difference {
                     file: rel(self.org, &self.store.dir(agent, Folder::Unread)),
                     field: "id".into(),
-                    detail: format!("the result {} of {agent}'s tool call {} is not in its inbox", pc.result, pc.call.id),
+                    detail: format!(
+                        "the result {} of {agent}'s tool call {} is not in its inbox",
+                        pc.result, pc.call.id
+                    ),
                 }),
             }
         }
@@ -556,7 +566,9 @@ text = '{"messages":[{"to":"human","body":"on it","priority":"urgent"},{"to":"pl
         let (d, root) = new_org();
         let models = root.join("org/models.toml");
         let mut text = std::fs::read_to_string(&models).unwrap();
-        text.push_str("\n[providers.s]\nkind = \"script\"\nscript = \"org/script.toml\"\n\n[models.scripted]\nprovider = \"s\"\n");
+        text.push_str(
+            "\n[providers.s]\nkind = \"script\"\nscript = \"org/script.toml\"\n\n[models.scripted]\nprovider = \"s\"\n",
+        );
         std::fs::write(models, text).unwrap();
         std::fs::write(root.join("org/script.toml"), SCRIPT).unwrap();
         edit(&root, "agents/manager/resume.toml", "model = \"default\"", "model = \"scripted\"");

@@ -347,8 +347,10 @@ pub fn decide(
     sick: &dyn Fn(&str) -> bool,
 ) -> Decision {
     if msg.from != owner {
-        let detail =
-            format!("`from` is {:?} but the message is in {owner}'s outbox; an agent may only send as itself", msg.from);
+        let detail = format!(
+            "`from` is {:?} but the message is in {owner}'s outbox; an agent may only send as itself",
+            msg.from
+        );
         return Decision::Refused { code: Reason::SenderMismatch, detail };
     }
     if let Some(ttl) = msg.ttl_turns.filter(|ttl| turn > msg.turn.saturating_add(*ttl)) {
@@ -593,7 +595,10 @@ mod tests {
         (old.turn, old.ttl_turns) = (1, Some(2));
         assert!(matches!(decide(&org, &store, 3, "manager", &old, &none), Decision::Routed { .. }));
         let d = decide(&org, &store, 4, "manager", &old, &none);
-        assert!(matches!(&d, Decision::Refused { code: Reason::Expired, detail } if detail.contains("ttl_turns 2")), "{d:?}");
+        assert!(
+            matches!(&d, Decision::Refused { code: Reason::Expired, detail } if detail.contains("ttl_turns 2")),
+            "{d:?}"
+        );
         let sick = |a: &str| a == "planner";
         let d = decide(&org, &store, 1, "manager", &old, &sick);
         assert!(matches!(&d, Decision::Held { detail } if detail.contains("planner's files")), "{d:?}");

@@ -117,7 +117,12 @@ fn dry_run(ctx: &Ctx) -> Result<(), CliError> {
     }
     for a in &p.agents {
         if let Action::Run { system, user, .. } = &a.action {
-            println!("\n=== prompt of {} ===\n--- system ---\n{}\n--- user ---\n{}", text(&a.agent), text(system), text(user));
+            println!(
+                "\n=== prompt of {} ===\n--- system ---\n{}\n--- user ---\n{}",
+                text(&a.agent),
+                text(system),
+                text(user)
+            );
         }
     }
     Ok(())

@@ -80,7 +80,9 @@ fn a_turn_not_committed_or_no_longer_journaled_is_a_clear_error() {
     org.lemming_ok(&["step", "-n", "6"]);
     org.lemming(&["replay", "7"]).fails_with(1).stderr_has(&["turn 7 is not committed", "last committed turn is 6"]);
     org.lemming(&["replay", "0"]).fails_with(1).stderr_has(&["turn 0 is not committed"]);
-    org.lemming(&["replay", "1"]).fails_with(1).stderr_has(&["journal of turn 1 is no longer kept", "journal_keep_turns"]);
+    org.lemming(&["replay", "1"])
+        .fails_with(1)
+        .stderr_has(&["journal of turn 1 is no longer kept", "journal_keep_turns"]);
     org.lemming_ok(&["replay", "6"]);
 }
 
@@ -180,7 +182,10 @@ fn a_delivered_message_altered_by_hand_is_named() {
     // A copy that is gone, with no dead letter for it, is named too.
     fs::remove_file(org.path(&copy)).unwrap();
     let out = org.lemming(&["replay", "1"]).fails_with(1);
-    assert!(out.stdout.contains(&format!("message {id} to planner (turn 1) is in no folder of planner's inbox")), "{out}");
+    assert!(
+        out.stdout.contains(&format!("message {id} to planner (turn 1) is in no folder of planner's inbox")),
+        "{out}"
+    );
 
     // Mail the turn consumed, put back as unread by hand.
     let read = manager["mail"][0].as_str().unwrap();
@@ -283,7 +288,8 @@ fn a_dry_run_writes_nothing_and_says_what_the_next_turn_does() {
             assert!(has, "{to} did not get {id}");
         }
         for x in r["refused"].as_array().unwrap() {
-            let why = org.dead().into_values().find(|w| w["id"] == id).unwrap_or_else(|| panic!("no dead letter for {id}"));
+            let why =
+                org.dead().into_values().find(|w| w["id"] == id).unwrap_or_else(|| panic!("no dead letter for {id}"));
             assert_eq!(why["reason"], x["code"]);
         }
     }

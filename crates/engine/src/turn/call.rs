@@ -217,7 +217,9 @@ fn record(
 pub(crate) fn parse_reply(text: &str, native_calls: bool) -> Result<reply::Parsed, reply::Unusable> {
     match reply::parse(text) {
         Ok(p) => Ok(p),
-        Err(_) if native_calls => Ok(reply::Parsed { notes: text.chars().take(2000).collect(), ..reply::Parsed::default() }),
+        Err(_) if native_calls => {
+            Ok(reply::Parsed { notes: text.chars().take(2000).collect(), ..reply::Parsed::default() })
+        }
         Err(e) => Err(e),
     }
 }
