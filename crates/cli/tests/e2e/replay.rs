@@ -53,6 +53,7 @@ fn every_turn_of_a_mock_run_replays_to_what_is_on_disk() {
     let busy = journaled_turns(&org);
     assert!(busy.len() >= 15, "most of the 20 turns ran an agent: {busy:?}");
     let mut messages = 0;
+    let before = every_path(&org.root);
     for turn in 1..=20u64 {
         let out = org.lemming_ok(&["replay", &turn.to_string()]);
         assert!(!out.stdout.contains("DIFFERS"), "{out}");
@@ -66,6 +67,7 @@ fn every_turn_of_a_mock_run_replays_to_what_is_on_disk() {
         }
     }
     assert!(messages >= 20, "the run wrote messages for replay to check: {messages}");
+    assert_same(&before, &every_path(&org.root));
     // One agent alone.
     let turn = busy[0].to_string();
     let one = org.lemming_ok(&["--json", "replay", &turn, "--agent", "manager"]).json();
@@ -232,10 +234,10 @@ fn every_path(dir: &Path) -> BTreeMap<String, Node> {
 #[track_caller]
 fn assert_same(before: &BTreeMap<String, Node>, after: &BTreeMap<String, Node>) {
     for (path, node) in after {
-        assert_eq!(before.get(path), Some(node), "{path} was created or changed by the dry run");
+        assert_eq!(before.get(path), Some(node), "{path} was created or changed");
     }
     for path in before.keys() {
-        assert!(after.contains_key(path), "{path} was removed by the dry run");
+        assert!(after.contains_key(path), "{path} was removed");
     }
 }
 
@@ -301,4 +303,19 @@ fn a_dry_run_writes_nothing_and_says_what_the_next_turn_does() {
     let out = org.lemming_ok(&["step", "--dry-run"]);
     assert!(out.stdout.contains("turn 2 (dry run"), "{out}");
     assert_same(&before, &every_path(&org.root));
+}
+
+/// Both read only, without the lock: they run beside a daemon, which holds it.
+#[test]
+fn replay_and_the_dry_run_run_beside_a_daemon() {
+    let org = TestOrg::new();
+    org.send("manager", "hello @planner");
+    let mut daemon = org.spawn_run(&["--turn-seconds", "600"]);
+    daemon.wait_ready();
+    org.lemming(&["step"]).fails_with(3);
+    org.lemming_ok(&["replay", "1"]);
+    org.send("manager", "again");
+    let out = org.lemming_ok(&["step", "--dry-run"]);
+    assert!(out.stdout.contains("dry run: nothing is written"), "{out}");
+    daemon.assert_running("after replay and a dry run");
 }

@@ -207,7 +207,10 @@ fn record(
     r.tool_calls = planned.tool_calls;
     r.memory = planned.memory;
     r.notes = planned.notes;
-    r.warnings = cut.into_iter().chain(planned.warnings).collect();
+    for e in &planned.memory_errors {
+        tracing::warn!(agent = %job.agent, "{e}");
+    }
+    r.warnings = cut.into_iter().chain(planned.warnings).chain(planned.memory_errors).collect();
     r.outcome = Outcome::Ok;
     r
 }
@@ -240,7 +243,10 @@ pub(crate) struct Planned {
     pub(crate) tool_calls: Vec<PlannedCall>,
     pub(crate) memory: memory::Plan,
     pub(crate) notes: String,
+    /// Skipped parts of the reply.
     pub(crate) warnings: Vec<String>,
+    /// Its memory operations that failed, and why.
+    pub(crate) memory_errors: Vec<String>,
 }
 
 /// Plans the effects of `agent`'s parsed reply: its messages with their ids
@@ -296,17 +302,8 @@ pub(crate) fn plan_reply(
         .enumerate()
         .map(|(pos, call)| PlannedCall { call, result: message::tool_result_id(started, turn, agent, pos) })
         .collect();
-    let (plan, errors) = memory::plan_on(current, &parsed.memory);
-    for e in &errors {
-        tracing::warn!(agent, "{e}");
-    }
-    Planned {
-        messages,
-        tool_calls,
-        memory: plan,
-        notes: parsed.notes,
-        warnings: parsed.warnings.into_iter().chain(errors).collect(),
-    }
+    let (plan, memory_errors) = memory::plan_on(current, &parsed.memory);
+    Planned { messages, tool_calls, memory: plan, notes: parsed.notes, warnings: parsed.warnings, memory_errors }
 }
 
 /// The longest call id kept as the model gave it.
