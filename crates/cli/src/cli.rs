@@ -49,6 +49,7 @@ pub enum Command {
     /// is routed by the org chart, the agents that are due are run through their
     /// models, their replies are routed, and the turn is committed. It takes the
     /// org lock for the turns, so it does not run beside a daemon (`lemming run`).
+    /// With --dry-run it only shows what the next turn would do, and writes nothing.
     Step(commands::step::Args),
     /// Read unread mail of the human (or another agent)
     Inbox(commands::inbox::Args),
@@ -56,6 +57,8 @@ pub enum Command {
     Chat(commands::chat::Args),
     /// Show a whole conversation across every inbox, as a tree of replies
     Thread(commands::thread::Args),
+    /// Derive a committed turn again from its journal and compare it with the files
+    Replay(commands::replay::Args),
     /// Show the turn, the daemon, each agent and the dead letters
     Status(commands::status::Args),
     /// Show an agent's activity log: one entry per run (-f follows it)
@@ -168,6 +171,7 @@ pub fn main() -> ExitCode {
         Command::Stop(a) => commands::control::stop(&ctx, a),
         Command::Chat(a) => commands::chat::run(&ctx, a),
         Command::Thread(a) => commands::thread::run(&ctx, a),
+        Command::Replay(a) => commands::replay::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

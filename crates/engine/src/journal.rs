@@ -79,6 +79,13 @@ pub struct Record {
     /// read): its tool results join it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<String>,
+    /// When the turn started: the stamp of the ids planned for its messages
+    /// and tool results (`lemming replay` plans them again from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<DateTime<Utc>>,
+    /// When the reply was taken: its messages' `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// A tool call of a journaled reply.

@@ -61,6 +61,10 @@
 //!   following an inbox or an activity log as it grows, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs);
 //! - [`fsck`]: read-only, lock-free checks of G2–G7 on disk (`lemming fsck`);
+//! - [`replay`]: a committed turn derived again from its journal and compared
+//!   with the files (`lemming replay`); [`preview`]: what the next turn would
+//!   route, whom it would run and with which prompt, written nowhere
+//!   (`lemming step --dry-run`);
 //! - [`fault`]: crash points for tests; [`error`]: paths and diagnostics.
 #![warn(missing_docs)]
 
@@ -88,8 +92,10 @@ pub mod message;
 pub mod models;
 pub mod name;
 pub mod org;
+pub mod preview;
 pub mod process;
 pub mod prompt;
+pub mod replay;
 pub mod reply;
 pub mod resume;
 pub mod route;

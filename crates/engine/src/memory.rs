@@ -81,6 +81,11 @@ pub fn all(dir: &Path) -> Vec<(String, Value)> {
 /// plan and the reason for every operation that failed. A failed operation
 /// changes nothing; the others still apply.
 pub fn plan(dir: &Path, ops: &[Value]) -> (Plan, Vec<String>) {
+    plan_on(|key| get(dir, key), ops)
+}
+
+/// [`plan`] on the memory that `current` gives, key by key (`None`: no such key).
+pub fn plan_on(current: impl Fn(&str) -> Option<Value>, ops: &[Value]) -> (Plan, Vec<String>) {
     let mut plan: Plan = BTreeMap::new();
     let mut errors = Vec::new();
     for (i, op) in ops.iter().enumerate() {
@@ -97,7 +102,7 @@ pub fn plan(dir: &Path, ops: &[Value]) -> (Plan, Vec<String>) {
         }
         let current = match plan.get(key) {
             Some(v) => v.clone(),
-            None => get(dir, key),
+            None => current(key),
         };
         let value = op.get("value").cloned();
         let next = match (kind, value) {

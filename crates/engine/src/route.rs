@@ -195,21 +195,8 @@ impl Router<'_> {
                 "id {id} is already used by another message routed on this turn, with other content; {again}"
             )));
         }
-        match self.post.store.conflict(p, m)? {
-            Some(Conflict::Delivered { to, copy }) => {
-                return Ok(Some(format!(
-                    "id {id} was already delivered to {to} ({}) with other content; {again}",
-                    copy.display()
-                )))
-            }
-            Some(Conflict::Sent { copy }) => {
-                return Ok(Some(format!(
-                    "{} was already routed ({}) with other content; {again}",
-                    p.show(),
-                    show_name(copy.as_os_str())
-                )))
-            }
-            None => {}
+        if let Some(c) = self.post.store.conflict(p, m)? {
+            return Ok(Some(duplicate_detail(p, id, &c)));
         }
         self.routed.insert(id.clone(), fp);
         Ok(None)
@@ -222,18 +209,7 @@ impl Router<'_> {
         let checked = match store.read_pending(p, org.settings.max_message_bytes)? {
             Outgoing::Gone => return Ok(()),
             Outgoing::Unusable { error, letter } => {
-                let detail = match &error {
-                    Unusable::NotRegular { kind, target } => format!(
-                        "{name} is {}{}, not a regular file: it was neither read nor followed. Write each message as \
-                         a regular file (to outbox/tmp/, then rename it into outbox/new/)",
-                        kind.describe(),
-                        show_target(target)
-                    ),
-                    Unusable::Oversize { size, limit } => {
-                        format!("{name} is {size} bytes; the limit is {limit} (max_message_bytes in org/org.toml)")
-                    }
-                    Unusable::Name | Unusable::Parse(_) => format!("{name}: {error}"),
-                };
+                let detail = unusable_detail(&name, &error);
                 let code = error.code();
                 let id = dead_id(&code, self.turn, agent, &name);
                 self.refuse_whole(p, Refusal::unparsed(&letter, code, &id, detail));
@@ -244,31 +220,19 @@ impl Router<'_> {
         let msg = &checked.msg;
         let letter = checked.letter();
         let bounce_of = (msg.kind != Kind::Bounce).then_some((msg.id.as_str(), msg.thread.as_str()));
-        let refusal = if msg.from != agent {
-            Some((
-                Reason::SenderMismatch,
-                format!(
-                    "`from` is {:?} but the message is in {agent}'s outbox; an agent may only send as itself",
-                    msg.from
-                ),
-            ))
-        } else {
-            msg.ttl_turns.filter(|ttl| self.turn > msg.turn.saturating_add(*ttl)).map(|ttl| {
-                (
-                    Reason::Expired,
-                    format!("expired: written on turn {}, ttl_turns {ttl}, now turn {}", msg.turn, self.turn),
-                )
-            })
+        let sick = |to: &str| self.sick.contains_key(to);
+        let recipients = match decide(org, store, self.turn, agent, msg, &sick) {
+            Decision::Refused { code, detail } => {
+                let to = msg.to.0.clone();
+                self.refuse_whole(p, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
+                return Ok(());
+            }
+            Decision::Held { .. } => {
+                self.report.held += 1;
+                return Ok(());
+            }
+            Decision::Routed { recipients } => recipients,
         };
-        if let Some((code, detail)) = refusal {
-            let to = msg.to.0.clone();
-            self.refuse_whole(p, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
-            return Ok(());
-        }
-        if msg.to.0.iter().any(|to| org.broken.contains_key(to) || self.sick.contains_key(to)) {
-            self.report.held += 1;
-            return Ok(());
-        }
         if let Some(detail) = self.duplicate(p, &checked)? {
             let id = dead_id(&Reason::DuplicateId, self.turn, agent, &name);
             let to = msg.to.0.clone();
@@ -276,20 +240,19 @@ impl Router<'_> {
             self.refuse_whole(p, Refusal { letter: &letter, code, id: &id, detail, to, bounce_of });
             return Ok(());
         }
-        let chart = org.chart();
         let mut denied = Vec::new();
         let mut remote = Vec::new();
         let mut local = Vec::new();
-        for to in &msg.to.0 {
-            match chart.check(agent, to) {
-                Ok(()) if store.is_local(to) => local.push(to),
-                Ok(()) => remote.push(to),
-                Err(d) => denied.push((to.clone(), d)),
+        for r in recipients {
+            match r.verdict {
+                Verdict::Local => local.push(r.to),
+                Verdict::Remote => remote.push(r.to),
+                Verdict::Denied(d) => denied.push((r.to, d)),
             }
         }
         // Mail for agents elsewhere goes first: if the transport does not
         // take it, the whole entry waits, and the next turn routes it again.
-        for to in remote {
+        for to in &remote {
             let sent = match self.post.transport {
                 Some(t) => t.send(to, msg).map_err(|e| e.to_string()),
                 None => Err("no transport to the machine it lives on is configured".to_string()),
@@ -303,7 +266,7 @@ impl Router<'_> {
                 self.delivered(to, &msg.id, agent);
             }
         }
-        for to in local {
+        for to in &local {
             if self.seen.insert((to.clone(), msg.id.clone()))
                 && store.deliver_pending(&mut self.deliveries, p, &checked, to)
             {
@@ -318,6 +281,133 @@ impl Router<'_> {
         }
         store.mark_sent(&mut self.moves, p);
         Ok(())
+    }
+}
+
+/// What routing does with one message read from an outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Refused for every recipient: it goes to dead with this reason, and
+    /// its sender gets a bounce (unless it is a bounce itself).
+    Refused {
+        /// The reason code.
+        code: Reason,
+        /// What happened, for people.
+        detail: String,
+    },
+    /// Left in the outbox for a later turn: a recipient cannot get mail now.
+    Held {
+        /// Why, for people.
+        detail: String,
+    },
+    /// Checked recipient by recipient.
+    Routed {
+        /// Each recipient, in the order written, with what happens to its copy.
+        recipients: Vec<Recipient>,
+    },
+}
+
+/// One recipient of a routed message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipient {
+    /// The agent.
+    pub to: String,
+    /// What happens to its copy.
+    pub verdict: Verdict,
+}
+
+/// What happens to one recipient's copy of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Delivered to its inbox in this org.
+    Local,
+    /// Handed to the transport: it lives on another machine.
+    Remote,
+    /// Refused by the chart: a dead letter names it, and the sender gets a bounce.
+    Denied(crate::chart::Denial),
+}
+
+/// The agents a message is for, as routing checks them one by one.
+pub fn recipients(msg: &Message) -> Vec<String> {
+    msg.to.0.clone()
+}
+
+/// Decides what routing does with `msg`, read from `owner`'s outbox on
+/// `turn`, from the org and the message alone: the sender, the TTL, held
+/// recipients (invalid resumes, or `sick`: files that cannot be used), then
+/// the chart for each recipient. Whether its id is another message's is
+/// the store's to say ([`duplicate_detail`]). Routing and the dry run
+/// (`lemming step --dry-run`) both decide through here.
+pub fn decide(
+    org: &Org,
+    store: &dyn MailStore,
+    turn: u64,
+    owner: &str,
+    msg: &Message,
+    sick: &dyn Fn(&str) -> bool,
+) -> Decision {
+    if msg.from != owner {
+        let detail = format!(
+            "`from` is {:?} but the message is in {owner}'s outbox; an agent may only send as itself",
+            msg.from
+        );
+        return Decision::Refused { code: Reason::SenderMismatch, detail };
+    }
+    if let Some(ttl) = msg.ttl_turns.filter(|ttl| turn > msg.turn.saturating_add(*ttl)) {
+        let detail = format!("expired: written on turn {}, ttl_turns {ttl}, now turn {turn}", msg.turn);
+        return Decision::Refused { code: Reason::Expired, detail };
+    }
+    let to = recipients(msg);
+    if let Some(held) = to.iter().find(|to| org.broken.contains_key(*to) || sick(to)) {
+        let detail = if org.broken.contains_key(held) {
+            format!("{held}'s resume is not valid: the message waits until it is fixed (see `lemming validate`)")
+        } else {
+            format!("{held}'s files cannot be used: the message waits until they can")
+        };
+        return Decision::Held { detail };
+    }
+    let chart = org.chart();
+    let recipients = to
+        .into_iter()
+        .map(|to| {
+            let verdict = match chart.check(owner, &to) {
+                Ok(()) if store.is_local(&to) => Verdict::Local,
+                Ok(()) => Verdict::Remote,
+                Err(d) => Verdict::Denied(d),
+            };
+            Recipient { to, verdict }
+        })
+        .collect();
+    Decision::Routed { recipients }
+}
+
+/// Why an outbox entry named `name` that is not a message is refused.
+pub fn unusable_detail(name: &str, error: &Unusable) -> String {
+    match error {
+        Unusable::NotRegular { kind, target } => format!(
+            "{name} is {}{}, not a regular file: it was neither read nor followed. Write each message as \
+             a regular file (to outbox/tmp/, then rename it into outbox/new/)",
+            kind.describe(),
+            show_target(target)
+        ),
+        Unusable::Oversize { size, limit } => {
+            format!("{name} is {size} bytes; the limit is {limit} (max_message_bytes in org/org.toml)")
+        }
+        Unusable::Name | Unusable::Parse(_) => format!("{name}: {error}"),
+    }
+}
+
+/// Why the message of outbox entry `p` is refused as a duplicate, given what
+/// the store found holding its id ([`MailStore::conflict`]).
+pub fn duplicate_detail(p: &Pending, id: &str, conflict: &Conflict) -> String {
+    let again = "message ids must be unique: send it again with a new id";
+    match conflict {
+        Conflict::Delivered { to, copy } => {
+            format!("id {id} was already delivered to {to} ({}) with other content; {again}", copy.display())
+        }
+        Conflict::Sent { copy } => {
+            format!("{} was already routed ({}) with other content; {again}", p.show(), show_name(copy.as_os_str()))
+        }
     }
 }
 
@@ -483,6 +573,35 @@ mod tests {
         let report = pass(&org, Post::local(&store), 1);
         assert_eq!((report.held, report.delivered, report.dead), (1, 0, 0), "{report:?}");
         assert!(store.message_path("manager", Folder::Pending, "m1").exists());
+    }
+
+    /// One outbox entry is decided from the org and the message alone:
+    /// routing and the dry run both ask [`decide`].
+    #[test]
+    fn the_decision_for_one_entry_is_made_from_the_org_and_the_message() {
+        let (_d, org) = org();
+        let store = org.mail().with_remote(["hr".to_string()]);
+        let none = |_: &str| false;
+        let m = msg("m1", "manager", &["planner", "hr", "nobody"]);
+        let Decision::Routed { recipients } = decide(&org, &store, 1, "manager", &m, &none) else { panic!() };
+        let verdicts: Vec<_> = recipients.iter().map(|r| (r.to.as_str(), &r.verdict)).collect();
+        assert!(matches!(verdicts[0], ("planner", Verdict::Local)), "{verdicts:?}");
+        assert!(matches!(verdicts[1], ("hr", Verdict::Remote)), "{verdicts:?}");
+        assert!(matches!(verdicts[2], ("nobody", Verdict::Denied(d)) if d.code() == Reason::UnknownRecipient));
+
+        let d = decide(&org, &store, 1, "planner", &m, &none);
+        assert!(matches!(d, Decision::Refused { code: Reason::SenderMismatch, .. }), "{d:?}");
+        let mut old = msg("m2", "manager", &["planner"]);
+        (old.turn, old.ttl_turns) = (1, Some(2));
+        assert!(matches!(decide(&org, &store, 3, "manager", &old, &none), Decision::Routed { .. }));
+        let d = decide(&org, &store, 4, "manager", &old, &none);
+        assert!(
+            matches!(&d, Decision::Refused { code: Reason::Expired, detail } if detail.contains("ttl_turns 2")),
+            "{d:?}"
+        );
+        let sick = |a: &str| a == "planner";
+        let d = decide(&org, &store, 1, "manager", &old, &sick);
+        assert!(matches!(&d, Decision::Held { detail } if detail.contains("planner's files")), "{d:?}");
     }
 
     /// Local mail is delivered as a hard link of the outbox entry, which moves to sent.

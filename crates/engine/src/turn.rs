@@ -54,7 +54,8 @@ mod pick;
 mod tests;
 
 pub use crate::events::TurnReport;
-pub use pick::{prompt_for, Prompt, PromptOverCredits};
+pub(crate) use call::{parse_reply, plan_reply, Stamps};
+pub use pick::{choose, prompt_for, Choice, Idle, Prompt, PromptOverCredits};
 
 /// A stop request: when it turns `true`, provider calls still in flight are
 /// abandoned, the agents that already answered are applied, and the turn

@@ -10,6 +10,7 @@ pub mod init;
 pub mod inspect;
 pub mod logs;
 pub mod models;
+pub mod replay;
 pub mod run;
 pub mod send;
 pub mod serve;

@@ -1,6 +1,7 @@
 //! `lemming step [-n N]`: run N turns now.
 
 use lemming_engine::daemon;
+use lemming_engine::preview::{self, Action};
 use lemming_engine::term::{line, text};
 
 use crate::ctx::{block_on, CliError, Ctx};
@@ -12,9 +13,18 @@ pub struct Args {
     /// How many turns to run (1 or more)
     #[arg(short = 'n', long = "turns", default_value_t = 1, value_name = "N", value_parser = crate::ctx::at_least_one)]
     pub n: u64,
+    /// Show what the next turn would do, and write nothing: what routing would
+    /// do with each outbox entry, which agents would run (and why the others
+    /// would not), and each one's full prompt. It calls no model, takes no lock,
+    /// and may run beside a daemon; --json gives it all as data
+    #[arg(long, conflicts_with = "n")]
+    pub dry_run: bool,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
+    if args.dry_run {
+        return dry_run(ctx);
+    }
     let root = ctx.root()?;
     let json = ctx.json;
     let reports = block_on(daemon::step(&root, args.n, |r, org| {
@@ -63,4 +73,57 @@ fn summary(r: &lemming_engine::turn::TurnReport) -> String {
         s.push_str(&format!("\n  held: {} message(s) wait for an invalid resume to be fixed", r.held));
     }
     s
+}
+
+/// `--dry-run`: the next turn, as [`preview::preview`] sees it.
+fn dry_run(ctx: &Ctx) -> Result<(), CliError> {
+    let org = lemming_engine::org::Org::load(&ctx.root()?)?;
+    let p = preview::preview(&org)?;
+    if ctx.json {
+        return print_json(&p);
+    }
+    println!("turn {} (dry run: nothing is written)", p.turn);
+    println!("routing:");
+    if p.routes.is_empty() {
+        println!("  no outbox holds mail");
+    }
+    for r in &p.routes {
+        let what = r.id.as_deref().map_or_else(|| r.file.clone(), str::to_string);
+        let mut parts = Vec::new();
+        if !r.delivered.is_empty() {
+            parts.push(format!("delivered to {}", r.delivered.join(", ")));
+        }
+        if !r.remote.is_empty() {
+            parts.push(format!("handed over for {}", r.remote.join(", ")));
+        }
+        for x in &r.refused {
+            let whom = x.to.as_deref().map_or_else(|| "refused".to_string(), |to| format!("refused for {to}"));
+            parts.push(format!("{whom} ({}): {}", x.code, x.detail));
+        }
+        if let Some(h) = &r.held {
+            parts.push(format!("held: {h}"));
+        }
+        println!("  {} {}: {}", text(&r.from), text(&what), text(&parts.join("; ")));
+    }
+    println!("agents:");
+    for a in &p.agents {
+        match &a.action {
+            Action::Run { model, mail, .. } => {
+                println!("  {}: runs (model {}, {} message(s) in its prompt)", text(&a.agent), text(model), mail.len())
+            }
+            Action::Skip { reason, detail } => println!("  {}: skipped ({reason}): {}", text(&a.agent), line(detail)),
+            Action::Idle { why } => println!("  {}: not run: {}", text(&a.agent), line(why)),
+        }
+    }
+    for a in &p.agents {
+        if let Action::Run { system, user, .. } = &a.action {
+            println!(
+                "\n=== prompt of {} ===\n--- system ---\n{}\n--- user ---\n{}",
+                text(&a.agent),
+                text(system),
+                text(user)
+            );
+        }
+    }
+    Ok(())
 }

@@ -209,6 +209,18 @@ impl FsMailStore {
             .find(|p| fs::symlink_metadata(p).is_ok())
     }
 
+    /// The copy of message `id` that an agent's inbox holds, wherever the
+    /// inbox keeps it (the same lookup as [`MailStore::has`]), with the
+    /// message it holds (`None`: not a message with that id).
+    pub fn find_delivered(&self, agent: &str, id: &str) -> Result<Option<(PathBuf, Option<Message>)>, PathError> {
+        let Some(path) = self.delivered_copy(agent, id) else { return Ok(None) };
+        let msg = match fsx::read_entry(&path, self.read_limit)? {
+            Entry::File { bytes, .. } => Message::parse(&bytes).ok().filter(|m| m.id == id),
+            _ => None,
+        };
+        Ok(Some((path, msg)))
+    }
+
     /// Whether `path` holds the same message as the file `id` with `bytes`: it is
     /// that very file (a hard link), or a regular file with the same bytes.
     pub fn same_file(&self, path: &Path, id: FileId, bytes: &[u8]) -> Result<bool, PathError> {

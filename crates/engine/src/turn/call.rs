@@ -153,6 +153,8 @@ fn record(
         cause: None,
         tool_calls: vec![],
         thread: job.mail.first().map(|m| m.thread.clone()),
+        started: Some(started),
+        at: Some(now),
     };
     let reply = match result {
         Ok(reply) => reply,
@@ -177,15 +179,8 @@ fn record(
             reply.model_key,
         )
     });
-    let parsed = match reply::parse(&reply.text) {
-        Ok(p) => Ok(p),
-        // A reply of native tool calls needs no reply object in its text: the text is its notes.
-        Err(_) if !reply.tool_calls.is_empty() => {
-            Ok(reply::Parsed { notes: reply.text.chars().take(2000).collect(), ..reply::Parsed::default() })
-        }
-        Err(e) => Err(e),
-    };
-    let mut parsed = match parsed {
+    let parsed = parse_reply(&reply.text, !reply.tool_calls.is_empty());
+    let parsed = match parsed {
         Ok(p) => p,
         Err(e) => {
             let why = match &cut {
@@ -204,16 +199,83 @@ fn record(
     r.reply = Some(reply.text.clone());
     let cut = cut.map(|cut| format!("{cut} after its JSON object closed; the text after it was dropped"));
     let threads: HashMap<&str, &str> = job.mail.iter().map(|m| (m.id.as_str(), m.thread.as_str())).collect();
-    for (pos, om) in parsed.messages.into_iter().enumerate() {
-        let id = message::reply_id(started, turn, &job.agent, pos);
+    let native = reply.tool_calls.into_iter().map(|c| reply::ToolCall { id: Some(c.id), tool: c.name, args: c.args });
+    let dir = memory::dir(&org.layout.root, &job.agent);
+    let at = Stamps { turn, started, now };
+    let planned = plan_reply(org, &job.agent, &threads, parsed, native.collect(), at, |key| memory::get(&dir, key));
+    r.messages = planned.messages;
+    r.tool_calls = planned.tool_calls;
+    r.memory = planned.memory;
+    r.notes = planned.notes;
+    for e in &planned.memory_errors {
+        tracing::warn!(agent = %job.agent, "{e}");
+    }
+    r.warnings = cut.into_iter().chain(planned.warnings).chain(planned.memory_errors).collect();
+    r.outcome = Outcome::Ok;
+    r
+}
+
+/// The reply object of a model's text: [`reply::parse`], except that a reply
+/// of native tool calls needs no object in its text (the text is its notes).
+pub(crate) fn parse_reply(text: &str, native_calls: bool) -> Result<reply::Parsed, reply::Unusable> {
+    match reply::parse(text) {
+        Ok(p) => Ok(p),
+        Err(_) if native_calls => {
+            Ok(reply::Parsed { notes: text.chars().take(2000).collect(), ..reply::Parsed::default() })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// When a reply's effects are planned: the turn, its start (the stamp of
+/// the ids) and the moment the reply was taken (its messages' `created_at`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamps {
+    pub(crate) turn: u64,
+    pub(crate) started: DateTime<Utc>,
+    pub(crate) now: DateTime<Utc>,
+}
+
+/// The effects planned from a parsed reply, as the journal records them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Planned {
+    pub(crate) messages: Vec<Message>,
+    pub(crate) tool_calls: Vec<PlannedCall>,
+    pub(crate) memory: memory::Plan,
+    pub(crate) notes: String,
+    /// Skipped parts of the reply.
+    pub(crate) warnings: Vec<String>,
+    /// Its memory operations that failed, and why.
+    pub(crate) memory_errors: Vec<String>,
+}
+
+/// Plans the effects of `agent`'s parsed reply: its messages with their ids
+/// and threads (`threads`: the thread of each message it read), its tool
+/// calls (those of the text, then the `native` ones, at most `max_calls`)
+/// with the ids of their results, and its memory after its operations on
+/// the memory `current` gives. Pure: the turn plans through here, and
+/// `lemming replay` plans again through here from the journal.
+pub(crate) fn plan_reply(
+    org: &Org,
+    agent: &str,
+    threads: &HashMap<&str, &str>,
+    mut parsed: reply::Parsed,
+    native: Vec<reply::ToolCall>,
+    at: Stamps,
+    current: impl Fn(&str) -> Option<serde_json::Value>,
+) -> Planned {
+    let Stamps { turn, started, now } = at;
+    let mut messages = Vec::new();
+    for (pos, om) in std::mem::take(&mut parsed.messages).into_iter().enumerate() {
+        let id = message::reply_id(started, turn, agent, pos);
         let thread = om
             .thread
             .filter(|t| message::valid_id(t))
             .or_else(|| om.reply_to.as_deref().and_then(|rt| threads.get(rt)).map(|t| t.to_string()))
             .unwrap_or_else(|| id.clone());
-        r.messages.push(Message {
+        messages.push(Message {
             id,
-            from: job.agent.clone(),
+            from: agent.to_string(),
             to: To(om.to),
             subject: om.subject,
             body: om.body,
@@ -227,7 +289,6 @@ fn record(
             ack_required: false,
         });
     }
-    let native = reply.tool_calls.into_iter().map(|c| reply::ToolCall { id: Some(c.id), tool: c.name, args: c.args });
     let max_calls = org.settings.tools.max_calls;
     let asked = parsed.tool_calls.len() + native.len();
     if asked > max_calls {
@@ -236,20 +297,13 @@ fn record(
             asked - max_calls
         ));
     }
-    r.tool_calls = plan_calls(std::mem::take(&mut parsed.tool_calls).into_iter().chain(native).take(max_calls))
+    let tool_calls = plan_calls(std::mem::take(&mut parsed.tool_calls).into_iter().chain(native).take(max_calls))
         .into_iter()
         .enumerate()
-        .map(|(pos, call)| PlannedCall { call, result: message::tool_result_id(started, turn, &job.agent, pos) })
+        .map(|(pos, call)| PlannedCall { call, result: message::tool_result_id(started, turn, agent, pos) })
         .collect();
-    let (plan, errors) = memory::plan(&memory::dir(&org.layout.root, &job.agent), &parsed.memory);
-    for e in &errors {
-        tracing::warn!(agent = %job.agent, "{e}");
-    }
-    r.memory = plan;
-    r.notes = parsed.notes;
-    r.warnings = cut.into_iter().chain(parsed.warnings).chain(errors).collect();
-    r.outcome = Outcome::Ok;
-    r
+    let (plan, memory_errors) = memory::plan_on(current, &parsed.memory);
+    Planned { messages, tool_calls, memory: plan, notes: parsed.notes, warnings: parsed.warnings, memory_errors }
 }
 
 /// The longest call id kept as the model gave it.

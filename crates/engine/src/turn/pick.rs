@@ -67,26 +67,18 @@ impl Turn<'_> {
                 self.report.dead += 1;
                 self.ev.emit(clock.now(), EventKind::from(&why));
             }
-            if resume.schedule.wake == Wake::Mail && mail.is_empty() {
-                continue;
-            }
-            if org.settings.budget.is_some_and(|budget| ledger.total_spent() >= budget) {
-                self.skip(agent, SkipReason::OrgBudgetSpent, None);
-                continue;
-            }
-            let left = ledger.balance(agent, resume.credits).left;
-            if left <= 0.0 {
-                self.skip(agent, SkipReason::OutOfCredits, None);
-                continue;
-            }
-            let Some(model) = resume.model.as_deref().and_then(|k| registry.model(k)) else { continue };
-            let Prompt { may, tools, system, user } = prompt_for(org, &chart, resume, turn, &mut mail);
-            if let Some(over) = PromptOverCredits::check(model, &system, &user, left) {
-                tracing::warn!(agent, "{over}");
-                let over = Over { detail: over.to_string(), tokens: over.tokens, cost: over.cost, left: over.left };
-                self.skip(agent, SkipReason::PromptOverCredits, Some(over));
-                continue;
-            }
+            let (model, Prompt { may, tools, system, user }) =
+                match choose(org, registry, ledger, &chart, resume, turn, &mut mail) {
+                    Choice::Call { model, prompt } => (model, *prompt),
+                    Choice::Skip { reason, over } => {
+                        if let Some(over) = &over {
+                            tracing::warn!(agent, "{}", over.detail);
+                        }
+                        self.skip(agent, reason, over);
+                        continue;
+                    }
+                    Choice::Idle(_) => continue,
+                };
             let req = Request {
                 agent: agent.to_string(),
                 turn,
@@ -94,7 +86,7 @@ impl Turn<'_> {
                 prompt: user,
                 mail: mail.iter().map(mail_item).collect(),
                 may_send_to: may,
-                model: model.clone(),
+                model,
                 agent_dir: Some(org.layout.agent_dir(agent)),
                 // The same tools its prompt (and schema) offers.
                 tools,
@@ -114,6 +106,69 @@ impl Turn<'_> {
         self.report.skipped.push((agent.to_string(), reason));
         self.ev.emit(self.clock.now(), EventKind::Skipped { agent: agent.to_string(), reason, over });
     }
+}
+
+/// What the pick does with an agent that is scheduled on the turn, with
+/// this unread mail.
+pub enum Choice {
+    /// It is called with this prompt, at this model.
+    Call {
+        /// The model asked first.
+        model: lemming_provider::config::ModelSpec,
+        /// What it is asked.
+        prompt: Box<Prompt>,
+    },
+    /// It is due but not called (an event says so).
+    Skip {
+        /// Why.
+        reason: SkipReason,
+        /// The figures, when its prompt alone costs more than it has left.
+        over: Option<Over>,
+    },
+    /// It is not due: nothing to say in the turn's events.
+    Idle(Idle),
+}
+
+/// Why a scheduled agent is not due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// `wake = "mail"` and no unread mail.
+    NoMail,
+    /// Its model key is not in `org/models.toml`.
+    NoModel,
+}
+
+/// Decides whether the scheduled agent of `resume` is called on `turn` with
+/// this unread mail (put in prompt order and cut, as [`prompt_for`] does),
+/// skipped, or not due. The turn's pick and the dry run decide through here.
+pub fn choose(
+    org: &Org,
+    registry: &Registry,
+    ledger: &Ledger,
+    chart: &crate::chart::Chart<'_>,
+    resume: &crate::resume::Resume,
+    turn: u64,
+    mail: &mut Vec<Message>,
+) -> Choice {
+    if resume.schedule.wake == Wake::Mail && mail.is_empty() {
+        return Choice::Idle(Idle::NoMail);
+    }
+    if org.settings.budget.is_some_and(|budget| ledger.total_spent() >= budget) {
+        return Choice::Skip { reason: SkipReason::OrgBudgetSpent, over: None };
+    }
+    let left = ledger.balance(resume.name.as_str(), resume.credits).left;
+    if left <= 0.0 {
+        return Choice::Skip { reason: SkipReason::OutOfCredits, over: None };
+    }
+    let Some(model) = resume.model.as_deref().and_then(|k| registry.model(k)) else {
+        return Choice::Idle(Idle::NoModel);
+    };
+    let prompt = prompt_for(org, chart, resume, turn, mail);
+    if let Some(over) = PromptOverCredits::check(model, &prompt.system, &prompt.user, left) {
+        let over = Over { detail: over.to_string(), tokens: over.tokens, cost: over.cost, left: over.left };
+        return Choice::Skip { reason: SkipReason::PromptOverCredits, over: Some(over) };
+    }
+    Choice::Call { model: model.clone(), prompt: Box::new(prompt) }
 }
 
 /// What an agent is asked: whom it may write to, the tools it may call, and
