@@ -60,6 +60,8 @@
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   following an inbox or an activity log as it grows, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs);
+//! - [`index`]: the search index of every message, derived from the files
+//!   (`lemming search`, `lemming reindex`);
 //! - [`fsck`]: read-only, lock-free checks of G2–G7 on disk (`lemming fsck`);
 //! - [`fault`]: crash points for tests; [`error`]: paths and diagnostics.
 #![warn(missing_docs)]
@@ -78,6 +80,7 @@ pub mod fault;
 pub mod follow;
 pub mod fsck;
 pub mod fsx;
+pub mod index;
 pub mod init;
 pub mod journal;
 pub mod ledger;
