@@ -56,6 +56,8 @@ pub enum Command {
     Chat(commands::chat::Args),
     /// Show a whole conversation across every inbox, as a tree of replies
     Thread(commands::thread::Args),
+    /// Find messages in every inbox, outbox and dead letter, best match first
+    Search(commands::search::Args),
     /// Show the turn, the daemon, each agent and the dead letters
     Status(commands::status::Args),
     /// Show an agent's activity log: one entry per run (-f follows it)
@@ -111,6 +113,8 @@ pub enum Command {
     TopUp(commands::top_up::Args),
     /// Check the org's mailboxes, journal and ledger for lost, duplicated or torn state
     Fsck(commands::fsck::Args),
+    /// Rebuild the search index from the files
+    Reindex(commands::reindex::Args),
 }
 
 /// SIGPIPE stays ignored (the Rust default): a `command` provider that exits
@@ -168,6 +172,8 @@ pub fn main() -> ExitCode {
         Command::Stop(a) => commands::control::stop(&ctx, a),
         Command::Chat(a) => commands::chat::run(&ctx, a),
         Command::Thread(a) => commands::thread::run(&ctx, a),
+        Command::Search(a) => commands::search::run(&ctx, a),
+        Command::Reindex(a) => commands::reindex::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
