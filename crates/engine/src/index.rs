@@ -49,10 +49,6 @@ pub const SCHEMA: i64 = 1;
 /// The file in `org/state/index/` that names the database in use.
 const POINTER: &str = "current";
 
-/// Set (to anything) to leave the index alone after each turn. For
-/// benchmarks only: it measures what the update costs a turn.
-pub const SKIP_ENV: &str = "LEMMING_BENCH_NO_INDEX";
-
 /// The most bytes of a dead letter that is not a message that are indexed.
 const RAW_LETTER_BYTES: usize = 64 << 10;
 
@@ -838,9 +834,6 @@ impl Index {
 /// that does not exist yet is left for the next search to build; a failure is
 /// a warning (the next search catches up or rebuilds). Never fails the turn.
 pub fn after_turn(layout: &Layout) {
-    if std::env::var_os(SKIP_ENV).is_some() {
-        return;
-    }
     match Index::open(layout) {
         Ok(Opened::Ready(mut index)) => match index.catch_up(layout) {
             Ok(true) => {}
