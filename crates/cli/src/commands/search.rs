@@ -21,8 +21,8 @@ pub struct Args {
     /// Only messages to this recipient
     #[arg(long, value_name = "AGENT")]
     pub to: Option<String>,
-    /// Only messages of this thread
-    #[arg(long, value_name = "THREAD")]
+    /// Only messages of this thread (its id)
+    #[arg(long, value_name = "ID")]
     pub thread: Option<String>,
     /// At most this many messages, best first
     #[arg(long, default_value_t = 20, value_parser = crate::ctx::at_least_one, value_name = "N")]
