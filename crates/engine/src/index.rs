@@ -563,7 +563,8 @@ pub fn rebuild(layout: &Layout, progress: &mut dyn FnMut(Progress)) -> Result<Re
     }
     let name = done.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     fsx::write_atomic(&layout.state_tmp(), &dir.join(POINTER), format!("{name}\n").as_bytes())?;
-    sweep(&dir, &done);
+    // Another rebuild may have put its own in place since: the pointer says which to keep.
+    sweep(&dir, &current(layout)?.unwrap_or_else(|| done.clone()));
     let path = done.strip_prefix(&layout.root).map(Path::to_path_buf).unwrap_or(done);
     tracing::info!(messages, skipped, path = %path.display(), "search index rebuilt");
     Ok(Rebuilt { messages, skipped, path })

@@ -299,3 +299,36 @@ fn a_rebuild_reports_its_progress_to_the_end() {
     assert_eq!(seen.first(), Some(&Progress { done: 0, total: 10 }));
     assert_eq!(seen.last(), Some(&Progress { done: 10, total: 10 }));
 }
+
+#[test]
+fn rebuilds_sends_and_searches_at_once_leave_one_usable_index() {
+    let (_d, root) = org();
+    haystack(&root);
+    let layout = Layout::new(&root);
+    rebuild(&layout, &mut |_| {}).unwrap();
+    let org = crate::org::Org::load(&root).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| rebuild(&layout, &mut |_| {}).unwrap());
+        }
+        s.spawn(|| {
+            for i in 0..20 {
+                crate::send::send(&org, "human", "manager", &format!("okapi {i}"), Default::default()).unwrap();
+            }
+        });
+        s.spawn(|| {
+            for _ in 0..5 {
+                assert_eq!(search(&layout, &q("zeppelin")).unwrap().hits.len(), 1);
+            }
+        });
+    });
+    assert_eq!(search(&layout, &q("zeppelin")).unwrap().hits.len(), 1);
+    // Sends that landed in a database a rebuild then replaced are found after the next rebuild.
+    rebuild(&layout, &mut |_| {}).unwrap();
+    assert_eq!(search(&layout, &Query { limit: 100, ..q("okapi") }).unwrap().hits.len(), 20);
+    let dbs = fs::read_dir(layout.index_dir()).unwrap().filter(|e| {
+        let n = e.as_ref().unwrap().file_name();
+        n.to_string_lossy().ends_with(".db")
+    });
+    assert_eq!(dbs.count(), 1);
+}
