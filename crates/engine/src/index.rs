@@ -325,6 +325,29 @@ fn events_since(path: &Path, offset: u64) -> Result<Option<(String, u64)>, Index
     Ok(Some((String::from_utf8_lossy(&bytes).into_owned(), offset + whole as u64)))
 }
 
+/// The offset after the last whole line of the events file (0 when there is none).
+fn events_end(path: &Path) -> Result<u64, PathError> {
+    let mut f = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_path(path),
+    };
+    let mut end = f.metadata().with_path(path)?.len();
+    // Back from the end, a block at a time, to the last newline.
+    let mut block = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start)).with_path(path)?;
+        f.read_exact(&mut block[..n]).with_path(path)?;
+        if let Some(i) = block[..n].iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 /// Reads message `file` of `mailbox` afresh and stores it, or drops its row
 /// when no file holds it any more. Returns the message stored.
 fn refresh(
@@ -484,7 +507,7 @@ pub fn rebuild(layout: &Layout, progress: &mut dyn FnMut(Progress)) -> Result<Re
     let mb = layout.mail();
     // Events after this point are caught up by the next update: a message
     // delivered while the files are read is indexed either way.
-    let (_, offset) = events_since(&layout.events(), 0)?.unwrap_or_default();
+    let offset = events_end(&layout.events())?;
     let sources = sources(layout);
     let mut total = 0u64;
     for (agent, side) in &sources {

@@ -73,6 +73,23 @@ fn haystack(root: &Path) {
 }
 
 #[test]
+fn the_events_are_read_to_their_last_whole_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("events.jsonl");
+    assert_eq!(events_end(&p).unwrap(), 0);
+    assert_eq!(events_since(&p, 0).unwrap(), Some((String::new(), 0)));
+    assert_eq!(events_since(&p, 5).unwrap(), None);
+    let long = "x".repeat(100_000);
+    fs::write(&p, format!("a\n{long}\ntorn")).unwrap();
+    assert_eq!(events_end(&p).unwrap(), 100_003);
+    let (lines, end) = events_since(&p, 2).unwrap().unwrap();
+    assert_eq!((lines.len(), end), (100_001, 100_003));
+    assert_eq!(events_since(&p, 100_008).unwrap(), None, "shorter than the offset");
+    fs::write(&p, "no newline at all").unwrap();
+    assert_eq!(events_end(&p).unwrap(), 0);
+}
+
+#[test]
 fn plain_words_are_quoted_terms_and_an_empty_query_is_refused() {
     assert_eq!(q("don't a-b \"x").fts().unwrap(), r#""don't" "a-b" """x""#);
     assert!(matches!(q("  ").fts(), Err(IndexError::EmptyQuery)));
