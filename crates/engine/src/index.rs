@@ -555,7 +555,7 @@ pub fn rebuild(layout: &Layout, progress: &mut dyn FnMut(Progress)) -> Result<Re
                 None => skipped += 1,
             }
             p.done += 1;
-            if p.done % 256 == 0 {
+            if p.done.is_multiple_of(256) {
                 progress(p);
             }
         }
@@ -862,7 +862,9 @@ pub fn after_turn(layout: &Layout) {
         Ok(Opened::Ready(mut index)) => match index.catch_up(layout) {
             Ok(true) => {}
             Ok(false) => tracing::info!("the search index is behind the events file; the next search rebuilds it"),
-            Err(e) => tracing::warn!(error = %e, "cannot update the search index; the next search catches up or rebuilds it"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot update the search index; the next search catches up or rebuilds it")
+            }
         },
         Ok(Opened::Rebuild(_)) => {}
         Err(e) => tracing::warn!(error = %e, "cannot open the search index; the next search rebuilds it"),

@@ -45,7 +45,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     let r = rebuilt?;
     let ms = start.elapsed().as_millis() as u64;
     if ctx.json {
-        return print_json(&serde_json::json!({ "messages": r.messages, "skipped": r.skipped, "path": r.path, "ms": ms }));
+        return print_json(
+            &serde_json::json!({ "messages": r.messages, "skipped": r.skipped, "path": r.path, "ms": ms }),
+        );
     }
     let skipped = if r.skipped > 0 {
         format!(" ({} file(s) that are not messages left out; `lemming fsck` says which)", r.skipped)

@@ -188,7 +188,10 @@ fn rows_are_keyed_by_mailbox_and_a_hit_whose_file_is_gone_is_not_shown() {
     let layout = Layout::new(&root);
     let m = msg("m1", "human", "manager", "quarterly numbers");
     deliver(&root, &m, "manager");
-    assert_eq!(ids(&search(&layout, &q("quarterly")).unwrap()), [("m1".into(), "inbox".into(), Some("manager".into()))]);
+    assert_eq!(
+        ids(&search(&layout, &q("quarterly")).unwrap()),
+        [("m1".into(), "inbox".into(), Some("manager".into()))]
+    );
     // Read: moved to cur, no update needed.
     let mb = layout.mail();
     let mut b = fsx::Batch::new();
