@@ -104,7 +104,9 @@ fn snippet(h: &Hit, marks: bool) -> String {
         .pieces
         .iter()
         .map(|(text, hit)| {
-            let safe = term::line(text);
+            // One line: the body's own line breaks become spaces; other controls show escaped.
+            let flat = text.replace(['\n', '\r', '\t'], " ");
+            let safe = term::line(&flat);
             if *hit && marks {
                 format!("\x1b[1;4m{safe}\x1b[0m")
             } else {

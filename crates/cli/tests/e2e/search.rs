@@ -161,3 +161,15 @@ fn fsck_notes_a_stale_index_and_reindex_clears_it() {
     assert!(!out.stdout.contains("stale_index"), "{out}");
     assert_eq!(hits(&org, &["beta"]).0.len(), 1);
 }
+
+#[test]
+fn a_snippet_is_one_line_with_the_body_s_control_characters_escaped() {
+    let org = TestOrg::new();
+    let body = "first line\nthe \x1b[31m marmot \x1b[0m line\rand\ttabs";
+    org.write("agents/manager/inbox/cur/m-a.json", message_bytes("m-a", "human", "manager", body));
+    let out = org.lemming_ok(&["search", "marmot"]);
+    assert!(!out.stdout.contains('\x1b') && !out.stdout.contains('\r'), "{out}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "a heading and a one-line snippet\n{out}");
+    assert!(lines[1].contains("first line the \\x1b[31m marmot \\x1b[0m line and tabs"), "{out}");
+}
