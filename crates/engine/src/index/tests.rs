@@ -352,3 +352,27 @@ fn rebuilds_sends_and_searches_at_once_leave_one_usable_index() {
     });
     assert_eq!(dbs.count(), 1);
 }
+
+#[tokio::test]
+async fn a_broken_index_fails_neither_a_send_nor_a_turn_and_the_next_search_mends_it() {
+    let (_d, root) = org();
+    let layout = Layout::new(&root);
+    rebuild(&layout, &mut |_| {}).unwrap();
+    let db = current(&layout).unwrap().unwrap();
+    fs::write(&db, vec![0x42; 4096]).unwrap();
+    let org = crate::org::Org::load(&root).unwrap();
+    let sent = crate::send::send(&org, "human", "manager", "a capybara memo", Default::default()).unwrap();
+    let reports = crate::daemon::step(&root, 1, |_, _| {}).await.unwrap();
+    assert_eq!(reports[0].delivered, 2, "the message and the manager's reply: {:?}", reports[0]);
+    let found = search(&layout, &q("capybara")).unwrap();
+    assert!(found.rebuilt.as_deref().is_some_and(|w| w.contains("corrupt")), "{:?}", found.rebuilt);
+    let mut places: Vec<_> = ids(&found).into_iter().filter(|h| h.0 == sent.id).collect();
+    places.sort();
+    assert_eq!(
+        places,
+        [
+            (sent.id.clone(), "inbox".into(), Some("manager".into())),
+            (sent.id.clone(), "outbox".into(), Some("human".into()))
+        ]
+    );
+}
