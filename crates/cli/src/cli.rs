@@ -57,6 +57,8 @@ pub enum Command {
     Chat(commands::chat::Args),
     /// Show a whole conversation across every inbox, as a tree of replies
     Thread(commands::thread::Args),
+    /// Find messages in every inbox, outbox and dead letter, best match first
+    Search(commands::search::Args),
     /// Derive a committed turn again from its journal and compare it with the files
     Replay(commands::replay::Args),
     /// Show the turn, the daemon, each agent and the dead letters
@@ -114,6 +116,8 @@ pub enum Command {
     TopUp(commands::top_up::Args),
     /// Check the org's mailboxes, journal and ledger for lost, duplicated or torn state
     Fsck(commands::fsck::Args),
+    /// Rebuild the search index from the files
+    Reindex(commands::reindex::Args),
 }
 
 /// SIGPIPE stays ignored (the Rust default): a `command` provider that exits
@@ -171,6 +175,8 @@ pub fn main() -> ExitCode {
         Command::Stop(a) => commands::control::stop(&ctx, a),
         Command::Chat(a) => commands::chat::run(&ctx, a),
         Command::Thread(a) => commands::thread::run(&ctx, a),
+        Command::Search(a) => commands::search::run(&ctx, a),
+        Command::Reindex(a) => commands::reindex::run(&ctx, a),
         Command::Replay(a) => commands::replay::run(&ctx, a),
     };
     match result {

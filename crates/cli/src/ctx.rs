@@ -51,6 +51,7 @@ into_cli_error!(
     lemming_engine::init::InitError,
     lemming_engine::org::UnknownAgent,
     lemming_engine::views::ViewError,
+    lemming_engine::index::IndexError,
     std::io::Error
 );
 

@@ -15,6 +15,10 @@
 //! - journal records are judged against the turn committed *before* they were
 //!   read, and ledger charges against the turn committed *after* the ledger was read.
 //!
+//! It also compares the search index ([`crate::index`]) with the files: a
+//! difference is a note that suggests `lemming reindex`, never a violation,
+//! since the index is derived from the files.
+//!
 //! Paths in findings are relative to the org root.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,6 +108,8 @@ pub enum Code {
     MissingToolResult,
     /// A file or folder fsck could not read (other than one that went away).
     UnreadableFile,
+    /// The search index differs from the files (it is derived: `lemming reindex` rebuilds it).
+    StaleIndex,
 }
 
 impl Code {
@@ -117,7 +123,7 @@ impl Code {
                 Severity::Violation
             }
             StaleTmp | RecipientGone | PendingMessages | InterruptedTurn | TornJournalLine | TornLedgerLine
-            | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters => Severity::Note,
+            | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters | StaleIndex => Severity::Note,
         }
     }
 
@@ -133,6 +139,7 @@ impl Code {
             DeadWithoutReason | UnreadableReason | ReasonWithoutLetter | DeadLetters => "G7",
             RepeatedToolCall | MissingToolResult => "G8",
             UnreadableFile => "io",
+            StaleIndex => "index",
         }
     }
 
@@ -167,6 +174,7 @@ impl Code {
             RepeatedToolCall => "repeated_tool_call",
             MissingToolResult => "missing_tool_result",
             UnreadableFile => "unreadable_file",
+            StaleIndex => "stale_index",
         }
     }
 }
@@ -259,6 +267,7 @@ pub fn check(root: &Path) -> Report {
         f.sent(agent, &inboxes);
     }
     f.dead();
+    f.index();
 
     let mut findings = f.findings;
     findings.sort_by_key(|x| (x.guarantee, x.severity));
@@ -311,6 +320,42 @@ impl Fsck {
             holder: None,
             findings: Vec::new(),
         }
+    }
+
+    /// The search index against the files: a note, never a violation (it is derived).
+    fn index(&mut self) {
+        let drift = match crate::index::compare(&self.layout) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => return self.unreadable(e),
+        };
+        let dir = self.layout.index_dir();
+        if let Some(why) = drift.unreadable {
+            let message = format!(
+                "the search index cannot be read ({why}); the next search rebuilds it, or run `lemming reindex`"
+            );
+            return self.push(Code::StaleIndex, &[&dir], message);
+        }
+        if drift.missing.is_empty() && drift.gone.is_empty() {
+            return;
+        }
+        let sample = |v: &[String]| {
+            let shown: Vec<&str> = v.iter().take(3).map(String::as_str).collect();
+            let more = if v.len() > 3 { format!(", and {} more", v.len() - 3) } else { String::new() };
+            format!("{}{more}", shown.join(", "))
+        };
+        let mut parts = Vec::new();
+        if !drift.missing.is_empty() {
+            parts.push(format!("lacks {} message(s) of the files ({})", drift.missing.len(), sample(&drift.missing)));
+        }
+        if !drift.gone.is_empty() {
+            parts.push(format!("has {} row(s) whose file is gone ({})", drift.gone.len(), sample(&drift.gone)));
+        }
+        let message = format!(
+            "the search index {}; search shows only what the files hold, but may miss messages: run `lemming reindex`",
+            parts.join(" and ")
+        );
+        self.push(Code::StaleIndex, &[&dir], message);
     }
 
     fn rel(&self, p: &Path) -> PathBuf {
@@ -1121,6 +1166,29 @@ mod tests {
         );
         assert!(found[0].message.contains("cp "), "{}", found[0].message);
         assert!(!r.ok());
+    }
+
+    #[test]
+    fn a_search_index_behind_the_files_is_a_note_that_suggests_reindex() {
+        let (_d, root) = org();
+        let m = msg("m1", "human", &["manager"]);
+        sent(&root, &m);
+        deliver(&root, &m, "manager", "new");
+        assert_eq!(count(&check(&root), Code::StaleIndex), 0, "no index: nothing to compare");
+        crate::index::rebuild(&Layout::new(&root), &mut |_| {}).unwrap();
+        assert_eq!(count(&check(&root), Code::StaleIndex), 0);
+        // Mail put there behind the index's back.
+        let m2 = msg("m2", "human", &["manager"]);
+        sent(&root, &m2);
+        deliver(&root, &m2, "manager", "cur");
+        let r = check(&root);
+        let found: Vec<_> = r.with_code(Code::StaleIndex).collect();
+        assert_eq!(found.len(), 1, "{:#?}", r.findings);
+        assert_eq!(found[0].severity, Severity::Note);
+        assert!(found[0].message.contains("lacks 2 message(s)") && found[0].message.contains("lemming reindex"));
+        assert!(r.ok(), "a stale index breaks no guarantee");
+        crate::index::rebuild(&Layout::new(&root), &mut |_| {}).unwrap();
+        assert_eq!(count(&check(&root), Code::StaleIndex), 0);
     }
 
     #[test]

@@ -60,6 +60,8 @@
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   following an inbox or an activity log as it grows, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs);
+//! - [`index`]: the search index of every message, derived from the files
+//!   (`lemming search`, `lemming reindex`);
 //! - [`fsck`]: read-only, lock-free checks of G2–G7 on disk (`lemming fsck`);
 //! - [`replay`]: a committed turn derived again from its journal and compared
 //!   with the files (`lemming replay`); [`preview`]: what the next turn would
@@ -82,6 +84,7 @@ pub mod fault;
 pub mod follow;
 pub mod fsck;
 pub mod fsx;
+pub mod index;
 pub mod init;
 pub mod journal;
 pub mod ledger;

@@ -43,7 +43,7 @@ use crate::watch::Watcher;
 
 mod fs;
 
-pub use fs::{is_pending_entry, DeadFiles, Folder, FsMailStore};
+pub use fs::{is_pending_entry, DeadFiles, Folder, FsMailStore, Side, DEAD_LETTERS};
 
 /// The most bytes read of one inbox file, unless the org's `max_message_bytes`
 /// is larger (see [`FsMailStore::with_read_limit`]).

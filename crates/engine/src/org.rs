@@ -93,6 +93,10 @@ impl Layout {
     pub fn events(&self) -> PathBuf {
         self.root.join("org/state/events.jsonl")
     }
+    /// `org/state/index/`: the derived search index (see [`crate::index`]).
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join("org/state/index")
+    }
     /// `org/state/audit.jsonl`: actions that change the world outside the mail.
     pub fn audit(&self) -> PathBuf {
         self.root.join("org/state/audit.jsonl")

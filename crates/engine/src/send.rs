@@ -109,6 +109,8 @@ pub fn send(org: &Org, from: &str, to: &str, body: &str, opts: SendOptions) -> R
         return Err(SendError::TooLarge { size, limit: org.settings.max_message_bytes });
     }
     mb.send_now(from, &msg)?;
+    // The file is what counts (G1): the index only warns when it cannot follow.
+    crate::index::sent(&org.layout, from, &msg);
     Ok(msg)
 }
 

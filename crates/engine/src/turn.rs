@@ -131,7 +131,10 @@ pub async fn run_keeping(
     route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
     t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);
     fault::point("routed_again");
-    t.commit(&replies.records, held)
+    let report = t.commit(&replies.records, held)?;
+    // Derived from the files: a failure here is a warning, never the turn's.
+    crate::index::after_turn(&org.layout);
+    Ok(report)
 }
 
 /// How many of the deliveries in `routed` carried mail that was sent while the

@@ -69,6 +69,7 @@ fn heading(guarantee: &str) -> &'static str {
         "G5" => "G5 ledger:",
         "G6" => "G6 one process runs turns:",
         "G7" => "G7 nothing dropped silently:",
+        "index" => "the search index (derived from the files):",
         _ => "files fsck could not read:",
     }
 }

@@ -27,6 +27,7 @@ mod replies;
 mod routing;
 mod samples;
 mod sandbox;
+mod search;
 mod state_numbers;
 mod status_columns;
 mod templates;

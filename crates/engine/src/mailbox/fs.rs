@@ -38,7 +38,42 @@ pub enum Folder {
     Read,
 }
 
+/// The half of an agent's mailbox a folder belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// Mail delivered to the agent.
+    Inbox,
+    /// Mail the agent wrote.
+    Outbox,
+}
+
+impl Side {
+    /// `inbox` or `outbox`, as people and the search index name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Inbox => "inbox",
+            Side::Outbox => "outbox",
+        }
+    }
+}
+
+/// The dead letters, as people and the search index name them beside the two sides.
+pub const DEAD_LETTERS: &str = "dead";
+
 impl Folder {
+    /// Every folder that holds messages. A unit test checks it against
+    /// [`FsMailStore::folders`], so a folder added there is listed here too.
+    pub const ALL: &'static [Folder] = &[Folder::Pending, Folder::Sent, Folder::Unread, Folder::Read];
+
+    /// The half of the mailbox it is in: a message moves between the folders
+    /// of one side (`new` → `cur`), never across.
+    pub fn side(self) -> Side {
+        match self {
+            Folder::Pending | Folder::Sent => Side::Outbox,
+            Folder::Unread | Folder::Read => Side::Inbox,
+        }
+    }
+
     fn rel(self) -> &'static str {
         match self {
             Folder::Pending => "outbox/new",
@@ -265,6 +300,22 @@ impl FsMailStore {
     /// [`FsMailStore::read_mail_skipping`], for people's views of every message.
     pub fn sent_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
         self.read_dir_skipping(&self.outbox(agent, "sent"))
+    }
+
+    /// Every message in one folder of an agent's mailbox, read like
+    /// [`FsMailStore::read_mail_skipping`] (for the search index).
+    pub fn folder_skipping(&self, agent: &str, folder: Folder) -> Result<MailRead, PathError> {
+        self.read_dir_skipping(&self.dir(agent, folder))
+    }
+
+    /// The folder of `side` of an agent's mailbox that holds a file named for
+    /// message `id`, if any (a link is not followed).
+    pub fn holder(&self, agent: &str, side: Side, id: &str) -> Option<Folder> {
+        Folder::ALL
+            .iter()
+            .copied()
+            .filter(|f| f.side() == side)
+            .find(|f| fs::symlink_metadata(self.message_path(agent, *f, id)).is_ok())
     }
 
     /// The message `id` in an agent's `folder`, read from the file its id
@@ -781,6 +832,31 @@ mod tests {
         let mut b = Batch::new();
         f(&mut b);
         s.commit(b).unwrap();
+    }
+
+    #[test]
+    fn every_message_folder_of_a_mailbox_is_in_the_folder_list_with_its_side() {
+        let (_d, s) = store();
+        let listed: Vec<PathBuf> = Folder::ALL.iter().map(|f| s.dir("a", *f)).collect();
+        for dir in s.folders("a") {
+            let name = dir.file_name().unwrap().to_str().unwrap();
+            // The two halves themselves and their tmp folders hold no message.
+            if ["inbox", "outbox", "tmp"].contains(&name) {
+                continue;
+            }
+            assert!(listed.contains(&dir), "{} holds messages but is not in Folder::ALL", dir.display());
+        }
+        for f in Folder::ALL {
+            let half = if f.side() == Side::Inbox { "inbox" } else { "outbox" };
+            assert!(s.dir("a", *f).parent().unwrap().ends_with(half), "{f:?} is not in the {half}");
+        }
+        let m = msg("m1", "a", "b", "x");
+        commit(&s, |b| assert!(s.deliver(b, "b", &m)));
+        assert_eq!(s.holder("b", Side::Inbox, "m1"), Some(Folder::Unread));
+        commit(&s, |b| s.consume(b, "b", "m1"));
+        assert_eq!(s.holder("b", Side::Inbox, "m1"), Some(Folder::Read));
+        assert_eq!(s.holder("b", Side::Outbox, "m1"), None);
+        assert_eq!(s.folder_skipping("b", Folder::Read).unwrap().messages.len(), 1);
     }
 
     #[test]
