@@ -61,11 +61,13 @@
 //!   following an inbox or an activity log as it grows, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs);
 //! - [`fsck`]: read-only, lock-free checks of G2–G7 on disk (`lemming fsck`);
+//! - [`backup`]: the org as one archive, copied between two turns, and its restore;
 //! - [`fault`]: crash points for tests; [`error`]: paths and diagnostics.
 #![warn(missing_docs)]
 
 pub mod activity;
 pub mod audit;
+pub mod backup;
 pub mod chart;
 pub mod chat;
 pub mod clock;
