@@ -1,6 +1,7 @@
 //! One file per subcommand: its clap `Args` (the doc comments are its --help) and `run`.
 
 pub mod agents;
+pub mod backup;
 pub mod chat;
 pub mod control;
 pub mod doctor;
@@ -10,6 +11,7 @@ pub mod init;
 pub mod inspect;
 pub mod logs;
 pub mod models;
+pub mod restore;
 pub mod run;
 pub mod send;
 pub mod serve;
