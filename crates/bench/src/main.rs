@@ -8,9 +8,11 @@
 //! that has been running). The floor is compared with the warm turn. The
 //! tools table (`tools.rs`) compares the same turns with and without tool
 //! calls; the server table (`server.rs`) times the API, the event stream and
-//! what serving adds to a turn. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
+//! what serving adds to a turn; the backup table (`backup.rs`) times `lemming
+//! backup` and `restore` of 100,000 messages. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
 //! synthetic org for your own experiments.
 
+mod backup;
 mod daemon;
 mod floor;
 mod http_stub;
@@ -161,6 +163,9 @@ fn run_all(runs: usize) -> Result<bool, String> {
     }
     if only.is_empty() || only == "server" {
         all_ok &= server::run(&base, runs)?;
+    }
+    if only.is_empty() || only == "backup" {
+        all_ok &= backup::run(&base)?;
     }
     Ok(all_ok)
 }
