@@ -740,6 +740,40 @@ mod tests {
         assert!(lock::try_turn(&layout).unwrap().is_some(), "the backup released the turn lock");
     }
 
+    /// A real turn whose model takes 600 ms: a backup started during the call
+    /// copies the org once the turn has committed, with its reply.
+    #[test]
+    fn a_backup_started_during_a_turn_copies_the_org_once_the_turn_commits() {
+        let (d, root) = org();
+        crate::testing::edit(&root, "org/models.toml", "provider = \"mock\"", "provider = \"slow\"");
+        let models = std::fs::read_to_string(root.join("org/models.toml")).unwrap();
+        let slow = format!("{models}\n[providers.slow]\nkind = \"mock\"\nlatency_ms = 600\n");
+        std::fs::write(root.join("org/models.toml"), slow).unwrap();
+        let id = send(&root, "hello");
+        let r = root.clone();
+        let turn = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(crate::daemon::step(&r, 1, |_, _| {})).unwrap()
+        });
+        let layout = Layout::new(&root);
+        let t0 = Instant::now();
+        while lock::try_turn(&layout).unwrap().is_some() {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "the turn never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let file = d.path().join("b.tar.gz");
+        let mut waited = Vec::new();
+        let report = backup(&root, &file, false, |w| waited.push(w), |_| {}).unwrap();
+        assert_eq!(turn.join().unwrap()[0].turn, 1);
+        assert_eq!(report.manifest.turn, 1, "the copy was taken before the turn committed");
+        assert_eq!(waited, [Wait::Turn]);
+        let restored = d.path().join("r");
+        let back = restore(&file, &restored, |_| {}).unwrap();
+        assert!(back.fsck.ok(), "{:?}", back.fsck.findings);
+        let human = crate::mailbox::MailStore::unread(&Layout::new(&restored).mail(), "human").unwrap().0;
+        assert!(human.iter().any(|m| m.reply_to.as_deref() == Some(id.as_str())), "the turn's reply is not in the copy");
+    }
+
     #[test]
     fn an_existing_file_is_refused_without_force_and_a_file_inside_the_org_always() {
         let (d, root) = org();
