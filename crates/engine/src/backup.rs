@@ -536,7 +536,8 @@ pub fn restore(file: &Path, dir: &Path, mut on_progress: impl FnMut(Progress)) -
                     fs::create_dir_all(p).with_path(p)?;
                 }
                 let mode = entry.header().mode().unwrap_or(0o644) & 0o777 | 0o600;
-                let mut out = OpenOptions::new().write(true).create_new(true).mode(mode).open(&path).with_path(&path)?;
+                let mut out =
+                    OpenOptions::new().write(true).create_new(true).mode(mode).open(&path).with_path(&path)?;
                 let n = io::copy(&mut entry, &mut out).map_err(|source| corrupt(file, index, None, source))?;
                 #[cfg(not(target_os = "linux"))]
                 out.sync_all().with_path(&path)?;
@@ -771,7 +772,10 @@ mod tests {
         let back = restore(&file, &restored, |_| {}).unwrap();
         assert!(back.fsck.ok(), "{:?}", back.fsck.findings);
         let human = crate::mailbox::MailStore::unread(&Layout::new(&restored).mail(), "human").unwrap().0;
-        assert!(human.iter().any(|m| m.reply_to.as_deref() == Some(id.as_str())), "the turn's reply is not in the copy");
+        assert!(
+            human.iter().any(|m| m.reply_to.as_deref() == Some(id.as_str())),
+            "the turn's reply is not in the copy"
+        );
     }
 
     #[test]

@@ -113,8 +113,7 @@ pub const TURN_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis
 fn open_flock(layout: &Layout, path: PathBuf) -> Result<(File, PathBuf), PathError> {
     let dir = layout.state_dir();
     fs::create_dir_all(&dir).with_path(&dir)?;
-    let file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_path(&path)?;
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_path(&path)?;
     Ok((file, path))
 }
 

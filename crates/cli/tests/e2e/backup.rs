@@ -176,9 +176,8 @@ fn backup_refuses_an_existing_file_unless_forced() {
 /// written raw (the tar crate itself refuses `..`).
 fn crafted(path: &Path, entries: &[(tar::EntryType, &[u8], Option<&str>, &[u8])]) {
     let files = entries.iter().filter(|e| e.0 != tar::EntryType::Directory).count();
-    let manifest = format!(
-        r#"{{"format":1,"lemming_version":"0","created_at":"2026-01-01T00:00:00Z","turn":0,"files":{files}}}"#
-    );
+    let manifest =
+        format!(r#"{{"format":1,"lemming_version":"0","created_at":"2026-01-01T00:00:00Z","turn":0,"files":{files}}}"#);
     let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
     let mut b = tar::Builder::new(gz);
     let mut all: Vec<(tar::EntryType, &[u8], Option<&str>, &[u8])> =
@@ -213,14 +212,18 @@ fn restore_refuses_hostile_entries_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     use tar::EntryType::{Directory, Link, Regular, Symlink};
-    let ok: &[(tar::EntryType, &[u8], Option<&str>, &[u8])] = &[(Directory, b"org", None, b""), (Regular, b"org/a", None, b"a")];
+    let ok: &[(tar::EntryType, &[u8], Option<&str>, &[u8])] =
+        &[(Directory, b"org", None, b""), (Regular, b"org/a", None, b"a")];
     crafted(&t.join("ok.tar.gz"), ok);
     crafted(&t.join("parent.tar.gz"), &[(Regular, b"org/a", None, b"a"), (Regular, b"../x", None, b"x")]);
     crafted(&t.join("deep.tar.gz"), &[(Regular, b"org/../../x", None, b"x")]);
     crafted(&t.join("absolute.tar.gz"), &[(Regular, b"/tmp/lemming-restore-test-x", None, b"x")]);
     crafted(&t.join("symlink.tar.gz"), &[(Symlink, b"org/evil", Some("/etc/passwd"), b"")]);
     crafted(&t.join("link.tar.gz"), &[(Link, b"org/evil", Some("/etc/passwd"), b"")]);
-    crafted(&t.join("dangling.tar.gz"), &[(Link, b"org/evil", Some("org/later"), b""), (Regular, b"org/later", None, b"")]);
+    crafted(
+        &t.join("dangling.tar.gz"),
+        &[(Link, b"org/evil", Some("org/later"), b""), (Regular, b"org/later", None, b"")],
+    );
     refused(t, "parent.tar.gz", &["entry 3 `../x`", "..", "nothing was written"]);
     refused(t, "deep.tar.gz", &["entry 2", "outside the folder"]);
     refused(t, "absolute.tar.gz", &["entry 2", "absolute"]);
