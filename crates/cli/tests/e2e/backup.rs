@@ -172,16 +172,18 @@ fn backup_refuses_an_existing_file_unless_forced() {
     lemming_in(org.tmp.path(), &["restore", "b.tar.gz", "r"]).ok();
 }
 
+/// One entry of a hand-made archive: its type, raw name, link target and contents.
+type Entry<'a> = (tar::EntryType, &'a [u8], Option<&'a str>, &'a [u8]);
+
 /// A gzip-compressed tar with a valid manifest, then `entries` as given, names
 /// written raw (the tar crate itself refuses `..`).
-fn crafted(path: &Path, entries: &[(tar::EntryType, &[u8], Option<&str>, &[u8])]) {
+fn crafted(path: &Path, entries: &[Entry]) {
     let files = entries.iter().filter(|e| e.0 != tar::EntryType::Directory).count();
     let manifest =
         format!(r#"{{"format":1,"lemming_version":"0","created_at":"2026-01-01T00:00:00Z","turn":0,"files":{files}}}"#);
     let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
     let mut b = tar::Builder::new(gz);
-    let mut all: Vec<(tar::EntryType, &[u8], Option<&str>, &[u8])> =
-        vec![(tar::EntryType::Regular, b"lemming-backup.json", None, manifest.as_bytes())];
+    let mut all: Vec<Entry> = vec![(tar::EntryType::Regular, b"lemming-backup.json", None, manifest.as_bytes())];
     all.extend_from_slice(entries);
     for (kind, name, link, data) in all {
         let mut h = tar::Header::new_gnu();
@@ -212,8 +214,7 @@ fn restore_refuses_hostile_entries_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     use tar::EntryType::{Directory, Link, Regular, Symlink};
-    let ok: &[(tar::EntryType, &[u8], Option<&str>, &[u8])] =
-        &[(Directory, b"org", None, b""), (Regular, b"org/a", None, b"a")];
+    let ok: &[Entry] = &[(Directory, b"org", None, b""), (Regular, b"org/a", None, b"a")];
     crafted(&t.join("ok.tar.gz"), ok);
     crafted(&t.join("parent.tar.gz"), &[(Regular, b"org/a", None, b"a"), (Regular, b"../x", None, b"x")]);
     crafted(&t.join("deep.tar.gz"), &[(Regular, b"org/../../x", None, b"x")]);
