@@ -250,7 +250,7 @@ fn help_says_what_lemming_is_lists_exit_codes_and_orders_commands_by_use() {
     }
     let order = [
         "init", "send", "step", "inbox", "chat", "thread", "status", "logs", "agents", "inspect", "run", "serve",
-        "pause", "resume", "stop", "validate", "models", "doctor", "top-up", "fsck",
+        "pause", "resume", "stop", "validate", "models", "doctor", "top-up", "fsck", "backup", "restore",
     ];
     let listed: Vec<&str> = out
         .stdout
