@@ -9,9 +9,11 @@
 //! tools table (`tools.rs`) compares the same turns with and without tool
 //! calls; the server table (`server.rs`) times the API, the event stream and
 //! what serving adds to a turn; the search table (`search.rs`) times `lemming
-//! search` over 100,000 messages and what the index adds to a turn. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
+//! search` over 100,000 messages and what the index adds to a turn; the backup table (`backup.rs`) times `lemming
+//! backup` and `restore` of 100,000 messages. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
 //! synthetic org for your own experiments.
 
+mod backup;
 mod daemon;
 mod floor;
 mod http_stub;
@@ -166,6 +168,9 @@ fn run_all(runs: usize) -> Result<bool, String> {
     }
     if only.is_empty() || only == "search" {
         all_ok &= search::run(&base, runs)?;
+    }
+    if only.is_empty() || only == "backup" {
+        all_ok &= backup::run(&base)?;
     }
     Ok(all_ok)
 }

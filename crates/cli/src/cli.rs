@@ -118,6 +118,10 @@ pub enum Command {
     Fsck(commands::fsck::Args),
     /// Rebuild the search index from the files
     Reindex(commands::reindex::Args),
+    /// Write the whole org to one archive, between two turns, beside a running daemon
+    Backup(commands::backup::Args),
+    /// Unpack a backup into a new org folder, then check it with fsck
+    Restore(commands::restore::Args),
 }
 
 /// SIGPIPE stays ignored (the Rust default): a `command` provider that exits
@@ -168,6 +172,8 @@ pub fn main() -> ExitCode {
         Command::Models(a) => commands::models::run(&ctx, a),
         Command::Doctor(a) => commands::doctor::run(&ctx, a),
         Command::Fsck(a) => commands::fsck::run(&ctx, a),
+        Command::Backup(a) => commands::backup::run(&ctx, a),
+        Command::Restore(a) => commands::restore::run(&ctx, a),
         Command::Run(a) => commands::run::run(&ctx, a),
         Command::Serve(a) => commands::serve::run(&ctx, a),
         Command::Pause(a) => commands::control::pause(&ctx, a),

@@ -577,6 +577,29 @@ mod tests {
         assert_eq!(committed.committed_at, Some(t0() + chrono::Duration::from_std(at[2].1).unwrap()));
     }
 
+    /// A backup holds the turn lock: the daemon starts no turn until it lets go.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_turn_lock_keeps_the_daemon_from_starting_a_turn() {
+        let (_d, root) = new_org();
+        let layout = Layout::new(&root);
+        let backup = crate::lock::try_turn(&layout).unwrap().expect("a free turn lock");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut turns = Vec::new();
+        let daemon = run(&root, opts(Some(1)), async { drop(stop_rx.await) }, |r| turns.push(r.turn), |_| {});
+        let person = async {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            let journal = crate::journal::Journal::new(&layout);
+            assert_eq!(journal.last_turn().unwrap(), 0, "a turn ran while the turn lock was held");
+            drop(backup);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(journal.last_turn().unwrap(), 1, "the turn did not run once the lock was free");
+            let _ = stop_tx.send(());
+        };
+        let (done, ()) = tokio::join!(daemon, person);
+        assert_eq!(done.unwrap(), 1);
+        assert_eq!(turns, [1]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_shutdown_future_ends_it_between_turns() {
         let (_d, root) = new_org();

@@ -67,11 +67,13 @@
 //!   with the files (`lemming replay`); [`preview`]: what the next turn would
 //!   route, whom it would run and with which prompt, written nowhere
 //!   (`lemming step --dry-run`);
+//! - [`backup`]: the org as one archive, copied between two turns, and its restore;
 //! - [`fault`]: crash points for tests; [`error`]: paths and diagnostics.
 #![warn(missing_docs)]
 
 pub mod activity;
 pub mod audit;
+pub mod backup;
 pub mod chart;
 pub mod chat;
 pub mod clock;

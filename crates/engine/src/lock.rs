@@ -3,6 +3,12 @@
 //! `org/state/lock` is held with `flock` for the life of the process that runs
 //! turns, and holds its pid. The kernel releases it when the process dies, so a
 //! kill -9 leaves no stale lock.
+//!
+//! Two more flocks let a backup copy the org between two turns beside a
+//! running daemon: the turn lock (`org/state/turn.lock`), held by every turn
+//! from its start to its commit and by a backup for its whole copy, and the
+//! backup lock (`org/state/backup.lock`), held shared by a person's read that
+//! moves mail and exclusively by a backup.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Seek, SeekFrom, Write};
@@ -91,6 +97,95 @@ fn flock_holder(path: &std::path::Path) -> Option<Option<u32>> {
 
 pub use crate::process::pid_alive;
 
+/// A held turn lock or backup lock (`org/state/turn.lock`,
+/// `org/state/backup.lock`); released on drop, or by the kernel when the
+/// process dies.
+#[derive(Debug)]
+pub struct Flock {
+    _file: File,
+    /// The lock file.
+    pub path: PathBuf,
+}
+
+/// How often a turn that waits for the turn lock tries again.
+pub const TURN_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn open_flock(layout: &Layout, path: PathBuf) -> Result<(File, PathBuf), PathError> {
+    let dir = layout.state_dir();
+    fs::create_dir_all(&dir).with_path(&dir)?;
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_path(&path)?;
+    Ok((file, path))
+}
+
+/// Takes `path` exclusively (`shared`: shared) without waiting: `None` while another holds it.
+fn try_flock(layout: &Layout, path: PathBuf, shared: bool) -> Result<Option<Flock>, PathError> {
+    let (file, path) = open_flock(layout, path)?;
+    let got = if shared { file.try_lock_shared() } else { file.try_lock() };
+    match got {
+        Ok(()) => Ok(Some(Flock { _file: file, path })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(PathError { path, source: e }),
+    }
+}
+
+/// Takes `path`, waiting as long as another holds it; `on_wait` is told once
+/// when it has to wait.
+fn wait_flock(layout: &Layout, path: PathBuf, shared: bool, on_wait: impl FnOnce()) -> Result<Flock, PathError> {
+    if let Some(held) = try_flock(layout, path.clone(), shared)? {
+        return Ok(held);
+    }
+    on_wait();
+    let (file, path) = open_flock(layout, path)?;
+    let got = if shared { file.lock_shared() } else { file.lock() };
+    got.with_path(&path)?;
+    Ok(Flock { _file: file, path })
+}
+
+/// Takes the turn lock for one turn, from its start to its commit. While a
+/// backup holds it the turn waits (said once in the log), trying again every
+/// [`TURN_LOCK_POLL`] without blocking the runtime.
+pub async fn turn(layout: &Layout) -> Result<Flock, PathError> {
+    let mut told = false;
+    loop {
+        if let Some(held) = try_flock(layout, layout.turn_lock(), false)? {
+            if told {
+                tracing::info!("the backup is done; the turn starts");
+            }
+            return Ok(held);
+        }
+        if !told {
+            tracing::info!(lock = %layout.turn_lock().display(), "waiting for a backup to finish before starting the turn");
+            told = true;
+        }
+        tokio::time::sleep(TURN_LOCK_POLL).await;
+    }
+}
+
+/// Takes the turn lock without waiting: `None` while a turn (or a backup) holds it.
+pub fn try_turn(layout: &Layout) -> Result<Option<Flock>, PathError> {
+    try_flock(layout, layout.turn_lock(), false)
+}
+
+/// Takes the turn lock for a backup, waiting for the turn in progress to
+/// commit; `on_wait` is told once when it has to wait.
+pub fn turn_for_backup(layout: &Layout, on_wait: impl FnOnce()) -> Result<Flock, PathError> {
+    wait_flock(layout, layout.turn_lock(), false, on_wait)
+}
+
+/// Takes the backup lock exclusively (a backup), waiting for a person's
+/// read in progress; people's reads then wait for the backup.
+pub fn backup(layout: &Layout, on_wait: impl FnOnce()) -> Result<Flock, PathError> {
+    wait_flock(layout, layout.backup_lock(), false, on_wait)
+}
+
+/// Takes the backup lock shared, for a person's read that moves mail to
+/// `cur/`: reads go on together and beside turns, and wait only for a backup.
+pub fn reading(layout: &Layout) -> Result<Flock, PathError> {
+    wait_flock(layout, layout.backup_lock(), true, || {
+        tracing::info!("waiting for a backup to finish before marking mail read");
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +203,30 @@ mod tests {
         drop(held);
         assert_eq!(holder(&l), None, "the pid left in the file is not a holder");
         assert!(acquire(&l).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_waits_while_the_turn_lock_is_held_and_starts_once_it_is_released() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path());
+        let backup = try_turn(&l).unwrap().expect("a free lock");
+        assert!(try_turn(&l).unwrap().is_none(), "a second holder while the first holds it");
+        let waiting = tokio::time::timeout(std::time::Duration::from_secs(30), turn(&l)).await;
+        assert!(waiting.is_err(), "the turn took the lock while a backup held it");
+        drop(backup);
+        let held = tokio::time::timeout(std::time::Duration::from_secs(1), turn(&l)).await;
+        assert!(held.unwrap().is_ok());
+    }
+
+    #[test]
+    fn reads_share_the_backup_lock_and_a_backup_excludes_them() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path());
+        let (a, b) = (reading(&l).unwrap(), reading(&l).unwrap());
+        assert!(try_flock(&l, l.backup_lock(), false).unwrap().is_none(), "a backup beside two reads");
+        drop((a, b));
+        let _backup = backup(&l, || panic!("nothing to wait for")).unwrap();
+        assert!(try_flock(&l, l.backup_lock(), true).unwrap().is_none(), "a read during a backup");
     }
 
     #[test]

@@ -81,6 +81,16 @@ impl Layout {
     pub fn lock(&self) -> PathBuf {
         self.root.join("org/state/lock")
     }
+    /// `org/state/turn.lock`: held (flock) by whatever runs a turn, from its
+    /// start to its commit, and by a backup for its whole copy.
+    pub fn turn_lock(&self) -> PathBuf {
+        self.root.join("org/state/turn.lock")
+    }
+    /// `org/state/backup.lock`: held shared by a person's read (mail moved to
+    /// `cur/`), exclusively by a backup.
+    pub fn backup_lock(&self) -> PathBuf {
+        self.root.join("org/state/backup.lock")
+    }
     /// `org/state/ledger.jsonl`.
     pub fn ledger(&self) -> PathBuf {
         self.root.join("org/state/ledger.jsonl")

@@ -92,7 +92,9 @@ impl Unjournaled {
     }
 }
 
-/// Runs one turn on a loaded org. The caller holds the org lock.
+/// Runs one turn on a loaded org. The caller holds the org lock; the turn
+/// takes the turn lock ([`crate::lock::turn`]) from its start to its commit,
+/// waiting while a backup copies the org.
 pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Result<TurnReport, PathError> {
     run_keeping(org, registry, &Sources::real(), stop, &mut Unjournaled::default()).await
 }
@@ -100,7 +102,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
 /// [`run`], reusing the replies in `held` that an earlier try of this turn
 /// could not journal, and leaving there the replies that this try cannot.
 /// Time comes from `src`'s clock, and each event is published on its bus as
-/// it happens.
+/// it happens. Every turn goes through here, under the turn lock.
 pub async fn run_keeping(
     org: &Org,
     registry: &Arc<Registry>,
@@ -108,6 +110,7 @@ pub async fn run_keeping(
     stop: Option<Stop>,
     held: &mut Unjournaled,
 ) -> Result<TurnReport, PathError> {
+    let _turn = crate::lock::turn(&org.layout).await?;
     let mut t = Turn::prepare(org, src)?;
     let clock = &*src.clock;
     route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;

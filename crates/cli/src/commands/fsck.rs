@@ -74,7 +74,7 @@ fn heading(guarantee: &str) -> &'static str {
     }
 }
 
-fn line(f: &Finding) -> String {
+pub(crate) fn line(f: &Finding) -> String {
     let severity = match f.severity {
         Severity::Violation => "violation",
         Severity::Note => "note",

@@ -1,6 +1,7 @@
 //! One file per subcommand: its clap `Args` (the doc comments are its --help) and `run`.
 
 pub mod agents;
+pub mod backup;
 pub mod chat;
 pub mod control;
 pub mod doctor;
@@ -12,6 +13,7 @@ pub mod logs;
 pub mod models;
 pub mod reindex;
 pub mod replay;
+pub mod restore;
 pub mod run;
 pub mod search;
 pub mod send;

@@ -3,6 +3,7 @@
 
 mod agent_trouble;
 mod audit;
+mod backup;
 mod basics;
 mod browser;
 mod config;

@@ -251,6 +251,7 @@ fn help_says_what_lemming_is_lists_exit_codes_and_orders_commands_by_use() {
     let order = [
         "init", "send", "step", "inbox", "chat", "thread", "search", "replay", "status", "logs", "agents", "inspect",
         "run", "serve", "pause", "resume", "stop", "validate", "models", "doctor", "top-up", "fsck", "reindex",
+        "backup", "restore",
     ];
     let listed: Vec<&str> = out
         .stdout

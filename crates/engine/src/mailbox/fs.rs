@@ -382,6 +382,8 @@ impl FsMailStore {
         if ids.is_empty() {
             return Ok(());
         }
+        // A backup copies the org with no mail moving between its folders.
+        let _reading = crate::lock::reading(&crate::org::Layout::new(&self.root))?;
         for id in ids {
             let name = message_file(id);
             let from = self.inbox(agent, "new").join(&name);
