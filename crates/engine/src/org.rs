@@ -297,7 +297,7 @@ impl Org {
         let mut loaded = Loaded::default();
         let mut fatal = Vec::new();
         let settings = loaded
-            .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, None, |t| settings::parse(&layout.org_toml(), &t))
+            .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, None, |t| parse_settings(&layout, &t))
             .unwrap_or_else(|e| {
                 fatal.extend(e);
                 Settings::default()
@@ -317,7 +317,7 @@ impl Org {
         if !fatal.is_empty() {
             return Err(LoadOrgError::Invalid(Diagnostics(fatal)));
         }
-        let (agents, broken) = load_agents(&layout, &models, true, Some(&tools), None, &mut loaded);
+        let (agents, broken) = load_agents(&layout, &models, true, Some(&tools), &settings.groups, None, &mut loaded);
         Ok(Org::new(layout, settings, models, agents, tools, broken, loaded))
     }
 
@@ -332,7 +332,7 @@ impl Org {
         let mut loaded = Loaded::default();
         let settings = loaded
             .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, memory.map(|o| &o.settings), |t| {
-                settings::parse(&layout.org_toml(), &t)
+                parse_settings(&layout, &t)
             })
             .unwrap_or_else(|e| {
                 loaded.stale.extend(e);
@@ -349,7 +349,8 @@ impl Org {
                 Models::default()
             });
         let tools = load_tools(&layout, memory.map(|o| &o.tools), &mut loaded);
-        let (agents, broken) = load_agents(&layout, &models, models_ok, tools.as_ref().ok(), memory, &mut loaded);
+        let (agents, broken) =
+            load_agents(&layout, &models, models_ok, tools.as_ref().ok(), &settings.groups, memory, &mut loaded);
         let tools = tools.unwrap_or_else(|e| {
             loaded.stale.extend(e);
             Catalog::default()
@@ -441,7 +442,7 @@ impl Org {
         let text = crate::config::utf8(&path, bytes)?;
         let f = resume::parse(&path, text, folder)?;
         let tools = self.usable(TOOLS_TOML).then_some(&self.tools);
-        check_refs(f, &self.models, self.usable(MODELS_TOML), tools, &agent_folders(&self.layout))
+        check_refs(f, &self.models, self.usable(MODELS_TOML), tools, &agent_folders(&self.layout), &self.settings.groups)
     }
 
     /// Whether the config file `rel` is in use as loaded: valid, or replaced
@@ -454,6 +455,21 @@ impl Org {
     /// The org chart.
     pub fn chart(&self) -> Chart<'_> {
         Chart::new(&self.agents)
+    }
+
+    /// The recipients of a message from `from` addressed to `to` (names,
+    /// `@group`, `*`), each once; see [`crate::address::expand`].
+    pub fn recipients(
+        &self,
+        from: &str,
+        to: &crate::message::To,
+    ) -> Result<Vec<crate::address::Recipient>, crate::address::Unroutable> {
+        crate::address::expand(&self.settings.groups, &self.chart(), from, to)
+    }
+
+    /// The groups `name` is a member of, in name order.
+    pub fn groups_of(&self, name: &str) -> Vec<String> {
+        self.settings.groups.iter().filter(|(_, m)| m.iter().any(|m| m.as_str() == name)).map(|(g, _)| g.clone()).collect()
     }
 
     /// Looks up an agent by name; the error lists the known ones.
@@ -478,6 +494,15 @@ impl Org {
     /// A registry of providers for this org's models.
     pub fn registry(&self) -> Registry {
         Registry::with_breaker_file(&self.models.providers, self.models.models.clone(), &self.layout.breakers())
+    }
+}
+
+/// The groups of org.toml, comma separated as `@name` (`none` when there are none).
+pub fn known_groups(groups: &BTreeMap<String, Vec<AgentName>>) -> String {
+    if groups.is_empty() {
+        "none".into()
+    } else {
+        groups.keys().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -531,6 +556,13 @@ pub fn agent_folders(layout: &Layout) -> Vec<String> {
     out
 }
 
+/// Parses `org.toml` and checks that the members of its groups are agent folders.
+fn parse_settings(layout: &Layout, text: &str) -> Result<Settings, Vec<Diagnostic>> {
+    let s = settings::parse(&layout.org_toml(), text)?;
+    settings::check_members(&layout.org_toml(), text, &s, &agent_folders(layout))?;
+    Ok(s)
+}
+
 /// Loads `org/tools.toml` like the other config files; a missing file is an
 /// empty catalog (only the built-in tools).
 fn load_tools(layout: &Layout, memory: Option<&Catalog>, loaded: &mut Loaded) -> Result<Catalog, Vec<Diagnostic>> {
@@ -548,6 +580,7 @@ fn load_agents(
     models: &Models,
     check_models: bool,
     tools: Option<&Catalog>,
+    groups: &BTreeMap<String, Vec<AgentName>>,
     memory: Option<&Org>,
     loaded: &mut Loaded,
 ) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
@@ -570,7 +603,7 @@ fn load_agents(
         let kept = memory.and_then(|o| o.agents.get(folder.as_str()));
         let checked = loaded.file(layout, &rel, resume::MAX_RESUME_BYTES, kept, |text| {
             let f = resume::parse(&path, text, folder)?;
-            check_refs(f, models, check_models, tools, &known)
+            check_refs(f, models, check_models, tools, &known, groups)
         });
         match checked {
             Ok(r) => {
@@ -586,16 +619,41 @@ fn load_agents(
 
 /// Checks the names a resume refers to: model keys against `models.toml`
 /// (when it could be read), tools against the catalog (when `tools.toml`
-/// could be read), agent names against the agent folders.
+/// could be read), agent names against the agent folders, and groups
+/// (`@name` in `send_to` or `read_from`) against `[groups]` of org.toml,
+/// whose members it adds to the list.
 pub(crate) fn check_refs(
-    f: resume::ResumeFile,
+    mut f: resume::ResumeFile,
     models: &Models,
     check_models: bool,
     tools: Option<&Catalog>,
     known: &[String],
+    groups: &BTreeMap<String, Vec<AgentName>>,
 ) -> Result<Resume, Vec<Diagnostic>> {
     let mut errs = Vec::new();
     for r in &f.refs {
+        if let Some(group) = r.value.strip_prefix('@') {
+            let access = if r.field == "send_to" { &mut f.resume.send_to } else { &mut f.resume.read_from };
+            match groups.get(group) {
+                Some(members) => {
+                    if let resume::Access::Only(set) = access {
+                        set.extend(members.iter().cloned());
+                    }
+                }
+                None => errs.push(
+                    Diagnostic::at(
+                        &f.path,
+                        &f.text,
+                        Some(r.span.clone()),
+                        format!("unknown group `@{group}` in `{}` (groups: {})", r.field, known_groups(groups)),
+                    )
+                    .help(format!(
+                        "use a group defined under [groups] in org/org.toml, or add {group} = [\"agent\", ...] there"
+                    )),
+                ),
+            }
+            continue;
+        }
         let bad = match r.field {
             "model" => (check_models && !models.models.contains_key(&r.value)).then(|| {
                 Diagnostic::at(

@@ -159,20 +159,39 @@ impl Router<'_> {
     /// the dead letter's id.
     fn refuse(&mut self, p: &Pending, r: Refusal<'_>) -> String {
         let Refusal { letter, code, id, detail, to, bounce_of } = r;
-        let agent = p.from.as_str();
-        let why = reason(id, code, detail.clone(), agent, to, self.turn, self.now);
-        let why = self.post.store.refuse(&mut self.deliveries, p, letter, why, &mut self.dead_taken);
+        let dead_id = self.dead_letter(p, letter, code, id, detail.clone(), to);
         if let Some((refused_id, thread)) = bounce_of {
-            let b = bounce(agent, &why.id, refused_id, thread, &detail, self.turn, self.now);
-            if self.seen.insert((agent.to_string(), b.id.clone()))
-                && self.post.store.deliver(&mut self.deliveries, agent, &b)
-            {
-                self.delivered(agent, &b.id, ENGINE);
-            }
+            self.bounce(p, &dead_id, refused_id, thread, &detail);
         }
+        dead_id
+    }
+
+    /// Queues one dead letter of the entry `p` with its reason; returns its id.
+    fn dead_letter(
+        &mut self,
+        p: &Pending,
+        letter: &Letter,
+        code: Reason,
+        id: &str,
+        detail: String,
+        to: Vec<String>,
+    ) -> String {
+        let why = reason(id, code, detail, p.from.as_str(), to, self.turn, self.now);
+        let why = self.post.store.refuse(&mut self.deliveries, p, letter, why, &mut self.dead_taken);
         self.report.dead += 1;
         self.ev.emit(self.clock.now(), EventKind::from(&why));
         why.id
+    }
+
+    /// Queues the bounce to the sender of `p` that says why its message
+    /// `refused_id` died as the dead letter `dead_id`.
+    fn bounce(&mut self, p: &Pending, dead_id: &str, refused_id: &str, thread: &str, detail: &str) {
+        let agent = p.from.as_str();
+        let b = bounce(agent, dead_id, refused_id, thread, detail, self.turn, self.now);
+        if self.seen.insert((agent.to_string(), b.id.clone())) && self.post.store.deliver(&mut self.deliveries, agent, &b)
+        {
+            self.delivered(agent, &b.id, ENGINE);
+        }
     }
 
     /// Refuses a whole entry (no recipient gets it) and takes it out of the outbox.
@@ -265,7 +284,16 @@ impl Router<'_> {
             self.refuse_whole(p, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
             return Ok(());
         }
-        if msg.to.0.iter().any(|to| org.broken.contains_key(to) || self.sick.contains_key(to)) {
+        let recipients: Vec<String> = match org.recipients(agent, &msg.to) {
+            Ok(r) => r.into_iter().map(|r| r.name).collect(),
+            Err(e) => {
+                let (code, to) = (e.code(), msg.to.0.clone());
+                let detail = e.to_string();
+                self.refuse_whole(p, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
+                return Ok(());
+            }
+        };
+        if recipients.iter().any(|to| org.broken.contains_key(to) || self.sick.contains_key(to)) {
             self.report.held += 1;
             return Ok(());
         }
@@ -280,7 +308,7 @@ impl Router<'_> {
         let mut denied = Vec::new();
         let mut remote = Vec::new();
         let mut local = Vec::new();
-        for to in &msg.to.0 {
+        for to in &recipients {
             match chart.check(agent, to) {
                 Ok(()) if store.is_local(to) => local.push(to),
                 Ok(()) => remote.push(to),
@@ -310,11 +338,16 @@ impl Router<'_> {
                 self.delivered(to, &msg.id, agent);
             }
         }
-        if !denied.is_empty() {
-            let code = denied[0].1.code();
+        // Each refused recipient has a dead letter of its own; the sender gets
+        // one bounce that names them all.
+        let mut first_dead = None;
+        for (to, denial) in &denied {
+            let dead = self.dead_letter(p, &letter, denial.code(), &msg.id, denial.to_string(), vec![to.clone()]);
+            first_dead.get_or_insert(dead);
+        }
+        if let (Some(dead_id), Some((refused_id, thread))) = (first_dead, bounce_of) {
             let detail = denied.iter().map(|(_, d)| d.to_string()).collect::<Vec<_>>().join("; ");
-            let to = denied.iter().map(|(t, _)| t.clone()).collect();
-            self.refuse(p, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
+            self.bounce(p, &dead_id, refused_id, thread, &detail);
         }
         store.mark_sent(&mut self.moves, p);
         Ok(())

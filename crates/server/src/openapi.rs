@@ -188,15 +188,16 @@ pub fn spec() -> Value {
             "Sends a message as `human`: durable in its outbox when this answers; the next turn routes it.",
             vec![],
             Some(json!({ "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["to", "body"], "properties": {
-                "to": { "type": "string" }, "body": { "type": "string" },
+                "to": { "type": "string", "description": "An agent, a group as `@name`, or `*` for every agent `human` may write to." }, "body": { "type": "string" },
                 "priority": { "type": "string", "enum": ["low", "normal", "urgent"], "default": "normal" },
                 "reply_to": { "type": "string", "description": "The id of the message this answers (its thread is kept)." },
-                "subject": { "type": "string" } } } } } })),
+                "subject": { "type": "string" },
+                "ack": { "type": "boolean", "default": false, "description": "Ask for a `receipt` message from each recipient that reads it." } } } } } })),
             writes(map(vec![
                 ("200", ok("Sent.", json!({ "type": "object", "properties": { "id": { "type": "string" }, "thread": { "type": "string" } } }))),
                 ("403", err("The org chart does not let `human` write to `to` (`details.reason`: chart_send_to or chart_read_from; `details.reachable`).")),
                 ("404", unknown()), ("409", held()),
-                ("422", err("A bad `reply_to`, or a message larger than `max_message_bytes` (`details.field`).")),
+                ("422", err("A bad `reply_to`, an unknown group in `to`, or a message larger than `max_message_bytes` (`details.field`).")),
             ])),
             true,
         ) }));

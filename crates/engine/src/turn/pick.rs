@@ -99,6 +99,7 @@ impl Turn<'_> {
                 // The same tools its prompt (and schema) offers.
                 tools,
             };
+            self.acks.insert(agent.to_string(), mail.iter().filter(|m| m.ack_required).cloned().collect());
             jobs.push(Job { agent: agent.to_string(), req, mail });
         }
         housekeeping.commit(&org.layout.root)?;
