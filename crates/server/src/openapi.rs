@@ -129,7 +129,9 @@ pub fn spec() -> Value {
                 "agents": { "type": "array", "items": { "type": "object", "properties": {
                     "name": { "type": "string" }, "title": { "type": "string" }, "model": { "type": "string", "nullable": true },
                     "every": { "type": "integer" }, "wake": { "type": "string", "enum": ["mail", "always"] },
-                    "sends_to": { "type": "array", "items": { "type": "string" } }, "credits_left": { "type": "number" } } } },
+                    "sends_to": { "type": "array", "items": { "type": "string" } },
+                    "groups": { "type": "array", "items": { "type": "string" }, "description": "The groups of org.toml it is a member of." },
+                    "credits_left": { "type": "number" } } } },
                 "invalid": { "type": "array", "items": { "type": "string" } } } }))),
         ]), true) }));
     paths.insert("/api/agents/{name}".into(), json!({ "get": op("One agent in detail (the shape of `lemming inspect NAME --json`).", vec![name()], None, map(vec![

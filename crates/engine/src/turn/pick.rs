@@ -120,7 +120,8 @@ impl Turn<'_> {
 /// What an agent is asked: whom it may write to, the tools it may call, and
 /// the system and user parts of its prompt.
 pub struct Prompt {
-    /// The agents it may write to.
+    /// What it may write to: the agents, then the groups (`@name`) with a
+    /// member it may reach, then `*` when it reaches more than one agent.
     pub may: Vec<String>,
     /// The tools it is granted, as its prompt offers them.
     pub tools: Vec<lemming_provider::ToolSpec>,
@@ -143,7 +144,14 @@ pub fn prompt_for(
     let agent = resume.name.as_str();
     prompt::order(mail);
     mail.truncate(org.settings.max_mail_per_prompt);
-    let may = chart.reachable(agent);
+    let mut may = chart.reachable(agent);
+    // The groups it may address, and `*` when it reaches more than one agent.
+    let groups: Vec<String> = crate::send::reachable_groups(org, agent).into_iter().map(|g| format!("@{g}")).collect();
+    let everyone = may.len() > 1;
+    may.extend(groups);
+    if everyone {
+        may.push(crate::address::EVERYONE.to_string());
+    }
     let summary = memory::summary(&memory::dir(&org.layout.root, agent));
     // The contract is worded for how the agent's model answers (a schema offers
     // less; native tools go as function definitions), and offers its granted tools.
