@@ -795,6 +795,33 @@ mod tests {
         assert!(lenient.last_good.is_empty() && !lenient.stale.is_empty());
     }
 
+    #[test]
+    fn groups_must_name_agents_and_resumes_may_name_groups_which_become_their_members() {
+        let (_d, root) = org();
+        let toml = std::fs::read_to_string(root.join("org/org.toml")).unwrap();
+        let line = toml.lines().count() + 3;
+        std::fs::write(root.join("org/org.toml"), format!("{toml}\n[groups]\neng = [\"planner\", \"coderr_01\"]\n"))
+            .unwrap();
+        let Err(LoadOrgError::Invalid(d)) = Org::load(&root) else { panic!("an unknown member loaded") };
+        let d = &d.0[0];
+        assert_eq!((d.line, d.column), (Some(line), Some(19)), "{d}");
+        assert!(d.message.starts_with("`coderr_01` in group `eng` is no agent (closest: coder_01, "), "{d}");
+        assert_eq!(d.message.matches(", ").count(), 5, "at most ten, here every agent: {d}");
+
+        std::fs::write(root.join("org/org.toml"), format!("{toml}\n[groups]\neng = [\"planner\", \"coder_01\"]\n"))
+            .unwrap();
+        edit(&root, "agents/hr/resume.toml", "send_to = [\"manager\"]", "send_to = [\"manager\", \"@eng\"]");
+        edit(&root, "agents/janitor/resume.toml", "send_to = [\"manager\"]", "send_to = [\"@nope\"]");
+        let org = Org::load(&root).unwrap();
+        let hr = org.agent("hr").unwrap();
+        assert!(hr.send_to.allows("planner") && hr.send_to.allows("coder_01") && hr.send_to.allows("manager"));
+        assert_eq!(hr.send_to_written, ["manager", "@eng"]);
+        let d = &org.broken["janitor"][0];
+        assert!(d.message.contains("unknown group `@nope` in `send_to` (groups: @eng)"), "{d}");
+        assert!(d.path.ends_with("agents/janitor/resume.toml") && d.line.is_some(), "{d}");
+        assert_eq!(org.groups_of("planner"), ["eng"]);
+    }
+
     const TOOLS: &str = "[tools.word_count]\nprogram = \"wc\"\ndescription = \"Counts words.\"\n";
 
     #[test]

@@ -428,7 +428,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::mailbox::{Folder, FsMailStore};
+    use crate::mailbox::{Folder, FsMailStore, READ_LIMIT};
 
     /// A transport that refuses until it is told to accept, and notes, for
     /// each message it is handed, whether its outbox entry was still waiting.
@@ -516,6 +516,47 @@ mod tests {
         let report = pass(&org, Post::local(&store), 1);
         assert_eq!((report.held, report.delivered, report.dead), (1, 0, 0), "{report:?}");
         assert!(store.message_path("manager", Folder::Pending, "m1").exists());
+    }
+
+    /// A message to a group is checked for each member on its own: each
+    /// refused member gets a dead letter of its own, the sender one bounce
+    /// naming them all, and routing the same entry again (a repeated turn)
+    /// writes nothing new.
+    #[test]
+    fn each_refused_member_of_a_group_has_its_own_dead_letter_and_the_sender_one_bounce() {
+        let (_d, mut org) = org();
+        let members = ["planner", "hr", "janitor", "coder_01"].map(|n| AgentName::new(n).unwrap());
+        org.settings.groups.insert("eng".into(), members.to_vec());
+        let store = org.mail();
+        // planner may write to manager and coder_01 only.
+        let m = msg("m1", "planner", &["@eng"]);
+        store.send_now("planner", &m).unwrap();
+        let entry = store.message_path("planner", Folder::Pending, "m1");
+        let report = pass(&org, Post::local(&store), 1);
+        assert_eq!((report.delivered, report.dead), (2, 2), "coder_01 and the bounce; hr and janitor: {report:?}");
+        assert!(store.has("coder_01", "m1") && !store.has("planner", "m1"), "not to the sender itself");
+        let mut dead = store.dead_letters().unwrap();
+        dead.sort_by(|a, b| a.id.cmp(&b.id));
+        let got: Vec<(&str, &str, Vec<String>)> =
+            dead.iter().map(|d| (d.id.as_str(), d.reason.as_str(), d.to.clone())).collect();
+        assert_eq!(
+            got,
+            [("m1", "chart_send_to", vec!["hr".to_string()]), ("m1.1", "chart_send_to", vec!["janitor".to_string()])]
+        );
+        let (bounces, _) = store.unread("planner").unwrap();
+        assert_eq!(bounces.len(), 1, "{bounces:?}");
+        assert!(bounces[0].body.contains("`hr`") && bounces[0].body.contains("`janitor`"), "{}", bounces[0].body);
+        for to in ["hr", "janitor"] {
+            assert!(store.dead_covers("planner", "m1", to, READ_LIMIT), "{to}");
+        }
+        assert!(!store.dead_covers("planner", "m1", "coder_01", READ_LIMIT));
+
+        // The same entry routed again, as a turn repeated after a crash would.
+        std::fs::rename(store.message_path("planner", Folder::Sent, "m1"), &entry).unwrap();
+        let again = pass(&org, Post::local(&store), 1);
+        assert_eq!(again.delivered, 0, "{again:?}");
+        assert_eq!(store.dead_letters().unwrap().len(), 2);
+        assert_eq!(store.unread("planner").unwrap().0.len(), 1);
     }
 
     /// Local mail is delivered as a hard link of the outbox entry, which moves to sent.
