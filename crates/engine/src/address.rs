@@ -163,7 +163,9 @@ mod tests {
             match expand(&org.settings.groups, &org.chart(), from.as_str(), &to(&["*"])) {
                 Ok(r) => {
                     assert_eq!(names(&r), want, "{from}");
-                    assert!(r.iter().all(|r| r.via == Via::Everyone && org.chart().check(from.as_str(), &r.name).is_ok()));
+                    assert!(r
+                        .iter()
+                        .all(|r| r.via == Via::Everyone && org.chart().check(from.as_str(), &r.name).is_ok()));
                 }
                 Err(e) => assert!(want.is_empty() && e.code() == Reason::NoRecipient, "{from}: {e}"),
             }

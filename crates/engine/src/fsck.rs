@@ -120,8 +120,8 @@ impl Code {
             | DeadWithoutReason | UnreadableReason | RepeatedToolCall | MissingToolResult | UnreadableFile => {
                 Severity::Violation
             }
-            StaleTmp | RecipientGone | MemberMissed | PendingMessages | InterruptedTurn | TornJournalLine | TornLedgerLine
-            | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters => Severity::Note,
+            StaleTmp | RecipientGone | MemberMissed | PendingMessages | InterruptedTurn | TornJournalLine
+            | TornLedgerLine | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters => Severity::Note,
         }
     }
 

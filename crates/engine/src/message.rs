@@ -288,7 +288,10 @@ mod tests {
         assert_eq!(receipt(&m, "planner", 7, t), None, "no ack_required");
         m.ack_required = true;
         let r = receipt(&m, "planner", 7, t).unwrap();
-        assert_eq!((r.id.as_str(), r.from.as_str(), r.to.0.as_slice()), ("m1-receipt-planner", "lemming", &["human".to_string()][..]));
+        assert_eq!(
+            (r.id.as_str(), r.from.as_str(), r.to.0.as_slice()),
+            ("m1-receipt-planner", "lemming", &["human".to_string()][..])
+        );
         assert_eq!((r.kind, r.reply_to.as_deref(), r.thread.as_str()), (Kind::Receipt, Some("m1"), "t1"));
         assert_eq!(r.body, "planner read your message m1 on turn 7");
         assert_eq!(r, receipt(&m, "planner", 7, t).unwrap(), "the same receipt again");

@@ -442,7 +442,14 @@ impl Org {
         let text = crate::config::utf8(&path, bytes)?;
         let f = resume::parse(&path, text, folder)?;
         let tools = self.usable(TOOLS_TOML).then_some(&self.tools);
-        check_refs(f, &self.models, self.usable(MODELS_TOML), tools, &agent_folders(&self.layout), &self.settings.groups)
+        check_refs(
+            f,
+            &self.models,
+            self.usable(MODELS_TOML),
+            tools,
+            &agent_folders(&self.layout),
+            &self.settings.groups,
+        )
     }
 
     /// Whether the config file `rel` is in use as loaded: valid, or replaced
@@ -469,7 +476,12 @@ impl Org {
 
     /// The groups `name` is a member of, in name order.
     pub fn groups_of(&self, name: &str) -> Vec<String> {
-        self.settings.groups.iter().filter(|(_, m)| m.iter().any(|m| m.as_str() == name)).map(|(g, _)| g.clone()).collect()
+        self.settings
+            .groups
+            .iter()
+            .filter(|(_, m)| m.iter().any(|m| m.as_str() == name))
+            .map(|(g, _)| g.clone())
+            .collect()
     }
 
     /// Looks up an agent by name; the error lists the known ones.

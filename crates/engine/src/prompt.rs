@@ -79,10 +79,7 @@ fn may_line(may_send_to: &[String]) -> String {
         agents.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
     };
     if !groups.is_empty() {
-        line.push_str(&format!(
-            "; the groups {} (each member you may write to gets the message)",
-            groups.join(", ")
-        ));
+        line.push_str(&format!("; the groups {} (each member you may write to gets the message)", groups.join(", ")));
     }
     if rest.iter().any(|n| n.as_str() == crate::address::EVERYONE) {
         line.push_str("; or \"*\" (every agent above)");

@@ -188,7 +188,8 @@ impl Router<'_> {
     fn bounce(&mut self, p: &Pending, dead_id: &str, refused_id: &str, thread: &str, detail: &str) {
         let agent = p.from.as_str();
         let b = bounce(agent, dead_id, refused_id, thread, detail, self.turn, self.now);
-        if self.seen.insert((agent.to_string(), b.id.clone())) && self.post.store.deliver(&mut self.deliveries, agent, &b)
+        if self.seen.insert((agent.to_string(), b.id.clone()))
+            && self.post.store.deliver(&mut self.deliveries, agent, &b)
         {
             self.delivered(agent, &b.id, ENGINE);
         }

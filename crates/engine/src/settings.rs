@@ -339,8 +339,11 @@ pub fn check_members(path: &Path, text: &str, s: &Settings, known: &[String]) ->
                     let near = crate::config::nearest(m.get_ref(), &names, 10);
                     let near = if near.is_empty() { "none".to_string() } else { near.join(", ") };
                     doc.push(
-                        doc.at(Some(m.span()), format!("`{}` in group `{key}` is no agent (closest: {near})", m.get_ref()))
-                            .help(format!("fix the name, remove it, or create agents/{}/resume.toml", m.get_ref())),
+                        doc.at(
+                            Some(m.span()),
+                            format!("`{}` in group `{key}` is no agent (closest: {near})", m.get_ref()),
+                        )
+                        .help(format!("fix the name, remove it, or create agents/{}/resume.toml", m.get_ref())),
                     );
                 }
             }

@@ -266,7 +266,8 @@ mod tests {
 
     #[test]
     fn forwards_a_mention_of_a_group_it_may_address_to_the_group() {
-        let r = req(vec![mail("m1", "human", "team: @eng and @ops", None, "message")], &["human", "planner", "@eng", "*"]);
+        let r =
+            req(vec![mail("m1", "human", "team: @eng and @ops", None, "message")], &["human", "planner", "@eng", "*"]);
         let v: serde_json::Value = serde_json::from_str(&Mock::reply_text(&r)).unwrap();
         let to: Vec<&str> = v["messages"].as_array().unwrap().iter().map(|m| m["to"].as_str().unwrap()).collect();
         assert_eq!(to, ["human", "@eng"], "{v}");

@@ -32,7 +32,11 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             line(&a.title).into_owned(),
             line(a.model.as_deref().unwrap_or("-")).into_owned(),
             credits,
-            if a.groups.is_empty() { "-".to_string() } else { a.groups.iter().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", ") },
+            if a.groups.is_empty() {
+                "-".to_string()
+            } else {
+                a.groups.iter().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", ")
+            },
             a.sends_to.join(", "),
         ]);
     }

@@ -18,8 +18,16 @@ fn org_with_engineering() -> TestOrg {
         format!("{toml}\n[groups]\nengineering = [\"planner\", \"coder_01\", \"hr\", \"janitor\", \"human\"]\n"),
     );
     org.edit("agents/human/resume.toml", "send_to = [\"manager\"]", "send_to = [\"manager\", \"@engineering\"]");
-    org.edit("agents/planner/resume.toml", "read_from = [\"manager\", \"coder_01\"]", "read_from = [\"manager\", \"coder_01\", \"human\"]");
-    org.edit("agents/coder_01/resume.toml", "read_from = [\"planner\", \"manager\"]", "read_from = [\"planner\", \"manager\", \"human\"]");
+    org.edit(
+        "agents/planner/resume.toml",
+        "read_from = [\"manager\", \"coder_01\"]",
+        "read_from = [\"manager\", \"coder_01\", \"human\"]",
+    );
+    org.edit(
+        "agents/coder_01/resume.toml",
+        "read_from = [\"planner\", \"manager\"]",
+        "read_from = [\"planner\", \"manager\", \"human\"]",
+    );
     org
 }
 
@@ -68,10 +76,8 @@ fn send_to_a_group_reaches_each_member_once_and_each_refused_member_has_its_own_
     }
     // One dead letter per refused member, each naming only that member.
     let dead = dead_of(&org, "human", &id);
-    let mut to: Vec<(String, String)> = dead
-        .iter()
-        .map(|(_, why)| (recipients(why).join(","), why["reason"].as_str().unwrap().to_string()))
-        .collect();
+    let mut to: Vec<(String, String)> =
+        dead.iter().map(|(_, why)| (recipients(why).join(","), why["reason"].as_str().unwrap().to_string())).collect();
     to.sort();
     assert_eq!(
         to,
@@ -79,14 +85,20 @@ fn send_to_a_group_reaches_each_member_once_and_each_refused_member_has_its_own_
         "{dead:#?}"
     );
     for (dead_id, _) in &dead {
-        assert!(org.path(&format!("org/state/dead/{dead_id}.json")).is_file(), "{dead_id}: no letter beside its reason");
+        assert!(
+            org.path(&format!("org/state/dead/{dead_id}.json")).is_file(),
+            "{dead_id}: no letter beside its reason"
+        );
     }
     // One bounce, naming both.
     let bounces: Vec<Value> =
         inbox(&org, "human").into_iter().filter(|m| m["kind"] == "bounce" && m["reply_to"] == id.as_str()).collect();
     assert_eq!(bounces.len(), 1, "{bounces:#?}");
     let body = bounces[0]["body"].as_str().unwrap();
-    assert!(body.contains("hr does not read from human") && body.contains("janitor does not read from human"), "{body}");
+    assert!(
+        body.contains("hr does not read from human") && body.contains("janitor does not read from human"),
+        "{body}"
+    );
 
     // fsck expands the group as the router did: no loss, nobody gone.
     let report = fsck(&org);
@@ -160,7 +172,11 @@ fn an_unknown_group_is_refused_whole_and_the_bounce_lists_the_groups() {
     let out = org.lemming(&["send", "@nope", "hi"]).fails_with(1);
     out.stderr_has(&["unknown group `@nope` (groups: @engineering)", "human may write to:"]);
     // An unknown name lists the agents and the groups.
-    org.lemming(&["send", "cfo", "hi"]).fails_with(1).stderr_has(&["unknown recipient `cfo`", "manager", "@engineering"]);
+    org.lemming(&["send", "cfo", "hi"]).fails_with(1).stderr_has(&[
+        "unknown recipient `cfo`",
+        "manager",
+        "@engineering",
+    ]);
 
     let id = "20260101T000000000Z-human-nope";
     let mut v: Value = serde_json::from_slice(&message_bytes(id, "human", "x", "hi")).unwrap();
@@ -182,7 +198,11 @@ fn groups_in_send_to_and_read_from_are_their_members_and_agents_shows_membership
     org.write("org/org.toml", format!("{toml}\n[groups]\nleads = [\"manager\", \"planner\"]\n"));
     // hr may now write to planner through the group, and planner reads from it.
     org.edit("agents/hr/resume.toml", "send_to = [\"manager\"]", "send_to = [\"@leads\"]");
-    org.edit("agents/planner/resume.toml", "read_from = [\"manager\", \"coder_01\"]", "read_from = [\"manager\", \"coder_01\", \"hr\"]");
+    org.edit(
+        "agents/planner/resume.toml",
+        "read_from = [\"manager\", \"coder_01\"]",
+        "read_from = [\"manager\", \"coder_01\", \"hr\"]",
+    );
     let hr = org.lemming_ok(&["--json", "inspect", "hr"]).json();
     assert_eq!(hr["send_to"], "@leads", "shown as written");
     assert_eq!(hr["can_reach"], serde_json::json!(["manager", "planner"]));

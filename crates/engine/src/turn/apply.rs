@@ -188,7 +188,9 @@ impl Turn<'_> {
         let mut consumed = Batch::new();
         for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
             for m in self.asked_receipts(r) {
-                let Some(receipt) = crate::message::receipt(&m, &r.agent, self.turn, self.clock.now()) else { continue };
+                let Some(receipt) = crate::message::receipt(&m, &r.agent, self.turn, self.clock.now()) else {
+                    continue;
+                };
                 let sender = receipt.to.0[0].clone();
                 // The sender may have left the org since: no inbox to write to.
                 let known = self.org.agents.contains_key(sender.as_str()) || self.org.broken.contains_key(&sender);
