@@ -306,14 +306,14 @@ fn a_person_reading_with_inbox_sends_one_receipt_and_peek_sends_none() {
     let id = org.lemming_ok(&["send", "--from", "manager", "--ack", "human", "read me"]).stdout.trim().to_string();
     // Route it without running the manager again afterwards: one step delivers it to human.
     org.step();
-    assert_eq!(org.ids("human", "inbox", "new"), [id.clone()]);
+    assert_eq!(org.ids("human", "inbox", "new"), [id.as_str()]);
 
     org.lemming_ok(&["inbox", "--peek"]);
     assert!(receipts(&org, "manager", &id).is_empty(), "--peek reads nothing");
-    assert_eq!(org.ids("human", "inbox", "new"), [id.clone()]);
+    assert_eq!(org.ids("human", "inbox", "new"), [id.as_str()]);
 
     org.lemming_ok(&["inbox"]);
-    assert_eq!(org.ids("human", "inbox", "cur"), [id.clone()]);
+    assert_eq!(org.ids("human", "inbox", "cur"), [id.as_str()]);
     let got = receipts(&org, "manager", &id);
     assert_eq!(got.len(), 1, "{got:#?}");
     assert!(got[0]["body"].as_str().unwrap().starts_with(&format!("human read your message {id}")), "{got:#?}");
