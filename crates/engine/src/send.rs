@@ -93,7 +93,7 @@ pub fn check(org: &Org, from: &str, to: &str) -> Result<(), SendError> {
                 return Err(e.into());
             }
             let message = format!(
-                "unknown recipient `{to}` (agents: {}; groups: {}; or \"*\" for everyone {from} may write to)",
+                "unknown agent `{to}` (known: {}; groups: {}; or \"*\" for everyone {from} may write to)",
                 chart.known(),
                 crate::org::known_groups(&org.settings.groups)
             );
