@@ -143,6 +143,11 @@ mod tests {
         assert_eq!(names(&r), ["planner", "coder_01", "hr"]);
         assert_eq!(r[0].via, Via::Name, "the first way it was addressed is kept");
         assert_eq!(r[1].via, Via::Group("eng".into()));
+        let shown = serde_json::to_value(&r[..2]).unwrap();
+        assert_eq!(
+            shown,
+            serde_json::json!([{"name": "planner", "via": "name"}, {"name": "coder_01", "via": "group", "group": "eng"}])
+        );
 
         let e = expand(&org.settings.groups, &org.chart(), "manager", &to(&["planner", "@nope"])).unwrap_err();
         assert_eq!(e.to_string(), "unknown group `@nope` (groups: @eng, @ops)");

@@ -287,8 +287,9 @@ struct Line {
 struct Fsck {
     root: PathBuf,
     layout: Layout,
-    /// The org as loaded now (leniently), for what groups and `*` expand to.
-    org: crate::org::Org,
+    /// The org as loaded now (leniently), for what groups and `*` expand to;
+    /// loaded the first time a sent message names one.
+    org: std::cell::OnceCell<crate::org::Org>,
     mb: FsMailStore,
     journal: Journal,
     /// The live holder of the org lock, if any.
@@ -313,7 +314,7 @@ impl Fsck {
         Fsck {
             read_limit: configured.unwrap_or_default().max(READ_LIMIT),
             root: root.to_path_buf(),
-            org: crate::org::Org::load_or_last_good(root, None),
+            org: std::cell::OnceCell::new(),
             mb: layout.mail(),
             journal: Journal::new(&layout),
             layout,
@@ -861,7 +862,10 @@ impl Fsck {
             let via = crate::address::is_broadcast(&one).then(|| written.clone());
             let names = match via {
                 None => vec![written.clone()],
-                Some(_) => self.org.recipients(from, &one).unwrap_or_default().into_iter().map(|r| r.name).collect(),
+                Some(_) => {
+                    let org = self.org.get_or_init(|| crate::org::Org::load_or_last_good(&self.root, None));
+                    org.recipients(from, &one).unwrap_or_default().into_iter().map(|r| r.name).collect()
+                }
             };
             for n in names {
                 match out.iter_mut().find(|(o, _)| *o == n) {

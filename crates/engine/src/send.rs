@@ -124,7 +124,14 @@ pub fn check(org: &Org, from: &str, to: &str) -> Result<(), SendError> {
 
 /// The groups of which `from` may reach at least one member, in name order.
 pub fn reachable_groups(org: &Org, from: &str) -> Vec<String> {
-    let reach = org.chart().reachable(from);
+    if org.settings.groups.is_empty() {
+        return Vec::new();
+    }
+    groups_within(org, &org.chart().reachable(from))
+}
+
+/// The groups with at least one member in `reach` (whom an agent may reach), in name order.
+pub fn groups_within(org: &Org, reach: &[String]) -> Vec<String> {
     org.settings
         .groups
         .iter()

@@ -146,7 +146,7 @@ pub fn prompt_for(
     mail.truncate(org.settings.max_mail_per_prompt);
     let mut may = chart.reachable(agent);
     // The groups it may address, and `*` when it reaches more than one agent.
-    let groups: Vec<String> = crate::send::reachable_groups(org, agent).into_iter().map(|g| format!("@{g}")).collect();
+    let groups: Vec<String> = crate::send::groups_within(org, &may).into_iter().map(|g| format!("@{g}")).collect();
     let everyone = may.len() > 1;
     may.extend(groups);
     if everyone {
