@@ -136,6 +136,8 @@ mod tests {
                 schedule: Schedule::default(),
                 send_to: set(send),
                 read_from: set(read),
+                send_to_written: send.iter().map(|s| s.to_string()).collect(),
+                read_from_written: read.iter().map(|s| s.to_string()).collect(),
                 tools: vec![],
                 commands: vec![],
                 shared: crate::resume::Shared::None,

@@ -310,23 +310,32 @@ fn value_json(v: &Value, at: &str, bad: &mut Vec<(Option<Range<usize>>, String)>
     }
 }
 
+/// The edit distance between `a` and `b`, in characters.
+fn dist(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// The closest of `known` to `word`, if it is close (for "did you mean").
 fn closest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
-    let dist = |a: &str, b: &str| {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut prev = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let cur = row[j + 1];
-                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-                prev = cur;
-            }
-        }
-        row[b.len()]
-    };
     known.iter().map(|k| (dist(word, k), *k)).filter(|(d, k)| *d <= 2.max(k.len() / 4)).min().map(|(_, k)| k)
+}
+
+/// The `n` names of `known` closest to `word`, closest first (ties in name order).
+pub fn nearest<'k>(word: &str, known: &[&'k str], n: usize) -> Vec<&'k str> {
+    let mut by: Vec<(usize, &str)> = known.iter().map(|k| (dist(word, k), *k)).collect();
+    by.sort();
+    by.into_iter().take(n).map(|(_, k)| k).collect()
 }
 
 impl<'d> Table<'d> {

@@ -70,6 +70,10 @@ pub enum Code {
     LostMessage,
     /// G3: a routed message whose recipient's folder is gone (the agent was removed).
     RecipientGone,
+    /// G3: a message to a group (`@name`) or to everyone (`*`) that an agent
+    /// it reaches today never got, with no dead letter: the group or the
+    /// chart changed after it was routed (or it was lost).
+    MemberMissed,
     /// G3: messages waiting in an outbox for the next turn.
     PendingMessages,
     /// G4: a committed turn used a message that is still unread.
@@ -122,8 +126,8 @@ impl Code {
             | DeadWithoutReason | UnreadableReason | RepeatedToolCall | MissingToolResult | UnreadableFile => {
                 Severity::Violation
             }
-            StaleTmp | RecipientGone | PendingMessages | InterruptedTurn | TornJournalLine | TornLedgerLine
-            | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters | StaleIndex => Severity::Note,
+            StaleTmp | RecipientGone | MemberMissed | PendingMessages | InterruptedTurn | TornJournalLine
+            | TornLedgerLine | LockHeld | LockFree | ReasonWithoutLetter | DeadLetters | StaleIndex => Severity::Note,
         }
     }
 
@@ -132,7 +136,8 @@ impl Code {
         use Code::*;
         match self {
             UnparseableMessage | StaleTmp | NotARegularFile => "G2",
-            DuplicateMessage | MisnamedMessage | DuplicateId | LostMessage | RecipientGone | PendingMessages => "G3",
+            DuplicateMessage | MisnamedMessage | DuplicateId | LostMessage | RecipientGone | MemberMissed
+            | PendingMessages => "G3",
             UnconsumedMail | InterruptedTurn | TornJournalLine => "G4",
             DoubleCharge | InvalidAmount | FutureCharge | MissingCharge | CorruptLedgerLine | TornLedgerLine => "G5",
             LockHeld | LockFree => "G6",
@@ -155,6 +160,7 @@ impl Code {
             DuplicateId => "duplicate_id",
             LostMessage => "lost_message",
             RecipientGone => "recipient_gone",
+            MemberMissed => "member_missed",
             PendingMessages => "pending_messages",
             UnconsumedMail => "unconsumed_mail",
             InterruptedTurn => "interrupted_turn",
@@ -290,6 +296,9 @@ struct Line {
 struct Fsck {
     root: PathBuf,
     layout: Layout,
+    /// The org as loaded now (leniently), for what groups and `*` expand to;
+    /// loaded the first time a sent message names one.
+    org: std::cell::OnceCell<crate::org::Org>,
     mb: FsMailStore,
     journal: Journal,
     /// The live holder of the org lock, if any.
@@ -314,6 +323,7 @@ impl Fsck {
         Fsck {
             read_limit: configured.unwrap_or_default().max(READ_LIMIT),
             root: root.to_path_buf(),
+            org: std::cell::OnceCell::new(),
             mb: layout.mail(),
             journal: Journal::new(&layout),
             layout,
@@ -881,13 +891,40 @@ impl Fsck {
                     continue;
                 }
             };
-            let recipients: BTreeSet<&String> = msg.to.0.iter().collect();
-            for to in recipients {
-                self.delivered(agent, &path, &msg, &bytes, to, inboxes);
+            for (to, via) in self.recipients(agent, &msg) {
+                self.delivered(agent, &path, &msg, &bytes, &to, via, inboxes);
             }
         }
     }
 
+    /// Whom a routed message went to: the names it was written to, and the
+    /// agents its groups and `*` expand to with the org as it is now (with
+    /// the group or `*` that named them). A group that is gone names nobody.
+    fn recipients(&self, from: &str, msg: &Message) -> Vec<(String, Option<String>)> {
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        for written in &msg.to.0 {
+            let one = crate::message::To(vec![written.clone()]);
+            let via = crate::address::is_broadcast(&one).then(|| written.clone());
+            let names = match via {
+                None => vec![written.clone()],
+                Some(_) => {
+                    let org = self.org.get_or_init(|| crate::org::Org::load_or_last_good(&self.root, None));
+                    org.recipients(from, &one).unwrap_or_default().into_iter().map(|r| r.name).collect()
+                }
+            };
+            for n in names {
+                match out.iter_mut().find(|(o, _)| *o == n) {
+                    // Named directly as well: its loss is a loss.
+                    Some(seen) if via.is_none() => seen.1 = None,
+                    Some(_) => {}
+                    None => out.push((n, via.clone())),
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn delivered(
         &mut self,
         from: &str,
@@ -895,6 +932,7 @@ impl Fsck {
         msg: &Message,
         bytes: &[u8],
         to: &str,
+        via: Option<String>,
         inboxes: &BTreeMap<String, Inbox>,
     ) {
         let name = crate::mailbox::message_file(&msg.id);
@@ -925,6 +963,19 @@ impl Fsck {
             return;
         }
         let inbox = self.mb.message_path(to, Folder::Unread, &msg.id);
+        if let Some(via) = via {
+            let message = format!(
+                "message {} from {from} to {via} (turn {}) is in neither inbox/new nor inbox/cur of {to}, whom {via} \
+                 reaches today, and no dead letter says why: {to} joined the group, or the chart changed, after it \
+                 was routed (or it was lost). If {to} should have it: cp {} {}",
+                msg.id,
+                msg.turn,
+                self.rel(sent).display(),
+                self.rel(&inbox).display()
+            );
+            self.push(Code::MemberMissed, &[sent], message);
+            return;
+        }
         let message = format!(
             "message {} from {from} to {to} was routed (it is in {from}'s outbox/sent) but is in neither inbox/new \
              nor inbox/cur of {to}, and no dead letter says why: it was lost (G3). To deliver it again: cp {} {}",

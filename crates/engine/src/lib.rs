@@ -38,7 +38,8 @@
 //!   checked field by field through [`config`]; [`edit`]: a person's edit of a
 //!   resume, judged like `lemming validate`, written atomically and audited;
 //! - [`name`], [`message`]: agent names and the message file;
-//! - [`chart`]: who may talk to whom;
+//! - [`chart`]: who may talk to whom; [`address`]: what a message's `to`
+//!   means (names, `@group`, `*`), expanded into recipients;
 //! - [`mailbox`]: the mail store ([`mailbox::MailStore`]) and its filesystem
 //!   implementation, the one place that knows the layout and names of
 //!   inboxes, outboxes and dead letters, and the reason codes;
@@ -72,6 +73,7 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+pub mod address;
 pub mod audit;
 pub mod backup;
 pub mod chart;

@@ -258,6 +258,11 @@ pub enum Reason {
     SenderMismatch,
     /// A recipient that is no agent.
     UnknownRecipient,
+    /// `to` names a group (`@name`) that org.toml does not define.
+    UnknownGroup,
+    /// `to` reaches nobody (`*` from a sender who may write to no agent, or a
+    /// group whose only member is the sender).
+    NoRecipient,
     /// The sender may not send to the recipient.
     ChartSendTo,
     /// The recipient may not read from the sender.
@@ -277,11 +282,13 @@ pub enum Reason {
 }
 
 impl Reason {
-    const KNOWN: [Reason; 11] = [
+    const KNOWN: [Reason; 13] = [
         Reason::Malformed,
         Reason::NotARegularFile,
         Reason::SenderMismatch,
         Reason::UnknownRecipient,
+        Reason::UnknownGroup,
+        Reason::NoRecipient,
         Reason::ChartSendTo,
         Reason::ChartReadFrom,
         Reason::Oversize,
@@ -298,6 +305,8 @@ impl Reason {
             Reason::NotARegularFile => "not_a_regular_file",
             Reason::SenderMismatch => "sender_mismatch",
             Reason::UnknownRecipient => "unknown_recipient",
+            Reason::UnknownGroup => "unknown_group",
+            Reason::NoRecipient => "no_recipient",
             Reason::ChartSendTo => "chart_send_to",
             Reason::ChartReadFrom => "chart_read_from",
             Reason::Oversize => "oversize",
@@ -322,6 +331,8 @@ impl Reason {
             Reason::Malformed
                 | Reason::NotARegularFile
                 | Reason::SenderMismatch
+                | Reason::UnknownGroup
+                | Reason::NoRecipient
                 | Reason::Oversize
                 | Reason::Expired
                 | Reason::DuplicateId

@@ -49,6 +49,36 @@ pub fn tool_result_id(turn_started: DateTime<Utc>, turn: u64, agent: &str, pos: 
     format!("{}-t{turn}-{agent}-tool{pos:03}", id_stamp(turn_started))
 }
 
+/// The id of the receipt that `reader` read message `id`: the same whenever
+/// it is made again (a repeated turn), so that it is delivered once.
+pub fn receipt_id(id: &str, reader: &str) -> String {
+    fit_id(&format!("{id}-receipt-{reader}"))
+}
+
+/// The engine's `receipt` to the sender of `msg`, which `reader` read on (or
+/// after) `turn`: `None` unless the sender asked for one (`ack_required`) on
+/// a message of kind `message` from someone else than the engine or `reader`.
+pub fn receipt(msg: &Message, reader: &str, turn: u64, at: DateTime<Utc>) -> Option<Message> {
+    if !msg.ack_required || msg.kind != Kind::Message || msg.from == crate::name::ENGINE || msg.from == reader {
+        return None;
+    }
+    Some(Message {
+        id: receipt_id(&msg.id, reader),
+        from: crate::name::ENGINE.into(),
+        to: To(vec![msg.from.clone()]),
+        subject: Some("read receipt".into()),
+        body: format!("{reader} read your message {} on turn {turn}", msg.id),
+        priority: Priority::Normal,
+        reply_to: Some(msg.id.clone()),
+        thread: msg.thread.clone(),
+        created_at: at,
+        turn,
+        ttl_turns: None,
+        kind: Kind::Receipt,
+        ack_required: false,
+    })
+}
+
 /// How urgent a message is; the prompt lists urgent mail first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -249,6 +279,29 @@ mod tests {
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
+    }
+
+    #[test]
+    fn a_receipt_answers_only_a_message_that_asked_for_one() {
+        let t = Utc::now();
+        let mut m = Message::parse(br#"{"id":"m1","from":"human","to":"planner","body":"hi","thread":"t1"}"#).unwrap();
+        assert_eq!(receipt(&m, "planner", 7, t), None, "no ack_required");
+        m.ack_required = true;
+        let r = receipt(&m, "planner", 7, t).unwrap();
+        assert_eq!(
+            (r.id.as_str(), r.from.as_str(), r.to.0.as_slice()),
+            ("m1-receipt-planner", "lemming", &["human".to_string()][..])
+        );
+        assert_eq!((r.kind, r.reply_to.as_deref(), r.thread.as_str()), (Kind::Receipt, Some("m1"), "t1"));
+        assert_eq!(r.body, "planner read your message m1 on turn 7");
+        assert_eq!(r, receipt(&m, "planner", 7, t).unwrap(), "the same receipt again");
+        assert_ne!(r.id, receipt(&m, "coder_01", 7, t).unwrap().id, "one per reader");
+        for kind in [Kind::Bounce, Kind::Receipt, Kind::System, Kind::ToolResult] {
+            assert_eq!(receipt(&Message { kind, ..m.clone() }, "planner", 7, t), None, "{kind:?}");
+        }
+        assert_eq!(receipt(&Message { from: "lemming".into(), ..m.clone() }, "planner", 7, t), None);
+        assert_eq!(receipt(&m, "human", 7, t), None, "not to oneself");
+        assert!(valid_id(&receipt(&Message { id: "x".repeat(128), ..m }, "planner", 7, t).unwrap().id));
     }
 
     #[test]

@@ -311,7 +311,7 @@ impl Org {
         let mut loaded = Loaded::default();
         let mut fatal = Vec::new();
         let settings = loaded
-            .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, None, |t| settings::parse(&layout.org_toml(), &t))
+            .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, None, |t| parse_settings(&layout, &t))
             .unwrap_or_else(|e| {
                 fatal.extend(e);
                 Settings::default()
@@ -331,7 +331,7 @@ impl Org {
         if !fatal.is_empty() {
             return Err(LoadOrgError::Invalid(Diagnostics(fatal)));
         }
-        let (agents, broken) = load_agents(&layout, &models, true, Some(&tools), None, &mut loaded);
+        let (agents, broken) = load_agents(&layout, &models, true, Some(&tools), &settings.groups, None, &mut loaded);
         Ok(Org::new(layout, settings, models, agents, tools, broken, loaded))
     }
 
@@ -346,7 +346,7 @@ impl Org {
         let mut loaded = Loaded::default();
         let settings = loaded
             .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, memory.map(|o| &o.settings), |t| {
-                settings::parse(&layout.org_toml(), &t)
+                parse_settings(&layout, &t)
             })
             .unwrap_or_else(|e| {
                 loaded.stale.extend(e);
@@ -363,7 +363,8 @@ impl Org {
                 Models::default()
             });
         let tools = load_tools(&layout, memory.map(|o| &o.tools), &mut loaded);
-        let (agents, broken) = load_agents(&layout, &models, models_ok, tools.as_ref().ok(), memory, &mut loaded);
+        let (agents, broken) =
+            load_agents(&layout, &models, models_ok, tools.as_ref().ok(), &settings.groups, memory, &mut loaded);
         let tools = tools.unwrap_or_else(|e| {
             loaded.stale.extend(e);
             Catalog::default()
@@ -455,7 +456,14 @@ impl Org {
         let text = crate::config::utf8(&path, bytes)?;
         let f = resume::parse(&path, text, folder)?;
         let tools = self.usable(TOOLS_TOML).then_some(&self.tools);
-        check_refs(f, &self.models, self.usable(MODELS_TOML), tools, &agent_folders(&self.layout))
+        check_refs(
+            f,
+            &self.models,
+            self.usable(MODELS_TOML),
+            tools,
+            &agent_folders(&self.layout),
+            &self.settings.groups,
+        )
     }
 
     /// Whether the config file `rel` is in use as loaded: valid, or replaced
@@ -468,6 +476,26 @@ impl Org {
     /// The org chart.
     pub fn chart(&self) -> Chart<'_> {
         Chart::new(&self.agents)
+    }
+
+    /// The recipients of a message from `from` addressed to `to` (names,
+    /// `@group`, `*`), each once; see [`crate::address::expand`].
+    pub fn recipients(
+        &self,
+        from: &str,
+        to: &crate::message::To,
+    ) -> Result<Vec<crate::address::Recipient>, crate::address::Unroutable> {
+        crate::address::expand(&self.settings.groups, &self.chart(), from, to)
+    }
+
+    /// The groups `name` is a member of, in name order.
+    pub fn groups_of(&self, name: &str) -> Vec<String> {
+        self.settings
+            .groups
+            .iter()
+            .filter(|(_, m)| m.iter().any(|m| m.as_str() == name))
+            .map(|(g, _)| g.clone())
+            .collect()
     }
 
     /// Looks up an agent by name; the error lists the known ones.
@@ -492,6 +520,15 @@ impl Org {
     /// A registry of providers for this org's models.
     pub fn registry(&self) -> Registry {
         Registry::with_breaker_file(&self.models.providers, self.models.models.clone(), &self.layout.breakers())
+    }
+}
+
+/// The groups of org.toml, comma separated as `@name` (`none` when there are none).
+pub fn known_groups(groups: &BTreeMap<String, Vec<AgentName>>) -> String {
+    if groups.is_empty() {
+        "none".into()
+    } else {
+        groups.keys().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -545,6 +582,13 @@ pub fn agent_folders(layout: &Layout) -> Vec<String> {
     out
 }
 
+/// Parses `org.toml` and checks that the members of its groups are agent folders.
+fn parse_settings(layout: &Layout, text: &str) -> Result<Settings, Vec<Diagnostic>> {
+    let s = settings::parse(&layout.org_toml(), text)?;
+    settings::check_members(&layout.org_toml(), text, &s, &agent_folders(layout))?;
+    Ok(s)
+}
+
 /// Loads `org/tools.toml` like the other config files; a missing file is an
 /// empty catalog (only the built-in tools).
 fn load_tools(layout: &Layout, memory: Option<&Catalog>, loaded: &mut Loaded) -> Result<Catalog, Vec<Diagnostic>> {
@@ -562,6 +606,7 @@ fn load_agents(
     models: &Models,
     check_models: bool,
     tools: Option<&Catalog>,
+    groups: &BTreeMap<String, Vec<AgentName>>,
     memory: Option<&Org>,
     loaded: &mut Loaded,
 ) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
@@ -584,7 +629,7 @@ fn load_agents(
         let kept = memory.and_then(|o| o.agents.get(folder.as_str()));
         let checked = loaded.file(layout, &rel, resume::MAX_RESUME_BYTES, kept, |text| {
             let f = resume::parse(&path, text, folder)?;
-            check_refs(f, models, check_models, tools, &known)
+            check_refs(f, models, check_models, tools, &known, groups)
         });
         match checked {
             Ok(r) => {
@@ -600,16 +645,41 @@ fn load_agents(
 
 /// Checks the names a resume refers to: model keys against `models.toml`
 /// (when it could be read), tools against the catalog (when `tools.toml`
-/// could be read), agent names against the agent folders.
+/// could be read), agent names against the agent folders, and groups
+/// (`@name` in `send_to` or `read_from`) against `[groups]` of org.toml,
+/// whose members it adds to the list.
 pub(crate) fn check_refs(
-    f: resume::ResumeFile,
+    mut f: resume::ResumeFile,
     models: &Models,
     check_models: bool,
     tools: Option<&Catalog>,
     known: &[String],
+    groups: &BTreeMap<String, Vec<AgentName>>,
 ) -> Result<Resume, Vec<Diagnostic>> {
     let mut errs = Vec::new();
     for r in &f.refs {
+        if let Some(group) = r.value.strip_prefix('@') {
+            let access = if r.field == "send_to" { &mut f.resume.send_to } else { &mut f.resume.read_from };
+            match groups.get(group) {
+                Some(members) => {
+                    if let resume::Access::Only(set) = access {
+                        set.extend(members.iter().cloned());
+                    }
+                }
+                None => errs.push(
+                    Diagnostic::at(
+                        &f.path,
+                        &f.text,
+                        Some(r.span.clone()),
+                        format!("unknown group `@{group}` in `{}` (groups: {})", r.field, known_groups(groups)),
+                    )
+                    .help(format!(
+                        "use a group defined under [groups] in org/org.toml, or add {group} = [\"agent\", ...] there"
+                    )),
+                ),
+            }
+            continue;
+        }
         let bad = match r.field {
             "model" => (check_models && !models.models.contains_key(&r.value)).then(|| {
                 Diagnostic::at(
@@ -749,6 +819,33 @@ mod tests {
         assert!(matches!(Org::load(&root), Err(LoadOrgError::Invalid(_))));
         let lenient = Org::load_or_last_good(&root, None);
         assert!(lenient.last_good.is_empty() && !lenient.stale.is_empty());
+    }
+
+    #[test]
+    fn groups_must_name_agents_and_resumes_may_name_groups_which_become_their_members() {
+        let (_d, root) = org();
+        let toml = std::fs::read_to_string(root.join("org/org.toml")).unwrap();
+        let line = toml.lines().count() + 3;
+        std::fs::write(root.join("org/org.toml"), format!("{toml}\n[groups]\neng = [\"planner\", \"coderr_01\"]\n"))
+            .unwrap();
+        let Err(LoadOrgError::Invalid(d)) = Org::load(&root) else { panic!("an unknown member loaded") };
+        let d = &d.0[0];
+        assert_eq!((d.line, d.column), (Some(line), Some(19)), "{d}");
+        assert!(d.message.starts_with("`coderr_01` in group `eng` is no agent (closest: coder_01, "), "{d}");
+        assert_eq!(d.message.matches(", ").count(), 5, "at most ten, here every agent: {d}");
+
+        std::fs::write(root.join("org/org.toml"), format!("{toml}\n[groups]\neng = [\"planner\", \"coder_01\"]\n"))
+            .unwrap();
+        edit(&root, "agents/hr/resume.toml", "send_to = [\"manager\"]", "send_to = [\"manager\", \"@eng\"]");
+        edit(&root, "agents/janitor/resume.toml", "send_to = [\"manager\"]", "send_to = [\"@nope\"]");
+        let org = Org::load(&root).unwrap();
+        let hr = org.agent("hr").unwrap();
+        assert!(hr.send_to.allows("planner") && hr.send_to.allows("coder_01") && hr.send_to.allows("manager"));
+        assert_eq!(hr.send_to_written, ["manager", "@eng"]);
+        let d = &org.broken["janitor"][0];
+        assert!(d.message.contains("unknown group `@nope` in `send_to` (groups: @eng)"), "{d}");
+        assert!(d.path.ends_with("agents/janitor/resume.toml") && d.line.is_some(), "{d}");
+        assert_eq!(org.groups_of("planner"), ["eng"]);
     }
 
     const TOOLS: &str = "[tools.word_count]\nprogram = \"wc\"\ndescription = \"Counts words.\"\n";

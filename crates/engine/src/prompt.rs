@@ -43,11 +43,8 @@ pub fn build(
     if !resume.instructions.trim().is_empty() {
         system.push_str(&format!("\nInstructions:\n{}\n", resume.instructions.trim()));
     }
-    system.push_str(&format!(
-        "\nYou may write to: {}\n\n{}\n",
-        if may_send_to.is_empty() { "nobody".to_string() } else { may_send_to.join(", ") },
-        contract::instructions(structured, tools, mode),
-    ));
+    system.push_str(&format!("\nYou may write to: {}\n", may_line(may_send_to)));
+    system.push_str(&format!("\n{}\n", contract::instructions(structured, tools, mode)));
     let mut user = format!("Turn {turn}.\n\nYour memory:\n{memory}\n");
     if mail.is_empty() {
         user.push_str("You have no unread mail.\n");
@@ -68,6 +65,26 @@ pub fn build(
         }
     }
     (system, user)
+}
+
+/// Whom an agent may write to, for its prompt: the agents, then the groups
+/// (`@name`: each member it may reach gets the message), then `*`.
+fn may_line(may_send_to: &[String]) -> String {
+    let (agents, rest): (Vec<&String>, Vec<&String>) =
+        may_send_to.iter().partition(|n| !n.starts_with('@') && n.as_str() != crate::address::EVERYONE);
+    let groups: Vec<&str> = rest.iter().filter(|n| n.starts_with('@')).map(|n| n.as_str()).collect();
+    let mut line = if agents.is_empty() {
+        "nobody".to_string()
+    } else {
+        agents.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    if !groups.is_empty() {
+        line.push_str(&format!("; the groups {} (each member you may write to gets the message)", groups.join(", ")));
+    }
+    if rest.iter().any(|n| n.as_str() == crate::address::EVERYONE) {
+        line.push_str("; or \"*\" (every agent above)");
+    }
+    line
 }
 
 #[cfg(test)]
@@ -100,6 +117,22 @@ mod tests {
             build(&resume, 1, &may, "(empty)", &[], Some(&ModelSpec::new("default", "mock")), &[]),
             "no model: the defaults"
         );
+    }
+
+    #[test]
+    fn the_prompt_names_the_groups_and_everyone_an_agent_may_address() {
+        let text = "name = \"coder\"\nmodel = \"default\"\n".to_string();
+        let resume = crate::resume::parse(std::path::Path::new("resume.toml"), text, "coder").unwrap().resume;
+        let may: Vec<String> = ["planner", "hr", "@eng", "*"].map(String::from).into();
+        let (system, _) = build(&resume, 1, &may, "(empty)", &[], None, &[]);
+        assert!(
+            system.contains(
+                "You may write to: planner, hr; the groups @eng (each member you may write to gets the message); or \"*\" (every agent above)\n"
+            ),
+            "{system}"
+        );
+        let (system, _) = build(&resume, 1, &["planner".to_string()], "(empty)", &[], None, &[]);
+        assert!(system.contains("You may write to: planner\n"), "{system}");
     }
 
     #[test]

@@ -391,7 +391,8 @@ impl Ctx<'_> {
             }
         }
         let limit = READ_LIMIT.max(self.org.settings.max_message_bytes);
-        let recipients = crate::route::recipients(m);
+        // Refused whole when its `to` cannot be expanded: the dead letter names `to` as written.
+        let recipients = crate::route::recipients(self.org, agent, m).unwrap_or_else(|_| m.to.0.clone());
         match found {
             Some((path, copy)) => self.compare(&path, copy.as_ref(), m, "the journaled reply", d),
             // Refused whole (a duplicate id): its dead letter says so.

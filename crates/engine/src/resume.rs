@@ -65,13 +65,22 @@ impl Access {
         }
     }
 
-    /// The list as written (`*` for anyone).
+    /// The agents allowed (`*` for anyone).
     pub fn display(&self) -> String {
         match self {
             Access::Anyone => "*".into(),
             Access::Only(set) if set.is_empty() => "(nobody)".into(),
             Access::Only(set) => set.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "),
         }
+    }
+}
+
+/// A `send_to` or `read_from` list as written (`@group`, `*` and names), for people.
+pub fn show_written(list: &[String]) -> String {
+    if list.is_empty() {
+        "(nobody)".into()
+    } else {
+        list.join(", ")
     }
 }
 
@@ -90,10 +99,15 @@ pub struct Resume {
     pub instructions: String,
     /// When it runs.
     pub schedule: Schedule,
-    /// Whom it may write to.
+    /// Whom it may write to: the agents named, and the members of the groups
+    /// named (resolved by the org when it loads).
     pub send_to: Access,
-    /// Whom it accepts mail from.
+    /// Whom it accepts mail from, resolved like `send_to`.
     pub read_from: Access,
+    /// `send_to` as written in the file (`@group`, `*` and names), for display.
+    pub send_to_written: Vec<String>,
+    /// `read_from` as written in the file, for display.
+    pub read_from_written: Vec<String>,
     /// The tools it may call (`permissions.tools`).
     pub tools: Vec<String>,
     /// The programs `run_command` may run for it (`permissions.commands`).
@@ -109,7 +123,7 @@ pub struct Resume {
 pub struct Reference {
     /// `model`, `send_to`, `read_from` or `tools`.
     pub field: &'static str,
-    /// The name written.
+    /// The name written (`@name` for a group in `send_to` or `read_from`).
     pub value: String,
     /// Where in the file.
     pub span: Range<usize>,
@@ -280,24 +294,38 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
         }
 
         let mut access = |field: &'static str, list: &[Spanned<String>]| {
+            let mut written: Vec<String> = Vec::new();
+            for s in list {
+                if !written.contains(s.get_ref()) {
+                    written.push(s.get_ref().clone());
+                }
+            }
             if list.iter().any(|s| s.get_ref() == "*") {
-                return Access::Anyone;
+                return (Access::Anyone, written);
             }
             let mut set = BTreeSet::new();
             for s in list {
-                match AgentName::new(s.get_ref()) {
+                // `@name` names a group of org.toml: the org adds its members when it loads.
+                let (group, name) = match s.get_ref().strip_prefix('@') {
+                    Some(g) => (true, g),
+                    None => (false, s.get_ref().as_str()),
+                };
+                match AgentName::new(name) {
+                    Ok(n) if group => refs.push(Reference { field, value: format!("@{n}"), span: s.span() }),
                     Ok(n) => {
                         refs.push(Reference { field, value: n.to_string(), span: s.span() });
                         set.insert(n);
                     }
-                    Err(e) => doc
-                        .push(at(s.span(), format!("in `{field}`: {e}")).help("list agent names, or \"*\" for anyone")),
+                    Err(e) => doc.push(
+                        at(s.span(), format!("in `{field}`: {e}"))
+                            .help("list agent names, groups of org.toml as \"@name\", or \"*\" for anyone"),
+                    ),
                 }
             }
-            Access::Only(set)
+            (Access::Only(set), written)
         };
-        let send_to = access("send_to", &send_list);
-        let read_from = access("read_from", &read_list);
+        let (send_to, send_to_written) = access("send_to", &send_list);
+        let (read_from, read_from_written) = access("read_from", &read_list);
 
         if let (Some(name), false) = (name, doc.has_errors()) {
             resume = Some(Resume {
@@ -309,6 +337,8 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
                 schedule,
                 send_to,
                 read_from,
+                send_to_written,
+                read_from_written,
                 tools,
                 commands,
                 shared,

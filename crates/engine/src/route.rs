@@ -159,20 +159,40 @@ impl Router<'_> {
     /// the dead letter's id.
     fn refuse(&mut self, p: &Pending, r: Refusal<'_>) -> String {
         let Refusal { letter, code, id, detail, to, bounce_of } = r;
-        let agent = p.from.as_str();
-        let why = reason(id, code, detail.clone(), agent, to, self.turn, self.now);
-        let why = self.post.store.refuse(&mut self.deliveries, p, letter, why, &mut self.dead_taken);
+        let dead_id = self.dead_letter(p, letter, code, id, detail.clone(), to);
         if let Some((refused_id, thread)) = bounce_of {
-            let b = bounce(agent, &why.id, refused_id, thread, &detail, self.turn, self.now);
-            if self.seen.insert((agent.to_string(), b.id.clone()))
-                && self.post.store.deliver(&mut self.deliveries, agent, &b)
-            {
-                self.delivered(agent, &b.id, ENGINE);
-            }
+            self.bounce(p, &dead_id, refused_id, thread, &detail);
         }
+        dead_id
+    }
+
+    /// Queues one dead letter of the entry `p` with its reason; returns its id.
+    fn dead_letter(
+        &mut self,
+        p: &Pending,
+        letter: &Letter,
+        code: Reason,
+        id: &str,
+        detail: String,
+        to: Vec<String>,
+    ) -> String {
+        let why = reason(id, code, detail, p.from.as_str(), to, self.turn, self.now);
+        let why = self.post.store.refuse(&mut self.deliveries, p, letter, why, &mut self.dead_taken);
         self.report.dead += 1;
         self.ev.emit(self.clock.now(), EventKind::from(&why));
         why.id
+    }
+
+    /// Queues the bounce to the sender of `p` that says why its message
+    /// `refused_id` died as the dead letter `dead_id`.
+    fn bounce(&mut self, p: &Pending, dead_id: &str, refused_id: &str, thread: &str, detail: &str) {
+        let agent = p.from.as_str();
+        let b = bounce(agent, dead_id, refused_id, thread, detail, self.turn, self.now);
+        if self.seen.insert((agent.to_string(), b.id.clone()))
+            && self.post.store.deliver(&mut self.deliveries, agent, &b)
+        {
+            self.delivered(agent, &b.id, ENGINE);
+        }
     }
 
     /// Refuses a whole entry (no recipient gets it) and takes it out of the outbox.
@@ -273,11 +293,16 @@ impl Router<'_> {
                 self.delivered(to, &msg.id, agent);
             }
         }
-        if !denied.is_empty() {
-            let code = denied[0].1.code();
+        // Each refused recipient has a dead letter of its own; the sender gets
+        // one bounce that names them all.
+        let mut first_dead = None;
+        for (to, denial) in &denied {
+            let dead = self.dead_letter(p, &letter, denial.code(), &msg.id, denial.to_string(), vec![to.clone()]);
+            first_dead.get_or_insert(dead);
+        }
+        if let (Some(dead_id), Some((refused_id, thread))) = (first_dead, bounce_of) {
             let detail = denied.iter().map(|(_, d)| d.to_string()).collect::<Vec<_>>().join("; ");
-            let to = denied.iter().map(|(t, _)| t.clone()).collect();
-            self.refuse(p, Refusal { letter: &letter, code, id: &msg.id, detail, to, bounce_of });
+            self.bounce(p, &dead_id, refused_id, thread, &detail);
         }
         store.mark_sent(&mut self.moves, p);
         Ok(())
@@ -327,9 +352,11 @@ pub enum Verdict {
     Denied(crate::chart::Denial),
 }
 
-/// The agents a message is for, as routing checks them one by one.
-pub fn recipients(msg: &Message) -> Vec<String> {
-    msg.to.0.clone()
+/// The agents a message from `owner` is for, as routing checks them one by
+/// one: its `to` with groups and `*` expanded by the org ([`Org::recipients`]),
+/// each once.
+pub fn recipients(org: &Org, owner: &str, msg: &Message) -> Result<Vec<String>, crate::address::Unroutable> {
+    Ok(org.recipients(owner, &msg.to)?.into_iter().map(|r| r.name).collect())
 }
 
 /// Decides what routing does with `msg`, read from `owner`'s outbox on
@@ -357,7 +384,10 @@ pub fn decide(
         let detail = format!("expired: written on turn {}, ttl_turns {ttl}, now turn {turn}", msg.turn);
         return Decision::Refused { code: Reason::Expired, detail };
     }
-    let to = recipients(msg);
+    let to = match recipients(org, owner, msg) {
+        Ok(to) => to,
+        Err(e) => return Decision::Refused { code: e.code(), detail: e.to_string() },
+    };
     if let Some(held) = to.iter().find(|to| org.broken.contains_key(*to) || sick(to)) {
         let detail = if org.broken.contains_key(held) {
             format!("{held}'s resume is not valid: the message waits until it is fixed (see `lemming validate`)")
@@ -485,7 +515,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::mailbox::{Folder, FsMailStore};
+    use crate::mailbox::{Folder, FsMailStore, READ_LIMIT};
 
     /// A transport that refuses until it is told to accept, and notes, for
     /// each message it is handed, whether its outbox entry was still waiting.
@@ -602,6 +632,47 @@ mod tests {
         let sick = |a: &str| a == "planner";
         let d = decide(&org, &store, 1, "manager", &old, &sick);
         assert!(matches!(&d, Decision::Held { detail } if detail.contains("planner's files")), "{d:?}");
+    }
+
+    /// A message to a group is checked for each member on its own: each
+    /// refused member gets a dead letter of its own, the sender one bounce
+    /// naming them all, and routing the same entry again (a repeated turn)
+    /// writes nothing new.
+    #[test]
+    fn each_refused_member_of_a_group_has_its_own_dead_letter_and_the_sender_one_bounce() {
+        let (_d, mut org) = org();
+        let members = ["planner", "hr", "janitor", "coder_01"].map(|n| AgentName::new(n).unwrap());
+        org.settings.groups.insert("eng".into(), members.to_vec());
+        let store = org.mail();
+        // planner may write to manager and coder_01 only.
+        let m = msg("m1", "planner", &["@eng"]);
+        store.send_now("planner", &m).unwrap();
+        let entry = store.message_path("planner", Folder::Pending, "m1");
+        let report = pass(&org, Post::local(&store), 1);
+        assert_eq!((report.delivered, report.dead), (2, 2), "coder_01 and the bounce; hr and janitor: {report:?}");
+        assert!(store.has("coder_01", "m1") && !store.has("planner", "m1"), "not to the sender itself");
+        let mut dead = store.dead_letters().unwrap();
+        dead.sort_by(|a, b| a.id.cmp(&b.id));
+        let got: Vec<(&str, &str, Vec<String>)> =
+            dead.iter().map(|d| (d.id.as_str(), d.reason.as_str(), d.to.clone())).collect();
+        assert_eq!(
+            got,
+            [("m1", "chart_send_to", vec!["hr".to_string()]), ("m1.1", "chart_send_to", vec!["janitor".to_string()])]
+        );
+        let (bounces, _) = store.unread("planner").unwrap();
+        assert_eq!(bounces.len(), 1, "{bounces:?}");
+        assert!(bounces[0].body.contains("`hr`") && bounces[0].body.contains("`janitor`"), "{}", bounces[0].body);
+        for to in ["hr", "janitor"] {
+            assert!(store.dead_covers("planner", "m1", to, READ_LIMIT), "{to}");
+        }
+        assert!(!store.dead_covers("planner", "m1", "coder_01", READ_LIMIT));
+
+        // The same entry routed again, as a turn repeated after a crash would.
+        std::fs::rename(store.message_path("planner", Folder::Sent, "m1"), &entry).unwrap();
+        let again = pass(&org, Post::local(&store), 1);
+        assert_eq!(again.delivered, 0, "{again:?}");
+        assert_eq!(store.dead_letters().unwrap().len(), 2);
+        assert_eq!(store.unread("planner").unwrap().0.len(), 1);
     }
 
     /// Local mail is delivered as a hard link of the outbox entry, which moves to sent.

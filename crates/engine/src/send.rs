@@ -20,6 +20,8 @@ pub struct SendOptions {
     pub subject: Option<String>,
     /// Expire if not delivered within this many turns.
     pub ttl_turns: Option<u64>,
+    /// Ask for a `receipt` from each recipient that reads it (`ack_required`).
+    pub ack: bool,
     /// Where its time stamp and id come from.
     pub sources: crate::clock::Sources,
 }
@@ -40,6 +42,16 @@ pub enum SendError {
         /// Whom the sender may write to, comma separated (or `nobody`).
         reachable: String,
     },
+    /// `to` names a group that does not exist, or reaches nobody.
+    #[error("{reason}\n  help: {from} may write to: {reachable}")]
+    Unroutable {
+        /// Why.
+        reason: crate::address::Unroutable,
+        /// The sender.
+        from: String,
+        /// Whom the sender may write to: agents and groups, comma separated (or `nobody`).
+        reachable: String,
+    },
     /// `reply_to` is not a message id.
     #[error("reply_to {0:?} is not a message id")]
     BadReplyTo(String),
@@ -56,20 +68,76 @@ pub enum SendError {
     Io(#[from] PathError),
 }
 
-/// Checks that `from` and `to` are agents and that the chart lets `from` write
-/// to `to`. [`send`] does this too; callers that must read the body first (from
-/// stdin) call it before, so a wrong name fails at once.
+/// Checks that `from` is an agent and that `to` reaches someone: an agent the
+/// chart lets `from` write to, a group (`@name`) with at least one member it
+/// lets `from` write to (the others are refused one by one when the message
+/// is routed, and bounced), or `*`. [`send`] does this too; callers that must
+/// read the body first (from stdin) call it before, so a wrong name fails at once.
 pub fn check(org: &Org, from: &str, to: &str) -> Result<(), SendError> {
     org.agent(from)?;
-    org.agent(to)?;
-    org.chart().check(from, to).map_err(|denial| {
-        let r = org.chart().reachable(from);
-        SendError::Denied {
-            denial,
-            from: from.to_string(),
-            reachable: if r.is_empty() { "nobody".into() } else { r.join(", ") },
+    let chart = org.chart();
+    let reachable = || {
+        let mut r = chart.reachable(from);
+        r.extend(reachable_groups(org, from).into_iter().map(|g| format!("@{g}")));
+        if r.is_empty() {
+            "nobody".to_string()
+        } else {
+            r.join(", ")
         }
-    })
+    };
+    let denied = |denial| SendError::Denied { denial, from: from.to_string(), reachable: reachable() };
+    let written = To(vec![to.to_string()]);
+    if !crate::address::is_broadcast(&written) {
+        if let Err(e) = org.agent(to) {
+            if org.broken.contains_key(to) || crate::name::AgentName::new(to).is_err() {
+                return Err(e.into());
+            }
+            let message = format!(
+                "unknown agent `{to}` (known: {}; groups: {}; or \"*\" for everyone {from} may write to)",
+                chart.known(),
+                crate::org::known_groups(&org.settings.groups)
+            );
+            return Err(UnknownAgent { message }.into());
+        }
+        return chart.check(from, to).map_err(denied);
+    }
+    let recipients = org.recipients(from, &written).map_err(|reason| SendError::Unroutable {
+        reason,
+        from: from.to_string(),
+        reachable: reachable(),
+    })?;
+    let mut first = None;
+    for r in &recipients {
+        match chart.check(from, &r.name) {
+            Ok(()) => return Ok(()),
+            Err(d) => {
+                first.get_or_insert(d);
+            }
+        }
+    }
+    // A group none of whose members `from` may write to.
+    match first {
+        Some(d) => Err(denied(d)),
+        None => Ok(()),
+    }
+}
+
+/// The groups of which `from` may reach at least one member, in name order.
+pub fn reachable_groups(org: &Org, from: &str) -> Vec<String> {
+    if org.settings.groups.is_empty() {
+        return Vec::new();
+    }
+    groups_within(org, &org.chart().reachable(from))
+}
+
+/// The groups with at least one member in `reach` (whom an agent may reach), in name order.
+pub fn groups_within(org: &Org, reach: &[String]) -> Vec<String> {
+    org.settings
+        .groups
+        .iter()
+        .filter(|(_, members)| members.iter().any(|m| reach.iter().any(|r| r == m.as_str())))
+        .map(|(g, _)| g.clone())
+        .collect()
 }
 
 /// Sends `body` from `from` to `to`: the message is durable in `from`'s
@@ -102,7 +170,7 @@ pub fn send(org: &Org, from: &str, to: &str, body: &str, opts: SendOptions) -> R
         turn: Journal::new(&org.layout).last_turn()?,
         ttl_turns: opts.ttl_turns,
         kind: Kind::Message,
-        ack_required: false,
+        ack_required: opts.ack,
     };
     let size = msg.to_bytes().len() as u64;
     if size > org.settings.max_message_bytes {
@@ -136,4 +204,42 @@ pub fn set_aside(
     }
     ev.flush(&org.layout)?;
     Ok(whys)
+}
+
+/// Marks a person's unread `messages` read (`lemming inbox`): first the
+/// receipts of those that asked for one are delivered to their senders,
+/// durably, then the messages move to `inbox/cur/`. A receipt's id is derived
+/// from the message and the reader, so reading again after a crash between
+/// the two sends none twice. Returns the receipts delivered.
+pub fn mark_read(
+    org: &Org,
+    agent: &str,
+    messages: &[Message],
+    src: &crate::clock::Sources,
+) -> Result<Vec<Message>, PathError> {
+    use crate::events::{Event, EventKind, Events};
+    let mb = org.mail();
+    let turn = Journal::new(&org.layout).last_turn().unwrap_or_default();
+    let mut batch = crate::fsx::Batch::new();
+    let mut sent = Vec::new();
+    for m in messages {
+        let Some(receipt) = message::receipt(m, agent, turn, src.now()) else { continue };
+        let sender = receipt.to.0[0].as_str();
+        let known = org.agents.contains_key(sender) || org.broken.contains_key(sender);
+        if known && mb.is_local(sender) && mb.deliver(&mut batch, sender, &receipt) {
+            sent.push(receipt);
+        }
+    }
+    batch.commit(&org.layout.root)?;
+    if !sent.is_empty() {
+        let mut ev = Events::new(turn);
+        for r in &sent {
+            let kind = EventKind::Delivered { id: r.id.clone(), from: r.from.clone(), to: r.to.0[0].clone() };
+            ev.push(Event { seq: 0, turn, at: r.created_at, kind });
+        }
+        ev.flush(&org.layout)?;
+    }
+    let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+    mb.mark_read_now(agent, &ids)?;
+    Ok(sent)
 }

@@ -322,6 +322,41 @@ fn groups(doc: &Doc<'_>, gt: &crate::config::Table<'_>) -> BTreeMap<String, Vec<
     out
 }
 
+/// Checks that every member of every group of `s` (parsed from `text`) is
+/// one of the `known` agent folders: each one that is not is reported at its
+/// place in the file, with the closest known names (at most ten).
+pub fn check_members(path: &Path, text: &str, s: &Settings, known: &[String]) -> Result<(), Vec<Diagnostic>> {
+    let unknown = |m: &str| !known.iter().any(|k| k == m);
+    if !s.groups.values().flatten().any(|m| unknown(m.as_str())) {
+        return Ok(());
+    }
+    let doc = Doc::parse(path, text)?;
+    let names: Vec<&str> = known.iter().map(String::as_str).collect();
+    if let Some(gt) = doc.root().table("groups") {
+        for key in gt.keys() {
+            for m in gt.str_list(&key).map(|l| l.into_inner()).unwrap_or_default() {
+                if unknown(m.get_ref()) {
+                    let near = crate::config::nearest(m.get_ref(), &names, 10);
+                    let near = if near.is_empty() { "none".to_string() } else { near.join(", ") };
+                    doc.push(
+                        doc.at(
+                            Some(m.span()),
+                            format!("`{}` in group `{key}` is no agent (closest: {near})", m.get_ref()),
+                        )
+                        .help(format!("fix the name, remove it, or create agents/{}/resume.toml", m.get_ref())),
+                    );
+                }
+            }
+        }
+    }
+    let errs = doc.finish();
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
+}
+
 /// The largest `max_message_bytes` accepted (64 MiB).
 pub const MAX_MESSAGE_BYTES: i64 = 64 << 20;
 

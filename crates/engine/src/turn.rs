@@ -169,6 +169,9 @@ struct Turn<'a> {
     sick: BTreeMap<String, PathError>,
     /// The agents in trouble after the last turn.
     trouble_before: BTreeMap<String, trouble::AgentTrouble>,
+    /// For each agent asked this try, the mail in its prompt that asked for a
+    /// receipt (`ack_required`).
+    acks: BTreeMap<String, Vec<crate::message::Message>>,
 }
 
 /// The journaled replies a turn applies.
@@ -209,6 +212,7 @@ impl<'a> Turn<'a> {
             ev: Events::live(turn, last_seq.saturating_add(1), src.bus.clone(), started),
             sick: BTreeMap::new(),
             trouble_before: trouble::read_agents(&org.layout),
+            acks: BTreeMap::new(),
         };
         for folder in agent_folders(&org.layout) {
             if AgentName::new(&folder).is_ok() {

@@ -2,7 +2,8 @@
 //!
 //! For each unread `message` that is not a reply, it answers the sender with
 //! `"<agent> received: <first 200 chars>"` and forwards the body to every
-//! `@name` the agent may write to (not itself, not the sender). Replies,
+//! `@name` the agent may write to (not itself, not the sender): an agent, or
+//! a group it may address (then `to` is `"@name"`). Replies,
 //! bounces and other kinds are read and never answered, so conversations end.
 //!
 //! Tools, so that demos and tests need no model:
@@ -71,14 +72,20 @@ impl Mock {
                 if name == req.agent || name == mail.from || forwarded.contains(&name) {
                     continue;
                 }
-                if req.may_send_to.iter().any(|a| a == name) {
-                    forwarded.push(name);
-                    messages.push(json!({
-                        "to": name,
-                        "body": mail.body,
-                        "thread": mail.thread,
-                    }));
-                }
+                // An agent it may write to, else a group it may address (`@name` in `may_send_to`).
+                let to = if req.may_send_to.iter().any(|a| a == name) {
+                    name.to_string()
+                } else if req.may_send_to.iter().any(|a| a.strip_prefix('@') == Some(name)) {
+                    format!("@{name}")
+                } else {
+                    continue;
+                };
+                forwarded.push(name);
+                messages.push(json!({
+                    "to": to,
+                    "body": mail.body,
+                    "thread": mail.thread,
+                }));
             }
         }
         if calls.is_empty() {
@@ -255,6 +262,15 @@ mod tests {
         assert_eq!(msgs[1]["to"], "planner");
         assert_eq!(msgs[1]["thread"], "th-m1");
         assert!(msgs[1].get("reply_to").is_none());
+    }
+
+    #[test]
+    fn forwards_a_mention_of_a_group_it_may_address_to_the_group() {
+        let r =
+            req(vec![mail("m1", "human", "team: @eng and @ops", None, "message")], &["human", "planner", "@eng", "*"]);
+        let v: serde_json::Value = serde_json::from_str(&Mock::reply_text(&r)).unwrap();
+        let to: Vec<&str> = v["messages"].as_array().unwrap().iter().map(|m| m["to"].as_str().unwrap()).collect();
+        assert_eq!(to, ["human", "@eng"], "{v}");
     }
 
     #[test]

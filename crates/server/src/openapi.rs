@@ -129,7 +129,9 @@ pub fn spec() -> Value {
                 "agents": { "type": "array", "items": { "type": "object", "properties": {
                     "name": { "type": "string" }, "title": { "type": "string" }, "model": { "type": "string", "nullable": true },
                     "every": { "type": "integer" }, "wake": { "type": "string", "enum": ["mail", "always"] },
-                    "sends_to": { "type": "array", "items": { "type": "string" } }, "credits_left": { "type": "number" } } } },
+                    "sends_to": { "type": "array", "items": { "type": "string" } },
+                    "groups": { "type": "array", "items": { "type": "string" }, "description": "The groups of org.toml it is a member of." },
+                    "credits_left": { "type": "number" } } } },
                 "invalid": { "type": "array", "items": { "type": "string" } } } }))),
         ]), true) }));
     paths.insert("/api/agents/{name}".into(), json!({ "get": op("One agent in detail (the shape of `lemming inspect NAME --json`).", vec![name()], None, map(vec![
@@ -188,15 +190,16 @@ pub fn spec() -> Value {
             "Sends a message as `human`: durable in its outbox when this answers; the next turn routes it.",
             vec![],
             Some(json!({ "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["to", "body"], "properties": {
-                "to": { "type": "string" }, "body": { "type": "string" },
+                "to": { "type": "string", "description": "An agent, a group as `@name`, or `*` for every agent `human` may write to." }, "body": { "type": "string" },
                 "priority": { "type": "string", "enum": ["low", "normal", "urgent"], "default": "normal" },
                 "reply_to": { "type": "string", "description": "The id of the message this answers (its thread is kept)." },
-                "subject": { "type": "string" } } } } } })),
+                "subject": { "type": "string" },
+                "ack": { "type": "boolean", "default": false, "description": "Ask for a `receipt` message from each recipient that reads it." } } } } } })),
             writes(map(vec![
                 ("200", ok("Sent.", json!({ "type": "object", "properties": { "id": { "type": "string" }, "thread": { "type": "string" } } }))),
                 ("403", err("The org chart does not let `human` write to `to` (`details.reason`: chart_send_to or chart_read_from; `details.reachable`).")),
                 ("404", unknown()), ("409", held()),
-                ("422", err("A bad `reply_to`, or a message larger than `max_message_bytes` (`details.field`).")),
+                ("422", err("A bad `reply_to`, an unknown group in `to`, or a message larger than `max_message_bytes` (`details.field`).")),
             ])),
             true,
         ) }));

@@ -47,6 +47,8 @@ struct SendBody {
     priority: Priority,
     reply_to: Option<String>,
     subject: Option<String>,
+    #[serde(default)]
+    ack: bool,
 }
 
 /// `POST /api/send`: a message from `human`, durable in its outbox when this
@@ -54,8 +56,8 @@ struct SendBody {
 async fn send_message(State(s): State<AppState>, JsonBody(b): JsonBody<SendBody>) -> Result<Json<Value>, ApiError> {
     let sources = s.sources.clone();
     with_org(&s, move |org| {
-        let opts =
-            SendOptions { priority: b.priority, reply_to: b.reply_to, subject: b.subject, ttl_turns: None, sources };
+        let (priority, reply_to, subject, ack) = (b.priority, b.reply_to, b.subject, b.ack);
+        let opts = SendOptions { priority, reply_to, subject, ttl_turns: None, ack, sources };
         match send::send(&org, HUMAN, &b.to, &b.body, opts) {
             Ok(m) => Ok(Json(json!({ "id": m.id, "thread": m.thread }))),
             Err(SendError::UnknownAgent(_)) => {
@@ -75,6 +77,7 @@ async fn send_message(State(s): State<AppState>, JsonBody(b): JsonBody<SendBody>
                 e.details = Some(json!({ "reason": denial.code().as_str(), "reachable": reachable }));
                 Err(e)
             }
+            Err(e @ SendError::Unroutable { .. }) => Err(ApiError::invalid(e.to_string(), json!({ "field": "to" }))),
             Err(e @ SendError::BadReplyTo(_)) => Err(ApiError::invalid(e.to_string(), json!({ "field": "reply_to" }))),
             Err(e @ SendError::TooLarge { .. }) => Err(ApiError::invalid(e.to_string(), json!({ "field": "body" }))),
             Err(SendError::Io(p)) => Err(p.into()),

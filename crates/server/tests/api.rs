@@ -542,6 +542,18 @@ async fn send_is_durable_before_the_answer_and_refusals_say_why() {
             (Some("human"), Some("manager"), Some("hello"))
         );
         assert_eq!((m["subject"].as_str(), m["priority"].as_str()), (Some("Hi"), Some("urgent")));
+        assert_eq!(m.get("ack_required"), None, "written only when asked for");
+
+        // `ack` asks for read receipts; `*` is everyone human may write to; an unknown group is 422.
+        let (code, body) = s.post("/api/send", json!({ "to": "*", "body": "all", "ack": true })).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let file = s.root.join("agents/human/outbox/new").join(format!("{}.json", body["id"].as_str().unwrap()));
+        let m: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!((m["to"].as_str(), m["ack_required"].as_bool()), (Some("*"), Some(true)));
+        let (code, body) = s.post("/api/send", json!({ "to": "@nope", "body": "hi" })).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["details"]["field"], "to");
+        assert!(body["error"]["message"].as_str().unwrap().contains("unknown group `@nope`"), "{body}");
 
         let (code, body) = s.post("/api/send", json!({ "to": "planner", "body": "hi" })).await;
         assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
@@ -569,7 +581,7 @@ async fn send_is_durable_before_the_answer_and_refusals_say_why() {
         let (code, body) = s.post("/api/send", json!({ "to": "manager", "body": "x", "reply_to": "../x" })).await;
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         let outbox: Vec<_> = std::fs::read_dir(s.root.join("agents/human/outbox/new")).unwrap().collect();
-        assert_eq!(outbox.len(), 1, "refused sends write nothing");
+        assert_eq!(outbox.len(), 2, "refused sends write nothing (two were accepted)");
     })
     .await;
 }

@@ -20,6 +20,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
         ("TITLE", Align::Left, 12),
         ("MODEL", Align::Left, 10),
         ("CREDITS", Align::Right, 10),
+        ("GROUPS", Align::Left, 14),
         ("SENDS TO", Align::Left, 0),
     ]);
     for a in &v.agents {
@@ -31,6 +32,11 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             line(&a.title).into_owned(),
             line(a.model.as_deref().unwrap_or("-")).into_owned(),
             credits,
+            if a.groups.is_empty() {
+                "-".to_string()
+            } else {
+                a.groups.iter().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", ")
+            },
             a.sends_to.join(", "),
         ]);
     }

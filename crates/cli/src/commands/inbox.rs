@@ -1,5 +1,6 @@
-//! `lemming inbox [AGENT]`: show unread mail; the human's is then marked read,
-//! and what in it is not a message is moved to dead.
+//! `lemming inbox [AGENT]`: show unread mail; the human's is then marked read
+//! (sending the read receipts its senders asked for), and what in it is not a
+//! message is moved to dead.
 //! With `--follow` it then keeps printing new mail as it arrives.
 
 use lemming_engine::clock::Sources;
@@ -21,7 +22,7 @@ pub struct Args {
     /// Show read mail too
     #[arg(long)]
     pub all: bool,
-    /// Do not mark anything read (nor move what is not a message to dead)
+    /// Do not mark anything read (nor send read receipts, nor move what is not a message to dead)
     #[arg(long)]
     pub peek: bool,
     /// Then keep printing new mail as it arrives, until Ctrl-C (with --json: one object per line)
@@ -46,7 +47,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         );
     }
     let mark_read = !args.peek && agent == HUMAN;
-    let mb = org.mail();
     set_aside(&org, &agent, &bad, mark_read)?;
     if args.follow {
         for m in &view.messages {
@@ -66,7 +66,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     }
     let ids = view.unread_ids();
     if mark_read {
-        mb.mark_read_now(&agent, &ids)?;
+        let unread: Vec<_> = view.messages.iter().filter(|m| m.unread).map(|m| m.message.clone()).collect();
+        send::mark_read(&org, &agent, &unread, &Sources::real())?;
     }
     if !args.follow {
         return Ok(());
@@ -85,8 +86,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
                         print_one(&InboxMessage { message: m, unread: true }, ctx.json)?;
                     }
                     if mark_read {
-                        let ids: Vec<String> = fresh.iter().map(|m| m.id.clone()).collect();
-                        mb.mark_read_now(&agent, &ids)?;
+                        send::mark_read(&org, &agent, &fresh, &Sources::real())?;
                     }
                 }
             }

@@ -24,6 +24,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     println!("schedule:   every {} offset {} wake {}", v.schedule.every, v.schedule.offset, word(&v.schedule.wake));
     println!("send_to:    {}", v.send_to);
     println!("read_from:  {}", v.read_from);
+    if !v.groups.is_empty() {
+        println!("groups:     {}", v.groups.iter().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", "));
+    }
     println!("can reach:  {}", v.can_reach.join(", "));
     println!("reached by: {}", v.reached_by.join(", "));
     let t = &v.tools;

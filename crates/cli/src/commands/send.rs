@@ -1,4 +1,5 @@
-//! `lemming send TO BODY`: write a message into an agent's outbox (as the human by default).
+//! `lemming send TO BODY`: write a message into an agent's outbox (as the human by default),
+//! to an agent, a group (`@name`) or everyone the sender may write to (`*`).
 
 use std::io::Read;
 
@@ -10,7 +11,8 @@ use crate::ctx::{CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The recipient agent
+    /// The recipient: an agent, a group of org.toml as `@name` (each member but
+    /// the sender), or `*` (quoted: every agent the sender may write to)
     pub to: String,
     /// The message text; `-` reads it from stdin
     pub body: String,
@@ -29,6 +31,10 @@ pub struct Args {
     /// Expire if not delivered within this many turns
     #[arg(long, value_name = "TURNS")]
     pub ttl: Option<u64>,
+    /// Ask for a read receipt: each recipient that reads it sends the sender a
+    /// `receipt` message (from `lemming`)
+    #[arg(long)]
+    pub ack: bool,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
@@ -50,6 +56,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         reply_to: args.reply_to,
         subject: args.subject,
         ttl_turns: args.ttl,
+        ack: args.ack,
         ..SendOptions::default()
     };
     let msg = send::send(&org, &args.from, &args.to, &body, opts).map_err(send_error)?;

@@ -16,6 +16,7 @@ mod failures;
 mod fake_http;
 mod fixture;
 mod fsck;
+mod groups;
 mod kill9;
 mod live;
 mod odd_entries;

@@ -116,7 +116,10 @@ output_price = 8.0
     assert!(user.contains("hello manager, please answer") && user.contains(&id), "{user}");
     let can_reach = org.lemming_ok(&["inspect", "manager", "--json"]).json()["can_reach"].clone();
     let schema = &body["response_format"]["json_schema"]["schema"];
-    assert_eq!(schema["properties"]["messages"]["items"]["properties"]["to"]["enum"], can_reach, "{body:#}");
+    // The agents it may reach, then `*` for all of them (the default org has no groups).
+    let mut may = can_reach.as_array().unwrap().clone();
+    may.push(json!("*"));
+    assert_eq!(schema["properties"]["messages"]["items"]["properties"]["to"]["enum"], json!(may), "{body:#}");
 
     let inbox = org.inbox_json("human");
     assert_eq!(inbox.len(), 1, "{inbox:#?}");

@@ -410,7 +410,8 @@ fn validate(ctx: &Ctx<'_>, hire: &Hire, mut folders: Vec<String>) -> Result<(), 
     };
     let file = crate::resume::parse(&path, hire.text.clone(), hire.name.as_str()).map_err(problems)?;
     folders.push(hire.name.to_string());
-    crate::org::check_refs(file, &ctx.org.models, true, Some(&ctx.org.tools), &folders).map_err(problems)?;
+    crate::org::check_refs(file, &ctx.org.models, true, Some(&ctx.org.tools), &folders, &ctx.org.settings.groups)
+        .map_err(problems)?;
     Ok(())
 }
 

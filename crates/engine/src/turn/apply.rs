@@ -180,15 +180,46 @@ impl Turn<'_> {
         }
     }
 
-    /// Moves the mail that used replies read to `cur/`, in one group commit.
-    pub(super) fn consume(&self, records: &[Record]) -> Result<(), PathError> {
+    /// Moves the mail that used replies read to `cur/`, in one group commit,
+    /// with the receipts of the messages that asked for one: a batch makes
+    /// its new files durable before it moves any, so a receipt is never lost
+    /// to a crash, and a repeated turn delivers it once (by its id).
+    pub(super) fn consume(&mut self, records: &[Record]) -> Result<(), PathError> {
         let mut consumed = Batch::new();
         for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
+            for m in self.asked_receipts(r) {
+                let Some(receipt) = crate::message::receipt(&m, &r.agent, self.turn, self.clock.now()) else {
+                    continue;
+                };
+                let sender = receipt.to.0[0].clone();
+                // The sender may have left the org since: no inbox to write to.
+                let known = self.org.agents.contains_key(sender.as_str()) || self.org.broken.contains_key(&sender);
+                if known && self.mb.deliver(&mut consumed, &sender, &receipt) {
+                    let kind = EventKind::Delivered { id: receipt.id.clone(), from: receipt.from.clone(), to: sender };
+                    self.ev.emit(self.clock.now(), kind);
+                    self.report.delivered += 1;
+                }
+            }
             for id in &r.mail {
                 self.mb.consume(&mut consumed, &r.agent, id);
             }
         }
         consumed.commit(&self.org.layout.root)
+    }
+
+    /// The unread messages a used reply read that asked for a receipt: kept
+    /// by `pick` for the agents it asked this try, read again from the inbox
+    /// for replies journaled by an earlier, interrupted try (mail consumed
+    /// already had its receipt delivered with it).
+    fn asked_receipts(&self, r: &Record) -> Vec<Message> {
+        if let Some(kept) = self.acks.get(&r.agent) {
+            return kept.iter().filter(|m| r.mail.contains(&m.id)).cloned().collect();
+        }
+        r.mail
+            .iter()
+            .filter_map(|id| self.mb.find(&r.agent, crate::mailbox::Folder::Unread, id).ok().flatten())
+            .filter(|m| m.ack_required)
+            .collect()
     }
 }
 

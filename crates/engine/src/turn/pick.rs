@@ -91,6 +91,7 @@ impl Turn<'_> {
                 // The same tools its prompt (and schema) offers.
                 tools,
             };
+            self.acks.insert(agent.to_string(), mail.iter().filter(|m| m.ack_required).cloned().collect());
             jobs.push(Job { agent: agent.to_string(), req, mail });
         }
         housekeeping.commit(&org.layout.root)?;
@@ -174,7 +175,8 @@ pub fn choose(
 /// What an agent is asked: whom it may write to, the tools it may call, and
 /// the system and user parts of its prompt.
 pub struct Prompt {
-    /// The agents it may write to.
+    /// What it may write to: the agents, then the groups (`@name`) with a
+    /// member it may reach, then `*` when it reaches more than one agent.
     pub may: Vec<String>,
     /// The tools it is granted, as its prompt offers them.
     pub tools: Vec<lemming_provider::ToolSpec>,
@@ -197,7 +199,14 @@ pub fn prompt_for(
     let agent = resume.name.as_str();
     prompt::order(mail);
     mail.truncate(org.settings.max_mail_per_prompt);
-    let may = chart.reachable(agent);
+    let mut may = chart.reachable(agent);
+    // The groups it may address, and `*` when it reaches more than one agent.
+    let groups: Vec<String> = crate::send::groups_within(org, &may).into_iter().map(|g| format!("@{g}")).collect();
+    let everyone = may.len() > 1;
+    may.extend(groups);
+    if everyone {
+        may.push(crate::address::EVERYONE.to_string());
+    }
     let summary = memory::summary(&memory::dir(&org.layout.root, agent));
     // The contract is worded for how the agent's model answers (a schema offers
     // less; native tools go as function definitions), and offers its granted tools.

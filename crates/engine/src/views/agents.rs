@@ -31,6 +31,8 @@ pub struct AgentRow {
     pub wake: Wake,
     /// Whom the org chart lets it write to.
     pub sends_to: Vec<String>,
+    /// The groups of org.toml it is a member of, in name order.
+    pub groups: Vec<String>,
     /// Credits left.
     pub credits_left: f64,
 }
@@ -58,6 +60,7 @@ pub fn agents(org: &Org) -> Result<AgentsView, ViewError> {
             every: r.schedule.every,
             wake: r.schedule.wake,
             sends_to: chart.reachable(r.name.as_str()),
+            groups: org.groups_of(r.name.as_str()),
             credits_left: ledger.balance(r.name.as_str(), r.credits).left,
         })
         .collect();
@@ -110,10 +113,12 @@ pub struct InspectView {
     pub model: Option<String>,
     /// When it runs.
     pub schedule: ScheduleView,
-    /// `send_to` as its resume says it (`*` for anyone).
+    /// `send_to` as its resume says it (`*` for anyone, `@name` for a group).
     pub send_to: String,
     /// `read_from` as its resume says it.
     pub read_from: String,
+    /// The groups of org.toml it is a member of, in name order.
+    pub groups: Vec<String>,
     /// Whom it may write to: its `send_to` and their `read_from` together.
     pub can_reach: Vec<String>,
     /// Who may write to it.
@@ -185,8 +190,9 @@ pub fn inspect(org: &Org, agent: &str) -> Result<InspectView, ViewError> {
         description: r.description.clone(),
         model: r.model.clone(),
         schedule: ScheduleView { every: r.schedule.every, offset: r.schedule.offset, wake: r.schedule.wake },
-        send_to: r.send_to.display(),
-        read_from: r.read_from.display(),
+        send_to: crate::resume::show_written(&r.send_to_written),
+        read_from: crate::resume::show_written(&r.read_from_written),
+        groups: org.groups_of(name),
         can_reach: chart.reachable(name),
         reached_by: chart.senders(name),
         tools: ToolsView {
