@@ -43,8 +43,10 @@ use crate::message::{Message, ParseMessageError};
 use crate::watch::Watcher;
 
 mod fs;
+mod scan;
 
 pub use fs::{is_pending_entry, DeadFiles, Folder, FsMailStore};
+pub use scan::{Located, Place, Scanned, State};
 
 /// The most bytes read of one inbox file, unless the org's `max_message_bytes`
 /// is larger (see [`FsMailStore::with_read_limit`]).

@@ -21,7 +21,7 @@ use crate::watch::{self, Watcher};
 #[derive(Debug, Clone)]
 pub struct FsMailStore {
     root: PathBuf,
-    read_limit: u64,
+    pub(super) read_limit: u64,
     remote: BTreeSet<String>,
 }
 
