@@ -54,8 +54,10 @@ pub enum Command {
     Inbox(commands::inbox::Args),
     /// Talk to an agent: send each line read from stdin and show the replies
     Chat(commands::chat::Args),
-    /// Show a whole conversation across every inbox, as a tree of replies
+    /// Show a whole conversation across every mailbox, as a tree of replies
     Thread(commands::thread::Args),
+    /// Write a thread, an agent's mail or the whole org's as Markdown, JSON or one HTML file
+    Export(commands::export::Args),
     /// Show the turn, the daemon, each agent and the dead letters
     Status(commands::status::Args),
     /// Show an agent's activity log: one entry per run (-f follows it)
@@ -168,6 +170,7 @@ pub fn main() -> ExitCode {
         Command::Stop(a) => commands::control::stop(&ctx, a),
         Command::Chat(a) => commands::chat::run(&ctx, a),
         Command::Thread(a) => commands::thread::run(&ctx, a),
+        Command::Export(a) => commands::export::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

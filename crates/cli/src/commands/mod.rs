@@ -4,6 +4,7 @@ pub mod agents;
 pub mod chat;
 pub mod control;
 pub mod doctor;
+pub mod export;
 pub mod fsck;
 pub mod inbox;
 pub mod init;

@@ -22,6 +22,7 @@ mod output_cli;
 mod peers;
 mod people;
 mod providers;
+mod record;
 mod replies;
 mod routing;
 mod samples;
