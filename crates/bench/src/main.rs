@@ -8,7 +8,8 @@
 //! that has been running). The floor is compared with the warm turn. The
 //! tools table (`tools.rs`) compares the same turns with and without tool
 //! calls; the server table (`server.rs`) times the API, the event stream and
-//! what serving adds to a turn. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
+//! what serving adds to a turn; the record table (`thread.rs`) times `lemming
+//! thread` of a long conversation. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
 //! synthetic org for your own experiments.
 
 mod daemon;
@@ -16,6 +17,7 @@ mod floor;
 mod http_stub;
 mod server;
 mod synth;
+mod thread;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -161,6 +163,9 @@ fn run_all(runs: usize) -> Result<bool, String> {
     }
     if only.is_empty() || only == "server" {
         all_ok &= server::run(&base, runs)?;
+    }
+    if only.is_empty() || only == "thread" {
+        all_ok &= thread::run(&base, runs)?;
     }
     Ok(all_ok)
 }
