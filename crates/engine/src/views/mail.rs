@@ -153,6 +153,10 @@ pub struct ThreadView {
 /// thread names it in its `thread` field, or holds escapes that the test
 /// lets through too).
 pub fn thread(org: &Org, id: &str) -> Result<ThreadView, ViewError> {
+    // Ids name files: one that breaks the id rule names none (and no path is built from it).
+    if !crate::message::valid_id(id) {
+        return Err(ViewError::UnknownThread(id.to_string()));
+    }
     let mb = org.mail();
     let agents = agent_folders(&org.layout);
     let named = agents.iter().find_map(|a| {
@@ -291,6 +295,10 @@ mod tests {
         }
         let e = thread(&org, "no-such-id").unwrap_err();
         assert!(matches!(e, ViewError::UnknownThread(_)) && e.to_string().contains("no-such-id"), "{e}");
+        // A path is no id: it names no thread.
+        for bad in ["../x", "../../etc/passwd", "a/b", ""] {
+            assert!(matches!(thread(&org, bad), Err(ViewError::UnknownThread(_))), "{bad}");
+        }
     }
 
     /// Archived mail, mail only in an outbox's sent mail and dead letters are
