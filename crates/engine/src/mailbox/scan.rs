@@ -95,10 +95,17 @@ const FOLDERS: [(Folder, State); 4] = [
 /// Below this many files, one thread reads them all.
 const PARALLEL_MIN: usize = 256;
 
-/// A file to read, and the places its name is in.
+/// A folder that a scan lists, open (names in it are opened relative to it).
+struct Dir {
+    path: PathBuf,
+    place: Place,
+    fd: Option<fs::File>,
+}
+
+/// A name to read, and the folders (indexes of [`Dir`]s) it is in, in the order mail moves.
 struct Job {
-    paths: Vec<PathBuf>,
-    places: Vec<Place>,
+    name: String,
+    dirs: Vec<usize>,
 }
 
 impl FsMailStore {
@@ -111,30 +118,45 @@ impl FsMailStore {
     /// people's views do; fsck reports them.
     pub fn scan(&self, agents: &[String], dead: bool, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Scanned {
         let mut out = Scanned::default();
-        let mut by_name: BTreeMap<String, Job> = BTreeMap::new();
+        let mut dirs: Vec<Dir> = Vec::new();
         for agent in agents {
             for (folder, state) in FOLDERS {
-                let dir = self.dir(agent, folder);
-                for name in self.listed(&dir, &mut out.unreadable) {
-                    let job = by_name.entry(name.clone()).or_insert_with(|| Job { paths: vec![], places: vec![] });
-                    job.paths.push(dir.join(&name));
-                    job.places.push(Place { agent: Some(agent.clone()), state });
+                dirs.push(Dir {
+                    path: self.dir(agent, folder),
+                    place: Place { agent: Some(agent.clone()), state },
+                    fd: None,
+                });
+            }
+        }
+        if dead {
+            dirs.push(Dir { path: self.dead_path(), place: Place { agent: None, state: State::Dead }, fd: None });
+        }
+        let mut by_name: BTreeMap<String, Job> = BTreeMap::new();
+        let mut jobs: Vec<Job> = Vec::new();
+        for (i, dir) in dirs.iter_mut().enumerate() {
+            let names = self.listed(&dir.path, &mut out.unreadable);
+            if names.is_empty() {
+                continue;
+            }
+            dir.fd = fs::File::open(&dir.path).ok();
+            for name in names {
+                if dir.place.state == State::Dead {
+                    // A dead letter's name is its own id, not its message's.
+                    jobs.push(Job { name, dirs: vec![i] });
+                } else {
+                    by_name.entry(name.clone()).or_insert_with(|| Job { name, dirs: vec![] }).dirs.push(i);
                 }
             }
         }
-        let mut jobs: Vec<Job> = by_name.into_values().collect();
-        if dead {
-            let dir = self.dead_path();
-            for name in self.listed(&dir, &mut out.unreadable) {
-                jobs.push(Job { paths: vec![dir.join(name)], places: vec![Place { agent: None, state: State::Dead }] });
-            }
-        }
-        for (read, errors) in self.read_all(jobs, keep) {
+        jobs.extend(by_name.into_values());
+        for (read, errors) in self.read_all(&dirs, &jobs, keep) {
             out.unreadable.extend(errors);
-            for (message, places) in read {
+            for (message, job) in read {
+                let places = jobs[job].dirs.iter().map(|d| dirs[*d].place.clone());
                 match out.messages.get_mut(&message.id) {
                     Some(l) => l.places.extend(places),
                     None => {
+                        let places = places.collect();
                         out.messages.insert(message.id.clone(), Located { message, places });
                     }
                 }
@@ -172,80 +194,136 @@ impl FsMailStore {
         names
     }
 
-    /// Reads the jobs on a few threads: per thread, the messages read and the errors.
+    /// Reads the jobs on a few threads: per thread, the messages read (with
+    /// the index of their job) and the errors.
     #[allow(clippy::type_complexity)]
     fn read_all(
         &self,
-        jobs: Vec<Job>,
+        dirs: &[Dir],
+        jobs: &[Job],
         keep: &(dyn Fn(&[u8]) -> bool + Sync),
-    ) -> Vec<(Vec<(Message, Vec<Place>)>, Vec<PathError>)> {
+    ) -> Vec<(Vec<(Message, usize)>, Vec<PathError>)> {
         let threads = if jobs.len() < PARALLEL_MIN {
             1
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4)
         };
         let chunk = jobs.len().div_ceil(threads).max(1);
-        let work = |jobs: &[Job]| {
+        let work = |first: usize, jobs: &[Job]| {
             let (mut read, mut errors) = (Vec::new(), Vec::new());
-            for job in jobs {
-                match self.read_job(job, keep) {
-                    Ok(Some(m)) => read.push((m, job.places.clone())),
-                    Ok(None) => {}
+            // One buffer per thread, reused: most files are passed over unparsed.
+            let mut buf = Vec::new();
+            for (i, job) in jobs.iter().enumerate() {
+                match self.read_job(dirs, job, &mut buf) {
+                    Ok(true) if keep(&buf) => {
+                        if let Ok(m) = Message::parse(&buf) {
+                            read.push((m, first + i));
+                        }
+                    }
+                    Ok(_) => {}
                     Err(e) => errors.push(e),
                 }
             }
             (read, errors)
         };
         if threads == 1 {
-            return vec![work(&jobs)];
+            return vec![work(0, jobs)];
         }
         std::thread::scope(|s| {
-            let handles: Vec<_> = jobs.chunks(chunk).map(|c| s.spawn(move || work(c))).collect();
+            let handles: Vec<_> =
+                jobs.chunks(chunk).enumerate().map(|(n, c)| s.spawn(move || work(n * chunk, c))).collect();
             handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
         })
     }
 
-    /// The message of a job: its first name that can still be read (mail
-    /// moves on while it is read), if its bytes pass `keep` and parse.
-    fn read_job(&self, job: &Job, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Option<Message>, PathError> {
-        for path in &job.paths {
-            let Some(bytes) = self.read_listed(path)? else { continue };
-            if !keep(&bytes) {
-                return Ok(None);
+    /// Reads a job's file into `buf`: its first name that can still be read
+    /// (mail moves on while it is read). `false` when none can.
+    fn read_job(&self, dirs: &[Dir], job: &Job, buf: &mut Vec<u8>) -> Result<bool, PathError> {
+        for d in &job.dirs {
+            if self.read_listed(&dirs[*d], &job.name, buf)? {
+                return Ok(true);
             }
-            return Ok(Message::parse(&bytes).ok());
         }
         // Moved on from every name listed: look once more where it goes next.
-        let last = job.paths.last().and_then(|p| p.file_name()).and_then(|n| n.to_str()).and_then(message_id);
-        if let (Some(id), Some(Place { agent: Some(agent), state })) = (last, job.places.last()) {
-            let next: &[Folder] = match state {
-                State::Unread => &[Folder::Read, Folder::Archive],
-                State::Read => &[Folder::Archive],
-                _ => &[],
-            };
-            for folder in next {
-                if let Some(bytes) = self.read_listed(&self.message_path(agent, *folder, id))? {
-                    return Ok(if keep(&bytes) { Message::parse(&bytes).ok() } else { None });
-                }
+        let (Some(id), Some(last)) = (message_id(&job.name), job.dirs.last().map(|d| &dirs[*d])) else {
+            return Ok(false);
+        };
+        let Some(agent) = &last.place.agent else { return Ok(false) };
+        let next: &[Folder] = match last.place.state {
+            State::Unread => &[Folder::Read, Folder::Archive],
+            State::Read => &[Folder::Archive],
+            _ => &[],
+        };
+        for folder in next {
+            let dir = Dir { path: self.dir(agent, *folder), place: last.place.clone(), fd: None };
+            if self.read_listed(&dir, &crate::mailbox::message_file(id), buf)? {
+                return Ok(true);
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
-    /// A listed file's bytes: never through a link, never blocking, at most
-    /// the read limit (`None` when it is gone, too large or not a regular file).
-    fn read_listed(&self, path: &std::path::Path) -> Result<Option<Vec<u8>>, PathError> {
-        let file = match crate::fsx::open_regular(fs::OpenOptions::new().read(true), path) {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(None),
-            // Replaced by something that is not a file since it was listed: passed over.
-            Err(e) if e.source.kind() == std::io::ErrorKind::InvalidData => return Ok(None),
-            Err(e) => return Err(e),
+    /// Reads the file `name` of a listed folder into `buf`: never through a
+    /// link, never blocking, at most the read limit (`false` when it is
+    /// gone, too large or not a regular file). The name is opened relative
+    /// to the open folder, then looked at once on the open file, and most
+    /// often read in one call: the buffer holds its size and a byte more, so
+    /// that a file that grew is seen.
+    fn read_listed(&self, dir: &Dir, name: &str, buf: &mut Vec<u8>) -> Result<bool, PathError> {
+        let path = || dir.path.join(name);
+        let mut file = match open_in(dir, name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            // A link (ELOOP) or a socket (ENXIO) put there since it was listed: passed over.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENXIO)) => return Ok(false),
+            Err(e) => return Err(e).with_path(path()),
         };
-        let mut bytes = Vec::new();
-        file.take(self.read_limit.saturating_add(1)).read_to_end(&mut bytes).with_path(path)?;
-        Ok((bytes.len() as u64 <= self.read_limit).then_some(bytes))
+        let m = file.metadata().with_path(path())?;
+        if !m.file_type().is_file() || m.len() > self.read_limit {
+            return Ok(false);
+        }
+        let size = m.len() as usize;
+        buf.clear();
+        buf.resize(size + 1, 0);
+        let mut n = 0;
+        // Up to the size it had (one call, most often), or its end if it shrank.
+        while n < size {
+            match file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).with_path(path()),
+            }
+        }
+        if n == size + 1 {
+            // It grew since it was looked at: the rest, up to the limit.
+            let rest = self.read_limit.saturating_add(1).saturating_sub(n as u64);
+            (&mut file).take(rest).read_to_end(buf).with_path(path())?;
+            n = buf.len();
+        }
+        buf.truncate(n);
+        Ok(buf.len() as u64 <= self.read_limit)
     }
+}
+
+/// Opens `name` in a listed folder for reading: relative to the open folder
+/// when there is one (no walk of the whole path), never following a link,
+/// never blocking.
+fn open_in(dir: &Dir, name: &str) -> std::io::Result<fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    let Some(fd) = &dir.fd else {
+        use std::os::unix::fs::OpenOptionsExt;
+        return fs::OpenOptions::new().read(true).custom_flags(flags).open(dir.path.join(name));
+    };
+    let c = std::ffi::CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a NUL-terminated name and `fd` an open folder that outlives the call.
+    let raw = unsafe { libc::openat(fd.as_raw_fd(), c.as_ptr(), flags) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor this call just opened and nothing else owns.
+    Ok(unsafe { fs::File::from_raw_fd(raw) })
 }
 
 #[cfg(test)]

@@ -165,8 +165,9 @@ pub fn thread(org: &Org, id: &str) -> Result<ThreadView, ViewError> {
             .find_map(|f| mb.find(a, f, id).ok().flatten())
     });
     let thread = named.map_or_else(|| id.to_string(), |m| m.thread);
-    let needle = thread.as_bytes();
-    let keep = |bytes: &[u8]| contains(bytes, needle) || contains(bytes, b"\\u");
+    // A message is UTF-8 (one that is not does not parse): the search is std's.
+    let keep =
+        |bytes: &[u8]| std::str::from_utf8(bytes).is_ok_and(|t| t.contains(thread.as_str()) || t.contains("\\u"));
     let scanned = mb.scan(&agents, true, &keep);
     let found: BTreeMap<&str, &crate::mailbox::Located> =
         scanned.messages.iter().filter(|(_, l)| l.message.thread == thread).map(|(k, l)| (k.as_str(), l)).collect();
@@ -188,11 +189,6 @@ pub fn thread(org: &Org, id: &str) -> Result<ThreadView, ViewError> {
         })
         .collect();
     Ok(ThreadView { thread, messages, unreadable: unreadable(scanned.unreadable).collect() })
-}
-
-/// Whether `needle` occurs in `hay`.
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Messages as a tree by `reply_to`, depth first: each with its depth and
@@ -293,6 +289,18 @@ mod tests {
             assert_eq!(v.messages[2].unread_by, ["manager"]);
             assert!(v.messages[0].unread_by.is_empty());
         }
+        // A message that spells its thread with an escape is in it too.
+        let escaped = Message { id: "20990101T000000000Z-esc".into(), reply_to: None, ..again.clone() };
+        let text = String::from_utf8(escaped.to_bytes()).unwrap();
+        let first = asked.thread.chars().next().unwrap();
+        let text = text.replace(
+            &format!("\"thread\": \"{}", asked.thread),
+            &format!("\"thread\": \"\\u{:04x}{}", first as u32, &asked.thread[1..]),
+        );
+        assert!(!text.contains(asked.thread.as_str()), "the thread's id is not in the bytes: {text}");
+        std::fs::write(dir.path().join("agents/manager/inbox/new/20990101T000000000Z-esc.json"), text).unwrap();
+        let v = thread(&org, &asked.thread).unwrap();
+        assert!(v.messages.iter().any(|m| m.message.id == escaped.id), "the escaped thread is read as it parses");
         let e = thread(&org, "no-such-id").unwrap_err();
         assert!(matches!(e, ViewError::UnknownThread(_)) && e.to_string().contains("no-such-id"), "{e}");
         // A path is no id: it names no thread.
