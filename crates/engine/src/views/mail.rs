@@ -292,10 +292,11 @@ mod tests {
         // A message that spells its thread with an escape is in it too.
         let escaped = Message { id: "20990101T000000000Z-esc".into(), reply_to: None, ..again.clone() };
         let text = String::from_utf8(escaped.to_bytes()).unwrap();
-        let first = asked.thread.chars().next().unwrap();
+        let t = &asked.thread;
+        let second = t[1..].chars().next().unwrap();
         let text = text.replace(
-            &format!("\"thread\": \"{}", asked.thread),
-            &format!("\"thread\": \"\\u{:04x}{}", first as u32, &asked.thread[1..]),
+            &format!("\"thread\": \"{t}"),
+            &format!("\"thread\": \"{}\\u{:04x}{}", &t[..1], second as u32, &t[2..]),
         );
         assert!(!text.contains(asked.thread.as_str()), "the thread's id is not in the bytes: {text}");
         std::fs::write(dir.path().join("agents/manager/inbox/new/20990101T000000000Z-esc.json"), text).unwrap();
