@@ -1205,7 +1205,7 @@ mod tests {
         assert_eq!(count(&check(&root), Code::DuplicateId), 1);
         put(&root, "agents/manager/inbox/archive/m1.json", m.to_bytes());
 
-        put(&root, "agents/manager/inbox/archive/junk.json", b"not a message".to_vec());
+        put(&root, "agents/manager/inbox/archive/junk.json", b"not a message");
         put(&root, "agents/manager/inbox/archive/m9.json", msg("m2", "human", &["manager"]).to_bytes());
         let c = codes(&check(&root));
         assert!(
