@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long)]
     pub all: bool,
     /// md (Markdown), json or html (one self-contained file)
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, value_name = "KIND")]
     pub format: FormatArg,
     /// Write to this file (atomically) instead of stdout
     #[arg(short, long, value_name = "FILE")]

@@ -309,6 +309,14 @@ impl FsMailStore {
         }
     }
 
+    /// The message the dead letter `id` holds, if it holds one with that id.
+    pub fn dead_message(&self, id: &str) -> Option<Message> {
+        match fsx::read_entry(&self.letter_path(id), self.read_limit) {
+            Ok(Entry::File { bytes, .. }) => Message::parse(&bytes).ok().filter(|m| m.id == id),
+            _ => None,
+        }
+    }
+
     fn read_box(&self, agent: &str, sub: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
         let read = self.read_box_skipping(agent, sub)?;
         match read.unreadable.into_iter().next() {

@@ -159,11 +159,14 @@ pub fn thread(org: &Org, id: &str) -> Result<ThreadView, ViewError> {
     }
     let mb = org.mail();
     let agents = agent_folders(&org.layout);
-    let named = agents.iter().find_map(|a| {
-        [Folder::Unread, Folder::Read, Folder::Archive, Folder::Sent]
-            .into_iter()
-            .find_map(|f| mb.find(a, f, id).ok().flatten())
-    });
+    let named = agents
+        .iter()
+        .find_map(|a| {
+            [Folder::Unread, Folder::Read, Folder::Archive, Folder::Sent]
+                .into_iter()
+                .find_map(|f| mb.find(a, f, id).ok().flatten())
+        })
+        .or_else(|| mb.dead_message(id));
     let thread = named.map_or_else(|| id.to_string(), |m| m.thread);
     // A message is UTF-8 (one that is not does not parse): the search is std's.
     let keep =
@@ -338,6 +341,8 @@ mod tests {
         let other = send(&org, "human", "manager", "another topic", SendOptions::default()).unwrap();
         deliver(&dir, "manager", &other);
 
+        // A dead letter's id names its thread too.
+        assert_eq!(thread(&org, &died.id).unwrap().thread, asked.thread);
         let v = thread(&org, &answer.id).unwrap();
         let shape: Vec<(&str, usize, Option<&str>)> =
             v.messages.iter().map(|m| (m.message.id.as_str(), m.depth, m.parent.as_deref())).collect();
