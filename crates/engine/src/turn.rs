@@ -129,6 +129,7 @@ pub async fn run_keeping(
     t.consume(&replies.records)?;
     fault::point("consumed");
     t.archive()?;
+    fault::point("archived");
     let routed_before = t.ev.list().len();
     route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
     t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);

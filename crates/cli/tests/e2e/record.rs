@@ -5,7 +5,7 @@ use std::fs;
 
 use serde_json::Value;
 
-use crate::fixture::TestOrg;
+use crate::fixture::{run, TestOrg};
 
 /// An org that archives read mail one turn after it was written, and a
 /// three-agent conversation run on the mock: the human asks the manager, who
@@ -60,6 +60,38 @@ fn read_mail_is_archived_and_still_shown_by_inbox_all_and_fsck_is_clean() {
     let id = org.lemming_ok(&["send", "--reply-to", &answer, "manager", "one more thing"]).stdout.trim().to_string();
     let sent = crate::fixture::read_json(&org.path(&format!("agents/human/outbox/new/{id}.json")));
     assert_eq!(sent["thread"], asked.as_str(), "the thread of the archived message it answers");
+}
+
+/// A crash before the archive's moves, or after them but before the turn
+/// commits: the repeated turn leaves each message in exactly one folder, as
+/// an uninterrupted turn does, and fsck finds nothing wrong.
+#[test]
+fn a_crash_around_the_archive_loses_and_duplicates_nothing() {
+    for point in ["consumed", "archived"] {
+        let org = TestOrg::new();
+        let toml = org.read("org/org.toml");
+        org.write("org/org.toml", format!("{toml}\narchive_after_turns = 1\n"));
+        let asked = org.send("manager", "please plan the launch with @planner");
+        let crashed = run(org.command(&["step"]).env("LEMMING_CRASH_AT", point));
+        assert_ne!(crashed.code, Some(0), "{point}: the step did not crash\n{crashed}");
+        let t = org.step();
+        assert_eq!(t["turn"], 1, "{point}: the turn is repeated: {t:#}");
+        // The question sits in the manager's archive only; every message in one place, once.
+        let folders = |agent: &str| -> Vec<String> {
+            ["new", "cur", "archive"].iter().flat_map(|f| org.ids(agent, "inbox", f)).collect()
+        };
+        assert_eq!(org.ids("manager", "inbox", "archive"), std::slice::from_ref(&asked), "{point}: {t:#}");
+        for agent in ["manager", "planner", "human"] {
+            let mut ids = folders(agent);
+            let n = ids.len();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), n, "{point}: {agent} holds a message twice: {ids:?}");
+        }
+        assert_eq!(folders("human").len(), 1, "{point}: one answer, not two");
+        assert_eq!(folders("planner").len(), 1, "{point}: one forward, not two");
+        org.lemming_ok(&["fsck"]);
+    }
 }
 
 #[test]
