@@ -10,7 +10,8 @@
 //! calls; the server table (`server.rs`) times the API, the event stream and
 //! what serving adds to a turn; the search table (`search.rs`) times `lemming
 //! search` over 100,000 messages and what the index adds to a turn; the backup table (`backup.rs`) times `lemming
-//! backup` and `restore` of 100,000 messages. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
+//! backup` and `restore` of 100,000 messages; the record table (`thread.rs`) times `lemming
+//! thread` of a long conversation. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
 //! synthetic org for your own experiments.
 
 mod backup;
@@ -20,6 +21,7 @@ mod http_stub;
 mod search;
 mod server;
 mod synth;
+mod thread;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -171,6 +173,9 @@ fn run_all(runs: usize) -> Result<bool, String> {
     }
     if only.is_empty() || only == "backup" {
         all_ok &= backup::run(&base)?;
+    }
+    if only.is_empty() || only == "thread" {
+        all_ok &= thread::run(&base, runs)?;
     }
     Ok(all_ok)
 }

@@ -55,12 +55,14 @@ pub enum Command {
     Inbox(commands::inbox::Args),
     /// Talk to an agent: send each line read from stdin and show the replies
     Chat(commands::chat::Args),
-    /// Show a whole conversation across every inbox, as a tree of replies
+    /// Show a whole conversation across every mailbox, as a tree of replies
     Thread(commands::thread::Args),
     /// Find messages in every inbox, outbox and dead letter, best match first
     Search(commands::search::Args),
     /// Derive a committed turn again from its journal and compare it with the files
     Replay(commands::replay::Args),
+    /// Write a thread, an agent's mail or the whole org's as Markdown, JSON or one HTML file
+    Export(commands::export::Args),
     /// Show the turn, the daemon, each agent and the dead letters
     Status(commands::status::Args),
     /// Show an agent's activity log: one entry per run (-f follows it)
@@ -184,6 +186,7 @@ pub fn main() -> ExitCode {
         Command::Search(a) => commands::search::run(&ctx, a),
         Command::Reindex(a) => commands::reindex::run(&ctx, a),
         Command::Replay(a) => commands::replay::run(&ctx, a),
+        Command::Export(a) => commands::export::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -127,6 +127,8 @@ pub enum MessageLayout {
     Full {
         /// Not read yet.
         unread: bool,
+        /// Read and moved to the archive (tagged `[archived]`).
+        archived: bool,
     },
     /// For a conversation: `sender (subject): body`, continuation lines indented.
     Chat,
@@ -147,7 +149,10 @@ pub fn message(m: &Message, layout: MessageLayout) -> String {
             let body = term::text(m.body.trim_end()).replace('\n', "\n  ");
             format!("{}{tags}{subject}: {body}\n", term::line(&m.from))
         }
-        MessageLayout::Full { unread } => {
+        MessageLayout::Full { unread, archived } => {
+            if archived {
+                tags.push_str(" [archived]");
+            }
             let mut s = format!(
                 "{} {} from {} to {}{tags}\n  id: {}",
                 if unread { "●" } else { " " },
@@ -202,7 +207,7 @@ mod tests {
             msg(serde_json::json!({"id": "m1", "from": "lemming", "to": ["human", "hr"], "body": "no\nroute\x1b[2J",
             "subject": "bounced", "kind": "bounce", "priority": "urgent", "reply_to": "m0",
             "created_at": "2026-01-02T03:04:05Z"}));
-        let full = message(&m, MessageLayout::Full { unread: true });
+        let full = message(&m, MessageLayout::Full { unread: true, archived: false });
         assert_eq!(
             full,
             "● 2026-01-02 03:04:05 from lemming to human, hr [bounce] [urgent]\n  id: m1  reply to: m0\n  subject: \
@@ -212,7 +217,7 @@ mod tests {
         let plain = msg(serde_json::json!({"id": "m2", "from": "manager", "to": "human", "body": "hi\n",
             "created_at": "2026-01-02T03:04:05Z"}));
         assert_eq!(message(&plain, MessageLayout::Chat), "manager: hi\n");
-        assert!(message(&plain, MessageLayout::Full { unread: false })
+        assert!(message(&plain, MessageLayout::Full { unread: false, archived: false })
             .starts_with("  2026-01-02 03:04:05 from manager to human\n"));
     }
 }

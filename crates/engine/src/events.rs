@@ -74,6 +74,9 @@ pub struct TurnReport {
     /// Tool calls whose results this turn delivered (their agents are due).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tool_calls: usize,
+    /// Read messages this turn moved to `inbox/archive/` (`archive_after_turns`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub archived: usize,
     /// How long the turn took, from its start to its commit, in milliseconds
     /// (by the turn's clock).
     #[serde(default)]

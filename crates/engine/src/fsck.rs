@@ -8,7 +8,9 @@
 //! `inbox/new` → `dead/`), before it reports anything:
 //!
 //! - a message is a duplicate only if it is in `inbox/cur` and then still in
-//!   `inbox/new` (nothing moves from `cur` back to `new`);
+//!   `inbox/new` (nothing moves from `cur` back to `new`), or in
+//!   `inbox/archive` and then still in `inbox/cur` or `inbox/new` (nothing
+//!   leaves the archive);
 //! - a sent message is lost for a recipient only if it is in neither inbox
 //!   folder and then no dead letter covers it (poison links the dead letter
 //!   before it removes the inbox copy);
@@ -59,7 +61,8 @@ pub enum Code {
     /// G2: a directory, symbolic link, FIFO, socket or device where a message
     /// file or a dead letter should be.
     NotARegularFile,
-    /// G3: a message both unread (`inbox/new`) and read (`inbox/cur`).
+    /// G3: a message in two of an inbox's folders at once: unread
+    /// (`inbox/new`), read (`inbox/cur`), archived (`inbox/archive`).
     DuplicateMessage,
     /// G3: an inbox file not named `<id>.json` after the id it holds.
     MisnamedMessage,
@@ -285,6 +288,13 @@ pub fn check(root: &Path) -> Report {
 struct Inbox {
     new: BTreeSet<String>,
     cur: BTreeSet<String>,
+    archive: BTreeSet<String>,
+}
+
+impl Inbox {
+    fn holds(&self, name: &str) -> bool {
+        self.new.contains(name) || self.cur.contains(name) || self.archive.contains(name)
+    }
 }
 
 /// A ledger charge or top-up, with its line number.
@@ -552,7 +562,8 @@ impl Fsck {
                 for id in &r.mail {
                     let new = self.mb.message_path(&r.agent, Folder::Unread, id);
                     let cur = self.mb.message_path(&r.agent, Folder::Read, id);
-                    if new.exists() && !cur.exists() {
+                    let archived = self.mb.message_path(&r.agent, Folder::Archive, id);
+                    if new.exists() && !cur.exists() && !archived.exists() {
                         let message = format!(
                             "turn {turn} committed {}'s reply to message {id}, but the message is still unread: the \
                              agent will read and answer it again (G4: mail is consumed once the reply is durable). \
@@ -608,7 +619,8 @@ impl Fsck {
             for pc in &r.tool_calls {
                 let new = self.mb.message_path(&r.agent, Folder::Unread, &pc.result);
                 let cur = self.mb.message_path(&r.agent, Folder::Read, &pc.result);
-                if !new.exists() && !cur.exists() {
+                let archived = self.mb.message_path(&r.agent, Folder::Archive, &pc.result);
+                if !new.exists() && !cur.exists() && !archived.exists() {
                     let message = format!(
                         "turn {turn} committed {}'s tool call {} ({}), but its result {} is not in the agent's                          inbox: the agent never learns how the call went (G8: each call gets exactly one result)",
                         r.agent, pc.call.id, pc.call.tool, pc.result
@@ -746,14 +758,31 @@ impl Fsck {
     fn inbox(&mut self, agent: &str) -> Inbox {
         let new_dir = self.mb.dir(agent, Folder::Unread);
         let cur_dir = self.mb.dir(agent, Folder::Read);
-        // `cur` first: mail only moves from `new` to `cur`, so a name seen in `cur`
-        // and then in `new` was in both at once.
+        let archive_dir = self.mb.dir(agent, Folder::Archive);
+        // Against the way mail moves (`new` to `cur` to `archive`): a name seen
+        // in a later folder and then in an earlier one was in both at once.
+        let archive_all = self.list_all(&archive_dir);
         let cur_all = self.list_all(&cur_dir);
         let new_all = self.list_all(&new_dir);
         let json = |all: &[std::ffi::OsString]| -> BTreeSet<String> {
             all.iter().filter_map(|n| n.to_str()).filter(|n| message_id(n).is_some()).map(String::from).collect()
         };
-        let (cur, new) = (json(&cur_all), json(&new_all));
+        let (archive, cur, new) = (json(&archive_all), json(&cur_all), json(&new_all));
+        for (earlier, dir, state) in [(&cur, &cur_dir, "read"), (&new, &new_dir, "unread")] {
+            for name in archive.intersection(earlier) {
+                let (e, a) = (dir.join(name), archive_dir.join(name));
+                if a.exists() && e.exists() {
+                    let id = message_id(name).unwrap_or(name);
+                    let message = format!(
+                        "message {id} is both archived and {state} in {agent}'s inbox: it was delivered or moved \
+                         twice (G3). The archived copy is the one read; remove the other so it is not read or \
+                         archived again: rm {}",
+                        crate::term::shell_path(&self.rel(&e))
+                    );
+                    self.push(Code::DuplicateMessage, &[&e, &a], message);
+                }
+            }
+        }
         for name in new.intersection(&cur) {
             let (n, c) = (new_dir.join(name), cur_dir.join(name));
             if c.exists() && n.exists() {
@@ -790,8 +819,9 @@ impl Fsck {
             }
         }
         let skipped = "Readers skip it; move it out of the inbox";
-        for name in &cur_all {
-            let path = cur_dir.join(name);
+        for name in cur_all.iter().map(|n| (&cur_dir, n)).chain(archive_all.iter().map(|n| (&archive_dir, n))) {
+            let path = name.0.join(name.1);
+            let name = name.1;
             match name.to_str().filter(|n| n.ends_with(".json")) {
                 Some(n) => self.message_file(agent, &path, n, skipped),
                 // Readers skip other names in `cur/`; only what is not a file is worth a word.
@@ -800,7 +830,7 @@ impl Fsck {
                 }
             }
         }
-        Inbox { new, cur }
+        Inbox { new, cur, archive }
     }
 
     /// Parses an inbox file: it must be a message named after its id. `then`
@@ -938,13 +968,14 @@ impl Fsck {
         let name = crate::mailbox::message_file(&msg.id);
         let valid = AgentName::new(to).is_ok();
         if valid {
-            if inboxes.get(to).is_some_and(|i| i.new.contains(&name) || i.cur.contains(&name)) {
+            if inboxes.get(to).is_some_and(|i| i.holds(&name)) {
                 self.same_copy(from, sent, msg, bytes, to);
                 return;
             }
             // Delivered since the inbox was listed, or moved on: look again, in the order mail moves.
-            if self.mb.message_path(to, Folder::Unread, &msg.id).exists()
-                || self.mb.message_path(to, Folder::Read, &msg.id).exists()
+            if [Folder::Unread, Folder::Read, Folder::Archive]
+                .into_iter()
+                .any(|f| self.mb.message_path(to, f, &msg.id).exists())
             {
                 self.same_copy(from, sent, msg, bytes, to);
                 return;
@@ -977,8 +1008,9 @@ impl Fsck {
             return;
         }
         let message = format!(
-            "message {} from {from} to {to} was routed (it is in {from}'s outbox/sent) but is in neither inbox/new \
-             nor inbox/cur of {to}, and no dead letter says why: it was lost (G3). To deliver it again: cp {} {}",
+            "message {} from {from} to {to} was routed (it is in {from}'s outbox/sent) but is in none of inbox/new, \
+             inbox/cur and inbox/archive of {to}, and no dead letter says why: it was lost (G3). To deliver it \
+             again: cp {} {}",
             msg.id,
             self.rel(sent).display(),
             self.rel(&inbox).display()
@@ -992,9 +1024,8 @@ impl Fsck {
     fn same_copy(&mut self, from: &str, sent: &Path, msg: &Message, bytes: &[u8], to: &str) {
         let Ok(m) = fs::symlink_metadata(sent) else { return };
         let fid = fsx::FileId::of(&m);
-        // Mail moves from `new` to `cur`: look in that order.
-        for copy in [self.mb.message_path(to, Folder::Unread, &msg.id), self.mb.message_path(to, Folder::Read, &msg.id)]
-        {
+        // Mail moves from `new` to `cur` to `archive`: look in that order.
+        for copy in [Folder::Unread, Folder::Read, Folder::Archive].map(|f| self.mb.message_path(to, f, &msg.id)) {
             match self.mb.same_file(&copy, fid, bytes) {
                 Ok(true) => return,
                 Ok(false) if fs::symlink_metadata(&copy).is_ok() => {
@@ -1259,6 +1290,48 @@ mod tests {
             )]
         );
         assert_eq!(r.violations(), 1, "{:#?}", r.findings);
+    }
+
+    /// Archived mail is read mail: it counts as delivered, a copy both
+    /// archived and read (or unread) is a duplicate, and its files are checked.
+    #[test]
+    fn archived_mail_is_delivered_mail_and_is_checked_like_read_mail() {
+        let (_d, root) = org();
+        let m = msg("m1", "human", &["manager"]);
+        sent(&root, &m);
+        deliver(&root, &m, "manager", "archive");
+        let r = check(&root);
+        assert!(r.ok(), "an archived copy is a delivered copy: {:#?}", r.findings);
+        assert_eq!(count(&r, Code::LostMessage), 0);
+
+        deliver(&root, &m, "manager", "cur");
+        let r = check(&root);
+        assert_eq!(
+            codes(&r).into_iter().filter(|(c, _)| *c == Code::DuplicateMessage).collect::<Vec<_>>(),
+            [(
+                Code::DuplicateMessage,
+                vec![
+                    "agents/manager/inbox/cur/m1.json".to_string(),
+                    "agents/manager/inbox/archive/m1.json".to_string()
+                ]
+            )]
+        );
+        fs::remove_file(root.join("agents/manager/inbox/cur/m1.json")).unwrap();
+
+        // Another message under m1's name in the archive: m1 never reached the manager.
+        let other = Message { body: "another".into(), ..msg("m1", "human", &["manager"]) };
+        put(&root, "agents/manager/inbox/archive/m1.json", other.to_bytes());
+        assert_eq!(count(&check(&root), Code::DuplicateId), 1);
+        put(&root, "agents/manager/inbox/archive/m1.json", m.to_bytes());
+
+        put(&root, "agents/manager/inbox/archive/junk.json", b"not a message");
+        put(&root, "agents/manager/inbox/archive/m9.json", msg("m2", "human", &["manager"]).to_bytes());
+        let c = codes(&check(&root));
+        assert!(
+            c.contains(&(Code::UnparseableMessage, vec!["agents/manager/inbox/archive/junk.json".into()])),
+            "{c:?}"
+        );
+        assert!(c.contains(&(Code::MisnamedMessage, vec!["agents/manager/inbox/archive/m9.json".into()])), "{c:?}");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!    answer is parsed ([`reply`]) into a record with the plan of its effects.
 //! 5. **Journal** the records ([`journal`]), then **apply** their effects:
 //!    outbox messages, [`memory`] operations, the ledger charge, attempts and
-//!    poison, the activity log; then **consume**: the mail read moves to `cur/`.
+//!    poison, the activity log; then **consume**: the mail read moves to `cur/`,
+//!    and with `archive_after_turns`, read mail old enough moves to `archive/`.
 //! 6. **Route again**, so replies arrive in the same turn.
 //! 7. **Commit**: `org/state/turn.json` is replaced atomically, with the
 //!    turn's events in it, then the events are appended to `events.jsonl`.
@@ -69,6 +70,7 @@
 //!   route, whom it would run and with which prompt, written nowhere
 //!   (`lemming step --dry-run`);
 //! - [`backup`]: the org as one archive, copied between two turns, and its restore;
+//! - [`export`]: a thread, an agent's mail or the org's as Markdown, JSON or one HTML file;
 //! - [`fault`]: crash points for tests; [`error`]: paths and diagnostics.
 #![warn(missing_docs)]
 
@@ -84,6 +86,7 @@ pub mod daemon;
 pub mod edit;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod fault;
 pub mod follow;
 pub mod fsck;

@@ -9,6 +9,7 @@
 //! ```text
 //! agents/<name>/outbox/{tmp,new,sent}/   written to tmp, renamed to new, moved to sent once routed
 //! agents/<name>/inbox/{tmp,new,cur}/     delivered to new; moved to cur once consumed
+//! agents/<name>/inbox/archive/           read mail moved aside `archive_after_turns` after it was written
 //! agents/<name>/inbox/.attempts.json     failed attempts per unread message
 //! org/state/dead/<id>.json, <id>.why.json  undeliverable or poisoned mail and the reason
 //! org/state/dead/<id>.dir/                 a directory found in a mailbox, moved aside
@@ -42,8 +43,10 @@ use crate::message::{Message, ParseMessageError};
 use crate::watch::Watcher;
 
 mod fs;
+mod scan;
 
 pub use fs::{is_pending_entry, DeadFiles, Folder, FsMailStore, Side, DEAD_LETTERS};
+pub use scan::{Located, Place, Scanned, State};
 
 /// The most bytes read of one inbox file, unless the org's `max_message_bytes`
 /// is larger (see [`FsMailStore::with_read_limit`]).
@@ -106,7 +109,7 @@ pub trait MailStore: Send + Sync {
     /// Every unread message, oldest id first, and apart the entries that are not messages.
     fn unread(&self, agent: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError>;
 
-    /// Whether an agent's inbox holds message `id`, read or unread.
+    /// Whether an agent's inbox holds message `id`, unread, read or archived.
     fn has(&self, agent: &str, id: &str) -> bool;
 
     /// Whether message `id` is unread (and not read as well) in an agent's inbox.

@@ -5,7 +5,7 @@
 use crate::chart::Denial;
 use crate::error::PathError;
 use crate::journal::Journal;
-use crate::mailbox::MailStore;
+use crate::mailbox::{Folder, MailStore};
 use crate::message::{self, Kind, Message, Priority, To};
 use crate::org::{Org, UnknownAgent};
 
@@ -150,7 +150,14 @@ pub fn send(org: &Org, from: &str, to: &str, body: &str, opts: SendOptions) -> R
             if !message::valid_id(id) {
                 return Err(SendError::BadReplyTo(id.clone()));
             }
-            let found = mb.read_mail(from)?.into_iter().chain(mb.unread(from)?.0).find(|m| &m.id == id);
+            // Read, unread or archived, by the file its id names.
+            let mut found = None;
+            for folder in [Folder::Read, Folder::Unread, Folder::Archive] {
+                if let Some(m) = mb.find(from, folder, id)? {
+                    found = Some(m);
+                    break;
+                }
+            }
             found.map(|m| m.thread).unwrap_or_else(|| id.clone())
         }
         None => String::new(),

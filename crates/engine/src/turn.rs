@@ -7,7 +7,8 @@
 //! 3. **pick** the agents that are due and can pay, with their prompts (`pick.rs`);
 //! 4. **call** their models, concurrently up to `max_parallel`, and
 //!    **journal** the replies (`call.rs`);
-//! 5. **apply** their effects and **consume** the mail they read (`apply.rs`);
+//! 5. **apply** their effects and **consume** the mail they read (`apply.rs`),
+//!    then **archive** read mail old enough, with `archive_after_turns` (`archive.rs`);
 //! 6. **route again**, so replies arrive in the same turn;
 //! 7. **commit** (`commit.rs`).
 //!
@@ -47,6 +48,7 @@ use crate::trouble;
 
 mod act;
 mod apply;
+mod archive;
 mod call;
 mod commit;
 mod pick;
@@ -130,6 +132,8 @@ pub async fn run_keeping(
     fault::point("effects");
     t.consume(&replies.records)?;
     fault::point("consumed");
+    t.archive()?;
+    fault::point("archived");
     let routed_before = t.ev.list().len();
     route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
     t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);

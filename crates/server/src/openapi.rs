@@ -182,7 +182,7 @@ pub fn spec() -> Value {
     paths.insert("/api/messages/{id}".into(), json!({ "get": op("One message, and who has it read or unread.", vec![path_param("id", "A message id.")], None, map(vec![
             ("200", ok("The message.", json!({ "$ref": "#/components/schemas/MessageRow" }))), ("400", err("Not a message id.")), ("404", err("No such message.")),
         ]), true) }));
-    paths.insert("/api/threads/{id}".into(), json!({ "get": op("A conversation as a tree of replies, from every inbox.", vec![path_param("id", "A thread id, or the id of one of its messages.")], None, map(vec![
+    paths.insert("/api/threads/{id}".into(), json!({ "get": op("A conversation as a tree of replies, from every mailbox (inboxes, sent mail, dead letters).", vec![path_param("id", "A thread id, or the id of one of its messages.")], None, map(vec![
             ("200", ok("The thread.", json!({ "type": "object", "properties": { "thread": { "type": "string" }, "messages": { "type": "array", "items": obj() }, "unreadable": { "type": "array", "items": obj() } } }))),
             ("400", err("Not a message id.")), ("404", err("No such thread.")),
         ]), true) }));
@@ -272,7 +272,8 @@ pub fn spec() -> Value {
                     "subject": { "type": "string", "nullable": true }, "body": { "type": "string" }, "priority": { "type": "string", "enum": ["low", "normal", "urgent"] },
                     "reply_to": { "type": "string", "nullable": true }, "thread": { "type": "string" }, "created_at": { "type": "string", "format": "date-time" },
                     "turn": { "type": "integer" }, "kind": { "type": "string" },
-                    "unread_by": { "type": "array", "items": { "type": "string" } }, "read_by": { "type": "array", "items": { "type": "string" } } } }
+                    "unread_by": { "type": "array", "items": { "type": "string" } }, "read_by": { "type": "array", "items": { "type": "string" } },
+                    "archived_by": { "type": "array", "items": { "type": "string" } } } }
             }
         }
     })

@@ -19,7 +19,7 @@ use crate::render::{message, print_json, MessageLayout};
 pub struct Args {
     /// Whose inbox [default: human]. Other agents' mail is only shown, never marked read.
     pub agent: Option<String>,
-    /// Show read mail too
+    /// Show read mail too, archived mail included (tagged [archived]; `"archived": true` in --json)
     #[arg(long)]
     pub all: bool,
     /// Do not mark anything read (nor send read receipts, nor move what is not a message to dead)
@@ -61,7 +61,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         eprintln!("No unread mail for {agent}.");
     } else {
         for m in &view.messages {
-            print!("{}", message(&m.message, MessageLayout::Full { unread: m.unread }));
+            print!("{}", message(&m.message, MessageLayout::Full { unread: m.unread, archived: m.archived }));
         }
     }
     let ids = view.unread_ids();
@@ -83,7 +83,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
                 fresh = new_mail.next() => {
                     let fresh = fresh?;
                     for m in fresh.iter().cloned() {
-                        print_one(&InboxMessage { message: m, unread: true }, ctx.json)?;
+                        print_one(&InboxMessage { message: m, unread: true, archived: false }, ctx.json)?;
                     }
                     if mark_read {
                         send::mark_read(&org, &agent, &fresh, &Sources::real())?;
@@ -138,7 +138,7 @@ fn print_one(m: &InboxMessage, as_json: bool) -> Result<(), CliError> {
     if as_json {
         println!("{}", serde_json::to_string(m).map_err(|e| CliError::user(e.to_string()))?);
     } else {
-        print!("{}", message(&m.message, MessageLayout::Full { unread: m.unread }));
+        print!("{}", message(&m.message, MessageLayout::Full { unread: m.unread, archived: m.archived }));
     }
     Ok(())
 }

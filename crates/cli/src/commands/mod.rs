@@ -5,6 +5,7 @@ pub mod backup;
 pub mod chat;
 pub mod control;
 pub mod doctor;
+pub mod export;
 pub mod fsck;
 pub mod inbox;
 pub mod init;

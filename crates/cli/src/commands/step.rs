@@ -69,6 +69,9 @@ fn summary(r: &lemming_engine::turn::TurnReport) -> String {
     for (a, why) in &r.skipped {
         s.push_str(&format!("\n  skipped: {a} ({})", why));
     }
+    if r.archived > 0 {
+        s.push_str(&format!("\n  archived: {} read message(s) moved to inbox/archive", r.archived));
+    }
     if r.held > 0 {
         s.push_str(&format!("\n  held: {} message(s) wait for an invalid resume to be fixed", r.held));
     }

@@ -24,6 +24,7 @@ mod output_cli;
 mod peers;
 mod people;
 mod providers;
+mod record;
 mod replay;
 mod replies;
 mod routing;

@@ -21,7 +21,7 @@ use crate::watch::{self, Watcher};
 #[derive(Debug, Clone)]
 pub struct FsMailStore {
     root: PathBuf,
-    read_limit: u64,
+    pub(super) read_limit: u64,
     remote: BTreeSet<String>,
 }
 
@@ -36,6 +36,8 @@ pub enum Folder {
     Unread,
     /// `inbox/cur/`: read.
     Read,
+    /// `inbox/archive/`: read, and moved aside `archive_after_turns` after it was written.
+    Archive,
 }
 
 /// The half of an agent's mailbox a folder belongs to.
@@ -63,14 +65,14 @@ pub const DEAD_LETTERS: &str = "dead";
 impl Folder {
     /// Every folder that holds messages. A unit test checks it against
     /// [`FsMailStore::folders`], so a folder added there is listed here too.
-    pub const ALL: &'static [Folder] = &[Folder::Pending, Folder::Sent, Folder::Unread, Folder::Read];
+    pub const ALL: &'static [Folder] = &[Folder::Pending, Folder::Sent, Folder::Unread, Folder::Read, Folder::Archive];
 
     /// The half of the mailbox it is in: a message moves between the folders
     /// of one side (`new` → `cur`), never across.
     pub fn side(self) -> Side {
         match self {
             Folder::Pending | Folder::Sent => Side::Outbox,
-            Folder::Unread | Folder::Read => Side::Inbox,
+            Folder::Unread | Folder::Read | Folder::Archive => Side::Inbox,
         }
     }
 
@@ -80,6 +82,7 @@ impl Folder {
             Folder::Sent => "outbox/sent",
             Folder::Unread => "inbox/new",
             Folder::Read => "inbox/cur",
+            Folder::Archive => "inbox/archive",
         }
     }
 }
@@ -235,13 +238,17 @@ impl FsMailStore {
         Ok(path)
     }
 
-    /// The copy of message `id` in an agent's inbox (unread, else read), if any.
-    /// Whatever holds the name counts (a link is not followed).
+    /// The copy of message `id` in an agent's inbox (unread, else read, else
+    /// archived), if any. Whatever holds the name counts (a link is not followed).
     fn delivered_copy(&self, agent: &str, id: &str) -> Option<PathBuf> {
         let name = message_file(id);
-        [self.inbox(agent, "new").join(&name), self.inbox(agent, "cur").join(&name)]
-            .into_iter()
-            .find(|p| fs::symlink_metadata(p).is_ok())
+        [
+            self.inbox(agent, "new").join(&name),
+            self.inbox(agent, "cur").join(&name),
+            self.inbox(agent, "archive").join(&name),
+        ]
+        .into_iter()
+        .find(|p| fs::symlink_metadata(p).is_ok())
     }
 
     /// The copy of message `id` that an agent's inbox holds, wherever the
@@ -296,6 +303,43 @@ impl FsMailStore {
         self.read_box_skipping(agent, "cur")
     }
 
+    /// Reads every archived message (`inbox/archive/`) like
+    /// [`FsMailStore::read_mail_skipping`]; none when nothing was archived.
+    pub fn archive_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
+        self.read_box_skipping(agent, "archive")
+    }
+
+    /// Queues the move to `inbox/archive/` of every read message of `agent`
+    /// (`inbox/cur/`) written `after` or more turns before `turn`, and
+    /// returns how many. Each move is one rename, so a message is always in
+    /// `cur/` or in `archive/`, never lost and never in both; a name the
+    /// archive holds already is left in `cur/` (fsck reports it). Files of
+    /// `cur/` that are not messages stay where they are. The archive folder
+    /// is made (durably) the first time.
+    pub fn archive_read(&self, b: &mut Batch, agent: &str, turn: u64, after: u64) -> Result<usize, PathError> {
+        let read = self.read_box_skipping(agent, "cur")?;
+        let old: Vec<&Message> = read.messages.iter().filter(|m| turn.saturating_sub(m.turn) >= after).collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let archive = self.inbox(agent, "archive");
+        if !archive.is_dir() {
+            fs::create_dir_all(&archive).with_path(&archive)?;
+            fsx::sync_dir(&self.agent(agent).join("inbox"))?;
+        }
+        let mut n = 0;
+        for m in old {
+            let name = message_file(&m.id);
+            let (from, to) = (self.inbox(agent, "cur").join(&name), archive.join(&name));
+            // A file named by hand after another id is left alone.
+            if fs::symlink_metadata(&to).is_err() && fs::symlink_metadata(&from).is_ok() {
+                b.rename(from, to);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// The messages an agent's outbox has routed (`outbox/sent/`), read like
     /// [`FsMailStore::read_mail_skipping`], for people's views of every message.
     pub fn sent_skipping(&self, agent: &str) -> Result<MailRead, PathError> {
@@ -325,6 +369,14 @@ impl FsMailStore {
         match fsx::read_entry(&self.message_path(agent, folder, id), self.read_limit)? {
             Entry::File { bytes, .. } => Ok(Message::parse(&bytes).ok().filter(|m| m.id == id)),
             _ => Ok(None),
+        }
+    }
+
+    /// The message the dead letter `id` holds, if it holds one with that id.
+    pub fn dead_message(&self, id: &str) -> Option<Message> {
+        match fsx::read_entry(&self.letter_path(id), self.read_limit) {
+            Ok(Entry::File { bytes, .. }) => Message::parse(&bytes).ok().filter(|m| m.id == id),
+            _ => None,
         }
     }
 
@@ -639,7 +691,8 @@ impl MailStore for FsMailStore {
     fn conflict(&self, p: &Pending, m: &Checked) -> Result<Option<Conflict>, PathError> {
         let id = &m.msg.id;
         for to in m.msg.to.0.iter().filter(|to| self.is_local(to)) {
-            for folder in [Folder::Unread, Folder::Read] {
+            // In the order mail moves: unread, read, archived.
+            for folder in [Folder::Unread, Folder::Read, Folder::Archive] {
                 let copy = self.message_path(to, folder, id);
                 if self.same_file(&copy, m.fid, &m.bytes)? {
                     break;
@@ -718,7 +771,9 @@ impl MailStore for FsMailStore {
     }
 
     fn is_unread(&self, agent: &str, id: &str) -> bool {
-        self.message_path(agent, Folder::Unread, id).exists() && !self.message_path(agent, Folder::Read, id).exists()
+        self.message_path(agent, Folder::Unread, id).exists()
+            && !self.message_path(agent, Folder::Read, id).exists()
+            && !self.message_path(agent, Folder::Archive, id).exists()
     }
 
     fn consume(&self, b: &mut Batch, agent: &str, id: &str) {
@@ -878,6 +933,73 @@ mod tests {
         commit(&s, |b| s.consume(b, "b", "m1"));
         commit(&s, |b| queued = s.deliver(b, "b", &msg("m1", "a", "b", "third")));
         assert!(!queued && s.has("b", "m1"));
+    }
+
+    fn written_on(id: &str, turn: u64) -> Message {
+        Message { turn, ..msg(id, "a", "b", "x") }
+    }
+
+    #[test]
+    fn read_mail_old_enough_moves_to_the_archive_and_stays_delivered() {
+        let (_d, s) = store();
+        commit(&s, |b| {
+            for (id, turn) in [("m1", 1), ("m2", 3), ("m3", 4)] {
+                s.deliver(b, "b", &written_on(id, turn));
+            }
+        });
+        commit(&s, |b| {
+            s.consume(b, "b", "m1");
+            s.consume(b, "b", "m2");
+        });
+        fs::write(s.dir("b", Folder::Read).join("junk.json"), "{").unwrap();
+        // Turn 5, after 2 turns: m1 (turn 1) and m2 (turn 3) are old enough;
+        // m3 is unread, and junk is no message.
+        let mut b = Batch::new();
+        assert_eq!(s.archive_read(&mut b, "b", 5, 2).unwrap(), 2);
+        s.commit(b).unwrap();
+        let ids = |f| list_json(&s.dir("b", f)).unwrap();
+        assert_eq!(ids(Folder::Archive), ["m1.json", "m2.json"]);
+        assert_eq!(ids(Folder::Read), ["junk.json"]);
+        assert_eq!(ids(Folder::Unread), ["m3.json"]);
+        assert_eq!(s.find("b", Folder::Archive, "m1").unwrap().unwrap().id, "m1");
+        assert_eq!(s.archive_skipping("b").unwrap().messages.len(), 2);
+        // Nothing more to move: a repeat moves nothing.
+        let mut b = Batch::new();
+        assert_eq!(s.archive_read(&mut b, "b", 5, 2).unwrap(), 0);
+        assert!(b.is_empty());
+
+        // An archived id is still delivered: a repeated delivery is a no-op.
+        let mut queued = true;
+        commit(&s, |b| queued = s.deliver(b, "b", &msg("m1", "a", "b", "again")));
+        assert!(!queued && s.has("b", "m1") && !s.is_unread("b", "m1"));
+        assert!(!s.message_path("b", Folder::Unread, "m1").exists());
+        // So is one from an outbox, and another message under that id is a conflict.
+        s.send_now("a", &msg("m1", "a", "b", "other bytes")).unwrap();
+        let p = s.pending("a").unwrap().remove(0);
+        let Outgoing::Message(c) = s.read_pending(&p, READ_LIMIT).unwrap() else { panic!("a message") };
+        let mut b = Batch::new();
+        assert!(!s.deliver_pending(&mut b, &p, &c, "b"));
+        assert_eq!(
+            s.conflict(&p, &c).unwrap(),
+            Some(Conflict::Delivered { to: "b".into(), copy: PathBuf::from("agents/b/inbox/archive/m1.json") })
+        );
+    }
+
+    /// A name the archive holds already is never replaced by the move.
+    #[test]
+    fn archiving_never_replaces_an_archived_file() {
+        let (_d, s) = store();
+        commit(&s, |b| {
+            s.deliver(b, "b", &written_on("m1", 1));
+        });
+        commit(&s, |b| s.consume(b, "b", "m1"));
+        fs::create_dir_all(s.dir("b", Folder::Archive)).unwrap();
+        fs::write(s.message_path("b", Folder::Archive, "m1"), "kept").unwrap();
+        let mut b = Batch::new();
+        assert_eq!(s.archive_read(&mut b, "b", 9, 1).unwrap(), 0);
+        s.commit(b).unwrap();
+        assert_eq!(fs::read(s.message_path("b", Folder::Archive, "m1")).unwrap(), b"kept");
+        assert!(s.message_path("b", Folder::Read, "m1").exists());
     }
 
     #[test]

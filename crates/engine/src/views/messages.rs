@@ -1,6 +1,6 @@
 //! The message browser's views (`GET /api/messages`, `GET /api/messages/{id}`):
-//! every message the org holds, once each, from every inbox (unread and
-//! read) and every outbox's sent mail, with who has read it.
+//! every message the org holds, once each, from every inbox (unread, read
+//! and archived) and every outbox's sent mail, with who has read it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,8 +8,7 @@ use serde::Serialize;
 
 use super::status::Unreadable;
 use super::ViewError;
-use crate::error::PathError;
-use crate::mailbox::{Folder, MailRead};
+use crate::mailbox::{Folder, State};
 use crate::message::{self, Message};
 use crate::org::{agent_folders, Org};
 
@@ -29,6 +28,8 @@ pub struct MessageRow {
     pub unread_by: Vec<String>,
     /// The recipients who have read it (`inbox/cur/`).
     pub read_by: Vec<String>,
+    /// The recipients who have read it and archived it (`inbox/archive/`).
+    pub archived_by: Vec<String>,
 }
 
 /// Which messages a page shows.
@@ -74,38 +75,37 @@ pub enum MessageQueryError {
     View(#[from] ViewError),
 }
 
-/// Every message once, by id, with who holds it unread or read.
+/// Every message once, by id, with who holds it unread, read or archived.
 struct AllMail {
-    by_id: BTreeMap<String, (Message, BTreeSet<String>, BTreeSet<String>)>,
+    by_id: BTreeMap<String, Located>,
     unreadable: Vec<Unreadable>,
 }
 
+type Located = (Message, BTreeSet<String>, BTreeSet<String>, BTreeSet<String>);
+
 fn all_mail(org: &Org) -> AllMail {
-    let mb = org.mail();
-    let mut all = AllMail { by_id: BTreeMap::new(), unreadable: Vec::new() };
-    let mut errors: Vec<PathError> = Vec::new();
-    for agent in agent_folders(&org.layout) {
-        for (read, state) in
-            [(mb.unread_skipping(&agent), 0), (mb.read_mail_skipping(&agent), 1), (mb.sent_skipping(&agent), 2)]
-        {
-            let read = read.unwrap_or_else(|e| MailRead { unreadable: vec![e], ..MailRead::default() });
-            errors.extend(read.unreadable);
-            for m in read.messages {
-                let e = all.by_id.entry(m.id.clone()).or_insert_with(|| (m, BTreeSet::new(), BTreeSet::new()));
-                match state {
-                    0 => e.1.insert(agent.clone()),
-                    1 => e.2.insert(agent.clone()),
-                    _ => false,
-                };
-            }
-        }
-    }
-    all.unreadable = errors.into_iter().map(|e| Unreadable { path: e.path, error: e.source.to_string() }).collect();
-    all
+    let scanned = org.mail().scan(&agent_folders(&org.layout), false, &|_| true);
+    let by_id = scanned
+        .messages
+        .into_iter()
+        .map(|(id, l)| {
+            let by = |state| l.agents(state).into_iter().collect::<BTreeSet<String>>();
+            let (unread, read, archived) = (by(State::Unread), by(State::Read), by(State::Archived));
+            (id, (l.message, unread, read, archived))
+        })
+        .collect();
+    let unreadable =
+        scanned.unreadable.into_iter().map(|e| Unreadable { path: e.path, error: e.source.to_string() }).collect();
+    AllMail { by_id, unreadable }
 }
 
-fn row((message, unread, read): (Message, BTreeSet<String>, BTreeSet<String>)) -> MessageRow {
-    MessageRow { message, unread_by: unread.into_iter().collect(), read_by: read.into_iter().collect() }
+fn row((message, unread, read, archived): Located) -> MessageRow {
+    MessageRow {
+        message,
+        unread_by: unread.into_iter().collect(),
+        read_by: read.into_iter().collect(),
+        archived_by: archived.into_iter().collect(),
+    }
 }
 
 fn check_id(id: &str) -> Result<(), MessageQueryError> {
@@ -169,23 +169,24 @@ pub fn message(org: &Org, id: &str) -> Result<MessageRow, MessageQueryError> {
 }
 
 /// The message `id` from the files its id names in every mailbox (delivery
-/// names them so): a look in three folders per agent rather than a read of
+/// names them so): a look in four folders per agent rather than a read of
 /// every message (the dashboard asks for each message as it is delivered).
 fn by_file_name(org: &Org, id: &str) -> Option<MessageRow> {
     let mb = org.mail();
-    let (mut found, mut unread, mut read) = (None, BTreeSet::new(), BTreeSet::new());
+    let (mut found, mut unread, mut read, mut archived) = (None, BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     for agent in agent_folders(&org.layout) {
-        for folder in [Folder::Unread, Folder::Read, Folder::Sent] {
+        for folder in [Folder::Unread, Folder::Read, Folder::Archive, Folder::Sent] {
             let Some(m) = mb.find(&agent, folder, id).ok().flatten() else { continue };
             match folder {
                 Folder::Unread => unread.insert(agent.clone()),
                 Folder::Read => read.insert(agent.clone()),
+                Folder::Archive => archived.insert(agent.clone()),
                 _ => false,
             };
             found.get_or_insert(m);
         }
     }
-    found.map(|m| row((m, unread, read)))
+    found.map(|m| row((m, unread, read, archived)))
 }
 
 #[cfg(test)]
