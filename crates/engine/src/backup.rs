@@ -528,8 +528,14 @@ pub fn restore(file: &Path, dir: &Path, mut on_progress: impl FnMut(Progress)) -
             continue;
         }
         let rel = entry.path().map_err(|source| corrupt(file, index, None, source))?.into_owned();
+        // Checked before, and again here: the file is opened twice, and what
+        // is written must stay inside the folder even if it changed between.
+        let checked = check_path(&rel).and_then(|()| kind(&entry)).and_then(|k| match &k {
+            Kind::Link(target) => check_path(target).map(|()| k),
+            _ => Ok(k),
+        });
         let path = tmp.join(&rel);
-        match kind(&entry) {
+        match checked {
             Ok(Kind::Dir) => fs::create_dir_all(&path).with_path(&path)?,
             Ok(Kind::File) => {
                 if let Some(p) = path.parent() {

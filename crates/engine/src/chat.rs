@@ -158,10 +158,12 @@ impl Conversation {
         }
     }
 
-    /// Marks shown replies read (moves them to `inbox/cur/`), durably.
+    /// Marks shown replies read (moves them to `inbox/cur/`), durably, after
+    /// the read receipts their senders asked for are delivered (as `lemming
+    /// inbox` does).
     pub fn mark_read(&self, root: &Path, replies: &[Message]) -> Result<(), crate::error::PathError> {
-        let ids: Vec<String> = replies.iter().map(|m| m.id.clone()).collect();
-        crate::org::Layout::new(root).mail().mark_read_now(&self.me, &ids)
+        let org = Org::load_or_last_good(root, None);
+        crate::send::mark_read(&org, &self.me, replies, &crate::clock::Sources::real()).map(|_| ())
     }
 }
 

@@ -203,6 +203,7 @@ fn where_is(places: &[Place]) -> String {
         (State::Read, "read by"),
         (State::Archived, "archived by"),
         (State::Sent, "sent by"),
+        (State::Pending, "waiting in the outbox of"),
     ] {
         let who: Vec<&str> = places.iter().filter(|p| p.state == state).filter_map(|p| p.agent.as_deref()).collect();
         if !who.is_empty() {

@@ -799,7 +799,7 @@ impl Index {
                 "SELECT m.rowid, m.file, m.mailbox FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
                  WHERE messages_fts MATCH ?1
                    AND (?2 IS NULL OR m.sender = ?2)
-                   AND (?3 IS NULL OR instr(m.recipients, ' ' || ?3 || ' ') > 0)
+                   AND (?3 IS NULL OR instr(m.recipients, ' ' || ?3 || ' ') > 0 OR m.mailbox = 'inbox:' || ?3)
                    AND (?4 IS NULL OR m.thread = ?4)
                  ORDER BY rank",
             )

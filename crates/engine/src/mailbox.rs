@@ -68,10 +68,11 @@ pub trait MailStore: Send + Sync {
     /// Reads a waiting entry, up to `limit` bytes, without trusting it to be a message.
     fn read_pending(&self, p: &Pending, limit: u64) -> Result<Outgoing, PathError>;
 
-    /// Another message than `m` that already holds its id in a recipient's
-    /// inbox or in the sender's sent mail, if there is one (the same message
-    /// again, as after a repeated turn, is no conflict).
-    fn conflict(&self, p: &Pending, m: &Checked) -> Result<Option<Conflict>, PathError>;
+    /// Another message than `m` that already holds its id in the inbox of one
+    /// of its recipients `to` (its `to` with groups and `*` expanded) or in
+    /// the sender's sent mail, if there is one (the same message again, as
+    /// after a repeated turn, is no conflict).
+    fn conflict(&self, p: &Pending, m: &Checked, to: &[String]) -> Result<Option<Conflict>, PathError>;
 
     /// Queues delivery of the checked entry `p` to `to`'s inbox, unless that
     /// inbox holds its id already. Returns whether it was queued. The entry

@@ -485,7 +485,35 @@ impl Org {
         from: &str,
         to: &crate::message::To,
     ) -> Result<Vec<crate::address::Recipient>, crate::address::Unroutable> {
-        crate::address::expand(&self.settings.groups, &self.chart(), from, to)
+        use crate::address::{Recipient, Via, EVERYONE};
+        let expanded = crate::address::expand(&self.settings.groups, &self.chart(), from, to);
+        if !to.0.iter().any(|t| t == EVERYONE) {
+            return expanded;
+        }
+        // An agent whose resume is invalid right now is not in the chart, but
+        // `*` may well mean it: it is named so that routing holds the message
+        // until the resume is fixed, rather than leave it out for good.
+        let may_write = |name: &str| self.agents.get(from).is_some_and(|r| r.send_to.allows(name));
+        let held = self
+            .broken
+            .keys()
+            .filter(|name| name.as_str() != from && may_write(name))
+            .map(|name| Recipient { name: name.to_string(), via: Via::Everyone });
+        match expanded {
+            Ok(mut out) => {
+                out.extend(held.filter(|h| !out.iter().any(|r| r.name == h.name)).collect::<Vec<_>>());
+                Ok(out)
+            }
+            Err(crate::address::Unroutable::Nobody(why)) => {
+                let held: Vec<_> = held.collect();
+                if held.is_empty() {
+                    Err(crate::address::Unroutable::Nobody(why))
+                } else {
+                    Ok(held)
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The groups `name` is a member of, in name order.

@@ -159,6 +159,7 @@ pub fn replay(org: &Org, turn: u64, agent: Option<&str>) -> Result<Replay, Repla
         return Err(ReplayError::NoSuchAgent { turn, agent: a.to_string(), known });
     }
     let ctx = Ctx {
+        delivered: std::cell::OnceCell::new(),
         org,
         store: org.mail(),
         journal_file: rel(org, &journal.records_path(turn)),
@@ -212,9 +213,36 @@ struct Ctx<'a> {
     tools: BTreeMap<(String, String), ToolState>,
     ledger_file: String,
     charges: BTreeMap<String, Vec<(usize, Entry)>>,
+    /// Whom each message was delivered to, from `events.jsonl`; read once,
+    /// when a message to a group or `*` is checked.
+    delivered: std::cell::OnceCell<HashMap<String, Vec<String>>>,
 }
 
 impl Ctx<'_> {
+    /// The recipients `events.jsonl` says message `id` was delivered to, if any.
+    fn delivered_to(&self, id: &str) -> Option<Vec<String>> {
+        let all = self.delivered.get_or_init(|| {
+            let mut all: HashMap<String, Vec<String>> = std::collections::HashMap::new();
+            let Ok(f) = std::fs::File::open(self.org.layout.events()) else { return all };
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+                if !line.contains("\"delivered\"") {
+                    continue;
+                }
+                if let Some(crate::events::Event { kind: crate::events::EventKind::Delivered { id, to, .. }, .. }) =
+                    crate::events::Event::parse(&line)
+                {
+                    let seen = all.entry(id).or_default();
+                    if !seen.contains(&to) {
+                        seen.push(to);
+                    }
+                }
+            }
+            all
+        });
+        all.get(id).cloned()
+    }
+
     fn agent(&self, r: &Record) -> Result<AgentReplay, PathError> {
         let mut d = Vec::new();
         self.charge(r, &mut d);
@@ -391,8 +419,15 @@ impl Ctx<'_> {
             }
         }
         let limit = READ_LIMIT.max(self.org.settings.max_message_bytes);
-        // Refused whole when its `to` cannot be expanded: the dead letter names `to` as written.
-        let recipients = crate::route::recipients(self.org, agent, m).unwrap_or_else(|_| m.to.0.clone());
+        // A group or `*` meant whom it meant on that turn, which the org as it
+        // is now may not say (a member added or removed since): the events
+        // of its deliveries do. Refused whole when its `to` cannot be
+        // expanded: the dead letter names `to` as written.
+        let routed = crate::address::is_broadcast(&m.to).then(|| self.delivered_to(&m.id)).flatten();
+        let recipients = match routed {
+            Some(to) => to,
+            None => crate::route::recipients(self.org, agent, m).unwrap_or_else(|_| m.to.0.clone()),
+        };
         match found {
             Some((path, copy)) => self.compare(&path, copy.as_ref(), m, "the journaled reply", d),
             // Refused whole (a duplicate id): its dead letter says so.

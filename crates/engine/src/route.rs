@@ -206,7 +206,7 @@ impl Router<'_> {
     /// already routed (in this pass, into a recipient's inbox, or in the
     /// sender's sent mail) with other content; `None` if its id is its own or
     /// it is the same message again (a repeated turn, a hard link, an identical copy).
-    fn duplicate(&mut self, p: &Pending, m: &Checked) -> Result<Option<String>, PathError> {
+    fn duplicate(&mut self, p: &Pending, m: &Checked, to: &[String]) -> Result<Option<String>, PathError> {
         let id = &m.msg.id;
         let again = "message ids must be unique: send it again with a new id";
         let fp = m.fingerprint();
@@ -215,7 +215,7 @@ impl Router<'_> {
                 "id {id} is already used by another message routed on this turn, with other content; {again}"
             )));
         }
-        if let Some(c) = self.post.store.conflict(p, m)? {
+        if let Some(c) = self.post.store.conflict(p, m, to)? {
             return Ok(Some(duplicate_detail(p, id, &c)));
         }
         self.routed.insert(id.clone(), fp);
@@ -253,7 +253,8 @@ impl Router<'_> {
             }
             Decision::Routed { recipients } => recipients,
         };
-        if let Some(detail) = self.duplicate(p, &checked)? {
+        let names: Vec<String> = recipients.iter().map(|r| r.to.clone()).collect();
+        if let Some(detail) = self.duplicate(p, &checked, &names)? {
             let id = dead_id(&Reason::DuplicateId, self.turn, agent, &name);
             let to = msg.to.0.clone();
             let code = Reason::DuplicateId;

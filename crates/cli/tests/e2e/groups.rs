@@ -319,3 +319,89 @@ fn a_person_reading_with_inbox_sends_one_receipt_and_peek_sends_none() {
     assert_eq!(receipts(&org, "manager", &id).len(), 1, "reading again sends no second receipt");
     assert_eq!(fsck(&org)["ok"], true);
 }
+
+/// A different message reusing an id already delivered to a member, sent to
+/// the group, is a duplicate: refused with a dead letter and a bounce, never
+/// dropped because the group's name is no inbox.
+#[test]
+fn a_group_message_reusing_a_delivered_id_is_refused_as_a_duplicate() {
+    let org = org_with_engineering();
+    let id = org.send("@engineering", "first");
+    org.step();
+    assert_eq!(copies(&org, "coder_01", &id), 1);
+    let mut again = read_json(&org.path(&format!("agents/human/outbox/sent/{id}.json")));
+    again["body"] = "other content under the same id".into();
+    org.drop_outbox("human", "again.json", serde_json::to_vec(&again).unwrap());
+    org.step();
+    let duplicates: Vec<_> = org.dead().into_values().filter(|why| why["reason"] == "duplicate_id").collect();
+    assert_eq!(duplicates.len(), 1, "{duplicates:?}");
+    let bodies: Vec<Value> = inbox(&org, "coder_01").into_iter().map(|m| m["body"].clone()).collect();
+    assert!(!bodies.contains(&"other content under the same id".into()), "{bodies:?}");
+    assert_eq!(fsck(&org)["ok"], true, "{}", fsck(&org));
+}
+
+/// `*` means an agent whose resume is broken right now too: the message waits
+/// until it is fixed, rather than leave that agent out for good.
+#[test]
+fn to_everyone_waits_for_an_agent_whose_resume_is_broken() {
+    let org = TestOrg::new();
+    let id = org.send_from("manager", "*", "hello all");
+    let good = org.read("agents/planner/resume.toml");
+    org.write("agents/planner/resume.toml", format!("{good}\njunk = [\n"));
+    org.step();
+    assert_eq!(copies(&org, "planner", &id), 0);
+    assert!(dead_of(&org, "manager", &id).is_empty(), "held, not refused");
+    org.write("agents/planner/resume.toml", good);
+    org.step();
+    for agent in ["planner", "coder_01", "hr", "janitor", "human"] {
+        assert_eq!(copies(&org, agent, &id), 1, "{agent}");
+    }
+}
+
+/// `search --to` finds mail that reached an agent through a group.
+#[test]
+fn search_to_an_agent_finds_mail_it_got_through_a_group() {
+    let org = org_with_engineering();
+    let id = org.send("@engineering", "the zebrafish standup");
+    org.step();
+    let hits = org.lemming_ok(&["search", "--json", "--to", "coder_01", "zebrafish"]).json();
+    let hits = hits["hits"].as_array().unwrap().clone();
+    assert!(hits.iter().any(|h| h["id"] == id.as_str() && h["agent"] == "coder_01"), "{hits:?}");
+}
+
+/// Replay checks a message to a group against whom it reached on its turn,
+/// not against the group as it is now.
+#[test]
+fn replay_of_a_message_to_a_group_holds_after_the_group_changes() {
+    let org = TestOrg::new();
+    let toml = org.read("org/org.toml");
+    org.write("org/org.toml", format!("{toml}\n[groups]\neng = [\"planner\", \"coder_01\"]\n"));
+    org.send("manager", "please tell @eng about it");
+    org.step();
+    let to_eng = |agent: &str| inbox(&org, agent).iter().any(|m| m["to"] == "@eng");
+    assert!(to_eng("planner") && to_eng("coder_01") && !to_eng("hr"), "the mock forwards to the group");
+    org.lemming_ok(&["replay", "1"]);
+    org.write("org/org.toml", format!("{toml}\n[groups]\neng = [\"planner\", \"coder_01\", \"hr\"]\n"));
+    org.lemming_ok(&["replay", "1"]);
+    // A copy lost since is still named.
+    let lost = org.ids("coder_01", "inbox", "new").into_iter().chain(org.ids("coder_01", "inbox", "cur"));
+    for id in lost {
+        let sub = if org.path(&format!("agents/coder_01/inbox/new/{id}.json")).exists() { "new" } else { "cur" };
+        let path = org.path(&format!("agents/coder_01/inbox/{sub}/{id}.json"));
+        if read_json(&path)["to"] == "@eng" {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    org.lemming(&["replay", "1"]).fails_with(1);
+}
+
+/// A message still waiting in an outbox is part of its thread.
+#[test]
+fn thread_shows_a_message_still_waiting_in_an_outbox() {
+    let org = TestOrg::new();
+    let id = org.send("manager", "not routed yet");
+    let out = org.lemming_ok(&["thread", &id]);
+    assert!(out.stdout.contains("not routed yet"), "{out}");
+    let v = org.lemming_ok(&["--json", "thread", &id]).json();
+    assert_eq!(v["messages"][0]["places"][0]["state"], "pending", "{v}");
+}

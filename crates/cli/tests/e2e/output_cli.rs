@@ -249,9 +249,9 @@ fn help_says_what_lemming_is_lists_exit_codes_and_orders_commands_by_use() {
         assert!(out.stdout.contains(code), "--help lacks exit code {code:?}\n{out}");
     }
     let order = [
-        "init", "send", "step", "inbox", "chat", "thread", "search", "replay", "export", "status", "logs", "agents", "inspect",
-        "run", "serve", "pause", "resume", "stop", "validate", "models", "doctor", "top-up", "fsck", "reindex",
-        "backup", "restore",
+        "init", "send", "step", "inbox", "chat", "thread", "search", "replay", "export", "status", "logs", "agents",
+        "inspect", "run", "serve", "pause", "resume", "stop", "validate", "models", "doctor", "top-up", "fsck",
+        "reindex", "backup", "restore",
     ];
     let listed: Vec<&str> = out
         .stdout

@@ -688,9 +688,9 @@ impl MailStore for FsMailStore {
     /// Mail moves from `new/` to `cur/` at any time (a person reading): a copy
     /// that vanishes while it is looked at is looked for again in `cur/`,
     /// never taken as a conflict.
-    fn conflict(&self, p: &Pending, m: &Checked) -> Result<Option<Conflict>, PathError> {
+    fn conflict(&self, p: &Pending, m: &Checked, to: &[String]) -> Result<Option<Conflict>, PathError> {
         let id = &m.msg.id;
-        for to in m.msg.to.0.iter().filter(|to| self.is_local(to)) {
+        for to in to.iter().filter(|to| self.is_local(to)) {
             // In the order mail moves: unread, read, archived.
             for folder in [Folder::Unread, Folder::Read, Folder::Archive] {
                 let copy = self.message_path(to, folder, id);
@@ -980,7 +980,7 @@ mod tests {
         let mut b = Batch::new();
         assert!(!s.deliver_pending(&mut b, &p, &c, "b"));
         assert_eq!(
-            s.conflict(&p, &c).unwrap(),
+            s.conflict(&p, &c, &["b".to_string()]).unwrap(),
             Some(Conflict::Delivered { to: "b".into(), copy: PathBuf::from("agents/b/inbox/archive/m1.json") })
         );
     }

@@ -31,6 +31,8 @@ pub enum State {
     Archived,
     /// In the sender's outbox, routed (`outbox/sent/`).
     Sent,
+    /// In the sender's outbox, waiting to be routed (`outbox/new/`).
+    Pending,
     /// A dead letter (`org/state/dead/`): refused or poisoned.
     Dead,
 }
@@ -43,6 +45,7 @@ impl State {
             State::Read => "read",
             State::Archived => "archived",
             State::Sent => "sent",
+            State::Pending => "pending",
             State::Dead => "dead",
         }
     }
@@ -85,11 +88,12 @@ pub struct Scanned {
 
 /// The folders a scan lists, in the order mail moves (so that a message
 /// moving while it is listed is still seen once at least).
-const FOLDERS: [(Folder, State); 4] = [
+const FOLDERS: [(Folder, State); 5] = [
     (Folder::Unread, State::Unread),
     (Folder::Read, State::Read),
     (Folder::Archive, State::Archived),
     (Folder::Sent, State::Sent),
+    (Folder::Pending, State::Pending),
 ];
 
 /// Below this many files, one thread reads them all.

@@ -194,7 +194,7 @@ impl Turn<'_> {
                 let sender = receipt.to.0[0].clone();
                 // The sender may have left the org since: no inbox to write to.
                 let known = self.org.agents.contains_key(sender.as_str()) || self.org.broken.contains_key(&sender);
-                if known && self.mb.deliver(&mut consumed, &sender, &receipt) {
+                if known && self.mb.is_local(&sender) && self.mb.deliver(&mut consumed, &sender, &receipt) {
                     let kind = EventKind::Delivered { id: receipt.id.clone(), from: receipt.from.clone(), to: sender };
                     self.ev.emit(self.clock.now(), kind);
                     self.report.delivered += 1;

@@ -162,7 +162,7 @@ pub fn thread(org: &Org, id: &str) -> Result<ThreadView, ViewError> {
     let named = agents
         .iter()
         .find_map(|a| {
-            [Folder::Unread, Folder::Read, Folder::Archive, Folder::Sent]
+            [Folder::Unread, Folder::Read, Folder::Archive, Folder::Sent, Folder::Pending]
                 .into_iter()
                 .find_map(|f| mb.find(a, f, id).ok().flatten())
         })

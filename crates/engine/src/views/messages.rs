@@ -140,8 +140,10 @@ pub fn messages(org: &Org, query: &MessageQuery) -> Result<MessagesView, Message
     };
     let thread = query.thread.as_ref().map(|t| by_id.get(t).map_or(t.clone(), |(m, ..)| m.thread.clone()));
     let needle = query.q.as_ref().map(|q| q.to_lowercase()).filter(|q| !q.is_empty());
-    by_id.retain(|_, (m, ..)| {
-        query.agent.as_ref().is_none_or(|a| m.from == *a || m.to.0.contains(a))
+    by_id.retain(|_, (m, unread, read, archived)| {
+        // An agent's mail: what it sent, and what reached its inbox (by name, a group or `*`).
+        let holds = |a: &String| unread.contains(a) || read.contains(a) || archived.contains(a);
+        query.agent.as_ref().is_none_or(|a| m.from == *a || m.to.0.contains(a) || holds(a))
             && thread.as_ref().is_none_or(|t| m.thread == *t)
             && needle.as_ref().is_none_or(|q| {
                 m.body.to_lowercase().contains(q) || m.subject.as_ref().is_some_and(|s| s.to_lowercase().contains(q))
