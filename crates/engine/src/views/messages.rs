@@ -88,6 +88,9 @@ fn all_mail(org: &Org) -> AllMail {
     let by_id = scanned
         .messages
         .into_iter()
+        // The browser shows mail that was routed: one still waiting in an
+        // outbox is not shown until it is.
+        .filter(|(_, l)| l.places.iter().any(|p| p.state != State::Pending))
         .map(|(id, l)| {
             let by = |state| l.agents(state).into_iter().collect::<BTreeSet<String>>();
             let (unread, read, archived) = (by(State::Unread), by(State::Read), by(State::Archived));
