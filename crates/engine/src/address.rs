@@ -3,7 +3,7 @@
 //!
 //! [`expand`] is the one place that turns a `to` into recipients: routing,
 //! `lemming send`, fsck and the dry run of a turn all go through it (as
-//! [`crate::org::Org::recipients`]). A recipient named twice (directly and
+//! `Org::recipients`). A recipient named twice (directly and
 //! through a group) is listed once. Each recipient is then checked against the
 //! chart on its own; an unknown group refuses the whole message.
 
@@ -90,10 +90,7 @@ pub fn expand(
             }
         } else if let Some(group) = written.strip_prefix('@') {
             let Some(members) = groups.get(group) else {
-                return Err(Unroutable::UnknownGroup {
-                    group: group.to_string(),
-                    known: crate::org::known_groups(groups),
-                });
+                return Err(Unroutable::UnknownGroup { group: group.to_string(), known: known_groups(groups) });
             };
             for m in members.iter().filter(|m| m.as_str() != from) {
                 add(m.as_str(), Via::Group(group.to_string()));
@@ -112,6 +109,15 @@ pub fn expand(
         return Err(Unroutable::Nobody(why));
     }
     Ok(out)
+}
+
+/// The groups of org.toml, comma separated as `@name` (`none` when there are none).
+pub fn known_groups(groups: &BTreeMap<String, Vec<AgentName>>) -> String {
+    if groups.is_empty() {
+        "none".into()
+    } else {
+        groups.keys().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// Whether `to` names a group or everyone, rather than agents only.

@@ -551,15 +551,6 @@ impl Org {
     }
 }
 
-/// The groups of org.toml, comma separated as `@name` (`none` when there are none).
-pub fn known_groups(groups: &BTreeMap<String, Vec<AgentName>>) -> String {
-    if groups.is_empty() {
-        "none".into()
-    } else {
-        groups.keys().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", ")
-    }
-}
-
 /// An agent name that is invalid or not in the org.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -699,7 +690,11 @@ pub(crate) fn check_refs(
                         &f.path,
                         &f.text,
                         Some(r.span.clone()),
-                        format!("unknown group `@{group}` in `{}` (groups: {})", r.field, known_groups(groups)),
+                        format!(
+                            "unknown group `@{group}` in `{}` (groups: {})",
+                            r.field,
+                            crate::address::known_groups(groups)
+                        ),
                     )
                     .help(format!(
                         "use a group defined under [groups] in org/org.toml, or add {group} = [\"agent\", ...] there"

@@ -95,7 +95,7 @@ pub fn check(org: &Org, from: &str, to: &str) -> Result<(), SendError> {
             let message = format!(
                 "unknown agent `{to}` (known: {}; groups: {}; or \"*\" for everyone {from} may write to)",
                 chart.known(),
-                crate::org::known_groups(&org.settings.groups)
+                crate::address::known_groups(&org.settings.groups)
             );
             return Err(UnknownAgent { message }.into());
         }
