@@ -29,7 +29,8 @@
 //! | `config_error` | `problems`: `file`, `line`, `column`, `message`, `help` (empty: valid again) |
 //! | `turn` | the turn report (see [`TurnReport`]) |
 //!
-//! `turn_started` is published on the [`Bus`] only, with `seq` 0.
+//! `turn_started` and `reply_delta` (`agent`, `text`, `restart`: a piece of a
+//! streaming reply) are published on the [`Bus`] only, with `seq` 0.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -265,6 +266,19 @@ pub enum EventKind {
     /// A turn started. Published on the [`Bus`] only, with `seq` 0: it is
     /// never written to `events.jsonl` (a try that does not commit started too).
     TurnStarted {},
+    /// A piece of an agent's reply as its model streams it (`stream = true`).
+    /// Published on the [`Bus`] only, with `seq` 0, and never written to
+    /// `events.jsonl`: the journal holds the whole reply once it is complete.
+    ReplyDelta {
+        /// The agent whose model is answering.
+        agent: String,
+        /// The next piece of the reply's raw text (the reply object's JSON as
+        /// the model writes it); empty with `restart`.
+        text: String,
+        /// The try failed: forget this agent's text so far (a retry may follow).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        restart: bool,
+    },
     /// The turn committed: its report.
     Turn(TurnReport),
 }

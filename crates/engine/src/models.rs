@@ -5,11 +5,14 @@ use std::path::Path;
 
 use std::ops::Range;
 
-use lemming_provider::{config, CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, Structured, ToolMode};
+use lemming_provider::{
+    config, CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, ServeSpec, Structured, ToolMode,
+};
 use toml::Spanned;
 
 use crate::config::{Doc, StrMap, MAX_CREDITS, MAX_SECS_F};
 use crate::error::Diagnostic;
+use crate::org::Layout;
 
 /// The validated models file.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -199,6 +202,7 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
         let env = p.str_list("env");
         let max_output_bytes =
             p.int("max_output_bytes", 1..=MAX_OUTPUT_BYTES, "max_output_bytes = 1048576 (at most 1 GiB)");
+        let serve = p.table("serve").and_then(|t| serve_spec(&t, name, org_root));
         p.deny_unknown(&names(config::PROVIDER_FIELDS));
 
         let required = |missing: bool, what: &str, help: &str| {
@@ -292,28 +296,17 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
             azure.push(name.clone());
         }
         let defaults = ProviderSpec::new(name.clone(), kind);
-        let command = program.as_ref().map(|prog| {
-            let prog = prog.get_ref();
-            let program = if prog.contains('/') && !Path::new(prog).is_absolute() {
-                org_root.join(prog).to_string_lossy().into_owned()
-            } else {
-                prog.clone()
-            };
-            CommandSpec {
-                program,
-                args: args
-                    .as_ref()
-                    .map(|a| a.get_ref().iter().map(|s| s.get_ref().clone()).collect())
-                    .unwrap_or_default(),
-                env: env
-                    .as_ref()
-                    .map(|e| e.get_ref().iter().map(|s| s.get_ref().clone()).collect())
-                    .unwrap_or_else(|| CommandSpec::DEFAULT_ENV.iter().map(|s| s.to_string()).collect()),
-                max_output_bytes: max_output_bytes
-                    .as_ref()
-                    .map(|m| *m.get_ref() as u64)
-                    .unwrap_or(CommandSpec::DEFAULT_MAX_OUTPUT_BYTES),
-            }
+        let command = program.as_ref().map(|prog| CommandSpec {
+            program: program_path(prog.get_ref(), org_root),
+            args: args.as_ref().map(|a| a.get_ref().iter().map(|s| s.get_ref().clone()).collect()).unwrap_or_default(),
+            env: env
+                .as_ref()
+                .map(|e| e.get_ref().iter().map(|s| s.get_ref().clone()).collect())
+                .unwrap_or_else(|| CommandSpec::DEFAULT_ENV.iter().map(|s| s.to_string()).collect()),
+            max_output_bytes: max_output_bytes
+                .as_ref()
+                .map(|m| *m.get_ref() as u64)
+                .unwrap_or(CommandSpec::DEFAULT_MAX_OUTPUT_BYTES),
         });
         let map = |m: &Option<Spanned<StrMap>>| -> BTreeMap<String, String> {
             m.iter().flat_map(|m| m.get_ref()).map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone())).collect()
@@ -336,6 +329,7 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
                 .map(|v| *v.get_ref())
                 .unwrap_or(defaults.breaker_cooldown_secs),
             command,
+            serve,
             ..defaults
         });
     }
@@ -363,6 +357,7 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
         let reply_max_chars = m.int("reply_max_chars", 1..=MAX_TOKENS, "reply_max_chars = 2000");
         let deployment = m.str("deployment");
         let tools_s = m.str("tools");
+        let stream = m.bool("stream").unwrap_or(false);
         m.deny_unknown(&names(config::MODEL_FIELDS));
 
         let provider = provider.map(Spanned::into_inner);
@@ -511,11 +506,57 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
                 reply_max_chars: reply_max_chars.map(|v| *v.get_ref() as u32),
                 deployment: deployment.map(Spanned::into_inner),
                 tools,
+                stream,
                 ..ModelSpec::new(key.clone(), provider)
             },
         );
     }
     Models { providers, models }
+}
+
+/// The program names a path relative to the org folder when it holds a `/`
+/// and is not absolute; a bare name is looked up in `PATH`.
+fn program_path(prog: &str, org_root: &Path) -> String {
+    if prog.contains('/') && !Path::new(prog).is_absolute() {
+        org_root.join(prog).to_string_lossy().into_owned()
+    } else {
+        prog.to_string()
+    }
+}
+
+/// `serve = { program, args, ready_path, startup_timeout_secs }` of provider `name`.
+fn serve_spec(t: &crate::config::Table<'_>, name: &str, org_root: &Path) -> Option<ServeSpec> {
+    let program = t.req_str(
+        "program",
+        "serve = { program = \"llama-server\", args = [\"-m\", \"model.gguf\", \"--port\", \"8080\"] }",
+    );
+    let args = t.str_list("args");
+    let ready_path = t.str("ready_path");
+    let startup =
+        t.float("startup_timeout_secs", 0.0, false, MAX_SECS_F, "startup_timeout_secs = 120 (at most a year)");
+    t.deny_unknown(&["program", "args", "ready_path", "startup_timeout_secs"]);
+    if let Some(r) = &ready_path {
+        if !r.get_ref().starts_with('/') {
+            t.doc().push(
+                t.doc()
+                    .at(
+                        Some(r.span()),
+                        format!("provider `{name}`: serve.ready_path `{}` must start with /", r.get_ref()),
+                    )
+                    .help("for example ready_path = \"/health\" (llama.cpp) or \"/v1/models\""),
+            );
+        }
+    }
+    let state = Layout::new(org_root).state_dir();
+    Some(ServeSpec {
+        program: program_path(program?.get_ref(), org_root),
+        args: args.map(|a| a.into_inner().into_iter().map(Spanned::into_inner).collect()).unwrap_or_default(),
+        ready_path: ready_path.map(Spanned::into_inner).unwrap_or_else(|| ServeSpec::DEFAULT_READY_PATH.into()),
+        startup_timeout_secs: startup.map(|v| *v.get_ref()).unwrap_or(ServeSpec::DEFAULT_STARTUP_TIMEOUT_SECS),
+        log: state.join("logs").join(format!("serve-{name}.log")),
+        state: state.join("serve").join(format!("{name}.json")),
+        cwd: org_root.to_path_buf(),
+    })
 }
 
 #[cfg(test)]
@@ -566,6 +607,8 @@ mod tests {
             "structured" => "\"json_object\"",
             "deployment" => "\"dep\"",
             "tools" => "\"contract\"",
+            "stream" => "true",
+            "serve" => "{ program = \"llama-server\", args = [\"--port\", \"9\"] }",
             other => panic!("no sample value for `{other}`: add one"),
         }
     }
@@ -686,6 +729,30 @@ mod tests {
             "{}",
             errs[0]
         );
+    }
+
+    #[test]
+    fn serve_and_stream_are_read_with_their_defaults_and_checked() {
+        let root = Path::new("/org");
+        let text = "[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8080/v1\"\n\
+            serve = { program = \"bin/llama-server\", args = [\"--port\", \"8080\"] }\n\
+            [models.fast]\nprovider = \"local\"\nstream = true\n";
+        let m = parse(Path::new("/org/org/models.toml"), text, root).unwrap();
+        let serve = m.providers[0].serve.clone().unwrap();
+        assert_eq!(serve.program, "/org/bin/llama-server");
+        assert_eq!(serve.args, ["--port", "8080"]);
+        assert_eq!(serve.ready_path, "/health");
+        assert_eq!(serve.startup_timeout_secs, ServeSpec::DEFAULT_STARTUP_TIMEOUT_SECS);
+        assert_eq!(serve.log, Path::new("/org/org/state/logs/serve-local.log"));
+        assert!(m.models["fast"].stream);
+        let bad = "[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8080/v1\"\n\
+            serve = { args = [], ready_path = \"health\", restart = true }\n";
+        let errs = parse(Path::new("/org/org/models.toml"), bad, root).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|d| d.message.clone()).collect();
+        assert!(text.iter().any(|m| m.contains("program")), "{text:?}");
+        assert!(text.iter().any(|m| m.contains("must start with /")), "{text:?}");
+        assert!(text.iter().any(|m| m.contains("restart")), "{text:?}");
+        assert!(errs.iter().all(|d| d.line == Some(4)), "{errs:?}");
     }
 
     #[test]

@@ -153,6 +153,7 @@ mod tests {
             may_send_to: vec![],
             model: ModelSpec { model: Some("claude-x".into()), temperature: Some(0.0), ..ModelSpec::new("c", "a") },
             agent_dir: None,
+            stream: None,
             tools: vec![],
         }
     }

@@ -176,6 +176,7 @@ mod tests {
             may_send_to: vec![],
             model: ModelSpec { model: Some("tiny".into()), ..ModelSpec::new("k", "cmd") },
             agent_dir: Some(dir.join("agents/manager")),
+            stream: None,
             tools: vec![],
         }
     }

@@ -74,6 +74,7 @@ pub const PROVIDER_FIELDS: &[(&str, &[ProviderKind])] = &[
     ("max_output_bytes", &[ProviderKind::Command]),
     ("latency_ms", &[ProviderKind::Mock]),
     ("script", &[ProviderKind::Script]),
+    ("serve", HTTP),
 ];
 
 /// Every field of `[models.KEY]` with the kinds (of the provider it names)
@@ -92,7 +93,12 @@ pub const MODEL_FIELDS: &[(&str, &[ProviderKind])] = &[
     ("reply_max_chars", &[ProviderKind::OpenAi]),
     ("deployment", &[ProviderKind::OpenAi]),
     ("tools", ANY),
+    ("stream", STREAMING),
 ];
+
+/// The kinds that can stream a reply (`stream = true`): the HTTP kinds read
+/// Server-Sent Events; `mock` hands its reply out in pieces, for demos and tests.
+pub const STREAMING: &[ProviderKind] = &[ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::Mock];
 
 /// The kinds that can take tools natively (`tools = "native"`); every kind
 /// takes them in the reply contract.
@@ -256,8 +262,42 @@ pub struct ProviderSpec {
     pub breaker_cooldown_secs: f64,
     /// `command` only: what to run.
     pub command: Option<CommandSpec>,
+    /// HTTP kinds: a local server lemming starts on first use, keeps
+    /// running and stops when it exits (`serve = {...}`).
+    pub serve: Option<ServeSpec>,
     /// Extra settings that only some kinds use, kept as TOML.
     pub extra: BTreeMap<String, toml::Value>,
+}
+
+/// A local server managed by lemming (`serve = { program, args, ready_path,
+/// startup_timeout_secs }` on an HTTP provider): llama.cpp's `llama-server`,
+/// llamafile, `ollama serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSpec {
+    /// The program: a bare name looked up in `PATH`, or a path (relative paths
+    /// are resolved against the org folder when the config is validated).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// The path under the provider's `base_url` host that answers 2xx once
+    /// the server is ready (default `/health`).
+    pub ready_path: String,
+    /// How long to wait for it to be ready, in seconds (default 120).
+    pub startup_timeout_secs: f64,
+    /// Where its stdout and stderr go (`org/state/logs/serve-<provider>.log`).
+    pub log: PathBuf,
+    /// Where its state is written for `status` and `doctor`
+    /// (`org/state/serve/<provider>.json`).
+    pub state: PathBuf,
+    /// The folder it runs in (the org's root).
+    pub cwd: PathBuf,
+}
+
+impl ServeSpec {
+    /// The default `ready_path`.
+    pub const DEFAULT_READY_PATH: &'static str = "/health";
+    /// The default `startup_timeout_secs`.
+    pub const DEFAULT_STARTUP_TIMEOUT_SECS: f64 = 120.0;
 }
 
 impl ProviderSpec {
@@ -286,6 +326,7 @@ impl ProviderSpec {
             breaker_threshold: 5,
             breaker_cooldown_secs: 30.0,
             command: None,
+            serve: None,
             extra: BTreeMap::new(),
         }
     }
@@ -382,6 +423,9 @@ pub struct ModelSpec {
     pub deployment: Option<String>,
     /// How tools are offered: in the reply contract, or as native function definitions.
     pub tools: ToolMode,
+    /// Whether the reply is read as a stream (`stream = true`), its text handed
+    /// to [`crate::Request::stream`] as it arrives.
+    pub stream: bool,
 }
 
 /// How a model is offered its agent's tools (`tools` on a model key).
@@ -425,6 +469,7 @@ impl ModelSpec {
             reply_max_chars: None,
             deployment: None,
             tools: ToolMode::Contract,
+            stream: false,
         }
     }
 

@@ -149,6 +149,7 @@ fn tiny_request(model: &ModelSpec) -> Request {
             ..model.clone()
         },
         agent_dir: None,
+        stream: None,
         tools: vec![],
     }
 }

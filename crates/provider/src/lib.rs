@@ -44,7 +44,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-pub use config::{CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, Structured, ToolMode};
+pub use config::{CommandSpec, ModelSpec, Price, ProviderKind, ProviderSpec, ServeSpec, Structured, ToolMode};
 pub use registry::Registry;
 
 /// A boxed future, so that providers can be used as trait objects.
@@ -89,6 +89,42 @@ pub struct Request {
     pub agent_dir: Option<PathBuf>,
     /// The tools this agent may call (granted and known), in the order its resume grants them.
     pub tools: Vec<ToolSpec>,
+    /// Where the reply's text goes as it arrives, when the model streams
+    /// (`stream = true`); `None`: nobody is watching.
+    pub stream: Option<StreamSink>,
+}
+
+/// What a streaming call hands out as the reply arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// The next piece of the reply's raw text (the reply object's JSON as the model writes it).
+    Text(String),
+    /// The try failed after some text was handed out: forget that text, a
+    /// retry (or nothing) follows. A failed try is never part of a reply.
+    Restart,
+}
+
+/// A receiver of a streaming reply's [`Chunk`]s. It must be quick: it is
+/// called on the task that reads the stream.
+#[derive(Clone)]
+pub struct StreamSink(pub std::sync::Arc<dyn Fn(Chunk) + Send + Sync>);
+
+impl StreamSink {
+    /// A sink that calls `f` with each chunk.
+    pub fn new(f: impl Fn(Chunk) + Send + Sync + 'static) -> StreamSink {
+        StreamSink(std::sync::Arc::new(f))
+    }
+
+    /// Hands out one chunk.
+    pub fn send(&self, chunk: Chunk) {
+        (self.0)(chunk)
+    }
+}
+
+impl std::fmt::Debug for StreamSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamSink")
+    }
 }
 
 /// A tool as a model is told of it: in the prompt and schema, or as a native

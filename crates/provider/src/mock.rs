@@ -232,6 +232,7 @@ mod tests {
             may_send_to: may.iter().map(|s| s.to_string()).collect(),
             model: ModelSpec::new("default", "mock"),
             agent_dir: None,
+            stream: None,
             tools: vec![],
         }
     }

@@ -242,6 +242,7 @@ mod tests {
                 ..ModelSpec::new("smart", "local")
             },
             agent_dir: None,
+            stream: None,
             tools: vec![],
         }
     }

@@ -232,6 +232,7 @@ mod tests {
             may_send_to: vec![],
             model: ModelSpec::new("m", "p"),
             agent_dir: None,
+            stream: None,
             tools: vec![],
         }
     }

@@ -95,6 +95,7 @@ pub fn wire_name(kind: &EventKind) -> &'static str {
         EventKind::Turn(_) => "turn_committed",
         EventKind::Tool { .. } => "tool_call",
         EventKind::TurnStarted {} => "turn_started",
+        EventKind::ReplyDelta { .. } => "reply_delta",
         EventKind::Delivered { .. } => "delivered",
         EventKind::Dead { .. } => "dead",
         EventKind::Skipped { .. } => "skipped",

@@ -212,6 +212,7 @@ impl Metrics {
             }
             EventKind::Recovered { .. }
             | EventKind::ToppedUp { .. }
+            | EventKind::ReplyDelta { .. }
             | EventKind::Paused {}
             | EventKind::Resumed {}
             | EventKind::ConfigError { .. }

@@ -88,6 +88,7 @@ impl Turn<'_> {
                 may_send_to: may,
                 model,
                 agent_dir: Some(org.layout.agent_dir(agent)),
+                stream: None,
                 // The same tools its prompt (and schema) offers.
                 tools,
             };
