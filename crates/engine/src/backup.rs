@@ -714,12 +714,7 @@ fn kind<R: Read>(entry: &tar::Entry<R>) -> Result<Kind, String> {
 mod tests {
     use super::*;
 
-    fn org() -> (tempfile::TempDir, PathBuf) {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("org");
-        crate::init::init(&root).unwrap();
-        (d, root)
-    }
+    use crate::testing::new_org as org;
 
     fn send(root: &Path, body: &str) -> String {
         let org = crate::org::Org::load(root).unwrap();

@@ -1131,13 +1131,10 @@ impl Fsck {
 mod tests {
     use super::*;
     use crate::mailbox::MailStore;
-    use crate::message::{Kind, Priority, To};
 
     /// A default org with every agent's mailbox folders.
     fn org() -> (tempfile::TempDir, PathBuf) {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("org");
-        crate::init::init(&root).unwrap();
+        let (d, root) = crate::testing::new_org();
         let mb = Layout::new(&root).mail();
         for a in agent_folders(&Layout::new(&root)) {
             mb.ensure(&a).unwrap();
@@ -1146,21 +1143,7 @@ mod tests {
     }
 
     fn msg(id: &str, from: &str, to: &[&str]) -> Message {
-        Message {
-            id: id.into(),
-            from: from.into(),
-            to: To(to.iter().map(|s| s.to_string()).collect()),
-            subject: None,
-            body: "hi".into(),
-            priority: Priority::Normal,
-            reply_to: None,
-            thread: id.into(),
-            created_at: chrono::Utc::now(),
-            turn: 0,
-            ttl_turns: None,
-            kind: Kind::Message,
-            ack_required: false,
-        }
+        crate::testing::message(id, from, to, "hi")
     }
 
     fn put(root: &Path, rel: &str, bytes: impl AsRef<[u8]>) {

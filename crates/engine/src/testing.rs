@@ -1,5 +1,5 @@
-//! Helpers the engine's unit tests share: a default org in a temp folder, and
-//! a hand edit of one of its files.
+//! Helpers the engine's unit tests share: a default org in a temp folder, a
+//! hand edit of one of its files, and a plain message.
 
 use std::path::{Path, PathBuf};
 
@@ -18,4 +18,25 @@ pub fn edit(root: &Path, rel: &str, from: &str, to: &str) {
     let text = std::fs::read_to_string(&p).unwrap();
     assert!(text.contains(from), "{rel} has no {from:?}");
     std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+}
+
+/// A plain message (`kind` message, normal priority, its own thread, no
+/// reply-to), created now.
+pub fn message(id: &str, from: &str, to: &[&str], body: &str) -> crate::message::Message {
+    use crate::message::{Kind, Message, Priority, To};
+    Message {
+        id: id.into(),
+        from: from.into(),
+        to: To(to.iter().map(|s| s.to_string()).collect()),
+        subject: None,
+        body: body.into(),
+        priority: Priority::Normal,
+        reply_to: None,
+        thread: id.into(),
+        created_at: chrono::Utc::now(),
+        turn: 0,
+        ttl_turns: None,
+        kind: Kind::Message,
+        ack_required: false,
+    }
 }

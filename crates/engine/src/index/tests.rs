@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::mailbox::MailStore;
-use crate::message::{Kind, Priority, To};
 
 fn org() -> (tempfile::TempDir, PathBuf) {
     let (d, root) = crate::testing::new_org();
@@ -15,21 +14,7 @@ fn org() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn msg(id: &str, from: &str, to: &str, body: &str) -> Message {
-    Message {
-        id: id.into(),
-        from: from.into(),
-        to: To(vec![to.into()]),
-        subject: None,
-        body: body.into(),
-        priority: Priority::Normal,
-        reply_to: None,
-        thread: id.into(),
-        created_at: chrono::Utc::now(),
-        turn: 0,
-        ttl_turns: None,
-        kind: Kind::Message,
-        ack_required: false,
-    }
+    crate::testing::message(id, from, &[to], body)
 }
 
 /// Delivers `m` into `to`'s unread mail, as routing would.
