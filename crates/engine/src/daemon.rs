@@ -58,6 +58,18 @@ pub enum StepError {
 pub async fn step(
     root: &Path,
     n: u64,
+    on_turn: impl FnMut(&TurnReport, &Org),
+) -> Result<Vec<TurnReport>, StepError> {
+    step_with(root, n, &Sources::real(), on_turn).await
+}
+
+/// [`step`], with the turns' time, ids and bus from `src`: a caller that
+/// subscribed to `src.bus` sees each event as it happens (`lemming chat`
+/// shows a reply while its model streams it).
+pub async fn step_with(
+    root: &Path,
+    n: u64,
+    src: &Sources,
     mut on_turn: impl FnMut(&TurnReport, &Org),
 ) -> Result<Vec<TurnReport>, StepError> {
     let layout = Layout::new(root);
@@ -67,7 +79,7 @@ pub async fn step(
         let org = Org::load(root)?;
         keep_last_good(&org, None);
         let registry = Arc::new(org.registry());
-        let report = turn::run(&org, &registry, None).await?;
+        let report = turn::run_keeping(&org, &registry, src, None, &mut turn::Unjournaled::default()).await?;
         on_turn(&report, &org);
         reports.push(report);
     }
@@ -145,12 +157,41 @@ pub struct DaemonFile {
     pub pid: u32,
     /// When it started.
     pub started_at: DateTime<Utc>,
+    /// Where it serves the HTTP API (`lemming run --http`), once bound: `lemming
+    /// chat` reads the live events there. Absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+}
+
+/// The running daemon's file, when `daemon.json` names a live process that holds the lock.
+pub fn daemon_file(layout: &Layout) -> Option<DaemonFile> {
+    let d: DaemonFile = serde_json::from_slice(&fsx::read_optional(&layout.daemon_json()).ok()??).ok()?;
+    (lock::holder(layout) == Some(d.pid)).then_some(d)
+}
+
+/// Records in `daemon.json` where the daemon (this process) serves the API.
+/// Waits (up to `wait`) for the daemon to write its file first.
+pub async fn record_api(layout: &Layout, api: &str, wait: Duration) -> Result<(), PathError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let read = fsx::read_optional(&layout.daemon_json())?;
+        if let Some(mut d) = read.and_then(|b| serde_json::from_slice::<DaemonFile>(&b).ok()) {
+            if d.pid == std::process::id() {
+                d.api = Some(api.to_string());
+                let bytes = serde_json::to_vec(&d).unwrap_or_default();
+                return fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &bytes);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The running daemon's pid: `daemon.json` names a live process that holds the lock.
 pub fn daemon_pid(layout: &Layout) -> Option<u32> {
-    let d: DaemonFile = serde_json::from_slice(&fsx::read_optional(&layout.daemon_json()).ok()??).ok()?;
-    (lock::holder(layout) == Some(d.pid)).then_some(d.pid)
+    daemon_file(layout).map(|d| d.pid)
 }
 
 /// Runs the daemon until `shutdown` resolves or `opts.turns` turns are done.
@@ -167,7 +208,7 @@ pub async fn run(
     let _lock = lock::acquire(&layout)?;
     let mut org = Org::load(root)?;
     let mut saved = keep_last_good(&org, None);
-    let file = DaemonFile { pid: std::process::id(), started_at: opts.sources.now() };
+    let file = DaemonFile { pid: std::process::id(), started_at: opts.sources.now(), api: None };
     fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;
     let _cleanup = RemoveOnDrop(layout.daemon_json());
     if let Err(e) = trouble::init_daemon_file(&layout) {
@@ -855,5 +896,31 @@ mod tests {
         };
         let (done, ()) = tokio::join!(daemon, person);
         assert!(done.unwrap() >= 2);
+    }
+
+    #[tokio::test]
+    async fn a_streaming_model_publishes_its_reply_in_pieces_on_the_bus_only() {
+        let (_d, root) = new_org();
+        crate::testing::edit(&root, "org/models.toml", "provider = \"mock\"", "provider = \"slow\"\nstream = true");
+        let models = root.join("org/models.toml");
+        let text = std::fs::read_to_string(&models).unwrap() + "\n[providers.slow]\nkind = \"mock\"\nlatency_ms = 80\n";
+        std::fs::write(models, text).unwrap();
+        send(&root, "hello there, how are you today?");
+        let src = Sources::real();
+        let mut rx = src.bus.subscribe();
+        let reports = step_with(&root, 1, &src, |_, _| {}).await.unwrap();
+        assert_eq!(reports[0].ran, ["manager"], "{:?}", reports[0]);
+        let mut pieces = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let crate::events::EventKind::ReplyDelta { agent, text, restart } = e.kind {
+                assert_eq!((agent.as_str(), restart, e.seq, e.turn), ("manager", false, 0, 1));
+                pieces.push(text);
+            }
+        }
+        assert!(pieces.len() > 1, "several pieces: {pieces:?}");
+        let records = crate::journal::Journal::new(&Layout::new(&root)).records(1).unwrap();
+        assert_eq!(records["manager"].reply.as_deref(), Some(pieces.concat().as_str()), "the journaled reply");
+        let events = std::fs::read_to_string(Layout::new(&root).events()).unwrap();
+        assert!(events.contains("\"turn\"") && !events.contains("reply_delta"), "{events}");
     }
 }
