@@ -170,20 +170,27 @@ pub fn daemon_file(layout: &Layout) -> Option<DaemonFile> {
 }
 
 /// Records in `daemon.json` where the daemon (this process) serves the API.
-/// Waits (up to `wait`) for the daemon to write its file first.
+/// Waits (up to `wait`) for the daemon to write its file first, and tries
+/// again while the write fails (a turn starting in this process clears its
+/// temporary files, the one being written among them).
 pub async fn record_api(layout: &Layout, api: &str, wait: Duration) -> Result<(), PathError> {
     let deadline = Instant::now() + wait;
     loop {
-        let read = fsx::read_optional(&layout.daemon_json())?;
+        let read = fsx::read_optional(&layout.daemon_json()).ok().flatten();
+        let mut failed = None;
         if let Some(mut d) = read.and_then(|b| serde_json::from_slice::<DaemonFile>(&b).ok()) {
             if d.pid == std::process::id() {
+                if d.api.as_deref() == Some(api) {
+                    return Ok(());
+                }
                 d.api = Some(api.to_string());
                 let bytes = serde_json::to_vec(&d).unwrap_or_default();
-                return fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &bytes);
+                failed = fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &bytes).err();
+                // Read back on the next round: done once the file says so.
             }
         }
         if Instant::now() >= deadline {
-            return Ok(());
+            return failed.map_or(Ok(()), Err);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -303,6 +303,8 @@ struct Screen {
     printed: String,
     /// A line of text is open (no newline after it yet); its entry in `shown`.
     open: Option<usize>,
+    /// Where the open paragraph begins in `printed`.
+    para: usize,
 }
 
 impl Screen {
@@ -318,6 +320,7 @@ impl Screen {
             shown: Vec::new(),
             printed: String::new(),
             open: None,
+            para: 0,
         }
         .waiting()
     }
@@ -375,15 +378,29 @@ impl Screen {
         }
         self.raw.push_str(text);
         for (i, m) in streamed::messages(&self.raw).into_iter().enumerate() {
-            if !m.is_to(HUMAN) {
+            // On a terminal a body shows before its `to` is known (models may
+            // write it last), and is erased if it is not to the person;
+            // elsewhere only what is known to be for the person is printed.
+            let for_me = match &m.to {
+                Some(_) => m.is_to(HUMAN),
+                None => self.tty,
+            };
+            let at = self.current.iter().find(|(at, _)| *at == i).map(|&(_, k)| k);
+            if !for_me {
+                if let Some(k) = at.filter(|k| self.open == Some(*k)) {
+                    self.retract(k);
+                }
                 continue;
             }
-            let k = match self.current.iter().find(|(at, _)| *at == i) {
-                Some(&(_, k)) => k,
+            let k = match at {
+                Some(k) => k,
                 None if m.body.is_empty() => continue,
                 None => {
-                    let lead = if self.open.is_some() { "\n" } else { "" };
-                    self.print(&format!("{lead}{}: ", term::line(&self.agent)));
+                    if self.open.is_some() {
+                        self.print("\n");
+                    }
+                    self.para = self.printed.len();
+                    self.print(&format!("{}: ", term::line(&self.agent)));
                     self.shown.push(String::new());
                     let k = self.shown.len() - 1;
                     self.current.push((i, k));
@@ -402,6 +419,15 @@ impl Screen {
                 self.shown[k].push_str(&new);
             }
         }
+    }
+
+    /// Erases the open paragraph, shown before its `to` was known: it is not to the person.
+    fn retract(&mut self, k: usize) {
+        erase(&self.printed[self.para..]);
+        let _ = std::io::stdout().flush();
+        self.printed.truncate(self.para);
+        self.shown[k].clear();
+        self.open = None;
     }
 
     /// The try failed after some text: what was shown of it goes.
