@@ -30,7 +30,8 @@ pub fn spinner(msg: String) -> Option<ProgressBar> {
         return None;
     }
     let bar = ProgressBar::new_spinner();
-    let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
     bar.set_style(style);
     bar.set_message(msg);
     bar.enable_steady_tick(Duration::from_millis(100));

@@ -55,11 +55,7 @@ pub enum StepError {
 }
 
 /// Runs `n` turns now. `on_turn` sees each report as it is committed.
-pub async fn step(
-    root: &Path,
-    n: u64,
-    on_turn: impl FnMut(&TurnReport, &Org),
-) -> Result<Vec<TurnReport>, StepError> {
+pub async fn step(root: &Path, n: u64, on_turn: impl FnMut(&TurnReport, &Org)) -> Result<Vec<TurnReport>, StepError> {
     step_with(root, n, &Sources::real(), on_turn).await
 }
 

@@ -13,11 +13,11 @@ use lemming_engine::chat::{Conversation, Outcome, Progress, WaitOptions};
 use lemming_engine::daemon;
 use lemming_engine::events::{Bus, Event, EventKind};
 use lemming_engine::message::Message;
-use lemming_engine::org::Layout;
-use lemming_engine::streamed;
 use lemming_engine::name::HUMAN;
+use lemming_engine::org::Layout;
 use lemming_engine::org::Org;
 use lemming_engine::send;
+use lemming_engine::streamed;
 use lemming_engine::term;
 
 use crate::commands::send::send_error;

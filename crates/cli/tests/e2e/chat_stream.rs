@@ -17,17 +17,21 @@ fn streaming_org(latency_ms: u64, stream: bool) -> TestOrg {
     let org = TestOrg::new();
     let stream = if stream { "\nstream = true" } else { "" };
     org.edit("org/models.toml", "provider = \"mock\"", &format!("provider = \"slow\"{stream}"));
-    let models = org.read("org/models.toml") + &format!("\n[providers.slow]\nkind = \"mock\"\nlatency_ms = {latency_ms}\n");
+    let models =
+        org.read("org/models.toml") + &format!("\n[providers.slow]\nkind = \"mock\"\nlatency_ms = {latency_ms}\n");
     org.write("org/models.toml", models);
     org
 }
+
+/// What a pty printed, each read with the time it was read.
+type Output = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
 
 /// A child process whose stdin, stdout and stderr are a pseudo-terminal; all
 /// it prints is kept with the time it was read. Dropping it kills it.
 struct Pty {
     child: Child,
     master: File,
-    out: Arc<Mutex<Vec<(Instant, Vec<u8>)>>>,
+    out: Output,
 }
 
 impl Pty {
@@ -53,7 +57,7 @@ impl Pty {
         }
         let child = cmd.spawn().expect("spawn in a pty");
         drop(cmd);
-        let out: Arc<Mutex<Vec<(Instant, Vec<u8>)>>> = Arc::default();
+        let out: Output = Arc::default();
         let mut reader = master.try_clone().unwrap();
         let log = out.clone();
         std::thread::spawn(move || {
