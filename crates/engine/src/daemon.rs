@@ -926,4 +926,32 @@ mod tests {
         let events = std::fs::read_to_string(Layout::new(&root).events()).unwrap();
         assert!(events.contains("\"turn\"") && !events.contains("reply_delta"), "{events}");
     }
+
+    #[test]
+    fn an_older_daemon_file_without_api_still_reads_and_none_is_not_written() {
+        let old = r#"{"pid":42,"started_at":"2026-01-02T03:04:05.006Z"}"#;
+        let d: DaemonFile = serde_json::from_str(old).unwrap();
+        assert_eq!((d.pid, d.api.as_deref()), (42, None));
+        assert_eq!(serde_json::to_string(&d).unwrap(), old, "no api: the field is left out");
+        let with = DaemonFile { api: Some("127.0.0.1:7878".into()), ..d };
+        let back: DaemonFile = serde_json::from_slice(&serde_json::to_vec(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+    }
+
+    #[tokio::test]
+    async fn the_api_address_is_recorded_in_this_daemon_s_file_only() {
+        let (_d, root) = new_org();
+        let layout = Layout::new(&root);
+        let mine = DaemonFile { pid: std::process::id(), started_at: t0(), api: None };
+        fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&mine).unwrap()).unwrap();
+        record_api(&layout, "127.0.0.1:9", Duration::from_secs(5)).await.unwrap();
+        let read: DaemonFile = serde_json::from_slice(&std::fs::read(layout.daemon_json()).unwrap()).unwrap();
+        assert_eq!(read.api.as_deref(), Some("127.0.0.1:9"));
+        // Another process's file is left alone (after the wait).
+        let other = DaemonFile { pid: 1, started_at: t0(), api: None };
+        fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&other).unwrap()).unwrap();
+        record_api(&layout, "127.0.0.1:9", Duration::from_millis(100)).await.unwrap();
+        let read: DaemonFile = serde_json::from_slice(&std::fs::read(layout.daemon_json()).unwrap()).unwrap();
+        assert_eq!(read, other);
+    }
 }

@@ -79,7 +79,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             // Reloaded for every line: the chart may have been edited meanwhile.
             let org = Org::load_or_last_good(&root, None);
             // Watching starts before the line is sent, so that no piece of the reply is missed.
-            let live = Live::start(&root, &args.agent, &opts.sources.bus).await;
+            // Why replies cannot be shown as they are written matters only when some model streams.
+            let streams = org.models.models.values().any(|m| m.stream);
+            let live = Live::start(&root, &args.agent, &opts.sources.bus, streams).await;
             let sent = match conversation.send(&org, &args.agent, body) {
                 Ok(m) => m,
                 Err(e) => {
@@ -133,10 +135,11 @@ struct Live {
 impl Live {
     /// Starts watching for `agent`'s reply and shows a spinner (on a
     /// terminal) until its text comes.
-    async fn start(root: &Path, agent: &str, bus: &Bus) -> Live {
+    async fn start(root: &Path, agent: &str, bus: &Bus, streams: bool) -> Live {
         let layout = Layout::new(root);
         let (source, why_not) = match daemon::daemon_file(&layout) {
             None => (Some(Source::Bus(bus.subscribe())), None),
+            Some(_) if !streams => (None, None),
             Some(d) => match d.api {
                 None => (None, Some("the daemon serves no API: start it with `lemming run --http ADDR`".to_string())),
                 Some(api) => match connect(root, &api).await {
@@ -497,5 +500,80 @@ fn terminal_width() -> usize {
         ws.ws_col as usize
     } else {
         80
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen(tty: bool) -> Screen {
+        let mut s = Screen::new("", None);
+        s.agent = "manager".into();
+        s.tty = tty;
+        s
+    }
+
+    fn msg(from: &str, body: &str) -> Message {
+        let v = serde_json::json!({"id": "r1", "from": from, "to": "human", "body": body, "thread": "t",
+            "created_at": "2026-01-01T00:00:00Z"});
+        Message::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_body_shown_whole_is_not_printed_again_and_a_partial_one_gets_its_rest() {
+        let mut s = screen(false);
+        s.piece(1, "manager", r#"{"messages":[{"to":"human","body":"hel"#, false);
+        s.piece(1, "planner", r#"{"messages":[{"to":"human","body":"other"#, false);
+        assert_eq!(s.shown, ["hel"], "only the agent talked to");
+        s.piece(1, "manager", r#"lo"},{"to":"planner","body":"not for you"}]}"#, false);
+        assert_eq!(s.shown, ["hello"], "a message to someone else is not shown");
+        assert_eq!(s.rest_of(&msg("manager", "hello")), "\n", "shown whole: only the line's end");
+        assert_eq!(s.rest_of(&msg("manager", "hello")), "manager: hello\n", "a second copy is printed");
+
+        let mut s = screen(false);
+        s.piece(2, "manager", r#"{"messages":[{"to":["cfo","human"],"body":"a\nb"#, false);
+        assert_eq!(s.printed, "manager: a\n  b");
+        assert_eq!(s.rest_of(&msg("manager", "a\nbc\nd")), "c\n  d\n", "the rest, laid out as chat does");
+        assert_eq!(s.rest_of(&msg("cfo", "x")), "cfo: x\n");
+    }
+
+    #[test]
+    fn off_a_terminal_a_body_waits_for_its_to_and_a_restart_forgets_what_was_shown() {
+        let mut s = screen(false);
+        s.piece(1, "manager", r#"{"messages":[{"body":"for whom"#, false);
+        assert!(s.printed.is_empty(), "`to` not known yet");
+        s.piece(1, "manager", r#"?","to":"human""#, false);
+        assert_eq!(s.printed, "manager: for whom?");
+        s.piece(1, "manager", "", true);
+        assert!(s.shown.is_empty() && s.open.is_none(), "forgotten");
+        assert_eq!(s.rest_of(&msg("manager", "for whom?")), "manager: for whom?\n", "printed whole at the end");
+        // The retry is shown from its start; a new turn starts a new reply.
+        s.piece(1, "manager", r#"{"messages":[{"to":"human","body":"again"}]}"#, false);
+        s.piece(2, "manager", r#"{"messages":[{"to":"human","body":"next"#, false);
+        assert_eq!(s.shown, ["again", "next"]);
+        assert_eq!(s.printed, "\nmanager: next", "the new turn's paragraph on its own line");
+    }
+
+    #[test]
+    fn on_a_terminal_a_body_shows_before_its_to_and_goes_if_it_is_not_for_the_person() {
+        let mut s = screen(true);
+        s.piece(1, "manager", r#"{"messages":[{"body":"psst"#, false);
+        assert_eq!(s.shown, ["psst"]);
+        s.piece(1, "manager", r#"","to":"planner"},{"body":"hi","to":"human"}]}"#, false);
+        assert_eq!(s.shown, ["", "hi"], "the first erased, the second shown");
+        assert_eq!(s.printed, "manager: hi");
+        assert_eq!(s.rest_of(&msg("manager", "hi")), "\n");
+    }
+
+    #[test]
+    fn reply_delta_frames_are_read_and_others_are_not() {
+        let data =
+            r#"{"seq":0,"turn":4,"at":"2026-01-01T00:00:00Z","event":"reply_delta","agent":"manager","text":"{\"mes"}"#;
+        let e = delta_frame(&format!("event: reply_delta\ndata: {data}\n\n")).unwrap();
+        assert_eq!(e.turn, 4);
+        assert_eq!(e.kind, EventKind::ReplyDelta { agent: "manager".into(), text: "{\"mes".into(), restart: false });
+        assert!(delta_frame(&format!("id: 3\nevent: delivered\ndata: {data}\n\n")).is_none());
+        assert!(delta_frame("event: reply_delta\ndata: {not json\n\n").is_none());
     }
 }
