@@ -1,6 +1,11 @@
 //! `lemming chat [AGENT]`: a line-oriented conversation. Each line read from
 //! stdin is sent as the human; the replies in its thread are shown as they
 //! come. With no daemon running, chat runs the turns itself.
+//!
+//! A reply whose model streams (`stream = true`) is shown as it is written:
+//! the pieces come from the bus of the turns chat runs, or from the live
+//! events of a daemon that serves the API (its address is in `daemon.json`).
+//! Until text comes, a spinner says what chat waits for. See docs/chat.md.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
