@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod ctx;
 mod log;
+mod progress;
 mod render;
 
 fn main() -> std::process::ExitCode {

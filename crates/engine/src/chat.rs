@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::Sources;
 use crate::daemon::{self, StepError};
 use crate::follow::{self, NewMail};
 use crate::message::Message;
@@ -26,11 +27,15 @@ pub struct WaitOptions {
     pub max_turns: u64,
     /// How often to rescan the inbox when no filesystem event came.
     pub poll: Duration,
+    /// The time, ids and bus of the turns run here when no daemon runs:
+    /// subscribe to `sources.bus` to see their events as they happen (the
+    /// pieces of a streaming reply among them).
+    pub sources: Sources,
 }
 
 impl Default for WaitOptions {
     fn default() -> WaitOptions {
-        WaitOptions { timeout: Duration::from_secs(60), max_turns: 20, poll: follow::POLL }
+        WaitOptions { timeout: Duration::from_secs(60), max_turns: 20, poll: follow::POLL, sources: Sources::real() }
     }
 }
 
@@ -137,7 +142,7 @@ impl Conversation {
                 continue;
             }
             let mut waiting = Ok(true);
-            match daemon::step(root, 1, |_, org| waiting = work_waiting(org)).await {
+            match daemon::step_with(root, 1, &opts.sources, |_, org| waiting = work_waiting(org)).await {
                 Ok(reports) => {
                     turns += 1;
                     quiet = !waiting?;

@@ -55,9 +55,17 @@ pub enum StepError {
 }
 
 /// Runs `n` turns now. `on_turn` sees each report as it is committed.
-pub async fn step(
+pub async fn step(root: &Path, n: u64, on_turn: impl FnMut(&TurnReport, &Org)) -> Result<Vec<TurnReport>, StepError> {
+    step_with(root, n, &Sources::real(), on_turn).await
+}
+
+/// [`step`], with the turns' time, ids and bus from `src`: a caller that
+/// subscribed to `src.bus` sees each event as it happens (`lemming chat`
+/// shows a reply while its model streams it).
+pub async fn step_with(
     root: &Path,
     n: u64,
+    src: &Sources,
     mut on_turn: impl FnMut(&TurnReport, &Org),
 ) -> Result<Vec<TurnReport>, StepError> {
     let layout = Layout::new(root);
@@ -67,7 +75,7 @@ pub async fn step(
         let org = Org::load(root)?;
         keep_last_good(&org, None);
         let registry = Arc::new(org.registry());
-        let report = turn::run(&org, &registry, None).await?;
+        let report = turn::run_keeping(&org, &registry, src, None, &mut turn::Unjournaled::default()).await?;
         on_turn(&report, &org);
         reports.push(report);
     }
@@ -145,12 +153,48 @@ pub struct DaemonFile {
     pub pid: u32,
     /// When it started.
     pub started_at: DateTime<Utc>,
+    /// Where it serves the HTTP API (`lemming run --http`), once bound: `lemming
+    /// chat` reads the live events there. Absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+}
+
+/// The running daemon's file, when `daemon.json` names a live process that holds the lock.
+pub fn daemon_file(layout: &Layout) -> Option<DaemonFile> {
+    let d: DaemonFile = serde_json::from_slice(&fsx::read_optional(&layout.daemon_json()).ok()??).ok()?;
+    (lock::holder(layout) == Some(d.pid)).then_some(d)
+}
+
+/// Records in `daemon.json` where the daemon (this process) serves the API.
+/// Waits (up to `wait`) for the daemon to write its file first, and tries
+/// again while the write fails (a turn starting in this process clears its
+/// temporary files, the one being written among them).
+pub async fn record_api(layout: &Layout, api: &str, wait: Duration) -> Result<(), PathError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let read = fsx::read_optional(&layout.daemon_json()).ok().flatten();
+        let mut failed = None;
+        if let Some(mut d) = read.and_then(|b| serde_json::from_slice::<DaemonFile>(&b).ok()) {
+            if d.pid == std::process::id() {
+                if d.api.as_deref() == Some(api) {
+                    return Ok(());
+                }
+                d.api = Some(api.to_string());
+                let bytes = serde_json::to_vec(&d).unwrap_or_default();
+                failed = fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &bytes).err();
+                // Read back on the next round: done once the file says so.
+            }
+        }
+        if Instant::now() >= deadline {
+            return failed.map_or(Ok(()), Err);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The running daemon's pid: `daemon.json` names a live process that holds the lock.
 pub fn daemon_pid(layout: &Layout) -> Option<u32> {
-    let d: DaemonFile = serde_json::from_slice(&fsx::read_optional(&layout.daemon_json()).ok()??).ok()?;
-    (lock::holder(layout) == Some(d.pid)).then_some(d.pid)
+    daemon_file(layout).map(|d| d.pid)
 }
 
 /// Runs the daemon until `shutdown` resolves or `opts.turns` turns are done.
@@ -167,7 +211,7 @@ pub async fn run(
     let _lock = lock::acquire(&layout)?;
     let mut org = Org::load(root)?;
     let mut saved = keep_last_good(&org, None);
-    let file = DaemonFile { pid: std::process::id(), started_at: opts.sources.now() };
+    let file = DaemonFile { pid: std::process::id(), started_at: opts.sources.now(), api: None };
     fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;
     let _cleanup = RemoveOnDrop(layout.daemon_json());
     if let Err(e) = trouble::init_daemon_file(&layout) {
@@ -855,5 +899,59 @@ mod tests {
         };
         let (done, ()) = tokio::join!(daemon, person);
         assert!(done.unwrap() >= 2);
+    }
+
+    #[tokio::test]
+    async fn a_streaming_model_publishes_its_reply_in_pieces_on_the_bus_only() {
+        let (_d, root) = new_org();
+        crate::testing::edit(&root, "org/models.toml", "provider = \"mock\"", "provider = \"slow\"\nstream = true");
+        let models = root.join("org/models.toml");
+        let text = std::fs::read_to_string(&models).unwrap() + "\n[providers.slow]\nkind = \"mock\"\nlatency_ms = 80\n";
+        std::fs::write(models, text).unwrap();
+        send(&root, "hello there, how are you today?");
+        let src = Sources::real();
+        let mut rx = src.bus.subscribe();
+        let reports = step_with(&root, 1, &src, |_, _| {}).await.unwrap();
+        assert_eq!(reports[0].ran, ["manager"], "{:?}", reports[0]);
+        let mut pieces = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let crate::events::EventKind::ReplyDelta { agent, text, restart } = e.kind {
+                assert_eq!((agent.as_str(), restart, e.seq, e.turn), ("manager", false, 0, 1));
+                pieces.push(text);
+            }
+        }
+        assert!(pieces.len() > 1, "several pieces: {pieces:?}");
+        let records = crate::journal::Journal::new(&Layout::new(&root)).records(1).unwrap();
+        assert_eq!(records["manager"].reply.as_deref(), Some(pieces.concat().as_str()), "the journaled reply");
+        let events = std::fs::read_to_string(Layout::new(&root).events()).unwrap();
+        assert!(events.contains("\"turn\"") && !events.contains("reply_delta"), "{events}");
+    }
+
+    #[test]
+    fn an_older_daemon_file_without_api_still_reads_and_none_is_not_written() {
+        let old = r#"{"pid":42,"started_at":"2026-01-02T03:04:05.006Z"}"#;
+        let d: DaemonFile = serde_json::from_str(old).unwrap();
+        assert_eq!((d.pid, d.api.as_deref()), (42, None));
+        assert_eq!(serde_json::to_string(&d).unwrap(), old, "no api: the field is left out");
+        let with = DaemonFile { api: Some("127.0.0.1:7878".into()), ..d };
+        let back: DaemonFile = serde_json::from_slice(&serde_json::to_vec(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+    }
+
+    #[tokio::test]
+    async fn the_api_address_is_recorded_in_this_daemon_s_file_only() {
+        let (_d, root) = new_org();
+        let layout = Layout::new(&root);
+        let mine = DaemonFile { pid: std::process::id(), started_at: t0(), api: None };
+        fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&mine).unwrap()).unwrap();
+        record_api(&layout, "127.0.0.1:9", Duration::from_secs(5)).await.unwrap();
+        let read: DaemonFile = serde_json::from_slice(&std::fs::read(layout.daemon_json()).unwrap()).unwrap();
+        assert_eq!(read.api.as_deref(), Some("127.0.0.1:9"));
+        // Another process's file is left alone (after the wait).
+        let other = DaemonFile { pid: 1, started_at: t0(), api: None };
+        fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&other).unwrap()).unwrap();
+        record_api(&layout, "127.0.0.1:9", Duration::from_millis(100)).await.unwrap();
+        let read: DaemonFile = serde_json::from_slice(&std::fs::read(layout.daemon_json()).unwrap()).unwrap();
+        assert_eq!(read, other);
     }
 }

@@ -476,6 +476,11 @@ impl Events {
         Events { turn, next_seq: first_seq, bus: Some(bus), events: Vec::new() }
     }
 
+    /// The bus its events are published on (none for a person's command).
+    pub fn bus(&self) -> Option<&Bus> {
+        self.bus.as_ref()
+    }
+
     /// Emits an event that happened `at` (now, by the turn's clock).
     pub fn emit(&mut self, at: DateTime<Utc>, kind: EventKind) {
         self.emit_unpublished(at, kind);

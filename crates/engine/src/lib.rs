@@ -111,6 +111,7 @@ pub mod resume;
 pub mod route;
 pub mod send;
 pub mod settings;
+pub mod streamed;
 pub mod term;
 #[cfg(test)]
 mod testing;

@@ -123,7 +123,8 @@ pub async fn run_keeping(
     let answered: HashSet<&str> =
         journaled.keys().chain(carried.iter().map(|r| &r.agent)).map(String::as_str).collect();
     let jobs = t.pick(registry, &ledger, &answered)?;
-    let fresh = call::call(org, registry, jobs, stop, t.turn, t.started, clock).await;
+    let bus = t.ev.bus().cloned();
+    let fresh = call::call(org, registry, jobs, stop, (t.turn, t.started), clock, bus).await;
     let replies = t.journal(journaled, carried, fresh, held)?;
     fault::point("journaled");
     let tools = t.act(&replies).await?;

@@ -21,6 +21,11 @@
 //!   200 chars of the output>` or `tool NAME failed: <error>`, as a reply to
 //!   the result (so the sender reads it and never answers), in its thread.
 //!   Any other `tool_result` is just read.
+//!
+//! With `stream = true` on its model key (and someone watching the request's
+//! [`Request::stream`]), it hands its reply text out in [`STREAM_PIECES`]
+//! pieces spread over its `latency_ms`, as a streaming model would, then
+//! returns the same reply: streaming can be tried and tested without a server.
 
 use std::time::Duration;
 
@@ -30,6 +35,9 @@ use crate::{BoxFuture, Provider, ProviderError, Reply, Request, Usage};
 
 /// How a line that asks the mock to call a tool starts.
 pub const TOOL_LINE: &str = "/tool ";
+
+/// How many pieces a streaming mock cuts its reply into (fewer when it is shorter).
+pub const STREAM_PIECES: usize = 8;
 
 /// The longest call id the engine keeps as it is.
 const MAX_CALL_ID: usize = 64;
@@ -94,6 +102,28 @@ impl Mock {
             json!({ "messages": messages, "tool_calls": calls }).to_string()
         }
     }
+}
+
+/// `text` cut into at most `n` pieces of nearly equal length (in chars,
+/// never inside one), none of them empty; their concatenation is `text`.
+pub fn pieces(text: &str, n: usize) -> Vec<&str> {
+    let chars = text.chars().count();
+    let n = n.clamp(1, chars.max(1));
+    let mut out = Vec::with_capacity(n);
+    let mut bounds = text.char_indices().map(|(i, _)| i).chain(std::iter::once(text.len()));
+    let mut start = 0;
+    let mut taken = 0;
+    for k in 1..=n {
+        // The end of piece k is after chars*k/n chars.
+        let end_char = chars * k / n;
+        let end = bounds.by_ref().nth(end_char - taken).unwrap_or(text.len());
+        taken = end_char + 1;
+        if end > start {
+            out.push(&text[start..end]);
+        }
+        start = end;
+    }
+    out
 }
 
 /// The tool calls a body asks for: each line `/tool NAME {json args}`, with
@@ -206,10 +236,21 @@ fn is_name_byte(b: u8) -> bool {
 impl Provider for Mock {
     fn complete<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Reply, ProviderError>> {
         Box::pin(async move {
-            if !self.latency.is_zero() {
-                tokio::time::sleep(self.latency).await;
-            }
             let text = Mock::reply_text(req);
+            match req.stream.as_ref().filter(|_| req.model.stream) {
+                Some(sink) => {
+                    let pieces = pieces(&text, STREAM_PIECES);
+                    let pause = self.latency / pieces.len().max(1) as u32;
+                    for piece in pieces {
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                        sink.send(crate::Chunk::Text(piece.to_string()));
+                    }
+                }
+                None if !self.latency.is_zero() => tokio::time::sleep(self.latency).await,
+                None => {}
+            }
             log_call(req);
             let usage = Usage { estimated: false, ..Usage::estimate(req.prompt_chars(), text.chars().count()) };
             Ok(Reply { text, usage, model_key: req.model.key.clone(), finish: None, tool_calls: vec![] })
@@ -403,6 +444,50 @@ mod tests {
             &["human"],
         );
         assert_eq!(reply(&r), json!({"messages": []}));
+    }
+
+    #[test]
+    fn pieces_cut_on_chars_and_join_back() {
+        for (text, n) in
+            [("", 8), ("a", 8), ("abc", 8), ("héllo wörld, ça va?", 8), (&"x".repeat(100) as &str, 8), ("ab", 1)]
+        {
+            let p = pieces(text, n);
+            assert_eq!(p.concat(), text, "{text:?}");
+            assert!(p.iter().all(|s| !s.is_empty()), "{p:?}");
+            assert_eq!(p.len(), n.min(text.chars().count()), "{p:?}");
+        }
+        assert_eq!(pieces("abcdefgh", 4), ["ab", "cd", "ef", "gh"]);
+    }
+
+    #[tokio::test]
+    async fn a_streaming_mock_hands_its_reply_out_in_pieces_over_its_latency() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<(std::time::Instant, crate::Chunk)>>> = Arc::default();
+        let log = seen.clone();
+        let all = seen;
+        let mut r = req(vec![mail("m1", "human", "hello there, manager", None, "message")], &["human"]);
+        r.model.stream = true;
+        r.stream = Some(crate::StreamSink::new(move |c| log.lock().unwrap().push((std::time::Instant::now(), c))));
+        let start = std::time::Instant::now();
+        let mock = Mock { latency: Duration::from_millis(160) };
+        let reply = mock.complete(&r).await.unwrap();
+        let seen = all.lock().unwrap().clone();
+        assert_eq!(seen.len(), STREAM_PIECES, "{seen:?}");
+        let text: String = seen
+            .iter()
+            .map(|(_, c)| match c {
+                crate::Chunk::Text(t) => t.as_str(),
+                crate::Chunk::Restart => panic!("no restart"),
+            })
+            .collect();
+        assert_eq!(text, reply.text);
+        assert_eq!(reply.text, Mock::reply_text(&r), "the same reply as without streaming");
+        assert!(seen[0].0 - start < Duration::from_millis(100), "the first piece comes early");
+        assert!(start.elapsed() >= Duration::from_millis(160), "spread over the latency");
+        // Without stream = true on the key, the sink is not used.
+        r.model.stream = false;
+        Mock::default().complete(&r).await.unwrap();
+        assert_eq!(all.lock().unwrap().len(), STREAM_PIECES, "no more pieces");
     }
 
     #[test]

@@ -14,8 +14,10 @@
 //!
 //! The `data:` is the line of `events.jsonl`; the `event:` is its `event`
 //! field, except `turn` (sent as `turn_committed`) and `tool` (sent as
-//! `tool_call`). `turn_started` comes from the daemon's bus only, when it runs
-//! in this process, and has no `id:` (it is not in the file).
+//! `tool_call`). `turn_started` and `reply_delta` (a piece of a reply as a
+//! model streams it) come from the daemon's bus only, when it runs in this
+//! process, and have no `id:` (they are not in the file): a client that
+//! reconnects gets the whole replies from the journal, not the pieces it missed.
 //!
 //! A client that sends `Last-Event-ID: N` (or `?last_event_id=N`) gets every
 //! event with `seq` > N: from the hub's memory, or from the file when they are
@@ -295,7 +297,7 @@ impl Hub {
         Ok(String::from_utf8_lossy(&buf[start..end]).into_owned())
     }
 
-    /// Sends a `turn_started` event from the bus to the clients now (it has no
+    /// Sends a `turn_started` or `reply_delta` event from the bus to the clients now (it has no
     /// `id:` and is not kept: it is not in the file).
     pub fn publish_live(&self, event: &Event) {
         let frame = Frame::render(None, wire_name(&event.kind), &event.to_json().to_string());
@@ -419,7 +421,7 @@ pub async fn pump(hub: Arc<Hub>, metrics: Arc<crate::metrics::Metrics>, root: st
                 continue;
             }
             r = next_on(&mut bus) => match r {
-                Ok(e) if matches!(e.kind, EventKind::TurnStarted {}) => {
+                Ok(e) if matches!(e.kind, EventKind::TurnStarted {} | EventKind::ReplyDelta { .. }) => {
                     hub.publish_live(&e);
                     continue;
                 }

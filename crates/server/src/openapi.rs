@@ -113,7 +113,7 @@ pub fn spec() -> Value {
             ("401", err("Not on loopback and no token.")),
         ]), false) }));
     paths.insert("/api/events".into(), json!({ "get": op(
-            "Server-Sent Events: each committed event as `id:` (a sequence number), `event:` (turn_started, turn_committed, delivered, ran, failed, dead, charged, topped_up, tool_call, config_error, paused, resumed, skipped, recovered) and JSON `data:`. Send `Last-Event-ID` to get exactly the events missed.",
+            "Server-Sent Events: each committed event as `id:` (a sequence number), `event:` (turn_started, turn_committed, delivered, ran, failed, dead, charged, topped_up, tool_call, config_error, paused, resumed, skipped, recovered, reply_delta) and JSON `data:`. Send `Last-Event-ID` to get exactly the events missed. `turn_started` and `reply_delta` (`agent`, `text`: the next piece of the raw reply of a model with `stream = true`; `restart`: forget that agent's text so far) are live only, from a daemon in the server's process: they have no `id:` and are not replayed.",
             vec![json!({ "name": "Last-Event-ID", "in": "header", "required": false, "description": "The last id received.", "schema": { "type": "string" } })],
             None,
             map(vec![("200", json!({ "description": "The stream.", "content": { "text/event-stream": { "schema": { "type": "string" } } } }))]),

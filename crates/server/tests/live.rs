@@ -196,6 +196,25 @@ async fn in_the_daemon_turn_started_is_live_and_a_committed_turn_is_sent_at_once
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_daemon_reply_deltas_are_live_without_an_id() {
+    let d = tempfile::tempdir().unwrap();
+    let bus = Bus::new();
+    let server = start(d.path(), Some(bus.clone())).await;
+    let (mut s, _) = Stream::open(server.addr, None).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for (text, restart) in [("{\"messages\":[{\"to", false), ("", true), ("{\"mess", false)] {
+        let kind = EventKind::ReplyDelta { agent: "manager".into(), text: text.into(), restart };
+        bus.publish(&Event { seq: 0, turn: 3, at: chrono::Utc::now(), kind });
+        let f = s.next(Duration::from_secs(5)).await;
+        assert_eq!((field(&f, "event"), field(&f, "id")), (Some("reply_delta"), None), "{f}");
+        let data: serde_json::Value = serde_json::from_str(field(&f, "data").unwrap()).unwrap();
+        assert_eq!((data["agent"].as_str(), data["text"].as_str()), (Some("manager"), Some(text)), "{f}");
+        assert_eq!(data["restart"].as_bool().unwrap_or(false), restart, "{f}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_open_on_loopback_and_answer_in_well_under_10_ms() {
     let d = tempfile::tempdir().unwrap();
     for i in 0..300 {

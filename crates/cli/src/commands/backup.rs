@@ -1,9 +1,8 @@
 //! `lemming backup FILE`: the org as one archive, copied between two turns.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use lemming_engine::backup::{self, BackupError, BackupReport, Progress, Wait};
 use lemming_engine::term::text;
 
@@ -94,14 +93,7 @@ fn summary(r: &BackupReport) -> String {
 
 /// A progress bar on stderr when both outputs are a terminal and not --json.
 pub(crate) fn progress_bar(json: bool, what: &'static str) -> Option<ProgressBar> {
-    if json || !std::io::stdout().is_terminal() || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::new(0);
-    let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} files ({elapsed})")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
+    let bar = crate::progress::bar(json, 0, "{msg} [{bar:30}] {pos}/{len} files ({elapsed})")?;
     bar.set_message(what);
     Some(bar)
 }

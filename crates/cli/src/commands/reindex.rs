@@ -1,6 +1,5 @@
 //! `lemming reindex`: rebuild the search index from the files.
 
-use std::io::IsTerminal;
 use std::time::Instant;
 
 use lemming_engine::index;
@@ -25,14 +24,7 @@ pub struct Args {}
 pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     let root = ctx.root()?;
     let start = Instant::now();
-    let bar = (!ctx.json && std::io::stdout().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages ({per_sec}, {eta} left)")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let bar = crate::progress::bar(ctx.json, 0, "{bar:40} {pos}/{len} messages ({per_sec}, {eta} left)");
     let rebuilt = index::rebuild(&Layout::new(&root), &mut |p| {
         if let Some(bar) = &bar {
             bar.set_length(p.total);

@@ -60,6 +60,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         let server = match http {
             Some(addr) => {
                 let bound = crate::commands::serve::bind(&root, addr, sources, true).await?;
+                // In daemon.json once the daemon has written it: `lemming chat` reads the live events there.
+                let layout = lemming_engine::org::Layout::new(&root);
+                let api = bound.addr.to_string();
+                tokio::spawn(async move {
+                    if let Err(e) = daemon::record_api(&layout, &api, std::time::Duration::from_secs(30)).await {
+                        tracing::warn!(error = %e, "cannot record the API address in daemon.json; chat will not show replies as they stream");
+                    }
+                });
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let task = tokio::spawn(bound.serve(async move {
                     let _ = stopped.await;

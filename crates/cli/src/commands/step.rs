@@ -27,8 +27,24 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     }
     let root = ctx.root()?;
     let json = ctx.json;
+    // A bar over the turns, on a terminal only; each turn's summary prints above it.
+    let bar = crate::progress::bar(json, args.n, "{spinner} {pos}/{len} turns [{bar:30}] {msg} ({elapsed})");
+    if let Some(bar) = &bar {
+        bar.set_message("running the first turn");
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    }
     let reports = block_on(daemon::step(&root, args.n, |r, org| {
-        if !json {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+            bar.set_message(format!(
+                "last: turn {}: ran {}, delivered {}, failed {}",
+                r.turn,
+                r.ran.len(),
+                r.delivered,
+                r.failed.len()
+            ));
+        }
+        let print = || {
             for p in &org.stale {
                 eprintln!(
                     "warning: invalid; its last good version is used until it is fixed: {}",
@@ -39,8 +55,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
                 eprintln!("warning: agent held until its resume is fixed: {}", text(&p.to_string()));
             }
             println!("{}", summary(r));
+        };
+        match &bar {
+            Some(bar) => bar.suspend(print),
+            None if !json => print(),
+            None => {}
         }
-    }))??;
+    }));
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let reports = reports??;
     if json {
         print_json(&reports)?;
     }

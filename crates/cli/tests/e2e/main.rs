@@ -6,6 +6,7 @@ mod audit;
 mod backup;
 mod basics;
 mod browser;
+mod chat_stream;
 mod config;
 mod config_checks;
 mod crash;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use lemming_provider::Registry;
+use lemming_provider::{Chunk, Registry, StreamSink};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -14,7 +14,7 @@ use super::pick::Job;
 use super::{Replies, Stop, Turn, Unjournaled};
 use crate::clock::Clock;
 use crate::error::PathError;
-use crate::events::EventKind;
+use crate::events::{Bus, Event, EventKind};
 use crate::journal::{Outcome, PlannedCall, Record};
 use crate::memory;
 use crate::message::{self, Kind, Message, To};
@@ -24,18 +24,22 @@ use crate::reply;
 /// Calls the models of `jobs`, at most `max_parallel` at once, until all have
 /// answered or `stop` turns `true` (those still waiting are abandoned: their
 /// mail stays unread). Returns a record per answer (or failure), by agent.
+/// A model that streams its reply hands it out on `bus` as `reply_delta` events.
 pub(super) async fn call(
     org: &Org,
     registry: &Arc<Registry>,
     jobs: Vec<Job>,
     stop: Option<Stop>,
-    turn: u64,
-    started: DateTime<Utc>,
+    (turn, started): (u64, DateTime<Utc>),
     clock: &dyn Clock,
+    bus: Option<Bus>,
 ) -> Vec<Record> {
     let sem = Arc::new(Semaphore::new(org.settings.max_parallel));
     let mut set = JoinSet::new();
-    for job in jobs {
+    for mut job in jobs {
+        if let Some(bus) = &bus {
+            job.req.stream = Some(delta_sink(bus.clone(), turn, &job.agent));
+        }
         let registry = Arc::clone(registry);
         let sem = Arc::clone(&sem);
         set.spawn(async move {
@@ -111,6 +115,22 @@ impl Turn<'_> {
         self.report.replayed = replayed.clone();
         Ok(Replies { records: journaled.into_values().chain(new_records).collect(), replayed })
     }
+}
+
+/// A sink that publishes each chunk of `agent`'s streaming reply as a
+/// `reply_delta` event on `bus` (seq 0: never appended; the journal holds the
+/// whole reply). Stamped by the system clock: a piece of text must not move a
+/// test's manual clock, and nothing is derived from these stamps.
+fn delta_sink(bus: Bus, turn: u64, agent: &str) -> StreamSink {
+    let agent = agent.to_string();
+    StreamSink::new(move |chunk| {
+        let (text, restart) = match chunk {
+            Chunk::Text(text) => (text, false),
+            Chunk::Restart => (String::new(), true),
+        };
+        let kind = EventKind::ReplyDelta { agent: agent.clone(), text, restart };
+        bus.publish(&Event { seq: 0, turn, at: Utc::now(), kind });
+    })
 }
 
 /// Resolves when a stop is requested (never, without a stop signal).

@@ -179,7 +179,7 @@ async fn apply_of_a_replayed_reply_charges_nothing_twice() {
     route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
     let mut ledger = Ledger::load(&org.layout.ledger()).unwrap();
     let jobs = t.pick(&registry, &ledger, &HashSet::new()).unwrap();
-    let fresh = call::call(&org, &registry, jobs, None, t.turn, t.started, &*src.clock).await;
+    let fresh = call::call(&org, &registry, jobs, None, (t.turn, t.started), &*src.clock, None).await;
     let replies = t.journal(Default::default(), vec![], fresh, &mut Unjournaled::default()).unwrap();
     t.apply(&mut ledger, &replies, &Default::default()).unwrap();
     let cost = t.report.cost;
@@ -484,7 +484,7 @@ text = '{"tool_calls":[{"id":"w","tool":"write_file","args":{"path":"out.txt","c
     route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
     let ledger = Ledger::load(&org.layout.ledger()).unwrap();
     let jobs = t.pick(&registry, &ledger, &HashSet::new()).unwrap();
-    let fresh = call::call(&org, &registry, jobs, None, t.turn, t.started, &*src.clock).await;
+    let fresh = call::call(&org, &registry, jobs, None, (t.turn, t.started), &*src.clock, None).await;
     t.journal(Default::default(), vec![], fresh, &mut Unjournaled::default()).unwrap();
     org
 }
