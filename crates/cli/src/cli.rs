@@ -99,7 +99,7 @@ pub enum Command {
     /// reports each problem with its file, line, column and a fix. Exits 0 when
     /// every file is valid, 1 when a problem is found.
     Validate(commands::validate::Args),
-    /// List the model keys, their providers and prices; --remote, what the servers serve; `use`, switch agents
+    /// List model keys and prices; --remote: what servers serve; `use`: switch agents
     ///
     /// Lists every model key of org/models.toml: its provider and kind, the
     /// model name sent, its price, how replies are constrained, its fallback and

@@ -192,7 +192,9 @@ pub async fn get_capped(req: reqwest::RequestBuilder, url: &str) -> Result<(u16,
     })?;
     let status = resp.status().as_u16();
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading the answer of {url}: {}", http::chain(&e)))? {
+    while let Some(chunk) =
+        resp.chunk().await.map_err(|e| format!("reading the answer of {url}: {}", http::chain(&e)))?
+    {
         let room = MAX_BODY_BYTES - body.len();
         if chunk.len() > room {
             body.extend_from_slice(&chunk[..room]);

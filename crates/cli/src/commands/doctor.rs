@@ -97,7 +97,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
 /// It needs no org; with one, the suggested names avoid those in use.
 fn detect(ctx: &Ctx, args: &Args) -> Result<(), CliError> {
     let taken: Vec<String> = match ctx.load() {
-        Ok(org) => org.models.providers.iter().map(|p| p.name.clone()).chain(org.models.models.keys().cloned()).collect(),
+        Ok(org) => {
+            org.models.providers.iter().map(|p| p.name.clone()).chain(org.models.models.keys().cloned()).collect()
+        }
         Err(_) => vec![],
     };
     let ports = lemming_provider::detect::ports(&args.port);

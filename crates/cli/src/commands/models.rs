@@ -158,7 +158,8 @@ fn remote_list(ctx: &Ctx, deadline: Duration) -> Result<(), CliError> {
         println!("no HTTP provider in org/models.toml (only those of kind openai or anthropic serve a list)");
         return Ok(());
     }
-    let mut table = Table::new(&[("PROVIDER", Align::Left, 12), ("MODEL", Align::Left, 40), ("USED BY", Align::Left, 0)]);
+    let mut table =
+        Table::new(&[("PROVIDER", Align::Left, 12), ("MODEL", Align::Left, 40), ("USED BY", Align::Left, 0)]);
     for r in rows.iter().filter(|r| r.ok) {
         for m in &r.models {
             table.row(vec![line(&r.provider).into_owned(), line(&m.id).into_owned(), m.used_by.join(", ")]);
@@ -169,7 +170,9 @@ fn remote_list(ctx: &Ctx, deadline: Duration) -> Result<(), CliError> {
         // Errors quote what servers answered: shown escaped.
         match &r.error {
             Some(e) => println!("{}: not listed: {}", line(&r.provider), line(e)),
-            None if r.models.is_empty() => println!("{}: the server lists no model ({})", line(&r.provider), line(&r.url)),
+            None if r.models.is_empty() => {
+                println!("{}: the server lists no model ({})", line(&r.provider), line(&r.url))
+            }
             None => {}
         }
         if r.truncated {

@@ -130,16 +130,21 @@ fn models_use_all_switches_every_agent_but_people_or_none() {
 fn models_remote_lists_what_each_server_serves_and_who_uses_it() {
     let openai = FakeServer::start(|r, _| match r.path.as_str() {
         "/v1/models" => Answer::json(
-            json!({"object": "list", "data": [{"id": "qwen-7b"}, {"id": "evil\u{1b}[31m"}, {"id": "other"}]}).to_string(),
+            json!({"object": "list", "data": [{"id": "qwen-7b"}, {"id": "evil\u{1b}[31m"}, {"id": "other"}]})
+                .to_string(),
         ),
         _ => Answer::status(404, "{}"),
     });
     let ollama = FakeServer::start(|r, _| match r.path.as_str() {
-        "/api/tags" => Answer::json(json!({"models": [{"name": "llama3.2:latest", "model": "llama3.2:latest"}]}).to_string()),
+        "/api/tags" => {
+            Answer::json(json!({"models": [{"name": "llama3.2:latest", "model": "llama3.2:latest"}]}).to_string())
+        }
         _ => Answer::status(404, "404 page not found"),
     });
     let anthropic = FakeServer::start(|r, _| match (r.path.as_str(), r.header("x-api-key")) {
-        ("/v1/models", Some("ak-1")) => Answer::json(json!({"data": [{"id": "claude-x", "type": "model"}]}).to_string()),
+        ("/v1/models", Some("ak-1")) => {
+            Answer::json(json!({"data": [{"id": "claude-x", "type": "model"}]}).to_string())
+        }
         _ => Answer::status(401, "{\"error\":\"bad key\"}"),
     });
     let dead = free_port();
@@ -254,7 +259,13 @@ fn doctor_detect_finds_servers_on_given_ports_within_the_deadline() {
     let org = TestOrg::new();
     let (out, wall) = detect(&org, &[port(&compat), port(&ollama), port(&llamacpp), port(&stuck)]);
     let found = |p: u16| {
-        out["found"].as_array().unwrap().iter().find(|f| f["port"] == p).unwrap_or_else(|| panic!("{p}: {out:#}")).clone()
+        out["found"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["port"] == p)
+            .unwrap_or_else(|| panic!("{p}: {out:#}"))
+            .clone()
     };
     let f = found(port(&compat));
     assert_eq!((f["server"].as_str(), f["models"].clone()), (Some("vllm"), json!(["served-model"])));

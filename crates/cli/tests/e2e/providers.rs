@@ -600,8 +600,18 @@ fn every_preset_in_examples_validates() {
     presets.sort();
     let names: Vec<String> = presets.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     for want in [
-        "openai", "anthropic", "ollama", "lmstudio", "vllm", "llamacpp", "command", "gemini", "groq", "openrouter",
-        "llamafile", "sglang",
+        "openai",
+        "anthropic",
+        "ollama",
+        "lmstudio",
+        "vllm",
+        "llamacpp",
+        "command",
+        "gemini",
+        "groq",
+        "openrouter",
+        "llamafile",
+        "sglang",
     ] {
         assert!(names.contains(&format!("{want}.toml")), "no preset {want}.toml in {names:?}");
     }
