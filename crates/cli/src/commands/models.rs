@@ -206,7 +206,12 @@ fn use_key(ctx: &Ctx, args: UseArgs) -> Result<(), CliError> {
              (`lemming models` lists them), or add a [models.{key}] table there"
         )));
     }
-    let agents = if args.all { every_model_driven(&org) } else { args.agent.clone() };
+    let mut agents: Vec<String> = Vec::new();
+    for a in if args.all { every_model_driven(&org) } else { args.agent.clone() } {
+        if !agents.contains(&a) {
+            agents.push(a);
+        }
+    }
     if agents.is_empty() {
         return Err(CliError::user("no agent to switch: every agent folder is a person's"));
     }

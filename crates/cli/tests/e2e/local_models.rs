@@ -221,6 +221,21 @@ model = "claude-x"
     let claude = out.as_array().unwrap().iter().find(|r| r["provider"] == "claude").unwrap().clone();
     assert!(claude["error"].as_str().unwrap().contains("401"), "{claude:#}");
     assert!(!claude.to_string().contains("wrong"), "the key is never shown: {claude:#}");
+
+    // A server that accepts and never answers costs its deadline, no more.
+    let stuck = FakeServer::start(|_, _| Answer::Hang);
+    let base = org.read("org/models.toml");
+    org.write(
+        "org/models.toml",
+        format!("{base}\n[providers.stuck]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n", stuck.url()),
+    );
+    let t = Instant::now();
+    let out = org.lemming_ok(&["--json", "models", "--remote", "--deadline-ms", "300"]).json();
+    let stuck = out.as_array().unwrap().iter().find(|r| r["provider"] == "stuck").unwrap().clone();
+    assert!(stuck["error"].as_str().unwrap().contains("no answer"), "{stuck:#}");
+    let ms = stuck["elapsed_ms"].as_u64().unwrap();
+    assert!((280..900).contains(&ms), "{ms} ms for a deadline of 300 ms");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 /// Runs `doctor --detect` with `ports`, returns the JSON and the wall time.
