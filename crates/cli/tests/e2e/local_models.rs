@@ -308,6 +308,13 @@ fn doctor_detect_finds_servers_on_given_ports_within_the_deadline() {
     assert!(text.stdout.contains("found ollama on 127.0.0.1:"), "{text}");
     assert!(text.stdout.contains("[providers.ollama]"), "{text}");
     assert!(text.stdout.contains("lemming models use ollama --all"), "{text}");
+    // No org is needed.
+    let nowhere = tempfile::tempdir().unwrap();
+    let p = port(&ollama).to_string();
+    let out = crate::fixture::run(
+        crate::fixture::clean_command(&["doctor", "--detect", "--port", &p]).current_dir(nowhere.path()),
+    );
+    assert!(out.clone().ok().stdout.contains("lemming models use ollama --all"), "{out}");
 }
 
 #[test]
