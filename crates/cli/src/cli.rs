@@ -99,11 +99,14 @@ pub enum Command {
     /// reports each problem with its file, line, column and a fix. Exits 0 when
     /// every file is valid, 1 when a problem is found.
     Validate(commands::validate::Args),
-    /// List the model keys, their providers and prices
+    /// List model keys and prices; --remote: what servers serve; `use`: switch agents
     ///
     /// Lists every model key of org/models.toml: its provider and kind, the
     /// model name sent, its price, how replies are constrained, its fallback and
-    /// the agents that use it.
+    /// the agents that use it. With --remote it asks each HTTP provider's server
+    /// which models it serves (GET /models; Ollama's /api/tags too) and which
+    /// keys use them. `lemming models use KEY --agent NAME` (or --all) switches
+    /// agents to another key by editing their resume.toml in place.
     Models(commands::models::Args),
     /// Check each provider: reachable, key accepted, one tiny request (500 ms each)
     ///
@@ -111,7 +114,8 @@ pub enum Command {
     /// answers and accepts the key, and, for servers on this machine, one tiny
     /// request (max_tokens = 1) succeeds. Each provider gets the same deadline;
     /// they are checked at once. Nothing is charged. Exits 1 when a provider
-    /// fails.
+    /// fails. With --detect it checks no provider: it looks for model servers
+    /// on this machine and prints the lines that switch the org to them.
     Doctor(commands::doctor::Args),
     /// Add credits to an agent
     #[command(name = "top-up")]

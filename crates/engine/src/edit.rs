@@ -78,6 +78,29 @@ pub fn write_resume(org: &Org, agent: &str, bytes: Vec<u8>, at: DateTime<Utc>) -
     Ok(done?)
 }
 
+/// `text` (a resume) with its top-level `model` set to `key`, everything
+/// else kept as written: comments above, beside and below it, key order,
+/// layout. A `model` line is added after the other top-level keys when there
+/// is none. Returns the model it named before (`None`: no `model` line, or
+/// not a string). Fails only when `text` is not TOML.
+pub fn with_model(text: &str, key: &str) -> Result<(String, Option<String>), String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| e.message().to_string())?;
+    let root = doc.as_table_mut();
+    let before = root.get("model").and_then(|i| i.as_str()).map(str::to_string);
+    match root.get_mut("model").and_then(|i| i.as_value_mut()) {
+        Some(v) => {
+            // The decor holds the spaces around the value and the comment beside it.
+            let decor = v.decor().clone();
+            *v = toml_edit::Value::from(key);
+            *v.decor_mut() = decor;
+        }
+        None => {
+            root.insert("model", toml_edit::value(key));
+        }
+    }
+    Ok((doc.to_string(), before))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +195,17 @@ mod tests {
         assert_eq!(read_resume(&org, "manager").unwrap(), "name = ");
         write_resume(&org, "manager", good.clone().into_bytes(), Utc::now()).unwrap();
         assert!(Org::load(&root).unwrap().broken.is_empty());
+    }
+
+    #[test]
+    fn with_model_changes_only_the_value() {
+        let text = "# who\nname = \"a\"\n# above\nmodel   =  \"default\"  # beside\n# below\n\n[schedule]\nevery = 1\n";
+        let (out, before) = with_model(text, "fast").unwrap();
+        assert_eq!(out, text.replace("\"default\"", "\"fast\""));
+        assert_eq!(before.as_deref(), Some("default"));
+        let (out, before) = with_model("name = \"a\" # n\n\n[schedule]\nevery = 1\n", "fast").unwrap();
+        assert_eq!(out, "name = \"a\" # n\nmodel = \"fast\"\n\n[schedule]\nevery = 1\n");
+        assert_eq!(before, None);
+        assert!(with_model("name = = 1", "x").is_err());
     }
 }

@@ -18,7 +18,9 @@
 //! - [`resilience`]: retries with backoff and jitter, honouring `Retry-After`;
 //! - [`breaker`]: the circuit breaker per provider and its state file;
 //! - [`registry`]: builds one provider instance per configured provider, and the fallback chain;
-//! - [`doctor`]: checks each provider (reachability, auth, one tiny request) against a deadline.
+//! - [`doctor`]: checks each provider (reachability, auth, one tiny request) against a deadline;
+//! - [`remote`]: lists what each HTTP provider's server serves (`models --remote`);
+//! - [`detect`]: finds model servers on this machine's usual ports (`doctor --detect`).
 //!
 //! API keys are read from the environment variable a provider names, at call
 //! time. They are sent in headers only, never logged, never put into an error
@@ -30,6 +32,7 @@ pub mod breaker;
 pub mod command;
 pub mod config;
 pub mod contract;
+pub mod detect;
 pub mod doctor;
 pub mod http;
 pub mod mock;
@@ -37,6 +40,7 @@ pub mod observe;
 pub mod openai;
 pub mod program;
 pub mod registry;
+pub mod remote;
 pub mod resilience;
 pub mod script;
 

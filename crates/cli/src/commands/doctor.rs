@@ -1,6 +1,7 @@
 //! `lemming doctor`: checks every provider (reachability, auth, one tiny
 //! request where allowed) within a deadline, and prints a verdict for each;
-//! then says which sandbox `run_command` and custom tools run in.
+//! then says which sandbox `run_command` and custom tools run in. With
+//! `--detect` it looks for model servers on this machine instead.
 
 use std::time::Duration;
 
@@ -22,9 +23,20 @@ pub struct Args {
     /// The time allowed per provider, in milliseconds
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub deadline_ms: u64,
+    /// Instead of checking the providers, look for model servers on this machine
+    /// (Ollama 11434, LM Studio 1234, llama.cpp 8080, vLLM 8000, and each --port),
+    /// all within the deadline, and print how to switch the org to each one found
+    #[arg(long, conflicts_with_all = ["call", "no_call"])]
+    pub detect: bool,
+    /// With --detect: one more port of 127.0.0.1 to probe (repeat for more)
+    #[arg(long, value_name = "N", requires = "detect")]
+    pub port: Vec<u16>,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
+    if args.detect {
+        return detect(ctx, &args);
+    }
     let org = ctx.load()?;
     let registry = org.registry();
     let call = match (args.call, args.no_call) {
@@ -77,4 +89,48 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
             failed.join(", ")
         )))
     }
+}
+
+/// `--detect`: probes the usual ports and `--port`s within the deadline and
+/// prints, for each server found, the tables to add and the switch command.
+/// Finding nothing is not an error (exit 0): it says how to start a server.
+/// It needs no org; with one, the suggested names avoid those in use.
+fn detect(ctx: &Ctx, args: &Args) -> Result<(), CliError> {
+    let taken: Vec<String> = match ctx.load() {
+        Ok(org) => {
+            org.models.providers.iter().map(|p| p.name.clone()).chain(org.models.models.keys().cloned()).collect()
+        }
+        Err(_) => vec![],
+    };
+    let ports = lemming_provider::detect::ports(&args.port);
+    let found = block_on(lemming_provider::detect::detect(&ports, Duration::from_millis(args.deadline_ms), &taken))?;
+    if ctx.json {
+        return print_json(&found);
+    }
+    // Everything below quotes what servers answered: shown escaped.
+    for f in &found.found {
+        let models = if f.models.is_empty() { "none listed".to_string() } else { f.models.join(", ") };
+        println!("found {} on 127.0.0.1:{}: {}", f.server, f.port, line(&models));
+        println!("  add to org/models.toml:");
+        for l in f.toml.lines() {
+            println!("    {}", line(l));
+        }
+        println!("  then switch every agent to it:");
+        println!("    {}", line(&f.command));
+    }
+    for m in &found.missed {
+        println!("port {}: {}", m.port, line(&m.why));
+    }
+    if found.found.is_empty() {
+        println!(
+            "no model server found on 127.0.0.1 (ports {}) within {} ms\n  \
+             help: start one, for example `ollama serve` then `ollama pull llama3.2`, or \
+             `llama-server -m MODEL.gguf --port 8080`; then run `lemming doctor --detect` again \
+             (add --port N for another port)",
+            ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
+            found.deadline_ms
+        );
+    }
+    println!("searched in {} ms", found.elapsed_ms);
+    Ok(())
 }

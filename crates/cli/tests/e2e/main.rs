@@ -20,6 +20,7 @@ mod fsck;
 mod groups;
 mod kill9;
 mod live;
+mod local_models;
 mod odd_entries;
 mod output_cli;
 mod peers;

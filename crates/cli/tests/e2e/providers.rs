@@ -599,7 +599,20 @@ fn every_preset_in_examples_validates() {
     let mut presets: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
     presets.sort();
     let names: Vec<String> = presets.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    for want in ["openai", "anthropic", "ollama", "lmstudio", "vllm", "llamacpp", "command"] {
+    for want in [
+        "openai",
+        "anthropic",
+        "ollama",
+        "lmstudio",
+        "vllm",
+        "llamacpp",
+        "command",
+        "gemini",
+        "groq",
+        "openrouter",
+        "llamafile",
+        "sglang",
+    ] {
         assert!(names.contains(&format!("{want}.toml")), "no preset {want}.toml in {names:?}");
     }
     for p in presets {
