@@ -164,6 +164,73 @@ pub fn read_state(path: &Path) -> Result<Option<ServeState>, String> {
     }
 }
 
+/// A managed server as `status` and `doctor` show it, read from its state
+/// file (never by starting or asking it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The provider it serves.
+    pub provider: String,
+    /// The state file's state; `not_started` without a state file,
+    /// `not_running` when the pid it names is gone, `unknown` when it cannot be read.
+    pub state: String,
+    /// Whether it answers calls now as far as the file says: its process is
+    /// alive, or it is external.
+    pub running: bool,
+    /// Its process, when alive.
+    pub pid: Option<u32>,
+    /// Restarts after it exited.
+    pub restarts: u32,
+    /// How its last process ended.
+    pub last_exit: Option<String>,
+    /// Since when it is in this state.
+    pub since: Option<DateTime<Utc>>,
+    /// Its log.
+    pub log: PathBuf,
+    /// Its state file.
+    pub state_file: PathBuf,
+    /// The line `status` and `doctor` print.
+    pub summary: String,
+}
+
+impl Report {
+    /// The report of provider `provider`'s server, from `spec.state`.
+    pub fn read(provider: &str, spec: &ServeSpec) -> Report {
+        let mut r = Report {
+            provider: provider.to_string(),
+            state: "not_started".into(),
+            running: false,
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+            since: None,
+            log: spec.log.clone(),
+            state_file: spec.state.clone(),
+            summary: "not started (lemming starts it on the first call)".into(),
+        };
+        match read_state(&spec.state) {
+            Ok(None) => {}
+            Err(e) => {
+                r.state = "unknown".into();
+                r.summary = format!("unknown: {e}");
+            }
+            Ok(Some(st)) => {
+                let alive = st.alive();
+                r.running = alive || st.state == Phase::External;
+                r.state = match (st.state, st.pid) {
+                    (_, Some(_)) if !alive => "not_running".into(),
+                    (phase, _) => phase.as_str().into(),
+                };
+                r.pid = st.pid.filter(|_| alive);
+                r.restarts = st.restarts;
+                r.summary = st.summary();
+                r.last_exit = st.last_exit;
+                r.since = Some(st.since);
+            }
+        }
+        r
+    }
+}
+
 /// Whether a process with this pid exists (a zombie counts until it is reaped).
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
@@ -324,8 +391,9 @@ impl Server {
                 g.error = None;
                 g.watching = true;
                 let me = Arc::clone(self);
-                let spawned =
-                    std::thread::Builder::new().name(format!("serve-{}", self.provider)).spawn(move || me.watch(target));
+                let spawned = std::thread::Builder::new()
+                    .name(format!("serve-{}", self.provider))
+                    .spawn(move || me.watch(target));
                 if let Err(e) = spawned {
                     g.watching = false;
                     g.phase = Phase::Failed;
@@ -1010,7 +1078,8 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
         let port = free_port();
         let spec = provider(dir.path(), port, &[&port.to_string(), "0.3"], 20.0);
         let model = ModelSpec { model: Some("fake".into()), ..ModelSpec::new("default", "local") };
-        let registry = crate::Registry::new(std::slice::from_ref(&spec), [("default".to_string(), model.clone())].into());
+        let registry =
+            crate::Registry::new(std::slice::from_ref(&spec), [("default".to_string(), model.clone())].into());
         let req = Request {
             agent: "manager".into(),
             turn: 1,
@@ -1055,5 +1124,15 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
         };
         assert!(!st.alive());
         assert!(st.summary().starts_with("not running"), "{}", st.summary());
+        let mut spec = provider(dir.path(), 9, &[], 1.0).serve.unwrap();
+        assert_eq!(Report::read("x", &spec).state, "not_started");
+        spec.state = dir.path().join("x.json");
+        std::fs::write(&spec.state, serde_json::to_vec(&st).unwrap()).unwrap();
+        let r = Report::read("x", &spec);
+        assert_eq!((r.state.as_str(), r.running, r.pid), ("not_running", false, None));
+        let me = ServeState { pid: Some(std::process::id()), ..st };
+        std::fs::write(&spec.state, serde_json::to_vec(&me).unwrap()).unwrap();
+        let r = Report::read("x", &spec);
+        assert_eq!((r.state.as_str(), r.running, r.pid), ("ready", true, Some(std::process::id())));
     }
 }
