@@ -99,6 +99,10 @@ output_price = 2.0
     assert!(!state_file.exists(), "started before any call needed it\n{d}");
     assert_eq!(org.status_json()["servers"][0]["state"], "not_started");
     assert!(servers_on(&program, port).is_empty());
+    // `doctor` reports it and does not start it.
+    let doctor = org.lemming(&["--json", "doctor"]).json();
+    assert_eq!(doctor["servers"][0]["state"], "not_started", "{doctor:#}");
+    assert!(!state_file.exists() && servers_on(&program, port).is_empty(), "doctor started it");
 
     // The first turn that calls the model starts it; the reply comes.
     let id = org.send("manager", "Please reply to the human.");
@@ -121,6 +125,8 @@ output_price = 2.0
     assert_eq!((shown["pid"].as_u64(), shown["running"].as_bool()), (Some(first), Some(true)), "{s:#}");
     let text = org.lemming_ok(&["status"]).stdout;
     assert!(text.contains(&format!("server llama: ready (pid {first})")), "{text}");
+    let doctor = org.lemming(&["doctor", "--no-call"]).stdout;
+    assert!(doctor.contains(&format!("ready (pid {first})")), "{doctor}");
     let answered =
         wait_until(Duration::from_secs(90), || !org.ids("manager", "inbox", "new").contains(&id) && spent(&org) > 0.0);
     assert!(answered, "the manager's call did not go through\n{d}");
