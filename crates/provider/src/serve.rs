@@ -231,6 +231,13 @@ impl Report {
     }
 }
 
+/// Whether the state file says another live lemming process runs the server.
+fn managed_elsewhere(state: &Path) -> bool {
+    let Ok(Some(st)) = read_state(state) else { return false };
+    let busy = matches!(st.state, Phase::Starting | Phase::Ready | Phase::Restarting);
+    busy && st.manager.is_some_and(|m| m != std::process::id() && pid_alive(m))
+}
+
 /// Whether a process with this pid exists (a zombie counts until it is reaped).
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
@@ -440,6 +447,10 @@ impl Server {
 
     fn write_state(&self, g: &Inner) {
         if !g.owns_state || g.phase == Phase::Idle {
+            return;
+        }
+        if g.phase == Phase::External && managed_elsewhere(&self.spec.state) {
+            // Another lemming process (the daemon, while `chat` runs) started it: its file stays.
             return;
         }
         let state = ServeState {
@@ -1047,6 +1058,16 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
         assert!(!dir.path().join("logs/serve-local.log").exists(), "nothing was started");
         s.stop();
         assert!(probe(&t, "/health"), "an external server is not stopped");
+        // Used by a second process while another lemming runs it: that one's file stays.
+        let theirs = ServeState { state: Phase::Ready, pid: Some(other.id()), manager: Some(other.id()), ..st };
+        std::fs::write(dir.path().join("serve/local.json"), serde_json::to_vec(&theirs).unwrap()).unwrap();
+        let mut spec2 = spec.clone();
+        spec2.serve.as_mut().unwrap().startup_timeout_secs = 21.0;
+        let s2 = server(&spec2).unwrap();
+        s2.ensure_blocking().unwrap();
+        assert_eq!(s2.phase(), Phase::External);
+        assert_eq!(state(dir.path()), theirs);
+        s2.stop();
         let _ = other.kill();
         let _ = other.wait();
     }
