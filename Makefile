@@ -38,6 +38,8 @@ demo: build
 
 ## demo-local: the default org on a real local model (llama.cpp's server with
 ## Gemma 3 270M, built once by scripts/setup-llm-peers.sh); no key, no internet.
+## lemming starts llama-server itself on the first model call (`serve = {...}`
+## in org/models.toml) and stops it when the command ends.
 demo-local: build
 	@BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) bash scripts/demo-local.sh
 

@@ -192,6 +192,8 @@ pub fn main() -> ExitCode {
         Command::Replay(a) => commands::replay::run(&ctx, a),
         Command::Export(a) => commands::export::run(&ctx, a),
     };
+    // Managed local servers started by this command (step, chat, run) stop with it.
+    lemming_provider::serve::stop_all();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -366,6 +366,8 @@ pub async fn run(
             "stopping with replies that could not be journaled: they are lost, and their agents will be asked again"
         );
     }
+    // The managed local servers stop with the daemon (SIGTERM, then SIGKILL after a grace).
+    let _ = tokio::task::spawn_blocking(lemming_provider::serve::stop_all).await;
     tracing::info!(turns = done, "daemon stopped");
     Ok(done)
 }

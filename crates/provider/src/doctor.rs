@@ -185,7 +185,19 @@ async fn run_checks(registry: &Registry, spec: &ProviderSpec, deadline: Duration
                 Err(e) => f.fail("error", e.message),
             }
         }
-        ProviderKind::OpenAi | ProviderKind::Anthropic => http_checks(registry, spec, model, deadline, call, f).await,
+        ProviderKind::OpenAi | ProviderKind::Anthropic => {
+            // The doctor never starts a managed server: one that is not running is not checked.
+            if let Some(serve) = spec.serve.as_ref().filter(|s| !crate::serve::Report::read(&spec.name, s).running) {
+                return match crate::program::resolve(&serve.program) {
+                    Ok(p) => f.note(format!(
+                        "managed server {} not running: lemming starts it on the first call",
+                        p.display()
+                    )),
+                    Err(e) => f.fail("error", format!("managed server: {e}")),
+                };
+            }
+            http_checks(registry, spec, model, deadline, call, f).await
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`http`]: what the HTTP kinds share: one client per provider, status handling, excerpts, usage;
 //! - [`resilience`]: retries with backoff and jitter, honouring `Retry-After`;
 //! - [`breaker`]: the circuit breaker per provider and its state file;
+//! - [`serve`]: managed local servers (`serve = {...}`): started on first use, restarted, stopped at exit;
 //! - [`registry`]: builds one provider instance per configured provider, and the fallback chain;
 //! - [`doctor`]: checks each provider (reachability, auth, one tiny request) against a deadline;
 //! - [`remote`]: lists what each HTTP provider's server serves (`models --remote`);
@@ -43,6 +44,7 @@ pub mod registry;
 pub mod remote;
 pub mod resilience;
 pub mod script;
+pub mod serve;
 
 use std::future::Future;
 use std::path::PathBuf;

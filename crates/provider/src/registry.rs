@@ -3,7 +3,8 @@
 //! The registry is built once per org load. Each HTTP provider gets one
 //! `reqwest` client (its connection pool is reused by every call), and each
 //! `openai`, `anthropic` and `command` provider is wrapped in the retry loop
-//! and circuit breaker of [`crate::resilience`].
+//! and circuit breaker of [`crate::resilience`]. An HTTP provider with
+//! `serve` gets its managed server from [`crate::serve`], started on first use.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -86,10 +87,15 @@ impl Registry {
                     Err(message) => return Arc::new(Unusable { name: spec.name.clone(), message }),
                 };
                 self.clients.insert(spec.name.clone(), client.clone());
-                if spec.kind == ProviderKind::OpenAi {
+                let attempt: Box<dyn Attempt> = if spec.kind == ProviderKind::OpenAi {
                     Box::new(OpenAi::new(spec.clone(), client))
                 } else {
                     Box::new(Anthropic::new(spec.clone(), client))
+                };
+                // A managed server is started (or found running) before each try.
+                match crate::serve::server(spec) {
+                    Some(server) => Box::new(crate::serve::Served::new(attempt, server)),
+                    None => attempt,
                 }
             }
             ProviderKind::Command => match &spec.command {

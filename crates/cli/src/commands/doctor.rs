@@ -49,8 +49,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     // Programs being refused is a failure only for an org that runs programs.
     let runs_programs =
         org.agents.values().any(|r| r.tools.iter().any(|t| t == "run_command" || org.tools.custom.contains_key(t)));
+    // Managed local servers, as their state files say (the doctor never starts one).
+    let servers: Vec<_> = org
+        .models
+        .providers
+        .iter()
+        .filter_map(|p| p.serve.as_ref().map(|s| lemming_provider::serve::Report::read(&p.name, s)))
+        .collect();
     if ctx.json {
-        print_json(&serde_json::json!({ "providers": verdicts, "sandbox": sandbox }))?;
+        print_json(&serde_json::json!({ "providers": verdicts, "sandbox": sandbox, "servers": servers }))?;
     } else {
         for v in &verdicts {
             println!("{:<16} {:<10} {} ({} ms)", line(&v.provider), v.kind, v.verdict.to_uppercase(), v.elapsed_ms);
@@ -61,6 +68,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         }
         if verdicts.is_empty() {
             println!("no providers to check");
+        }
+        for s in &servers {
+            println!("{:<16} {:<10} {}", line(&s.provider), "server", line(&s.summary));
         }
         let verdict = match (sandbox.ok, runs_programs) {
             (true, _) => "OK",

@@ -66,6 +66,9 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             ),
         }
     }
+    for m in &s.servers {
+        println!("server {}: {}", term::line(&m.provider), term::text(&m.summary));
+    }
     println!();
     let mut table = Table::new(&[
         ("AGENT", Align::Left, 16),

@@ -33,6 +33,7 @@ mod routing;
 mod samples;
 mod sandbox;
 mod search;
+mod serve;
 mod state_numbers;
 mod status_columns;
 mod templates;

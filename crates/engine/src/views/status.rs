@@ -142,6 +142,8 @@ pub struct StatusView {
     pub budget: Option<OrgBudget>,
     /// Circuit breakers that are open, half-open or counting failures.
     pub breakers: Vec<BreakerStatus>,
+    /// The managed local servers (`serve = {...}` on a provider), from their state files.
+    pub servers: Vec<lemming_provider::serve::Report>,
     /// The filesystem holding the org is read-only or full, if it is.
     pub filesystem: Option<String>,
     /// State files that could not be read (or lines of them that were
@@ -289,6 +291,7 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
         spent_by_model: ledger.spent_per_model(),
         budget,
         breakers: breakers(org),
+        servers: servers(org),
         filesystem: crate::trouble::filesystem_problem(root),
         unreadable: skipped.0,
     })
@@ -433,6 +436,12 @@ fn prompt_over_credits(
     let (mut mail, _) = mb.unread(resume.name.as_str())?;
     let turn::Prompt { system, user, .. } = turn::prompt_for(org, chart, resume, turn.saturating_add(1), &mut mail);
     Ok(PromptOverCredits::check(model, &system, &user, left).is_some())
+}
+
+/// The managed servers of the providers configured with `serve`.
+fn servers(org: &Org) -> Vec<lemming_provider::serve::Report> {
+    let served = org.models.providers.iter().filter_map(|p| p.serve.as_ref().map(|s| (p, s)));
+    served.map(|(p, s)| lemming_provider::serve::Report::read(&p.name, s)).collect()
 }
 
 /// The breakers recorded in `org/state/breakers.json`, for providers still configured.
