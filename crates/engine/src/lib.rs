@@ -61,7 +61,8 @@
 //! - [`term`]: untrusted text made safe to show, and commands quoted for the shell;
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   following an inbox or an activity log as it grows, and a conversation that waits for replies
-//!   (running turns itself when no daemon runs);
+//!   (running turns itself when no daemon runs); [`streamed`]: the messages of a reply's
+//!   partial JSON as a model streams it, for chat to show;
 //! - [`index`]: the search index of every message, derived from the files
 //!   (`lemming search`, `lemming reindex`);
 //! - [`fsck`]: read-only, lock-free checks of G2–G7 on disk (`lemming fsck`);
