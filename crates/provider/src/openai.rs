@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 use crate::contract;
 use crate::http::{self, excerpt, tokens, usage, Parsed};
 use crate::resilience::{Attempt, AttemptError};
+use crate::stream;
 use crate::{BoxFuture, NativeCall, ProviderSpec, Reply, Request, Structured, ToolMode};
 
 /// The `openai` kind.
@@ -102,8 +103,12 @@ pub fn request_body(req: &Request) -> Value {
             {"role": "system", "content": req.system},
             {"role": "user", "content": req.prompt},
         ],
-        "stream": false,
+        "stream": m.stream,
     });
+    if m.stream {
+        // Without it, the usage of a streamed reply would have to be estimated.
+        body["stream_options"] = json!({"include_usage": true});
+    }
     if let Some(t) = m.temperature {
         body["temperature"] = json!(t);
     }
@@ -203,9 +208,142 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<Pa
     Ok(Parsed { text, usage, finish, tool_calls })
 }
 
+/// One tool call as its pieces arrive.
+#[derive(Debug, Default)]
+struct CallPieces {
+    id: String,
+    name: String,
+    args: String,
+    /// Arguments sent as an object, not as text (some servers do).
+    object: Option<Value>,
+}
+
+/// Reads a streamed chat completion: `data: {chunk}` events whose
+/// `choices[0].delta` carries the next `content` (null in llama.cpp's first
+/// chunk) and `tool_calls` pieces by `index`, a `finish_reason`, then (with
+/// `stream_options.include_usage`) a chunk with `choices: []` and the
+/// `usage`, then `data: [DONE]`. A stream is whole at `[DONE]`, or when the
+/// body ends after a `finish_reason`.
+#[derive(Debug, Default)]
+pub struct ChunkStream {
+    key: Option<String>,
+    text: String,
+    calls: Vec<(u64, CallPieces)>,
+    args_bytes: usize,
+    finish: String,
+    input: Option<u64>,
+    output: Option<u64>,
+    done: bool,
+}
+
+/// The assembler of a streamed chat completion.
+pub fn stream_assembler(_: &Request, key: Option<&str>) -> Box<dyn stream::Assembler> {
+    Box::new(ChunkStream { key: key.map(String::from), ..ChunkStream::default() })
+}
+
+impl stream::Assembler for ChunkStream {
+    fn event(&mut self, ev: &stream::Event) -> Result<Option<String>, AttemptError> {
+        if ev.data.trim() == "[DONE]" {
+            self.done = true;
+            return Ok(None);
+        }
+        let v = stream::json(ev, self.key.as_deref())?;
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            let msg = err.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| err.to_string());
+            return Err(AttemptError::down(format!(
+                "the server sent an error in the stream: {}",
+                excerpt(&msg, self.key.as_deref())
+            )));
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.input = u.get("prompt_tokens").and_then(tokens).or(self.input);
+            self.output = u.get("completion_tokens").and_then(tokens).or(self.output);
+        }
+        let choices = v.get("choices").and_then(Value::as_array);
+        let Some(choice) = choices.and_then(|c| c.iter().find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0))
+        else {
+            return Ok(None);
+        };
+        if let Some(Value::String(f)) = choice.get("finish_reason") {
+            self.finish = f.clone();
+        }
+        let delta = choice.get("delta");
+        for (n, c) in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            // A server that numbers no call sends each one whole: its place in the list is its index.
+            let index = c.get("index").and_then(Value::as_u64).unwrap_or((self.calls.len() + n) as u64);
+            let at = match self.calls.iter().position(|(i, _)| *i == index) {
+                Some(at) => at,
+                None => {
+                    self.calls.push((index, CallPieces::default()));
+                    self.calls.len() - 1
+                }
+            };
+            let call = &mut self.calls[at].1;
+            let f = c.get("function");
+            if let Some(id) = c.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                call.id = id.to_string();
+            }
+            if let Some(name) = f.and_then(|f| f.get("name")).and_then(Value::as_str) {
+                call.name.push_str(name);
+            }
+            match f.and_then(|f| f.get("arguments")) {
+                Some(Value::String(piece)) => {
+                    call.args.push_str(piece);
+                    self.args_bytes += piece.len();
+                }
+                None | Some(Value::Null) => {}
+                Some(v) => {
+                    self.args_bytes += v.to_string().len();
+                    call.object = Some(v.clone());
+                }
+            }
+        }
+        let piece = match delta.and_then(|d| d.get("content")) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.as_str().or_else(|| p.get("text").and_then(Value::as_str)))
+                .collect::<String>(),
+            _ => choice.get("text").and_then(Value::as_str).unwrap_or_default().to_string(),
+        };
+        if piece.is_empty() {
+            return Ok(None);
+        }
+        self.text.push_str(&piece);
+        Ok(Some(piece))
+    }
+
+    fn over(&self) -> bool {
+        self.done
+    }
+
+    fn whole(&self) -> bool {
+        self.done || !self.finish.is_empty()
+    }
+
+    fn size(&self) -> usize {
+        self.text.len() + self.args_bytes
+    }
+
+    fn finish(self: Box<Self>, req: &Request) -> Parsed {
+        let tool_calls: Vec<NativeCall> = self
+            .calls
+            .into_iter()
+            .map(|(_, c)| NativeCall {
+                id: c.id,
+                name: c.name,
+                args: c.object.unwrap_or_else(|| http::call_args(&c.args)),
+            })
+            .collect();
+        let usage = usage(self.input, self.output, req, &http::counted_text(&self.text, &tool_calls));
+        Parsed { text: self.text, usage, finish: self.finish, tool_calls }
+    }
+}
+
 impl Attempt for OpenAi {
     fn attempt<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Reply, AttemptError>> {
-        const WIRE: http::Wire = http::Wire { headers, body: request_body, parse: parse_response };
+        const WIRE: http::Wire =
+            http::Wire { headers, body: request_body, parse: parse_response, stream: stream_assembler };
         Box::pin(
             async move { http::attempt(&self.client, &self.spec, &chat_url(&self.spec, &req.model), &WIRE, req).await },
         )
