@@ -435,4 +435,105 @@ mod tests {
         let p = parse_response(only, &r, None).unwrap();
         assert_eq!((p.text.as_str(), p.tool_calls.len()), ("", 1));
     }
+
+    fn assemble(r: &Request, body: &str, size: usize) -> Result<(Vec<String>, bool, Parsed), AttemptError> {
+        let mut asm = stream_assembler(r, Some("sk-ant-secret"));
+        let mut pieces = vec![];
+        for ev in stream::tests::events_in_pieces(body.as_bytes(), size) {
+            pieces.extend(asm.event(&ev)?);
+            if asm.over() {
+                break;
+            }
+        }
+        let whole = asm.whole();
+        Ok((pieces, whole, asm.finish(r)))
+    }
+
+    /// A streamed message with a text block and a tool_use block whose input comes in pieces.
+    const MESSAGE_STREAM: &str = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-x\",\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\n",
+        "data: {\"type\":\"ping\"}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"{\\\"messages\\\":\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"[]}\"}}\n\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01\",\"name\":\"read_file\",\"input\":{}}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"path\\\": \\\"no\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"tes.md\\\"}\"}}\n\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":42}}\n\n",
+        "event: message_stop\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    #[test]
+    fn a_stream_request_says_so() {
+        let mut r = req();
+        assert!(request_body(&r).get("stream").is_none());
+        r.model.stream = true;
+        assert_eq!(request_body(&r)["stream"], true);
+    }
+
+    #[test]
+    fn a_streamed_message_is_assembled_in_any_split_and_with_crlf() {
+        let mut r = req();
+        r.model.tools = ToolMode::Native;
+        let crlf = MESSAGE_STREAM.replace('\n', "\r\n");
+        for body in [MESSAGE_STREAM, crlf.as_str()] {
+            for size in [1, 3, 8, 100, 100_000] {
+                let (pieces, whole, p) = assemble(&r, body, size).unwrap();
+                assert_eq!(pieces, ["{\"messages\":", "[]}"]);
+                assert!(whole);
+                assert_eq!(p.text, "{\"messages\":[]}");
+                assert_eq!(p.finish, "tool_use");
+                assert_eq!(p.usage, Usage { input_tokens: 38, output_tokens: 42, estimated: false });
+                assert_eq!(
+                    p.tool_calls,
+                    vec![NativeCall { id: "toolu_01".into(), name: "read_file".into(), args: json!({"path": "notes.md"}) }]
+                );
+            }
+        }
+        // In the contract, tool_use blocks are skipped, as in a whole response.
+        let (_, _, p) = assemble(&req(), MESSAGE_STREAM, 50).unwrap();
+        assert!(p.tool_calls.is_empty());
+    }
+
+    #[test]
+    fn a_message_without_message_stop_is_not_whole_and_an_error_event_fails() {
+        let r = req();
+        let cut = MESSAGE_STREAM.split("event: message_stop").next().unwrap();
+        let (pieces, whole, _) = assemble(&r, cut, 16).unwrap();
+        assert_eq!(pieces.len(), 2);
+        assert!(!whole, "stop_reason without message_stop is still cut");
+        let overloaded = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let e = assemble(&r, overloaded, 7).unwrap_err();
+        assert!(e.message.contains("Overloaded"), "{e:?}");
+        assert_eq!((e.cause, e.retry), (crate::Cause::Unavailable, crate::resilience::Retry::Backoff));
+        let invalid = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"bad key sk-ant-secret\"}}\n\n";
+        let e = assemble(&r, invalid, 7).unwrap_err();
+        assert_eq!(e.retry, crate::resilience::Retry::No);
+        assert!(!e.message.contains("sk-ant-secret"), "{e:?}");
+    }
+
+    #[test]
+    fn a_stream_without_usage_is_estimated_and_marked() {
+        let r = req();
+        let body = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hello\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let (_, whole, p) = assemble(&r, body, 10).unwrap();
+        assert!(whole && p.usage.estimated, "{p:?}");
+        assert_eq!(p.text, "hello");
+    }
 }

@@ -563,4 +563,97 @@ mod tests {
         let e = parse_response(r#"{"error":{"message":"quota"}}"#, &r, None).unwrap_err();
         assert!(e.message.contains("quota"), "{e:?}");
     }
+
+    /// The assembled reply of a stream fed in pieces of `size` bytes: the
+    /// text pieces handed out, whether it is whole, and the reply.
+    fn assemble(r: &Request, body: &str, size: usize) -> Result<(Vec<String>, bool, Parsed), AttemptError> {
+        let mut asm = stream_assembler(r, Some("sk-secret-key"));
+        let mut pieces = vec![];
+        for ev in stream::tests::events_in_pieces(body.as_bytes(), size) {
+            pieces.extend(asm.event(&ev)?);
+            if asm.over() {
+                break;
+            }
+        }
+        let whole = asm.whole();
+        Ok((pieces, whole, asm.finish(r)))
+    }
+
+    /// llama.cpp's server: the first chunk has `content: null`, the usage comes
+    /// in a last chunk with no choices, and `[DONE]` ends it.
+    const LLAMA_STREAM: &str = concat!(
+        "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null}}],\"created\":1,\"id\":\"chatcmpl-x\",\"model\":\"gemma-270m\",\"object\":\"chat.completion.chunk\"}\n\n",
+        "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"content\":\"{\\\"messages\\\"\"}}],\"object\":\"chat.completion.chunk\"}\n\n",
+        ": keep-alive\n\n",
+        "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"content\":\":[]}\"}}],\"object\":\"chat.completion.chunk\"}\n\n",
+        "data: {\"choices\":[{\"finish_reason\":\"stop\",\"index\":0,\"delta\":{}}],\"object\":\"chat.completion.chunk\"}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"completion_tokens\":7,\"prompt_tokens\":61,\"total_tokens\":68},\"timings\":{\"predicted_ms\":3.1}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn a_stream_request_asks_for_the_usage_and_a_plain_one_does_not() {
+        let mut r = req(&["planner"]);
+        assert_eq!(request_body(&r)["stream"], false);
+        assert!(request_body(&r).get("stream_options").is_none());
+        r.model.stream = true;
+        let b = request_body(&r);
+        assert_eq!((&b["stream"], &b["stream_options"]), (&json!(true), &json!({"include_usage": true})));
+    }
+
+    #[test]
+    fn a_llama_cpp_stream_is_assembled_in_any_split_and_with_crlf() {
+        let r = req(&["planner"]);
+        let crlf = LLAMA_STREAM.replace('\n', "\r\n");
+        for body in [LLAMA_STREAM, crlf.as_str()] {
+            for size in [1, 2, 3, 7, 64, 10_000] {
+                let (pieces, whole, p) = assemble(&r, body, size).unwrap();
+                assert_eq!(pieces, ["{\"messages\"", ":[]}"], "the null first chunk hands out nothing");
+                assert!(whole);
+                assert_eq!(p.text, "{\"messages\":[]}");
+                assert_eq!(p.finish, "stop");
+                assert_eq!(p.usage, Usage { input_tokens: 61, output_tokens: 7, estimated: false });
+                assert!(p.tool_calls.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn tool_call_pieces_are_joined_by_index() {
+        let r = native(req(&["planner"]));
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"read_file\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"pa\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"xQ3\",\"type\":\"function\",\"function\":{\"name\":\"list_files\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"th\\\":\\\"a.md\\\"}\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        );
+        // No usage chunk and no [DONE]: whole at the end of the body, thanks to the finish_reason.
+        let (pieces, whole, p) = assemble(&r, body, 5).unwrap();
+        assert!(pieces.is_empty() && whole);
+        assert_eq!(p.finish, "tool_calls");
+        assert_eq!(
+            p.tool_calls,
+            vec![
+                NativeCall { id: "call_1".into(), name: "read_file".into(), args: json!({"path": "a.md"}) },
+                NativeCall { id: "xQ3".into(), name: "list_files".into(), args: json!({}) },
+            ]
+        );
+        assert!(p.usage.estimated, "no usage was sent: {:?}", p.usage);
+    }
+
+    #[test]
+    fn a_stream_without_its_end_is_not_whole_and_errors_in_it_fail() {
+        let r = req(&["planner"]);
+        let cut: String = LLAMA_STREAM.split("data: {\"choices\":[{\"finish_reason\":\"stop\"").next().unwrap().into();
+        let (pieces, whole, _) = assemble(&r, &cut, 9).unwrap();
+        assert_eq!(pieces.len(), 2);
+        assert!(!whole, "no finish_reason, no [DONE]: cut");
+        let err = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"{\"}}]}\n\ndata: {\"error\":{\"message\":\"slot unavailable for sk-secret-key\",\"type\":\"server_error\"}}\n\n";
+        let e = assemble(&r, err, 4).unwrap_err();
+        assert!(e.message.contains("slot unavailable") && !e.message.contains("sk-secret-key"), "{e:?}");
+        assert_eq!(e.cause, crate::Cause::Unavailable);
+        let e = assemble(&r, "data: <html>\n\n", 4).unwrap_err();
+        assert!(e.message.contains("not JSON") && e.message.contains("<html>"), "{e:?}");
+    }
 }
