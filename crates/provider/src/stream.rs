@@ -314,4 +314,158 @@ pub(crate) mod tests {
         assert_eq!(n, 4, "{e}");
         assert!(e.contains("longer than"), "{e}");
     }
+
+    /// How the test server answers one connection.
+    #[derive(Clone, Copy)]
+    enum Serve {
+        /// A few chunks of a chunked body, then the connection is dropped mid-body.
+        Cut,
+        /// The same chunks, then nothing until the client gives up.
+        Stall,
+        /// A whole stream, the body ending when the connection closes.
+        Whole,
+    }
+
+    const FIRST: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"{\\\"messages\\\"\"}}]}\n\n";
+    const SECOND: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\":[]}\"}}]}\n\n";
+    const REST: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5}}\n\ndata: [DONE]\n\n";
+
+    /// A server on 127.0.0.1 that answers its connections, in order, as `plan` says.
+    async fn server(plan: Vec<Serve>) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            for serve in plan {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                // The request: its head, then as many body bytes as it says.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len || n == 0 {
+                            break;
+                        }
+                    }
+                }
+                let chunk = |s: &str| format!("{:x}\r\n{s}\r\n", s.len());
+                match serve {
+                    Serve::Cut | Serve::Stall => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                        conn.write_all(head.as_bytes()).await.unwrap();
+                        conn.write_all(chunk(FIRST).as_bytes()).await.unwrap();
+                        conn.flush().await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        conn.write_all(chunk(SECOND).as_bytes()).await.unwrap();
+                        conn.flush().await.unwrap();
+                        if let Serve::Stall = serve {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                        // Dropped here, mid-body.
+                    }
+                    Serve::Whole => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                        let body = format!("{head}{FIRST}{SECOND}{REST}");
+                        conn.write_all(body.as_bytes()).await.unwrap();
+                        conn.shutdown().await.unwrap();
+                    }
+                }
+            }
+        });
+        (url, task)
+    }
+
+    fn request(sink: crate::StreamSink) -> Request {
+        Request {
+            agent: "coder".into(),
+            turn: 1,
+            system: "s".into(),
+            prompt: "p".into(),
+            mail: vec![],
+            may_send_to: vec![],
+            model: crate::ModelSpec { model: Some("m".into()), stream: true, ..crate::ModelSpec::new("k", "local") },
+            agent_dir: None,
+            stream: Some(sink),
+            tools: vec![],
+        }
+    }
+
+    fn spec(url: &str, timeout_secs: f64, max_retries: u32) -> crate::ProviderSpec {
+        let mut spec = crate::ProviderSpec::new("local", crate::ProviderKind::OpenAi);
+        spec.base_url = Some(url.to_string());
+        spec.timeout_secs = timeout_secs;
+        spec.max_retries = max_retries;
+        spec.backoff_ms = 10;
+        spec
+    }
+
+    /// A sink that records what it is handed.
+    fn recording() -> (crate::StreamSink, std::sync::Arc<std::sync::Mutex<Vec<Chunk>>>) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = std::sync::Arc::clone(&seen);
+        (crate::StreamSink::new(move |c| s.lock().unwrap().push(c)), seen)
+    }
+
+    fn texts_then_restart() -> Vec<Chunk> {
+        vec![Chunk::Text("{\"messages\"".into()), Chunk::Text(":[]}".into()), Chunk::Restart]
+    }
+
+    #[tokio::test]
+    async fn a_cut_stream_fails_the_try_as_unavailable_after_a_restart() {
+        use crate::resilience::{Attempt, Retry};
+        let (url, server) = server(vec![Serve::Cut]).await;
+        let spec = spec(&url, 10.0, 0);
+        let provider = crate::openai::OpenAi::new(spec.clone(), crate::http::client(&spec).unwrap());
+        let (sink, seen) = recording();
+        let e = provider.attempt(&request(sink)).await.unwrap_err();
+        assert_eq!((e.cause, e.retry), (crate::Cause::Unavailable, Retry::Backoff), "{e:?}");
+        assert!(e.message.contains("broke before the reply ended") || e.message.contains("ended before"), "{e:?}");
+        assert_eq!(*seen.lock().unwrap(), texts_then_restart());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_fails_at_timeout_secs() {
+        use crate::resilience::Attempt;
+        let (url, server) = server(vec![Serve::Stall]).await;
+        let spec = spec(&url, 1.0, 0);
+        let provider = crate::openai::OpenAi::new(spec.clone(), crate::http::client(&spec).unwrap());
+        let (sink, seen) = recording();
+        let started = Instant::now();
+        let e = provider.attempt(&request(sink)).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(e.message.contains("did not end within 1.0 s (timeout_secs)"), "{e:?}");
+        assert_eq!(e.cause, crate::Cause::Unavailable);
+        assert_eq!(*seen.lock().unwrap(), texts_then_restart());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn the_retry_after_a_cut_stream_gives_the_whole_reply_with_its_streamed_usage() {
+        let (url, server) = server(vec![Serve::Cut, Serve::Whole]).await;
+        let spec = spec(&url, 10.0, 1);
+        let provider = crate::resilience::Resilient::new(
+            "local",
+            Box::new(crate::openai::OpenAi::new(spec.clone(), crate::http::client(&spec).unwrap())),
+            crate::resilience::Policy { max_retries: 1, backoff: Duration::from_millis(10) },
+            std::sync::Arc::new(crate::breaker::Breaker::new("local", 5, Duration::from_secs(60), None)),
+        );
+        let (sink, seen) = recording();
+        let reply = crate::Provider::complete(&provider, &request(sink)).await.unwrap();
+        assert_eq!(reply.text, "{\"messages\":[]}");
+        assert_eq!(reply.usage, crate::Usage { input_tokens: 12, output_tokens: 5, estimated: false });
+        assert_eq!(reply.finish.as_deref(), Some("stop"));
+        let mut want = texts_then_restart();
+        want.extend([Chunk::Text("{\"messages\"".into()), Chunk::Text(":[]}".into())]);
+        assert_eq!(*seen.lock().unwrap(), want);
+        server.await.unwrap();
+    }
 }
