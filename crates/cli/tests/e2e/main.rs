@@ -33,6 +33,7 @@ mod sandbox;
 mod search;
 mod state_numbers;
 mod status_columns;
+mod streaming;
 mod templates;
 mod tools;
 mod turn;

@@ -1,0 +1,358 @@
+//! Streamed replies (`stream = true`): a stream cut mid-way is a failed try
+//! that charges nothing and leaves the mail unread, and the whole stream that
+//! follows is charged once with the usage it carried; against llama.cpp's
+//! real server, a turn's reply is assembled from the stream through both the
+//! chat-completions and the Messages API, charged with the streamed usage,
+//! and routed.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::fixture::{failed_agents, TestOrg};
+use crate::peers::gemma_behind_a_proxy;
+use crate::providers::{charges, configure, step_env};
+
+/// How the stream server answers one connection.
+#[derive(Clone, Copy, Debug)]
+enum Serve {
+    /// The head and a few chunks of a chunked body, then the connection drops mid-body.
+    Cut,
+    /// The whole stream, with the usage chunk and `[DONE]`.
+    Whole,
+}
+
+/// The reply the streams carry, in pieces as a model writes it.
+const PIECES: [&str; 5] = ["{\"messages\":[{\"to\":", "\"human\",", "\"body\":\"streamed ", "hello\"}],", "\"notes\":\"n\"}"];
+
+/// The usage the whole stream reports.
+const USAGE: (u64, u64) = (1000, 500);
+
+fn sse(v: Value) -> String {
+    format!("data: {v}\n\n")
+}
+
+/// The chunks of a chat-completions stream: llama.cpp's null first chunk,
+/// the pieces, the finish reason, the usage chunk, `[DONE]`.
+fn stream_events() -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        sse(json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+    };
+    let mut out = vec![chunk(json!({"role": "assistant", "content": null}), Value::Null)];
+    out.extend(PIECES.iter().map(|p| chunk(json!({"content": p}), Value::Null)));
+    out.push(chunk(json!({}), json!("stop")));
+    out.push(sse(json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": USAGE.0, "completion_tokens": USAGE.1}})));
+    out.push("data: [DONE]\n\n".into());
+    out
+}
+
+/// A chat-completions server on 127.0.0.1 that streams its answers as
+/// `plan` says, one connection each, and records each request's body; it
+/// stops when dropped, or a minute after it started.
+struct StreamServer {
+    addr: SocketAddr,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StreamServer {
+    fn start(plan: Vec<Serve>) -> StreamServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, s) = (Arc::clone(&bodies), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut plan = plan.into_iter();
+            while !s.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(60) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let Some(serve) = plan.next() else { return };
+                let _ = answer(conn, serve, &b);
+            }
+        });
+        StreamServer { addr, bodies, stop, thread: Some(thread) }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StreamServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request and answers it.
+fn answer(mut conn: TcpStream, serve: Serve, bodies: &Mutex<Vec<Value>>) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let body = loop {
+        let n = conn.read(&mut buf)?;
+        got.extend_from_slice(&buf[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if n == 0 {
+                return Ok(());
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if got.len() >= end + 4 + len || n == 0 {
+            break got[end + 4..].to_vec();
+        }
+    };
+    bodies.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    let events = stream_events();
+    match serve {
+        Serve::Cut => {
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")?;
+            for e in &events[..3] {
+                conn.write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())?;
+                conn.flush()?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Dropped mid-body: no finish_reason, no [DONE].
+        }
+        Serve::Whole => {
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")?;
+            for e in &events {
+                conn.write_all(e.as_bytes())?;
+                conn.flush()?;
+            }
+            conn.shutdown(std::net::Shutdown::Write)?;
+        }
+    }
+    Ok(())
+}
+
+fn stream_config(url: &str, max_retries: u32) -> String {
+    format!(
+        r#"
+[providers.local]
+kind = "openai"
+base_url = "{url}"
+timeout_secs = 20
+max_retries = {max_retries}
+backoff_ms = 10
+
+[models.streamed]
+provider = "local"
+model = "test-model"
+stream = true
+input_price = 2.0
+output_price = 8.0
+"#
+    )
+}
+
+#[track_caller]
+fn assert_one_streamed_charge(org: &TestOrg) {
+    let c = charges(org);
+    assert_eq!(c.len(), 1, "exactly one charge: {c:#?}");
+    assert_eq!((c[0]["input_tokens"].as_u64(), c[0]["output_tokens"].as_u64()), (Some(USAGE.0), Some(USAGE.1)), "{c:#?}");
+    assert!(c[0].get("estimated").is_none(), "the stream carried the usage: {c:#?}");
+    let cost = (USAGE.0 as f64 * 2.0 + USAGE.1 as f64 * 8.0) / 1e6;
+    assert!((c[0]["cost"].as_f64().unwrap() - cost).abs() < 1e-12, "{c:#?}");
+}
+
+#[track_caller]
+fn assert_answered_once(org: &TestOrg, id: &str) {
+    let answers: Vec<Value> =
+        org.inbox_json("human").into_iter().filter(|m| m["from"] == "manager" && m["body"] == "streamed hello").collect();
+    assert_eq!(answers.len(), 1, "{answers:#?}");
+    assert!(!org.ids("manager", "inbox", "new").contains(&id.to_string()), "the mail was not consumed");
+}
+
+#[test]
+fn a_cut_stream_is_a_failed_try_that_charges_nothing_and_the_whole_one_is_charged_once() {
+    // 1. No retries: the cut stream fails the turn; the mail waits; nothing is charged.
+    let server = StreamServer::start(vec![Serve::Cut, Serve::Whole]);
+    let org = TestOrg::new();
+    configure(&org, &stream_config(&server.url(), 0), "manager", "streamed");
+    org.lemming_ok(&["validate"]);
+    let id = org.send("manager", "hello manager");
+    let (report, out) = step_env(&org, &[]);
+    let failed = failed_agents(&report);
+    let why = failed.get("manager").unwrap_or_else(|| panic!("the cut stream did not fail the turn\n{out}"));
+    assert!(why.contains("stream") && why.contains("provider `local`"), "{why}");
+    assert!(org.ids("manager", "inbox", "new").contains(&id), "a cut stream consumed the mail\n{out}");
+    assert!(charges(&org).is_empty(), "a cut stream was charged: {:#?}", charges(&org));
+    assert!(org.inbox_json("human").is_empty(), "a partial reply was routed: {:#?}", org.inbox_json("human"));
+    let sent = &server.bodies()[0];
+    assert_eq!((&sent["stream"], &sent["stream_options"]), (&json!(true), &json!({"include_usage": true})));
+
+    // The next step gets the whole stream: answered once, charged once, with the streamed usage.
+    let (report, out) = step_env(&org, &[]);
+    assert_eq!(report["ran"], json!(["manager"]), "{out}");
+    assert_answered_once(&org, &id);
+    assert_one_streamed_charge(&org);
+    assert_eq!(server.bodies().len(), 2);
+
+    // 2. One retry: the cut try and the whole one in the same step; still one charge.
+    let server = StreamServer::start(vec![Serve::Cut, Serve::Whole]);
+    let org = TestOrg::new();
+    configure(&org, &stream_config(&server.url(), 1), "manager", "streamed");
+    let id = org.send("manager", "hello manager");
+    let (report, out) = step_env(&org, &[]);
+    assert_eq!(report["ran"], json!(["manager"]), "{out}");
+    assert_eq!(server.bodies().len(), 2, "one cut try, one retry");
+    assert_answered_once(&org, &id);
+    assert_one_streamed_charge(&org);
+    assert!(org.dead().is_empty(), "{:#?}", org.dead());
+}
+
+/// The `data:` events of a recorded stream body, as JSON (`[DONE]` left out).
+fn recorded_events(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("an event is not JSON ({e}): {d}")))
+        .collect()
+}
+
+#[track_caller]
+fn streamed_body(r: &crate::fake_http::Recorded) -> String {
+    let (status, body) = r.response.clone().unwrap_or_else(|| panic!("no response recorded for {}", r.path));
+    assert_eq!(status, 200, "the server refused the request: {body}");
+    body
+}
+
+#[track_caller]
+fn assert_charged(org: &TestOrg, input: u64, output: u64) {
+    let c = charges(org);
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!((c[0]["input_tokens"].as_u64(), c[0]["output_tokens"].as_u64()), (Some(input), Some(output)), "{c:#?}");
+    assert!(c[0].get("estimated").is_none(), "the server reported usage in the stream: {c:#?}");
+}
+
+#[test]
+fn llama_server_streams_a_reply_through_openai_and_anthropic_that_is_charged_and_routed() {
+    let test = "llama_server_streams_a_reply_through_openai_and_anthropic_that_is_charged_and_routed";
+    let Some((_gemma, proxy)) = gemma_behind_a_proxy(test) else { return };
+
+    // 1. openai kind, streamed, constrained by the reply schema.
+    let org = TestOrg::new();
+    configure(
+        &org,
+        &format!(
+            r#"
+[providers.llama]
+kind = "openai"
+base_url = "{}/v1"
+timeout_secs = 180
+max_retries = 1
+
+[models.local]
+provider = "llama"
+model = "gemma-270m"
+structured = "json_schema"
+stream = true
+temperature = 0.0
+max_tokens = 400
+reply_max_messages = 1
+reply_max_chars = 40
+"#,
+            proxy.url()
+        ),
+        "manager",
+        "local",
+    );
+    org.edit(
+        "agents/manager/resume.toml",
+        "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]",
+        "tools = []",
+    );
+    let id = org.send("manager", "Please reply to the human.");
+    let (report, out) = step_env(&org, &[]);
+    assert_eq!(report["ran"], json!(["manager"]), "{out}\n{:#?}", org.activity("manager"));
+    let calls = proxy.requests_to("/v1/chat/completions");
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].json()["stream"], true);
+    let events = recorded_events(&streamed_body(&calls[0]));
+    assert!(events.len() > 3, "a stream of several chunks: {events:#?}");
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["choices"].get(0).and_then(|c| c["delta"]["content"].as_str()))
+        .collect();
+    let reply: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a JSON reply ({e}): {text}"));
+    let usage = events.iter().rev().find_map(|e| e.get("usage").filter(|u| u.is_object())).expect("a usage chunk");
+    assert_charged(&org, usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    // Routed: every message of the assembled reply is in its recipient's inbox.
+    let messages = reply["messages"].as_array().unwrap_or_else(|| panic!("no messages list: {reply:#}"));
+    assert!(!messages.is_empty(), "{reply:#}");
+    for m in messages {
+        let (to, body) = (m["to"].as_str().unwrap(), m["body"].as_str().unwrap());
+        let inbox = org.inbox_json(to);
+        assert!(inbox.iter().any(|x| x["from"] == "manager" && x["body"] == body), "not delivered to {to}: {inbox:#?}");
+    }
+    assert!(!org.ids("manager", "inbox", "new").contains(&id), "the mail was not consumed");
+
+    // 2. anthropic kind against the same server's /v1/messages, streamed.
+    let org = TestOrg::new();
+    configure(
+        &org,
+        &format!(
+            "[providers.llama]\nkind = \"anthropic\"\nbase_url = \"{}\"\ntimeout_secs = 180\nmax_retries = 1\n\n[models.local]\nprovider = \"llama\"\nmodel = \"gemma-270m\"\nstream = true\ntemperature = 0.0\nmax_tokens = 60\n",
+            proxy.url()
+        ),
+        "manager",
+        "local",
+    );
+    let id = org.send("manager", "Please reply to the human.");
+    let (report, out) = step_env(&org, &[]);
+    let calls = proxy.requests_to("/v1/messages");
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].json()["stream"], true);
+    let events = recorded_events(&streamed_body(&calls[0]));
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"message_start"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"message_stop"), "{kinds:?}");
+    let start = events.iter().find(|e| e["type"] == "message_start").unwrap();
+    let u = &start["message"]["usage"];
+    let n = |u: &Value, k: &str| u[k].as_u64().unwrap_or(0);
+    let input = n(u, "input_tokens") + n(u, "cache_read_input_tokens") + n(u, "cache_creation_input_tokens");
+    let delta = events.iter().rev().find(|e| e["type"] == "message_delta").expect("a message_delta");
+    assert_charged(&org, input, n(&delta["usage"], "output_tokens"));
+    // Without a schema the base model's text may not be a reply: then the turn
+    // failed as any unusable reply does, with the mail kept and the text kept.
+    if report["ran"] == json!(["manager"]) {
+        assert!(!org.ids("manager", "inbox", "new").contains(&id), "{out}");
+    } else {
+        assert_eq!(report["failed"][0][0], "manager", "{out}");
+        assert!(org.ids("manager", "inbox", "new").contains(&id), "a failed attempt consumed the mail\n{out}");
+        let last = org.activity("manager").pop().unwrap();
+        let text: String = events
+            .iter()
+            .filter(|e| e["type"] == "content_block_delta")
+            .filter_map(|e| e["delta"]["text"].as_str())
+            .collect();
+        assert_eq!(last["raw"].as_str(), Some(text.as_str()), "the raw reply is the assembled stream: {last:#}");
+    }
+}
