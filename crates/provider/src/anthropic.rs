@@ -225,7 +225,10 @@ impl stream::Assembler for MessageStream {
                         id: str_of(b, "id").unwrap_or_default(),
                         name: str_of(b, "name").unwrap_or_default(),
                         json: String::new(),
-                        input: b.and_then(|b| b.get("input")).filter(|i| i.as_object().is_some_and(|o| !o.is_empty())).cloned(),
+                        input: b
+                            .and_then(|b| b.get("input"))
+                            .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()))
+                            .cloned(),
                     },
                     _ => Block::Other,
                 };
@@ -248,7 +251,8 @@ impl stream::Assembler for MessageStream {
                         match self.block(index) {
                             Block::Tool { json, .. } => json.push_str(&piece),
                             other => {
-                                *other = Block::Tool { id: String::new(), name: String::new(), json: piece, input: None }
+                                *other =
+                                    Block::Tool { id: String::new(), name: String::new(), json: piece, input: None }
                             }
                         }
                     }
@@ -265,8 +269,7 @@ impl stream::Assembler for MessageStream {
             "error" => {
                 let err = v.get("error");
                 let msg = str_of(err, "message").unwrap_or_else(|| v.to_string());
-                let message =
-                    format!("the server sent an error in the stream: {}", excerpt(&msg, self.key.as_deref()));
+                let message = format!("the server sent an error in the stream: {}", excerpt(&msg, self.key.as_deref()));
                 // Overloaded (529) and internal errors pass; the others say the request will not do.
                 return Err(match str_of(err, "type").as_deref() {
                     Some("overloaded_error" | "api_error") => AttemptError::transient(message),
@@ -502,7 +505,11 @@ mod tests {
                 assert_eq!(p.usage, Usage { input_tokens: 38, output_tokens: 42, estimated: false });
                 assert_eq!(
                     p.tool_calls,
-                    vec![NativeCall { id: "toolu_01".into(), name: "read_file".into(), args: json!({"path": "notes.md"}) }]
+                    vec![NativeCall {
+                        id: "toolu_01".into(),
+                        name: "read_file".into(),
+                        args: json!({"path": "notes.md"})
+                    }]
                 );
             }
         }

@@ -260,7 +260,8 @@ impl stream::Assembler for ChunkStream {
             self.output = u.get("completion_tokens").and_then(tokens).or(self.output);
         }
         let choices = v.get("choices").and_then(Value::as_array);
-        let Some(choice) = choices.and_then(|c| c.iter().find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0))
+        let Some(choice) =
+            choices.and_then(|c| c.iter().find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0))
         else {
             return Ok(None);
         };
@@ -268,7 +269,9 @@ impl stream::Assembler for ChunkStream {
             self.finish = f.clone();
         }
         let delta = choice.get("delta");
-        for (n, c) in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (n, c) in
+            delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten().enumerate()
+        {
             // A server that numbers no call sends each one whole: its place in the list is its index.
             let index = c.get("index").and_then(Value::as_u64).unwrap_or((self.calls.len() + n) as u64);
             let at = match self.calls.iter().position(|(i, _)| *i == index) {

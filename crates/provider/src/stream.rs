@@ -277,7 +277,8 @@ pub(crate) mod tests {
 
     #[test]
     fn events_end_at_blank_lines_with_any_line_ending_split_anywhere() {
-        let text = "event: message_start\ndata: {\"a\":1}\n\n: a comment\r\ndata:x\r\ndata: y\r\n\r\nid: 7\rdata: z\r\r";
+        let text =
+            "event: message_start\ndata: {\"a\":1}\n\n: a comment\r\ndata:x\r\ndata: y\r\n\r\nid: 7\rdata: z\r\r";
         let want = vec![ev("message_start", "{\"a\":1}"), ev("", "x\ny"), ev("", "z")];
         for size in 1..text.len() {
             assert_eq!(events_in_pieces(text.as_bytes(), size), want, "pieces of {size} bytes");
@@ -348,7 +349,9 @@ pub(crate) mod tests {
                     if let Some(end) = text.find("\r\n\r\n") {
                         let len = text[..end]
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
                             .and_then(|v| v.parse::<usize>().ok())
                             .unwrap_or(0);
                         if got.len() >= end + 4 + len || n == 0 {
@@ -359,7 +362,8 @@ pub(crate) mod tests {
                 let chunk = |s: &str| format!("{:x}\r\n{s}\r\n", s.len());
                 match serve {
                     Serve::Cut | Serve::Stall => {
-                        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                        let head =
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
                         conn.write_all(head.as_bytes()).await.unwrap();
                         conn.write_all(chunk(FIRST).as_bytes()).await.unwrap();
                         conn.flush().await.unwrap();

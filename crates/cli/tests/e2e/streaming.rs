@@ -28,7 +28,8 @@ enum Serve {
 }
 
 /// The reply the streams carry, in pieces as a model writes it.
-const PIECES: [&str; 5] = ["{\"messages\":[{\"to\":", "\"human\",", "\"body\":\"streamed ", "hello\"}],", "\"notes\":\"n\"}"];
+const PIECES: [&str; 5] =
+    ["{\"messages\":[{\"to\":", "\"human\",", "\"body\":\"streamed ", "hello\"}],", "\"notes\":\"n\"}"];
 
 /// The usage the whole stream reports.
 const USAGE: (u64, u64) = (1000, 500);
@@ -41,12 +42,16 @@ fn sse(v: Value) -> String {
 /// the pieces, the finish reason, the usage chunk, `[DONE]`.
 fn stream_events() -> Vec<String> {
     let chunk = |delta: Value, finish: Value| {
-        sse(json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+        sse(
+            json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
     };
     let mut out = vec![chunk(json!({"role": "assistant", "content": null}), Value::Null)];
     out.extend(PIECES.iter().map(|p| chunk(json!({"content": p}), Value::Null)));
     out.push(chunk(json!({}), json!("stop")));
-    out.push(sse(json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": USAGE.0, "completion_tokens": USAGE.1}})));
+    out.push(sse(
+        json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": USAGE.0, "completion_tokens": USAGE.1}}),
+    ));
     out.push("data: [DONE]\n\n".into());
     out
 }
@@ -131,7 +136,9 @@ fn answer(mut conn: TcpStream, serve: Serve, bodies: &Mutex<Vec<Value>>) -> std:
     let events = stream_events();
     match serve {
         Serve::Cut => {
-            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")?;
+            conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            )?;
             for e in &events[..3] {
                 conn.write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())?;
                 conn.flush()?;
@@ -175,7 +182,11 @@ output_price = 8.0
 fn assert_one_streamed_charge(org: &TestOrg) {
     let c = charges(org);
     assert_eq!(c.len(), 1, "exactly one charge: {c:#?}");
-    assert_eq!((c[0]["input_tokens"].as_u64(), c[0]["output_tokens"].as_u64()), (Some(USAGE.0), Some(USAGE.1)), "{c:#?}");
+    assert_eq!(
+        (c[0]["input_tokens"].as_u64(), c[0]["output_tokens"].as_u64()),
+        (Some(USAGE.0), Some(USAGE.1)),
+        "{c:#?}"
+    );
     assert!(c[0].get("estimated").is_none(), "the stream carried the usage: {c:#?}");
     let cost = (USAGE.0 as f64 * 2.0 + USAGE.1 as f64 * 8.0) / 1e6;
     assert!((c[0]["cost"].as_f64().unwrap() - cost).abs() < 1e-12, "{c:#?}");
@@ -183,8 +194,11 @@ fn assert_one_streamed_charge(org: &TestOrg) {
 
 #[track_caller]
 fn assert_answered_once(org: &TestOrg, id: &str) {
-    let answers: Vec<Value> =
-        org.inbox_json("human").into_iter().filter(|m| m["from"] == "manager" && m["body"] == "streamed hello").collect();
+    let answers: Vec<Value> = org
+        .inbox_json("human")
+        .into_iter()
+        .filter(|m| m["from"] == "manager" && m["body"] == "streamed hello")
+        .collect();
     assert_eq!(answers.len(), 1, "{answers:#?}");
     assert!(!org.ids("manager", "inbox", "new").contains(&id.to_string()), "the mail was not consumed");
 }
@@ -297,10 +311,8 @@ reply_max_chars = 40
     assert_eq!(calls[0].json()["stream"], true);
     let events = recorded_events(&streamed_body(&calls[0]));
     assert!(events.len() > 3, "a stream of several chunks: {events:#?}");
-    let text: String = events
-        .iter()
-        .filter_map(|e| e["choices"].get(0).and_then(|c| c["delta"]["content"].as_str()))
-        .collect();
+    let text: String =
+        events.iter().filter_map(|e| e["choices"].get(0).and_then(|c| c["delta"]["content"].as_str())).collect();
     let reply: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a JSON reply ({e}): {text}"));
     let usage = events.iter().rev().find_map(|e| e.get("usage").filter(|u| u.is_object())).expect("a usage chunk");
     assert_charged(&org, usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
