@@ -325,6 +325,8 @@ pub(crate) mod tests {
         Stall,
         /// A whole stream, the body ending when the connection closes.
         Whole,
+        /// One JSON body, as a server that ignores `stream` sends.
+        Json,
     }
 
     const FIRST: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"{\\\"messages\\\"\"}}]}\n\n";
@@ -379,6 +381,15 @@ pub(crate) mod tests {
                         let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
                         let body = format!("{head}{FIRST}{SECOND}{REST}");
                         conn.write_all(body.as_bytes()).await.unwrap();
+                        conn.shutdown().await.unwrap();
+                    }
+                    Serve::Json => {
+                        let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"{\"messages\":[]}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        conn.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
                         conn.shutdown().await.unwrap();
                     }
                 }
@@ -470,6 +481,20 @@ pub(crate) mod tests {
         let mut want = texts_then_restart();
         want.extend([Chunk::Text("{\"messages\"".into()), Chunk::Text(":[]}".into())]);
         assert_eq!(*seen.lock().unwrap(), want);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_stream_is_read_whole_and_its_text_handed_out_once() {
+        use crate::resilience::Attempt;
+        let (url, server) = server(vec![Serve::Json]).await;
+        let spec = spec(&url, 10.0, 0);
+        let provider = crate::openai::OpenAi::new(spec.clone(), crate::http::client(&spec).unwrap());
+        let (sink, seen) = recording();
+        let reply = provider.attempt(&request(sink)).await.unwrap();
+        assert_eq!(reply.text, "{\"messages\":[]}");
+        assert_eq!(reply.usage, crate::Usage { input_tokens: 3, output_tokens: 4, estimated: false });
+        assert_eq!(*seen.lock().unwrap(), vec![Chunk::Text("{\"messages\":[]}".into())]);
         server.await.unwrap();
     }
 }
