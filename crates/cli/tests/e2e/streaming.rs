@@ -3,7 +3,7 @@
 //! follows is charged once with the usage it carried; against llama.cpp's
 //! real server, a turn's reply is assembled from the stream through both the
 //! chat-completions and the Messages API, charged with the streamed usage,
-//! and routed.
+//! and routed; and fakellm's streams of both APIs are routed and charged.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -382,4 +382,69 @@ reply_max_chars = 40
             .collect();
         assert_eq!(last["raw"].as_str(), Some(text.as_str()), "the raw reply is the assembled stream: {last:#}");
     }
+}
+
+#[test]
+fn fakellm_streams_through_both_apis_and_the_replies_are_routed_and_charged() {
+    let test = "fakellm_streams_through_both_apis_and_the_replies_are_routed_and_charged";
+    let Some(fakellm) = crate::peers::peer("LEMMING_FAKELLM") else { return crate::peers::skip(test, "fakellm") };
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = tmp.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - name: chat\n    when:\n      header.x-test-scenario: chat\n    respond:\n      content: '{\"messages\":[{\"to\":\"human\",\"body\":\"streamed by chat completions\"}]}'\n  - name: messages\n    when:\n      header.x-test-scenario: messages\n    respond:\n      content: '{\"messages\":[{\"to\":\"manager\",\"body\":\"streamed by the messages api\"}]}'\n",
+    )
+    .unwrap();
+    let log = tmp.path().join("fakellm.log");
+    let port = crate::fake_http::free_port();
+    let args: Vec<String> =
+        ["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--config", rules.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = crate::peers::start(&fakellm, &args, &log);
+    crate::peers::wait_ready(&mut child, addr, "/_fakellm/stats", Duration::from_secs(30), &log);
+    // Through a recording proxy, to compare the ledger with the usage the stream carried.
+    let proxy = crate::fake_http::FakeServer::start(move |_, _| crate::fake_http::Answer::Forward(addr));
+
+    let provider = |name: &str, kind: &str, base: &str| {
+        format!(
+            "[providers.{name}]\nkind = \"{kind}\"\nbase_url = \"{base}\"\nheaders = {{ \"X-Test-Scenario\" = \"{name}\" }}\nmax_retries = 0\n\n[models.{name}]\nprovider = \"{name}\"\nmodel = \"fake\"\nstream = true\ninput_price = 1.0\noutput_price = 2.0\n"
+        )
+    };
+    let org = TestOrg::new();
+    let tables =
+        [provider("chat", "openai", &format!("{}/v1", proxy.url())), provider("messages", "anthropic", &proxy.url())]
+            .join("\n");
+    configure(&org, &tables, "manager", "chat");
+    org.edit("agents/janitor/resume.toml", "model = \"default\"", "model = \"messages\"");
+    org.lemming_ok(&["validate"]);
+    org.send("manager", "hello");
+    org.send_from("manager", "janitor", "hello janitor");
+    let (report, out) = step_env(&org, &[]);
+    let ran: Vec<String> = serde_json::from_value(report["ran"].clone()).unwrap();
+    assert!(ran.contains(&"manager".to_string()) && ran.contains(&"janitor".to_string()), "{out}");
+    assert!(org
+        .inbox_json("human")
+        .iter()
+        .any(|m| m["from"] == "manager" && m["body"] == "streamed by chat completions"));
+    assert!(org
+        .inbox_json("manager")
+        .iter()
+        .any(|m| m["from"] == "janitor" && m["body"] == "streamed by the messages api"));
+    let by = |agent: &str| charges(&org).into_iter().find(|c| c["agent"] == agent).unwrap();
+    // fakellm's chat stream carries no usage chunk: estimated, and marked so.
+    assert_eq!(by("manager")["estimated"], true, "{:#}", by("manager"));
+    // Its Messages stream does: input from message_start, output from message_delta.
+    let janitor = by("janitor");
+    assert!(janitor.get("estimated").is_none(), "{janitor:#}");
+    let calls = proxy.requests_to("/v1/messages");
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let events = recorded_events(&streamed_body(&calls[0]));
+    let start = events.iter().find(|e| e["type"] == "message_start").expect("a message_start");
+    let delta = events.iter().rev().find(|e| e["type"] == "message_delta").expect("a message_delta");
+    let sent = (start["message"]["usage"]["input_tokens"].as_u64(), delta["usage"]["output_tokens"].as_u64());
+    assert!(sent.0.is_some() && sent.1.is_some(), "{events:#?}");
+    assert_eq!((janitor["input_tokens"].as_u64(), janitor["output_tokens"].as_u64()), sent, "{janitor:#}");
 }
