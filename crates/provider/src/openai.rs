@@ -269,11 +269,10 @@ impl stream::Assembler for ChunkStream {
             self.finish = f.clone();
         }
         let delta = choice.get("delta");
-        for (n, c) in
-            delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten().enumerate()
-        {
-            // A server that numbers no call sends each one whole: its place in the list is its index.
-            let index = c.get("index").and_then(Value::as_u64).unwrap_or((self.calls.len() + n) as u64);
+        for c in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten() {
+            // A server that numbers no call sends each one whole: it is a new call, whose
+            // made-up index cannot be one a server sends.
+            let index = c.get("index").and_then(Value::as_u64).unwrap_or(u64::MAX - self.calls.len() as u64);
             let at = match self.calls.iter().position(|(i, _)| *i == index) {
                 Some(at) => at,
                 None => {
@@ -643,6 +642,17 @@ mod tests {
             ]
         );
         assert!(p.usage.estimated, "no usage was sent: {:?}", p.usage);
+        // Calls sent whole and without an index (as some servers do) are each a call.
+        let whole = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"a\",\"function\":{\"name\":\"read_file\",\"arguments\":{\"path\":\"x\"}}},{\"id\":\"b\",\"function\":{\"name\":\"list_files\",\"arguments\":\"\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n";
+        let (_, whole, p) = assemble(&r, whole, 16).unwrap();
+        assert!(whole);
+        assert_eq!(
+            p.tool_calls,
+            vec![
+                NativeCall { id: "a".into(), name: "read_file".into(), args: json!({"path": "x"}) },
+                NativeCall { id: "b".into(), name: "list_files".into(), args: json!({}) },
+            ]
+        );
     }
 
     #[test]
