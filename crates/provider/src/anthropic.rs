@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::http::{self, excerpt, tokens, usage, Parsed};
 use crate::resilience::{Attempt, AttemptError};
+use crate::stream;
 use crate::{BoxFuture, NativeCall, ProviderSpec, Reply, Request, ToolMode};
 
 /// `max_tokens` when the model key sets none (the API requires one).
@@ -73,6 +74,9 @@ pub fn request_body(req: &Request) -> Value {
     });
     if let Some(t) = m.temperature {
         body["temperature"] = json!(t);
+    }
+    if m.stream {
+        body["stream"] = json!(true);
     }
     if m.tools == ToolMode::Native && !req.tools.is_empty() {
         let tools: Vec<Value> = req
@@ -131,9 +135,191 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<Pa
     Ok(Parsed { text, usage, finish: stop, tool_calls })
 }
 
+/// One content block of a streamed message.
+#[derive(Debug)]
+enum Block {
+    Text,
+    Tool { id: String, name: String, json: String, input: Option<Value> },
+    Other,
+}
+
+/// Reads a streamed message: `message_start` (input and cache token counts),
+/// `content_block_start` (a `text` block, or a `tool_use` block with its id
+/// and name), `content_block_delta` (`text_delta` text, `input_json_delta`
+/// pieces of a tool's input), `content_block_stop`, `message_delta` (the
+/// `stop_reason` and the output token count), `message_stop`; `ping` is
+/// ignored and `error` fails the try. A stream is whole at `message_stop`.
+#[derive(Debug, Default)]
+pub struct MessageStream {
+    key: Option<String>,
+    native: bool,
+    text: String,
+    blocks: Vec<(u64, Block)>,
+    json_bytes: usize,
+    stop: String,
+    input: Option<u64>,
+    cache: u64,
+    output: Option<u64>,
+    done: bool,
+}
+
+/// The assembler of a streamed message.
+pub fn stream_assembler(req: &Request, key: Option<&str>) -> Box<dyn stream::Assembler> {
+    Box::new(MessageStream {
+        key: key.map(String::from),
+        native: req.model.tools == ToolMode::Native,
+        ..MessageStream::default()
+    })
+}
+
+impl MessageStream {
+    fn counts(&mut self, u: Option<&Value>) {
+        let Some(u) = u.filter(|u| u.is_object()) else { return };
+        let count = |k: &str| u.get(k).and_then(tokens);
+        if let Some(i) = count("input_tokens") {
+            self.input = Some(i);
+        }
+        // Cached prompt tokens are counted apart; later counts repeat earlier ones, not add to them.
+        let cache = count("cache_creation_input_tokens").unwrap_or(0) + count("cache_read_input_tokens").unwrap_or(0);
+        if u.get("cache_creation_input_tokens").is_some() || u.get("cache_read_input_tokens").is_some() {
+            self.cache = cache;
+        }
+        if let Some(o) = count("output_tokens") {
+            self.output = Some(o);
+        }
+    }
+
+    fn block(&mut self, index: u64) -> &mut Block {
+        let at = match self.blocks.iter().position(|(i, _)| *i == index) {
+            Some(at) => at,
+            None => {
+                self.blocks.push((index, Block::Other));
+                self.blocks.len() - 1
+            }
+        };
+        &mut self.blocks[at].1
+    }
+}
+
+impl stream::Assembler for MessageStream {
+    fn event(&mut self, ev: &stream::Event) -> Result<Option<String>, AttemptError> {
+        let v = stream::json(ev, self.key.as_deref())?;
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or(&ev.event);
+        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let str_of = |v: Option<&Value>, k: &str| v.and_then(|v| v.get(k)).and_then(Value::as_str).map(String::from);
+        match kind {
+            "message_start" => self.counts(v.get("message").and_then(|m| m.get("usage"))),
+            "content_block_start" => {
+                let b = v.get("content_block");
+                let block = match b.and_then(|b| b.get("type")).and_then(Value::as_str) {
+                    Some("text") => {
+                        *self.block(index) = Block::Text;
+                        let first = str_of(b, "text").unwrap_or_default();
+                        if !first.is_empty() {
+                            self.text.push_str(&first);
+                            return Ok(Some(first));
+                        }
+                        return Ok(None);
+                    }
+                    Some("tool_use") => Block::Tool {
+                        id: str_of(b, "id").unwrap_or_default(),
+                        name: str_of(b, "name").unwrap_or_default(),
+                        json: String::new(),
+                        input: b
+                            .and_then(|b| b.get("input"))
+                            .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()))
+                            .cloned(),
+                    },
+                    _ => Block::Other,
+                };
+                *self.block(index) = block;
+            }
+            "content_block_delta" => {
+                let d = v.get("delta");
+                match d.and_then(|d| d.get("type")).and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let piece = str_of(d, "text").unwrap_or_default();
+                        if piece.is_empty() {
+                            return Ok(None);
+                        }
+                        self.text.push_str(&piece);
+                        return Ok(Some(piece));
+                    }
+                    Some("input_json_delta") => {
+                        let piece = str_of(d, "partial_json").unwrap_or_default();
+                        self.json_bytes += piece.len();
+                        match self.block(index) {
+                            Block::Tool { json, .. } => json.push_str(&piece),
+                            other => {
+                                *other =
+                                    Block::Tool { id: String::new(), name: String::new(), json: piece, input: None }
+                            }
+                        }
+                    }
+                    _ => {} // thinking and signature deltas are not part of the reply
+                }
+            }
+            "message_delta" => {
+                if let Some(stop) = str_of(v.get("delta"), "stop_reason") {
+                    self.stop = stop;
+                }
+                self.counts(v.get("usage"));
+            }
+            "message_stop" => self.done = true,
+            "error" => {
+                let err = v.get("error");
+                let msg = str_of(err, "message").unwrap_or_else(|| v.to_string());
+                let message = format!("the server sent an error in the stream: {}", excerpt(&msg, self.key.as_deref()));
+                // Overloaded (529) and internal errors pass; the others say the request will not do.
+                return Err(match str_of(err, "type").as_deref() {
+                    Some("overloaded_error" | "api_error") => AttemptError::transient(message),
+                    _ => AttemptError::down(message),
+                });
+            }
+            _ => {} // ping, content_block_stop, and events added later
+        }
+        Ok(None)
+    }
+
+    fn over(&self) -> bool {
+        self.done
+    }
+
+    fn whole(&self) -> bool {
+        self.done
+    }
+
+    fn size(&self) -> usize {
+        self.text.len() + self.json_bytes
+    }
+
+    fn finish(self: Box<Self>, req: &Request) -> Parsed {
+        let native = self.native;
+        let tool_calls: Vec<NativeCall> = self
+            .blocks
+            .into_iter()
+            .filter(|_| native)
+            .filter_map(|(_, b)| match b {
+                Block::Tool { id, name, json, input } => {
+                    let args = match input {
+                        Some(i) if json.trim().is_empty() => i,
+                        _ => http::call_args(&json),
+                    };
+                    Some(NativeCall { id, name, args })
+                }
+                _ => None,
+            })
+            .collect();
+        let input = self.input.map(|i| i.saturating_add(self.cache));
+        let usage = usage(input, self.output, req, &http::counted_text(&self.text, &tool_calls));
+        Parsed { text: self.text, usage, finish: self.stop, tool_calls }
+    }
+}
+
 impl Attempt for Anthropic {
     fn attempt<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Reply, AttemptError>> {
-        const WIRE: http::Wire = http::Wire { headers, body: request_body, parse: parse_response };
+        const WIRE: http::Wire =
+            http::Wire { headers, body: request_body, parse: parse_response, stream: stream_assembler };
         Box::pin(async move { http::attempt(&self.client, &self.spec, &url(&self.spec, "messages"), &WIRE, req).await })
     }
 }
@@ -251,5 +437,110 @@ mod tests {
             r#"{"content":[{"type":"tool_use","id":"t1","name":"list_files","input":{}}],"stop_reason":"tool_use"}"#;
         let p = parse_response(only, &r, None).unwrap();
         assert_eq!((p.text.as_str(), p.tool_calls.len()), ("", 1));
+    }
+
+    fn assemble(r: &Request, body: &str, size: usize) -> Result<(Vec<String>, bool, Parsed), AttemptError> {
+        let mut asm = stream_assembler(r, Some("sk-ant-secret"));
+        let mut pieces = vec![];
+        for ev in stream::tests::events_in_pieces(body.as_bytes(), size) {
+            pieces.extend(asm.event(&ev)?);
+            if asm.over() {
+                break;
+            }
+        }
+        let whole = asm.whole();
+        Ok((pieces, whole, asm.finish(r)))
+    }
+
+    /// A streamed message with a text block and a tool_use block whose input comes in pieces.
+    const MESSAGE_STREAM: &str = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-x\",\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\n",
+        "data: {\"type\":\"ping\"}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"{\\\"messages\\\":\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"[]}\"}}\n\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01\",\"name\":\"read_file\",\"input\":{}}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"path\\\": \\\"no\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"tes.md\\\"}\"}}\n\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":42}}\n\n",
+        "event: message_stop\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    #[test]
+    fn a_stream_request_says_so() {
+        let mut r = req();
+        assert!(request_body(&r).get("stream").is_none());
+        r.model.stream = true;
+        assert_eq!(request_body(&r)["stream"], true);
+    }
+
+    #[test]
+    fn a_streamed_message_is_assembled_in_any_split_and_with_crlf() {
+        let mut r = req();
+        r.model.tools = ToolMode::Native;
+        let crlf = MESSAGE_STREAM.replace('\n', "\r\n");
+        for body in [MESSAGE_STREAM, crlf.as_str()] {
+            for size in [1, 3, 8, 100, 100_000] {
+                let (pieces, whole, p) = assemble(&r, body, size).unwrap();
+                assert_eq!(pieces, ["{\"messages\":", "[]}"]);
+                assert!(whole);
+                assert_eq!(p.text, "{\"messages\":[]}");
+                assert_eq!(p.finish, "tool_use");
+                assert_eq!(p.usage, Usage { input_tokens: 38, output_tokens: 42, estimated: false });
+                assert_eq!(
+                    p.tool_calls,
+                    vec![NativeCall {
+                        id: "toolu_01".into(),
+                        name: "read_file".into(),
+                        args: json!({"path": "notes.md"})
+                    }]
+                );
+            }
+        }
+        // In the contract, tool_use blocks are skipped, as in a whole response.
+        let (_, _, p) = assemble(&req(), MESSAGE_STREAM, 50).unwrap();
+        assert!(p.tool_calls.is_empty());
+    }
+
+    #[test]
+    fn a_message_without_message_stop_is_not_whole_and_an_error_event_fails() {
+        let r = req();
+        let cut = MESSAGE_STREAM.split("event: message_stop").next().unwrap();
+        let (pieces, whole, _) = assemble(&r, cut, 16).unwrap();
+        assert_eq!(pieces.len(), 2);
+        assert!(!whole, "stop_reason without message_stop is still cut");
+        let overloaded = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let e = assemble(&r, overloaded, 7).unwrap_err();
+        assert!(e.message.contains("Overloaded"), "{e:?}");
+        assert_eq!((e.cause, e.retry), (crate::Cause::Unavailable, crate::resilience::Retry::Backoff));
+        let invalid = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"bad key sk-ant-secret\"}}\n\n";
+        let e = assemble(&r, invalid, 7).unwrap_err();
+        assert_eq!(e.retry, crate::resilience::Retry::No);
+        assert!(!e.message.contains("sk-ant-secret"), "{e:?}");
+    }
+
+    #[test]
+    fn a_stream_without_usage_is_estimated_and_marked() {
+        let r = req();
+        let body = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hello\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let (_, whole, p) = assemble(&r, body, 10).unwrap();
+        assert!(whole && p.usage.estimated, "{p:?}");
+        assert_eq!(p.text, "hello");
     }
 }

@@ -117,25 +117,40 @@ pub async fn send(
 ) -> Result<Response, AttemptError> {
     let started = Instant::now();
     let exchange = async {
-        let resp = req.send().await?;
+        let resp = open(req, timeout, limit, url, key).await?;
         let status = resp.status();
-        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let body = resp.text().await?;
-        Ok::<_, reqwest::Error>((status, retry_after, body))
+        let body = resp.text().await.map_err(|e| transport(&e, url, timeout, limit))?;
+        Ok((status, body))
     };
-    let (status, retry_after, body) = match tokio::time::timeout(timeout, exchange).await {
+    let (status, body) = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => {
             return Err(AttemptError::transient(format!(
                 "no complete answer from {url} within {:.1} s ({limit})",
                 timeout.as_secs_f64()
             )))
         }
-        Ok(Err(e)) => return Err(transport(&e, url, timeout, limit)),
-        Ok(Ok(r)) => r,
+        Ok(r) => r?,
     };
+    Ok(Response { status: status.as_u16(), body, elapsed: started.elapsed() })
+}
+
+/// Sends one request and waits for the head of a successful response (its
+/// body still to read); any other status becomes an [`AttemptError`], as
+/// [`send`] says. The caller bounds the time.
+async fn open(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    limit: &str,
+    url: &str,
+    key: Option<&str>,
+) -> Result<reqwest::Response, AttemptError> {
+    let resp = req.send().await.map_err(|e| transport(&e, url, timeout, limit))?;
+    let status = resp.status();
     if status.is_success() {
-        return Ok(Response { status: status.as_u16(), body, elapsed: started.elapsed() });
+        return Ok(resp);
     }
+    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let body = resp.text().await.map_err(|e| transport(&e, url, timeout, limit))?;
     let message = format!("HTTP {status} from {url}: {}", excerpt(&body, key));
     let code = status.as_u16();
     Err(if code == 429 || code == 408 || status.is_server_error() {
@@ -261,6 +276,8 @@ pub struct Wire {
     pub body: fn(&crate::Request) -> serde_json::Value,
     /// Reply text, usage, stop reason and native tool calls from a response body.
     pub parse: fn(&str, &crate::Request, Option<&str>) -> Result<Parsed, AttemptError>,
+    /// The reader of a streamed response's events (`stream = true`).
+    pub stream: fn(&crate::Request, Option<&str>) -> Box<dyn crate::stream::Assembler>,
 }
 
 /// One try of an HTTP kind: POST the request as JSON to `url`, read the whole
@@ -282,10 +299,28 @@ pub async fn attempt(
         }
         e
     };
-    let resp = send(builder, timeout, "timeout_secs", url, key.as_deref()).await.map_err(scrub)?;
-    let Parsed { text, usage, finish, tool_calls } = (wire.parse)(&resp.body, req, key.as_deref()).map_err(scrub)?;
+    let started = Instant::now();
+    let (parsed, status) = if req.model.stream {
+        let src = crate::stream::Source { url, key: key.as_deref(), timeout, started };
+        let opened = tokio::time::timeout(timeout, open(builder, timeout, "timeout_secs", url, key.as_deref())).await;
+        let resp = match opened {
+            Err(_) => Err(AttemptError::transient(format!(
+                "no answer from {url} within {:.1} s (timeout_secs)",
+                timeout.as_secs_f64()
+            ))),
+            Ok(r) => r,
+        }
+        .map_err(scrub)?;
+        let status = resp.status().as_u16();
+        let asm = (wire.stream)(req, key.as_deref());
+        (crate::stream::read(resp, asm, wire.parse, req, &src).await.map_err(scrub)?, status)
+    } else {
+        let resp = send(builder, timeout, "timeout_secs", url, key.as_deref()).await.map_err(scrub)?;
+        ((wire.parse)(&resp.body, req, key.as_deref()).map_err(scrub)?, resp.status)
+    };
+    let Parsed { text, usage, finish, tool_calls } = parsed;
     note_finish(&spec.name, req, &text, &finish, tool_calls.len());
-    tracing::debug!(provider = %spec.name, model = %req.model.key, agent = %req.agent, status = resp.status, ms = resp.elapsed.as_millis() as u64, input = usage.input_tokens, output = usage.output_tokens, calls = tool_calls.len(), "answered");
+    tracing::debug!(provider = %spec.name, model = %req.model.key, agent = %req.agent, status, ms = started.elapsed().as_millis() as u64, stream = req.model.stream, input = usage.input_tokens, output = usage.output_tokens, calls = tool_calls.len(), "answered");
     let finish = Some(finish).filter(|s| !s.is_empty());
     Ok(crate::Reply { text, usage, model_key: req.model.key.clone(), finish, tool_calls })
 }

@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 use crate::contract;
 use crate::http::{self, excerpt, tokens, usage, Parsed};
 use crate::resilience::{Attempt, AttemptError};
+use crate::stream;
 use crate::{BoxFuture, NativeCall, ProviderSpec, Reply, Request, Structured, ToolMode};
 
 /// The `openai` kind.
@@ -102,8 +103,12 @@ pub fn request_body(req: &Request) -> Value {
             {"role": "system", "content": req.system},
             {"role": "user", "content": req.prompt},
         ],
-        "stream": false,
+        "stream": m.stream,
     });
+    if m.stream {
+        // Without it, the usage of a streamed reply would have to be estimated.
+        body["stream_options"] = json!({"include_usage": true});
+    }
     if let Some(t) = m.temperature {
         body["temperature"] = json!(t);
     }
@@ -203,9 +208,144 @@ pub fn parse_response(body: &str, req: &Request, key: Option<&str>) -> Result<Pa
     Ok(Parsed { text, usage, finish, tool_calls })
 }
 
+/// One tool call as its pieces arrive.
+#[derive(Debug, Default)]
+struct CallPieces {
+    id: String,
+    name: String,
+    args: String,
+    /// Arguments sent as an object, not as text (some servers do).
+    object: Option<Value>,
+}
+
+/// Reads a streamed chat completion: `data: {chunk}` events whose
+/// `choices[0].delta` carries the next `content` (null in llama.cpp's first
+/// chunk) and `tool_calls` pieces by `index`, a `finish_reason`, then (with
+/// `stream_options.include_usage`) a chunk with `choices: []` and the
+/// `usage`, then `data: [DONE]`. A stream is whole at `[DONE]`, or when the
+/// body ends after a `finish_reason`.
+#[derive(Debug, Default)]
+pub struct ChunkStream {
+    key: Option<String>,
+    text: String,
+    calls: Vec<(u64, CallPieces)>,
+    args_bytes: usize,
+    finish: String,
+    input: Option<u64>,
+    output: Option<u64>,
+    done: bool,
+}
+
+/// The assembler of a streamed chat completion.
+pub fn stream_assembler(_: &Request, key: Option<&str>) -> Box<dyn stream::Assembler> {
+    Box::new(ChunkStream { key: key.map(String::from), ..ChunkStream::default() })
+}
+
+impl stream::Assembler for ChunkStream {
+    fn event(&mut self, ev: &stream::Event) -> Result<Option<String>, AttemptError> {
+        if ev.data.trim() == "[DONE]" {
+            self.done = true;
+            return Ok(None);
+        }
+        let v = stream::json(ev, self.key.as_deref())?;
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            let msg = err.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| err.to_string());
+            return Err(AttemptError::down(format!(
+                "the server sent an error in the stream: {}",
+                excerpt(&msg, self.key.as_deref())
+            )));
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.input = u.get("prompt_tokens").and_then(tokens).or(self.input);
+            self.output = u.get("completion_tokens").and_then(tokens).or(self.output);
+        }
+        let choices = v.get("choices").and_then(Value::as_array);
+        let Some(choice) =
+            choices.and_then(|c| c.iter().find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0))
+        else {
+            return Ok(None);
+        };
+        if let Some(Value::String(f)) = choice.get("finish_reason") {
+            self.finish = f.clone();
+        }
+        let delta = choice.get("delta");
+        for c in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten() {
+            // A server that numbers no call sends each one whole: it is a new call, whose
+            // made-up index cannot be one a server sends.
+            let index = c.get("index").and_then(Value::as_u64).unwrap_or(u64::MAX - self.calls.len() as u64);
+            let at = match self.calls.iter().position(|(i, _)| *i == index) {
+                Some(at) => at,
+                None => {
+                    self.calls.push((index, CallPieces::default()));
+                    self.calls.len() - 1
+                }
+            };
+            let call = &mut self.calls[at].1;
+            let f = c.get("function");
+            if let Some(id) = c.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                call.id = id.to_string();
+            }
+            if let Some(name) = f.and_then(|f| f.get("name")).and_then(Value::as_str) {
+                call.name.push_str(name);
+            }
+            match f.and_then(|f| f.get("arguments")) {
+                Some(Value::String(piece)) => {
+                    call.args.push_str(piece);
+                    self.args_bytes += piece.len();
+                }
+                None | Some(Value::Null) => {}
+                Some(v) => {
+                    self.args_bytes += v.to_string().len();
+                    call.object = Some(v.clone());
+                }
+            }
+        }
+        let piece = match delta.and_then(|d| d.get("content")) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.as_str().or_else(|| p.get("text").and_then(Value::as_str)))
+                .collect::<String>(),
+            _ => choice.get("text").and_then(Value::as_str).unwrap_or_default().to_string(),
+        };
+        if piece.is_empty() {
+            return Ok(None);
+        }
+        self.text.push_str(&piece);
+        Ok(Some(piece))
+    }
+
+    fn over(&self) -> bool {
+        self.done
+    }
+
+    fn whole(&self) -> bool {
+        self.done || !self.finish.is_empty()
+    }
+
+    fn size(&self) -> usize {
+        self.text.len() + self.args_bytes
+    }
+
+    fn finish(self: Box<Self>, req: &Request) -> Parsed {
+        let tool_calls: Vec<NativeCall> = self
+            .calls
+            .into_iter()
+            .map(|(_, c)| NativeCall {
+                id: c.id,
+                name: c.name,
+                args: c.object.unwrap_or_else(|| http::call_args(&c.args)),
+            })
+            .collect();
+        let usage = usage(self.input, self.output, req, &http::counted_text(&self.text, &tool_calls));
+        Parsed { text: self.text, usage, finish: self.finish, tool_calls }
+    }
+}
+
 impl Attempt for OpenAi {
     fn attempt<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Reply, AttemptError>> {
-        const WIRE: http::Wire = http::Wire { headers, body: request_body, parse: parse_response };
+        const WIRE: http::Wire =
+            http::Wire { headers, body: request_body, parse: parse_response, stream: stream_assembler };
         Box::pin(
             async move { http::attempt(&self.client, &self.spec, &chat_url(&self.spec, &req.model), &WIRE, req).await },
         )
@@ -424,5 +564,109 @@ mod tests {
         assert!(e.message.contains("no `choices`"), "{e:?}");
         let e = parse_response(r#"{"error":{"message":"quota"}}"#, &r, None).unwrap_err();
         assert!(e.message.contains("quota"), "{e:?}");
+    }
+
+    /// The assembled reply of a stream fed in pieces of `size` bytes: the
+    /// text pieces handed out, whether it is whole, and the reply.
+    fn assemble(r: &Request, body: &str, size: usize) -> Result<(Vec<String>, bool, Parsed), AttemptError> {
+        let mut asm = stream_assembler(r, Some("sk-secret-key"));
+        let mut pieces = vec![];
+        for ev in stream::tests::events_in_pieces(body.as_bytes(), size) {
+            pieces.extend(asm.event(&ev)?);
+            if asm.over() {
+                break;
+            }
+        }
+        let whole = asm.whole();
+        Ok((pieces, whole, asm.finish(r)))
+    }
+
+    /// llama.cpp's server: the first chunk has `content: null`, the usage comes
+    /// in a last chunk with no choices, and `[DONE]` ends it.
+    const LLAMA_STREAM: &str = concat!(
+        "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null}}],\"created\":1,\"id\":\"chatcmpl-x\",\"model\":\"gemma-270m\",\"object\":\"chat.completion.chunk\"}\n\n",
+        "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"content\":\"{\\\"messages\\\"\"}}],\"object\":\"chat.completion.chunk\"}\n\n",
+        ": keep-alive\n\n",
+        "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"content\":\":[]}\"}}],\"object\":\"chat.completion.chunk\"}\n\n",
+        "data: {\"choices\":[{\"finish_reason\":\"stop\",\"index\":0,\"delta\":{}}],\"object\":\"chat.completion.chunk\"}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"completion_tokens\":7,\"prompt_tokens\":61,\"total_tokens\":68},\"timings\":{\"predicted_ms\":3.1}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn a_stream_request_asks_for_the_usage_and_a_plain_one_does_not() {
+        let mut r = req(&["planner"]);
+        assert_eq!(request_body(&r)["stream"], false);
+        assert!(request_body(&r).get("stream_options").is_none());
+        r.model.stream = true;
+        let b = request_body(&r);
+        assert_eq!((&b["stream"], &b["stream_options"]), (&json!(true), &json!({"include_usage": true})));
+    }
+
+    #[test]
+    fn a_llama_cpp_stream_is_assembled_in_any_split_and_with_crlf() {
+        let r = req(&["planner"]);
+        let crlf = LLAMA_STREAM.replace('\n', "\r\n");
+        for body in [LLAMA_STREAM, crlf.as_str()] {
+            for size in [1, 2, 3, 7, 64, 10_000] {
+                let (pieces, whole, p) = assemble(&r, body, size).unwrap();
+                assert_eq!(pieces, ["{\"messages\"", ":[]}"], "the null first chunk hands out nothing");
+                assert!(whole);
+                assert_eq!(p.text, "{\"messages\":[]}");
+                assert_eq!(p.finish, "stop");
+                assert_eq!(p.usage, Usage { input_tokens: 61, output_tokens: 7, estimated: false });
+                assert!(p.tool_calls.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn tool_call_pieces_are_joined_by_index() {
+        let r = native(req(&["planner"]));
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"read_file\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"pa\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"xQ3\",\"type\":\"function\",\"function\":{\"name\":\"list_files\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"th\\\":\\\"a.md\\\"}\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        );
+        // No usage chunk and no [DONE]: whole at the end of the body, thanks to the finish_reason.
+        let (pieces, whole, p) = assemble(&r, body, 5).unwrap();
+        assert!(pieces.is_empty() && whole);
+        assert_eq!(p.finish, "tool_calls");
+        assert_eq!(
+            p.tool_calls,
+            vec![
+                NativeCall { id: "call_1".into(), name: "read_file".into(), args: json!({"path": "a.md"}) },
+                NativeCall { id: "xQ3".into(), name: "list_files".into(), args: json!({}) },
+            ]
+        );
+        assert!(p.usage.estimated, "no usage was sent: {:?}", p.usage);
+        // Calls sent whole and without an index (as some servers do) are each a call.
+        let whole = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"a\",\"function\":{\"name\":\"read_file\",\"arguments\":{\"path\":\"x\"}}},{\"id\":\"b\",\"function\":{\"name\":\"list_files\",\"arguments\":\"\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n";
+        let (_, whole, p) = assemble(&r, whole, 16).unwrap();
+        assert!(whole);
+        assert_eq!(
+            p.tool_calls,
+            vec![
+                NativeCall { id: "a".into(), name: "read_file".into(), args: json!({"path": "x"}) },
+                NativeCall { id: "b".into(), name: "list_files".into(), args: json!({}) },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stream_without_its_end_is_not_whole_and_errors_in_it_fail() {
+        let r = req(&["planner"]);
+        let cut: String = LLAMA_STREAM.split("data: {\"choices\":[{\"finish_reason\":\"stop\"").next().unwrap().into();
+        let (pieces, whole, _) = assemble(&r, &cut, 9).unwrap();
+        assert_eq!(pieces.len(), 2);
+        assert!(!whole, "no finish_reason, no [DONE]: cut");
+        let err = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"{\"}}]}\n\ndata: {\"error\":{\"message\":\"slot unavailable for sk-secret-key\",\"type\":\"server_error\"}}\n\n";
+        let e = assemble(&r, err, 4).unwrap_err();
+        assert!(e.message.contains("slot unavailable") && !e.message.contains("sk-secret-key"), "{e:?}");
+        assert_eq!(e.cause, crate::Cause::Unavailable);
+        let e = assemble(&r, "data: <html>\n\n", 4).unwrap_err();
+        assert!(e.message.contains("not JSON") && e.message.contains("<html>"), "{e:?}");
     }
 }

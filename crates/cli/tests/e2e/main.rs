@@ -36,6 +36,7 @@ mod search;
 mod serve;
 mod state_numbers;
 mod status_columns;
+mod streaming;
 mod templates;
 mod tools;
 mod turn;

@@ -116,6 +116,11 @@ pub(crate) struct Gemma {
 
 impl Gemma {
     pub(crate) fn start(server: &Path, gguf: &Path) -> Gemma {
+        Gemma::start_with(server, gguf, &[])
+    }
+
+    /// The same, with more arguments for llama-server.
+    pub(crate) fn start_with(server: &Path, gguf: &Path, extra: &[String]) -> Gemma {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("llama-server.log");
         let port = free_port();
@@ -138,6 +143,7 @@ impl Gemma {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
         .collect();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut child = start(server, &args, &log);
