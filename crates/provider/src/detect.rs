@@ -138,8 +138,13 @@ async fn get(client: &reqwest::Client, port: u16, path: &str) -> Result<(u16, Va
 
 /// What answers on `port`, and its models.
 async fn probe(client: &reqwest::Client, port: u16) -> Result<(String, Vec<String>), String> {
-    let (props, version, models) =
-        tokio::join!(get(client, port, "/props"), get(client, port, "/api/version"), get(client, port, "/v1/models"));
+    // All at once, so that what identifies a server never waits for another answer within the deadline.
+    let (props, version, models, tags) = tokio::join!(
+        get(client, port, "/props"),
+        get(client, port, "/api/version"),
+        get(client, port, "/v1/models"),
+        get(client, port, "/api/tags")
+    );
     if let (Err(e), Err(_), Err(_)) = (&props, &version, &models) {
         return Err(if e.starts_with("cannot connect") { "nothing listens".into() } else { e.clone() });
     }
@@ -156,7 +161,7 @@ async fn probe(client: &reqwest::Client, port: u16) -> Result<(String, Vec<Strin
     }
     if ok(&version).is_some_and(|v| v.get("version").is_some_and(Value::is_string)) {
         // Ollama names its models in /api/tags; /v1/models says the same where it exists.
-        let tags = get(client, port, "/api/tags").await.ok().filter(|(s, _)| *s == 200);
+        let tags = tags.ok().filter(|(s, _)| *s == 200);
         let tags = tags.and_then(|(_, v)| parse_list(v.to_string().as_bytes()).ok()).map(|l| l.ids);
         return Ok(("ollama".into(), tags.unwrap_or(ids)));
     }

@@ -234,7 +234,7 @@ model = "claude-x"
     let stuck = out.as_array().unwrap().iter().find(|r| r["provider"] == "stuck").unwrap().clone();
     assert!(stuck["error"].as_str().unwrap().contains("no answer"), "{stuck:#}");
     let ms = stuck["elapsed_ms"].as_u64().unwrap();
-    assert!((280..900).contains(&ms), "{ms} ms for a deadline of 300 ms");
+    assert!((280..1500).contains(&ms), "{ms} ms for a deadline of 300 ms");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
@@ -292,7 +292,7 @@ fn doctor_detect_finds_servers_on_given_ports_within_the_deadline() {
     let missed = out["missed"].as_array().unwrap().iter().find(|m| m["port"] == port(&stuck)).unwrap().clone();
     assert_eq!(missed["why"], "no answer within 500 ms");
     let ms = out["elapsed_ms"].as_u64().unwrap();
-    assert!((450..1000).contains(&ms), "the hanging port is given up at the deadline: {ms} ms");
+    assert!((450..1500).contains(&ms), "the hanging port is given up at the deadline: {ms} ms");
     assert!(wall < Duration::from_secs(5), "{wall:?}");
 
     // The suggestion works: added to models.toml, then `models use`.
