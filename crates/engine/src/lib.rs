@@ -34,7 +34,7 @@
 //!
 //! # Module map
 //!
-//! - [`org`]: finding an org, its state paths, loading every config file;
+//! - [`org`]: finding an org, loading every config file; [`layout`]: the paths of its state files;
 //! - [`settings`], [`models`], [`resume`]: the three config files, read and
 //!   checked field by field through [`config`]; [`edit`]: a person's edit of a
 //!   resume, judged like `lemming validate`, written atomically and audited;
@@ -95,6 +95,7 @@ pub mod fsx;
 pub mod index;
 pub mod init;
 pub mod journal;
+pub mod layout;
 pub mod ledger;
 pub mod lock;
 pub mod mailbox;

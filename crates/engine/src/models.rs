@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use crate::config::{Doc, StrMap, MAX_CREDITS, MAX_SECS_F};
 use crate::error::Diagnostic;
-use crate::org::Layout;
+use crate::layout::Layout;
 
 /// The validated models file.
 #[derive(Debug, Clone, PartialEq, Default)]
