@@ -26,8 +26,13 @@ use crate::{Chunk, Request};
 /// reply may hold; a server that sends more fails the try.
 pub const MAX_TEXT: usize = 4 << 20;
 
-/// The longest single line the SSE parser keeps (an event's data comes in lines).
+/// The longest single line the SSE parser keeps, and the most data one event
+/// may hold (its `data:` lines joined): a server that never ends a line or an
+/// event fails the try instead of growing memory until the timeout.
 pub const MAX_LINE: usize = 4 << 20;
+
+/// The longest `event:` name kept; the names a wire format reads are a few bytes.
+pub const MAX_EVENT_NAME: usize = 256;
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -68,7 +73,7 @@ impl Sse {
                 b'\n' | b'\r' => {
                     self.after_cr = b == b'\r';
                     let line = std::mem::take(&mut self.line);
-                    if let Some(ev) = self.line_done(&line) {
+                    if let Some(ev) = self.line_done(&line)? {
                         out.push(ev);
                     }
                 }
@@ -90,12 +95,12 @@ impl Sse {
         self.dispatch()
     }
 
-    fn line_done(&mut self, line: &[u8]) -> Option<Event> {
+    fn line_done(&mut self, line: &[u8]) -> Result<Option<Event>, String> {
         if line.is_empty() {
-            return self.dispatch();
+            return Ok(self.dispatch());
         }
         if line[0] == b':' {
-            return None;
+            return Ok(None);
         }
         let line = String::from_utf8_lossy(line);
         let (field, value) = match line.split_once(':') {
@@ -103,8 +108,16 @@ impl Sse {
             None => (line.as_ref(), ""),
         };
         match field {
-            "event" => self.event = value.to_string(),
+            "event" => {
+                if value.len() > MAX_EVENT_NAME {
+                    return Err(format!("an event name of the event stream is longer than {MAX_EVENT_NAME} bytes"));
+                }
+                self.event = value.to_string();
+            }
             "data" => {
+                if self.data.len() + 1 + value.len() > MAX_LINE {
+                    return Err(format!("an event of the event stream holds more than {MAX_LINE} bytes of data"));
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }
@@ -113,7 +126,7 @@ impl Sse {
             }
             _ => {}
         }
-        None
+        Ok(None)
     }
 
     fn dispatch(&mut self) -> Option<Event> {
@@ -314,6 +327,43 @@ pub(crate) mod tests {
         let (n, e) = failed.expect("the line limit holds");
         assert_eq!(n, 4, "{e}");
         assert!(e.contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn endless_data_lines_without_a_blank_line_are_an_error_not_a_growing_buffer() {
+        let mut p = Sse::new();
+        let mut line = b"data: ".to_vec();
+        line.extend(vec![b'a'; 1 << 20]);
+        line.push(b'\n');
+        let mut failed = None;
+        for n in 0..8 {
+            if let Err(e) = p.feed(&line) {
+                failed = Some((n, e));
+                break;
+            }
+        }
+        let (n, e) = failed.expect("the event data limit holds");
+        assert_eq!(n, 3, "{e}");
+        assert!(e.contains("more than 4194304 bytes of data"), "{e}");
+        // Just under the limit is still an event.
+        let mut p = Sse::new();
+        let mut fits = Vec::new();
+        for _ in 0..3 {
+            fits.extend_from_slice(&line);
+        }
+        fits.push(b'\n');
+        let evs = p.feed(&fits).unwrap();
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].data.len(), 3 * (1 << 20) + 2);
+    }
+
+    #[test]
+    fn a_long_event_name_is_an_error() {
+        let mut p = Sse::new();
+        let name = "x".repeat(MAX_EVENT_NAME);
+        assert_eq!(p.feed(format!("event: {name}\ndata: 1\n\n").as_bytes()).unwrap(), vec![ev(&name, "1")]);
+        let e = p.feed(format!("event: {name}y\n").as_bytes()).unwrap_err();
+        assert!(e.contains("event name") && e.contains("longer than 256 bytes"), "{e}");
     }
 
     /// How the test server answers one connection.
