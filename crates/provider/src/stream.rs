@@ -11,16 +11,21 @@
 //! text was handed out sends [`Chunk::Restart`], so that whoever shows the
 //! text forgets it.
 //!
-//! A cut stream (the body ends or breaks before the end event) fails with
-//! cause `Unavailable` and may be retried by the retry loop: nothing is
-//! charged for it (only a complete reply is charged), so a retry that
-//! completes is charged exactly once.
+//! A cut stream (the body ends or breaks before the end event, or stalls past
+//! the deadline) fails with cause `Unavailable`. Lemming's ledger charges
+//! only a complete reply, but a paid service bills the tokens it generated
+//! before the cut, so a retry could be paid twice. Hence the rule (see
+//! [`not_twice`]): a try that fails after some of the reply arrived (text or
+//! tool-call arguments) from a server that is not on this machine is not
+//! retried; the mail waits unread for the next turn. A try that fails before
+//! any of the reply arrived, or whose server is on this machine (a loopback
+//! address: it costs nothing), may be retried by the retry loop.
 
 use std::time::{Duration, Instant};
 
 use crate::http::{excerpt, Parsed};
-use crate::resilience::AttemptError;
-use crate::{Chunk, Request};
+use crate::resilience::{AttemptError, Retry};
+use crate::{Cause, Chunk, Request};
 
 /// The most text (reply text and tool-call arguments, in bytes) a streamed
 /// reply may hold; a server that sends more fails the try.
@@ -174,6 +179,8 @@ pub async fn read(
     src: &Source<'_>,
 ) -> Result<Parsed, AttemptError> {
     let mut handed = false;
+    // How many bytes of the reply the server generated, at most, before a failure.
+    let mut arrived = 0;
     let sink = req.stream.as_ref();
     let mut hand = |text: String| {
         if let Some(s) = sink.filter(|_| !text.is_empty()) {
@@ -204,7 +211,9 @@ pub async fn read(
             }
             let events = sse.feed(&bytes).map_err(|e| AttemptError::broken(format!("{e} (from {})", src.url)))?;
             for ev in events {
-                if let Some(text) = asm.event(&ev)? {
+                let got = asm.event(&ev);
+                arrived = asm.size();
+                if let Some(text) = got? {
                     hand(text);
                 }
                 if asm.size() > MAX_TEXT {
@@ -225,7 +234,9 @@ pub async fn read(
             return Ok(parsed);
         }
         if let Some(ev) = sse.end() {
-            if let Some(text) = asm.event(&ev)? {
+            let got = asm.event(&ev);
+            arrived = asm.size();
+            if let Some(text) = got? {
                 hand(text);
             }
         }
@@ -244,7 +255,24 @@ pub async fn read(
             s.send(Chunk::Restart);
         }
     }
-    result
+    result.map_err(|e| not_twice(e, arrived, src.url))
+}
+
+/// A failed try after `arrived` bytes of the reply came from `url`: when the
+/// server is not on this machine and some of the reply arrived, the service
+/// may bill the tokens it generated, so the try is not retried (cause
+/// `Unavailable`: the provider failed, the mail waits unread for the next
+/// turn). A failure that no retry was planned for stays as it is.
+pub fn not_twice(mut e: AttemptError, arrived: usize, url: &str) -> AttemptError {
+    if e.retry == Retry::No || arrived == 0 || crate::http::is_loopback(url) {
+        return e;
+    }
+    e.retry = Retry::No;
+    e.cause = Cause::Unavailable;
+    e.message.push_str(&format!(
+        "; not retried, as {url} is not on this machine and may bill the {arrived} bytes of the reply it sent"
+    ));
+    e
 }
 
 /// The next piece of the body before the try's deadline.
@@ -495,6 +523,45 @@ pub(crate) mod tests {
         assert!(e.message.contains("broke before the reply ended") || e.message.contains("ended before"), "{e:?}");
         assert_eq!(*seen.lock().unwrap(), texts_then_restart());
         server.await.unwrap();
+    }
+
+    /// Reads the test server's next answer as a stream, as if it came from `url`.
+    async fn read_as_from(server_url: &str, url: &str, sink: crate::StreamSink) -> Result<Parsed, AttemptError> {
+        let req = request(sink);
+        let resp = reqwest::Client::new().post(format!("{server_url}/chat/completions")).send().await.unwrap();
+        let src = Source { url, key: None, timeout: Duration::from_secs(10), started: Instant::now() };
+        read(resp, crate::openai::stream_assembler(&req, None), crate::openai::parse_response, &req, &src).await
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_after_text_from_a_remote_server_is_not_retried_and_from_this_machine_is() {
+        let (url, server) = server(vec![Serve::Cut, Serve::Cut]).await;
+        let (sink, seen) = recording();
+        let e = read_as_from(&url, "https://api.example.com/v1", sink).await.unwrap_err();
+        assert_eq!((e.cause, e.retry), (crate::Cause::Unavailable, Retry::No), "{e:?}");
+        assert!(e.message.contains("not retried") && e.message.contains("api.example.com"), "{e:?}");
+        assert_eq!(*seen.lock().unwrap(), texts_then_restart(), "the watcher still forgets the text");
+        let (sink, _) = recording();
+        let e = read_as_from(&url, &url, sink).await.unwrap_err();
+        assert_eq!((e.cause, e.retry), (crate::Cause::Unavailable, Retry::Backoff), "{e:?}");
+        assert!(!e.message.contains("not retried"), "{e:?}");
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn only_a_retry_after_part_of_a_remote_reply_is_refused() {
+        let remote = "https://api.anthropic.com/v1";
+        let overloaded = || AttemptError::transient("the server sent an error in the stream: Overloaded");
+        let e = not_twice(overloaded(), 0, remote);
+        assert_eq!(e, overloaded(), "nothing of the reply arrived: nothing was generated to bill twice");
+        for local in ["http://127.0.0.1:8080/v1", "http://localhost:11434/v1", "http://[::1]:1/v1"] {
+            assert_eq!(not_twice(overloaded(), 10, local), overloaded(), "{local}");
+        }
+        let e = not_twice(overloaded(), 10, remote);
+        assert_eq!((e.cause, e.retry, e.unhealthy), (crate::Cause::Unavailable, Retry::No, true));
+        assert!(e.message.ends_with("may bill the 10 bytes of the reply it sent"), "{e:?}");
+        let broken = AttemptError::broken("an event of the stream is not JSON");
+        assert_eq!(not_twice(broken.clone(), 10, remote), broken, "a failure not retried stays as it was");
     }
 
     #[tokio::test]
