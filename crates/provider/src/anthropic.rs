@@ -270,7 +270,8 @@ impl stream::Assembler for MessageStream {
                 let err = v.get("error");
                 let msg = str_of(err, "message").unwrap_or_else(|| v.to_string());
                 let message = format!("the server sent an error in the stream: {}", excerpt(&msg, self.key.as_deref()));
-                // Overloaded (529) and internal errors pass; the others say the request will not do.
+                // Overloaded (529) and internal errors pass (retried only while no part of the
+                // reply arrived: stream::not_twice); the others say the request will not do.
                 return Err(match str_of(err, "type").as_deref() {
                     Some("overloaded_error" | "api_error") => AttemptError::transient(message),
                     _ => AttemptError::down(message),

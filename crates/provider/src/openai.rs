@@ -94,6 +94,13 @@ pub fn headers(spec: &ProviderSpec, key: Option<&str>) -> Result<reqwest::header
     Ok(map)
 }
 
+/// Whether the request asks a streamed reply to end with its usage
+/// (`stream_options.include_usage`): then the stream is whole only once that
+/// usage, or `[DONE]`, arrived.
+pub fn asks_usage(req: &Request) -> bool {
+    req.model.stream
+}
+
 /// The JSON body of the request.
 pub fn request_body(req: &Request) -> Value {
     let m = &req.model;
@@ -105,7 +112,7 @@ pub fn request_body(req: &Request) -> Value {
         ],
         "stream": m.stream,
     });
-    if m.stream {
+    if asks_usage(req) {
         // Without it, the usage of a streamed reply would have to be estimated.
         body["stream_options"] = json!({"include_usage": true});
     }
@@ -223,7 +230,9 @@ struct CallPieces {
 /// chunk) and `tool_calls` pieces by `index`, a `finish_reason`, then (with
 /// `stream_options.include_usage`) a chunk with `choices: []` and the
 /// `usage`, then `data: [DONE]`. A stream is whole at `[DONE]`, or when the
-/// body ends after a `finish_reason`.
+/// body ends after a `finish_reason` and, if the request asked for it
+/// ([`asks_usage`]), the usage that follows it: a body cut between the two
+/// would otherwise be charged an estimate instead of what the server counted.
 #[derive(Debug, Default)]
 pub struct ChunkStream {
     key: Option<String>,
@@ -233,12 +242,16 @@ pub struct ChunkStream {
     finish: String,
     input: Option<u64>,
     output: Option<u64>,
+    /// The request asked for the usage at the end.
+    usage_asked: bool,
+    /// A usage arrived with or after the `finish_reason` (the final count).
+    final_usage: bool,
     done: bool,
 }
 
 /// The assembler of a streamed chat completion.
-pub fn stream_assembler(_: &Request, key: Option<&str>) -> Box<dyn stream::Assembler> {
-    Box::new(ChunkStream { key: key.map(String::from), ..ChunkStream::default() })
+pub fn stream_assembler(req: &Request, key: Option<&str>) -> Box<dyn stream::Assembler> {
+    Box::new(ChunkStream { key: key.map(String::from), usage_asked: asks_usage(req), ..ChunkStream::default() })
 }
 
 impl stream::Assembler for ChunkStream {
@@ -255,9 +268,13 @@ impl stream::Assembler for ChunkStream {
                 excerpt(&msg, self.key.as_deref())
             )));
         }
+        let has_usage = v.get("usage").is_some_and(Value::is_object);
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.input = u.get("prompt_tokens").and_then(tokens).or(self.input);
             self.output = u.get("completion_tokens").and_then(tokens).or(self.output);
+        }
+        if has_usage && !self.finish.is_empty() {
+            self.final_usage = true;
         }
         let choices = v.get("choices").and_then(Value::as_array);
         let Some(choice) =
@@ -267,6 +284,8 @@ impl stream::Assembler for ChunkStream {
         };
         if let Some(Value::String(f)) = choice.get("finish_reason") {
             self.finish = f.clone();
+            // Some servers send the usage in the chunk that finishes.
+            self.final_usage |= has_usage;
         }
         let delta = choice.get("delta");
         for c in delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array).into_iter().flatten() {
@@ -320,7 +339,7 @@ impl stream::Assembler for ChunkStream {
     }
 
     fn whole(&self) -> bool {
-        self.done || !self.finish.is_empty()
+        self.done || (!self.finish.is_empty() && (self.final_usage || !self.usage_asked))
     }
 
     fn size(&self) -> usize {
@@ -630,7 +649,11 @@ mod tests {
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"th\\\":\\\"a.md\\\"}\"}}]},\"finish_reason\":null}]}\n\n",
             "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
         );
-        // No usage chunk and no [DONE]: whole at the end of the body, thanks to the finish_reason.
+        // No usage chunk and no [DONE]: whole at the end of the body, thanks to the
+        // finish_reason, when the request did not ask for the usage; cut when it did.
+        let mut asked = r.clone();
+        asked.model.stream = true;
+        assert!(!assemble(&asked, body, 5).unwrap().1, "the usage asked for never came");
         let (pieces, whole, p) = assemble(&r, body, 5).unwrap();
         assert!(pieces.is_empty() && whole);
         assert_eq!(p.finish, "tool_calls");
@@ -662,6 +685,24 @@ mod tests {
         let (pieces, whole, _) = assemble(&r, &cut, 9).unwrap();
         assert_eq!(pieces.len(), 2);
         assert!(!whole, "no finish_reason, no [DONE]: cut");
+        // With the usage asked for: cut between the finish_reason and the usage chunk is
+        // still cut; cut after the usage chunk (before [DONE]) is whole, with that usage.
+        let mut asked = r.clone();
+        asked.model.stream = true;
+        let before_usage: String = LLAMA_STREAM.split("data: {\"choices\":[],\"usage\"").next().unwrap().into();
+        assert!(assemble(&r, &before_usage, 9).unwrap().1, "the usage was not asked for");
+        assert!(!assemble(&asked, &before_usage, 9).unwrap().1, "finish_reason without the usage asked for: cut");
+        let before_done: String = LLAMA_STREAM.split("data: [DONE]").next().unwrap().into();
+        let (_, whole, p) = assemble(&asked, &before_done, 9).unwrap();
+        assert!(whole);
+        assert_eq!(p.usage, Usage { input_tokens: 61, output_tokens: 7, estimated: false });
+        // A usage in the chunk that finishes is the final one.
+        let together = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"{}\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n";
+        let (_, whole, p) = assemble(&asked, together, 9).unwrap();
+        assert!(whole && !p.usage.estimated, "{p:?}");
+        // A usage in every chunk (before the finish_reason) is not the final count.
+        let early = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"{}\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        assert!(!assemble(&asked, early, 9).unwrap().1);
         let err = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"{\"}}]}\n\ndata: {\"error\":{\"message\":\"slot unavailable for sk-secret-key\",\"type\":\"server_error\"}}\n\n";
         let e = assemble(&r, err, 4).unwrap_err();
         assert!(e.message.contains("slot unavailable") && !e.message.contains("sk-secret-key"), "{e:?}");

@@ -11,23 +11,33 @@
 //! text was handed out sends [`Chunk::Restart`], so that whoever shows the
 //! text forgets it.
 //!
-//! A cut stream (the body ends or breaks before the end event) fails with
-//! cause `Unavailable` and may be retried by the retry loop: nothing is
-//! charged for it (only a complete reply is charged), so a retry that
-//! completes is charged exactly once.
+//! A cut stream (the body ends or breaks before the end event, or stalls past
+//! the deadline) fails with cause `Unavailable`. Lemming's ledger charges
+//! only a complete reply, but a paid service bills the tokens it generated
+//! before the cut, so a retry could be paid twice. Hence the rule (see
+//! [`not_twice`]): a try that fails after some of the reply arrived (text or
+//! tool-call arguments) from a server that is not on this machine is not
+//! retried; the mail waits unread for the next turn. A try that fails before
+//! any of the reply arrived, or whose server is on this machine (a loopback
+//! address: it costs nothing), may be retried by the retry loop.
 
 use std::time::{Duration, Instant};
 
 use crate::http::{excerpt, Parsed};
-use crate::resilience::AttemptError;
-use crate::{Chunk, Request};
+use crate::resilience::{AttemptError, Retry};
+use crate::{Cause, Chunk, Request};
 
 /// The most text (reply text and tool-call arguments, in bytes) a streamed
 /// reply may hold; a server that sends more fails the try.
 pub const MAX_TEXT: usize = 4 << 20;
 
-/// The longest single line the SSE parser keeps (an event's data comes in lines).
+/// The longest single line the SSE parser keeps, and the most data one event
+/// may hold (its `data:` lines joined): a server that never ends a line or an
+/// event fails the try instead of growing memory until the timeout.
 pub const MAX_LINE: usize = 4 << 20;
+
+/// The longest `event:` name kept; the names a wire format reads are a few bytes.
+pub const MAX_EVENT_NAME: usize = 256;
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -68,7 +78,7 @@ impl Sse {
                 b'\n' | b'\r' => {
                     self.after_cr = b == b'\r';
                     let line = std::mem::take(&mut self.line);
-                    if let Some(ev) = self.line_done(&line) {
+                    if let Some(ev) = self.line_done(&line)? {
                         out.push(ev);
                     }
                 }
@@ -90,12 +100,12 @@ impl Sse {
         self.dispatch()
     }
 
-    fn line_done(&mut self, line: &[u8]) -> Option<Event> {
+    fn line_done(&mut self, line: &[u8]) -> Result<Option<Event>, String> {
         if line.is_empty() {
-            return self.dispatch();
+            return Ok(self.dispatch());
         }
         if line[0] == b':' {
-            return None;
+            return Ok(None);
         }
         let line = String::from_utf8_lossy(line);
         let (field, value) = match line.split_once(':') {
@@ -103,8 +113,16 @@ impl Sse {
             None => (line.as_ref(), ""),
         };
         match field {
-            "event" => self.event = value.to_string(),
+            "event" => {
+                if value.len() > MAX_EVENT_NAME {
+                    return Err(format!("an event name of the event stream is longer than {MAX_EVENT_NAME} bytes"));
+                }
+                self.event = value.to_string();
+            }
             "data" => {
+                if self.data.len() + 1 + value.len() > MAX_LINE {
+                    return Err(format!("an event of the event stream holds more than {MAX_LINE} bytes of data"));
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }
@@ -113,7 +131,7 @@ impl Sse {
             }
             _ => {}
         }
-        None
+        Ok(None)
     }
 
     fn dispatch(&mut self) -> Option<Event> {
@@ -161,6 +179,8 @@ pub async fn read(
     src: &Source<'_>,
 ) -> Result<Parsed, AttemptError> {
     let mut handed = false;
+    // How many bytes of the reply the server generated, at most, before a failure.
+    let mut arrived = 0;
     let sink = req.stream.as_ref();
     let mut hand = |text: String| {
         if let Some(s) = sink.filter(|_| !text.is_empty()) {
@@ -191,7 +211,9 @@ pub async fn read(
             }
             let events = sse.feed(&bytes).map_err(|e| AttemptError::broken(format!("{e} (from {})", src.url)))?;
             for ev in events {
-                if let Some(text) = asm.event(&ev)? {
+                let got = asm.event(&ev);
+                arrived = asm.size();
+                if let Some(text) = got? {
                     hand(text);
                 }
                 if asm.size() > MAX_TEXT {
@@ -212,7 +234,9 @@ pub async fn read(
             return Ok(parsed);
         }
         if let Some(ev) = sse.end() {
-            if let Some(text) = asm.event(&ev)? {
+            let got = asm.event(&ev);
+            arrived = asm.size();
+            if let Some(text) = got? {
                 hand(text);
             }
         }
@@ -231,7 +255,24 @@ pub async fn read(
             s.send(Chunk::Restart);
         }
     }
-    result
+    result.map_err(|e| not_twice(e, arrived, src.url))
+}
+
+/// A failed try after `arrived` bytes of the reply came from `url`: when the
+/// server is not on this machine and some of the reply arrived, the service
+/// may bill the tokens it generated, so the try is not retried (cause
+/// `Unavailable`: the provider failed, the mail waits unread for the next
+/// turn). A failure that no retry was planned for stays as it is.
+pub fn not_twice(mut e: AttemptError, arrived: usize, url: &str) -> AttemptError {
+    if e.retry == Retry::No || arrived == 0 || crate::http::is_loopback(url) {
+        return e;
+    }
+    e.retry = Retry::No;
+    e.cause = Cause::Unavailable;
+    e.message.push_str(&format!(
+        "; not retried, as {url} is not on this machine and may bill the {arrived} bytes of the reply it sent"
+    ));
+    e
 }
 
 /// The next piece of the body before the try's deadline.
@@ -314,6 +355,43 @@ pub(crate) mod tests {
         let (n, e) = failed.expect("the line limit holds");
         assert_eq!(n, 4, "{e}");
         assert!(e.contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn endless_data_lines_without_a_blank_line_are_an_error_not_a_growing_buffer() {
+        let mut p = Sse::new();
+        let mut line = b"data: ".to_vec();
+        line.extend(vec![b'a'; 1 << 20]);
+        line.push(b'\n');
+        let mut failed = None;
+        for n in 0..8 {
+            if let Err(e) = p.feed(&line) {
+                failed = Some((n, e));
+                break;
+            }
+        }
+        let (n, e) = failed.expect("the event data limit holds");
+        assert_eq!(n, 3, "{e}");
+        assert!(e.contains("more than 4194304 bytes of data"), "{e}");
+        // Just under the limit is still an event.
+        let mut p = Sse::new();
+        let mut fits = Vec::new();
+        for _ in 0..3 {
+            fits.extend_from_slice(&line);
+        }
+        fits.push(b'\n');
+        let evs = p.feed(&fits).unwrap();
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].data.len(), 3 * (1 << 20) + 2);
+    }
+
+    #[test]
+    fn a_long_event_name_is_an_error() {
+        let mut p = Sse::new();
+        let name = "x".repeat(MAX_EVENT_NAME);
+        assert_eq!(p.feed(format!("event: {name}\ndata: 1\n\n").as_bytes()).unwrap(), vec![ev(&name, "1")]);
+        let e = p.feed(format!("event: {name}y\n").as_bytes()).unwrap_err();
+        assert!(e.contains("event name") && e.contains("longer than 256 bytes"), "{e}");
     }
 
     /// How the test server answers one connection.
@@ -445,6 +523,45 @@ pub(crate) mod tests {
         assert!(e.message.contains("broke before the reply ended") || e.message.contains("ended before"), "{e:?}");
         assert_eq!(*seen.lock().unwrap(), texts_then_restart());
         server.await.unwrap();
+    }
+
+    /// Reads the test server's next answer as a stream, as if it came from `url`.
+    async fn read_as_from(server_url: &str, url: &str, sink: crate::StreamSink) -> Result<Parsed, AttemptError> {
+        let req = request(sink);
+        let resp = reqwest::Client::new().post(format!("{server_url}/chat/completions")).send().await.unwrap();
+        let src = Source { url, key: None, timeout: Duration::from_secs(10), started: Instant::now() };
+        read(resp, crate::openai::stream_assembler(&req, None), crate::openai::parse_response, &req, &src).await
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_after_text_from_a_remote_server_is_not_retried_and_from_this_machine_is() {
+        let (url, server) = server(vec![Serve::Cut, Serve::Cut]).await;
+        let (sink, seen) = recording();
+        let e = read_as_from(&url, "https://api.example.com/v1", sink).await.unwrap_err();
+        assert_eq!((e.cause, e.retry), (crate::Cause::Unavailable, Retry::No), "{e:?}");
+        assert!(e.message.contains("not retried") && e.message.contains("api.example.com"), "{e:?}");
+        assert_eq!(*seen.lock().unwrap(), texts_then_restart(), "the watcher still forgets the text");
+        let (sink, _) = recording();
+        let e = read_as_from(&url, &url, sink).await.unwrap_err();
+        assert_eq!((e.cause, e.retry), (crate::Cause::Unavailable, Retry::Backoff), "{e:?}");
+        assert!(!e.message.contains("not retried"), "{e:?}");
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn only_a_retry_after_part_of_a_remote_reply_is_refused() {
+        let remote = "https://api.anthropic.com/v1";
+        let overloaded = || AttemptError::transient("the server sent an error in the stream: Overloaded");
+        let e = not_twice(overloaded(), 0, remote);
+        assert_eq!(e, overloaded(), "nothing of the reply arrived: nothing was generated to bill twice");
+        for local in ["http://127.0.0.1:8080/v1", "http://localhost:11434/v1", "http://[::1]:1/v1"] {
+            assert_eq!(not_twice(overloaded(), 10, local), overloaded(), "{local}");
+        }
+        let e = not_twice(overloaded(), 10, remote);
+        assert_eq!((e.cause, e.retry, e.unhealthy), (crate::Cause::Unavailable, Retry::No, true));
+        assert!(e.message.ends_with("may bill the 10 bytes of the reply it sent"), "{e:?}");
+        let broken = AttemptError::broken("an event of the stream is not JSON");
+        assert_eq!(not_twice(broken.clone(), 10, remote), broken, "a failure not retried stays as it was");
     }
 
     #[tokio::test]

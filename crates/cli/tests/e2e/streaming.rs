@@ -231,6 +231,8 @@ fn a_cut_stream_is_a_failed_try_that_charges_nothing_and_the_whole_one_is_charge
     assert_eq!(server.bodies().len(), 2);
 
     // 2. One retry: the cut try and the whole one in the same step; still one charge.
+    // (The server is on 127.0.0.1, where retrying a cut reply costs nothing; from a
+    // remote server it would not be retried: stream::not_twice.)
     let server = StreamServer::start(vec![Serve::Cut, Serve::Whole]);
     let org = TestOrg::new();
     configure(&org, &stream_config(&server.url(), 1), "manager", "streamed");
