@@ -15,6 +15,7 @@
 //! - [`command`]: a local program that reads the prompt on stdin;
 //! - [`program`]: running a local program once (process group, deadline, output caps), shared with the engine's tools;
 //! - [`http`]: what the HTTP kinds share: one client per provider, status handling, excerpts, usage;
+//! - [`wire`]: the reply a wire format reads, key-free excerpts, error chains, loopback URLs;
 //! - [`stream`]: streamed replies (`stream = true`): the event-stream parser and the reading loop;
 //! - [`resilience`]: retries with backoff and jitter, honouring `Retry-After`;
 //! - [`breaker`]: the circuit breaker per provider and its state file;
@@ -47,6 +48,7 @@ pub mod resilience;
 pub mod script;
 pub mod serve;
 pub mod stream;
+pub mod wire;
 
 use std::future::Future;
 use std::path::PathBuf;

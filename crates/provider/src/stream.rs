@@ -23,8 +23,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::http::{excerpt, Parsed};
 use crate::resilience::{AttemptError, Retry};
+use crate::wire::{excerpt, Parsed};
 use crate::{Cause, Chunk, Request};
 
 /// The most text (reply text and tool-call arguments, in bytes) a streamed
@@ -264,7 +264,7 @@ pub async fn read(
 /// `Unavailable`: the provider failed, the mail waits unread for the next
 /// turn). A failure that no retry was planned for stays as it is.
 pub fn not_twice(mut e: AttemptError, arrived: usize, url: &str) -> AttemptError {
-    if e.retry == Retry::No || arrived == 0 || crate::http::is_loopback(url) {
+    if e.retry == Retry::No || arrived == 0 || crate::wire::is_loopback(url) {
         return e;
     }
     e.retry = Retry::No;
@@ -287,7 +287,7 @@ async fn next_chunk(resp: &mut reqwest::Response, src: &Source<'_>) -> Result<Op
         Ok(Err(e)) => Err(AttemptError::transient(format!(
             "the stream from {} broke before the reply ended: {}",
             src.url,
-            crate::http::chain(&e)
+            crate::wire::chain(&e)
         ))),
         Ok(Ok(bytes)) => Ok(bytes.map(|b| b.to_vec())),
     }
