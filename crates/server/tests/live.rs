@@ -83,6 +83,12 @@ impl Stream {
 
     /// The next frame that is not a comment, within `limit`.
     async fn next(&mut self, limit: Duration) -> String {
+        let frame = self.within(limit).await;
+        frame.unwrap_or_else(|| panic!("no frame within {limit:?}; have {:?}", self.buf))
+    }
+
+    /// The next frame that is not a comment, if one comes within `limit`.
+    async fn within(&mut self, limit: Duration) -> Option<String> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(i) = self.buf.find("\n\n") {
@@ -91,13 +97,37 @@ impl Stream {
                 if frame.starts_with(':') {
                     continue;
                 }
-                return frame;
+                return Some(frame);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let chunk = tokio::time::timeout(left, self.resp.chunk()).await;
-            let chunk = chunk.unwrap_or_else(|_| panic!("no frame within {limit:?}; have {:?}", self.buf));
+            let chunk = tokio::time::timeout(left, self.resp.chunk()).await.ok()?;
             let chunk = chunk.unwrap().expect("the stream ended");
             self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// Waits until the server's pump listens on `bus` (an event published
+    /// before that is dropped): publishes `turn_started` until one comes
+    /// through. The frame after it is the first that is not a `turn_started`.
+    async fn when_listening(&mut self, bus: &Bus) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            bus.publish(&Event { seq: 0, turn: 0, at: chrono::Utc::now(), kind: EventKind::TurnStarted {} });
+            if let Some(f) = self.within(Duration::from_millis(50)).await {
+                assert_eq!(field(&f, "event"), Some("turn_started"), "{f}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server never listened on the bus");
+        }
+    }
+
+    /// The next frame that is not a `turn_started`, within `limit`.
+    async fn next_but_turn_started(&mut self, limit: Duration) -> String {
+        loop {
+            let f = self.next(limit).await;
+            if field(&f, "event") != Some("turn_started") {
+                return f;
+            }
         }
     }
 }
@@ -201,11 +231,11 @@ async fn in_the_daemon_reply_deltas_are_live_without_an_id() {
     let bus = Bus::new();
     let server = start(d.path(), Some(bus.clone())).await;
     let (mut s, _) = Stream::open(server.addr, None).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.when_listening(&bus).await;
     for (text, restart) in [("{\"messages\":[{\"to", false), ("", true), ("{\"mess", false)] {
         let kind = EventKind::ReplyDelta { agent: "manager".into(), text: text.into(), restart };
         bus.publish(&Event { seq: 0, turn: 3, at: chrono::Utc::now(), kind });
-        let f = s.next(Duration::from_secs(5)).await;
+        let f = s.next_but_turn_started(Duration::from_secs(5)).await;
         assert_eq!((field(&f, "event"), field(&f, "id")), (Some("reply_delta"), None), "{f}");
         let data: serde_json::Value = serde_json::from_str(field(&f, "data").unwrap()).unwrap();
         assert_eq!((data["agent"].as_str(), data["text"].as_str()), (Some("manager"), Some(text)), "{f}");

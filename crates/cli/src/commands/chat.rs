@@ -24,6 +24,7 @@ use lemming_engine::org::Org;
 use lemming_engine::send;
 use lemming_engine::streamed;
 use lemming_engine::term;
+use lemming_provider::stream::Sse;
 
 use crate::commands::send::send_error;
 use crate::ctx::{block_on, CliError, Ctx};
@@ -201,7 +202,7 @@ async fn from_bus(
             biased;
             e = rx.recv() => match e {
                 Ok(e) => feed(screen, &e),
-                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Lagged(_)) => lock(screen).lost(),
                 Err(RecvError::Closed) => return,
             },
             _ = &mut stop => {
@@ -209,7 +210,7 @@ async fn from_bus(
                 loop {
                     match rx.try_recv() {
                         Ok(e) => feed(screen, &e),
-                        Err(TryRecvError::Lagged(_)) => {}
+                        Err(TryRecvError::Lagged(_)) => lock(screen).lost(),
                         Err(_) => return,
                     }
                 }
@@ -255,39 +256,25 @@ async fn connect(root: &Path, api: &str) -> Result<reqwest::Response, String> {
     Ok(r)
 }
 
-/// The longest SSE frame kept; a longer one is dropped (a reply's piece is far shorter).
-const MAX_FRAME: usize = 1 << 20;
-
-/// Shows the `reply_delta` frames of the live events until the stream ends.
+/// Shows the `reply_delta` events of the live events until the stream ends.
 async fn from_api(mut r: reqwest::Response, screen: &Mutex<Screen>) {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut sse = Sse::new();
     while let Ok(Some(chunk)) = r.chunk().await {
-        buf.extend_from_slice(&chunk);
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = buf.drain(..end + 2).collect();
-            if let Some(e) = delta_frame(&String::from_utf8_lossy(&frame)) {
-                feed(screen, &e);
+        match deltas(&mut sse, &chunk) {
+            Ok(events) => events.iter().for_each(|e| feed(screen, e)),
+            Err(_) => {
+                // A line too long to keep: what follows it cannot be trusted to continue the reply.
+                lock(screen).lost();
+                return;
             }
-        }
-        if buf.len() > MAX_FRAME {
-            buf.clear();
         }
     }
 }
 
-/// The event of a `reply_delta` frame (`event:` and `data:` lines).
-fn delta_frame(frame: &str) -> Option<Event> {
-    let mut name = None;
-    let mut data = String::new();
-    for line in frame.lines() {
-        let line = line.trim_end_matches('\r');
-        if let Some(v) = line.strip_prefix("event:") {
-            name = Some(v.trim());
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push_str(v.strip_prefix(' ').unwrap_or(v));
-        }
-    }
-    (name == Some("reply_delta")).then(|| Event::parse(&data)).flatten()
+/// The `reply_delta` events that `bytes` complete in the event stream `sse` reads.
+fn deltas(sse: &mut Sse, bytes: &[u8]) -> Result<Vec<Event>, String> {
+    let events = sse.feed(bytes)?;
+    Ok(events.into_iter().filter(|e| e.event == "reply_delta").filter_map(|e| Event::parse(&e.data)).collect())
 }
 
 /// What the person sees while waiting: a spinner until text comes, then the
@@ -313,6 +300,8 @@ struct Screen {
     open: Option<usize>,
     /// Where the open paragraph begins in `printed`.
     para: usize,
+    /// Pieces were lost on the way: none is shown any more; the replies are printed whole.
+    deaf: bool,
 }
 
 impl Screen {
@@ -329,6 +318,7 @@ impl Screen {
             printed: String::new(),
             open: None,
             para: 0,
+            deaf: false,
         }
         .waiting()
     }
@@ -370,7 +360,7 @@ impl Screen {
 
     /// A piece of `agent`'s reply in `turn`.
     fn piece(&mut self, turn: u64, agent: &str, text: &str, restart: bool) {
-        if agent != self.agent {
+        if agent != self.agent || self.deaf {
             return;
         }
         if turn != self.turn {
@@ -438,14 +428,28 @@ impl Screen {
         self.open = None;
     }
 
-    /// The try failed after some text: what was shown of it goes.
+    /// The text so far is not a reply that was delivered (its try failed,
+    /// or it was unusable, or its call was stopped): what was shown of it goes.
     fn restart(&mut self) {
+        self.withdraw("(not delivered: that reply was cut off or unusable)");
+    }
+
+    /// Some pieces were lost on the way (chat fell behind): what was shown of
+    /// the reply goes, no more pieces are shown, and replies are printed whole.
+    fn lost(&mut self) {
+        self.withdraw("(some of that reply was lost on the way; it is printed whole when it comes)");
+        self.deaf = true;
+    }
+
+    /// Erases (on a terminal) or notes as `why` (elsewhere) what was shown of
+    /// the current reply, and forgets it.
+    fn withdraw(&mut self, why: &str) {
         if let Some(&(_, first)) = self.current.first() {
             self.shown.truncate(first);
             if self.tty {
                 erase(&self.printed);
             } else {
-                println!("\n(that reply was cut off; it is asked again)");
+                println!("\n{why}");
             }
             let _ = std::io::stdout().flush();
         }
@@ -575,10 +579,41 @@ mod tests {
     fn reply_delta_frames_are_read_and_others_are_not() {
         let data =
             r#"{"seq":0,"turn":4,"at":"2026-01-01T00:00:00Z","event":"reply_delta","agent":"manager","text":"{\"mes"}"#;
-        let e = delta_frame(&format!("event: reply_delta\ndata: {data}\n\n")).unwrap();
-        assert_eq!(e.turn, 4);
-        assert_eq!(e.kind, EventKind::ReplyDelta { agent: "manager".into(), text: "{\"mes".into(), restart: false });
-        assert!(delta_frame(&format!("id: 3\nevent: delivered\ndata: {data}\n\n")).is_none());
-        assert!(delta_frame("event: reply_delta\ndata: {not json\n\n").is_none());
+        let want = EventKind::ReplyDelta { agent: "manager".into(), text: "{\"mes".into(), restart: false };
+        let mut sse = Sse::new();
+        let e = deltas(&mut sse, format!("event: reply_delta\ndata: {data}\n\n").as_bytes()).unwrap();
+        assert_eq!((e.len(), e[0].turn, &e[0].kind), (1, 4, &want));
+        let others = format!("id: 3\nevent: delivered\ndata: {data}\n\nevent: reply_delta\ndata: {{not json\n\n");
+        assert!(deltas(&mut sse, others.as_bytes()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn crlf_or_cr_line_ends_split_frames_and_data_in_several_lines_are_read() {
+        let (head, tail) = (
+            r#"{"seq":0,"turn":4,"at":"2026-01-01T00:00:00Z","#,
+            r#""event":"reply_delta","agent":"manager","text":"hi"}"#,
+        );
+        let want = EventKind::ReplyDelta { agent: "manager".into(), text: "hi".into(), restart: false };
+        for end in ["\r\n", "\r", "\n"] {
+            let stream = format!(": keepalive{end}{end}event: reply_delta{end}data: {head}{end}data: {tail}{end}{end}");
+            let mut sse = Sse::new();
+            let mut got = Vec::new();
+            // Fed a byte at a time: every frame and line end is split across reads.
+            for b in stream.as_bytes() {
+                got.extend(deltas(&mut sse, std::slice::from_ref(b)).unwrap());
+            }
+            assert_eq!(got.iter().map(|e| &e.kind).collect::<Vec<_>>(), [&want], "line end {end:?}");
+        }
+    }
+
+    #[test]
+    fn lost_pieces_withdraw_the_shown_reply_and_it_is_printed_whole() {
+        let mut s = screen(false);
+        s.piece(1, "manager", r#"{"messages":[{"to":"human","body":"hel"#, false);
+        assert_eq!(s.shown, ["hel"]);
+        s.lost();
+        s.piece(1, "manager", r#"lo wor"#, false);
+        assert!(s.shown.is_empty() && s.open.is_none(), "forgotten, and no later piece shown: {:?}", s.shown);
+        assert_eq!(s.rest_of(&msg("manager", "hello world")), "manager: hello world\n", "printed whole");
     }
 }

@@ -27,6 +27,8 @@ enum Serve {
     Cut,
     /// The whole stream, with the usage chunk and `[DONE]`.
     Whole,
+    /// A whole stream whose reply is cut by the token limit before its object closes.
+    Length,
 }
 
 /// The reply the streams carry, in pieces as a model writes it.
@@ -148,11 +150,21 @@ fn answer(mut conn: TcpStream, serve: Serve, bodies: &Mutex<Vec<Value>>) -> std:
             }
             // Dropped mid-body: no finish_reason, no [DONE].
         }
-        Serve::Whole => {
+        Serve::Whole | Serve::Length => {
+            let mut events = events;
+            if let Serve::Length = serve {
+                // The last piece and the `stop` finish are replaced by a `length` finish.
+                let finish = json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]});
+                events.splice(PIECES.len()..PIECES.len() + 2, [sse(finish)]);
+            }
             conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")?;
             for e in &events {
                 conn.write_all(e.as_bytes())?;
                 conn.flush()?;
+                if let Serve::Length = serve {
+                    // Slow enough that each piece is passed on as it comes.
+                    std::thread::sleep(Duration::from_millis(80));
+                }
             }
             conn.shutdown(std::net::Shutdown::Write)?;
         }
@@ -243,6 +255,28 @@ fn a_cut_stream_is_a_failed_try_that_charges_nothing_and_the_whole_one_is_charge
     assert_answered_once(&org, &id);
     assert_one_streamed_charge(&org);
     assert!(org.dead().is_empty(), "{:#?}", org.dead());
+}
+
+#[test]
+fn chat_withdraws_a_streamed_reply_the_turn_could_not_use() {
+    let server = StreamServer::start(vec![Serve::Length]);
+    let org = TestOrg::new();
+    configure(&org, &stream_config(&server.url(), 0), "manager", "streamed");
+    let mut chat = org
+        .command(&["chat", "manager", "--max-turns", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin.take().unwrap().write_all(b"hello manager\n").unwrap();
+    let out = chat.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let all = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("manager: streamed hello"), "the body was shown as it came:\n{all}");
+    let shown = stdout.find("manager: streamed hello").unwrap();
+    assert!(stdout[shown..].contains("(not delivered"), "the cut reply was left as if delivered:\n{all}");
+    assert!(org.inbox_json("human").is_empty(), "{:#?}", org.inbox_json("human"));
 }
 
 /// The `data:` events of a recorded stream body, as JSON (`[DONE]` left out).

@@ -37,15 +37,19 @@ pub(super) async fn call(
     let sem = Arc::new(Semaphore::new(org.settings.max_parallel));
     let mut set = JoinSet::new();
     for mut job in jobs {
-        if let Some(bus) = &bus {
-            job.req.stream = Some(delta_sink(bus.clone(), turn, &job.agent));
+        let deltas = bus.as_ref().map(|bus| Deltas::new(bus.clone(), turn, &job.agent));
+        if let Some(d) = &deltas {
+            job.req.stream = Some(d.sink());
         }
         let registry = Arc::clone(registry);
         let sem = Arc::clone(&sem);
         set.spawn(async move {
+            // Dropped unfinished (the call aborted, or its answer never
+            // taken): what was shown of the reply is withdrawn.
+            let pending = Pending(deltas);
             let _permit = sem.acquire_owned().await.expect("the semaphore is never closed");
             let result = registry.complete(&job.req).await;
-            (job, result)
+            (job, result, pending)
         });
     }
     let mut fresh = Vec::new();
@@ -62,7 +66,7 @@ pub(super) async fn call(
             }
         };
         let Some(joined) = joined else { break };
-        let (job, result) = match joined {
+        let (job, result, pending) = match joined {
             Ok(r) => r,
             Err(e) => {
                 if !e.is_cancelled() {
@@ -71,7 +75,10 @@ pub(super) async fn call(
                 continue;
             }
         };
-        fresh.push(record(org, &job, result, turn, started, clock.now()));
+        let r = record(org, &job, result, turn, started, clock.now());
+        // A reply that is not used was never delivered: whoever showed it forgets it.
+        pending.finish(r.outcome == Outcome::Ok);
+        fresh.push(r);
     }
     fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
     fresh
@@ -117,20 +124,113 @@ impl Turn<'_> {
     }
 }
 
-/// A sink that publishes each chunk of `agent`'s streaming reply as a
-/// `reply_delta` event on `bus` (seq 0: never appended; the journal holds the
-/// whole reply). Stamped by the system clock: a piece of text must not move a
-/// test's manual clock, and nothing is derived from these stamps.
-fn delta_sink(bus: Bus, turn: u64, agent: &str) -> StreamSink {
-    let agent = agent.to_string();
-    StreamSink::new(move |chunk| {
-        let (text, restart) = match chunk {
-            Chunk::Text(text) => (text, false),
-            Chunk::Restart => (String::new(), true),
-        };
-        let kind = EventKind::ReplyDelta { agent: agent.clone(), text, restart };
-        bus.publish(&Event { seq: 0, turn, at: Utc::now(), kind });
-    })
+/// The pieces of `agent`'s streaming reply, published as `reply_delta`
+/// events on `bus` (seq 0: never appended; the journal holds the whole
+/// reply). Pieces are gathered until [`FLUSH_BYTES`] or [`FLUSH_AFTER`] since
+/// the last publication, so that a model writing a token at a time does not
+/// become an event (and an SSE frame to every client) per token. Stamped by
+/// the system clock: a piece of text must not move a test's manual clock, and
+/// nothing is derived from these stamps.
+struct Deltas {
+    bus: Bus,
+    turn: u64,
+    agent: String,
+    state: std::sync::Mutex<Gathered>,
+}
+
+struct Gathered {
+    text: String,
+    last: std::time::Instant,
+    /// Some text was published since the last restart.
+    out: bool,
+}
+
+/// Gathered text is published once it is this long…
+const FLUSH_BYTES: usize = 256;
+/// …or this long after the last publication.
+const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Deltas {
+    fn new(bus: Bus, turn: u64, agent: &str) -> Arc<Deltas> {
+        let state = Gathered { text: String::new(), last: std::time::Instant::now(), out: false };
+        Arc::new(Deltas { bus, turn, agent: agent.to_string(), state: std::sync::Mutex::new(state) })
+    }
+
+    fn sink(self: &Arc<Deltas>) -> StreamSink {
+        let d = Arc::clone(self);
+        StreamSink::new(move |chunk| match chunk {
+            Chunk::Text(text) => d.text(&text),
+            Chunk::Restart => d.restart(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gathered> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn text(&self, text: &str) {
+        let mut g = self.lock();
+        g.text.push_str(text);
+        if g.text.len() >= FLUSH_BYTES || g.last.elapsed() >= FLUSH_AFTER {
+            self.flush_locked(&mut g);
+        }
+    }
+
+    /// Publishes what is gathered.
+    fn flush(&self) {
+        self.flush_locked(&mut self.lock());
+    }
+
+    fn flush_locked(&self, g: &mut Gathered) {
+        g.last = std::time::Instant::now();
+        if g.text.is_empty() {
+            return;
+        }
+        let text = std::mem::take(&mut g.text);
+        g.out = true;
+        self.publish(text, false);
+    }
+
+    /// The text so far is not the reply: gathered text is dropped, and a
+    /// restart published if some was shown.
+    fn restart(&self) {
+        let mut g = self.lock();
+        g.text.clear();
+        if std::mem::replace(&mut g.out, false) {
+            self.publish(String::new(), true);
+        }
+    }
+
+    fn publish(&self, text: String, restart: bool) {
+        let kind = EventKind::ReplyDelta { agent: self.agent.clone(), text, restart };
+        self.bus.publish(&Event { seq: 0, turn: self.turn, at: Utc::now(), kind });
+    }
+}
+
+/// A call's streamed reply until its record is made: dropped before
+/// [`Pending::finish`], it withdraws what was shown.
+struct Pending(Option<Arc<Deltas>>);
+
+impl Pending {
+    /// The call's record is made: the rest of its text is published when the
+    /// reply is used, else what was shown of it is withdrawn.
+    fn finish(mut self, used: bool) {
+        if let Some(d) = self.0.take() {
+            if used {
+                d.flush();
+            } else {
+                d.restart();
+            }
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            d.restart();
+        }
+    }
 }
 
 /// Resolves when a stop is requested (never, without a stop signal).
@@ -355,6 +455,91 @@ mod tests {
 
     fn call(id: Option<&str>) -> reply::ToolCall {
         reply::ToolCall { id: id.map(String::from), tool: "recall".into(), args: serde_json::json!({}) }
+    }
+
+    /// The `reply_delta` events queued on `rx`: (text, restart).
+    fn deltas(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let EventKind::ReplyDelta { text, restart, .. } = e.kind {
+                out.push((text, restart));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pieces_are_gathered_into_few_events_and_the_rest_published_when_the_reply_is_used() {
+        let bus = Bus::new();
+        let mut rx = bus.subscribe();
+        let d = Deltas::new(bus, 3, "manager");
+        let sink = d.sink();
+        let tokens: Vec<String> = (0..200).map(|i| format!("t{i:03} ")).collect();
+        for t in &tokens {
+            sink.send(Chunk::Text(t.clone()));
+        }
+        let before = deltas(&mut rx);
+        assert!(before.len() < 10, "one event per token: {}", before.len());
+        assert!(before.iter().all(|(t, r)| t.len() >= FLUSH_BYTES && !r), "{before:?}");
+        Pending(Some(d)).finish(true);
+        let after = deltas(&mut rx);
+        assert_eq!(after.len(), 1, "the rest, once: {after:?}");
+        let all: String = before.iter().chain(&after).map(|(t, _)| t.as_str()).collect();
+        assert_eq!(all, tokens.concat(), "every byte, in order");
+    }
+
+    #[test]
+    fn a_slow_piece_is_published_at_once() {
+        let bus = Bus::new();
+        let mut rx = bus.subscribe();
+        let d = Deltas::new(bus, 1, "manager");
+        std::thread::sleep(FLUSH_AFTER);
+        d.sink().send(Chunk::Text("{\"mes".into()));
+        assert_eq!(deltas(&mut rx), [("{\"mes".to_string(), false)]);
+    }
+
+    #[test]
+    fn a_reply_not_used_or_a_call_dropped_withdraws_what_was_shown() {
+        let bus = Bus::new();
+        let mut rx = bus.subscribe();
+        // Unusable (or failed) after text went out: a restart.
+        let d = Deltas::new(bus.clone(), 1, "manager");
+        d.sink().send(Chunk::Text("x".repeat(FLUSH_BYTES)));
+        d.sink().send(Chunk::Text("gathered".into()));
+        Pending(Some(d)).finish(false);
+        assert_eq!(deltas(&mut rx), [("x".repeat(FLUSH_BYTES), false), (String::new(), true)]);
+        // Dropped unfinished (an aborted call): a restart too.
+        let d = Deltas::new(bus.clone(), 1, "manager");
+        d.sink().send(Chunk::Text("y".repeat(FLUSH_BYTES)));
+        drop(Pending(Some(d)));
+        assert_eq!(deltas(&mut rx), [("y".repeat(FLUSH_BYTES), false), (String::new(), true)]);
+        // Nothing shown: nothing to withdraw; a provider's own restart is not repeated.
+        let d = Deltas::new(bus.clone(), 1, "manager");
+        d.sink().send(Chunk::Text("z".into()));
+        drop(Pending(Some(Arc::clone(&d))));
+        d.sink().send(Chunk::Text("w".repeat(FLUSH_BYTES)));
+        d.sink().send(Chunk::Restart);
+        Pending(Some(d)).finish(false);
+        assert_eq!(deltas(&mut rx), [("w".repeat(FLUSH_BYTES), false), (String::new(), true)]);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_streaming_call_withdraws_its_text() {
+        let bus = Bus::new();
+        let mut rx = bus.subscribe();
+        let d = Deltas::new(bus, 2, "manager");
+        let sink = d.sink();
+        let task = tokio::spawn(async move {
+            let _pending = Pending(Some(d));
+            sink.send(Chunk::Text("a".repeat(FLUSH_BYTES)));
+            std::future::pending::<()>().await;
+        });
+        while deltas(&mut rx).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        let _ = task.await;
+        assert_eq!(deltas(&mut rx), [(String::new(), true)]);
     }
 
     #[test]
