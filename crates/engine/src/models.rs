@@ -203,6 +203,14 @@ fn check(doc: &Doc, org_root: &Path) -> Models {
         let max_output_bytes =
             p.int("max_output_bytes", 1..=MAX_OUTPUT_BYTES, "max_output_bytes = 1048576 (at most 1 GiB)");
         let serve = p.table("serve").and_then(|t| serve_spec(&t, name, org_root));
+        // The name becomes a file name (its state file and log): no path tricks.
+        let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if p.has("serve") && !plain {
+            doc.push(
+                at(span.clone(), format!("provider `{name}` has `serve`: its name must be letters, digits, _ or -"))
+                    .help("its name names its state file and log; rename it, for example [providers.local]"),
+            );
+        }
         p.deny_unknown(&names(config::PROVIDER_FIELDS));
 
         let required = |missing: bool, what: &str, help: &str| {
@@ -753,6 +761,21 @@ mod tests {
         assert!(text.iter().any(|m| m.contains("must start with /")), "{text:?}");
         assert!(text.iter().any(|m| m.contains("restart")), "{text:?}");
         assert!(errs.iter().all(|d| d.line == Some(4)), "{errs:?}");
+    }
+
+    #[test]
+    fn a_provider_with_serve_needs_a_plain_name() {
+        let text = "[providers.ok]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8080/v1\"\n\
+            [providers.\"../../x\"]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8080/v1\"\n\
+            serve = { program = \"llama-server\" }\n";
+        let errs = parse(Path::new("/org/org/models.toml"), text, Path::new("/org")).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].message.contains("`../../x` has `serve`: its name must be"), "{}", errs[0]);
+        assert_eq!(errs[0].line, Some(4), "{}", errs[0]);
+        let fine = "[providers.\"Local_2-b\"]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8080/v1\"\n\
+            serve = { program = \"llama-server\" }\n";
+        let m = parse(Path::new("/org/org/models.toml"), fine, Path::new("/org")).unwrap();
+        assert!(m.providers[0].serve.as_ref().unwrap().state.ends_with("serve/Local_2-b.json"));
     }
 
     #[test]

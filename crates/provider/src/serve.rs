@@ -129,9 +129,16 @@ pub struct ServeState {
 }
 
 impl ServeState {
-    /// Whether its process is alive now (`false` without a pid).
+    /// Whether its process is alive now (`false` without a pid), and so is
+    /// the lemming that manages it: a server dies with its manager, so a
+    /// live pid without one is another process that got the number.
     pub fn alive(&self) -> bool {
-        self.pid.is_some_and(pid_alive)
+        self.pid.is_some_and(pid_alive) && self.manager_alive()
+    }
+
+    /// Whether the lemming the file names as manager is alive (`true` when it names none).
+    fn manager_alive(&self) -> bool {
+        self.manager.is_none_or(pid_alive)
     }
 
     /// What `status` and `doctor` say of it: its state, unless the process
@@ -146,6 +153,10 @@ impl ServeState {
             (Phase::External, _) => format!("external (not started by lemming) at {} since {since}", self.ready_url),
             (Phase::Stopped, _) => format!("stopped since {since}"),
             (Phase::Failed, _) => format!("failed since {since}: {}", self.error.as_deref().unwrap_or("?")),
+            (state, Some(pid)) if !self.manager_alive() => format!(
+                "not running (lemming pid {} that ran it is gone, and pid {pid} with it; last state {state} since {since})",
+                self.manager.unwrap_or(0)
+            ),
             (state, Some(pid)) if pid_alive(pid) => format!("{state} (pid {pid}) since {since}{restarts}"),
             (state, Some(pid)) => format!("not running (pid {pid} is gone; last state {state} since {since})"),
             (state, None) => format!("{state} since {since}{restarts}"),
@@ -238,15 +249,23 @@ fn managed_elsewhere(state: &Path) -> bool {
     busy && st.manager.is_some_and(|m| m != std::process::id() && pid_alive(m))
 }
 
-/// Whether a process with this pid exists (a zombie counts until it is reaped).
+/// Whether a process with this pid exists and is not a zombie (it exited; only its parent's wait is missing).
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
-    if pid <= 0 {
+    let Ok(id) = libc::pid_t::try_from(pid) else { return false };
+    if id <= 0 {
         return false;
     }
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let r = unsafe { libc::kill(id, 0) };
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// Whether `/proc/<pid>/stat` says the process is a zombie (Linux; elsewhere never).
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("Z")
 }
 
 /// Sends `signal` to the process group led by `pid` (errors, such as a group already gone, are ignored).
@@ -290,6 +309,10 @@ pub struct Server {
     target: Result<Target, String>,
     st: Mutex<Inner>,
     changed: Condvar,
+    /// The version of the state last written to the state file. Held while
+    /// writing, never together with `st` taken after it: the file is written
+    /// outside `st`, which calls wait on from async code.
+    written: Mutex<u64>,
 }
 
 struct Inner {
@@ -307,6 +330,8 @@ struct Inner {
     predecessor: Option<Arc<Server>>,
     /// Cleared for a replaced server, whose state file now belongs to its successor.
     owns_state: bool,
+    /// Bumped on each change for the state file: an older one is never written over a newer one.
+    version: u64,
 }
 
 impl std::fmt::Debug for Server {
@@ -334,8 +359,10 @@ impl Server {
                 watching: false,
                 predecessor: None,
                 owns_state: true,
+                version: 0,
             }),
             changed: Condvar::new(),
+            written: Mutex::new(0),
         }
     }
 
@@ -419,10 +446,11 @@ impl Server {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                let phase = g.phase;
+                drop(g);
                 return Err(format!(
-                    "the managed server is not ready after {} s (it is {}){}",
+                    "the managed server is not ready after {} s (it is {phase}){}",
                     self.spec.startup_timeout_secs,
-                    g.phase,
                     log_tail(&self.spec.log)
                 ));
             }
@@ -435,24 +463,31 @@ impl Server {
         probe(target, &self.spec.ready_path)
     }
 
-    /// Sets the state, writes the state file and wakes the waiters.
-    fn set(&self, g: &mut MutexGuard<'_, Inner>, phase: Phase) {
+    /// Sets the state, releases the lock, writes the state file and wakes
+    /// the waiters. Once it is stopping, only `Stopped` is taken: a watcher
+    /// that gets there late must not say ready with no process.
+    fn set(&self, mut g: MutexGuard<'_, Inner>, phase: Phase) {
+        if g.stopping && phase != Phase::Stopped {
+            self.changed.notify_all();
+            return;
+        }
         if g.phase != phase {
             g.since = Utc::now();
         }
         g.phase = phase;
-        self.write_state(g);
+        let snapshot = self.snapshot(&mut g);
+        drop(g);
+        self.write_state(snapshot);
+        // After the write: a caller woken up by it finds the file saying so too.
         self.changed.notify_all();
     }
 
-    fn write_state(&self, g: &Inner) {
+    /// The state file's content now, with its version (`None`: nothing to write).
+    fn snapshot(&self, g: &mut Inner) -> Option<(u64, ServeState)> {
         if !g.owns_state || g.phase == Phase::Idle {
-            return;
+            return None;
         }
-        if g.phase == Phase::External && managed_elsewhere(&self.spec.state) {
-            // Another lemming process (the daemon, while `chat` runs) started it: its file stays.
-            return;
-        }
+        g.version += 1;
         let state = ServeState {
             provider: self.provider.clone(),
             pid: g.pid,
@@ -465,10 +500,25 @@ impl Server {
             error: g.error.clone(),
             manager: (!matches!(g.phase, Phase::Stopped | Phase::Failed)).then(std::process::id),
         };
+        Some((g.version, state))
+    }
+
+    /// Writes a [`Server::snapshot`] unless a newer one was written, the
+    /// file now belongs to a successor, or another live lemming process runs
+    /// the server (the daemon, while `chat` runs): then its file stays.
+    fn write_state(&self, snapshot: Option<(u64, ServeState)>) {
+        let Some((version, state)) = snapshot else { return };
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if *written >= version || !self.lock().owns_state || managed_elsewhere(&self.spec.state) {
+            return;
+        }
         let Some(dir) = self.spec.state.parent() else { return };
         let bytes = serde_json::to_vec_pretty(&state).unwrap_or_default();
-        if let Err(e) = lemming_fs::write_atomic(dir, &self.spec.state, &bytes) {
-            tracing::warn!(provider = %self.provider, error = %e, "cannot write the managed server's state file");
+        match lemming_fs::write_atomic(dir, &self.spec.state, &bytes) {
+            Ok(()) => *written = version,
+            Err(e) => {
+                tracing::warn!(provider = %self.provider, error = %e, "cannot write the managed server's state file")
+            }
         }
     }
 
@@ -492,31 +542,33 @@ impl Server {
         if let Some(p) = predecessor {
             p.wait_gone(GRACE + Duration::from_secs(2));
         }
-        if self.probe(&target) {
-            let mut g = self.lock();
-            g.watching = false;
-            g.pid = None;
-            tracing::info!(provider = %self.provider, url = %target.url, "a server already answers; lemming uses it as it is");
-            self.set(&mut g, Phase::External);
-            return;
-        }
         let mut backoff = FIRST_BACKOFF;
         let mut first = true;
         loop {
+            // Before each start, not only the first: another process may have
+            // started one during the backoff; ours would not bind, and theirs
+            // would answer our readiness probe.
+            if self.probe(&target) {
+                let mut g = self.lock();
+                g.watching = false;
+                g.pid = None;
+                tracing::info!(provider = %self.provider, url = %target.url, "a server already answers; lemming uses it as it is");
+                self.set(g, Phase::External);
+                return;
+            }
             let started = self.spawn().and_then(|child| {
                 let pid = child.id();
-                {
-                    let mut g = self.lock();
-                    g.pid = Some(pid);
-                    let phase = if first { Phase::Starting } else { Phase::Restarting };
-                    self.set(&mut g, phase);
-                }
+                let mut g = self.lock();
+                g.pid = Some(pid);
+                let phase = if first { Phase::Starting } else { Phase::Restarting };
+                self.set(g, phase);
                 tracing::info!(provider = %self.provider, pid, program = %self.spec.program, "managed server started");
                 self.wait_ready(child, &target)
             });
             let mut child = match started {
                 Ok(child) => child,
                 Err(why) => {
+                    let tail = if first { log_tail(&self.spec.log) } else { String::new() };
                     let mut g = self.lock();
                     g.pid = None;
                     if g.stopping {
@@ -526,16 +578,15 @@ impl Server {
                     }
                     if first {
                         g.watching = false;
-                        g.error = Some(format!("{why}{}", log_tail(&self.spec.log)));
+                        g.error = Some(format!("{why}{tail}"));
                         tracing::warn!(provider = %self.provider, error = %why, "the managed server did not start");
-                        self.set(&mut g, Phase::Failed);
+                        self.set(g, Phase::Failed);
                         return;
                     }
                     g.restarts += 1;
                     g.last_exit = Some(why.clone());
                     tracing::warn!(provider = %self.provider, error = %why, retry_in_secs = backoff.as_secs(), "the managed server did not start again");
-                    self.set(&mut g, Phase::Restarting);
-                    drop(g);
+                    self.set(g, Phase::Restarting);
                     if self.pause(backoff) {
                         self.lock().watching = false;
                         self.changed.notify_all();
@@ -549,7 +600,7 @@ impl Server {
             {
                 let mut g = self.lock();
                 g.error = None;
-                self.set(&mut g, Phase::Ready);
+                self.set(g, Phase::Ready);
             }
             tracing::info!(provider = %self.provider, pid, url = %target.url, "managed server ready");
             let ready_at = Instant::now();
@@ -573,8 +624,7 @@ impl Server {
                 backoff = FIRST_BACKOFF;
             }
             tracing::warn!(provider = %self.provider, pid, exit = %exit, retry_in_secs = backoff.as_secs_f64(), "the managed server exited; restarting it");
-            self.set(&mut g, Phase::Restarting);
-            drop(g);
+            self.set(g, Phase::Restarting);
             if self.pause(backoff) {
                 self.lock().watching = false;
                 self.changed.notify_all();
@@ -644,7 +694,20 @@ impl Server {
                 return fail(child, "stopped while starting".into());
             }
             if self.probe(target) {
-                return Ok(child);
+                // Ours, not another process's on the same port: ours is still running.
+                match child.try_wait() {
+                    Ok(None) => return Ok(child),
+                    Ok(Some(s)) => {
+                        kill_group(child.id(), libc::SIGKILL);
+                        return Err(format!(
+                            "`{}` exited before it was ready ({}); something else answers {}",
+                            self.spec.program,
+                            describe(s),
+                            target.url
+                        ));
+                    }
+                    Err(e) => return fail(child, format!("cannot watch `{}`: {e}", self.spec.program)),
+                }
             }
             if Instant::now() >= deadline {
                 return fail(
@@ -682,8 +745,8 @@ impl Server {
         }
         self.wait_gone(GRACE);
         if was != Phase::Idle && was != Phase::External {
-            let g = self.lock();
-            self.write_state(&g);
+            let snapshot = self.snapshot(&mut self.lock());
+            self.write_state(snapshot);
         }
     }
 
@@ -1073,6 +1136,83 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
     }
 
     #[test]
+    fn after_stop_a_late_watcher_cannot_say_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = provider(dir.path(), free_port(), &[], 5.0);
+        let s = Server::new("local", spec.serve.clone().unwrap(), spec.base_url.clone());
+        s.set(s.lock(), Phase::Starting);
+        assert_eq!(state(dir.path()).state, Phase::Starting);
+        s.stop();
+        assert_eq!(state(dir.path()).state, Phase::Stopped);
+        // What a watcher that was between its probe and its `set` does.
+        s.set(s.lock(), Phase::Ready);
+        s.set(s.lock(), Phase::Restarting);
+        assert_eq!(s.phase(), Phase::Stopped);
+        assert_eq!(state(dir.path()).state, Phase::Stopped);
+    }
+
+    #[test]
+    fn the_state_file_is_written_without_holding_the_state_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = provider(dir.path(), free_port(), &[], 5.0);
+        let serve = spec.serve.clone().unwrap();
+        std::fs::create_dir_all(serve.state.parent().unwrap()).unwrap();
+        // A FIFO as the state file: reading it (to see who manages the
+        // server) blocks until a writer comes, like a slow disk.
+        let c = std::ffi::CString::new(serve.state.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let s = Arc::new(Server::new("local", serve.clone(), spec.base_url.clone()));
+        let setter = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || s.set(s.lock(), Phase::External))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || tx.send(s.phase()).unwrap())
+        };
+        let seen = rx.recv_timeout(Duration::from_secs(3));
+        // Unblock the setter whatever happened.
+        std::fs::OpenOptions::new().write(true).open(&serve.state).unwrap().write_all(b"{}").unwrap();
+        setter.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(seen, Ok(Phase::External), "the state is readable while its file is written");
+        assert_eq!(state(dir.path()).state, Phase::External);
+    }
+
+    #[test]
+    fn a_server_started_elsewhere_during_the_backoff_is_used_as_external() {
+        let Some(py) = python() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let spec = provider(dir.path(), port, &[&port.to_string(), "0"], 20.0);
+        let t = target(spec.base_url.as_deref(), "/health").unwrap();
+        let s = server(&spec).unwrap();
+        s.ensure_blocking().unwrap();
+        let ours = s.pid().unwrap();
+        unsafe { libc::kill(ours as libc::pid_t, libc::SIGKILL) };
+        wait_until("the exit is noticed", 5, || s.phase() == Phase::Restarting);
+        wait_until("its port is free", 5, || !probe(&t, "/health"));
+        // Another process starts one within the first backoff (1 s).
+        let mut other = std::process::Command::new(py)
+            .args(["-c", FAKE, &port.to_string(), "0"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the other server answers", 10, || probe(&t, "/health"));
+        wait_until("the other server is used as external", 10, || s.phase() == Phase::External);
+        let log = std::fs::read_to_string(dir.path().join("logs/serve-local.log")).unwrap();
+        assert_eq!(log.matches("lemming starts").count(), 1, "not started again: {log}");
+        let st = state(dir.path());
+        assert_eq!((st.state, st.pid), (Phase::External, None));
+        s.stop();
+        assert!(probe(&t, "/health"), "theirs is left running");
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+
+    #[test]
     fn changed_settings_stop_the_old_server() {
         let Some(_) = python() else { return };
         let dir = tempfile::tempdir().unwrap();
@@ -1151,9 +1291,26 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
         std::fs::write(&spec.state, serde_json::to_vec(&st).unwrap()).unwrap();
         let r = Report::read("x", &spec);
         assert_eq!((r.state.as_str(), r.running, r.pid), ("not_running", false, None));
-        let me = ServeState { pid: Some(std::process::id()), ..st };
+        let me = ServeState { pid: Some(std::process::id()), ..st.clone() };
         std::fs::write(&spec.state, serde_json::to_vec(&me).unwrap()).unwrap();
         let r = Report::read("x", &spec);
         assert_eq!((r.state.as_str(), r.running, r.pid), ("ready", true, Some(std::process::id())));
+        // The lemming that ran it is gone: a live pid is someone else's now.
+        let reused = ServeState { manager: Some(pid), ..me.clone() };
+        assert!(!reused.alive());
+        assert!(reused.summary().starts_with("not running"), "{}", reused.summary());
+        std::fs::write(&spec.state, serde_json::to_vec(&reused).unwrap()).unwrap();
+        let r = Report::read("x", &spec);
+        assert_eq!((r.state.as_str(), r.running, r.pid), ("not_running", false, None));
+        let managed = ServeState { manager: Some(std::process::id()), ..me };
+        assert!(managed.alive());
+        assert!(managed.summary().starts_with("ready (pid"), "{}", managed.summary());
+        // A zombie (exited, not yet reaped) is not alive.
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        wait_until("it is a zombie", 5, || is_zombie(zombie.id()));
+        assert!(!pid_alive(zombie.id()));
+        let zst = ServeState { pid: Some(zombie.id()), manager: None, ..st };
+        assert!(zst.summary().starts_with("not running"), "{}", zst.summary());
+        zombie.wait().unwrap();
     }
 }
