@@ -217,11 +217,7 @@ async fn http_checks(
         Err(e) => return f.fail("auth failed", e.message),
     };
     let openai = spec.kind == ProviderKind::OpenAi;
-    let (url, headers) = if openai {
-        (crate::openai::models_url(spec), crate::openai::headers(spec, key.as_deref()))
-    } else {
-        (crate::anthropic::url(spec, "models"), crate::anthropic::headers(spec, key.as_deref()))
-    };
+    let (url, headers) = crate::remote::models_request(spec, key.as_deref());
     let headers = match headers {
         Ok(h) => h,
         Err(e) => return f.fail("error", e.message),

@@ -102,11 +102,7 @@ async fn ask(registry: &Registry, spec: &ProviderSpec, out: &mut Listing) {
         }
     };
     let openai = spec.kind == ProviderKind::OpenAi;
-    let (url, headers) = if openai {
-        (crate::openai::models_url(spec), crate::openai::headers(spec, key.as_deref()))
-    } else {
-        (crate::anthropic::url(spec, "models"), crate::anthropic::headers(spec, key.as_deref()))
-    };
+    let (url, headers) = models_request(spec, key.as_deref());
     let headers = match headers {
         Ok(h) => h,
         Err(e) => {
@@ -224,6 +220,19 @@ pub fn parse_list(body: &[u8]) -> Result<List, String> {
     }
     out.json = json;
     Ok(out)
+}
+
+/// Where an HTTP provider lists its models, and the headers (with the key)
+/// to ask with: `GET {base_url}/models` for `openai`, `/v1/models` for `anthropic`.
+pub fn models_request(
+    spec: &ProviderSpec,
+    key: Option<&str>,
+) -> (String, Result<reqwest::header::HeaderMap, crate::resilience::AttemptError>) {
+    if spec.kind == ProviderKind::OpenAi {
+        (crate::openai::models_url(spec), crate::openai::headers(spec, key))
+    } else {
+        (crate::anthropic::url(spec, "models"), crate::anthropic::headers(spec, key))
+    }
 }
 
 #[cfg(test)]
