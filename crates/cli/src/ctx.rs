@@ -116,10 +116,28 @@ pub async fn shutdown_signal() {
 
 /// Runs a future on a runtime built for this command.
 pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CliError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    Ok(runtime()?.block_on(f))
+}
+
+/// Runs a future that may start managed local servers (`step`, `chat`): on
+/// SIGINT or SIGTERM the command stops those servers and exits 130, rather
+/// than dying with them still running. A turn cut short this way is finished
+/// by the next one, as after a crash. The signal is awaited on its own task, so
+/// it is heard even while the command blocks on its input.
+pub fn block_on_stopping_servers<F: std::future::Future>(f: F) -> Result<F::Output, CliError> {
+    let rt = runtime()?;
+    rt.spawn(async {
+        shutdown_signal().await;
+        tokio::task::spawn_blocking(lemming_provider::serve::stop_all).await.ok();
+        std::process::exit(130);
+    });
+    Ok(rt.block_on(f))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| CliError::user(format!("cannot start the async runtime: {e}")))?;
-    Ok(rt.block_on(f))
+        .map_err(|e| CliError::user(format!("cannot start the async runtime: {e}")))
 }

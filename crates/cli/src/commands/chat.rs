@@ -27,7 +27,7 @@ use lemming_engine::term;
 use lemming_provider::stream::Sse;
 
 use crate::commands::send::send_error;
-use crate::ctx::{block_on, CliError, Ctx};
+use crate::ctx::{block_on_stopping_servers, CliError, Ctx};
 use crate::render::{message, MessageLayout};
 
 #[derive(Debug, clap::Args)]
@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let mut conversation = Conversation::new(HUMAN);
     let mut stdin = std::io::stdin().lock();
     let mut line = String::new();
-    block_on(async {
+    block_on_stopping_servers(async {
         loop {
             if interactive {
                 eprint!("> ");

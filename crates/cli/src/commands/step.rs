@@ -4,7 +4,7 @@ use lemming_engine::daemon;
 use lemming_engine::preview::{self, Action};
 use lemming_engine::term::{line, text};
 
-use crate::ctx::{block_on, CliError, Ctx};
+use crate::ctx::{block_on_stopping_servers, CliError, Ctx};
 use crate::render::print_json;
 
 #[derive(Debug, clap::Args)]
@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         bar.set_message("running the first turn");
         bar.enable_steady_tick(std::time::Duration::from_millis(100));
     }
-    let reports = block_on(daemon::step(&root, args.n, |r, org| {
+    let reports = block_on_stopping_servers(daemon::step(&root, args.n, |r, org| {
         if let Some(bar) = &bar {
             bar.inc(1);
             bar.set_message(format!(

@@ -161,3 +161,68 @@ output_price = 2.0
     assert_eq!((s["state"].as_str(), s["pid"].as_u64()), (Some("stopped"), None), "{s:#}");
     assert_eq!(org.status_json()["servers"][0]["running"], false);
 }
+
+/// A fake model server for the interrupted step: ready at once, and it never
+/// answers a completion, so the step is still waiting when it is interrupted.
+const HANGING_SERVER: &str = r#"
+import http.server, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def do_POST(self):
+        time.sleep(120)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+#[test]
+fn an_interrupted_step_stops_the_server_it_started() {
+    let test = "an_interrupted_step_stops_the_server_it_started";
+    if !std::process::Command::new("python3").arg("-c").arg("pass").status().is_ok_and(|s| s.success()) {
+        return skip(test, "python3");
+    }
+    let port = free_port();
+    let org = TestOrg::new();
+    let script = serde_json::to_string(HANGING_SERVER).unwrap();
+    configure(
+        &org,
+        &format!(
+            r#"
+[providers.slow]
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+timeout_secs = 120
+max_retries = 0
+serve = {{ program = "python3", args = ["-c", {script}, "{port}"], startup_timeout_secs = 30 }}
+
+[models.local]
+provider = "slow"
+"#
+        ),
+        "manager",
+        "local",
+    );
+    org.send("manager", "hello");
+    let mut step = org.command(&["step"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let file = org.root.join("org/state/serve/slow.json");
+    let started = wait_until(Duration::from_secs(30), || state(&file)["state"] == "ready");
+    let pid = state(&file)["pid"].as_u64();
+    if !started {
+        let _ = step.kill();
+    }
+    assert!(started, "the step's first call did not start the server: {:#}", state(&file));
+    let pid = pid.expect("the ready server's pid");
+    // The step now waits for a completion that never comes.
+    unsafe { libc::kill(step.id() as i32, libc::SIGINT) };
+    let exited = wait_until(Duration::from_secs(20), || step.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = step.kill();
+    }
+    assert!(exited, "the step did not end on SIGINT");
+    assert_eq!(step.wait().unwrap().code(), Some(130), "interrupted");
+    assert!(wait_until(Duration::from_secs(10), || gone(pid)), "the server (pid {pid}) outlived the step");
+    assert_eq!(state(&file)["state"], "stopped", "{:#}", state(&file));
+}
