@@ -339,6 +339,7 @@ fn doctor_detect_with_nothing_found_says_how_to_start_one() {
 #[test]
 fn a_real_llama_server_is_listed_and_detected() {
     let test = "a_real_llama_server_is_listed_and_detected";
+    let _llama = crate::peers::one_llama_at_a_time();
     let (Some(server), Some(gguf)) = (peer("LEMMING_LLAMA_SERVER"), peer("LEMMING_GGUF")) else {
         return skip(test, "llama-server or the Gemma GGUF");
     };

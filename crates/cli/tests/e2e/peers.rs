@@ -105,6 +105,16 @@ pub(crate) fn gemma_behind_a_proxy(test: &str) -> Option<(Gemma, FakeServer)> {
     Some((gemma, FakeServer::start(move |_, _| Answer::Forward(upstream))))
 }
 
+/// The tests that run llama-server take turns: on a 2-core machine several
+/// models generating at once slow each one past its `timeout_secs`. Held for
+/// the whole test (a test that failed while holding it does not block the rest).
+static LLAMA: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for this test's turn to run llama-server; see [`LLAMA`].
+pub(crate) fn one_llama_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    LLAMA.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// llama-server with Gemma 3 270M on an ephemeral port of 127.0.0.1, ready
 /// to answer; stopped when dropped.
 pub(crate) struct Gemma {
@@ -173,6 +183,7 @@ fn assert_charge(org: &TestOrg, model: &str, input: u64, output: u64, prices: (f
 #[test]
 fn llama_server_answers_through_openai_with_a_schema_and_through_anthropic_messages() {
     let test = "llama_server_answers_through_openai_with_a_schema_and_through_anthropic_messages";
+    let _llama = crate::peers::one_llama_at_a_time();
     let Some((_gemma, proxy)) = gemma_behind_a_proxy(test) else { return };
     let prices = (1000.0, 2000.0);
 

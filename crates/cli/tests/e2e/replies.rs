@@ -196,6 +196,7 @@ text = '{"messages":[{"to":"human","body":"whole"}],"notes":"n"} and then I kept
 fn llama_server_closes_its_reply_within_max_tokens_under_the_derived_bounds() {
     use crate::peers::{gemma_behind_a_proxy, response};
     let test = "llama_server_closes_its_reply_within_max_tokens_under_the_derived_bounds";
+    let _llama = crate::peers::one_llama_at_a_time();
     let Some((_gemma, proxy)) = gemma_behind_a_proxy(test) else { return };
 
     for max_tokens in [400, 1024] {

@@ -52,6 +52,7 @@ fn spent(org: &TestOrg) -> f64 {
 #[test]
 fn the_daemon_starts_a_managed_llama_server_on_first_use_restarts_it_and_stops_it() {
     let test = "the_daemon_starts_a_managed_llama_server_on_first_use_restarts_it_and_stops_it";
+    let _llama = crate::peers::one_llama_at_a_time();
     let (Some(server), Some(gguf)) = (peer("LEMMING_LLAMA_SERVER"), peer("LEMMING_GGUF")) else {
         return skip(test, "llama-server or the Gemma GGUF");
     };

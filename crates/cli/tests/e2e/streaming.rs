@@ -313,6 +313,7 @@ fn assert_charged(org: &TestOrg, count: usize, input: u64, output: u64) {
 #[test]
 fn llama_server_streams_a_reply_through_openai_and_anthropic_that_is_charged_and_routed() {
     let test = "llama_server_streams_a_reply_through_openai_and_anthropic_that_is_charged_and_routed";
+    let _llama = crate::peers::one_llama_at_a_time();
     let Some((gemma, proxy)) = gemma_behind_a_proxy(test) else { return };
 
     // 1. openai kind, streamed, constrained by the reply schema.

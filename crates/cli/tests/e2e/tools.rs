@@ -290,6 +290,7 @@ fn native_tool_calls_of_an_anthropic_shaped_server_run_and_the_next_request_carr
 fn a_schema_constrained_local_model_names_only_granted_tools_and_gets_the_results() {
     use crate::peers::{gemma_behind_a_proxy, response};
     let test = "a_schema_constrained_local_model_names_only_granted_tools_and_gets_the_results";
+    let _llama = crate::peers::one_llama_at_a_time();
     let Some((_gemma, proxy)) = gemma_behind_a_proxy(test) else { return };
     let org = TestOrg::new();
     crate::providers::configure(
