@@ -441,16 +441,7 @@ mod tests {
     }
 
     fn assemble(r: &Request, body: &str, size: usize) -> Result<(Vec<String>, bool, Parsed), AttemptError> {
-        let mut asm = stream_assembler(r, Some("sk-ant-secret"));
-        let mut pieces = vec![];
-        for ev in stream::tests::events_in_pieces(body.as_bytes(), size) {
-            pieces.extend(asm.event(&ev)?);
-            if asm.over() {
-                break;
-            }
-        }
-        let whole = asm.whole();
-        Ok((pieces, whole, asm.finish(r)))
+        stream::tests::assemble(stream_assembler(r, Some("sk-ant-secret")), r, body, size)
     }
 
     /// A streamed message with a text block and a tool_use block whose input comes in pieces.

@@ -585,19 +585,8 @@ mod tests {
         assert!(e.message.contains("quota"), "{e:?}");
     }
 
-    /// The assembled reply of a stream fed in pieces of `size` bytes: the
-    /// text pieces handed out, whether it is whole, and the reply.
     fn assemble(r: &Request, body: &str, size: usize) -> Result<(Vec<String>, bool, Parsed), AttemptError> {
-        let mut asm = stream_assembler(r, Some("sk-secret-key"));
-        let mut pieces = vec![];
-        for ev in stream::tests::events_in_pieces(body.as_bytes(), size) {
-            pieces.extend(asm.event(&ev)?);
-            if asm.over() {
-                break;
-            }
-        }
-        let whole = asm.whole();
-        Ok((pieces, whole, asm.finish(r)))
+        stream::tests::assemble(stream_assembler(r, Some("sk-secret-key")), r, body, size)
     }
 
     /// llama.cpp's server: the first chunk has `content: null`, the usage comes

@@ -536,6 +536,20 @@ impl Server {
         g.stopping
     }
 
+    /// Marks the server restarting and waits out `backoff`, which then
+    /// doubles (up to [`MAX_BACKOFF`]); `false` when it is being stopped
+    /// meanwhile (the watcher then ends).
+    fn restart_after(&self, g: MutexGuard<'_, Inner>, backoff: &mut Duration) -> bool {
+        self.set(g, Phase::Restarting);
+        if self.pause(*backoff) {
+            self.lock().watching = false;
+            self.changed.notify_all();
+            return false;
+        }
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        true
+    }
+
     /// The thread that starts the server, waits on it, and restarts it.
     fn watch(self: Arc<Self>, target: Target) {
         let predecessor = self.lock().predecessor.take();
@@ -586,13 +600,9 @@ impl Server {
                     g.restarts += 1;
                     g.last_exit = Some(why.clone());
                     tracing::warn!(provider = %self.provider, error = %why, retry_in_secs = backoff.as_secs(), "the managed server did not start again");
-                    self.set(g, Phase::Restarting);
-                    if self.pause(backoff) {
-                        self.lock().watching = false;
-                        self.changed.notify_all();
+                    if !self.restart_after(g, &mut backoff) {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
@@ -624,13 +634,9 @@ impl Server {
                 backoff = FIRST_BACKOFF;
             }
             tracing::warn!(provider = %self.provider, pid, exit = %exit, retry_in_secs = backoff.as_secs_f64(), "the managed server exited; restarting it");
-            self.set(g, Phase::Restarting);
-            if self.pause(backoff) {
-                self.lock().watching = false;
-                self.changed.notify_all();
+            if !self.restart_after(g, &mut backoff) {
                 return;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
             first = false;
         }
     }

@@ -316,6 +316,25 @@ pub(crate) mod tests {
         out
     }
 
+    /// What `asm` makes of `body` fed in pieces of `size` bytes: the text
+    /// pieces handed out, whether it is whole, and the reply.
+    pub(crate) fn assemble(
+        mut asm: Box<dyn Assembler>,
+        r: &Request,
+        body: &str,
+        size: usize,
+    ) -> Result<(Vec<String>, bool, Parsed), AttemptError> {
+        let mut pieces = vec![];
+        for ev in events_in_pieces(body.as_bytes(), size) {
+            pieces.extend(asm.event(&ev)?);
+            if asm.over() {
+                break;
+            }
+        }
+        let whole = asm.whole();
+        Ok((pieces, whole, asm.finish(r)))
+    }
+
     #[test]
     fn events_end_at_blank_lines_with_any_line_ending_split_anywhere() {
         let text =
