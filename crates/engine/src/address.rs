@@ -15,6 +15,7 @@ use crate::chart::Chart;
 use crate::mailbox::Reason;
 use crate::message::To;
 use crate::name::AgentName;
+use crate::suggest::{self, Hint, Kind};
 
 /// `to = "*"`: every agent the sender may write to.
 pub const EVERYONE: &str = "*";
@@ -45,12 +46,12 @@ pub struct Recipient {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unroutable {
     /// `@name` names no group of org.toml.
-    #[error("unknown group `@{group}` (groups: {known})")]
+    #[error("unknown group `@{group}` ({hint})")]
     UnknownGroup {
         /// The group written, without its `@`.
         group: String,
-        /// The groups of org.toml, comma separated as `@name` (or `none`).
-        known: String,
+        /// The groups of org.toml as a message shows them ([`group_hint`]).
+        hint: String,
     },
     /// Every name it expands to is the sender itself, or `*` and the sender
     /// may write to nobody.
@@ -90,7 +91,10 @@ pub fn expand(
             }
         } else if let Some(group) = written.strip_prefix('@') {
             let Some(members) = groups.get(group) else {
-                return Err(Unroutable::UnknownGroup { group: group.to_string(), known: known_groups(groups) });
+                return Err(Unroutable::UnknownGroup {
+                    group: group.to_string(),
+                    hint: group_hint(group, groups).to_string(),
+                });
             };
             for m in members.iter().filter(|m| m.as_str() != from) {
                 add(m.as_str(), Via::Group(group.to_string()));
@@ -111,13 +115,15 @@ pub fn expand(
     Ok(out)
 }
 
-/// The groups of org.toml, comma separated as `@name` (`none` when there are none).
-pub fn known_groups(groups: &BTreeMap<String, Vec<AgentName>>) -> String {
-    if groups.is_empty() {
-        "none".into()
-    } else {
-        groups.keys().map(|g| format!("@{g}")).collect::<Vec<_>>().join(", ")
+/// What a message says of the groups of org.toml beside `written` (a name
+/// without its `@`) that is none of them: the groups closest to it, shown as
+/// `@name` ([`suggest::hint`]).
+pub fn group_hint(written: &str, groups: &BTreeMap<String, Vec<AgentName>>) -> Hint {
+    let mut hint = suggest::hint(Kind::Group, written, groups.keys().map(String::as_str));
+    for name in &mut hint.names {
+        name.insert(0, '@');
     }
+    hint
 }
 
 /// Whether `to` names a group or everyone, rather than agents only.
@@ -156,8 +162,10 @@ mod tests {
         );
 
         let e = expand(&org.settings.groups, &org.chart(), "manager", &to(&["planner", "@nope"])).unwrap_err();
-        assert_eq!(e.to_string(), "unknown group `@nope` (groups: @eng, @ops)");
+        assert_eq!(e.to_string(), "unknown group `@nope` (known: @eng, @ops)");
         assert_eq!(e.code(), Reason::UnknownGroup);
+        let e = expand(&org.settings.groups, &org.chart(), "manager", &to(&["@oops"])).unwrap_err();
+        assert_eq!(e.to_string(), "unknown group `@oops` (known: @ops, @eng)", "the closest first");
 
         let e = expand(&org.settings.groups, &org.chart(), "hr", &to(&["@ops"])).unwrap_err();
         assert_eq!(e.code(), Reason::NoRecipient, "{e}");

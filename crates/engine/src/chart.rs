@@ -13,12 +13,13 @@ use crate::resume::Resume;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
     /// The recipient is not an agent.
-    #[error("unknown agent `{to}` (known: {known})")]
+    #[error("unknown agent `{to}` ({hint})")]
     UnknownRecipient {
         /// The name written.
         to: String,
-        /// Known agents, comma separated.
-        known: String,
+        /// The known agents as a message shows them ([`crate::suggest::Hint`]):
+        /// all of them when few, else the closest, so a dead letter stays short.
+        hint: String,
     },
     /// The sender may not write to the recipient.
     #[error("{from} may not send to {to}: `{to}` is not in {from}'s send_to")]
@@ -61,15 +62,16 @@ impl<'a> Chart<'a> {
         Chart { agents }
     }
 
-    /// Known agent names, comma separated.
-    pub fn known(&self) -> String {
-        self.agents.keys().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+    /// What a message says of the known agents beside `name`, which is none
+    /// of them ([`crate::suggest::hint`]).
+    pub fn hint(&self, name: &str) -> crate::suggest::Hint {
+        crate::suggest::hint(crate::suggest::Kind::Agent, name, self.agents.keys().map(AgentName::as_str))
     }
 
     /// Checks that `from` may send to `to`.
     pub fn check(&self, from: &str, to: &str) -> Result<(), Denial> {
         let Some(recipient) = self.agents.get(to) else {
-            return Err(Denial::UnknownRecipient { to: to.to_string(), known: self.known() });
+            return Err(Denial::UnknownRecipient { to: to.to_string(), hint: self.hint(to).to_string() });
         };
         let sender_ok = self.agents.get(from).is_some_and(|s| s.send_to.allows(to));
         if !sender_ok {
@@ -162,7 +164,21 @@ mod tests {
         assert_eq!(c.check("manager", "janitor").unwrap_err().code().as_str(), "chart_read_from");
         let e = c.check("planner", "cfo").unwrap_err();
         assert_eq!(e.to_string(), "unknown agent `cfo` (known: hr, janitor, manager, planner)");
+        let e = c.check("planner", "mangaer").unwrap_err();
+        assert_eq!(e.to_string(), "unknown agent `mangaer` (known: manager, hr, janitor, planner)");
         assert_eq!(c.reachable("manager"), vec!["hr", "planner"]);
+        assert_eq!(c.check("planner", "cfo").unwrap_err().code().as_str(), "unknown_recipient");
         assert_eq!(c.senders("manager"), vec!["hr", "janitor", "planner"]);
+    }
+
+    #[test]
+    fn an_unknown_recipient_in_a_large_org_names_only_the_closest() {
+        let agents: BTreeMap<_, _> = (0..2000).map(|i| agent(&format!("worker_{i:04}"), &["*"], &["*"])).collect();
+        let c = Chart::new(&agents);
+        let e = c.check("worker_0000", "worker_12").unwrap_err().to_string();
+        assert!(e.starts_with("unknown agent `worker_12` (closest: worker_0012, "), "{e}");
+        assert_eq!(e.matches("worker_").count(), 1 + crate::suggest::MAX, "{e}");
+        let e = c.check("worker_0000", "cfo").unwrap_err().to_string();
+        assert_eq!(e, "unknown agent `cfo` (2,000 agents; `lemming agents` lists them)");
     }
 }

@@ -13,12 +13,13 @@ use chrono::{DateTime, Utc};
 use crate::error::{PathError, WithPath};
 use crate::events::Problem;
 use crate::org::{agent_folders, Org, UnknownAgent};
+use crate::suggest::{self, Kind};
 use crate::{audit, fsx, name::AgentName, resume};
 
 /// Why a resume could not be read or replaced.
 #[derive(Debug, thiserror::Error)]
 pub enum EditResumeError {
-    /// No agent folder has this name (the message lists the known ones).
+    /// No agent folder has this name (the message names the closest ones).
     #[error(transparent)]
     UnknownAgent(#[from] UnknownAgent),
     /// The text is not a valid resume for this agent: nothing was written.
@@ -39,8 +40,9 @@ pub enum EditResumeError {
 pub fn resume_path(org: &Org, agent: &str) -> Result<PathBuf, UnknownAgent> {
     AgentName::new(agent).map_err(|e| UnknownAgent { message: e.to_string() })?;
     let folders = agent_folders(&org.layout);
-    if !folders.iter().any(|f| f == agent) {
-        return Err(UnknownAgent { message: format!("unknown agent `{agent}` (known: {})", folders.join(", ")) });
+    if folders.binary_search_by(|f| f.as_str().cmp(agent)).is_err() {
+        let message = suggest::unknown(Kind::Agent, agent, folders.iter().map(String::as_str));
+        return Err(UnknownAgent { message });
     }
     Ok(org.layout.agent_dir(agent).join("resume.toml"))
 }
@@ -183,6 +185,8 @@ mod tests {
         }
         let e = read_resume(&org, "nobody").unwrap_err().to_string();
         assert!(e.contains("known: coder_01, hr, human, janitor, manager, planner"), "{e}");
+        let e = read_resume(&org, "mangaer").unwrap_err().to_string();
+        assert_eq!(e, "unknown agent `mangaer` (known: manager, coder_01, hr, human, janitor, planner)");
     }
 
     #[test]

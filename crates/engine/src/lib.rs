@@ -59,6 +59,7 @@
 //!   the lock; [`trouble`]: agents and a daemon that cannot work right now,
 //!   and why; [`init`]: the embedded orgs (the default and the templates of `examples/orgs/`);
 //! - [`term`]: untrusted text made safe to show, and commands quoted for the shell;
+//!   [`suggest`]: what a message says of a name that is not known (the closest known ones);
 //! - [`send`], [`follow`], [`chat`]: the people's side: sending as a person,
 //!   following an inbox or an activity log as it grows, and a conversation that waits for replies
 //!   (running turns itself when no daemon runs); [`streamed`]: the messages of a reply's
@@ -114,6 +115,7 @@ pub mod route;
 pub mod send;
 pub mod settings;
 pub mod streamed;
+pub mod suggest;
 pub mod term;
 #[cfg(test)]
 mod testing;

@@ -22,6 +22,7 @@ use crate::models::{self, Models};
 use crate::name::AgentName;
 use crate::resume::{self, Resume};
 use crate::settings::{self, Settings};
+use crate::suggest::{self, Kind};
 use crate::tools::catalog::{self, Catalog};
 
 pub use crate::layout::Layout;
@@ -406,7 +407,7 @@ impl Org {
             .collect()
     }
 
-    /// Looks up an agent by name; the error lists the known ones.
+    /// Looks up an agent by name; the error names the closest known ones.
     pub fn agent(&self, name: &str) -> Result<&Resume, UnknownAgent> {
         if let Err(e) = AgentName::new(name) {
             return Err(UnknownAgent { message: e.to_string() });
@@ -420,7 +421,7 @@ impl Org {
                     why.join("\n")
                 )
             } else {
-                format!("unknown agent `{name}` (known: {})", self.chart().known())
+                format!("unknown agent `{name}` ({})", self.chart().hint(name))
             },
         })
     }
@@ -435,7 +436,7 @@ impl Org {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct UnknownAgent {
-    /// What was wrong, with the known agents.
+    /// What was wrong, with the closest known agents.
     pub message: String,
 }
 
@@ -544,9 +545,10 @@ fn load_agents(
 
 /// Checks the names a resume refers to: model keys against `models.toml`
 /// (when it could be read), tools against the catalog (when `tools.toml`
-/// could be read), agent names against the agent folders, and groups
-/// (`@name` in `send_to` or `read_from`) against `[groups]` of org.toml,
-/// whose members it adds to the list.
+/// could be read), agent names against the agent folders (`known`, sorted,
+/// so that each lookup is a binary search), and groups (`@name` in `send_to`
+/// or `read_from`) against `[groups]` of org.toml, whose members it adds to
+/// the list. An unknown name is reported with the closest known ones.
 pub(crate) fn check_refs(
     mut f: resume::ResumeFile,
     models: &Models,
@@ -555,6 +557,7 @@ pub(crate) fn check_refs(
     known: &[String],
     groups: &BTreeMap<String, Vec<AgentName>>,
 ) -> Result<Resume, Vec<Diagnostic>> {
+    debug_assert!(known.is_sorted(), "check_refs needs the agent folders sorted");
     let mut errs = Vec::new();
     for r in &f.refs {
         if let Some(group) = r.value.strip_prefix('@') {
@@ -571,9 +574,9 @@ pub(crate) fn check_refs(
                         &f.text,
                         Some(r.span.clone()),
                         format!(
-                            "unknown group `@{group}` in `{}` (groups: {})",
+                            "unknown group `@{group}` in `{}` ({})",
                             r.field,
-                            crate::address::known_groups(groups)
+                            crate::address::group_hint(group, groups)
                         ),
                     )
                     .help(format!(
@@ -589,7 +592,7 @@ pub(crate) fn check_refs(
                     &f.path,
                     &f.text,
                     Some(r.span.clone()),
-                    format!("unknown model key `{}` (known: {})", r.value, models.known_keys()),
+                    suggest::unknown(Kind::ModelKey, &r.value, models.models.keys().map(String::as_str)),
                 )
                 .help("use a key defined in org/models.toml, or add [models.".to_string() + &r.value + "] there")
             }),
@@ -599,19 +602,23 @@ pub(crate) fn check_refs(
                     &f.text,
                     Some(r.span.clone()),
                     format!(
-                        "unknown tool `{}` in `permissions.tools` (known: {})",
+                        "unknown tool `{}` in `permissions.tools` ({})",
                         crate::term::line(&r.value),
-                        c.names().join(", ")
+                        suggest::hint(Kind::Tool, &r.value, c.names().iter().map(String::as_str))
                     ),
                 )
                 .help("use one of the known tools, or declare it as [tools.NAME] in org/tools.toml")
             }),
-            field => (!known.contains(&r.value)).then(|| {
+            field => known.binary_search(&r.value).is_err().then(|| {
                 Diagnostic::at(
                     &f.path,
                     &f.text,
                     Some(r.span.clone()),
-                    format!("`{}` in `{field}` is no agent (known: {})", r.value, known.join(", ")),
+                    format!(
+                        "`{}` in `{field}` is no agent ({})",
+                        r.value,
+                        suggest::hint(Kind::Agent, &r.value, known.iter().map(String::as_str))
+                    ),
                 )
                 .help("fix the name, remove it, or create agents/".to_string() + &r.value + "/resume.toml")
             }),
@@ -734,7 +741,7 @@ mod tests {
         let Err(LoadOrgError::Invalid(d)) = Org::load(&root) else { panic!("an unknown member loaded") };
         let d = &d.0[0];
         assert_eq!((d.line, d.column), (Some(line), Some(19)), "{d}");
-        assert!(d.message.starts_with("`coderr_01` in group `eng` is no agent (closest: coder_01, "), "{d}");
+        assert!(d.message.starts_with("`coderr_01` in group `eng` is no agent (known: coder_01, "), "{d}");
         assert_eq!(d.message.matches(", ").count(), 5, "at most ten, here every agent: {d}");
 
         std::fs::write(root.join("org/org.toml"), format!("{toml}\n[groups]\neng = [\"planner\", \"coder_01\"]\n"))
@@ -746,7 +753,7 @@ mod tests {
         assert!(hr.send_to.allows("planner") && hr.send_to.allows("coder_01") && hr.send_to.allows("manager"));
         assert_eq!(hr.send_to_written, ["manager", "@eng"]);
         let d = &org.broken["janitor"][0];
-        assert!(d.message.contains("unknown group `@nope` in `send_to` (groups: @eng)"), "{d}");
+        assert!(d.message.contains("unknown group `@nope` in `send_to` (known: @eng)"), "{d}");
         assert!(d.path.ends_with("agents/janitor/resume.toml") && d.line.is_some(), "{d}");
         assert_eq!(org.groups_of("planner"), ["eng"]);
     }

@@ -93,9 +93,9 @@ pub fn check(org: &Org, from: &str, to: &str) -> Result<(), SendError> {
                 return Err(e.into());
             }
             let message = format!(
-                "unknown agent `{to}` (known: {}; groups: {}; or \"*\" for everyone {from} may write to)",
-                chart.known(),
-                crate::address::known_groups(&org.settings.groups)
+                "unknown agent `{to}` ({}; groups: {}; or \"*\" for everyone {from} may write to)",
+                chart.hint(to),
+                crate::address::group_hint(to, &org.settings.groups).brief()
             );
             return Err(UnknownAgent { message }.into());
         }

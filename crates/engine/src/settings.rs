@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::config::{Doc, MAX_CREDITS, MAX_SECS_F};
 use crate::error::Diagnostic;
 use crate::name::AgentName;
+use crate::suggest::{self, Kind};
 
 /// The org-wide settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -323,27 +324,24 @@ fn groups(doc: &Doc<'_>, gt: &crate::config::Table<'_>) -> BTreeMap<String, Vec<
 }
 
 /// Checks that every member of every group of `s` (parsed from `text`) is
-/// one of the `known` agent folders: each one that is not is reported at its
-/// place in the file, with the closest known names (at most ten).
+/// one of the `known` agent folders (sorted, so that each lookup is a binary
+/// search): each one that is not is reported at its place in the file, with
+/// the closest known names ([`crate::suggest`]).
 pub fn check_members(path: &Path, text: &str, s: &Settings, known: &[String]) -> Result<(), Vec<Diagnostic>> {
-    let unknown = |m: &str| !known.iter().any(|k| k == m);
+    debug_assert!(known.is_sorted(), "check_members needs the agent folders sorted");
+    let unknown = |m: &str| known.binary_search_by(|k| k.as_str().cmp(m)).is_err();
     if !s.groups.values().flatten().any(|m| unknown(m.as_str())) {
         return Ok(());
     }
     let doc = Doc::parse(path, text)?;
-    let names: Vec<&str> = known.iter().map(String::as_str).collect();
     if let Some(gt) = doc.root().table("groups") {
         for key in gt.keys() {
             for m in gt.str_list(&key).map(|l| l.into_inner()).unwrap_or_default() {
                 if unknown(m.get_ref()) {
-                    let near = crate::config::nearest(m.get_ref(), &names, 10);
-                    let near = if near.is_empty() { "none".to_string() } else { near.join(", ") };
+                    let hint = suggest::hint(Kind::Agent, m.get_ref(), known.iter().map(String::as_str));
                     doc.push(
-                        doc.at(
-                            Some(m.span()),
-                            format!("`{}` in group `{key}` is no agent (closest: {near})", m.get_ref()),
-                        )
-                        .help(format!("fix the name, remove it, or create agents/{}/resume.toml", m.get_ref())),
+                        doc.at(Some(m.span()), format!("`{}` in group `{key}` is no agent ({hint})", m.get_ref()))
+                            .help(format!("fix the name, remove it, or create agents/{}/resume.toml", m.get_ref())),
                     );
                 }
             }

@@ -13,6 +13,7 @@ use lemming_engine::edit::{self, EditResumeError};
 use lemming_engine::events::Problem;
 use lemming_engine::name::AgentName;
 use lemming_engine::org::{agent_folders, Org};
+use lemming_engine::suggest::{self, Kind};
 use lemming_engine::views::{self, MessageQuery, MessageQueryError, ViewError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -57,23 +58,26 @@ fn known(org: &Org) -> Vec<String> {
     agent_folders(&org.layout).into_iter().filter(|f| AgentName::new(f).is_ok()).collect()
 }
 
-/// 404 for a name that is no agent's, with the known names (`details.known`).
+/// 404 for a name that is no agent's, with the closest known names
+/// (`details.closest`, all of them in a small org) and how many agents there
+/// are (`details.agents`).
 pub(crate) fn unknown_agent(org: &Org, name: &str) -> ApiError {
     let known = known(org);
     let why = match AgentName::new(name) {
         Ok(_) => format!("unknown agent `{}`", lemming_engine::term::line(name)),
         Err(e) => e.to_string(),
     };
-    let mut e = ApiError::not_found(format!("{why} (known: {})", known.join(", ")));
-    e.details = Some(json!({ "known": known }));
+    let hint = suggest::hint(Kind::Agent, name, known.iter().map(String::as_str));
+    let mut e = ApiError::not_found(format!("{why} ({hint})"));
+    e.details = Some(json!({ "closest": hint.names, "agents": hint.total }));
     e
 }
 
 /// Checks `name` against the name rule and the agent folders before any path
-/// is built from it: 404 with the known names otherwise.
+/// is built from it: 404 with the closest known names otherwise.
 pub(crate) fn agent_folder(org: &Org, name: &str) -> Result<AgentName, ApiError> {
     match AgentName::new(name) {
-        Ok(n) if known(org).iter().any(|k| k == name) => Ok(n),
+        Ok(n) if known(org).binary_search_by(|k| k.as_str().cmp(name)).is_ok() => Ok(n),
         _ => Err(unknown_agent(org, name)),
     }
 }

@@ -77,7 +77,9 @@ fn obj() -> Value {
 /// The whole description.
 pub fn spec() -> Value {
     let name = || path_param("name", "An agent's name (`^[a-z][a-z0-9_-]{0,63}$`).");
-    let unknown = || err("No such agent; `details.known` lists the agents.");
+    let unknown = || {
+        err("No such agent; `details.closest` names the closest agents (at most ten), `details.agents` counts them.")
+    };
     let held = || err("The agent's resume is invalid and has no last good version (code `held`; `details.problems`).");
     let problems = json!({ "type": "array", "items": { "$ref": "#/components/schemas/Problem" } });
     let toml =
@@ -175,7 +177,7 @@ pub fn spec() -> Value {
             None,
             map(vec![
                 ("200", ok("A page.", json!({ "type": "object", "properties": { "messages": { "type": "array", "items": { "$ref": "#/components/schemas/MessageRow" } }, "next_before": { "type": "string", "nullable": true }, "unreadable": { "type": "array", "items": obj() } } }))),
-                ("400", err("A bad limit, id or parameter.")), ("404", err("No such agent (`details.known`), or no message with the `before` id.")),
+                ("400", err("A bad limit, id or parameter.")), ("404", err("No such agent (`details.closest`), or no message with the `before` id.")),
             ]),
             true,
         ) }));

@@ -327,10 +327,10 @@ async fn names_that_climb_out_of_the_org_never_reach_a_file() {
         let (code, _) = s.raw("POST", "/api/agents/..%2f..%2fsecret/top-up", "{\"amount\":1}").await;
         assert!(code == 400 || code == 404);
         assert_eq!(std::fs::read(s.dir.path().join("secret/resume.toml")).unwrap(), before);
-        // An unknown name is 404 with the known ones.
+        // An unknown name is 404 with the known ones (all of them, in a small org).
         let (code, body) = s.get("/api/agents/..%2f..%2fsecret").await;
         assert_eq!(code, StatusCode::NOT_FOUND);
-        assert!(body["error"]["details"]["known"].as_array().unwrap().contains(&json!("manager")), "{body}");
+        assert!(body["error"]["details"]["closest"].as_array().unwrap().contains(&json!("manager")), "{body}");
     })
     .await;
 }
@@ -350,7 +350,8 @@ async fn unknown_agents_get_404_with_the_known_names() {
             let (code, body) = s.get(path).await;
             assert_eq!(code, StatusCode::NOT_FOUND, "{path}: {body}");
             assert_eq!(error_code(&body), "not_found");
-            assert_eq!(body["error"]["details"]["known"], known, "{path}");
+            assert_eq!(body["error"]["details"]["closest"], known, "{path}");
+            assert_eq!(body["error"]["details"]["agents"], 6, "{path}");
             let m = body["error"]["message"].as_str().unwrap();
             assert!(m.contains("cfo") && m.contains("known: coder_01, hr, human, janitor, manager, planner"), "{m}");
         }
@@ -359,11 +360,27 @@ async fn unknown_agents_get_404_with_the_known_names() {
         {
             let (code, answer) = s.post(path, body).await;
             assert_eq!(code, StatusCode::NOT_FOUND, "{path}: {answer}");
-            assert_eq!(answer["error"]["details"]["known"], known);
+            assert_eq!(answer["error"]["details"]["closest"], known);
         }
         let r = s.put_resume("cfo", "name = \"cfo\"\n").await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert!(!s.root.join("agents/cfo").exists(), "a PUT creates no agent");
+        // A typo puts the name meant first.
+        let (code, body) = s.get("/api/agents/mangaer").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["details"]["closest"][0], "manager", "{body}");
+        // A larger org names only the close ones, and none when none is close.
+        for i in 0..10 {
+            std::fs::create_dir(s.root.join(format!("agents/worker_{i:02}"))).unwrap();
+        }
+        let (code, body) = s.get("/api/agents/worker_1").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["details"]["agents"], 16, "{body}");
+        assert_eq!(body["error"]["details"]["closest"].as_array().unwrap().len(), 10, "{body}");
+        let (_, body) = s.get("/api/agents/cfo").await;
+        assert_eq!(body["error"]["details"], json!({ "closest": [], "agents": 16 }), "{body}");
+        let m = body["error"]["message"].as_str().unwrap();
+        assert_eq!(m, "unknown agent `cfo` (16 agents; `lemming agents` lists them)");
         // Unknown routes and methods answer in the same shape.
         let (code, body) = s.get("/api/nothing").await;
         assert_eq!((code, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));

@@ -170,7 +170,7 @@ fn to_everyone_reaches_exactly_the_agents_the_sender_may_write_to() {
 fn an_unknown_group_is_refused_whole_and_the_bounce_lists_the_groups() {
     let org = org_with_engineering();
     let out = org.lemming(&["send", "@nope", "hi"]).fails_with(1);
-    out.stderr_has(&["unknown group `@nope` (groups: @engineering)", "human may write to:"]);
+    out.stderr_has(&["unknown group `@nope` (known: @engineering)", "human may write to:"]);
     // An unknown name lists the agents and the groups.
     org.lemming(&["send", "cfo", "hi"]).fails_with(1).stderr_has(&[
         "unknown agent `cfo` (known: coder_01, hr, human, janitor, manager, planner; groups: @engineering; or \"*\"",
@@ -186,7 +186,7 @@ fn an_unknown_group_is_refused_whole_and_the_bounce_lists_the_groups() {
     assert_eq!(dead.len(), 1, "{dead:#?}");
     assert_eq!(dead[0].1["reason"], "unknown_group");
     let bounce = inbox(&org, "human").into_iter().find(|m| m["reply_to"] == id).expect("a bounce");
-    assert!(bounce["body"].as_str().unwrap().contains("(groups: @engineering)"), "{bounce:#}");
+    assert!(bounce["body"].as_str().unwrap().contains("(known: @engineering)"), "{bounce:#}");
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn config_errors_name_the_file_the_line_and_the_fix() {
     let out = org.lemming(&["validate"]).fails_with(1);
     out.stderr_has(&[
         &format!("org/org.toml:{line}:16"),
-        "`planer` in group `engineering` is no agent (closest: planner, ",
+        "`planer` in group `engineering` is no agent (known: planner, ",
         "help: fix the name, remove it, or create agents/planer/resume.toml",
     ]);
 
@@ -239,7 +239,7 @@ fn config_errors_name_the_file_the_line_and_the_fix() {
     let out = org.lemming(&["validate"]).fails_with(1);
     out.stderr_has(&[
         &format!("agents/hr/resume.toml:{line}:"),
-        "unknown group `@enginering` in `send_to` (groups: @engineering)",
+        "unknown group `@enginering` in `send_to` (known: @engineering)",
         "help: use a group defined under [groups] in org/org.toml",
     ]);
 }

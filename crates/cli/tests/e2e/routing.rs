@@ -144,6 +144,24 @@ fn send_to_an_unknown_agent_lists_the_known_ones() {
 }
 
 #[test]
+fn in_a_larger_org_an_unknown_agent_names_only_the_closest_ones() {
+    let org = TestOrg::new();
+    for i in 1..=20 {
+        let name = format!("worker_{i:02}");
+        org.agent(&name, &format!("name = \"{name}\"\nmodel = \"default\"\n"));
+    }
+    let out = org.lemming(&["send", "worker_1", "x"]).fails_with(1);
+    out.stderr_has(&["unknown agent `worker_1` (closest: worker_01, worker_10, "]);
+    assert_eq!(out.stderr.matches("worker_").count(), 1 + 10, "{out}");
+    assert!(!out.stderr.contains("janitor"), "{out}");
+    let out = org.lemming(&["inspect", "zzz"]).fails_with(1);
+    out.stderr_has(&["unknown agent `zzz` (26 agents; `lemming agents` lists them)"]);
+    let out = org.lemming(&["send", "mangaer", "x"]).fails_with(1);
+    out.stderr_has(&["unknown agent `mangaer` (closest: manager; groups: none; or \"*\""]);
+    assert!(org.files("agents/human/outbox/new").is_empty());
+}
+
+#[test]
 fn send_refuses_names_that_break_the_rule() {
     let org = TestOrg::new();
     for bad in ["../x", "a/b", "A", "a b", ".hidden"] {

@@ -235,7 +235,8 @@ fn check(ctx: &Ctx<'_>, args: &Value) -> Result<Hire, String> {
     };
     if !ctx.org.models.models.contains_key(&model) {
         let shown: String = crate::term::line(&model).chars().take(64).collect();
-        return Err(format!("`model`: unknown model key `{shown}` (known: {})", ctx.org.models.known_keys()));
+        let keys = ctx.org.models.models.keys().map(String::as_str);
+        return Err(format!("`model`: {}", crate::suggest::unknown(crate::suggest::Kind::ModelKey, &shown, keys)));
     }
 
     let folders = crate::org::agent_folders(layout);
@@ -333,8 +334,12 @@ fn names(
                 ctx.resume.send_to.display()
             ));
         }
-        if !folders.iter().any(|f| f == n.as_str()) {
-            return Err(format!("`{field}`: unknown agent `{n}` (known: {})", folders.join(", ")));
+        if folders.binary_search_by(|f| f.as_str().cmp(n.as_str())).is_err() {
+            let folders = folders.iter().map(String::as_str);
+            return Err(format!(
+                "`{field}`: {}",
+                crate::suggest::unknown(crate::suggest::Kind::Agent, n.as_str(), folders)
+            ));
         }
         out.insert(n);
     }
@@ -409,7 +414,10 @@ fn validate(ctx: &Ctx<'_>, hire: &Hire, mut folders: Vec<String>) -> Result<(), 
         format!("the resume would be invalid:\n{}", lines.join("\n"))
     };
     let file = crate::resume::parse(&path, hire.text.clone(), hire.name.as_str()).map_err(problems)?;
-    folders.push(hire.name.to_string());
+    // Sorted, as `check_refs` looks names up by binary search.
+    if let Err(at) = folders.binary_search_by(|f| f.as_str().cmp(hire.name.as_str())) {
+        folders.insert(at, hire.name.to_string());
+    }
     crate::org::check_refs(file, &ctx.org.models, true, Some(&ctx.org.tools), &folders, &ctx.org.settings.groups)
         .map_err(problems)?;
     Ok(())
