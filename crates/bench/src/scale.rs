@@ -156,9 +156,38 @@ fn step(dir: &Path, agents: usize) -> Result<Cost, String> {
     Ok(c)
 }
 
-/// One whole-process floor (`lemming-bench measure floor DIR ...`).
+/// One whole-process floor (`lemming-bench measure floor DIR ...`), checked.
 fn floor(dir: &Path, spec: &Spec) -> Result<Cost, String> {
-    run_timed(&mut crate::measure_cmd("floor", dir, spec)?)
+    let c = run_timed(&mut crate::measure_cmd("floor", dir, spec)?)?;
+    check_floor(dir, spec.agents).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(c)
+}
+
+/// Checks, after the floor, that it did its work: each agent's `inbox/new`
+/// holds only the reply of the agent before it in name order, as the floor
+/// delivers (its unread mail moved to `cur/`).
+fn check_floor(dir: &Path, agents: usize) -> Result<(), String> {
+    let mut order: Vec<String> = (0..agents).map(synth::name).collect();
+    order.sort();
+    for (i, me) in order.iter().enumerate() {
+        let new_dir = dir.join("agents").join(me).join("inbox/new");
+        let mut names: Vec<String> = std::fs::read_dir(&new_dir)
+            .map_err(|e| format!("{}: {e}", new_dir.display()))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let want = format!("reply-{}.json", order[(i + agents - 1) % agents]);
+        if names != [want.as_str()] {
+            return Err(format!(
+                "the floor did not do its work: {} holds {} file(s) ({}), expected only {want}",
+                new_dir.display(),
+                names.len(),
+                head(&names.join(", "))
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Generates `spec` into `dir`, saying so on stderr, since a large org takes a while.
@@ -225,6 +254,7 @@ pub fn run(base: &Path, runs: usize) -> Result<bool, String> {
         floor(&floor_dir, &s)?;
         let (mut steps, mut floors) = (Vec::new(), Vec::new());
         for r in 1..=runs {
+            eprintln!("scale: {n} agents: warm run {r} of {runs}...");
             inject(&step_dir, &s, r)?;
             steps.push(step(&step_dir, n)?);
             inject(&floor_dir, &s, r)?;
@@ -383,6 +413,25 @@ mod tests {
         assert!(check_validate(r#"{"ok":true,"agents":9,"problems":[]}"#, 10).is_err());
         assert!(check_validate(r#"{"ok":false,"agents":10,"problems":["x"]}"#, 10).is_err());
         assert!(check_validate("ok: 10 agents are valid", 10).is_err());
+    }
+
+    #[test]
+    fn the_floor_is_checked_and_runs_again_on_an_org_it_ran_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Spec { agents: 3, unread: 2, shape: Shape::Ring(1), ..spec(3, Shape::Ring(1)) };
+        synth::generate(tmp.path(), &s).unwrap();
+        let e = check_floor(tmp.path(), 3).unwrap_err();
+        assert!(e.starts_with("the floor did not do its work: ") && e.contains("holds 2 file(s)"), "{e}");
+        crate::floor::run(tmp.path()).unwrap();
+        check_floor(tmp.path(), 3).unwrap();
+        for round in 1..=2 {
+            synth::inject(tmp.path(), &s, round).unwrap();
+            assert!(check_floor(tmp.path(), 3).is_err(), "fresh mail is unread before the floor runs");
+            crate::floor::run(tmp.path()).unwrap();
+            check_floor(tmp.path(), 3).unwrap();
+        }
+        let cur = tmp.path().join("agents/a0001/inbox/cur");
+        assert_eq!(std::fs::read_dir(cur).unwrap().count(), 6, "three rounds of 2 messages were read");
     }
 
     #[test]
