@@ -1,6 +1,6 @@
 //! Daemon benchmarks, run against the real `lemming` binary (built beside this
 //! one): the send-to-reply latency with wake on message, and the CPU and memory
-//! of an idle daemon.
+//! of an idle daemon (with 1 s turns, and with 60 s turns).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,11 +30,13 @@ impl Drop for Daemon {
     }
 }
 
-fn start(org: &Path) -> Result<Daemon, String> {
+/// Starts `lemming run --turn-seconds TURN_SECONDS` on `org` and returns once
+/// its first turn has committed.
+fn start(org: &Path, turn_seconds: f64) -> Result<Daemon, String> {
     let child = Command::new(lemming_bin()?)
         .args(["--org"])
         .arg(org)
-        .args(["run", "--turn-seconds", "60"])
+        .args(["run", "--turn-seconds", &turn_seconds.to_string()])
         .env("LEMMING_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -124,7 +126,7 @@ pub fn latency(base: &Path, n: usize) -> Result<(f64, f64, f64), String> {
     let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
     let org = tmp.path().join("org");
     init(&org)?;
-    let _d = start(&org)?;
+    let _d = start(&org, 60.0)?;
     let mb = Layout::new(&org).mail();
     let inbox = org.join("agents/human/inbox/new");
     let mut times = Vec::with_capacity(n);
@@ -192,7 +194,7 @@ pub fn tool_round_trip(base: &Path, n: usize) -> Result<RoundTrip, String> {
     let ws = layout.workspace("manager");
     std::fs::create_dir_all(&ws).map_err(|e| e.to_string())?;
     std::fs::write(ws.join("x.md"), "# x\n\nA small file for the tool round trip.\n").map_err(|e| e.to_string())?;
-    let _d = start(&org)?;
+    let _d = start(&org, 60.0)?;
     let mb = layout.mail();
     let inbox = org.join("agents/human/inbox/new");
     let (mut plain, mut tool_turn, mut tool, mut second) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -256,9 +258,10 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Starts a daemon on an org of `agents` agents with nothing to do and
-/// measures its CPU over `window`. Returns (cpu percent, RSS MB, peak RSS MB).
-pub fn idle(base: &Path, agents: usize, window: Duration) -> Result<(f64, f64, f64), String> {
+/// Starts a daemon with a turn every `turn_seconds` on an org of `agents`
+/// agents with nothing to do and measures its CPU over `window`. Returns (cpu
+/// percent, RSS MB, peak RSS MB).
+pub fn idle(base: &Path, agents: usize, window: Duration, turn_seconds: f64) -> Result<(f64, f64, f64), String> {
     let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
     let org = tmp.path().join("org");
     let spec = crate::synth::Spec {
@@ -271,7 +274,7 @@ pub fn idle(base: &Path, agents: usize, window: Duration) -> Result<(f64, f64, f
         sandbox: None,
     };
     crate::synth::generate(&org, &spec).map_err(|e| e.to_string())?;
-    let d = start(&org)?;
+    let d = start(&org, turn_seconds)?;
     let pid = d.0.id();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
