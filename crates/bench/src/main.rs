@@ -17,7 +17,8 @@
 //! search` over 100,000 messages and what the index adds to a turn; the backup table (`backup.rs`) times `lemming
 //! backup` and `restore` of 100,000 messages; the record table (`thread.rs`) times `lemming
 //! thread` of a long conversation. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
-//! synthetic org for your own experiments.
+//! synthetic org for your own experiments, and `lemming-bench inject DIR AGENTS UNREAD
+//! SHAPE ROUND` gives its agents another round of unread mail.
 
 mod backup;
 mod daemon;
@@ -274,8 +275,22 @@ fn main() -> std::process::ExitCode {
             synth::generate(Path::new(dir), &spec).map_err(|e| e.to_string())?;
             Ok::<bool, String>(true)
         })(),
+        ["inject", dir, agents, unread, shape, round] => (|| {
+            let spec = Spec {
+                agents: agents.parse().map_err(|_| "AGENTS must be a number")?,
+                unread: unread.parse().map_err(|_| "UNREAD must be a number")?,
+                shape: Shape::parse(shape).ok_or("SHAPE is star, ring:K or all")?,
+                latency_ms: 0,
+                max_parallel: 8,
+                calls: Calls::None,
+                sandbox: None,
+            };
+            synth::inject(Path::new(dir), &spec, round.parse().map_err(|_| "ROUND must be a number")?)
+                .map_err(|e| e.to_string())?;
+            Ok::<bool, String>(true)
+        })(),
         [] => run_all(std::env::var("LEMMING_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3)),
-        _ => Err("usage: lemming-bench [gen DIR AGENTS UNREAD star|ring:K|all [none|write_file:K|run_command:K|calculate:K]]"
+        _ => Err("usage: lemming-bench [gen DIR AGENTS UNREAD star|ring:K|all [none|write_file:K|run_command:K|calculate:K]] | [inject DIR AGENTS UNREAD SHAPE ROUND]"
             .into()),
     };
     match result {

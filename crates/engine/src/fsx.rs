@@ -84,7 +84,8 @@ pub const GROUP_SYNC_MIN: usize = 32;
 pub struct Batch {
     writes: Vec<(PathBuf, PathBuf, Vec<u8>)>,
     links: Vec<(PathBuf, PathBuf, Option<FileId>)>,
-    moves: Vec<(PathBuf, PathBuf)>,
+    /// From, to, and whether a source that is gone is fine (see [`Batch::rename_if_there`]).
+    moves: Vec<(PathBuf, PathBuf, bool)>,
     removes: Vec<PathBuf>,
 }
 
@@ -116,7 +117,15 @@ impl Batch {
 
     /// Queues a rename, done after every write and link is durable.
     pub fn rename(&mut self, from: PathBuf, to: PathBuf) {
-        self.moves.push((from, to));
+        self.moves.push((from, to, false));
+    }
+
+    /// Queues a rename like [`Batch::rename`] of a file that someone else may
+    /// move or remove first (a person reading mail by hand): a source that is
+    /// gone by then is passed over, at no cost to the others. This spares a
+    /// look before every move.
+    pub fn rename_if_there(&mut self, from: PathBuf, to: PathBuf) {
+        self.moves.push((from, to, true));
     }
 
     /// Queues a removal, done with the renames.
@@ -194,11 +203,11 @@ impl Batch {
             sync(dirs.iter().map(PathBuf::as_path).collect())?;
         }
         if !self.moves.is_empty() || !self.removes.is_empty() {
-            for (from, to) in &self.moves {
+            for (from, to, optional) in &self.moves {
                 match fs::rename(from, to) {
                     Ok(()) => {}
-                    // Already moved by an earlier, interrupted run: idempotent.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
+                    // Already moved by an earlier, interrupted run (idempotent), or by someone else.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && (*optional || to.exists()) => {}
                     Err(e) => return Err(e).with_path(from),
                 }
             }
@@ -212,7 +221,7 @@ impl Batch {
             let dirs: Vec<PathBuf> = self
                 .moves
                 .iter()
-                .flat_map(|(f, t)| [parent(f), parent(t)])
+                .flat_map(|(f, t, _)| [parent(f), parent(t)])
                 .chain(self.removes.iter().map(parent))
                 .collect();
             sync(dirs.iter().map(PathBuf::as_path).collect())?;
@@ -316,6 +325,20 @@ mod tests {
         clean_stale_tmp([dead.clone(), mine.clone(), foreign.clone()]);
         assert!(!dead.exists());
         assert!(mine.is_dir() && foreign.is_dir());
+    }
+
+    #[test]
+    fn a_move_of_a_file_someone_took_first_passes_it_over_only_when_asked() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("here"), "x").unwrap();
+        let mut b = Batch::new();
+        b.rename_if_there(d.path().join("taken"), d.path().join("taken-moved"));
+        b.rename_if_there(d.path().join("here"), d.path().join("here-moved"));
+        b.commit(d.path()).unwrap();
+        assert!(d.path().join("here-moved").exists() && !d.path().join("taken-moved").exists());
+        let mut b = Batch::new();
+        b.rename(d.path().join("taken"), d.path().join("taken-moved"));
+        assert!(b.commit(d.path()).is_err(), "a plain rename of a missing file with nothing at its target fails");
     }
 
     #[test]

@@ -278,8 +278,11 @@ impl Org {
     /// whose versions were all saved) already had word for word: the daemon
     /// reloads before every turn, and most turns change no config file.
     pub fn save_last_good_since(&self, saved: Option<&Org>) -> Result<(), PathError> {
+        // By path: with thousands of resumes, a scan per file would be quadratic.
+        let before: std::collections::HashMap<&Path, &str> =
+            saved.map(|o| o.valid.iter().map(|(r, t)| (r.as_path(), t.as_str())).collect()).unwrap_or_default();
         for (rel, text) in &self.valid {
-            if saved.is_some_and(|o| o.valid.iter().any(|(r, t)| r == rel && t == text)) {
+            if before.get(rel.as_path()).is_some_and(|t| *t == text) {
                 continue;
             }
             let path = self.layout.last_good(rel);

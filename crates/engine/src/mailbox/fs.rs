@@ -777,10 +777,7 @@ impl MailStore for FsMailStore {
     }
 
     fn consume(&self, b: &mut Batch, agent: &str, id: &str) {
-        let from = self.message_path(agent, Folder::Unread, id);
-        if from.exists() {
-            b.rename(from, self.message_path(agent, Folder::Read, id));
-        }
+        b.rename_if_there(self.message_path(agent, Folder::Unread, id), self.message_path(agent, Folder::Read, id));
     }
 
     /// The dead letter's id is made from the reason, the turn and the entry's
