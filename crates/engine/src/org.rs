@@ -281,6 +281,8 @@ impl Org {
         // By path: with thousands of resumes, a scan per file would be quadratic.
         let before: std::collections::HashMap<&Path, &str> =
             saved.map(|o| o.valid.iter().map(|(r, t)| (r.as_path(), t.as_str())).collect()).unwrap_or_default();
+        let tmp = self.layout.state_tmp();
+        let mut changed = fsx::Batch::new();
         for (rel, text) in &self.valid {
             if before.get(rel.as_path()).is_some_and(|t| *t == text) {
                 continue;
@@ -291,12 +293,17 @@ impl Org {
             }
             let dir = path.parent().unwrap_or(&path);
             std::fs::create_dir_all(dir).with_path(dir)?;
-            fsx::write_atomic(&self.layout.state_tmp(), &path, text.as_bytes())?;
+            changed.write(&tmp, path, text.as_bytes().to_vec());
+        }
+        // One group commit: the first turn of a large org saves every resume.
+        if !changed.is_empty() {
+            std::fs::create_dir_all(&tmp).with_path(&tmp)?;
+            changed.commit(&self.layout.root)?;
         }
         let kept = self.layout.last_good_dir().join("agents");
         let folders = agent_folders(&self.layout);
         for e in std::fs::read_dir(&kept).into_iter().flatten().flatten() {
-            if !e.file_name().to_str().is_some_and(|n| folders.iter().any(|f| f == n)) {
+            if e.file_name().to_str().is_none_or(|n| folders.binary_search_by(|f| f.as_str().cmp(n)).is_err()) {
                 std::fs::remove_dir_all(e.path()).with_path(e.path())?;
             }
         }
