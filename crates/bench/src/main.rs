@@ -243,6 +243,19 @@ fn run_steps(base: &Path, runs: usize) -> Result<bool, String> {
     Ok(all_ok)
 }
 
+/// The synthetic org that `gen` and `inject` are asked for on the command line.
+fn user_spec(agents: &str, unread: &str, shape: &str, calls: Calls) -> Result<Spec, String> {
+    Ok(Spec {
+        agents: agents.parse().map_err(|_| "AGENTS must be a number")?,
+        unread: unread.parse().map_err(|_| "UNREAD must be a number")?,
+        shape: Shape::parse(shape).ok_or("SHAPE is star, ring:K or all")?,
+        latency_ms: 0,
+        max_parallel: 8,
+        calls,
+        sandbox: None,
+    })
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
@@ -260,32 +273,16 @@ fn main() -> std::process::ExitCode {
             measure(what, Path::new(dir), Some(&spec)).map(|_| true)
         })(),
         ["gen", dir, agents, unread, shape, calls @ ..] if calls.len() <= 1 => (|| {
-            let spec = Spec {
-                agents: agents.parse().map_err(|_| "AGENTS must be a number")?,
-                unread: unread.parse().map_err(|_| "UNREAD must be a number")?,
-                shape: Shape::parse(shape).ok_or("SHAPE is star, ring:K or all")?,
-                latency_ms: 0,
-                max_parallel: 8,
-                calls: match calls.first() {
-                    Some(c) => Calls::parse(c).ok_or("CALLS is none, write_file:K, run_command:K or calculate:K")?,
-                    None => Calls::None,
-                },
-                sandbox: None,
+            let calls = match calls.first() {
+                Some(c) => Calls::parse(c).ok_or("CALLS is none, write_file:K, run_command:K or calculate:K")?,
+                None => Calls::None,
             };
-            synth::generate(Path::new(dir), &spec).map_err(|e| e.to_string())?;
+            synth::generate(Path::new(dir), &user_spec(agents, unread, shape, calls)?).map_err(|e| e.to_string())?;
             Ok::<bool, String>(true)
         })(),
         ["inject", dir, agents, unread, shape, round] => (|| {
-            let spec = Spec {
-                agents: agents.parse().map_err(|_| "AGENTS must be a number")?,
-                unread: unread.parse().map_err(|_| "UNREAD must be a number")?,
-                shape: Shape::parse(shape).ok_or("SHAPE is star, ring:K or all")?,
-                latency_ms: 0,
-                max_parallel: 8,
-                calls: Calls::None,
-                sandbox: None,
-            };
-            synth::inject(Path::new(dir), &spec, round.parse().map_err(|_| "ROUND must be a number")?)
+            let round = round.parse().map_err(|_| "ROUND must be a number")?;
+            synth::inject(Path::new(dir), &user_spec(agents, unread, shape, Calls::None)?, round)
                 .map_err(|e| e.to_string())?;
             Ok::<bool, String>(true)
         })(),
