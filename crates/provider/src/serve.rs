@@ -1210,8 +1210,9 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
         wait_until("the other server is used as external", 10, || s.phase() == Phase::External);
         let log = std::fs::read_to_string(dir.path().join("logs/serve-local.log")).unwrap();
         assert_eq!(log.matches("lemming starts").count(), 1, "not started again: {log}");
-        let st = state(dir.path());
-        assert_eq!((st.state, st.pid), (Phase::External, None));
+        // The state file is written just after the phase changes in memory.
+        wait_until("the state file says so", 5, || state(dir.path()).state == Phase::External);
+        assert_eq!(state(dir.path()).pid, None);
         s.stop();
         assert!(probe(&t, "/health"), "theirs is left running");
         let _ = other.kill();
