@@ -331,13 +331,6 @@ fn closest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
     known.iter().map(|k| (dist(word, k), *k)).filter(|(d, k)| *d <= 2.max(k.len() / 4)).min().map(|(_, k)| k)
 }
 
-/// The `n` names of `known` closest to `word`, closest first (ties in name order).
-pub fn nearest<'k>(word: &str, known: &[&'k str], n: usize) -> Vec<&'k str> {
-    let mut by: Vec<(usize, &str)> = known.iter().map(|k| (dist(word, k), *k)).collect();
-    by.sort();
-    by.into_iter().take(n).map(|(_, k)| k).collect()
-}
-
 impl<'d> Table<'d> {
     /// The table's dotted name, for messages (`schedule`, `providers.local`).
     pub fn name(&self) -> &str {

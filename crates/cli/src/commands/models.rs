@@ -198,9 +198,8 @@ fn use_key(ctx: &Ctx, args: UseArgs) -> Result<(), CliError> {
     let org = ctx.load()?;
     let key = args.key.as_str();
     if !org.models.models.contains_key(key) {
-        let known: Vec<&str> = org.models.models.keys().map(String::as_str).collect();
-        let near = lemming_engine::config::nearest(key, &known, 3);
-        let near = if near.is_empty() { "none".to_string() } else { near.join(", ") };
+        let keys = org.models.models.keys().map(String::as_str);
+        let near = lemming_engine::suggest::hint(lemming_engine::suggest::Kind::ModelKey, key, keys).brief();
         return Err(CliError::user(format!(
             "unknown model key `{key}` (closest: {near}); nothing was changed\n  help: use a key of org/models.toml \
              (`lemming models` lists them), or add a [models.{key}] table there"
