@@ -8,8 +8,9 @@
 //! snippet shows control characters as `\u{fffd}` and masks what looks like a key.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::ops::{Range, RangeInclusive};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use toml::Spanned;
 use toml_edit::{ImDocument, Item, TableLike, Value};
@@ -20,9 +21,122 @@ use crate::fsx::Entry;
 /// Reads a config file of the org at `root`: a regular file (not a FIFO, a
 /// device or a folder) that lies inside the org once links are resolved, and
 /// holds UTF-8 text. Nothing of a refused file is ever put in a diagnostic.
+/// To read many files of one org, a [`Reader`] spares most of the checks.
 pub fn read(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Diagnostic>> {
+    Reader::new(root).read(path, limit)
+}
+
+/// Reads the config files of one org as [`read`] does, remembering which
+/// folders under the root it found to be plain folders (not links). A file
+/// that is itself a regular file, reached from the root through such folders
+/// only, is inside the org without resolving a link: it is read with one
+/// look at its name, then through its descriptor, about six system calls in
+/// all rather than fifteen. Any other file (a link, a FIFO, a missing file, a
+/// path through a linked folder) takes the full check of [`read`], which
+/// resolves every link, and gets the same answer and the same problems.
+///
+/// A folder is looked at once per reader: make one per load, so that a
+/// folder replaced by a link since an earlier load is seen.
+pub struct Reader {
+    root: PathBuf,
+    /// Folders under `root` (relative to it) that were plain folders.
+    plain: RefCell<HashSet<PathBuf>>,
+}
+
+impl Reader {
+    /// A reader for the org at `root`.
+    pub fn new(root: &Path) -> Reader {
+        Reader { root: root.to_path_buf(), plain: RefCell::default() }
+    }
+
+    /// The text of the config file at `path` (see [`read`]).
+    pub fn read(&self, path: &Path, limit: u64) -> Result<String, Vec<Diagnostic>> {
+        let root = if self.root.as_os_str().is_empty() { Path::new(".") } else { &self.root };
+        if self.within_plain_folders(root, path) {
+            let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+            if let Some(read) = regular.then(|| read_regular(path, limit)).flatten() {
+                return read;
+            }
+        }
+        read_resolved(path, root, limit)
+    }
+
+    /// Whether `path` is `root` joined with plain names, every folder between
+    /// them a plain folder (looked at once, then remembered).
+    fn within_plain_folders(&self, root: &Path, path: &Path) -> bool {
+        let Ok(rel) = path.strip_prefix(root) else { return false };
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return false;
+        }
+        let mut plain = self.plain.borrow_mut();
+        let mut at = PathBuf::new();
+        for folder in rel.parent().into_iter().flat_map(Path::components) {
+            at.push(folder);
+            if plain.contains(&at) {
+                continue;
+            }
+            match std::fs::symlink_metadata(root.join(&at)) {
+                Ok(m) if m.file_type().is_dir() => {
+                    plain.insert(at.clone());
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Reads `path`, a regular file a moment ago, through its descriptor: opened
+/// without following a link or blocking, its type and size checked there, and
+/// its bytes read in one call when its size has not changed (a call that asks
+/// for one byte more tells whether it grew). `None` when it is no longer a
+/// regular file that can be opened: [`read_resolved`] then says what it is.
+fn read_regular(path: &Path, limit: u64) -> Option<Result<String, Vec<Diagnostic>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let size = file.metadata().ok().filter(|m| m.file_type().is_file())?.len();
+    let refuse = |m: String, help: &str| Some(Err(vec![Diagnostic::file(path, m).help(help)]));
+    let too_large = |size: u64| {
+        refuse(
+            format!("the file is {size} bytes; the limit is {limit} bytes"),
+            "shorten it (the size limits of config files are in docs/operating.md)",
+        )
+    };
+    if size > limit {
+        return too_large(size);
+    }
+    let cant = |e: std::io::Error| refuse(format!("cannot read: {e}"), "the file must be readable by lemming");
+    // One byte more than the size: getting the size alone is the end of the file.
+    let mut bytes = vec![0; (size as usize).saturating_add(1)];
+    let got = loop {
+        match file.read(&mut bytes) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return cant(e),
+        }
+    };
+    bytes.truncate(got);
+    if got as u64 != size {
+        // It changed since it was measured: read to its end, never past the limit.
+        if let Err(e) = (&mut file).take(limit.saturating_add(1).saturating_sub(got as u64)).read_to_end(&mut bytes) {
+            return cant(e);
+        }
+        if bytes.len() as u64 > limit {
+            return too_large(bytes.len() as u64);
+        }
+    }
+    Some(utf8(path, bytes))
+}
+
+/// [`read`] with every link on the way resolved: the file must lie inside the
+/// canonical root.
+fn read_resolved(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Diagnostic>> {
     let refuse = |m: String, help: &str| Err(vec![Diagnostic::file(path, m).help(help)]);
-    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) => return refuse(format!("cannot read: {e}"), "the file must exist and be readable"),
@@ -39,10 +153,16 @@ pub fn read(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Diagnost
             "config files must lie inside the org folder: replace the link with a copy of the file",
         );
     }
-    // The resolved path, read as a mailbox entry is: a link swapped in since is
-    // not followed, a FIFO or device is not opened, the size is checked on the
-    // open descriptor and at most `limit` bytes are read.
-    let bytes = match crate::fsx::read_entry(&real, limit) {
+    read_checked(path, &real, limit)
+}
+
+/// Reads `real`, the file `path` names once links are resolved, as a mailbox
+/// entry is read: a link swapped in since is not followed, a FIFO or device is
+/// not opened, the size is checked on the open descriptor and at most `limit`
+/// bytes are read. Problems name `path`.
+fn read_checked(path: &Path, real: &Path, limit: u64) -> Result<String, Vec<Diagnostic>> {
+    let refuse = |m: String, help: &str| Err(vec![Diagnostic::file(path, m).help(help)]);
+    let bytes = match crate::fsx::read_entry(real, limit) {
         Ok(Entry::File { bytes, .. }) => bytes,
         Ok(Entry::TooLarge { size, .. }) => {
             return refuse(
@@ -703,6 +823,52 @@ mod tests {
             let s = d.to_string();
             assert!(!s.contains("hunter2"), "{s}");
         }
+    }
+
+    /// The reader's short way answers as the full check does, word for word:
+    /// through a linked folder out of the org or into it, for a link, a
+    /// folder, a missing file and a file over the limit.
+    #[test]
+    fn a_reader_answers_as_the_full_check() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("org");
+        let outside = tmp.path().join("elsewhere");
+        for d in [root.join("agents/plain"), root.join("agents/real"), outside.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for d in [root.join("agents/plain"), root.join("agents/real"), outside.clone()] {
+            std::fs::write(d.join("resume.toml"), "a = 1\n").unwrap();
+        }
+        std::fs::write(root.join("agents/plain/big.toml"), "#".repeat(100)).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("agents/out")).unwrap();
+        std::os::unix::fs::symlink(root.join("agents/real"), root.join("agents/in")).unwrap();
+        std::os::unix::fs::symlink(root.join("agents/real/resume.toml"), root.join("agents/plain/link.toml")).unwrap();
+        let reader = Reader::new(&root);
+        let shown = |r: Result<String, Vec<Diagnostic>>| match r {
+            Ok(text) => format!("ok: {text}"),
+            Err(e) => e.iter().map(|d| format!("{d} / {:?}", d.help)).collect(),
+        };
+        let cases = [
+            ("agents/plain/resume.toml", "ok: a = 1\n"),
+            ("agents/plain/big.toml", "the file is 100 bytes; the limit is 50 bytes"),
+            ("agents/plain/link.toml", "ok: a = 1\n"),
+            ("agents/plain", "is a directory, not a regular file"),
+            ("agents/plain/gone.toml", "cannot read: No such file"),
+            ("agents/out/resume.toml", "is a file outside the org"),
+            ("agents/in/resume.toml", "ok: a = 1\n"),
+        ];
+        // Twice: the second time the folders are known to be plain.
+        for _ in 0..2 {
+            for (rel, want) in cases {
+                let path = root.join(rel);
+                let quick = shown(reader.read(&path, 50));
+                assert!(quick.contains(want), "{rel}: {quick}");
+                assert_eq!(quick, shown(read_resolved(&path, &root, 50)), "{rel}");
+            }
+        }
+        // The file outside is never quoted.
+        std::fs::write(outside.join("resume.toml"), "secret = 1\n").unwrap();
+        assert!(!shown(reader.read(&root.join("agents/out/resume.toml"), 50)).contains("secret"));
     }
 
     #[test]

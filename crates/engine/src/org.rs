@@ -131,14 +131,20 @@ const MODELS_TOML: &str = "org/models.toml";
 const TOOLS_TOML: &str = "org/tools.toml";
 
 /// What loading found so far, file by file.
-#[derive(Default)]
 struct Loaded {
+    /// Reads the files, remembering the folders it checked.
+    reader: crate::config::Reader,
     stale: Vec<Diagnostic>,
     last_good: Vec<PathBuf>,
     valid: Vec<(PathBuf, String)>,
 }
 
 impl Loaded {
+    /// Nothing loaded yet from the org at `root`.
+    fn new(root: &Path) -> Loaded {
+        Loaded { reader: crate::config::Reader::new(root), stale: Vec::new(), last_good: Vec::new(), valid: Vec::new() }
+    }
+
     /// Loads the config file `rel` through `parse` (which validates it). When
     /// it is invalid, its last good version is used: `memory` when given (the
     /// daemon's), else the copy in `org/state/last-good/` if it is still valid.
@@ -152,7 +158,7 @@ impl Loaded {
         parse: impl Fn(String) -> Result<T, Vec<Diagnostic>>,
     ) -> Result<T, Vec<Diagnostic>> {
         let path = layout.root.join(rel);
-        let problems = match crate::config::read(&path, &layout.root, limit).and_then(|text| {
+        let problems = match self.reader.read(&path, limit).and_then(|text| {
             let v = parse(text.clone())?;
             Ok((v, text))
         }) {
@@ -163,7 +169,7 @@ impl Loaded {
             Err(problems) => problems,
         };
         let kept = memory.cloned().or_else(|| {
-            let text = crate::config::read(&layout.last_good(rel), &layout.root, limit).ok()?;
+            let text = self.reader.read(&layout.last_good(rel), limit).ok()?;
             parse(text).ok()
         });
         match kept {
@@ -189,7 +195,7 @@ impl Org {
     /// resume with none holds only that agent (see [`Org::problems`]).
     pub fn load(root: &Path) -> Result<Org, LoadOrgError> {
         let layout = Layout::new(root);
-        let mut loaded = Loaded::default();
+        let mut loaded = Loaded::new(root);
         let mut fatal = Vec::new();
         let settings = loaded
             .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, None, |t| parse_settings(&layout, &t))
@@ -224,7 +230,7 @@ impl Org {
     /// replaced by a fallback are in [`Org::stale`].
     pub fn load_or_last_good(root: &Path, memory: Option<&Org>) -> Org {
         let layout = Layout::new(root);
-        let mut loaded = Loaded::default();
+        let mut loaded = Loaded::new(root);
         let settings = loaded
             .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, memory.map(|o| &o.settings), |t| {
                 parse_settings(&layout, &t)
@@ -262,7 +268,7 @@ impl Org {
         broken: BTreeMap<String, Vec<Diagnostic>>,
         loaded: Loaded,
     ) -> Org {
-        let Loaded { stale, last_good, valid } = loaded;
+        let Loaded { stale, last_good, valid, .. } = loaded;
         Org { layout, settings, models, agents, tools, broken, stale, last_good, valid }
     }
 
@@ -282,13 +288,14 @@ impl Org {
         let before: std::collections::HashMap<&Path, &str> =
             saved.map(|o| o.valid.iter().map(|(r, t)| (r.as_path(), t.as_str())).collect()).unwrap_or_default();
         let tmp = self.layout.state_tmp();
+        let reader = crate::config::Reader::new(&self.layout.root);
         let mut changed = fsx::Batch::new();
         for (rel, text) in &self.valid {
             if before.get(rel.as_path()).is_some_and(|t| *t == text) {
                 continue;
             }
             let path = self.layout.last_good(rel);
-            if crate::config::read(&path, &self.layout.root, text.len() as u64).is_ok_and(|old| old == *text) {
+            if reader.read(&path, text.len() as u64).is_ok_and(|old| old == *text) {
                 continue;
             }
             let dir = path.parent().unwrap_or(&path);
