@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use lemming_provider::ModelSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::activity;
@@ -12,7 +13,7 @@ use crate::journal::Journal;
 use crate::ledger::{Balance, Ledger};
 use crate::mailbox::{FsMailStore, MailStore};
 use crate::org::Org;
-use crate::resume::{Resume, Wake};
+use crate::resume::{Access, Resume, Wake};
 use crate::trouble::TroubleState;
 use crate::turn::{self, PromptOverCredits};
 
@@ -272,7 +273,19 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
     let mut names: Vec<String> = org.agents.keys().map(|n| n.to_string()).collect();
     names.extend(org.broken.keys().cloned());
     names.sort();
-    let ctx = RowCtx { org, chart: &chart, mb: &mb, ledger: &ledger, trouble: &trouble, exhausted, turn };
+    let may_groups = org.settings.groups.keys().map(|g| g.len() + MAY_NAME).sum();
+    let may_everyone = org.agents.keys().map(|n| n.as_str().len() + MAY_NAME).sum::<usize>() + may_groups;
+    let ctx = RowCtx {
+        org,
+        chart: &chart,
+        mb: &mb,
+        ledger: &ledger,
+        trouble: &trouble,
+        exhausted,
+        turn,
+        may_everyone,
+        may_groups,
+    };
     let agents = rows(&ctx, names, &mut skipped);
     Ok(StatusView {
         turn,
@@ -297,8 +310,6 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
     })
 }
 
-/// Whether the agent is due for its mail (or wakes always) but its prompt
-/// alone would cost more than it has left, so the next turn skips it.
 /// What every agent's row of `status` is read with.
 struct RowCtx<'a> {
     org: &'a Org,
@@ -308,6 +319,11 @@ struct RowCtx<'a> {
     trouble: &'a BTreeMap<String, crate::trouble::AgentTrouble>,
     exhausted: bool,
     turn: u64,
+    /// What the names of every agent and group can add to a prompt's "You
+    /// may write to" line (see [`prompt_ceiling`]).
+    may_everyone: usize,
+    /// What the names of every group can add to it.
+    may_groups: usize,
 }
 
 /// Agents per thread above which the rows are read by several threads: each
@@ -350,7 +366,7 @@ fn rows(ctx: &RowCtx<'_>, names: Vec<String>, skipped: &mut Skipped) -> Vec<Agen
 
 /// One agent's row.
 fn row(ctx: &RowCtx<'_>, name: String, skipped: &mut Skipped) -> AgentStatus {
-    let RowCtx { org, chart, mb, ledger, trouble, exhausted, turn } = *ctx;
+    let RowCtx { org, mb, ledger, trouble, exhausted, .. } = *ctx;
     let root = &org.layout.root;
     let resume = org.agents.get(name.as_str());
     let credits = ledger.balance(&name, resume.map(|r| r.credits).unwrap_or(0.0));
@@ -375,7 +391,7 @@ fn row(ctx: &RowCtx<'_>, name: String, skipped: &mut Skipped) -> AgentStatus {
         (Some(_), _) if credits.left <= 0.0 => AgentState::OutOfCredits,
         (Some(r), _)
             if skipped.or(
-                prompt_over_credits(org, chart, mb, r, turn, credits.left, unread),
+                prompt_over_credits(ctx, r, credits.left, unread),
                 false,
                 "its prompt cost is not checked",
             ) =>
@@ -411,31 +427,67 @@ fn prompt_bound(org: &Org, chart: &crate::chart::Chart<'_>, resume: &Resume, tur
     system.len() + user.len() + unread.min(org.settings.max_mail_per_prompt) * per_message
 }
 
-fn prompt_over_credits(
-    org: &Org,
-    chart: &crate::chart::Chart<'_>,
-    mb: &FsMailStore,
-    resume: &Resume,
-    turn: u64,
-    left: f64,
-    unread: usize,
-) -> Result<bool, PathError> {
+/// Whether the agent is due for its mail (or wakes always) but its prompt
+/// alone would cost more than it has left, so the next turn skips it.
+fn prompt_over_credits(ctx: &RowCtx<'_>, resume: &Resume, left: f64, unread: usize) -> Result<bool, PathError> {
+    let RowCtx { org, chart, mb, turn, .. } = *ctx;
     if unread == 0 && resume.schedule.wake != Wake::Always {
         return Ok(false);
     }
     let Some(model) = resume.model.as_deref().and_then(|k| org.models.models.get(k)) else { return Ok(false) };
     // Reading every unread message of every agent is most of the cost of
-    // `status` in a large org. First a bound that reads none: the prompt
-    // without mail, plus, for each message it would hold, the largest message
-    // routing accepts and its header line (every field the header shows is in
-    // the message's file). Only an agent that bound does not clear is checked
-    // exactly.
-    if crate::ledger::prompt_cost(&model.price, prompt_bound(org, chart, resume, turn, unread)) <= left {
+    // `status` in a large org, and building every prompt is much of the rest.
+    // So first a ceiling from what is in memory, then a bound that builds the
+    // prompt but reads no mail: the prompt without mail, plus, for each
+    // message it would hold, the largest message routing accepts and its
+    // header line (every field the header shows is in the message's file).
+    // Only an agent neither clears is checked exactly.
+    let fits = |chars| crate::ledger::prompt_cost(&model.price, chars) <= left;
+    if fits(prompt_ceiling(ctx, resume, model, unread)) || fits(prompt_bound(org, chart, resume, turn, unread)) {
         return Ok(false);
     }
     let (mut mail, _) = mb.unread(resume.name.as_str())?;
     let turn::Prompt { system, user, .. } = turn::prompt_for(org, chart, resume, turn.saturating_add(1), &mut mail);
     Ok(PromptOverCredits::check(model, &system, &user, left).is_some())
+}
+
+/// More than the fixed text of a prompt: the sentences around the agent's
+/// name, role, instructions, whom it may write to, its memory and its mail.
+const PROMPT_TEXT: usize = 1024;
+
+/// More than a name adds to the "You may write to" line (its separator, the
+/// `@` of a group).
+const MAY_NAME: usize = 3;
+
+/// The longest memory summary, in characters: at most 50 lines, each a key
+/// (a file name: at most 255 bytes) and a value cut to 200 characters, with
+/// a few characters around them, and a line counting the keys left out.
+const MEMORY_SUMMARY: usize = 50 * (255 + 200 + 16) + 64;
+
+/// At least as many characters as the agent's next prompt with `unread`
+/// messages that routing accepts, from what is in memory alone: no file is
+/// read and no prompt built. Every part of the prompt is counted at its
+/// largest: the resume's text in bytes, whom it may write to as every agent
+/// of its `send_to` (every agent for `*`) and every group, the longest memory
+/// summary, the contract for its model and tools, and each message as large as
+/// routing accepts.
+fn prompt_ceiling(ctx: &RowCtx<'_>, resume: &Resume, model: &ModelSpec, unread: usize) -> usize {
+    let org = ctx.org;
+    let may = match &resume.send_to {
+        Access::Anyone => ctx.may_everyone,
+        Access::Only(list) => list.iter().map(|n| n.as_str().len() + MAY_NAME).sum::<usize>() + ctx.may_groups,
+    };
+    let contract = lemming_provider::contract::instructions(model.structured, &org.tools.granted(resume), model.tools);
+    let per_message = org.settings.max_message_bytes as usize + MAIL_HEADER;
+    PROMPT_TEXT
+        + resume.name.as_str().len()
+        + resume.title.len()
+        + resume.description.len()
+        + resume.instructions.len()
+        + may
+        + contract.len()
+        + MEMORY_SUMMARY
+        + unread.min(org.settings.max_mail_per_prompt) * per_message
 }
 
 /// The managed servers of the providers configured with `serve`.
@@ -508,6 +560,94 @@ mod tests {
         let bound = prompt_bound(&org, &chart, resume, 0, 3);
         assert!(exact <= bound, "the prompt has {exact} characters, the bound says at most {bound}");
         assert!(bound < exact + 3 * (MAIL_HEADER + 2000), "a loose bound checks nothing: {bound} for {exact}");
+    }
+
+    /// The ceiling that spares `status` building every prompt is never below
+    /// the real prompt, with every part of the prompt at its largest: the
+    /// instructions, `*` and groups to write to, a memory of long keys and
+    /// values, granted tools, messages as large as routing accepts, and every
+    /// way a model takes its contract and tools.
+    #[test]
+    fn the_prompt_ceiling_is_never_below_the_prompt() {
+        use lemming_provider::{Structured, ToolMode};
+        let (dir, _) = plain_org();
+        let root = dir.path();
+        let long = "i".repeat(crate::resume::MAX_INSTRUCTIONS_BYTES - 2000);
+        crate::testing::edit(
+            root,
+            "agents/manager/resume.toml",
+            "instructions = \"\"\"",
+            &format!("instructions = \"\"\"{long}"),
+        );
+        crate::testing::edit(root, "agents/manager/resume.toml", "send_to = [", "send_to = [\"*\", ");
+        let toml = std::fs::read_to_string(root.join("org/org.toml")).unwrap();
+        let groups = "[groups]\neng = [\"planner\", \"coder_01\"]\nall_of_the_people_here = [\"hr\", \"janitor\"]\n";
+        std::fs::write(root.join("org/org.toml"), format!("{toml}\n{groups}")).unwrap();
+        let memory = crate::org::Layout::new(root).memory_dir("manager");
+        std::fs::create_dir_all(&memory).unwrap();
+        for i in 0..60 {
+            let key = format!("{i:02}{}", "k".repeat(248));
+            std::fs::write(memory.join(format!("{key}.json")), serde_json::to_string(&"ü".repeat(300)).unwrap())
+                .unwrap();
+        }
+        let mut org = Org::load(root).unwrap();
+        assert!(org.problems().is_empty(), "{:?}", org.problems());
+        let limit = org.settings.max_message_bytes as usize;
+        org.mail().ensure("manager").unwrap();
+        for n in 1..=3 {
+            let id = format!("20260101T000000000Z-human-big{n}");
+            use crate::message::{Kind, Message, Priority, To};
+            let mut m = Message {
+                id: id.clone(),
+                from: "human".into(),
+                to: To(vec!["manager".into()]),
+                subject: Some("s".repeat(200)),
+                body: String::new(),
+                priority: Priority::Urgent,
+                reply_to: Some("r".repeat(100)),
+                thread: id,
+                created_at: chrono::Utc::now(),
+                turn: 0,
+                ttl_turns: None,
+                kind: Kind::Message,
+                ack_required: false,
+            };
+            m.body = "x".repeat(limit - m.to_bytes().len());
+            crate::views::testing::deliver(&dir, "manager", &m);
+        }
+        let key = org.agent("manager").unwrap().model.clone().unwrap();
+        for structured in [Structured::None, Structured::JsonObject, Structured::JsonSchema] {
+            for (_, tools) in ToolMode::ALL {
+                let spec = org.models.models.get_mut(&key).unwrap();
+                (spec.structured, spec.tools) = (structured, tools);
+                let resume = org.agent("manager").unwrap();
+                assert!(!resume.tools.is_empty() && resume.send_to == Access::Anyone);
+                let chart = org.chart();
+                let (mb, ledger, trouble) = (org.mail(), Ledger::default(), BTreeMap::new());
+                let ctx = RowCtx {
+                    org: &org,
+                    chart: &chart,
+                    mb: &mb,
+                    ledger: &ledger,
+                    trouble: &trouble,
+                    exhausted: false,
+                    turn: u64::MAX - 1,
+                    may_everyone: org.agents.keys().map(|n| n.as_str().len() + MAY_NAME).sum::<usize>()
+                        + org.settings.groups.keys().map(|g| g.len() + MAY_NAME).sum::<usize>(),
+                    may_groups: org.settings.groups.keys().map(|g| g.len() + MAY_NAME).sum(),
+                };
+                let (mut mail, _) = mb.unread("manager").unwrap();
+                assert_eq!(mail.len(), 3);
+                let turn::Prompt { system, user, .. } = turn::prompt_for(&org, &chart, resume, u64::MAX, &mut mail);
+                assert!(user.contains("and 10 more keys") && system.contains("@all_of_the_people_here"), "{user}");
+                let exact = system.chars().count() + user.chars().count();
+                let model = &org.models.models[&key];
+                let ceiling = prompt_ceiling(&ctx, resume, model, 3);
+                assert!(exact <= ceiling, "{structured:?} {tools:?}: {exact} characters, the ceiling {ceiling}");
+                // Close enough that leaving out the memory (23,000 characters) fails.
+                assert!(ceiling < exact + 4_000, "a loose ceiling hides a missing part: {ceiling} for {exact}");
+            }
+        }
     }
 
     #[test]
