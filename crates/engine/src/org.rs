@@ -518,6 +518,12 @@ fn load_tools(layout: &Layout, memory: Option<&Catalog>, loaded: &mut Loaded) ->
     })
 }
 
+/// Agents per thread above which the resumes are loaded by several threads:
+/// reading and parsing a resume is most of the time loading a large org takes.
+const AGENTS_PER_THREAD: usize = 256;
+
+/// Loads every agent's resume, in folder order: by several threads in a large
+/// org, each with its own [`Loaded`], merged back in order.
 fn load_agents(
     layout: &Layout,
     models: &Models,
@@ -527,13 +533,70 @@ fn load_agents(
     memory: Option<&Org>,
     loaded: &mut Loaded,
 ) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
+    // Names referenced must be agents that exist (even if their resume is broken); sorted.
     let folders = agent_folders(layout);
-    // Names referenced must be agents that exist (even if their resume is broken).
-    let mut known = folders.clone();
-    known.sort();
+    let refs = Refs { models, check_models, tools, known: &folders, groups };
+    let threads =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(folders.len() / AGENTS_PER_THREAD).max(1);
     let mut agents = BTreeMap::new();
-    let mut broken: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
-    for folder in &folders {
+    let mut broken = BTreeMap::new();
+    if threads == 1 {
+        load_folders(layout, &refs, &folders, memory, loaded, &mut agents, &mut broken);
+        return (agents, broken);
+    }
+    let chunk = folders.len().div_ceil(threads);
+    let parts: Vec<Loaded> = std::thread::scope(|scope| {
+        let handles: Vec<_> = folders
+            .chunks(chunk)
+            .map(|part| {
+                let refs = &refs;
+                scope.spawn(move || {
+                    let mut mine = Loaded::new(&layout.root);
+                    let (mut agents, mut broken) = (BTreeMap::new(), BTreeMap::new());
+                    load_folders(layout, refs, part, memory, &mut mine, &mut agents, &mut broken);
+                    (mine, agents, broken)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let (mine, a, b) = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                agents.extend(a);
+                broken.extend(b);
+                mine
+            })
+            .collect()
+    });
+    for part in parts {
+        loaded.stale.extend(part.stale);
+        loaded.last_good.extend(part.last_good);
+        loaded.valid.extend(part.valid);
+    }
+    (agents, broken)
+}
+
+/// What a resume's names are checked against (see [`check_refs`]).
+struct Refs<'a> {
+    models: &'a Models,
+    check_models: bool,
+    tools: Option<&'a Catalog>,
+    /// The agent folders, sorted.
+    known: &'a [String],
+    groups: &'a BTreeMap<String, Vec<AgentName>>,
+}
+
+/// Loads the resumes of `folders` into `agents`, or `broken` with their problems.
+fn load_folders(
+    layout: &Layout,
+    refs: &Refs<'_>,
+    folders: &[String],
+    memory: Option<&Org>,
+    loaded: &mut Loaded,
+    agents: &mut BTreeMap<AgentName, Resume>,
+    broken: &mut BTreeMap<String, Vec<Diagnostic>>,
+) {
+    for folder in folders {
         let path = layout.agent_dir(folder).join("resume.toml");
         if let Err(e) = AgentName::new(folder) {
             broken.insert(
@@ -546,7 +609,7 @@ fn load_agents(
         let kept = memory.and_then(|o| o.agents.get(folder.as_str()));
         let checked = loaded.file(layout, &rel, resume::MAX_RESUME_BYTES, kept, |text| {
             let f = resume::parse(&path, text, folder)?;
-            check_refs(f, models, check_models, tools, &known, groups)
+            check_refs(f, refs.models, refs.check_models, refs.tools, refs.known, refs.groups)
         });
         match checked {
             Ok(r) => {
@@ -557,7 +620,6 @@ fn load_agents(
             }
         }
     }
-    (agents, broken)
 }
 
 /// Checks the names a resume refers to: model keys against `models.toml`
@@ -773,6 +835,38 @@ mod tests {
         assert!(d.message.contains("unknown group `@nope` in `send_to` (known: @eng)"), "{d}");
         assert!(d.path.ends_with("agents/janitor/resume.toml") && d.line.is_some(), "{d}");
         assert_eq!(org.groups_of("planner"), ["eng"]);
+    }
+
+    /// Above [`AGENTS_PER_THREAD`] agents the resumes load on several threads:
+    /// the same agents, problems and files kept, in folder order.
+    #[test]
+    fn a_large_org_loads_by_several_threads_in_folder_order() {
+        let (_d, root) = org();
+        let n = 3 * AGENTS_PER_THREAD;
+        for i in 0..n {
+            let dir = root.join(format!("agents/w{i:04}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("resume.toml"), format!("name = \"w{i:04}\"\nmodel = \"default\"\n")).unwrap();
+        }
+        Org::load(&root).unwrap().save_last_good().unwrap();
+        // Two bad edits with a last good version, one new agent without, and a bad folder name.
+        edit(&root, "agents/planner/resume.toml", "every = 1", "every = 0");
+        let late = format!("agents/w{:04}/resume.toml", n - 10);
+        std::fs::write(root.join(&late), "name = \"w\"\n").unwrap();
+        std::fs::create_dir_all(root.join("agents/w0100x")).unwrap();
+        std::fs::write(root.join("agents/w0100x/resume.toml"), "name = 1\n").unwrap();
+        std::fs::create_dir_all(root.join("agents/Bad")).unwrap();
+        let org = Org::load(&root).unwrap();
+        let folders = agent_folders(&org.layout);
+        assert_eq!(org.agents.len() + org.broken.len(), folders.len());
+        assert_eq!(org.broken.keys().collect::<Vec<_>>(), ["Bad", "w0100x"]);
+        assert_eq!(org.last_good, [PathBuf::from("agents/planner/resume.toml"), PathBuf::from(&late)]);
+        let mut stale: Vec<&Path> = org.stale.iter().map(|d| d.path.strip_prefix(&root).unwrap()).collect();
+        stale.dedup();
+        assert_eq!(stale, [Path::new("agents/planner/resume.toml"), Path::new(&late)], "{:?}", org.stale);
+        let kept: Vec<&PathBuf> = org.valid.iter().map(|(p, _)| p).filter(|p| p.starts_with("agents")).collect();
+        assert_eq!(kept.len(), folders.len() - 4);
+        assert!(kept.is_sorted(), "the valid files are kept in folder order");
     }
 
     const TOOLS: &str = "[tools.word_count]\nprogram = \"wc\"\ndescription = \"Counts words.\"\n";
