@@ -201,8 +201,9 @@ impl Journal {
         Ok((turn, events))
     }
 
-    /// The last committed turn, and `turn.json`'s record when it says so.
-    fn last_committed(&self) -> Result<(u64, Option<Committed>), PathError> {
+    /// The last committed turn, and `turn.json`'s record when it says so
+    /// (its events unparsed: `status` wants only the last).
+    pub fn last_committed(&self) -> Result<(u64, Option<Committed>), PathError> {
         match self.committed() {
             Ok(Some(c)) => {
                 let began = self.turns()?.last().copied().unwrap_or(0);

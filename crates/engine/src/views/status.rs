@@ -257,14 +257,16 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
         left: crate::ledger::credits(b - spent),
         exhausted: spent >= b,
     });
-    let (turn, events) =
-        skipped.or(Journal::new(&org.layout).last_turn_and_events(), (0, Vec::new()), "the turn is shown as 0");
-    let tool_calls = events
-        .iter()
-        .rev()
-        .find_map(|e| match &e.kind {
-            crate::events::EventKind::Turn(r) if e.turn == turn => Some(r.tool_calls),
-            _ => None,
+    let (turn, committed) = skipped.or(Journal::new(&org.layout).last_committed(), (0, None), "the turn is shown as 0");
+    // The turn's own event is its last: the events are parsed from the end
+    // (a large org's turn has an event per agent).
+    let tool_calls = committed
+        .filter(|c| c.turn == turn)
+        .and_then(|c| {
+            c.events.lines().rev().filter_map(crate::events::Event::parse).find_map(|e| match e.kind {
+                crate::events::EventKind::Turn(r) if e.turn == turn => Some(r.tool_calls),
+                _ => None,
+            })
         })
         .unwrap_or(0);
     let chart = org.chart();
