@@ -61,6 +61,13 @@ impl Reader {
         read_resolved(path, root, limit)
     }
 
+    /// Takes the folders `names` of `parent` (relative to the root) as plain
+    /// folders: a listing just found each to be a folder by its entry's type,
+    /// which is never that of a link.
+    pub fn listed(&self, parent: &Path, names: &[String]) {
+        self.plain.borrow_mut().extend(names.iter().map(|n| parent.join(n)));
+    }
+
     /// Whether `path` is `root` joined with plain names, every folder between
     /// them a plain folder (looked at once, then remembered).
     fn within_plain_folders(&self, root: &Path, path: &Path) -> bool {

@@ -195,10 +195,11 @@ impl Org {
     /// resume with none holds only that agent (see [`Org::problems`]).
     pub fn load(root: &Path) -> Result<Org, LoadOrgError> {
         let layout = Layout::new(root);
+        let folders = agent_folders(&layout);
         let mut loaded = Loaded::new(root);
         let mut fatal = Vec::new();
         let settings = loaded
-            .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, None, |t| parse_settings(&layout, &t))
+            .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, None, |t| parse_settings(&layout, &t, &folders))
             .unwrap_or_else(|e| {
                 fatal.extend(e);
                 Settings::default()
@@ -218,7 +219,8 @@ impl Org {
         if !fatal.is_empty() {
             return Err(LoadOrgError::Invalid(Diagnostics(fatal)));
         }
-        let (agents, broken) = load_agents(&layout, &models, true, Some(&tools), &settings.groups, None, &mut loaded);
+        let (agents, broken) =
+            load_agents(&layout, &folders, &models, true, Some(&tools), &settings.groups, None, &mut loaded);
         Ok(Org::new(layout, settings, models, agents, tools, broken, loaded))
     }
 
@@ -230,10 +232,11 @@ impl Org {
     /// replaced by a fallback are in [`Org::stale`].
     pub fn load_or_last_good(root: &Path, memory: Option<&Org>) -> Org {
         let layout = Layout::new(root);
+        let folders = agent_folders(&layout);
         let mut loaded = Loaded::new(root);
         let settings = loaded
             .file(&layout, Path::new(ORG_TOML), MAX_CONFIG_BYTES, memory.map(|o| &o.settings), |t| {
-                parse_settings(&layout, &t)
+                parse_settings(&layout, &t, &folders)
             })
             .unwrap_or_else(|e| {
                 loaded.stale.extend(e);
@@ -250,8 +253,16 @@ impl Org {
                 Models::default()
             });
         let tools = load_tools(&layout, memory.map(|o| &o.tools), &mut loaded);
-        let (agents, broken) =
-            load_agents(&layout, &models, models_ok, tools.as_ref().ok(), &settings.groups, memory, &mut loaded);
+        let (agents, broken) = load_agents(
+            &layout,
+            &folders,
+            &models,
+            models_ok,
+            tools.as_ref().ok(),
+            &settings.groups,
+            memory,
+            &mut loaded,
+        );
         let tools = tools.unwrap_or_else(|e| {
             loaded.stale.extend(e);
             Catalog::default()
@@ -485,7 +496,9 @@ impl ConfigStamp {
     }
 }
 
-/// The agent folders under `agents/`, sorted (hidden folders and files are skipped).
+/// The agent folders under `agents/`, sorted (hidden folders and files are
+/// skipped, and so are links: an entry's type is that of the link, never
+/// followed).
 pub fn agent_folders(layout: &Layout) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(layout.agents_dir())
         .into_iter()
@@ -499,10 +512,11 @@ pub fn agent_folders(layout: &Layout) -> Vec<String> {
     out
 }
 
-/// Parses `org.toml` and checks that the members of its groups are agent folders.
-fn parse_settings(layout: &Layout, text: &str) -> Result<Settings, Vec<Diagnostic>> {
+/// Parses `org.toml` and checks that the members of its groups are agent
+/// folders (`folders`, sorted).
+fn parse_settings(layout: &Layout, text: &str, folders: &[String]) -> Result<Settings, Vec<Diagnostic>> {
     let s = settings::parse(&layout.org_toml(), text)?;
-    settings::check_members(&layout.org_toml(), text, &s, &agent_folders(layout))?;
+    settings::check_members(&layout.org_toml(), text, &s, folders)?;
     Ok(s)
 }
 
@@ -522,10 +536,13 @@ fn load_tools(layout: &Layout, memory: Option<&Catalog>, loaded: &mut Loaded) ->
 /// reading and parsing a resume is most of the time loading a large org takes.
 const AGENTS_PER_THREAD: usize = 256;
 
-/// Loads every agent's resume, in folder order: by several threads in a large
-/// org, each with its own [`Loaded`], merged back in order.
+/// Loads the resume of every agent folder (`folders`, sorted, as
+/// [`agent_folders`] listed them), in folder order: by several threads in a
+/// large org, each with its own [`Loaded`], merged back in order.
+#[allow(clippy::too_many_arguments)]
 fn load_agents(
     layout: &Layout,
+    folders: &[String],
     models: &Models,
     check_models: bool,
     tools: Option<&Catalog>,
@@ -533,15 +550,14 @@ fn load_agents(
     memory: Option<&Org>,
     loaded: &mut Loaded,
 ) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
-    // Names referenced must be agents that exist (even if their resume is broken); sorted.
-    let folders = agent_folders(layout);
-    let refs = Refs { models, check_models, tools, known: &folders, groups };
+    // Names referenced must be agents that exist (even if their resume is broken).
+    let refs = Refs { models, check_models, tools, known: folders, groups };
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get()).min(folders.len() / AGENTS_PER_THREAD).max(1);
     let mut agents = BTreeMap::new();
     let mut broken = BTreeMap::new();
     if threads == 1 {
-        load_folders(layout, &refs, &folders, memory, loaded, &mut agents, &mut broken);
+        load_folders(layout, &refs, folders, memory, loaded, &mut agents, &mut broken);
         return (agents, broken);
     }
     let chunk = folders.len().div_ceil(threads);
@@ -596,6 +612,9 @@ fn load_folders(
     agents: &mut BTreeMap<AgentName, Resume>,
     broken: &mut BTreeMap<String, Vec<Diagnostic>>,
 ) {
+    // The listing found each to be a folder by its entry's type, not a link:
+    // the reader need not look at them again.
+    loaded.reader.listed(Path::new("agents"), folders);
     for folder in folders {
         let path = layout.agent_dir(folder).join("resume.toml");
         if let Err(e) = AgentName::new(folder) {
