@@ -30,8 +30,8 @@ pub fn read(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Diagnost
 /// folders under the root it found to be plain folders (not links). A file
 /// that is itself a regular file, reached from the root through such folders
 /// only, is inside the org without resolving a link: it is read with one
-/// look at its name, then through its descriptor, about six system calls in
-/// all rather than fifteen. Any other file (a link, a FIFO, a missing file, a
+/// look at its name, then through its descriptor, five system calls in all
+/// rather than fourteen. Any other file (a link, a FIFO, a missing file, a
 /// path through a linked folder) takes the full check of [`read`], which
 /// resolves every link, and gets the same answer and the same problems.
 ///
