@@ -19,13 +19,41 @@ pub fn order(mail: &mut [Message]) {
     mail.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.created_at.cmp(&b.created_at)).then(a.id.cmp(&b.id)));
 }
 
+/// An agent that may write to every other agent of an org with more than
+/// this many others is told so, not given their names: an org of a thousand
+/// agents would otherwise put a thousand names in every prompt.
+pub const MAX_LISTED: usize = 10;
+
+/// Whom an agent may write to, as its prompt tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct May<'a> {
+    /// The agents, then the groups (`@name`), then `*` (the request's `may_send_to`).
+    pub names: &'a [String],
+    /// How many agents the org has besides this one: when it may write to
+    /// each of them, and they are more than [`MAX_LISTED`], the prompt says
+    /// "every agent of the org" instead of naming them.
+    pub others: usize,
+}
+
+impl<'a> May<'a> {
+    /// `names`, in an org of `others` agents besides this one.
+    pub fn new(names: &'a [String], others: usize) -> May<'a> {
+        May { names, others }
+    }
+
+    /// `names`, always listed one by one.
+    pub fn only(names: &'a [String]) -> May<'a> {
+        May { names, others: usize::MAX }
+    }
+}
+
 /// Builds the system and user parts of the prompt for `model` (how it answers:
 /// its `structured` and `tools` modes; `None` for the defaults), for an agent
 /// granted `tools`.
 pub fn build(
     resume: &Resume,
     turn: u64,
-    may_send_to: &[String],
+    may: May<'_>,
     memory: &str,
     mail: &[Message],
     model: Option<&ModelSpec>,
@@ -43,7 +71,7 @@ pub fn build(
     if !resume.instructions.trim().is_empty() {
         system.push_str(&format!("\nInstructions:\n{}\n", resume.instructions.trim()));
     }
-    system.push_str(&format!("\nYou may write to: {}\n", may_line(may_send_to)));
+    system.push_str(&format!("\nYou may write to: {}\n", may_line(may)));
     system.push_str(&format!("\n{}\n", contract::instructions(structured, tools, mode)));
     let mut user = format!("Turn {turn}.\n\nYour memory:\n{memory}\n");
     if mail.is_empty() {
@@ -67,14 +95,21 @@ pub fn build(
     (system, user)
 }
 
-/// Whom an agent may write to, for its prompt: the agents, then the groups
+/// Whom an agent may write to, for its prompt: the agents (or, when it may
+/// write to every other agent of a large org, that it may), then the groups
 /// (`@name`: each member it may reach gets the message), then `*`.
-fn may_line(may_send_to: &[String]) -> String {
+fn may_line(may: May<'_>) -> String {
     let (agents, rest): (Vec<&String>, Vec<&String>) =
-        may_send_to.iter().partition(|n| !n.starts_with('@') && n.as_str() != crate::address::EVERYONE);
+        may.names.iter().partition(|n| !n.starts_with('@') && n.as_str() != crate::address::EVERYONE);
     let groups: Vec<&str> = rest.iter().filter(|n| n.starts_with('@')).map(|n| n.as_str()).collect();
+    let everyone = agents.len() > MAX_LISTED && agents.len() >= may.others;
     let mut line = if agents.is_empty() {
         "nobody".to_string()
+    } else if everyone {
+        format!(
+            "every agent of the org ({} of them, too many to list here); write to one by its name, as in the `from` of its mail",
+            agents.len()
+        )
     } else {
         agents.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
     };
@@ -82,7 +117,7 @@ fn may_line(may_send_to: &[String]) -> String {
         line.push_str(&format!("; the groups {} (each member you may write to gets the message)", groups.join(", ")));
     }
     if rest.iter().any(|n| n.as_str() == crate::address::EVERYONE) {
-        line.push_str("; or \"*\" (every agent above)");
+        line.push_str(if everyone { "; or \"*\" (all of them at once)" } else { "; or \"*\" (every agent above)" });
     }
     line
 }
@@ -99,7 +134,7 @@ mod tests {
         let may = vec!["planner".to_string()];
         for structured in [Structured::None, Structured::JsonObject, Structured::JsonSchema] {
             let model = ModelSpec { structured, ..ModelSpec::new("default", "mock") };
-            let (system, user) = build(&resume, 1, &may, "(empty)", &[], Some(&model), &[]);
+            let (system, user) = build(&resume, 1, May::only(&may), "(empty)", &[], Some(&model), &[]);
             assert!(
                 system.contains(&contract::instructions(structured, &[], ToolMode::Contract)),
                 "{structured:?}\n{system}"
@@ -113,8 +148,8 @@ mod tests {
             }
         }
         assert_eq!(
-            build(&resume, 1, &may, "(empty)", &[], None, &[]),
-            build(&resume, 1, &may, "(empty)", &[], Some(&ModelSpec::new("default", "mock")), &[]),
+            build(&resume, 1, May::only(&may), "(empty)", &[], None, &[]),
+            build(&resume, 1, May::only(&may), "(empty)", &[], Some(&ModelSpec::new("default", "mock")), &[]),
             "no model: the defaults"
         );
     }
@@ -124,14 +159,14 @@ mod tests {
         let text = "name = \"coder\"\nmodel = \"default\"\n".to_string();
         let resume = crate::resume::parse(std::path::Path::new("resume.toml"), text, "coder").unwrap().resume;
         let may: Vec<String> = ["planner", "hr", "@eng", "*"].map(String::from).into();
-        let (system, _) = build(&resume, 1, &may, "(empty)", &[], None, &[]);
+        let (system, _) = build(&resume, 1, May::only(&may), "(empty)", &[], None, &[]);
         assert!(
             system.contains(
                 "You may write to: planner, hr; the groups @eng (each member you may write to gets the message); or \"*\" (every agent above)\n"
             ),
             "{system}"
         );
-        let (system, _) = build(&resume, 1, &["planner".to_string()], "(empty)", &[], None, &[]);
+        let (system, _) = build(&resume, 1, May::only(&["planner".to_string()]), "(empty)", &[], None, &[]);
         assert!(system.contains("You may write to: planner\n"), "{system}");
     }
 
@@ -146,7 +181,7 @@ mod tests {
         }];
         for mode in [ToolMode::Contract, ToolMode::Native] {
             let model = ModelSpec { tools: mode, ..ModelSpec::new("default", "mock") };
-            let (system, _) = build(&resume, 1, &[], "(empty)", &[], Some(&model), &tools);
+            let (system, _) = build(&resume, 1, May::only(&[]), "(empty)", &[], Some(&model), &tools);
             assert!(system.contains(&contract::instructions(Structured::None, &tools, mode)), "{mode:?}\n{system}");
             assert_eq!(system.contains("\"tool_calls\":"), mode == ToolMode::Contract, "{mode:?}\n{system}");
             assert_eq!(system.contains("- read_file {path: string}: Reads a file."), mode == ToolMode::Contract);

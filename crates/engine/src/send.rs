@@ -130,12 +130,14 @@ pub fn reachable_groups(org: &Org, from: &str) -> Vec<String> {
     groups_within(org, &org.chart().reachable(from))
 }
 
-/// The groups with at least one member in `reach` (whom an agent may reach), in name order.
+/// The groups with at least one member in `reach` (whom an agent may reach,
+/// in name order, as [`crate::chart::Chart::reachable`] gives it), in name order.
 pub fn groups_within(org: &Org, reach: &[String]) -> Vec<String> {
+    let within = |m: &str| reach.binary_search_by(|r| r.as_str().cmp(m)).is_ok();
     org.settings
         .groups
         .iter()
-        .filter(|(_, members)| members.iter().any(|m| reach.iter().any(|r| r == m.as_str())))
+        .filter(|(_, members)| members.iter().any(|m| within(m.as_str())))
         .map(|(g, _)| g.clone())
         .collect()
 }

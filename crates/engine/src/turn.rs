@@ -4,9 +4,10 @@
 //! 1. **prepare**: the turn number, the last turn's events if a crash kept
 //!    them from the events file, every agent's folders, stale tmp files;
 //! 2. **route** every outbox;
-//! 3. **pick** the agents that are due and can pay, with their prompts (`pick.rs`);
+//! 3. **pick** the agents that are due and can pay, with their prompts
+//!    (`pick.rs`), one at a time as 4. frees a slot for it;
 //! 4. **call** their models, concurrently up to `max_parallel`, and
-//!    **journal** the replies (`call.rs`);
+//!    **journal** the replies (`call.rs`), after the dead letters the pick made;
 //! 5. **apply** their effects and **consume** the mail they read (`apply.rs`),
 //!    then **archive** read mail old enough, with `archive_after_turns` (`archive.rs`);
 //! 6. **route again**, so replies arrive in the same turn;
@@ -122,10 +123,9 @@ pub async fn run_keeping(
     let mut ledger = crate::ledger::Ledger::load(&org.layout.ledger())?;
     let answered: HashSet<&str> =
         journaled.keys().chain(carried.iter().map(|r| &r.agent)).map(String::as_str).collect();
-    let jobs = t.pick(registry, &ledger, &answered)?;
-    let bus = t.ev.bus().cloned();
-    let fresh = call::call(org, registry, jobs, stop, (t.turn, t.started), clock, bus).await;
-    let replies = t.journal(journaled, carried, fresh, held)?;
+    let due = pick::Due::new(org, registry, &ledger, &answered);
+    let called = t.call(registry, due, stop).await;
+    let replies = t.journal(journaled, carried, called, held)?;
     fault::point("journaled");
     let tools = t.act(&replies).await?;
     fault::point("acted");

@@ -1,114 +1,162 @@
-//! Call: every picked agent's model, concurrently up to `max_parallel`, each
-//! answer turned into a journal record; then journal: the records are
-//! appended to the turn's journal before any of their effects.
+//! Call: the models of the agents the pick hands out, concurrently up to
+//! `max_parallel`, each answer turned into a journal record; then journal:
+//! the records are appended to the turn's journal before any of their effects.
+//!
+//! An agent's prompt is built when a slot frees for it ([`Turn::next_job`]),
+//! and dropped when its model answers: a turn holds at most `max_parallel`
+//! prompts at once, whatever the size of the org.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use lemming_provider::{Chunk, Registry, StreamSink};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::pick::Job;
+use super::pick::{Due, Job};
 use super::{Replies, Stop, Turn, Unjournaled};
-use crate::clock::Clock;
 use crate::error::PathError;
 use crate::events::{Bus, Event, EventKind};
+use crate::fsx::Batch;
 use crate::journal::{Outcome, PlannedCall, Record};
 use crate::memory;
 use crate::message::{self, Kind, Message, To};
 use crate::org::Org;
 use crate::reply;
 
-/// Calls the models of `jobs`, at most `max_parallel` at once, until all have
-/// answered or `stop` turns `true` (those still waiting are abandoned: their
-/// mail stays unread). Returns a record per answer (or failure), by agent.
-/// A model that streams its reply hands it out on `bus` as `reply_delta` events.
-pub(super) async fn call(
-    org: &Org,
-    registry: &Arc<Registry>,
-    jobs: Vec<Job>,
-    stop: Option<Stop>,
-    (turn, started): (u64, DateTime<Utc>),
-    clock: &dyn Clock,
-    bus: Option<Bus>,
-) -> Vec<Record> {
-    let sem = Arc::new(Semaphore::new(org.settings.max_parallel));
-    let mut set = JoinSet::new();
-    for mut job in jobs {
-        let deltas = bus.as_ref().map(|bus| Deltas::new(bus.clone(), turn, &job.agent));
-        if let Some(d) = &deltas {
-            job.req.stream = Some(d.sink());
-        }
-        let registry = Arc::clone(registry);
-        let sem = Arc::clone(&sem);
-        set.spawn(async move {
-            // Dropped unfinished (the call aborted, or its answer never
-            // taken): what was shown of the reply is withdrawn.
-            let pending = Pending(deltas);
-            let _permit = sem.acquire_owned().await.expect("the semaphore is never closed");
-            let result = registry.complete(&job.req).await;
-            (job, result, pending)
-        });
-    }
-    let mut fresh = Vec::new();
-    let mut stop = stop;
-    loop {
-        let joined = tokio::select! {
-            joined = set.join_next() => joined,
-            _ = stopped(&mut stop) => {
-                if !set.is_empty() {
-                    tracing::warn!(turn, unanswered = set.len(), "stopping: agents still waiting for their model keep their mail unread");
-                }
-                set.abort_all();
-                None
-            }
-        };
-        let Some(joined) = joined else { break };
-        let (job, result, pending) = match joined {
-            Ok(r) => r,
-            Err(e) => {
-                if !e.is_cancelled() {
-                    tracing::error!(error = %e, "an agent task panicked; its mail stays unread");
-                }
-                continue;
-            }
-        };
-        let r = record(org, &job, result, turn, started, clock.now());
-        // A reply that is not used was never delivered: whoever showed it forgets it.
-        pending.finish(r.outcome == Outcome::Ok);
-        fresh.push(r);
-    }
-    fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
-    fresh
+/// What the call phase hands to the journal.
+pub(super) struct Called {
+    /// A record per answer (or failure), by agent.
+    pub(super) fresh: Vec<Record>,
+    /// The dead letters of bad unread entries the pick found, committed
+    /// before anything is journaled.
+    pub(super) housekeeping: Batch,
+    /// What stopped the pick early (an org-wide error, or a state folder that
+    /// takes no writes): the turn fails with it once the calls in flight
+    /// have answered, and their replies are held like unjournaled ones.
+    pub(super) failed: Option<PathError>,
+    /// The most prompts that existed at once (at most `max_parallel`).
+    pub(super) most_prompts: usize,
 }
 
 impl Turn<'_> {
-    /// Journals the fresh records and those `held` in memory by an earlier
-    /// try (`carried`), and returns them with the ones journaled before
-    /// (`journaled`, replayed). When the journal cannot be written, every new
-    /// record is left in `held` for the next try of the turn.
+    /// Calls the models of the agents `due` hands out, at most `max_parallel`
+    /// at once: the next agent is picked (and its prompt built) only when a
+    /// call answers, until none is left or `stop` turns `true` (calls in
+    /// flight are then abandoned and their mail stays unread; the agents not
+    /// picked yet wait for the next turn). A model that streams its reply
+    /// hands it out on the turn's bus as `reply_delta` events.
+    pub(super) async fn call(&mut self, registry: &Arc<Registry>, mut due: Due<'_>, stop: Option<Stop>) -> Called {
+        let (org, turn, started) = (self.org, self.turn, self.started);
+        let bus = self.ev.bus().cloned();
+        let slots = org.settings.max_parallel.max(1);
+        let mut set = JoinSet::new();
+        let mut fresh = Vec::new();
+        let mut failed = None;
+        let mut picking = true;
+        let mut stop = stop;
+        loop {
+            while picking && set.len() < slots {
+                if stop.as_ref().is_some_and(|rx| *rx.borrow()) {
+                    picking = false;
+                    break;
+                }
+                match self.next_job(&mut due) {
+                    Ok(Some(job)) => spawn(&mut set, registry, job, bus.as_ref(), turn),
+                    Ok(None) => picking = false,
+                    Err(e) => {
+                        failed = Some(e);
+                        picking = false;
+                    }
+                }
+            }
+            if set.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                joined = set.join_next() => joined,
+                _ = stopped(&mut stop) => {
+                    tracing::warn!(turn, unanswered = set.len(), "stopping: agents still waiting for their model keep their mail unread");
+                    set.abort_all();
+                    None
+                }
+            };
+            let Some(joined) = joined else { break };
+            let (job, result, pending) = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    if !e.is_cancelled() {
+                        tracing::error!(error = %e, "an agent task panicked; its mail stays unread");
+                    }
+                    continue;
+                }
+            };
+            let r = record(org, &job, result, turn, started, self.clock.now());
+            // A reply that is not used was never delivered: whoever showed it forgets it.
+            pending.finish(r.outcome == Outcome::Ok);
+            fresh.push(r);
+        }
+        // Calls abandoned on a stop drop their jobs with the set.
+        drop(set);
+        fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
+        let (housekeeping, alive) = due.finish();
+        Called { fresh, housekeeping, failed, most_prompts: alive.most() }
+    }
+}
+
+/// Starts `job`'s call in `set`.
+fn spawn(set: &mut JoinSet<CallDone>, registry: &Arc<Registry>, mut job: Job, bus: Option<&Bus>, turn: u64) {
+    let deltas = bus.map(|bus| Deltas::new(bus.clone(), turn, &job.agent));
+    if let Some(d) = &deltas {
+        job.req.stream = Some(d.sink());
+    }
+    let registry = Arc::clone(registry);
+    set.spawn(async move {
+        // Dropped unfinished (the call aborted, or its answer never
+        // taken): what was shown of the reply is withdrawn.
+        let pending = Pending(deltas);
+        let result = registry.complete(&job.req).await;
+        (job, result, pending)
+    });
+}
+
+/// A finished call: its job, what the model said, and its streamed text.
+type CallDone = (Job, Result<lemming_provider::Reply, lemming_provider::ProviderError>, Pending);
+
+impl Turn<'_> {
+    /// Commits the pick's housekeeping, then journals the fresh records and
+    /// those `held` in memory by an earlier try (`carried`), and returns them
+    /// with the ones journaled before (`journaled`, replayed). When the pick
+    /// failed, or the housekeeping or the journal cannot be written, every
+    /// new record is left in `held` for the next try of the turn.
     pub(super) fn journal(
         &mut self,
         journaled: BTreeMap<String, Record>,
         carried: Vec<Record>,
-        fresh: Vec<Record>,
+        called: Called,
         held: &mut Unjournaled,
     ) -> Result<Replies, PathError> {
         let turn = self.turn;
+        let Called { fresh, housekeeping, failed, most_prompts } = called;
+        tracing::debug!(turn, calls = fresh.len(), most_prompts, "the calls of the turn are done");
         let answered = fresh.iter().filter(|r| r.usage.is_some()).count() as u64;
         let recovered: Vec<String> = carried.iter().map(|r| r.agent.clone()).collect();
         let new_records: Vec<Record> = carried.into_iter().chain(fresh).collect();
-        if let Err(e) = self.journal.append(turn, &new_records) {
-            held.calls += answered;
-            tracing::error!(
-                turn,
-                error = %e,
-                replies = new_records.len(),
-                unjournaled_calls = held.calls,
-                "the replies could not be journaled; a daemon keeps them in memory and journals them when it can write again"
-            );
+        let written = match failed {
+            Some(e) => Err(e),
+            None => housekeeping.commit(&self.org.layout.root).and_then(|()| self.journal.append(turn, &new_records)),
+        };
+        if let Err(e) = written {
+            if !new_records.is_empty() {
+                held.calls += answered;
+                tracing::error!(
+                    turn,
+                    error = %e,
+                    replies = new_records.len(),
+                    unjournaled_calls = held.calls,
+                    "the replies could not be journaled; a daemon keeps them in memory and journals them when it can write again"
+                );
+            }
             held.turn = turn;
             held.records = new_records;
             return Err(e);

@@ -5,12 +5,21 @@
 //! `wake = "always"`). A due agent is skipped, with an event, when the org's
 //! budget is spent, it has no credits left, or its prompt alone would cost
 //! more than it has left. Unread entries that are not messages go to dead here.
+//!
+//! The pick is lazy: the call phase asks [`Turn::next_job`] for the next
+//! agent only when one of its `max_parallel` slots is free, so that a turn
+//! holds at most that many prompts (and their mail) at once, however many
+//! agents the org has.
 
+use std::collections::btree_map;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use lemming_provider::{MailItem, Registry, Request};
 
 use super::Turn;
+use crate::chart::Chart;
 use crate::error::PathError;
 use crate::events::{EventKind, Over, SkipReason};
 use crate::fsx::Batch;
@@ -18,9 +27,10 @@ use crate::ledger::Ledger;
 use crate::mailbox::MailStore;
 use crate::memory;
 use crate::message::Message;
+use crate::name::AgentName;
 use crate::org::Org;
 use crate::prompt;
-use crate::resume::Wake;
+use crate::resume::{Resume, Wake};
 use crate::trouble;
 
 /// One agent to call: its request and the mail in it.
@@ -28,27 +38,99 @@ pub(super) struct Job {
     pub(super) agent: String,
     pub(super) req: Request,
     pub(super) mail: Vec<Message>,
+    /// Counts the job among the live ones while it exists.
+    _live: Live,
+}
+
+/// How many jobs (prompts, with their mail) exist at once, and the most
+/// that did: the turn's memory grows with it, so it is kept to `max_parallel`.
+#[derive(Debug, Default)]
+pub(super) struct Alive {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl Alive {
+    /// The most jobs that existed at once.
+    pub(super) fn most(&self) -> usize {
+        self.most.load(Ordering::Relaxed)
+    }
+
+    fn count(self: &Arc<Alive>) -> Live {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.most.fetch_max(now, Ordering::Relaxed);
+        Live(Arc::clone(self))
+    }
+}
+
+/// A job's place in [`Alive`], given back when the job is dropped.
+struct Live(Arc<Alive>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The agents of the turn not looked at yet, and what the pick of the
+/// others left to do: the dead letters of their bad unread entries, to be
+/// committed before anything is journaled ([`Due::housekeeping`]).
+pub(super) struct Due<'a> {
+    agents: btree_map::Iter<'a, AgentName, Resume>,
+    chart: Chart<'a>,
+    registry: &'a Registry,
+    ledger: &'a Ledger,
+    /// The agents whose reply for this turn is already at hand (journaled,
+    /// or held in memory): they are not called again.
+    answered: &'a HashSet<&'a str>,
+    housekeeping: Batch,
+    dead_taken: HashSet<String>,
+    /// The state folder was found writable (before the first model call).
+    probed: bool,
+    /// The jobs handed out and not dropped yet.
+    alive: Arc<Alive>,
+}
+
+impl<'a> Due<'a> {
+    /// Every agent of `org`, none looked at yet.
+    pub(super) fn new(
+        org: &'a Org,
+        registry: &'a Registry,
+        ledger: &'a Ledger,
+        answered: &'a HashSet<&'a str>,
+    ) -> Due<'a> {
+        Due {
+            agents: org.agents.iter(),
+            chart: org.chart(),
+            registry,
+            ledger,
+            answered,
+            housekeeping: Batch::new(),
+            dead_taken: HashSet::new(),
+            probed: false,
+            alive: Arc::default(),
+        }
+    }
+
+    /// The dead letters of the bad unread entries found so far, to commit,
+    /// and the count of the jobs handed out.
+    pub(super) fn finish(self) -> (Batch, Arc<Alive>) {
+        (self.housekeeping, self.alive)
+    }
 }
 
 impl Turn<'_> {
-    /// The agents to call, with their requests. `answered` are the agents
-    /// whose reply for this turn is already at hand (journaled, or held in
-    /// memory): they are not called again.
-    pub(super) fn pick(
-        &mut self,
-        registry: &Registry,
-        ledger: &Ledger,
-        answered: &HashSet<&str>,
-    ) -> Result<Vec<Job>, PathError> {
+    /// The next agent to call, with its request, or `None` when no agent is
+    /// left. The agents it passes on the way are skipped (with an event) or
+    /// not due; their bad unread entries are queued for dead. Before the first
+    /// job, the state folder is probed: a full disk or a read-only org is
+    /// found before any model is paid for.
+    pub(super) fn next_job(&mut self, due: &mut Due<'_>) -> Result<Option<Job>, PathError> {
         let (org, turn, clock) = (self.org, self.turn, self.clock);
-        let chart = org.chart();
-        let mut jobs = Vec::new();
-        let mut housekeeping = Batch::new();
-        let mut dead_taken = HashSet::new();
-        for (name, resume) in &org.agents {
+        for (name, resume) in due.agents.by_ref() {
             let agent = name.as_str();
             if name.is_human()
-                || answered.contains(agent)
+                || due.answered.contains(agent)
                 || self.sick.contains_key(agent)
                 || !resume.schedule.fires(turn)
             {
@@ -63,12 +145,12 @@ impl Turn<'_> {
                 }
             };
             for b in bad {
-                let why = self.mb.dead_bad(&mut housekeeping, agent, &b, turn, clock.now(), &mut dead_taken);
+                let why = self.mb.dead_bad(&mut due.housekeeping, agent, &b, turn, clock.now(), &mut due.dead_taken);
                 self.report.dead += 1;
                 self.ev.emit(clock.now(), EventKind::from(&why));
             }
             let (model, Prompt { may, tools, system, user }) =
-                match choose(org, registry, ledger, &chart, resume, turn, &mut mail) {
+                match choose(org, due.registry, due.ledger, &due.chart, resume, turn, &mut mail) {
                     Choice::Call { model, prompt } => (model, *prompt),
                     Choice::Skip { reason, over } => {
                         if let Some(over) = &over {
@@ -79,6 +161,10 @@ impl Turn<'_> {
                     }
                     Choice::Idle(_) => continue,
                 };
+            if !due.probed {
+                crate::fsx::probe(&org.layout.state_tmp())?;
+                due.probed = true;
+            }
             let req = Request {
                 agent: agent.to_string(),
                 turn,
@@ -93,14 +179,10 @@ impl Turn<'_> {
                 tools,
             };
             self.acks.insert(agent.to_string(), mail.iter().filter(|m| m.ack_required).cloned().collect());
-            jobs.push(Job { agent: agent.to_string(), req, mail });
+            let _live = due.alive.count();
+            return Ok(Some(Job { agent: agent.to_string(), req, mail, _live }));
         }
-        housekeeping.commit(&org.layout.root)?;
-        // A full disk or a read-only org is found here, before any model is paid for.
-        if !jobs.is_empty() {
-            crate::fsx::probe(&org.layout.state_tmp())?;
-        }
-        Ok(jobs)
+        Ok(None)
     }
 
     /// Records a due agent that is not called, in the report and the events.
@@ -148,7 +230,7 @@ pub fn choose(
     registry: &Registry,
     ledger: &Ledger,
     chart: &crate::chart::Chart<'_>,
-    resume: &crate::resume::Resume,
+    resume: &Resume,
     turn: u64,
     mail: &mut Vec<Message>,
 ) -> Choice {
@@ -213,7 +295,8 @@ pub fn prompt_for(
     // less; native tools go as function definitions), and offers its granted tools.
     let model = resume.model.as_deref().and_then(|k| org.models.models.get(k));
     let tools = org.tools.granted(resume);
-    let (system, user) = prompt::build(resume, turn, &may, &summary, mail, model, &tools);
+    let others = org.agents.len().saturating_sub(1);
+    let (system, user) = prompt::build(resume, turn, prompt::May::new(&may, others), &summary, mail, model, &tools);
     Prompt { may, tools, system, user }
 }
 

@@ -55,8 +55,25 @@ fn pick_after_route(org: &Org, src: &Sources) -> (Vec<String>, TurnReport, Vec<E
     route(org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
     let ledger = Ledger::load(&org.layout.ledger()).unwrap();
     let registry = org.registry();
-    let jobs = t.pick(&registry, &ledger, &HashSet::new()).unwrap();
-    (jobs.into_iter().map(|j| j.agent).collect(), t.report, t.ev.list().to_vec())
+    let picked = pick_all(&mut t, &registry, &ledger, &HashSet::new());
+    (picked, t.report, t.ev.list().to_vec())
+}
+
+/// Picks every agent of the turn, as the call phase does one at a time, and
+/// commits the dead letters of the pick; returns the agents picked.
+fn pick_all(
+    t: &mut Turn<'_>,
+    registry: &lemming_provider::Registry,
+    ledger: &Ledger,
+    answered: &HashSet<&str>,
+) -> Vec<String> {
+    let mut due = pick::Due::new(t.org, registry, ledger, answered);
+    let mut picked = Vec::new();
+    while let Some(job) = t.next_job(&mut due).unwrap() {
+        picked.push(job.agent);
+    }
+    due.finish().0.commit(&t.org.layout.root).unwrap();
+    picked
 }
 
 fn skipped_events(events: &[Event]) -> Vec<(String, SkipReason)> {
@@ -117,8 +134,7 @@ fn pick_does_not_call_an_agent_whose_reply_is_already_at_hand() {
     let mut t = Turn::prepare(&org, &src).unwrap();
     route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
     let ledger = Ledger::load(&org.layout.ledger()).unwrap();
-    let jobs = t.pick(&org.registry(), &ledger, &HashSet::from(["manager"])).unwrap();
-    assert!(jobs.is_empty());
+    assert!(pick_all(&mut t, &org.registry(), &ledger, &HashSet::from(["manager"])).is_empty());
 }
 
 /// A scripted manager whose reply is not JSON (a failure that counts against the mail).
@@ -178,9 +194,9 @@ async fn apply_of_a_replayed_reply_charges_nothing_twice() {
     let mut t = Turn::prepare(&org, &src).unwrap();
     route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
     let mut ledger = Ledger::load(&org.layout.ledger()).unwrap();
-    let jobs = t.pick(&registry, &ledger, &HashSet::new()).unwrap();
-    let fresh = call::call(&org, &registry, jobs, None, (t.turn, t.started), &*src.clock, None).await;
-    let replies = t.journal(Default::default(), vec![], fresh, &mut Unjournaled::default()).unwrap();
+    let answered = HashSet::new();
+    let called = t.call(&registry, pick::Due::new(&org, &registry, &ledger, &answered), None).await;
+    let replies = t.journal(Default::default(), vec![], called, &mut Unjournaled::default()).unwrap();
     t.apply(&mut ledger, &replies, &Default::default()).unwrap();
     let cost = t.report.cost;
     assert!(cost > 0.0);
@@ -483,9 +499,9 @@ text = '{"tool_calls":[{"id":"w","tool":"write_file","args":{"path":"out.txt","c
     let mut t = Turn::prepare(&org, src).unwrap();
     route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
     let ledger = Ledger::load(&org.layout.ledger()).unwrap();
-    let jobs = t.pick(&registry, &ledger, &HashSet::new()).unwrap();
-    let fresh = call::call(&org, &registry, jobs, None, (t.turn, t.started), &*src.clock, None).await;
-    t.journal(Default::default(), vec![], fresh, &mut Unjournaled::default()).unwrap();
+    let answered = HashSet::new();
+    let called = t.call(&registry, pick::Due::new(&org, &registry, &ledger, &answered), None).await;
+    t.journal(Default::default(), vec![], called, &mut Unjournaled::default()).unwrap();
     org
 }
 
@@ -614,4 +630,87 @@ async fn different_agents_calls_run_at_the_same_time() {
     assert_eq!(r.tool_calls, 2, "{r:?}");
     let got = results(&root, "coder_01");
     assert_eq!(got["w"]["ok"], true, "coder_01's call did not see manager's: {got:?}");
+}
+
+/// Replaces the org's agents with `n` workers (`worker_00`, ...) that wake on
+/// every turn, each allowed to write to and read from `chart(i)` (a TOML list).
+fn workers(root: &Path, n: usize, chart: impl Fn(usize) -> String) {
+    std::fs::remove_dir_all(root.join("agents")).unwrap();
+    for i in 0..n {
+        let dir = root.join(format!("agents/worker_{i:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = chart(i);
+        let resume = format!(
+            "name = \"worker_{i:02}\"\nmodel = \"default\"\n\n[schedule]\nwake = \"always\"\n\n\
+             [permissions]\nsend_to = {list}\nread_from = {list}\n\n[budget]\ncredits = 100.0\n"
+        );
+        std::fs::write(dir.join("resume.toml"), resume).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_holds_no_more_prompts_at_once_than_max_parallel() {
+    let (_d, root) = new_org();
+    std::fs::write(root.join("org/org.toml"), "max_parallel = 2\n").unwrap();
+    workers(&root, 12, |_| "[\"*\"]".to_string());
+    let src = Sources::fixed(t0());
+    let org = load(&root);
+    let registry = Arc::new(org.registry());
+    let mut t = Turn::prepare(&org, &src).unwrap();
+    route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
+    let ledger = Ledger::load(&org.layout.ledger()).unwrap();
+    let answered = HashSet::new();
+    let called = t.call(&registry, pick::Due::new(&org, &registry, &ledger, &answered), None).await;
+    assert_eq!(called.fresh.len(), 12, "every worker is called");
+    assert!(called.fresh.iter().all(|r| r.outcome == crate::journal::Outcome::Ok));
+    // Built all before the first call, there would be 12.
+    assert!((1..=2).contains(&called.most_prompts), "{} prompts at once", called.most_prompts);
+}
+
+#[test]
+fn an_agent_that_may_write_to_everyone_of_a_large_org_is_told_so_and_its_schema_names_them_all() {
+    let (_d, root) = new_org();
+    let system = |root: &Path, agent: &str| {
+        let org = load(root);
+        let resume = &org.agents[&crate::name::AgentName::new(agent).unwrap()];
+        let p = prompt_for(&org, &org.chart(), resume, 1, &mut Vec::new());
+        (p.system, p.may)
+    };
+    let name = |i: usize| format!("worker_{i:02}");
+    // Everyone may write to everyone.
+    workers(&root, 12, |_| "[\"*\"]".to_string());
+    let (text, may) = system(&root, "worker_00");
+    assert!(
+        text.contains(
+            "You may write to: every agent of the org (11 of them, too many to list here); \
+             write to one by its name, as in the `from` of its mail; or \"*\" (all of them at once)\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("worker_01"), "{text}");
+    // The schema's `to` (the request's `may_send_to`) still names each one.
+    let exact: Vec<String> = (1..12).map(name).chain(["*".to_string()]).collect();
+    assert_eq!(may, exact);
+    let limits = lemming_provider::contract::Limits { messages: 4, chars: 100 };
+    let schema = lemming_provider::contract::schema(&may, &[], &[], limits);
+    assert_eq!(schema.to_string().matches("worker_").count(), 11, "{schema}");
+    // A few agents are named, even when they are everyone.
+    workers(&root, 4, |_| "[\"*\"]".to_string());
+    let (text, _) = system(&root, "worker_00");
+    assert!(
+        text.contains("You may write to: worker_01, worker_02, worker_03; or \"*\" (every agent above)\n"),
+        "{text}"
+    );
+    // Many agents but not everyone: each one named.
+    workers(&root, 12, |i| if i == 0 { "[\"*\"]".to_string() } else { "[\"worker_00\"]".to_string() });
+    workers_except(&root, 11);
+    let (text, _) = system(&root, "worker_00");
+    let listed: Vec<String> = (1..11).map(name).collect();
+    assert!(text.contains(&format!("You may write to: {}; or", listed.join(", "))), "{text}");
+}
+
+/// Makes the worker `i` read from nobody.
+fn workers_except(root: &Path, i: usize) {
+    let rel = format!("agents/worker_{i:02}/resume.toml");
+    edit(root, &rel, "read_from = [\"worker_00\"]", "read_from = []");
 }
