@@ -75,10 +75,17 @@ pub fn path(root: &Path, agent: &str) -> PathBuf {
 /// Appends one run (made durable by the caller's group sync).
 pub fn append(root: &Path, agent: &str, a: &Activity) -> Result<(), PathError> {
     let p = path(root, agent);
-    if let Some(dir) = p.parent() {
-        fs::create_dir_all(dir).with_path(dir)?;
+    let line = serde_json::to_string(a).expect("activity serializes") + "\n";
+    match fsx::append_lines(&p, &line) {
+        // The first run of an agent makes its `logs/`.
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = p.parent() {
+                fs::create_dir_all(dir).with_path(dir)?;
+            }
+            fsx::append_lines(&p, &line)
+        }
+        appended => appended,
     }
-    fsx::append_lines(&p, &(serde_json::to_string(a).expect("activity serializes") + "\n"))
 }
 
 /// Every run logged, oldest first (lines that do not parse are skipped).

@@ -888,7 +888,7 @@ impl Fsck {
             let then = if dir == self.layout.state_tmp() {
                 "the engine does not clean this folder, so delete them while no process runs turns"
             } else {
-                "the next turn removes them"
+                "a turn removes them (one turn in ten sweeps these folders)"
             };
             let message = format!(
                 "{} leftover temporary file(s) in {} whose writer has exited (a crash mid-write). Harmless, as no \

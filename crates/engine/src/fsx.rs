@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{PathError, WithPath};
 
 pub use lemming_fs::{
-    open_regular, read_entry, read_optional, read_small, sync_dir, tmp_path, tmp_pid, write_atomic, write_tmp, Entry,
-    EntryKind, FileId,
+    open_regular, read_entry, read_listed_entry, read_optional, read_small, sync_dir, tmp_path, tmp_pid, write_atomic,
+    write_tmp, Entry, EntryKind, FileId,
 };
 
 /// Removes temporary files left by processes that are gone (a crash mid-write).
@@ -258,10 +258,9 @@ pub fn append_lines(path: &Path, lines: &str) -> Result<(), PathError> {
     let len = f.metadata().with_path(path)?.len();
     let mut buf = String::with_capacity(lines.len() + 1);
     if len > 0 {
-        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
         let mut last = [0u8; 1];
-        f.seek(SeekFrom::Start(len - 1)).with_path(path)?;
-        f.read_exact(&mut last).with_path(path)?;
+        f.read_exact_at(&mut last, len - 1).with_path(path)?;
         if last[0] != b'\n' {
             buf.push('\n');
         }
@@ -285,6 +284,12 @@ pub fn probe(dir: &Path) -> Result<(), PathError> {
 /// Every name in a folder that a mailbox reader must deal with: all but those
 /// starting with a dot (names that are not UTF-8 included); sorted.
 pub fn list_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, PathError> {
+    Ok(list_typed(dir)?.into_iter().map(|(name, _)| name).collect())
+}
+
+/// [`list_entries`], each name with whether the listing says it is a regular
+/// file (its `d_type`; looked up only where the filesystem does not say).
+pub fn list_typed(dir: &Path) -> Result<Vec<(std::ffi::OsString, bool)>, PathError> {
     use std::os::unix::ffi::OsStrExt;
     let mut out = Vec::new();
     let rd = match fs::read_dir(dir) {
@@ -293,9 +298,11 @@ pub fn list_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, PathError> {
         Err(e) => return Err(e).with_path(dir),
     };
     for entry in rd {
-        let name = entry.with_path(dir)?.file_name();
+        let entry = entry.with_path(dir)?;
+        let name = entry.file_name();
         if !name.as_bytes().starts_with(b".") {
-            out.push(name);
+            let regular = entry.file_type().is_ok_and(|t| t.is_file());
+            out.push((name, regular));
         }
     }
     out.sort();

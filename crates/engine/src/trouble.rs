@@ -127,34 +127,40 @@ pub fn org_wide(e: &PathError) -> bool {
 /// their subfolders, and its `memory/` and `logs/` when they exist.
 pub fn check_agent_files(layout: &Layout, agent: &str) -> Result<(), PathError> {
     let dir = layout.agent_dir(agent);
-    let mut dirs = vec![dir.clone()];
-    dirs.extend(layout.mail().folders(agent));
+    let mut required = vec![dir.clone()];
+    required.extend(layout.mail().folders(agent));
+    for d in &required {
+        access_folder(d)?;
+    }
     for optional in ["memory", "logs"] {
         let d = dir.join(optional);
-        if fs::symlink_metadata(&d).is_ok() {
-            dirs.push(d);
+        match access_folder(&d) {
+            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {}
+            checked => checked?,
         }
-    }
-    for d in dirs {
-        let meta = fs::metadata(&d).with_path(&d)?;
-        if !meta.is_dir() {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "is not a folder")).with_path(&d);
-        }
-        access(&d)?;
     }
     Ok(())
 }
 
-/// `access(2)` for read, write and search: catches modes, immutable folders and read-only mounts.
-fn access(dir: &Path) -> Result<(), PathError> {
+/// `access(2)` for read, write and search on `dir` with a trailing slash, so
+/// that one call tells that it exists, is a folder (a link to one is
+/// followed) and takes what the engine does there: modes, immutable folders
+/// and read-only mounts.
+fn access_folder(dir: &Path) -> Result<(), PathError> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+    let mut bytes = dir.as_os_str().as_bytes().to_vec();
+    bytes.push(b'/');
+    let c = std::ffi::CString::new(bytes)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path holds a NUL byte"))
         .with_path(dir)?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     let rc = unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK | libc::X_OK) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()).with_path(dir);
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOTDIR) {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "is not a folder")).with_path(dir);
+        }
+        return Err(e).with_path(dir);
     }
     Ok(())
 }

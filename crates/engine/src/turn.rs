@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use lemming_provider::Registry;
 
 use crate::clock::{Clock, Sources};
-use crate::error::PathError;
+use crate::error::{PathError, WithPath};
 use crate::events::{Event, EventKind, EventLog, Events};
 use crate::fault;
 use crate::fsx;
@@ -158,6 +158,12 @@ fn arrived(routed: &[Event], records: &[Record]) -> usize {
         .count()
 }
 
+/// The mailboxes' `tmp/` folders are swept of leftovers (files of writers
+/// that crashed, harmless where they are) on turn 1 and every this many turns
+/// after, not on every turn: listing two folders per agent was a tenth of a
+/// warm turn's system calls.
+pub const TMP_SWEEP_EVERY: u64 = 10;
+
 /// The state of one turn, handed from phase to phase.
 struct Turn<'a> {
     org: &'a Org,
@@ -219,9 +225,20 @@ impl<'a> Turn<'a> {
             trouble_before: trouble::read_agents(&org.layout),
             acks: BTreeMap::new(),
         };
+        // The folders every agent's mail moves through (dead letters, state files).
+        for d in [t.mb.dead_path(), org.layout.state_tmp()] {
+            std::fs::create_dir_all(&d).with_path(&d)?;
+        }
+        let sweep = turn % TMP_SWEEP_EVERY == 1;
         for folder in agent_folders(&org.layout) {
             if AgentName::new(&folder).is_ok() {
-                let ensured = t.mb.ensure(&folder).and_then(|_| trouble::check_agent_files(&org.layout, &folder));
+                // Checked first, made only when missing (a fresh or hand-made agent folder).
+                let ensured = match trouble::check_agent_files(&org.layout, &folder) {
+                    Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
+                        t.mb.ensure(&folder).and_then(|_| trouble::check_agent_files(&org.layout, &folder))
+                    }
+                    checked => checked,
+                };
                 if let Err(e) = ensured {
                     if trouble::org_wide(&e) {
                         return Err(e);
@@ -229,7 +246,9 @@ impl<'a> Turn<'a> {
                     t.sick.insert(folder, e);
                     continue;
                 }
-                fsx::clean_stale_tmp(t.mb.tmp_leftovers(&folder));
+                if sweep {
+                    fsx::clean_stale_tmp(t.mb.tmp_leftovers(&folder));
+                }
             }
         }
         // State files (`daemon.json`, `turn.json`, dead-letter reasons, memory) are written through here too.

@@ -396,9 +396,15 @@ impl FsMailStore {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         let mut unreadable = Vec::new();
-        for file in list_entries(dir)? {
+        for (file, regular) in fsx::list_typed(dir)? {
             let p = dir.join(&file);
-            let (id, bytes) = match fsx::read_entry(&p, self.read_limit) {
+            // A name listed as a regular file is opened without a look first.
+            let read = if regular {
+                fsx::read_listed_entry(&p, self.read_limit)
+            } else {
+                fsx::read_entry(&p, self.read_limit)
+            };
+            let (id, bytes) = match read {
                 Ok(Entry::File { id, bytes }) => (id, bytes),
                 // Consumed or moved by someone else meanwhile.
                 Ok(Entry::Gone) => continue,
