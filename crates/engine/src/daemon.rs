@@ -289,8 +289,14 @@ pub async fn run(
         if early && !std::mem::take(&mut due_now) && !has_new_pending(&org, &leftover) {
             continue;
         }
-        reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems, opts.sources.now());
-        stamp = ConfigStamp::of(&layout);
+        // Parsed again only when a config file changed since the last load
+        // (stamped before loading: an edit during the load is seen next time),
+        // or when its files could not be saved as the last good ones.
+        let now = ConfigStamp::of(&layout);
+        if now != stamp || !saved {
+            stamp = now;
+            reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems, opts.sources.now());
+        }
         if let Some(t) = outage.as_mut() {
             if let Err(e) = fsx::probe(&layout.state_tmp()) {
                 backoff = next_backoff(backoff);
