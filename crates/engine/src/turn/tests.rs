@@ -714,3 +714,27 @@ fn workers_except(root: &Path, i: usize) {
     let rel = format!("agents/worker_{i:02}/resume.toml");
     edit(root, &rel, "read_from = [\"worker_00\"]", "read_from = []");
 }
+
+#[tokio::test]
+async fn mailbox_tmp_leftovers_are_swept_on_turn_one_and_every_tenth_turn_after() {
+    let (_d, root) = new_org();
+    let src = Sources::real();
+    let tmp = root.join("agents/planner/outbox/tmp");
+    // A writer that crashed: its pid is long gone.
+    let leftover = |n: u32| {
+        let p = tmp.join(format!("m{n}.json.{}.tmp", u32::MAX - n));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(&p, "half").unwrap();
+        p
+    };
+    let first = leftover(1);
+    assert_eq!(step(&root, &src).await.turn, 1);
+    assert!(!first.exists(), "turn 1 sweeps");
+    let kept = leftover(2);
+    for want in 2..=TMP_SWEEP_EVERY {
+        assert_eq!(step(&root, &src).await.turn, want);
+        assert!(kept.exists(), "turn {want} does not sweep");
+    }
+    assert_eq!(step(&root, &src).await.turn, TMP_SWEEP_EVERY + 1);
+    assert!(!kept.exists(), "turn {} sweeps", TMP_SWEEP_EVERY + 1);
+}
