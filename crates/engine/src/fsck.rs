@@ -888,7 +888,7 @@ impl Fsck {
             let then = if dir == self.layout.state_tmp() {
                 "the engine does not clean this folder, so delete them while no process runs turns"
             } else {
-                "a turn removes them (one turn in ten sweeps these folders)"
+                "the next `lemming step` or daemon start removes them, and a running daemon within ten turns"
             };
             let message = format!(
                 "{} leftover temporary file(s) in {} whose writer has exited (a crash mid-write). Harmless, as no \

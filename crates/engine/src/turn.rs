@@ -159,10 +159,26 @@ fn arrived(routed: &[Event], records: &[Record]) -> usize {
 }
 
 /// The mailboxes' `tmp/` folders are swept of leftovers (files of writers
-/// that crashed, harmless where they are) on turn 1 and every this many turns
-/// after, not on every turn: listing two folders per agent was a tenth of a
-/// warm turn's system calls.
+/// that crashed, harmless where they are) by the first turn a process runs
+/// on an org (after a crash, that is the restarted daemon's first), on turn
+/// 1, and every this many turns after; not on every turn: listing two folders
+/// per agent was a tenth of a warm turn's system calls.
 pub const TMP_SWEEP_EVERY: u64 = 10;
+
+/// The orgs this process has run a turn on.
+static SEEN: std::sync::Mutex<std::collections::BTreeSet<std::path::PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether this process has not run a turn on the org at `root` yet (and now has).
+fn first_here(root: &std::path::Path) -> bool {
+    SEEN.lock().unwrap_or_else(|e| e.into_inner()).insert(root.to_path_buf())
+}
+
+/// Makes the next turn on `root` this process's first there again.
+#[cfg(test)]
+fn forget_for_tests(root: &std::path::Path) {
+    SEEN.lock().unwrap_or_else(|e| e.into_inner()).remove(root);
+}
 
 /// The state of one turn, handed from phase to phase.
 struct Turn<'a> {
@@ -229,7 +245,7 @@ impl<'a> Turn<'a> {
         for d in [t.mb.dead_path(), org.layout.state_tmp()] {
             std::fs::create_dir_all(&d).with_path(&d)?;
         }
-        let sweep = turn % TMP_SWEEP_EVERY == 1;
+        let sweep = first_here(&org.layout.root) | (turn % TMP_SWEEP_EVERY == 1);
         for folder in agent_folders(&org.layout) {
             if AgentName::new(&folder).is_ok() {
                 // Checked first, made only when missing (a fresh or hand-made agent folder).

@@ -719,6 +719,13 @@ fn workers_except(root: &Path, i: usize) {
 async fn mailbox_tmp_leftovers_are_swept_on_turn_one_and_every_tenth_turn_after() {
     let (_d, root) = new_org();
     let src = Sources::real();
+    // The org as a daemon of this process keeps it: a turn is not its first here.
+    let org = load(&root);
+    let registry = Arc::new(org.registry());
+    let step = |_: &Path, src: &Sources| {
+        let (org, registry, src) = (&org, &registry, src.clone());
+        async move { run_keeping(org, registry, &src, None, &mut Unjournaled::default()).await.unwrap() }
+    };
     let tmp = root.join("agents/planner/outbox/tmp");
     // A writer that crashed: its pid is long gone.
     let leftover = |n: u32| {
@@ -737,4 +744,22 @@ async fn mailbox_tmp_leftovers_are_swept_on_turn_one_and_every_tenth_turn_after(
     }
     assert_eq!(step(&root, &src).await.turn, TMP_SWEEP_EVERY + 1);
     assert!(!kept.exists(), "turn {} sweeps", TMP_SWEEP_EVERY + 1);
+}
+
+#[tokio::test]
+async fn the_first_turn_a_process_runs_on_an_org_sweeps_its_tmp_folders_after_a_crash() {
+    let (_d, root) = new_org();
+    let src = Sources::real();
+    assert_eq!(step(&root, &src).await.turn, 1);
+    // Another process's leftover; this test's process has run a turn on the org.
+    let p = root.join(format!("agents/planner/inbox/tmp/m.json.{}.tmp", u32::MAX - 7));
+    std::fs::write(&p, "half").unwrap();
+    let org = load(&root);
+    let registry = Arc::new(org.registry());
+    run_keeping(&org, &registry, &src, None, &mut Unjournaled::default()).await.unwrap();
+    assert!(p.exists(), "turn 2 of a process that ran turn 1 does not sweep");
+    // A process that has not run a turn here yet sweeps on its first: forget this one.
+    super::forget_for_tests(&org.layout.root);
+    run_keeping(&org, &registry, &src, None, &mut Unjournaled::default()).await.unwrap();
+    assert!(!p.exists(), "a process's first turn on the org sweeps");
 }
