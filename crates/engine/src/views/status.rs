@@ -522,19 +522,12 @@ mod tests {
     use crate::trouble::AgentTrouble;
     use crate::views::testing::{org_after_one_turn, plain_org};
 
-    /// The bound that spares `status` reading every unread message is never
-    /// below the real prompt, even for messages as large as routing accepts,
-    /// with every field the prompt shows filled.
-    #[test]
-    fn the_prompt_bound_is_never_below_the_prompt() {
-        let (dir, org) = plain_org();
-        let limit = org.settings.max_message_bytes as usize;
-        let resume = org.agent("manager").unwrap();
-        let chart = org.chart();
-        org.mail().ensure("manager").unwrap();
-        for n in 1..=3 {
+    /// Delivers `n` messages to the manager, each as large as routing accepts
+    /// (`limit` bytes) with every field the prompt shows filled.
+    fn deliver_largest(dir: &tempfile::TempDir, limit: usize, n: usize) {
+        use crate::message::{Kind, Message, Priority, To};
+        for n in 1..=n {
             let id = format!("20260101T000000000Z-human-big{n}");
-            use crate::message::{Kind, Message, Priority, To};
             let mut m = Message {
                 id: id.clone(),
                 from: "human".into(),
@@ -550,11 +543,23 @@ mod tests {
                 kind: Kind::Message,
                 ack_required: false,
             };
-            let fill = limit - m.to_bytes().len();
-            m.body = "x".repeat(fill);
+            m.body = "x".repeat(limit - m.to_bytes().len());
             assert!(m.to_bytes().len() <= limit);
-            crate::views::testing::deliver(&dir, "manager", &m);
+            crate::views::testing::deliver(dir, "manager", &m);
         }
+    }
+
+    /// The bound that spares `status` reading every unread message is never
+    /// below the real prompt, even for messages as large as routing accepts,
+    /// with every field the prompt shows filled.
+    #[test]
+    fn the_prompt_bound_is_never_below_the_prompt() {
+        let (dir, org) = plain_org();
+        let limit = org.settings.max_message_bytes as usize;
+        let resume = org.agent("manager").unwrap();
+        let chart = org.chart();
+        org.mail().ensure("manager").unwrap();
+        deliver_largest(&dir, limit, 3);
         let (mut mail, _) = org.mail().unread("manager").unwrap();
         assert_eq!(mail.len(), 3);
         let turn::Prompt { system, user, .. } = turn::prompt_for(&org, &chart, resume, 1, &mut mail);
@@ -596,27 +601,7 @@ mod tests {
         assert!(org.problems().is_empty(), "{:?}", org.problems());
         let limit = org.settings.max_message_bytes as usize;
         org.mail().ensure("manager").unwrap();
-        for n in 1..=3 {
-            let id = format!("20260101T000000000Z-human-big{n}");
-            use crate::message::{Kind, Message, Priority, To};
-            let mut m = Message {
-                id: id.clone(),
-                from: "human".into(),
-                to: To(vec!["manager".into()]),
-                subject: Some("s".repeat(200)),
-                body: String::new(),
-                priority: Priority::Urgent,
-                reply_to: Some("r".repeat(100)),
-                thread: id,
-                created_at: chrono::Utc::now(),
-                turn: 0,
-                ttl_turns: None,
-                kind: Kind::Message,
-                ack_required: false,
-            };
-            m.body = "x".repeat(limit - m.to_bytes().len());
-            crate::views::testing::deliver(&dir, "manager", &m);
-        }
+        deliver_largest(&dir, limit, 3);
         let key = org.agent("manager").unwrap().model.clone().unwrap();
         for structured in [Structured::None, Structured::JsonObject, Structured::JsonSchema] {
             for (_, tools) in ToolMode::ALL {
