@@ -221,38 +221,53 @@ output_price = 2000.0
         "tools = [\"read_file\", \"write_file\", \"list_files\", \"recall\"]",
         "tools = []",
     );
-    let id = org.send("manager", "Please reply to the human.");
-    let (report, out) = step_env(&org, &[]);
-    assert_eq!(report["ran"], json!(["manager"]), "{out}\n{:#?}", org.activity("manager"));
-    let calls = proxy.requests_to("/v1/chat/completions");
-    assert_eq!(calls.len(), 1, "{calls:#?}");
-    let sent = calls[0].json();
-    assert_eq!(sent["response_format"]["type"], "json_schema");
-    let resp = response(&calls[0]);
-    let content = resp["choices"][0]["message"]["content"].as_str().unwrap();
-    let reply: Value =
-        serde_json::from_str(content).unwrap_or_else(|e| panic!("not schema-valid JSON ({e}): {content}"));
-
-    // The reply obeys the schema: `to` among the permitted agents, lengths held.
     let permitted: Vec<String> =
         serde_json::from_value(org.lemming_ok(&["inspect", "manager", "--json"]).json()["can_reach"].clone()).unwrap();
-    let messages = reply["messages"].as_array().unwrap_or_else(|| panic!("no messages list: {reply:#}"));
-    assert!(!messages.is_empty() && messages.len() <= 1, "{reply:#}");
-    assert!(reply["notes"].as_str().is_some_and(|n| n.chars().count() <= 40), "{reply:#}");
-    assert!(reply["memory"].is_array(), "{reply:#}");
-    for m in messages {
-        let to = m["to"].as_str().unwrap();
-        assert!(permitted.iter().any(|p| p == to), "`to` {to} is not permitted ({permitted:?})");
-        let body = m["body"].as_str().unwrap();
-        assert!(body.chars().count() <= 40, "{reply:#}");
-        assert!(["low", "normal", "urgent"].contains(&m["priority"].as_str().unwrap()), "{reply:#}");
-        assert!(m["reply_to"].is_null() || m["reply_to"] == id.as_str(), "{reply:#}");
-        // Routed: the recipient has it, from the manager.
-        let inbox = org.inbox_json(to);
-        assert!(inbox.iter().any(|x| x["from"] == "manager" && x["body"] == body), "not delivered to {to}: {inbox:#?}");
+    // Every reply must obey the schema. An empty `messages` list obeys it too,
+    // and a 270M model sometimes writes one (its prompt holds random ids), so
+    // routing is shown on the first of up to three turns that wrote a message.
+    let mut wrote = false;
+    let mut resp = Value::Null;
+    for attempt in 1..=3 {
+        let id = org.send("manager", "Please reply to the human.");
+        let (report, out) = step_env(&org, &[]);
+        assert_eq!(report["ran"], json!(["manager"]), "{out}\n{:#?}", org.activity("manager"));
+        let calls = proxy.requests_to("/v1/chat/completions");
+        assert_eq!(calls.len(), attempt, "{calls:#?}");
+        let call = calls.last().unwrap();
+        assert_eq!(call.json()["response_format"]["type"], "json_schema");
+        resp = response(call);
+        let content = resp["choices"][0]["message"]["content"].as_str().unwrap();
+        let reply: Value =
+            serde_json::from_str(content).unwrap_or_else(|e| panic!("not schema-valid JSON ({e}): {content}"));
+
+        // The reply obeys the schema: `to` among the permitted agents, lengths held.
+        let messages = reply["messages"].as_array().unwrap_or_else(|| panic!("no messages list: {reply:#}"));
+        assert!(messages.len() <= 1, "{reply:#}");
+        assert!(reply["notes"].as_str().is_some_and(|n| n.chars().count() <= 40), "{reply:#}");
+        assert!(reply["memory"].is_array(), "{reply:#}");
+        for m in messages {
+            let to = m["to"].as_str().unwrap();
+            assert!(permitted.iter().any(|p| p == to), "`to` {to} is not permitted ({permitted:?})");
+            let body = m["body"].as_str().unwrap();
+            assert!(body.chars().count() <= 40, "{reply:#}");
+            assert!(["low", "normal", "urgent"].contains(&m["priority"].as_str().unwrap()), "{reply:#}");
+            assert!(m["reply_to"].is_null() || m["reply_to"] == id.as_str(), "{reply:#}");
+            // Routed: the recipient has it, from the manager.
+            let inbox = org.inbox_json(to);
+            assert!(
+                inbox.iter().any(|x| x["from"] == "manager" && x["body"] == body),
+                "not delivered to {to}: {inbox:#?}"
+            );
+        }
+        assert!(!org.ids("manager", "inbox", "new").contains(&id), "the mail was not consumed");
+        if !messages.is_empty() {
+            wrote = true;
+            break;
+        }
     }
+    assert!(wrote, "three schema-valid replies and none wrote a message: {resp:#}");
     assert!(org.dead().is_empty(), "{:#?}", org.dead());
-    assert!(!org.ids("manager", "inbox", "new").contains(&id), "the mail was not consumed");
     let usage = &resp["usage"];
     assert_charge(
         &org,
