@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use toml::Spanned;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
-use crate::error::Diagnostic;
+use crate::error::{Diagnostic, PathError};
 use crate::fsx::Entry;
 
 /// Reads a config file of the org at `root`: a regular file (not a FIFO, a
@@ -30,8 +30,9 @@ pub fn read(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Diagnost
 /// folders under the root it found to be plain folders (not links). A file
 /// that is itself a regular file, reached from the root through such folders
 /// only, is inside the org without resolving a link: it is read with one
-/// look at its name, then through its descriptor, five system calls in all
-/// rather than fourteen. Any other file (a link, a FIFO, a missing file, a
+/// look at its name, then through its descriptor
+/// ([`crate::fsx::read_listed_entry`]), five system calls in all rather than
+/// fourteen. Any other file (a link, a FIFO, a missing file, a
 /// path through a linked folder) takes the full check of [`read`], which
 /// resolves every link, and gets the same answer and the same problems.
 ///
@@ -52,10 +53,14 @@ impl Reader {
     /// The text of the config file at `path` (see [`read`]).
     pub fn read(&self, path: &Path, limit: u64) -> Result<String, Vec<Diagnostic>> {
         let root = if self.root.as_os_str().is_empty() { Path::new(".") } else { &self.root };
-        if self.within_plain_folders(root, path) {
-            let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
-            if let Some(read) = regular.then(|| read_regular(path, limit)).flatten() {
-                return read;
+        if self.within_plain_folders(root, path)
+            && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+        {
+            // Read through its descriptor; gone or replaced since the look,
+            // it takes the full check, which says what it is now.
+            let entry = crate::fsx::read_listed_entry(path, limit);
+            if matches!(entry, Ok(Entry::File { .. } | Entry::TooLarge { .. })) {
+                return from_entry(path, limit, entry);
             }
         }
         read_resolved(path, root, limit)
@@ -93,53 +98,6 @@ impl Reader {
     }
 }
 
-/// Reads `path`, a regular file a moment ago, through its descriptor: opened
-/// without following a link or blocking, its type and size checked there, and
-/// its bytes read in one call when its size has not changed (a call that asks
-/// for one byte more tells whether it grew). `None` when it is no longer a
-/// regular file that can be opened: [`read_resolved`] then says what it is.
-fn read_regular(path: &Path, limit: u64) -> Option<Result<String, Vec<Diagnostic>>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
-        .ok()?;
-    let size = file.metadata().ok().filter(|m| m.file_type().is_file())?.len();
-    let refuse = |m: String, help: &str| Some(Err(vec![Diagnostic::file(path, m).help(help)]));
-    let too_large = |size: u64| {
-        refuse(
-            format!("the file is {size} bytes; the limit is {limit} bytes"),
-            "shorten it (the size limits of config files are in docs/operating.md)",
-        )
-    };
-    if size > limit {
-        return too_large(size);
-    }
-    let cant = |e: std::io::Error| refuse(format!("cannot read: {e}"), "the file must be readable by lemming");
-    // One byte more than the size: getting the size alone is the end of the file.
-    let mut bytes = vec![0; (size as usize).saturating_add(1)];
-    let got = loop {
-        match file.read(&mut bytes) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return cant(e),
-        }
-    };
-    bytes.truncate(got);
-    if got as u64 != size {
-        // It changed since it was measured: read to its end, never past the limit.
-        if let Err(e) = (&mut file).take(limit.saturating_add(1).saturating_sub(got as u64)).read_to_end(&mut bytes) {
-            return cant(e);
-        }
-        if bytes.len() as u64 > limit {
-            return too_large(bytes.len() as u64);
-        }
-    }
-    Some(utf8(path, bytes))
-}
-
 /// [`read`] with every link on the way resolved: the file must lie inside the
 /// canonical root.
 fn read_resolved(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Diagnostic>> {
@@ -168,8 +126,13 @@ fn read_resolved(path: &Path, root: &Path, limit: u64) -> Result<String, Vec<Dia
 /// not opened, the size is checked on the open descriptor and at most `limit`
 /// bytes are read. Problems name `path`.
 fn read_checked(path: &Path, real: &Path, limit: u64) -> Result<String, Vec<Diagnostic>> {
+    from_entry(path, limit, crate::fsx::read_entry(real, limit))
+}
+
+/// The text of config file `path` from what reading it found, or its problem.
+fn from_entry(path: &Path, limit: u64, entry: Result<Entry, PathError>) -> Result<String, Vec<Diagnostic>> {
     let refuse = |m: String, help: &str| Err(vec![Diagnostic::file(path, m).help(help)]);
-    let bytes = match crate::fsx::read_entry(real, limit) {
+    let bytes = match entry {
         Ok(Entry::File { bytes, .. }) => bytes,
         Ok(Entry::TooLarge { size, .. }) => {
             return refuse(

@@ -280,9 +280,23 @@ pub fn read_listed_entry(path: &Path, limit: u64) -> Result<Entry, PathError> {
     if m.len() > limit {
         return Ok(Entry::TooLarge { id, size: m.len() });
     }
-    // The file may grow after the check: never read more than the limit allows.
-    let mut bytes = Vec::with_capacity(m.len() as usize);
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).with_path(path)?;
+    // Its size and a byte more, most often in one call: a short read of a
+    // regular file is its end, a full one says it grew since the check.
+    let mut bytes = vec![0; (m.len() as usize).saturating_add(1)];
+    let mut file = file;
+    let got = loop {
+        match file.read(&mut bytes) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_path(path),
+        }
+    };
+    bytes.truncate(got);
+    if got as u64 > m.len() {
+        // It grew: read on to its end, never more than the limit allows.
+        let rest = limit.saturating_add(1).saturating_sub(got as u64);
+        file.take(rest).read_to_end(&mut bytes).with_path(path)?;
+    }
     if bytes.len() as u64 > limit {
         return Ok(Entry::TooLarge { id, size: bytes.len() as u64 });
     }

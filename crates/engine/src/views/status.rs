@@ -275,8 +275,7 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
     let mut names: Vec<String> = org.agents.keys().map(|n| n.to_string()).collect();
     names.extend(org.broken.keys().cloned());
     names.sort();
-    let may_groups = org.settings.groups.keys().map(|g| g.len() + MAY_NAME).sum();
-    let may_everyone = org.agents.keys().map(|n| n.as_str().len() + MAY_NAME).sum::<usize>() + may_groups;
+    let (may_everyone, may_groups) = may_lengths(org);
     let ctx = RowCtx {
         org,
         chart: &chart,
@@ -419,6 +418,14 @@ fn row(ctx: &RowCtx<'_>, name: String, skipped: &mut Skipped) -> AgentStatus {
 
 /// More than the text the prompt adds around one message besides its fields.
 const MAIL_HEADER: usize = 256;
+
+/// What the names of every agent and group, and of every group alone, can
+/// add to a prompt's "You may write to" line (see [`prompt_ceiling`]).
+fn may_lengths(org: &Org) -> (usize, usize) {
+    let groups: usize = org.settings.groups.keys().map(|g| g.len() + MAY_NAME).sum();
+    let agents: usize = org.agents.keys().map(|n| n.as_str().len() + MAY_NAME).sum();
+    (agents + groups, groups)
+}
 
 /// At least as many characters as the agent's next prompt with `unread`
 /// messages that routing accepted, found without reading them.
@@ -611,6 +618,7 @@ mod tests {
                 assert!(!resume.tools.is_empty() && resume.send_to == Access::Anyone);
                 let chart = org.chart();
                 let (mb, ledger, trouble) = (org.mail(), Ledger::default(), BTreeMap::new());
+                let (may_everyone, may_groups) = may_lengths(&org);
                 let ctx = RowCtx {
                     org: &org,
                     chart: &chart,
@@ -619,9 +627,8 @@ mod tests {
                     trouble: &trouble,
                     exhausted: false,
                     turn: u64::MAX - 1,
-                    may_everyone: org.agents.keys().map(|n| n.as_str().len() + MAY_NAME).sum::<usize>()
-                        + org.settings.groups.keys().map(|g| g.len() + MAY_NAME).sum::<usize>(),
-                    may_groups: org.settings.groups.keys().map(|g| g.len() + MAY_NAME).sum(),
+                    may_everyone,
+                    may_groups,
                 };
                 let (mut mail, _) = mb.unread("manager").unwrap();
                 assert_eq!(mail.len(), 3);
