@@ -586,18 +586,26 @@ impl EventLog {
         self.append(kept, true)
     }
 
-    /// The last `seq` when the `turn` event of `turn` is among the last lines
-    /// of the file, read from its end (`None` when it is not there).
+    /// The last `seq` when the last `turn` event of the file is that of
+    /// `turn`, read from the file's end back to it (`None` when it is another
+    /// turn's, or there is none). The window grows until it holds a whole
+    /// `turn` event: with 10,000 agents, one lists 10,000 names.
     fn ends_with_turn(&self, mut f: std::fs::File, turn: u64) -> Result<Option<u64>, PathError> {
-        let (text, _) = self.read_end(&mut f, 64 * 1024)?;
-        let mut last_seq = 0;
-        for e in text.rsplit('\n').filter_map(Event::parse) {
-            last_seq = last_seq.max(e.seq);
-            if matches!(e.kind, EventKind::Turn(_)) {
-                return Ok((e.turn == turn).then_some(last_seq));
+        let mut window: u64 = 64 * 1024;
+        loop {
+            let (text, whole) = self.read_end(&mut f, window)?;
+            let mut last_seq = 0;
+            for e in text.rsplit('\n').filter_map(Event::parse) {
+                last_seq = last_seq.max(e.seq);
+                if matches!(e.kind, EventKind::Turn(_)) {
+                    return Ok((e.turn == turn).then_some(last_seq));
+                }
             }
+            if whole {
+                return Ok(None);
+            }
+            window = window.saturating_mul(4);
         }
-        Ok(None)
     }
 
     /// Appends `events` durably, under the file's lock, and returns the last
@@ -625,16 +633,22 @@ impl EventLog {
         };
         // Saturating: a number as high as it goes (a hand edit) is no reason to panic.
         let mut last = tail.last_seq;
-        let mut out = Vec::new();
-        for e in events {
-            if seen.contains(&e.content()) {
-                continue;
-            }
-            let seq = e.seq.max(last.saturating_add(1));
-            last = seq;
-            out.push(Event { seq, ..e.clone() });
+        if once && events.iter().all(|e| seen.contains(&e.content())) {
+            return Ok(last);
         }
-        fsx::append_lines_durable(&self.path, &lines(&out))?;
+        // Written as numbered, one line at a time: a large turn has 100,000 events.
+        fsx::append_durable_with(&self.path, |w| {
+            for e in events {
+                if seen.contains(&e.content()) {
+                    continue;
+                }
+                let seq = e.seq.max(last.saturating_add(1));
+                last = seq;
+                serde_json::to_writer(&mut *w, &Event { seq, ..e.clone() }.to_json())?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })?;
         if !existed {
             // Created by the open above: its name is durable once its folder is synced.
             fsx::sync_dir(self.path.parent().unwrap_or(std::path::Path::new(".")))?;
@@ -797,6 +811,30 @@ mod tests {
         let lines = file_lines(&layout);
         assert_eq!(seqs(&lines), [1, 2, 3, 4, 5, 6], "{lines:#?}");
         assert_eq!(lines.iter().filter(|e| e.turn == 2).count(), 3);
+    }
+
+    /// With 10,000 agents a `turn` event lists every name: one longer than
+    /// the first window read from the end is still found there, so catching
+    /// up does not read the whole turn back.
+    #[test]
+    fn a_turn_event_longer_than_the_first_window_is_found_from_the_end() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let log = EventLog::new(&layout);
+        let clock = ManualClock::stepping(t0(), chrono::Duration::milliseconds(1));
+        let mut one = Events::live(1, 1, Bus::new(), t0());
+        one.emit(clock.now(), EventKind::Delivered { id: "m1".into(), from: "a".into(), to: "b".into() });
+        let ran: Vec<String> = (0..20_000).map(|i| format!("a{i:05}")).collect();
+        one.emit(clock.now(), EventKind::Turn(TurnReport { turn: 1, ran, ..TurnReport::default() }));
+        assert_eq!(log.append(one.list(), true).unwrap(), 2);
+        let size = std::fs::metadata(layout.events()).unwrap().len();
+        assert!(size > 64 * 1024, "the turn event is only {size} bytes");
+        let f = || std::fs::File::open(layout.events()).unwrap();
+        assert_eq!(log.ends_with_turn(f(), 1).unwrap(), Some(2));
+        assert_eq!(log.ends_with_turn(f(), 2).unwrap(), None, "the last turn event is turn 1's");
+        assert_eq!(log.catch_up(one.list()).unwrap(), 2);
+        assert_eq!(file_lines(&layout).len(), 2);
     }
 
     #[test]

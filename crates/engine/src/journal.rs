@@ -333,19 +333,27 @@ impl Journal {
             fs::create_dir_all(&dir).with_path(&dir)?;
             crate::fsx::sync_dir(&self.layout.journal_dir())?;
         }
-        let mut lines = String::new();
-        for item in items {
-            lines.push_str(&serde_json::to_string(item).expect("a journal line always serializes"));
-            lines.push('\n');
-        }
-        crate::fsx::append_lines_durable(&dir.join(file), &lines)
+        crate::fsx::append_durable_with(&dir.join(file), |w| {
+            for item in items {
+                serde_json::to_writer(&mut *w, item)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })
     }
 
     /// Commits `turn`: writes `turn.json`, with the turn's `events` lines,
     /// atomically and durably. A try of the turn that does not get here
     /// leaves no event anywhere but with the subscribers of its bus.
     pub fn commit(&self, turn: u64, at: DateTime<Utc>, events: &str) -> Result<(), PathError> {
-        let c = Committed { turn, committed_at: Some(at), events: events.to_string() };
+        // `Committed`'s fields, borrowed: the events of a large turn are megabytes.
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            turn: u64,
+            committed_at: Option<DateTime<Utc>>,
+            events: &'a str,
+        }
+        let c = Borrowed { turn, committed_at: Some(at), events };
         let bytes = serde_json::to_vec_pretty(&c).expect("commit record serializes");
         write_atomic(&self.layout.state_tmp(), &self.layout.turn_json(), &bytes)
     }

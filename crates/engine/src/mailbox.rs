@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::error::PathError;
-pub use crate::fsx::{Batch, EntryKind, FileId};
+pub use crate::fsx::{Batch, EntryKind, FileId, Moves};
 use crate::message::{Message, ParseMessageError};
 use crate::watch::Watcher;
 
@@ -53,7 +53,9 @@ pub use scan::{Located, Place, Scanned, State};
 pub const READ_LIMIT: u64 = 16 << 20;
 
 /// What the turn and the router need of a mail store. Every change is queued
-/// on a [`Batch`], so that the caller decides what is durable before what.
+/// on a [`Batch`] (or, for read mail, done on a [`Moves`] that the caller
+/// starts once the effects are durable), so that the caller decides what is
+/// durable before what.
 pub trait MailStore: Send + Sync {
     /// Creates an agent's mailbox (and the dead letters' place) if missing.
     fn ensure(&self, agent: &str) -> Result<(), PathError>;
@@ -116,8 +118,8 @@ pub trait MailStore: Send + Sync {
     /// Whether message `id` is unread (and not read as well) in an agent's inbox.
     fn is_unread(&self, agent: &str, id: &str) -> bool;
 
-    /// Queues the move of a message from unread to read.
-    fn consume(&self, b: &mut Batch, agent: &str, id: &str);
+    /// Moves a message from unread to read (made durable by [`Moves::finish`]).
+    fn consume(&self, m: &mut Moves, agent: &str, id: &str) -> Result<(), PathError>;
 
     /// Queues the dead letter of an unread entry that is not a message, and
     /// its removal from the inbox. `at` is when; `taken` gathers the batch's dead ids.

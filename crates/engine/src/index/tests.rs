@@ -52,9 +52,7 @@ fn haystack(root: &Path) {
     let needle = msg("needle", "planner", "hr", "the budget mentions a zeppelin for the party");
     deliver(root, &needle, "hr");
     let mb = Layout::new(root).mail();
-    let mut b = fsx::Batch::new();
-    mb.consume(&mut b, "hr", "needle");
-    mb.commit(b).unwrap();
+    mb.consume_now("hr", "needle").unwrap();
 }
 
 #[test]
@@ -179,9 +177,7 @@ fn rows_are_keyed_by_mailbox_and_a_hit_whose_file_is_gone_is_not_shown() {
     );
     // Read: moved to cur, no update needed.
     let mb = layout.mail();
-    let mut b = fsx::Batch::new();
-    mb.consume(&mut b, "manager", "m1");
-    mb.commit(b).unwrap();
+    mb.consume_now("manager", "m1").unwrap();
     assert_eq!(search(&layout, &q("quarterly")).unwrap().hits.len(), 1);
     // Gone from the files: gone from the results, though the row stays.
     fs::remove_file(mb.message_path("manager", Folder::Read, "m1")).unwrap();

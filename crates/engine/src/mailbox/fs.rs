@@ -13,7 +13,7 @@ use super::{
     Reason, Unusable, READ_LIMIT,
 };
 use crate::error::{PathError, WithPath};
-use crate::fsx::{self, list_entries, list_json, write_atomic, Batch, Entry, EntryKind, FileId};
+use crate::fsx::{self, list_entries, list_json, write_atomic, Batch, Entry, EntryKind, FileId, Moves};
 use crate::message::Message;
 use crate::watch::{self, Watcher};
 
@@ -141,6 +141,15 @@ impl FsMailStore {
     }
     fn pending_path(&self, p: &Pending) -> PathBuf {
         self.outbox(&p.from, "new").join(&p.name)
+    }
+
+    /// Moves message `id` from unread to read and makes the move durable, as
+    /// the turn does for the mail a reply read.
+    #[cfg(test)]
+    pub(crate) fn consume_now(&self, agent: &str, id: &str) -> Result<(), PathError> {
+        let mut m = Moves::new();
+        self.consume(&mut m, agent, id)?;
+        m.finish(&self.root)
     }
 
     /// A folder of an agent's mailbox, for diagnostics and fsck.
@@ -782,8 +791,8 @@ impl MailStore for FsMailStore {
             && !self.message_path(agent, Folder::Archive, id).exists()
     }
 
-    fn consume(&self, b: &mut Batch, agent: &str, id: &str) {
-        b.rename_if_there(self.message_path(agent, Folder::Unread, id), self.message_path(agent, Folder::Read, id));
+    fn consume(&self, m: &mut Moves, agent: &str, id: &str) -> Result<(), PathError> {
+        m.rename_if_there(&self.message_path(agent, Folder::Unread, id), &self.message_path(agent, Folder::Read, id))
     }
 
     /// The dead letter's id is made from the reason, the turn and the entry's
@@ -913,7 +922,7 @@ mod tests {
         let m = msg("m1", "a", "b", "x");
         commit(&s, |b| assert!(s.deliver(b, "b", &m)));
         assert_eq!(s.holder("b", Side::Inbox, "m1"), Some(Folder::Unread));
-        commit(&s, |b| s.consume(b, "b", "m1"));
+        s.consume_now("b", "m1").unwrap();
         assert_eq!(s.holder("b", Side::Inbox, "m1"), Some(Folder::Read));
         assert_eq!(s.holder("b", Side::Outbox, "m1"), None);
         assert_eq!(s.folder_skipping("b", Folder::Read).unwrap().messages.len(), 1);
@@ -933,7 +942,7 @@ mod tests {
         assert!(bad.is_empty());
         assert_eq!(mail.iter().map(|m| (m.id.as_str(), m.body.as_str())).collect::<Vec<_>>(), [("m1", "first")]);
         // Read mail counts too.
-        commit(&s, |b| s.consume(b, "b", "m1"));
+        s.consume_now("b", "m1").unwrap();
         commit(&s, |b| queued = s.deliver(b, "b", &msg("m1", "a", "b", "third")));
         assert!(!queued && s.has("b", "m1"));
     }
@@ -950,10 +959,8 @@ mod tests {
                 s.deliver(b, "b", &written_on(id, turn));
             }
         });
-        commit(&s, |b| {
-            s.consume(b, "b", "m1");
-            s.consume(b, "b", "m2");
-        });
+        s.consume_now("b", "m1").unwrap();
+        s.consume_now("b", "m2").unwrap();
         fs::write(s.dir("b", Folder::Read).join("junk.json"), "{").unwrap();
         // Turn 5, after 2 turns: m1 (turn 1) and m2 (turn 3) are old enough;
         // m3 is unread, and junk is no message.
@@ -995,7 +1002,7 @@ mod tests {
         commit(&s, |b| {
             s.deliver(b, "b", &written_on("m1", 1));
         });
-        commit(&s, |b| s.consume(b, "b", "m1"));
+        s.consume_now("b", "m1").unwrap();
         fs::create_dir_all(s.dir("b", Folder::Archive)).unwrap();
         fs::write(s.message_path("b", Folder::Archive, "m1"), "kept").unwrap();
         let mut b = Batch::new();
@@ -1012,12 +1019,12 @@ mod tests {
             s.deliver(b, "b", &msg("m1", "a", "b", "x"));
             s.deliver(b, "b", &msg("m2", "a", "b", "y"));
         });
-        commit(&s, |b| s.consume(b, "b", "m1"));
+        s.consume_now("b", "m1").unwrap();
         assert!(!s.is_unread("b", "m1") && s.has("b", "m1"));
         assert_eq!(s.unread("b").unwrap().0.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m2"]);
         assert_eq!(s.read_mail("b").unwrap().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m1"]);
         // Consuming what is not unread does nothing.
-        commit(&s, |b| s.consume(b, "b", "gone"));
+        s.consume_now("b", "gone").unwrap();
         assert!(!s.has("b", "gone"));
     }
 

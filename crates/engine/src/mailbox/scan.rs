@@ -371,9 +371,7 @@ mod tests {
         }
         route(&s, &msg("m1", "a", &["b", "c"], "t1"));
         route(&s, &msg("m2", "b", &["a"], "t2"));
-        let mut b = Batch::new();
-        s.consume(&mut b, "b", "m1");
-        s.commit(b).unwrap();
+        s.consume_now("b", "m1").unwrap();
         let mut b = Batch::new();
         assert_eq!(s.archive_read(&mut b, "b", 9, 1).unwrap(), 1);
         s.commit(b).unwrap();

@@ -11,7 +11,7 @@ use super::{Replies, Turn};
 use crate::activity::{self, Activity};
 use crate::error::PathError;
 use crate::events::{EventKind, FailCause, Run, ToolUse};
-use crate::fsx::Batch;
+use crate::fsx::{Batch, Moves};
 use crate::journal::{Outcome, Record};
 use crate::ledger::{Entry, Ledger};
 use crate::mailbox::{Attempts, MailStore};
@@ -180,12 +180,12 @@ impl Turn<'_> {
         }
     }
 
-    /// Moves the mail that used replies read to `cur/`, in one group commit,
-    /// with the receipts of the messages that asked for one: a batch makes
-    /// its new files durable before it moves any, so a receipt is never lost
-    /// to a crash, and a repeated turn delivers it once (by its id).
+    /// Delivers the receipts of the messages that used replies read and that
+    /// asked for one, in one group commit, then moves the mail they read to
+    /// `cur/`, synced once: a receipt is durable before its mail moves, so it
+    /// is never lost to a crash, and a repeated turn delivers it once (by its id).
     pub(super) fn consume(&mut self, records: &[Record]) -> Result<(), PathError> {
-        let mut consumed = Batch::new();
+        let mut receipts = Batch::new();
         for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
             for m in self.asked_receipts(r) {
                 let Some(receipt) = crate::message::receipt(&m, &r.agent, self.turn, self.clock.now()) else {
@@ -194,17 +194,22 @@ impl Turn<'_> {
                 let sender = receipt.to.0[0].clone();
                 // The sender may have left the org since: no inbox to write to.
                 let known = self.org.agents.contains_key(sender.as_str()) || self.org.broken.contains_key(&sender);
-                if known && self.mb.is_local(&sender) && self.mb.deliver(&mut consumed, &sender, &receipt) {
+                if known && self.mb.is_local(&sender) && self.mb.deliver(&mut receipts, &sender, &receipt) {
                     let kind = EventKind::Delivered { id: receipt.id.clone(), from: receipt.from.clone(), to: sender };
                     self.ev.emit(self.clock.now(), kind);
                     self.report.delivered += 1;
                 }
             }
+        }
+        let root = &self.org.layout.root;
+        receipts.commit(root)?;
+        let mut read = Moves::new();
+        for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
             for id in &r.mail {
-                self.mb.consume(&mut consumed, &r.agent, id);
+                self.mb.consume(&mut read, &r.agent, id)?;
             }
         }
-        consumed.commit(&self.org.layout.root)
+        read.finish(root)
     }
 
     /// The unread messages a used reply read that asked for a receipt: kept
