@@ -139,6 +139,27 @@ pub struct Balance {
     pub left: f64,
 }
 
+/// What this process has read of a ledger file ([`Ledger::load_for_turn`]).
+#[derive(Debug)]
+struct ReadSoFar {
+    id: fsx::FileId,
+    /// Bytes read, up to the end of a line.
+    len: u64,
+    /// Lines in them.
+    lines: usize,
+    /// Their last [`ReadSoFar::END`] bytes (or fewer).
+    end: Vec<u8>,
+    totals: Ledger,
+}
+
+impl ReadSoFar {
+    /// How many of the last bytes read are compared on the next read.
+    const END: usize = 256;
+}
+
+/// The ledgers this process has read, by path (one org for a daemon).
+static READ: std::sync::Mutex<Vec<ReadSoFar>> = std::sync::Mutex::new(Vec::new());
+
 /// The ledger, read into totals.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
@@ -167,18 +188,78 @@ impl Ledger {
         // stray write) is a corrupt line like any other, skipped and counted;
         // it must not make the whole ledger, and so every turn, unreadable.
         let Some(bytes) = fsx::read_optional(path)? else { return Ok(l) };
-        for line in read_lines(&String::from_utf8_lossy(&bytes)) {
+        l.add_lines(&bytes, 0);
+        Ok(l)
+    }
+
+    /// [`Ledger::load`] for a turn, `turn`, reading only what was appended
+    /// since this process last read the file: the ledger grows by a line for
+    /// every run, and a daemon that read it whole before each turn would read
+    /// all of its history every second. The file is read whole again when it
+    /// was replaced or shortened (a restore). Charges of turns before `turn`
+    /// count in the totals, but [`Ledger::has_charge`] answers only for
+    /// `turn` and later (a turn asks about itself), and `duplicate_charges`
+    /// only among those: `fsck` reads the whole file.
+    pub fn load_for_turn(path: &Path, turn: u64) -> Result<Ledger, PathError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut known = READ.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(mut f) = fsx::open_regular(std::fs::OpenOptions::new().read(true), path)? else {
+            known.retain(|r| r.totals.path != path);
+            return Ok(Ledger { path: path.to_path_buf(), ..Ledger::default() });
+        };
+        let meta = f.metadata().with_path(path)?;
+        let id = fsx::FileId::of(&meta);
+        let at = known.iter().position(|r| r.totals.path == path);
+        let fresh = || ReadSoFar {
+            id,
+            len: 0,
+            lines: 0,
+            end: Vec::new(),
+            totals: Ledger { path: path.to_path_buf(), ..Ledger::default() },
+        };
+        let mut read = match at.map(|i| known.swap_remove(i)) {
+            Some(r) if r.id == id && r.len <= meta.len() => r,
+            _ => fresh(),
+        };
+        // From a little before where the last read ended: a file rewritten in
+        // place no longer ends the read part with the same bytes.
+        let mut rest = Vec::new();
+        let from = read.len - read.end.len() as u64;
+        f.seek(SeekFrom::Start(from)).and_then(|_| f.read_to_end(&mut rest)).with_path(path)?;
+        if !rest.starts_with(&read.end) {
+            read = fresh();
+            rest.clear();
+            f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_end(&mut rest)).with_path(path)?;
+        }
+        let rest = &rest[read.end.len()..];
+        // Whole lines are kept; a last line without its newline (a write
+        // under way, or torn) is counted in this answer only.
+        let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        read.totals.add_lines(&rest[..whole], read.lines);
+        read.lines += rest[..whole].iter().filter(|b| **b == b'\n').count();
+        let kept = [read.end.as_slice(), &rest[..whole]].concat();
+        read.end = kept[kept.len().saturating_sub(ReadSoFar::END)..].to_vec();
+        read.len += whole as u64;
+        read.totals.charged.retain(|(t, _)| *t >= turn);
+        let mut out = read.totals.clone();
+        out.add_lines(&rest[whole..], read.lines);
+        known.push(read);
+        Ok(out)
+    }
+
+    /// Counts the lines of `bytes`, the first of which is line `before + 1` of the file.
+    fn add_lines(&mut self, bytes: &[u8], before: usize) {
+        for line in read_lines(&String::from_utf8_lossy(bytes)) {
             match line {
                 Line::Entry(no, e) => {
                     if !e.valid() {
-                        l.invalid_lines.push(no);
+                        self.invalid_lines.push(before + no);
                     }
-                    l.add(&e);
+                    self.add(&e);
                 }
-                Line::Torn(no, _) | Line::Corrupt(no, _) => l.torn_lines.push(no),
+                Line::Torn(no, _) | Line::Corrupt(no, _) => self.torn_lines.push(before + no),
             }
         }
-        Ok(l)
     }
 
     fn add(&mut self, e: &Entry) {
@@ -364,6 +445,59 @@ mod tests {
         assert_eq!(l.spent_per_model().into_iter().collect::<Vec<_>>(), vec![("default".to_string(), 3.5)]);
         assert!(l.duplicate_charges.is_empty());
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn a_turn_reads_only_what_was_appended_since_and_agrees_with_a_whole_read() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let layout = crate::org::Layout::new(d.path());
+        let p = layout.ledger();
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let same = |turn: u64| {
+            let (part, whole) = (Ledger::load_for_turn(&p, turn).unwrap(), Ledger::load(&p).unwrap());
+            for agent in ["a", "b"] {
+                assert_eq!(part.balance(agent, 10.0), whole.balance(agent, 10.0), "{agent} on turn {turn}");
+            }
+            assert_eq!(part.spent_per_model(), whole.spent_per_model());
+            assert_eq!((&part.torn_lines, &part.invalid_lines), (&whole.torn_lines, &whole.invalid_lines));
+            part
+        };
+        same(1);
+        Ledger::load(&p).unwrap().append(&[charge(1, "a", 1.0), charge(1, "b", 2.0)]).unwrap();
+        assert!(same(1).has_charge(1, "a"));
+        // A line being written (no newline yet) counts as torn, until it is whole.
+        let append = |text: &str| std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(text.as_bytes());
+        append(r#"{"kind":"charge","turn":2,"agent":"a","model":"default","#).unwrap();
+        assert_eq!(same(2).torn_lines, [3]);
+        append(r#""input_tokens":1,"output_tokens":1,"cost":0.5,"at":"2026-01-01T00:00:00Z"}"#).unwrap();
+        append("\n").unwrap();
+        let l = same(2);
+        assert!(l.torn_lines.is_empty() && l.has_charge(2, "a"));
+        assert!(!l.has_charge(1, "a"), "a turn asks only about itself and later turns");
+        top_up(&layout, "b", 1.0, 10.0, 2, Utc::now()).unwrap();
+        let mut invalid = charge(3, "a", 0.0);
+        if let Entry::Charge { cost, .. } = &mut invalid {
+            *cost = -1.0;
+        }
+        Ledger::load(&p).unwrap().append(&[charge(3, "b", 0.25), invalid]).unwrap();
+        assert_eq!(same(3).invalid_lines, [6]);
+        // Only the new bytes are read: an edit of an earlier line in place is
+        // not seen (a whole read sees it), while a replaced file is read whole.
+        std::os::unix::fs::FileExt::write_at(&std::fs::File::options().write(true).open(&p).unwrap(), b"9", {
+            let text = std::fs::read_to_string(&p).unwrap();
+            text.find("\"cost\":1.0").unwrap() as u64 + 7
+        })
+        .unwrap();
+        assert_eq!(Ledger::load(&p).unwrap().balance("a", 10.0).spent, 9.5);
+        assert_eq!(Ledger::load_for_turn(&p, 3).unwrap().balance("a", 10.0).spent, 1.5);
+        std::fs::remove_file(&p).unwrap();
+        Ledger::load(&p).unwrap().append(&[charge(4, "b", 3.0)]).unwrap();
+        assert_eq!(same(4).balance("a", 10.0).spent, 0.0);
+        // So is one rewritten in place, longer than before (the same inode).
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{}{text}", text.replace("\"b\"", "\"a\""))).unwrap();
+        assert_eq!(same(5).balance("a", 10.0).spent, 3.0);
     }
 
     #[test]

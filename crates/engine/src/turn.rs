@@ -120,7 +120,7 @@ pub async fn run_keeping(
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
     let carried = held.take(t.turn, &journaled);
-    let mut ledger = crate::ledger::Ledger::load(&org.layout.ledger())?;
+    let mut ledger = crate::ledger::Ledger::load_for_turn(&org.layout.ledger(), t.turn)?;
     let answered: HashSet<&str> =
         journaled.keys().chain(carried.iter().map(|r| &r.agent)).map(String::as_str).collect();
     let due = pick::Due::new(org, registry, &ledger, &answered);
