@@ -21,7 +21,7 @@ use lemming_provider::Usage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PathError, WithPath};
-use crate::fsx::write_atomic;
+use crate::fsx::write_atomic_with;
 use crate::message::Message;
 use crate::org::Layout;
 
@@ -354,8 +354,9 @@ impl Journal {
             events: &'a str,
         }
         let c = Borrowed { turn, committed_at: Some(at), events };
-        let bytes = serde_json::to_vec_pretty(&c).expect("commit record serializes");
-        write_atomic(&self.layout.state_tmp(), &self.layout.turn_json(), &bytes)
+        write_atomic_with(&self.layout.state_tmp(), &self.layout.turn_json(), |w| {
+            serde_json::to_writer_pretty(w, &c).map_err(std::io::Error::from)
+        })
     }
 
     /// Removes journals of turns older than `turn - keep`.

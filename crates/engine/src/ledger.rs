@@ -178,6 +178,8 @@ pub struct Ledger {
     pub duplicate_charges: Vec<(u64, String)>,
     last_charge_turn: u64,
     last_top_up_turn: u64,
+    /// The first turn whose charges are kept for [`Ledger::has_charge`] (0: all).
+    charges_from: u64,
 }
 
 impl Ledger {
@@ -235,12 +237,18 @@ impl Ledger {
         // Whole lines are kept; a last line without its newline (a write
         // under way, or torn) is counted in this answer only.
         let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        read.totals.charges_from = turn;
+        read.totals.charged.retain(|(t, _)| *t >= turn);
         read.totals.add_lines(&rest[..whole], read.lines);
         read.lines += rest[..whole].iter().filter(|b| **b == b'\n').count();
-        let kept = [read.end.as_slice(), &rest[..whole]].concat();
-        read.end = kept[kept.len().saturating_sub(ReadSoFar::END)..].to_vec();
+        read.end = match rest[..whole].len().checked_sub(ReadSoFar::END) {
+            Some(from) => rest[from..whole].to_vec(),
+            None => {
+                let end = [read.end.as_slice(), &rest[..whole]].concat();
+                end[end.len().saturating_sub(ReadSoFar::END)..].to_vec()
+            }
+        };
         read.len += whole as u64;
-        read.totals.charged.retain(|(t, _)| *t >= turn);
         let mut out = read.totals.clone();
         out.add_lines(&rest[whole..], read.lines);
         known.push(read);
@@ -266,7 +274,7 @@ impl Ledger {
         match e {
             Entry::Charge { turn, agent, model, cost, .. } => {
                 self.last_charge_turn = self.last_charge_turn.max(*turn);
-                if !self.charged.insert((*turn, agent.clone())) {
+                if *turn >= self.charges_from && !self.charged.insert((*turn, agent.clone())) {
                     self.duplicate_charges.push((*turn, agent.clone()));
                 }
                 if e.valid() {

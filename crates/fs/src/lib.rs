@@ -66,9 +66,19 @@ pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
 /// `path`, and `path`'s folder is fsynced. A failed write leaves no
 /// temporary file behind.
 pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    write_atomic_with(tmp_dir, path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes, through a buffer: a large file
+/// (the commit of a 10,000-agent turn) is never held whole in memory.
+pub fn write_atomic_with(
+    tmp_dir: &Path,
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), PathError> {
     fs::create_dir_all(tmp_dir).with_path(tmp_dir)?;
     let tmp = tmp_path(tmp_dir, path);
-    let written = write_tmp(&tmp, bytes, true).and_then(|()| fs::rename(&tmp, path).with_path(path));
+    let written = write_tmp_with(&tmp, true, write).and_then(|()| fs::rename(&tmp, path).with_path(path));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -85,21 +95,42 @@ pub fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Pat
 /// can write, such as an agent's workspace) is removed, not followed, and a
 /// stale file of a process that had the same pid is replaced.
 pub fn write_tmp(tmp: &Path, bytes: &[u8], sync: bool) -> Result<(), PathError> {
+    let mut f = create_tmp(tmp)?;
+    f.write_all(bytes).with_path(tmp)?;
+    if sync {
+        f.sync_data().with_path(tmp)?;
+    }
+    Ok(())
+}
+
+/// [`write_tmp`] of what `write` writes, through a buffer of 64 KB.
+fn write_tmp_with(
+    tmp: &Path,
+    sync: bool,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), PathError> {
+    let f = create_tmp(tmp)?;
+    let mut w = std::io::BufWriter::with_capacity(64 << 10, &f);
+    write(&mut w).and_then(|()| w.flush()).with_path(tmp)?;
+    drop(w);
+    if sync {
+        f.sync_data().with_path(tmp)?;
+    }
+    Ok(())
+}
+
+/// Creates the temporary file `tmp`, new (see [`write_tmp`]).
+fn create_tmp(tmp: &Path) -> Result<fs::File, PathError> {
     disk_full().with_path(tmp)?;
     let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(tmp);
-    let mut f = match create() {
+    match create() {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             fs::remove_file(tmp).with_path(tmp)?;
             create()
         }
         other => other,
     }
-    .with_path(tmp)?;
-    f.write_all(bytes).with_path(tmp)?;
-    if sync {
-        f.sync_data().with_path(tmp)?;
-    }
-    Ok(())
+    .with_path(tmp)
 }
 
 /// A temporary name in `tmp_dir` for a write of `target`, unique in this
