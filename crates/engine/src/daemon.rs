@@ -112,6 +112,25 @@ pub fn classify(root: &Path, path: &Path) -> Option<Change> {
     }
 }
 
+/// Whether the folder `dir` inside the org is worth a watch: those where
+/// [`classify`] finds something (outboxes' `new/`, agent folders, the config
+/// folders, `org/state/` for the pause file) and the folders on the way to
+/// them. Not inboxes, memory, logs, workspaces or the journal: the turn's own
+/// writes there mean nothing to the daemon.
+pub fn watched(root: &Path, dir: &Path) -> bool {
+    let Ok(rel) = dir.strip_prefix(root) else { return false };
+    let parts: Vec<&str> = rel.components().filter_map(|c| c.as_os_str().to_str()).collect();
+    matches!(
+        parts.as_slice(),
+        ["agents"]
+            | ["agents", _]
+            | ["agents", _, "outbox"]
+            | ["agents", _, "outbox", "new"]
+            | ["org"]
+            | ["org", "state"]
+    )
+}
+
 /// The first wait after a failed turn.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between two tries while turns fail.
@@ -228,8 +247,8 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let base = root.to_path_buf();
-    let _watcher = watch::start(root, ev_tx, move |p| classify(&base, p));
+    let (base, top) = (root.to_path_buf(), root.to_path_buf());
+    let _watcher = watch::start(root, ev_tx, move |d| watched(&top, d), move |p| classify(&base, p));
 
     let mut registry = Arc::new(org.registry());
     let mut problems: Vec<String> = Vec::new();
@@ -560,6 +579,25 @@ mod tests {
         assert_eq!(classify(r, Path::new("/org/agents/planner/resume.toml")), Some(Change::Config));
         assert_eq!(classify(r, Path::new("/org/org/models.toml")), Some(Change::Config));
         assert_eq!(classify(r, Path::new("/org/org/state/turn.json")), None);
+    }
+
+    /// Every folder on the way to a path the daemon cares about is watched,
+    /// and the folders where the turn writes for itself are not.
+    #[test]
+    fn the_folders_watched_are_those_on_the_way_to_what_matters() {
+        let r = Path::new("/org");
+        for p in ["agents/human/outbox/new/x.json", "agents/planner/resume.toml", "org/models.toml", "org/state/paused"]
+        {
+            let path = r.join(p);
+            assert!(classify(r, &path).is_some(), "{p}");
+            for dir in path.ancestors().skip(1).take_while(|d| *d != r) {
+                assert!(watched(r, dir), "{} is on the way to {p}", dir.display());
+            }
+        }
+        for dir in ["agents/human/inbox", "agents/human/inbox/new", "agents/human/outbox/sent", "org/state/journal"] {
+            assert!(!watched(r, &r.join(dir)), "{dir}");
+        }
+        assert!(!watched(r, Path::new("/elsewhere/agents")));
     }
 
     /// A clock that reads tokio's (paused) time, from `base`.
