@@ -19,7 +19,6 @@
 //! kept in memory ([`turn::Unjournaled`]) and journaled by the next try of the
 //! same turn, so no (turn, agent) is asked twice by this process.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +35,7 @@ use crate::fsx;
 use crate::lock::{self, LockError};
 use crate::mailbox::MailStore;
 use crate::org::{agent_folders, ConfigStamp, Layout, LoadOrgError, Org};
+use crate::route::Waiting;
 use crate::trouble::{self, DaemonTrouble};
 use crate::turn::{self, TurnReport};
 use crate::watch;
@@ -260,7 +260,10 @@ pub async fn run(
     // The first turn runs at once: it finishes whatever a previous run left.
     let mut next_timer = Instant::now();
     let mut wake_at: Option<Instant> = None;
-    let mut leftover: BTreeSet<String> = BTreeSet::new();
+    let mut leftover = Waiting::new();
+    // When outboxes were last looked at as a whole (after a turn): the rescan
+    // is skipped while that is fresher than its period.
+    let mut looked = Instant::now();
     // The last turn delivered mail sent while it ran, or tool results: their recipients are due now.
     let mut due_now = false;
     let mut done = 0u64;
@@ -292,6 +295,10 @@ pub async fn run(
                 continue;
             }
             _ = rescan.tick() => {
+                // A turn looked at every outbox and config file since: nothing for the rescan to cover.
+                if looked.elapsed() < opts.rescan {
+                    continue;
+                }
                 let now = ConfigStamp::of(&layout);
                 if now != stamp {
                     stamp = now;
@@ -325,31 +332,31 @@ pub async fn run(
                 continue;
             }
         }
-        let before = pending_files(&org);
-        let report = match turn::run_keeping(&org, &registry, &opts.sources, Some(stop_rx.clone()), &mut held).await {
-            Ok(report) => report,
-            Err(e) => {
-                backoff = next_backoff(backoff);
-                let t = outage.get_or_insert_with(|| DaemonTrouble {
-                    since: opts.sources.now(),
-                    error: String::new(),
-                    failures: 0,
-                    retry_at: opts.sources.now(),
-                    unjournaled_calls: 0,
-                });
-                note_failure(&layout, t, &e, backoff, &held, opts.sources.now());
-                tracing::error!(
-                    error = %e,
-                    failures = t.failures,
-                    unjournaled_calls = t.unjournaled_calls,
-                    retry_in_secs = backoff.as_secs(),
-                    "the turn failed; the daemon stays up and tries again after a write probe"
-                );
-                next_timer = Instant::now() + backoff;
-                while ev_rx.try_recv().is_ok() {}
-                continue;
-            }
-        };
+        let (report, waiting) =
+            match turn::run_waiting(&org, &registry, &opts.sources, Some(stop_rx.clone()), &mut held).await {
+                Ok(done) => done,
+                Err(e) => {
+                    backoff = next_backoff(backoff);
+                    let t = outage.get_or_insert_with(|| DaemonTrouble {
+                        since: opts.sources.now(),
+                        error: String::new(),
+                        failures: 0,
+                        retry_at: opts.sources.now(),
+                        unjournaled_calls: 0,
+                    });
+                    note_failure(&layout, t, &e, backoff, &held, opts.sources.now());
+                    tracing::error!(
+                        error = %e,
+                        failures = t.failures,
+                        unjournaled_calls = t.unjournaled_calls,
+                        retry_in_secs = backoff.as_secs(),
+                        "the turn failed; the daemon stays up and tries again after a write probe"
+                    );
+                    next_timer = Instant::now() + backoff;
+                    while ev_rx.try_recv().is_ok() {}
+                    continue;
+                }
+            };
         if let Some(t) = outage.take() {
             tracing::info!(
                 failures = t.failures,
@@ -369,10 +376,10 @@ pub async fn run(
         next_timer = Instant::now() + lemming_provider::config::secs(seconds.max(0.001));
         // Our own writes during the turn raised events; what matters is what is pending now.
         while ev_rx.try_recv().is_ok() {}
-        // Mail pending both before and after the turn was held (an invalid resume);
+        // Mail the turn's last routing left waiting was held (an invalid resume);
         // mail that landed during the turn is new, and wakes the next turn early,
         // whether it still waits in an outbox or the turn's last routing delivered it.
-        leftover = pending_files(&org).intersection(&before).cloned().collect();
+        leftover = waiting;
         // A chain of tool calls moves at model speed: each result wakes the next turn.
         due_now = report.arrived > 0 || report.tool_calls > 0;
         if org.settings.wake_on_message && due_now {
@@ -381,6 +388,7 @@ pub async fn run(
         } else if org.settings.wake_on_message && has_new_pending(&org, &leftover) {
             wake_at = Some(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
         }
+        looked = Instant::now();
         if opts.turns.is_some_and(|n| done >= n) {
             break;
         }
@@ -482,22 +490,14 @@ fn report_problems(
     }
 }
 
-/// The files waiting in every outbox.
-fn pending_files(org: &Org) -> BTreeSet<String> {
+/// Whether some outbox holds an entry that the last turn did not leave
+/// waiting (mail held for an invalid resume does not wake the daemon again
+/// and again). Stops at the first.
+fn has_new_pending(org: &Org, leftover: &Waiting) -> bool {
     let mb = org.mail();
-    let mut out = BTreeSet::new();
-    for agent in agent_folders(&org.layout) {
-        for p in mb.pending(&agent).unwrap_or_default() {
-            out.insert(format!("{agent}/{}", p.name.to_string_lossy()));
-        }
-    }
-    out
-}
-
-/// Whether some outbox holds a file that was not there after the last turn
-/// (mail held for an invalid resume does not wake the daemon again and again).
-fn has_new_pending(org: &Org, leftover: &BTreeSet<String>) -> bool {
-    pending_files(org).iter().any(|f| !leftover.contains(f))
+    agent_folders(&org.layout)
+        .into_iter()
+        .any(|agent| mb.pending(&agent).unwrap_or_default().iter().any(|p| !leftover.contains(p)))
 }
 
 /// Why `stop` could not stop the daemon.
@@ -771,6 +771,36 @@ mod tests {
         // The watcher may wake it sooner; the rescan does within its period, even without the watcher.
         assert!(took <= Duration::from_millis(2100), "answered after {took:?}");
         assert_eq!(done.unwrap(), 2);
+    }
+
+    /// Mail the turn's routing left waiting (for an agent whose resume is
+    /// invalid) wakes no turn, however often the daemon looks; new mail does.
+    #[tokio::test(start_paused = true)]
+    async fn held_mail_wakes_no_turn_and_new_mail_still_does() {
+        let (_d, root) = new_org();
+        crate::testing::edit(&root, "agents/planner/resume.toml", "title = \"Planner\"", "title = 7");
+        let held = crate::message::Message::parse(br#"{"id":"held-1","from":"manager","to":"planner","body":"hi"}"#);
+        Layout::new(&root).mail().send_now("manager", &held.unwrap()).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = RunOptions { rescan: Duration::from_millis(500), ..opts(None) };
+        let mut turns = 0;
+        let daemon = run(&root, opts, async { drop(stop_rx.await) }, |_| turns += 1, |_| {});
+        let person = async {
+            // Many rescans, and one timer turn.
+            tokio::time::sleep(Duration::from_secs(90)).await;
+            let id = send(&root, "still there?");
+            let sent = Instant::now();
+            while !answered(&root, &id) {
+                assert!(sent.elapsed() < Duration::from_secs(2), "new mail waits for the timer");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop_tx.send(()).unwrap();
+        };
+        let (done, ()) = tokio::join!(daemon, person);
+        assert_eq!(done.unwrap(), 3, "the first turn, the timer's at 60 s, and the new mail's");
+        assert_eq!(turns, 3);
+        let pending = Layout::new(&root).mail().pending("manager").unwrap();
+        assert_eq!(pending.len(), 1, "the held mail still waits");
     }
 
     #[tokio::test(start_paused = true)]

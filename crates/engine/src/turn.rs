@@ -44,7 +44,7 @@ use crate::journal::{Journal, Record};
 use crate::mailbox::{FsMailStore, MailStore};
 use crate::name::AgentName;
 use crate::org::{agent_folders, Org};
-use crate::route::{route, Post};
+use crate::route::{route, Post, Waiting};
 use crate::trouble;
 
 mod act;
@@ -105,7 +105,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
 /// [`run`], reusing the replies in `held` that an earlier try of this turn
 /// could not journal, and leaving there the replies that this try cannot.
 /// Time comes from `src`'s clock, and each event is published on its bus as
-/// it happens. Every turn goes through here, under the turn lock.
+/// it happens.
 pub async fn run_keeping(
     org: &Org,
     registry: &Arc<Registry>,
@@ -113,6 +113,19 @@ pub async fn run_keeping(
     stop: Option<Stop>,
     held: &mut Unjournaled,
 ) -> Result<TurnReport, PathError> {
+    Ok(run_waiting(org, registry, src, stop, held).await?.0)
+}
+
+/// [`run_keeping`], also returning the outbox entries that the turn's last
+/// routing left waiting ([`Waiting`]): the daemon tells held mail from mail
+/// that came later with it. Every turn goes through here, under the turn lock.
+pub async fn run_waiting(
+    org: &Org,
+    registry: &Arc<Registry>,
+    src: &Sources,
+    stop: Option<Stop>,
+    held: &mut Unjournaled,
+) -> Result<(TurnReport, Waiting), PathError> {
     let _turn = crate::lock::turn(&org.layout).await?;
     let mut t = Turn::prepare(org, src)?;
     let clock = &*src.clock;
@@ -136,13 +149,13 @@ pub async fn run_keeping(
     t.archive()?;
     fault::point("archived");
     let routed_before = t.ev.list().len();
-    route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
+    let waiting = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
     t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);
     fault::point("routed_again");
     let report = t.commit(&replies.records, held)?;
     // Derived from the files: a failure here is a warning, never the turn's.
     crate::index::after_turn(&org.layout);
-    Ok(report)
+    Ok((report, waiting))
 }
 
 /// How many of the deliveries in `routed` carried mail that was sent while the

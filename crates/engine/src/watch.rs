@@ -17,13 +17,19 @@ use tokio::sync::mpsc;
 
 /// A running watcher; dropping it stops the events.
 pub struct Watcher {
-    _inner: Inner,
+    _notify: Option<notify::RecommendedWatcher>,
+    #[cfg(target_os = "linux")]
+    _task: Option<linux::Task>,
 }
 
-enum Inner {
-    Notify(#[allow(dead_code)] notify::RecommendedWatcher),
-    #[cfg(target_os = "linux")]
-    Inotify(linux::Task),
+impl Watcher {
+    fn notify(w: notify::RecommendedWatcher) -> Watcher {
+        Watcher {
+            _notify: Some(w),
+            #[cfg(target_os = "linux")]
+            _task: None,
+        }
+    }
 }
 
 /// Watches the folders under `agents/` and `org/` of the org that `watched`
@@ -46,7 +52,7 @@ pub fn start<T: Send + 'static>(
     #[cfg(target_os = "linux")]
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         match linux::start(&rt, root, tx.clone(), Box::new(watched), Box::new(classify)) {
-            Ok(task) => return Some(Watcher { _inner: Inner::Inotify(task) }),
+            Ok(task) => return Some(Watcher { _notify: None, _task: Some(task) }),
             Err((e, classify)) => {
                 tracing::warn!(error = %e, "no inotify watcher; trying notify's");
                 return start_notify(root, tx, classify);
@@ -88,7 +94,7 @@ fn start_notify<T: Send + 'static>(
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on the periodic rescan");
         }
     }
-    Some(Watcher { _inner: Inner::Notify(w) })
+    Some(Watcher::notify(w))
 }
 
 #[cfg(target_os = "linux")]
@@ -220,9 +226,12 @@ mod linux {
         let mut tree = Tree { watches: inotify.watches(), dirs: HashMap::new(), watched, classify, tx };
         // The runtime's reactor takes the descriptor: from within the runtime.
         let _entered = rt.enter();
-        let mut fd = match AsyncFd::new(inotify) {
+        // SAFETY: the descriptor is the `Inotify`'s own, and it stays open
+        // while registered: `Tree`'s `Watches` shares it, and `AsyncFd`
+        // deregisters it before dropping its `Inotify`.
+        let mut fd = match unsafe { AsyncFd::register(inotify) } {
             Ok(fd) => fd,
-            Err(e) => return Err((e, tree.classify)),
+            Err(e) => return Err((e.into(), tree.classify)),
         };
         for top in ["agents", "org"] {
             tree.add(&root.join(top), false);
@@ -277,7 +286,7 @@ pub fn folder(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<Watcher> {
     w.watch(dir, RecursiveMode::NonRecursive)
         .map_err(|e| tracing::debug!(dir = %dir.display(), error = %e, "cannot watch; polling"))
         .ok()?;
-    Some(Watcher { _inner: Inner::Notify(w) })
+    Some(Watcher::notify(w))
 }
 
 #[cfg(test)]
