@@ -773,6 +773,35 @@ mod tests {
         assert_eq!(done.unwrap(), 2);
     }
 
+    /// With the default org (`debounce_ms = 0`), mail to an idle daemon
+    /// starts a turn at once: the watcher wakes it, nothing waits for a burst.
+    #[tokio::test(start_paused = true)]
+    async fn mail_to_an_idle_daemon_starts_a_turn_at_once() {
+        let (_d, root) = new_org();
+        assert_eq!(Org::load(&root).unwrap().settings.debounce_ms, 0);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = run(&root, opts(None), async { drop(stop_rx.await) }, |_| {}, |_| {});
+        let person = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut took = Vec::new();
+            for i in 0..3 {
+                let id = send(&root, &format!("ping {i}"));
+                let sent = Instant::now();
+                while !answered(&root, &id) {
+                    assert!(sent.elapsed() < Duration::from_secs(1), "not answered at once");
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+                took.push(sent.elapsed());
+            }
+            stop_tx.send(()).unwrap();
+            took
+        };
+        let (done, took) = tokio::join!(daemon, person);
+        assert_eq!(done.unwrap(), 4, "the first turn and one per message");
+        // Virtual time: only the polling above and a wait in the daemon make it pass.
+        assert!(took.iter().all(|t| *t < Duration::from_millis(3)), "{took:?}");
+    }
+
     /// Mail the turn's routing left waiting (for an agent whose resume is
     /// invalid) wakes no turn, however often the daemon looks; new mail does.
     #[tokio::test(start_paused = true)]
