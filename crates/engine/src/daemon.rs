@@ -120,15 +120,8 @@ pub fn classify(root: &Path, path: &Path) -> Option<Change> {
 pub fn watched(root: &Path, dir: &Path) -> bool {
     let Ok(rel) = dir.strip_prefix(root) else { return false };
     let parts: Vec<&str> = rel.components().filter_map(|c| c.as_os_str().to_str()).collect();
-    matches!(
-        parts.as_slice(),
-        ["agents"]
-            | ["agents", _]
-            | ["agents", _, "outbox"]
-            | ["agents", _, "outbox", "new"]
-            | ["org"]
-            | ["org", "state"]
-    )
+    crate::mailbox::is_pending_folder(&parts)
+        || matches!(parts.as_slice(), ["agents"] | ["agents", _] | ["org"] | ["org", "state"])
 }
 
 /// The first wait after a failed turn.
@@ -248,7 +241,8 @@ pub async fn run(
     });
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let (base, top) = (root.to_path_buf(), root.to_path_buf());
-    let _watcher = watch::start(root, ev_tx, move |d| watched(&top, d), move |p| classify(&base, p));
+    let watcher = watch::start(root, ev_tx, move |d| watched(&top, d), move |p| classify(&base, p));
+    let watching = watcher.is_some();
 
     let mut registry = Arc::new(org.registry());
     let mut problems: Vec<String> = Vec::new();
@@ -374,8 +368,6 @@ pub async fn run(
         done += 1;
         let seconds = opts.turn_seconds.unwrap_or(org.settings.turn_seconds);
         next_timer = Instant::now() + lemming_provider::config::secs(seconds.max(0.001));
-        // Our own writes during the turn raised events; what matters is what is pending now.
-        while ev_rx.try_recv().is_ok() {}
         // Mail the turn's last routing left waiting was held (an invalid resume);
         // mail that landed during the turn is new, and wakes the next turn early,
         // whether it still waits in an outbox or the turn's last routing delivered it.
@@ -385,9 +377,13 @@ pub async fn run(
         if org.settings.wake_on_message && due_now {
             // What is due is known and complete: no burst to wait for.
             wake_at = Some(Instant::now());
-        } else if org.settings.wake_on_message && has_new_pending(&org, &leftover) {
+        } else if org.settings.wake_on_message && !watching && has_new_pending(&org, &leftover) {
             wake_at = Some(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
         }
+        // With a watcher, mail that landed after the turn's last routing raised
+        // an event that is still queued, and wakes an early turn; so do the
+        // turn's own writes to outboxes, which the look before an early turn
+        // tells apart. A turn with nothing to do raises none: no look at all.
         looked = Instant::now();
         if opts.turns.is_some_and(|n| done >= n) {
             break;
@@ -800,6 +796,36 @@ mod tests {
         assert_eq!(done.unwrap(), 4, "the first turn and one per message");
         // Virtual time: only the polling above and a wait in the daemon make it pass.
         assert!(took.iter().all(|t| *t < Duration::from_millis(3)), "{took:?}");
+    }
+
+    /// Mail that lands after the turn's last routing (here: as the turn
+    /// ends) wakes the next turn at once, not the timer's.
+    #[tokio::test(start_paused = true)]
+    async fn mail_that_lands_as_a_turn_ends_wakes_the_next_turn() {
+        let (_d, root) = new_org();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let late = std::sync::Mutex::new(None);
+        let on_turn = |r: &TurnReport| {
+            if r.turn == 1 {
+                *late.lock().unwrap() = Some((send(&root, "late"), Instant::now()));
+            }
+        };
+        let daemon = run(&root, opts(None), async { drop(stop_rx.await) }, on_turn, |_| {});
+        let person = async {
+            loop {
+                let sent = late.lock().unwrap().clone();
+                if let Some((id, at)) = sent {
+                    if answered(&root, &id) {
+                        break;
+                    }
+                    assert!(at.elapsed() < Duration::from_secs(1), "the late mail waits for the timer");
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            stop_tx.send(()).unwrap();
+        };
+        let (done, ()) = tokio::join!(daemon, person);
+        assert_eq!(done.unwrap(), 2);
     }
 
     /// Mail the turn's routing left waiting (for an agent whose resume is
