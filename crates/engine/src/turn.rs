@@ -10,7 +10,8 @@
 //!    **journal** the replies (`call.rs`), after the dead letters the pick made;
 //! 5. **apply** their effects and **consume** the mail they read (`apply.rs`),
 //!    then **archive** read mail old enough, with `archive_after_turns` (`archive.rs`);
-//! 6. **route again**, so replies arrive in the same turn;
+//! 6. **route again**, so replies arrive in the same turn (not when there are
+//!    none: nobody was due);
 //! 7. **commit** (`commit.rs`).
 //!
 //! Every phase ends in a group commit ([`Batch`]): one filesystem sync per
@@ -129,7 +130,7 @@ pub async fn run_waiting(
     let _turn = crate::lock::turn(&org.layout).await?;
     let mut t = Turn::prepare(org, src)?;
     let clock = &*src.clock;
-    route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
+    let first = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
     let carried = held.take(t.turn, &journaled);
@@ -148,9 +149,17 @@ pub async fn run_waiting(
     fault::point("consumed");
     t.archive()?;
     fault::point("archived");
-    let routed_before = t.ev.list().len();
-    let waiting = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
-    t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);
+    // Only replies write to outboxes during a turn: a turn that applied none
+    // (nobody was due) does not list every outbox again. Mail sent meanwhile
+    // waits for the next turn, which the daemon's watcher starts at once.
+    let waiting = if replies.records.is_empty() {
+        first
+    } else {
+        let routed_before = t.ev.list().len();
+        let waiting = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
+        t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);
+        waiting
+    };
     fault::point("routed_again");
     let report = t.commit(&replies.records, held)?;
     // Derived from the files: a failure here is a warning, never the turn's.
