@@ -19,7 +19,6 @@
 //! kept in memory ([`turn::Unjournaled`]) and journaled by the next try of the
 //! same turn, so no (turn, agent) is asked twice by this process.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +35,7 @@ use crate::fsx;
 use crate::lock::{self, LockError};
 use crate::mailbox::MailStore;
 use crate::org::{agent_folders, ConfigStamp, Layout, LoadOrgError, Org};
+use crate::route::Waiting;
 use crate::trouble::{self, DaemonTrouble};
 use crate::turn::{self, TurnReport};
 use crate::watch;
@@ -110,6 +110,18 @@ pub fn classify(root: &Path, path: &Path) -> Option<Change> {
         | ["org", "state", "paused"] => Some(Change::Config),
         _ => None,
     }
+}
+
+/// Whether the folder `dir` inside the org is worth a watch: those where
+/// [`classify`] finds something (outboxes' `new/`, agent folders, the config
+/// folders, `org/state/` for the pause file) and the folders on the way to
+/// them. Not inboxes, memory, logs, workspaces or the journal: the turn's own
+/// writes there mean nothing to the daemon.
+pub fn watched(root: &Path, dir: &Path) -> bool {
+    let Ok(rel) = dir.strip_prefix(root) else { return false };
+    let parts: Vec<&str> = rel.components().filter_map(|c| c.as_os_str().to_str()).collect();
+    crate::mailbox::is_pending_folder(&parts)
+        || matches!(parts.as_slice(), ["agents"] | ["agents", _] | ["org"] | ["org", "state"])
 }
 
 /// The first wait after a failed turn.
@@ -228,8 +240,9 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let base = root.to_path_buf();
-    let _watcher = watch::start(root, ev_tx, move |p| classify(&base, p));
+    let (base, top) = (root.to_path_buf(), root.to_path_buf());
+    let watcher = watch::start(root, ev_tx, move |d| watched(&top, d), move |p| classify(&base, p));
+    let watching = watcher.is_some();
 
     let mut registry = Arc::new(org.registry());
     let mut problems: Vec<String> = Vec::new();
@@ -241,7 +254,10 @@ pub async fn run(
     // The first turn runs at once: it finishes whatever a previous run left.
     let mut next_timer = Instant::now();
     let mut wake_at: Option<Instant> = None;
-    let mut leftover: BTreeSet<String> = BTreeSet::new();
+    let mut leftover = Waiting::new();
+    // When outboxes were last looked at as a whole (after a turn): the rescan
+    // is skipped while that is fresher than its period.
+    let mut looked = Instant::now();
     // The last turn delivered mail sent while it ran, or tool results: their recipients are due now.
     let mut due_now = false;
     let mut done = 0u64;
@@ -273,6 +289,10 @@ pub async fn run(
                 continue;
             }
             _ = rescan.tick() => {
+                // A turn looked at every outbox and config file since: nothing for the rescan to cover.
+                if looked.elapsed() < opts.rescan {
+                    continue;
+                }
                 let now = ConfigStamp::of(&layout);
                 if now != stamp {
                     stamp = now;
@@ -306,31 +326,31 @@ pub async fn run(
                 continue;
             }
         }
-        let before = pending_files(&org);
-        let report = match turn::run_keeping(&org, &registry, &opts.sources, Some(stop_rx.clone()), &mut held).await {
-            Ok(report) => report,
-            Err(e) => {
-                backoff = next_backoff(backoff);
-                let t = outage.get_or_insert_with(|| DaemonTrouble {
-                    since: opts.sources.now(),
-                    error: String::new(),
-                    failures: 0,
-                    retry_at: opts.sources.now(),
-                    unjournaled_calls: 0,
-                });
-                note_failure(&layout, t, &e, backoff, &held, opts.sources.now());
-                tracing::error!(
-                    error = %e,
-                    failures = t.failures,
-                    unjournaled_calls = t.unjournaled_calls,
-                    retry_in_secs = backoff.as_secs(),
-                    "the turn failed; the daemon stays up and tries again after a write probe"
-                );
-                next_timer = Instant::now() + backoff;
-                while ev_rx.try_recv().is_ok() {}
-                continue;
-            }
-        };
+        let (report, waiting) =
+            match turn::run_waiting(&org, &registry, &opts.sources, Some(stop_rx.clone()), &mut held).await {
+                Ok(done) => done,
+                Err(e) => {
+                    backoff = next_backoff(backoff);
+                    let t = outage.get_or_insert_with(|| DaemonTrouble {
+                        since: opts.sources.now(),
+                        error: String::new(),
+                        failures: 0,
+                        retry_at: opts.sources.now(),
+                        unjournaled_calls: 0,
+                    });
+                    note_failure(&layout, t, &e, backoff, &held, opts.sources.now());
+                    tracing::error!(
+                        error = %e,
+                        failures = t.failures,
+                        unjournaled_calls = t.unjournaled_calls,
+                        retry_in_secs = backoff.as_secs(),
+                        "the turn failed; the daemon stays up and tries again after a write probe"
+                    );
+                    next_timer = Instant::now() + backoff;
+                    while ev_rx.try_recv().is_ok() {}
+                    continue;
+                }
+            };
         if let Some(t) = outage.take() {
             tracing::info!(
                 failures = t.failures,
@@ -348,20 +368,23 @@ pub async fn run(
         done += 1;
         let seconds = opts.turn_seconds.unwrap_or(org.settings.turn_seconds);
         next_timer = Instant::now() + lemming_provider::config::secs(seconds.max(0.001));
-        // Our own writes during the turn raised events; what matters is what is pending now.
-        while ev_rx.try_recv().is_ok() {}
-        // Mail pending both before and after the turn was held (an invalid resume);
+        // Mail the turn's last routing left waiting was held (an invalid resume);
         // mail that landed during the turn is new, and wakes the next turn early,
         // whether it still waits in an outbox or the turn's last routing delivered it.
-        leftover = pending_files(&org).intersection(&before).cloned().collect();
+        leftover = waiting;
         // A chain of tool calls moves at model speed: each result wakes the next turn.
         due_now = report.arrived > 0 || report.tool_calls > 0;
         if org.settings.wake_on_message && due_now {
             // What is due is known and complete: no burst to wait for.
             wake_at = Some(Instant::now());
-        } else if org.settings.wake_on_message && has_new_pending(&org, &leftover) {
+        } else if org.settings.wake_on_message && !watching && has_new_pending(&org, &leftover) {
             wake_at = Some(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
         }
+        // With a watcher, mail that landed after the turn's last routing raised
+        // an event that is still queued, and wakes an early turn; so do the
+        // turn's own writes to outboxes, which the look before an early turn
+        // tells apart. A turn with nothing to do raises none: no look at all.
+        looked = Instant::now();
         if opts.turns.is_some_and(|n| done >= n) {
             break;
         }
@@ -463,22 +486,14 @@ fn report_problems(
     }
 }
 
-/// The files waiting in every outbox.
-fn pending_files(org: &Org) -> BTreeSet<String> {
+/// Whether some outbox holds an entry that the last turn did not leave
+/// waiting (mail held for an invalid resume does not wake the daemon again
+/// and again). Stops at the first.
+fn has_new_pending(org: &Org, leftover: &Waiting) -> bool {
     let mb = org.mail();
-    let mut out = BTreeSet::new();
-    for agent in agent_folders(&org.layout) {
-        for p in mb.pending(&agent).unwrap_or_default() {
-            out.insert(format!("{agent}/{}", p.name.to_string_lossy()));
-        }
-    }
-    out
-}
-
-/// Whether some outbox holds a file that was not there after the last turn
-/// (mail held for an invalid resume does not wake the daemon again and again).
-fn has_new_pending(org: &Org, leftover: &BTreeSet<String>) -> bool {
-    pending_files(org).iter().any(|f| !leftover.contains(f))
+    agent_folders(&org.layout)
+        .into_iter()
+        .any(|agent| mb.pending(&agent).unwrap_or_default().iter().any(|p| !leftover.contains(p)))
 }
 
 /// Why `stop` could not stop the daemon.
@@ -560,6 +575,25 @@ mod tests {
         assert_eq!(classify(r, Path::new("/org/agents/planner/resume.toml")), Some(Change::Config));
         assert_eq!(classify(r, Path::new("/org/org/models.toml")), Some(Change::Config));
         assert_eq!(classify(r, Path::new("/org/org/state/turn.json")), None);
+    }
+
+    /// Every folder on the way to a path the daemon cares about is watched,
+    /// and the folders where the turn writes for itself are not.
+    #[test]
+    fn the_folders_watched_are_those_on_the_way_to_what_matters() {
+        let r = Path::new("/org");
+        for p in ["agents/human/outbox/new/x.json", "agents/planner/resume.toml", "org/models.toml", "org/state/paused"]
+        {
+            let path = r.join(p);
+            assert!(classify(r, &path).is_some(), "{p}");
+            for dir in path.ancestors().skip(1).take_while(|d| *d != r) {
+                assert!(watched(r, dir), "{} is on the way to {p}", dir.display());
+            }
+        }
+        for dir in ["agents/human/inbox", "agents/human/inbox/new", "agents/human/outbox/sent", "org/state/journal"] {
+            assert!(!watched(r, &r.join(dir)), "{dir}");
+        }
+        assert!(!watched(r, Path::new("/elsewhere/agents")));
     }
 
     /// A clock that reads tokio's (paused) time, from `base`.
@@ -733,6 +767,95 @@ mod tests {
         // The watcher may wake it sooner; the rescan does within its period, even without the watcher.
         assert!(took <= Duration::from_millis(2100), "answered after {took:?}");
         assert_eq!(done.unwrap(), 2);
+    }
+
+    /// With the default org (`debounce_ms = 0`), mail to an idle daemon
+    /// starts a turn at once: the watcher wakes it, nothing waits for a burst.
+    #[tokio::test(start_paused = true)]
+    async fn mail_to_an_idle_daemon_starts_a_turn_at_once() {
+        let (_d, root) = new_org();
+        assert_eq!(Org::load(&root).unwrap().settings.debounce_ms, 0);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = run(&root, opts(None), async { drop(stop_rx.await) }, |_| {}, |_| {});
+        let person = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut took = Vec::new();
+            for i in 0..3 {
+                let id = send(&root, &format!("ping {i}"));
+                let sent = Instant::now();
+                while !answered(&root, &id) {
+                    assert!(sent.elapsed() < Duration::from_secs(1), "not answered at once");
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+                took.push(sent.elapsed());
+            }
+            stop_tx.send(()).unwrap();
+            took
+        };
+        let (done, took) = tokio::join!(daemon, person);
+        assert_eq!(done.unwrap(), 4, "the first turn and one per message");
+        // Virtual time: only the polling above and a wait in the daemon make it pass.
+        assert!(took.iter().all(|t| *t < Duration::from_millis(3)), "{took:?}");
+    }
+
+    /// Mail that lands after the turn's last routing (here: as the turn
+    /// ends) wakes the next turn at once, not the timer's.
+    #[tokio::test(start_paused = true)]
+    async fn mail_that_lands_as_a_turn_ends_wakes_the_next_turn() {
+        let (_d, root) = new_org();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let late = std::sync::Mutex::new(None);
+        let on_turn = |r: &TurnReport| {
+            if r.turn == 1 {
+                *late.lock().unwrap() = Some((send(&root, "late"), Instant::now()));
+            }
+        };
+        let daemon = run(&root, opts(None), async { drop(stop_rx.await) }, on_turn, |_| {});
+        let person = async {
+            loop {
+                let sent = late.lock().unwrap().clone();
+                if let Some((id, at)) = sent {
+                    if answered(&root, &id) {
+                        break;
+                    }
+                    assert!(at.elapsed() < Duration::from_secs(1), "the late mail waits for the timer");
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            stop_tx.send(()).unwrap();
+        };
+        let (done, ()) = tokio::join!(daemon, person);
+        assert_eq!(done.unwrap(), 2);
+    }
+
+    /// Mail the turn's routing left waiting (for an agent whose resume is
+    /// invalid) wakes no turn, however often the daemon looks; new mail does.
+    #[tokio::test(start_paused = true)]
+    async fn held_mail_wakes_no_turn_and_new_mail_still_does() {
+        let (_d, root) = new_org();
+        crate::testing::edit(&root, "agents/planner/resume.toml", "title = \"Planner\"", "title = 7");
+        let held = crate::message::Message::parse(br#"{"id":"held-1","from":"manager","to":"planner","body":"hi"}"#);
+        Layout::new(&root).mail().send_now("manager", &held.unwrap()).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = RunOptions { rescan: Duration::from_millis(500), ..opts(None) };
+        let mut turns = 0;
+        let daemon = run(&root, opts, async { drop(stop_rx.await) }, |_| turns += 1, |_| {});
+        let person = async {
+            // Many rescans, and one timer turn.
+            tokio::time::sleep(Duration::from_secs(90)).await;
+            let id = send(&root, "still there?");
+            let sent = Instant::now();
+            while !answered(&root, &id) {
+                assert!(sent.elapsed() < Duration::from_secs(2), "new mail waits for the timer");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop_tx.send(()).unwrap();
+        };
+        let (done, ()) = tokio::join!(daemon, person);
+        assert_eq!(done.unwrap(), 3, "the first turn, the timer's at 60 s, and the new mail's");
+        assert_eq!(turns, 3);
+        let pending = Layout::new(&root).mail().pending("manager").unwrap();
+        assert_eq!(pending.len(), 1, "the held mail still waits");
     }
 
     #[tokio::test(start_paused = true)]

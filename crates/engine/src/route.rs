@@ -7,7 +7,7 @@
 //! machine) is handed to a [`Transport`]. Deliveries, and the transport's
 //! acceptance, are durable before the outbox entry moves to sent (G3).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -145,6 +145,8 @@ struct Router<'a> {
     ev: &'a mut Events,
     /// Agents whose files cannot be used this turn: mail to them is held.
     sick: BTreeMap<String, PathError>,
+    /// The entries left waiting in their outbox.
+    waiting: Waiting,
 }
 
 impl Router<'_> {
@@ -249,6 +251,7 @@ impl Router<'_> {
             }
             Decision::Held { .. } => {
                 self.report.held += 1;
+                self.waiting.insert(p.clone());
                 return Ok(());
             }
             Decision::Routed { recipients } => recipients,
@@ -281,6 +284,7 @@ impl Router<'_> {
             if let Err(e) = sent {
                 tracing::warn!(from = agent, to = %to, id = %msg.id, error = %e, "mail for an agent elsewhere waits in the outbox");
                 self.report.held += 1;
+                self.waiting.insert(p.clone());
                 return Ok(());
             }
             if self.seen.insert((to.clone(), msg.id.clone())) {
@@ -442,10 +446,18 @@ pub fn duplicate_detail(p: &Pending, id: &str, conflict: &Conflict) -> String {
     }
 }
 
+/// The outbox entries a routing pass left where they were: held (for an
+/// invalid resume, files that cannot be used, a transport that did not take
+/// them), or in an outbox it skipped (a sick agent, a folder that is not an
+/// agent's name). Anything else waiting after the pass came later.
+pub type Waiting = BTreeSet<Pending>;
+
 /// Routes every outbox: delivers what the chart allows, sends the rest to dead
 /// with a bounce to the sender. Deliveries are durable before outbox entries move.
 /// An agent whose outbox cannot be read is added to `sick` and skipped (its
-/// entries wait); mail to a sick agent is held.
+/// entries wait); mail to a sick agent is held. Returns the entries it left
+/// waiting, so that the daemon need not list every outbox again to tell held
+/// mail from new.
 pub fn route(
     org: &Org,
     post: Post<'_>,
@@ -454,7 +466,7 @@ pub fn route(
     report: &mut TurnReport,
     ev: &mut Events,
     sick: &mut BTreeMap<String, PathError>,
-) -> Result<(), PathError> {
+) -> Result<Waiting, PathError> {
     let store = post.store;
     // Held mail is counted by the last pass only: the second pass sees it again.
     report.held = 0;
@@ -471,9 +483,12 @@ pub fn route(
         report,
         ev,
         sick: std::mem::take(sick),
+        waiting: Waiting::new(),
     };
     for agent in agent_folders(&org.layout) {
         if AgentName::new(&agent).is_err() || r.sick.contains_key(&agent) {
+            // What it could list there waits (nothing, if it cannot).
+            r.waiting.extend(store.pending(&agent).unwrap_or_default());
             continue;
         }
         let entries = match store.pending(&agent) {
@@ -489,25 +504,28 @@ pub fn route(
         }
         if org.broken.contains_key(&agent) {
             r.report.held += entries.len();
+            r.waiting.extend(entries);
             continue;
         }
-        for p in &entries {
+        for (i, p) in entries.iter().enumerate() {
             match r.route_file(org, p) {
                 Ok(()) => {}
                 Err(e) if trouble::org_wide(&e) => return Err(e),
                 Err(e) => {
                     // The entries already routed stay routed; the rest wait for a later turn.
                     r.sick.insert(agent.clone(), e);
+                    r.waiting.extend(entries[i..].iter().cloned());
                     break;
                 }
             }
         }
     }
     *sick = std::mem::take(&mut r.sick);
-    let (deliveries, moves) = (r.deliveries, r.moves);
+    let (deliveries, moves, waiting) = (r.deliveries, r.moves, r.waiting);
     store.commit(deliveries)?;
     fault::point("delivered");
-    store.commit(moves)
+    store.commit(moves)?;
+    Ok(waiting)
 }
 
 #[cfg(test)]
@@ -593,6 +611,39 @@ mod tests {
         let got = fake.got.lock().unwrap();
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(got.iter().all(|(to, g, waiting)| to == "hr" && g.id == m.id && g.to == m.to && *waiting), "{got:?}");
+    }
+
+    /// The pass says which entries it left waiting, and only those: held
+    /// for an invalid resume (the sender's or a recipient's), for a remote
+    /// agent without a transport, or in a folder that is not an agent's.
+    #[test]
+    fn a_pass_returns_the_entries_it_left_waiting() {
+        let (_d, org) = org();
+        let root = org.layout.root.clone();
+        crate::testing::edit(&root, "agents/planner/resume.toml", "title = \"Planner\"", "title = 7");
+        let org = Org::load(&root).unwrap();
+        assert!(org.broken.contains_key("planner"));
+        let store = org.mail().with_remote(["hr".to_string()]);
+        store.send_now("human", &msg("routed", "human", &["manager"])).unwrap();
+        store.send_now("manager", &msg("to-broken", "manager", &["planner"])).unwrap();
+        store.send_now("manager", &msg("to-remote", "manager", &["hr"])).unwrap();
+        store.send_now("planner", &msg("from-broken", "planner", &["manager"])).unwrap();
+        let odd = root.join("agents/Not.An.Agent/outbox/new");
+        std::fs::create_dir_all(&odd).unwrap();
+        std::fs::write(odd.join("x.json"), "{}").unwrap();
+        let clock = ManualClock::new(Utc::now());
+        let mut report = TurnReport { turn: 1, ..TurnReport::default() };
+        let (mut ev, mut sick) = (Events::new(1), BTreeMap::new());
+        let waiting = route(&org, Post::local(&store), 1, &clock, &mut report, &mut ev, &mut sick).unwrap();
+        let got: Vec<(String, String)> = waiting.iter().map(|p| (p.from.clone(), p.show())).collect();
+        let want = [
+            ("Not.An.Agent", "x.json"),
+            ("manager", "to-broken.json"),
+            ("manager", "to-remote.json"),
+            ("planner", "from-broken.json"),
+        ];
+        assert_eq!(got, want.map(|(a, f)| (a.to_string(), f.to_string())));
+        assert_eq!(report.delivered, 1, "{report:?}");
     }
 
     /// Without a transport, mail for an agent elsewhere waits.

@@ -15,7 +15,9 @@ pub struct Settings {
     pub turn_seconds: f64,
     /// Whether a new outbox message starts an early turn.
     pub wake_on_message: bool,
-    /// Quiet time after a new message before the early turn starts, in milliseconds.
+    /// Quiet time after a new message before the early turn starts, in
+    /// milliseconds: 0 (the default) starts it at once, and mail that lands
+    /// while a turn runs is gathered into the next one.
     pub debounce_ms: u64,
     /// How many agents run at once.
     pub max_parallel: usize,
@@ -131,7 +133,7 @@ impl Default for Settings {
         Settings {
             turn_seconds: 60.0,
             wake_on_message: true,
-            debounce_ms: 5,
+            debounce_ms: 0,
             max_parallel: 8,
             max_attempts: 3,
             max_message_bytes: 65536,

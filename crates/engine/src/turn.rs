@@ -10,7 +10,8 @@
 //!    **journal** the replies (`call.rs`), after the dead letters the pick made;
 //! 5. **apply** their effects and **consume** the mail they read (`apply.rs`),
 //!    then **archive** read mail old enough, with `archive_after_turns` (`archive.rs`);
-//! 6. **route again**, so replies arrive in the same turn;
+//! 6. **route again**, so replies arrive in the same turn (not when there are
+//!    none: nobody was due);
 //! 7. **commit** (`commit.rs`).
 //!
 //! Every phase ends in a group commit ([`Batch`]): one filesystem sync per
@@ -44,7 +45,7 @@ use crate::journal::{Journal, Record};
 use crate::mailbox::{FsMailStore, MailStore};
 use crate::name::AgentName;
 use crate::org::{agent_folders, Org};
-use crate::route::{route, Post};
+use crate::route::{route, Post, Waiting};
 use crate::trouble;
 
 mod act;
@@ -105,7 +106,7 @@ pub async fn run(org: &Org, registry: &Arc<Registry>, stop: Option<Stop>) -> Res
 /// [`run`], reusing the replies in `held` that an earlier try of this turn
 /// could not journal, and leaving there the replies that this try cannot.
 /// Time comes from `src`'s clock, and each event is published on its bus as
-/// it happens. Every turn goes through here, under the turn lock.
+/// it happens.
 pub async fn run_keeping(
     org: &Org,
     registry: &Arc<Registry>,
@@ -113,10 +114,23 @@ pub async fn run_keeping(
     stop: Option<Stop>,
     held: &mut Unjournaled,
 ) -> Result<TurnReport, PathError> {
+    Ok(run_waiting(org, registry, src, stop, held).await?.0)
+}
+
+/// [`run_keeping`], also returning the outbox entries that the turn's last
+/// routing left waiting ([`Waiting`]): the daemon tells held mail from mail
+/// that came later with it. Every turn goes through here, under the turn lock.
+pub async fn run_waiting(
+    org: &Org,
+    registry: &Arc<Registry>,
+    src: &Sources,
+    stop: Option<Stop>,
+    held: &mut Unjournaled,
+) -> Result<(TurnReport, Waiting), PathError> {
     let _turn = crate::lock::turn(&org.layout).await?;
     let mut t = Turn::prepare(org, src)?;
     let clock = &*src.clock;
-    route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
+    let first = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
     let carried = held.take(t.turn, &journaled);
@@ -135,14 +149,22 @@ pub async fn run_keeping(
     fault::point("consumed");
     t.archive()?;
     fault::point("archived");
-    let routed_before = t.ev.list().len();
-    route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
-    t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);
+    // Only replies write to outboxes during a turn: a turn that applied none
+    // (nobody was due) does not list every outbox again. Mail sent meanwhile
+    // waits for the next turn, which the daemon's watcher starts at once.
+    let waiting = if replies.records.is_empty() {
+        first
+    } else {
+        let routed_before = t.ev.list().len();
+        let waiting = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
+        t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);
+        waiting
+    };
     fault::point("routed_again");
     let report = t.commit(&replies.records, held)?;
     // Derived from the files: a failure here is a warning, never the turn's.
     crate::index::after_turn(&org.layout);
-    Ok(report)
+    Ok((report, waiting))
 }
 
 /// How many of the deliveries in `routed` carried mail that was sent while the

@@ -94,6 +94,13 @@ pub fn is_pending_entry(parts: &[&str]) -> bool {
     matches!(parts, ["agents", _, "outbox", "new", file] if file.ends_with(".json") && !file.starts_with('.'))
 }
 
+/// Whether a path inside the org (its components, from the org root) is a
+/// folder on the way from an agent folder to its pending entries
+/// ([`is_pending_entry`]): `agents/<agent>/outbox/` or its `new/`.
+pub fn is_pending_folder(parts: &[&str]) -> bool {
+    matches!(parts, ["agents", _, "outbox"] | ["agents", _, "outbox", "new"])
+}
+
 /// The names in `org/state/dead/`, as listed: letters and reasons by dead-letter id.
 #[derive(Debug, Default)]
 pub struct DeadFiles {
