@@ -111,16 +111,37 @@ impl Layout {
         self.root.join("org/state/paused")
     }
     /// `org/state/last-good/`: the last valid version of each config file, at
-    /// its path relative to the org root (`org/org.toml`, `agents/NAME/resume.toml`).
+    /// its path relative to the org root (`org/org.toml`), but for a resume,
+    /// kept as `agents/NAME.toml` (see [`Layout::last_good`]).
     pub fn last_good_dir(&self) -> PathBuf {
         self.root.join("org/state/last-good")
     }
-    /// Where the last good version of the config file `rel` (relative to the root) is kept.
+    /// Where the last good version of the config file `rel` (relative to the
+    /// root) is kept: a resume, `agents/NAME/resume.toml`, as
+    /// `agents/NAME.toml`, so that the first turn of a large org does not
+    /// make a folder per agent; any other file at its own path.
     pub fn last_good(&self, rel: &Path) -> PathBuf {
+        match resume_folder(rel) {
+            Some(name) => self.last_good_dir().join("agents").join(format!("{name}.toml")),
+            None => self.last_good_dir().join(rel),
+        }
+    }
+    /// Where versions before the flat layout kept the last good version of
+    /// `rel`: at its own path (read when [`Layout::last_good`] has none).
+    pub fn last_good_mirrored(&self, rel: &Path) -> PathBuf {
         self.last_good_dir().join(rel)
     }
     /// `org/state/breakers.json`: the providers' circuit breakers.
     pub fn breakers(&self) -> PathBuf {
         self.root.join("org/state").join(lemming_provider::breaker::FILE_NAME)
+    }
+}
+
+/// The agent folder whose resume `rel` is, when it is `agents/NAME/resume.toml`.
+fn resume_folder(rel: &Path) -> Option<&str> {
+    let mut parts = rel.components().map(|c| c.as_os_str().to_str());
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Some("agents")), Some(Some(name)), Some(Some("resume.toml")), None) => Some(name),
+        _ => None,
     }
 }

@@ -169,7 +169,8 @@ impl Loaded {
             Err(problems) => problems,
         };
         let kept = memory.cloned().or_else(|| {
-            let text = self.reader.read(&layout.last_good(rel), limit).ok()?;
+            let text = self.reader.read(&layout.last_good(rel), limit);
+            let text = text.or_else(|_| self.reader.read(&layout.last_good_mirrored(rel), limit)).ok()?;
             parse(text).ok()
         });
         match kept {
@@ -301,6 +302,7 @@ impl Org {
         let tmp = self.layout.state_tmp();
         let reader = crate::config::Reader::new(&self.layout.root);
         let mut changed = fsx::Batch::new();
+        let mut made: std::collections::HashSet<PathBuf> = Default::default();
         for (rel, text) in &self.valid {
             if before.get(rel.as_path()).is_some_and(|t| *t == text) {
                 continue;
@@ -310,7 +312,10 @@ impl Org {
                 continue;
             }
             let dir = path.parent().unwrap_or(&path);
-            std::fs::create_dir_all(dir).with_path(dir)?;
+            if !made.contains(dir) {
+                std::fs::create_dir_all(dir).with_path(dir)?;
+                made.insert(dir.to_path_buf());
+            }
             changed.write(&tmp, path, text.as_bytes().to_vec());
         }
         // One group commit: the first turn of a large org saves every resume.
@@ -318,11 +323,23 @@ impl Org {
             std::fs::create_dir_all(&tmp).with_path(&tmp)?;
             changed.commit(&self.layout.root)?;
         }
+        // Forget the resumes of agent folders that are gone, and the folders
+        // of the mirrored layout once the flat file replaces them.
         let kept = self.layout.last_good_dir().join("agents");
         let folders = agent_folders(&self.layout);
+        let known = |n: &str| folders.binary_search_by(|f| f.as_str().cmp(n)).is_ok();
         for e in std::fs::read_dir(&kept).into_iter().flatten().flatten() {
-            if e.file_name().to_str().is_none_or(|n| folders.binary_search_by(|f| f.as_str().cmp(n)).is_err()) {
+            let name = e.file_name();
+            let name = name.to_str().unwrap_or("");
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            let gone = match name.strip_suffix(".toml") {
+                Some(agent) if !is_dir => !known(agent),
+                _ => !known(name) || (is_dir && kept.join(format!("{name}.toml")).is_file()),
+            };
+            if gone && is_dir {
                 std::fs::remove_dir_all(e.path()).with_path(e.path())?;
+            } else if gone {
+                std::fs::remove_file(e.path()).with_path(e.path())?;
             }
         }
         Ok(())
@@ -816,8 +833,44 @@ mod tests {
         let org = Org::load(&root).unwrap();
         assert!(org.broken.contains_key("planner"), "a saved resume naming a gone agent was used");
         org.save_last_good().unwrap();
-        assert!(!layout.last_good(Path::new("agents/coder_01")).exists());
+        assert!(!layout.last_good(Path::new("agents/coder_01/resume.toml")).exists());
         assert!(layout.last_good(Path::new("agents/planner/resume.toml")).exists());
+    }
+
+    /// Resumes are kept flat (`agents/NAME.toml`), not in a folder per agent.
+    /// A copy kept in the mirrored layout of earlier versions is still used,
+    /// and its folder goes once the flat copy replaces it.
+    #[test]
+    fn last_good_resumes_are_flat_files_and_a_mirrored_copy_is_used_until_replaced() {
+        let (_d, root) = org();
+        let layout = Layout::new(&root);
+        let rel = |a: &str| PathBuf::from(format!("agents/{a}/resume.toml"));
+        Org::load(&root).unwrap().save_last_good().unwrap();
+        assert_eq!(layout.last_good(&rel("planner")), layout.last_good_dir().join("agents/planner.toml"));
+        let kept: Vec<_> = std::fs::read_dir(layout.last_good_dir().join("agents"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert!(kept.is_empty(), "folders under last-good/agents: {kept:?}");
+        // An org saved by an earlier version: mirrored copies only.
+        for a in ["planner", "manager"] {
+            let old = layout.last_good_mirrored(&rel(a));
+            std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+            std::fs::rename(layout.last_good(&rel(a)), &old).unwrap();
+        }
+        edit(&root, "agents/planner/resume.toml", "every = 1", "every = 0");
+        let org = Org::load(&root).unwrap();
+        assert!(!org.broken.contains_key("planner"), "the mirrored copy was not used: {:?}", org.problems());
+        assert_eq!(org.last_good, [rel("planner")]);
+        org.save_last_good().unwrap();
+        // manager's valid resume is saved flat and its old folder goes;
+        // planner's only good copy stays where it is.
+        assert!(layout.last_good(&rel("manager")).is_file());
+        assert!(!layout.last_good_mirrored(&rel("manager")).exists());
+        assert!(layout.last_good_mirrored(&rel("planner")).is_file());
+        assert!(!layout.last_good(&rel("planner")).exists());
+        assert!(!Org::load(&root).unwrap().broken.contains_key("planner"));
     }
 
     #[test]

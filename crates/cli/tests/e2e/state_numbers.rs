@@ -131,7 +131,7 @@ fn send_status_and_inspect_use_the_last_good_version_and_show_the_error() {
     org.send("manager", "first");
     org.step();
     let rel = "agents/manager/resume.toml";
-    assert_eq!(org.read(&format!("org/state/last-good/{rel}")), org.read(rel), "step kept no last good version");
+    assert_eq!(org.read("org/state/last-good/agents/manager.toml"), org.read(rel), "step kept no last good version");
 
     let good = org.read(rel);
     let line = 1 + good.lines().position(|l| l == "every = 1").unwrap();
@@ -164,7 +164,7 @@ fn send_status_and_inspect_use_the_last_good_version_and_show_the_error() {
     let report = org.step();
     assert_eq!(report["ran"], json!(["manager"]), "{report:#}");
     assert!(org.inbox_json("human").iter().any(|m| m["reply_to"] == id.as_str()));
-    assert_eq!(org.read(&format!("org/state/last-good/{rel}")), good);
+    assert_eq!(org.read("org/state/last-good/agents/manager.toml"), good);
 
     // A new agent whose first resume is invalid has no last good version: it is held.
     org.agent("scribe", "name = \"scribe\"\nmodel = \"nope\"\n");
@@ -187,7 +187,7 @@ fn while_the_daemon_runs_a_bad_edit_of_a_resume_does_not_stop_send() {
     let mut d = org.spawn_run(&[]);
     d.wait_ready();
     let rel = "agents/manager/resume.toml";
-    let saved = org.path(&format!("org/state/last-good/{rel}"));
+    let saved = org.path("org/state/last-good/agents/manager.toml");
     assert!(wait_until(Duration::from_secs(10), || saved.is_file()), "the daemon kept no last good version\n{d}");
     let good = org.read(rel);
     org.write(rel, good.replacen("every = 1", "every = = 1", 1));
