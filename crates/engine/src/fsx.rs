@@ -291,7 +291,7 @@ pub fn append_lines_durable(path: &Path, lines: &str) -> Result<(), PathError> {
     if lines.is_empty() {
         return Ok(());
     }
-    append_durable_with(path, |w| w.write_all(lines.as_bytes()))
+    append_durable(path, buffer_for(lines), |w| w.write_all(lines.as_bytes()))
 }
 
 /// [`append_lines_durable`] of the lines that `write` writes, streamed
@@ -302,8 +302,17 @@ pub fn append_durable_with(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<(), PathError> {
+    append_durable(path, APPEND_BUFFER, write)
+}
+
+/// [`append_durable_with`] through a buffer of `capacity` bytes.
+fn append_durable(
+    path: &Path,
+    capacity: usize,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), PathError> {
     let new = !path.exists();
-    append_with(path, write)?;
+    append_with(path, capacity, write)?;
     File::open(path).and_then(|f| f.sync_data()).with_path(path)?;
     if new {
         sync_dir(path.parent().unwrap_or(Path::new(".")))?;
@@ -318,18 +327,28 @@ pub fn append_lines(path: &Path, lines: &str) -> Result<(), PathError> {
     if lines.is_empty() {
         return Ok(());
     }
-    append_with(path, |w| w.write_all(lines.as_bytes()))
+    append_with(path, buffer_for(lines), |w| w.write_all(lines.as_bytes()))
+}
+
+/// The buffer that holds `lines` and a newline before them, up to [`APPEND_BUFFER`]:
+/// an activity log's line needs no 64 KB.
+fn buffer_for(lines: &str) -> usize {
+    (lines.len() + 1).min(APPEND_BUFFER)
 }
 
 /// What [`append_lines`] does, with the lines that `write` writes into a
-/// buffer of [`APPEND_BUFFER`] bytes: lines that fit it go in one write.
-fn append_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), PathError> {
+/// buffer of `capacity` bytes: lines that fit it go in one write.
+fn append_with(
+    path: &Path,
+    capacity: usize,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), PathError> {
     crate::fault::disk_full().with_path(path)?;
     let f = open_regular(OpenOptions::new().create(true).append(true).read(true), path)?
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
         .with_path(path)?;
     let len = f.metadata().with_path(path)?.len();
-    let mut w = std::io::BufWriter::with_capacity(APPEND_BUFFER, &f);
+    let mut w = std::io::BufWriter::with_capacity(capacity, &f);
     if len > 0 {
         use std::os::unix::fs::FileExt;
         let mut last = [0u8; 1];
