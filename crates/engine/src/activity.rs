@@ -105,13 +105,30 @@ pub fn try_last(root: &Path, agent: &str) -> Result<Option<Activity>, PathError>
     let p = path(root, agent);
     let Some(mut f) = fsx::open_regular(fs::OpenOptions::new().read(true), &p)? else { return Ok(None) };
     let len = f.metadata().with_path(&p)?.len();
-    let start = len.saturating_sub(64 * 1024);
-    f.seek(SeekFrom::Start(start)).with_path(&p)?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).with_path(&p)?;
-    // The tail may start inside a multi-byte character: decode leniently.
-    Ok(String::from_utf8_lossy(&buf).lines().rev().find_map(|l| serde_json::from_str(l).ok()))
+    // Most lines are short: the end is read a little at a time, up to
+    // LAST_WINDOW bytes, until a whole line there parses (`status` reads every
+    // agent's log).
+    let mut window = FIRST_WINDOW;
+    loop {
+        let start = len.saturating_sub(window);
+        f.seek(SeekFrom::Start(start)).with_path(&p)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).with_path(&p)?;
+        // A window that starts inside a line drops that part of a line; the
+        // tail may also start inside a multi-byte character: decode leniently.
+        let whole = if start == 0 { &buf[..] } else { buf.splitn(2, |b| *b == b'\n').nth(1).unwrap_or_default() };
+        let found = String::from_utf8_lossy(whole).lines().rev().find_map(parse);
+        if found.is_some() || start == 0 || window >= LAST_WINDOW {
+            return Ok(found);
+        }
+        window *= 8;
+    }
 }
+
+/// The end of an activity log read first by [`try_last`]…
+const FIRST_WINDOW: u64 = 4 * 1024;
+/// …and the most it reads.
+const LAST_WINDOW: u64 = 256 * 1024;
 
 /// Parses one line of an activity log.
 pub fn parse(line: &str) -> Option<Activity> {
@@ -185,9 +202,8 @@ mod tests {
         assert_eq!(tail.read_new().unwrap(), ["{\"d\":4}"], "a replaced file is read from its start");
     }
 
-    #[test]
-    fn a_replay_of_a_logged_run_is_shown_once_and_a_first_replay_is_shown() {
-        let run = |turn, replay| Activity {
+    fn run(turn: u64, replay: bool) -> Activity {
+        Activity {
             turn,
             at: chrono::Utc::now(),
             outcome: crate::journal::Outcome::Ok,
@@ -201,7 +217,30 @@ mod tests {
             raw: None,
             replay,
             tools: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn the_last_run_is_found_however_long_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(try_last(dir.path(), "planner").unwrap(), None, "no log, no run");
+        let p = path(dir.path(), "planner");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let line = |a: &Activity| serde_json::to_string(a).unwrap() + "\n";
+        let long = |turn| Activity { notes: "é".repeat(20_000), ..run(turn, false) };
+        fs::write(&p, line(&run(1, false)) + &line(&run(2, false))).unwrap();
+        assert_eq!(try_last(dir.path(), "planner").unwrap().unwrap().turn, 2);
+        // 40 KB lines: longer than the first window, and than the second.
+        fsx_append(&p, &(line(&long(3)) + &line(&long(4))));
+        assert_eq!(try_last(dir.path(), "planner").unwrap().unwrap().turn, 4);
+        fsx_append(&p, &line(&run(5, false))[..40]);
+        assert_eq!(try_last(dir.path(), "planner").unwrap().unwrap().turn, 4, "a torn last line is passed over");
+        fsx_append(&p, &("\n".to_string() + &line(&long(6))[..30_000]));
+        assert_eq!(try_last(dir.path(), "planner").unwrap().unwrap().turn, 4, "a long torn line too");
+    }
+
+    #[test]
+    fn a_replay_of_a_logged_run_is_shown_once_and_a_first_replay_is_shown() {
         let mut runs = Runs::default();
         assert!(runs.is_new(&run(1, false)));
         assert!(!runs.is_new(&run(1, true)), "turn 1 was logged before the crash");

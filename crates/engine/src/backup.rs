@@ -243,8 +243,10 @@ impl Skip {
             layout.backup_lock(),
             layout.daemon_json(),
             crate::trouble::daemon_path(layout),
-            // The derived search index: rebuilt on demand.
+            // Derived, rebuilt on demand: the search index, and what views
+            // keep of their last read.
             layout.state_dir().join("index"),
+            layout.cache_dir(),
         ]
         .into();
         Skip { empty, out }

@@ -20,7 +20,7 @@ use crate::error::{PathError, WithPath};
 
 pub use lemming_fs::{
     open_regular, read_entry, read_listed_entry, read_optional, read_small, sync_dir, tmp_path, tmp_pid, write_atomic,
-    write_atomic_with, write_tmp, Entry, EntryKind, FileId,
+    write_atomic_with, write_derived, write_tmp, Entry, EntryKind, FileId,
 };
 
 /// Removes temporary files left by processes that are gone (a crash mid-write).

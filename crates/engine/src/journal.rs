@@ -144,6 +144,35 @@ pub struct Committed {
     pub events: String,
 }
 
+/// `turn.json` with its events as written, unparsed.
+#[derive(Deserialize)]
+struct Head {
+    turn: u64,
+    #[serde(default)]
+    events: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// The last line of `raw`, a JSON string of lines each ended by a newline,
+/// decoded; none when `raw` is no such string.
+fn last_line(raw: &str) -> Option<String> {
+    let body = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let body = body.strip_suffix("\\n").unwrap_or(body);
+    // A newline is written `\n`; a backslash and an `n` is `\\n`: a newline
+    // is an `n` after an odd run of backslashes.
+    let bytes = body.as_bytes();
+    let mut start = 0;
+    for i in (0..bytes.len()).rev() {
+        if bytes[i] == b'n' {
+            let run = bytes[..i].iter().rev().take_while(|b| **b == b'\\').count();
+            if run % 2 == 1 {
+                start = i + 1;
+                break;
+            }
+        }
+    }
+    serde_json::from_str(&format!("\"{}\"", &body[start..])).ok()
+}
+
 /// The highest `turn` of any line of the events file (0 when there is none).
 /// Read line by line: the file grows with the org's history.
 fn last_event_turn(path: &std::path::Path) -> Result<u64, PathError> {
@@ -186,7 +215,8 @@ impl Journal {
     /// than the next one, as after restoring an old copy) is stale: it is
     /// recovered the same way, so that no turn number is used twice.
     pub fn last_turn(&self) -> Result<u64, PathError> {
-        Ok(self.last_committed()?.0)
+        // Its events are passed over, not parsed: every command asks.
+        Ok(self.last_committed_as(|b| serde_json::from_slice::<Head>(b), |h| h.turn)?.0)
     }
 
     /// [`Journal::last_turn`], with the events that committed it, kept in
@@ -204,14 +234,38 @@ impl Journal {
     /// The last committed turn, and `turn.json`'s record when it says so
     /// (its events unparsed: `status` wants only the last).
     pub fn last_committed(&self) -> Result<(u64, Option<Committed>), PathError> {
-        match self.committed() {
+        self.last_committed_as(|b| serde_json::from_slice::<Committed>(b), |c| c.turn)
+    }
+
+    /// The last committed turn, and the last of the events that committed
+    /// it when `turn.json` says so (the turn's own event): what `status`
+    /// shows. The other events (one per agent in a large org) are not parsed.
+    pub fn last_turn_event(&self) -> Result<(u64, Option<crate::events::Event>), PathError> {
+        let (turn, head) = self.last_committed_as(|b| serde_json::from_slice::<Head>(b), |h| h.turn)?;
+        let last = head.filter(|h| h.turn == turn).and_then(|h| h.events).and_then(|raw| last_line(raw.get()));
+        Ok((turn, last.as_deref().and_then(crate::events::Event::parse)))
+    }
+
+    /// [`Journal::last_committed`] with `turn.json` read by `read`, whose
+    /// turn `turn_of` gives.
+    fn last_committed_as<T>(
+        &self,
+        read: impl FnOnce(&[u8]) -> serde_json::Result<T>,
+        turn_of: impl Fn(&T) -> u64,
+    ) -> Result<(u64, Option<T>), PathError> {
+        let p = self.layout.turn_json();
+        let read = crate::fsx::read_optional(&p).and_then(|b| {
+            b.map(|b| read(&b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)).with_path(&p))
+                .transpose()
+        });
+        match read {
             Ok(Some(c)) => {
                 let began = self.turns()?.last().copied().unwrap_or(0);
-                if began <= c.turn.saturating_add(1) {
-                    return Ok((c.turn, Some(c)));
+                if began <= turn_of(&c).saturating_add(1) {
+                    return Ok((turn_of(&c), Some(c)));
                 }
-                let turn = self.recover()?.max(c.turn);
-                tracing::warn!(stale = c.turn, turn, "turn.json is behind the journal; the last committed turn was recovered from the journal, ledger and events");
+                let turn = self.recover()?.max(turn_of(&c));
+                tracing::warn!(stale = turn_of(&c), turn, "turn.json is behind the journal; the last committed turn was recovered from the journal, ledger and events");
                 Ok((turn, Some(c)))
             }
             Ok(None) => Ok((self.recover()?, None)),
@@ -378,6 +432,29 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_line_of_the_events_is_read_without_the_others() {
+        let lines = [
+            r#"{"a":"one"}"#,
+            r#"{"b":"a newline\nin a string"}"#,
+            r#"{"c":"ends in a backslash\\"}"#,
+            r#"{"d":"a backslash, then n: \\n, and \"quotes\""}"#,
+            "{\"e\":\"é, ☃, \\u0007\"}",
+        ];
+        for last in 0..lines.len() {
+            let events: String = lines[..=last].iter().map(|l| format!("{l}\n")).collect();
+            let text = serde_json::to_string(&Committed { turn: 3, committed_at: None, events }).unwrap();
+            let head: Head = serde_json::from_str(&text).unwrap();
+            assert_eq!(head.turn, 3);
+            assert_eq!(last_line(head.events.unwrap().get()).as_deref(), Some(lines[last]), "{text}");
+        }
+        // No events: no line.
+        let head: Head = serde_json::from_str(r#"{"turn":1}"#).unwrap();
+        assert!(head.events.is_none());
+        assert_eq!(last_line("\"\""), Some(String::new()));
+        assert_eq!(last_line("7"), None, "not a string");
+    }
 
     fn put(layout: &Layout, rel: &str, text: &str) {
         let p = layout.root.join(rel);

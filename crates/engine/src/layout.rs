@@ -82,6 +82,11 @@ impl Layout {
     pub fn events(&self) -> PathBuf {
         self.root.join("org/state/events.jsonl")
     }
+    /// `org/state/cache/`: what views keep of their last read to read less
+    /// the next time; derived, and safe to delete.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("org/state/cache")
+    }
     /// `org/state/index/`: the derived search index (see [`crate::index`]).
     pub fn index_dir(&self) -> PathBuf {
         self.root.join("org/state/index")

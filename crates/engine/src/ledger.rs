@@ -139,7 +139,8 @@ pub struct Balance {
     pub left: f64,
 }
 
-/// What this process has read of a ledger file ([`Ledger::load_for_turn`]).
+/// What has been read of a ledger file: by this process
+/// ([`Ledger::load_for_turn`]), or by an earlier view ([`Ledger::load_viewed`]).
 #[derive(Debug)]
 struct ReadSoFar {
     id: fsx::FileId,
@@ -155,7 +156,141 @@ struct ReadSoFar {
 impl ReadSoFar {
     /// How many of the last bytes read are compared on the next read.
     const END: usize = 256;
+
+    /// Nothing read yet of the file `id` at `path`.
+    fn fresh(path: &Path, id: fsx::FileId) -> ReadSoFar {
+        ReadSoFar {
+            id,
+            len: 0,
+            lines: 0,
+            end: Vec::new(),
+            totals: Ledger { path: path.to_path_buf(), ..Ledger::default() },
+        }
+    }
+
+    /// Reads what was appended to `f` (the file at `path`, of `meta`) since
+    /// this read, or all of it when it is another file, is shorter, or no
+    /// longer ends the read part with the same bytes (rewritten in place).
+    /// Returns the totals with a last line that has no newline yet (a write
+    /// under way, or torn) counted too; only whole lines count in `self`.
+    fn advance(
+        mut self,
+        path: &Path,
+        f: &mut std::fs::File,
+        meta: &std::fs::Metadata,
+    ) -> Result<(ReadSoFar, Ledger), PathError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let id = fsx::FileId::of(meta);
+        let charges_from = self.totals.charges_from;
+        let fresh = || {
+            let mut r = ReadSoFar::fresh(path, id);
+            r.totals.charges_from = charges_from;
+            r
+        };
+        if self.id != id || self.len > meta.len() || self.end.len() as u64 > self.len {
+            self = fresh();
+        }
+        let mut rest = Vec::new();
+        let from = self.len - self.end.len() as u64;
+        f.seek(SeekFrom::Start(from)).and_then(|_| f.read_to_end(&mut rest)).with_path(path)?;
+        if !rest.starts_with(&self.end) {
+            self = fresh();
+            rest.clear();
+            f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_end(&mut rest)).with_path(path)?;
+        }
+        let rest = &rest[self.end.len()..];
+        let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        self.totals.add_lines(&rest[..whole], self.lines);
+        self.lines += rest[..whole].iter().filter(|b| **b == b'\n').count();
+        self.end = match rest[..whole].len().checked_sub(ReadSoFar::END) {
+            Some(from) => rest[from..whole].to_vec(),
+            None => {
+                let end = [self.end.as_slice(), &rest[..whole]].concat();
+                end[end.len().saturating_sub(ReadSoFar::END)..].to_vec()
+            }
+        };
+        self.len += whole as u64;
+        let mut out = self.totals.clone();
+        out.add_lines(&rest[whole..], self.lines);
+        Ok((self, out))
+    }
 }
+
+/// A view's read of the ledger, kept in `org/state/cache/ledger.json`
+/// ([`Ledger::load_viewed`]). Derived: a file that does not parse, or that
+/// no longer matches the ledger, is read again from the ledger.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    format: u32,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    lines: usize,
+    end: Vec<u8>,
+    spent: BTreeMap<String, f64>,
+    by_model: Vec<(String, String, f64)>,
+    top_ups: BTreeMap<String, f64>,
+    torn_lines: Vec<usize>,
+    invalid_lines: Vec<usize>,
+    last_charge_turn: u64,
+    last_top_up_turn: u64,
+}
+
+impl Saved {
+    /// Changes whenever what is saved changes meaning.
+    const FORMAT: u32 = 1;
+
+    fn of(r: &ReadSoFar) -> Saved {
+        let t = &r.totals;
+        Saved {
+            format: Saved::FORMAT,
+            dev: r.id.dev,
+            ino: r.id.ino,
+            len: r.len,
+            lines: r.lines,
+            end: r.end.clone(),
+            spent: t.spent.clone(),
+            by_model: t.by_model.iter().map(|((a, m), c)| (a.clone(), m.clone(), *c)).collect(),
+            top_ups: t.top_ups.clone(),
+            torn_lines: t.torn_lines.clone(),
+            invalid_lines: t.invalid_lines.clone(),
+            last_charge_turn: t.last_charge_turn,
+            last_top_up_turn: t.last_top_up_turn,
+        }
+    }
+
+    /// The read it saved, when it is of this format and its amounts could be
+    /// the ledger's.
+    fn into_read(self, path: &Path) -> Option<ReadSoFar> {
+        let amounts = self.spent.values().chain(self.top_ups.values()).chain(self.by_model.iter().map(|(_, _, c)| c));
+        if self.format != Saved::FORMAT
+            || self.end.len() > ReadSoFar::END
+            || !amounts.into_iter().all(|c| c.is_finite())
+        {
+            return None;
+        }
+        let totals = Ledger {
+            path: path.to_path_buf(),
+            spent: self.spent,
+            by_model: self.by_model.into_iter().map(|(a, m, c)| ((a, m), c)).collect(),
+            top_ups: self.top_ups,
+            torn_lines: self.torn_lines,
+            invalid_lines: self.invalid_lines,
+            last_charge_turn: self.last_charge_turn,
+            last_top_up_turn: self.last_top_up_turn,
+            charges_from: u64::MAX,
+            ..Ledger::default()
+        };
+        let id = fsx::FileId { dev: self.dev, ino: self.ino };
+        Some(ReadSoFar { id, len: self.len, lines: self.lines, end: self.end, totals })
+    }
+}
+
+/// A view saves its read of the ledger when it read at least this much of it.
+const SAVE_AFTER: u64 = if cfg!(test) { 1 } else { 64 * 1024 };
+
+/// The largest saved read accepted (a few hundred bytes per agent).
+const SAVED_LIMIT: u64 = 64 << 20;
 
 /// The ledgers this process has read, by path (one org for a daemon).
 static READ: std::sync::Mutex<Vec<ReadSoFar>> = std::sync::Mutex::new(Vec::new());
@@ -203,55 +338,51 @@ impl Ledger {
     /// `turn` and later (a turn asks about itself), and `duplicate_charges`
     /// only among those: `fsck` reads the whole file.
     pub fn load_for_turn(path: &Path, turn: u64) -> Result<Ledger, PathError> {
-        use std::io::{Read, Seek, SeekFrom};
         let mut known = READ.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(mut f) = fsx::open_regular(std::fs::OpenOptions::new().read(true), path)? else {
             known.retain(|r| r.totals.path != path);
             return Ok(Ledger { path: path.to_path_buf(), ..Ledger::default() });
         };
         let meta = f.metadata().with_path(path)?;
-        let id = fsx::FileId::of(&meta);
         let at = known.iter().position(|r| r.totals.path == path);
-        let fresh = || ReadSoFar {
-            id,
-            len: 0,
-            lines: 0,
-            end: Vec::new(),
-            totals: Ledger { path: path.to_path_buf(), ..Ledger::default() },
-        };
-        let mut read = match at.map(|i| known.swap_remove(i)) {
-            Some(r) if r.id == id && r.len <= meta.len() => r,
-            _ => fresh(),
-        };
-        // From a little before where the last read ended: a file rewritten in
-        // place no longer ends the read part with the same bytes.
-        let mut rest = Vec::new();
-        let from = read.len - read.end.len() as u64;
-        f.seek(SeekFrom::Start(from)).and_then(|_| f.read_to_end(&mut rest)).with_path(path)?;
-        if !rest.starts_with(&read.end) {
-            read = fresh();
-            rest.clear();
-            f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_end(&mut rest)).with_path(path)?;
-        }
-        let rest = &rest[read.end.len()..];
-        // Whole lines are kept; a last line without its newline (a write
-        // under way, or torn) is counted in this answer only.
-        let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let mut read =
+            at.map(|i| known.swap_remove(i)).unwrap_or_else(|| ReadSoFar::fresh(path, fsx::FileId::of(&meta)));
         read.totals.charges_from = turn;
         read.totals.charged.retain(|(t, _)| *t >= turn);
-        read.totals.add_lines(&rest[..whole], read.lines);
-        read.lines += rest[..whole].iter().filter(|b| **b == b'\n').count();
-        read.end = match rest[..whole].len().checked_sub(ReadSoFar::END) {
-            Some(from) => rest[from..whole].to_vec(),
-            None => {
-                let end = [read.end.as_slice(), &rest[..whole]].concat();
-                end[end.len().saturating_sub(ReadSoFar::END)..].to_vec()
-            }
-        };
-        read.len += whole as u64;
-        let mut out = read.totals.clone();
-        out.add_lines(&rest[whole..], read.lines);
+        let (read, out) = read.advance(path, &mut f, &meta)?;
         known.push(read);
+        Ok(out)
+    }
+
+    /// [`Ledger::load`] for people's views (`status`): the totals the last
+    /// view read are kept in `org/state/cache/ledger.json`, and only what was
+    /// appended since is read (the whole file when it was replaced, shortened
+    /// or rewritten). [`Ledger::has_charge`] answers `false` and
+    /// `duplicate_charges` stays empty: `fsck` reads the whole file.
+    pub fn load_viewed(layout: &crate::org::Layout) -> Result<Ledger, PathError> {
+        let path = layout.ledger();
+        let Some(mut f) = fsx::open_regular(std::fs::OpenOptions::new().read(true), &path)? else {
+            return Ok(Ledger { path, ..Ledger::default() });
+        };
+        let meta = f.metadata().with_path(&path)?;
+        let saved_at = layout.cache_dir().join("ledger.json");
+        let saved = fsx::read_small(&saved_at, SAVED_LIMIT).ok().flatten();
+        let saved = saved.and_then(|b| serde_json::from_slice::<Saved>(&b).ok()).and_then(|s| s.into_read(&path));
+        let mut read = saved.unwrap_or_else(|| ReadSoFar::fresh(&path, fsx::FileId::of(&meta)));
+        // No view asks whether a turn is charged: no charge is kept.
+        read.totals.charges_from = u64::MAX;
+        let before = read.len;
+        let (read, out) = read.advance(&path, &mut f, &meta)?;
+        if read.len.abs_diff(before) >= SAVE_AFTER || (read.len < before && read.len >= SAVE_AFTER) {
+            let bytes = serde_json::to_vec(&Saved::of(&read)).expect("totals always serialize");
+            // Derived, and only a shortcut: a view that cannot save it still answers.
+            let saved = std::fs::create_dir_all(layout.cache_dir())
+                .with_path(layout.cache_dir())
+                .and_then(|()| fsx::write_derived(&layout.state_tmp(), &saved_at, &bytes));
+            if let Err(e) = saved {
+                tracing::debug!(error = %e, "cannot keep the ledger's totals for the next view");
+            }
+        }
         Ok(out)
     }
 
@@ -464,11 +595,16 @@ mod tests {
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         let same = |turn: u64| {
             let (part, whole) = (Ledger::load_for_turn(&p, turn).unwrap(), Ledger::load(&p).unwrap());
-            for agent in ["a", "b"] {
-                assert_eq!(part.balance(agent, 10.0), whole.balance(agent, 10.0), "{agent} on turn {turn}");
+            // A view reads from where the last view stopped, kept on disk.
+            let viewed = Ledger::load_viewed(&layout).unwrap();
+            for l in [&part, &viewed] {
+                for agent in ["a", "b"] {
+                    assert_eq!(l.balance(agent, 10.0), whole.balance(agent, 10.0), "{agent} on turn {turn}");
+                }
+                assert_eq!(l.spent_per_model(), whole.spent_per_model());
+                assert_eq!(l.last_turns(), whole.last_turns());
+                assert_eq!((&l.torn_lines, &l.invalid_lines), (&whole.torn_lines, &whole.invalid_lines));
             }
-            assert_eq!(part.spent_per_model(), whole.spent_per_model());
-            assert_eq!((&part.torn_lines, &part.invalid_lines), (&whole.torn_lines, &whole.invalid_lines));
             part
         };
         same(1);
@@ -499,6 +635,7 @@ mod tests {
         .unwrap();
         assert_eq!(Ledger::load(&p).unwrap().balance("a", 10.0).spent, 9.5);
         assert_eq!(Ledger::load_for_turn(&p, 3).unwrap().balance("a", 10.0).spent, 1.5);
+        assert_eq!(Ledger::load_viewed(&layout).unwrap().balance("a", 10.0).spent, 1.5);
         std::fs::remove_file(&p).unwrap();
         Ledger::load(&p).unwrap().append(&[charge(4, "b", 3.0)]).unwrap();
         assert_eq!(same(4).balance("a", 10.0).spent, 0.0);
@@ -506,6 +643,38 @@ mod tests {
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, format!("{}{text}", text.replace("\"b\"", "\"a\""))).unwrap();
         assert_eq!(same(5).balance("a", 10.0).spent, 3.0);
+    }
+
+    #[test]
+    fn a_view_reads_the_whole_ledger_when_what_it_kept_does_not_match() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = crate::org::Layout::new(d.path());
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let p = layout.ledger();
+        Ledger::load(&p).unwrap().append(&[charge(1, "a", 1.0), charge(1, "b", 2.0)]).unwrap();
+        assert_eq!(Ledger::load_viewed(&layout).unwrap().total_spent(), 3.0);
+        let kept = layout.cache_dir().join("ledger.json");
+        let good = std::fs::read(&kept).expect("a view keeps what it read");
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+            f(&mut v);
+            std::fs::write(&kept, serde_json::to_vec(&v).unwrap()).unwrap();
+            Ledger::load_viewed(&layout).unwrap().total_spent()
+        };
+        // What it kept is used: a changed total shows (nothing else reads it).
+        assert_eq!(with(&|v| v["spent"]["a"] = 5.0.into()), 7.0);
+        // Kept of another file, another format, or longer than the file: read whole.
+        assert_eq!(with(&|v| v["ino"] = 1.into()), 3.0);
+        assert_eq!(with(&|v| v["format"] = 99.into()), 3.0);
+        assert_eq!(with(&|v| v["len"] = 1_000_000.into()), 3.0);
+        // Ending in other bytes than the file has there: read whole.
+        assert_eq!(with(&|v| v["end"][0] = 1.into()), 3.0);
+        for junk in ["", "{", "[1,2]", "{\"format\":1}"] {
+            std::fs::write(&kept, junk).unwrap();
+            assert_eq!(Ledger::load_viewed(&layout).unwrap().total_spent(), 3.0, "{junk:?}");
+        }
+        std::fs::remove_dir_all(layout.cache_dir()).unwrap();
+        assert_eq!(Ledger::load_viewed(&layout).unwrap().total_spent(), 3.0);
     }
 
     #[test]

@@ -122,5 +122,6 @@ mod testing;
 pub mod tools;
 pub mod trouble;
 pub mod turn;
+pub mod view_cache;
 pub mod views;
 pub mod watch;

@@ -45,7 +45,10 @@ use crate::watch::Watcher;
 mod fs;
 mod scan;
 
-pub use fs::{is_pending_entry, is_pending_folder, DeadFiles, Folder, FsMailStore, Side, DEAD_LETTERS};
+pub use fs::{
+    is_pending_entry, is_pending_folder, DeadFiles, Folder, FsMailStore, Side, DEAD_LETTERS, PENDING_FOLDER,
+    UNREAD_FOLDER,
+};
 pub use scan::{Located, Place, Scanned, State};
 
 /// The most bytes read of one inbox file, unless the org's `max_message_bytes`

@@ -24,6 +24,7 @@ use crate::resume::{self, Resume};
 use crate::settings::{self, Settings};
 use crate::suggest::{self, Kind};
 use crate::tools::catalog::{self, Catalog};
+use crate::view_cache::ViewCache;
 
 pub use crate::layout::Layout;
 
@@ -220,8 +221,15 @@ impl Org {
         if !fatal.is_empty() {
             return Err(LoadOrgError::Invalid(Diagnostics(fatal)));
         }
-        let (agents, broken) =
-            load_agents(&layout, &folders, &models, true, Some(&tools), &settings.groups, None, &mut loaded);
+        let refs = Refs {
+            models: &models,
+            check_models: true,
+            tools: Some(&tools),
+            known: &folders,
+            groups: &settings.groups,
+            cache: &ViewCache::off(),
+        };
+        let (agents, broken) = load_agents(&layout, refs, None, &mut loaded);
         Ok(Org::new(layout, settings, models, agents, tools, broken, loaded))
     }
 
@@ -232,6 +240,14 @@ impl Org {
     /// `status`, which must work on a broken org). The problems of files
     /// replaced by a fallback are in [`Org::stale`].
     pub fn load_or_last_good(root: &Path, memory: Option<&Org>) -> Org {
+        Org::load_viewing(root, memory, &ViewCache::off())
+    }
+
+    /// [`Org::load_or_last_good`] through what the last view kept of each
+    /// resume as parsed (`status`; see [`crate::view_cache`]). A resume
+    /// taken from the cache is not among the versions
+    /// [`Org::save_last_good`] keeps: only views load this way.
+    pub fn load_viewing(root: &Path, memory: Option<&Org>, cache: &ViewCache) -> Org {
         let layout = Layout::new(root);
         let folders = agent_folders(&layout);
         let mut loaded = Loaded::new(root);
@@ -254,16 +270,16 @@ impl Org {
                 Models::default()
             });
         let tools = load_tools(&layout, memory.map(|o| &o.tools), &mut loaded);
-        let (agents, broken) = load_agents(
-            &layout,
-            &folders,
-            &models,
-            models_ok,
-            tools.as_ref().ok(),
-            &settings.groups,
-            memory,
-            &mut loaded,
-        );
+        // Names referenced must be agents that exist (even if their resume is broken).
+        let refs = Refs {
+            models: &models,
+            check_models: models_ok,
+            tools: tools.as_ref().ok(),
+            known: &folders,
+            groups: &settings.groups,
+            cache,
+        };
+        let (agents, broken) = load_agents(&layout, refs, memory, &mut loaded);
         let tools = tools.unwrap_or_else(|e| {
             loaded.stale.extend(e);
             Catalog::default()
@@ -556,19 +572,13 @@ const AGENTS_PER_THREAD: usize = 256;
 /// Loads the resume of every agent folder (`folders`, sorted, as
 /// [`agent_folders`] listed them), in folder order: by several threads in a
 /// large org, each with its own [`Loaded`], merged back in order.
-#[allow(clippy::too_many_arguments)]
 fn load_agents(
     layout: &Layout,
-    folders: &[String],
-    models: &Models,
-    check_models: bool,
-    tools: Option<&Catalog>,
-    groups: &BTreeMap<String, Vec<AgentName>>,
+    refs: Refs<'_>,
     memory: Option<&Org>,
     loaded: &mut Loaded,
 ) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
-    // Names referenced must be agents that exist (even if their resume is broken).
-    let refs = Refs { models, check_models, tools, known: folders, groups };
+    let folders = refs.known;
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get()).min(folders.len() / AGENTS_PER_THREAD).max(1);
     let mut agents = BTreeMap::new();
@@ -617,6 +627,8 @@ struct Refs<'a> {
     /// The agent folders, sorted.
     known: &'a [String],
     groups: &'a BTreeMap<String, Vec<AgentName>>,
+    /// And what a view kept of each resume as parsed (see [`crate::view_cache`]).
+    cache: &'a ViewCache,
 }
 
 /// Loads the resumes of `folders` into `agents`, or `broken` with their problems.
@@ -642,11 +654,32 @@ fn load_folders(
             continue;
         }
         let rel = Path::new("agents").join(folder).join("resume.toml");
+        let check = |f| check_refs(f, refs.models, refs.check_models, refs.tools, refs.known, refs.groups);
+        let key = match refs.cache.resume(folder, &path) {
+            crate::view_cache::ResumeLookup::Hit(f, key) => match check(*f) {
+                Ok(r) => {
+                    refs.cache.used(folder, key);
+                    agents.insert(r.name.clone(), r);
+                    continue;
+                }
+                // Read again, for the problems with the file's own text.
+                Err(_) => None,
+            },
+            crate::view_cache::ResumeLookup::Miss(key) => key,
+        };
         let kept = memory.and_then(|o| o.agents.get(folder.as_str()));
+        // The parse of the file itself, not of a last good version.
+        let first = std::cell::RefCell::new(None);
         let checked = loaded.file(layout, &rel, resume::MAX_RESUME_BYTES, kept, |text| {
             let f = resume::parse(&path, text, folder)?;
-            check_refs(f, refs.models, refs.check_models, refs.tools, refs.known, refs.groups)
+            first.borrow_mut().get_or_insert_with(|| f.clone());
+            check(f)
         });
+        if let (Ok(_), Some(f)) = (&checked, first.into_inner()) {
+            if loaded.last_good.last().is_none_or(|p| *p != rel) {
+                refs.cache.parsed(folder, key, &f);
+            }
+        }
         match checked {
             Ok(r) => {
                 agents.insert(r.name.clone(), r);

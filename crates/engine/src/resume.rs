@@ -38,10 +38,11 @@ impl Default for Schedule {
 }
 
 /// `wake` in `[schedule]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Wake {
-    /// Runs only with unread mail.
+    /// Runs only with unread mail (the default).
+    #[default]
     Mail,
     /// Runs on every due turn.
     Always,
@@ -147,7 +148,7 @@ fn span(r: Range<usize>) -> Option<Range<usize>> {
 }
 
 /// What an agent's file tools may do in the org's `shared/` folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Shared {
     /// Nothing: `shared/…` paths are refused (the default).

@@ -86,6 +86,19 @@ pub fn write_atomic_with(
     sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
+/// Writes `bytes` to `path` atomically but not durably, through `tmp_dir`
+/// (created if missing): for a file derived from others, which a reader
+/// checks and a crash may leave empty or missing.
+pub fn write_derived(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    fs::create_dir_all(tmp_dir).with_path(tmp_dir)?;
+    let tmp = tmp_path(tmp_dir, path);
+    let written = write_tmp(&tmp, bytes, false).and_then(|()| fs::rename(&tmp, path).with_path(path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Creates the temporary file `tmp` with `bytes`, fsyncing its data when
 /// `sync` is set (a group commit that syncs the whole filesystem does not).
 /// The first step of every atomic write: the caller renames it into place.

@@ -1,6 +1,8 @@
 //! `lemming status`: the turn, the daemon, each agent and the dead letters.
 
+use lemming_engine::org::Org;
 use lemming_engine::term;
+use lemming_engine::view_cache::ViewCache;
 use lemming_engine::views::{self, BreakerState};
 
 use crate::ctx::{CliError, Ctx};
@@ -10,8 +12,12 @@ use crate::render::{print_json, Align, Table};
 pub struct Args {}
 
 pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
-    let org = ctx.load_lenient()?;
-    let s = views::status(&org)?;
+    // What the last status kept: only files changed since are read again.
+    let layout = lemming_engine::org::Layout::new(&ctx.root()?);
+    let cache = ViewCache::load(&layout);
+    let org = Org::load_viewing(&layout.root, None, &cache);
+    let s = views::status_viewing(&org, &cache)?;
+    cache.save(&org);
     if ctx.json {
         return print_json(&s);
     }

@@ -62,6 +62,12 @@ impl Side {
 /// The dead letters, as people and the search index name them beside the two sides.
 pub const DEAD_LETTERS: &str = "dead";
 
+/// An agent's unread mail, relative to its folder (what `status` counts).
+pub const UNREAD_FOLDER: &str = "inbox/new";
+
+/// An agent's mail waiting to be routed, relative to its folder.
+pub const PENDING_FOLDER: &str = "outbox/new";
+
 impl Folder {
     /// Every folder that holds messages. A unit test checks it against
     /// [`FsMailStore::folders`], so a folder added there is listed here too.

@@ -16,6 +16,7 @@ use crate::org::Org;
 use crate::resume::{Access, Resume, Wake};
 use crate::trouble::TroubleState;
 use crate::turn::{self, PromptOverCredits};
+use crate::view_cache::ViewCache;
 
 /// The daemon's state.
 #[derive(Debug, Clone, Serialize)]
@@ -238,11 +239,20 @@ pub struct BreakerStatus {
 /// A file that cannot be read is listed in [`StatusView::unreadable`] and the
 /// rest is still shown.
 pub fn status(org: &Org) -> Result<StatusView, PathError> {
+    status_viewing(org, &ViewCache::off())
+}
+
+/// [`status`] through what the last `status` kept (`cache`, which the org
+/// was loaded with too: [`Org::load_viewing`]): each agent's unread and
+/// pending counts and last run are read again only from folders and logs
+/// that changed since.
+pub fn status_viewing(org: &Org, cache: &ViewCache) -> Result<StatusView, PathError> {
     let root = &org.layout.root;
     let mb = org.mail();
     let mut skipped = Skipped::default();
     let ledger_path = org.layout.ledger();
-    let ledger = skipped.or(Ledger::load(&ledger_path), Ledger::default(), "credits are shown as if nothing was spent");
+    let ledger =
+        skipped.or(Ledger::load_viewed(&org.layout), Ledger::default(), "credits are shown as if nothing was spent");
     for no in &ledger.torn_lines {
         skipped.0.push(Unreadable {
             path: ledger_path.clone(),
@@ -257,18 +267,13 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
         left: crate::ledger::credits(b - spent),
         exhausted: spent >= b,
     });
-    let (turn, committed) = skipped.or(Journal::new(&org.layout).last_committed(), (0, None), "the turn is shown as 0");
-    // The turn's own event is its last: the events are parsed from the end
-    // (a large org's turn has an event per agent).
-    let tool_calls = committed
-        .filter(|c| c.turn == turn)
-        .and_then(|c| {
-            c.events.lines().rev().filter_map(crate::events::Event::parse).find_map(|e| match e.kind {
-                crate::events::EventKind::Turn(r) if e.turn == turn => Some(r.tool_calls),
-                _ => None,
-            })
-        })
-        .unwrap_or(0);
+    // The turn's own event is the last that committed it; the others (one
+    // per agent in a large org) are not parsed.
+    let (turn, last) = skipped.or(Journal::new(&org.layout).last_turn_event(), (0, None), "the turn is shown as 0");
+    let tool_calls = match last.map(|e| (e.turn, e.kind)) {
+        Some((t, crate::events::EventKind::Turn(r))) if t == turn => r.tool_calls,
+        _ => 0,
+    };
     let chart = org.chart();
     let exhausted = budget.as_ref().is_some_and(|b| b.exhausted);
     let trouble = crate::trouble::read_agents(&org.layout);
@@ -286,6 +291,7 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
         turn,
         may_everyone,
         may_groups,
+        cache,
     };
     let agents = rows(&ctx, names, &mut skipped);
     Ok(StatusView {
@@ -325,6 +331,7 @@ struct RowCtx<'a> {
     may_everyone: usize,
     /// What the names of every group can add to it.
     may_groups: usize,
+    cache: &'a ViewCache,
 }
 
 /// Agents per thread above which the rows are read by several threads: each
@@ -367,19 +374,20 @@ fn rows(ctx: &RowCtx<'_>, names: Vec<String>, skipped: &mut Skipped) -> Vec<Agen
 
 /// One agent's row.
 fn row(ctx: &RowCtx<'_>, name: String, skipped: &mut Skipped) -> AgentStatus {
-    let RowCtx { org, mb, ledger, trouble, exhausted, .. } = *ctx;
+    let RowCtx { org, mb, ledger, trouble, exhausted, cache, .. } = *ctx;
     let root = &org.layout.root;
     let resume = org.agents.get(name.as_str());
     let credits = ledger.balance(&name, resume.map(|r| r.credits).unwrap_or(0.0));
-    let (unread, unreadable) = match mb.unread_count(&name) {
+    let (unread, unreadable) = match cache.unread(&name, || mb.unread_count(&name)) {
         Ok(n) => (n, None),
         Err(e) => (0, Some(e.to_string())),
     };
-    let (pending, unreadable) = match mb.pending_count(&name) {
+    let (pending, unreadable) = match cache.pending(&name, || mb.pending_count(&name)) {
         Ok(n) => (n, unreadable),
         Err(e) => (0, unreadable.or(Some(e.to_string()))),
     };
-    let last = skipped.or(activity::try_last(root, &name), None, "the last run is not shown");
+    let last = cache.last_run(&name, || activity::try_last(root, &name).map(|a| a.map(|a| a.turn)));
+    let last = skipped.or(last, None, "the last run is not shown");
     let attempts = skipped.or(mb.try_attempts(&name), Default::default(), "failed attempts are not counted");
     let known = trouble.get(&name);
     let problem = unreadable.clone().or_else(|| known.map(|t| t.error.clone()));
@@ -411,7 +419,7 @@ fn row(ctx: &RowCtx<'_>, name: String, skipped: &mut Skipped) -> AgentStatus {
         credits,
         unread,
         pending,
-        last_run_turn: last.map(|a| a.turn),
+        last_run_turn: last,
         name,
     }
 }
@@ -629,6 +637,7 @@ mod tests {
                     turn: u64::MAX - 1,
                     may_everyone,
                     may_groups,
+                    cache: &ViewCache::off(),
                 };
                 let (mut mail, _) = mb.unread("manager").unwrap();
                 assert_eq!(mail.len(), 3);
@@ -683,6 +692,47 @@ mod tests {
         }
         assert_eq!(AgentState::from(TroubleState::ProviderError), ProviderError);
         assert_eq!(serde_json::to_value(BreakerState::HalfOpen).unwrap(), "half_open");
+    }
+
+    #[test]
+    fn status_through_what_the_last_one_kept_agrees_with_a_plain_one_as_files_change() {
+        use crate::view_cache::ViewCache;
+        let (dir, _) = org_after_one_turn();
+        let root = dir.path();
+        let layout = crate::org::Layout::new(root);
+        // Each view is judged ten seconds on, so that what it reads is kept;
+        // every change comes a tick after the view before it.
+        let view = |what: &str| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let cache = ViewCache::load_at(&layout, std::time::SystemTime::now() + std::time::Duration::from_secs(10));
+            let org = Org::load_viewing(root, None, &cache);
+            let got = serde_json::to_value(status_viewing(&org, &cache).unwrap()).unwrap();
+            cache.save(&org);
+            let plain = serde_json::to_value(status(&Org::load_or_last_good(root, None)).unwrap()).unwrap();
+            assert_eq!(got, plain, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            got
+        };
+        let agent = |s: &serde_json::Value, name: &str| {
+            s["agents"].as_array().unwrap().iter().find(|a| a["name"] == name).cloned().unwrap_or_default()
+        };
+        let first = view("nothing kept yet");
+        assert!(layout.cache_dir().join("agents.bin").is_file(), "status keeps what it read");
+        assert_eq!(view("all of it kept"), first);
+        crate::views::testing::deliver(&dir, "manager", &crate::testing::message("m-1", "human", &["manager"], "hi"));
+        assert_eq!(agent(&view("mail delivered"), "manager")["unread"], 1);
+        std::fs::write(root.join("agents/manager/outbox/new/x.json"), b"{}").unwrap();
+        assert_eq!(agent(&view("mail sent"), "manager")["pending"], 1);
+        crate::testing::edit(root, "agents/manager/resume.toml", "title = \"", "title = \"Chief ");
+        assert!(agent(&view("a resume edited"), "manager")["title"].as_str().unwrap().starts_with("Chief "));
+        crate::testing::edit(root, "agents/manager/resume.toml", "model = ", "model = 7 #");
+        // Its last good version stands in, and the problem is shown.
+        let broken = view("a resume broken");
+        assert!(broken["problems"].to_string().contains("agents/manager/resume.toml"), "{}", broken["problems"]);
+        std::fs::remove_dir_all(root.join("agents/manager")).unwrap();
+        assert!(agent(&view("an agent gone"), "manager").is_null());
+        std::fs::write(layout.cache_dir().join("agents.bin"), b"not what status keeps").unwrap();
+        view("a cache that is not one");
     }
 
     #[test]

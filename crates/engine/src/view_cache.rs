@@ -1,0 +1,536 @@
+//! What `lemming status` keeps of its last read, to read less the next time:
+//! `org/state/cache/agents.bin` (postcard: compact, and quick to read back). For each agent, facts that each come from
+//! one file or folder (its resume as parsed, its unread and pending counts,
+//! its last run), each kept with that file's identity, size and times as they
+//! were before it was read.
+//!
+//! A fact is used only while its file's identity, size and times are still
+//! those. It is kept only once the file has not changed for [`SETTLED`]: a
+//! change within the same tick of the file system's clock leaves the times as
+//! they were, so a file changed just now may change again unseen.
+//!
+//! Derived: a cache that does not parse, is of another format or version, or
+//! is gone, means reading everything again; deleting it is always safe.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::AgentName;
+use crate::org::Layout;
+use crate::resume::{Access, Reference, Resume, ResumeFile, Schedule};
+
+/// How long a file must have been left alone for a fact of it to be kept.
+pub const SETTLED: Duration = Duration::from_secs(2);
+
+/// The largest cache read (a few hundred bytes per agent).
+const LIMIT: u64 = 256 << 20;
+
+/// A file's identity, size and times: when any of them changed, so may have
+/// what it holds. The device, the inode, the size, then the times of the
+/// last write and of the last change of any kind (never before the write),
+/// in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Key(u64, u64, u64, i64, i64);
+
+impl Key {
+    /// The key of `rel` in the folder `dir` when it is a folder (`folder`)
+    /// or a regular file, not a link. One `fstatat` from the agents' folder:
+    /// `status` asks for four files of every agent.
+    fn at(dir: &std::fs::File, rel: &str, folder: bool) -> Option<Key> {
+        use std::os::fd::AsRawFd;
+        let rel = std::ffi::CString::new(rel).ok()?;
+        // SAFETY: `st` is plain data that fstatat fills; `rel` is a valid C string.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::fstatat(dir.as_raw_fd(), rel.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        let kind = if folder { libc::S_IFDIR } else { libc::S_IFREG };
+        if rc != 0 || st.st_mode & libc::S_IFMT != kind {
+            return None;
+        }
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        let key = Key(
+            st.st_dev as u64,
+            st.st_ino as u64,
+            st.st_size as u64,
+            ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        );
+        Some(key)
+    }
+
+    /// Whether the file was last changed at least [`SETTLED`] before `now`.
+    fn settled(&self, now: SystemTime) -> bool {
+        let Ok(changed) = u64::try_from(self.4) else { return false };
+        let changed = SystemTime::UNIX_EPOCH + Duration::from_nanos(changed);
+        now.duration_since(changed).is_ok_and(|d| d >= SETTLED)
+    }
+}
+
+/// A fact, and the key of its file before it was read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Fact<T>(Key, T);
+
+/// A resume as parsed, without its name (the folder's) and without what
+/// the rest is derived from: who it may write to and read from, and the
+/// names the org checks, come from the lists as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Parsed {
+    title: String,
+    description: String,
+    model: Option<String>,
+    instructions: String,
+    every: u64,
+    offset: u64,
+    wake: crate::resume::Wake,
+    send_to: Vec<String>,
+    read_from: Vec<String>,
+    tools: Vec<String>,
+    commands: Vec<String>,
+    shared: crate::resume::Shared,
+    credits: f64,
+}
+
+/// What is known of one agent: its resume as parsed, its unread and pending
+/// counts, and the turn of its last run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Facts(Option<Fact<Parsed>>, Option<Fact<usize>>, Option<Fact<usize>>, Option<Fact<Option<u64>>>);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    format: u32,
+    /// Facts are lemming's reading of the files: another version may read them otherwise.
+    version: String,
+    /// Each agent's [`Facts`], encoded apart: each is decoded by the thread
+    /// that reads that agent, when it does.
+    agents: Vec<(String, Vec<u8>)>,
+}
+
+/// What the last read kept of one agent.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Its facts, until they are first asked for.
+    raw: Option<Vec<u8>>,
+    facts: Facts,
+    /// The key of the resume this read took from here, once the org accepted it.
+    used: Option<Key>,
+}
+
+impl Kept {
+    fn facts(&mut self) -> &mut Facts {
+        if let Some(raw) = self.raw.take() {
+            self.facts = postcard::from_bytes(&raw).unwrap_or_default();
+        }
+        &mut self.facts
+    }
+}
+
+/// Changes whenever what is saved changes meaning.
+const FORMAT: u32 = 1;
+
+/// One read of an org through what the last one kept ([`ViewCache::load`]),
+/// or none ([`ViewCache::off`]). Shared by the threads that read the agents.
+#[derive(Debug)]
+pub struct ViewCache {
+    /// The `agents/` folder, whose files are looked at; none when off.
+    agents: Option<std::fs::File>,
+    /// When this read began: what is settled is judged against it.
+    at: SystemTime,
+    /// What the last read kept, by agent.
+    saved: HashMap<String, Mutex<Kept>>,
+    /// What this read learned (facts the saved ones did not have).
+    learned: Mutex<HashMap<String, Facts>>,
+}
+
+/// How one kind of fact is found in [`Facts`].
+struct Slot<T> {
+    get: fn(&mut Facts) -> &mut Option<Fact<T>>,
+}
+
+const RESUME: Slot<Parsed> = Slot { get: |f| &mut f.0 };
+const UNREAD: Slot<usize> = Slot { get: |f| &mut f.1 };
+const PENDING: Slot<usize> = Slot { get: |f| &mut f.2 };
+const LAST_RUN: Slot<Option<u64>> = Slot { get: |f| &mut f.3 };
+
+/// What [`ViewCache::resume`] found.
+pub enum ResumeLookup {
+    /// The resume as parsed when its file was as it is now: once the org
+    /// accepts it, hand the key to [`ViewCache::used`].
+    Hit(Box<ResumeFile>, FileKey),
+    /// Not known: read and parse it, then hand it to [`ViewCache::parsed`]
+    /// with this key (taken before the read).
+    Miss(Option<FileKey>),
+}
+
+/// The identity, size and times of a file before it was read.
+#[derive(Debug, Clone, Copy)]
+pub struct FileKey(Key);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ViewCache {
+    /// No cache: every fact is read from the files, and nothing is saved.
+    pub fn off() -> ViewCache {
+        ViewCache { agents: None, at: SystemTime::now(), saved: HashMap::new(), learned: Mutex::new(HashMap::new()) }
+    }
+
+    /// What the last read of the org at `layout` kept; nothing when it kept
+    /// nothing or what it kept cannot be used.
+    pub fn load(layout: &Layout) -> ViewCache {
+        ViewCache::load_at(layout, SystemTime::now())
+    }
+
+    /// [`ViewCache::load`], judging what is settled as of `at`.
+    pub(crate) fn load_at(layout: &Layout, at: SystemTime) -> ViewCache {
+        let bytes = crate::fsx::read_small(&path(layout), LIMIT).ok().flatten();
+        let saved = bytes
+            .and_then(|b| postcard::from_bytes::<Saved>(&b).ok())
+            .filter(|s| s.format == FORMAT && s.version == env!("CARGO_PKG_VERSION"))
+            .map(|s| s.agents)
+            .unwrap_or_default();
+        let saved = saved
+            .into_iter()
+            .map(|(name, raw)| (name, Mutex::new(Kept { raw: Some(raw), ..Kept::default() })))
+            .collect();
+        let agents = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(layout.root.join("agents"))
+            .ok();
+        ViewCache { agents, saved, at, ..ViewCache::off() }
+    }
+
+    /// Keeps the facts of this read of `org` for the next, when it learned
+    /// any. Derived and only a shortcut: a failure is logged, never an error.
+    pub fn save(self, org: &crate::org::Org) {
+        let learned = self.learned.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.agents.is_none() || learned.is_empty() {
+            return;
+        }
+        let known = |name: &str| org.agents.contains_key(name) || org.broken.contains_key(name);
+        let mut agents: HashMap<String, Facts> = HashMap::new();
+        let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(self.saved.len().max(learned.len()));
+        for (name, kept) in self.saved {
+            // Agents gone are forgotten.
+            if !known(&name) {
+                continue;
+            }
+            let mut kept = kept.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match (kept.raw.take(), learned.contains_key(&name)) {
+                // Not asked for, nothing new: kept as it was.
+                (Some(raw), false) => out.push((name, raw)),
+                (raw, _) => {
+                    if let Some(raw) = raw {
+                        kept.raw = Some(raw);
+                    }
+                    let mut facts = std::mem::take(kept.facts());
+                    // A resume taken from here is the org's now.
+                    if let (Some(key), Some(r)) = (kept.used, org.agents.get(name.as_str())) {
+                        facts.0 = Some(Fact(key, Parsed::of(r)));
+                    }
+                    agents.insert(name, facts);
+                }
+            }
+        }
+        for (name, new) in learned {
+            if !known(&name) {
+                continue;
+            }
+            let facts = agents.entry(name).or_default();
+            let Facts(resume, unread, pending, last_run) = new;
+            facts.0 = resume.or(facts.0.take());
+            facts.1 = unread.or(facts.1.take());
+            facts.2 = pending.or(facts.2.take());
+            facts.3 = last_run.or(facts.3.take());
+        }
+        for (name, facts) in agents {
+            if let Ok(raw) = postcard::to_stdvec(&facts) {
+                out.push((name, raw));
+            }
+        }
+        let saved = Saved { format: FORMAT, version: env!("CARGO_PKG_VERSION").to_string(), agents: out };
+        let Ok(bytes) = postcard::to_stdvec(&saved) else { return };
+        let layout = &org.layout;
+        let written = std::fs::create_dir_all(layout.cache_dir()).map_err(|e| e.to_string()).and_then(|()| {
+            crate::fsx::write_derived(&layout.state_tmp(), &path(layout), &bytes).map_err(|e| e.to_string())
+        });
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "cannot keep what status read for the next one");
+        }
+    }
+
+    /// The key of `rel` in the folder of `agent` when it is a folder
+    /// (`folder`) or a regular file, not a link.
+    fn key(&self, agent: &str, rel: &str, folder: bool) -> Option<Key> {
+        Key::at(self.agents.as_ref()?, &format!("{agent}/{rel}"), folder)
+    }
+
+    /// The saved fact of `agent` in `slot` when its file's key is still
+    /// `key`, given to `take`.
+    fn hit<T, R>(&self, agent: &str, slot: &Slot<T>, key: Key, take: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let mut kept = lock(self.saved.get(agent)?);
+        match (slot.get)(kept.facts()) {
+            Some(Fact(k, v)) if *k == key => Some(take(v)),
+            _ => None,
+        }
+    }
+
+    /// Keeps `value`, read after `key` was taken, when its file is settled.
+    fn learn<T>(&self, agent: &str, slot: &Slot<T>, key: Option<Key>, value: T) {
+        if let Some(key) = key.filter(|k| k.settled(self.at)) {
+            *(slot.get)(lock(&self.learned).entry(agent.to_string()).or_default()) = Some(Fact(key, value));
+        }
+    }
+
+    /// A count or turn of `rel` in the folder of `agent` (a folder when
+    /// `folder`) in `slot`: the saved one while it is unchanged, else what
+    /// `read` says.
+    fn fact<T: Copy, E>(
+        &self,
+        agent: &str,
+        slot: &Slot<T>,
+        rel: &str,
+        folder: bool,
+        read: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let key = self.key(agent, rel, folder);
+        if let Some(v) = key.and_then(|k| self.hit(agent, slot, k, |v| *v)) {
+            return Ok(v);
+        }
+        let v = read()?;
+        self.learn(agent, slot, key, v);
+        Ok(v)
+    }
+
+    /// How many entries `agent`'s unread mail folder holds, as `count` says.
+    pub fn unread<E>(&self, agent: &str, count: impl FnOnce() -> Result<usize, E>) -> Result<usize, E> {
+        self.fact(agent, &UNREAD, crate::mailbox::UNREAD_FOLDER, true, count)
+    }
+
+    /// How many entries `agent`'s folder of mail to route holds, as `count` says.
+    pub fn pending<E>(&self, agent: &str, count: impl FnOnce() -> Result<usize, E>) -> Result<usize, E> {
+        self.fact(agent, &PENDING, crate::mailbox::PENDING_FOLDER, true, count)
+    }
+
+    /// The turn of the last run in `agent`'s activity log, as `last` says.
+    pub fn last_run<E>(&self, agent: &str, last: impl FnOnce() -> Result<Option<u64>, E>) -> Result<Option<u64>, E> {
+        self.fact(agent, &LAST_RUN, "logs/activity.jsonl", false, last)
+    }
+
+    /// The resume of the agent `folder`, at `path`, as last parsed, when the
+    /// file is as it was then (and what was saved is a sound resume of that
+    /// folder). Each resume is taken once.
+    pub fn resume(&self, folder: &str, path: &Path) -> ResumeLookup {
+        let key = self.key(folder, "resume.toml", false);
+        let taken = key.and_then(|k| self.hit(folder, &RESUME, k, std::mem::take));
+        match (taken.and_then(|p| sound(p, folder, path)), key) {
+            (Some(f), Some(key)) => ResumeLookup::Hit(Box::new(f), FileKey(key)),
+            _ => ResumeLookup::Miss(key.map(FileKey)),
+        }
+    }
+
+    /// Notes that the org accepted the resume of `folder` taken at `key`:
+    /// [`ViewCache::save`] keeps it as the org has it.
+    pub fn used(&self, folder: &str, key: FileKey) {
+        if let Some(kept) = self.saved.get(folder) {
+            lock(kept).used = Some(key.0);
+        }
+    }
+
+    /// Keeps `f`, the resume of `folder` parsed from its file as it was at `key`.
+    pub fn parsed(&self, folder: &str, key: Option<FileKey>, f: &ResumeFile) {
+        self.learn(folder, &RESUME, key.map(|k| k.0), Parsed::of(&f.resume));
+    }
+}
+
+impl Parsed {
+    fn of(r: &Resume) -> Parsed {
+        Parsed {
+            title: r.title.clone(),
+            description: r.description.clone(),
+            model: r.model.clone(),
+            instructions: r.instructions.clone(),
+            every: r.schedule.every,
+            offset: r.schedule.offset,
+            wake: r.schedule.wake,
+            send_to: r.send_to_written.clone(),
+            read_from: r.read_from_written.clone(),
+            tools: r.tools.clone(),
+            commands: r.commands.clone(),
+            shared: r.shared,
+            credits: r.credits,
+        }
+    }
+}
+
+/// `org/state/cache/agents.bin`.
+fn path(layout: &Layout) -> std::path::PathBuf {
+    layout.cache_dir().join("agents.bin")
+}
+
+/// The resume file that `p` was parsed from, when it could have come from
+/// parsing a resume of `folder`: what the org relies on holds (a schedule
+/// that fires, amounts in range, valid names). A cache is a file too.
+fn sound(p: Parsed, folder: &str, path: &Path) -> Option<ResumeFile> {
+    let max = crate::resume::MAX_EVERY as u64;
+    let fine = (1..=max).contains(&p.every)
+        && p.offset <= max
+        && crate::ledger::valid_amount(p.credits)
+        && p.instructions.len() <= crate::resume::MAX_INSTRUCTIONS_BYTES;
+    if !fine {
+        return None;
+    }
+    let name = AgentName::new(folder).ok()?;
+    let mut refs = Vec::new();
+    let mut reference = |field, value: &str| refs.push(Reference { field, value: value.to_string(), span: 0..0 });
+    for t in &p.tools {
+        reference("tools", t);
+    }
+    if let Some(m) = &p.model {
+        reference("model", m);
+    }
+    // As the resume's parse does: "*" is anyone, "@name" a group the org
+    // resolves, and every other entry a name.
+    let mut access = |field: &'static str, written: &[String]| -> Option<Access> {
+        if written.iter().any(|w| w == "*") {
+            return Some(Access::Anyone);
+        }
+        let mut set = BTreeSet::new();
+        for w in written {
+            match w.strip_prefix('@') {
+                Some(group) => {
+                    AgentName::new(group).ok()?;
+                }
+                None => {
+                    set.insert(AgentName::new(w).ok()?);
+                }
+            }
+            reference(field, w);
+        }
+        Some(Access::Only(set))
+    };
+    let send_to = access("send_to", &p.send_to)?;
+    let read_from = access("read_from", &p.read_from)?;
+    let resume = Resume {
+        name,
+        title: p.title,
+        description: p.description,
+        model: p.model,
+        instructions: p.instructions,
+        schedule: Schedule { every: p.every, offset: p.offset, wake: p.wake },
+        send_to,
+        read_from,
+        send_to_written: p.send_to,
+        read_from_written: p.read_from,
+        tools: p.tools,
+        commands: p.commands,
+        shared: p.shared,
+        credits: p.credits,
+    };
+    Some(ResumeFile { path: path.to_path_buf(), text: String::new(), resume, refs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn later() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(10)
+    }
+
+    #[test]
+    fn a_file_is_settled_only_once_left_alone_long_enough() {
+        let (_d, root) = crate::testing::new_org();
+        let agents = std::fs::File::open(root.join("agents")).unwrap();
+        let key = Key::at(&agents, "manager/resume.toml", false).expect("a resume is a regular file");
+        assert!(!key.settled(SystemTime::now()), "just written");
+        assert!(!key.settled(SystemTime::now() + SETTLED / 2));
+        assert!(key.settled(SystemTime::now() + SETTLED));
+        assert!(!Key(0, 0, 0, 0, -1).settled(later()), "a time before 1970 is never settled");
+        assert_eq!(Key::at(&agents, "manager/resume.toml", true), None, "not a folder");
+        assert_eq!(Key::at(&agents, "manager/inbox/new", false), None, "not a file");
+        std::os::unix::fs::symlink(root.join("agents/manager/resume.toml"), root.join("agents/manager/link")).unwrap();
+        assert_eq!(Key::at(&agents, "manager/link", false), None, "a link is not followed");
+        assert_eq!(Key::at(&agents, "manager/missing", false), None);
+    }
+
+    #[test]
+    fn a_fact_is_read_again_only_when_its_file_changed() {
+        let (_d, root) = crate::testing::new_org();
+        let layout = Layout::new(&root);
+        let reads = std::cell::Cell::new(0);
+        let count = |n: usize| {
+            reads.set(reads.get() + 1);
+            Ok::<usize, ()>(n)
+        };
+        let org = crate::org::Org::load(&root).unwrap();
+        std::fs::create_dir_all(root.join("agents/manager/inbox/new")).unwrap();
+        let cache = ViewCache::load_at(&layout, later());
+        assert_eq!(cache.unread("manager", || count(3)), Ok(3));
+        cache.save(&org);
+        let cache = ViewCache::load_at(&layout, later());
+        assert_eq!(cache.unread("manager", || count(4)), Ok(3), "the folder is unchanged: the kept count");
+        assert_eq!(reads.get(), 1);
+        // A new entry changes the folder.
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(root.join("agents/manager/inbox/new/x.json"), "{}").unwrap();
+        assert_eq!(cache.unread("manager", || count(4)), Ok(4));
+        assert_eq!(reads.get(), 2);
+        // What was read just now is not kept: it may change again in the same tick.
+        let now = ViewCache::load_at(&layout, SystemTime::now());
+        assert_eq!(now.unread("manager", || count(5)), Ok(5));
+        assert!(lock(&now.learned).is_empty(), "{:?}", now.learned);
+        // Off: every fact is read.
+        assert_eq!(ViewCache::off().unread("manager", || count(6)), Ok(6));
+        assert_eq!(reads.get(), 4);
+    }
+
+    #[test]
+    fn a_kept_resume_is_used_only_when_sound() {
+        let (_d, root) = crate::testing::new_org();
+        let layout = Layout::new(&root);
+        let org = crate::org::Org::load(&root).unwrap();
+        let cache = ViewCache::load_at(&layout, later());
+        let path = layout.agent_dir("manager").join("resume.toml");
+        let ResumeLookup::Miss(key) = cache.resume("manager", &path) else { panic!("nothing kept yet") };
+        let manager = &org.agents["manager"];
+        let file = ResumeFile { path: path.clone(), text: String::new(), resume: manager.clone(), refs: Vec::new() };
+        cache.parsed("manager", key, &file);
+        cache.save(&org);
+        let kept = |edit: &dyn Fn(&mut Parsed)| {
+            let mut cache = ViewCache::load_at(&layout, later());
+            let kept = cache.saved.get_mut("manager").unwrap().get_mut().unwrap();
+            edit(&mut kept.facts().0.as_mut().unwrap().1);
+            match cache.resume("manager", &path) {
+                ResumeLookup::Hit(f, _) => Some(f.resume),
+                ResumeLookup::Miss(_) => None,
+            }
+        };
+        let same = kept(&|_| {}).expect("kept and unchanged");
+        assert_eq!((same.title.as_str(), &same.send_to_written), (manager.title.as_str(), &manager.send_to_written));
+        assert!(kept(&|p| p.every = 0).is_none(), "a schedule that never fires");
+        assert!(kept(&|p| p.credits = f64::INFINITY).is_none());
+        assert!(kept(&|p| p.send_to.push("../x".into())).is_none(), "not a name");
+        assert!(kept(&|p| p.read_from.push("@Bad".into())).is_none(), "not a group's name");
+        let anyone = kept(&|p| p.send_to.push("*".into())).unwrap();
+        assert_eq!(anyone.send_to, Access::Anyone);
+        // A cache that is not one, or of another version, is nothing.
+        for junk in [b"".as_slice(), b"\x01\x02", &[0xff; 64]] {
+            std::fs::write(path_of(&layout), junk).unwrap();
+            assert!(ViewCache::load_at(&layout, later()).saved.is_empty());
+        }
+        let other = Saved { format: FORMAT, version: "0.0.0".into(), agents: vec![("manager".into(), vec![])] };
+        std::fs::write(path_of(&layout), postcard::to_stdvec(&other).unwrap()).unwrap();
+        assert!(ViewCache::load_at(&layout, later()).saved.is_empty());
+    }
+
+    fn path_of(layout: &Layout) -> std::path::PathBuf {
+        path(layout)
+    }
+}
