@@ -515,9 +515,10 @@ impl Events {
         &self.events
     }
 
-    /// The events as `events.jsonl` lines.
-    pub fn lines(&self) -> String {
-        lines(&self.events)
+    /// The events as `events.jsonl` lines, written out as they are
+    /// formatted (a large turn's are megabytes).
+    pub fn lines(&self) -> Lines<'_> {
+        Lines(&self.events)
     }
 
     /// Appends the events durably now, numbered after the last line (for a
@@ -527,13 +528,24 @@ impl Events {
     }
 }
 
-fn lines(events: &[Event]) -> String {
-    let mut out = String::new();
-    for e in events {
-        out.push_str(&e.to_json().to_string());
-        out.push('\n');
+/// Events as `events.jsonl` lines, each ended by a newline ([`Events::lines`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Lines<'a>(&'a [Event]);
+
+impl<'a> Lines<'a> {
+    /// `events` as lines.
+    pub fn new(events: &'a [Event]) -> Lines<'a> {
+        Lines(events)
     }
-    out
+}
+
+impl std::fmt::Display for Lines<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in self.0 {
+            writeln!(f, "{}", e.to_json())?;
+        }
+        Ok(())
+    }
 }
 
 /// `org/state/events.jsonl`, appended under an exclusive lock on the file, so
@@ -803,7 +815,7 @@ mod tests {
         assert_eq!(log.catch_up(one.list()).unwrap(), 3);
         let two = turn_events(2, 4, Bus::new());
         // A torn append (a power cut mid-write): the first line made it, the rest did not.
-        let text = two.lines();
+        let text = two.lines().to_string();
         let first_and_a_half = &text[..text.find('\n').unwrap() + 10];
         fsx::append_lines(&layout.events(), first_and_a_half).unwrap();
         assert_eq!(log.catch_up(two.list()).unwrap(), 6);

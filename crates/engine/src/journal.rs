@@ -399,15 +399,20 @@ impl Journal {
     /// Commits `turn`: writes `turn.json`, with the turn's `events` lines,
     /// atomically and durably. A try of the turn that does not get here
     /// leaves no event anywhere but with the subscribers of its bus.
-    pub fn commit(&self, turn: u64, at: DateTime<Utc>, events: &str) -> Result<(), PathError> {
-        // `Committed`'s fields, borrowed: the events of a large turn are megabytes.
+    pub fn commit(&self, turn: u64, at: DateTime<Utc>, events: crate::events::Lines<'_>) -> Result<(), PathError> {
+        // `Committed`'s fields, the events formatted into the file as they
+        // are escaped: a large turn's are megabytes.
         #[derive(Serialize)]
-        struct Borrowed<'a> {
+        struct Streamed<'a> {
             turn: u64,
             committed_at: Option<DateTime<Utc>>,
-            events: &'a str,
+            #[serde(serialize_with = "as_string")]
+            events: crate::events::Lines<'a>,
         }
-        let c = Borrowed { turn, committed_at: Some(at), events };
+        fn as_string<S: serde::Serializer>(lines: &crate::events::Lines<'_>, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(lines)
+        }
+        let c = Streamed { turn, committed_at: Some(at), events };
         write_atomic_with(&self.layout.state_tmp(), &self.layout.turn_json(), |w| {
             serde_json::to_writer_pretty(w, &c).map_err(std::io::Error::from)
         })
@@ -494,7 +499,7 @@ mod tests {
         assert_eq!(j.last_turn().unwrap(), 12);
         put(&layout, "org/state/turn.json", "");
         assert_eq!(j.last_turn().unwrap(), 12);
-        j.commit(13, Utc::now(), "").unwrap();
+        j.commit(13, Utc::now(), crate::events::Lines::new(&[])).unwrap();
         assert_eq!(j.last_turn().unwrap(), 13);
     }
 
@@ -506,12 +511,12 @@ mod tests {
         put(&layout, "org/state/events.jsonl", "{\"turn\":9,\"event\":\"turn\"}\n");
         put(&layout, "org/state/journal/9/records.jsonl", "");
         // Turn 10 began and was not committed yet: turn.json says 9, and is right.
-        j.commit(9, Utc::now(), "").unwrap();
+        j.commit(9, Utc::now(), crate::events::Lines::new(&[])).unwrap();
         put(&layout, "org/state/journal/10/records.jsonl", "");
         assert_eq!(j.last_turn().unwrap(), 9);
         // An old copy of turn.json (turn 1) over that history would reuse
         // turn 2 and replay its journal: the history wins.
-        j.commit(1, Utc::now(), "").unwrap();
+        j.commit(1, Utc::now(), crate::events::Lines::new(&[])).unwrap();
         assert_eq!(j.last_turn().unwrap(), 9);
     }
 
@@ -545,7 +550,11 @@ mod tests {
         let j = Journal::new(&layout);
         assert_eq!(j.last_turn_and_events().unwrap(), (0, vec![]), "nothing committed yet");
         let line = "{\"seq\":7,\"turn\":4,\"at\":\"2026-01-01T00:00:00.000Z\",\"event\":\"delivered\",\"id\":\"m\",\"from\":\"a\",\"to\":\"b\"}\n";
-        j.commit(4, Utc::now(), line).unwrap();
+        let event = crate::events::Event::parse(line.trim_end()).unwrap();
+        let written = format!("{}\n", event.to_json());
+        j.commit(4, Utc::now(), crate::events::Lines::new(&[event])).unwrap();
+        let raw: serde_json::Value = serde_json::from_slice(&fs::read(layout.turn_json()).unwrap()).unwrap();
+        assert_eq!(raw["events"], written, "the lines, escaped as one string");
         let (turn, kept) = j.last_turn_and_events().unwrap();
         assert_eq!(turn, 4);
         assert_eq!(kept.iter().map(|e| (e.seq, e.turn)).collect::<Vec<_>>(), [(7, 4)]);

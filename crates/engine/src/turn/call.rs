@@ -168,7 +168,15 @@ impl Turn<'_> {
         self.report.recovered = recovered;
         let replayed: Vec<String> = journaled.keys().cloned().collect();
         self.report.replayed = replayed.clone();
-        Ok(Replies { records: journaled.into_values().chain(new_records).collect(), replayed })
+        // The journal holds each reply's text; the turn applies only what
+        // was planned from it, and logs the text of the unusable ones.
+        let records = journaled.into_values().chain(new_records).map(|mut r| {
+            if r.outcome == Outcome::Ok {
+                r.reply = None;
+            }
+            r
+        });
+        Ok(Replies { records: records.collect(), replayed })
     }
 }
 
