@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::{PathError, WithPath};
 use crate::fsx;
-use crate::org::Layout;
+use crate::layout::Layout;
 
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -38,8 +38,8 @@ use serde_json::{json, Value};
 
 use crate::error::{PathError, WithPath};
 use crate::fsx;
+use crate::layout::Layout;
 use crate::mailbox::{DeadReason, Reason};
-use crate::org::Layout;
 
 /// What a turn did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

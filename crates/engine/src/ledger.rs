@@ -359,7 +359,7 @@ impl Ledger {
     /// appended since is read (the whole file when it was replaced, shortened
     /// or rewritten). [`Ledger::has_charge`] answers `false` and
     /// `duplicate_charges` stays empty: `fsck` reads the whole file.
-    pub fn load_viewed(layout: &crate::org::Layout) -> Result<Ledger, PathError> {
+    pub fn load_viewed(layout: &crate::layout::Layout) -> Result<Ledger, PathError> {
         let path = layout.ledger();
         let Some(mut f) = fsx::open_regular(std::fs::OpenOptions::new().read(true), &path)? else {
             return Ok(Ledger { path, ..Ledger::default() });
@@ -507,7 +507,7 @@ pub enum TopUpError {
 /// agent with more than [`MAX_CREDITS`]. A person does it: the audit log
 /// records it (the agent, the amount and the outcome), refused or not.
 pub fn top_up(
-    layout: &crate::org::Layout,
+    layout: &crate::layout::Layout,
     agent: &str,
     budget: f64,
     amount: f64,
@@ -526,7 +526,7 @@ pub fn top_up(
 }
 
 fn add_top_up(
-    layout: &crate::org::Layout,
+    layout: &crate::layout::Layout,
     agent: &str,
     budget: f64,
     amount: f64,
@@ -570,7 +570,7 @@ mod tests {
     #[test]
     fn balance_is_budget_plus_top_ups_minus_charges_and_replays_do_not_charge_twice() {
         let d = tempfile::tempdir().unwrap();
-        let layout = crate::org::Layout::new(d.path());
+        let layout = crate::layout::Layout::new(d.path());
         let p = layout.ledger();
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         let mut l = Ledger::load(&p).unwrap();
@@ -590,7 +590,7 @@ mod tests {
     fn a_turn_reads_only_what_was_appended_since_and_agrees_with_a_whole_read() {
         use std::io::Write;
         let d = tempfile::tempdir().unwrap();
-        let layout = crate::org::Layout::new(d.path());
+        let layout = crate::layout::Layout::new(d.path());
         let p = layout.ledger();
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         let same = |turn: u64| {
@@ -648,7 +648,7 @@ mod tests {
     #[test]
     fn a_view_reads_the_whole_ledger_when_what_it_kept_does_not_match() {
         let d = tempfile::tempdir().unwrap();
-        let layout = crate::org::Layout::new(d.path());
+        let layout = crate::layout::Layout::new(d.path());
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         let p = layout.ledger();
         Ledger::load(&p).unwrap().append(&[charge(1, "a", 1.0), charge(1, "b", 2.0)]).unwrap();
@@ -709,7 +709,7 @@ mod tests {
     #[test]
     fn top_ups_are_finite_positive_and_bounded() {
         let d = tempfile::tempdir().unwrap();
-        let layout = crate::org::Layout::new(d.path());
+        let layout = crate::layout::Layout::new(d.path());
         let p = layout.ledger();
         for bad in [0.0, -1.0, 1e-320, 0.00001, f64::NAN, f64::INFINITY, 1e308, MAX_CREDITS * 2.0] {
             assert!(
@@ -734,7 +734,7 @@ mod tests {
     #[test]
     fn a_top_up_appends_its_event() {
         let d = tempfile::tempdir().unwrap();
-        let layout = crate::org::Layout::new(d.path());
+        let layout = crate::layout::Layout::new(d.path());
         top_up(&layout, "a", 1.0, 2.5, 3, Utc::now()).unwrap();
         top_up(&layout, "a", 1.0, -1.0, 3, Utc::now()).unwrap_err();
         let events: Vec<crate::events::Event> =
@@ -746,7 +746,7 @@ mod tests {
     #[test]
     fn every_top_up_is_in_the_audit_log_refused_or_not() {
         let d = tempfile::tempdir().unwrap();
-        let layout = crate::org::Layout::new(d.path());
+        let layout = crate::layout::Layout::new(d.path());
         top_up(&layout, "a", 1.0, 2.5, 3, Utc::now()).unwrap();
         let refused = top_up(&layout, "a", 1.0, -1.0, 3, Utc::now()).unwrap_err();
         let got: Vec<_> =

@@ -12,7 +12,7 @@
 //! Derived: a cache that does not parse, is of another format or version, or
 //! is gone, means reading everything again; deleting it is always safe.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::Layout;
 use crate::name::AgentName;
-use crate::org::Layout;
 use crate::resume::{Access, Reference, Resume, ResumeFile, Schedule};
 
 /// How long a file must have been left alone for a fact of it to be kept.
@@ -206,15 +206,17 @@ impl ViewCache {
         ViewCache { agents, saved, at, ..ViewCache::off() }
     }
 
-    /// Keeps the facts of this read of `org` for the next, when it learned
-    /// any. Derived and only a shortcut: a failure is logged, never an error.
-    pub fn save(self, org: &crate::org::Org) {
+    /// Keeps the facts of this read for the next, when it learned any, for
+    /// the agents the org has: those with a resume in use (`agents`) and
+    /// those held for a broken one (`broken`). Derived and only a shortcut:
+    /// a failure is logged, never an error.
+    pub fn save<B>(self, layout: &Layout, agents: &BTreeMap<AgentName, Resume>, broken: &BTreeMap<String, B>) {
         let learned = self.learned.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.agents.is_none() || learned.is_empty() {
             return;
         }
-        let known = |name: &str| org.agents.contains_key(name) || org.broken.contains_key(name);
-        let mut agents: HashMap<String, Facts> = HashMap::new();
+        let known = |name: &str| agents.contains_key(name) || broken.contains_key(name);
+        let mut facts_of: HashMap<String, Facts> = HashMap::new();
         let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(self.saved.len().max(learned.len()));
         for (name, kept) in self.saved {
             // Agents gone are forgotten.
@@ -231,10 +233,10 @@ impl ViewCache {
                     }
                     let mut facts = std::mem::take(kept.facts());
                     // A resume taken from here is the org's now.
-                    if let (Some(key), Some(r)) = (kept.used, org.agents.get(name.as_str())) {
+                    if let (Some(key), Some(r)) = (kept.used, agents.get(name.as_str())) {
                         facts.0 = Some(Fact(key, Parsed::of(r)));
                     }
-                    agents.insert(name, facts);
+                    facts_of.insert(name, facts);
                 }
             }
         }
@@ -242,21 +244,20 @@ impl ViewCache {
             if !known(&name) {
                 continue;
             }
-            let facts = agents.entry(name).or_default();
+            let facts = facts_of.entry(name).or_default();
             let Facts(resume, unread, pending, last_run) = new;
             facts.0 = resume.or(facts.0.take());
             facts.1 = unread.or(facts.1.take());
             facts.2 = pending.or(facts.2.take());
             facts.3 = last_run.or(facts.3.take());
         }
-        for (name, facts) in agents {
+        for (name, facts) in facts_of {
             if let Ok(raw) = postcard::to_stdvec(&facts) {
                 out.push((name, raw));
             }
         }
         let saved = Saved { format: FORMAT, version: env!("CARGO_PKG_VERSION").to_string(), agents: out };
         let Ok(bytes) = postcard::to_stdvec(&saved) else { return };
-        let layout = &org.layout;
         let written = std::fs::create_dir_all(layout.cache_dir()).map_err(|e| e.to_string()).and_then(|()| {
             crate::fsx::write_derived(&layout.state_tmp(), &path(layout), &bytes).map_err(|e| e.to_string())
         });
@@ -473,7 +474,7 @@ mod tests {
         std::fs::create_dir_all(root.join("agents/manager/inbox/new")).unwrap();
         let cache = ViewCache::load_at(&layout, later());
         assert_eq!(cache.unread("manager", || count(3)), Ok(3));
-        cache.save(&org);
+        cache.save(&layout, &org.agents, &org.broken);
         let cache = ViewCache::load_at(&layout, later());
         assert_eq!(cache.unread("manager", || count(4)), Ok(3), "the folder is unchanged: the kept count");
         assert_eq!(reads.get(), 1);
@@ -502,7 +503,7 @@ mod tests {
         let manager = &org.agents["manager"];
         let file = ResumeFile { path: path.clone(), text: String::new(), resume: manager.clone(), refs: Vec::new() };
         cache.parsed("manager", key, &file);
-        cache.save(&org);
+        cache.save(&layout, &org.agents, &org.broken);
         let kept = |edit: &dyn Fn(&mut Parsed)| {
             let mut cache = ViewCache::load_at(&layout, later());
             let kept = cache.saved.get_mut("manager").unwrap().get_mut().unwrap();

@@ -17,7 +17,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     let cache = ViewCache::load(&layout);
     let org = Org::load_viewing(&layout.root, None, &cache);
     let s = views::status_viewing(&org, &cache)?;
-    cache.save(&org);
+    cache.save(&org.layout, &org.agents, &org.broken);
     if ctx.json {
         return print_json(&s);
     }

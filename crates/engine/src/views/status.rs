@@ -707,7 +707,7 @@ mod tests {
             let cache = ViewCache::load_at(&layout, std::time::SystemTime::now() + std::time::Duration::from_secs(10));
             let org = Org::load_viewing(root, None, &cache);
             let got = serde_json::to_value(status_viewing(&org, &cache).unwrap()).unwrap();
-            cache.save(&org);
+            cache.save(&org.layout, &org.agents, &org.broken);
             let plain = serde_json::to_value(status(&Org::load_or_last_good(root, None)).unwrap()).unwrap();
             assert_eq!(got, plain, "{what}");
             std::thread::sleep(std::time::Duration::from_millis(50));
