@@ -18,8 +18,11 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     let org = Org::load_viewing(&layout.root, None, &cache);
     let s = views::status_viewing(&org, &cache)?;
     cache.save(&org.layout, &org.agents, &org.broken);
+    // The process ends with this command: freeing every resume and row one
+    // by one would cost a large org more than drawing the table.
+    let (org, s) = (&*Box::leak(Box::new(org)), &*Box::leak(Box::new(s)));
     if ctx.json {
-        return print_json(&s);
+        return print_json(s);
     }
     let daemon = match (s.daemon.running, s.daemon.pid) {
         (true, Some(pid)) => format!("running (pid {pid}){}", if s.daemon.paused { ", paused" } else { "" }),
