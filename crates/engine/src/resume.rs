@@ -38,11 +38,10 @@ impl Default for Schedule {
 }
 
 /// `wake` in `[schedule]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Wake {
-    /// Runs only with unread mail (the default).
-    #[default]
+    /// Runs only with unread mail.
     Mail,
     /// Runs on every due turn.
     Always,

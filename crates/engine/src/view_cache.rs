@@ -1,8 +1,8 @@
 //! What `lemming status` keeps of its last read, to read less the next time:
-//! `org/state/cache/agents.bin` (postcard: compact, and quick to read back). For each agent, facts that each come from
-//! one file or folder (its resume as parsed, its unread and pending counts,
-//! its last run), each kept with that file's identity, size and times as they
-//! were before it was read.
+//! `org/state/cache/agents.bin` (postcard: compact, and quick to read back).
+//! For each agent, facts that each come from one file or folder (its resume
+//! as parsed, its unread and pending counts, its last run), each kept with
+//! that file's identity, size and times as they were before it was read.
 //!
 //! A fact is used only while its file's identity, size and times are still
 //! those. It is kept only once the file has not changed for [`SETTLED`]: a
@@ -78,7 +78,7 @@ struct Fact<T>(Key, T);
 /// A resume as parsed, without its name (the folder's) and without what
 /// the rest is derived from: who it may write to and read from, and the
 /// names the org checks, come from the lists as written.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Parsed {
     title: String,
     description: String,
@@ -272,12 +272,11 @@ impl ViewCache {
         Key::at(self.agents.as_ref()?, &format!("{agent}/{rel}"), folder)
     }
 
-    /// The saved fact of `agent` in `slot` when its file's key is still
-    /// `key`, given to `take`.
-    fn hit<T, R>(&self, agent: &str, slot: &Slot<T>, key: Key, take: impl FnOnce(&mut T) -> R) -> Option<R> {
+    /// The saved fact of `agent` in `slot` when its file's key is still `key`.
+    fn hit<T: Copy>(&self, agent: &str, slot: &Slot<T>, key: Key) -> Option<T> {
         let mut kept = lock(self.saved.get(agent)?);
         match (slot.get)(kept.facts()) {
-            Some(Fact(k, v)) if *k == key => Some(take(v)),
+            Some(Fact(k, v)) if *k == key => Some(*v),
             _ => None,
         }
     }
@@ -301,7 +300,7 @@ impl ViewCache {
         read: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
         let key = self.key(agent, rel, folder);
-        if let Some(v) = key.and_then(|k| self.hit(agent, slot, k, |v| *v)) {
+        if let Some(v) = key.and_then(|k| self.hit(agent, slot, k)) {
             return Ok(v);
         }
         let v = read()?;
@@ -329,7 +328,13 @@ impl ViewCache {
     /// folder). Each resume is taken once.
     pub fn resume(&self, folder: &str, path: &Path) -> ResumeLookup {
         let key = self.key(folder, "resume.toml", false);
-        let taken = key.and_then(|k| self.hit(folder, &RESUME, k, std::mem::take));
+        // Taken out, not copied: the org owns it now, and what is saved of it
+        // is made again from the org's ([`ViewCache::used`]).
+        let taken = key.and_then(|k| {
+            let mut kept = lock(self.saved.get(folder)?);
+            let facts = kept.facts();
+            facts.0.take_if(|f| f.0 == k).map(|f| f.1)
+        });
         match (taken.and_then(|p| sound(p, folder, path)), key) {
             (Some(f), Some(key)) => ResumeLookup::Hit(Box::new(f), FileKey(key)),
             _ => ResumeLookup::Miss(key.map(FileKey)),
