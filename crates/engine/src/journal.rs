@@ -216,7 +216,7 @@ impl Journal {
     /// recovered the same way, so that no turn number is used twice.
     pub fn last_turn(&self) -> Result<u64, PathError> {
         // Its events are passed over, not parsed: every command asks.
-        Ok(self.last_committed_as(|b| serde_json::from_slice::<Head>(b), |h| h.turn)?.0)
+        Ok(self.last_head()?.0)
     }
 
     /// [`Journal::last_turn`], with the events that committed it, kept in
@@ -231,17 +231,21 @@ impl Journal {
         Ok((turn, events))
     }
 
-    /// The last committed turn, and `turn.json`'s record when it says so
-    /// (its events unparsed: `status` wants only the last).
+    /// The last committed turn, and `turn.json`'s record when it says so.
     pub fn last_committed(&self) -> Result<(u64, Option<Committed>), PathError> {
         self.last_committed_as(|b| serde_json::from_slice::<Committed>(b), |c| c.turn)
+    }
+
+    /// [`Journal::last_committed`] with `turn.json`'s events left unparsed.
+    fn last_head(&self) -> Result<(u64, Option<Head>), PathError> {
+        self.last_committed_as(|b| serde_json::from_slice::<Head>(b), |h| h.turn)
     }
 
     /// The last committed turn, and the last of the events that committed
     /// it when `turn.json` says so (the turn's own event): what `status`
     /// shows. The other events (one per agent in a large org) are not parsed.
     pub fn last_turn_event(&self) -> Result<(u64, Option<crate::events::Event>), PathError> {
-        let (turn, head) = self.last_committed_as(|b| serde_json::from_slice::<Head>(b), |h| h.turn)?;
+        let (turn, head) = self.last_head()?;
         let last = head.filter(|h| h.turn == turn).and_then(|h| h.events).and_then(|raw| last_line(raw.get()));
         Ok((turn, last.as_deref().and_then(crate::events::Event::parse)))
     }
@@ -253,12 +257,7 @@ impl Journal {
         read: impl FnOnce(&[u8]) -> serde_json::Result<T>,
         turn_of: impl Fn(&T) -> u64,
     ) -> Result<(u64, Option<T>), PathError> {
-        let p = self.layout.turn_json();
-        let read = crate::fsx::read_optional(&p).and_then(|b| {
-            b.map(|b| read(&b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)).with_path(&p))
-                .transpose()
-        });
-        match read {
+        match self.read_turn_json(read) {
             Ok(Some(c)) => {
                 let began = self.turns()?.last().copied().unwrap_or(0);
                 if began <= turn_of(&c).saturating_add(1) {
@@ -299,12 +298,15 @@ impl Journal {
 
     /// The commit record, if any turn was committed.
     pub fn committed(&self) -> Result<Option<Committed>, PathError> {
+        self.read_turn_json(|b| serde_json::from_slice(b))
+    }
+
+    /// `turn.json` as `read` reads it; none when it does not exist, an
+    /// error naming it when it cannot be read or `read` refuses it.
+    fn read_turn_json<T>(&self, read: impl FnOnce(&[u8]) -> serde_json::Result<T>) -> Result<Option<T>, PathError> {
         let p = self.layout.turn_json();
         let Some(b) = crate::fsx::read_optional(&p)? else { return Ok(None) };
-        serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-            .with_path(&p)
+        read(&b).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)).with_path(&p)
     }
 
     /// The records already journaled for `turn`, by agent. A torn last line

@@ -37,7 +37,7 @@ impl Layout {
     }
     /// `agents/<name>/logs/activity.jsonl`.
     pub fn activity_log(&self, name: &str) -> PathBuf {
-        self.agent_dir(name).join("logs/activity.jsonl")
+        self.agent_dir(name).join(ACTIVITY_LOG)
     }
     /// The org's mail store, reading inbox files up to [`crate::mailbox::READ_LIMIT`]
     /// bytes (a loaded org's [`Org::mail`] reads up to its `max_message_bytes`).
@@ -150,3 +150,6 @@ fn resume_folder(rel: &Path) -> Option<&str> {
         _ => None,
     }
 }
+
+/// An agent's activity log, relative to its folder.
+pub const ACTIVITY_LOG: &str = "logs/activity.jsonl";

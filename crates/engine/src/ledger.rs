@@ -376,10 +376,7 @@ impl Ledger {
         if read.len.abs_diff(before) >= SAVE_AFTER || (read.len < before && read.len >= SAVE_AFTER) {
             let bytes = serde_json::to_vec(&Saved::of(&read)).expect("totals always serialize");
             // Derived, and only a shortcut: a view that cannot save it still answers.
-            let saved = std::fs::create_dir_all(layout.cache_dir())
-                .with_path(layout.cache_dir())
-                .and_then(|()| fsx::write_derived(&layout.state_tmp(), &saved_at, &bytes));
-            if let Err(e) = saved {
+            if let Err(e) = fsx::write_derived(&layout.state_tmp(), &saved_at, &bytes) {
                 tracing::debug!(error = %e, "cannot keep the ledger's totals for the next view");
             }
         }

@@ -146,15 +146,13 @@ pub struct ViewCache {
     learned: Mutex<HashMap<String, Facts>>,
 }
 
-/// How one kind of fact is found in [`Facts`].
-struct Slot<T> {
-    get: fn(&mut Facts) -> &mut Option<Fact<T>>,
-}
+/// Where one kind of fact is in [`Facts`].
+type Slot<T> = fn(&mut Facts) -> &mut Option<Fact<T>>;
 
-const RESUME: Slot<Parsed> = Slot { get: |f| &mut f.0 };
-const UNREAD: Slot<usize> = Slot { get: |f| &mut f.1 };
-const PENDING: Slot<usize> = Slot { get: |f| &mut f.2 };
-const LAST_RUN: Slot<Option<u64>> = Slot { get: |f| &mut f.3 };
+const RESUME: Slot<Parsed> = |f| &mut f.0;
+const UNREAD: Slot<usize> = |f| &mut f.1;
+const PENDING: Slot<usize> = |f| &mut f.2;
+const LAST_RUN: Slot<Option<u64>> = |f| &mut f.3;
 
 /// What [`ViewCache::resume`] found.
 pub enum ResumeLookup {
@@ -224,21 +222,17 @@ impl ViewCache {
                 continue;
             }
             let mut kept = kept.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match (kept.raw.take(), learned.contains_key(&name)) {
-                // Not asked for, nothing new: kept as it was.
-                (Some(raw), false) => out.push((name, raw)),
-                (raw, _) => {
-                    if let Some(raw) = raw {
-                        kept.raw = Some(raw);
-                    }
-                    let mut facts = std::mem::take(kept.facts());
-                    // A resume taken from here is the org's now.
-                    if let (Some(key), Some(r)) = (kept.used, agents.get(name.as_str())) {
-                        facts.0 = Some(Fact(key, Parsed::of(r)));
-                    }
-                    facts_of.insert(name, facts);
-                }
+            // Not asked for, nothing new: kept as it was.
+            if kept.raw.is_some() && !learned.contains_key(&name) {
+                out.extend(kept.raw.map(|raw| (name, raw)));
+                continue;
             }
+            let mut facts = std::mem::take(kept.facts());
+            // A resume taken from here is the org's now.
+            if let (Some(key), Some(r)) = (kept.used, agents.get(name.as_str())) {
+                facts.0 = Some(Fact(key, Parsed::of(r)));
+            }
+            facts_of.insert(name, facts);
         }
         for (name, new) in learned {
             if !known(&name) {
@@ -258,10 +252,7 @@ impl ViewCache {
         }
         let saved = Saved { format: FORMAT, version: env!("CARGO_PKG_VERSION").to_string(), agents: out };
         let Ok(bytes) = postcard::to_stdvec(&saved) else { return };
-        let written = std::fs::create_dir_all(layout.cache_dir()).map_err(|e| e.to_string()).and_then(|()| {
-            crate::fsx::write_derived(&layout.state_tmp(), &path(layout), &bytes).map_err(|e| e.to_string())
-        });
-        if let Err(e) = written {
+        if let Err(e) = crate::fsx::write_derived(&layout.state_tmp(), &path(layout), &bytes) {
             tracing::debug!(error = %e, "cannot keep what status read for the next one");
         }
     }
@@ -273,18 +264,18 @@ impl ViewCache {
     }
 
     /// The saved fact of `agent` in `slot` when its file's key is still `key`.
-    fn hit<T: Copy>(&self, agent: &str, slot: &Slot<T>, key: Key) -> Option<T> {
+    fn hit<T: Copy>(&self, agent: &str, slot: Slot<T>, key: Key) -> Option<T> {
         let mut kept = lock(self.saved.get(agent)?);
-        match (slot.get)(kept.facts()) {
+        match slot(kept.facts()) {
             Some(Fact(k, v)) if *k == key => Some(*v),
             _ => None,
         }
     }
 
     /// Keeps `value`, read after `key` was taken, when its file is settled.
-    fn learn<T>(&self, agent: &str, slot: &Slot<T>, key: Option<Key>, value: T) {
+    fn learn<T>(&self, agent: &str, slot: Slot<T>, key: Option<Key>, value: T) {
         if let Some(key) = key.filter(|k| k.settled(self.at)) {
-            *(slot.get)(lock(&self.learned).entry(agent.to_string()).or_default()) = Some(Fact(key, value));
+            *slot(lock(&self.learned).entry(agent.to_string()).or_default()) = Some(Fact(key, value));
         }
     }
 
@@ -294,7 +285,7 @@ impl ViewCache {
     fn fact<T: Copy, E>(
         &self,
         agent: &str,
-        slot: &Slot<T>,
+        slot: Slot<T>,
         rel: &str,
         folder: bool,
         read: impl FnOnce() -> Result<T, E>,
@@ -310,17 +301,17 @@ impl ViewCache {
 
     /// How many entries `agent`'s unread mail folder holds, as `count` says.
     pub fn unread<E>(&self, agent: &str, count: impl FnOnce() -> Result<usize, E>) -> Result<usize, E> {
-        self.fact(agent, &UNREAD, crate::mailbox::UNREAD_FOLDER, true, count)
+        self.fact(agent, UNREAD, crate::mailbox::UNREAD_FOLDER, true, count)
     }
 
     /// How many entries `agent`'s folder of mail to route holds, as `count` says.
     pub fn pending<E>(&self, agent: &str, count: impl FnOnce() -> Result<usize, E>) -> Result<usize, E> {
-        self.fact(agent, &PENDING, crate::mailbox::PENDING_FOLDER, true, count)
+        self.fact(agent, PENDING, crate::mailbox::PENDING_FOLDER, true, count)
     }
 
     /// The turn of the last run in `agent`'s activity log, as `last` says.
     pub fn last_run<E>(&self, agent: &str, last: impl FnOnce() -> Result<Option<u64>, E>) -> Result<Option<u64>, E> {
-        self.fact(agent, &LAST_RUN, "logs/activity.jsonl", false, last)
+        self.fact(agent, LAST_RUN, crate::layout::ACTIVITY_LOG, false, last)
     }
 
     /// The resume of the agent `folder`, at `path`, as last parsed, when the
@@ -351,7 +342,7 @@ impl ViewCache {
 
     /// Keeps `f`, the resume of `folder` parsed from its file as it was at `key`.
     pub fn parsed(&self, folder: &str, key: Option<FileKey>, f: &ResumeFile) {
-        self.learn(folder, &RESUME, key.map(|k| k.0), Parsed::of(&f.resume));
+        self.learn(folder, RESUME, key.map(|k| k.0), Parsed::of(&f.resume));
     }
 }
 

@@ -76,27 +76,36 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<(), PathError> {
-    fs::create_dir_all(tmp_dir).with_path(tmp_dir)?;
-    let tmp = tmp_path(tmp_dir, path);
-    let written = write_tmp_with(&tmp, true, write).and_then(|()| fs::rename(&tmp, path).with_path(path));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
+    replace(tmp_dir, path, true, write)?;
     sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
-/// Writes `bytes` to `path` atomically but not durably, through `tmp_dir`
-/// (created if missing): for a file derived from others, which a reader
-/// checks and a crash may leave empty or missing.
-pub fn write_derived(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+/// Writes what `write` writes to a temporary file in `tmp_dir` (created if
+/// missing), fsynced when `sync` is set, and renames it onto `path`. A
+/// failed write leaves no temporary file behind.
+fn replace(
+    tmp_dir: &Path,
+    path: &Path,
+    sync: bool,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), PathError> {
     fs::create_dir_all(tmp_dir).with_path(tmp_dir)?;
     let tmp = tmp_path(tmp_dir, path);
-    let written = write_tmp(&tmp, bytes, false).and_then(|()| fs::rename(&tmp, path).with_path(path));
+    let written = write_tmp_with(&tmp, sync, write).and_then(|()| fs::rename(&tmp, path).with_path(path));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// Writes `bytes` to `path` atomically but not durably, through `tmp_dir`,
+/// making `path`'s folder and `tmp_dir` if missing: for a file derived from
+/// others, which a reader checks and a crash may leave empty or missing.
+pub fn write_derived(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).with_path(dir)?;
+    }
+    replace(tmp_dir, path, false, |w| w.write_all(bytes))
 }
 
 /// Creates the temporary file `tmp` with `bytes`, fsyncing its data when
