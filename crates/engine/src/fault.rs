@@ -11,6 +11,9 @@
 //! - A quick reader: `LEMMING_READ_AT_ONCE=<folder>` moves every file linked
 //!   into that folder (`…/inbox/new`) on to its sibling `cur/` the instant it
 //!   is linked, as a person running `lemming inbox` at that very moment would.
+//! - Small parts: `LEMMING_APPLY_EVERY=<n>` makes a turn apply its replies in
+//!   parts of `n` ([`crate::turn::APPLY_EVERY`]), so that a test with a few
+//!   agents crosses the boundaries of parts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -52,4 +55,12 @@ pub fn read_at_once(linked: &std::path::Path) {
             let _ = std::fs::rename(linked, box_dir.join("cur").join(name));
         }
     }
+}
+
+static APPLY_EVERY: OnceLock<Option<usize>> = OnceLock::new();
+
+/// `default`, or the part size `LEMMING_APPLY_EVERY` sets (see the module docs).
+pub fn apply_every(default: usize) -> usize {
+    let set = APPLY_EVERY.get_or_init(|| std::env::var("LEMMING_APPLY_EVERY").ok()?.parse().ok().filter(|n| *n > 0));
+    set.unwrap_or(default)
 }

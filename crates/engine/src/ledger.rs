@@ -157,6 +157,25 @@ impl ReadSoFar {
     /// How many of the last bytes read are compared on the next read.
     const END: usize = 256;
 
+    /// How much of the file is read at once (in tests, less than a line:
+    /// every read crosses blocks).
+    const BLOCK: u64 = if cfg!(test) { 100 } else { 1 << 20 };
+
+    /// Counts `whole`, the next whole lines of the file.
+    fn take(&mut self, whole: &[u8]) {
+        self.totals.add_lines(whole, self.lines);
+        self.lines += whole.iter().filter(|b| **b == b'\n').count();
+        self.len += whole.len() as u64;
+        match whole.len().checked_sub(ReadSoFar::END) {
+            Some(from) => self.end = whole[from..].to_vec(),
+            None => {
+                self.end.extend_from_slice(whole);
+                let over = self.end.len().saturating_sub(ReadSoFar::END);
+                self.end.drain(..over);
+            }
+        }
+    }
+
     /// Nothing read yet of the file `id` at `path`.
     fn fresh(path: &Path, id: fsx::FileId) -> ReadSoFar {
         ReadSoFar {
@@ -190,28 +209,27 @@ impl ReadSoFar {
         if self.id != id || self.len > meta.len() || self.end.len() as u64 > self.len {
             self = fresh();
         }
-        let mut rest = Vec::new();
         let from = self.len - self.end.len() as u64;
-        f.seek(SeekFrom::Start(from)).and_then(|_| f.read_to_end(&mut rest)).with_path(path)?;
-        if !rest.starts_with(&self.end) {
+        let mut head = vec![0; self.end.len()];
+        f.seek(SeekFrom::Start(from)).with_path(path)?;
+        if f.read_exact(&mut head).is_err() || head != self.end {
             self = fresh();
-            rest.clear();
-            f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_end(&mut rest)).with_path(path)?;
+            f.seek(SeekFrom::Start(0)).with_path(path)?;
         }
-        let rest = &rest[self.end.len()..];
-        let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        self.totals.add_lines(&rest[..whole], self.lines);
-        self.lines += rest[..whole].iter().filter(|b| **b == b'\n').count();
-        self.end = match rest[..whole].len().checked_sub(ReadSoFar::END) {
-            Some(from) => rest[from..whole].to_vec(),
-            None => {
-                let end = [self.end.as_slice(), &rest[..whole]].concat();
-                end[end.len().saturating_sub(ReadSoFar::END)..].to_vec()
+        // Read a block at a time, counting whole lines as they come: the
+        // whole file (a line per run) is read when nothing was read before.
+        let mut rest = Vec::new();
+        loop {
+            let got = f.by_ref().take(ReadSoFar::BLOCK).read_to_end(&mut rest).with_path(path)?;
+            let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            self.take(&rest[..whole]);
+            rest.drain(..whole);
+            if got == 0 {
+                break;
             }
-        };
-        self.len += whole as u64;
+        }
         let mut out = self.totals.clone();
-        out.add_lines(&rest[whole..], self.lines);
+        out.add_lines(&rest, self.lines);
         Ok((self, out))
     }
 }
@@ -385,15 +403,21 @@ impl Ledger {
 
     /// Counts the lines of `bytes`, the first of which is line `before + 1` of the file.
     fn add_lines(&mut self, bytes: &[u8], before: usize) {
-        for line in read_lines(&String::from_utf8_lossy(bytes)) {
-            match line {
-                Line::Entry(no, e) => {
+        // Line by line, as `read_lines` numbers them (a ledger is tens of
+        // megabytes: no list of its lines is made).
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            let line = String::from_utf8_lossy(line);
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Entry>(&line) {
+                Ok(e) => {
                     if !e.valid() {
-                        self.invalid_lines.push(before + no);
+                        self.invalid_lines.push(before + i + 1);
                     }
                     self.add(&e);
                 }
-                Line::Torn(no, _) | Line::Corrupt(no, _) => self.torn_lines.push(before + no),
+                Err(_) => self.torn_lines.push(before + i + 1),
             }
         }
     }
@@ -462,16 +486,30 @@ impl Ledger {
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), PathError> {
         let mut lines = String::new();
         for e in entries {
-            if let Entry::Charge { turn, agent, .. } = e {
-                if self.has_charge(*turn, agent) {
-                    continue;
-                }
+            if self.is_new(e) {
+                self.add(e);
+                lines.push_str(&serde_json::to_string(e).expect("an entry always serializes"));
+                lines.push('\n');
             }
-            self.add(e);
+        }
+        fsx::append_lines_durable(&self.path, &lines)
+    }
+
+    /// Appends entries in one durable write, leaving the totals as they were
+    /// read: a turn writes its charges part by part, and its picks go on
+    /// against the totals from its start. Charges already present are skipped.
+    pub fn write(&self, entries: &[Entry]) -> Result<(), PathError> {
+        let mut lines = String::new();
+        for e in entries.iter().filter(|e| self.is_new(e)) {
             lines.push_str(&serde_json::to_string(e).expect("an entry always serializes"));
             lines.push('\n');
         }
         fsx::append_lines_durable(&self.path, &lines)
+    }
+
+    /// Whether `e` is not a charge of a (turn, agent) charged already.
+    fn is_new(&self, e: &Entry) -> bool {
+        !matches!(e, Entry::Charge { turn, agent, .. } if self.has_charge(*turn, agent))
     }
 }
 
@@ -581,6 +619,23 @@ mod tests {
         assert_eq!(l.spent_per_model().into_iter().collect::<Vec<_>>(), vec![("default".to_string(), 3.5)]);
         assert!(l.duplicate_charges.is_empty());
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn a_turn_writes_its_charges_against_the_totals_it_started_with() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = crate::layout::Layout::new(d.path());
+        let p = layout.ledger();
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        Ledger::load(&p).unwrap().append(&[charge(1, "a", 1.0)]).unwrap();
+        let l = Ledger::load_for_turn(&p, 1).unwrap();
+        // A replayed charge is skipped; the others are written, and the totals stay.
+        l.write(&[charge(1, "a", 1.0), charge(1, "b", 2.0)]).unwrap();
+        l.write(&[charge(1, "c", 0.5)]).unwrap();
+        assert_eq!((l.balance("b", 5.0).spent, l.has_charge(1, "b")), (0.0, false));
+        let whole = Ledger::load(&p).unwrap();
+        assert_eq!((whole.balance("a", 5.0).spent, whole.balance("b", 5.0).spent, whole.total_spent()), (1.0, 2.0, 3.5));
+        assert!(whole.duplicate_charges.is_empty());
     }
 
     #[test]

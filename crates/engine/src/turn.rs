@@ -41,7 +41,7 @@ use crate::error::{PathError, WithPath};
 use crate::events::{Event, EventKind, EventLog, Events};
 use crate::fault;
 use crate::fsx;
-use crate::journal::{Journal, Record};
+use crate::journal::{Journal, Outcome, Record};
 use crate::mailbox::{FsMailStore, MailStore};
 use crate::name::AgentName;
 use crate::org::{agent_folders, Org};
@@ -83,6 +83,28 @@ impl Unjournaled {
     /// Whether replies are held.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Holds `records`, new replies of `turn` that could not be journaled
+    /// (`e` says why), for the next try of the turn; `paid` of them are
+    /// answers of this try (the others were held by an earlier one).
+    fn keep(&mut self, turn: u64, records: Vec<Record>, paid: u64, e: &PathError) {
+        if self.turn != turn {
+            self.records.clear();
+        }
+        self.turn = turn;
+        if records.is_empty() {
+            return;
+        }
+        self.calls += paid;
+        tracing::error!(
+            turn,
+            error = %e,
+            replies = records.len(),
+            unjournaled_calls = self.calls,
+            "the replies could not be journaled; a daemon keeps them in memory and journals them when it can write again"
+        );
+        self.records.extend(records);
     }
 
     /// The held replies of `turn` for agents the journal does not have yet.
@@ -134,43 +156,52 @@ pub async fn run_waiting(
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
     let carried = held.take(t.turn, &journaled);
-    let mut ledger = crate::ledger::Ledger::load_for_turn(&org.layout.ledger(), t.turn)?;
-    let answered: HashSet<&str> =
-        journaled.keys().chain(carried.iter().map(|r| &r.agent)).map(String::as_str).collect();
-    let due = pick::Due::new(org, registry, &ledger, &answered);
-    let called = t.call(registry, due, stop).await;
-    let replies = t.journal(journaled, carried, called, held)?;
-    fault::point("journaled");
-    let tools = t.act(&replies).await?;
-    fault::point("acted");
-    t.apply(&mut ledger, &replies, &tools)?;
-    fault::point("effects");
-    t.consume(&replies.records)?;
-    fault::point("consumed");
+    let ledger = crate::ledger::Ledger::load_for_turn(&org.layout.ledger(), t.turn)?;
+    let answered: HashSet<String> = journaled.keys().cloned().chain(carried.iter().map(|r| r.agent.clone())).collect();
+    let mut due = pick::Due::new(org, registry, &ledger, &answered);
+    let mut calls = call::Calls::new(stop);
+    let mut earlier = Some((journaled, carried));
+    let mut applied = Applied::default();
+    loop {
+        let fresh = t.call(registry, &mut due, &mut calls, fault::apply_every(APPLY_EVERY)).await;
+        let (journaled, carried) = earlier.take().unwrap_or_default();
+        let called = call::Called { fresh, housekeeping: due.take_housekeeping(), failed: calls.failed() };
+        if let Err(e) = t.settle(&ledger, journaled, carried, called, held, &mut applied).await {
+            // The calls still in flight answer, and are held with the rest: never asked again.
+            calls.stop_picking();
+            let rest = t.call(registry, &mut due, &mut calls, usize::MAX).await;
+            let paid = call::paid(&rest);
+            held.keep(t.turn, rest, paid, &e);
+            return Err(e);
+        }
+        if calls.done() {
+            break;
+        }
+    }
+    tracing::debug!(turn = t.turn, most_prompts = due.most_prompts(), "the calls of the turn are done");
     t.archive()?;
     fault::point("archived");
     // Only replies write to outboxes during a turn: a turn that applied none
     // (nobody was due) does not list every outbox again. Mail sent meanwhile
     // waits for the next turn, which the daemon's watcher starts at once.
-    let waiting = if replies.records.is_empty() {
+    let waiting = if applied.runs.is_empty() {
         first
     } else {
         let routed_before = t.ev.list().len();
         let waiting = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
-        t.report.arrived = arrived(&t.ev.list()[routed_before..], &replies.records);
+        t.report.arrived = arrived(&t.ev.list()[routed_before..], &applied.sent);
         waiting
     };
     fault::point("routed_again");
-    let report = t.commit(&replies.records, held)?;
+    let report = t.commit(&applied.runs, held)?;
     // Derived from the files: a failure here is a warning, never the turn's.
     crate::index::after_turn(&org.layout);
     Ok((report, waiting))
 }
 
 /// How many of the deliveries in `routed` carried mail that was sent while the
-/// turn ran: neither a message of its replies nor the engine's own (a bounce).
-fn arrived(routed: &[Event], records: &[Record]) -> usize {
-    let own: HashSet<&str> = records.iter().flat_map(|r| r.messages.iter().map(|m| m.id.as_str())).collect();
+/// turn ran: neither a message of its replies (`own`) nor the engine's own (a bounce).
+fn arrived(routed: &[Event], own: &HashSet<String>) -> usize {
     routed
         .iter()
         .filter(|e| {
@@ -178,6 +209,37 @@ fn arrived(routed: &[Event], records: &[Record]) -> usize {
                 if from != crate::name::ENGINE && !own.contains(id.as_str()))
         })
         .count()
+}
+
+/// A large turn journals, applies and consumes its replies in parts of this
+/// many, while the other calls go on: its memory grows with the part, not
+/// with the org. Each part has its own group commits, in the order of a
+/// whole turn's, so a crash in any part is repeated as a crash of a whole turn is.
+pub const APPLY_EVERY: usize = 1024;
+
+/// How a run of the turn ended, kept once its reply is applied: what the commit needs.
+struct Ran {
+    agent: String,
+    outcome: Outcome,
+    cause: Option<lemming_provider::Cause>,
+    error: Option<String>,
+}
+
+/// What the applied parts of a turn leave for its commit.
+#[derive(Default)]
+struct Applied {
+    runs: Vec<Ran>,
+    /// The ids of the messages the replies wrote.
+    sent: HashSet<String>,
+}
+
+impl Applied {
+    fn add(&mut self, records: Vec<Record>) {
+        for r in records {
+            self.sent.extend(r.messages.into_iter().map(|m| m.id));
+            self.runs.push(Ran { agent: r.agent, outcome: r.outcome, cause: r.cause, error: r.error });
+        }
+    }
 }
 
 /// The mailboxes' `tmp/` folders are swept of leftovers (files of writers
@@ -229,6 +291,32 @@ struct Replies {
     records: Vec<Record>,
     /// The agents whose reply was journaled by an earlier, interrupted try.
     replayed: Vec<String>,
+}
+
+impl Turn<'_> {
+    /// Journals a part of the turn's replies (`called`, with the replies of
+    /// an earlier try: `journaled`, `carried`), runs their tool calls,
+    /// applies their effects and consumes the mail they read.
+    async fn settle(
+        &mut self,
+        ledger: &crate::ledger::Ledger,
+        journaled: BTreeMap<String, Record>,
+        carried: Vec<Record>,
+        called: call::Called,
+        held: &mut Unjournaled,
+        applied: &mut Applied,
+    ) -> Result<(), PathError> {
+        let replies = self.journal(journaled, carried, called, held)?;
+        fault::point("journaled");
+        let tools = self.act(&replies).await?;
+        fault::point("acted");
+        self.apply(ledger, &replies, &tools)?;
+        fault::point("effects");
+        self.consume(&replies.records)?;
+        fault::point("consumed");
+        applied.add(replies.records);
+        Ok(())
+    }
 }
 
 impl<'a> Turn<'a> {

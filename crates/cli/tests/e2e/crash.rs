@@ -137,11 +137,22 @@ pub(crate) fn assert_invariants(org: &TestOrg, sent: &[String], context: &str) {
 /// Aborts a step at `point` (twice in a row: recovery itself can crash), then
 /// recovers with plain steps and compares the result with the reference run.
 fn crash_at(point: &str) {
+    crash_in_parts_at(point, None);
+}
+
+/// [`crash_at`], with the crashing steps applying their replies in parts of
+/// `parts` (`LEMMING_APPLY_EVERY`), and the recovery in one part.
+fn crash_in_parts_at(point: &str, parts: Option<usize>) {
     let reference = reference();
     let org = TestOrg::new();
     let sent = load(&org);
     for attempt in 0..2 {
-        let out = run(org.command(&["step", "-n", "8"]).env("LEMMING_CRASH_AT", point));
+        let mut step = org.command(&["step", "-n", "8"]);
+        step.env("LEMMING_CRASH_AT", point);
+        if let Some(n) = parts {
+            step.env("LEMMING_APPLY_EVERY", n.to_string());
+        }
+        let out = run(&mut step);
         if attempt == 1 && out.code == Some(0) {
             break; // the work ran out before the point was reached again
         }
@@ -184,6 +195,51 @@ crash_tests! {
     crash_at_committed_in_turn_2 => "committed:2",
 }
 
+/// A turn that applies its replies in parts ends as the same turn in one
+/// part: the same mail everywhere, the same dead letters, each run charged
+/// once, in the same number of turns.
+#[test]
+fn turns_in_parts_of_one_agent_end_as_turns_in_one_part() {
+    let reference = reference();
+    let org = TestOrg::new();
+    let sent = load(&org);
+    let mut several = false;
+    for _ in 0..15 {
+        let out = run(org.command(&["--json", "step"]).env("LEMMING_APPLY_EVERY", "1"));
+        assert_eq!(out.code, Some(0), "{out}");
+        let r = out.json()[0].clone();
+        let ran = r["ran"].as_array().map_or(0, Vec::len);
+        several |= ran > 1;
+        if ran == 0 && r["delivered"] == 0 && r["dead"] == 0 {
+            break;
+        }
+    }
+    assert!(several, "no turn ran more than one agent: no turn had two parts");
+    assert_invariants(&org, &sent, "in parts");
+    assert_eq!(mail(&org), reference.mail, "the mail differs from turns in one part");
+    assert_eq!(org.dead().into_keys().collect::<BTreeSet<_>>(), reference.dead);
+}
+
+macro_rules! crash_in_parts_tests {
+    ($($name:ident => $point:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            crash_in_parts_at($point, Some(1));
+        }
+    )*};
+}
+
+// A turn in parts of one agent: the points of a later part than the first
+// (the manager alone runs in turn 1; several agents run in the turns after).
+crash_in_parts_tests! {
+    crash_in_parts_at_journaled_3 => "journaled:3",
+    crash_in_parts_at_effects_3 => "effects:3",
+    crash_in_parts_at_effects_4 => "effects:4",
+    crash_in_parts_at_consumed_3 => "consumed:3",
+    crash_in_parts_at_batch_renamed_9 => "batch_renamed:9",
+    crash_in_parts_at_routed_again_2 => "routed_again:2",
+}
+
 /// A small seeded generator (Knuth's MMIX LCG), so a failing run can be repeated.
 pub(crate) struct Lcg(pub(crate) u64);
 
@@ -217,8 +273,12 @@ fn kill_at_random_moments_then_recover() {
         for round in 0..rounds {
             let context = format!("seed {seed}, org {o}, round {round}");
             let delay = rng.below(151);
-            let mut child = org
-                .command(&["step", "-n", "2"])
+            let mut step = org.command(&["step", "-n", "2"]);
+            if o == 2 {
+                // The last org's turns apply their replies one at a time.
+                step.env("LEMMING_APPLY_EVERY", "1");
+            }
+            let mut child = step
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()

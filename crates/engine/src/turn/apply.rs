@@ -20,10 +20,11 @@ use crate::message::{Kind, Message, Priority, To};
 use crate::trouble;
 
 impl Turn<'_> {
-    /// Applies every reply's effects in one group commit, after their charges
+    /// Applies the replies' effects in one group commit, after their charges
     /// are in the ledger (a replayed reply's charge is already there: the
     /// ledger keeps one per (turn, agent), and the report counts it once).
-    pub(super) fn apply(&mut self, ledger: &mut Ledger, replies: &Replies, tools: &Results) -> Result<(), PathError> {
+    /// `ledger` holds the totals from the turn's start.
+    pub(super) fn apply(&mut self, ledger: &Ledger, replies: &Replies, tools: &Results) -> Result<(), PathError> {
         let (org, turn, clock) = (self.org, self.turn, self.clock);
         let root = &org.layout.root;
         let mut effects = Batch::new();
@@ -102,7 +103,7 @@ impl Turn<'_> {
                 },
             );
         }
-        ledger.append(&charges)?;
+        ledger.write(&charges)?;
         effects.commit(root)
     }
 
@@ -213,12 +214,12 @@ impl Turn<'_> {
     }
 
     /// The unread messages a used reply read that asked for a receipt: kept
-    /// by `pick` for the agents it asked this try, read again from the inbox
+    /// by `pick` for the agents it asked this try (and dropped now), read again from the inbox
     /// for replies journaled by an earlier, interrupted try (mail consumed
     /// already had its receipt delivered with it).
-    fn asked_receipts(&self, r: &Record) -> Vec<Message> {
-        if let Some(kept) = self.acks.get(&r.agent) {
-            return kept.iter().filter(|m| r.mail.contains(&m.id)).cloned().collect();
+    fn asked_receipts(&mut self, r: &Record) -> Vec<Message> {
+        if let Some(kept) = self.acks.remove(&r.agent) {
+            return kept.into_iter().filter(|m| r.mail.contains(&m.id)).collect();
         }
         r.mail
             .iter()

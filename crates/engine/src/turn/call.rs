@@ -24,7 +24,7 @@ use crate::message::{self, Kind, Message, To};
 use crate::org::Org;
 use crate::reply;
 
-/// What the call phase hands to the journal.
+/// What the call phase hands to the journal: a part of the turn's answers.
 pub(super) struct Called {
     /// A record per answer (or failure), by agent.
     pub(super) fresh: Vec<Record>,
@@ -35,8 +35,41 @@ pub(super) struct Called {
     /// takes no writes): the turn fails with it once the calls in flight
     /// have answered, and their replies are held like unjournaled ones.
     pub(super) failed: Option<PathError>,
-    /// The most prompts that existed at once (at most `max_parallel`).
-    pub(super) most_prompts: usize,
+}
+
+/// The calls of a turn, across the parts it applies them in: those in
+/// flight, whether more agents are to be picked, and what stopped the pick.
+pub(super) struct Calls {
+    set: JoinSet<CallDone>,
+    picking: bool,
+    stop: Option<Stop>,
+    failed: Option<PathError>,
+}
+
+impl Calls {
+    /// No call yet; `stop` abandons those in flight and picks no more.
+    pub(super) fn new(stop: Option<Stop>) -> Calls {
+        Calls { set: JoinSet::new(), picking: true, stop, failed: None }
+    }
+
+    /// Every call has answered and no agent is left to pick.
+    pub(super) fn done(&self) -> bool {
+        !self.picking && self.set.is_empty()
+    }
+
+    /// No more agents are picked; the calls in flight still answer.
+    pub(super) fn stop_picking(&mut self) {
+        self.picking = false;
+    }
+
+    /// What stopped the pick, once every call has answered.
+    pub(super) fn failed(&mut self) -> Option<PathError> {
+        if self.done() {
+            self.failed.take()
+        } else {
+            None
+        }
+    }
 }
 
 impl Turn<'_> {
@@ -44,44 +77,53 @@ impl Turn<'_> {
     /// at once: the next agent is picked (and its prompt built) only when a
     /// call answers, until none is left or `stop` turns `true` (calls in
     /// flight are then abandoned and their mail stays unread; the agents not
-    /// picked yet wait for the next turn). A model that streams its reply
-    /// hands it out on the turn's bus as `reply_delta` events.
-    pub(super) async fn call(&mut self, registry: &Arc<Registry>, mut due: Due<'_>, stop: Option<Stop>) -> Called {
+    /// picked yet wait for the next turn). Returns once `up_to` calls have
+    /// answered, or all have: the calls in flight go on meanwhile, and the
+    /// next call takes up where this one left. A model that streams its
+    /// reply hands it out on the turn's bus as `reply_delta` events.
+    pub(super) async fn call(
+        &mut self,
+        registry: &Arc<Registry>,
+        due: &mut Due<'_>,
+        calls: &mut Calls,
+        up_to: usize,
+    ) -> Vec<Record> {
         let (org, turn, started) = (self.org, self.turn, self.started);
         let bus = self.ev.bus().cloned();
         let slots = org.settings.max_parallel.max(1);
-        let mut set = JoinSet::new();
         let mut fresh = Vec::new();
-        let mut failed = None;
-        let mut picking = true;
-        let mut stop = stop;
-        loop {
-            while picking && set.len() < slots {
-                if stop.as_ref().is_some_and(|rx| *rx.borrow()) {
-                    picking = false;
+        while fresh.len() < up_to {
+            while calls.picking && calls.set.len() < slots {
+                if calls.stop.as_ref().is_some_and(|rx| *rx.borrow()) {
+                    calls.picking = false;
                     break;
                 }
-                match self.next_job(&mut due) {
-                    Ok(Some(job)) => spawn(&mut set, registry, job, bus.as_ref(), turn),
-                    Ok(None) => picking = false,
+                match self.next_job(due) {
+                    Ok(Some(job)) => spawn(&mut calls.set, registry, job, bus.as_ref(), turn),
+                    Ok(None) => calls.picking = false,
                     Err(e) => {
-                        failed = Some(e);
-                        picking = false;
+                        calls.failed = Some(e);
+                        calls.picking = false;
                     }
                 }
             }
-            if set.is_empty() {
+            if calls.set.is_empty() {
                 break;
             }
             let joined = tokio::select! {
-                joined = set.join_next() => joined,
-                _ = stopped(&mut stop) => {
-                    tracing::warn!(turn, unanswered = set.len(), "stopping: agents still waiting for their model keep their mail unread");
-                    set.abort_all();
+                joined = calls.set.join_next() => joined,
+                _ = stopped(&mut calls.stop) => {
+                    tracing::warn!(turn, unanswered = calls.set.len(), "stopping: agents still waiting for their model keep their mail unread");
+                    calls.set.abort_all();
+                    calls.picking = false;
                     None
                 }
             };
-            let Some(joined) = joined else { break };
+            let Some(joined) = joined else {
+                // Calls abandoned on a stop drop their jobs with the set.
+                calls.set = JoinSet::new();
+                break;
+            };
             let (job, result, pending) = match joined {
                 Ok(r) => r,
                 Err(e) => {
@@ -96,11 +138,8 @@ impl Turn<'_> {
             pending.finish(r.outcome == Outcome::Ok);
             fresh.push(r);
         }
-        // Calls abandoned on a stop drop their jobs with the set.
-        drop(set);
         fresh.sort_by(|a, b| a.agent.cmp(&b.agent));
-        let (housekeeping, alive) = due.finish();
-        Called { fresh, housekeeping, failed, most_prompts: alive.most() }
+        fresh
     }
 }
 
@@ -137,9 +176,8 @@ impl Turn<'_> {
         held: &mut Unjournaled,
     ) -> Result<Replies, PathError> {
         let turn = self.turn;
-        let Called { fresh, housekeeping, failed, most_prompts } = called;
-        tracing::debug!(turn, calls = fresh.len(), most_prompts, "the calls of the turn are done");
-        let answered = fresh.iter().filter(|r| r.usage.is_some()).count() as u64;
+        let Called { fresh, housekeeping, failed } = called;
+        let paid = paid(&fresh);
         let recovered: Vec<String> = carried.iter().map(|r| r.agent.clone()).collect();
         let new_records: Vec<Record> = carried.into_iter().chain(fresh).collect();
         let written = match failed {
@@ -147,27 +185,16 @@ impl Turn<'_> {
             None => housekeeping.commit(&self.org.layout.root).and_then(|()| self.journal.append(turn, &new_records)),
         };
         if let Err(e) = written {
-            if !new_records.is_empty() {
-                held.calls += answered;
-                tracing::error!(
-                    turn,
-                    error = %e,
-                    replies = new_records.len(),
-                    unjournaled_calls = held.calls,
-                    "the replies could not be journaled; a daemon keeps them in memory and journals them when it can write again"
-                );
-            }
-            held.turn = turn;
-            held.records = new_records;
+            held.keep(turn, new_records, paid, &e);
             return Err(e);
         }
         for agent in &recovered {
             let why = "the reply was kept in memory while it could not be journaled".to_string();
             self.ev.emit(self.clock.now(), EventKind::Recovered { agent: agent.clone(), why });
         }
-        self.report.recovered = recovered;
+        self.report.recovered.extend(recovered);
         let replayed: Vec<String> = journaled.keys().cloned().collect();
-        self.report.replayed = replayed.clone();
+        self.report.replayed.extend(replayed.iter().cloned());
         // The journal holds each reply's text; the turn applies only what
         // was planned from it, and logs the text of the unusable ones.
         let records = journaled.into_values().chain(new_records).map(|mut r| {
@@ -178,6 +205,11 @@ impl Turn<'_> {
         });
         Ok(Replies { records: records.collect(), replayed })
     }
+}
+
+/// How many of `records` are answers a model gave (and charged for).
+pub(super) fn paid(records: &[Record]) -> u64 {
+    records.iter().filter(|r| r.usage.is_some()).count() as u64
 }
 
 /// The pieces of `agent`'s streaming reply, published as `reply_delta`

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use super::{Turn, TurnReport, Unjournaled};
+use super::{Ran, Turn, TurnReport, Unjournaled};
 use crate::error::PathError;
 use crate::events::{EventKind, EventLog, FailCause};
 use crate::fault;
-use crate::journal::{Outcome, Record};
+use crate::journal::Outcome;
 use crate::org::{agent_folders, Org};
 use crate::trouble::{self, TroubleState};
 
@@ -17,9 +17,9 @@ impl Turn<'_> {
     /// commit and appended to the events file after it, so that a committed
     /// turn's events are appended once (a crash in between is finished by the
     /// next turn) and an uncommitted try's never.
-    pub(super) fn commit(mut self, records: &[Record], held: &mut Unjournaled) -> Result<TurnReport, PathError> {
+    pub(super) fn commit(mut self, runs: &[Ran], held: &mut Unjournaled) -> Result<TurnReport, PathError> {
         let (org, turn, clock) = (self.org, self.turn, self.clock);
-        let trouble_now = agent_trouble(org, turn, &self.trouble_before, records, &self.sick);
+        let trouble_now = agent_trouble(org, turn, &self.trouble_before, runs, &self.sick);
         for (agent, e) in &self.sick {
             if org.agents.contains_key(agent.as_str()) && !self.report.failed.iter().any(|(a, _)| a == agent) {
                 self.report.failed.push((agent.clone(), format!("cannot use its files: {e}")));
@@ -67,7 +67,7 @@ fn agent_trouble(
     org: &Org,
     turn: u64,
     before: &BTreeMap<String, trouble::AgentTrouble>,
-    records: &[Record],
+    runs: &[Ran],
     sick: &BTreeMap<String, PathError>,
 ) -> BTreeMap<String, trouble::AgentTrouble> {
     let folders = agent_folders(&org.layout);
@@ -77,7 +77,7 @@ fn agent_trouble(
         .filter(|(a, t)| folders.contains(a) && (t.state != TroubleState::IoError || sick.contains_key(*a)))
         .map(|(a, t)| (a.clone(), t.clone()))
         .collect();
-    for r in records {
+    for r in runs {
         let state = match r.cause {
             Some(lemming_provider::Cause::Unavailable) if r.outcome == Outcome::Failed => TroubleState::ProviderDown,
             Some(lemming_provider::Cause::Refused) if r.outcome == Outcome::Failed => TroubleState::ProviderError,

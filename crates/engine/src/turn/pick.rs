@@ -82,7 +82,7 @@ pub(super) struct Due<'a> {
     ledger: &'a Ledger,
     /// The agents whose reply for this turn is already at hand (journaled,
     /// or held in memory): they are not called again.
-    answered: &'a HashSet<&'a str>,
+    answered: &'a HashSet<String>,
     housekeeping: Batch,
     dead_taken: HashSet<String>,
     /// The state folder was found writable (before the first model call).
@@ -97,7 +97,7 @@ impl<'a> Due<'a> {
         org: &'a Org,
         registry: &'a Registry,
         ledger: &'a Ledger,
-        answered: &'a HashSet<&'a str>,
+        answered: &'a HashSet<String>,
     ) -> Due<'a> {
         Due {
             agents: org.agents.iter(),
@@ -112,10 +112,14 @@ impl<'a> Due<'a> {
         }
     }
 
-    /// The dead letters of the bad unread entries found so far, to commit,
-    /// and the count of the jobs handed out.
-    pub(super) fn finish(self) -> (Batch, Arc<Alive>) {
-        (self.housekeeping, self.alive)
+    /// The dead letters of the bad unread entries found since the last take, to commit.
+    pub(super) fn take_housekeeping(&mut self) -> Batch {
+        std::mem::take(&mut self.housekeeping)
+    }
+
+    /// The most jobs (prompts, with their mail) that existed at once.
+    pub(super) fn most_prompts(&self) -> usize {
+        self.alive.most()
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::call::{Called, Calls};
 use super::*;
 use crate::clock::Sources;
 use crate::events::{Event, EventKind, SkipReason};
@@ -65,15 +66,27 @@ fn pick_all(
     t: &mut Turn<'_>,
     registry: &lemming_provider::Registry,
     ledger: &Ledger,
-    answered: &HashSet<&str>,
+    answered: &HashSet<String>,
 ) -> Vec<String> {
     let mut due = pick::Due::new(t.org, registry, ledger, answered);
     let mut picked = Vec::new();
     while let Some(job) = t.next_job(&mut due).unwrap() {
         picked.push(job.agent);
     }
-    due.finish().0.commit(&t.org.layout.root).unwrap();
+    due.take_housekeeping().commit(&t.org.layout.root).unwrap();
     picked
+}
+
+/// Calls every agent due on the turn, in one part; returns what the journal
+/// takes, and the most prompts that existed at once.
+async fn call_all(t: &mut Turn<'_>, registry: &Arc<lemming_provider::Registry>, ledger: &Ledger) -> (Called, usize) {
+    let answered = HashSet::new();
+    let mut due = pick::Due::new(t.org, registry, ledger, &answered);
+    let mut calls = Calls::new(None);
+    let fresh = t.call(registry, &mut due, &mut calls, usize::MAX).await;
+    assert!(calls.done());
+    let called = Called { fresh, housekeeping: due.take_housekeeping(), failed: calls.failed() };
+    (called, due.most_prompts())
 }
 
 fn skipped_events(events: &[Event]) -> Vec<(String, SkipReason)> {
@@ -134,7 +147,7 @@ fn pick_does_not_call_an_agent_whose_reply_is_already_at_hand() {
     let mut t = Turn::prepare(&org, &src).unwrap();
     route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
     let ledger = Ledger::load(&org.layout.ledger()).unwrap();
-    assert!(pick_all(&mut t, &org.registry(), &ledger, &HashSet::from(["manager"])).is_empty());
+    assert!(pick_all(&mut t, &org.registry(), &ledger, &HashSet::from(["manager".to_string()])).is_empty());
 }
 
 /// A scripted manager whose reply is not JSON (a failure that counts against the mail).
@@ -193,11 +206,10 @@ async fn apply_of_a_replayed_reply_charges_nothing_twice() {
     // The first try of turn 1, up to its effects (a crash comes before consume).
     let mut t = Turn::prepare(&org, &src).unwrap();
     route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
-    let mut ledger = Ledger::load(&org.layout.ledger()).unwrap();
-    let answered = HashSet::new();
-    let called = t.call(&registry, pick::Due::new(&org, &registry, &ledger, &answered), None).await;
+    let ledger = Ledger::load(&org.layout.ledger()).unwrap();
+    let (called, _) = call_all(&mut t, &registry, &ledger).await;
     let replies = t.journal(Default::default(), vec![], called, &mut Unjournaled::default()).unwrap();
-    t.apply(&mut ledger, &replies, &Default::default()).unwrap();
+    t.apply(&ledger, &replies, &Default::default()).unwrap();
     let cost = t.report.cost;
     assert!(cost > 0.0);
 
@@ -499,8 +511,7 @@ text = '{"tool_calls":[{"id":"w","tool":"write_file","args":{"path":"out.txt","c
     let mut t = Turn::prepare(&org, src).unwrap();
     route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
     let ledger = Ledger::load(&org.layout.ledger()).unwrap();
-    let answered = HashSet::new();
-    let called = t.call(&registry, pick::Due::new(&org, &registry, &ledger, &answered), None).await;
+    let (called, _) = call_all(&mut t, &registry, &ledger).await;
     t.journal(Default::default(), vec![], called, &mut Unjournaled::default()).unwrap();
     org
 }
@@ -659,12 +670,11 @@ async fn a_turn_holds_no_more_prompts_at_once_than_max_parallel() {
     let mut t = Turn::prepare(&org, &src).unwrap();
     route(&org, Post::local(&t.mb), t.turn, &*src.clock, &mut t.report, &mut t.ev, &mut t.sick).unwrap();
     let ledger = Ledger::load(&org.layout.ledger()).unwrap();
-    let answered = HashSet::new();
-    let called = t.call(&registry, pick::Due::new(&org, &registry, &ledger, &answered), None).await;
+    let (called, most_prompts) = call_all(&mut t, &registry, &ledger).await;
     assert_eq!(called.fresh.len(), 12, "every worker is called");
     assert!(called.fresh.iter().all(|r| r.outcome == crate::journal::Outcome::Ok));
     // Built all before the first call, there would be 12.
-    assert!((1..=2).contains(&called.most_prompts), "{} prompts at once", called.most_prompts);
+    assert!((1..=2).contains(&most_prompts), "{most_prompts} prompts at once");
 }
 
 #[test]
