@@ -634,7 +634,10 @@ mod tests {
         l.write(&[charge(1, "c", 0.5)]).unwrap();
         assert_eq!((l.balance("b", 5.0).spent, l.has_charge(1, "b")), (0.0, false));
         let whole = Ledger::load(&p).unwrap();
-        assert_eq!((whole.balance("a", 5.0).spent, whole.balance("b", 5.0).spent, whole.total_spent()), (1.0, 2.0, 3.5));
+        assert_eq!(
+            (whole.balance("a", 5.0).spent, whole.balance("b", 5.0).spent, whole.total_spent()),
+            (1.0, 2.0, 3.5)
+        );
         assert!(whole.duplicate_charges.is_empty());
     }
 

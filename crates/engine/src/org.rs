@@ -10,7 +10,7 @@
 //! the daemon runs. A file with no last good version (a new agent whose first
 //! resume is invalid) has no fallback: the agent is held (see [`Org::broken`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use lemming_provider::Registry;
@@ -226,6 +226,7 @@ impl Org {
             check_models: true,
             tools: Some(&tools),
             known: &folders,
+            names: Known::new(&folders),
             groups: &settings.groups,
             cache: &ViewCache::off(),
         };
@@ -276,6 +277,7 @@ impl Org {
             check_models: models_ok,
             tools: tools.as_ref().ok(),
             known: &folders,
+            names: Known::new(&folders),
             groups: &settings.groups,
             cache,
         };
@@ -403,7 +405,7 @@ impl Org {
             &self.models,
             self.usable(MODELS_TOML),
             tools,
-            &agent_folders(&self.layout),
+            &Known::new(&agent_folders(&self.layout)),
             &self.settings.groups,
         )
     }
@@ -626,6 +628,8 @@ struct Refs<'a> {
     tools: Option<&'a Catalog>,
     /// The agent folders, sorted.
     known: &'a [String],
+    /// The same, to look names up.
+    names: Known<'a>,
     groups: &'a BTreeMap<String, Vec<AgentName>>,
     /// And what a view kept of each resume as parsed (see [`crate::view_cache`]).
     cache: &'a ViewCache,
@@ -654,7 +658,7 @@ fn load_folders(
             continue;
         }
         let rel = Path::new("agents").join(folder).join("resume.toml");
-        let check = |f| check_refs(f, refs.models, refs.check_models, refs.tools, refs.known, refs.groups);
+        let check = |f| check_refs(f, refs.models, refs.check_models, refs.tools, &refs.names, refs.groups);
         let key = match refs.cache.resume(folder, &path) {
             crate::view_cache::ResumeLookup::Hit(f, key) => match check(*f) {
                 Ok(r) => {
@@ -691,10 +695,28 @@ fn load_folders(
     }
 }
 
+/// The agent folders, sorted, as names are checked against them: a lookup is
+/// one hash, not a binary search (each resume of a large org names tens).
+pub(crate) struct Known<'a> {
+    sorted: &'a [String],
+    set: HashSet<&'a str>,
+}
+
+impl<'a> Known<'a> {
+    /// `sorted`, the agent folders in order.
+    pub(crate) fn new(sorted: &'a [String]) -> Known<'a> {
+        debug_assert!(sorted.is_sorted(), "the agent folders must be sorted");
+        Known { sorted, set: sorted.iter().map(String::as_str).collect() }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.set.contains(name)
+    }
+}
+
 /// Checks the names a resume refers to: model keys against `models.toml`
 /// (when it could be read), tools against the catalog (when `tools.toml`
-/// could be read), agent names against the agent folders (`known`, sorted,
-/// so that each lookup is a binary search), and groups (`@name` in `send_to`
+/// could be read), agent names against the agent folders (`known`), and groups (`@name` in `send_to`
 /// or `read_from`) against `[groups]` of org.toml, whose members it adds to
 /// the list. An unknown name is reported with the closest known ones.
 pub(crate) fn check_refs(
@@ -702,10 +724,9 @@ pub(crate) fn check_refs(
     models: &Models,
     check_models: bool,
     tools: Option<&Catalog>,
-    known: &[String],
+    known: &Known<'_>,
     groups: &BTreeMap<String, Vec<AgentName>>,
 ) -> Result<Resume, Vec<Diagnostic>> {
-    debug_assert!(known.is_sorted(), "check_refs needs the agent folders sorted");
     let mut errs = Vec::new();
     for r in &f.refs {
         if let Some(group) = r.value.strip_prefix('@') {
@@ -757,7 +778,7 @@ pub(crate) fn check_refs(
                 )
                 .help("use one of the known tools, or declare it as [tools.NAME] in org/tools.toml")
             }),
-            field => known.binary_search(&r.value).is_err().then(|| {
+            field => (!known.contains(&r.value)).then(|| {
                 Diagnostic::at(
                     &f.path,
                     &f.text,
@@ -765,7 +786,7 @@ pub(crate) fn check_refs(
                     format!(
                         "`{}` in `{field}` is no agent ({})",
                         r.value,
-                        suggest::hint(Kind::Agent, &r.value, known.iter().map(String::as_str))
+                        suggest::hint(Kind::Agent, &r.value, known.sorted.iter().map(String::as_str))
                     ),
                 )
                 .help("fix the name, remove it, or create agents/".to_string() + &r.value + "/resume.toml")

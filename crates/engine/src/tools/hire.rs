@@ -414,12 +414,19 @@ fn validate(ctx: &Ctx<'_>, hire: &Hire, mut folders: Vec<String>) -> Result<(), 
         format!("the resume would be invalid:\n{}", lines.join("\n"))
     };
     let file = crate::resume::parse(&path, hire.text.clone(), hire.name.as_str()).map_err(problems)?;
-    // Sorted, as `check_refs` looks names up by binary search.
+    // Kept sorted, as the org lists its agent folders.
     if let Err(at) = folders.binary_search_by(|f| f.as_str().cmp(hire.name.as_str())) {
         folders.insert(at, hire.name.to_string());
     }
-    crate::org::check_refs(file, &ctx.org.models, true, Some(&ctx.org.tools), &folders, &ctx.org.settings.groups)
-        .map_err(problems)?;
+    crate::org::check_refs(
+        file,
+        &ctx.org.models,
+        true,
+        Some(&ctx.org.tools),
+        &crate::org::Known::new(&folders),
+        &ctx.org.settings.groups,
+    )
+    .map_err(problems)?;
     Ok(())
 }
 
