@@ -12,8 +12,9 @@
 //!   into that folder (`…/inbox/new`) on to its sibling `cur/` the instant it
 //!   is linked, as a person running `lemming inbox` at that very moment would.
 //! - Small parts: `LEMMING_APPLY_EVERY=<n>` makes a turn apply its replies in
-//!   parts of `n` ([`crate::turn::APPLY_EVERY`]), so that a test with a few
-//!   agents crosses the boundaries of parts.
+//!   parts of `n` ([`crate::turn::APPLY_EVERY`]) and commit its routing every
+//!   `n` deliveries ([`crate::route::ROUTE_EVERY`]), so that a test with a
+//!   few agents crosses the boundaries of parts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -133,6 +133,11 @@ impl Batch {
         self.removes.push(path);
     }
 
+    /// How many operations are queued.
+    pub fn len(&self) -> usize {
+        self.writes.len() + self.links.len() + self.moves.len() + self.removes.len()
+    }
+
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.links.is_empty() && self.moves.is_empty() && self.removes.is_empty()
@@ -148,8 +153,7 @@ impl Batch {
         // A small batch syncs exactly its own files and folders; a large one
         // syncs the filesystem once per step (cheaper than hundreds of fsyncs,
         // but it also flushes other programs' dirty data).
-        let ops = self.writes.len() + self.links.len() + self.moves.len() + self.removes.len();
-        let small = ops < GROUP_SYNC_MIN || !cfg!(target_os = "linux");
+        let small = self.len() < GROUP_SYNC_MIN || !cfg!(target_os = "linux");
         // The folders to sync are gathered only for a small batch: a large
         // one syncs the filesystem, and its list of folders would be as long
         // as the batch.

@@ -468,6 +468,7 @@ pub fn route(
     sick: &mut BTreeMap<String, PathError>,
 ) -> Result<Waiting, PathError> {
     let store = post.store;
+    let part = fault::apply_every(ROUTE_EVERY);
     // Held mail is counted by the last pass only: the second pass sees it again.
     report.held = 0;
     let mut r = Router {
@@ -519,13 +520,25 @@ pub fn route(
                 }
             }
         }
+        if r.deliveries.len() >= part {
+            commit(store, &mut r.deliveries, &mut r.moves)?;
+        }
     }
     *sick = std::mem::take(&mut r.sick);
-    let (deliveries, moves, waiting) = (r.deliveries, r.moves, r.waiting);
-    store.commit(deliveries)?;
+    commit(store, &mut r.deliveries, &mut r.moves)?;
+    Ok(r.waiting)
+}
+
+/// A large routing pass commits its deliveries and moves every this many
+/// deliveries: its memory grows with the part, not with the org's mail.
+pub const ROUTE_EVERY: usize = 4096;
+
+/// Commits the deliveries queued so far, then the moves of the entries they
+/// delivered (G3: a delivery is durable before its entry leaves the outbox).
+fn commit(store: &dyn MailStore, deliveries: &mut Batch, moves: &mut Batch) -> Result<(), PathError> {
+    store.commit(std::mem::take(deliveries))?;
     fault::point("delivered");
-    store.commit(moves)?;
-    Ok(waiting)
+    store.commit(std::mem::take(moves))
 }
 
 #[cfg(test)]

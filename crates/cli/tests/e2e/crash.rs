@@ -229,8 +229,9 @@ macro_rules! crash_in_parts_tests {
     )*};
 }
 
-// A turn in parts of one agent: the points of a later part than the first
-// (the manager alone runs in turn 1; several agents run in the turns after).
+// A turn in parts of one agent (and routing committed after each sender): the
+// points of a later part than the first (the manager alone runs in turn 1;
+// several agents run, and write, in the turns after).
 crash_in_parts_tests! {
     crash_in_parts_at_journaled_3 => "journaled:3",
     crash_in_parts_at_effects_3 => "effects:3",
@@ -238,6 +239,8 @@ crash_in_parts_tests! {
     crash_in_parts_at_consumed_3 => "consumed:3",
     crash_in_parts_at_batch_renamed_9 => "batch_renamed:9",
     crash_in_parts_at_routed_again_2 => "routed_again:2",
+    crash_in_parts_at_delivered_3 => "delivered:3",
+    crash_in_parts_at_delivered_6 => "delivered:6",
 }
 
 /// A small seeded generator (Knuth's MMIX LCG), so a failing run can be repeated.
