@@ -11,10 +11,17 @@ pub const ENGINE: &str = "lemming";
 /// The agent people drive from the shell.
 pub const HUMAN: &str = "human";
 
-/// A valid agent name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(transparent)]
-pub struct AgentName(String);
+/// A valid agent name. Shared, not copied: a clone counts a reference, so
+/// that the names of a large org's charts (each agent lists tens) are the
+/// org's own names, not copies of them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AgentName(std::sync::Arc<str>);
+
+impl serde::Serialize for AgentName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,7 +40,7 @@ impl AgentName {
             && b[0].is_ascii_lowercase()
             && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
         if ok {
-            Ok(AgentName(name.to_string()))
+            Ok(AgentName(name.into()))
         } else {
             Err(InvalidName { name: name.to_string() })
         }
@@ -44,9 +51,41 @@ impl AgentName {
         &self.0
     }
 
+    /// Whether `other` is this very name, not an equal copy.
+    #[cfg(test)]
+    pub(crate) fn is_shared_with(&self, other: &AgentName) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Whether this is the `human` agent.
     pub fn is_human(&self) -> bool {
-        self.0 == HUMAN
+        &*self.0 == HUMAN
+    }
+}
+
+/// The agent names of an org, each made once: parsing through them, the
+/// names a resume lists are the org's own, shared, not copies (each agent of
+/// a large org lists tens).
+#[derive(Debug, Default)]
+pub struct Names(std::collections::HashSet<AgentName>);
+
+impl Names {
+    /// The valid names among `folders`.
+    pub fn new<'a>(folders: impl IntoIterator<Item = &'a str>) -> Names {
+        Names(folders.into_iter().filter_map(|f| AgentName::new(f).ok()).collect())
+    }
+
+    /// Whether `name` is one of them.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+
+    /// `name` validated: the shared one when it is one of them.
+    pub fn name(&self, name: &str) -> Result<AgentName, InvalidName> {
+        match self.0.get(name) {
+            Some(n) => Ok(n.clone()),
+            None => AgentName::new(name),
+        }
     }
 }
 

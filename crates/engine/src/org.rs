@@ -10,7 +10,7 @@
 //! the daemon runs. A file with no last good version (a new agent whose first
 //! resume is invalid) has no fallback: the agent is held (see [`Org::broken`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lemming_provider::Registry;
@@ -19,7 +19,7 @@ use crate::chart::Chart;
 use crate::error::{Diagnostic, Diagnostics, PathError, WithPath};
 use crate::fsx;
 use crate::models::{self, Models};
-use crate::name::AgentName;
+use crate::name::{AgentName, Names};
 use crate::resume::{self, Resume};
 use crate::settings::{self, Settings};
 use crate::suggest::{self, Kind};
@@ -659,7 +659,7 @@ fn load_folders(
         }
         let rel = Path::new("agents").join(folder).join("resume.toml");
         let check = |f| check_refs(f, refs.models, refs.check_models, refs.tools, &refs.names, refs.groups);
-        let key = match refs.cache.resume(folder, &path) {
+        let key = match refs.cache.resume(folder, &path, &refs.names.names) {
             crate::view_cache::ResumeLookup::Hit(f, key) => match check(*f) {
                 Ok(r) => {
                     refs.cache.used(folder, key);
@@ -675,7 +675,7 @@ fn load_folders(
         // The parse of the file itself, not of a last good version.
         let first = std::cell::RefCell::new(None);
         let checked = loaded.file(layout, &rel, resume::MAX_RESUME_BYTES, kept, |text| {
-            let f = resume::parse(&path, text, folder)?;
+            let f = resume::parse_sharing(&path, text, folder, &refs.names.names)?;
             first.borrow_mut().get_or_insert_with(|| f.clone());
             check(f)
         });
@@ -697,20 +697,22 @@ fn load_folders(
 
 /// The agent folders, sorted, as names are checked against them: a lookup is
 /// one hash, not a binary search (each resume of a large org names tens).
+/// Each valid one is also the one [`AgentName`] that the resumes' lists share.
 pub(crate) struct Known<'a> {
     sorted: &'a [String],
-    set: HashSet<&'a str>,
+    names: Names,
 }
 
 impl<'a> Known<'a> {
     /// `sorted`, the agent folders in order.
     pub(crate) fn new(sorted: &'a [String]) -> Known<'a> {
         debug_assert!(sorted.is_sorted(), "the agent folders must be sorted");
-        Known { sorted, set: sorted.iter().map(String::as_str).collect() }
+        Known { sorted, names: Names::new(sorted.iter().map(String::as_str)) }
     }
 
+    /// Whether `name`, a valid name, is an agent folder.
     fn contains(&self, name: &str) -> bool {
-        self.set.contains(name)
+        self.names.contains(name)
     }
 }
 
@@ -934,6 +936,24 @@ mod tests {
         assert!(matches!(Org::load(&root), Err(LoadOrgError::Invalid(_))));
         let lenient = Org::load_or_last_good(&root, None);
         assert!(lenient.last_good.is_empty() && !lenient.stale.is_empty());
+    }
+
+    #[test]
+    fn the_names_resumes_list_are_the_org_s_own_not_copies() {
+        let (_d, root) = org();
+        let org = Org::load(&root).unwrap();
+        let mut listed = 0;
+        for r in org.agents.values() {
+            for access in [&r.send_to, &r.read_from] {
+                let resume::Access::Only(set) = access else { continue };
+                for name in set {
+                    let (key, _) = org.agents.get_key_value(name.as_str()).expect("an agent of the org");
+                    assert!(name.is_shared_with(key), "{} lists a copy of {name}", r.name);
+                    listed += 1;
+                }
+            }
+        }
+        assert!(listed > 5, "the default org's resumes list {listed} names");
     }
 
     #[test]

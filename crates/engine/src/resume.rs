@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use crate::config::{Doc, MAX_CREDITS};
 use crate::error::Diagnostic;
-use crate::name::{AgentName, ENGINE, HUMAN, NAME_RULE};
+use crate::name::{AgentName, Names, ENGINE, HUMAN, NAME_RULE};
 
 /// When an agent runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +184,11 @@ pub fn load(path: &Path, folder: &str) -> Result<ResumeFile, Vec<Diagnostic>> {
 
 /// Validates resume text (see [`load`]).
 pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<Diagnostic>> {
+    parse_sharing(path, text, folder, &Names::default())
+}
+
+/// [`parse`], the agent names taken from `names` when they are there.
+pub fn parse_sharing(path: &Path, text: String, folder: &str, names: &Names) -> Result<ResumeFile, Vec<Diagnostic>> {
     let doc = Doc::parse(path, &text)?;
     let mut refs = Vec::new();
     let mut resume = None;
@@ -263,7 +268,7 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
         }
         t.deny_unknown(&["name", "title", "description", "model", "instructions", "schedule", "permissions", "budget"]);
 
-        let name = raw_name.as_ref().and_then(|raw| match AgentName::new(raw.get_ref()) {
+        let name = raw_name.as_ref().and_then(|raw| match names.name(raw.get_ref()) {
             Ok(n) => Some(n),
             Err(e) => {
                 doc.push(at(raw.span(), e.to_string()).help(format!("rename the agent; {NAME_RULE}")));
@@ -310,7 +315,7 @@ pub fn parse(path: &Path, text: String, folder: &str) -> Result<ResumeFile, Vec<
                     Some(g) => (true, g),
                     None => (false, s.get_ref().as_str()),
                 };
-                match AgentName::new(name) {
+                match names.name(name) {
                     Ok(n) if group => refs.push(Reference { field, value: format!("@{n}"), span: s.span() }),
                     Ok(n) => {
                         refs.push(Reference { field, value: n.to_string(), span: s.span() });

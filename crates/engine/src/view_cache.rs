@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::layout::Layout;
-use crate::name::AgentName;
+use crate::name::{AgentName, Names};
 use crate::resume::{Access, Reference, Resume, ResumeFile, Schedule};
 
 /// How long a file must have been left alone for a fact of it to be kept.
@@ -317,7 +317,7 @@ impl ViewCache {
     /// The resume of the agent `folder`, at `path`, as last parsed, when the
     /// file is as it was then (and what was saved is a sound resume of that
     /// folder). Each resume is taken once.
-    pub fn resume(&self, folder: &str, path: &Path) -> ResumeLookup {
+    pub fn resume(&self, folder: &str, path: &Path, names: &Names) -> ResumeLookup {
         let key = self.key(folder, "resume.toml", false);
         // Taken out, not copied: the org owns it now, and what is saved of it
         // is made again from the org's ([`ViewCache::used`]).
@@ -326,7 +326,7 @@ impl ViewCache {
             let facts = kept.facts();
             facts.0.take_if(|f| f.0 == k).map(|f| f.1)
         });
-        match (taken.and_then(|p| sound(p, folder, path)), key) {
+        match (taken.and_then(|p| sound(p, folder, path, names)), key) {
             (Some(f), Some(key)) => ResumeLookup::Hit(Box::new(f), FileKey(key)),
             _ => ResumeLookup::Miss(key.map(FileKey)),
         }
@@ -374,7 +374,7 @@ fn path(layout: &Layout) -> std::path::PathBuf {
 /// The resume file that `p` was parsed from, when it could have come from
 /// parsing a resume of `folder`: what the org relies on holds (a schedule
 /// that fires, amounts in range, valid names). A cache is a file too.
-fn sound(p: Parsed, folder: &str, path: &Path) -> Option<ResumeFile> {
+fn sound(p: Parsed, folder: &str, path: &Path, names: &Names) -> Option<ResumeFile> {
     let max = crate::resume::MAX_EVERY as u64;
     let fine = (1..=max).contains(&p.every)
         && p.offset <= max
@@ -383,7 +383,7 @@ fn sound(p: Parsed, folder: &str, path: &Path) -> Option<ResumeFile> {
     if !fine {
         return None;
     }
-    let name = AgentName::new(folder).ok()?;
+    let name = names.name(folder).ok()?;
     let mut refs = Vec::new();
     let mut reference = |field, value: &str| refs.push(Reference { field, value: value.to_string(), span: 0..0 });
     for t in &p.tools {
@@ -405,7 +405,7 @@ fn sound(p: Parsed, folder: &str, path: &Path) -> Option<ResumeFile> {
                     AgentName::new(group).ok()?;
                 }
                 None => {
-                    set.insert(AgentName::new(w).ok()?);
+                    set.insert(names.name(w).ok()?);
                 }
             }
             reference(field, w);
@@ -495,8 +495,12 @@ mod tests {
         let org = crate::org::Org::load(&root).unwrap();
         let cache = ViewCache::load_at(&layout, later());
         let path = layout.agent_dir("manager").join("resume.toml");
-        let ResumeLookup::Miss(key) = cache.resume("manager", &path) else { panic!("nothing kept yet") };
+        let ResumeLookup::Miss(key) = cache.resume("manager", &path, &Names::default()) else {
+            panic!("nothing kept yet")
+        };
         let manager = &org.agents["manager"];
+        let folders = crate::org::agent_folders(&layout);
+        let names = Names::new(folders.iter().map(String::as_str));
         let file = ResumeFile { path: path.clone(), text: String::new(), resume: manager.clone(), refs: Vec::new() };
         cache.parsed("manager", key, &file);
         cache.save(&layout, &org.agents, &org.broken);
@@ -504,12 +508,17 @@ mod tests {
             let mut cache = ViewCache::load_at(&layout, later());
             let kept = cache.saved.get_mut("manager").unwrap().get_mut().unwrap();
             edit(&mut kept.facts().0.as_mut().unwrap().1);
-            match cache.resume("manager", &path) {
+            match cache.resume("manager", &path, &names) {
                 ResumeLookup::Hit(f, _) => Some(f.resume),
                 ResumeLookup::Miss(_) => None,
             }
         };
         let same = kept(&|_| {}).expect("kept and unchanged");
+        // Rebuilt with the org's names, not copies of them.
+        let shared = |n: &str| names.name(n).unwrap();
+        assert!(same.name.is_shared_with(&shared("manager")));
+        let crate::resume::Access::Only(listed) = &same.send_to else { panic!("manager writes to named agents") };
+        assert!(!listed.is_empty() && listed.iter().all(|n| n.is_shared_with(&shared(n.as_str()))));
         assert_eq!((same.title.as_str(), &same.send_to_written), (manager.title.as_str(), &manager.send_to_written));
         assert!(kept(&|p| p.every = 0).is_none(), "a schedule that never fires");
         assert!(kept(&|p| p.credits = f64::INFINITY).is_none());
