@@ -116,16 +116,24 @@ pub enum Line {
 /// Reads every non-empty line of ledger text. Readers skip torn and corrupt
 /// lines; `fsck` reports them.
 pub fn read_lines(text: &str) -> Vec<Line> {
-    let last = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, _)| i).last();
+    let last = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, _)| i + 1).last();
+    parsed_lines(text)
+        .map(|(no, line, parsed)| match parsed {
+            Ok(e) => Line::Entry(no, e),
+            Err(e) if Some(no) == last || e.is_eof() || line.contains('\0') => Line::Torn(no, e.to_string()),
+            Err(e) => Line::Corrupt(no, e.to_string()),
+        })
+        .collect()
+}
+
+/// Each non-empty line of ledger text, with its 1-based number, parsed as
+/// it comes (a ledger is tens of megabytes: a reader that only counts makes
+/// no list of its lines).
+fn parsed_lines(text: &str) -> impl Iterator<Item = (usize, &str, serde_json::Result<Entry>)> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, line)| match serde_json::from_str::<Entry>(line) {
-            Ok(e) => Line::Entry(i + 1, e),
-            Err(e) if Some(i) == last || e.is_eof() || line.contains('\0') => Line::Torn(i + 1, e.to_string()),
-            Err(e) => Line::Corrupt(i + 1, e.to_string()),
-        })
-        .collect()
+        .map(|(i, line)| (i + 1, line, serde_json::from_str::<Entry>(line)))
 }
 
 /// An agent's credits.
@@ -403,21 +411,15 @@ impl Ledger {
 
     /// Counts the lines of `bytes`, the first of which is line `before + 1` of the file.
     fn add_lines(&mut self, bytes: &[u8], before: usize) {
-        // Line by line, as `read_lines` numbers them (a ledger is tens of
-        // megabytes: no list of its lines is made).
-        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-            let line = String::from_utf8_lossy(line);
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Entry>(&line) {
+        for (no, _, parsed) in parsed_lines(&String::from_utf8_lossy(bytes)) {
+            match parsed {
                 Ok(e) => {
                     if !e.valid() {
-                        self.invalid_lines.push(before + i + 1);
+                        self.invalid_lines.push(before + no);
                     }
                     self.add(&e);
                 }
-                Err(_) => self.torn_lines.push(before + i + 1),
+                Err(_) => self.torn_lines.push(before + no),
             }
         }
     }
@@ -484,33 +486,37 @@ impl Ledger {
     /// Appends entries in one durable write and records them in the totals.
     /// Charges already present are skipped.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), PathError> {
-        let mut lines = String::new();
+        let mut new = Vec::new();
         for e in entries {
             if self.is_new(e) {
                 self.add(e);
-                lines.push_str(&serde_json::to_string(e).expect("an entry always serializes"));
-                lines.push('\n');
+                new.push(e);
             }
         }
-        fsx::append_lines_durable(&self.path, &lines)
+        append_entries(&self.path, new)
     }
 
     /// Appends entries in one durable write, leaving the totals as they were
     /// read: a turn writes its charges part by part, and its picks go on
     /// against the totals from its start. Charges already present are skipped.
     pub fn write(&self, entries: &[Entry]) -> Result<(), PathError> {
-        let mut lines = String::new();
-        for e in entries.iter().filter(|e| self.is_new(e)) {
-            lines.push_str(&serde_json::to_string(e).expect("an entry always serializes"));
-            lines.push('\n');
-        }
-        fsx::append_lines_durable(&self.path, &lines)
+        append_entries(&self.path, entries.iter().filter(|e| self.is_new(e)))
     }
 
     /// Whether `e` is not a charge of a (turn, agent) charged already.
     fn is_new(&self, e: &Entry) -> bool {
         !matches!(e, Entry::Charge { turn, agent, .. } if self.has_charge(*turn, agent))
     }
+}
+
+/// Appends `entries` to the ledger at `path` as lines, in one durable write.
+fn append_entries<'a>(path: &Path, entries: impl IntoIterator<Item = &'a Entry>) -> Result<(), PathError> {
+    let mut lines = String::new();
+    for e in entries {
+        lines.push_str(&serde_json::to_string(e).expect("an entry always serializes"));
+        lines.push('\n');
+    }
+    fsx::append_lines_durable(path, &lines)
 }
 
 /// Why a top-up was refused.
@@ -578,10 +584,9 @@ fn add_top_up(
         return Err(TopUpError::TooMuch { agent: agent.to_string(), left, amount, after });
     }
     let e = Entry::TopUp { agent: agent.to_string(), amount, turn, at };
-    let line = serde_json::to_string(&e).expect("an entry always serializes") + "\n";
     let dir = layout.state_dir();
     std::fs::create_dir_all(&dir).with_path(&dir)?;
-    fsx::append_lines_durable(&path, &line)?;
+    append_entries(&path, [&e])?;
     Ok(e)
 }
 

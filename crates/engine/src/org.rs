@@ -225,8 +225,7 @@ impl Org {
             models: &models,
             check_models: true,
             tools: Some(&tools),
-            known: &folders,
-            names: Known::new(&folders),
+            known: Known::new(&folders),
             groups: &settings.groups,
             cache: &ViewCache::off(),
         };
@@ -276,8 +275,7 @@ impl Org {
             models: &models,
             check_models: models_ok,
             tools: tools.as_ref().ok(),
-            known: &folders,
-            names: Known::new(&folders),
+            known: Known::new(&folders),
             groups: &settings.groups,
             cache,
         };
@@ -580,7 +578,7 @@ fn load_agents(
     memory: Option<&Org>,
     loaded: &mut Loaded,
 ) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
-    let folders = refs.known;
+    let folders = refs.known.sorted;
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get()).min(folders.len() / AGENTS_PER_THREAD).max(1);
     let mut agents = BTreeMap::new();
@@ -626,10 +624,8 @@ struct Refs<'a> {
     models: &'a Models,
     check_models: bool,
     tools: Option<&'a Catalog>,
-    /// The agent folders, sorted.
-    known: &'a [String],
-    /// The same, to look names up.
-    names: Known<'a>,
+    /// The agent folders.
+    known: Known<'a>,
     groups: &'a BTreeMap<String, Vec<AgentName>>,
     /// And what a view kept of each resume as parsed (see [`crate::view_cache`]).
     cache: &'a ViewCache,
@@ -658,8 +654,8 @@ fn load_folders(
             continue;
         }
         let rel = Path::new("agents").join(folder).join("resume.toml");
-        let check = |f| check_refs(f, refs.models, refs.check_models, refs.tools, &refs.names, refs.groups);
-        let key = match refs.cache.resume(folder, &path, &refs.names.names) {
+        let check = |f| check_refs(f, refs.models, refs.check_models, refs.tools, &refs.known, refs.groups);
+        let key = match refs.cache.resume(folder, &path, &refs.known.names) {
             crate::view_cache::ResumeLookup::Hit(f, key) => match check(*f) {
                 Ok(r) => {
                     refs.cache.used(folder, key);
@@ -675,7 +671,7 @@ fn load_folders(
         // The parse of the file itself, not of a last good version.
         let first = std::cell::RefCell::new(None);
         let checked = loaded.file(layout, &rel, resume::MAX_RESUME_BYTES, kept, |text| {
-            let f = resume::parse_sharing(&path, text, folder, &refs.names.names)?;
+            let f = resume::parse_sharing(&path, text, folder, &refs.known.names)?;
             first.borrow_mut().get_or_insert_with(|| f.clone());
             check(f)
         });
