@@ -746,7 +746,13 @@ pub fn search(layout: &Layout, q: &Query) -> Result<Found, IndexError> {
     let mut tries = 0;
     loop {
         tries += 1;
-        let mut index = match Index::open(layout)? {
+        let opened = match Index::open(layout) {
+            // A rebuild put another database in place and removed this one
+            // while it was opened: open the one in place now.
+            Err(IndexError::Sqlite { path, .. }) if tries < 3 && replaced(layout, &path) => continue,
+            opened => opened?,
+        };
+        let mut index = match opened {
             Opened::Ready(i) => i,
             Opened::Rebuild(why) if tries < 3 => {
                 tracing::info!(why = %why, "rebuilding the search index");
@@ -777,10 +783,17 @@ pub fn search(layout: &Layout, q: &Query) -> Result<Found, IndexError> {
                 drop(index);
                 rebuild(layout, &mut |_| {})?;
             }
+            Err(IndexError::Sqlite { path, .. }) if tries < 3 && replaced(layout, &path) => continue,
             Ok(None) => return Ok(Found { hits: vec![], rebuilt }),
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether the pointer names another database than `path` now: a rebuild
+/// replaced it, and may have removed it and its WAL files while in use.
+fn replaced(layout: &Layout, path: &Path) -> bool {
+    current(layout).ok().flatten().is_some_and(|now| now != path)
 }
 
 impl Index {
