@@ -53,12 +53,12 @@ impl Denial {
 /// The chart of one org.
 #[derive(Debug, Clone, Copy)]
 pub struct Chart<'a> {
-    agents: &'a BTreeMap<AgentName, Resume>,
+    agents: &'a BTreeMap<AgentName, Box<Resume>>,
 }
 
 impl<'a> Chart<'a> {
     /// The chart of these agents.
-    pub fn new(agents: &'a BTreeMap<AgentName, Resume>) -> Chart<'a> {
+    pub fn new(agents: &'a BTreeMap<AgentName, Box<Resume>>) -> Chart<'a> {
         Chart { agents }
     }
 
@@ -115,36 +115,35 @@ impl<'a> Chart<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resume::{Access, Schedule};
-    use std::collections::BTreeSet;
+    use crate::resume::{Access, NameList, Schedule, Written};
 
-    fn agent(name: &str, send: &[&str], read: &[&str]) -> (AgentName, Resume) {
+    fn agent(name: &str, send: &[&str], read: &[&str]) -> (AgentName, Box<Resume>) {
         let set = |l: &[&str]| {
             if l == ["*"] {
                 Access::Anyone
             } else {
-                Access::Only(l.iter().map(|n| AgentName::new(n).unwrap()).collect::<BTreeSet<_>>())
+                Access::Only(NameList::new(l.iter().map(|n| AgentName::new(n).unwrap())))
             }
         };
         let n = AgentName::new(name).unwrap();
         (
             n.clone(),
-            Resume {
+            Box::new(Resume {
                 name: n,
                 title: String::new(),
                 description: String::new(),
                 model: Some("default".into()),
                 instructions: String::new(),
                 schedule: Schedule::default(),
+                send_to_written: Written::of(send.iter().map(|s| s.to_string()).collect(), &set(send)),
+                read_from_written: Written::of(read.iter().map(|s| s.to_string()).collect(), &set(read)),
                 send_to: set(send),
                 read_from: set(read),
-                send_to_written: send.iter().map(|s| s.to_string()).collect(),
-                read_from_written: read.iter().map(|s| s.to_string()).collect(),
                 tools: vec![],
                 commands: vec![],
                 shared: crate::resume::Shared::None,
                 credits: 1.0,
-            },
+            }),
         )
     }
 

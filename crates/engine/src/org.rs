@@ -104,7 +104,7 @@ pub struct Org {
     /// `org/models.toml`.
     pub models: Models,
     /// Agents whose resumes are valid.
-    pub agents: BTreeMap<AgentName, Resume>,
+    pub agents: BTreeMap<AgentName, Box<Resume>>,
     /// Every tool: the built-in ones and those of `org/tools.toml`.
     pub tools: Catalog,
     /// Agent folders whose resume has problems: they are held, not run, and
@@ -116,9 +116,28 @@ pub struct Org {
     /// The config files (relative to the root) that are invalid and replaced by
     /// their last good version.
     pub last_good: Vec<PathBuf>,
-    /// The text of every file that is valid as it stands, relative path first:
-    /// what [`Org::save_last_good`] keeps.
-    valid: Vec<(PathBuf, String)>,
+    /// Every file that is valid as it stands, relative path first, with the
+    /// fingerprint of the text found valid: what [`Org::save_last_good`]
+    /// keeps (the text is read again then, not held: a large org's resumes
+    /// are megabytes).
+    valid: Vec<(Box<Path>, Fingerprint)>,
+}
+
+/// The length and a hash of a config file's text: whether a text is the one
+/// found valid, without holding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    hash: u64,
+}
+
+impl Fingerprint {
+    fn of(text: &str) -> Fingerprint {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        Fingerprint { len: text.len() as u64, hash: h.finish() }
+    }
 }
 
 /// The largest `org.toml` or `models.toml` accepted, in bytes (1 MiB).
@@ -137,7 +156,7 @@ struct Loaded {
     reader: crate::config::Reader,
     stale: Vec<Diagnostic>,
     last_good: Vec<PathBuf>,
-    valid: Vec<(PathBuf, String)>,
+    valid: Vec<(Box<Path>, Fingerprint)>,
 }
 
 impl Loaded {
@@ -160,11 +179,11 @@ impl Loaded {
     ) -> Result<T, Vec<Diagnostic>> {
         let path = layout.root.join(rel);
         let problems = match self.reader.read(&path, limit).and_then(|text| {
-            let v = parse(text.clone())?;
-            Ok((v, text))
+            let fingerprint = Fingerprint::of(&text);
+            Ok((parse(text)?, fingerprint))
         }) {
-            Ok((v, text)) => {
-                self.valid.push((rel.to_path_buf(), text));
+            Ok((v, fingerprint)) => {
+                self.valid.push((rel.into(), fingerprint));
                 return Ok(v);
             }
             Err(problems) => problems,
@@ -291,7 +310,7 @@ impl Org {
         layout: Layout,
         settings: Settings,
         models: Models,
-        agents: BTreeMap<AgentName, Resume>,
+        agents: BTreeMap<AgentName, Box<Resume>>,
         tools: Catalog,
         broken: BTreeMap<String, Vec<Diagnostic>>,
         loaded: Loaded,
@@ -311,20 +330,26 @@ impl Org {
     /// [`Org::save_last_good`], passing over the files that `saved` (an org
     /// whose versions were all saved) already had word for word: the daemon
     /// reloads before every turn, and most turns change no config file.
+    /// A file changed again since this org was loaded is passed over too:
+    /// its text is not the one found valid, and the next load judges it.
     pub fn save_last_good_since(&self, saved: Option<&Org>) -> Result<(), PathError> {
         // By path: with thousands of resumes, a scan per file would be quadratic.
-        let before: std::collections::HashMap<&Path, &str> =
-            saved.map(|o| o.valid.iter().map(|(r, t)| (r.as_path(), t.as_str())).collect()).unwrap_or_default();
+        let before: std::collections::HashMap<&Path, Fingerprint> =
+            saved.map(|o| o.valid.iter().map(|(r, f)| (&**r, *f)).collect()).unwrap_or_default();
         let tmp = self.layout.state_tmp();
         let reader = crate::config::Reader::new(&self.layout.root);
         let mut changed = fsx::Batch::new();
         let mut made: std::collections::HashSet<PathBuf> = Default::default();
-        for (rel, text) in &self.valid {
-            if before.get(rel.as_path()).is_some_and(|t| *t == text) {
+        for (rel, fingerprint) in &self.valid {
+            if before.get(&**rel) == Some(fingerprint) {
                 continue;
             }
             let path = self.layout.last_good(rel);
-            if reader.read(&path, text.len() as u64).is_ok_and(|old| old == *text) {
+            if reader.read(&path, fingerprint.len).is_ok_and(|old| Fingerprint::of(&old) == *fingerprint) {
+                continue;
+            }
+            let Ok(text) = reader.read(&self.layout.root.join(rel), fingerprint.len) else { continue };
+            if Fingerprint::of(&text) != *fingerprint {
                 continue;
             }
             let dir = path.parent().unwrap_or(&path);
@@ -332,7 +357,7 @@ impl Org {
                 std::fs::create_dir_all(dir).with_path(dir)?;
                 made.insert(dir.to_path_buf());
             }
-            changed.write(&tmp, path, text.as_bytes().to_vec());
+            changed.write(&tmp, path, text.into_bytes());
         }
         // One group commit: the first turn of a large org saves every resume.
         if !changed.is_empty() {
@@ -473,7 +498,7 @@ impl Org {
         if let Err(e) = AgentName::new(name) {
             return Err(UnknownAgent { message: e.to_string() });
         }
-        self.agents.get(name).ok_or_else(|| UnknownAgent {
+        self.agents.get(name).map(|r| &**r).ok_or_else(|| UnknownAgent {
             message: if let Some(problems) = self.broken.get(name) {
                 let why: Vec<String> = problems.iter().map(|d| d.to_string()).collect();
                 format!(
@@ -577,7 +602,7 @@ fn load_agents(
     refs: Refs<'_>,
     memory: Option<&Org>,
     loaded: &mut Loaded,
-) -> (BTreeMap<AgentName, Resume>, BTreeMap<String, Vec<Diagnostic>>) {
+) -> (BTreeMap<AgentName, Box<Resume>>, BTreeMap<String, Vec<Diagnostic>>) {
     let folders = refs.known.sorted;
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get()).min(folders.len() / AGENTS_PER_THREAD).max(1);
@@ -638,7 +663,7 @@ fn load_folders(
     folders: &[String],
     memory: Option<&Org>,
     loaded: &mut Loaded,
-    agents: &mut BTreeMap<AgentName, Resume>,
+    agents: &mut BTreeMap<AgentName, Box<Resume>>,
     broken: &mut BTreeMap<String, Vec<Diagnostic>>,
 ) {
     // The listing found each to be a folder by its entry's type, not a link:
@@ -654,7 +679,8 @@ fn load_folders(
             continue;
         }
         let rel = Path::new("agents").join(folder).join("resume.toml");
-        let check = |f| check_refs(f, refs.models, refs.check_models, refs.tools, &refs.known, refs.groups);
+        let check =
+            |f| check_refs(f, refs.models, refs.check_models, refs.tools, &refs.known, refs.groups).map(Box::new);
         let key = match refs.cache.resume(folder, &path, &refs.known.names) {
             crate::view_cache::ResumeLookup::Hit(f, key) => match check(*f) {
                 Ok(r) => {
@@ -731,8 +757,8 @@ pub(crate) fn check_refs(
             let access = if r.field == "send_to" { &mut f.resume.send_to } else { &mut f.resume.read_from };
             match groups.get(group) {
                 Some(members) => {
-                    if let resume::Access::Only(set) = access {
-                        set.extend(members.iter().cloned());
+                    if let resume::Access::Only(list) = access {
+                        *list = resume::NameList::new(list.iter().chain(members).cloned());
                     }
                 }
                 None => errs.push(
@@ -793,6 +819,7 @@ pub(crate) fn check_refs(
         errs.extend(bad);
     }
     if errs.is_empty() {
+        f.resume.share_lists();
         Ok(f.resume)
     } else {
         Err(errs)
@@ -872,6 +899,27 @@ mod tests {
         std::fs::write(&saved, "marker").unwrap();
         edited.save_last_good().unwrap();
         assert!(std::fs::read_to_string(&saved).unwrap().contains("Chief "));
+    }
+
+    #[test]
+    fn only_the_text_found_valid_is_saved_not_an_edit_made_since_the_load() {
+        let (_d, root) = org();
+        let saved = Layout::new(&root).last_good(Path::new("agents/hr/resume.toml"));
+        edit(&root, "agents/hr/resume.toml", "title = \"", "title = \"Chief ");
+        let org = Org::load(&root).unwrap();
+        // Edited again, to something invalid, before the save: the org runs
+        // the version it loaded, and only that one may become the last good.
+        edit(&root, "agents/hr/resume.toml", "title = \"Chief ", "title = 3 # \"");
+        org.save_last_good().unwrap();
+        assert!(!saved.exists(), "the edited text is not the one found valid");
+        edit(&root, "agents/hr/resume.toml", "title = 3 # \"", "title = \"Chief ");
+        org.save_last_good().unwrap();
+        assert!(std::fs::read_to_string(&saved).unwrap().contains("title = \"Chief "));
+        let planner = Layout::new(&root).last_good(Path::new("agents/planner/resume.toml"));
+        assert_eq!(
+            std::fs::read_to_string(planner).unwrap(),
+            std::fs::read_to_string(root.join("agents/planner/resume.toml")).unwrap()
+        );
     }
 
     #[test]
@@ -972,7 +1020,7 @@ mod tests {
         let org = Org::load(&root).unwrap();
         let hr = org.agent("hr").unwrap();
         assert!(hr.send_to.allows("planner") && hr.send_to.allows("coder_01") && hr.send_to.allows("manager"));
-        assert_eq!(hr.send_to_written, ["manager", "@eng"]);
+        assert_eq!(hr.send_to_written(), ["manager", "@eng"]);
         let d = &org.broken["janitor"][0];
         assert!(d.message.contains("unknown group `@nope` in `send_to` (known: @eng)"), "{d}");
         assert!(d.path.ends_with("agents/janitor/resume.toml") && d.line.is_some(), "{d}");
@@ -1006,7 +1054,7 @@ mod tests {
         let mut stale: Vec<&Path> = org.stale.iter().map(|d| d.path.strip_prefix(&root).unwrap()).collect();
         stale.dedup();
         assert_eq!(stale, [Path::new("agents/planner/resume.toml"), Path::new(&late)], "{:?}", org.stale);
-        let kept: Vec<&PathBuf> = org.valid.iter().map(|(p, _)| p).filter(|p| p.starts_with("agents")).collect();
+        let kept: Vec<&Path> = org.valid.iter().map(|(p, _)| &**p).filter(|p| p.starts_with("agents")).collect();
         assert_eq!(kept.len(), folders.len() - 4);
         assert!(kept.is_sorted(), "the valid files are kept in folder order");
     }

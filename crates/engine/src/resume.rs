@@ -2,9 +2,9 @@
 //! into a [`Resume`]. Checks that need the whole org (known agents, model keys)
 //! are done by `org.rs` with the spans kept here.
 
-use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -53,7 +53,7 @@ pub enum Access {
     /// `"*"`.
     Anyone,
     /// The listed agents.
-    Only(BTreeSet<AgentName>),
+    Only(NameList),
 }
 
 impl Access {
@@ -61,7 +61,7 @@ impl Access {
     pub fn allows(&self, name: &str) -> bool {
         match self {
             Access::Anyone => true,
-            Access::Only(set) => set.contains(name),
+            Access::Only(list) => list.contains(name),
         }
     }
 
@@ -69,8 +69,85 @@ impl Access {
     pub fn display(&self) -> String {
         match self {
             Access::Anyone => "*".into(),
-            Access::Only(set) if set.is_empty() => "(nobody)".into(),
-            Access::Only(set) => set.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "),
+            Access::Only(list) if list.is_empty() => "(nobody)".into(),
+            Access::Only(list) => list.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+/// Agent names in order, each once: a `send_to` or `read_from` list as
+/// resolved. Made once and shared by clones: an agent that writes to the
+/// agents it reads from holds one list (see [`Resume::share_lists`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameList(Arc<[AgentName]>);
+
+impl NameList {
+    /// `names`, sorted, each once.
+    pub fn new(names: impl IntoIterator<Item = AgentName>) -> NameList {
+        let mut v: Vec<AgentName> = names.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        NameList(v.into())
+    }
+
+    /// Whether `name` is in the list.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+    }
+
+    /// The names, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, AgentName> {
+        self.0.iter()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it names nobody.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `other` is this very list, not an equal copy.
+    #[cfg(test)]
+    pub(crate) fn is_shared_with(&self, other: &NameList) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<'a> IntoIterator for &'a NameList {
+    type Item = &'a AgentName;
+    type IntoIter = std::slice::Iter<'a, AgentName>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// A `send_to` or `read_from` list as written in the file (`@group`, `*` and
+/// names, each once), for people. It is kept only when it says more than the
+/// list it resolves to: most lists name agents, in order, and are shown from
+/// the resolved list.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Written(Option<Box<[String]>>);
+
+impl Written {
+    /// `written`, the list in the file, which resolved to `access`.
+    pub fn of(written: Vec<String>, access: &Access) -> Written {
+        let same = match access {
+            Access::Anyone => written == ["*"],
+            Access::Only(list) => written.len() == list.len() && written.iter().zip(list).all(|(w, n)| w == n.as_str()),
+        };
+        Written((!same).then(|| written.into_boxed_slice()))
+    }
+
+    /// The list as written, given `access`, the list it resolved to.
+    pub fn list(&self, access: &Access) -> Vec<String> {
+        match (&self.0, access) {
+            (Some(written), _) => written.to_vec(),
+            (None, Access::Anyone) => vec!["*".into()],
+            (None, Access::Only(list)) => list.iter().map(|n| n.to_string()).collect(),
         }
     }
 }
@@ -104,10 +181,10 @@ pub struct Resume {
     pub send_to: Access,
     /// Whom it accepts mail from, resolved like `send_to`.
     pub read_from: Access,
-    /// `send_to` as written in the file (`@group`, `*` and names), for display.
-    pub send_to_written: Vec<String>,
-    /// `read_from` as written in the file, for display.
-    pub read_from_written: Vec<String>,
+    /// `send_to` as written in the file (see [`Resume::send_to_written`]).
+    pub send_to_written: Written,
+    /// `read_from` as written in the file (see [`Resume::read_from_written`]).
+    pub read_from_written: Written,
     /// The tools it may call (`permissions.tools`).
     pub tools: Vec<String>,
     /// The programs `run_command` may run for it (`permissions.commands`).
@@ -116,6 +193,26 @@ pub struct Resume {
     pub shared: Shared,
     /// Its starting credits.
     pub credits: f64,
+}
+
+impl Resume {
+    /// `send_to` as written in the file (`@group`, `*` and names), for display.
+    pub fn send_to_written(&self) -> Vec<String> {
+        self.send_to_written.list(&self.send_to)
+    }
+
+    /// `read_from` as written in the file, for display.
+    pub fn read_from_written(&self) -> Vec<String> {
+        self.read_from_written.list(&self.read_from)
+    }
+
+    /// Makes `read_from` the very list `send_to` is when the two are equal
+    /// (an agent that reads from those it writes to): one list, not two.
+    pub fn share_lists(&mut self) {
+        if self.read_from == self.send_to {
+            self.read_from = self.send_to.clone();
+        }
+    }
 }
 
 /// A name that refers to something elsewhere in the org, kept with its span for later checks.
@@ -306,9 +403,9 @@ pub fn parse_sharing(path: &Path, text: String, folder: &str, names: &Names) -> 
                 }
             }
             if list.iter().any(|s| s.get_ref() == "*") {
-                return (Access::Anyone, written);
+                return (Access::Anyone, Written::of(written, &Access::Anyone));
             }
-            let mut set = BTreeSet::new();
+            let mut set = Vec::new();
             for s in list {
                 // `@name` names a group of org.toml: the org adds its members when it loads.
                 let (group, name) = match s.get_ref().strip_prefix('@') {
@@ -319,7 +416,7 @@ pub fn parse_sharing(path: &Path, text: String, folder: &str, names: &Names) -> 
                     Ok(n) if group => refs.push(Reference { field, value: format!("@{n}"), span: s.span() }),
                     Ok(n) => {
                         refs.push(Reference { field, value: n.to_string(), span: s.span() });
-                        set.insert(n);
+                        set.push(n);
                     }
                     Err(e) => doc.push(
                         at(s.span(), format!("in `{field}`: {e}"))
@@ -327,7 +424,9 @@ pub fn parse_sharing(path: &Path, text: String, folder: &str, names: &Names) -> 
                     ),
                 }
             }
-            (Access::Only(set), written)
+            let access = Access::Only(NameList::new(set));
+            let written = Written::of(written, &access);
+            (access, written)
         };
         let (send_to, send_to_written) = access("send_to", &send_list);
         let (read_from, read_from_written) = access("read_from", &read_list);
@@ -385,6 +484,45 @@ mod tests {
         assert!(r.resume.send_to.allows("manager") && !r.resume.send_to.allows("hr"));
         assert_eq!(r.resume.read_from, Access::Anyone);
         assert_eq!(r.refs.len(), 2);
+    }
+
+    #[test]
+    fn a_list_as_written_is_kept_only_when_it_says_more_than_the_names_it_resolves_to() {
+        let lists = |send: &str, read: &str| {
+            let text = format!("name = \"x\"\nmodel = \"m\"\n[permissions]\nsend_to = {send}\nread_from = {read}\n");
+            p(&text, "x").unwrap().resume
+        };
+        // Names in order, each once: shown from the resolved list.
+        let r = lists(r#"["a", "b"]"#, r#"["*"]"#);
+        assert_eq!((&r.send_to_written, &r.read_from_written), (&Written::default(), &Written::default()));
+        assert_eq!((r.send_to_written(), r.read_from_written()), (vec!["a".to_string(), "b".into()], vec!["*".into()]));
+        // Another order, a group, `*` among names: kept as written, each once.
+        let r = lists(r#"["b", "a", "b"]"#, r#"["@eng", "a"]"#);
+        assert_eq!(r.send_to_written(), ["b", "a"]);
+        assert_eq!(r.read_from_written(), ["@eng", "a"]);
+        assert_ne!(r.send_to_written, Written::default());
+        let r = lists(r#"["a", "*"]"#, "[]");
+        assert_eq!((r.send_to.clone(), r.send_to_written()), (Access::Anyone, vec!["a".to_string(), "*".into()]));
+        assert_eq!(r.read_from_written(), Vec::<String>::new());
+        assert_eq!(crate::resume::show_written(&r.read_from_written()), "(nobody)");
+    }
+
+    #[test]
+    fn equal_lists_are_shared_and_look_up_names_in_order() {
+        let text = "name = \"x\"\nmodel = \"m\"\n[permissions]\nsend_to = [\"c\", \"a\", \"b\"]\nread_from = [\"a\", \"b\", \"c\"]\n";
+        let mut r = p(text, "x").unwrap().resume;
+        let (Access::Only(send), Access::Only(read)) = (&r.send_to, &r.read_from) else { panic!("named lists") };
+        assert!(!send.is_shared_with(read));
+        assert_eq!(send.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(["a", "b", "c"].iter().all(|n| send.contains(n)) && !send.contains("d") && !send.contains(""));
+        r.share_lists();
+        let (Access::Only(send), Access::Only(read)) = (&r.send_to, &r.read_from) else { panic!("named lists") };
+        assert!(send.is_shared_with(read));
+        // Different lists stay apart.
+        let mut r = p(&text.replace("[\"a\", \"b\", \"c\"]", "[\"a\"]"), "x").unwrap().resume;
+        r.share_lists();
+        let (Access::Only(send), Access::Only(read)) = (&r.send_to, &r.read_from) else { panic!("named lists") };
+        assert!(!send.is_shared_with(read) && read.len() == 1);
     }
 
     #[test]

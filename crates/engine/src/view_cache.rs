@@ -12,7 +12,7 @@
 //! Derived: a cache that does not parse, is of another format or version, or
 //! is gone, means reading everything again; deleting it is always safe.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layout::Layout;
 use crate::name::{AgentName, Names};
-use crate::resume::{Access, Reference, Resume, ResumeFile, Schedule};
+use crate::resume::{Access, NameList, Reference, Resume, ResumeFile, Schedule, Written};
 
 /// How long a file must have been left alone for a fact of it to be kept.
 pub const SETTLED: Duration = Duration::from_secs(2);
@@ -208,7 +208,7 @@ impl ViewCache {
     /// the agents the org has: those with a resume in use (`agents`) and
     /// those held for a broken one (`broken`). Derived and only a shortcut:
     /// a failure is logged, never an error.
-    pub fn save<B>(self, layout: &Layout, agents: &BTreeMap<AgentName, Resume>, broken: &BTreeMap<String, B>) {
+    pub fn save<B>(self, layout: &Layout, agents: &BTreeMap<AgentName, Box<Resume>>, broken: &BTreeMap<String, B>) {
         let learned = self.learned.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.agents.is_none() || learned.is_empty() {
             return;
@@ -356,8 +356,8 @@ impl Parsed {
             every: r.schedule.every,
             offset: r.schedule.offset,
             wake: r.schedule.wake,
-            send_to: r.send_to_written.clone(),
-            read_from: r.read_from_written.clone(),
+            send_to: r.send_to_written(),
+            read_from: r.read_from_written(),
             tools: r.tools.clone(),
             commands: r.commands.clone(),
             shared: r.shared,
@@ -398,22 +398,23 @@ fn sound(p: Parsed, folder: &str, path: &Path, names: &Names) -> Option<ResumeFi
         if written.iter().any(|w| w == "*") {
             return Some(Access::Anyone);
         }
-        let mut set = BTreeSet::new();
+        let mut set = Vec::new();
         for w in written {
             match w.strip_prefix('@') {
                 Some(group) => {
                     AgentName::new(group).ok()?;
                 }
                 None => {
-                    set.insert(names.name(w).ok()?);
+                    set.push(names.name(w).ok()?);
                 }
             }
             reference(field, w);
         }
-        Some(Access::Only(set))
+        Some(Access::Only(NameList::new(set)))
     };
     let send_to = access("send_to", &p.send_to)?;
     let read_from = access("read_from", &p.read_from)?;
+    let (send_to_written, read_from_written) = (Written::of(p.send_to, &send_to), Written::of(p.read_from, &read_from));
     let resume = Resume {
         name,
         title: p.title,
@@ -423,8 +424,8 @@ fn sound(p: Parsed, folder: &str, path: &Path, names: &Names) -> Option<ResumeFi
         schedule: Schedule { every: p.every, offset: p.offset, wake: p.wake },
         send_to,
         read_from,
-        send_to_written: p.send_to,
-        read_from_written: p.read_from,
+        send_to_written,
+        read_from_written,
         tools: p.tools,
         commands: p.commands,
         shared: p.shared,
@@ -501,7 +502,8 @@ mod tests {
         let manager = &org.agents["manager"];
         let folders = crate::org::agent_folders(&layout);
         let names = Names::new(folders.iter().map(String::as_str));
-        let file = ResumeFile { path: path.clone(), text: String::new(), resume: manager.clone(), refs: Vec::new() };
+        let file =
+            ResumeFile { path: path.clone(), text: String::new(), resume: (**manager).clone(), refs: Vec::new() };
         cache.parsed("manager", key, &file);
         cache.save(&layout, &org.agents, &org.broken);
         let kept = |edit: &dyn Fn(&mut Parsed)| {

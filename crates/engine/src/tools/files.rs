@@ -747,7 +747,7 @@ pub(crate) mod fixture {
             let mut resume = org.agents.values().find(|r| r.name.as_str() == "manager").unwrap().clone();
             resume.tools = super::super::BUILTIN.iter().map(|s| s.to_string()).collect();
             resume.shared = Shared::None;
-            Fixture { _dir: dir, org, resume }
+            Fixture { _dir: dir, org, resume: *resume }
         }
 
         pub(crate) fn ctx(&self) -> Ctx<'_> {

@@ -84,7 +84,7 @@ pub fn run(ctx: &Ctx<'_>, args: &Value) -> Outcome {
 /// resumes of the agents the new one names do not name it yet.
 fn chart_notes(ctx: &Ctx<'_>, h: &Hire) -> Vec<String> {
     let new = h.name.as_str();
-    let resume = |n: &str| if n == ctx.agent { Some(ctx.resume) } else { ctx.org.agents.get(n) };
+    let resume = |n: &str| if n == ctx.agent { Some(ctx.resume) } else { ctx.org.agents.get(n).map(|r| &**r) };
     let who = |n: &AgentName| if n.as_str() == ctx.agent { "you".to_string() } else { n.to_string() };
     let cannot_write: Vec<String> =
         h.read_from.iter().filter(|n| resume(n.as_str()).is_some_and(|r| !r.send_to.allows(new))).map(who).collect();

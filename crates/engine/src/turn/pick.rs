@@ -76,7 +76,7 @@ impl Drop for Live {
 /// others left to do: the dead letters of their bad unread entries, to be
 /// committed before anything is journaled ([`Due::housekeeping`]).
 pub(super) struct Due<'a> {
-    agents: btree_map::Iter<'a, AgentName, Resume>,
+    agents: btree_map::Iter<'a, AgentName, Box<Resume>>,
     chart: Chart<'a>,
     registry: &'a Registry,
     ledger: &'a Ledger,
