@@ -32,6 +32,9 @@
 //! `turn_started` and `reply_delta` (`agent`, `text`, `restart`: a piece of a
 //! streaming reply) are published on the [`Bus`] only, with `seq` 0.
 
+use std::collections::HashSet;
+use std::io::Write;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -453,19 +456,77 @@ impl Default for Bus {
 }
 
 /// The events of one turn, stamped by its clock and numbered as they are
-/// emitted, and published on its bus.
+/// emitted, and published on its bus. A person's command keeps its few in
+/// memory; a turn spools its own ([`Events::spool_in`]): a turn of 10,000
+/// agents emits 30,000, megabytes of them.
 #[derive(Debug)]
 pub struct Events {
     turn: u64,
     next_seq: u64,
     bus: Option<Bus>,
-    events: Vec<Event>,
+    kept: Kept,
+    /// The last event emitted (published by [`Events::publish_last`]).
+    last: Option<Event>,
+    /// Counts the deliveries of mail sent by others than the engine and the
+    /// turn's own replies ([`Events::count_arrivals`]).
+    arrivals: Option<(HashSet<String>, usize)>,
+}
+
+/// Where the events are kept until they are appended.
+#[derive(Debug)]
+enum Kept {
+    Memory(Vec<Event>),
+    Spool(Spool),
+}
+
+/// Events as `events.jsonl` lines, written to a file as they are emitted:
+/// an unnamed file in `org/state/tmp/` (removed from its folder as soon as it
+/// is made, so that nothing is left behind), never synced. The commit copies
+/// the lines into `turn.json` and the events file, which are.
+#[derive(Debug)]
+struct Spool {
+    out: std::io::BufWriter<std::fs::File>,
+    /// The file, for the messages of errors.
+    path: std::path::PathBuf,
+    count: usize,
+    /// The first `seq` of its lines.
+    first_seq: u64,
+    /// The first write that failed: the commit reports it.
+    failed: Option<std::io::Error>,
+}
+
+impl Spool {
+    fn push(&mut self, e: &Event) {
+        if self.failed.is_some() {
+            return;
+        }
+        let written = serde_json::to_writer(&mut self.out, &e.to_json())
+            .map_err(std::io::Error::from)
+            .and_then(|_| self.out.write_all(b"\n"));
+        match written {
+            Ok(()) => self.count += 1,
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// The file with every line written, read from its start.
+    fn file(&mut self) -> Result<&std::fs::File, PathError> {
+        use std::io::{Seek, SeekFrom};
+        if let Some(e) = self.failed.take() {
+            self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+            return Err(e).with_path(&self.path);
+        }
+        self.out.flush().with_path(&self.path)?;
+        let mut f = self.out.get_ref();
+        f.seek(SeekFrom::Start(0)).with_path(&self.path)?;
+        Ok(f)
+    }
 }
 
 impl Events {
     /// No events yet, for `turn`, numbered when they are appended ([`Events::flush`]).
     pub fn new(turn: u64) -> Events {
-        Events { turn, next_seq: 0, bus: None, events: Vec::new() }
+        Events { turn, next_seq: 0, bus: None, kept: Kept::Memory(Vec::new()), last: None, arrivals: None }
     }
 
     /// No events yet, for `turn`: the first is numbered `first_seq`, and each
@@ -473,7 +534,23 @@ impl Events {
     /// Publishes `turn_started` at once (it is never appended).
     pub fn live(turn: u64, first_seq: u64, bus: Bus, at: DateTime<Utc>) -> Events {
         bus.publish(&Event { seq: 0, turn, at, kind: EventKind::TurnStarted {} });
-        Events { turn, next_seq: first_seq, bus: Some(bus), events: Vec::new() }
+        Events { next_seq: first_seq, bus: Some(bus), ..Events::new(turn) }
+    }
+
+    /// These events (none emitted yet), spooled to an unnamed file in `dir`
+    /// rather than kept in memory.
+    pub fn spool_in(self, dir: &std::path::Path) -> Result<Events, PathError> {
+        let path = dir.join(format!("events-{}.{}.tmp", self.turn, std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).with_path(&path)?;
+        std::fs::remove_file(&path).with_path(&path)?;
+        let spool = Spool {
+            out: std::io::BufWriter::with_capacity(64 * 1024, file),
+            path,
+            count: 0,
+            first_seq: self.next_seq,
+            failed: None,
+        };
+        Ok(Events { kept: Kept::Spool(spool), ..self })
     }
 
     /// The bus its events are published on (none for a person's command).
@@ -495,54 +572,125 @@ impl Events {
         if seq != 0 {
             self.next_seq = self.next_seq.saturating_add(1);
         }
-        self.events.push(Event { seq, turn: self.turn, at, kind });
+        self.push(Event { seq, turn: self.turn, at, kind });
     }
 
     /// Publishes the last event emitted.
     pub fn publish_last(&self) {
-        if let (Some(bus), Some(e)) = (&self.bus, self.events.last()) {
+        if let (Some(bus), Some(e)) = (&self.bus, &self.last) {
             bus.publish(e);
         }
     }
 
     /// Adds an event stamped elsewhere (numbered when appended).
     pub fn push(&mut self, event: Event) {
-        self.events.push(event);
+        if let (Some((own, n)), EventKind::Delivered { id, from, .. }) = (&mut self.arrivals, &event.kind) {
+            if from != crate::name::ENGINE && !own.contains(id) {
+                *n += 1;
+            }
+        }
+        match &mut self.kept {
+            Kept::Memory(events) => events.push(event.clone()),
+            Kept::Spool(spool) => spool.push(&event),
+        }
+        self.last = Some(event);
     }
 
-    /// The events emitted so far.
-    pub fn list(&self) -> &[Event] {
-        &self.events
+    /// From now on, counts the deliveries of mail that came from others
+    /// than the engine and than the messages `own` (the ids of those the
+    /// turn's replies wrote): mail that arrived during the turn.
+    pub fn count_arrivals(&mut self, own: HashSet<String>) {
+        self.arrivals = Some((own, 0));
+    }
+
+    /// How many deliveries were counted since [`Events::count_arrivals`].
+    pub fn arrivals(&self) -> usize {
+        self.arrivals.as_ref().map_or(0, |(_, n)| *n)
+    }
+
+    /// The events emitted so far (read back from the spool when spooled).
+    pub fn all(&mut self) -> Result<Vec<Event>, PathError> {
+        match &mut self.kept {
+            Kept::Memory(events) => Ok(events.clone()),
+            Kept::Spool(spool) => {
+                let path = spool.path.clone();
+                let mut out = Vec::new();
+                for line in std::io::BufRead::lines(std::io::BufReader::new(spool.file()?)) {
+                    out.extend(Event::parse(&line.with_path(&path)?));
+                }
+                Ok(out)
+            }
+        }
     }
 
     /// The events as `events.jsonl` lines, written out as they are
-    /// formatted (a large turn's are megabytes).
-    pub fn lines(&self) -> Lines<'_> {
-        Lines(&self.events)
+    /// formatted or read back (a large turn's are megabytes).
+    pub fn lines(&mut self) -> Result<Lines<'_>, PathError> {
+        match &mut self.kept {
+            Kept::Memory(events) => Ok(Lines(Source::Events(events))),
+            Kept::Spool(spool) => Ok(Lines(Source::Spool(spool.file()?))),
+        }
+    }
+
+    /// Appends the events durably to the events file, numbered after its
+    /// last line when it already reached their numbers (a person's command
+    /// appended meanwhile); returns the last `seq` in the file.
+    pub fn append(&mut self, log: &EventLog) -> Result<u64, PathError> {
+        match &mut self.kept {
+            Kept::Memory(events) => log.append(events, false),
+            Kept::Spool(spool) => {
+                let (first_seq, count) = (spool.first_seq, spool.count);
+                log.append_spooled(spool.file()?, first_seq, count)
+            }
+        }
     }
 
     /// Appends the events durably now, numbered after the last line (for a
     /// person's command, which runs no turn).
-    pub fn flush(self, layout: &Layout) -> Result<(), PathError> {
-        EventLog::new(layout).append(&self.events, false).map(|_| ())
+    pub fn flush(mut self, layout: &Layout) -> Result<(), PathError> {
+        self.append(&EventLog::new(layout)).map(|_| ())
     }
 }
 
 /// Events as `events.jsonl` lines, each ended by a newline ([`Events::lines`]).
 #[derive(Debug, Clone, Copy)]
-pub struct Lines<'a>(&'a [Event]);
+pub struct Lines<'a>(Source<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    Events(&'a [Event]),
+    /// A spool's file, read from its start.
+    Spool(&'a std::fs::File),
+}
 
 impl<'a> Lines<'a> {
     /// `events` as lines.
     pub fn new(events: &'a [Event]) -> Lines<'a> {
-        Lines(events)
+        Lines(Source::Events(events))
     }
 }
 
 impl std::fmt::Display for Lines<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for e in self.0 {
-            writeln!(f, "{}", e.to_json())?;
+        match self.0 {
+            Source::Events(events) => {
+                for e in events {
+                    writeln!(f, "{}", e.to_json())?;
+                }
+            }
+            Source::Spool(file) => {
+                // Whole lines, each valid UTF-8 as written.
+                let mut r = std::io::BufReader::new(file);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match std::io::BufRead::read_line(&mut r, &mut line) {
+                        Ok(0) => break,
+                        Ok(_) => f.write_str(&line)?,
+                        Err(_) => return Err(std::fmt::Error),
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -598,6 +746,23 @@ impl EventLog {
         self.append(kept, true)
     }
 
+    /// [`EventLog::catch_up`] after the committed turn `turn`: its events,
+    /// which `kept` reads from `turn.json`, are read and parsed only when the
+    /// file does not end with them (a crash came between the commit and the
+    /// append). A turn of a large org keeps tens of thousands.
+    pub fn catch_up_turn(
+        &self,
+        turn: u64,
+        kept: impl FnOnce() -> Result<Vec<Event>, PathError>,
+    ) -> Result<u64, PathError> {
+        if let Some(f) = fsx::open_regular(std::fs::OpenOptions::new().read(true), &self.path)? {
+            if let Some(seq) = self.ends_with_turn(f, turn)? {
+                return Ok(seq);
+            }
+        }
+        self.catch_up(&kept()?)
+    }
+
     /// The last `seq` when the last `turn` event of the file is that of
     /// `turn`, read from the file's end back to it (`None` when it is another
     /// turn's, or there is none). The window grows until it holds a whole
@@ -629,15 +794,8 @@ impl EventLog {
         if events.is_empty() {
             return self.last_seq();
         }
-        let existed = std::fs::symlink_metadata(&self.path).is_ok();
-        let mut f =
-            match fsx::open_regular(std::fs::OpenOptions::new().read(true).append(true).create(true), &self.path)? {
-                Some(f) => f,
-                None => return Err(std::io::Error::from(std::io::ErrorKind::NotFound)).with_path(&self.path),
-            };
-        lock_exclusive(&f).with_path(&self.path)?;
         let turn = events.first().map(|e| e.turn).unwrap_or(0);
-        let tail = self.tail(&mut f, if once { turn } else { 0 })?;
+        let (_locked, tail, existed) = self.open_locked(if once { turn } else { 0 })?;
         let seen: std::collections::HashSet<String> = if once {
             tail.since.iter().filter(|e| e.turn == turn).map(Event::content).collect()
         } else {
@@ -661,11 +819,67 @@ impl EventLog {
             }
             Ok(())
         })?;
-        if !existed {
-            // Created by the open above: its name is durable once its folder is synced.
-            fsx::sync_dir(self.path.parent().unwrap_or(std::path::Path::new(".")))?;
+        self.created(existed)?;
+        // The lock is released when `_locked` closes.
+        Ok(last)
+    }
+
+    /// The file opened for appending under its exclusive lock (released
+    /// when the file closes), its tail as [`EventLog::tail`] reads it for
+    /// `turn`, and whether it existed before.
+    fn open_locked(&self, turn: u64) -> Result<(std::fs::File, Tail, bool), PathError> {
+        let existed = std::fs::symlink_metadata(&self.path).is_ok();
+        let mut f =
+            match fsx::open_regular(std::fs::OpenOptions::new().read(true).append(true).create(true), &self.path)? {
+                Some(f) => f,
+                None => return Err(std::io::Error::from(std::io::ErrorKind::NotFound)).with_path(&self.path),
+            };
+        lock_exclusive(&f).with_path(&self.path)?;
+        let tail = self.tail(&mut f, turn)?;
+        Ok((f, tail, existed))
+    }
+
+    /// Makes the file's name durable when [`EventLog::open_locked`] created it.
+    fn created(&self, existed: bool) -> Result<(), PathError> {
+        if existed {
+            return Ok(());
         }
-        // The lock is released when `f` closes.
+        fsx::sync_dir(self.path.parent().unwrap_or(std::path::Path::new(".")))
+    }
+
+    /// Appends `count` spooled lines read from `spool`, numbered from
+    /// `first_seq` on, durably, under the file's lock (see [`Events::append`]).
+    /// They are copied as they are unless the file already reached their
+    /// numbers: then each is numbered after the last line.
+    fn append_spooled(&self, spool: &std::fs::File, first_seq: u64, count: usize) -> Result<u64, PathError> {
+        use std::io::BufRead;
+        if count == 0 {
+            return self.last_seq();
+        }
+        let (_locked, tail, existed) = self.open_locked(0)?;
+        let mut last = tail.last_seq;
+        let renumber = first_seq <= last;
+        fsx::append_durable_with(&self.path, |w| {
+            let mut r = std::io::BufReader::new(spool);
+            let mut line = String::new();
+            while r.read_line(&mut line)? > 0 {
+                match Event::parse(&line).filter(|_| renumber) {
+                    Some(e) => {
+                        last = last.saturating_add(1);
+                        serde_json::to_writer(&mut *w, &Event { seq: last, ..e }.to_json())?;
+                        w.write_all(b"\n")?;
+                    }
+                    None => w.write_all(line.as_bytes())?,
+                }
+                line.clear();
+            }
+            Ok(())
+        })?;
+        if !renumber {
+            last = first_seq.saturating_add(count as u64 - 1);
+        }
+        self.created(existed)?;
+        // The lock is released when `_locked` closes.
         Ok(last)
     }
 
@@ -766,7 +980,7 @@ mod tests {
             },
         );
         ev.emit(clock.now(), EventKind::Turn(TurnReport { turn: 7, delivered: 1, ..TurnReport::default() }));
-        let lines: Vec<Value> = ev.list().iter().map(Event::to_json).collect();
+        let lines: Vec<Value> = ev.all().unwrap().iter().map(Event::to_json).collect();
         assert_eq!(
             lines[0],
             json!({"seq": 1, "turn": 7, "at": "2026-01-02T03:04:05.006Z", "event": "delivered", "id": "m1", "from": "a", "to": "b"})
@@ -779,7 +993,7 @@ mod tests {
         );
         assert_eq!(lines[3]["event"], "turn");
         assert_eq!(lines[3]["delivered"], 1);
-        for (e, line) in ev.list().iter().zip(&lines) {
+        for (e, line) in ev.all().unwrap().iter().zip(&lines) {
             assert_eq!(Event::parse(&line.to_string()).as_ref(), Some(e), "{line}");
         }
     }
@@ -802,6 +1016,62 @@ mod tests {
         events.iter().map(|e| e.seq).collect()
     }
 
+    /// [`turn_events`], spooled to a file in `dir` as they are emitted.
+    fn spooled_turn_events(dir: &std::path::Path, turn: u64, first_seq: u64) -> Events {
+        let clock = ManualClock::stepping(t0(), chrono::Duration::milliseconds(1));
+        let mut ev = Events::live(turn, first_seq, Bus::new(), t0()).spool_in(dir).unwrap();
+        ev.emit(clock.now(), EventKind::Delivered { id: format!("m{turn}"), from: "a".into(), to: "b".into() });
+        ev.emit(clock.now(), EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
+        ev.emit(clock.now(), EventKind::Turn(TurnReport { turn, delivered: 1, ..TurnReport::default() }));
+        ev
+    }
+
+    #[test]
+    fn spooled_events_are_the_same_lines_and_leave_no_file_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        let tmp = layout.state_tmp();
+        std::fs::create_dir_all(&tmp).unwrap();
+        let log = EventLog::new(&layout);
+        let (mut kept, mut spooled) = (turn_events(1, 1, Bus::new()), spooled_turn_events(&tmp, 1, 1));
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the spool has no name");
+        assert_eq!(spooled.all().unwrap(), kept.all().unwrap());
+        assert_eq!(spooled.lines().unwrap().to_string(), kept.lines().unwrap().to_string());
+        // Read again from the start each time.
+        assert_eq!(spooled.lines().unwrap().to_string().lines().count(), 3);
+        assert_eq!(spooled.append(&log).unwrap(), 3);
+        assert_eq!(std::fs::read_to_string(layout.events()).unwrap(), kept.lines().unwrap().to_string());
+        // A person's events took the turn's numbers meanwhile: the turn's are numbered after them.
+        let mut two = spooled_turn_events(&tmp, 2, 4);
+        let mut person = Events::new(2);
+        person.push(Event { seq: 0, turn: 2, at: t0(), kind: EventKind::Paused {} });
+        person.flush(&layout).unwrap();
+        assert_eq!(two.append(&log).unwrap(), 7);
+        let file = file_lines(&layout);
+        assert_eq!(seqs(&file), [1, 2, 3, 4, 5, 6, 7]);
+        assert!(matches!(file[3].kind, EventKind::Paused {}));
+        let turn_two: Vec<EventKind> = two.all().unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(file[4..].iter().map(|e| e.kind.clone()).collect::<Vec<_>>(), turn_two);
+        // Nothing emitted: nothing appended.
+        let mut none = Events::live(3, 8, Bus::new(), t0()).spool_in(&tmp).unwrap();
+        assert_eq!(none.append(&log).unwrap(), 7);
+        assert_eq!(file_lines(&layout).len(), 7);
+    }
+
+    #[test]
+    fn arrivals_count_deliveries_from_others_than_the_engine_and_the_turn_s_own() {
+        let mut ev = Events::live(1, 1, Bus::new(), t0());
+        let delivered =
+            |id: &str, from: &str| EventKind::Delivered { id: id.into(), from: from.into(), to: "b".into() };
+        ev.emit(t0(), delivered("before", "a"));
+        ev.count_arrivals(["own".to_string()].into());
+        for (id, from) in [("own", "a"), ("bounce", crate::name::ENGINE), ("new", "a"), ("new2", "human")] {
+            ev.emit(t0(), delivered(id, from));
+        }
+        ev.emit(t0(), EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
+        assert_eq!(ev.arrivals(), 2);
+    }
+
     #[test]
     fn a_turn_s_events_are_appended_once_however_often_it_is_tried() {
         let d = tempfile::tempdir().unwrap();
@@ -809,17 +1079,17 @@ mod tests {
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         let log = EventLog::new(&layout);
         assert_eq!(log.last_seq().unwrap(), 0);
-        let one = turn_events(1, 1, Bus::new());
-        assert_eq!(log.append(one.list(), true).unwrap(), 3);
+        let mut one = turn_events(1, 1, Bus::new());
+        assert_eq!(log.append(&one.all().unwrap(), true).unwrap(), 3);
         // A crash after the append and before anything else: catching up appends nothing.
-        assert_eq!(log.catch_up(one.list()).unwrap(), 3);
-        let two = turn_events(2, 4, Bus::new());
+        assert_eq!(log.catch_up(&one.all().unwrap()).unwrap(), 3);
+        let mut two = turn_events(2, 4, Bus::new());
         // A torn append (a power cut mid-write): the first line made it, the rest did not.
-        let text = two.lines().to_string();
+        let text = two.lines().unwrap().to_string();
         let first_and_a_half = &text[..text.find('\n').unwrap() + 10];
         fsx::append_lines(&layout.events(), first_and_a_half).unwrap();
-        assert_eq!(log.catch_up(two.list()).unwrap(), 6);
-        assert_eq!(log.catch_up(two.list()).unwrap(), 6);
+        assert_eq!(log.catch_up(&two.all().unwrap()).unwrap(), 6);
+        assert_eq!(log.catch_up(&two.all().unwrap()).unwrap(), 6);
         let lines = file_lines(&layout);
         assert_eq!(seqs(&lines), [1, 2, 3, 4, 5, 6], "{lines:#?}");
         assert_eq!(lines.iter().filter(|e| e.turn == 2).count(), 3);
@@ -839,13 +1109,13 @@ mod tests {
         one.emit(clock.now(), EventKind::Delivered { id: "m1".into(), from: "a".into(), to: "b".into() });
         let ran: Vec<String> = (0..20_000).map(|i| format!("a{i:05}")).collect();
         one.emit(clock.now(), EventKind::Turn(TurnReport { turn: 1, ran, ..TurnReport::default() }));
-        assert_eq!(log.append(one.list(), true).unwrap(), 2);
+        assert_eq!(log.append(&one.all().unwrap(), true).unwrap(), 2);
         let size = std::fs::metadata(layout.events()).unwrap().len();
         assert!(size > 64 * 1024, "the turn event is only {size} bytes");
         let f = || std::fs::File::open(layout.events()).unwrap();
         assert_eq!(log.ends_with_turn(f(), 1).unwrap(), Some(2));
         assert_eq!(log.ends_with_turn(f(), 2).unwrap(), None, "the last turn event is turn 1's");
-        assert_eq!(log.catch_up(one.list()).unwrap(), 2);
+        assert_eq!(log.catch_up(&one.all().unwrap()).unwrap(), 2);
         assert_eq!(file_lines(&layout).len(), 2);
     }
 
@@ -855,9 +1125,9 @@ mod tests {
         let layout = Layout::new(d.path());
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         let log = EventLog::new(&layout);
-        log.append(turn_events(1, 1, Bus::new()).list(), true).unwrap();
+        log.append(&turn_events(1, 1, Bus::new()).all().unwrap(), true).unwrap();
         // Turn 2 numbers its events from 4 as it goes; meanwhile `inbox` appends one.
-        let two = turn_events(2, 4, Bus::new());
+        let mut two = turn_events(2, 4, Bus::new());
         let mut person = Events::new(1);
         let why = DeadReason {
             id: "x".into(),
@@ -871,12 +1141,12 @@ mod tests {
         person.push(Event { seq: 0, turn: 1, at: t0(), kind: EventKind::from(&why) });
         person.flush(&layout).unwrap();
         assert_eq!(log.last_seq().unwrap(), 4);
-        assert_eq!(log.append(two.list(), true).unwrap(), 7);
+        assert_eq!(log.append(&two.all().unwrap(), true).unwrap(), 7);
         let lines = file_lines(&layout);
         assert_eq!(seqs(&lines), [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(lines[3].turn, 1, "the person's event");
         // Catching up after that crash-free append adds nothing.
-        assert_eq!(log.catch_up(two.list()).unwrap(), 7);
+        assert_eq!(log.catch_up(&two.all().unwrap()).unwrap(), 7);
         assert_eq!(file_lines(&layout).len(), 7);
     }
 
@@ -889,7 +1159,7 @@ mod tests {
         std::fs::write(layout.events(), old.repeat(5)).unwrap();
         let log = EventLog::new(&layout);
         assert_eq!(log.last_seq().unwrap(), 5);
-        assert_eq!(log.append(turn_events(2, 6, Bus::new()).list(), true).unwrap(), 8);
+        assert_eq!(log.append(&turn_events(2, 6, Bus::new()).all().unwrap(), true).unwrap(), 8);
         assert_eq!(log.last_seq().unwrap(), 8);
     }
 
@@ -905,7 +1175,7 @@ mod tests {
         assert_eq!(log.last_seq().unwrap(), max);
         let mut ev = turn_events(2, log.last_seq().unwrap().saturating_add(1), Bus::new());
         ev.emit(t0(), EventKind::Delivered { id: "n".into(), from: "a".into(), to: "b".into() });
-        assert_eq!(log.append(ev.list(), true).unwrap(), max);
+        assert_eq!(log.append(&ev.all().unwrap(), true).unwrap(), max);
         assert_eq!(file_lines(&layout).len(), 5);
     }
 
@@ -917,9 +1187,9 @@ mod tests {
         let mut ev = Events::live(3, 10, bus.clone(), clock.now());
         let started = rx.try_recv().unwrap();
         assert_eq!((started.seq, started.kind), (0, EventKind::TurnStarted {}), "turn_started first, unnumbered");
-        assert!(ev.list().is_empty(), "turn_started is never appended");
+        assert!(&ev.all().unwrap().is_empty(), "turn_started is never appended");
         ev.emit(clock.now(), EventKind::Delivered { id: "m".into(), from: "a".into(), to: "b".into() });
-        assert_eq!(rx.try_recv().unwrap(), ev.list()[0], "published before the next one is emitted");
+        assert_eq!(rx.try_recv().unwrap(), ev.all().unwrap()[0], "published before the next one is emitted");
         ev.emit(clock.now(), EventKind::Skipped { agent: "c".into(), reason: SkipReason::OutOfCredits, over: None });
         assert_eq!(rx.try_recv().unwrap().seq, 11);
         assert!(rx.try_recv().is_err());

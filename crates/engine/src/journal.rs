@@ -144,12 +144,29 @@ pub struct Committed {
     pub events: String,
 }
 
-/// `turn.json` with its events as written, unparsed.
+/// `turn.json` with its events passed over, not copied nor parsed.
 #[derive(Deserialize)]
 struct Head {
     turn: u64,
-    #[serde(default)]
-    events: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// `turn.json` with the last of its events, the turn's own.
+struct LastEvent {
+    turn: u64,
+    last: Option<String>,
+}
+
+impl LastEvent {
+    fn read(bytes: &[u8]) -> serde_json::Result<LastEvent> {
+        #[derive(Deserialize)]
+        struct Raw<'a> {
+            turn: u64,
+            #[serde(default, borrow)]
+            events: Option<&'a serde_json::value::RawValue>,
+        }
+        let raw: Raw<'_> = serde_json::from_slice(bytes)?;
+        Ok(LastEvent { turn: raw.turn, last: raw.events.and_then(|e| last_line(e.get())) })
+    }
 }
 
 /// The last line of `raw`, a JSON string of lines each ended by a newline,
@@ -245,8 +262,8 @@ impl Journal {
     /// it when `turn.json` says so (the turn's own event): what `status`
     /// shows. The other events (one per agent in a large org) are not parsed.
     pub fn last_turn_event(&self) -> Result<(u64, Option<crate::events::Event>), PathError> {
-        let (turn, head) = self.last_head()?;
-        let last = head.filter(|h| h.turn == turn).and_then(|h| h.events).and_then(|raw| last_line(raw.get()));
+        let (turn, head) = self.last_committed_as(LastEvent::read, |h| h.turn)?;
+        let last = head.filter(|h| h.turn == turn).and_then(|h| h.last);
         Ok((turn, last.as_deref().and_then(crate::events::Event::parse)))
     }
 
@@ -452,13 +469,15 @@ mod tests {
         for last in 0..lines.len() {
             let events: String = lines[..=last].iter().map(|l| format!("{l}\n")).collect();
             let text = serde_json::to_string(&Committed { turn: 3, committed_at: None, events }).unwrap();
+            let head = LastEvent::read(text.as_bytes()).unwrap();
+            assert_eq!(head.turn, 3);
+            assert_eq!(head.last.as_deref(), Some(lines[last]), "{text}");
             let head: Head = serde_json::from_str(&text).unwrap();
             assert_eq!(head.turn, 3);
-            assert_eq!(last_line(head.events.unwrap().get()).as_deref(), Some(lines[last]), "{text}");
         }
         // No events: no line.
-        let head: Head = serde_json::from_str(r#"{"turn":1}"#).unwrap();
-        assert!(head.events.is_none());
+        let head = LastEvent::read(br#"{"turn":1}"#).unwrap();
+        assert!(head.last.is_none());
         assert_eq!(last_line("\"\""), Some(String::new()));
         assert_eq!(last_line("7"), None, "not a string");
     }

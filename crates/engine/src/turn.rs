@@ -38,7 +38,7 @@ use lemming_provider::Registry;
 
 use crate::clock::{Clock, Sources};
 use crate::error::{PathError, WithPath};
-use crate::events::{Event, EventKind, EventLog, Events};
+use crate::events::{EventLog, Events};
 use crate::fault;
 use crate::fsx;
 use crate::journal::{Journal, Outcome, Record};
@@ -187,9 +187,9 @@ pub async fn run_waiting(
     let waiting = if applied.runs.is_empty() {
         first
     } else {
-        let routed_before = t.ev.list().len();
+        t.ev.count_arrivals(std::mem::take(&mut applied.sent));
         let waiting = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
-        t.report.arrived = arrived(&t.ev.list()[routed_before..], &applied.sent);
+        t.report.arrived = t.ev.arrivals();
         waiting
     };
     fault::point("routed_again");
@@ -197,18 +197,6 @@ pub async fn run_waiting(
     // Derived from the files: a failure here is a warning, never the turn's.
     crate::index::after_turn(&org.layout);
     Ok((report, waiting))
-}
-
-/// How many of the deliveries in `routed` carried mail that was sent while the
-/// turn ran: neither a message of its replies (`own`) nor the engine's own (a bounce).
-fn arrived(routed: &[Event], own: &HashSet<String>) -> usize {
-    routed
-        .iter()
-        .filter(|e| {
-            matches!(&e.kind, EventKind::Delivered { id, from, .. }
-                if from != crate::name::ENGINE && !own.contains(id.as_str()))
-        })
-        .count()
 }
 
 /// A large turn journals, applies and consumes its replies in parts of this
@@ -325,7 +313,7 @@ impl<'a> Turn<'a> {
     /// whose folders cannot be used is sick), and no stale tmp files.
     fn prepare(org: &'a Org, src: &'a Sources) -> Result<Turn<'a>, PathError> {
         let journal = Journal::new(&org.layout);
-        let (last, kept) = journal.last_turn_and_events()?;
+        let last = journal.last_turn()?;
         let Some(turn) = last.checked_add(1) else {
             return Err(PathError {
                 path: org.layout.turn_json(),
@@ -335,26 +323,29 @@ impl<'a> Turn<'a> {
                 ),
             });
         };
-        let last_seq = EventLog::new(&org.layout).catch_up(&kept)?;
+        let kept = || journal.last_turn_and_events().map(|(turn, kept)| if turn == last { kept } else { Vec::new() });
+        let last_seq = EventLog::new(&org.layout).catch_up_turn(last, kept)?;
         let clock = &*src.clock;
         let started = clock.now();
+        let mb = org.mail();
+        // The folders every agent's mail moves through (dead letters, state files).
+        for d in [mb.dead_path(), org.layout.state_tmp()] {
+            std::fs::create_dir_all(&d).with_path(&d)?;
+        }
+        let ev = Events::live(turn, last_seq.saturating_add(1), src.bus.clone(), started);
         let mut t = Turn {
             org,
             clock,
-            mb: org.mail(),
+            mb,
             journal,
             turn,
             started,
             report: TurnReport { turn, ..TurnReport::default() },
-            ev: Events::live(turn, last_seq.saturating_add(1), src.bus.clone(), started),
+            ev: ev.spool_in(&org.layout.state_tmp())?,
             sick: BTreeMap::new(),
             trouble_before: trouble::read_agents(&org.layout),
             acks: BTreeMap::new(),
         };
-        // The folders every agent's mail moves through (dead letters, state files).
-        for d in [t.mb.dead_path(), org.layout.state_tmp()] {
-            std::fs::create_dir_all(&d).with_path(&d)?;
-        }
         let sweep = first_here(&org.layout.root) | (turn % TMP_SWEEP_EVERY == 1);
         for folder in agent_folders(&org.layout) {
             if AgentName::new(&folder).is_ok() {

@@ -37,11 +37,11 @@ impl Turn<'_> {
         // Published once `turn.json` is written and the events appended: to a
         // subscriber, it says the turn committed and its lines are in the file.
         self.ev.emit_unpublished(now, EventKind::Turn(self.report.clone()));
-        self.journal.commit(turn, now, self.ev.lines())?;
+        self.journal.commit(turn, now, self.ev.lines()?)?;
         held.calls = 0;
         fault::point("committed");
         // Nothing of this turn is in the file before its commit: no line to leave out.
-        if let Err(e) = EventLog::new(&org.layout).append(self.ev.list(), false) {
+        if let Err(e) = self.ev.append(&EventLog::new(&org.layout)) {
             // The turn is committed; the next one appends its events first.
             tracing::error!(turn, error = %e, "cannot append the turn's events; the next turn appends them");
         }

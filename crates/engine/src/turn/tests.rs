@@ -57,7 +57,7 @@ fn pick_after_route(org: &Org, src: &Sources) -> (Vec<String>, TurnReport, Vec<E
     let ledger = Ledger::load(&org.layout.ledger()).unwrap();
     let registry = org.registry();
     let picked = pick_all(&mut t, &registry, &ledger, &HashSet::new());
-    (picked, t.report, t.ev.list().to_vec())
+    (picked, t.report, t.ev.all().unwrap())
 }
 
 /// Picks every agent of the turn, as the call phase does one at a time, and
