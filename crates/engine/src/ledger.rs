@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -275,9 +276,9 @@ impl Saved {
             len: r.len,
             lines: r.lines,
             end: r.end.clone(),
-            spent: t.spent.clone(),
-            by_model: t.by_model.iter().map(|((a, m), c)| (a.clone(), m.clone(), *c)).collect(),
-            top_ups: t.top_ups.clone(),
+            spent: t.spent.iter().map(|(a, c)| (a.to_string(), *c)).collect(),
+            by_model: t.by_model.iter().map(|((a, m), c)| (a.to_string(), m.to_string(), *c)).collect(),
+            top_ups: t.top_ups.iter().map(|(a, c)| (a.to_string(), *c)).collect(),
             torn_lines: t.torn_lines.clone(),
             invalid_lines: t.invalid_lines.clone(),
             last_charge_turn: t.last_charge_turn,
@@ -295,11 +296,8 @@ impl Saved {
         {
             return None;
         }
-        let totals = Ledger {
+        let mut totals = Ledger {
             path: path.to_path_buf(),
-            spent: self.spent,
-            by_model: self.by_model.into_iter().map(|(a, m, c)| ((a, m), c)).collect(),
-            top_ups: self.top_ups,
             torn_lines: self.torn_lines,
             invalid_lines: self.invalid_lines,
             last_charge_turn: self.last_charge_turn,
@@ -307,6 +305,18 @@ impl Saved {
             charges_from: u64::MAX,
             ..Ledger::default()
         };
+        for (a, c) in self.spent {
+            let a = totals.name(&a);
+            totals.spent.insert(a, c);
+        }
+        for (a, m, c) in self.by_model {
+            let (a, m) = (totals.name(&a), totals.model(&m));
+            totals.by_model.insert((a, m), c);
+        }
+        for (a, c) in self.top_ups {
+            let a = totals.name(&a);
+            totals.top_ups.insert(a, c);
+        }
         let id = fsx::FileId { dev: self.dev, ino: self.ino };
         Some(ReadSoFar { id, len: self.len, lines: self.lines, end: self.end, totals })
     }
@@ -325,10 +335,14 @@ static READ: std::sync::Mutex<Vec<ReadSoFar>> = std::sync::Mutex::new(Vec::new()
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     path: PathBuf,
-    charged: HashSet<(u64, String)>,
-    spent: BTreeMap<String, f64>,
-    by_model: BTreeMap<(String, String), f64>,
-    top_ups: BTreeMap<String, f64>,
+    /// The keys below share their names ([`Ledger::name`]): an agent charged
+    /// every turn is named in each of them.
+    charged: HashSet<(u64, Arc<str>)>,
+    spent: BTreeMap<Arc<str>, f64>,
+    by_model: BTreeMap<(Arc<str>, Arc<str>), f64>,
+    top_ups: BTreeMap<Arc<str>, f64>,
+    /// The model keys of `by_model`.
+    models: HashSet<Arc<str>>,
     /// Lines that do not parse (a torn write after a crash); skipped.
     pub torn_lines: Vec<usize>,
     /// Entries whose amount is not a valid amount ([`valid_amount`]: a hand
@@ -428,26 +442,47 @@ impl Ledger {
         match e {
             Entry::Charge { turn, agent, model, cost, .. } => {
                 self.last_charge_turn = self.last_charge_turn.max(*turn);
-                if *turn >= self.charges_from && !self.charged.insert((*turn, agent.clone())) {
+                let name = self.name(agent);
+                if *turn >= self.charges_from && !self.charged.insert((*turn, name.clone())) {
                     self.duplicate_charges.push((*turn, agent.clone()));
                 }
                 if e.valid() {
-                    *self.spent.entry(agent.clone()).or_default() += cost;
-                    *self.by_model.entry((agent.clone(), model.clone())).or_default() += cost;
+                    let model = self.model(model);
+                    *self.by_model.entry((name.clone(), model)).or_default() += cost;
+                    *self.spent.entry(name).or_default() += cost;
                 }
             }
             Entry::TopUp { agent, amount, turn, .. } => {
                 self.last_top_up_turn = self.last_top_up_turn.max(*turn);
                 if e.valid() {
-                    *self.top_ups.entry(agent.clone()).or_default() += amount;
+                    let name = self.name(agent);
+                    *self.top_ups.entry(name).or_default() += amount;
                 }
             }
         }
     }
 
+    /// `agent`, shared with the keys that name it already.
+    fn name(&self, agent: &str) -> Arc<str> {
+        match self.spent.get_key_value(agent).or_else(|| self.top_ups.get_key_value(agent)) {
+            Some((name, _)) => name.clone(),
+            None => agent.into(),
+        }
+    }
+
+    /// `model`, shared with the keys that name it already (an org has a few).
+    fn model(&mut self, model: &str) -> Arc<str> {
+        if let Some(m) = self.models.get(model) {
+            return m.clone();
+        }
+        let m: Arc<str> = model.into();
+        self.models.insert(m.clone());
+        m
+    }
+
     /// Whether (turn, agent) is already charged.
     pub fn has_charge(&self, turn: u64, agent: &str) -> bool {
-        self.charged.contains(&(turn, agent.to_string()))
+        self.charged.contains(&(turn, Arc::from(agent)))
     }
 
     /// An agent's balance, given its resume budget.
@@ -459,7 +494,11 @@ impl Ledger {
 
     /// Spend per model key for an agent.
     pub fn spent_by_model(&self, agent: &str) -> Vec<(String, f64)> {
-        self.by_model.iter().filter(|((a, _), _)| a == agent).map(|((_, m), c)| (m.clone(), credits(*c))).collect()
+        self.by_model
+            .iter()
+            .filter(|((a, _), _)| &**a == agent)
+            .map(|((_, m), c)| (m.to_string(), credits(*c)))
+            .collect()
     }
 
     /// Everything charged, to every agent (what an org-wide `budget` is compared with).
@@ -471,7 +510,7 @@ impl Ledger {
     pub fn spent_per_model(&self) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
         for ((_, model), cost) in &self.by_model {
-            *out.entry(model.clone()).or_default() += cost;
+            *out.entry(model.to_string()).or_default() += cost;
         }
         out.into_iter().map(|(m, c)| (m, credits(c))).collect()
     }
@@ -624,6 +663,27 @@ mod tests {
         assert_eq!(l.spent_per_model().into_iter().collect::<Vec<_>>(), vec![("default".to_string(), 3.5)]);
         assert!(l.duplicate_charges.is_empty());
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn the_totals_hold_each_agent_s_and_model_s_name_once() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = crate::layout::Layout::new(d.path());
+        let p = layout.ledger();
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let mut l = Ledger::load(&p).unwrap();
+        l.append(&[charge(1, "a", 1.0), charge(1, "b", 1.0), charge(2, "a", 1.0)]).unwrap();
+        top_up(&layout, "a", 5.0, 10.0, 2, Utc::now()).unwrap();
+        for l in [Ledger::load(&p).unwrap(), Ledger::load_for_turn(&p, 1).unwrap()] {
+            let (a, _) = l.spent.get_key_value("a").unwrap();
+            let (top_up, _) = l.top_ups.get_key_value("a").unwrap();
+            let models: Vec<&Arc<str>> = l.by_model.keys().map(|(_, m)| m).collect();
+            assert!(Arc::ptr_eq(a, top_up) && Arc::ptr_eq(models[0], models[1]), "{models:?}");
+            assert!(l.by_model.keys().filter(|(n, _)| &**n == "a").all(|(n, _)| Arc::ptr_eq(n, a)));
+            assert!(l.charged.iter().filter(|(_, n)| &**n == "a").all(|(_, n)| Arc::ptr_eq(n, a)));
+            assert_eq!(l.charged.len(), 3);
+            assert!(l.has_charge(2, "a") && !l.has_charge(2, "b"));
+        }
     }
 
     #[test]
