@@ -121,10 +121,17 @@ impl Layout {
     pub fn last_good_dir(&self) -> PathBuf {
         self.root.join("org/state/last-good")
     }
+    /// `org/state/last-good/agents.json`: the last good version of every
+    /// resume, in one file (by agent name), so that the first turn of a large
+    /// org writes one file, not one per agent.
+    pub fn last_good_resumes(&self) -> PathBuf {
+        self.last_good_dir().join("agents.json")
+    }
     /// Where the last good version of the config file `rel` (relative to the
-    /// root) is kept: a resume, `agents/NAME/resume.toml`, as
-    /// `agents/NAME.toml`, so that the first turn of a large org does not
-    /// make a folder per agent; any other file at its own path.
+    /// root) is kept at its own path: `org.toml`, `models.toml` and
+    /// `tools.toml`. Resumes are in [`Layout::last_good_resumes`]; earlier
+    /// versions kept a resume, `agents/NAME/resume.toml`, as
+    /// `agents/NAME.toml` here (still read when the bundle has none).
     pub fn last_good(&self, rel: &Path) -> PathBuf {
         match resume_folder(rel) {
             Some(name) => self.last_good_dir().join("agents").join(format!("{name}.toml")),
@@ -143,7 +150,7 @@ impl Layout {
 }
 
 /// The agent folder whose resume `rel` is, when it is `agents/NAME/resume.toml`.
-fn resume_folder(rel: &Path) -> Option<&str> {
+pub(crate) fn resume_folder(rel: &Path) -> Option<&str> {
     let mut parts = rel.components().map(|c| c.as_os_str().to_str());
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(Some("agents")), Some(Some(name)), Some(Some("resume.toml")), None) => Some(name),

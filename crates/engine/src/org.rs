@@ -154,6 +154,8 @@ const TOOLS_TOML: &str = "org/tools.toml";
 struct Loaded {
     /// Reads the files, remembering the folders it checked.
     reader: crate::config::Reader,
+    /// The last good resumes ([`Layout::last_good_resumes`]), once one is needed.
+    resumes: Option<BTreeMap<String, String>>,
     stale: Vec<Diagnostic>,
     last_good: Vec<PathBuf>,
     valid: Vec<(Box<Path>, Fingerprint)>,
@@ -162,7 +164,20 @@ struct Loaded {
 impl Loaded {
     /// Nothing loaded yet from the org at `root`.
     fn new(root: &Path) -> Loaded {
-        Loaded { reader: crate::config::Reader::new(root), stale: Vec::new(), last_good: Vec::new(), valid: Vec::new() }
+        Loaded {
+            reader: crate::config::Reader::new(root),
+            resumes: None,
+            stale: Vec::new(),
+            last_good: Vec::new(),
+            valid: Vec::new(),
+        }
+    }
+
+    /// The last good resume of `agent` in the bundle, read once.
+    fn saved_resume(&mut self, layout: &Layout, agent: &str) -> Option<String> {
+        let reader = &self.reader;
+        let resumes = self.resumes.get_or_insert_with(|| read_saved_resumes(reader, layout));
+        resumes.remove(agent)
     }
 
     /// Loads the config file `rel` through `parse` (which validates it). When
@@ -189,7 +204,8 @@ impl Loaded {
             Err(problems) => problems,
         };
         let kept = memory.cloned().or_else(|| {
-            let text = self.reader.read(&layout.last_good(rel), limit);
+            let bundled = crate::layout::resume_folder(rel).and_then(|agent| self.saved_resume(layout, agent));
+            let text = bundled.ok_or(()).or_else(|_| self.reader.read(&layout.last_good(rel), limit));
             let text = text.or_else(|_| self.reader.read(&layout.last_good_mirrored(rel), limit)).ok()?;
             parse(text).ok()
         });
@@ -340,8 +356,13 @@ impl Org {
         let reader = crate::config::Reader::new(&self.layout.root);
         let mut changed = fsx::Batch::new();
         let mut made: std::collections::HashSet<PathBuf> = Default::default();
+        let mut resumes = Vec::new();
         for (rel, fingerprint) in &self.valid {
             if before.get(&**rel) == Some(fingerprint) {
+                continue;
+            }
+            if let Some(agent) = crate::layout::resume_folder(rel) {
+                resumes.push((agent, &**rel, *fingerprint));
                 continue;
             }
             let path = self.layout.last_good(rel);
@@ -359,31 +380,79 @@ impl Org {
             }
             changed.write(&tmp, path, text.into_bytes());
         }
-        // One group commit: the first turn of a large org saves every resume.
         if !changed.is_empty() {
             std::fs::create_dir_all(&tmp).with_path(&tmp)?;
             changed.commit(&self.layout.root)?;
         }
-        // Forget the resumes of agent folders that are gone, and the folders
-        // of the mirrored layout once the flat file replaces them.
-        let kept = self.layout.last_good_dir().join("agents");
+        // The resumes change with the agents: when none did and no agent
+        // came or went, the bundle is as it was.
         let folders = agent_folders(&self.layout);
+        let same_agents = saved.is_some_and(|o| {
+            o.agents.len() + o.broken.len() == folders.len()
+                && folders.iter().all(|f| o.agents.contains_key(f.as_str()) || o.broken.contains_key(f))
+        });
+        if resumes.is_empty() && same_agents {
+            return Ok(());
+        }
+        let kept = self.save_resumes(&reader, resumes, &folders)?;
+        // Forget the copies earlier versions kept one file per agent
+        // (flat, or in the mirrored layout) once the bundle holds that
+        // agent's, and those of agent folders that are gone.
+        let old = self.layout.last_good_dir().join("agents");
         let known = |n: &str| folders.binary_search_by(|f| f.as_str().cmp(n)).is_ok();
-        for e in std::fs::read_dir(&kept).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(&old).into_iter().flatten().flatten() {
             let name = e.file_name();
             let name = name.to_str().unwrap_or("");
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            let gone = match name.strip_suffix(".toml") {
-                Some(agent) if !is_dir => !known(agent),
-                _ => !known(name) || (is_dir && kept.join(format!("{name}.toml")).is_file()),
-            };
-            if gone && is_dir {
+            let agent = if is_dir { Some(name) } else { name.strip_suffix(".toml") };
+            let gone = agent.is_none_or(|a| !known(a) || kept.contains_key(a));
+            let replaced = is_dir && old.join(format!("{name}.toml")).is_file();
+            if (gone || replaced) && is_dir {
                 std::fs::remove_dir_all(e.path()).with_path(e.path())?;
             } else if gone {
                 std::fs::remove_file(e.path()).with_path(e.path())?;
             }
         }
+        if std::fs::read_dir(&old).is_ok_and(|mut d| d.next().is_none()) {
+            let _ = std::fs::remove_dir(&old);
+        }
         Ok(())
+    }
+
+    /// Writes the last good resumes' bundle again when `resumes` (valid
+    /// resumes that may have changed: agent, path, fingerprint) change it or
+    /// an agent of it is gone (not among `folders`). A resume is read again
+    /// and kept only when it is still the text found valid. An agent whose
+    /// resume is invalid now keeps its entry. Returns the bundle as written.
+    fn save_resumes(
+        &self,
+        reader: &crate::config::Reader,
+        resumes: Vec<(&str, &Path, Fingerprint)>,
+        folders: &[String],
+    ) -> Result<BTreeMap<String, String>, PathError> {
+        let mut kept = read_saved_resumes(reader, &self.layout);
+        let before = kept.len();
+        kept.retain(|agent, _| folders.binary_search_by(|f| f.as_str().cmp(agent)).is_ok());
+        let mut changed = kept.len() != before || !self.layout.last_good_resumes().is_file();
+        for (agent, rel, fingerprint) in resumes {
+            if kept.get(agent).is_some_and(|t| Fingerprint::of(t) == fingerprint) {
+                continue;
+            }
+            let Ok(text) = reader.read(&self.layout.root.join(rel), fingerprint.len) else { continue };
+            if Fingerprint::of(&text) == fingerprint {
+                kept.insert(agent.to_string(), text);
+                changed = true;
+            }
+        }
+        if changed {
+            let path = self.layout.last_good_resumes();
+            let tmp = self.layout.state_tmp();
+            for dir in [&tmp, &self.layout.last_good_dir()] {
+                std::fs::create_dir_all(dir).with_path(dir)?;
+            }
+            fsx::write_atomic_with(&tmp, &path, |w| serde_json::to_writer(w, &kept).map_err(std::io::Error::from))?;
+        }
+        Ok(kept)
     }
 
     /// The problems of the files that `send`, `inspect` and such should show
@@ -644,6 +713,24 @@ fn load_agents(
     (agents, broken)
 }
 
+/// The largest bundle of last good resumes read (256 KiB for each of 1,000 agents).
+const MAX_SAVED_RESUMES_BYTES: u64 = 256 << 20;
+
+/// The last good resumes ([`Layout::last_good_resumes`]), by agent; none
+/// when there is no bundle or it cannot be read (each agent then has no last
+/// good version but a copy an earlier version kept).
+fn read_saved_resumes(reader: &crate::config::Reader, layout: &Layout) -> BTreeMap<String, String> {
+    let path = layout.last_good_resumes();
+    if !path.exists() {
+        return BTreeMap::new();
+    }
+    let read = reader.read(&path, MAX_SAVED_RESUMES_BYTES).ok().and_then(|text| serde_json::from_str(&text).ok());
+    read.unwrap_or_else(|| {
+        tracing::warn!(path = %path.display(), "the last good resumes cannot be read; each is saved again while valid");
+        BTreeMap::new()
+    })
+}
+
 /// What a resume's names are checked against (see [`check_refs`]).
 struct Refs<'a> {
     models: &'a Models,
@@ -832,6 +919,21 @@ mod tests {
 
     use crate::testing::{edit, new_org as org};
 
+    /// The last good resume of `agent` in the bundle.
+    fn saved_resume(layout: &Layout, agent: &str) -> Option<String> {
+        let text = std::fs::read_to_string(layout.last_good_resumes()).ok()?;
+        let mut all: BTreeMap<String, String> = serde_json::from_str(&text).unwrap();
+        all.remove(agent)
+    }
+
+    /// Puts `text` in the bundle as the last good resume of `agent`.
+    fn put_saved_resume(layout: &Layout, agent: &str, text: &str) {
+        let mut all: BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(layout.last_good_resumes()).unwrap()).unwrap();
+        all.insert(agent.into(), text.into());
+        std::fs::write(layout.last_good_resumes(), serde_json::to_string(&all).unwrap()).unwrap();
+    }
+
     #[test]
     fn every_command_uses_the_last_good_version_the_lock_holder_saved() {
         let (_d, root) = org();
@@ -842,11 +944,12 @@ mod tests {
         // Nothing is saved until the process that runs turns saves it.
         assert!(!layout.last_good_dir().exists());
         good.save_last_good().unwrap();
-        let saved = layout.last_good(Path::new("agents/manager/resume.toml"));
         assert_eq!(
-            std::fs::read_to_string(&saved).unwrap(),
+            saved_resume(&layout, "manager").unwrap(),
             std::fs::read_to_string(root.join("agents/manager/resume.toml")).unwrap()
         );
+        // One file for every resume, none per agent.
+        assert!(!layout.last_good_dir().join("agents").exists());
         assert!(layout.last_good(Path::new("org/org.toml")).is_file());
         assert!(layout.last_good(Path::new("org/models.toml")).is_file());
 
@@ -863,8 +966,8 @@ mod tests {
             assert!(org.problems_of(&["planner"]).iter().all(|p| p.path.ends_with("org/org.toml")));
             // Saving again keeps the good version, not the bad edit.
             org.save_last_good().unwrap();
-            assert!(std::fs::read_to_string(&saved).unwrap().contains("title = \"Boss\""));
-            assert!(!std::fs::read_to_string(&saved).unwrap().contains("= = 1"));
+            let saved = saved_resume(&layout, "manager").unwrap();
+            assert!(saved.contains("title = \"Boss\"") && !saved.contains("= = 1"), "{saved}");
         }
     }
 
@@ -885,39 +988,42 @@ mod tests {
         let (_d, root) = org();
         let first = Org::load(&root).unwrap();
         first.save_last_good().unwrap();
-        let saved = Layout::new(&root).last_good(Path::new("agents/hr/resume.toml"));
-        std::fs::write(&saved, "marker").unwrap();
-        // The same files again: passed over, so the marker stays.
+        let layout = Layout::new(&root);
+        put_saved_resume(&layout, "hr", "marker");
+        let models = layout.last_good(Path::new("org/models.toml"));
+        std::fs::write(&models, "marker").unwrap();
+        // The same files again: passed over, so the markers stay.
         let again = Org::load(&root).unwrap();
         again.save_last_good_since(Some(&first)).unwrap();
-        assert_eq!(std::fs::read_to_string(&saved).unwrap(), "marker");
+        assert_eq!(saved_resume(&layout, "hr").unwrap(), "marker");
+        assert_eq!(std::fs::read_to_string(&models).unwrap(), "marker");
         // An edit is saved, and without a saved org every file is checked.
         edit(&root, "agents/hr/resume.toml", "title = \"", "title = \"Chief ");
         let edited = Org::load(&root).unwrap();
         edited.save_last_good_since(Some(&again)).unwrap();
-        assert!(std::fs::read_to_string(&saved).unwrap().contains("Chief "));
-        std::fs::write(&saved, "marker").unwrap();
+        assert!(saved_resume(&layout, "hr").unwrap().contains("Chief "));
+        put_saved_resume(&layout, "hr", "marker");
         edited.save_last_good().unwrap();
-        assert!(std::fs::read_to_string(&saved).unwrap().contains("Chief "));
+        assert!(saved_resume(&layout, "hr").unwrap().contains("Chief "));
+        assert_ne!(std::fs::read_to_string(&models).unwrap(), "marker");
     }
 
     #[test]
     fn only_the_text_found_valid_is_saved_not_an_edit_made_since_the_load() {
         let (_d, root) = org();
-        let saved = Layout::new(&root).last_good(Path::new("agents/hr/resume.toml"));
+        let layout = Layout::new(&root);
         edit(&root, "agents/hr/resume.toml", "title = \"", "title = \"Chief ");
         let org = Org::load(&root).unwrap();
         // Edited again, to something invalid, before the save: the org runs
         // the version it loaded, and only that one may become the last good.
         edit(&root, "agents/hr/resume.toml", "title = \"Chief ", "title = 3 # \"");
         org.save_last_good().unwrap();
-        assert!(!saved.exists(), "the edited text is not the one found valid");
+        assert_eq!(saved_resume(&layout, "hr"), None, "the edited text is not the one found valid");
         edit(&root, "agents/hr/resume.toml", "title = 3 # \"", "title = \"Chief ");
         org.save_last_good().unwrap();
-        assert!(std::fs::read_to_string(&saved).unwrap().contains("title = \"Chief "));
-        let planner = Layout::new(&root).last_good(Path::new("agents/planner/resume.toml"));
+        assert!(saved_resume(&layout, "hr").unwrap().contains("title = \"Chief "));
         assert_eq!(
-            std::fs::read_to_string(planner).unwrap(),
+            saved_resume(&layout, "planner").unwrap(),
             std::fs::read_to_string(root.join("agents/planner/resume.toml")).unwrap()
         );
     }
@@ -933,44 +1039,51 @@ mod tests {
         let org = Org::load(&root).unwrap();
         assert!(org.broken.contains_key("planner"), "a saved resume naming a gone agent was used");
         org.save_last_good().unwrap();
-        assert!(!layout.last_good(Path::new("agents/coder_01/resume.toml")).exists());
-        assert!(layout.last_good(Path::new("agents/planner/resume.toml")).exists());
+        assert_eq!(saved_resume(&layout, "coder_01"), None);
+        assert!(saved_resume(&layout, "planner").is_some());
     }
 
-    /// Resumes are kept flat (`agents/NAME.toml`), not in a folder per agent.
-    /// A copy kept in the mirrored layout of earlier versions is still used,
-    /// and its folder goes once the flat copy replaces it.
+    /// Resumes are kept in one file. A copy an earlier version kept in a
+    /// file of its own (flat, `agents/NAME.toml`, or in the mirrored layout,
+    /// `agents/NAME/resume.toml`) is still used, and goes once the bundle
+    /// holds that agent's.
     #[test]
-    fn last_good_resumes_are_flat_files_and_a_mirrored_copy_is_used_until_replaced() {
+    fn last_good_resumes_are_one_file_and_copies_kept_by_earlier_versions_are_used_until_replaced() {
         let (_d, root) = org();
         let layout = Layout::new(&root);
         let rel = |a: &str| PathBuf::from(format!("agents/{a}/resume.toml"));
-        Org::load(&root).unwrap().save_last_good().unwrap();
-        assert_eq!(layout.last_good(&rel("planner")), layout.last_good_dir().join("agents/planner.toml"));
-        let kept: Vec<_> = std::fs::read_dir(layout.last_good_dir().join("agents"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_dir())
-            .collect();
-        assert!(kept.is_empty(), "folders under last-good/agents: {kept:?}");
-        // An org saved by an earlier version: mirrored copies only.
+        let text = |a: &str| std::fs::read_to_string(root.join(rel(a))).unwrap();
+        // An org saved by earlier versions: hr flat, planner and manager mirrored.
+        std::fs::create_dir_all(layout.last_good_dir().join("agents")).unwrap();
+        std::fs::write(layout.last_good(&rel("hr")), text("hr")).unwrap();
         for a in ["planner", "manager"] {
             let old = layout.last_good_mirrored(&rel(a));
             std::fs::create_dir_all(old.parent().unwrap()).unwrap();
-            std::fs::rename(layout.last_good(&rel(a)), &old).unwrap();
+            std::fs::write(old, text(a)).unwrap();
         }
         edit(&root, "agents/planner/resume.toml", "every = 1", "every = 0");
+        edit(&root, "agents/hr/resume.toml", "every = 1", "every = 0");
         let org = Org::load(&root).unwrap();
-        assert!(!org.broken.contains_key("planner"), "the mirrored copy was not used: {:?}", org.problems());
-        assert_eq!(org.last_good, [rel("planner")]);
+        assert!(org.broken.is_empty(), "the old copies were not used: {:?}", org.problems());
+        assert_eq!(org.last_good, [rel("hr"), rel("planner")]);
         org.save_last_good().unwrap();
-        // manager's valid resume is saved flat and its old folder goes;
-        // planner's only good copy stays where it is.
-        assert!(layout.last_good(&rel("manager")).is_file());
+        // manager's valid resume is in the bundle and its old copy goes;
+        // hr's and planner's only good copies stay where they are.
+        assert_eq!(saved_resume(&layout, "manager").unwrap(), text("manager"));
         assert!(!layout.last_good_mirrored(&rel("manager")).exists());
-        assert!(layout.last_good_mirrored(&rel("planner")).is_file());
-        assert!(!layout.last_good(&rel("planner")).exists());
-        assert!(!Org::load(&root).unwrap().broken.contains_key("planner"));
+        assert_eq!((saved_resume(&layout, "hr"), saved_resume(&layout, "planner")), (None, None));
+        assert!(layout.last_good(&rel("hr")).is_file() && layout.last_good_mirrored(&rel("planner")).is_file());
+        assert!(Org::load(&root).unwrap().broken.is_empty());
+        // Fixed: their resumes join the bundle, and the last old copy goes with its folder.
+        edit(&root, "agents/planner/resume.toml", "every = 0", "every = 1");
+        edit(&root, "agents/hr/resume.toml", "every = 0", "every = 1");
+        Org::load(&root).unwrap().save_last_good().unwrap();
+        assert_eq!(saved_resume(&layout, "planner").unwrap(), text("planner"));
+        assert!(!layout.last_good_dir().join("agents").exists());
+        // A bundle that cannot be read is written again whole.
+        std::fs::write(layout.last_good_resumes(), "{not json").unwrap();
+        Org::load(&root).unwrap().save_last_good().unwrap();
+        assert_eq!(saved_resume(&layout, "hr").unwrap(), text("hr"));
     }
 
     #[test]

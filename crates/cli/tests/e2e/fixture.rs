@@ -241,6 +241,14 @@ impl TestOrg {
         fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
     }
 
+    /// The last good resume of `agent` that the process running turns saved
+    /// (`org/state/last-good/agents.json`), if any.
+    pub fn last_good_resume(&self, agent: &str) -> Option<String> {
+        let text = fs::read_to_string(self.path("org/state/last-good/agents.json")).ok()?;
+        let mut all: std::collections::BTreeMap<String, String> = serde_json::from_str(&text).ok()?;
+        all.remove(agent)
+    }
+
     /// Writes a file of the org (creating its folder).
     pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) {
         let p = self.path(rel);

@@ -131,7 +131,7 @@ fn send_status_and_inspect_use_the_last_good_version_and_show_the_error() {
     org.send("manager", "first");
     org.step();
     let rel = "agents/manager/resume.toml";
-    assert_eq!(org.read("org/state/last-good/agents/manager.toml"), org.read(rel), "step kept no last good version");
+    assert_eq!(org.last_good_resume("manager"), Some(org.read(rel)), "step kept no last good version");
 
     let good = org.read(rel);
     let line = 1 + good.lines().position(|l| l == "every = 1").unwrap();
@@ -164,7 +164,7 @@ fn send_status_and_inspect_use_the_last_good_version_and_show_the_error() {
     let report = org.step();
     assert_eq!(report["ran"], json!(["manager"]), "{report:#}");
     assert!(org.inbox_json("human").iter().any(|m| m["reply_to"] == id.as_str()));
-    assert_eq!(org.read("org/state/last-good/agents/manager.toml"), good);
+    assert_eq!(org.last_good_resume("manager"), Some(good.clone()));
 
     // A new agent whose first resume is invalid has no last good version: it is held.
     org.agent("scribe", "name = \"scribe\"\nmodel = \"nope\"\n");
@@ -187,8 +187,8 @@ fn while_the_daemon_runs_a_bad_edit_of_a_resume_does_not_stop_send() {
     let mut d = org.spawn_run(&[]);
     d.wait_ready();
     let rel = "agents/manager/resume.toml";
-    let saved = org.path("org/state/last-good/agents/manager.toml");
-    assert!(wait_until(Duration::from_secs(10), || saved.is_file()), "the daemon kept no last good version\n{d}");
+    let saved = || org.last_good_resume("manager");
+    assert!(wait_until(Duration::from_secs(10), || saved().is_some()), "the daemon kept no last good version\n{d}");
     let good = org.read(rel);
     org.write(rel, good.replacen("every = 1", "every = = 1", 1));
     assert!(wait_until(Duration::from_secs(10), || d.output().contains(rel)), "the daemon did not report it\n{d}");
@@ -197,7 +197,7 @@ fn while_the_daemon_runs_a_bad_edit_of_a_resume_does_not_stop_send() {
     let answered =
         wait_until(Duration::from_secs(10), || org.inbox_json("human").iter().any(|m| m["reply_to"] == id.as_str()));
     assert!(answered, "no answer from manager with a broken resume\n{d}");
-    assert_eq!(std::fs::read_to_string(&saved).unwrap(), good);
+    assert_eq!(saved(), Some(good));
     d.assert_running("after a bad edit");
 }
 

@@ -186,7 +186,7 @@ fn a_hire_is_validated_audited_and_joins_a_running_daemon_on_the_next_turn() {
     let hired = wait_until(Duration::from_secs(10), || org.path("agents/tester/resume.toml").exists());
     assert!(hired, "no hire\n{d}");
     // The daemon loads it on its next turn: it keeps the valid resume as its last good version.
-    let joined = wait_until(Duration::from_secs(10), || org.path("org/state/last-good/agents/tester.toml").exists());
+    let joined = wait_until(Duration::from_secs(10), || org.last_good_resume("tester").is_some());
     assert!(joined, "the daemon did not pick up the new agent\n{d}");
     org.lemming_ok(&["validate"]);
     let tester = org.agent_status("tester");
