@@ -82,10 +82,11 @@ impl Table {
             }
         }
         let header: Vec<String> = self.columns.iter().map(|(h, ..)| h.to_string()).collect();
-        let mut out = self.line(&header, &widths);
+        let mut out = String::new();
+        self.line(&mut out, &header, &widths);
         for row in &self.rows {
             match row {
-                Row::Cells(cells) => out.push_str(&self.line(cells, &widths)),
+                Row::Cells(cells) => self.line(&mut out, cells, &widths),
                 Row::Note(first, text) => {
                     let _ = writeln!(out, "{first:<w$} {text}", w = widths[0]);
                 }
@@ -94,8 +95,9 @@ impl Table {
         out
     }
 
-    fn line(&self, cells: &[String], widths: &[usize]) -> String {
-        let mut s = String::new();
+    /// Writes one line of `cells` to `s` (a large org's table is thousands).
+    fn line(&self, s: &mut String, cells: &[String], widths: &[usize]) {
+        let start = s.len();
         for (i, ((_, align, _), w)) in self.columns.iter().zip(widths).enumerate() {
             let cell = cells.get(i).map(String::as_str).unwrap_or("");
             if i > 0 {
@@ -113,9 +115,9 @@ impl Table {
             }
         }
         // An empty last cell leaves no trailing spaces.
-        s.truncate(s.trim_end().len());
+        let end = start + s[start..].trim_end().len();
+        s.truncate(end);
         s.push('\n');
-        s
     }
 }
 

@@ -338,7 +338,7 @@ impl ProviderSpec {
 }
 
 /// How a model is asked to keep to the reply contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Structured {
     /// Plain text; the tolerant parser finds the JSON object.
     #[default]
@@ -429,7 +429,7 @@ pub struct ModelSpec {
 }
 
 /// How a model is offered its agent's tools (`tools` on a model key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ToolMode {
     /// `tool_calls` in the reply contract (prompt text, and the schema with `structured = "json_schema"`).
     #[default]

@@ -1,8 +1,6 @@
 //! `lemming status`: the turn, the daemon, each agent and the dead letters.
 
-use lemming_engine::org::Org;
 use lemming_engine::term;
-use lemming_engine::view_cache::ViewCache;
 use lemming_engine::views::{self, BreakerState};
 
 use crate::ctx::{CliError, Ctx};
@@ -14,9 +12,7 @@ pub struct Args {}
 pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     // What the last status kept: only files changed since are read again.
     let layout = lemming_engine::org::Layout::new(&ctx.root()?);
-    let cache = ViewCache::load(&layout);
-    let org = Org::load_viewing(&layout.root, None, &cache);
-    let s = views::status_viewing(&org, &cache)?;
+    let (org, cache, s) = views::status_at(&layout)?;
     cache.save(&org.layout, &org.agents, &org.broken);
     // The process ends with this command: freeing every resume and row one
     // by one would cost a large org more than drawing the table.

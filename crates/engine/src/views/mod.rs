@@ -38,7 +38,7 @@ pub use messages::{
     message, messages, MessageQuery, MessageQueryError, MessageRow, MessagesView, DEFAULT_LIMIT, MAX_LIMIT,
 };
 pub use models::{models, ModelRow, ModelsView, PriceView};
-pub use status::{status, status_viewing, AgentState, AgentStatus, BreakerState, StatusView, Unreadable};
+pub use status::{status, status_at, status_viewing, AgentState, AgentStatus, BreakerState, StatusView, Unreadable};
 
 use crate::error::PathError;
 use crate::org::UnknownAgent;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use lemming_provider::ModelSpec;
+use lemming_provider::{ModelSpec, Structured, ToolMode};
 use serde::{Deserialize, Serialize};
 
 use crate::activity;
@@ -247,19 +247,56 @@ pub fn status(org: &Org) -> Result<StatusView, PathError> {
 /// pending counts and last run are read again only from folders and logs
 /// that changed since.
 pub fn status_viewing(org: &Org, cache: &ViewCache) -> Result<StatusView, PathError> {
+    status_with(org, cache, Besides::read(&org.layout))
+}
+
+/// The org at `layout` loaded through what the last `status` kept, that
+/// cache, and the status: the ledger, the last turn and the agents in
+/// trouble are read on a thread of their own while the org loads (a large
+/// org's are megabytes each).
+pub fn status_at(layout: &crate::layout::Layout) -> Result<(Org, ViewCache, StatusView), PathError> {
+    std::thread::scope(|scope| {
+        let besides = scope.spawn(|| Besides::read(layout));
+        let cache = ViewCache::load(layout);
+        let org = Org::load_viewing(&layout.root, None, &cache);
+        let besides = besides.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let view = status_with(&org, &cache, besides)?;
+        Ok((org, cache, view))
+    })
+}
+
+/// What `status` reads besides the org and the agents' folders.
+struct Besides {
+    ledger: Result<Ledger, PathError>,
+    turn: Result<(u64, Option<crate::events::Event>), PathError>,
+    trouble: BTreeMap<String, crate::trouble::AgentTrouble>,
+}
+
+impl Besides {
+    fn read(layout: &crate::layout::Layout) -> Besides {
+        Besides {
+            ledger: Ledger::load_viewed(layout),
+            turn: Journal::new(layout).last_turn_event(),
+            trouble: crate::trouble::read_agents(layout),
+        }
+    }
+}
+
+/// [`status_viewing`] with what was read besides the org.
+fn status_with(org: &Org, cache: &ViewCache, besides: Besides) -> Result<StatusView, PathError> {
     let root = &org.layout.root;
     let mb = org.mail();
     let mut skipped = Skipped::default();
     let ledger_path = org.layout.ledger();
-    let ledger =
-        skipped.or(Ledger::load_viewed(&org.layout), Ledger::default(), "credits are shown as if nothing was spent");
+    let pid = crate::daemon::daemon_pid(&org.layout);
+    let Besides { ledger, turn: turn_and_last, trouble } = besides;
+    let ledger = skipped.or(ledger, Ledger::default(), "credits are shown as if nothing was spent");
     for no in &ledger.torn_lines {
         skipped.0.push(Unreadable {
             path: ledger_path.clone(),
             error: format!("line {no} is not a ledger entry and is not counted (`lemming fsck` says more)"),
         });
     }
-    let pid = crate::daemon::daemon_pid(&org.layout);
     let spent = ledger.total_spent();
     let budget = org.settings.budget.map(|b| OrgBudget {
         budget: b,
@@ -269,14 +306,13 @@ pub fn status_viewing(org: &Org, cache: &ViewCache) -> Result<StatusView, PathEr
     });
     // The turn's own event is the last that committed it; the others (one
     // per agent in a large org) are not parsed.
-    let (turn, last) = skipped.or(Journal::new(&org.layout).last_turn_event(), (0, None), "the turn is shown as 0");
+    let (turn, last) = skipped.or(turn_and_last, (0, None), "the turn is shown as 0");
     let tool_calls = match last.map(|e| (e.turn, e.kind)) {
         Some((t, crate::events::EventKind::Turn(r))) if t == turn => r.tool_calls,
         _ => 0,
     };
     let chart = org.chart();
     let exhausted = budget.as_ref().is_some_and(|b| b.exhausted);
-    let trouble = crate::trouble::read_agents(&org.layout);
     let mut names: Vec<String> = org.agents.keys().map(|n| n.to_string()).collect();
     names.extend(org.broken.keys().cloned());
     names.sort();
@@ -292,6 +328,7 @@ pub fn status_viewing(org: &Org, cache: &ViewCache) -> Result<StatusView, PathEr
         may_everyone,
         may_groups,
         cache,
+        contracts: Default::default(),
     };
     let agents = rows(&ctx, names, &mut skipped);
     Ok(StatusView {
@@ -332,6 +369,9 @@ struct RowCtx<'a> {
     /// What the names of every group can add to it.
     may_groups: usize,
     cache: &'a ViewCache,
+    /// The length of the reply contract of an agent granted no tool, by
+    /// how its model keeps to it: most agents of a large org share one.
+    contracts: std::sync::Mutex<std::collections::HashMap<(Structured, ToolMode), usize>>,
 }
 
 /// Agents per thread above which the rows are read by several threads: each
@@ -494,7 +534,15 @@ fn prompt_ceiling(ctx: &RowCtx<'_>, resume: &Resume, model: &ModelSpec, unread: 
         Access::Anyone => ctx.may_everyone,
         Access::Only(list) => list.iter().map(|n| n.as_str().len() + MAY_NAME).sum::<usize>() + ctx.may_groups,
     };
-    let contract = lemming_provider::contract::instructions(model.structured, &org.tools.granted(resume), model.tools);
+    let contract = |granted: &[lemming_provider::ToolSpec]| {
+        lemming_provider::contract::instructions(model.structured, granted, model.tools).len()
+    };
+    let contract = if resume.tools.is_empty() {
+        let mut known = ctx.contracts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *known.entry((model.structured, model.tools)).or_insert_with(|| contract(&[]))
+    } else {
+        contract(&org.tools.granted(resume))
+    };
     let per_message = org.settings.max_message_bytes as usize + MAIL_HEADER;
     PROMPT_TEXT
         + resume.name.as_str().len()
@@ -502,7 +550,7 @@ fn prompt_ceiling(ctx: &RowCtx<'_>, resume: &Resume, model: &ModelSpec, unread: 
         + resume.description.len()
         + resume.instructions.len()
         + may
-        + contract.len()
+        + contract
         + MEMORY_SUMMARY
         + unread.min(org.settings.max_mail_per_prompt) * per_message
 }
@@ -638,6 +686,7 @@ mod tests {
                     may_everyone,
                     may_groups,
                     cache: &ViewCache::off(),
+                    contracts: Default::default(),
                 };
                 let (mut mail, _) = mb.unread("manager").unwrap();
                 assert_eq!(mail.len(), 3);
@@ -710,6 +759,9 @@ mod tests {
             cache.save(&org.layout, &org.agents, &org.broken);
             let plain = serde_json::to_value(status(&Org::load_or_last_good(root, None)).unwrap()).unwrap();
             assert_eq!(got, plain, "{what}");
+            // Reading the ledger and the turn while the org loads changes nothing.
+            let (_, _, at) = status_at(&layout).unwrap();
+            assert_eq!(serde_json::to_value(at).unwrap(), plain, "{what}, read while the org loads");
             std::thread::sleep(std::time::Duration::from_millis(50));
             got
         };
