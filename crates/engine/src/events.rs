@@ -465,8 +465,6 @@ pub struct Events {
     next_seq: u64,
     bus: Option<Bus>,
     kept: Kept,
-    /// The last event emitted (published by [`Events::publish_last`]).
-    last: Option<Event>,
     /// Counts the deliveries of mail sent by others than the engine and the
     /// turn's own replies ([`Events::count_arrivals`]).
     arrivals: Option<(HashSet<String>, usize)>,
@@ -493,28 +491,29 @@ struct Spool {
     first_seq: u64,
     /// The first write that failed: the commit reports it.
     failed: Option<std::io::Error>,
+    /// The last event written (published by [`Events::publish_last`]).
+    last: Option<Event>,
 }
 
 impl Spool {
-    fn push(&mut self, e: &Event) {
-        if self.failed.is_some() {
-            return;
+    fn push(&mut self, e: Event) {
+        if self.failed.is_none() {
+            let written = serde_json::to_writer(&mut self.out, &e.to_json())
+                .map_err(std::io::Error::from)
+                .and_then(|_| self.out.write_all(b"\n"));
+            match written {
+                Ok(()) => self.count += 1,
+                Err(e) => self.failed = Some(e),
+            }
         }
-        let written = serde_json::to_writer(&mut self.out, &e.to_json())
-            .map_err(std::io::Error::from)
-            .and_then(|_| self.out.write_all(b"\n"));
-        match written {
-            Ok(()) => self.count += 1,
-            Err(e) => self.failed = Some(e),
-        }
+        self.last = Some(e);
     }
 
     /// The file with every line written, read from its start.
     fn file(&mut self) -> Result<&std::fs::File, PathError> {
         use std::io::{Seek, SeekFrom};
-        if let Some(e) = self.failed.take() {
-            self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
-            return Err(e).with_path(&self.path);
+        if let Some(e) = &self.failed {
+            return Err(std::io::Error::new(e.kind(), e.to_string())).with_path(&self.path);
         }
         self.out.flush().with_path(&self.path)?;
         let mut f = self.out.get_ref();
@@ -526,7 +525,7 @@ impl Spool {
 impl Events {
     /// No events yet, for `turn`, numbered when they are appended ([`Events::flush`]).
     pub fn new(turn: u64) -> Events {
-        Events { turn, next_seq: 0, bus: None, kept: Kept::Memory(Vec::new()), last: None, arrivals: None }
+        Events { turn, next_seq: 0, bus: None, kept: Kept::Memory(Vec::new()), arrivals: None }
     }
 
     /// No events yet, for `turn`: the first is numbered `first_seq`, and each
@@ -549,6 +548,7 @@ impl Events {
             count: 0,
             first_seq: self.next_seq,
             failed: None,
+            last: None,
         };
         Ok(Events { kept: Kept::Spool(spool), ..self })
     }
@@ -577,7 +577,11 @@ impl Events {
 
     /// Publishes the last event emitted.
     pub fn publish_last(&self) {
-        if let (Some(bus), Some(e)) = (&self.bus, &self.last) {
+        let last = match &self.kept {
+            Kept::Memory(events) => events.last(),
+            Kept::Spool(spool) => spool.last.as_ref(),
+        };
+        if let (Some(bus), Some(e)) = (&self.bus, last) {
             bus.publish(e);
         }
     }
@@ -590,10 +594,9 @@ impl Events {
             }
         }
         match &mut self.kept {
-            Kept::Memory(events) => events.push(event.clone()),
-            Kept::Spool(spool) => spool.push(&event),
+            Kept::Memory(events) => events.push(event),
+            Kept::Spool(spool) => spool.push(event),
         }
-        self.last = Some(event);
     }
 
     /// From now on, counts the deliveries of mail that came from others
