@@ -203,7 +203,7 @@ pub async fn run_waiting(
 /// many, while the other calls go on: its memory grows with the part, not
 /// with the org. Each part has its own group commits, in the order of a
 /// whole turn's, so a crash in any part is repeated as a crash of a whole turn is.
-pub const APPLY_EVERY: usize = 1024;
+pub const APPLY_EVERY: usize = 2048;
 
 /// How a run of the turn ended, kept once its reply is applied: what the commit needs.
 struct Ran {
