@@ -474,7 +474,7 @@ pub struct Events {
 #[derive(Debug)]
 enum Kept {
     Memory(Vec<Event>),
-    Spool(Spool),
+    Spool(Box<Spool>),
 }
 
 /// Events as `events.jsonl` lines, written to a file as they are emitted:
@@ -550,7 +550,7 @@ impl Events {
             failed: None,
             last: None,
         };
-        Ok(Events { kept: Kept::Spool(spool), ..self })
+        Ok(Events { kept: Kept::Spool(Box::new(spool)), ..self })
     }
 
     /// The bus its events are published on (none for a person's command).
