@@ -616,11 +616,12 @@ impl Events {
         match &mut self.kept {
             Kept::Memory(events) => Ok(events.clone()),
             Kept::Spool(spool) => {
-                let path = spool.path.clone();
                 let mut out = Vec::new();
-                for line in std::io::BufRead::lines(std::io::BufReader::new(spool.file()?)) {
-                    out.extend(Event::parse(&line.with_path(&path)?));
-                }
+                let read = spooled_lines(spool.file()?, |line| {
+                    out.extend(Event::parse(line));
+                    Ok(())
+                });
+                read.with_path(&spool.path)?;
                 Ok(out)
             }
         }
@@ -682,21 +683,26 @@ impl std::fmt::Display for Lines<'_> {
                 }
             }
             Source::Spool(file) => {
-                // Whole lines, each valid UTF-8 as written.
-                let mut r = std::io::BufReader::new(file);
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    match std::io::BufRead::read_line(&mut r, &mut line) {
-                        Ok(0) => break,
-                        Ok(_) => f.write_str(&line)?,
-                        Err(_) => return Err(std::fmt::Error),
-                    }
-                }
+                spooled_lines(file, |line| f.write_str(line).map_err(std::io::Error::other))
+                    .map_err(|_| std::fmt::Error)?;
             }
         }
         Ok(())
     }
+}
+
+/// Calls `each` with every line of a spool's `file` (read from where it
+/// stands: [`Spool::file`] puts it at its start), newline included. The
+/// lines are whole and each valid UTF-8, as the spool wrote them.
+fn spooled_lines(file: &std::fs::File, mut each: impl FnMut(&str) -> std::io::Result<()>) -> std::io::Result<()> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(file);
+    let mut line = String::new();
+    while r.read_line(&mut line)? > 0 {
+        each(&line)?;
+        line.clear();
+    }
+    Ok(())
 }
 
 /// `org/state/events.jsonl`, appended under an exclusive lock on the file, so
@@ -855,7 +861,6 @@ impl EventLog {
     /// They are copied as they are unless the file already reached their
     /// numbers: then each is numbered after the last line.
     fn append_spooled(&self, spool: &std::fs::File, first_seq: u64, count: usize) -> Result<u64, PathError> {
-        use std::io::BufRead;
         if count == 0 {
             return self.last_seq();
         }
@@ -863,20 +868,14 @@ impl EventLog {
         let mut last = tail.last_seq;
         let renumber = first_seq <= last;
         fsx::append_durable_with(&self.path, |w| {
-            let mut r = std::io::BufReader::new(spool);
-            let mut line = String::new();
-            while r.read_line(&mut line)? > 0 {
-                match Event::parse(&line).filter(|_| renumber) {
-                    Some(e) => {
-                        last = last.saturating_add(1);
-                        serde_json::to_writer(&mut *w, &Event { seq: last, ..e }.to_json())?;
-                        w.write_all(b"\n")?;
-                    }
-                    None => w.write_all(line.as_bytes())?,
+            spooled_lines(spool, |line| match Event::parse(line).filter(|_| renumber) {
+                Some(e) => {
+                    last = last.saturating_add(1);
+                    serde_json::to_writer(&mut *w, &Event { seq: last, ..e }.to_json())?;
+                    w.write_all(b"\n")
                 }
-                line.clear();
-            }
-            Ok(())
+                None => w.write_all(line.as_bytes()),
+            })
         })?;
         if !renumber {
             last = first_seq.saturating_add(count as u64 - 1);
