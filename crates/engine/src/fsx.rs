@@ -4,7 +4,9 @@
 //! into place, and the folder is fsynced. A [`Batch`] does the same for many
 //! files with one filesystem sync per step instead of one per file: write every
 //! temporary file, sync, rename them all, sync. No reader ever sees a partial
-//! file, and when `commit` returns every file is durable.
+//! file, and when `commit` returns every file is durable. A turn may leave a
+//! batch's last sync to the next one ([`Batch::commit_leaving`], [`Unsynced`]),
+//! so that two steps share it.
 //!
 //! The single-file primitives (the atomic write, and reads that never follow a
 //! link or block: [`read_entry`], [`read_small`], [`read_optional`],
@@ -61,6 +63,8 @@ pub fn sync_fs(root: &Path) -> Result<(), PathError> {
         use std::os::fd::AsRawFd;
         // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
         let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+        #[cfg(test)]
+        group_syncs::count(root);
         if rc != 0 {
             return Err(std::io::Error::last_os_error()).with_path(root);
         }
@@ -147,30 +151,36 @@ impl Batch {
     /// syncs, then does the queued moves and removals and syncs again. `root`
     /// names the filesystem.
     pub fn commit(self, root: &Path) -> Result<(), PathError> {
+        let mut left = Unsynced::default();
+        self.commit_leaving(root, &mut left)?;
+        left.sync(root)
+    }
+
+    /// [`Batch::commit`] without the last sync: the operations of the last
+    /// step are added to `left`, for a later sync to make durable with other
+    /// work ([`Unsynced`]). What `left` held before is made durable by this
+    /// batch's first sync, before any of its renames, links or moves are
+    /// made, when it writes files or has two steps; otherwise `left` keeps
+    /// it too.
+    pub fn commit_leaving(self, root: &Path, left: &mut Unsynced) -> Result<(), PathError> {
         if self.is_empty() {
             return Ok(());
         }
         // A small batch syncs exactly its own files and folders; a large one
         // syncs the filesystem once per step (cheaper than hundreds of fsyncs,
-        // but it also flushes other programs' dirty data).
-        let small = self.len() < GROUP_SYNC_MIN || !cfg!(target_os = "linux");
-        // The folders to sync are gathered only for a small batch: a large
-        // one syncs the filesystem, and its list of folders would be as long
-        // as the batch.
-        let sync = |dirs: &dyn Fn() -> Vec<PathBuf>| -> Result<(), PathError> {
-            if small {
-                sync_dirs(dirs())
-            } else {
-                sync_fs(root)
-            }
-        };
+        // but it also flushes other programs' dirty data). The folders to
+        // sync are gathered only for a small batch: a large one's list would
+        // be as long as the batch.
+        let whole = self.len() >= GROUP_SYNC_MIN && cfg!(target_os = "linux");
         let parent = |p: &'_ PathBuf| -> PathBuf { p.parent().map(Path::to_path_buf).unwrap_or_default() };
         if !self.writes.is_empty() || !self.links.is_empty() {
             for (tmp, _, bytes) in &self.writes {
-                write_tmp(tmp, bytes, small)?;
+                write_tmp(tmp, bytes, !whole)?;
             }
-            if !small && !self.writes.is_empty() {
-                sync_fs(root)?;
+            if !self.writes.is_empty() {
+                // A small batch's files were fsynced one by one as they were written.
+                left.add(whole, Vec::new);
+                left.sync(root)?;
             }
             for (tmp, path, _) in &self.writes {
                 fs::rename(tmp, path).with_path(path)?;
@@ -202,11 +212,14 @@ impl Batch {
                 }
             }
             crate::fault::point("batch_renamed");
-            sync(&|| {
+            left.add(whole, || {
                 self.writes.iter().map(|w| parent(&w.1)).chain(self.links.iter().map(|l| parent(&l.1))).collect()
-            })?;
+            });
         }
         if !self.moves.is_empty() || !self.removes.is_empty() {
+            // What the moves and removals may depend on (a dead letter's link
+            // before the removal of its entry) is durable first.
+            left.sync(root)?;
             for (from, to, optional) in &self.moves {
                 match fs::rename(from, to) {
                     Ok(()) => {}
@@ -222,12 +235,53 @@ impl Batch {
                     Err(e) => return Err(e).with_path(p),
                 }
             }
-            sync(&|| {
+            left.add(whole, || {
                 let moved = self.moves.iter().flat_map(|(f, t, _)| [parent(f), parent(t)]);
                 moved.chain(self.removes.iter().map(parent)).collect()
-            })?;
+            });
         }
         Ok(())
+    }
+}
+
+/// Renames, links and removals that are done but not yet durable, left by
+/// [`Batch::commit_leaving`] and [`Moves::leave`] so that two steps share a
+/// sync. A crash (a power cut) may then keep any of them and lose others:
+/// only for work that a repeated turn redoes from its journal.
+#[derive(Debug, Default)]
+pub struct Unsynced {
+    /// Whether they are made durable with one `syncfs` (they were many).
+    whole: bool,
+    /// Otherwise, the folders to fsync.
+    dirs: Vec<PathBuf>,
+}
+
+impl Unsynced {
+    /// Whether nothing is left to sync.
+    pub fn is_empty(&self) -> bool {
+        !self.whole && self.dirs.is_empty()
+    }
+
+    /// Adds operations in the folders `dirs` (gathered only when they are
+    /// few: `whole` says they are many).
+    fn add(&mut self, whole: bool, dirs: impl FnOnce() -> Vec<PathBuf>) {
+        if whole || self.whole {
+            self.whole = true;
+            self.dirs = Vec::new();
+        } else {
+            self.dirs.extend(dirs());
+        }
+    }
+
+    /// Makes everything left durable now: one `syncfs` of the filesystem
+    /// that holds `root` for many operations, an fsync of each folder for a few.
+    pub fn sync(&mut self, root: &Path) -> Result<(), PathError> {
+        let left = std::mem::take(self);
+        if left.whole {
+            sync_fs(root)
+        } else {
+            sync_dirs(left.dirs)
+        }
     }
 }
 
@@ -238,7 +292,7 @@ fn sync_dirs(mut dirs: Vec<PathBuf>) -> Result<(), PathError> {
     dirs.iter().try_for_each(|d| sync_dir(d))
 }
 
-/// Renames done at once and made durable together by [`Moves::finish`]:
+/// Renames done at once and made durable together later ([`Moves::leave`]):
 /// the counterpart of a [`Batch`]'s moves for a turn's read mail, where a
 /// queue of both paths of 100,000 moves held tens of megabytes. Start one
 /// only once what must be durable before the moves is committed.
@@ -279,13 +333,11 @@ impl Moves {
         cfg!(target_os = "linux") && self.done >= GROUP_SYNC_MIN
     }
 
-    /// Makes every move durable: one `syncfs` of the filesystem that holds
-    /// `root` for many, an fsync of each folder for a few.
-    pub fn finish(self, root: &Path) -> Result<(), PathError> {
-        match self.done {
-            0 => Ok(()),
-            _ if self.grouped() => sync_fs(root),
-            _ => sync_dirs(self.dirs),
+    /// Leaves every move to be made durable with what comes next: adds
+    /// them to `left` ([`Unsynced`]).
+    pub fn leave(self, left: &mut Unsynced) {
+        if self.done > 0 {
+            left.add(self.grouped(), || self.dirs);
         }
     }
 }
@@ -413,6 +465,26 @@ pub fn list_json(dir: &Path) -> Result<Vec<String>, PathError> {
     Ok(list_entries(dir)?.into_iter().filter_map(|n| n.into_string().ok()).filter(|n| n.ends_with(".json")).collect())
 }
 
+/// How many `syncfs` calls this test process made for each root: a test
+/// counts a turn's group syncs.
+#[cfg(test)]
+pub(crate) mod group_syncs {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static MADE: Mutex<BTreeMap<PathBuf, usize>> = Mutex::new(BTreeMap::new());
+
+    pub(super) fn count(root: &Path) {
+        *MADE.lock().unwrap_or_else(|e| e.into_inner()).entry(root.to_path_buf()).or_default() += 1;
+    }
+
+    /// The `syncfs` calls made so far for `root`.
+    pub(crate) fn made(root: &Path) -> usize {
+        MADE.lock().unwrap_or_else(|e| e.into_inner()).get(root).copied().unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,10 +517,15 @@ mod tests {
         // A file cannot replace a folder: the error names the source.
         let err = m.rename_if_there(&cur.join("m1.json"), &new).unwrap_err();
         assert!(err.to_string().contains("m1.json"), "{err}");
-        m.finish(d.path()).unwrap();
+        let mut left = Unsynced::default();
+        m.leave(&mut left);
+        assert!(!left.is_empty());
+        left.sync(d.path()).unwrap();
+        assert!(left.is_empty());
         assert_eq!(fs::read_dir(&cur).unwrap().count(), n);
         assert_eq!(fs::read_dir(&new).unwrap().count(), 0);
-        Moves::new().finish(d.path()).unwrap();
+        Moves::new().leave(&mut left);
+        assert!(left.is_empty(), "no move leaves nothing to sync");
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub const READ_LIMIT: u64 = 16 << 20;
 
 /// What the turn and the router need of a mail store. Every change is queued
 /// on a [`Batch`] (or, for read mail, done on a [`Moves`] that the caller
-/// starts once the effects are durable), so that the caller decides what is
-/// durable before what.
+/// starts once the replies that read it are journaled), so that the caller
+/// decides what is durable before what.
 pub trait MailStore: Send + Sync {
     /// Creates an agent's mailbox (and the dead letters' place) if missing.
     fn ensure(&self, agent: &str) -> Result<(), PathError>;
@@ -121,7 +121,7 @@ pub trait MailStore: Send + Sync {
     /// Whether message `id` is unread (and not read as well) in an agent's inbox.
     fn is_unread(&self, agent: &str, id: &str) -> bool;
 
-    /// Moves a message from unread to read (made durable by [`Moves::finish`]).
+    /// Moves a message from unread to read (made durable later: [`Moves::leave`]).
     fn consume(&self, m: &mut Moves, agent: &str, id: &str) -> Result<(), PathError>;
 
     /// Queues the dead letter of an unread entry that is not a message, and

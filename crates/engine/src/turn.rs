@@ -15,13 +15,17 @@
 //! 7. **commit** (`commit.rs`).
 //!
 //! Every phase ends in a group commit ([`Batch`]): one filesystem sync per
-//! step, not one per file. The order of the commits is what makes a crash at
+//! step, not one per file. The order of the syncs is what makes a crash at
 //! any point safe:
 //!
 //! 1. deliveries are durable before outbox files move to `sent/` (G3);
 //! 2. each reply is journaled, with the plan of its effects, before any effect;
-//! 3. effects (outbox, memory, ledger, attempts) are durable before the mail
-//!    that produced them moves to `cur/` (G4);
+//! 3. the mail a reply read moves to `cur/` only once the reply is in the
+//!    journal (G4). Its effects (outbox, memory, attempts) are written and
+//!    synced, renamed into place, and share their last sync with the moves:
+//!    the next part's first one, or the one before the routing. A power cut
+//!    in between may keep a move and lose an effect; the repeated turn
+//!    writes the effect again from the journal;
 //! 4. `turn.json` is written with the turn's events in it, then the events
 //!    are appended to `events.jsonl` (the next turn appends any that a crash
 //!    kept out, and none twice).
@@ -179,6 +183,9 @@ pub async fn run_waiting(
         }
     }
     tracing::debug!(turn = t.turn, most_prompts = due.most_prompts(), "the calls of the turn are done");
+    // Every reply's effects and read mail are durable before any of its
+    // messages is delivered, and before the commit.
+    t.unsynced.sync(&org.layout.root)?;
     t.archive()?;
     fault::point("archived");
     // Only replies write to outboxes during a turn: a turn that applied none
@@ -271,6 +278,10 @@ struct Turn<'a> {
     /// For each agent asked this try, the mail in its prompt that asked for a
     /// receipt (`ack_required`).
     acks: BTreeMap<String, Vec<crate::message::Message>>,
+    /// The renames and moves of the replies applied so far that are not yet
+    /// durable: the next part's first sync, or the one before the routing,
+    /// makes them so (see `consume`).
+    unsynced: fsx::Unsynced,
 }
 
 /// The journaled replies a turn applies.
@@ -345,6 +356,7 @@ impl<'a> Turn<'a> {
             sick: BTreeMap::new(),
             trouble_before: trouble::read_agents(&org.layout),
             acks: BTreeMap::new(),
+            unsynced: fsx::Unsynced::default(),
         };
         let sweep = first_here(&org.layout.root) | (turn % TMP_SWEEP_EVERY == 1);
         for folder in agent_folders(&org.layout) {

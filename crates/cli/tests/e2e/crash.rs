@@ -137,12 +137,23 @@ pub(crate) fn assert_invariants(org: &TestOrg, sent: &[String], context: &str) {
 /// Aborts a step at `point` (twice in a row: recovery itself can crash), then
 /// recovers with plain steps and compares the result with the reference run.
 fn crash_at(point: &str) {
-    crash_in_parts_at(point, None);
+    crash_in_parts_at(point, None, Cut::Abort);
+}
+
+/// What a crash leaves on disk.
+#[derive(Clone, Copy, PartialEq)]
+enum Cut {
+    /// Everything the process did: an abort keeps the kernel's unsynced work.
+    Abort,
+    /// A power cut that loses the renames of the replies' messages into the
+    /// outboxes, not yet synced, and keeps the read mail's moves to `cur/`,
+    /// which share their sync (`Turn::unsynced`).
+    LosingEffects,
 }
 
 /// [`crash_at`], with the crashing steps applying their replies in parts of
 /// `parts` (`LEMMING_APPLY_EVERY`), and the recovery in one part.
-fn crash_in_parts_at(point: &str, parts: Option<usize>) {
+fn crash_in_parts_at(point: &str, parts: Option<usize>, cut: Cut) {
     let reference = reference();
     let org = TestOrg::new();
     let sent = load(&org);
@@ -158,6 +169,10 @@ fn crash_in_parts_at(point: &str, parts: Option<usize>) {
         }
         assert_eq!(out.signal, Some(libc::SIGABRT), "LEMMING_CRASH_AT={point} did not abort the step\n{out}");
         out.stderr_has(&["crash point"]);
+        if cut == Cut::LosingEffects {
+            let lost = lose_outbox_renames(&org);
+            assert!(attempt == 1 || lost > 0, "{point}: no reply was in an outbox to lose");
+        }
         // People read their mail while nothing runs: read mail must not come back.
         org.lemming_ok(&["inbox"]);
     }
@@ -165,6 +180,36 @@ fn crash_in_parts_at(point: &str, parts: Option<usize>) {
     assert_invariants(&org, &sent, point);
     assert_eq!(mail(&org), reference.mail, "{point}: the mail differs from an uninterrupted run");
     assert_eq!(org.dead().into_keys().collect::<BTreeSet<_>>(), reference.dead, "{point}: other dead letters");
+}
+
+/// Removes every message waiting in an outbox, as a power cut that lost
+/// their renames into `outbox/new/` would (the files stay in `tmp/` under
+/// their temporary names, which the next turn sweeps); returns how many.
+/// Right after a turn's first routing, only the turn's replies are there.
+fn lose_outbox_renames(org: &TestOrg) -> usize {
+    let mut lost = 0;
+    for agent in org.agent_folders() {
+        for name in org.files(&format!("agents/{agent}/outbox/new")) {
+            std::fs::remove_file(org.path(&format!("agents/{agent}/outbox/new/{name}"))).unwrap();
+            lost += 1;
+        }
+    }
+    lost
+}
+
+/// The replies' messages are rewritten from the journal when the read mail
+/// moved and they were lost (G4): once the mail is in `cur/`, only the
+/// journal holds them.
+#[test]
+fn a_power_cut_that_keeps_the_read_mail_moves_and_loses_the_replies_loses_nothing() {
+    crash_in_parts_at("consumed", None, Cut::LosingEffects);
+}
+
+/// The same in a later part of a turn in parts, where the next part's sync
+/// makes the earlier part's replies durable.
+#[test]
+fn a_power_cut_in_a_later_part_that_loses_the_replies_loses_nothing() {
+    crash_in_parts_at("consumed:3", Some(1), Cut::LosingEffects);
 }
 
 macro_rules! crash_tests {
@@ -224,7 +269,7 @@ macro_rules! crash_in_parts_tests {
     ($($name:ident => $point:literal,)*) => {$(
         #[test]
         fn $name() {
-            crash_in_parts_at($point, Some(1));
+            crash_in_parts_at($point, Some(1), Cut::Abort);
         }
     )*};
 }

@@ -162,7 +162,9 @@ impl FsMailStore {
     pub(crate) fn consume_now(&self, agent: &str, id: &str) -> Result<(), PathError> {
         let mut m = Moves::new();
         self.consume(&mut m, agent, id)?;
-        m.finish(&self.root)
+        let mut left = crate::fsx::Unsynced::default();
+        m.leave(&mut left);
+        left.sync(&self.root)
     }
 
     /// A folder of an agent's mailbox, for diagnostics and fsck.

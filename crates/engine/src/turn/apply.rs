@@ -104,7 +104,8 @@ impl Turn<'_> {
             );
         }
         ledger.write(&charges)?;
-        effects.commit(root)
+        // Made durable with the consume's moves: see `consume`.
+        effects.commit_leaving(root, &mut self.unsynced)
     }
 
     /// Puts the result of each of the reply's tool calls in the agent's inbox
@@ -183,8 +184,14 @@ impl Turn<'_> {
 
     /// Delivers the receipts of the messages that used replies read and that
     /// asked for one, in one group commit, then moves the mail they read to
-    /// `cur/`, synced once: a receipt is durable before its mail moves, so it
-    /// is never lost to a crash, and a repeated turn delivers it once (by its id).
+    /// `cur/`. A receipt is durable before its mail moves, so it is never
+    /// lost to a crash, and a repeated turn delivers it once (by its id).
+    ///
+    /// The effects' last step (their renames into place) and the moves are
+    /// made durable by one sync, the next part's or the routing's (see
+    /// `Turn::unsynced`): a power cut may keep a move and lose an effect of
+    /// the same reply, but never before the reply is in the journal, and the
+    /// repeated turn writes the effect again from there (G4).
     pub(super) fn consume(&mut self, records: &[Record]) -> Result<(), PathError> {
         let mut receipts = Batch::new();
         for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
@@ -203,14 +210,19 @@ impl Turn<'_> {
             }
         }
         let root = &self.org.layout.root;
-        receipts.commit(root)?;
+        if !receipts.is_empty() {
+            // A replayed reply finds the mail that asked for a receipt among the unread only.
+            receipts.commit_leaving(root, &mut self.unsynced)?;
+            self.unsynced.sync(root)?;
+        }
         let mut read = Moves::new();
         for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
             for id in &r.mail {
                 self.mb.consume(&mut read, &r.agent, id)?;
             }
         }
-        read.finish(root)
+        read.leave(&mut self.unsynced);
+        Ok(())
     }
 
     /// The unread messages a used reply read that asked for a receipt: kept

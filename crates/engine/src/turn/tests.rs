@@ -773,3 +773,34 @@ async fn the_first_turn_a_process_runs_on_an_org_sweeps_its_tmp_folders_after_a_
     run_keeping(&org, &registry, &src, None, &mut Unjournaled::default()).await.unwrap();
     assert!(!p.exists(), "a process's first turn on the org sweeps");
 }
+
+/// The replies' renames into place and the moves of the mail they read share
+/// one sync: a turn of many agents in one part makes four group syncs (the
+/// replies' files, then their renames with the moves, the deliveries, the
+/// moves to `sent/`), where each step had its own before.
+#[tokio::test]
+async fn a_large_turn_syncs_the_replies_renames_with_the_read_mail_moves() {
+    let (_d, root) = new_org();
+    let n = crate::fsx::GROUP_SYNC_MIN + 8;
+    workers(&root, n, |_| "[\"*\"]".to_string());
+    let org = load(&root);
+    let mb = org.mail();
+    let mut mail = crate::fsx::Batch::new();
+    for i in 0..n {
+        let (to, from) = (format!("worker_{i:02}"), format!("worker_{:02}", (i + 1) % n));
+        mb.ensure(&to).unwrap();
+        let m = crate::testing::message(&format!("20260101T000000000Z-{from}-{i}"), &from, &[&to], "hello");
+        assert!(mb.deliver(&mut mail, &to, &m));
+    }
+    mail.commit(&org.layout.root).unwrap();
+    let before = crate::fsx::group_syncs::made(&org.layout.root);
+    let r = step(&root, &Sources::fixed(t0())).await;
+    assert_eq!((r.ran.len(), r.delivered as usize), (n, n), "each worker answers the one that wrote to it: {r:?}");
+    for i in 0..n {
+        let read = mb.dir(&format!("worker_{i:02}"), crate::mailbox::Folder::Read);
+        assert_eq!(std::fs::read_dir(read).unwrap().count(), 1, "worker_{i:02} read its mail");
+    }
+    if cfg!(target_os = "linux") {
+        assert_eq!(crate::fsx::group_syncs::made(&org.layout.root) - before, 4);
+    }
+}
