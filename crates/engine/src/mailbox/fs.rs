@@ -17,6 +17,17 @@ use crate::fsx::{self, list_entries, list_json, write_atomic, Batch, Entry, Entr
 use crate::message::Message;
 use crate::watch::{self, Watcher};
 
+/// What a name in an inbox holds against a message being routed.
+#[derive(Debug, PartialEq)]
+enum Found {
+    /// Nothing.
+    Nothing,
+    /// The same message: the very file, or the same bytes.
+    Same,
+    /// Something else.
+    Other,
+}
+
 /// The mailboxes of one org, on disk.
 #[derive(Debug, Clone)]
 pub struct FsMailStore {
@@ -290,13 +301,24 @@ impl FsMailStore {
     /// Whether `path` holds the same message as the file `id` with `bytes`: it is
     /// that very file (a hard link), or a regular file with the same bytes.
     pub fn same_file(&self, path: &Path, id: FileId, bytes: &[u8]) -> Result<bool, PathError> {
+        Ok(self.copy_at(path, id, bytes)? == Found::Same)
+    }
+
+    /// What `path` holds against the file `id` with `bytes`, with one look
+    /// at the name: nothing, the same message ([`MailStore::same_file`]), or another.
+    fn copy_at(&self, path: &Path, id: FileId, bytes: &[u8]) -> Result<Found, PathError> {
         match fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_file() && FileId::of(&m) == id => return Ok(true),
+            Ok(m) if m.file_type().is_file() && FileId::of(&m) == id => return Ok(Found::Same),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Nothing),
             Err(e) => return Err(e).with_path(path),
         }
-        Ok(matches!(fsx::read_entry(path, bytes.len() as u64)?, Entry::File { bytes: b, .. } if b == bytes))
+        Ok(match fsx::read_entry(path, bytes.len() as u64)? {
+            Entry::File { bytes: b, .. } if b == bytes => Found::Same,
+            // Moved or removed since the look above (a person reading).
+            Entry::Gone => Found::Nothing,
+            _ => Found::Other,
+        })
     }
 
     /// The number of unread messages (entries in `inbox/new/`).
@@ -724,12 +746,13 @@ impl MailStore for FsMailStore {
             // In the order mail moves: unread, read, archived.
             for folder in [Folder::Unread, Folder::Read, Folder::Archive] {
                 let copy = self.message_path(to, folder, id);
-                if self.same_file(&copy, m.fid, &m.bytes)? {
-                    break;
-                }
-                if fs::symlink_metadata(&copy).is_ok() {
-                    let copy = copy.strip_prefix(&self.root).map(Path::to_path_buf).unwrap_or(copy);
-                    return Ok(Some(Conflict::Delivered { to: to.clone(), copy }));
+                match self.copy_at(&copy, m.fid, &m.bytes)? {
+                    Found::Same => break,
+                    Found::Nothing => {}
+                    Found::Other => {
+                        let copy = copy.strip_prefix(&self.root).map(Path::to_path_buf).unwrap_or(copy);
+                        return Ok(Some(Conflict::Delivered { to: to.clone(), copy }));
+                    }
                 }
             }
         }
