@@ -159,9 +159,9 @@ impl Batch {
     /// [`Batch::commit`] without the last sync: the operations of the last
     /// step are added to `left`, for a later sync to make durable with other
     /// work ([`Unsynced`]). What `left` held before is made durable by this
-    /// batch's first sync, before any of its renames, links or moves are
-    /// made, when it writes files or has two steps; otherwise `left` keeps
-    /// it too.
+    /// batch's first sync: before its renames into place when it writes
+    /// files, else before its moves and removals when it has any;
+    /// otherwise `left` keeps it too.
     pub fn commit_leaving(self, root: &Path, left: &mut Unsynced) -> Result<(), PathError> {
         if self.is_empty() {
             return Ok(());
