@@ -144,7 +144,8 @@ impl Registry {
     /// Calls the request's model, then each model of its fallback chain in turn,
     /// until one answers. The error of the last one tried is returned.
     pub async fn complete(&self, req: &Request) -> Result<Reply, ProviderError> {
-        let mut req = req.clone();
+        // Copied only to try a fallback model: the request holds the whole prompt.
+        let mut req = std::borrow::Cow::Borrowed(req);
         let mut tried: Vec<String> = Vec::new();
         loop {
             tried.push(req.model.key.clone());
@@ -170,7 +171,7 @@ impl Registry {
             match next {
                 Some(spec) if !tried.contains(&spec.key) => {
                     tracing::warn!(agent = %req.agent, model = %req.model.key, fallback = %spec.key, error = %err, "model failed; trying fallback");
-                    req.model = spec.clone();
+                    req.to_mut().model = spec.clone();
                 }
                 _ => return Err(err),
             }

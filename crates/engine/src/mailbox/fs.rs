@@ -149,13 +149,28 @@ impl FsMailStore {
     }
 
     fn agent(&self, agent: &str) -> PathBuf {
-        self.root.join("agents").join(agent)
+        self.agent_path(agent, &[], 0)
     }
     fn outbox(&self, agent: &str, sub: &str) -> PathBuf {
-        self.agent(agent).join("outbox").join(sub)
+        self.agent_path(agent, &["outbox", sub], 0)
     }
     fn inbox(&self, agent: &str, sub: &str) -> PathBuf {
-        self.agent(agent).join("inbox").join(sub)
+        self.agent_path(agent, &["inbox", sub], 0)
+    }
+
+    /// `<root>/agents/<agent>/<parts>...`, made in one allocation with room
+    /// for `more` bytes after it: a turn makes a few paths for every message
+    /// it reads, moves or routes.
+    fn agent_path(&self, agent: &str, parts: &[&str], more: usize) -> PathBuf {
+        let len = self.root.as_os_str().len() + agent.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut p = PathBuf::with_capacity(len + "/agents/".len() + more);
+        p.push(&self.root);
+        p.push("agents");
+        p.push(agent);
+        for part in parts {
+            p.push(part);
+        }
+        p
     }
     fn dead_dir(&self) -> PathBuf {
         self.root.join("org/state/dead")
@@ -180,12 +195,16 @@ impl FsMailStore {
 
     /// A folder of an agent's mailbox, for diagnostics and fsck.
     pub fn dir(&self, agent: &str, folder: Folder) -> PathBuf {
-        self.agent(agent).join(folder.rel())
+        self.agent_path(agent, &[folder.rel()], 0)
     }
 
-    /// Where message `id` is (or would be) in a folder of an agent's mailbox.
+    /// Where message `id` is (or would be) in a folder of an agent's mailbox
+    /// (`<id>.json`, as [`message_file`] names it).
     pub fn message_path(&self, agent: &str, folder: Folder, id: &str) -> PathBuf {
-        self.dir(agent, folder).join(message_file(id))
+        let mut p = self.agent_path(agent, &[folder.rel()], id.len() + ".json".len() + 1);
+        p.push(id);
+        p.as_mut_os_string().push(".json");
+        p
     }
 
     /// Every folder of an agent's mailbox, parents first, for checking that
@@ -1048,6 +1067,21 @@ mod tests {
         s.commit(b).unwrap();
         assert_eq!(fs::read(s.message_path("b", Folder::Archive, "m1")).unwrap(), b"kept");
         assert!(s.message_path("b", Folder::Read, "m1").exists());
+    }
+
+    #[test]
+    fn a_message_path_is_its_folder_joined_with_its_file_name_whatever_the_root() {
+        for root in ["/srv/org", "/srv/org/", "org", "./org/", "/"] {
+            let s = FsMailStore::new(root);
+            for folder in [Folder::Pending, Folder::Sent, Folder::Unread, Folder::Read, Folder::Archive] {
+                let id = "20260101T000000000Z-a-1";
+                let joined = Path::new(root).join("agents").join("a").join(folder.rel());
+                assert_eq!(s.dir("a", folder), joined);
+                assert_eq!(s.message_path("a", folder, id), joined.join(message_file(id)), "{root} {folder:?}");
+            }
+            assert_eq!(s.inbox("a", "tmp"), Path::new(root).join("agents/a/inbox/tmp"));
+            assert_eq!(s.outbox("a", "sent"), Path::new(root).join("agents/a/outbox/sent"));
+        }
     }
 
     #[test]
