@@ -76,13 +76,26 @@ pub trait MailStore: Send + Sync {
     /// Another message than `m` that already holds its id in the inbox of one
     /// of its recipients `to` (its `to` with groups and `*` expanded) or in
     /// the sender's sent mail, if there is one (the same message again, as
-    /// after a repeated turn, is no conflict).
-    fn conflict(&self, p: &Pending, m: &Checked, to: &[String]) -> Result<Option<Conflict>, PathError>;
+    /// after a repeated turn, is no conflict). The recipients whose inbox
+    /// holds this very message already are added to `held`: they need no
+    /// delivery ([`MailStore::deliver_checked`] for the others).
+    fn conflict(
+        &self,
+        p: &Pending,
+        m: &Checked,
+        to: &[String],
+        held: &mut Vec<String>,
+    ) -> Result<Option<Conflict>, PathError>;
 
     /// Queues delivery of the checked entry `p` to `to`'s inbox, unless that
     /// inbox holds its id already. Returns whether it was queued. The entry
     /// is delivered only if it is still the one that was checked.
     fn deliver_pending(&self, b: &mut Batch, p: &Pending, m: &Checked, to: &str) -> bool;
+
+    /// [`MailStore::deliver_pending`] to an inbox that [`MailStore::conflict`]
+    /// has just found without the message (not in `held`): it is not looked
+    /// for again.
+    fn deliver_checked(&self, b: &mut Batch, p: &Pending, m: &Checked, to: &str);
 
     /// Queues delivery of a message the engine wrote (a bounce) into `to`'s
     /// inbox, unless it holds that id already. Returns whether it was queued.

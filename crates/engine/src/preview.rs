@@ -158,7 +158,7 @@ pub fn preview(org: &Org) -> Result<Preview, PathError> {
                 Decision::Held { detail } => r.held = Some(detail),
                 Decision::Routed { recipients } => {
                     let names: Vec<String> = recipients.iter().map(|r| r.to.clone()).collect();
-                    if let Some(c) = store.conflict(&p, &checked, &names)? {
+                    if let Some(c) = store.conflict(&p, &checked, &names, &mut Vec::new())? {
                         let detail = route::duplicate_detail(&p, &msg.id, &c);
                         arriving.entry(agent.clone()).or_default().extend(bounce(&detail));
                         let code = crate::mailbox::Reason::DuplicateId.as_str().into();

@@ -208,7 +208,14 @@ impl Router<'_> {
     /// already routed (in this pass, into a recipient's inbox, or in the
     /// sender's sent mail) with other content; `None` if its id is its own or
     /// it is the same message again (a repeated turn, a hard link, an identical copy).
-    fn duplicate(&mut self, p: &Pending, m: &Checked, to: &[String]) -> Result<Option<String>, PathError> {
+    /// The recipients whose inbox holds this very message already go to `held`.
+    fn duplicate(
+        &mut self,
+        p: &Pending,
+        m: &Checked,
+        to: &[String],
+        held: &mut Vec<String>,
+    ) -> Result<Option<String>, PathError> {
         let id = &m.msg.id;
         let again = "message ids must be unique: send it again with a new id";
         let fp = m.fingerprint();
@@ -217,7 +224,7 @@ impl Router<'_> {
                 "id {id} is already used by another message routed on this turn, with other content; {again}"
             )));
         }
-        if let Some(c) = self.post.store.conflict(p, m, to)? {
+        if let Some(c) = self.post.store.conflict(p, m, to, held)? {
             return Ok(Some(duplicate_detail(p, id, &c)));
         }
         self.routed.insert(id.clone(), fp);
@@ -257,7 +264,8 @@ impl Router<'_> {
             Decision::Routed { recipients } => recipients,
         };
         let names: Vec<String> = recipients.iter().map(|r| r.to.clone()).collect();
-        if let Some(detail) = self.duplicate(p, &checked, &names)? {
+        let mut held = Vec::new();
+        if let Some(detail) = self.duplicate(p, &checked, &names, &mut held)? {
             let id = dead_id(&Reason::DuplicateId, self.turn, agent, &name);
             let to = msg.to.0.clone();
             let code = Reason::DuplicateId;
@@ -292,9 +300,9 @@ impl Router<'_> {
             }
         }
         for to in &local {
-            if self.seen.insert((to.clone(), msg.id.clone()))
-                && store.deliver_pending(&mut self.deliveries, p, &checked, to)
-            {
+            // `duplicate` looked in each inbox: one that holds the message needs no delivery.
+            if self.seen.insert((to.clone(), msg.id.clone())) && !held.contains(to) {
+                store.deliver_checked(&mut self.deliveries, p, &checked, to);
                 self.delivered(to, &msg.id, agent);
             }
         }

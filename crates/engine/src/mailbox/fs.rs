@@ -759,14 +759,23 @@ impl MailStore for FsMailStore {
     /// Mail moves from `new/` to `cur/` at any time (a person reading): a copy
     /// that vanishes while it is looked at is looked for again in `cur/`,
     /// never taken as a conflict.
-    fn conflict(&self, p: &Pending, m: &Checked, to: &[String]) -> Result<Option<Conflict>, PathError> {
+    fn conflict(
+        &self,
+        p: &Pending,
+        m: &Checked,
+        to: &[String],
+        held: &mut Vec<String>,
+    ) -> Result<Option<Conflict>, PathError> {
         let id = &m.msg.id;
         for to in to.iter().filter(|to| self.is_local(to)) {
             // In the order mail moves: unread, read, archived.
             for folder in [Folder::Unread, Folder::Read, Folder::Archive] {
                 let copy = self.message_path(to, folder, id);
                 match self.copy_at(&copy, m.fid, &m.bytes)? {
-                    Found::Same => break,
+                    Found::Same => {
+                        held.push(to.clone());
+                        break;
+                    }
                     Found::Nothing => {}
                     Found::Other => {
                         let copy = copy.strip_prefix(&self.root).map(Path::to_path_buf).unwrap_or(copy);
@@ -787,8 +796,12 @@ impl MailStore for FsMailStore {
         if self.has(to, &m.msg.id) {
             return false;
         }
-        b.link_same(self.pending_path(p), self.inbox(to, "new").join(crate::mailbox::message_file(&m.msg.id)), m.fid);
+        self.deliver_checked(b, p, m, to);
         true
+    }
+
+    fn deliver_checked(&self, b: &mut Batch, p: &Pending, m: &Checked, to: &str) {
+        b.link_same(self.pending_path(p), self.message_path(to, Folder::Unread, &m.msg.id), m.fid);
     }
 
     fn deliver(&self, b: &mut Batch, agent: &str, msg: &Message) -> bool {
@@ -1046,10 +1059,36 @@ mod tests {
         let Outgoing::Message(c) = s.read_pending(&p, READ_LIMIT).unwrap() else { panic!("a message") };
         let mut b = Batch::new();
         assert!(!s.deliver_pending(&mut b, &p, &c, "b"));
+        let mut held = Vec::new();
         assert_eq!(
-            s.conflict(&p, &c, &["b".to_string()]).unwrap(),
+            s.conflict(&p, &c, &["b".to_string()], &mut held).unwrap(),
             Some(Conflict::Delivered { to: "b".into(), copy: PathBuf::from("agents/b/inbox/archive/m1.json") })
         );
+        assert!(held.is_empty(), "{held:?}");
+    }
+
+    /// A repeated routing finds the very message in the inboxes it reached,
+    /// unread or read: those need no delivery, the others do.
+    #[test]
+    fn conflict_names_the_inboxes_that_hold_the_very_message_already() {
+        let (_d, s) = store();
+        for agent in ["c", "d"] {
+            s.ensure(agent).unwrap();
+        }
+        let m = msg("m1", "a", "b", "hello");
+        s.send_now("a", &m).unwrap();
+        let p = s.pending("a").unwrap().remove(0);
+        let Outgoing::Message(c) = s.read_pending(&p, READ_LIMIT).unwrap() else { panic!("a message") };
+        commit(&s, |b| {
+            s.deliver_checked(b, &p, &c, "b");
+            s.deliver_checked(b, &p, &c, "c");
+        });
+        s.consume_now("c", "m1").unwrap();
+        let mut held = Vec::new();
+        let to = ["b".to_string(), "c".to_string(), "d".to_string()];
+        assert_eq!(s.conflict(&p, &c, &to, &mut held).unwrap(), None);
+        assert_eq!(held, ["b", "c"], "d's inbox does not hold it");
+        assert!(s.is_unread("b", "m1") && s.has("c", "m1") && !s.has("d", "m1"));
     }
 
     /// A name the archive holds already is never replaced by the move.
