@@ -125,6 +125,10 @@ pub trait MailStore: Send + Sync {
     /// Queues a message into an agent's outbox unless it is there already. Returns whether it was queued.
     fn post(&self, b: &mut Batch, agent: &str, msg: &Message) -> bool;
 
+    /// [`MailStore::post`] for a message that no earlier try of the turn
+    /// wrote (its reply was not journaled before): it is not looked for first.
+    fn post_new(&self, b: &mut Batch, agent: &str, msg: &Message);
+
     /// Every unread message, oldest id first, and apart the entries that are not messages.
     fn unread(&self, agent: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError>;
 

@@ -836,12 +836,17 @@ impl MailStore for FsMailStore {
     }
 
     fn post(&self, b: &mut Batch, agent: &str, msg: &Message) -> bool {
-        let name = crate::mailbox::message_file(&msg.id);
-        if self.outbox(agent, "new").join(&name).exists() || self.outbox(agent, "sent").join(&name).exists() {
+        if self.message_path(agent, Folder::Pending, &msg.id).exists()
+            || self.message_path(agent, Folder::Sent, &msg.id).exists()
+        {
             return false;
         }
-        b.write(&self.outbox(agent, "tmp"), self.outbox(agent, "new").join(name), msg.to_bytes());
+        self.post_new(b, agent, msg);
         true
+    }
+
+    fn post_new(&self, b: &mut Batch, agent: &str, msg: &Message) {
+        b.write(&self.outbox(agent, "tmp"), self.message_path(agent, Folder::Pending, &msg.id), msg.to_bytes());
     }
 
     /// Entries that are not messages (unparseable, oversize, misnamed, not

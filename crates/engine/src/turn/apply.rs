@@ -57,10 +57,16 @@ impl Turn<'_> {
             }
             let mut attempts = self.mb.attempts(&r.agent);
             let before = attempts.clone();
+            // Only a reply journaled by an earlier try may have its messages written already.
+            let replayed = replies.replayed.contains(&r.agent);
             match r.outcome {
                 Outcome::Ok => {
                     for m in &r.messages {
-                        self.mb.post(&mut effects, &r.agent, m);
+                        if replayed {
+                            self.mb.post(&mut effects, &r.agent, m);
+                        } else {
+                            self.mb.post_new(&mut effects, &r.agent, m);
+                        }
                     }
                     memory::apply(&mut effects, &memory::dir(root, &r.agent), &org.layout.state_tmp(), &r.memory)?;
                     attempts.retain(|id, _| !r.mail.contains(id));
@@ -79,7 +85,7 @@ impl Turn<'_> {
             let mut logged = activity_of(r, sent, clock.now());
             logged.tools = used;
             // The interrupted run may have logged this reply already: `logs` shows it once.
-            logged.replay = replies.replayed.contains(&r.agent);
+            logged.replay = replayed;
             if let Err(e) = activity::append(root, &r.agent, &logged) {
                 if trouble::org_wide(&e) {
                     return Err(e);
