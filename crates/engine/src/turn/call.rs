@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use lemming_provider::{Chunk, Registry, StreamSink};
-use tokio::task::JoinSet;
 
 use super::pick::{Due, Job};
 use super::{Replies, Stop, Turn, Unjournaled};
@@ -40,7 +41,7 @@ pub(super) struct Called {
 /// The calls of a turn, across the parts it applies them in: those in
 /// flight, whether more agents are to be picked, and what stopped the pick.
 pub(super) struct Calls {
-    set: JoinSet<CallDone>,
+    set: FuturesUnordered<CallFuture>,
     picking: bool,
     stop: Option<Stop>,
     failed: Option<PathError>,
@@ -49,7 +50,7 @@ pub(super) struct Calls {
 impl Calls {
     /// No call yet; `stop` abandons those in flight and picks no more.
     pub(super) fn new(stop: Option<Stop>) -> Calls {
-        Calls { set: JoinSet::new(), picking: true, stop, failed: None }
+        Calls { set: FuturesUnordered::new(), picking: true, stop, failed: None }
     }
 
     /// Every call has answered and no agent is left to pick.
@@ -78,8 +79,10 @@ impl Turn<'_> {
     /// call answers, until none is left or `stop` turns `true` (calls in
     /// flight are then abandoned and their mail stays unread; the agents not
     /// picked yet wait for the next turn). Returns once `up_to` calls have
-    /// answered, or all have: the calls in flight go on meanwhile, and the
-    /// next call takes up where this one left. A model that streams its
+    /// answered, or all have: the calls in flight are left in `calls` (their
+    /// connections are driven by tasks of their own; their answers are taken
+    /// when this is called again), and the next call takes up where this one
+    /// left. A model that streams its
     /// reply hands it out on the turn's bus as `reply_delta` events.
     pub(super) async fn call(
         &mut self,
@@ -99,7 +102,7 @@ impl Turn<'_> {
                     break;
                 }
                 match self.next_job(due) {
-                    Ok(Some(job)) => spawn(&mut calls.set, registry, job, bus.as_ref(), turn),
+                    Ok(Some(job)) => start(&mut calls.set, registry, job, bus.as_ref(), turn),
                     Ok(None) => calls.picking = false,
                     Err(e) => {
                         calls.failed = Some(e);
@@ -111,25 +114,22 @@ impl Turn<'_> {
                 break;
             }
             let joined = tokio::select! {
-                joined = calls.set.join_next() => joined,
+                joined = calls.set.next() => joined,
                 _ = stopped(&mut calls.stop) => {
                     tracing::warn!(turn, unanswered = calls.set.len(), "stopping: agents still waiting for their model keep their mail unread");
-                    calls.set.abort_all();
                     calls.picking = false;
                     None
                 }
             };
             let Some(joined) = joined else {
-                // Calls abandoned on a stop drop their jobs with the set.
-                calls.set = JoinSet::new();
+                // Calls abandoned on a stop are dropped, with their jobs.
+                calls.set = FuturesUnordered::new();
                 break;
             };
             let (job, result, pending) = match joined {
                 Ok(r) => r,
-                Err(e) => {
-                    if !e.is_cancelled() {
-                        tracing::error!(error = %e, "an agent task panicked; its mail stays unread");
-                    }
+                Err(_) => {
+                    tracing::error!("an agent's model call panicked; its mail stays unread");
                     continue;
                 }
             };
@@ -144,23 +144,32 @@ impl Turn<'_> {
 }
 
 /// Starts `job`'s call in `set`.
-fn spawn(set: &mut JoinSet<CallDone>, registry: &Arc<Registry>, mut job: Job, bus: Option<&Bus>, turn: u64) {
+fn start(set: &mut FuturesUnordered<CallFuture>, registry: &Arc<Registry>, mut job: Job, bus: Option<&Bus>, turn: u64) {
     let deltas = bus.map(|bus| Deltas::new(bus.clone(), turn, &job.agent));
     if let Some(d) = &deltas {
         job.req.stream = Some(d.sink());
     }
     let registry = Arc::clone(registry);
-    set.spawn(async move {
-        // Dropped unfinished (the call aborted, or its answer never
-        // taken): what was shown of the reply is withdrawn.
-        let pending = Pending(deltas);
-        let result = registry.complete(&job.req).await;
-        (job, result, pending)
-    });
+    set.push(Box::pin(
+        std::panic::AssertUnwindSafe(async move {
+            // Dropped unfinished (the call aborted, or its answer never
+            // taken): what was shown of the reply is withdrawn.
+            let pending = Pending(deltas);
+            let result = registry.complete(&job.req).await;
+            (job, result, pending)
+        })
+        .catch_unwind(),
+    ));
 }
 
 /// A finished call: its job, what the model said, and its streamed text.
 type CallDone = (Job, Result<lemming_provider::Reply, lemming_provider::ProviderError>, Pending);
+
+/// A call in flight. The turn polls its calls itself, on its own task, rather
+/// than spawning one per agent: a model that answers at once (a local or
+/// mock one) costs no hand-off between threads, and a panicking call is
+/// caught as a spawned task's would be.
+type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::thread::Result<CallDone>> + Send>>;
 
 impl Turn<'_> {
     /// Commits the pick's housekeeping, then journals the fresh records and
