@@ -868,7 +868,7 @@ impl EventLog {
         let mut last = tail.last_seq;
         let renumber = first_seq <= last;
         fsx::append_durable_with(&self.path, |w| {
-            spooled_lines(spool, |line| match Event::parse(line).filter(|_| renumber) {
+            spooled_lines(spool, |line| match renumber.then(|| Event::parse(line)).flatten() {
                 Some(e) => {
                     last = last.saturating_add(1);
                     serde_json::to_writer(&mut *w, &Event { seq: last, ..e }.to_json())?;
