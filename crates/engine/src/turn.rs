@@ -5,7 +5,8 @@
 //!    them from the events file, every agent's folders, stale tmp files;
 //! 2. **route** every outbox;
 //! 3. **pick** the agents that are due and can pay, with their prompts
-//!    (`pick.rs`), one at a time as 4. frees a slot for it;
+//!    (`pick.rs`), one at a time as 4. frees a slot for it, their unread
+//!    mail read a few agents ahead on a thread of its own (`ahead.rs`);
 //! 4. **call** their models, concurrently up to `max_parallel`, and
 //!    **journal** the replies (`call.rs`), after the dead letters the pick made;
 //! 5. **apply** their effects and **consume** the mail they read (`apply.rs`),
@@ -53,6 +54,7 @@ use crate::route::{route, Post, Waiting};
 use crate::trouble;
 
 mod act;
+mod ahead;
 mod apply;
 mod archive;
 mod call;
@@ -163,6 +165,7 @@ pub async fn run_waiting(
     let ledger = crate::ledger::Ledger::load_for_turn(&org.layout.ledger(), t.turn)?;
     let answered: HashSet<String> = journaled.keys().cloned().chain(carried.iter().map(|r| r.agent.clone())).collect();
     let mut due = pick::Due::new(org, registry, &ledger, &answered);
+    due.read_ahead(&t.mb, &t.sick, t.turn);
     let mut calls = call::Calls::new(stop);
     let mut earlier = Some((journaled, carried));
     let mut applied = Applied::default();

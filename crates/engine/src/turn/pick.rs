@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use lemming_provider::{MailItem, Registry, Request};
 
+use super::ahead::Ahead;
 use super::Turn;
 use crate::chart::Chart;
 use crate::error::PathError;
@@ -89,6 +90,8 @@ pub(super) struct Due<'a> {
     probed: bool,
     /// The jobs handed out and not dropped yet.
     alive: Arc<Alive>,
+    /// The unread mail of the next agents, read ahead.
+    ahead: Ahead,
 }
 
 impl<'a> Due<'a> {
@@ -109,7 +112,21 @@ impl<'a> Due<'a> {
             dead_taken: HashSet::new(),
             probed: false,
             alive: Arc::default(),
+            ahead: Ahead::default(),
         }
+    }
+
+    /// Reads the unread mail of the agents that may be due ahead of the
+    /// pick, on a thread of its own ([`Ahead`]): those `mb` holds mail for,
+    /// scheduled on `turn`, not answered yet and not `sick`.
+    pub(super) fn read_ahead(
+        &mut self,
+        mb: &crate::mailbox::FsMailStore,
+        sick: &std::collections::BTreeMap<String, PathError>,
+        turn: u64,
+    ) {
+        let agents = self.agents.clone().filter(|(name, resume)| looked_at(name, resume, self.answered, sick, turn));
+        self.ahead = Ahead::start(mb.clone(), agents.map(|(name, _)| name.to_string()).collect());
     }
 
     /// The dead letters of the bad unread entries found since the last take, to commit.
@@ -133,14 +150,10 @@ impl Turn<'_> {
         let (org, turn, clock) = (self.org, self.turn, self.clock);
         for (name, resume) in due.agents.by_ref() {
             let agent = name.as_str();
-            if name.is_human()
-                || due.answered.contains(agent)
-                || self.sick.contains_key(agent)
-                || !resume.schedule.fires(turn)
-            {
+            if !looked_at(name, resume, due.answered, &self.sick, turn) {
                 continue;
             }
-            let (mut mail, bad) = match self.mb.unread(agent) {
+            let (mut mail, bad) = match due.ahead.unread(&self.mb, agent) {
                 Ok(unread) => unread,
                 Err(e) if trouble::org_wide(&e) => return Err(e),
                 Err(e) => {
@@ -194,6 +207,21 @@ impl Turn<'_> {
         self.report.skipped.push((agent.to_string(), reason));
         self.ev.emit(self.clock.now(), EventKind::Skipped { agent: agent.to_string(), reason, over });
     }
+}
+
+/// Whether the pick looks at `name` on `turn`: an agent (not a person) that
+/// has not answered yet, whose files are usable, and whose schedule fires.
+fn looked_at(
+    name: &AgentName,
+    resume: &Resume,
+    answered: &HashSet<String>,
+    sick: &std::collections::BTreeMap<String, PathError>,
+    turn: u64,
+) -> bool {
+    !name.is_human()
+        && !answered.contains(name.as_str())
+        && !sick.contains_key(name.as_str())
+        && resume.schedule.fires(turn)
 }
 
 /// What the pick does with an agent that is scheduled on the turn, with
