@@ -4,14 +4,19 @@
 //! and parsing them is most of what the pick costs; with a second core, the
 //! turn no longer waits for it.
 //!
-//! The thread reads each agent's mail as the pick would at that moment: no
-//! phase of the turn writes to an inbox between the first routing and the
-//! second, except the moves of mail an agent already read into its own
-//! `inbox/cur/`, and the dead letters of its own bad entries. It hands its
-//! reads over a few agents at a time ([`Ahead::AGENTS`]), so that the two
-//! threads seldom wake each other, and stays at most two such handfuls ahead,
-//! so that the mail in memory stays bounded. It stops when the pick no
-//! longer wants its reads (the turn ended early).
+//! The thread reads an agent's mail a little before the pick comes to it.
+//! What lands in that inbox in between waits for the next turn, as mail that
+//! lands just after the pick does: a receipt for mail an agent of an earlier
+//! part of the turn read (a large turn applies its replies in parts, while
+//! the other calls go on), or a message a person put there by hand. Nothing
+//! read is lost or read twice: the turn moves to `cur/` only the mail that
+//! was in a prompt.
+//!
+//! The thread hands its reads over a few agents at a time
+//! ([`Ahead::AGENTS`]), so that the two threads seldom wake each other, and
+//! stays at most two such handfuls ahead, so that the mail in memory stays
+//! bounded. It stops when the pick no longer wants its reads (the turn
+//! ended early).
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
