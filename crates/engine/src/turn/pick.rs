@@ -116,9 +116,9 @@ impl<'a> Due<'a> {
         }
     }
 
-    /// Reads the unread mail of the agents that may be due ahead of the
-    /// pick, on a thread of its own ([`Ahead`]): those `mb` holds mail for,
-    /// scheduled on `turn`, not answered yet and not `sick`.
+    /// Reads the unread mail of the agents the pick will look at (see
+    /// `looked_at`) ahead of it, on a thread of its own ([`Ahead`]). An agent
+    /// the pick passes by after all (sick meanwhile) has its read dropped.
     pub(super) fn read_ahead(
         &mut self,
         mb: &crate::mailbox::FsMailStore,
