@@ -82,8 +82,8 @@ impl Turn<'_> {
     /// answered, or all have: the calls in flight are left in `calls` (their
     /// connections are driven by tasks of their own; their answers are taken
     /// when this is called again), and the next call takes up where this one
-    /// left. A model that streams its
-    /// reply hands it out on the turn's bus as `reply_delta` events.
+    /// left. A model that streams its reply hands it out on the turn's bus as
+    /// `reply_delta` events.
     pub(super) async fn call(
         &mut self,
         registry: &Arc<Registry>,
