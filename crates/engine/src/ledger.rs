@@ -199,14 +199,15 @@ impl ReadSoFar {
     /// Reads what was appended to `f` (the file at `path`, of `meta`) since
     /// this read, or all of it when it is another file, is shorter, or no
     /// longer ends the read part with the same bytes (rewritten in place).
-    /// Returns the totals with a last line that has no newline yet (a write
-    /// under way, or torn) counted too; only whole lines count in `self`.
+    /// Only whole lines count in `self`; returns what follows the last one,
+    /// a line that has no newline yet (a write under way, or torn), for
+    /// [`ReadSoFar::totals_with`].
     fn advance(
         mut self,
         path: &Path,
         f: &mut std::fs::File,
         meta: &std::fs::Metadata,
-    ) -> Result<(ReadSoFar, Ledger), PathError> {
+    ) -> Result<(ReadSoFar, Vec<u8>), PathError> {
         use std::io::{Read, Seek, SeekFrom};
         let id = fsx::FileId::of(meta);
         let charges_from = self.totals.charges_from;
@@ -237,37 +238,59 @@ impl ReadSoFar {
                 break;
             }
         }
+        Ok((self, rest))
+    }
+
+    /// The totals with `rest`, the bytes after the last whole line, counted too.
+    fn totals_with(&self, rest: &[u8]) -> Ledger {
         let mut out = self.totals.clone();
-        out.add_lines(&rest, self.lines);
-        Ok((self, out))
+        out.add_lines(rest, self.lines);
+        out
+    }
+
+    /// [`ReadSoFar::totals_with`], for the last time.
+    fn into_totals_with(self, rest: &[u8]) -> Ledger {
+        let mut out = self.totals;
+        out.add_lines(rest, self.lines);
+        out
     }
 }
 
-/// A view's read of the ledger, kept in `org/state/cache/ledger.json`
-/// ([`Ledger::load_viewed`]). Derived: a file that does not parse, or that
-/// no longer matches the ledger, is read again from the ledger.
+/// Where a view's read of the ledger is kept, in the cache folder.
+const SAVED_FILE: &str = "ledger.bin";
+
+/// A view's read of the ledger, kept in `org/state/cache/ledger.bin`
+/// ([`Ledger::load_viewed`]; postcard, its names read in place: a large
+/// org's is megabytes). Derived: a file that does not parse, or that no
+/// longer matches the ledger, is read again from the ledger.
 #[derive(Debug, Serialize, Deserialize)]
-struct Saved {
+struct Saved<'a> {
     format: u32,
     dev: u64,
     ino: u64,
     len: u64,
     lines: usize,
-    end: Vec<u8>,
-    spent: BTreeMap<String, f64>,
-    by_model: Vec<(String, String, f64)>,
-    top_ups: BTreeMap<String, f64>,
+    end: &'a [u8],
+    /// By agent, in order.
+    #[serde(borrow)]
+    spent: Vec<(&'a str, f64)>,
+    /// By agent and model, in order.
+    #[serde(borrow)]
+    by_model: Vec<(&'a str, &'a str, f64)>,
+    /// By agent, in order.
+    #[serde(borrow)]
+    top_ups: Vec<(&'a str, f64)>,
     torn_lines: Vec<usize>,
     invalid_lines: Vec<usize>,
     last_charge_turn: u64,
     last_top_up_turn: u64,
 }
 
-impl Saved {
+impl<'a> Saved<'a> {
     /// Changes whenever what is saved changes meaning.
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
 
-    fn of(r: &ReadSoFar) -> Saved {
+    fn of(r: &'a ReadSoFar) -> Saved<'a> {
         let t = &r.totals;
         Saved {
             format: Saved::FORMAT,
@@ -275,10 +298,10 @@ impl Saved {
             ino: r.id.ino,
             len: r.len,
             lines: r.lines,
-            end: r.end.clone(),
-            spent: t.spent.iter().map(|(a, c)| (a.to_string(), *c)).collect(),
-            by_model: t.by_model.iter().map(|((a, m), c)| (a.to_string(), m.to_string(), *c)).collect(),
-            top_ups: t.top_ups.iter().map(|(a, c)| (a.to_string(), *c)).collect(),
+            end: &r.end,
+            spent: t.spent.iter().map(|(a, c)| (&**a, *c)).collect(),
+            by_model: t.by_model.iter().map(|((a, m), c)| (&**a, &**m, *c)).collect(),
+            top_ups: t.top_ups.iter().map(|(a, c)| (&**a, *c)).collect(),
             torn_lines: t.torn_lines.clone(),
             invalid_lines: t.invalid_lines.clone(),
             last_charge_turn: t.last_charge_turn,
@@ -289,7 +312,8 @@ impl Saved {
     /// The read it saved, when it is of this format and its amounts could be
     /// the ledger's.
     fn into_read(self, path: &Path) -> Option<ReadSoFar> {
-        let amounts = self.spent.values().chain(self.top_ups.values()).chain(self.by_model.iter().map(|(_, _, c)| c));
+        let amounts =
+            self.spent.iter().chain(&self.top_ups).map(|(_, c)| c).chain(self.by_model.iter().map(|(_, _, c)| c));
         if self.format != Saved::FORMAT
             || self.end.len() > ReadSoFar::END
             || !amounts.into_iter().all(|c| c.is_finite())
@@ -305,20 +329,15 @@ impl Saved {
             charges_from: u64::MAX,
             ..Ledger::default()
         };
-        for (a, c) in self.spent {
-            let a = totals.name(&a);
-            totals.spent.insert(a, c);
-        }
-        for (a, m, c) in self.by_model {
-            let (a, m) = (totals.name(&a), totals.model(&m));
-            totals.by_model.insert((a, m), c);
-        }
-        for (a, c) in self.top_ups {
-            let a = totals.name(&a);
-            totals.top_ups.insert(a, c);
-        }
+        // Built from the lists, each in order: no search per entry.
+        totals.spent = self.spent.into_iter().map(|(a, c)| (Arc::from(a), c)).collect();
+        let top_ups: BTreeMap<_, _> = self.top_ups.into_iter().map(|(a, c)| (totals.name(a), c)).collect();
+        totals.top_ups = top_ups;
+        let by_model: BTreeMap<_, _> =
+            self.by_model.into_iter().map(|(a, m, c)| ((totals.name(a), totals.model(m)), c)).collect();
+        totals.by_model = by_model;
         let id = fsx::FileId { dev: self.dev, ino: self.ino };
-        Some(ReadSoFar { id, len: self.len, lines: self.lines, end: self.end, totals })
+        Some(ReadSoFar { id, len: self.len, lines: self.lines, end: self.end.to_vec(), totals })
     }
 }
 
@@ -389,7 +408,8 @@ impl Ledger {
             at.map(|i| known.swap_remove(i)).unwrap_or_else(|| ReadSoFar::fresh(path, fsx::FileId::of(&meta)));
         read.totals.charges_from = turn;
         read.totals.charged.retain(|(t, _)| *t >= turn);
-        let (read, out) = read.advance(path, &mut f, &meta)?;
+        let (read, rest) = read.advance(path, &mut f, &meta)?;
+        let out = read.totals_with(&rest);
         known.push(read);
         Ok(out)
     }
@@ -405,22 +425,26 @@ impl Ledger {
             return Ok(Ledger { path, ..Ledger::default() });
         };
         let meta = f.metadata().with_path(&path)?;
-        let saved_at = layout.cache_dir().join("ledger.json");
+        let saved_at = layout.cache_dir().join(SAVED_FILE);
         let saved = fsx::read_small(&saved_at, SAVED_LIMIT).ok().flatten();
-        let saved = saved.and_then(|b| serde_json::from_slice::<Saved>(&b).ok()).and_then(|s| s.into_read(&path));
+        let saved = saved.and_then(|b| postcard::from_bytes::<Saved>(&b).ok()?.into_read(&path));
         let mut read = saved.unwrap_or_else(|| ReadSoFar::fresh(&path, fsx::FileId::of(&meta)));
         // No view asks whether a turn is charged: no charge is kept.
         read.totals.charges_from = u64::MAX;
         let before = read.len;
-        let (read, out) = read.advance(&path, &mut f, &meta)?;
+        let (read, rest) = read.advance(&path, &mut f, &meta)?;
         if read.len.abs_diff(before) >= SAVE_AFTER || (read.len < before && read.len >= SAVE_AFTER) {
-            let bytes = serde_json::to_vec(&Saved::of(&read)).expect("totals always serialize");
             // Derived, and only a shortcut: a view that cannot save it still answers.
-            if let Err(e) = fsx::write_derived(&layout.state_tmp(), &saved_at, &bytes) {
+            let saved = postcard::to_stdvec(&Saved::of(&read)).map_err(|e| e.to_string());
+            let written =
+                saved.and_then(|b| fsx::write_derived(&layout.state_tmp(), &saved_at, &b).map_err(|e| e.to_string()));
+            if let Err(e) = written {
                 tracing::debug!(error = %e, "cannot keep the ledger's totals for the next view");
             }
+            // Where earlier versions kept it, as JSON.
+            let _ = std::fs::remove_file(layout.cache_dir().join("ledger.json"));
         }
-        Ok(out)
+        Ok(read.into_totals_with(&rest))
     }
 
     /// Counts the lines of `bytes`, the first of which is line `before + 1` of the file.
@@ -773,23 +797,24 @@ mod tests {
         let p = layout.ledger();
         Ledger::load(&p).unwrap().append(&[charge(1, "a", 1.0), charge(1, "b", 2.0)]).unwrap();
         assert_eq!(Ledger::load_viewed(&layout).unwrap().total_spent(), 3.0);
-        let kept = layout.cache_dir().join("ledger.json");
+        let kept = layout.cache_dir().join(SAVED_FILE);
         let good = std::fs::read(&kept).expect("a view keeps what it read");
-        let with = |f: &dyn Fn(&mut serde_json::Value)| {
-            let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        let with = |f: &dyn Fn(&mut Saved)| {
+            let mut v: Saved = postcard::from_bytes(&good).unwrap();
             f(&mut v);
-            std::fs::write(&kept, serde_json::to_vec(&v).unwrap()).unwrap();
+            std::fs::write(&kept, postcard::to_stdvec(&v).unwrap()).unwrap();
             Ledger::load_viewed(&layout).unwrap().total_spent()
         };
         // What it kept is used: a changed total shows (nothing else reads it).
-        assert_eq!(with(&|v| v["spent"]["a"] = 5.0.into()), 7.0);
+        assert_eq!(with(&|v| v.spent[0] = ("a", 5.0)), 7.0);
         // Kept of another file, another format, or longer than the file: read whole.
-        assert_eq!(with(&|v| v["ino"] = 1.into()), 3.0);
-        assert_eq!(with(&|v| v["format"] = 99.into()), 3.0);
-        assert_eq!(with(&|v| v["len"] = 1_000_000.into()), 3.0);
+        assert_eq!(with(&|v| v.ino = 1), 3.0);
+        assert_eq!(with(&|v| v.format = 99), 3.0);
+        assert_eq!(with(&|v| v.len = 1_000_000), 3.0);
+        assert_eq!(with(&|v| v.spent[1].1 = f64::NAN), 3.0, "not an amount");
         // Ending in other bytes than the file has there: read whole.
-        assert_eq!(with(&|v| v["end"][0] = 1.into()), 3.0);
-        for junk in ["", "{", "[1,2]", "{\"format\":1}"] {
+        assert_eq!(with(&|v| v.end = b"other bytes"), 3.0);
+        for junk in [b"".as_slice(), b"{", b"\x02\xff\xff", &[0xff; 64]] {
             std::fs::write(&kept, junk).unwrap();
             assert_eq!(Ledger::load_viewed(&layout).unwrap().total_spent(), 3.0, "{junk:?}");
         }

@@ -46,8 +46,8 @@ mod fs;
 mod scan;
 
 pub use fs::{
-    is_pending_entry, is_pending_folder, DeadFiles, Folder, FsMailStore, Side, DEAD_LETTERS, PENDING_FOLDER,
-    UNREAD_FOLDER,
+    is_pending_entry, is_pending_folder, DeadFiles, Folder, FsMailStore, Side, ATTEMPTS_FILE, DEAD_LETTERS,
+    PENDING_FOLDER, UNREAD_FOLDER,
 };
 pub use scan::{Located, Place, Scanned, State};
 

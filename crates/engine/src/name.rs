@@ -82,10 +82,15 @@ impl Names {
 
     /// `name` validated: the shared one when it is one of them.
     pub fn name(&self, name: &str) -> Result<AgentName, InvalidName> {
-        match self.0.get(name) {
-            Some(n) => Ok(n.clone()),
+        match self.shared(name) {
+            Some(n) => Ok(n),
             None => AgentName::new(name),
         }
+    }
+
+    /// The shared one when `name` is one of them.
+    pub fn shared(&self, name: &str) -> Option<AgentName> {
+        self.0.get(name).cloned()
     }
 }
 

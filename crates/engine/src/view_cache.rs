@@ -39,16 +39,11 @@ struct Key(u64, u64, u64, i64, i64);
 
 impl Key {
     /// The key of `rel` in the folder `dir` when it is a folder (`folder`)
-    /// or a regular file, not a link. One `fstatat` from the agents' folder:
-    /// `status` asks for four files of every agent.
-    fn at(dir: &std::fs::File, rel: &str, folder: bool) -> Option<Key> {
-        use std::os::fd::AsRawFd;
-        let rel = std::ffi::CString::new(rel).ok()?;
-        // SAFETY: `st` is plain data that fstatat fills; `rel` is a valid C string.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::fstatat(dir.as_raw_fd(), rel.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    /// or a regular file, not a link.
+    fn at(dir: &std::fs::File, rel: &[&str], folder: bool) -> Option<Key> {
+        let st = stat_at(dir, rel).ok()?;
         let kind = if folder { libc::S_IFDIR } else { libc::S_IFREG };
-        if rc != 0 || st.st_mode & libc::S_IFMT != kind {
+        if st.st_mode & libc::S_IFMT != kind {
             return None;
         }
         let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
@@ -69,6 +64,37 @@ impl Key {
         let changed = SystemTime::UNIX_EPOCH + Duration::from_nanos(changed);
         now.duration_since(changed).is_ok_and(|d| d >= SETTLED)
     }
+}
+
+/// What `fstatat` says of the path made of `parts` in the folder `dir`, not
+/// following a link. One call from the agents' folder, its path put together
+/// on the stack: `status` asks for five files of every agent.
+fn stat_at(dir: &std::fs::File, parts: &[&str]) -> std::io::Result<libc::stat> {
+    use std::os::fd::AsRawFd;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut buf = [0u8; 256];
+    let on_heap;
+    let path = match buf.get_mut(..len + 1) {
+        Some(room) => {
+            let mut at = 0;
+            for p in parts {
+                room[at..at + p.len()].copy_from_slice(p.as_bytes());
+                at += p.len();
+            }
+            std::ffi::CStr::from_bytes_with_nul(room).map_err(std::io::Error::other)?
+        }
+        None => {
+            on_heap = std::ffi::CString::new(parts.concat())?;
+            on_heap.as_c_str()
+        }
+    };
+    // SAFETY: `st` is plain data that fstatat fills; `path` is a valid C string.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), path.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
 }
 
 /// A fact, and the key of its file before it was read.
@@ -100,37 +126,84 @@ struct Parsed {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Facts(Option<Fact<Parsed>>, Option<Fact<usize>>, Option<Fact<usize>>, Option<Fact<Option<u64>>>);
 
+/// The file, read in place: names and facts are borrowed from its bytes.
 #[derive(Debug, Serialize, Deserialize)]
-struct Saved {
+struct Saved<'a> {
     format: u32,
     /// Facts are lemming's reading of the files: another version may read them otherwise.
-    version: String,
+    version: &'a str,
     /// Each agent's [`Facts`], encoded apart: each is decoded by the thread
-    /// that reads that agent, when it does.
-    agents: Vec<(String, Vec<u8>)>,
+    /// that reads that agent, when it does. Sorted by name.
+    #[serde(borrow)]
+    agents: Vec<(&'a str, &'a [u8])>,
+}
+
+/// What the last read kept, by agent: the file's bytes, and where in them
+/// each agent's facts are, sorted by name. Nothing is copied out of the
+/// file until it is asked for: a large org's is megabytes.
+#[derive(Debug, Default)]
+struct Store {
+    bytes: Vec<u8>,
+    names: Vec<Box<str>>,
+    kept: Vec<Mutex<Kept>>,
+}
+
+impl Store {
+    /// The file's `bytes`, when they are a cache of this format and version.
+    fn read(bytes: Vec<u8>) -> Option<Store> {
+        let saved = postcard::from_bytes::<Saved>(&bytes).ok()?;
+        if saved.format != FORMAT || saved.version != env!("CARGO_PKG_VERSION") {
+            return None;
+        }
+        let mut agents: Vec<(Box<str>, std::ops::Range<usize>)> = saved
+            .agents
+            .into_iter()
+            .map(|(name, raw)| {
+                let start = raw.as_ptr() as usize - bytes.as_ptr() as usize;
+                (Box::from(name), start..start + raw.len())
+            })
+            .collect();
+        // A cache is a file too: sorted here unless it already is.
+        if !agents.is_sorted_by(|a, b| a.0 <= b.0) {
+            agents.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let (names, kept) = agents.into_iter().map(|(n, raw)| (n, Mutex::new(Kept::saved(raw)))).unzip();
+        Some(Store { bytes, names, kept })
+    }
+
+    /// What was kept of `agent`.
+    fn get(&self, agent: &str) -> Option<&Mutex<Kept>> {
+        let i = self.names.binary_search_by(|n| (**n).cmp(agent)).ok()?;
+        self.kept.get(i)
+    }
 }
 
 /// What the last read kept of one agent.
 #[derive(Debug, Default)]
 struct Kept {
-    /// Its facts, until they are first asked for.
-    raw: Option<Vec<u8>>,
+    /// Where its facts are in the file, until they are first asked for.
+    raw: Option<std::ops::Range<usize>>,
     facts: Facts,
     /// The key of the resume this read took from here, once the org accepted it.
     used: Option<Key>,
 }
 
 impl Kept {
-    fn facts(&mut self) -> &mut Facts {
+    fn saved(raw: std::ops::Range<usize>) -> Kept {
+        Kept { raw: Some(raw), ..Kept::default() }
+    }
+
+    /// Its facts, decoded from the file's `bytes` the first time.
+    fn facts(&mut self, bytes: &[u8]) -> &mut Facts {
         if let Some(raw) = self.raw.take() {
-            self.facts = postcard::from_bytes(&raw).unwrap_or_default();
+            self.facts = bytes.get(raw).and_then(|b| postcard::from_bytes(b).ok()).unwrap_or_default();
         }
         &mut self.facts
     }
 }
 
 /// Changes whenever what is saved changes meaning.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// One read of an org through what the last one kept ([`ViewCache::load`]),
 /// or none ([`ViewCache::off`]). Shared by the threads that read the agents.
@@ -140,8 +213,8 @@ pub struct ViewCache {
     agents: Option<std::fs::File>,
     /// When this read began: what is settled is judged against it.
     at: SystemTime,
-    /// What the last read kept, by agent.
-    saved: HashMap<String, Mutex<Kept>>,
+    /// What the last read kept.
+    saved: Store,
     /// What this read learned (facts the saved ones did not have).
     learned: Mutex<HashMap<String, Facts>>,
 }
@@ -175,7 +248,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ViewCache {
     /// No cache: every fact is read from the files, and nothing is saved.
     pub fn off() -> ViewCache {
-        ViewCache { agents: None, at: SystemTime::now(), saved: HashMap::new(), learned: Mutex::new(HashMap::new()) }
+        ViewCache { agents: None, at: SystemTime::now(), saved: Store::default(), learned: Mutex::new(HashMap::new()) }
     }
 
     /// What the last read of the org at `layout` kept; nothing when it kept
@@ -187,15 +260,7 @@ impl ViewCache {
     /// [`ViewCache::load`], judging what is settled as of `at`.
     pub(crate) fn load_at(layout: &Layout, at: SystemTime) -> ViewCache {
         let bytes = crate::fsx::read_small(&path(layout), LIMIT).ok().flatten();
-        let saved = bytes
-            .and_then(|b| postcard::from_bytes::<Saved>(&b).ok())
-            .filter(|s| s.format == FORMAT && s.version == env!("CARGO_PKG_VERSION"))
-            .map(|s| s.agents)
-            .unwrap_or_default();
-        let saved = saved
-            .into_iter()
-            .map(|(name, raw)| (name, Mutex::new(Kept { raw: Some(raw), ..Kept::default() })))
-            .collect();
+        let saved = bytes.and_then(Store::read).unwrap_or_default();
         let agents = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -209,48 +274,49 @@ impl ViewCache {
     /// those held for a broken one (`broken`). Derived and only a shortcut:
     /// a failure is logged, never an error.
     pub fn save<B>(self, layout: &Layout, agents: &BTreeMap<AgentName, Box<Resume>>, broken: &BTreeMap<String, B>) {
-        let learned = self.learned.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut learned = self.learned.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.agents.is_none() || learned.is_empty() {
             return;
         }
         let known = |name: &str| agents.contains_key(name) || broken.contains_key(name);
-        let mut facts_of: HashMap<String, Facts> = HashMap::new();
-        let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(self.saved.len().max(learned.len()));
-        for (name, kept) in self.saved {
+        let Store { bytes, names, kept } = self.saved;
+        let mut facts_of: HashMap<&str, Facts> = HashMap::new();
+        // Agents kept as they were, not asked for and nothing new.
+        let mut unchanged: Vec<(&str, &[u8])> = Vec::with_capacity(names.len());
+        for (name, kept) in names.iter().zip(kept) {
             // Agents gone are forgotten.
-            if !known(&name) {
+            if !known(name) {
                 continue;
             }
             let mut kept = kept.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Not asked for, nothing new: kept as it was.
-            if kept.raw.is_some() && !learned.contains_key(&name) {
-                out.extend(kept.raw.map(|raw| (name, raw)));
+            if let Some(raw) = kept.raw.clone().filter(|_| !learned.contains_key(&**name)) {
+                unchanged.extend(bytes.get(raw).map(|raw| (&**name, raw)));
                 continue;
             }
-            let mut facts = std::mem::take(kept.facts());
+            let mut facts = std::mem::take(kept.facts(&bytes));
             // A resume taken from here is the org's now.
-            if let (Some(key), Some(r)) = (kept.used, agents.get(name.as_str())) {
+            if let (Some(key), Some(r)) = (kept.used, agents.get(&**name)) {
                 facts.0 = Some(Fact(key, Parsed::of(r)));
             }
             facts_of.insert(name, facts);
         }
-        for (name, new) in learned {
-            if !known(&name) {
+        for (name, new) in learned.iter_mut() {
+            if !known(name) {
                 continue;
             }
             let facts = facts_of.entry(name).or_default();
-            let Facts(resume, unread, pending, last_run) = new;
+            let Facts(resume, unread, pending, last_run) = std::mem::take(new);
             facts.0 = resume.or(facts.0.take());
             facts.1 = unread.or(facts.1.take());
             facts.2 = pending.or(facts.2.take());
             facts.3 = last_run.or(facts.3.take());
         }
-        for (name, facts) in facts_of {
-            if let Ok(raw) = postcard::to_stdvec(&facts) {
-                out.push((name, raw));
-            }
-        }
-        let saved = Saved { format: FORMAT, version: env!("CARGO_PKG_VERSION").to_string(), agents: out };
+        let encoded: Vec<(&str, Vec<u8>)> =
+            facts_of.into_iter().filter_map(|(name, facts)| Some((name, postcard::to_stdvec(&facts).ok()?))).collect();
+        let mut out = unchanged;
+        out.extend(encoded.iter().map(|(name, raw)| (*name, raw.as_slice())));
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let saved = Saved { format: FORMAT, version: env!("CARGO_PKG_VERSION"), agents: out };
         let Ok(bytes) = postcard::to_stdvec(&saved) else { return };
         if let Err(e) = crate::fsx::write_derived(&layout.state_tmp(), &path(layout), &bytes) {
             tracing::debug!(error = %e, "cannot keep what status read for the next one");
@@ -260,13 +326,13 @@ impl ViewCache {
     /// The key of `rel` in the folder of `agent` when it is a folder
     /// (`folder`) or a regular file, not a link.
     fn key(&self, agent: &str, rel: &str, folder: bool) -> Option<Key> {
-        Key::at(self.agents.as_ref()?, &format!("{agent}/{rel}"), folder)
+        Key::at(self.agents.as_ref()?, &[agent, "/", rel], folder)
     }
 
     /// The saved fact of `agent` in `slot` when its file's key is still `key`.
     fn hit<T: Copy>(&self, agent: &str, slot: Slot<T>, key: Key) -> Option<T> {
         let mut kept = lock(self.saved.get(agent)?);
-        match slot(kept.facts()) {
+        match slot(kept.facts(&self.saved.bytes)) {
             Some(Fact(k, v)) if *k == key => Some(*v),
             _ => None,
         }
@@ -314,6 +380,13 @@ impl ViewCache {
         self.fact(agent, LAST_RUN, crate::layout::ACTIVITY_LOG, false, last)
     }
 
+    /// Whether `rel` in the folder of `agent` is known not to exist: one
+    /// `fstatat` says so. Never when off (nothing is looked at).
+    pub fn absent(&self, agent: &str, rel: &str) -> bool {
+        let Some(agents) = &self.agents else { return false };
+        matches!(stat_at(agents, &[agent, "/", rel]), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+
     /// The resume of the agent `folder`, at `path`, as last parsed, when the
     /// file is as it was then (and what was saved is a sound resume of that
     /// folder). Each resume is taken once.
@@ -323,7 +396,7 @@ impl ViewCache {
         // is made again from the org's ([`ViewCache::used`]).
         let taken = key.and_then(|k| {
             let mut kept = lock(self.saved.get(folder)?);
-            let facts = kept.facts();
+            let facts = kept.facts(&self.saved.bytes);
             facts.0.take_if(|f| f.0 == k).map(|f| f.1)
         });
         match (taken.and_then(|p| sound(p, folder, path, names)), key) {
@@ -393,20 +466,26 @@ fn sound(p: Parsed, folder: &str, path: &Path, names: &Names) -> Option<ResumeFi
         reference("model", m);
     }
     // As the resume's parse does: "*" is anyone, "@name" a group the org
-    // resolves, and every other entry a name.
+    // resolves, and every other entry a name. An agent of the org needs no
+    // checking ([`crate::org::check_refs`] would find it): most entries of
+    // a large org's lists are, and each reference is a copy of its name.
     let mut access = |field: &'static str, written: &[String]| -> Option<Access> {
         if written.iter().any(|w| w == "*") {
             return Some(Access::Anyone);
         }
-        let mut set = Vec::new();
+        let mut set = Vec::with_capacity(written.len());
         for w in written {
             match w.strip_prefix('@') {
                 Some(group) => {
                     AgentName::new(group).ok()?;
                 }
-                None => {
-                    set.push(names.name(w).ok()?);
-                }
+                None => match names.shared(w) {
+                    Some(name) => {
+                        set.push(name);
+                        continue;
+                    }
+                    None => set.push(AgentName::new(w).ok()?),
+                },
             }
             reference(field, w);
         }
@@ -446,16 +525,26 @@ mod tests {
     fn a_file_is_settled_only_once_left_alone_long_enough() {
         let (_d, root) = crate::testing::new_org();
         let agents = std::fs::File::open(root.join("agents")).unwrap();
-        let key = Key::at(&agents, "manager/resume.toml", false).expect("a resume is a regular file");
+        let key = Key::at(&agents, &["manager/resume.toml"], false).expect("a resume is a regular file");
         assert!(!key.settled(SystemTime::now()), "just written");
         assert!(!key.settled(SystemTime::now() + SETTLED / 2));
         assert!(key.settled(SystemTime::now() + SETTLED));
         assert!(!Key(0, 0, 0, 0, -1).settled(later()), "a time before 1970 is never settled");
-        assert_eq!(Key::at(&agents, "manager/resume.toml", true), None, "not a folder");
-        assert_eq!(Key::at(&agents, "manager/inbox/new", false), None, "not a file");
+        assert_eq!(Key::at(&agents, &["manager/resume.toml"], true), None, "not a folder");
+        assert_eq!(Key::at(&agents, &["manager/inbox/new"], false), None, "not a file");
         std::os::unix::fs::symlink(root.join("agents/manager/resume.toml"), root.join("agents/manager/link")).unwrap();
-        assert_eq!(Key::at(&agents, "manager/link", false), None, "a link is not followed");
-        assert_eq!(Key::at(&agents, "manager/missing", false), None);
+        assert_eq!(Key::at(&agents, &["manager/", "link"], false), None, "a link is not followed");
+        assert_eq!(Key::at(&agents, &["manager/missing"], false), None);
+        // A path too long to put together on the stack.
+        let deep = format!("{}/{}", "d".repeat(200), "f".repeat(100));
+        std::fs::create_dir_all(root.join("agents/manager").join("d".repeat(200))).unwrap();
+        std::fs::write(root.join("agents/manager").join(&deep), "x").unwrap();
+        assert_eq!(Key::at(&agents, &["manager/", &deep], false).map(|k| k.2), Some(1));
+        assert_eq!(Key::at(&agents, &["manager/", &deep, "\0"], false), None, "not a path");
+        let cache = ViewCache::load_at(&Layout::new(&root), later());
+        assert!(cache.absent("manager", "missing") && !cache.absent("manager", &deep));
+        assert!(!cache.absent("manager", "d\0"), "not known to be absent");
+        assert!(!ViewCache::off().absent("manager", "missing"), "off: nothing is looked at");
     }
 
     #[test]
@@ -508,8 +597,9 @@ mod tests {
         cache.save(&layout, &org.agents, &org.broken);
         let kept = |edit: &dyn Fn(&mut Parsed)| {
             let mut cache = ViewCache::load_at(&layout, later());
-            let kept = cache.saved.get_mut("manager").unwrap().get_mut().unwrap();
-            edit(&mut kept.facts().0.as_mut().unwrap().1);
+            let Store { bytes, names: saved, kept } = &mut cache.saved;
+            let kept = kept[saved.iter().position(|n| &**n == "manager").unwrap()].get_mut().unwrap();
+            edit(&mut kept.facts(bytes).0.as_mut().unwrap().1);
             match cache.resume("manager", &path, &names) {
                 ResumeLookup::Hit(f, _) => Some(f.resume),
                 ResumeLookup::Miss(_) => None,
@@ -531,11 +621,11 @@ mod tests {
         // A cache that is not one, or of another version, is nothing.
         for junk in [b"".as_slice(), b"\x01\x02", &[0xff; 64]] {
             std::fs::write(path_of(&layout), junk).unwrap();
-            assert!(ViewCache::load_at(&layout, later()).saved.is_empty());
+            assert!(ViewCache::load_at(&layout, later()).saved.names.is_empty());
         }
-        let other = Saved { format: FORMAT, version: "0.0.0".into(), agents: vec![("manager".into(), vec![])] };
+        let other = Saved { format: FORMAT, version: "0.0.0", agents: vec![("manager", &[])] };
         std::fs::write(path_of(&layout), postcard::to_stdvec(&other).unwrap()).unwrap();
-        assert!(ViewCache::load_at(&layout, later()).saved.is_empty());
+        assert!(ViewCache::load_at(&layout, later()).saved.names.is_empty());
     }
 
     fn path_of(layout: &Layout) -> std::path::PathBuf {

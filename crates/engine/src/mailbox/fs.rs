@@ -79,6 +79,9 @@ pub const UNREAD_FOLDER: &str = "inbox/new";
 /// An agent's mail waiting to be routed, relative to its folder.
 pub const PENDING_FOLDER: &str = "outbox/new";
 
+/// The failed attempts on an agent's unread mail, relative to its folder.
+pub const ATTEMPTS_FILE: &str = "inbox/.attempts.json";
+
 impl Folder {
     /// Every folder that holds messages. A unit test checks it against
     /// [`FsMailStore::folders`], so a folder added there is listed here too.
@@ -671,7 +674,7 @@ impl FsMailStore {
     }
 
     fn attempts_path(&self, agent: &str) -> PathBuf {
-        self.agent(agent).join("inbox/.attempts.json")
+        self.agent(agent).join(ATTEMPTS_FILE)
     }
 
     /// Failed attempts on an agent's unread mail, or why `.attempts.json` cannot

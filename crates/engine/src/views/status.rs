@@ -428,7 +428,12 @@ fn row(ctx: &RowCtx<'_>, name: String, skipped: &mut Skipped) -> AgentStatus {
     };
     let last = cache.last_run(&name, || activity::try_last(root, &name).map(|a| a.map(|a| a.turn)));
     let last = skipped.or(last, None, "the last run is not shown");
-    let attempts = skipped.or(mb.try_attempts(&name), Default::default(), "failed attempts are not counted");
+    // Attempts are on unread mail; most agents of a large org have none.
+    let attempts = if unread == 0 || cache.absent(&name, crate::mailbox::ATTEMPTS_FILE) {
+        Default::default()
+    } else {
+        skipped.or(mb.try_attempts(&name), Default::default(), "failed attempts are not counted")
+    };
     let known = trouble.get(&name);
     let problem = unreadable.clone().or_else(|| known.map(|t| t.error.clone()));
     let state = match (resume, known) {
@@ -773,6 +778,18 @@ mod tests {
         assert_eq!(view("all of it kept"), first);
         crate::views::testing::deliver(&dir, "manager", &crate::testing::message("m-1", "human", &["manager"], "hi"));
         assert_eq!(agent(&view("mail delivered"), "manager")["unread"], 1);
+        let attempts = root.join("agents/manager").join(crate::mailbox::ATTEMPTS_FILE);
+        std::fs::write(&attempts, r#"{"m-1":{"count":1,"last_turn":1,"last_error":"down"}}"#).unwrap();
+        assert_eq!(agent(&view("a run failed on it"), "manager")["state"], "failing");
+        // Attempts left behind with no unread mail fail nothing.
+        for e in std::fs::read_dir(root.join("agents/manager/inbox/new")).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        assert_eq!(agent(&view("the mail taken away"), "manager")["state"], "idle");
+        crate::views::testing::deliver(&dir, "manager", &crate::testing::message("m-1", "human", &["manager"], "hi"));
+        assert_eq!(agent(&view("the mail back"), "manager")["state"], "failing");
+        std::fs::remove_file(&attempts).unwrap();
+        assert_eq!(agent(&view("the attempts cleared"), "manager")["state"], "ready");
         std::fs::write(root.join("agents/manager/outbox/new/x.json"), b"{}").unwrap();
         assert_eq!(agent(&view("mail sent"), "manager")["pending"], 1);
         crate::testing::edit(root, "agents/manager/resume.toml", "title = \"", "title = \"Chief ");
