@@ -241,6 +241,35 @@ impl ReadSoFar {
         Ok((self, rest))
     }
 
+    /// What a view kept in `saved_at` of the ledger at `path`, when a turn,
+    /// `turn`, can start from it: it counts no charge of `turn` or later,
+    /// which the turn asks about ([`Ledger::has_charge`]) and a view does
+    /// not keep. [`ReadSoFar::advance`] still checks that it is of the file.
+    fn viewed(saved_at: &Path, path: &Path, turn: u64) -> Option<ReadSoFar> {
+        let bytes = fsx::read_small(saved_at, SAVED_LIMIT).ok().flatten()?;
+        let read = postcard::from_bytes::<Saved>(&bytes).ok()?.into_read(path)?;
+        (read.totals.last_charge_turn < turn).then_some(read)
+    }
+
+    /// Keeps this read in `saved_at` (in `cache/` beside the ledger) for the
+    /// next view or process, when it read at least [`SAVE_AFTER`] since
+    /// `before` (or is of a shorter file). Derived, and only a shortcut: a
+    /// failure is logged.
+    fn keep_for_views(&self, before: u64, saved_at: &Path) {
+        if self.len.abs_diff(before) < SAVE_AFTER && !(self.len < before && self.len >= SAVE_AFTER) {
+            return;
+        }
+        let Some(state) = saved_at.parent().and_then(Path::parent) else { return };
+        let saved = postcard::to_stdvec(&Saved::of(self)).map_err(|e| e.to_string());
+        let written =
+            saved.and_then(|b| fsx::write_derived(&state.join("tmp"), saved_at, &b).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "cannot keep the ledger's totals for the next view");
+        }
+        // Where earlier versions kept them, as JSON.
+        let _ = std::fs::remove_file(saved_at.with_file_name("ledger.json"));
+    }
+
     /// The totals with `rest`, the bytes after the last whole line, counted too.
     fn totals_with(&self, rest: &[u8]) -> Ledger {
         let mut out = self.totals.clone();
@@ -404,11 +433,24 @@ impl Ledger {
         };
         let meta = f.metadata().with_path(path)?;
         let at = known.iter().position(|r| r.totals.path == path);
-        let mut read =
-            at.map(|i| known.swap_remove(i)).unwrap_or_else(|| ReadSoFar::fresh(path, fsx::FileId::of(&meta)));
+        let first = at.is_none();
+        // This process's first read starts where the last view kept, or the
+        // ledger is read whole: a `lemming step` on its own would read all
+        // of the org's history every turn.
+        let saved_at = path.parent().map(|state| state.join("cache").join(SAVED_FILE));
+        let mut read = at.map(|i| known.swap_remove(i)).unwrap_or_else(|| {
+            saved_at
+                .as_deref()
+                .and_then(|s| ReadSoFar::viewed(s, path, turn))
+                .unwrap_or_else(|| ReadSoFar::fresh(path, fsx::FileId::of(&meta)))
+        });
         read.totals.charges_from = turn;
         read.totals.charged.retain(|(t, _)| *t >= turn);
+        let before = read.len;
         let (read, rest) = read.advance(path, &mut f, &meta)?;
+        if let Some(saved_at) = saved_at.filter(|_| first) {
+            read.keep_for_views(before, &saved_at);
+        }
         let out = read.totals_with(&rest);
         known.push(read);
         Ok(out)
@@ -433,17 +475,7 @@ impl Ledger {
         read.totals.charges_from = u64::MAX;
         let before = read.len;
         let (read, rest) = read.advance(&path, &mut f, &meta)?;
-        if read.len.abs_diff(before) >= SAVE_AFTER || (read.len < before && read.len >= SAVE_AFTER) {
-            // Derived, and only a shortcut: a view that cannot save it still answers.
-            let saved = postcard::to_stdvec(&Saved::of(&read)).map_err(|e| e.to_string());
-            let written =
-                saved.and_then(|b| fsx::write_derived(&layout.state_tmp(), &saved_at, &b).map_err(|e| e.to_string()));
-            if let Err(e) = written {
-                tracing::debug!(error = %e, "cannot keep the ledger's totals for the next view");
-            }
-            // Where earlier versions kept it, as JSON.
-            let _ = std::fs::remove_file(layout.cache_dir().join("ledger.json"));
-        }
+        read.keep_for_views(before, &saved_at);
         Ok(read.into_totals_with(&rest))
     }
 
@@ -787,6 +819,46 @@ mod tests {
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, format!("{}{text}", text.replace("\"b\"", "\"a\""))).unwrap();
         assert_eq!(same(5).balance("a", 10.0).spent, 3.0);
+    }
+
+    #[test]
+    fn a_process_first_turn_starts_where_the_last_view_kept_unless_it_counted_the_turn() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = crate::layout::Layout::new(d.path());
+        std::fs::create_dir_all(layout.state_tmp()).unwrap();
+        let p = layout.ledger();
+        let forget = || READ.lock().unwrap().retain(|r| r.totals.path != p);
+        let kept = layout.cache_dir().join(SAVED_FILE);
+        // A total changed in what was kept shows only when a read starts from it.
+        let mark = || {
+            let good = std::fs::read(&kept).unwrap();
+            let mut v: Saved = postcard::from_bytes(&good).unwrap();
+            v.spent.iter_mut().for_each(|(_, c)| *c += 100.0);
+            std::fs::write(&kept, postcard::to_stdvec(&v).unwrap()).unwrap();
+        };
+        Ledger::load(&p).unwrap().append(&[charge(1, "a", 1.0), charge(2, "b", 2.0)]).unwrap();
+        Ledger::load_viewed(&layout).unwrap();
+        mark();
+        Ledger::load(&p).unwrap().append(&[charge(3, "a", 1.0)]).unwrap();
+        forget();
+        let l = Ledger::load_for_turn(&p, 3).unwrap();
+        assert_eq!(l.total_spent(), 204.0, "started from what the view kept");
+        assert!(l.has_charge(3, "a") && !l.has_charge(2, "b"), "charges of the turn are read from the file");
+        // The first read of a process keeps what it read for the next one.
+        let v = std::fs::read(&kept).unwrap();
+        let v: Saved = postcard::from_bytes(&v).unwrap();
+        assert_eq!((v.len, v.last_charge_turn), (std::fs::metadata(&p).unwrap().len(), 3));
+        // What was kept counts a charge of turn 3: a turn 3 run again cannot
+        // ask it whether an agent was charged, and reads the whole ledger.
+        mark();
+        forget();
+        let again = Ledger::load_for_turn(&p, 3).unwrap();
+        assert_eq!(again.total_spent(), 4.0);
+        assert!(again.has_charge(3, "a"));
+        // A later turn starts from it.
+        mark();
+        forget();
+        assert!(Ledger::load_for_turn(&p, 4).unwrap().total_spent() > 100.0);
     }
 
     #[test]
