@@ -158,9 +158,10 @@ impl Store {
         let mut agents: Vec<(Box<str>, std::ops::Range<usize>)> = saved
             .agents
             .into_iter()
-            .map(|(name, raw)| {
-                let start = raw.as_ptr() as usize - bytes.as_ptr() as usize;
-                (Box::from(name), start..start + raw.len())
+            .filter_map(|(name, raw)| {
+                // Where in the file the decoder found it.
+                let start = (raw.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+                Some((Box::from(name), start..start + raw.len()))
             })
             .collect();
         // A cache is a file too: sorted here unless it already is.
