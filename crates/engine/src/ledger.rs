@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{PathError, WithPath};
 use crate::fsx;
+use crate::layout::Layout;
 
 /// The most credits one amount may be: a top-up, a charge, a resume's
 /// `credits`, the org's `budget`, or what an agent has left after a top-up.
@@ -241,28 +242,25 @@ impl ReadSoFar {
         Ok((self, rest))
     }
 
-    /// What a view kept in `saved_at` of the ledger at `path`, when a turn,
-    /// `turn`, can start from it: it counts no charge of `turn` or later,
-    /// which the turn asks about ([`Ledger::has_charge`]) and a view does
-    /// not keep. [`ReadSoFar::advance`] still checks that it is of the file.
-    fn viewed(saved_at: &Path, path: &Path, turn: u64) -> Option<ReadSoFar> {
-        let bytes = fsx::read_small(saved_at, SAVED_LIMIT).ok().flatten()?;
-        let read = postcard::from_bytes::<Saved>(&bytes).ok()?.into_read(path)?;
-        (read.totals.last_charge_turn < turn).then_some(read)
+    /// What the last view or process kept of the ledger of the org at
+    /// `layout` ([`Saved`]). [`ReadSoFar::advance`] still checks that it is of
+    /// the file as it is now.
+    fn kept(layout: &Layout) -> Option<ReadSoFar> {
+        let bytes = fsx::read_small(&layout.cache_dir().join(SAVED_FILE), SAVED_LIMIT).ok().flatten()?;
+        postcard::from_bytes::<Saved>(&bytes).ok()?.into_read(&layout.ledger())
     }
 
-    /// Keeps this read in `saved_at` (in `cache/` beside the ledger) for the
-    /// next view or process, when it read at least [`SAVE_AFTER`] since
-    /// `before` (or is of a shorter file). Derived, and only a shortcut: a
-    /// failure is logged.
-    fn keep_for_views(&self, before: u64, saved_at: &Path) {
+    /// Keeps this read for the next view or process ([`ReadSoFar::kept`]),
+    /// when it read at least [`SAVE_AFTER`] since `before` (or is of a
+    /// shorter file). Derived, and only a shortcut: a failure is logged.
+    fn keep_for_views(&self, before: u64, layout: &Layout) {
         if self.len.abs_diff(before) < SAVE_AFTER && !(self.len < before && self.len >= SAVE_AFTER) {
             return;
         }
-        let Some(state) = saved_at.parent().and_then(Path::parent) else { return };
+        let saved_at = layout.cache_dir().join(SAVED_FILE);
         let saved = postcard::to_stdvec(&Saved::of(self)).map_err(|e| e.to_string());
         let written =
-            saved.and_then(|b| fsx::write_derived(&state.join("tmp"), saved_at, &b).map_err(|e| e.to_string()));
+            saved.and_then(|b| fsx::write_derived(&layout.state_tmp(), &saved_at, &b).map_err(|e| e.to_string()));
         if let Err(e) = written {
             tracing::debug!(error = %e, "cannot keep the ledger's totals for the next view");
         }
@@ -425,7 +423,9 @@ impl Ledger {
     /// count in the totals, but [`Ledger::has_charge`] answers only for
     /// `turn` and later (a turn asks about itself), and `duplicate_charges`
     /// only among those: `fsck` reads the whole file.
-    pub fn load_for_turn(path: &Path, turn: u64) -> Result<Ledger, PathError> {
+    pub fn load_for_turn(layout: &Layout, turn: u64) -> Result<Ledger, PathError> {
+        let path = layout.ledger();
+        let path = path.as_path();
         let mut known = READ.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(mut f) = fsx::open_regular(std::fs::OpenOptions::new().read(true), path)? else {
             known.retain(|r| r.totals.path != path);
@@ -434,22 +434,22 @@ impl Ledger {
         let meta = f.metadata().with_path(path)?;
         let at = known.iter().position(|r| r.totals.path == path);
         let first = at.is_none();
-        // This process's first read starts where the last view kept, or the
-        // ledger is read whole: a `lemming step` on its own would read all
-        // of the org's history every turn.
-        let saved_at = path.parent().map(|state| state.join("cache").join(SAVED_FILE));
+        // This process's first read starts where the last view or process
+        // kept, or the ledger is read whole: a `lemming step` on its own
+        // would read all of the org's history every turn. Not from a read
+        // that counts a charge of `turn` or later: the turn asks about those
+        // ([`Ledger::has_charge`]), and what is kept does not say.
         let mut read = at.map(|i| known.swap_remove(i)).unwrap_or_else(|| {
-            saved_at
-                .as_deref()
-                .and_then(|s| ReadSoFar::viewed(s, path, turn))
+            ReadSoFar::kept(layout)
+                .filter(|r| r.totals.last_charge_turn < turn)
                 .unwrap_or_else(|| ReadSoFar::fresh(path, fsx::FileId::of(&meta)))
         });
         read.totals.charges_from = turn;
         read.totals.charged.retain(|(t, _)| *t >= turn);
         let before = read.len;
         let (read, rest) = read.advance(path, &mut f, &meta)?;
-        if let Some(saved_at) = saved_at.filter(|_| first) {
-            read.keep_for_views(before, &saved_at);
+        if first {
+            read.keep_for_views(before, layout);
         }
         let out = read.totals_with(&rest);
         known.push(read);
@@ -457,25 +457,22 @@ impl Ledger {
     }
 
     /// [`Ledger::load`] for people's views (`status`): the totals the last
-    /// view read are kept in `org/state/cache/ledger.json`, and only what was
+    /// view read are kept in `org/state/cache/ledger.bin`, and only what was
     /// appended since is read (the whole file when it was replaced, shortened
     /// or rewritten). [`Ledger::has_charge`] answers `false` and
     /// `duplicate_charges` stays empty: `fsck` reads the whole file.
-    pub fn load_viewed(layout: &crate::layout::Layout) -> Result<Ledger, PathError> {
+    pub fn load_viewed(layout: &Layout) -> Result<Ledger, PathError> {
         let path = layout.ledger();
         let Some(mut f) = fsx::open_regular(std::fs::OpenOptions::new().read(true), &path)? else {
             return Ok(Ledger { path, ..Ledger::default() });
         };
         let meta = f.metadata().with_path(&path)?;
-        let saved_at = layout.cache_dir().join(SAVED_FILE);
-        let saved = fsx::read_small(&saved_at, SAVED_LIMIT).ok().flatten();
-        let saved = saved.and_then(|b| postcard::from_bytes::<Saved>(&b).ok()?.into_read(&path));
-        let mut read = saved.unwrap_or_else(|| ReadSoFar::fresh(&path, fsx::FileId::of(&meta)));
+        let mut read = ReadSoFar::kept(layout).unwrap_or_else(|| ReadSoFar::fresh(&path, fsx::FileId::of(&meta)));
         // No view asks whether a turn is charged: no charge is kept.
         read.totals.charges_from = u64::MAX;
         let before = read.len;
         let (read, rest) = read.advance(&path, &mut f, &meta)?;
-        read.keep_for_views(before, &saved_at);
+        read.keep_for_views(before, layout);
         Ok(read.into_totals_with(&rest))
     }
 
@@ -730,7 +727,7 @@ mod tests {
         let mut l = Ledger::load(&p).unwrap();
         l.append(&[charge(1, "a", 1.0), charge(1, "b", 1.0), charge(2, "a", 1.0)]).unwrap();
         top_up(&layout, "a", 5.0, 10.0, 2, Utc::now()).unwrap();
-        for l in [Ledger::load(&p).unwrap(), Ledger::load_for_turn(&p, 1).unwrap()] {
+        for l in [Ledger::load(&p).unwrap(), Ledger::load_for_turn(&layout, 1).unwrap()] {
             let (a, _) = l.spent.get_key_value("a").unwrap();
             let (top_up, _) = l.top_ups.get_key_value("a").unwrap();
             let models: Vec<&Arc<str>> = l.by_model.keys().map(|(_, m)| m).collect();
@@ -749,7 +746,7 @@ mod tests {
         let p = layout.ledger();
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         Ledger::load(&p).unwrap().append(&[charge(1, "a", 1.0)]).unwrap();
-        let l = Ledger::load_for_turn(&p, 1).unwrap();
+        let l = Ledger::load_for_turn(&layout, 1).unwrap();
         // A replayed charge is skipped; the others are written, and the totals stay.
         l.write(&[charge(1, "a", 1.0), charge(1, "b", 2.0)]).unwrap();
         l.write(&[charge(1, "c", 0.5)]).unwrap();
@@ -770,7 +767,7 @@ mod tests {
         let p = layout.ledger();
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         let same = |turn: u64| {
-            let (part, whole) = (Ledger::load_for_turn(&p, turn).unwrap(), Ledger::load(&p).unwrap());
+            let (part, whole) = (Ledger::load_for_turn(&layout, turn).unwrap(), Ledger::load(&p).unwrap());
             // A view reads from where the last view stopped, kept on disk.
             let viewed = Ledger::load_viewed(&layout).unwrap();
             for l in [&part, &viewed] {
@@ -810,7 +807,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(Ledger::load(&p).unwrap().balance("a", 10.0).spent, 9.5);
-        assert_eq!(Ledger::load_for_turn(&p, 3).unwrap().balance("a", 10.0).spent, 1.5);
+        assert_eq!(Ledger::load_for_turn(&layout, 3).unwrap().balance("a", 10.0).spent, 1.5);
         assert_eq!(Ledger::load_viewed(&layout).unwrap().balance("a", 10.0).spent, 1.5);
         std::fs::remove_file(&p).unwrap();
         Ledger::load(&p).unwrap().append(&[charge(4, "b", 3.0)]).unwrap();
@@ -841,7 +838,7 @@ mod tests {
         mark();
         Ledger::load(&p).unwrap().append(&[charge(3, "a", 1.0)]).unwrap();
         forget();
-        let l = Ledger::load_for_turn(&p, 3).unwrap();
+        let l = Ledger::load_for_turn(&layout, 3).unwrap();
         assert_eq!(l.total_spent(), 204.0, "started from what the view kept");
         assert!(l.has_charge(3, "a") && !l.has_charge(2, "b"), "charges of the turn are read from the file");
         // The first read of a process keeps what it read for the next one.
@@ -852,13 +849,13 @@ mod tests {
         // ask it whether an agent was charged, and reads the whole ledger.
         mark();
         forget();
-        let again = Ledger::load_for_turn(&p, 3).unwrap();
+        let again = Ledger::load_for_turn(&layout, 3).unwrap();
         assert_eq!(again.total_spent(), 4.0);
         assert!(again.has_charge(3, "a"));
         // A later turn starts from it.
         mark();
         forget();
-        assert!(Ledger::load_for_turn(&p, 4).unwrap().total_spent() > 100.0);
+        assert!(Ledger::load_for_turn(&layout, 4).unwrap().total_spent() > 100.0);
     }
 
     #[test]

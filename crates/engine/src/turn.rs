@@ -162,7 +162,7 @@ pub async fn run_waiting(
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
     let carried = held.take(t.turn, &journaled);
-    let ledger = crate::ledger::Ledger::load_for_turn(&org.layout.ledger(), t.turn)?;
+    let ledger = crate::ledger::Ledger::load_for_turn(&org.layout, t.turn)?;
     let answered: HashSet<String> = journaled.keys().cloned().chain(carried.iter().map(|r| r.agent.clone())).collect();
     let mut due = pick::Due::new(org, registry, &ledger, &answered);
     due.read_ahead(&t.mb, &t.sick, t.turn);

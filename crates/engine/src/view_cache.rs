@@ -476,17 +476,15 @@ fn sound(p: Parsed, folder: &str, path: &Path, names: &Names) -> Option<ResumeFi
         }
         let mut set = Vec::with_capacity(written.len());
         for w in written {
+            if let Some(name) = names.shared(w) {
+                set.push(name);
+                continue;
+            }
             match w.strip_prefix('@') {
                 Some(group) => {
                     AgentName::new(group).ok()?;
                 }
-                None => match names.shared(w) {
-                    Some(name) => {
-                        set.push(name);
-                        continue;
-                    }
-                    None => set.push(AgentName::new(w).ok()?),
-                },
+                None => set.push(AgentName::new(w).ok()?),
             }
             reference(field, w);
         }
