@@ -312,14 +312,53 @@ impl Turn<'_> {
         fault::point("journaled");
         let tools = self.act(&replies).await?;
         fault::point("acted");
-        self.apply(ledger, &replies, &tools)?;
-        fault::point("effects");
-        self.consume(&replies.records)?;
+        self.deliver_receipts(&replies.records)?;
+        let read = self.apply_and_consume(ledger, &replies, &tools)?;
+        read.leave(&mut self.unsynced);
         fault::point("consumed");
         applied.add(replies.records);
         Ok(())
     }
+
+    /// Applies the replies' effects and moves the mail they read to `cur/`
+    /// (see [`apply::move_read`]): at the same time, the moves on a thread of
+    /// their own, when they are many. Each is file work the other need not
+    /// wait for, and together they are most of a large turn's time.
+    fn apply_and_consume(
+        &mut self,
+        ledger: &crate::ledger::Ledger,
+        replies: &Replies,
+        tools: &act::Results,
+    ) -> Result<fsx::Moves, PathError> {
+        let records = &replies.records;
+        let moves: usize = records.iter().filter(|r| r.outcome == Outcome::Ok).map(|r| r.mail.len()).sum();
+        let mb = self.mb.clone();
+        std::thread::scope(|s| {
+            let apart = if moves >= fault::move_apart_min(MOVE_APART_MIN) {
+                let spawned = std::thread::Builder::new()
+                    .name("lemming-consume".into())
+                    .spawn_scoped(s, || apply::move_read(&mb, records));
+                spawned
+                    .map_err(|e| tracing::debug!(error = %e, "no thread to move read mail on; moved after the effects"))
+                    .ok()
+            } else {
+                None
+            };
+            let effects = self.apply(ledger, replies, tools);
+            fault::point("effects");
+            let read = match apart {
+                Some(mover) => mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None if effects.is_ok() => apply::move_read(&mb, records),
+                None => Ok(fsx::Moves::new()),
+            };
+            effects.and(read)
+        })
+    }
 }
+
+/// Read mail moved at least this many files at once is moved on a thread of
+/// its own beside the effects: fewer are quicker than starting one.
+pub const MOVE_APART_MIN: usize = 32;
 
 impl<'a> Turn<'a> {
     /// Starts the next turn: its number, the events of the last one that a

@@ -154,6 +154,13 @@ enum Cut {
 /// [`crash_at`], with the crashing steps applying their replies in parts of
 /// `parts` (`LEMMING_APPLY_EVERY`), and the recovery in one part.
 fn crash_in_parts_at(point: &str, parts: Option<usize>, cut: Cut) {
+    crash_with(point, parts, cut, false);
+}
+
+/// [`crash_in_parts_at`]; with `moves_apart`, the crashing steps move every
+/// part's read mail on a thread of its own, beside the effects
+/// (`LEMMING_MOVE_APART_MIN`), as a large turn does.
+fn crash_with(point: &str, parts: Option<usize>, cut: Cut, moves_apart: bool) {
     let reference = reference();
     let org = TestOrg::new();
     let sent = load(&org);
@@ -162,6 +169,9 @@ fn crash_in_parts_at(point: &str, parts: Option<usize>, cut: Cut) {
         step.env("LEMMING_CRASH_AT", point);
         if let Some(n) = parts {
             step.env("LEMMING_APPLY_EVERY", n.to_string());
+        }
+        if moves_apart {
+            step.env("LEMMING_MOVE_APART_MIN", "1");
         }
         let out = run(&mut step);
         if attempt == 1 && out.code == Some(0) {
@@ -288,6 +298,30 @@ crash_in_parts_tests! {
     crash_in_parts_at_delivered_6 => "delivered:6",
 }
 
+macro_rules! crash_with_moves_apart_tests {
+    ($($name:ident => $point:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            crash_with($point, Some(2), Cut::Abort, true);
+        }
+    )*};
+}
+
+// The read mail moved while the effects are applied: a crash at "effects"
+// finds the moves anywhere from none to all.
+crash_with_moves_apart_tests! {
+    crash_with_moves_apart_at_effects => "effects",
+    crash_with_moves_apart_at_effects_3 => "effects:3",
+    crash_with_moves_apart_at_consumed_2 => "consumed:2",
+}
+
+/// A power cut that keeps the moves made beside the effects and loses the
+/// effects loses nothing either.
+#[test]
+fn a_power_cut_that_keeps_moves_made_beside_the_effects_and_loses_them_loses_nothing() {
+    crash_with("consumed", None, Cut::LosingEffects, true);
+}
+
 /// A small seeded generator (Knuth's MMIX LCG), so a failing run can be repeated.
 pub(crate) struct Lcg(pub(crate) u64);
 
@@ -322,6 +356,10 @@ fn kill_at_random_moments_then_recover() {
             let context = format!("seed {seed}, org {o}, round {round}");
             let delay = rng.below(151);
             let mut step = org.command(&["step", "-n", "2"]);
+            if o == 1 {
+                // The second org's turns move their read mail beside the effects.
+                step.env("LEMMING_MOVE_APART_MIN", "1");
+            }
             if o == 2 {
                 // The last org's turns apply their replies one at a time.
                 step.env("LEMMING_APPLY_EVERY", "1");

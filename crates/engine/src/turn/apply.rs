@@ -1,8 +1,9 @@
 //! Apply: the effects of every journaled reply, fresh or replayed: its
 //! messages into the outbox, its memory, its charge in the ledger, and, for a
 //! failed run, an attempt on each message it read (poison after
-//! `max_attempts`); a line in the agent's activity log and an event. Then
-//! consume: the mail a used reply read moves to `cur/`.
+//! `max_attempts`); a line in the agent's activity log and an event. And
+//! consume: the mail a used reply read moves to `cur/`, once its receipts
+//! are delivered.
 
 use chrono::{DateTime, Utc};
 
@@ -14,7 +15,7 @@ use crate::events::{EventKind, FailCause, Run, ToolUse};
 use crate::fsx::{Batch, Moves};
 use crate::journal::{Outcome, Record};
 use crate::ledger::{Entry, Ledger};
-use crate::mailbox::{Attempts, MailStore};
+use crate::mailbox::{Attempts, FsMailStore, MailStore};
 use crate::memory;
 use crate::message::{Kind, Message, Priority, To};
 use crate::trouble;
@@ -189,16 +190,10 @@ impl Turn<'_> {
     }
 
     /// Delivers the receipts of the messages that used replies read and that
-    /// asked for one, in one group commit, then moves the mail they read to
-    /// `cur/`. A receipt is durable before its mail moves, so it is never
-    /// lost to a crash, and a repeated turn delivers it once (by its id).
-    ///
-    /// The effects' last step (their renames into place) and the moves are
-    /// made durable by one sync, the next part's or the routing's (see
-    /// `Turn::unsynced`): a power cut may keep a move and lose an effect of
-    /// the same reply, but never before the reply is in the journal, and the
-    /// repeated turn writes the effect again from there (G4).
-    pub(super) fn consume(&mut self, records: &[Record]) -> Result<(), PathError> {
+    /// asked for one, in one group commit made durable at once: a receipt is
+    /// durable before its mail moves to `cur/` ([`move_read`]), so it is
+    /// never lost to a crash, and a repeated turn delivers it once (by its id).
+    pub(super) fn deliver_receipts(&mut self, records: &[Record]) -> Result<(), PathError> {
         let mut receipts = Batch::new();
         for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
             for m in self.asked_receipts(r) {
@@ -215,20 +210,13 @@ impl Turn<'_> {
                 }
             }
         }
+        if receipts.is_empty() {
+            return Ok(());
+        }
         let root = &self.org.layout.root;
-        if !receipts.is_empty() {
-            // A replayed reply finds the mail that asked for a receipt among the unread only.
-            receipts.commit_leaving(root, &mut self.unsynced)?;
-            self.unsynced.sync(root)?;
-        }
-        let mut read = Moves::new();
-        for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
-            for id in &r.mail {
-                self.mb.consume(&mut read, &r.agent, id)?;
-            }
-        }
-        read.leave(&mut self.unsynced);
-        Ok(())
+        // A replayed reply finds the mail that asked for a receipt among the unread only.
+        receipts.commit_leaving(root, &mut self.unsynced)?;
+        self.unsynced.sync(root)
     }
 
     /// The unread messages a used reply read that asked for a receipt: kept
@@ -245,6 +233,28 @@ impl Turn<'_> {
             .filter(|m| m.ack_required)
             .collect()
     }
+}
+
+/// Consume: moves the mail that the used replies among `records` read to
+/// `cur/`, now, and returns the moves, to be made durable with the replies'
+/// effects. Start only once the replies are journaled and their receipts
+/// delivered ([`Turn::deliver_receipts`]).
+///
+/// The effects' last step (their renames into place) and the moves are made
+/// durable by one sync, the next part's or the routing's (see
+/// `Turn::unsynced`): a power cut may keep a move and lose an effect of the
+/// same reply, but never before the reply is in the journal, and the
+/// repeated turn writes the effect again from there (G4). So the moves need
+/// not wait for the effects either: a large part makes them on a thread of
+/// its own while the effects are applied (see `Turn::settle`).
+pub(super) fn move_read(mb: &FsMailStore, records: &[Record]) -> Result<Moves, PathError> {
+    let mut read = Moves::new();
+    for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
+        for id in &r.mail {
+            mb.consume(&mut read, &r.agent, id)?;
+        }
+    }
+    Ok(read)
 }
 
 fn activity_of(r: &Record, sent: Vec<String>, at: DateTime<Utc>) -> Activity {

@@ -804,3 +804,29 @@ async fn a_large_turn_syncs_the_replies_renames_with_the_read_mail_moves() {
         assert_eq!(crate::fsx::group_syncs::made(&org.layout.root) - before, 4);
     }
 }
+
+#[tokio::test]
+async fn a_part_with_many_moves_moves_its_read_mail_beside_the_effects_and_loses_none() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    let sent: Vec<String> =
+        (0..MOVE_APART_MIN + 8).map(|i| send_as_human(&root, "manager", &format!("note {i}"), &src)).collect();
+    let r = step(&root, &src).await;
+    assert_eq!(r.ran, ["manager"], "{r:?}");
+    let mb = crate::org::Layout::new(&root).mail();
+    let read: Vec<String> = mb.read_mail("manager").unwrap().into_iter().map(|m| m.id).collect();
+    let unread: Vec<String> = mb.unread("manager").unwrap().0.into_iter().map(|m| m.id).collect();
+    assert!(read.len() >= MOVE_APART_MIN, "only {} moves: the test does not reach the thread", read.len());
+    let mut all: Vec<String> = read.iter().chain(&unread).cloned().collect();
+    all.sort();
+    assert_eq!(all, sent, "every message is read or unread, once");
+    let journal = Journal::new(&crate::org::Layout::new(&root)).records(r.turn).unwrap();
+    let mut in_prompt = journal["manager"].mail.clone();
+    in_prompt.sort();
+    let mut moved = read.clone();
+    moved.sort();
+    assert_eq!(moved, in_prompt, "exactly the mail in the prompt moved to cur/");
+    // The effects were applied beside the moves: the reply was routed and charged.
+    assert!(!mb.sent_skipping("manager").unwrap().messages.is_empty(), "the reply was not sent");
+    assert!(Ledger::load(&crate::org::Layout::new(&root).ledger()).unwrap().has_charge(r.turn, "manager"));
+}
