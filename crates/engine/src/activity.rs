@@ -72,17 +72,21 @@ pub fn path(root: &Path, agent: &str) -> PathBuf {
     crate::org::Layout::new(root).activity_log(agent)
 }
 
-/// Appends one run (made durable by the caller's group sync).
-pub fn append(root: &Path, agent: &str, a: &Activity) -> Result<(), PathError> {
+/// One run as a line of the log ([`append_line`]).
+pub fn to_line(a: &Activity) -> String {
+    serde_json::to_string(a).expect("activity serializes") + "\n"
+}
+
+/// Appends one run, as [`to_line`] makes it (made durable by the caller's group sync).
+pub fn append_line(root: &Path, agent: &str, line: &str) -> Result<(), PathError> {
     let p = path(root, agent);
-    let line = serde_json::to_string(a).expect("activity serializes") + "\n";
-    match fsx::append_lines(&p, &line) {
+    match fsx::append_lines(&p, line) {
         // The first run of an agent makes its `logs/`.
         Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = p.parent() {
                 fs::create_dir_all(dir).with_path(dir)?;
             }
-            fsx::append_lines(&p, &line)
+            fsx::append_lines(&p, line)
         }
         appended => appended,
     }

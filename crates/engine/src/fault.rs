@@ -15,10 +15,10 @@
 //!   parts of `n` ([`crate::turn::APPLY_EVERY`]) and commit its routing every
 //!   `n` deliveries ([`crate::route::ROUTE_EVERY`]), so that a test with a
 //!   few agents crosses the boundaries of parts.
-//! - Moves apart: `LEMMING_MOVE_APART_MIN=<n>` makes a turn move the read
-//!   mail of a part on a thread of its own, beside the effects, from `n`
-//!   moves ([`crate::turn::MOVE_APART_MIN`]), so that a small test's crash
-//!   points meet the two at work together.
+//! - Moves apart: `LEMMING_APART_MIN=<n>` makes a turn move the read
+//!   mail of a part and append its activity lines on a thread of its own,
+//!   beside the effects, from `n` such files ([`crate::turn::APART_MIN`]),
+//!   so that a small test's crash points meet the two at work together.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -70,10 +70,10 @@ pub fn apply_every(default: usize) -> usize {
     set.unwrap_or(default)
 }
 
-static MOVE_APART_MIN: OnceLock<Option<usize>> = OnceLock::new();
+static APART_MIN: OnceLock<Option<usize>> = OnceLock::new();
 
-/// `default`, or the least moves `LEMMING_MOVE_APART_MIN` sets (see the module docs).
-pub fn move_apart_min(default: usize) -> usize {
-    let set = MOVE_APART_MIN.get_or_init(|| std::env::var("LEMMING_MOVE_APART_MIN").ok()?.parse().ok());
+/// `default`, or the least files `LEMMING_APART_MIN` sets (see the module docs).
+pub fn apart_min(default: usize) -> usize {
+    let set = APART_MIN.get_or_init(|| std::env::var("LEMMING_APART_MIN").ok()?.parse().ok());
     set.unwrap_or(default)
 }

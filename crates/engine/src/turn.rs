@@ -321,8 +321,9 @@ impl Turn<'_> {
     }
 
     /// Applies the replies' effects and moves the mail they read to `cur/`
-    /// (see [`apply::move_read`]): at the same time, the moves on a thread of
-    /// their own, when they are many. Each is file work the other need not
+    /// (see [`apply::move_read`]): at the same time when they are many, the
+    /// moves and the lines of the activity logs on a thread of their own
+    /// ([`apply::move_read_and_log`]). Each is file work the other need not
     /// wait for, and together they are most of a large turn's time.
     fn apply_and_consume(
         &mut self,
@@ -331,34 +332,50 @@ impl Turn<'_> {
         tools: &act::Results,
     ) -> Result<fsx::Moves, PathError> {
         let records = &replies.records;
+        let root = &self.org.layout.root;
         let moves: usize = records.iter().filter(|r| r.outcome == Outcome::Ok).map(|r| r.mail.len()).sum();
-        let mb = self.mb.clone();
-        std::thread::scope(|s| {
-            let apart = if moves >= fault::move_apart_min(MOVE_APART_MIN) {
-                let spawned = std::thread::Builder::new()
-                    .name("lemming-consume".into())
-                    .spawn_scoped(s, || apply::move_read(&mb, records));
-                spawned
-                    .map_err(|e| tracing::debug!(error = %e, "no thread to move read mail on; moved after the effects"))
-                    .ok()
-            } else {
-                None
-            };
-            let effects = self.apply(ledger, replies, tools);
+        if moves + records.len() < fault::apart_min(APART_MIN) {
+            self.apply(ledger, replies, tools, &apply::Logs::Now(root))?;
             fault::point("effects");
-            let read = match apart {
-                Some(mover) => mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                None if effects.is_ok() => apply::move_read(&mb, records),
-                None => Ok(fsx::Moves::new()),
+            return apply::move_read(&self.mb, records, || {});
+        }
+        let mb = self.mb.clone();
+        // Unbounded: the effects never wait for the thread, and a part's
+        // lines (some hundreds of bytes each) are at most a megabyte or two.
+        let (tx, lines) = std::sync::mpsc::channel();
+        let (effects, (read, not_logged)) = std::thread::scope(|s| {
+            let mover = std::thread::Builder::new()
+                .name("lemming-consume".into())
+                .spawn_scoped(s, || apply::move_read_and_log(&mb, root, records, lines));
+            let effects = match &mover {
+                Ok(_) => self.apply(ledger, replies, tools, &apply::Logs::Apart(tx)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no thread to move read mail on; moved after the effects");
+                    self.apply(ledger, replies, tools, &apply::Logs::Now(root))
+                }
             };
-            effects.and(read)
-        })
+            fault::point("effects");
+            let moved = match mover {
+                Ok(mover) => mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => (
+                    effects.as_ref().map_or(Ok(fsx::Moves::new()), |()| apply::move_read(&mb, records, || {})),
+                    Vec::new(),
+                ),
+            };
+            (effects, moved)
+        });
+        effects?;
+        for (agent, e) in not_logged {
+            self.not_logged(agent, e)?;
+        }
+        read
     }
 }
 
-/// Read mail moved at least this many files at once is moved on a thread of
-/// its own beside the effects: fewer are quicker than starting one.
-pub const MOVE_APART_MIN: usize = 32;
+/// A part with at least this many files to move to `cur/` and lines to
+/// append to activity logs does them on a thread of its own beside the
+/// effects: fewer are quicker than starting one.
+pub const APART_MIN: usize = 32;
 
 impl<'a> Turn<'a> {
     /// Starts the next turn: its number, the events of the last one that a

@@ -159,7 +159,7 @@ fn crash_in_parts_at(point: &str, parts: Option<usize>, cut: Cut) {
 
 /// [`crash_in_parts_at`]; with `moves_apart`, the crashing steps move every
 /// part's read mail on a thread of its own, beside the effects
-/// (`LEMMING_MOVE_APART_MIN`), as a large turn does.
+/// (`LEMMING_APART_MIN`), as a large turn does.
 fn crash_with(point: &str, parts: Option<usize>, cut: Cut, moves_apart: bool) {
     let reference = reference();
     let org = TestOrg::new();
@@ -171,7 +171,7 @@ fn crash_with(point: &str, parts: Option<usize>, cut: Cut, moves_apart: bool) {
             step.env("LEMMING_APPLY_EVERY", n.to_string());
         }
         if moves_apart {
-            step.env("LEMMING_MOVE_APART_MIN", "1");
+            step.env("LEMMING_APART_MIN", "1");
         }
         let out = run(&mut step);
         if attempt == 1 && out.code == Some(0) {
@@ -358,7 +358,7 @@ fn kill_at_random_moments_then_recover() {
             let mut step = org.command(&["step", "-n", "2"]);
             if o == 1 {
                 // The second org's turns move their read mail beside the effects.
-                step.env("LEMMING_MOVE_APART_MIN", "1");
+                step.env("LEMMING_APART_MIN", "1");
             }
             if o == 2 {
                 // The last org's turns apply their replies one at a time.

@@ -193,7 +193,7 @@ fn one_org(seed: u64, index: usize, kills: usize) -> Stats {
     let mut env = vec![("LEMMING_MOCK_CALL_LOG", calls.as_os_str())];
     if index % 2 == 1 {
         // Every other org's turns move their read mail beside the effects, as large turns do.
-        env.push(("LEMMING_MOVE_APART_MIN", std::ffi::OsStr::new("1")));
+        env.push(("LEMMING_APART_MIN", std::ffi::OsStr::new("1")));
     }
 
     let mut stats = Stats::default();

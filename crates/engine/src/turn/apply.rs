@@ -5,6 +5,9 @@
 //! consume: the mail a used reply read moves to `cur/`, once its receipts
 //! are delivered.
 
+use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender};
+
 use chrono::{DateTime, Utc};
 
 use super::act::Results;
@@ -24,8 +27,15 @@ impl Turn<'_> {
     /// Applies the replies' effects in one group commit, after their charges
     /// are in the ledger (a replayed reply's charge is already there: the
     /// ledger keeps one per (turn, agent), and the report counts it once).
-    /// `ledger` holds the totals from the turn's start.
-    pub(super) fn apply(&mut self, ledger: &Ledger, replies: &Replies, tools: &Results) -> Result<(), PathError> {
+    /// `ledger` holds the totals from the turn's start; each run's line for
+    /// its agent's activity log goes to `logs`.
+    pub(super) fn apply(
+        &mut self,
+        ledger: &Ledger,
+        replies: &Replies,
+        tools: &Results,
+        logs: &Logs,
+    ) -> Result<(), PathError> {
         let (org, turn, clock) = (self.org, self.turn, self.clock);
         let root = &org.layout.root;
         let mut effects = Batch::new();
@@ -87,13 +97,8 @@ impl Turn<'_> {
             logged.tools = used;
             // The interrupted run may have logged this reply already: `logs` shows it once.
             logged.replay = replayed;
-            if let Err(e) = activity::append(root, &r.agent, &logged) {
-                if trouble::org_wide(&e) {
-                    return Err(e);
-                }
-                // The run counts; only its log line is lost. The agent shows the error.
-                tracing::error!(agent = %r.agent, error = %e, "cannot append to the agent's activity log");
-                self.sick.insert(r.agent.clone(), e);
+            if let Err(e) = logs.log(&r.agent, activity::to_line(&logged)) {
+                self.not_logged(r.agent.clone(), e)?;
             }
             let run = Run { model: r.model.clone(), cost: r.cost, mail: r.mail.len(), sent: r.messages.len() };
             let agent = r.agent.clone();
@@ -113,6 +118,18 @@ impl Turn<'_> {
         ledger.write(&charges)?;
         // Made durable with the consume's moves: see `consume`.
         effects.commit_leaving(root, &mut self.unsynced)
+    }
+
+    /// A run whose line could not be appended to its agent's activity log
+    /// still counts; only its log line is lost, and the agent shows the
+    /// error. A full or read-only disk fails the turn.
+    pub(super) fn not_logged(&mut self, agent: String, e: PathError) -> Result<(), PathError> {
+        if trouble::org_wide(&e) {
+            return Err(e);
+        }
+        tracing::error!(agent = %agent, error = %e, "cannot append to the agent's activity log");
+        self.sick.insert(agent, e);
+        Ok(())
     }
 
     /// Puts the result of each of the reply's tool calls in the agent's inbox
@@ -235,10 +252,54 @@ impl Turn<'_> {
     }
 }
 
+/// Where the lines of a part's runs for their agents' activity logs go.
+pub(super) enum Logs<'a> {
+    /// Appended at once, in the org at this root.
+    Now(&'a Path),
+    /// Handed to the thread that moves the part's read mail, which appends
+    /// them ([`move_read_and_log`]).
+    Apart(Sender<(String, String)>),
+}
+
+impl Logs<'_> {
+    fn log(&self, agent: &str, line: String) -> Result<(), PathError> {
+        match self {
+            Logs::Now(root) => activity::append_line(root, agent, &line),
+            Logs::Apart(tx) => {
+                // The thread ended early only by a panic, which the turn raises again.
+                let _ = tx.send((agent.to_string(), line));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// [`move_read`], on a thread of its own beside the effects; between one
+/// reply's moves and the next, and after the last, it appends the activity
+/// lines the effects have handed over so far (`lines`, until it closes).
+/// Returns the moves and the lines that could not be appended, by agent.
+pub(super) fn move_read_and_log(
+    mb: &FsMailStore,
+    root: &Path,
+    records: &[Record],
+    lines: Receiver<(String, String)>,
+) -> (Result<Moves, PathError>, Vec<(String, PathError)>) {
+    let mut failed = Vec::new();
+    let mut append = |(agent, line): (String, String)| {
+        if let Err(e) = activity::append_line(root, &agent, &line) {
+            failed.push((agent, e));
+        }
+    };
+    let moved = move_read(mb, records, || lines.try_iter().for_each(&mut append));
+    lines.iter().for_each(&mut append);
+    (moved, failed)
+}
+
 /// Consume: moves the mail that the used replies among `records` read to
 /// `cur/`, now, and returns the moves, to be made durable with the replies'
-/// effects. Start only once the replies are journaled and their receipts
-/// delivered ([`Turn::deliver_receipts`]).
+/// effects; `between` runs after each reply's moves. Start only once the
+/// replies are journaled and their receipts delivered
+/// ([`Turn::deliver_receipts`]).
 ///
 /// The effects' last step (their renames into place) and the moves are made
 /// durable by one sync, the next part's or the routing's (see
@@ -247,12 +308,13 @@ impl Turn<'_> {
 /// repeated turn writes the effect again from there (G4). So the moves need
 /// not wait for the effects either: a large part makes them on a thread of
 /// its own while the effects are applied (see `Turn::settle`).
-pub(super) fn move_read(mb: &FsMailStore, records: &[Record]) -> Result<Moves, PathError> {
+pub(super) fn move_read(mb: &FsMailStore, records: &[Record], mut between: impl FnMut()) -> Result<Moves, PathError> {
     let mut read = Moves::new();
     for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
         for id in &r.mail {
             mb.consume(&mut read, &r.agent, id)?;
         }
+        between();
     }
     Ok(read)
 }

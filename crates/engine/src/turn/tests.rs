@@ -209,7 +209,7 @@ async fn apply_of_a_replayed_reply_charges_nothing_twice() {
     let ledger = Ledger::load(&org.layout.ledger()).unwrap();
     let (called, _) = call_all(&mut t, &registry, &ledger).await;
     let replies = t.journal(Default::default(), vec![], called, &mut Unjournaled::default()).unwrap();
-    t.apply(&ledger, &replies, &Default::default()).unwrap();
+    t.apply(&ledger, &replies, &Default::default(), &apply::Logs::Now(&root)).unwrap();
     let cost = t.report.cost;
     assert!(cost > 0.0);
 
@@ -806,17 +806,17 @@ async fn a_large_turn_syncs_the_replies_renames_with_the_read_mail_moves() {
 }
 
 #[tokio::test]
-async fn a_part_with_many_moves_moves_its_read_mail_beside_the_effects_and_loses_none() {
+async fn a_part_with_many_moves_moves_its_read_mail_and_logs_its_runs_beside_the_effects() {
     let (_d, root) = new_org();
     let src = Sources::fixed(t0());
     let sent: Vec<String> =
-        (0..MOVE_APART_MIN + 8).map(|i| send_as_human(&root, "manager", &format!("note {i}"), &src)).collect();
+        (0..APART_MIN + 8).map(|i| send_as_human(&root, "manager", &format!("note {i}"), &src)).collect();
     let r = step(&root, &src).await;
     assert_eq!(r.ran, ["manager"], "{r:?}");
     let mb = crate::org::Layout::new(&root).mail();
     let read: Vec<String> = mb.read_mail("manager").unwrap().into_iter().map(|m| m.id).collect();
     let unread: Vec<String> = mb.unread("manager").unwrap().0.into_iter().map(|m| m.id).collect();
-    assert!(read.len() >= MOVE_APART_MIN, "only {} moves: the test does not reach the thread", read.len());
+    assert!(read.len() >= APART_MIN, "only {} moves: the test does not reach the thread", read.len());
     let mut all: Vec<String> = read.iter().chain(&unread).cloned().collect();
     all.sort();
     assert_eq!(all, sent, "every message is read or unread, once");
@@ -826,7 +826,29 @@ async fn a_part_with_many_moves_moves_its_read_mail_beside_the_effects_and_loses
     let mut moved = read.clone();
     moved.sort();
     assert_eq!(moved, in_prompt, "exactly the mail in the prompt moved to cur/");
+    // The thread appended the run's line to the activity log.
+    let runs = crate::activity::read(&root, "manager").unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((runs[0].turn, runs[0].mail_read.len()), (r.turn, in_prompt.len()));
     // The effects were applied beside the moves: the reply was routed and charged.
     assert!(!mb.sent_skipping("manager").unwrap().messages.is_empty(), "the reply was not sent");
     assert!(Ledger::load(&crate::org::Layout::new(&root).ledger()).unwrap().has_charge(r.turn, "manager"));
+}
+
+#[tokio::test]
+async fn a_run_whose_log_line_the_thread_cannot_append_counts_and_its_agent_shows_why() {
+    let (_d, root) = new_org();
+    let src = Sources::fixed(t0());
+    for i in 0..APART_MIN {
+        send_as_human(&root, "manager", &format!("note {i}"), &src);
+    }
+    // A folder where the log file should be: the append fails for this agent only.
+    std::fs::create_dir_all(root.join("agents/manager/logs/activity.jsonl")).unwrap();
+    let r = step(&root, &src).await;
+    assert_eq!(r.ran, ["manager"], "the run counts: {r:?}");
+    let mb = crate::org::Layout::new(&root).mail();
+    assert!(mb.read_mail("manager").unwrap().len() >= APART_MIN, "the mail it read moved on");
+    let trouble = trouble::read_agents(&crate::org::Layout::new(&root));
+    let why = &trouble.get("manager").expect("manager shows no trouble").error;
+    assert!(why.contains("activity.jsonl"), "{why}");
 }
