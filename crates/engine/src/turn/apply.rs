@@ -307,7 +307,7 @@ pub(super) fn move_read_and_log(
 /// same reply, but never before the reply is in the journal, and the
 /// repeated turn writes the effect again from there (G4). So the moves need
 /// not wait for the effects either: a large part makes them on a thread of
-/// its own while the effects are applied (see `Turn::settle`).
+/// its own while the effects are applied (see `Turn::apply_and_consume`).
 pub(super) fn move_read(mb: &FsMailStore, records: &[Record], mut between: impl FnMut()) -> Result<Moves, PathError> {
     let mut read = Moves::new();
     for r in records.iter().filter(|r| r.outcome == Outcome::Ok) {
