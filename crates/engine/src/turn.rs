@@ -334,33 +334,33 @@ impl Turn<'_> {
         let records = &replies.records;
         let root = &self.org.layout.root;
         let moves: usize = records.iter().filter(|r| r.outcome == Outcome::Ok).map(|r| r.mail.len()).sum();
-        if moves + records.len() < fault::apart_min(APART_MIN) {
-            self.apply(ledger, replies, tools, &apply::Logs::Now(root))?;
-            fault::point("effects");
-            return apply::move_read(&self.mb, records, || {});
-        }
+        let apart = moves + records.len() >= fault::apart_min(APART_MIN);
         let mb = self.mb.clone();
         // Unbounded: the effects never wait for the thread, and a part's
         // lines (some hundreds of bytes each) are at most a megabyte or two.
         let (tx, lines) = std::sync::mpsc::channel();
         let (effects, (read, not_logged)) = std::thread::scope(|s| {
-            let mover = std::thread::Builder::new()
-                .name("lemming-consume".into())
-                .spawn_scoped(s, || apply::move_read_and_log(&mb, root, records, lines));
-            let effects = match &mover {
-                Ok(_) => self.apply(ledger, replies, tools, &apply::Logs::Apart(tx)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no thread to move read mail on; moved after the effects");
-                    self.apply(ledger, replies, tools, &apply::Logs::Now(root))
-                }
+            let mover = apart.then(|| {
+                let spawned = std::thread::Builder::new()
+                    .name("lemming-consume".into())
+                    .spawn_scoped(s, || apply::move_read_and_log(&mb, root, records, lines));
+                spawned
+                    .map_err(|e| tracing::debug!(error = %e, "no thread to move read mail on; moved after the effects"))
+            });
+            let logs = match mover {
+                Some(Ok(_)) => apply::Logs::Apart(tx),
+                _ => apply::Logs::Now(root),
             };
-            fault::point("effects");
+            let effects = self.apply(ledger, replies, tools, &logs);
+            // The thread appends what is handed over until this closes.
+            drop(logs);
+            if effects.is_ok() {
+                fault::point("effects");
+            }
             let moved = match mover {
-                Ok(mover) => mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(_) => (
-                    effects.as_ref().map_or(Ok(fsx::Moves::new()), |()| apply::move_read(&mb, records, || {})),
-                    Vec::new(),
-                ),
+                Some(Ok(mover)) => mover.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                _ if effects.is_ok() => (apply::move_read(&mb, records, || {}), Vec::new()),
+                _ => (Ok(fsx::Moves::new()), Vec::new()),
             };
             (effects, moved)
         });
