@@ -210,14 +210,32 @@ pub fn generate(dir: &Path, spec: &Spec) -> std::io::Result<()> {
 /// each (one new request, the rest replies), then syncs, as mail delivered by
 /// earlier turns would be. `round` keeps ids unique across injections.
 pub fn inject(dir: &Path, spec: &Spec, round: usize) -> std::io::Result<()> {
+    inject_aside(dir, spec, round, None)
+}
+
+/// [`inject`], moving the unread mail it clears into the folder `aside`
+/// (on the same file system, outside the org) instead of removing it: a
+/// bench that times first turns beside warm ones must free no inodes
+/// between them (see `scale.rs`).
+pub fn inject_aside(dir: &Path, spec: &Spec, round: usize, aside: Option<&Path>) -> std::io::Result<()> {
     let n = spec.agents;
     let base = Utc::now() - Duration::hours(1);
+    let org = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some(aside) = aside {
+        fs::create_dir_all(aside)?;
+    }
     for i in 0..n {
         let me = name(i);
         let nb = spec.shape.neighbours(i, n);
         let new_dir = dir.join("agents").join(&me).join("inbox/new");
         for e in fs::read_dir(&new_dir)?.flatten() {
-            fs::remove_file(e.path())?;
+            match aside {
+                Some(aside) => {
+                    let to = aside.join(format!("{org}-{me}-{round}-{}", e.file_name().to_string_lossy()));
+                    fs::rename(e.path(), to)?
+                }
+                None => fs::remove_file(e.path())?,
+            }
         }
         for k in 0..spec.unread {
             let from = name(nb[k % nb.len()]);
