@@ -25,6 +25,10 @@ pub struct Cli {
     /// Print data as JSON where the command prints data
     #[arg(long, global = true)]
     pub json: bool,
+    /// Which node of the org's [cluster] this process is: it runs only that
+    /// node's agents
+    #[arg(long, global = true, env = "LEMMING_NODE", value_name = "NAME")]
+    pub node: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -162,6 +166,11 @@ fn quiet_on_closed_output() {
 pub fn main() -> ExitCode {
     quiet_on_closed_output();
     let cli = Cli::parse();
+    if let Some(node) = &cli.node {
+        // The engine reads the node from the environment each time it loads
+        // the org; nothing else runs yet (no thread reads the environment).
+        std::env::set_var(lemming_engine::org::NODE_ENV, node);
+    }
     crate::log::init_tracing(cli.verbose, matches!(cli.command, Command::Run(_)));
     let ctx = Ctx { org: cli.org, json: cli.json };
     let result = match cli.command {

@@ -66,6 +66,7 @@ impl From<StepError> for CliError {
     fn from(e: StepError) -> CliError {
         match e {
             StepError::Locked(l) => l.into(),
+            StepError::Node(message) => CliError { message, code: 2 },
             other => CliError::user(other.to_string()),
         }
     }

@@ -143,6 +143,7 @@ mod tests {
                 commands: vec![],
                 shared: crate::resume::Shared::None,
                 credits: 1.0,
+                node: None,
             }),
         )
     }

@@ -52,6 +52,10 @@ pub enum StepError {
     /// A file operation failed.
     #[error(transparent)]
     Io(#[from] PathError),
+    /// The org spans nodes and this process does not know which it is
+    /// (see [`Org::check_node`]).
+    #[error("{0}")]
+    Node(String),
 }
 
 /// Runs `n` turns now. `on_turn` sees each report as it is committed.
@@ -73,6 +77,7 @@ pub async fn step_with(
     let mut reports = Vec::new();
     for _ in 0..n {
         let org = Org::load(root)?;
+        org.check_node().map_err(StepError::Node)?;
         keep_last_good(&org, None);
         let registry = Arc::new(org.registry());
         let report = turn::run_keeping(&org, &registry, src, None, &mut turn::Unjournaled::default()).await?;
@@ -222,6 +227,7 @@ pub async fn run(
     let layout = Layout::new(root);
     let _lock = lock::acquire(&layout)?;
     let mut org = Org::load(root)?;
+    org.check_node().map_err(StepError::Node)?;
     let mut saved = keep_last_good(&org, None);
     let file = DaemonFile { pid: std::process::id(), started_at: opts.sources.now(), api: None };
     fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;

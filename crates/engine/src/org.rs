@@ -21,7 +21,7 @@ use crate::fsx;
 use crate::models::{self, Models};
 use crate::name::{AgentName, Names};
 use crate::resume::{self, Resume};
-use crate::settings::{self, Settings};
+use crate::settings::{self, Cluster, Settings};
 use crate::suggest::{self, Kind};
 use crate::tools::catalog::{self, Catalog};
 use crate::view_cache::ViewCache;
@@ -121,7 +121,14 @@ pub struct Org {
     /// keeps (the text is read again then, not held: a large org's resumes
     /// are megabytes).
     valid: Vec<(Box<Path>, Fingerprint)>,
+    /// The node of `[cluster]` this process is ([`NODE_ENV`]), when the org
+    /// has one; `None` on one machine.
+    pub here: Option<String>,
 }
+
+/// The environment variable that names the node of `[cluster]` a process
+/// is (`--node` sets it).
+pub const NODE_ENV: &str = "LEMMING_NODE";
 
 /// The length and a hash of a config file's text: whether a text is the one
 /// found valid, without holding it.
@@ -223,7 +230,12 @@ impl Loaded {
 impl Org {
     /// The org's mail store.
     pub fn mail(&self) -> crate::mailbox::FsMailStore {
-        self.layout.mail().with_read_limit(self.settings.max_message_bytes)
+        let store = self.layout.mail().with_read_limit(self.settings.max_message_bytes);
+        if self.here.is_some() {
+            store.with_remote(self.elsewhere())
+        } else {
+            store
+        }
     }
 
     /// Loads and validates every config file, each invalid one replaced by its
@@ -261,7 +273,7 @@ impl Org {
             check_models: true,
             tools: Some(&tools),
             known: Known::new(&folders),
-            groups: &settings.groups,
+            settings: &settings,
             cache: &ViewCache::off(),
         };
         let (agents, broken) = load_agents(&layout, refs, None, &mut loaded);
@@ -311,7 +323,7 @@ impl Org {
             check_models: models_ok,
             tools: tools.as_ref().ok(),
             known: Known::new(&folders),
-            groups: &settings.groups,
+            settings: &settings,
             cache,
         };
         let (agents, broken) = load_agents(&layout, refs, memory, &mut loaded);
@@ -332,7 +344,56 @@ impl Org {
         loaded: Loaded,
     ) -> Org {
         let Loaded { stale, last_good, valid, .. } = loaded;
-        Org { layout, settings, models, agents, tools, broken, stale, last_good, valid }
+        let here = settings.cluster.as_ref().and_then(|_| std::env::var(NODE_ENV).ok()).filter(|n| !n.is_empty());
+        Org { layout, settings, models, agents, tools, broken, stale, last_good, valid, here }
+    }
+
+    /// Whether this process may run turns here: on one machine always; in a
+    /// cluster, once it knows which declared node it is. The error says what to do.
+    pub fn check_node(&self) -> Result<(), String> {
+        let Some(c) = &self.settings.cluster else { return Ok(()) };
+        let nodes = c.nodes.iter().map(AgentName::as_str).collect::<Vec<_>>().join(", ");
+        match &self.here {
+            None => Err(format!(
+                "this org spans the nodes {nodes} ([cluster] in org/org.toml): say which one this process is, with --node NAME or {NODE_ENV}=NAME"
+            )),
+            Some(h) if !c.has_node(h) => Err(format!(
+                "`{h}` ({NODE_ENV} or --node) is no node of this org ({}): the nodes are {nodes}",
+                suggest::hint(Kind::Node, h, c.nodes.iter().map(AgentName::as_str))
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The node `resume`'s agent runs on, in a cluster.
+    pub fn node_of<'a>(&'a self, resume: &'a Resume) -> Option<&'a str> {
+        let c = self.settings.cluster.as_ref()?;
+        Some(c.node_of(resume.node.as_ref().map(AgentName::as_str)))
+    }
+
+    /// Whether `resume`'s agent runs in this process: always on one machine
+    /// (or when the node is not known), else when its node is this one.
+    pub fn runs_here(&self, resume: &Resume) -> bool {
+        match (self.node_of(resume), &self.here) {
+            (Some(node), Some(here)) => node == here,
+            _ => true,
+        }
+    }
+
+    /// The agent folders whose mail this process keeps, in order: every one,
+    /// but in a cluster those of the agents on other nodes (a folder whose
+    /// resume is invalid stays: its mail waits wherever it is).
+    pub fn folders_here(&self) -> Vec<String> {
+        let mut folders = agent_folders(&self.layout);
+        if self.here.is_some() {
+            folders.retain(|f| self.agents.get(f.as_str()).is_none_or(|r| self.runs_here(r)));
+        }
+        folders
+    }
+
+    /// The agents that run on other nodes, whose mail goes through the cluster.
+    pub fn elsewhere(&self) -> Vec<String> {
+        self.agents.values().filter(|r| !self.runs_here(r)).map(|r| r.name.to_string()).collect()
     }
 
     /// Keeps the version of every valid config file in `org/state/last-good/`
@@ -498,7 +559,7 @@ impl Org {
             self.usable(MODELS_TOML),
             tools,
             &Known::new(&agent_folders(&self.layout)),
-            &self.settings.groups,
+            &self.settings,
         )
     }
 
@@ -738,7 +799,7 @@ struct Refs<'a> {
     tools: Option<&'a Catalog>,
     /// The agent folders.
     known: Known<'a>,
-    groups: &'a BTreeMap<String, Vec<AgentName>>,
+    settings: &'a Settings,
     /// And what a view kept of each resume as parsed (see [`crate::view_cache`]).
     cache: &'a ViewCache,
 }
@@ -767,7 +828,7 @@ fn load_folders(
         }
         let rel = Path::new("agents").join(folder).join("resume.toml");
         let check =
-            |f| check_refs(f, refs.models, refs.check_models, refs.tools, &refs.known, refs.groups).map(Box::new);
+            |f| check_refs(f, refs.models, refs.check_models, refs.tools, &refs.known, refs.settings).map(Box::new);
         let key = match refs.cache.resume(folder, &path, &refs.known.names) {
             crate::view_cache::ResumeLookup::Hit(f, key) => match check(*f) {
                 Ok(r) => {
@@ -829,15 +890,17 @@ impl<'a> Known<'a> {
 /// (when it could be read), tools against the catalog (when `tools.toml`
 /// could be read), agent names against the agent folders (`known`), and groups (`@name` in `send_to`
 /// or `read_from`) against `[groups]` of org.toml, whose members it adds to
-/// the list. An unknown name is reported with the closest known ones.
+/// the list, and its `node` against `[cluster]`. An unknown name is reported
+/// with the closest known ones.
 pub(crate) fn check_refs(
     mut f: resume::ResumeFile,
     models: &Models,
     check_models: bool,
     tools: Option<&Catalog>,
     known: &Known<'_>,
-    groups: &BTreeMap<String, Vec<AgentName>>,
+    settings: &Settings,
 ) -> Result<Resume, Vec<Diagnostic>> {
+    let groups = &settings.groups;
     let mut errs = Vec::new();
     for r in &f.refs {
         if let Some(group) = r.value.strip_prefix('@') {
@@ -876,6 +939,7 @@ pub(crate) fn check_refs(
                 )
                 .help("use a key defined in org/models.toml, or add [models.".to_string() + &r.value + "] there")
             }),
+            "node" => check_node(&f, r, settings.cluster.as_ref()),
             "tools" => tools.filter(|c| !c.knows(&r.value)).map(|c| {
                 Diagnostic::at(
                     &f.path,
@@ -910,6 +974,30 @@ pub(crate) fn check_refs(
         Ok(f.resume)
     } else {
         Err(errs)
+    }
+}
+
+/// The problem with a resume's `node`, if any: it must be a node of
+/// `[cluster]`, and there must be one.
+fn check_node(f: &resume::ResumeFile, r: &resume::Reference, cluster: Option<&Cluster>) -> Option<Diagnostic> {
+    let at = |m: String| Diagnostic::at(&f.path, &f.text, Some(r.span.clone()), m);
+    match cluster {
+        None => Some(
+            at(format!("`node = \"{}\"` but the org is on one machine", r.value))
+                .help("remove `node`, or declare the nodes under [cluster] in org/org.toml"),
+        ),
+        Some(c) if !c.has_node(&r.value) => Some(
+            at(format!(
+                "`{}` in `node` is no node of [cluster] ({})",
+                r.value,
+                suggest::hint(Kind::Node, &r.value, c.nodes.iter().map(AgentName::as_str))
+            ))
+            .help(format!(
+                "use one of the nodes of [cluster] in org/org.toml, or add \"{}\" to `nodes` there",
+                r.value
+            )),
+        ),
+        Some(_) => None,
     }
 }
 
@@ -1138,6 +1226,50 @@ mod tests {
         assert!(d.message.contains("unknown group `@nope` in `send_to` (known: @eng)"), "{d}");
         assert!(d.path.ends_with("agents/janitor/resume.toml") && d.line.is_some(), "{d}");
         assert_eq!(org.groups_of("planner"), ["eng"]);
+    }
+
+    #[test]
+    fn a_resume_names_a_node_of_the_cluster_and_a_node_keeps_only_its_agents_mail() {
+        let (_d, root) = org();
+        let toml = std::fs::read_to_string(root.join("org/org.toml")).unwrap();
+        edit(&root, "agents/planner/resume.toml", "name = \"planner\"", "name = \"planner\"\nnode = \"b\"");
+        // Without [cluster], a node is a mistake.
+        let org = Org::load(&root).unwrap();
+        let d = &org.broken["planner"][0];
+        assert!(d.message.contains("`node = \"b\"` but the org is on one machine") && d.line.is_some(), "{d}");
+        std::fs::write(
+            root.join("org/org.toml"),
+            format!("{toml}\n[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"bb\"]\n"),
+        )
+        .unwrap();
+        let org = Org::load(&root).unwrap();
+        let d = &org.broken["planner"][0];
+        assert!(d.message.contains("`b` in `node` is no node of [cluster] (known: bb, a)"), "{d}");
+        std::fs::write(
+            root.join("org/org.toml"),
+            format!("{toml}\n[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"b\"]\n"),
+        )
+        .unwrap();
+        let mut org = Org::load(&root).unwrap();
+        assert!(org.broken.is_empty(), "{:?}", org.broken);
+        let (planner, manager) = (org.agent("planner").unwrap().clone(), org.agent("manager").unwrap().clone());
+        assert_eq!((org.node_of(&planner), org.node_of(&manager)), (Some("b"), Some("a")));
+        // Not knowing its node, a process may look but not run turns.
+        org.here = None;
+        assert!(org.check_node().unwrap_err().contains("--node NAME or LEMMING_NODE=NAME"));
+        assert!(org.runs_here(&planner) && org.folders_here().contains(&"planner".to_string()));
+        org.here = Some("c".into());
+        assert!(org.check_node().unwrap_err().contains("`c` (LEMMING_NODE or --node) is no node of this org"));
+        org.here = Some("a".into());
+        assert_eq!(org.check_node(), Ok(()));
+        assert!(!org.runs_here(&planner) && org.runs_here(&manager));
+        assert_eq!(org.elsewhere(), ["planner"]);
+        let here = org.folders_here();
+        assert!(!here.contains(&"planner".to_string()) && here.contains(&"manager".to_string()), "{here:?}");
+        assert_eq!(here.len(), agent_folders(&org.layout).len() - 1);
+        org.here = Some("b".into());
+        assert_eq!(org.folders_here(), ["planner"]);
+        assert_eq!(org.elsewhere().len(), org.agents.len() - 1);
     }
 
     /// Above [`AGENTS_PER_THREAD`] agents the resumes load on several threads:

@@ -193,6 +193,9 @@ pub struct Resume {
     pub shared: Shared,
     /// Its starting credits.
     pub credits: f64,
+    /// The node of `[cluster]` it runs on (`None`: the first node, or the
+    /// one machine of an org without `[cluster]`).
+    pub node: Option<AgentName>,
 }
 
 impl Resume {
@@ -218,7 +221,7 @@ impl Resume {
 /// A name that refers to something elsewhere in the org, kept with its span for later checks.
 #[derive(Debug, Clone)]
 pub struct Reference {
-    /// `model`, `send_to`, `read_from` or `tools`.
+    /// `model`, `send_to`, `read_from`, `tools` or `node`.
     pub field: &'static str,
     /// The name written (`@name` for a group in `send_to` or `read_from`).
     pub value: String,
@@ -363,7 +366,30 @@ pub fn parse_sharing(path: &Path, text: String, folder: &str, names: &Names) -> 
             }
             bt.deny_unknown(&["credits"]);
         }
-        t.deny_unknown(&["name", "title", "description", "model", "instructions", "schedule", "permissions", "budget"]);
+        let mut node = None;
+        if let Some(n) = t.str("node") {
+            match AgentName::new(n.get_ref()) {
+                Ok(name) => {
+                    refs.push(Reference { field: "node", value: name.to_string(), span: n.span() });
+                    node = Some(name);
+                }
+                Err(e) => doc.push(
+                    at(n.span(), format!("node name {:?}: {e}", n.get_ref()))
+                        .help("use one of the `nodes` of [cluster] in org/org.toml"),
+                ),
+            }
+        }
+        t.deny_unknown(&[
+            "name",
+            "title",
+            "description",
+            "model",
+            "instructions",
+            "schedule",
+            "permissions",
+            "budget",
+            "node",
+        ]);
 
         let name = raw_name.as_ref().and_then(|raw| match names.name(raw.get_ref()) {
             Ok(n) => Some(n),
@@ -447,6 +473,7 @@ pub fn parse_sharing(path: &Path, text: String, folder: &str, names: &Names) -> 
                 commands,
                 shared,
                 credits,
+                node,
             });
         }
     }

@@ -23,7 +23,7 @@ use crate::mailbox::{
 };
 use crate::message::{self, Kind, Message, To};
 use crate::name::{AgentName, ENGINE};
-use crate::org::{agent_folders, Org};
+use crate::org::Org;
 use crate::trouble;
 
 /// Carries mail to agents that live elsewhere.
@@ -494,7 +494,7 @@ pub fn route(
         sick: std::mem::take(sick),
         waiting: Waiting::new(),
     };
-    for agent in agent_folders(&org.layout) {
+    for agent in org.folders_here() {
         if AgentName::new(&agent).is_err() || r.sick.contains_key(&agent) {
             // What it could list there waits (nothing, if it cannot).
             r.waiting.extend(store.pending(&agent).unwrap_or_default());
@@ -556,6 +556,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::mailbox::{Folder, FsMailStore, READ_LIMIT};
+    use crate::org::agent_folders;
 
     /// A transport that refuses until it is told to accept, and notes, for
     /// each message it is handed, whether its outbox entry was still waiting.

@@ -52,6 +52,16 @@ pub enum SendError {
         /// Whom the sender may write to: agents and groups, comma separated (or `nobody`).
         reachable: String,
     },
+    /// The sender runs on another node of the cluster: its outbox is routed there.
+    #[error("{from} runs on node {node}, and this process is node {here}: its outbox is routed on node {node}\n  help: send from node {node} (--node {node} on the machine with its folder)")]
+    Elsewhere {
+        /// The sender.
+        from: String,
+        /// The node it runs on.
+        node: String,
+        /// This process's node.
+        here: String,
+    },
     /// `reply_to` is not a message id.
     #[error("reply_to {0:?} is not a message id")]
     BadReplyTo(String),
@@ -74,7 +84,12 @@ pub enum SendError {
 /// is routed, and bounced), or `*`. [`send`] does this too; callers that must
 /// read the body first (from stdin) call it before, so a wrong name fails at once.
 pub fn check(org: &Org, from: &str, to: &str) -> Result<(), SendError> {
-    org.agent(from)?;
+    let sender = org.agent(from)?;
+    if let (Some(node), Some(here)) = (org.node_of(sender), &org.here) {
+        if node != here {
+            return Err(SendError::Elsewhere { from: from.into(), node: node.into(), here: here.clone() });
+        }
+    }
     let chart = org.chart();
     let reachable = || {
         let mut r = chart.reachable(from);

@@ -49,6 +49,37 @@ pub struct Settings {
     /// Read mail written this many turns ago or more moves from `inbox/cur/`
     /// to `inbox/archive/` (`None`: never).
     pub archive_after_turns: Option<u64>,
+    /// The machines the org spans (`[cluster]`); `None`: one machine.
+    pub cluster: Option<Cluster>,
+}
+
+/// `[cluster]` of org.toml: the nodes an org spans and the NATS server
+/// (JetStream) through which they exchange mail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// The server's address, or several separated by commas (`nats://` or
+    /// `tls://`, host and port, never credentials: those come from the
+    /// environment).
+    pub nats_url: String,
+    /// The node names, in order; an agent without `node` runs on the first.
+    pub nodes: Vec<AgentName>,
+    /// How many servers keep each message of the org's stream.
+    pub replicas: usize,
+    /// How long JetStream remembers a message id to drop a repeated publish,
+    /// in seconds.
+    pub dedupe_window_secs: f64,
+}
+
+impl Cluster {
+    /// The node an agent whose resume says `node` runs on.
+    pub fn node_of<'a>(&'a self, node: Option<&'a str>) -> &'a str {
+        node.unwrap_or_else(|| self.nodes.first().map(AgentName::as_str).unwrap_or_default())
+    }
+
+    /// Whether `name` is one of the nodes.
+    pub fn has_node(&self, name: &str) -> bool {
+        self.nodes.iter().any(|n| n.as_str() == name)
+    }
 }
 
 /// Which OS sandbox runs the programs of `run_command` and custom tools (`sandbox` in org.toml).
@@ -147,12 +178,13 @@ impl Default for Settings {
             http_listen: None,
             groups: BTreeMap::new(),
             archive_after_turns: None,
+            cluster: None,
         }
     }
 }
 
 /// The fields of `org.toml`.
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 17] = [
     "turn_seconds",
     "wake_on_message",
     "debounce_ms",
@@ -169,7 +201,11 @@ const FIELDS: [&str; 16] = [
     "http",
     "groups",
     "archive_after_turns",
+    "cluster",
 ];
+
+/// The fields of the `[cluster]` table.
+const CLUSTER_FIELDS: [&str; 4] = ["nats_url", "nodes", "replicas", "dedupe_window_secs"];
 
 /// The fields of the `[tools]` table.
 const TOOL_FIELDS: [&str; 7] =
@@ -282,6 +318,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, Vec<Diagnostic>> {
         if let Some(gt) = t.table("groups") {
             s.groups = groups(&doc, &gt);
         }
+        if let Some(ct) = t.table("cluster") {
+            s.cluster = cluster(&doc, &ct);
+        }
         t.deny_unknown(&FIELDS);
     }
     let errs = doc.finish();
@@ -324,6 +363,69 @@ fn groups(doc: &Doc<'_>, gt: &crate::config::Table<'_>) -> BTreeMap<String, Vec<
     }
     out
 }
+
+/// The `[cluster]` table, when it is whole: the server's address (no
+/// credentials in it) and at least one node name, each once.
+fn cluster(doc: &Doc<'_>, ct: &crate::config::Table<'_>) -> Option<Cluster> {
+    let url = ct.req_str("nats_url", "add nats_url = \"nats://127.0.0.1:4222\" (the NATS server with JetStream)");
+    let url = url.filter(|u| {
+        let bad = u.get_ref().split(',').map(str::trim).find_map(|one| {
+            let (scheme, rest) = one.split_once("://").unwrap_or(("", one));
+            if !matches!(scheme, "nats" | "tls") || rest.is_empty() {
+                Some(format!("`nats_url` must be nats://HOST:PORT or tls://HOST:PORT, not `{one}`"))
+            } else if rest.contains('@') {
+                Some("`nats_url` holds credentials; org.toml is no place for them".into())
+            } else {
+                None
+            }
+        });
+        if let Some(message) = &bad {
+            doc.push(doc.at(Some(u.span()), message.clone()).help(
+                "write the address alone (several separated by commas); give credentials in the environment: LEMMING_NATS_CREDS (a .creds file), LEMMING_NATS_TOKEN, or LEMMING_NATS_USER and LEMMING_NATS_PASSWORD",
+            ));
+        }
+        bad.is_none()
+    });
+    let mut nodes: Vec<AgentName> = Vec::new();
+    match ct.str_list("nodes") {
+        None if !ct.has("nodes") => doc.push(doc.at(ct.span_of("nats_url"), "missing `nodes` in [cluster]").help(
+            "list the node names, for example nodes = [\"a\", \"b\"] (an agent without `node` runs on the first)",
+        )),
+        None => {}
+        Some(list) if list.get_ref().is_empty() => doc.push(
+            doc.at(Some(list.span()), "`nodes` is empty")
+                .help("list at least one node name, for example nodes = [\"a\"]"),
+        ),
+        Some(list) => {
+            for n in list.into_inner() {
+                match AgentName::new(n.get_ref()) {
+                    Ok(name) if nodes.contains(&name) => doc.push(
+                        doc.at(Some(n.span()), format!("node `{name}` is listed twice")).help("list each node once"),
+                    ),
+                    Ok(name) => nodes.push(name),
+                    Err(e) => doc.push(
+                        doc.at(Some(n.span()), format!("node name {:?}: {e}", n.get_ref()))
+                            .help("name nodes like agents, for example nodes = [\"a\", \"b\"]"),
+                    ),
+                }
+            }
+        }
+    }
+    let mut replicas = 1;
+    if let Some(v) = ct.int("replicas", 1..=5, "replicas = 3 (how many NATS servers keep each message; at most 5)") {
+        replicas = *v.get_ref() as usize;
+    }
+    let mut dedupe_window_secs = DEDUPE_WINDOW_SECS;
+    if let Some(v) = ct.float("dedupe_window_secs", 0.0, false, MAX_SECS_F, "dedupe_window_secs = 120") {
+        dedupe_window_secs = *v.get_ref();
+    }
+    ct.deny_unknown(&CLUSTER_FIELDS);
+    let nats_url = url?.into_inner();
+    (!nodes.is_empty()).then_some(Cluster { nats_url, nodes, replicas, dedupe_window_secs })
+}
+
+/// JetStream's own default for how long it remembers a message id: two minutes.
+pub const DEDUPE_WINDOW_SECS: f64 = 120.0;
 
 /// Checks that every member of every group of `s` (parsed from `text`) is
 /// one of the `known` agent folders (sorted, so that each lookup is a binary
@@ -393,5 +495,38 @@ mod tests {
         let e = parse(Path::new("o"), "[groups]\nEng = [\"planner\"]\nops = [\"a\", \"a\", \"B\"]\n").unwrap_err();
         let lines: Vec<_> = e.iter().map(|d| d.line.unwrap()).collect();
         assert_eq!(lines, vec![2, 3, 3], "{e:#?}");
+    }
+
+    #[test]
+    fn a_cluster_needs_an_address_without_credentials_and_its_nodes_each_once() {
+        let s =
+            parse(Path::new("o"), "[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"b\"]\n").unwrap();
+        let c = s.cluster.unwrap();
+        assert_eq!((c.nats_url.as_str(), c.replicas, c.dedupe_window_secs), ("nats://127.0.0.1:4222", 1, 120.0));
+        assert_eq!(c.nodes.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!((c.node_of(None), c.node_of(Some("b"))), ("a", "b"));
+        let s = parse(
+            Path::new("o"),
+            "[cluster]\nnats_url = \"nats://h1:4222, tls://h2:4222\"\nnodes = [\"a\"]\nreplicas = 3\ndedupe_window_secs = 2\n",
+        )
+        .unwrap();
+        assert_eq!(s.cluster.map(|c| (c.replicas, c.dedupe_window_secs)), Some((3, 2.0)));
+        assert_eq!(parse(Path::new("o"), "").unwrap().cluster, None);
+        let problems = |text: &str| {
+            let e = parse(Path::new("o"), text).unwrap_err();
+            e.iter().map(|d| (d.line.unwrap_or(0), d.message.clone())).collect::<Vec<_>>()
+        };
+        let e = problems("[cluster]\nnats_url = \"nats://me:secret@h:4222\"\nnodes = [\"a\", \"a\", \"B\"]\nreplicas = 7\nnode = \"a\"\n");
+        assert_eq!(e.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2, 3, 3, 4, 5], "{e:#?}");
+        assert!(
+            e[0].1.contains("credentials") && e[1].1.contains("twice") && e[4].1.contains("unknown field `node`"),
+            "{e:#?}"
+        );
+        let e = problems("[cluster]\nnats_url = \"http://h:4222\"\nnodes = []\n");
+        assert!(e[0].1.contains("nats://HOST:PORT") && e[1].1.contains("empty"), "{e:#?}");
+        let e = problems("[cluster]\nnodes = [\"a\"]\n");
+        assert!(e[0].1.contains("missing `nats_url`"), "{e:#?}");
+        let e = problems("[cluster]\nnats_url = \"nats://h:4222\"\n");
+        assert!(e[0].1.contains("missing `nodes`"), "{e:#?}");
     }
 }

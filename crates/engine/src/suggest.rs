@@ -28,6 +28,8 @@ pub enum Kind {
     Tool,
     /// Groups of `org/org.toml`, written `@name`.
     Group,
+    /// Nodes of `[cluster]` in `org/org.toml`.
+    Node,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
             Kind::ModelKey => "model key",
             Kind::Tool => "tool",
             Kind::Group => "group",
+            Kind::Node => "node",
         }
     }
 
@@ -47,6 +50,7 @@ impl Kind {
             Kind::ModelKey => "model keys",
             Kind::Tool => "tools",
             Kind::Group => "groups",
+            Kind::Node => "nodes",
         }
     }
 
@@ -56,6 +60,7 @@ impl Kind {
             Kind::ModelKey => "`lemming models` lists them",
             Kind::Tool => "docs/tools.md lists the built-in ones, org/tools.toml the others",
             Kind::Group => "[groups] in org/org.toml lists them",
+            Kind::Node => "`nodes` of [cluster] in org/org.toml lists them",
         }
     }
 }

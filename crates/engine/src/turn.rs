@@ -49,7 +49,7 @@ use crate::fsx;
 use crate::journal::{Journal, Outcome, Record};
 use crate::mailbox::{FsMailStore, MailStore};
 use crate::name::AgentName;
-use crate::org::{agent_folders, Org};
+use crate::org::Org;
 use crate::route::{route, Post, Waiting};
 use crate::trouble;
 
@@ -418,7 +418,7 @@ impl<'a> Turn<'a> {
             unsynced: fsx::Unsynced::default(),
         };
         let sweep = first_here(&org.layout.root) | (turn % TMP_SWEEP_EVERY == 1);
-        for folder in agent_folders(&org.layout) {
+        for folder in org.folders_here() {
             if AgentName::new(&folder).is_ok() {
                 // Checked first, made only when missing (a fresh or hand-made agent folder).
                 let ensured = match trouble::check_agent_files(&org.layout, &folder) {

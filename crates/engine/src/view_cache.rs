@@ -119,6 +119,7 @@ struct Parsed {
     commands: Vec<String>,
     shared: crate::resume::Shared,
     credits: f64,
+    node: Option<String>,
 }
 
 /// What is known of one agent: its resume as parsed, its unread and pending
@@ -204,7 +205,7 @@ impl Kept {
 }
 
 /// Changes whenever what is saved changes meaning.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// One read of an org through what the last one kept ([`ViewCache::load`]),
 /// or none ([`ViewCache::off`]). Shared by the threads that read the agents.
@@ -436,6 +437,7 @@ impl Parsed {
             commands: r.commands.clone(),
             shared: r.shared,
             credits: r.credits,
+            node: r.node.as_ref().map(|n| n.to_string()),
         }
     }
 }
@@ -466,6 +468,13 @@ fn sound(p: Parsed, folder: &str, path: &Path, names: &Names) -> Option<ResumeFi
     if let Some(m) = &p.model {
         reference("model", m);
     }
+    let node = match p.node {
+        Some(n) => {
+            reference("node", &n);
+            Some(AgentName::new(&n).ok()?)
+        }
+        None => None,
+    };
     // As the resume's parse does: "*" is anyone, "@name" a group the org
     // resolves, and every other entry a name. An agent of the org needs no
     // checking ([`crate::org::check_refs`] would find it): most entries of
@@ -508,6 +517,7 @@ fn sound(p: Parsed, folder: &str, path: &Path, names: &Names) -> Option<ResumeFi
         commands: p.commands,
         shared: p.shared,
         credits: p.credits,
+        node,
     };
     Some(ResumeFile { path: path.to_path_buf(), text: String::new(), resume, refs })
 }

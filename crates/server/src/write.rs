@@ -80,6 +80,9 @@ async fn send_message(State(s): State<AppState>, JsonBody(b): JsonBody<SendBody>
             Err(e @ SendError::Unroutable { .. }) => Err(ApiError::invalid(e.to_string(), json!({ "field": "to" }))),
             Err(e @ SendError::BadReplyTo(_)) => Err(ApiError::invalid(e.to_string(), json!({ "field": "reply_to" }))),
             Err(e @ SendError::TooLarge { .. }) => Err(ApiError::invalid(e.to_string(), json!({ "field": "body" }))),
+            Err(e @ SendError::Elsewhere { .. }) => {
+                Err(ApiError::new(StatusCode::CONFLICT, "elsewhere", e.to_string().replace("\n  help: ", "; ")))
+            }
             Err(SendError::Io(p)) => Err(p.into()),
         }
     })

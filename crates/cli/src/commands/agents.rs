@@ -15,20 +15,29 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     if ctx.json {
         return print_json(&v.agents);
     }
-    let mut table = Table::new(&[
-        ("AGENT", Align::Left, 16),
+    // Where each agent runs, once the org spans machines.
+    let nodes = org.settings.cluster.is_some();
+    let mut columns = vec![("AGENT", Align::Left, 16)];
+    if nodes {
+        columns.push(("NODE", Align::Left, 8));
+    }
+    columns.extend([
         ("TITLE", Align::Left, 12),
         ("MODEL", Align::Left, 10),
         ("CREDITS", Align::Right, 10),
         ("GROUPS", Align::Left, 14),
         ("SENDS TO", Align::Left, 0),
     ]);
+    let mut table = Table::new(&columns);
     for a in &v.agents {
         // People are never charged: their credits are no number.
         let credits =
             if a.name == lemming_engine::name::HUMAN { "-".to_string() } else { format!("{:.4}", a.credits_left) };
-        table.row(vec![
-            a.name.clone(),
+        let mut row = vec![a.name.clone()];
+        if nodes {
+            row.push(a.node.clone().unwrap_or_default());
+        }
+        row.extend([
             line(&a.title).into_owned(),
             line(a.model.as_deref().unwrap_or("-")).into_owned(),
             credits,
@@ -39,6 +48,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
             },
             a.sends_to.join(", "),
         ]);
+        table.row(row);
     }
     for name in &v.invalid {
         table.note(line(name).into_owned(), "(invalid resume: run `lemming validate`)".into());

@@ -7,6 +7,7 @@ mod backup;
 mod basics;
 mod browser;
 mod chat_stream;
+mod cluster;
 mod config;
 mod config_checks;
 mod crash;

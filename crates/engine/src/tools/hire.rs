@@ -424,7 +424,7 @@ fn validate(ctx: &Ctx<'_>, hire: &Hire, mut folders: Vec<String>) -> Result<(), 
         true,
         Some(&ctx.org.tools),
         &crate::org::Known::new(&folders),
-        &ctx.org.settings.groups,
+        &ctx.org.settings,
     )
     .map_err(problems)?;
     Ok(())

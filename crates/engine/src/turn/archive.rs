@@ -7,7 +7,6 @@ use super::Turn;
 use crate::error::PathError;
 use crate::fsx::Batch;
 use crate::name::AgentName;
-use crate::org::agent_folders;
 
 impl Turn<'_> {
     /// Moves old read mail to the archive. An agent whose read mail cannot
@@ -15,7 +14,7 @@ impl Turn<'_> {
     pub(super) fn archive(&mut self) -> Result<(), PathError> {
         let Some(after) = self.org.settings.archive_after_turns else { return Ok(()) };
         let mut moves = Batch::new();
-        for agent in agent_folders(&self.org.layout) {
+        for agent in self.org.folders_here() {
             if AgentName::new(&agent).is_err() || self.sick.contains_key(&agent) {
                 continue;
             }

@@ -78,6 +78,7 @@ impl Drop for Live {
 /// committed before anything is journaled ([`Due::housekeeping`]).
 pub(super) struct Due<'a> {
     agents: btree_map::Iter<'a, AgentName, Box<Resume>>,
+    org: &'a Org,
     chart: Chart<'a>,
     registry: &'a Registry,
     ledger: &'a Ledger,
@@ -104,6 +105,7 @@ impl<'a> Due<'a> {
     ) -> Due<'a> {
         Due {
             agents: org.agents.iter(),
+            org,
             chart: org.chart(),
             registry,
             ledger,
@@ -125,7 +127,11 @@ impl<'a> Due<'a> {
         sick: &std::collections::BTreeMap<String, PathError>,
         turn: u64,
     ) {
-        let agents = self.agents.clone().filter(|(name, resume)| looked_at(name, resume, self.answered, sick, turn));
+        let org = self.org;
+        let agents = self
+            .agents
+            .clone()
+            .filter(|(name, resume)| looked_at(name, resume, self.answered, sick, turn) && org.runs_here(resume));
         self.ahead = Ahead::start(mb.clone(), agents.map(|(name, _)| name.to_string()).collect());
     }
 
@@ -150,7 +156,7 @@ impl Turn<'_> {
         let (org, turn, clock) = (self.org, self.turn, self.clock);
         for (name, resume) in due.agents.by_ref() {
             let agent = name.as_str();
-            if !looked_at(name, resume, due.answered, &self.sick, turn) {
+            if !looked_at(name, resume, due.answered, &self.sick, turn) || !org.runs_here(resume) {
                 continue;
             }
             let (mut mail, bad) = match due.ahead.unread(&self.mb, agent) {

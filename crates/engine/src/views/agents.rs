@@ -35,6 +35,9 @@ pub struct AgentRow {
     pub groups: Vec<String>,
     /// Credits left.
     pub credits_left: f64,
+    /// The node of `[cluster]` it runs on (absent on one machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Every agent of the org.
@@ -62,6 +65,7 @@ pub fn agents(org: &Org) -> Result<AgentsView, ViewError> {
             sends_to: chart.reachable(r.name.as_str()),
             groups: org.groups_of(r.name.as_str()),
             credits_left: ledger.balance(r.name.as_str(), r.credits).left,
+            node: org.node_of(r).map(str::to_string),
         })
         .collect();
     Ok(AgentsView { agents, invalid: org.broken.keys().cloned().collect() })
