@@ -18,7 +18,9 @@
 //! backup` and `restore` of 100,000 messages; the record table (`thread.rs`) times `lemming
 //! thread` of a long conversation. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
 //! synthetic org for your own experiments, and `lemming-bench inject DIR AGENTS UNREAD
-//! SHAPE ROUND` gives its agents another round of unread mail.
+//! SHAPE ROUND [ASIDE]` gives its agents another round of unread mail (the
+//! mail it clears moves into the folder ASIDE when one is given, instead of
+//! being removed).
 
 mod backup;
 mod daemon;
@@ -280,14 +282,15 @@ fn main() -> std::process::ExitCode {
             synth::generate(Path::new(dir), &user_spec(agents, unread, shape, calls)?).map_err(|e| e.to_string())?;
             Ok::<bool, String>(true)
         })(),
-        ["inject", dir, agents, unread, shape, round] => (|| {
+        ["inject", dir, agents, unread, shape, round, aside @ ..] if aside.len() <= 1 => (|| {
             let round = round.parse().map_err(|_| "ROUND must be a number")?;
-            synth::inject(Path::new(dir), &user_spec(agents, unread, shape, Calls::None)?, round)
+            let spec = user_spec(agents, unread, shape, Calls::None)?;
+            synth::inject_aside(Path::new(dir), &spec, round, aside.first().map(Path::new))
                 .map_err(|e| e.to_string())?;
             Ok::<bool, String>(true)
         })(),
         [] => run_all(std::env::var("LEMMING_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3)),
-        _ => Err("usage: lemming-bench [gen DIR AGENTS UNREAD star|ring:K|all [none|write_file:K|run_command:K|calculate:K]] | [inject DIR AGENTS UNREAD SHAPE ROUND]"
+        _ => Err("usage: lemming-bench [gen DIR AGENTS UNREAD star|ring:K|all [none|write_file:K|run_command:K|calculate:K]] | [inject DIR AGENTS UNREAD SHAPE ROUND [ASIDE]]"
             .into()),
     };
     match result {
