@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 
+use lemming_engine::clock::Sources;
 use lemming_engine::daemon::StepError;
 use lemming_engine::lock::LockError;
 use lemming_engine::org::{self, LoadOrgError, Org};
+use lemming_engine::route::Link;
 
 /// Exit codes of the commands that run turns, for their --help.
 pub const LOCKED_HELP: &str = "\
@@ -95,6 +97,12 @@ impl Ctx {
     /// so these work while a bad edit waits to be fixed.
     pub fn load_lenient(&self) -> Result<Org, CliError> {
         Ok(Org::load_or_last_good(&self.root()?, None))
+    }
+
+    /// The clock, ids and bus of the turns a command runs, with the link to
+    /// the other nodes of an org with `[cluster]` (NATS JetStream).
+    pub fn sources(&self) -> Sources {
+        Sources { link: Link::connecting(lemming_cluster::connector()), ..Sources::real() }
     }
 }
 

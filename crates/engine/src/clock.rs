@@ -107,12 +107,19 @@ pub struct Sources {
     /// Where each event of a turn is published as it happens
     /// ([`crate::events::Bus::subscribe`] to see them).
     pub bus: crate::events::Bus,
+    /// How mail reaches the other nodes of an org with `[cluster]`.
+    pub link: crate::route::Link,
 }
 
 impl Sources {
     /// The system clock and random ids.
     pub fn real() -> Sources {
-        Sources { clock: Arc::new(SystemClock), ids: Arc::new(RandomIds), bus: crate::events::Bus::new() }
+        Sources {
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            bus: crate::events::Bus::new(),
+            link: crate::route::Link::default(),
+        }
     }
 
     /// A clock stopped at `at` (see [`ManualClock`]) and counting ids.
@@ -121,6 +128,7 @@ impl Sources {
             clock: Arc::new(ManualClock::new(at)),
             ids: Arc::new(CountingIds::default()),
             bus: crate::events::Bus::new(),
+            link: crate::route::Link::default(),
         }
     }
 

@@ -53,7 +53,7 @@ pub enum StepError {
     #[error(transparent)]
     Io(#[from] PathError),
     /// The org spans nodes and this process does not know which it is
-    /// (see [`Org::check_node`]).
+    /// (see [`Org::check_node`]), or cannot set up its link to the others.
     #[error("{0}")]
     Node(String),
 }
@@ -75,12 +75,14 @@ pub async fn step_with(
     let layout = Layout::new(root);
     let _lock = lock::acquire(&layout)?;
     let mut reports = Vec::new();
+    let mut src = src.clone();
     for _ in 0..n {
         let org = Org::load(root)?;
         org.check_node().map_err(StepError::Node)?;
+        src.link = src.link.for_org(&org).map_err(StepError::Node)?;
         keep_last_good(&org, None);
         let registry = Arc::new(org.registry());
-        let report = turn::run_keeping(&org, &registry, src, None, &mut turn::Unjournaled::default()).await?;
+        let report = turn::run_keeping(&org, &registry, &src, None, &mut turn::Unjournaled::default()).await?;
         on_turn(&report, &org);
         reports.push(report);
     }
@@ -94,6 +96,10 @@ pub enum Change {
     Outbox,
     /// A config file (or an agent folder) changed: reload.
     Config,
+    /// Mail may have come from another node of the org, or the link to the
+    /// other nodes is back (mail for them may go): a turn, even though no
+    /// outbox changed.
+    Arrived,
 }
 
 /// Classifies a path inside the org.
@@ -219,7 +225,7 @@ pub fn daemon_pid(layout: &Layout) -> Option<u32> {
 /// whenever they change (empty when every file is valid again).
 pub async fn run(
     root: &Path,
-    opts: RunOptions,
+    mut opts: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut on_turn: impl FnMut(&TurnReport),
     mut on_problems: impl FnMut(&[crate::error::Diagnostic]),
@@ -228,6 +234,7 @@ pub async fn run(
     let _lock = lock::acquire(&layout)?;
     let mut org = Org::load(root)?;
     org.check_node().map_err(StepError::Node)?;
+    opts.sources.link = opts.sources.link.for_org(&org).map_err(StepError::Node)?;
     let mut saved = keep_last_good(&org, None);
     let file = DaemonFile { pid: std::process::id(), started_at: opts.sources.now(), api: None };
     fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;
@@ -246,6 +253,13 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    if let Some(t) = &opts.sources.link.transport {
+        // Mail from other nodes, or the link back: as if an outbox had changed.
+        let tx = ev_tx.clone();
+        t.watch(Arc::new(move || {
+            let _ = tx.send(Change::Arrived);
+        }));
+    }
     let (base, top) = (root.to_path_buf(), root.to_path_buf());
     let watcher = watch::start(root, ev_tx, move |d| watched(&top, d), move |p| classify(&base, p));
     let watching = watcher.is_some();
@@ -287,6 +301,11 @@ pub async fn run(
                         wake_at = Some(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
                     }
                     Change::Outbox => {}
+                    Change::Arrived if org.settings.wake_on_message => {
+                        due_now = true;
+                        wake_at.get_or_insert(Instant::now() + Duration::from_millis(org.settings.debounce_ms));
+                    }
+                    Change::Arrived => {}
                     Change::Config => {
                         reload(root, &mut org, &mut saved, &mut registry, &mut problems, &mut on_problems, opts.sources.now());
                         stamp = ConfigStamp::of(&layout);

@@ -954,6 +954,14 @@ impl Fsck {
         out
     }
 
+    /// Whether `from` and `to` run on different nodes of `[cluster]`: the
+    /// copy went through NATS, and `to`'s inbox is the other node's to check.
+    fn across_nodes(&self, from: &str, to: &str) -> bool {
+        let org = self.org.get_or_init(|| crate::org::Org::load_or_last_good(&self.root, None));
+        let node = |a: &str| org.agents.get(a).and_then(|r| org.node_of(r));
+        matches!((node(from), node(to)), (Some(f), Some(t)) if f != t)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn delivered(
         &mut self,
@@ -981,7 +989,7 @@ impl Fsck {
                 return;
             }
         }
-        if self.mb.dead_covers(from, &msg.id, to, self.read_limit) {
+        if self.mb.dead_covers(from, &msg.id, to, self.read_limit) || self.across_nodes(from, to) {
             return;
         }
         if !valid || !self.layout.agent_dir(to).is_dir() {

@@ -118,6 +118,12 @@ pub trait MailStore: Send + Sync {
         taken: &mut HashSet<String>,
     ) -> DeadReason;
 
+    /// Queues the dead letter of mail that arrived from another node and was
+    /// refused here (`bytes`, as they arrived) with its reason. Returns
+    /// false, queuing nothing, when that letter is there already (the same
+    /// arrival again).
+    fn refuse_arrival(&self, b: &mut Batch, bytes: &[u8], why: &DeadReason) -> bool;
+
     /// Queues the removal of a refused entry from the outbox once its dead
     /// letter `dead_id` is made.
     fn drop_pending(&self, b: &mut Batch, p: &Pending, letter: &Letter, dead_id: &str);

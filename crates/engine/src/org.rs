@@ -1239,7 +1239,7 @@ mod tests {
         assert!(d.message.contains("`node = \"b\"` but the org is on one machine") && d.line.is_some(), "{d}");
         std::fs::write(
             root.join("org/org.toml"),
-            format!("{toml}\n[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"bb\"]\n"),
+            format!("{toml}\n[cluster]\nname = \"t\"\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"bb\"]\n"),
         )
         .unwrap();
         let org = Org::load(&root).unwrap();
@@ -1247,7 +1247,7 @@ mod tests {
         assert!(d.message.contains("`b` in `node` is no node of [cluster] (known: bb, a)"), "{d}");
         std::fs::write(
             root.join("org/org.toml"),
-            format!("{toml}\n[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"b\"]\n"),
+            format!("{toml}\n[cluster]\nname = \"t\"\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"b\"]\n"),
         )
         .unwrap();
         let mut org = Org::load(&root).unwrap();

@@ -8,6 +8,7 @@
 //! acceptance, are durable before the outbox entry moves to sent (G3).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -24,9 +25,11 @@ use crate::mailbox::{
 use crate::message::{self, Kind, Message, To};
 use crate::name::{AgentName, ENGINE};
 use crate::org::Org;
+use crate::settings::Cluster;
 use crate::trouble;
 
-/// Carries mail to agents that live elsewhere.
+/// Carries mail to agents that live elsewhere (on another node of
+/// `[cluster]`), and brings the mail other nodes published for this one's.
 pub trait Transport: Send + Sync {
     /// Hands `msg` over for `to`. Returns only once the message is durable on
     /// the other side (for a message queue, once the publish is
@@ -35,6 +38,77 @@ pub trait Transport: Send + Sync {
     /// recipient) may be handed over again after a crash or a failure, and
     /// must not reach the recipient twice.
     fn send(&self, to: &str, msg: &Message) -> Result<(), TransportError>;
+
+    /// Mail published for the agents `here` (this node's) and not yet
+    /// acknowledged: empty when there is none, or when the other side
+    /// cannot be reached. A message comes again until [`Transport::done`]
+    /// acknowledges it, also to a later process.
+    fn incoming(&self, here: &[String]) -> Vec<Arrival>;
+
+    /// Acknowledges the arrivals of `tokens`: each is durable in its
+    /// recipient's inbox, or a dead letter here.
+    fn done(&self, tokens: &[u64]);
+
+    /// Calls `wake` whenever mail for this node's agents may have arrived,
+    /// or mail waiting for other nodes may go now (the link came back).
+    fn watch(&self, wake: Wake) {
+        let _ = wake;
+    }
+}
+
+/// A message another node published for an agent of this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    /// What [`Transport::done`] acknowledges it by.
+    pub token: u64,
+    /// The agent whose inbox it was published for.
+    pub to: String,
+    /// The message as published: untrusted until routing has checked it.
+    pub bytes: Vec<u8>,
+}
+
+/// Wakes the process that routes (the daemon's loop).
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// Connects a process that is the node `node` of `[cluster]` to the others.
+pub type Connect = Arc<dyn Fn(&Cluster, &str) -> Result<Arc<dyn Transport>, String> + Send + Sync>;
+
+/// How a process reaches the other nodes of its org: how to connect, and
+/// the transport once connected. Without a way to connect (tests, one
+/// machine), mail for another node waits in its sender's outbox.
+#[derive(Clone, Default)]
+pub struct Link {
+    /// Makes the transport, for an org with `[cluster]`.
+    pub connect: Option<Connect>,
+    /// The transport, once connected.
+    pub transport: Option<Arc<dyn Transport>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("connect", &self.connect.is_some())
+            .field("transport", &self.transport.is_some())
+            .finish()
+    }
+}
+
+impl Link {
+    /// A link that connects with `connect` when the org spans nodes.
+    pub fn connecting(connect: Connect) -> Link {
+        Link { connect: Some(connect), transport: None }
+    }
+
+    /// This link, connected for `org` when it spans nodes and this process
+    /// is one of them (see [`Org::check_node`]); as it is otherwise.
+    pub fn for_org(&self, org: &Org) -> Result<Link, String> {
+        match (&org.settings.cluster, &org.here, &self.connect, &self.transport) {
+            (Some(cluster), Some(here), Some(connect), None) => {
+                Ok(Link { connect: Some(connect.clone()), transport: Some(connect(cluster, here)?) })
+            }
+            _ => Ok(self.clone()),
+        }
+    }
 }
 
 /// Why a transport did not take a message.
@@ -231,6 +305,62 @@ impl Router<'_> {
         Ok(None)
     }
 
+    /// Delivers the mail other nodes published for this node's agents, or
+    /// makes it a dead letter here. Returns the arrivals to acknowledge once
+    /// the pass has committed; one whose recipient cannot take mail now (an
+    /// invalid resume, files that cannot be used) is not acknowledged, and
+    /// comes again.
+    fn arrivals(&mut self, org: &Org, t: &dyn Transport) -> Vec<u64> {
+        let here: Vec<String> = org.agents.values().filter(|r| org.runs_here(r)).map(|r| r.name.to_string()).collect();
+        let mut done = Vec::new();
+        for a in t.incoming(&here) {
+            if self.arrive(org, &a) {
+                done.push(a.token);
+            }
+        }
+        done
+    }
+
+    /// One arrival: false when it must come again later.
+    fn arrive(&mut self, org: &Org, a: &Arrival) -> bool {
+        let to = a.to.as_str();
+        if self.sick.contains_key(to) || org.broken.contains_key(to) {
+            return false;
+        }
+        let limit = org.settings.max_message_bytes;
+        let msg = if a.bytes.len() as u64 > limit {
+            let detail = format!("{} bytes; the limit is {limit} (max_message_bytes in org/org.toml)", a.bytes.len());
+            Err((Reason::Oversize, detail))
+        } else {
+            Message::parse(&a.bytes).map_err(|e| (Reason::Malformed, e.to_string()))
+        };
+        let msg = msg.and_then(|m| match arrival_refusal(org, to, &m) {
+            None => Ok(m),
+            Some(refused) => Err(refused),
+        });
+        match msg {
+            Ok(msg) => {
+                if self.seen.insert((to.to_string(), msg.id.clone()))
+                    && self.post.store.deliver(&mut self.deliveries, to, &msg)
+                {
+                    self.delivered(to, &msg.id, &msg.from);
+                }
+            }
+            Err((code, detail)) => {
+                let stem = Message::parse(&a.bytes).map(|m| m.id).unwrap_or_else(|_| digest(&a.bytes));
+                let id = arrival_dead_id(&code, to, &stem);
+                let mailbox = if org.agents.contains_key(to) { to } else { ENGINE };
+                let detail = format!("mail from another node: {detail}");
+                let why = reason(&id, code, detail, mailbox, vec![to.to_string()], self.turn, self.now);
+                if self.post.store.refuse_arrival(&mut self.deliveries, &a.bytes, &why) {
+                    self.report.dead += 1;
+                    self.ev.emit(self.clock.now(), EventKind::from(&why));
+                }
+            }
+        }
+        true
+    }
+
     fn route_file(&mut self, org: &Org, p: &Pending) -> Result<(), PathError> {
         let store = self.post.store;
         let agent = p.from.as_str();
@@ -424,6 +554,51 @@ pub fn decide(
     Decision::Routed { recipients }
 }
 
+/// Why mail that arrived from another node for `to` is refused here, if it
+/// is: the receiving node checks again what the sending node checked, so
+/// that nobody who can publish to the server can put mail in an inbox that
+/// the chart keeps it out of.
+pub fn arrival_refusal(org: &Org, to: &str, msg: &Message) -> Option<(Reason, String)> {
+    if !org.agents.get(to).is_some_and(|r| org.runs_here(r)) {
+        return Some((
+            Reason::UnknownRecipient,
+            format!("it was published for {to:?}, which is no agent of this node"),
+        ));
+    }
+    match org.agents.get(msg.from.as_str()) {
+        Some(sender) if !org.runs_here(sender) => {}
+        Some(_) => {
+            let detail = format!(
+                "`from` is {}, which runs on this node: mail from other nodes must come from their own agents",
+                msg.from
+            );
+            return Some((Reason::SenderMismatch, detail));
+        }
+        None => {
+            return Some((Reason::SenderMismatch, format!("`from` is {:?}, which is no agent of the org", msg.from)))
+        }
+    }
+    if !org.recipients(&msg.from, &msg.to).is_ok_and(|rs| rs.iter().any(|r| r.name == to)) {
+        return Some((
+            Reason::UnknownRecipient,
+            format!("it was published for {to}, but its `to` does not reach {to}"),
+        ));
+    }
+    org.chart().check(&msg.from, to).err().map(|d| (d.code(), d.to_string()))
+}
+
+/// The dead-letter id of a refused arrival: the same each time the same
+/// arrival comes again, so that it is one dead letter.
+fn arrival_dead_id(code: &Reason, to: &str, stem: &str) -> String {
+    dead_id(code, 0, "arrival", &format!("{to}-{stem}")).replacen("-t0-arrival-", "-arrival-", 1)
+}
+
+/// A short name for bytes that are not a message (FNV-1a, 64 bits).
+fn digest(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{h:016x}")
+}
+
 /// Why an outbox entry named `name` that is not a message is refused.
 pub fn unusable_detail(name: &str, error: &Unusable) -> String {
     match error {
@@ -494,6 +669,7 @@ pub fn route(
         sick: std::mem::take(sick),
         waiting: Waiting::new(),
     };
+    let arrived = post.transport.map(|t| r.arrivals(org, t)).unwrap_or_default();
     for agent in org.folders_here() {
         if AgentName::new(&agent).is_err() || r.sick.contains_key(&agent) {
             // What it could list there waits (nothing, if it cannot).
@@ -534,6 +710,10 @@ pub fn route(
     }
     *sick = std::mem::take(&mut r.sick);
     commit(store, &mut r.deliveries, &mut r.moves)?;
+    // Durable in their inboxes (or dead letters) now: the other side may forget them.
+    if let (Some(t), false) = (post.transport, arrived.is_empty()) {
+        t.done(&arrived);
+    }
     Ok(r.waiting)
 }
 
@@ -576,6 +756,101 @@ mod tests {
                 Err(TransportError { detail: "the other machine is unreachable".into() })
             }
         }
+
+        fn incoming(&self, _here: &[String]) -> Vec<Arrival> {
+            Vec::new()
+        }
+
+        fn done(&self, _tokens: &[u64]) {}
+    }
+
+    /// A transport that brings arrivals, once, and notes for each
+    /// acknowledged one whether its recipient's inbox (or a dead letter)
+    /// held it by then.
+    struct Inbound {
+        queue: Mutex<Vec<Arrival>>,
+        store: FsMailStore,
+        acked: Mutex<Vec<(u64, bool)>>,
+    }
+
+    impl Transport for Inbound {
+        fn send(&self, _to: &str, _msg: &Message) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        fn incoming(&self, here: &[String]) -> Vec<Arrival> {
+            assert!(here.contains(&"manager".to_string()) && !here.contains(&"planner".to_string()), "{here:?}");
+            std::mem::take(&mut *self.queue.lock().unwrap())
+        }
+
+        fn done(&self, tokens: &[u64]) {
+            let dead = std::fs::read_dir(self.store.dead_path()).unwrap().count();
+            let mut acked = self.acked.lock().unwrap();
+            for t in tokens {
+                let kept = match t {
+                    1 | 2 => self.store.has("manager", "a1"),
+                    _ => dead > 0,
+                };
+                acked.push((*t, kept));
+            }
+        }
+    }
+
+    /// Mail from another node is checked again here (sender, recipient,
+    /// chart, bytes), delivered once, and acknowledged only once the pass
+    /// has committed; mail for an agent that cannot take it now is not
+    /// acknowledged, so that it comes again.
+    #[test]
+    fn arrivals_are_checked_again_delivered_once_and_acknowledged_after_the_commit() {
+        let (_d, org) = org();
+        let toml = std::fs::read_to_string(org.layout.org_toml()).unwrap();
+        let cluster = "\n[cluster]\nname = \"t\"\nnats_url = \"nats://127.0.0.1:1\"\nnodes = [\"a\", \"b\"]\n";
+        std::fs::write(org.layout.org_toml(), format!("{toml}{cluster}")).unwrap();
+        let planner = org.layout.agent_dir("planner").join("resume.toml");
+        let text = std::fs::read_to_string(&planner).unwrap();
+        std::fs::write(&planner, text.replacen("name = \"planner\"", "name = \"planner\"\nnode = \"b\"", 1)).unwrap();
+        std::fs::write(org.layout.agent_dir("coder_01").join("resume.toml"), "not toml [").unwrap();
+        let mut org = Org::load(&org.layout.root).unwrap();
+        org.here = Some("a".into());
+        let store = org.mail();
+        let bytes = |m: &Message| m.to_bytes();
+        let arrival = |token, to: &str, bytes: Vec<u8>| Arrival { token, to: to.into(), bytes };
+        let good = msg("a1", "planner", &["manager"]);
+        let queue = vec![
+            arrival(1, "manager", bytes(&good)),
+            arrival(2, "manager", bytes(&good)),
+            arrival(3, "manager", bytes(&msg("a3", "hr", &["manager"]))),
+            arrival(4, "hr", bytes(&msg("a4", "planner", &["hr"]))),
+            arrival(5, "manager", b"not a message".to_vec()),
+            arrival(6, "human", bytes(&msg("a6", "planner", &["manager"]))),
+            arrival(7, "coder_01", bytes(&msg("a7", "planner", &["coder_01"]))),
+        ];
+        let inbound = Inbound { queue: Mutex::new(queue), store: store.clone(), acked: Mutex::new(vec![]) };
+        let report = pass(&org, Post { store: &store, transport: Some(&inbound) }, 1);
+        assert_eq!((report.delivered, report.dead), (1, 4), "{report:?}");
+        assert!(store.has("manager", "a1"));
+        let (unread, _) = store.unread("manager").unwrap();
+        assert_eq!(unread.iter().filter(|m| m.id == "a1").count(), 1, "delivered once");
+        let acked = inbound.acked.lock().unwrap().clone();
+        assert_eq!(
+            acked,
+            [(1, true), (2, true), (3, true), (4, true), (5, true), (6, true)],
+            "7 waits: coder_01's resume is invalid"
+        );
+        let dead = store.dead_files().unwrap();
+        let reasons: Vec<String> = dead
+            .reasons
+            .iter()
+            .map(|id| {
+                let why: DeadReason = serde_json::from_slice(&std::fs::read(store.reason_path(id)).unwrap()).unwrap();
+                assert!(why.detail.starts_with("mail from another node"), "{why:?}");
+                why.reason.as_str().to_string()
+            })
+            .collect();
+        let mut sorted = reasons.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["chart_send_to", "malformed", "sender_mismatch", "unknown_recipient"], "{reasons:?}");
+        assert_eq!(dead.letters.len(), 4, "each with its bytes");
     }
 
     fn org() -> (tempfile::TempDir, Org) {

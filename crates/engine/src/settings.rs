@@ -57,6 +57,9 @@ pub struct Settings {
 /// (JetStream) through which they exchange mail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
+    /// The org's name on the NATS server (the rule of agent names): its
+    /// stream is `LEMMING_<NAME>` and its subjects `lemming.<name>.inbox.<agent>`.
+    pub name: AgentName,
     /// The server's address, or several separated by commas (`nats://` or
     /// `tls://`, host and port, never credentials: those come from the
     /// environment).
@@ -205,7 +208,7 @@ const FIELDS: [&str; 17] = [
 ];
 
 /// The fields of the `[cluster]` table.
-const CLUSTER_FIELDS: [&str; 4] = ["nats_url", "nodes", "replicas", "dedupe_window_secs"];
+const CLUSTER_FIELDS: [&str; 5] = ["name", "nats_url", "nodes", "replicas", "dedupe_window_secs"];
 
 /// The fields of the `[tools]` table.
 const TOOL_FIELDS: [&str; 7] =
@@ -367,6 +370,18 @@ fn groups(doc: &Doc<'_>, gt: &crate::config::Table<'_>) -> BTreeMap<String, Vec<
 /// The `[cluster]` table, when it is whole: the server's address (no
 /// credentials in it) and at least one node name, each once.
 fn cluster(doc: &Doc<'_>, ct: &crate::config::Table<'_>) -> Option<Cluster> {
+    let name = ct
+        .req_str("name", "add name = \"acme\" (the org's name on the NATS server, the same on every node)")
+        .and_then(|n| match AgentName::new(n.get_ref()) {
+            Ok(name) => Some(name),
+            Err(e) => {
+                doc.push(
+                    doc.at(Some(n.span()), format!("`name` {:?}: {e}", n.get_ref()))
+                        .help("name the org like an agent, for example name = \"acme\""),
+                );
+                None
+            }
+        });
     let url = ct.req_str("nats_url", "add nats_url = \"nats://127.0.0.1:4222\" (the NATS server with JetStream)");
     let url = url.filter(|u| {
         let bad = u.get_ref().split(',').map(str::trim).find_map(|one| {
@@ -420,8 +435,8 @@ fn cluster(doc: &Doc<'_>, ct: &crate::config::Table<'_>) -> Option<Cluster> {
         dedupe_window_secs = *v.get_ref();
     }
     ct.deny_unknown(&CLUSTER_FIELDS);
-    let nats_url = url?.into_inner();
-    (!nodes.is_empty()).then_some(Cluster { nats_url, nodes, replicas, dedupe_window_secs })
+    let (name, nats_url) = (name?, url?.into_inner());
+    (!nodes.is_empty()).then_some(Cluster { name, nats_url, nodes, replicas, dedupe_window_secs })
 }
 
 /// JetStream's own default for how long it remembers a message id: two minutes.
@@ -499,15 +514,19 @@ mod tests {
 
     #[test]
     fn a_cluster_needs_an_address_without_credentials_and_its_nodes_each_once() {
-        let s =
-            parse(Path::new("o"), "[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"b\"]\n").unwrap();
+        let s = parse(
+            Path::new("o"),
+            "[cluster]\nname = \"acme\"\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
         let c = s.cluster.unwrap();
+        assert_eq!(c.name.as_str(), "acme");
         assert_eq!((c.nats_url.as_str(), c.replicas, c.dedupe_window_secs), ("nats://127.0.0.1:4222", 1, 120.0));
         assert_eq!(c.nodes.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!((c.node_of(None), c.node_of(Some("b"))), ("a", "b"));
         let s = parse(
             Path::new("o"),
-            "[cluster]\nnats_url = \"nats://h1:4222, tls://h2:4222\"\nnodes = [\"a\"]\nreplicas = 3\ndedupe_window_secs = 2\n",
+            "[cluster]\nname = \"o\"\nnats_url = \"nats://h1:4222, tls://h2:4222\"\nnodes = [\"a\"]\nreplicas = 3\ndedupe_window_secs = 2\n",
         )
         .unwrap();
         assert_eq!(s.cluster.map(|c| (c.replicas, c.dedupe_window_secs)), Some((3, 2.0)));
@@ -516,17 +535,22 @@ mod tests {
             let e = parse(Path::new("o"), text).unwrap_err();
             e.iter().map(|d| (d.line.unwrap_or(0), d.message.clone())).collect::<Vec<_>>()
         };
-        let e = problems("[cluster]\nnats_url = \"nats://me:secret@h:4222\"\nnodes = [\"a\", \"a\", \"B\"]\nreplicas = 7\nnode = \"a\"\n");
-        assert_eq!(e.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2, 3, 3, 4, 5], "{e:#?}");
+        let e = problems(
+            "[cluster]\nname = \"A.B\"\nnats_url = \"nats://me:secret@h:4222\"\nnodes = [\"a\", \"a\", \"B\"]\nreplicas = 7\nnode = \"a\"\n",
+        );
+        assert_eq!(e.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [2, 3, 4, 4, 5, 6], "{e:#?}");
         assert!(
-            e[0].1.contains("credentials") && e[1].1.contains("twice") && e[4].1.contains("unknown field `node`"),
+            e[0].1.contains("`name` \"A.B\"")
+                && e[1].1.contains("credentials")
+                && e[2].1.contains("twice")
+                && e[5].1.contains("unknown field `node`"),
             "{e:#?}"
         );
-        let e = problems("[cluster]\nnats_url = \"http://h:4222\"\nnodes = []\n");
+        let e = problems("[cluster]\nname = \"o\"\nnats_url = \"http://h:4222\"\nnodes = []\n");
         assert!(e[0].1.contains("nats://HOST:PORT") && e[1].1.contains("empty"), "{e:#?}");
         let e = problems("[cluster]\nnodes = [\"a\"]\n");
-        assert!(e[0].1.contains("missing `nats_url`"), "{e:#?}");
-        let e = problems("[cluster]\nnats_url = \"nats://h:4222\"\n");
+        assert!(e[0].1.contains("missing `name`") && e[1].1.contains("missing `nats_url`"), "{e:#?}");
+        let e = problems("[cluster]\nname = \"o\"\nnats_url = \"nats://h:4222\"\n");
         assert!(e[0].1.contains("missing `nodes`"), "{e:#?}");
     }
 }

@@ -158,7 +158,8 @@ pub async fn run_waiting(
     let _turn = crate::lock::turn(&org.layout).await?;
     let mut t = Turn::prepare(org, src)?;
     let clock = &*src.clock;
-    let first = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
+    let post = Post { store: &t.mb, transport: src.link.transport.as_deref() };
+    let first = route(org, post, t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
     let carried = held.take(t.turn, &journaled);
@@ -198,7 +199,8 @@ pub async fn run_waiting(
         first
     } else {
         t.ev.count_arrivals(std::mem::take(&mut applied.sent));
-        let waiting = route(org, Post::local(&t.mb), t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
+        let post = Post { store: &t.mb, transport: src.link.transport.as_deref() };
+        let waiting = route(org, post, t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
         t.report.arrived = t.ev.arrivals();
         waiting
     };

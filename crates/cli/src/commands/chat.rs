@@ -56,6 +56,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
     let opts = WaitOptions {
         timeout: lemming_provider::config::secs(args.timeout),
         max_turns: args.max_turns,
+        sources: ctx.sources(),
         ..WaitOptions::default()
     };
     let interactive = std::io::stdin().is_terminal();

@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         turns: args.turns,
         turn_seconds: args.turn_seconds,
         rescan: lemming_provider::config::secs(args.rescan_seconds),
-        ..RunOptions::default()
+        sources: ctx.sources(),
     };
     // The server shares the daemon's bus, so its events come from the turns themselves.
     let sources = opts.sources.clone();

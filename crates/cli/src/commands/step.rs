@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
         bar.set_message("running the first turn");
         bar.enable_steady_tick(std::time::Duration::from_millis(100));
     }
-    let reports = block_on_stopping_servers(daemon::step(&root, args.n, |r, org| {
+    let reports = block_on_stopping_servers(daemon::step_with(&root, args.n, &ctx.sources(), |r, org| {
         if let Some(bar) = &bar {
             bar.inc(1);
             bar.set_message(format!(

@@ -1,20 +1,121 @@
 //! An org that spans nodes (`[cluster]` in org.toml, `node` in resumes): what
-//! `validate` and `agents` say, and what a process that is one node runs.
+//! `validate` and `agents` say, what a process that is one node runs, and
+//! mail between nodes through a real `nats-server` with JetStream (found
+//! through `$LEMMING_NATS_SERVER` or the peers' `env.sh`; SKIPPED when it is
+//! not installed). Each server listens on a free loopback port, keeps its
+//! store in the test's folder, and is killed when the test ends.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::fixture::{message_bytes, run, TestOrg};
+use crate::fake_http::free_port;
+use crate::fixture::{message_bytes, run, wait_until, TestOrg};
+use crate::peers::{peer, KillOnDrop};
 
-/// The default org on nodes `a` and `b`, with planner on `b` and the others on `a`.
-fn two_node_org() -> TestOrg {
+/// The default org on nodes `a` and `b` of the NATS server at `url`, with
+/// planner on `b` and the others on `a`.
+fn two_node_org_at(url: &str) -> TestOrg {
     let org = TestOrg::new();
     let toml = org.read("org/org.toml");
     org.write(
         "org/org.toml",
-        format!("{toml}\n[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnodes = [\"a\", \"b\"]\n"),
+        format!("{toml}\n[cluster]\nname = \"t\"\nnats_url = \"{url}\"\nnodes = [\"a\", \"b\"]\n"),
     );
     org.edit("agents/planner/resume.toml", "name = \"planner\"", "name = \"planner\"\nnode = \"b\"");
     org
+}
+
+/// [`two_node_org_at`] a port where no server listens.
+fn two_node_org() -> TestOrg {
+    two_node_org_at(&format!("nats://127.0.0.1:{}", free_port()))
+}
+
+/// A `nats-server` with JetStream on a free loopback port.
+struct Nats {
+    child: Option<KillOnDrop>,
+    bin: PathBuf,
+    port: u16,
+    store: PathBuf,
+}
+
+impl Nats {
+    /// Starts one, its store in `dir`; `None` (and SKIPPED) when it is not installed.
+    fn start(test: &str, dir: &Path) -> Option<Nats> {
+        let Some(bin) = peer("LEMMING_NATS_SERVER") else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {test}: nats-server is not installed; run scripts/setup-llm-peers.sh --only nats (or set LEMMING_NATS_SERVER)"
+            );
+            return None;
+        };
+        let mut n = Nats { child: None, bin, port: free_port(), store: dir.join("jetstream") };
+        n.restart();
+        Some(n)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again on the same port and store (after [`Nats::stop`]).
+    fn restart(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start nats-server");
+        self.child = Some(KillOnDrop(child));
+        let start = Instant::now();
+        while self.client().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(10), "nats-server did not listen within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// A raw client of NATS's text protocol, past its greeting.
+    fn client(&self) -> Option<(TcpStream, BufReader<TcpStream>)> {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut r = BufReader::new(s.try_clone().ok()?);
+        let mut info = String::new();
+        r.read_line(&mut info).ok()?;
+        info.starts_with("INFO").then_some((s, r))
+    }
+
+    /// Publishes `payload` on `subject` as anyone who can reach the server
+    /// could: a core publish, which the org's stream keeps.
+    fn publish(&self, subject: &str, payload: &[u8]) {
+        let (mut s, mut r) = self.client().expect("nats-server answers");
+        write!(s, "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n", payload.len()).unwrap();
+        s.write_all(payload).unwrap();
+        s.write_all(b"\r\nPING\r\n").unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "PONG", "the server took the publish");
+    }
+}
+
+/// The same org as `a` in a folder of its own: node `b`'s copy.
+fn node_b_of(a: &TestOrg) -> TestOrg {
+    TestOrg::copy_of(&a.root)
+}
+
+/// `lemming --json --node NODE step` on `org`: the turn's report.
+#[track_caller]
+fn step_on(org: &TestOrg, node: &str) -> serde_json::Value {
+    let out = org.lemming_ok(&["--json", "--node", node, "step"]);
+    out.json()[0].clone()
 }
 
 #[test]
@@ -68,4 +169,113 @@ fn a_node_runs_only_its_agents_and_mail_for_another_node_waits_in_the_outbox() {
     send.env("LEMMING_NODE", "b");
     run(&mut send).fails_with(1).stderr_has(&["human runs on node a, and this process is node b"]);
     org.lemming_ok(&["--node", "a", "send", "manager", "hello"]);
+}
+
+#[test]
+fn mail_crosses_nodes_through_jetstream_once_and_the_chart_holds_on_both_sides() {
+    let test = "mail_crosses_nodes_through_jetstream_once_and_the_chart_holds_on_both_sides";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut nats) = Nats::start(test, dir.path()) else { return };
+    let a = two_node_org_at(&nats.url());
+    let b = node_b_of(&a);
+
+    // human -> manager on node a; manager's reply to planner crosses to node b.
+    a.lemming_ok(&["--node", "a", "send", "manager", "Please plan the launch @planner"]);
+    let turn = step_on(&a, "a");
+    assert_eq!(turn["ran"], json!(["manager"]), "{turn}");
+    assert!(a.ids("manager", "outbox", "new").is_empty(), "published, so moved to sent/");
+    let to_planner: Vec<String> = a.ids("manager", "outbox", "sent");
+    let turn = step_on(&b, "b");
+    assert_eq!(turn["ran"], json!(["planner"]), "planner got the mail on node b: {turn}");
+    let got = b.ids("planner", "inbox", "cur");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(to_planner.contains(&got[0]), "{got:?} is one of {to_planner:?}");
+    // planner's answer comes back to manager on node a.
+    let turn = step_on(&a, "a");
+    assert_eq!(turn["ran"], json!(["manager"]), "{turn}");
+    let from_planner = b.ids("planner", "outbox", "sent");
+    assert!(a.ids("manager", "inbox", "cur").iter().any(|id| from_planner.contains(id)), "the reply arrived");
+
+    // The sending node checks the chart: planner may not write to hr.
+    b.drop_outbox("planner", "x1.json", message_bytes("x1", "planner", "hr", "psst"));
+    step_on(&b, "b");
+    let dead = b.dead();
+    assert!(dead.values().any(|w| w["reason"] == "chart_send_to" && w["to"] == json!(["hr"])), "{dead:#?}");
+    let told = [b.ids("planner", "inbox", "new"), b.ids("planner", "inbox", "cur")].concat();
+    assert!(told.iter().any(|id| id.ends_with("-bounce")), "planner is told: {told:?}");
+
+    // The receiving node checks it again: mail published straight to planner's
+    // subject, as anyone with access to the server could, is refused there.
+    let subject = "lemming.t.inbox.planner";
+    nats.publish(subject, &message_bytes("inj1", "hr", "planner", "hr may not write to planner"));
+    nats.publish(subject, &message_bytes("inj2", "planner", "planner", "planner runs on node b"));
+    nats.publish(subject, b"not a message");
+    // The same message twice (past any dedupe window): one copy.
+    let twice = message_bytes("dup1", "manager", "planner", "once only");
+    nats.publish(subject, &twice);
+    nats.publish(subject, &twice);
+    let turn = step_on(&b, "b");
+    assert_eq!(turn["dead"], json!(3), "{turn}");
+    let cur = b.ids("planner", "inbox", "cur");
+    assert!(!cur.iter().any(|id| id.starts_with("inj")), "{cur:?}");
+    assert_eq!(cur.iter().filter(|id| *id == "dup1").count(), 1, "{cur:?}");
+    let reasons: Vec<String> = b
+        .dead()
+        .values()
+        .filter(|w| w["detail"].as_str().is_some_and(|d| d.starts_with("mail from another node")))
+        .map(|w| w["reason"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["chart_send_to", "sender_mismatch", "malformed"] {
+        assert!(reasons.iter().any(|r| r == want), "{want} in {reasons:?}");
+    }
+    // Acknowledged: another step gets nothing again.
+    let turn = step_on(&b, "b");
+    assert_eq!((turn["dead"].clone(), turn["delivered"].clone()), (json!(0), json!(0)), "{turn}");
+
+    // With the server down, mail for node b waits in the outbox; once it is
+    // back (its store kept), the next turn sends it.
+    nats.stop();
+    a.drop_outbox("manager", "w1.json", message_bytes("w1", "manager", "planner", "while the server is down"));
+    step_on(&a, "a");
+    assert_eq!(a.ids("manager", "outbox", "new"), ["w1"], "it waits");
+    nats.restart();
+    let start = Instant::now();
+    while a.ids("manager", "outbox", "new").contains(&"w1".to_string()) {
+        assert!(start.elapsed() < Duration::from_secs(30), "w1 was not sent once the server was back");
+        std::thread::sleep(Duration::from_millis(200));
+        step_on(&a, "a");
+    }
+    step_on(&b, "b");
+    assert!(b.ids("planner", "inbox", "cur").contains(&"w1".to_string()), "w1 reached planner on node b");
+    for org in [&a, &b] {
+        org.lemming_ok(&["fsck"]);
+    }
+}
+
+#[test]
+fn two_daemons_on_two_nodes_carry_a_message_and_its_reply_without_waiting_for_a_timer() {
+    let test = "two_daemons_on_two_nodes_carry_a_message_and_its_reply_without_waiting_for_a_timer";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(test, dir.path()) else { return };
+    let a = two_node_org_at(&nats.url());
+    let b = node_b_of(&a);
+    // Timed turns an hour apart: only the arrival of mail can wake a node.
+    let mut da = a.spawn_run(&["--node", "a", "--turn-seconds", "3600"]);
+    let mut db = b.spawn_run(&["--node", "b", "--turn-seconds", "3600"]);
+    da.wait_ready();
+    db.wait_ready();
+    a.lemming_ok(&["--node", "a", "send", "manager", "Please plan the launch @planner"]);
+    let back = wait_until(Duration::from_secs(20), || {
+        let from_planner = b.ids("planner", "outbox", "sent");
+        !from_planner.is_empty()
+            && [a.ids("manager", "inbox", "new"), a.ids("manager", "inbox", "cur")]
+                .concat()
+                .iter()
+                .any(|id| from_planner.contains(id))
+    });
+    assert!(back, "planner's reply did not reach manager on node a\n{da}\n{db}");
+    let got = [b.ids("planner", "inbox", "new"), b.ids("planner", "inbox", "cur")].concat();
+    assert_eq!(got.len(), 1, "planner got manager's message once: {got:?}");
+    da.assert_running("node a");
+    db.assert_running("node b");
 }

@@ -834,6 +834,16 @@ impl MailStore for FsMailStore {
         self.dead_letter(b, &self.pending_path(p), letter, why, taken)
     }
 
+    fn refuse_arrival(&self, b: &mut Batch, bytes: &[u8], why: &DeadReason) -> bool {
+        let path = self.letter_path(&why.id);
+        if fs::symlink_metadata(&path).is_ok() {
+            return false;
+        }
+        self.dead_why(b, why);
+        b.write(&self.state_tmp(), path, bytes.to_vec());
+        true
+    }
+
     fn drop_pending(&self, b: &mut Batch, p: &Pending, letter: &Letter, dead_id: &str) {
         self.set_aside(b, &self.pending_path(p), letter, dead_id);
     }

@@ -1,0 +1,427 @@
+//! The connection to the org's NATS server, and the [`Transport`] on it.
+//!
+//! The client lives on a runtime of its own (one thread): the engine routes
+//! synchronously, often from inside its own runtime, and waits here for a
+//! publish to be acknowledged. Every call is bounded in time; while the
+//! server cannot be reached, calls fail at once until the backoff has passed,
+//! so that a turn with much mail for other nodes does not wait on each.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State as Connection;
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use lemming_engine::message::Message;
+use lemming_engine::route::{Arrival, Transport, TransportError, Wake};
+use lemming_engine::settings::Cluster;
+
+use crate::names::{msg_id, Names};
+
+/// How long one call to the server (a publish and its acknowledgement, a
+/// fetch, the acks of a fetch) may take before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first wait after a failed call; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait between tries while the server cannot be reached.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the server waits for an acknowledgement before it delivers a
+/// message again (to this node: the consumer is the node's).
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// The most messages one fetch asks for; a routing pass fetches until the
+/// consumer has no more, up to [`MAX_ARRIVALS`].
+const FETCH: usize = 1024;
+/// The most arrivals one routing pass takes: the rest wait for the next.
+const MAX_ARRIVALS: usize = 16 * FETCH;
+
+/// One node's link to the org's JetStream stream.
+pub struct Nats {
+    rt: Option<tokio::runtime::Runtime>,
+    names: Names,
+    /// `nats_url`, for messages.
+    url: String,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Config,
+    state: Mutex<State>,
+    /// Fetched messages not acknowledged yet, by the token their arrival carries.
+    held: Arc<Mutex<HashMap<u64, jetstream::Message>>>,
+    next: AtomicU64,
+    /// The agents of this node: mail for them wakes the process.
+    here: Arc<Mutex<HashSet<String>>>,
+    wake: Arc<Mutex<Option<Wake>>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The stream is known to exist.
+    stream_ready: bool,
+    /// The node's consumer, with the agents its filter names.
+    consumer: Option<(Vec<String>, consumer::PullConsumer)>,
+    /// No call before this, after a failure.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Why the last call failed.
+    last_error: Option<String>,
+}
+
+impl Nats {
+    /// Connects as node `node` of `cluster`, in the background: the server
+    /// may be down now. Fails only on what a retry cannot fix (an address
+    /// that does not parse, credentials that cannot be read).
+    pub fn connect(cluster: &Cluster, node: &str) -> Result<Nats, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lemming-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the NATS client's runtime: {e}"))?;
+        let names = Names::new(cluster, node);
+        let wake: Arc<Mutex<Option<Wake>>> = Arc::default();
+        let addrs: Vec<String> = cluster.nats_url.split(',').map(|a| a.trim().to_string()).collect();
+        let options = options(cluster, node, wake.clone());
+        let connected = call(&rt, CALL_TIMEOUT, async move {
+            let options = options.await?;
+            let client = options
+                .connect(addrs.as_slice())
+                .await
+                .map_err(|e| format!("cannot connect to the NATS server: {e}"))?;
+            let js = jetstream::ContextBuilder::new().timeout(CALL_TIMEOUT).build(client.clone());
+            Ok::<_, String>((client, js))
+        });
+        let (client, js) = connected.ok_or("the NATS client did not start in time")??;
+        // A one-shot `lemming step` has mail to send at once: give the first
+        // connection a moment before calls fail for want of it.
+        let start = Instant::now();
+        while client.connection_state() != Connection::Connected && start.elapsed() < CONNECT_TIMEOUT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stream = stream::Config {
+            name: names.stream.clone(),
+            subjects: vec![names.every_inbox()],
+            storage: stream::StorageType::File,
+            num_replicas: cluster.replicas,
+            duplicate_window: Duration::from_secs_f64(cluster.dedupe_window_secs),
+            ..Default::default()
+        };
+        Ok(Nats {
+            rt: Some(rt),
+            names,
+            url: cluster.nats_url.clone(),
+            client,
+            js,
+            stream,
+            state: Mutex::default(),
+            held: Arc::default(),
+            next: AtomicU64::new(1),
+            here: Arc::default(),
+            wake,
+        })
+    }
+
+    /// The org's names on the server.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Runs `f` on the client's runtime and waits for it, at most [`CALL_TIMEOUT`].
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = Result<T, String>> + Send + 'static,
+    ) -> Result<T, String> {
+        let rt = self.rt.as_ref().ok_or("the NATS client has stopped")?;
+        call(rt, CALL_TIMEOUT, f)
+            .unwrap_or_else(|| Err(format!("no answer from the NATS server within {CALL_TIMEOUT:?}")))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fails at once while the backoff after a failure lasts, or while the
+    /// client is not connected.
+    fn may_try(&self) -> Result<(), String> {
+        if self.client.connection_state() != Connection::Connected {
+            return Err(format!("not connected to the NATS server ({})", self.url));
+        }
+        let s = self.state();
+        match s.retry_at {
+            Some(at) if Instant::now() < at => Err(format!(
+                "the NATS server could not be reached ({}); next try in {:.1} s",
+                s.last_error.as_deref().unwrap_or("no answer"),
+                at.saturating_duration_since(Instant::now()).as_secs_f64()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the outcome of a call: a failure starts (or doubles) the backoff.
+    fn outcome<T>(&self, r: Result<T, String>) -> Result<T, String> {
+        let mut s = self.state();
+        match &r {
+            Ok(_) => {
+                s.retry_at = None;
+                s.backoff = Duration::ZERO;
+                s.last_error = None;
+            }
+            Err(e) => {
+                s.backoff = (s.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                s.retry_at = Some(Instant::now() + s.backoff);
+                s.last_error = Some(e.clone());
+                // The server may have lost the stream (a new server, a purged store).
+                s.stream_ready = false;
+                s.consumer = None;
+            }
+        }
+        r
+    }
+
+    /// Makes sure the org's stream exists (file storage, the replicas and
+    /// dedupe window of `[cluster]`).
+    fn ensure_stream(&self) -> Result<(), String> {
+        if self.state().stream_ready {
+            return Ok(());
+        }
+        let (js, config) = (self.js.clone(), self.stream.clone());
+        self.call(async move {
+            js.get_or_create_stream(config).await.map_err(|e| format!("cannot create the org's stream: {e}"))?;
+            Ok(())
+        })?;
+        self.state().stream_ready = true;
+        Ok(())
+    }
+
+    /// The node's durable pull consumer, its filter naming each agent of
+    /// `here`; made, or changed, when the agents are not the ones it names.
+    fn consumer(&self, here: &[String]) -> Result<consumer::PullConsumer, String> {
+        let mut wanted = here.to_vec();
+        wanted.sort();
+        if let Some((agents, c)) = &self.state().consumer {
+            if *agents == wanted {
+                return Ok(c.clone());
+            }
+        }
+        let config = consumer::pull::Config {
+            durable_name: Some(self.names.consumer.clone()),
+            description: Some("the mail of one lemming node's agents".into()),
+            filter_subjects: wanted.iter().map(|a| self.names.inbox(a)).collect(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            // Never given up on: a message is acknowledged once it is in its
+            // recipient's inbox, or a dead letter there.
+            max_deliver: -1,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        };
+        let (js, stream) = (self.js.clone(), self.names.stream.clone());
+        let c = self.call(async move {
+            js.create_consumer_on_stream(config, stream)
+                .await
+                .map_err(|e| format!("cannot make the node's consumer: {e}"))
+        })?;
+        self.state().consumer = Some((wanted, c.clone()));
+        Ok(c)
+    }
+
+    fn fetch(&self, here: &[String]) -> Result<Vec<Arrival>, String> {
+        self.ensure_stream()?;
+        let c = self.consumer(here)?;
+        let mut arrivals = Vec::new();
+        while arrivals.len() < MAX_ARRIVALS {
+            let c = c.clone();
+            let batch = self.call(async move {
+                let mut got = Vec::new();
+                let mut messages = c.fetch().max_messages(FETCH).messages().await.map_err(|e| e.to_string())?;
+                while let Some(m) = messages.next().await {
+                    got.push(m.map_err(|e| e.to_string())?);
+                }
+                Ok(got)
+            })?;
+            let full = batch.len() == FETCH;
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            for m in batch {
+                let Some(to) = self.names.agent_of(m.subject.as_str()).map(str::to_string) else {
+                    tracing::warn!(subject = %m.subject, "a message on a subject that is no inbox is left unacknowledged");
+                    continue;
+                };
+                let token = self.next.fetch_add(1, Ordering::Relaxed);
+                arrivals.push(Arrival { token, to, bytes: m.payload.to_vec() });
+                held.insert(token, m);
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(arrivals)
+    }
+}
+
+impl Transport for Nats {
+    fn send(&self, to: &str, msg: &Message) -> Result<(), TransportError> {
+        self.may_try().map_err(|detail| TransportError { detail })?;
+        let sent = self.ensure_stream().and_then(|()| {
+            let (js, subject) = (self.js.clone(), self.names.inbox(to));
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", msg_id(&msg.id, to).as_str());
+            let payload = msg.to_bytes().into();
+            self.call(async move {
+                let ack = js.publish_with_headers(subject, headers, payload).await.map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| format!("the publish was not acknowledged: {e}"))?;
+                Ok(())
+            })
+        });
+        self.outcome(sent).map_err(|detail| TransportError { detail })
+    }
+
+    fn incoming(&self, here: &[String]) -> Vec<Arrival> {
+        {
+            let mut w = self.here.lock().unwrap_or_else(PoisonError::into_inner);
+            if w.len() != here.len() || here.iter().any(|a| !w.contains(a)) {
+                *w = here.iter().cloned().collect();
+            }
+        }
+        // Fetched before and never done: the server delivers them again.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        if here.is_empty() {
+            return Vec::new();
+        }
+        if let Err(e) = self.may_try() {
+            tracing::debug!(error = %e, "mail from other nodes waits on the NATS server");
+            return Vec::new();
+        }
+        match self.outcome(self.fetch(here)) {
+            Ok(arrivals) => arrivals,
+            Err(e) => {
+                tracing::warn!(error = %e, "mail from other nodes waits on the NATS server");
+                Vec::new()
+            }
+        }
+    }
+
+    fn done(&self, tokens: &[u64]) {
+        let messages: Vec<jetstream::Message> = {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            tokens.iter().filter_map(|t| held.remove(t)).collect()
+        };
+        if messages.is_empty() {
+            return;
+        }
+        let client = self.client.clone();
+        let acked = self.call(async move {
+            for m in &messages {
+                m.ack().await.map_err(|e| e.to_string())?;
+            }
+            // Out of this process before it may exit (a one-shot `lemming step`).
+            client.flush().await.map_err(|e| e.to_string())
+        });
+        if let Err(e) = acked {
+            // Delivered already: the server delivers them again and the inbox holds their ids.
+            tracing::warn!(error = %e, "acknowledgements to the NATS server failed; the mail comes again and is not delivered twice");
+        }
+    }
+
+    fn watch(&self, wake: Wake) {
+        *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(wake.clone());
+        let Some(rt) = self.rt.as_ref() else { return };
+        let (client, subject, names, here) =
+            (self.client.clone(), self.names.every_inbox(), self.names.clone(), self.here.clone());
+        rt.spawn(async move {
+            // Core NATS sees each publish to the stream's subjects too: a hint, not the mail.
+            let mut sub = loop {
+                match client.subscribe(subject.clone()).await {
+                    Ok(sub) => break sub,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot watch for mail from other nodes yet");
+                        tokio::time::sleep(MAX_BACKOFF).await;
+                    }
+                }
+            };
+            tracing::debug!(%subject, "watching for mail from other nodes");
+            while let Some(m) = sub.next().await {
+                tracing::debug!(subject = %m.subject, "a message was published");
+                let ours = names
+                    .agent_of(m.subject.as_str())
+                    .is_some_and(|a| here.lock().unwrap_or_else(PoisonError::into_inner).contains(a));
+                if ours {
+                    wake();
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            // Not `drop`: that blocks, which an async caller may not do.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs `f` on `rt` and waits for it at most `within`.
+fn call<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    within: Duration,
+    f: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv_timeout(within).ok()
+}
+
+/// The client's options: a name the server shows, the connection made in
+/// the background and again whenever lost (each time it comes back, the
+/// process is woken to send what waits), and the credentials of the
+/// environment.
+fn options(
+    cluster: &Cluster,
+    node: &str,
+    wake: Arc<Mutex<Option<Wake>>>,
+) -> impl Future<Output = Result<async_nats::ConnectOptions, String>> + Send + 'static {
+    let name = format!("lemming {} node {node}", cluster.name);
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (creds, token, user, password) =
+        (env("LEMMING_NATS_CREDS"), env("LEMMING_NATS_TOKEN"), env("LEMMING_NATS_USER"), env("LEMMING_NATS_PASSWORD"));
+    async move {
+        let mut o = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                let ms = 100u64.saturating_mul(1 << attempts.min(9) as u64);
+                Duration::from_millis(ms).min(MAX_BACKOFF)
+            })
+            .event_callback(move |event| {
+                let wake = wake.clone();
+                async move {
+                    tracing::info!(%event, "NATS");
+                    if matches!(event, async_nats::Event::Connected) {
+                        if let Some(wake) = wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                            wake();
+                        }
+                    }
+                }
+            });
+        if let Some(path) = creds {
+            o = o.credentials_file(&path).await.map_err(|e| format!("LEMMING_NATS_CREDS={path}: {e}"))?;
+        }
+        if let Some(token) = token {
+            o = o.token(token);
+        }
+        match (user, password) {
+            (Some(u), Some(p)) => o = o.user_and_password(u, p),
+            (None, None) => {}
+            _ => return Err("set both LEMMING_NATS_USER and LEMMING_NATS_PASSWORD, or neither".into()),
+        }
+        Ok(o)
+    }
+}
