@@ -7,7 +7,7 @@ ifndef DEMO_DIR
 DEMO_DIR := $(shell mktemp -d -u /tmp/lemming-demo.XXXXXX)
 endif
 
-.PHONY: build demo demo-local test bench lint fmt clean
+.PHONY: build demo demo-local demo-cluster test bench lint fmt clean
 
 build:
 	$(CARGO) build --release --bin lemming
@@ -42,6 +42,12 @@ demo: build
 ## in org/models.toml) and stops it when the command ends.
 demo-local: build
 	@BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) bash scripts/demo-local.sh
+
+## demo-cluster: one org on two nodes (two folders, two daemons) that exchange
+## mail through a local nats-server with JetStream (installed once by
+## scripts/setup-llm-peers.sh --only nats); the mock provider, no key.
+demo-cluster: build
+	@BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) bash scripts/demo-cluster.sh
 
 ## test: every test of the workspace (unit, end-to-end on the real binary).
 test:

@@ -343,7 +343,6 @@ impl Transport for Nats {
             };
             tracing::debug!(%subject, "watching for mail from other nodes");
             while let Some(m) = sub.next().await {
-                tracing::debug!(subject = %m.subject, "a message was published");
                 let ours = names
                     .agent_of(m.subject.as_str())
                     .is_some_and(|a| here.lock().unwrap_or_else(PoisonError::into_inner).contains(a));

@@ -279,3 +279,44 @@ fn two_daemons_on_two_nodes_carry_a_message_and_its_reply_without_waiting_for_a_
     da.assert_running("node a");
     db.assert_running("node b");
 }
+
+#[test]
+fn make_demo_cluster_shows_a_reply_coming_back_from_the_other_node() {
+    let test = "make_demo_cluster_shows_a_reply_coming_back_from_the_other_node";
+    let Some(nats) = peer("LEMMING_NATS_SERVER") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {test}: nats-server is not installed; run scripts/setup-llm-peers.sh --only nats"
+        );
+        return;
+    };
+    if Command::new("make").arg("--version").output().is_err() {
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: no make on this machine");
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    // The binary under test as the release build of a target folder elsewhere;
+    // CARGO=true stands in for the build, already done.
+    let target = tmp.path().join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::fs::copy(crate::fixture::BIN, target.join("release/lemming")).unwrap();
+    let demo = tmp.path().join("demo");
+    let mut make = Command::new("make");
+    make.current_dir(&repo)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .env("LEMMING_NATS_SERVER", &nats)
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["--no-print-directory", "demo-cluster", "CARGO=true"])
+        .arg(format!("DEMO_DIR={}", demo.display()));
+    let out = run(&mut make);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("reached manager on node a in"), "{out}");
+    assert!(out.stdout.contains("from planner to manager"), "the thread shows the reply: {out}");
+    // Both daemons stopped, and the server with them.
+    for node in ["node-a", "node-b"] {
+        assert!(!demo.join(node).join("org/state/daemon.json").exists(), "{node} still runs\n{out}");
+    }
+}
