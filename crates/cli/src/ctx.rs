@@ -69,6 +69,7 @@ impl From<StepError> for CliError {
         match e {
             StepError::Locked(l) => l.into(),
             StepError::Node(message) => CliError { message, code: 2 },
+            StepError::NodeTaken(message) => CliError { message, code: 3 },
             other => CliError::user(other.to_string()),
         }
     }

@@ -7,7 +7,9 @@
 //!   synchronous routing can wait for it: publishing with `Nats-Msg-Id`
 //!   (returns once JetStream has stored the message), fetching what arrived
 //!   for this node's agents, acknowledging it once it is durable in their
-//!   inboxes, and the backoff while the server cannot be reached.
+//!   inboxes, and the backoff while the server cannot be reached;
+//! - `lease.rs`: a lease per node name in a key-value bucket, so that one
+//!   process at a time runs a node, on whichever machine.
 //!
 //! The engine delivers what arrives (idempotently by id, so a message
 //! redelivered past JetStream's dedupe window is still caught) and checks
@@ -15,9 +17,11 @@
 
 #![warn(missing_docs)]
 
+mod lease;
 mod link;
 mod names;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use lemming_engine::route::{Connect, Transport};
@@ -30,7 +34,7 @@ pub use names::Names;
 /// org's NATS server. The connection is made in the background: a server
 /// that is down makes mail between nodes wait, not the process fail.
 pub fn connector() -> Connect {
-    Arc::new(|cluster: &Cluster, node: &str| -> Result<Arc<dyn Transport>, String> {
-        Ok(Arc::new(Nats::connect(cluster, node)?))
+    Arc::new(|cluster: &Cluster, node: &str, org: &Path| -> Result<Arc<dyn Transport>, String> {
+        Ok(Arc::new(Nats::connect(cluster, node, org)?))
     })
 }

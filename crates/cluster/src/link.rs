@@ -8,17 +8,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State as Connection;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer, kv, stream};
 use futures_util::StreamExt;
 use lemming_engine::message::Message;
 use lemming_engine::route::{Arrival, Transport, TransportError, Wake};
 use lemming_engine::settings::Cluster;
 
+use crate::lease::{self, Claim, Holder};
 use crate::names::{msg_id, Names};
 
 /// How long one call to the server (a publish and its acknowledgement, a
@@ -55,6 +57,22 @@ pub struct Nats {
     /// The agents of this node: mail for them wakes the process.
     here: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Mutex<Option<Wake>>>,
+    /// This process's hold on its node.
+    lease: Arc<Mutex<Lease>>,
+    node: String,
+    me: Holder,
+    replicas: usize,
+}
+
+/// This process's lease on its node.
+#[derive(Default)]
+struct Lease {
+    /// The claim was made (or is being made in the background).
+    claimed: bool,
+    /// The bucket and the revision of the entry this process holds.
+    held: Option<(kv::Store, u64)>,
+    /// Why the node is no longer this process's.
+    lost: Option<String>,
 }
 
 #[derive(Default)]
@@ -74,7 +92,7 @@ impl Nats {
     /// Connects as node `node` of `cluster`, in the background: the server
     /// may be down now. Fails only on what a retry cannot fix (an address
     /// that does not parse, credentials that cannot be read).
-    pub fn connect(cluster: &Cluster, node: &str) -> Result<Nats, String> {
+    pub fn connect(cluster: &Cluster, node: &str, org: &Path) -> Result<Nats, String> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("lemming-nats")
@@ -121,6 +139,10 @@ impl Nats {
             next: AtomicU64::new(1),
             here: Arc::default(),
             wake,
+            lease: Arc::default(),
+            node: node.to_string(),
+            me: Holder::me(&org.display().to_string()),
+            replicas: cluster.replicas,
         })
     }
 
@@ -228,6 +250,27 @@ impl Nats {
         Ok(c)
     }
 
+    /// What a claim of the node needs, owned for the client's runtime.
+    fn lease_args(&self) -> (jetstream::Context, String, String, Holder, usize) {
+        (self.js.clone(), self.names.leases.clone(), self.node.clone(), self.me.clone(), self.replicas)
+    }
+
+    fn taken_by(&self, holder: &Holder) -> String {
+        (self.taken_by_fn())(holder)
+    }
+
+    /// The message for a node that `holder` runs.
+    fn taken_by_fn(&self) -> impl Fn(&Holder) -> String + Send + 'static {
+        let node = self.node.clone();
+        move |holder: &Holder| {
+            format!(
+                "node {node} is run by {holder}: stop that process first (`lemming stop` there); a process that died \
+                 frees its node within {} s",
+                lease::LEASE_TTL.as_secs()
+            )
+        }
+    }
+
     fn fetch(&self, here: &[String]) -> Result<Vec<Arrival>, String> {
         self.ensure_stream()?;
         let c = self.consumer(here)?;
@@ -325,6 +368,74 @@ impl Transport for Nats {
         }
     }
 
+    fn claim(&self) -> Result<(), String> {
+        {
+            let mut l = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+            if l.claimed {
+                return Ok(());
+            }
+            l.claimed = true;
+        }
+        let Some(rt) = self.rt.as_ref() else { return Ok(()) };
+        if self.client.connection_state() == Connection::Connected {
+            let (js, bucket, key, me, replicas) = self.lease_args();
+            let claimed = self.call(async move {
+                let store = lease::bucket(&js, &bucket, replicas).await?;
+                Ok((lease::claim(&store, &key, &me).await?, store))
+            });
+            match claimed {
+                Ok((Claim::Held(rev), store)) => {
+                    self.lease.lock().unwrap_or_else(PoisonError::into_inner).held = Some((store, rev));
+                }
+                Ok((Claim::Taken(holder), _)) => return Err(self.taken_by(&holder)),
+                Err(e) => {
+                    tracing::warn!(error = %e, node = %self.node, "cannot claim the node now; trying again in the background")
+                }
+            }
+        } else {
+            tracing::warn!(node = %self.node, "not connected to the NATS server: the node is claimed once it is");
+        }
+        let (js, bucket, key, me, replicas) = self.lease_args();
+        let (lease, wake, taken) = (self.lease.clone(), self.wake.clone(), self.taken_by_fn());
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(lease::RENEW_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let held = lease.lock().unwrap_or_else(PoisonError::into_inner).held.clone();
+                let outcome = match held {
+                    Some((store, rev)) => lease::renew(&store, &key, &me, rev).await.map(|c| (c, store)),
+                    None => match lease::bucket(&js, &bucket, replicas).await {
+                        Ok(store) => lease::claim(&store, &key, &me).await.map(|c| (c, store)),
+                        Err(e) => Err(e),
+                    },
+                };
+                match outcome {
+                    Ok((Claim::Held(rev), store)) => {
+                        lease.lock().unwrap_or_else(PoisonError::into_inner).held = Some((store, rev));
+                    }
+                    Ok((Claim::Taken(holder), _)) => {
+                        let mut l = lease.lock().unwrap_or_else(PoisonError::into_inner);
+                        l.held = None;
+                        l.lost = Some(taken(&holder));
+                        drop(l);
+                        if let Some(wake) = wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                            wake();
+                        }
+                        return;
+                    }
+                    // The server is away: the entry lapses by itself if this lasts.
+                    Err(e) => tracing::debug!(error = %e, "the node's lease was not renewed"),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.lease.lock().unwrap_or_else(PoisonError::into_inner).lost.clone()
+    }
+
     fn watch(&self, wake: Wake) {
         *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(wake.clone());
         let Some(rt) = self.rt.as_ref() else { return };
@@ -356,6 +467,11 @@ impl Transport for Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
+        let held = self.lease.lock().unwrap_or_else(PoisonError::into_inner).held.take();
+        if let (Some(rt), Some((store, rev))) = (self.rt.as_ref(), held) {
+            let key = self.node.clone();
+            let _ = call(rt, Duration::from_secs(1), async move { lease::release(&store, &key, rev).await });
+        }
         if let Some(rt) = self.rt.take() {
             // Not `drop`: that blocks, which an async caller may not do.
             rt.shutdown_background();

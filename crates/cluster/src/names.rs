@@ -11,6 +11,8 @@ pub struct Names {
     pub prefix: String,
     /// This node's durable consumer: `node_<node>`.
     pub consumer: String,
+    /// The key-value bucket of the nodes' leases: `lemming_<name>_leases`.
+    pub leases: String,
 }
 
 impl Names {
@@ -21,6 +23,7 @@ impl Names {
             stream: format!("LEMMING_{}", org.to_ascii_uppercase()),
             prefix: format!("lemming.{org}.inbox."),
             consumer: format!("node_{node}"),
+            leases: format!("lemming_{org}_leases"),
         }
     }
 
@@ -61,6 +64,7 @@ mod tests {
         };
         let n = Names::new(&c, "b-1");
         assert_eq!((n.stream.as_str(), n.consumer.as_str()), ("LEMMING_ACME_2", "node_b-1"));
+        assert_eq!(n.leases, "lemming_acme_2_leases");
         assert_eq!(n.inbox("planner"), "lemming.acme_2.inbox.planner");
         assert_eq!(n.every_inbox(), "lemming.acme_2.inbox.>");
         assert_eq!(n.agent_of("lemming.acme_2.inbox.planner"), Some("planner"));

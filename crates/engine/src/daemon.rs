@@ -56,6 +56,21 @@ pub enum StepError {
     /// (see [`Org::check_node`]), or cannot set up its link to the others.
     #[error("{0}")]
     Node(String),
+    /// Another process, maybe on another machine, runs this node.
+    #[error("{0}")]
+    NodeTaken(String),
+}
+
+/// Connects `src`'s link for `org` (an org on several nodes) and claims the
+/// process's node; an `org` on one machine needs neither.
+fn link_for(org: &Org, src: &mut Sources) -> Result<(), StepError> {
+    let had = src.link.transport.is_some();
+    src.link = src.link.for_org(org).map_err(StepError::Node)?;
+    match &src.link.transport {
+        Some(t) if !had => t.claim().map_err(StepError::NodeTaken),
+        Some(t) => t.lost().map_or(Ok(()), |why| Err(StepError::NodeTaken(why))),
+        None => Ok(()),
+    }
 }
 
 /// Runs `n` turns now. `on_turn` sees each report as it is committed.
@@ -79,7 +94,7 @@ pub async fn step_with(
     for _ in 0..n {
         let org = Org::load(root)?;
         org.check_node().map_err(StepError::Node)?;
-        src.link = src.link.for_org(&org).map_err(StepError::Node)?;
+        link_for(&org, &mut src)?;
         keep_last_good(&org, None);
         let registry = Arc::new(org.registry());
         let report = turn::run_keeping(&org, &registry, &src, None, &mut turn::Unjournaled::default()).await?;
@@ -234,7 +249,7 @@ pub async fn run(
     let _lock = lock::acquire(&layout)?;
     let mut org = Org::load(root)?;
     org.check_node().map_err(StepError::Node)?;
-    opts.sources.link = opts.sources.link.for_org(&org).map_err(StepError::Node)?;
+    link_for(&org, &mut opts.sources)?;
     let mut saved = keep_last_good(&org, None);
     let file = DaemonFile { pid: std::process::id(), started_at: opts.sources.now(), api: None };
     fsx::write_atomic(&layout.state_tmp(), &layout.daemon_json(), &serde_json::to_vec(&file).unwrap_or_default())?;
@@ -281,6 +296,8 @@ pub async fn run(
     // The last turn delivered mail sent while it ran, or tool results: their recipients are due now.
     let mut due_now = false;
     let mut done = 0u64;
+    // Why this process stopped being its node, if another took it.
+    let mut taken = None;
     tracing::info!(pid = file.pid, org = %root.display(), "daemon started");
     loop {
         if *stop.borrow() {
@@ -331,6 +348,11 @@ pub async fn run(
             _ = tokio::time::sleep_until(due), if !paused => {}
         }
         wake_at = None;
+        if let Some(why) = opts.sources.link.transport.as_ref().and_then(|t| t.lost()) {
+            tracing::error!(reason = %why, "this node is run by another process now; no more turns here");
+            taken = Some(why);
+            break;
+        }
         if early && !std::mem::take(&mut due_now) && !has_new_pending(&org, &leftover) {
             continue;
         }
@@ -423,6 +445,9 @@ pub async fn run(
     // The managed local servers stop with the daemon (SIGTERM, then SIGKILL after a grace).
     let _ = tokio::task::spawn_blocking(lemming_provider::serve::stop_all).await;
     tracing::info!(turns = done, "daemon stopped");
+    if let Some(why) = taken {
+        return Err(StepError::NodeTaken(why));
+    }
     Ok(done)
 }
 

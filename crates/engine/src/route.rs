@@ -50,9 +50,23 @@ pub trait Transport: Send + Sync {
     fn done(&self, tokens: &[u64]);
 
     /// Calls `wake` whenever mail for this node's agents may have arrived,
-    /// or mail waiting for other nodes may go now (the link came back).
+    /// or mail waiting for other nodes may go now (the link came back), or
+    /// this process lost its node ([`Transport::lost`]).
     fn watch(&self, wake: Wake) {
         let _ = wake;
+    }
+
+    /// Claims this process's node across machines, and keeps it while the
+    /// process runs. An error names the process that holds the node. When
+    /// the other side cannot be reached now, the claim is made once it can.
+    fn claim(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Why this process no longer holds its node (another process took it),
+    /// if it does not: it must stop running turns.
+    fn lost(&self) -> Option<String> {
+        None
     }
 }
 
@@ -70,8 +84,9 @@ pub struct Arrival {
 /// Wakes the process that routes (the daemon's loop).
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
-/// Connects a process that is the node `node` of `[cluster]` to the others.
-pub type Connect = Arc<dyn Fn(&Cluster, &str) -> Result<Arc<dyn Transport>, String> + Send + Sync>;
+/// Connects a process that is the node `node` of `[cluster]`, its org folder
+/// at the path, to the others.
+pub type Connect = Arc<dyn Fn(&Cluster, &str, &std::path::Path) -> Result<Arc<dyn Transport>, String> + Send + Sync>;
 
 /// How a process reaches the other nodes of its org: how to connect, and
 /// the transport once connected. Without a way to connect (tests, one
@@ -104,7 +119,8 @@ impl Link {
     pub fn for_org(&self, org: &Org) -> Result<Link, String> {
         match (&org.settings.cluster, &org.here, &self.connect, &self.transport) {
             (Some(cluster), Some(here), Some(connect), None) => {
-                Ok(Link { connect: Some(connect.clone()), transport: Some(connect(cluster, here)?) })
+                let transport = connect(cluster, here, &org.layout.root)?;
+                Ok(Link { connect: Some(connect.clone()), transport: Some(transport) })
             }
             _ => Ok(self.clone()),
         }

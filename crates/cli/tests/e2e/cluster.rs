@@ -320,3 +320,58 @@ fn make_demo_cluster_shows_a_reply_coming_back_from_the_other_node() {
         assert!(!demo.join(node).join("org/state/daemon.json").exists(), "{node} still runs\n{out}");
     }
 }
+
+#[test]
+fn a_second_process_claiming_a_running_node_exits_3_and_names_the_holder() {
+    let test = "a_second_process_claiming_a_running_node_exits_3_and_names_the_holder";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(test, dir.path()) else { return };
+    let b1 = two_node_org_at(&nats.url());
+    // The same node's folder on "another machine".
+    let b2 = node_b_of(&b1);
+    let mut holder = b1.spawn_run(&["--node", "b", "--turn-seconds", "3600"]);
+    holder.wait_ready();
+    let out = b2.lemming(&["--node", "b", "step"]).fails_with(3);
+    out.stderr_has(&["node b is run by", &format!("pid {}", holder.pid), &b1.root.display().to_string()]);
+    let mut second = b2.spawn_run(&["--node", "b"]);
+    let status = second.wait_exit(Duration::from_secs(20)).expect("the second daemon exits");
+    assert_eq!(status.code(), Some(3), "{second}");
+    assert!(second.output().contains("node b is run by"), "{second}");
+    // Node a is another node: its process runs beside.
+    b2.lemming_ok(&["--node", "a", "step"]);
+    // Once the holder stops, it lets the node go at once.
+    holder.signal(libc::SIGTERM);
+    assert!(holder.wait_exit(Duration::from_secs(20)).is_some(), "{holder}");
+    b2.lemming_ok(&["--node", "b", "step"]);
+}
+
+#[test]
+fn a_daemon_whose_node_was_taken_while_it_could_not_renew_stops_with_3() {
+    let test = "a_daemon_whose_node_was_taken_while_it_could_not_renew_stops_with_3";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(test, dir.path()) else { return };
+    let b1 = two_node_org_at(&nats.url());
+    let b2 = node_b_of(&b1);
+    let mut first = b1.spawn_run(&["--node", "b", "--turn-seconds", "3600"]);
+    first.wait_ready();
+    // Frozen past its lease (15 s), as a machine cut off from the server would be.
+    first.signal(libc::SIGSTOP);
+    let mut second = None;
+    let start = Instant::now();
+    while second.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(40), "the frozen holder's lease did not lapse");
+        std::thread::sleep(Duration::from_secs(1));
+        let mut d = b2.spawn_run(&["--node", "b", "--turn-seconds", "3600"]);
+        match d.wait_exit(Duration::from_secs(2)) {
+            Some(status) => assert_eq!(status.code(), Some(3), "{d}"),
+            None => second = Some(d),
+        }
+    }
+    let mut second = second.unwrap();
+    second.wait_ready();
+    first.signal(libc::SIGCONT);
+    let status = first.wait_exit(Duration::from_secs(30)).expect("the first daemon stops once it sees the node taken");
+    assert_eq!(status.code(), Some(3), "{first}");
+    assert!(first.output().contains(&format!("node b is run by pid {}", second.pid)), "{first}");
+    second.assert_running("the node's new holder");
+}
