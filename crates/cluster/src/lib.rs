@@ -9,7 +9,9 @@
 //!   for this node's agents, acknowledging it once it is durable in their
 //!   inboxes, and the backoff while the server cannot be reached;
 //! - `lease.rs`: a lease per node name in a key-value bucket, so that one
-//!   process at a time runs a node, on whichever machine.
+//!   process at a time runs a node, on whichever machine;
+//! - `status.rs`: each node's last turn in another bucket, and what
+//!   `lemming status --cluster` reads back.
 //!
 //! The engine delivers what arrives (idempotently by id, so a message
 //! redelivered past JetStream's dedupe window is still caught) and checks
@@ -20,6 +22,7 @@
 mod lease;
 mod link;
 mod names;
+mod status;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use lemming_engine::settings::Cluster;
 
 pub use link::Nats;
 pub use names::Names;
+pub use status::read as cluster_status;
 
 /// How the engine connects a process that is one node of `[cluster]` to the
 /// org's NATS server. The connection is made in the background: a server

@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State as Connection;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures_util::StreamExt;
+use lemming_engine::events::TurnReport;
 use lemming_engine::message::Message;
 use lemming_engine::route::{Arrival, Transport, TransportError, Wake};
 use lemming_engine::settings::Cluster;
 
 use crate::lease::{self, Claim, Holder};
 use crate::names::{msg_id, Names};
+use crate::status;
 
 /// How long one call to the server (a publish and its acknowledgement, a
 /// fetch, the acks of a fetch) may take before it counts as failed.
@@ -62,6 +64,8 @@ pub struct Nats {
     node: String,
     me: Holder,
     replicas: usize,
+    /// The bucket of the nodes' last turns, once opened.
+    status: Mutex<Option<kv::Store>>,
 }
 
 /// This process's lease on its node.
@@ -102,7 +106,7 @@ impl Nats {
         let names = Names::new(cluster, node);
         let wake: Arc<Mutex<Option<Wake>>> = Arc::default();
         let addrs: Vec<String> = cluster.nats_url.split(',').map(|a| a.trim().to_string()).collect();
-        let options = options(cluster, node, wake.clone());
+        let options = options(cluster, node, Some(wake.clone()));
         let connected = call(&rt, CALL_TIMEOUT, async move {
             let options = options.await?;
             let client = options
@@ -143,6 +147,7 @@ impl Nats {
             node: node.to_string(),
             me: Holder::me(&org.display().to_string()),
             replicas: cluster.replicas,
+            status: Mutex::default(),
         })
     }
 
@@ -432,6 +437,28 @@ impl Transport for Nats {
         Ok(())
     }
 
+    fn turn_done(&self, report: &TurnReport) {
+        if self.may_try().is_err() {
+            return;
+        }
+        let record = status::record(&self.node, &self.me, report);
+        let opened = self.status.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (js, bucket, key, replicas) =
+            (self.js.clone(), self.names.status.clone(), self.node.clone(), self.replicas);
+        let put = self.call(async move {
+            let store = match opened {
+                Some(store) => store,
+                None => status::bucket(&js, &bucket, replicas).await?,
+            };
+            store.put(&key, record.into()).await.map_err(|e| e.to_string())?;
+            Ok(store)
+        });
+        match put {
+            Ok(store) => *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(store),
+            Err(e) => tracing::warn!(error = %e, "the node's status was not published"),
+        }
+    }
+
     fn lost(&self) -> Option<String> {
         self.lease.lock().unwrap_or_else(PoisonError::into_inner).lost.clone()
     }
@@ -496,36 +523,40 @@ fn call<T: Send + 'static>(
 /// the background and again whenever lost (each time it comes back, the
 /// process is woken to send what waits), and the credentials of the
 /// environment.
-fn options(
+///
+/// Without `wake` (a command that only reads), the first connection is not
+/// retried: a server that cannot be reached is an error.
+pub(crate) fn options(
     cluster: &Cluster,
     node: &str,
-    wake: Arc<Mutex<Option<Wake>>>,
+    wake: Option<Arc<Mutex<Option<Wake>>>>,
 ) -> impl Future<Output = Result<async_nats::ConnectOptions, String>> + Send + 'static {
     let name = format!("lemming {} node {node}", cluster.name);
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let (creds, token, user, password) =
         (env("LEMMING_NATS_CREDS"), env("LEMMING_NATS_TOKEN"), env("LEMMING_NATS_USER"), env("LEMMING_NATS_PASSWORD"));
     async move {
-        let mut o = async_nats::ConnectOptions::new()
-            .name(name)
-            .retry_on_initial_connect()
-            .connection_timeout(CONNECT_TIMEOUT)
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| {
-                let ms = 100u64.saturating_mul(1 << attempts.min(9) as u64);
-                Duration::from_millis(ms).min(MAX_BACKOFF)
-            })
-            .event_callback(move |event| {
-                let wake = wake.clone();
-                async move {
-                    tracing::info!(%event, "NATS");
-                    if matches!(event, async_nats::Event::Connected) {
-                        if let Some(wake) = wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
-                            wake();
+        let mut o = async_nats::ConnectOptions::new().name(name).connection_timeout(CONNECT_TIMEOUT);
+        if let Some(wake) = wake {
+            o = o
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .reconnect_delay_callback(|attempts| {
+                    let ms = 100u64.saturating_mul(1 << attempts.min(9) as u64);
+                    Duration::from_millis(ms).min(MAX_BACKOFF)
+                })
+                .event_callback(move |event| {
+                    let wake = wake.clone();
+                    async move {
+                        tracing::info!(%event, "NATS");
+                        if matches!(event, async_nats::Event::Connected) {
+                            if let Some(wake) = wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                                wake();
+                            }
                         }
                     }
-                }
-            });
+                });
+        }
         if let Some(path) = creds {
             o = o.credentials_file(&path).await.map_err(|e| format!("LEMMING_NATS_CREDS={path}: {e}"))?;
         }

@@ -13,6 +13,8 @@ pub struct Names {
     pub consumer: String,
     /// The key-value bucket of the nodes' leases: `lemming_<name>_leases`.
     pub leases: String,
+    /// The key-value bucket of each node's last turn: `lemming_<name>_status`.
+    pub status: String,
 }
 
 impl Names {
@@ -24,6 +26,7 @@ impl Names {
             prefix: format!("lemming.{org}.inbox."),
             consumer: format!("node_{node}"),
             leases: format!("lemming_{org}_leases"),
+            status: format!("lemming_{org}_status"),
         }
     }
 
@@ -64,7 +67,7 @@ mod tests {
         };
         let n = Names::new(&c, "b-1");
         assert_eq!((n.stream.as_str(), n.consumer.as_str()), ("LEMMING_ACME_2", "node_b-1"));
-        assert_eq!(n.leases, "lemming_acme_2_leases");
+        assert_eq!((n.leases.as_str(), n.status.as_str()), ("lemming_acme_2_leases", "lemming_acme_2_status"));
         assert_eq!(n.inbox("planner"), "lemming.acme_2.inbox.planner");
         assert_eq!(n.every_inbox(), "lemming.acme_2.inbox.>");
         assert_eq!(n.agent_of("lemming.acme_2.inbox.planner"), Some("planner"));

@@ -68,6 +68,12 @@ pub trait Transport: Send + Sync {
     fn lost(&self) -> Option<String> {
         None
     }
+
+    /// Tells the other nodes that this one committed the turn of `report`
+    /// (`lemming status --cluster`). Best effort: a failure is logged.
+    fn turn_done(&self, report: &TurnReport) {
+        let _ = report;
+    }
 }
 
 /// A message another node published for an agent of this one.

@@ -7,9 +7,17 @@ use crate::ctx::{CliError, Ctx};
 use crate::render::{print_json, Align, Table};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Every node of an org on several machines ([cluster] in org/org.toml):
+    /// which process runs it, and its last turn, as the NATS server has them
+    #[arg(long)]
+    cluster: bool,
+}
 
-pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
+pub fn run(ctx: &Ctx, args: Args) -> Result<(), CliError> {
+    if args.cluster {
+        return cluster(ctx);
+    }
     // What the last status kept: only files changed since are read again.
     let layout = lemming_engine::org::Layout::new(&ctx.root()?);
     let (org, cache, s) = views::status_at(&layout)?;
@@ -120,5 +128,47 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<(), CliError> {
     for p in &s.problems {
         println!("\nproblem: {}", term::text(&p.to_string()));
     }
+    Ok(())
+}
+
+/// `lemming status --cluster`.
+fn cluster(ctx: &Ctx) -> Result<(), CliError> {
+    let org = ctx.load_lenient()?;
+    let Some(c) = &org.settings.cluster else {
+        return Err(CliError {
+            message: "this org is on one machine: org/org.toml has no [cluster] (see docs/cluster.md)".into(),
+            code: 2,
+        });
+    };
+    let nodes = lemming_cluster::cluster_status(c).map_err(CliError::user)?;
+    if ctx.json {
+        return print_json(&serde_json::json!({"nats_url": c.nats_url, "link": "connected", "nodes": nodes}));
+    }
+    println!("nats: {} (connected)", term::line(&c.nats_url));
+    let mut table = Table::new(&[
+        ("NODE", Align::Left, 12),
+        ("PROCESS", Align::Left, 28),
+        ("TURN", Align::Right, 6),
+        ("AT", Align::Left, 24),
+        ("RAN", Align::Right, 5),
+        ("DELIVERED", Align::Right, 9),
+        ("FAILED", Align::Right, 6),
+        ("COST", Align::Right, 9),
+    ]);
+    for n in &nodes {
+        let text = |v: &serde_json::Value| term::line(v.as_str().unwrap_or("?")).into_owned();
+        let running = &n["running"];
+        let process = if running.is_null() {
+            "not running".to_string()
+        } else {
+            format!("pid {} on {}", running["pid"], text(&running["host"]))
+        };
+        let last = &n["last"];
+        let num = |k: &str| if last.is_null() { "-".to_string() } else { last[k].to_string() };
+        let cost = last["cost"].as_f64().map_or("-".to_string(), |c| format!("{c:.4}"));
+        let at = if last.is_null() { "-".to_string() } else { text(&last["at"]) };
+        table.row(vec![text(&n["node"]), process, num("turn"), at, num("ran"), num("delivered"), num("failed"), cost]);
+    }
+    print!("{}", table.render());
     Ok(())
 }

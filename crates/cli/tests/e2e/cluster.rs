@@ -278,6 +278,32 @@ fn two_daemons_on_two_nodes_carry_a_message_and_its_reply_without_waiting_for_a_
     assert_eq!(got.len(), 1, "planner got manager's message once: {got:?}");
     da.assert_running("node a");
     db.assert_running("node b");
+
+    // Every node's process and last turn, from either node's folder.
+    let status = b.lemming_ok(&["--json", "status", "--cluster"]).json();
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.iter().map(|n| n["node"].clone()).collect::<Vec<_>>(), [json!("a"), json!("b")], "{status}");
+    for (n, d) in nodes.iter().zip([&da, &db]) {
+        assert_eq!(n["running"]["pid"], json!(d.pid), "{status}");
+        assert!(n["last"]["turn"].as_u64().unwrap() >= 2, "a turn ran on each node since the first: {status}");
+    }
+    let table = a.lemming_ok(&["status", "--cluster"]).stdout;
+    assert!(table.contains(&format!("pid {} on", db.pid)) && table.contains("NODE"), "{table}");
+    db.signal(libc::SIGTERM);
+    assert!(db.wait_exit(Duration::from_secs(20)).is_some(), "{db}");
+    let status = a.lemming_ok(&["--json", "status", "--cluster"]).json();
+    assert!(status["nodes"][1]["running"].is_null(), "a stopped node runs nowhere: {status}");
+    assert!(status["nodes"][1]["last"]["turn"].is_u64(), "its last turn stays: {status}");
+}
+
+#[test]
+fn status_cluster_needs_a_cluster_and_says_when_the_server_cannot_be_reached() {
+    let one = TestOrg::new();
+    one.lemming(&["status", "--cluster"]).fails_with(2).stderr_has(&["on one machine", "[cluster]"]);
+    let org = two_node_org();
+    org.lemming(&["status", "--cluster"])
+        .fails_with(1)
+        .stderr_has(&["cannot reach the NATS server at nats://127.0.0.1:"]);
 }
 
 #[test]

@@ -1,0 +1,102 @@
+//! Each node's last turn, in a JetStream key-value bucket, and what
+//! `lemming status --cluster` reads back: every node, whether a process
+//! runs it (its lease), and its last turn.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use futures_util::StreamExt;
+use lemming_engine::events::TurnReport;
+use lemming_engine::settings::Cluster;
+use serde_json::{json, Value};
+
+use crate::lease::{self, Holder};
+use crate::names::Names;
+
+/// The org's bucket of node statuses, made when missing.
+pub async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> Result<kv::Store, String> {
+    let config = kv::Config {
+        bucket: name.to_string(),
+        description: "the last turn of each node of a lemming org".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        Err(created) => js
+            .get_key_value(name)
+            .await
+            .map_err(|e| format!("cannot make the bucket {name}: {created}; nor open it: {e}")),
+    }
+}
+
+/// What a node says of the turn of `report`.
+pub fn record(node: &str, me: &Holder, report: &TurnReport) -> Vec<u8> {
+    json!({
+        "node": node,
+        "host": me.host,
+        "pid": me.pid,
+        "org": me.org,
+        "turn": report.turn,
+        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "ran": report.ran.len(),
+        "delivered": report.delivered,
+        "failed": report.failed.len(),
+        "dead": report.dead,
+        "held": report.held,
+        "cost": report.cost,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Every node of `cluster`, in the order of `nodes`: `{"node", "running"
+/// (the lease's holder, or null), "last" (its last turn, or null)}`. Fails
+/// when the server cannot be reached.
+pub fn read(cluster: &Cluster) -> Result<Vec<Value>, String> {
+    let cluster = cluster.clone();
+    // A thread of its own: the caller may be inside a runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the NATS client's runtime: {e}"))?;
+        rt.block_on(async move {
+            let options = crate::link::options(&cluster, "status", None).await?;
+            let addrs: Vec<String> = cluster.nats_url.split(',').map(|a| a.trim().to_string()).collect();
+            let client = tokio::time::timeout(Duration::from_secs(5), options.connect(addrs.as_slice()))
+                .await
+                .map_err(|_| format!("no answer from the NATS server at {}", cluster.nats_url))?
+                .map_err(|e| format!("cannot reach the NATS server at {}: {e}", cluster.nats_url))?;
+            let js = jetstream::new(client);
+            let names = Names::new(&cluster, "status");
+            let leases = entries(&lease::bucket(&js, &names.leases, cluster.replicas).await?).await;
+            let last = entries(&bucket(&js, &names.status, cluster.replicas).await?).await;
+            Ok(cluster
+                .nodes
+                .iter()
+                .map(|n| {
+                    let running = leases.iter().find(|(k, _)| k == n.as_str()).map(|(_, v)| v.clone());
+                    let last = last.iter().find(|(k, _)| k == n.as_str()).map(|(_, v)| v.clone());
+                    json!({"node": n.as_str(), "running": running, "last": last})
+                })
+                .collect())
+        })
+    })
+    .join()
+    .map_err(|_| "the NATS client stopped".to_string())?
+}
+
+/// Every live key of `store`, with its value as JSON (null when it is not).
+async fn entries(store: &kv::Store) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let Ok(mut keys) = store.keys().await else { return out };
+    while let Some(Ok(key)) = keys.next().await {
+        if let Ok(Some(bytes)) = store.get(&key).await {
+            out.push((key, serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
+        }
+    }
+    out
+}
