@@ -88,7 +88,9 @@ pub async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> Res
 }
 
 /// Claims `key` for `me`: held when nobody holds it (or its holder let it
-/// lapse), taken when another process holds it.
+/// lapse, or was a process of the same folder on this machine), taken when
+/// another process holds it. The caller holds its folder's org lock, so a
+/// holder of the same folder on this machine is a process that died.
 pub async fn claim(store: &kv::Store, key: &str, me: &Holder) -> Result<Claim, String> {
     for _ in 0..3 {
         match store.create(key, me.to_bytes().into()).await {
@@ -99,6 +101,14 @@ pub async fn claim(store: &kv::Store, key: &str, me: &Holder) -> Result<Claim, S
                         let holder = Holder::parse(&entry.value);
                         if holder == *me {
                             return Ok(Claim::Held(entry.revision));
+                        }
+                        // The same folder on this machine: its process is gone, as
+                        // this one holds the folder's lock. No need to wait it out.
+                        if holder.host == me.host && holder.org == me.org {
+                            match store.update(key, me.to_bytes().into(), entry.revision).await {
+                                Ok(revision) => return Ok(Claim::Held(revision)),
+                                Err(_) => continue,
+                            }
                         }
                         return Ok(Claim::Taken(holder));
                     }

@@ -401,3 +401,176 @@ fn a_daemon_whose_node_was_taken_while_it_could_not_renew_stops_with_3() {
     assert!(first.output().contains(&format!("node b is run by pid {}", second.pid)), "{first}");
     second.assert_running("the node's new holder");
 }
+
+/// The ids in every folder of `agent`'s inbox (new, cur, archive), with repeats.
+fn inbox_ids(org: &TestOrg, agent: &str) -> Vec<String> {
+    ["new", "cur", "archive"].iter().flat_map(|f| org.ids(agent, "inbox", f)).collect()
+}
+
+/// Sends flow from node a while node b is killed at 30 random moments and
+/// the server is restarted 5 times (its store kept); then node a stops for
+/// longer than the dedupe window while mail for it is queued. Every message
+/// ends in its recipient's inbox once, and fsck is clean on both nodes.
+#[test]
+fn mail_between_nodes_survives_kill_9_of_a_node_and_restarts_of_the_server_exactly_once() {
+    let test = "mail_between_nodes_survives_kill_9_of_a_node_and_restarts_of_the_server_exactly_once";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut nats) = Nats::start(test, dir.path()) else { return };
+    let seed = std::env::var("LEMMING_CLUSTER_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    let (kills, restarts) = (30, 5);
+    eprintln!("{test}: seed {seed} (repeat with LEMMING_CLUSTER_SEED={seed})");
+    let mut rng = crate::crash::Lcg(seed);
+    let a = two_node_org_at(&nats.url());
+    a.edit("org/org.toml", "nodes = [\"a\", \"b\"]", "nodes = [\"a\", \"b\"]\ndedupe_window_secs = 1");
+    let b = node_b_of(&a);
+    let run = ["--turn-seconds", "1"];
+    let mut da = a.spawn_run(&[&["--node", "a"][..], &run[..]].concat());
+    let mut db = b.spawn_run(&[&["--node", "b"][..], &run[..]].concat());
+    da.wait_ready();
+    let mut sent = 0;
+    for k in 0..kills {
+        // Sends flow all the time: each crosses to node b and back.
+        a.lemming_ok(&["--node", "a", "send", "manager", &format!("#{sent} please plan @planner")]);
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+        db.kill9();
+        if k % (kills / restarts) == 0 {
+            nats.stop();
+            std::thread::sleep(Duration::from_millis(rng.below(500)));
+            nats.restart();
+        }
+        // A node killed at random moments is restarted, as a supervisor would.
+        db = b.spawn_run(&[&["--node", "b"][..], &run[..]].concat());
+        let started = Instant::now();
+        // The dead process held the node's lease: the same folder on this machine takes it over at once.
+        while db.try_exit().is_some() {
+            assert!(started.elapsed() < Duration::from_secs(30), "seed {seed}: node b did not come back\n{db}");
+            std::thread::sleep(Duration::from_millis(500));
+            db = b.spawn_run(&[&["--node", "b"][..], &run[..]].concat());
+        }
+    }
+    // Node a stops for longer than the dedupe window (1 s here) while mail for it is queued.
+    da.signal(libc::SIGTERM);
+    assert!(da.wait_exit(Duration::from_secs(20)).is_some(), "{da}");
+    let queued: Vec<String> = (0..3).map(|i| format!("20260101T000000000Z-planner-q{i}")).collect();
+    for id in &queued {
+        b.drop_outbox("planner", &format!("{id}.json"), message_bytes(id, "planner", "manager", "while a is down"));
+    }
+    let published = wait_until(Duration::from_secs(20), || b.ids("planner", "outbox", "new").is_empty());
+    assert!(published, "seed {seed}: node b did not publish the queued mail\n{db}");
+    std::thread::sleep(Duration::from_millis(2500));
+    da = a.spawn_run(&[&["--node", "a"][..], &run[..]].concat());
+    // Quiet: every message and every reply lands.
+    let settled = wait_until(Duration::from_secs(90), || {
+        let to_planner = a.ids("manager", "outbox", "sent").len();
+        inbox_ids(&b, "planner").len() >= sent + queued.len()
+            && b.ids("planner", "outbox", "sent").len() >= sent
+            && a.ids("manager", "outbox", "new").is_empty()
+            && b.ids("planner", "outbox", "new").is_empty()
+            && to_planner >= 2 * sent + queued.len()
+            && inbox_ids(&a, "manager").len() >= 2 * sent + queued.len()
+    });
+    da.signal(libc::SIGTERM);
+    db.signal(libc::SIGTERM);
+    assert!(da.wait_exit(Duration::from_secs(20)).is_some() && db.wait_exit(Duration::from_secs(20)).is_some());
+    assert!(settled, "seed {seed}: the mail did not settle\n{da}\n{db}");
+    // Every copy manager sent planner is in planner's inbox on node b once, and every reply back once.
+    let at_b = inbox_ids(&b, "planner");
+    let at_a = inbox_ids(&a, "manager");
+    let to_planner: Vec<String> = a
+        .ids("manager", "outbox", "sent")
+        .into_iter()
+        .filter(|id| {
+            crate::fixture::read_json(&a.path(&format!("agents/manager/outbox/sent/{id}.json")))["to"] == "planner"
+        })
+        .collect();
+    // One forward per send, and one answer to each message queued while a was down.
+    assert_eq!(to_planner.len(), sent + queued.len(), "seed {seed}");
+    for (what, sent, got) in [
+        ("manager's mail to planner", to_planner, &at_b),
+        ("planner's replies to manager", b.ids("planner", "outbox", "sent"), &at_a),
+    ] {
+        for id in &sent {
+            assert_eq!(got.iter().filter(|g| *g == id).count(), 1, "seed {seed}: {what}: {id} in {got:?}");
+        }
+    }
+    assert_eq!(at_b.len(), sent + queued.len(), "seed {seed}: {at_b:?}");
+    for id in &queued {
+        assert_eq!(at_a.iter().filter(|g| *g == id).count(), 1, "seed {seed}: {id} queued while a was down");
+    }
+    for org in [&a, &b] {
+        org.lemming_ok(&["fsck"]);
+    }
+}
+
+#[test]
+fn a_three_server_jetstream_cluster_with_three_replicas_loses_nothing_when_one_server_dies() {
+    let test = "a_three_server_jetstream_cluster_with_three_replicas_loses_nothing_when_one_server_dies";
+    let Some(bin) = peer("LEMMING_NATS_SERVER") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {test}: nats-server is not installed; run scripts/setup-llm-peers.sh --only nats"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, routes): (Vec<u16>, Vec<u16>) = (0..3).map(|_| (free_port(), free_port())).unzip();
+    let monitor = free_port();
+    let all_routes = routes.iter().map(|r| format!("nats://127.0.0.1:{r}")).collect::<Vec<_>>().join(",");
+    let mut servers: Vec<Option<KillOnDrop>> = (0..3)
+        .map(|i| {
+            let child = Command::new(&bin)
+                .args(["-a", "127.0.0.1", "-p", &ports[i].to_string(), "-n", &format!("s{i}"), "-js", "-sd"])
+                .arg(dir.path().join(format!("s{i}")))
+                .args(["--cluster_name", "lemming", "--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                .args(["--routes", &all_routes])
+                .args(if i == 2 { vec!["-m".to_string(), monitor.to_string()] } else { vec![] })
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cannot start nats-server");
+            Some(KillOnDrop(child))
+        })
+        .collect();
+    let url = ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(", ");
+    let a = two_node_org_at(&url);
+    a.edit("org/org.toml", "nodes = [\"a\", \"b\"]", "nodes = [\"a\", \"b\"]\nreplicas = 3");
+    let b = node_b_of(&a);
+    let mut da = a.spawn_run(&["--node", "a", "--turn-seconds", "1"]);
+    let mut db = b.spawn_run(&["--node", "b", "--turn-seconds", "1"]);
+    da.wait_ready();
+    db.wait_ready();
+    let sends = 12;
+    for i in 0..sends {
+        if i == sends / 2 {
+            // One of the three servers dies during the traffic.
+            servers[0] = None;
+        }
+        a.lemming_ok(&["--node", "a", "send", "manager", &format!("#{i} please plan @planner")]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let settled = wait_until(Duration::from_secs(90), || {
+        inbox_ids(&b, "planner").len() >= sends && inbox_ids(&a, "manager").len() >= 2 * sends
+    });
+    assert!(settled, "the mail did not settle with two servers of three\n{da}\n{db}");
+    assert_eq!(inbox_ids(&b, "planner").len(), sends, "one forward per send");
+    assert_eq!(inbox_ids(&a, "manager").len(), 2 * sends, "each send and each reply");
+    da.assert_running("node a");
+    db.assert_running("node b");
+    // The org's stream is kept by three servers, as replicas = 3 asks.
+    let (code, body) = crate::fake_http::request(
+        std::net::SocketAddr::from(([127, 0, 0, 1], monitor)),
+        "GET",
+        "/jsz?streams=true&config=true",
+    )
+    .expect("the monitoring endpoint answers");
+    assert_eq!(code, 200, "{body}");
+    let jsz: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let stream = jsz["account_details"][0]["stream_detail"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "LEMMING_T").cloned())
+        .unwrap_or_else(|| panic!("no stream LEMMING_T in {jsz}"));
+    assert_eq!(stream["config"]["num_replicas"], json!(3), "{stream}");
+}
