@@ -21,7 +21,7 @@ pub fn lemming_bin() -> Result<PathBuf, String> {
     }
 }
 
-struct Daemon(Child);
+pub(crate) struct Daemon(pub(crate) Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ impl Drop for Daemon {
 
 /// Starts `lemming run --turn-seconds TURN_SECONDS` on `org` and returns once
 /// its first turn has committed.
-fn start(org: &Path, turn_seconds: f64) -> Result<Daemon, String> {
+pub(crate) fn start(org: &Path, turn_seconds: f64) -> Result<Daemon, String> {
     let child = Command::new(lemming_bin()?)
         .args(["--org"])
         .arg(org)
@@ -55,7 +55,7 @@ fn start(org: &Path, turn_seconds: f64) -> Result<Daemon, String> {
     Ok(d)
 }
 
-fn init(org: &Path) -> Result<(), String> {
+pub(crate) fn init(org: &Path) -> Result<(), String> {
     let out = Command::new(lemming_bin()?).arg("init").arg(org).output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
@@ -64,7 +64,7 @@ fn init(org: &Path) -> Result<(), String> {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
 }
@@ -92,7 +92,7 @@ pub fn to_manager(body: String) -> Message {
 
 /// Polls `inbox` until a message matching `want` is there, removes it, and
 /// returns when it was seen, with the message. Other messages are left alone.
-fn wait_for(
+pub(crate) fn wait_for(
     inbox: &Path,
     deadline: Instant,
     what: &str,
@@ -143,7 +143,7 @@ pub fn latency(base: &Path, n: usize) -> Result<(f64, f64, f64), String> {
     Ok((percentile(&times, 0.5), percentile(&times, 0.99), *times.last().unwrap_or(&0.0)))
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

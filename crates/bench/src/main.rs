@@ -16,13 +16,15 @@
 //! what serving adds to a turn; the search table (`search.rs`) times `lemming
 //! search` over 100,000 messages and what the index adds to a turn; the backup table (`backup.rs`) times `lemming
 //! backup` and `restore` of 100,000 messages; the record table (`thread.rs`) times `lemming
-//! thread` of a long conversation. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
+//! thread` of a long conversation; the cluster table (`cluster.rs`) times mail across
+//! nodes through a real nats-server against the same on one machine. `lemming-bench gen DIR AGENTS UNREAD SHAPE [CALLS]` writes a
 //! synthetic org for your own experiments, and `lemming-bench inject DIR AGENTS UNREAD
 //! SHAPE ROUND [ASIDE]` gives its agents another round of unread mail (the
 //! mail it clears moves into the folder ASIDE when one is given, instead of
 //! being removed).
 
 mod backup;
+mod cluster;
 mod daemon;
 mod floor;
 mod http_stub;
@@ -189,6 +191,9 @@ fn run_all(runs: usize) -> Result<bool, String> {
     }
     if only.is_empty() || only == "thread" {
         all_ok &= thread::run(&base, runs)?;
+    }
+    if only.is_empty() || only == "cluster" {
+        all_ok &= cluster::run(&base)?;
     }
     Ok(all_ok)
 }

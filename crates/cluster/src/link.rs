@@ -242,6 +242,9 @@ impl Nats {
             // Never given up on: a message is acknowledged once it is in its
             // recipient's inbox, or a dead letter there.
             max_deliver: -1,
+            // A routing pass holds up to MAX_ARRIVALS unacknowledged: the
+            // server's default (1,000) would stop a larger pass short.
+            max_ack_pending: MAX_ARRIVALS as i64,
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         };

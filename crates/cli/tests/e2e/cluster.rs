@@ -574,3 +574,21 @@ fn a_three_server_jetstream_cluster_with_three_replicas_loses_nothing_when_one_s
         .unwrap_or_else(|| panic!("no stream LEMMING_T in {jsz}"));
     assert_eq!(stream["config"]["num_replicas"], json!(3), "{stream}");
 }
+
+#[test]
+fn more_mail_than_the_server_lets_a_consumer_hold_unacknowledged_arrives_in_one_step() {
+    let test = "more_mail_than_the_server_lets_a_consumer_hold_unacknowledged_arrives_in_one_step";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(test, dir.path()) else { return };
+    let a = two_node_org_at(&nats.url());
+    let b = node_b_of(&a);
+    // JetStream's default is 1,000 unacknowledged messages per consumer.
+    let n = 1500;
+    for i in 0..n {
+        let id = format!("20260101T000000000Z-manager-bulk{i:05}");
+        a.drop_outbox("manager", &format!("{id}.json"), message_bytes(&id, "manager", "planner", "bulk"));
+    }
+    assert_eq!(step_on(&a, "a")["delivered"], json!(n), "all published");
+    step_on(&b, "b");
+    assert_eq!(inbox_ids(&b, "planner").len(), n, "all delivered in one step");
+}
