@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lemming_engine::org::Layout;
-
-use crate::daemon::{init, lemming_bin, ms, percentile, to_manager, wait_for, Daemon};
+use crate::daemon::{init, latency_of, lemming_bin, start_node, to_manager, Daemon};
 use crate::scale::run_timed;
 
 /// Sends to the manager across nodes, for the latency.
@@ -77,48 +75,6 @@ fn two_nodes(a: &Path, b: &Path, url: &str) -> Result<(), String> {
     out.status.success().then_some(()).ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// `lemming --node NODE run` on `org`, once its first turn has committed.
-fn daemon(org: &Path, node: &str) -> Result<Daemon, String> {
-    let child = Command::new(lemming_bin()?)
-        .arg("--org")
-        .arg(org)
-        .args(["--node", node, "run", "--turn-seconds", "60"])
-        .env("LEMMING_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let d = Daemon(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !org.join("org/state/turn.json").exists() {
-        if Instant::now() > deadline {
-            return Err(format!("node {node}'s daemon did not commit its first turn within 10 s"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    Ok(d)
-}
-
-/// (p50, p99, max) in ms of `SENDS` sends from the human of `a` to the manager,
-/// each until its reply is in the human's inbox on `a`.
-fn latency(a: &Path) -> Result<(f64, f64, f64), String> {
-    let mb = Layout::new(a).mail();
-    let inbox = a.join("agents/human/inbox/new");
-    let mut times = Vec::with_capacity(SENDS);
-    for i in 0..SENDS {
-        let msg = to_manager(format!("ping {i}"));
-        let t = Instant::now();
-        mb.send_now("human", &msg).map_err(|e| e.to_string())?;
-        let (seen, _) = wait_for(&inbox, t + Duration::from_secs(5), &format!("reply to message {i}"), |m| {
-            m.reply_to.as_deref() == Some(msg.id.as_str())
-        })?;
-        times.push(ms(seen - t));
-    }
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok((percentile(&times, 0.5), percentile(&times, 0.99), *times.last().unwrap_or(&0.0)))
-}
-
 /// Writes `MESSAGES` messages from the human to the manager into the human's
 /// outbox of `org` (not one sync each: one `sync` at the end).
 fn fill_outbox(org: &Path) -> Result<(), String> {
@@ -165,13 +121,13 @@ pub fn run(base: &Path) -> Result<bool, String> {
     let one = tmp.path().join("lat-one");
     init(&one)?;
     let (p50, p99, max) = {
-        let _da = daemon(&a, "a")?;
-        let _db = daemon(&b, "b")?;
-        latency(&a)?
+        let _da = start_node(&a, 60.0, Some("a"))?;
+        let _db = start_node(&b, 60.0, Some("b"))?;
+        latency_of(&a, SENDS)?
     };
     let (p50_1, p99_1, max_1) = {
         let _d = crate::daemon::start(&one, 60.0)?;
-        latency(&one)?
+        latency_of(&one, SENDS)?
     };
     println!("| send-to-reply latency, {SENDS} sends, p50 | {p50:.1} ms | {p50_1:.1} ms | < 30 ms |");
     println!("| send-to-reply latency, {SENDS} sends, p99 | {p99:.1} ms | {p99_1:.1} ms | < 100 ms |");

@@ -33,9 +33,16 @@ impl Drop for Daemon {
 /// Starts `lemming run --turn-seconds TURN_SECONDS` on `org` and returns once
 /// its first turn has committed.
 pub(crate) fn start(org: &Path, turn_seconds: f64) -> Result<Daemon, String> {
+    start_node(org, turn_seconds, None)
+}
+
+/// [`start`], as the node `node` of an org on several nodes.
+pub(crate) fn start_node(org: &Path, turn_seconds: f64, node: Option<&str>) -> Result<Daemon, String> {
+    let node: Vec<&str> = node.map(|n| vec!["--node", n]).unwrap_or_default();
     let child = Command::new(lemming_bin()?)
         .args(["--org"])
         .arg(org)
+        .args(node)
         .args(["run", "--turn-seconds", &turn_seconds.to_string()])
         .env("LEMMING_LOG", "warn")
         .stdout(Stdio::null())
@@ -127,7 +134,13 @@ pub fn latency(base: &Path, n: usize) -> Result<(f64, f64, f64), String> {
     let org = tmp.path().join("org");
     init(&org)?;
     let _d = start(&org, 60.0)?;
-    let mb = Layout::new(&org).mail();
+    latency_of(&org, n)
+}
+
+/// [`latency`] on `org`, whose daemons run: the human's `n` sends to the
+/// manager, each until its reply is in the human's inbox.
+pub(crate) fn latency_of(org: &Path, n: usize) -> Result<(f64, f64, f64), String> {
+    let mb = Layout::new(org).mail();
     let inbox = org.join("agents/human/inbox/new");
     let mut times = Vec::with_capacity(n);
     for i in 0..n {

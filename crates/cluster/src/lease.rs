@@ -69,11 +69,23 @@ pub enum Claim {
 
 /// The org's bucket of leases, made when missing.
 pub async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> Result<kv::Store, String> {
+    open_bucket(js, name, "which process runs each node of a lemming org", LEASE_TTL, replicas).await
+}
+
+/// A key-value bucket of the org, made when missing: one value per key, kept
+/// `max_age` (zero: for good), on `replicas` servers.
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<kv::Store, String> {
     let config = kv::Config {
         bucket: name.to_string(),
-        description: "which process runs each node of a lemming org".into(),
+        description: description.into(),
         history: 1,
-        max_age: LEASE_TTL,
+        max_age,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         ..Default::default()

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use lemming_engine::events::TurnReport;
 use lemming_engine::settings::Cluster;
@@ -15,21 +15,7 @@ use crate::names::Names;
 
 /// The org's bucket of node statuses, made when missing.
 pub async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> Result<kv::Store, String> {
-    let config = kv::Config {
-        bucket: name.to_string(),
-        description: "the last turn of each node of a lemming org".into(),
-        history: 1,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
-    };
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        Err(created) => js
-            .get_key_value(name)
-            .await
-            .map_err(|e| format!("cannot make the bucket {name}: {created}; nor open it: {e}")),
-    }
+    lease::open_bucket(js, name, "the last turn of each node of a lemming org", Duration::ZERO, replicas).await
 }
 
 /// What a node says of the turn of `report`.
