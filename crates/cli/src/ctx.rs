@@ -8,7 +8,7 @@ use lemming_engine::clock::Sources;
 use lemming_engine::daemon::StepError;
 use lemming_engine::lock::LockError;
 use lemming_engine::org::{self, LoadOrgError, Org};
-use lemming_engine::route::Link;
+use lemming_engine::transport::Link;
 
 /// Exit codes of the commands that run turns, for their --help.
 pub const LOCKED_HELP: &str = "\

@@ -3,6 +3,8 @@
 //!
 //! - `names.rs`: the stream, its subjects and the consumer, from the org's
 //!   name and the node's;
+//! - `client.rs`: the client's options (reconnection, credentials from the
+//!   environment);
 //! - `link.rs`: the connection, on a runtime of its own so that the engine's
 //!   synchronous routing can wait for it: publishing with `Nats-Msg-Id`
 //!   (returns once JetStream has stored the message), fetching what arrived
@@ -19,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod client;
 mod lease;
 mod link;
 mod names;
@@ -27,8 +30,8 @@ mod status;
 use std::path::Path;
 use std::sync::Arc;
 
-use lemming_engine::route::{Connect, Transport};
 use lemming_engine::settings::Cluster;
+use lemming_engine::transport::{Connect, Transport};
 
 pub use link::Nats;
 pub use names::Names;

@@ -18,9 +18,10 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use futures_util::StreamExt;
 use lemming_engine::events::TurnReport;
 use lemming_engine::message::Message;
-use lemming_engine::route::{Arrival, Transport, TransportError, Wake};
 use lemming_engine::settings::Cluster;
+use lemming_engine::transport::{Arrival, Transport, TransportError, Wake};
 
+use crate::client::{options, CONNECT_TIMEOUT, MAX_BACKOFF};
 use crate::lease::{self, Claim, Holder};
 use crate::names::{msg_id, Names};
 use crate::status;
@@ -28,12 +29,8 @@ use crate::status;
 /// How long one call to the server (a publish and its acknowledgement, a
 /// fetch, the acks of a fetch) may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first wait after a failed call; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-/// The longest wait between tries while the server cannot be reached.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long the server waits for an acknowledgement before it delivers a
 /// message again (to this node: the consumer is the node's).
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -520,57 +517,4 @@ fn call<T: Send + 'static>(
         let _ = tx.send(f.await);
     });
     rx.recv_timeout(within).ok()
-}
-
-/// The client's options: a name the server shows, the connection made in
-/// the background and again whenever lost (each time it comes back, the
-/// process is woken to send what waits), and the credentials of the
-/// environment.
-///
-/// Without `wake` (a command that only reads), the first connection is not
-/// retried: a server that cannot be reached is an error.
-pub(crate) fn options(
-    cluster: &Cluster,
-    node: &str,
-    wake: Option<Arc<Mutex<Option<Wake>>>>,
-) -> impl Future<Output = Result<async_nats::ConnectOptions, String>> + Send + 'static {
-    let name = format!("lemming {} node {node}", cluster.name);
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let (creds, token, user, password) =
-        (env("LEMMING_NATS_CREDS"), env("LEMMING_NATS_TOKEN"), env("LEMMING_NATS_USER"), env("LEMMING_NATS_PASSWORD"));
-    async move {
-        let mut o = async_nats::ConnectOptions::new().name(name).connection_timeout(CONNECT_TIMEOUT);
-        if let Some(wake) = wake {
-            o = o
-                .retry_on_initial_connect()
-                .max_reconnects(None)
-                .reconnect_delay_callback(|attempts| {
-                    let ms = 100u64.saturating_mul(1 << attempts.min(9) as u64);
-                    Duration::from_millis(ms).min(MAX_BACKOFF)
-                })
-                .event_callback(move |event| {
-                    let wake = wake.clone();
-                    async move {
-                        tracing::info!(%event, "NATS");
-                        if matches!(event, async_nats::Event::Connected) {
-                            if let Some(wake) = wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
-                                wake();
-                            }
-                        }
-                    }
-                });
-        }
-        if let Some(path) = creds {
-            o = o.credentials_file(&path).await.map_err(|e| format!("LEMMING_NATS_CREDS={path}: {e}"))?;
-        }
-        if let Some(token) = token {
-            o = o.token(token);
-        }
-        match (user, password) {
-            (Some(u), Some(p)) => o = o.user_and_password(u, p),
-            (None, None) => {}
-            _ => return Err("set both LEMMING_NATS_USER and LEMMING_NATS_PASSWORD, or neither".into()),
-        }
-        Ok(o)
-    }
 }

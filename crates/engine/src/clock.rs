@@ -108,7 +108,7 @@ pub struct Sources {
     /// ([`crate::events::Bus::subscribe`] to see them).
     pub bus: crate::events::Bus,
     /// How mail reaches the other nodes of an org with `[cluster]`.
-    pub link: crate::route::Link,
+    pub link: crate::transport::Link,
 }
 
 impl Sources {
@@ -118,7 +118,7 @@ impl Sources {
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
             bus: crate::events::Bus::new(),
-            link: crate::route::Link::default(),
+            link: crate::transport::Link::default(),
         }
     }
 
@@ -128,7 +128,7 @@ impl Sources {
             clock: Arc::new(ManualClock::new(at)),
             ids: Arc::new(CountingIds::default()),
             bus: crate::events::Bus::new(),
-            link: crate::route::Link::default(),
+            link: crate::transport::Link::default(),
         }
     }
 

@@ -65,7 +65,11 @@ pub enum StepError {
 /// process's node; an `org` on one machine needs neither.
 fn link_for(org: &Org, src: &mut Sources) -> Result<(), StepError> {
     let had = src.link.transport.is_some();
-    src.link = src.link.for_org(org).map_err(StepError::Node)?;
+    if let (Some(cluster), Some(here), Some(connect), false) =
+        (&org.settings.cluster, &org.here, &src.link.connect, had)
+    {
+        src.link.transport = Some(connect(cluster, here, &org.layout.root).map_err(StepError::Node)?);
+    }
     match &src.link.transport {
         Some(t) if !had => t.claim().map_err(StepError::NodeTaken),
         Some(t) => t.lost().map_or(Ok(()), |why| Err(StepError::NodeTaken(why))),

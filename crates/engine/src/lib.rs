@@ -44,8 +44,9 @@
 //! - [`mailbox`]: the mail store ([`mailbox::MailStore`]) and its filesystem
 //!   implementation, the one place that knows the layout and names of
 //!   inboxes, outboxes and dead letters, and the reason codes;
-//! - [`route`]: the routing phase of a turn, and the [`route::Transport`] seam
-//!   for agents on other machines;
+//! - [`route`]: the routing phase of a turn;
+//! - [`transport`]: the seam to the other nodes of an org on several
+//!   machines ([`transport::Transport`], [`transport::Link`]);
 //! - [`fsx`]: atomic writes, group commits and safe reads of mailbox entries;
 //!   [`process`]: whether a process (a lock holder, a tmp file's writer) lives;
 //! - [`ledger`], [`memory`], [`journal`], [`events`], [`activity`]: state files;
@@ -120,6 +121,7 @@ pub mod term;
 #[cfg(test)]
 mod testing;
 pub mod tools;
+pub mod transport;
 pub mod trouble;
 pub mod turn;
 pub mod view_cache;

@@ -64,7 +64,7 @@ pub trait MailStore: Send + Sync {
     fn ensure(&self, agent: &str) -> Result<(), PathError>;
 
     /// Whether `agent`'s inbox is kept by this store. Mail for an agent that
-    /// lives elsewhere goes to a transport (see `route::Transport`).
+    /// lives elsewhere goes to a transport (see `transport::Transport`).
     fn is_local(&self, agent: &str) -> bool;
 
     /// Every entry waiting in an agent's outbox, oldest id first.
