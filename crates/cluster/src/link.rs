@@ -255,6 +255,27 @@ impl Nats {
         Ok(c)
     }
 
+    /// Runs `f` on the bucket of the nodes' statuses (opened once) on the
+    /// client's runtime, and waits for it.
+    fn with_status<T, F, Fut>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(kv::Store) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, String>> + Send,
+    {
+        let opened = self.status.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (js, bucket, replicas) = (self.js.clone(), self.names.status.clone(), self.replicas);
+        let (out, store) = self.call(async move {
+            let store = match opened {
+                Some(store) => store,
+                None => status::bucket(&js, &bucket, replicas).await?,
+            };
+            Ok((f(store.clone()).await, store))
+        })?;
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(store);
+        out
+    }
+
     /// What a claim of the node needs, owned for the client's runtime.
     fn lease_args(&self) -> (jetstream::Context, String, String, Holder, usize) {
         (self.js.clone(), self.names.leases.clone(), self.node.clone(), self.me.clone(), self.replicas)
@@ -437,25 +458,30 @@ impl Transport for Nats {
         Ok(())
     }
 
-    fn turn_done(&self, report: &TurnReport) {
+    fn turn_done(&self, report: &TurnReport, spent: f64) {
         if self.may_try().is_err() {
             return;
         }
         let record = status::record(&self.node, &self.me, report);
-        let opened = self.status.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let (js, bucket, key, replicas) =
-            (self.js.clone(), self.names.status.clone(), self.node.clone(), self.replicas);
-        let put = self.call(async move {
-            let store = match opened {
-                Some(store) => store,
-                None => status::bucket(&js, &bucket, replicas).await?,
-            };
+        let key = self.node.clone();
+        let put = self.with_status(move |store| async move {
             store.put(&key, record.into()).await.map_err(|e| e.to_string())?;
-            Ok(store)
+            status::set_spent(&store, &key, spent).await
         });
-        match put {
-            Ok(store) => *self.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(store),
-            Err(e) => tracing::warn!(error = %e, "the node's status was not published"),
+        if let Err(e) = put {
+            tracing::warn!(error = %e, "the node's status was not published");
+        }
+    }
+
+    fn spent_elsewhere(&self) -> Option<f64> {
+        self.may_try().ok()?;
+        let node = self.node.clone();
+        match self.with_status(move |store| async move { status::spent_elsewhere(&store, &node).await }) {
+            Ok(spent) => Some(spent),
+            Err(e) => {
+                tracing::warn!(error = %e, "what the other nodes spent is not known; budget counts this node's charges");
+                None
+            }
         }
     }
 

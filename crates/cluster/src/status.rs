@@ -39,8 +39,8 @@ pub fn record(node: &str, me: &Holder, report: &TurnReport) -> Vec<u8> {
 }
 
 /// Every node of `cluster`, in the order of `nodes`: `{"node", "running"
-/// (the lease's holder, or null), "last" (its last turn, or null)}`. Fails
-/// when the server cannot be reached.
+/// (the lease's holder, or null), "last" (its last turn, or null), "spent"
+/// (its charges in all, or null)}`. Fails when the server cannot be reached.
 pub fn read(cluster: &Cluster) -> Result<Vec<Value>, String> {
     let cluster = cluster.clone();
     // A thread of its own: the caller may be inside a runtime.
@@ -60,13 +60,14 @@ pub fn read(cluster: &Cluster) -> Result<Vec<Value>, String> {
             let names = Names::new(&cluster, "status");
             let leases = entries(&lease::bucket(&js, &names.leases, cluster.replicas).await?).await;
             let last = entries(&bucket(&js, &names.status, cluster.replicas).await?).await;
+            let spent = last.iter().find(|(k, _)| k == SPENT).map(|(_, v)| v.clone()).unwrap_or_default();
             Ok(cluster
                 .nodes
                 .iter()
                 .map(|n| {
                     let running = leases.iter().find(|(k, _)| k == n.as_str()).map(|(_, v)| v.clone());
                     let last = last.iter().find(|(k, _)| k == n.as_str()).map(|(_, v)| v.clone());
-                    json!({"node": n.as_str(), "running": running, "last": last})
+                    json!({"node": n.as_str(), "running": running, "last": last, "spent": spent[n.as_str()]})
                 })
                 .collect())
         })
@@ -85,4 +86,42 @@ async fn entries(store: &kv::Store) -> Vec<(String, Value)> {
         }
     }
     out
+}
+
+/// The key of what each node has spent, in the status bucket: one JSON
+/// object, node name to credits, changed by compare-and-set.
+pub const SPENT: &str = "spent";
+
+/// Sets what `node` has spent in all to `spent`, by compare-and-set on the
+/// entry that holds every node's (tried again when another node changed it
+/// in between).
+pub async fn set_spent(store: &kv::Store, node: &str, spent: f64) -> Result<(), String> {
+    for _ in 0..8 {
+        let entry = store.entry(SPENT).await.map_err(|e| e.to_string())?;
+        let live = entry.filter(|e| e.operation == kv::Operation::Put);
+        let mut all: serde_json::Map<String, Value> =
+            live.as_ref().and_then(|e| serde_json::from_slice(&e.value).ok()).unwrap_or_default();
+        all.insert(node.to_string(), json!(spent));
+        let bytes = Value::Object(all).to_string().into_bytes();
+        let done = match &live {
+            Some(e) => store.update(SPENT, bytes.into(), e.revision).await.is_ok(),
+            None => store.create(SPENT, bytes.into()).await.is_ok(),
+        };
+        if done {
+            return Ok(());
+        }
+    }
+    Err("what this node spent was not recorded: the entry kept changing".into())
+}
+
+/// What the nodes other than `node` have spent, as they last recorded it.
+pub async fn spent_elsewhere(store: &kv::Store, node: &str) -> Result<f64, String> {
+    let Some(bytes) = store.get(SPENT).await.map_err(|e| e.to_string())? else { return Ok(0.0) };
+    let all: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok(all
+        .iter()
+        .filter(|(n, _)| n.as_str() != node)
+        .filter_map(|(_, v)| v.as_f64())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .sum())
 }

@@ -102,9 +102,6 @@ pub async fn step_with(
         keep_last_good(&org, None);
         let registry = Arc::new(org.registry());
         let report = turn::run_keeping(&org, &registry, &src, None, &mut turn::Unjournaled::default()).await?;
-        if let Some(t) = &src.link.transport {
-            t.turn_done(&report);
-        }
         on_turn(&report, &org);
         reports.push(report);
     }
@@ -419,9 +416,6 @@ pub async fn run(
             }
         }
         on_turn(&report);
-        if let Some(t) = &opts.sources.link.transport {
-            t.turn_done(&report);
-        }
         done += 1;
         let seconds = opts.turn_seconds.unwrap_or(org.settings.turn_seconds);
         next_timer = Instant::now() + lemming_provider::config::secs(seconds.max(0.001));

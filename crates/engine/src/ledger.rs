@@ -401,6 +401,8 @@ pub struct Ledger {
     last_top_up_turn: u64,
     /// The first turn whose charges are kept for [`Ledger::has_charge`] (0: all).
     charges_from: u64,
+    /// What the org's other nodes have spent ([`Ledger::with_elsewhere`]).
+    elsewhere: f64,
 }
 
 impl Ledger {
@@ -554,9 +556,22 @@ impl Ledger {
             .collect()
     }
 
-    /// Everything charged, to every agent (what an org-wide `budget` is compared with).
+    /// Everything charged in this ledger, to every agent.
     pub fn total_spent(&self) -> f64 {
         credits(self.spent.values().fold(0.0, |sum, c| sum + c))
+    }
+
+    /// This ledger, knowing that the org's other nodes (`[cluster]`) have
+    /// spent `spent` credits.
+    pub fn with_elsewhere(mut self, spent: f64) -> Ledger {
+        self.elsewhere = if valid_amount(spent) { spent } else { 0.0 };
+        self
+    }
+
+    /// What the whole org has spent: this ledger's charges and the other
+    /// nodes' (what an org-wide `budget` is compared with).
+    pub fn org_spent(&self) -> f64 {
+        credits(self.total_spent() + self.elsewhere)
     }
 
     /// Spend per model key, over every agent.

@@ -51,9 +51,17 @@ pub trait Transport: Send + Sync {
     }
 
     /// Tells the other nodes that this one committed the turn of `report`
-    /// (`lemming status --cluster`). Best effort: a failure is logged.
-    fn turn_done(&self, report: &TurnReport) {
-        let _ = report;
+    /// (`lemming status --cluster`) and has spent `spent` credits in all
+    /// (the org-wide `budget`). Best effort: a failure is logged.
+    fn turn_done(&self, report: &TurnReport, spent: f64) {
+        let _ = (report, spent);
+    }
+
+    /// What the org's other nodes have spent, as they last said; `None`
+    /// when it cannot be known now (each node then holds to `budget` on its
+    /// own charges).
+    fn spent_elsewhere(&self) -> Option<f64> {
+        None
     }
 }
 

@@ -163,7 +163,8 @@ pub async fn run_waiting(
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
     let carried = held.take(t.turn, &journaled);
-    let ledger = crate::ledger::Ledger::load_for_turn(&org.layout, t.turn)?;
+    let elsewhere = src.link.transport.as_ref().and_then(|tr| tr.spent_elsewhere()).unwrap_or(0.0);
+    let ledger = crate::ledger::Ledger::load_for_turn(&org.layout, t.turn)?.with_elsewhere(elsewhere);
     let answered: HashSet<String> = journaled.keys().cloned().chain(carried.iter().map(|r| r.agent.clone())).collect();
     let mut due = pick::Due::new(org, registry, &ledger, &answered);
     due.read_ahead(&t.mb, &t.sick, t.turn);
@@ -206,6 +207,13 @@ pub async fn run_waiting(
     };
     fault::point("routed_again");
     let report = t.commit(&applied.runs, held)?;
+    if let Some(tr) = &src.link.transport {
+        // The other nodes hear of this turn and of what this node has spent in all.
+        match crate::ledger::Ledger::load_for_turn(&org.layout, report.turn + 1) {
+            Ok(after) => tr.turn_done(&report, after.total_spent()),
+            Err(e) => tracing::warn!(error = %e, "the ledger could not be read for the other nodes"),
+        }
+    }
     // Derived from the files: a failure here is a warning, never the turn's.
     crate::index::after_turn(&org.layout);
     Ok((report, waiting))

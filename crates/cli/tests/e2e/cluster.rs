@@ -592,3 +592,25 @@ fn more_mail_than_the_server_lets_a_consumer_hold_unacknowledged_arrives_in_one_
     step_on(&b, "b");
     assert_eq!(inbox_ids(&b, "planner").len(), n, "all delivered in one step");
 }
+
+#[test]
+fn the_org_wide_budget_counts_what_every_node_spent() {
+    let test = "the_org_wide_budget_counts_what_every_node_spent";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(test, dir.path()) else { return };
+    let a = two_node_org_at(&nats.url());
+    a.edit("org/org.toml", "# budget = 1000.0", "budget = 0.1");
+    let b = node_b_of(&a);
+    // Node a spends past the budget: the manager runs twice (about 0.067 a run with the mock).
+    for i in 0..2 {
+        a.lemming_ok(&["--node", "a", "send", "manager", &format!("#{i} please plan @planner")]);
+        assert_eq!(step_on(&a, "a")["ran"], json!(["manager"]));
+    }
+    // Node b has spent nothing, but the org has: planner's mail waits.
+    let turn = step_on(&b, "b");
+    assert_eq!(turn["ran"], json!([]), "{turn}");
+    assert!(turn["skipped"].to_string().contains("org_budget_spent"), "{turn}");
+    assert_eq!(inbox_ids(&b, "planner").len(), 2, "the mail arrived, unread");
+    let status = b.lemming_ok(&["--json", "status", "--cluster"]).json();
+    assert!(status["nodes"][0]["spent"].as_f64().unwrap() > 0.1, "{status}");
+}

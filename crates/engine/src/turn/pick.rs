@@ -275,7 +275,7 @@ pub fn choose(
     if resume.schedule.wake == Wake::Mail && mail.is_empty() {
         return Choice::Idle(Idle::NoMail);
     }
-    if org.settings.budget.is_some_and(|budget| ledger.total_spent() >= budget) {
+    if org.settings.budget.is_some_and(|budget| ledger.org_spent() >= budget) {
         return Choice::Skip { reason: SkipReason::OrgBudgetSpent, over: None };
     }
     let left = ledger.balance(resume.name.as_str(), resume.credits).left;
