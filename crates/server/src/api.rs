@@ -137,9 +137,21 @@ fn answer<T: Serialize>(v: T) -> Response {
 
 // Handlers -------------------------------------------------------------------
 
-/// `GET /api/status`: the shape of `lemming status --json`.
+/// `GET /api/status`: the shape of `lemming status --json`; in an org on
+/// several nodes, with `cluster`: the link to the NATS server and every node
+/// (`lemming status --cluster --json`), or why the server cannot be reached.
 async fn status(State(s): State<AppState>) -> Result<Response, ApiError> {
-    with_org(&s, |org| Ok(answer(views::status(&org)?))).await
+    with_org(&s, |org| {
+        let view = views::status(&org)?;
+        let Some(c) = &org.settings.cluster else { return Ok(answer(view)) };
+        let mut v = serde_json::to_value(view).map_err(|e| ApiError::internal(e.to_string()))?;
+        v["cluster"] = match lemming_cluster::cluster_status(c) {
+            Ok(nodes) => json!({"nats_url": c.nats_url, "link": "connected", "nodes": nodes}),
+            Err(e) => json!({"nats_url": c.nats_url, "link": "unreachable", "error": e}),
+        };
+        Ok(answer(v))
+    })
+    .await
 }
 
 /// `GET /api/agents`: the agents (`lemming agents --json`) and the held ones.

@@ -614,3 +614,50 @@ fn the_org_wide_budget_counts_what_every_node_spent() {
     let status = b.lemming_ok(&["--json", "status", "--cluster"]).json();
     assert!(status["nodes"][0]["spent"].as_f64().unwrap() > 0.1, "{status}");
 }
+
+/// `GET /api/status` of a daemon's API at `addr`, as JSON.
+fn api_status(org: &TestOrg, addr: std::net::SocketAddr) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let body = rt.block_on(async {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let r = client
+            .get(format!("http://{addr}/api/status"))
+            .bearer_auth(crate::live::token(org))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    });
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn the_api_status_shows_every_node_and_the_link() {
+    let test = "the_api_status_shows_every_node_and_the_link";
+    // A server that cannot be reached: the link says so, the rest answers.
+    let down = two_node_org();
+    let mut d = down.spawn_run(&["--node", "a", "--http", "127.0.0.1:0", "--turn-seconds", "3600"]);
+    let addr = crate::live::served_at(|| d.output());
+    d.wait_ready();
+    let status = api_status(&down, addr);
+    assert_eq!(status["cluster"]["link"], json!("unreachable"), "{status}");
+    assert!(status["turn"].is_u64() && status["agents"].is_array(), "{status}");
+    drop(d);
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(test, dir.path()) else { return };
+    let a = two_node_org_at(&nats.url());
+    let mut d = a.spawn_run(&["--node", "a", "--http", "127.0.0.1:0", "--turn-seconds", "3600"]);
+    let addr = crate::live::served_at(|| d.output());
+    d.wait_ready();
+    let status = api_status(&a, addr);
+    assert_eq!(status["cluster"]["link"], json!("connected"), "{status}");
+    let nodes = status["cluster"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes[0]["running"]["pid"], json!(d.pid), "{status}");
+    assert!(nodes[1]["running"].is_null(), "node b runs nowhere: {status}");
+    // On one machine there is no `cluster`.
+    let one = TestOrg::new();
+    assert!(one.lemming_ok(&["status", "--json"]).json().get("cluster").is_none());
+}

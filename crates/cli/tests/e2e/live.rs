@@ -159,7 +159,7 @@ fn file_events(root: &Path) -> Vec<Value> {
 
 /// The address a server printed (`… at http://ADDR/`), waiting up to 20 s for it.
 #[track_caller]
-fn served_at(mut output: impl FnMut() -> String) -> SocketAddr {
+pub(crate) fn served_at(mut output: impl FnMut() -> String) -> SocketAddr {
     let mut found = None;
     let printed = wait_until(Duration::from_secs(20), || {
         found = output()
@@ -175,7 +175,7 @@ fn served_at(mut output: impl FnMut() -> String) -> SocketAddr {
 }
 
 /// The API token: org/state/api-token (LEMMING_API_TOKEN is not set in the tests).
-fn token(org: &TestOrg) -> String {
+pub(crate) fn token(org: &TestOrg) -> String {
     fs::read_to_string(org.path("org/state/api-token")).map(|t| t.trim().to_string()).unwrap_or_default()
 }
 
