@@ -42,7 +42,13 @@ pub fn options(
                 .event_callback(move |event| {
                     let wake = wake.clone();
                     async move {
-                        tracing::info!(%event, "NATS");
+                        match &event {
+                            // A refused login or a server's complaint: people must see it.
+                            async_nats::Event::ServerError(_) | async_nats::Event::ClientError(_) => {
+                                tracing::warn!(%event, "NATS")
+                            }
+                            _ => tracing::info!(%event, "NATS"),
+                        }
                         if matches!(event, async_nats::Event::Connected) {
                             if let Some(wake) = wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
                                 wake();

@@ -98,7 +98,11 @@ fn summary(r: &lemming_engine::turn::TurnReport) -> String {
         s.push_str(&format!("\n  archived: {} read message(s) moved to inbox/archive", r.archived));
     }
     if r.held > 0 {
-        s.push_str(&format!("\n  held: {} message(s) wait for an invalid resume to be fixed", r.held));
+        s.push_str(&format!(
+            "\n  held: {} message(s) wait in their outbox: a recipient's resume is invalid or its files cannot \
+             be used, or its node cannot be reached now",
+            r.held
+        ));
     }
     s
 }
