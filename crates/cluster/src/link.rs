@@ -6,7 +6,7 @@
 //! server cannot be reached, calls fail at once until the backoff has passed,
 //! so that a turn with much mail for other nodes does not wait on each.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,8 +53,8 @@ pub struct Nats {
     /// Fetched messages not acknowledged yet, by the token their arrival carries.
     held: Arc<Mutex<HashMap<u64, jetstream::Message>>>,
     next: AtomicU64,
-    /// The agents of this node: mail for them wakes the process.
-    here: Arc<Mutex<HashSet<String>>>,
+    /// The agents of this node, in name order: mail for them wakes the process.
+    here: Arc<Mutex<Vec<String>>>,
     wake: Arc<Mutex<Option<Wake>>>,
     /// This process's hold on its node.
     lease: Arc<Mutex<Lease>>,
@@ -148,11 +148,6 @@ impl Nats {
         })
     }
 
-    /// The org's names on the server.
-    pub fn names(&self) -> &Names {
-        &self.names
-    }
-
     /// Runs `f` on the client's runtime and waits for it, at most [`CALL_TIMEOUT`].
     fn call<T: Send + 'static>(
         &self,
@@ -221,15 +216,15 @@ impl Nats {
     }
 
     /// The node's durable pull consumer, its filter naming each agent of
-    /// `here`; made, or changed, when the agents are not the ones it names.
+    /// `here` (in name order); made, or changed, when the agents are not the
+    /// ones it names.
     fn consumer(&self, here: &[String]) -> Result<consumer::PullConsumer, String> {
-        let mut wanted = here.to_vec();
-        wanted.sort();
         if let Some((agents, c)) = &self.state().consumer {
-            if *agents == wanted {
+            if agents.as_slice() == here {
                 return Ok(c.clone());
             }
         }
+        let wanted = here.to_vec();
         let config = consumer::pull::Config {
             durable_name: Some(self.names.consumer.clone()),
             description: Some("the mail of one lemming node's agents".into()),
@@ -276,24 +271,14 @@ impl Nats {
         out
     }
 
-    /// What a claim of the node needs, owned for the client's runtime.
-    fn lease_args(&self) -> (jetstream::Context, String, String, Holder, usize) {
-        (self.js.clone(), self.names.leases.clone(), self.node.clone(), self.me.clone(), self.replicas)
-    }
-
-    fn taken_by(&self, holder: &Holder) -> String {
-        (self.taken_by_fn())(holder)
-    }
-
-    /// The message for a node that `holder` runs.
-    fn taken_by_fn(&self) -> impl Fn(&Holder) -> String + Send + 'static {
-        let node = self.node.clone();
-        move |holder: &Holder| {
-            format!(
-                "node {node} is run by {holder}: stop that process first (`lemming stop` there); a process that died \
-                 frees its node within {} s",
-                lease::LEASE_TTL.as_secs()
-            )
+    /// What claiming this node takes, owned for the client's runtime.
+    fn node_claim(&self) -> NodeClaim {
+        NodeClaim {
+            js: self.js.clone(),
+            bucket: self.names.leases.clone(),
+            node: self.node.clone(),
+            me: self.me.clone(),
+            replicas: self.replicas,
         }
     }
 
@@ -350,8 +335,8 @@ impl Transport for Nats {
     fn incoming(&self, here: &[String]) -> Vec<Arrival> {
         {
             let mut w = self.here.lock().unwrap_or_else(PoisonError::into_inner);
-            if w.len() != here.len() || here.iter().any(|a| !w.contains(a)) {
-                *w = here.iter().cloned().collect();
+            if w.as_slice() != here {
+                *w = here.to_vec();
             }
         }
         // Fetched before and never done: the server delivers them again.
@@ -403,17 +388,13 @@ impl Transport for Nats {
             l.claimed = true;
         }
         let Some(rt) = self.rt.as_ref() else { return Ok(()) };
+        let claim = self.node_claim();
         if self.client.connection_state() == Connection::Connected {
-            let (js, bucket, key, me, replicas) = self.lease_args();
-            let claimed = self.call(async move {
-                let store = lease::bucket(&js, &bucket, replicas).await?;
-                Ok((lease::claim(&store, &key, &me).await?, store))
-            });
-            match claimed {
+            match self.call(claim.clone().claim()) {
                 Ok((Claim::Held(rev), store)) => {
                     self.lease.lock().unwrap_or_else(PoisonError::into_inner).held = Some((store, rev));
                 }
-                Ok((Claim::Taken(holder), _)) => return Err(self.taken_by(&holder)),
+                Ok((Claim::Taken(holder), _)) => return Err(taken(&self.node, &holder)),
                 Err(e) => {
                     tracing::warn!(error = %e, node = %self.node, "cannot claim the node now; trying again in the background")
                 }
@@ -421,8 +402,7 @@ impl Transport for Nats {
         } else {
             tracing::warn!(node = %self.node, "not connected to the NATS server: the node is claimed once it is");
         }
-        let (js, bucket, key, me, replicas) = self.lease_args();
-        let (lease, wake, taken) = (self.lease.clone(), self.wake.clone(), self.taken_by_fn());
+        let (lease, wake) = (self.lease.clone(), self.wake.clone());
         rt.spawn(async move {
             let mut tick = tokio::time::interval(lease::RENEW_EVERY);
             tick.tick().await;
@@ -430,11 +410,8 @@ impl Transport for Nats {
                 tick.tick().await;
                 let held = lease.lock().unwrap_or_else(PoisonError::into_inner).held.clone();
                 let outcome = match held {
-                    Some((store, rev)) => lease::renew(&store, &key, &me, rev).await.map(|c| (c, store)),
-                    None => match lease::bucket(&js, &bucket, replicas).await {
-                        Ok(store) => lease::claim(&store, &key, &me).await.map(|c| (c, store)),
-                        Err(e) => Err(e),
-                    },
+                    Some((store, rev)) => lease::renew(&store, &claim.node, &claim.me, rev).await.map(|c| (c, store)),
+                    None => claim.clone().claim().await,
                 };
                 match outcome {
                     Ok((Claim::Held(rev), store)) => {
@@ -443,7 +420,7 @@ impl Transport for Nats {
                     Ok((Claim::Taken(holder), _)) => {
                         let mut l = lease.lock().unwrap_or_else(PoisonError::into_inner);
                         l.held = None;
-                        l.lost = Some(taken(&holder));
+                        l.lost = Some(taken(&claim.node, &holder));
                         drop(l);
                         if let Some(wake) = wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
                             wake();
@@ -507,15 +484,42 @@ impl Transport for Nats {
             };
             tracing::debug!(%subject, "watching for mail from other nodes");
             while let Some(m) = sub.next().await {
-                let ours = names
-                    .agent_of(m.subject.as_str())
-                    .is_some_and(|a| here.lock().unwrap_or_else(PoisonError::into_inner).contains(a));
+                let ours = names.agent_of(m.subject.as_str()).is_some_and(|a| {
+                    here.lock().unwrap_or_else(PoisonError::into_inner).binary_search_by(|h| h.as_str().cmp(a)).is_ok()
+                });
                 if ours {
                     wake();
                 }
             }
         });
     }
+}
+
+/// What claiming a node takes: the org's lease bucket, the node, this process.
+#[derive(Clone)]
+struct NodeClaim {
+    js: jetstream::Context,
+    bucket: String,
+    node: String,
+    me: Holder,
+    replicas: usize,
+}
+
+impl NodeClaim {
+    /// Claims the node, the bucket made when missing.
+    async fn claim(self) -> Result<(Claim, kv::Store), String> {
+        let store = lease::bucket(&self.js, &self.bucket, self.replicas).await?;
+        Ok((lease::claim(&store, &self.node, &self.me).await?, store))
+    }
+}
+
+/// Why this process may not run `node`: `holder` does.
+fn taken(node: &str, holder: &Holder) -> String {
+    format!(
+        "node {node} is run by {holder}: stop that process first (`lemming stop` there); a process that died frees \
+         its node within {} s",
+        lease::LEASE_TTL.as_secs()
+    )
 }
 
 impl Drop for Nats {

@@ -219,6 +219,7 @@ impl Router<'_> {
     /// invalid resume, files that cannot be used) is not acknowledged, and
     /// comes again.
     fn arrivals(&mut self, org: &Org, t: &dyn Transport) -> Vec<u64> {
+        // In name order, as the org keeps its agents.
         let here: Vec<String> = org.agents.values().filter(|r| org.runs_here(r)).map(|r| r.name.to_string()).collect();
         let mut done = Vec::new();
         for a in t.incoming(&here) {

@@ -20,7 +20,7 @@ pub trait Transport: Send + Sync {
     /// must not reach the recipient twice.
     fn send(&self, to: &str, msg: &Message) -> Result<(), TransportError>;
 
-    /// Mail published for the agents `here` (this node's) and not yet
+    /// Mail published for the agents `here` (this node's, in name order) and not yet
     /// acknowledged: empty when there is none, or when the other side
     /// cannot be reached. A message comes again until [`Transport::done`]
     /// acknowledges it, also to a later process.

@@ -163,7 +163,11 @@ pub async fn run_waiting(
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
     let carried = held.take(t.turn, &journaled);
-    let elsewhere = src.link.transport.as_ref().and_then(|tr| tr.spent_elsewhere()).unwrap_or(0.0);
+    // What the other nodes spent matters only to an org-wide budget: not asked otherwise.
+    let elsewhere = match (&src.link.transport, org.settings.budget) {
+        (Some(tr), Some(_)) => tr.spent_elsewhere().unwrap_or(0.0),
+        _ => 0.0,
+    };
     let ledger = crate::ledger::Ledger::load_for_turn(&org.layout, t.turn)?.with_elsewhere(elsewhere);
     let answered: HashSet<String> = journaled.keys().cloned().chain(carried.iter().map(|r| r.agent.clone())).collect();
     let mut due = pick::Due::new(org, registry, &ledger, &answered);

@@ -43,16 +43,22 @@ struct Nats {
     store: PathBuf,
 }
 
+/// The `nats-server` binary; `None`, with SKIPPED for `test`, when it is not installed.
+fn nats_server(test: &str) -> Option<PathBuf> {
+    let bin = peer("LEMMING_NATS_SERVER");
+    if bin.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {test}: nats-server is not installed; run scripts/setup-llm-peers.sh --only nats (or set LEMMING_NATS_SERVER)"
+        );
+    }
+    bin
+}
+
 impl Nats {
     /// Starts one, its store in `dir`; `None` (and SKIPPED) when it is not installed.
     fn start(test: &str, dir: &Path) -> Option<Nats> {
-        let Some(bin) = peer("LEMMING_NATS_SERVER") else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {test}: nats-server is not installed; run scripts/setup-llm-peers.sh --only nats (or set LEMMING_NATS_SERVER)"
-            );
-            return None;
-        };
+        let bin = nats_server(test)?;
         let mut n = Nats { child: None, bin, port: free_port(), store: dir.join("jetstream") };
         n.restart();
         Some(n)
@@ -309,13 +315,7 @@ fn status_cluster_needs_a_cluster_and_says_when_the_server_cannot_be_reached() {
 #[test]
 fn make_demo_cluster_shows_a_reply_coming_back_from_the_other_node() {
     let test = "make_demo_cluster_shows_a_reply_coming_back_from_the_other_node";
-    let Some(nats) = peer("LEMMING_NATS_SERVER") else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {test}: nats-server is not installed; run scripts/setup-llm-peers.sh --only nats"
-        );
-        return;
-    };
+    let Some(nats) = nats_server(test) else { return };
     if Command::new("make").arg("--version").output().is_err() {
         let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: no make on this machine");
         return;
@@ -508,13 +508,7 @@ fn mail_between_nodes_survives_kill_9_of_a_node_and_restarts_of_the_server_exact
 #[test]
 fn a_three_server_jetstream_cluster_with_three_replicas_loses_nothing_when_one_server_dies() {
     let test = "a_three_server_jetstream_cluster_with_three_replicas_loses_nothing_when_one_server_dies";
-    let Some(bin) = peer("LEMMING_NATS_SERVER") else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {test}: nats-server is not installed; run scripts/setup-llm-peers.sh --only nats"
-        );
-        return;
-    };
+    let Some(bin) = nats_server(test) else { return };
     let dir = tempfile::tempdir().unwrap();
     let (ports, routes): (Vec<u16>, Vec<u16>) = (0..3).map(|_| (free_port(), free_port())).unzip();
     let monitor = free_port();
