@@ -35,6 +35,7 @@
 //! # Module map
 //!
 //! - [`org`]: finding an org, loading every config file; [`layout`]: the paths of its state files;
+//!   [`parts`]: work over many agents spread across the cores;
 //! - [`settings`], [`models`], [`resume`]: the three config files, read and
 //!   checked field by field through [`config`]; [`edit`]: a person's edit of a
 //!   resume, judged like `lemming validate`, written atomically and audited;
@@ -106,6 +107,7 @@ pub mod message;
 pub mod models;
 pub mod name;
 pub mod org;
+pub mod parts;
 pub mod preview;
 pub mod process;
 pub mod prompt;

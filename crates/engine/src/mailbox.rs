@@ -46,7 +46,7 @@ mod fs;
 mod scan;
 
 pub use fs::{
-    is_pending_entry, is_pending_folder, DeadFiles, Folder, FsMailStore, Side, ATTEMPTS_FILE, DEAD_LETTERS,
+    is_pending_entry, is_pending_folder, DeadFiles, Folder, FsMailStore, Side, ATTEMPTS_FILE, DEAD_LETTERS, FOLDERS,
     PENDING_FOLDER, UNREAD_FOLDER,
 };
 pub use scan::{Located, Place, Scanned, State};

@@ -726,47 +726,24 @@ const AGENTS_PER_THREAD: usize = 256;
 
 /// Loads the resume of every agent folder (`folders`, sorted, as
 /// [`agent_folders`] listed them), in folder order: by several threads in a
-/// large org, each with its own [`Loaded`], merged back in order.
+/// large org, each with its own [`Loaded`], merged into `loaded` in order.
 fn load_agents(
     layout: &Layout,
     refs: Refs<'_>,
     memory: Option<&Org>,
     loaded: &mut Loaded,
 ) -> (BTreeMap<AgentName, Box<Resume>>, BTreeMap<String, Vec<Diagnostic>>) {
-    let folders = refs.known.sorted;
-    let threads =
-        std::thread::available_parallelism().map_or(1, |n| n.get()).min(folders.len() / AGENTS_PER_THREAD).max(1);
+    let parts = crate::parts::in_parts(refs.known.sorted, AGENTS_PER_THREAD, |part| {
+        let mut mine = Loaded::new(&layout.root);
+        let (mut agents, mut broken) = (BTreeMap::new(), BTreeMap::new());
+        load_folders(layout, &refs, part, memory, &mut mine, &mut agents, &mut broken);
+        (mine, agents, broken)
+    });
     let mut agents = BTreeMap::new();
     let mut broken = BTreeMap::new();
-    if threads == 1 {
-        load_folders(layout, &refs, folders, memory, loaded, &mut agents, &mut broken);
-        return (agents, broken);
-    }
-    let chunk = folders.len().div_ceil(threads);
-    let parts: Vec<Loaded> = std::thread::scope(|scope| {
-        let handles: Vec<_> = folders
-            .chunks(chunk)
-            .map(|part| {
-                let refs = &refs;
-                scope.spawn(move || {
-                    let mut mine = Loaded::new(&layout.root);
-                    let (mut agents, mut broken) = (BTreeMap::new(), BTreeMap::new());
-                    load_folders(layout, refs, part, memory, &mut mine, &mut agents, &mut broken);
-                    (mine, agents, broken)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                let (mine, a, b) = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-                agents.extend(a);
-                broken.extend(b);
-                mine
-            })
-            .collect()
-    });
-    for part in parts {
+    for (part, a, b) in parts {
+        agents.extend(a);
+        broken.extend(b);
         loaded.stale.extend(part.stale);
         loaded.last_good.extend(part.last_good);
         loaded.valid.extend(part.valid);

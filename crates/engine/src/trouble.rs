@@ -127,14 +127,14 @@ pub fn org_wide(e: &PathError) -> bool {
 /// their subfolders, and its `memory/` and `logs/` when they exist.
 pub fn check_agent_files(layout: &Layout, agent: &str) -> Result<(), PathError> {
     let dir = layout.agent_dir(agent);
-    let mut required = vec![dir.clone()];
-    required.extend(layout.mail().folders(agent));
-    for d in &required {
-        access_folder(d)?;
+    let at = open_folder(&dir).with_path(&dir)?;
+    let usable = |rel: &str| usable_in(&at, rel).map_err(|e| PathError { path: dir.join(rel), source: e });
+    usable_in(&at, ".").with_path(&dir)?;
+    for rel in crate::mailbox::FOLDERS {
+        usable(rel)?;
     }
     for optional in ["memory", "logs"] {
-        let d = dir.join(optional);
-        match access_folder(&d) {
+        match usable(optional) {
             Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {}
             checked => checked?,
         }
@@ -142,27 +142,49 @@ pub fn check_agent_files(layout: &Layout, agent: &str) -> Result<(), PathError> 
     Ok(())
 }
 
-/// `access(2)` for read, write and search on `dir` with a trailing slash, so
-/// that one call tells that it exists, is a folder (a link to one is
-/// followed) and takes what the engine does there: modes, immutable folders
-/// and read-only mounts.
-fn access_folder(dir: &Path) -> Result<(), PathError> {
+/// `dir` opened as a handle to look up names in (`O_PATH`: it needs no
+/// permission on `dir` itself, and a link to a folder is followed). Names
+/// looked up from it walk two components, not the whole path from `/`.
+fn open_folder(dir: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
     use std::os::unix::ffi::OsStrExt;
-    let mut bytes = dir.as_os_str().as_bytes().to_vec();
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path holds a NUL byte"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(not_a_folder(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `faccessat(2)` for read, write and search on `rel` in the folder `at`
+/// with a trailing slash, so that one call tells that it exists, is a folder
+/// (a link to one is followed) and takes what the engine does there: modes,
+/// immutable folders and read-only mounts. Like `access(2)`, it asks for the
+/// real user, who runs lemming.
+fn usable_in(at: &std::os::fd::OwnedFd, rel: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut bytes = Vec::with_capacity(rel.len() + 2);
+    bytes.extend_from_slice(rel.as_bytes());
     bytes.push(b'/');
     let c = std::ffi::CString::new(bytes)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path holds a NUL byte"))
-        .with_path(dir)?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-    let rc = unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK | libc::X_OK) };
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path holds a NUL byte"))?;
+    // SAFETY: `at` is an open descriptor and `c` a valid NUL-terminated string, both outliving the call.
+    let rc = unsafe { libc::faccessat(at.as_raw_fd(), c.as_ptr(), libc::R_OK | libc::W_OK | libc::X_OK, 0) };
     if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOTDIR) {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "is not a folder")).with_path(dir);
-        }
-        return Err(e).with_path(dir);
+        return Err(not_a_folder(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// `ENOTDIR` said in words; any other error as it is.
+fn not_a_folder(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() == Some(libc::ENOTDIR) {
+        return std::io::Error::new(std::io::ErrorKind::NotADirectory, "is not a folder");
+    }
+    e
 }
 
 /// The size of `org/state/daemon-trouble.json`, made when the daemon starts.
@@ -289,6 +311,45 @@ mod tests {
         assert_eq!(e.path, inbox_new);
         assert!(e.to_string().contains("is not a folder"), "{e}");
         assert!(!org_wide(&e));
+    }
+
+    #[test]
+    fn the_check_names_the_folder_that_cannot_be_used_and_follows_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        let e = check_agent_files(&layout, "ann").unwrap_err();
+        assert_eq!((e.path, e.source.kind()), (layout.agent_dir("ann"), std::io::ErrorKind::NotFound));
+        // An agent folder that is a link to one elsewhere is used through the link.
+        let elsewhere = d.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::create_dir_all(layout.agent_dir("ann").parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, layout.agent_dir("ann")).unwrap();
+        let mb = layout.mail();
+        crate::mailbox::MailStore::ensure(&mb, "ann").unwrap();
+        check_agent_files(&layout, "ann").unwrap();
+        // A folder the engine may not write into is named (root may write anywhere).
+        let sent = mb.dir("ann", crate::mailbox::Folder::Sent);
+        fs::set_permissions(&sent, fs::Permissions::from_mode(0o555)).unwrap();
+        let writable = fs::write(sent.join("probe"), "x").is_ok();
+        let checked = check_agent_files(&layout, "ann");
+        fs::set_permissions(&sent, fs::Permissions::from_mode(0o755)).unwrap();
+        if !writable {
+            let e = checked.unwrap_err();
+            assert_eq!((e.path, e.source.kind()), (sent, std::io::ErrorKind::PermissionDenied));
+        }
+        // `memory/` may be missing, but when it is there it must be a folder.
+        let memory = layout.agent_dir("ann").join("memory");
+        fs::write(&memory, "notes").unwrap();
+        let e = check_agent_files(&layout, "ann").unwrap_err();
+        assert_eq!(e.path, memory);
+        assert!(e.to_string().contains("is not a folder"), "{e}");
+        // The agent folder itself a file.
+        fs::remove_file(layout.agent_dir("ann")).unwrap();
+        fs::write(layout.agent_dir("ann"), "oops").unwrap();
+        let e = check_agent_files(&layout, "ann").unwrap_err();
+        assert_eq!(e.path, layout.agent_dir("ann"));
+        assert!(e.to_string().contains("is not a folder"), "{e}");
     }
 
     #[test]

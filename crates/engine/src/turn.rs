@@ -386,6 +386,10 @@ impl Turn<'_> {
     }
 }
 
+/// Agents per thread above which the check of every agent's folders (about
+/// a dozen system calls each) is spread over several threads.
+const CHECKS_PER_THREAD: usize = 256;
+
 /// A part with at least this many files to move to `cur/` and lines to
 /// append to activity logs does them on a thread of its own beside the
 /// effects: fewer are quicker than starting one.
@@ -432,25 +436,31 @@ impl<'a> Turn<'a> {
             unsynced: fsx::Unsynced::default(),
         };
         let sweep = first_here(&org.layout.root) | (turn % TMP_SWEEP_EVERY == 1);
-        for folder in org.folders_here() {
-            if AgentName::new(&folder).is_ok() {
+        let mut folders = org.folders_here();
+        folders.retain(|f| AgentName::new(f).is_ok());
+        let mb = &t.mb;
+        let checked = crate::parts::in_parts(&folders, CHECKS_PER_THREAD, |part| {
+            let check = |folder: &String| {
                 // Checked first, made only when missing (a fresh or hand-made agent folder).
-                let ensured = match trouble::check_agent_files(&org.layout, &folder) {
+                let ensured = match trouble::check_agent_files(&org.layout, folder) {
                     Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
-                        t.mb.ensure(&folder).and_then(|_| trouble::check_agent_files(&org.layout, &folder))
+                        mb.ensure(folder).and_then(|_| trouble::check_agent_files(&org.layout, folder))
                     }
                     checked => checked,
                 };
-                if let Err(e) = ensured {
-                    if trouble::org_wide(&e) {
-                        return Err(e);
-                    }
-                    t.sick.insert(folder, e);
-                    continue;
+                if ensured.is_ok() && sweep {
+                    fsx::clean_stale_tmp(mb.tmp_leftovers(folder));
                 }
-                if sweep {
-                    fsx::clean_stale_tmp(t.mb.tmp_leftovers(&folder));
+                ensured
+            };
+            part.iter().map(check).collect::<Vec<_>>()
+        });
+        for (folder, ensured) in folders.into_iter().zip(checked.into_iter().flatten()) {
+            if let Err(e) = ensured {
+                if trouble::org_wide(&e) {
+                    return Err(e);
                 }
+                t.sick.insert(folder, e);
             }
         }
         // State files (`daemon.json`, `turn.json`, dead-letter reasons, memory) are written through here too.

@@ -73,6 +73,11 @@ impl Side {
 /// The dead letters, as people and the search index name them beside the two sides.
 pub const DEAD_LETTERS: &str = "dead";
 
+/// Every folder of an agent's mailbox, relative to the agent's folder,
+/// parents first: what the per-turn check of an agent's folders looks at.
+pub const FOLDERS: [&str; 8] =
+    ["inbox", "outbox", "inbox/new", "inbox/cur", "inbox/tmp", "outbox/new", "outbox/sent", "outbox/tmp"];
+
 /// An agent's unread mail, relative to its folder (what `status` counts).
 pub const UNREAD_FOLDER: &str = "inbox/new";
 
@@ -210,17 +215,9 @@ impl FsMailStore {
         p
     }
 
-    /// Every folder of an agent's mailbox, parents first, for checking that
-    /// the agent can use them.
+    /// Every folder of an agent's mailbox, parents first ([`FOLDERS`]).
     pub fn folders(&self, agent: &str) -> Vec<PathBuf> {
-        let mut dirs = vec![self.agent(agent).join("inbox"), self.agent(agent).join("outbox")];
-        for sub in ["new", "cur", "tmp"] {
-            dirs.push(self.inbox(agent, sub));
-        }
-        for sub in ["new", "sent", "tmp"] {
-            dirs.push(self.outbox(agent, sub));
-        }
-        dirs
+        FOLDERS.iter().map(|f| self.agent_path(agent, &[f], 0)).collect()
     }
 
     /// `org/state/dead/`.

@@ -381,30 +381,12 @@ const ROWS_PER_THREAD: usize = 256;
 
 /// The rows of `names`, in order; the files that could not be read go to `skipped`.
 fn rows(ctx: &RowCtx<'_>, names: Vec<String>, skipped: &mut Skipped) -> Vec<AgentStatus> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(names.len() / ROWS_PER_THREAD).max(1);
-    if threads == 1 {
-        return names.into_iter().map(|name| row(ctx, name, skipped)).collect();
-    }
-    let chunk = names.len().div_ceil(threads);
-    let mut parts: Vec<Vec<String>> = Vec::new();
-    let mut names = names.into_iter().peekable();
-    while names.peek().is_some() {
-        parts.push(names.by_ref().take(chunk).collect());
-    }
-    let done: Vec<(Vec<AgentStatus>, Skipped)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut skipped = Skipped::default();
-                    let rows = part.into_iter().map(|name| row(ctx, name, &mut skipped)).collect();
-                    (rows, skipped)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    let done = crate::parts::in_parts(&names, ROWS_PER_THREAD, |part| {
+        let mut skipped = Skipped::default();
+        let rows: Vec<AgentStatus> = part.iter().map(|name| row(ctx, name.clone(), &mut skipped)).collect();
+        (rows, skipped)
     });
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(names.len());
     for (rows, more) in done {
         out.extend(rows);
         skipped.0.extend(more.0);
