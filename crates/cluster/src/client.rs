@@ -13,6 +13,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest wait between tries while the server cannot be reached.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The servers of `nats_url`, a comma-separated list, each as written.
+pub fn addresses(cluster: &Cluster) -> Vec<String> {
+    cluster.nats_url.split(',').map(|a| a.trim().to_string()).collect()
+}
+
 /// The client's options: a name the server shows, the connection made in
 /// the background and again whenever lost (each time it comes back, the
 /// process is woken to send what waits), and the credentials of the

@@ -102,7 +102,7 @@ impl Nats {
             .map_err(|e| format!("cannot start the NATS client's runtime: {e}"))?;
         let names = Names::new(cluster, node);
         let wake: Arc<Mutex<Option<Wake>>> = Arc::default();
-        let addrs: Vec<String> = cluster.nats_url.split(',').map(|a| a.trim().to_string()).collect();
+        let addrs = crate::client::addresses(cluster);
         let options = options(cluster, node, Some(wake.clone()));
         let connected = call(&rt, CALL_TIMEOUT, async move {
             let options = options.await?;

@@ -51,7 +51,7 @@ pub fn read(cluster: &Cluster) -> Result<Vec<Value>, String> {
             .map_err(|e| format!("cannot start the NATS client's runtime: {e}"))?;
         rt.block_on(async move {
             let options = crate::client::options(&cluster, "status", None).await?;
-            let addrs: Vec<String> = cluster.nats_url.split(',').map(|a| a.trim().to_string()).collect();
+            let addrs = crate::client::addresses(&cluster);
             let client = tokio::time::timeout(Duration::from_secs(5), options.connect(addrs.as_slice()))
                 .await
                 .map_err(|_| format!("no answer from the NATS server at {}", cluster.nats_url))?
