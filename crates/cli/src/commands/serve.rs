@@ -58,9 +58,15 @@ pub(crate) async fn bind(
     opts.sources = sources;
     opts.in_daemon = in_daemon;
     let bound = lemming_server::bind(opts).await.map_err(|e| CliError::user(e.to_string()))?;
-    eprintln!("lemming: serving the API and dashboard of {} at http://{}/", root.display(), bound.addr);
     let token = if token_from_env { "LEMMING_API_TOKEN" } else { "org/state/api-token" };
-    eprintln!("open {} to sign in (or use the token in {token})", bound.login_url());
+    // One write, so whoever reads the first line can read the link too.
+    let said = format!(
+        "lemming: serving the API and dashboard of {} at http://{}/\nopen {} to sign in (or use the token in {token})\n",
+        root.display(),
+        bound.addr,
+        bound.login_url()
+    );
+    eprint!("{said}");
     Ok(bound)
 }
 

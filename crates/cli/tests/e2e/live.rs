@@ -162,7 +162,12 @@ fn file_events(root: &Path) -> Vec<Value> {
 pub(crate) fn served_at(mut output: impl FnMut() -> String) -> SocketAddr {
     let mut found = None;
     let printed = wait_until(Duration::from_secs(20), || {
-        found = output()
+        let said = output();
+        // The address and the sign-in link are said together; wait for the whole of it.
+        if !said.lines().any(|l| l.starts_with("open ") && l.contains("/login?code=")) {
+            return false;
+        }
+        found = said
             .lines()
             .find_map(|l| {
                 l.split_once(" at http://").filter(|_| l.starts_with("lemming: serving")).map(|(_, r)| r.to_string())
