@@ -254,8 +254,10 @@ fn inbox_follow_prints_mail_that_arrives_after_it_started() {
     org.send("manager", "second");
     org.step();
     follow.expect_line("manager received: second");
+    // A message is printed, then marked read: the move may land a moment after the line.
+    let read = crate::fixture::wait_until(WITHIN, || org.ids("human", "inbox", "cur").len() == 2);
+    assert!(read, "the mail shown was not marked read\n{}", follow.report());
     assert!(org.inbox_json("human").is_empty(), "the human's mail was not marked read as it was shown");
-    assert_eq!(org.ids("human", "inbox", "cur").len(), 2);
 
     let status = follow.interrupt();
     assert_eq!(status.code(), Some(0), "Ctrl-C should end `inbox --follow` with 0\n{}", follow.report());
