@@ -151,16 +151,29 @@ impl Serialize for To {
 
 impl<'de> Deserialize<'de> for To {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<To, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(String),
-            Many(Vec<String>),
+        // A visitor rather than an untagged enum, which would first copy the
+        // value aside to try each form (this runs for every message read).
+        struct OneOrMany;
+        impl<'de> serde::de::Visitor<'de> for OneOrMany {
+            type Value = To;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a name or a list of names")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<To, E> {
+                Ok(To(vec![s.to_string()]))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<To, E> {
+                Ok(To(vec![s]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<To, A::Error> {
+                let mut names = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(To(names))
+            }
         }
-        Ok(match OneOrMany::deserialize(d)? {
-            OneOrMany::One(s) => To(vec![s]),
-            OneOrMany::Many(v) => To(v),
-        })
+        d.deserialize_any(OneOrMany)
     }
 }
 
@@ -321,6 +334,15 @@ mod tests {
         ));
         let many = Message::parse(br#"{"id":"x","from":"a","to":["b","c"],"body":""}"#).unwrap();
         assert_eq!(many.to.0, vec!["b", "c"]);
+        for to in ["7", "[\"b\", 7]", "{\"b\": 1}", "null"] {
+            let bytes = format!(r#"{{"id":"x","from":"a","to":{to},"body":""}}"#);
+            match Message::parse(bytes.as_bytes()) {
+                Err(ParseMessageError::Json(e)) => assert!(e.contains("expected a"), "{to}: {e}"),
+                other => panic!("{to}: {other:?}"),
+            }
+        }
+        let e = Message::parse(br#"{"id":"x","from":"a","to":7,"body":""}"#).unwrap_err().to_string();
+        assert!(e.contains("expected a name or a list of names"), "{e}");
     }
 
     #[test]
