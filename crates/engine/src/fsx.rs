@@ -276,15 +276,11 @@ impl Unsynced {
     /// Makes everything left durable now: one `syncfs` of the filesystem
     /// that holds `root` for many operations, an fsync of each folder for a few.
     pub fn sync(&mut self, root: &Path) -> Result<(), PathError> {
-        std::mem::take(self).sync_now(root)
-    }
-
-    /// [`Unsynced::sync`], taking what is left (for another thread).
-    pub fn sync_now(self, root: &Path) -> Result<(), PathError> {
-        if self.whole {
+        let left = std::mem::take(self);
+        if left.whole {
             sync_fs(root)
         } else {
-            sync_dirs(self.dirs)
+            sync_dirs(left.dirs)
         }
     }
 }

@@ -36,43 +36,12 @@ pub struct Post<'a> {
     /// The transport, if the org spans machines. Without one, mail for an
     /// agent the store does not keep waits in the outbox.
     pub transport: Option<&'a dyn Transport>,
-    /// Asked before every delivery or send, if set: it returns once what
-    /// must come first is done (a [`Gate`] passed).
-    pub gate: Option<&'a (dyn Fn() -> Result<(), PathError> + 'a)>,
 }
 
 impl<'a> Post<'a> {
     /// Every agent's mail in `store`.
     pub fn local(store: &'a dyn MailStore) -> Post<'a> {
-        Post { store, transport: None, gate: None }
-    }
-
-    /// Waits for the gate, if there is one: before the first delivery or send.
-    fn open(&self) -> Result<(), PathError> {
-        self.gate.map_or(Ok(()), |pass| pass())
-    }
-}
-
-/// Work that must be over before a routing pass delivers or sends anything,
-/// while the pass may already read and check the outboxes: in a turn's last
-/// pass, the sync that makes the replies' effects and the read mail durable,
-/// so that the checks run while the disk works.
-pub struct Gate<'a>(std::cell::RefCell<Option<Wait<'a>>>);
-
-/// The work a [`Gate`] waits for.
-type Wait<'a> = Box<dyn FnOnce() -> Result<(), PathError> + 'a>;
-
-impl<'a> Gate<'a> {
-    /// A gate that opens when `wait` has returned `Ok`.
-    pub fn new(wait: impl FnOnce() -> Result<(), PathError> + 'a) -> Gate<'a> {
-        Gate(std::cell::RefCell::new(Some(Box::new(wait))))
-    }
-
-    /// Waits for the work the first time; after that, returns at once. An
-    /// error is returned once: the pass (and the turn) stops on it.
-    pub fn pass(&self) -> Result<(), PathError> {
-        let wait = self.0.borrow_mut().take();
-        wait.map_or(Ok(()), |w| w())
+        Post { store, transport: None }
     }
 }
 
@@ -355,7 +324,6 @@ impl Router<'_> {
         // Mail for agents elsewhere goes first: if the transport does not
         // take it, the whole entry waits, and the next turn routes it again.
         for to in &remote {
-            self.post.open()?;
             let sent = match self.post.transport {
                 Some(t) => t.send(to, msg).map_err(|e| e.to_string()),
                 None => Err("no transport to the machine it lives on is configured".to_string()),
@@ -646,11 +614,11 @@ pub fn route(
             }
         }
         if r.deliveries.len() >= part {
-            commit(post, &mut r.deliveries, &mut r.moves)?;
+            commit(store, &mut r.deliveries, &mut r.moves)?;
         }
     }
     *sick = std::mem::take(&mut r.sick);
-    commit(post, &mut r.deliveries, &mut r.moves)?;
+    commit(store, &mut r.deliveries, &mut r.moves)?;
     // Durable in their inboxes (or dead letters) now: the other side may forget them.
     if let (Some(t), false) = (post.transport, arrived.is_empty()) {
         t.done(&arrived);
@@ -662,14 +630,12 @@ pub fn route(
 /// deliveries: its memory grows with the part, not with the org's mail.
 pub const ROUTE_EVERY: usize = 4096;
 
-/// Once the gate is open, commits the deliveries queued so far, then the
-/// moves of the entries they delivered (G3: a delivery is durable before its
-/// entry leaves the outbox).
-fn commit(post: Post<'_>, deliveries: &mut Batch, moves: &mut Batch) -> Result<(), PathError> {
-    post.open()?;
-    post.store.commit(std::mem::take(deliveries))?;
+/// Commits the deliveries queued so far, then the moves of the entries they
+/// delivered (G3: a delivery is durable before its entry leaves the outbox).
+fn commit(store: &dyn MailStore, deliveries: &mut Batch, moves: &mut Batch) -> Result<(), PathError> {
+    store.commit(std::mem::take(deliveries))?;
     fault::point("delivered");
-    post.store.commit(std::mem::take(moves))
+    store.commit(std::mem::take(moves))
 }
 
 #[cfg(test)]
@@ -770,7 +736,7 @@ mod tests {
             arrival(7, "coder_01", bytes(&msg("a7", "planner", &["coder_01"]))),
         ];
         let inbound = Inbound { queue: Mutex::new(queue), store: store.clone(), acked: Mutex::new(vec![]) };
-        let report = pass(&org, Post { store: &store, transport: Some(&inbound), gate: None }, 1);
+        let report = pass(&org, Post { store: &store, transport: Some(&inbound) }, 1);
         assert_eq!((report.delivered, report.dead), (1, 4), "{report:?}");
         assert!(store.has("manager", "a1"));
         let (unread, _) = store.unread("manager").unwrap();
@@ -835,7 +801,7 @@ mod tests {
         let m = msg("m1", "manager", &["planner", "hr"]);
         store.send_now("manager", &m).unwrap();
         let fake = Fake { accept: Mutex::new(false), store: store.clone(), got: Mutex::new(vec![]) };
-        let post = Post { store: &store, transport: Some(&fake), gate: None };
+        let post = Post { store: &store, transport: Some(&fake) };
 
         let report = pass(&org, post, 1);
         assert_eq!((report.held, report.delivered), (1, 0), "{report:?}");
@@ -984,44 +950,5 @@ mod tests {
             ino(store.message_path("planner", Folder::Unread, "m1")),
             ino(store.message_path("manager", Folder::Sent, "m1"))
         );
-    }
-
-    /// The gate is passed once, before the first delivery and before mail
-    /// goes to another node, with every entry already read; a gate that
-    /// fails stops the pass with nothing delivered or moved.
-    #[test]
-    fn nothing_is_delivered_or_sent_before_the_gate_is_passed() {
-        let (_d, org) = org();
-        let store = org.mail().with_remote(["hr".to_string()]);
-        store.send_now("manager", &msg("m1", "manager", &["planner", "hr"])).unwrap();
-        store.send_now("planner", &msg("m2", "planner", &["manager"])).unwrap();
-        let fake = Fake { accept: Mutex::new(true), store: store.clone(), got: Mutex::new(vec![]) };
-        let seen_at_gate = Mutex::new(Vec::new());
-        let gate = Gate::new(|| {
-            let delivered = store.message_path("planner", Folder::Unread, "m1").exists()
-                || store.message_path("manager", Folder::Unread, "m2").exists();
-            seen_at_gate.lock().unwrap().push((delivered, fake.got.lock().unwrap().len()));
-            Ok(())
-        });
-        let pass_gate = || gate.pass();
-        let post = Post { store: &store, transport: Some(&fake), gate: Some(&pass_gate) };
-        let report = pass(&org, post, 1);
-        assert_eq!(*seen_at_gate.lock().unwrap(), [(false, 0)], "passed once, before anything went out");
-        assert_eq!(report.delivered, 3, "{report:?}");
-        assert!(store.message_path("manager", Folder::Unread, "m2").exists());
-        assert_eq!(fake.got.lock().unwrap().len(), 1);
-
-        // A gate that fails: the pass stops, and every entry waits where it was.
-        store.send_now("manager", &msg("m3", "manager", &["planner"])).unwrap();
-        let failing = Gate::new(|| Err(PathError { path: "x".into(), source: std::io::Error::other("no sync") }));
-        let pass_failing = || failing.pass();
-        let post = Post { store: &store, transport: None, gate: Some(&pass_failing) };
-        let clock = ManualClock::new(Utc::now());
-        let (mut report, mut ev, mut sick) = (TurnReport::default(), Events::new(2), BTreeMap::new());
-        let e = route(&org, post, 2, &clock, &mut report, &mut ev, &mut sick).unwrap_err();
-        assert!(e.to_string().contains("no sync"), "{e}");
-        assert!(!store.message_path("planner", Folder::Unread, "m3").exists());
-        assert!(store.message_path("manager", Folder::Pending, "m3").exists());
-        assert!(failing.pass().is_ok(), "the error is returned once");
     }
 }

@@ -50,7 +50,7 @@ use crate::journal::{Journal, Outcome, Record};
 use crate::mailbox::{FsMailStore, MailStore};
 use crate::name::AgentName;
 use crate::org::Org;
-use crate::route::{route, Gate, Post, Waiting};
+use crate::route::{route, Post, Waiting};
 use crate::trouble;
 
 mod act;
@@ -158,7 +158,7 @@ pub async fn run_waiting(
     let _turn = crate::lock::turn(&org.layout).await?;
     let mut t = Turn::prepare(org, src)?;
     let clock = &*src.clock;
-    let post = Post { store: &t.mb, transport: src.link.transport.as_deref(), gate: None };
+    let post = Post { store: &t.mb, transport: src.link.transport.as_deref() };
     let first = route(org, post, t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
@@ -193,35 +193,23 @@ pub async fn run_waiting(
     }
     tracing::debug!(turn = t.turn, most_prompts = due.most_prompts(), "the calls of the turn are done");
     // Every reply's effects and read mail are durable before any of its
-    // messages is delivered, and before the commit. The sync runs on its own
-    // thread: the last routing pass reads and checks the outboxes meanwhile,
-    // and waits for it before its first delivery.
-    let unsynced = std::mem::take(&mut t.unsynced);
-    let root = &org.layout.root;
-    let waiting = std::thread::scope(|s| {
-        let syncing = (!unsynced.is_empty()).then(|| s.spawn(move || unsynced.sync_now(root)));
-        let gate = Gate::new(move || match syncing {
-            Some(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            None => Ok(()),
-        });
-        // Only replies write to outboxes during a turn: a turn that applied none
-        // (nobody was due) does not list every outbox again. Mail sent meanwhile
-        // waits for the next turn, which the daemon's watcher starts at once.
-        let waiting = if applied.runs.is_empty() {
-            first
-        } else {
-            t.ev.count_arrivals(std::mem::take(&mut applied.sent));
-            let pass = || gate.pass();
-            let post = Post { store: &t.mb, transport: src.link.transport.as_deref(), gate: Some(&pass) };
-            let waiting = route(org, post, t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
-            t.report.arrived = t.ev.arrivals();
-            waiting
-        };
-        gate.pass().map(|()| waiting)
-    })?;
-    fault::point("routed_again");
+    // messages is delivered, and before the commit.
+    t.unsynced.sync(&org.layout.root)?;
     t.archive()?;
     fault::point("archived");
+    // Only replies write to outboxes during a turn: a turn that applied none
+    // (nobody was due) does not list every outbox again. Mail sent meanwhile
+    // waits for the next turn, which the daemon's watcher starts at once.
+    let waiting = if applied.runs.is_empty() {
+        first
+    } else {
+        t.ev.count_arrivals(std::mem::take(&mut applied.sent));
+        let post = Post { store: &t.mb, transport: src.link.transport.as_deref() };
+        let waiting = route(org, post, t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
+        t.report.arrived = t.ev.arrivals();
+        waiting
+    };
+    fault::point("routed_again");
     let report = t.commit(&applied.runs, held)?;
     if let Some(tr) = &src.link.transport {
         // The other nodes hear of this turn and of what this node has spent in all.
