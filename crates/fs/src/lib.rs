@@ -161,12 +161,17 @@ fn create_tmp(tmp: &Path) -> Result<fs::File, PathError> {
 pub fn tmp_path(tmp_dir: &Path, target: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    // Asked once: `getpid` is a system call each time, and a turn writes a
-    // few files an agent. lemming never forks without exec.
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    tmp_dir.join(format!("{name}.{n}.{}.tmp", PID.get_or_init(std::process::id)))
+    tmp_dir.join(format!("{name}.{n}.{}.tmp", pid()))
+}
+
+/// This process's id, asked of the system once: `getpid` is a system call
+/// each time, and a turn names a few files and a journal record an agent
+/// with it. lemming never forks without exec.
+pub fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// The pid of the process that wrote a temporary file, from its name

@@ -366,7 +366,7 @@ fn record(
         memory: BTreeMap::new(),
         notes: String::new(),
         warnings: vec![],
-        pid: std::process::id(),
+        pid: lemming_fs::pid(),
         cause: None,
         tool_calls: vec![],
         thread: job.mail.first().map(|m| m.thread.clone()),
