@@ -7,7 +7,8 @@ use std::path::Path;
 
 use lemming_engine::fsx::{self, Batch, Moves, Unsynced};
 
-/// Does, for every agent: read each unread file; append a journal record
+/// Does, for every agent: read each unread file (without updating its access
+/// time, as the engine reads mail); append a journal record
 /// (one file for the turn, synced once); write one outbox reply; append a
 /// line to its activity log; move the read mail to `cur/`, made durable with
 /// the replies' renames by one sync (as a turn's `unsynced` is); list its
@@ -37,8 +38,7 @@ pub fn run(root: &Path) -> std::io::Result<()> {
         let dir = agents_dir.join(a).join("inbox/new");
         let files = fsx::list_json(&dir).map_err(io)?;
         for f in &files {
-            let bytes = fs::read(dir.join(f))?;
-            std::hint::black_box(bytes);
+            std::hint::black_box(read_mail(&dir.join(f))?);
         }
         read.push((a.clone(), files));
     }
@@ -82,7 +82,7 @@ pub fn run(root: &Path) -> std::io::Result<()> {
         let to = &agents[(i + 1) % agents.len()];
         let ob = agents_dir.join(a).join("outbox");
         for f in fsx::list_json(&ob.join("new")).map_err(io)? {
-            std::hint::black_box(fs::read(ob.join("new").join(f))?);
+            std::hint::black_box(read_mail(&ob.join("new").join(f))?);
         }
         let ib = agents_dir.join(to).join("inbox");
         d.link(ob.join("new/reply.json"), ib.join("new").join(format!("reply-{a}.json")));
@@ -96,4 +96,15 @@ pub fn run(root: &Path) -> std::io::Result<()> {
     let events: String = agents.iter().flat_map(|a| ["ran", "charged", "delivered"].map(|k| event(a, k))).collect();
     fsx::write_atomic(&tmp, &state.join("turn.json"), events.as_bytes()).map_err(io)?;
     fsx::append_lines(&state.join("events.jsonl"), &events).map_err(io)
+}
+
+/// Reads a whole file, as the engine reads mail: without updating its
+/// access time.
+fn read_mail(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_NOATIME).open(path)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }

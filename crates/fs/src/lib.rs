@@ -315,12 +315,8 @@ pub fn read_entry(path: &Path, limit: u64) -> Result<Entry, PathError> {
 /// Saves a system call per message where whole inboxes are read.
 pub fn read_listed_entry(path: &Path, limit: u64) -> Result<Entry, PathError> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     // Checked on the descriptor: the name may have been replaced since it was looked at.
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path);
+    let file = open_unread(path);
     let file = match file {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Gone),
@@ -362,6 +358,28 @@ pub fn read_listed_entry(path: &Path, limit: u64) -> Result<Entry, PathError> {
         return Ok(Entry::TooLarge { id, size: bytes.len() as u64 });
     }
     Ok(Entry::File { id, bytes })
+}
+
+/// Whether opening without updating the access time is allowed here: it
+/// is for files the process owns; after one refusal (files of another
+/// user) it is not asked again.
+static NOATIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Opens a file to read it, never following a link or blocking, and, where
+/// allowed, without updating its access time (`O_NOATIME`): nothing in
+/// lemming looks at it, and updating it dirties the inode of every message
+/// read, for the next sync to write.
+fn open_unread(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::Ordering;
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    if NOATIME.load(Ordering::Relaxed) {
+        match OpenOptions::new().read(true).custom_flags(flags | libc::O_NOATIME).open(path) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => NOATIME.store(false, Ordering::Relaxed),
+            r => return r,
+        }
+    }
+    OpenOptions::new().read(true).custom_flags(flags).open(path)
 }
 
 /// What [`read_entry`] says of a name that is not a regular file.
@@ -425,6 +443,41 @@ pub fn open_regular(options: &mut OpenOptions, path: &Path) -> Result<Option<Fil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sets a file's access time a day before its modification time: a read
+    /// on a `relatime` mount would then update it.
+    fn age_atime(path: &Path) -> i64 {
+        use std::os::unix::fs::MetadataExt;
+        let mtime = fs::metadata(path).unwrap().mtime();
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let times = [
+            libc::timespec { tv_sec: mtime - 86_400, tv_nsec: 0 },
+            libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        ];
+        // SAFETY: `c` is a valid NUL-terminated path and `times` two valid timespecs.
+        assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) }, 0);
+        mtime - 86_400
+    }
+
+    #[test]
+    fn reading_mail_leaves_its_access_time_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (control, mail) = (dir.path().join("control.json"), dir.path().join("m1.json"));
+        for p in [&control, &mail] {
+            fs::write(p, "{}").unwrap();
+        }
+        let aged = age_atime(&control);
+        fs::read(&control).unwrap();
+        if fs::metadata(&control).unwrap().atime() == aged {
+            println!("SKIPPED: this filesystem does not update access times on reads");
+            return;
+        }
+        let aged = age_atime(&mail);
+        assert!(matches!(read_listed_entry(&mail, 100).unwrap(), Entry::File { .. }));
+        assert!(matches!(read_entry(&mail, 100).unwrap(), Entry::File { .. }));
+        assert_eq!(fs::metadata(&mail).unwrap().atime(), aged);
+    }
 
     #[test]
     fn a_link_planted_at_the_temporary_name_is_never_written_through() {
