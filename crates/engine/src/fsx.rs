@@ -188,7 +188,18 @@ impl Batch {
             for (existing, new, id) in &self.links {
                 match fs::hard_link(existing, new) {
                     Ok(()) => crate::fault::read_at_once(new),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match id {
+                        // Linked by an earlier, interrupted run: done. Any other
+                        // file by that name is never taken for the message.
+                        Some(id) if !same_file_at(new, *id)? => {
+                            let e = std::io::Error::new(
+                                std::io::ErrorKind::AlreadyExists,
+                                format!("another file by this name is already there; {} was not delivered and is checked again on the next turn", existing.display()),
+                            );
+                            return Err(e).with_path(new);
+                        }
+                        _ => continue,
+                    },
                     Err(e) => return Err(e).with_path(new),
                 }
                 if let Some(id) = id {
@@ -241,6 +252,15 @@ impl Batch {
             });
         }
         Ok(())
+    }
+}
+
+/// Whether `path` is the regular file `id` (a name that is gone is not).
+fn same_file_at(path: &Path, id: FileId) -> Result<bool, PathError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(m.file_type().is_file() && FileId::of(&m) == id),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_path(path),
     }
 }
 

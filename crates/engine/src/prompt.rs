@@ -59,37 +59,48 @@ pub fn build(
     model: Option<&ModelSpec>,
     tools: &[ToolSpec],
 ) -> (String, String) {
+    use std::fmt::Write as _;
     let (structured, mode) = model.map(|m| (m.structured, m.tools)).unwrap_or_default();
-    let mut system = format!(
-        "You are {name}{title}, an agent in an organization run by lemming. Agents talk only by messages.\n",
-        name = resume.name,
-        title = if resume.title.is_empty() { String::new() } else { format!(" ({})", resume.title) },
-    );
+    // Writes to a String cannot fail.
+    let mut system = String::with_capacity(2048 + resume.description.len() + resume.instructions.len());
+    let _ = write!(system, "You are {}", resume.name);
+    if !resume.title.is_empty() {
+        let _ = write!(system, " ({})", resume.title);
+    }
+    system.push_str(", an agent in an organization run by lemming. Agents talk only by messages.\n");
     if !resume.description.is_empty() {
-        system.push_str(&format!("Role: {}\n", resume.description.trim()));
+        let _ = writeln!(system, "Role: {}", resume.description.trim());
     }
     if !resume.instructions.trim().is_empty() {
-        system.push_str(&format!("\nInstructions:\n{}\n", resume.instructions.trim()));
+        let _ = writeln!(system, "\nInstructions:\n{}", resume.instructions.trim());
     }
-    system.push_str(&format!("\nYou may write to: {}\n", may_line(may)));
-    system.push_str(&format!("\n{}\n", contract::instructions(structured, tools, mode)));
-    let mut user = format!("Turn {turn}.\n\nYour memory:\n{memory}\n");
+    let _ = writeln!(system, "\nYou may write to: {}", may_line(may));
+    let _ = writeln!(system, "\n{}", contract::instructions(structured, tools, mode));
+    // Each message's header line is about 150 bytes with its ids and names.
+    let size: usize = mail.iter().map(|m| m.body.len() + m.subject.as_ref().map_or(0, String::len) + 200).sum();
+    let mut user = String::with_capacity(64 + memory.len() + size);
+    let _ = write!(user, "Turn {turn}.\n\nYour memory:\n{memory}\n");
     if mail.is_empty() {
         user.push_str("You have no unread mail.\n");
     } else {
-        user.push_str(&format!("Unread mail ({}):\n", mail.len()));
+        let _ = writeln!(user, "Unread mail ({}):", mail.len());
         for m in mail {
-            user.push_str(&format!(
-                "\n--- id: {} | from: {} | kind: {} | priority: {:?} | thread: {}{}{}\n{}\n",
+            let _ = write!(
+                user,
+                "\n--- id: {} | from: {} | kind: {} | priority: {:?} | thread: {}",
                 m.id,
                 m.from,
                 m.kind.as_str(),
                 m.priority,
-                m.thread,
-                m.reply_to.as_ref().map(|r| format!(" | reply_to: {r}")).unwrap_or_default(),
-                m.subject.as_ref().map(|s| format!(" | subject: {s}")).unwrap_or_default(),
-                m.body
-            ));
+                m.thread
+            );
+            if let Some(r) = &m.reply_to {
+                let _ = write!(user, " | reply_to: {r}");
+            }
+            if let Some(s) = &m.subject {
+                let _ = write!(user, " | subject: {s}");
+            }
+            let _ = writeln!(user, "\n{}", m.body);
         }
     }
     (system, user)

@@ -36,12 +36,20 @@ pub struct Post<'a> {
     /// The transport, if the org spans machines. Without one, mail for an
     /// agent the store does not keep waits in the outbox.
     pub transport: Option<&'a dyn Transport>,
+    /// The ids of the messages that this very try of the turn wrote to the
+    /// outboxes from replies it asked for (none replayed from the journal of
+    /// an earlier try). The turn made these ids up (`message::reply_id`)
+    /// and no earlier try ever wrote them, so no inbox can hold a copy:
+    /// routing does not look in the recipients' inboxes for one (a file by
+    /// that name in `inbox/new/` all the same fails the delivery's commit,
+    /// never taken for the message).
+    pub fresh: Option<&'a HashSet<String>>,
 }
 
 impl<'a> Post<'a> {
     /// Every agent's mail in `store`.
     pub fn local(store: &'a dyn MailStore) -> Post<'a> {
-        Post { store, transport: None }
+        Post { store, transport: None, fresh: None }
     }
 }
 
@@ -206,7 +214,10 @@ impl Router<'_> {
                 "id {id} is already used by another message routed on this turn, with other content; {again}"
             )));
         }
-        if let Some(c) = self.post.store.conflict(p, m, to, held)? {
+        // The sender's sent mail is looked in all the same: moving the entry
+        // there must never replace another file.
+        let inboxes = if self.post.fresh.is_some_and(|f| f.contains(id)) { &[] } else { to };
+        if let Some(c) = self.post.store.conflict(p, m, inboxes, held)? {
             return Ok(Some(duplicate_detail(p, id, &c)));
         }
         self.routed.insert(id.clone(), fp);
@@ -736,7 +747,7 @@ mod tests {
             arrival(7, "coder_01", bytes(&msg("a7", "planner", &["coder_01"]))),
         ];
         let inbound = Inbound { queue: Mutex::new(queue), store: store.clone(), acked: Mutex::new(vec![]) };
-        let report = pass(&org, Post { store: &store, transport: Some(&inbound) }, 1);
+        let report = pass(&org, Post { store: &store, transport: Some(&inbound), fresh: None }, 1);
         assert_eq!((report.delivered, report.dead), (1, 4), "{report:?}");
         assert!(store.has("manager", "a1"));
         let (unread, _) = store.unread("manager").unwrap();
@@ -801,7 +812,7 @@ mod tests {
         let m = msg("m1", "manager", &["planner", "hr"]);
         store.send_now("manager", &m).unwrap();
         let fake = Fake { accept: Mutex::new(false), store: store.clone(), got: Mutex::new(vec![]) };
-        let post = Post { store: &store, transport: Some(&fake) };
+        let post = Post { store: &store, transport: Some(&fake), fresh: None };
 
         let report = pass(&org, post, 1);
         assert_eq!((report.held, report.delivered), (1, 0), "{report:?}");
@@ -932,6 +943,38 @@ mod tests {
         assert_eq!(again.delivered, 0, "{again:?}");
         assert_eq!(store.dead_letters().unwrap().len(), 2);
         assert_eq!(store.unread("planner").unwrap().0.len(), 1);
+    }
+
+    /// Mail a turn's own replies wrote (`Post::fresh`) is delivered without
+    /// a look for earlier copies. Should another file hold its name in an
+    /// inbox all the same, the pass fails rather than take that file for the
+    /// message; the entry waits, and the next pass, which looks, makes it a
+    /// dead letter, leaving the other file as it was.
+    #[test]
+    fn a_fresh_message_never_takes_another_file_by_its_name_for_its_delivery() {
+        let (_d, org) = org();
+        let store = org.mail();
+        store.send_now("manager", &msg("m1", "manager", &["planner"])).unwrap();
+        let theirs = store.message_path("planner", Folder::Unread, "m1");
+        std::fs::write(&theirs, "someone else's file").unwrap();
+        let fresh: HashSet<String> = ["m1".to_string()].into();
+
+        let post = Post { store: &store, transport: None, fresh: Some(&fresh) };
+        let clock = ManualClock::new(Utc::now());
+        let mut report = TurnReport { turn: 1, ..TurnReport::default() };
+        let (mut ev, mut sick) = (Events::new(1), BTreeMap::new());
+        let e = route(&org, post, 1, &clock, &mut report, &mut ev, &mut sick).unwrap_err();
+        assert_eq!(e.path, theirs, "{e}");
+        assert!(e.to_string().contains("another file by this name"), "{e}");
+        assert!(store.message_path("manager", Folder::Pending, "m1").exists(), "the entry waits");
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "someone else's file");
+
+        let report = pass(&org, Post::local(&store), 2);
+        // The one delivery is the bounce to the sender.
+        assert_eq!((report.delivered, report.dead), (1, 1), "{report:?}");
+        assert_eq!(std::fs::read_dir(theirs.parent().unwrap()).unwrap().count(), 1, "nothing else for planner");
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "someone else's file");
+        assert!(!store.message_path("manager", Folder::Pending, "m1").exists());
     }
 
     /// Local mail is delivered as a hard link of the outbox entry, which moves to sent.

@@ -158,7 +158,7 @@ pub async fn run_waiting(
     let _turn = crate::lock::turn(&org.layout).await?;
     let mut t = Turn::prepare(org, src)?;
     let clock = &*src.clock;
-    let post = Post { store: &t.mb, transport: src.link.transport.as_deref() };
+    let post = Post { store: &t.mb, transport: src.link.transport.as_deref(), fresh: None };
     let first = route(org, post, t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
     fault::point("routed");
     let journaled = t.journal.records(t.turn)?;
@@ -204,7 +204,7 @@ pub async fn run_waiting(
         first
     } else {
         t.ev.count_arrivals(std::mem::take(&mut applied.sent));
-        let post = Post { store: &t.mb, transport: src.link.transport.as_deref() };
+        let post = Post { store: &t.mb, transport: src.link.transport.as_deref(), fresh: Some(&applied.fresh) };
         let waiting = route(org, post, t.turn, clock, &mut t.report, &mut t.ev, &mut t.sick)?;
         t.report.arrived = t.ev.arrivals();
         waiting
@@ -243,11 +243,17 @@ struct Applied {
     runs: Vec<Ran>,
     /// The ids of the messages the replies wrote.
     sent: HashSet<String>,
+    /// Those of them from replies this try asked for, none replayed ([`Post::fresh`]).
+    fresh: HashSet<String>,
 }
 
 impl Applied {
-    fn add(&mut self, records: Vec<Record>) {
+    fn add(&mut self, records: Vec<Record>, replayed: &[String]) {
+        let replayed: HashSet<&str> = replayed.iter().map(String::as_str).collect();
         for r in records {
+            if r.outcome == Outcome::Ok && !replayed.contains(r.agent.as_str()) {
+                self.fresh.extend(r.messages.iter().map(|m| m.id.clone()));
+            }
             self.sent.extend(r.messages.into_iter().map(|m| m.id));
             self.runs.push(Ran { agent: r.agent, outcome: r.outcome, cause: r.cause, error: r.error });
         }
@@ -330,7 +336,7 @@ impl Turn<'_> {
         let read = self.apply_and_consume(ledger, &replies, &tools)?;
         read.leave(&mut self.unsynced);
         fault::point("consumed");
-        applied.add(replies.records);
+        applied.add(replies.records, &replies.replayed);
         Ok(())
     }
 
