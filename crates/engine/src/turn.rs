@@ -261,26 +261,13 @@ impl Applied {
 }
 
 /// The mailboxes' `tmp/` folders are swept of leftovers (files of writers
-/// that crashed, harmless where they are) by the first turn a process runs
-/// on an org (after a crash, that is the restarted daemon's first), on turn
-/// 1, and every this many turns after; not on every turn: listing two folders
-/// per agent was a tenth of a warm turn's system calls.
+/// that crashed, harmless where they are) on turn 1, every this many turns
+/// after, and by a turn that repeats an interrupted try (its journal is
+/// there: the try that crashed may have left files); not on every turn:
+/// listing two folders per agent, seldom in the file system's cache, was
+/// about a tenth of a warm turn's system time. A writer killed between
+/// turns (a `lemming send`) leaves a file that is gone within this many turns.
 pub const TMP_SWEEP_EVERY: u64 = 10;
-
-/// The orgs this process has run a turn on.
-static SEEN: std::sync::Mutex<std::collections::BTreeSet<std::path::PathBuf>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
-/// Whether this process has not run a turn on the org at `root` yet (and now has).
-fn first_here(root: &std::path::Path) -> bool {
-    SEEN.lock().unwrap_or_else(|e| e.into_inner()).insert(root.to_path_buf())
-}
-
-/// Makes the next turn on `root` this process's first there again.
-#[cfg(test)]
-fn forget_for_tests(root: &std::path::Path) {
-    SEEN.lock().unwrap_or_else(|e| e.into_inner()).remove(root);
-}
 
 /// The state of one turn, handed from phase to phase.
 struct Turn<'a> {
@@ -441,7 +428,7 @@ impl<'a> Turn<'a> {
             acks: BTreeMap::new(),
             unsynced: fsx::Unsynced::default(),
         };
-        let sweep = first_here(&org.layout.root) | (turn % TMP_SWEEP_EVERY == 1);
+        let sweep = turn % TMP_SWEEP_EVERY == 1 || t.journal.records_path(turn).exists();
         let mut folders = org.folders_here();
         folders.retain(|f| AgentName::new(f).is_ok());
         let mb = &t.mb;

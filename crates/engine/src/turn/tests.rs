@@ -757,21 +757,23 @@ async fn mailbox_tmp_leftovers_are_swept_on_turn_one_and_every_tenth_turn_after(
 }
 
 #[tokio::test]
-async fn the_first_turn_a_process_runs_on_an_org_sweeps_its_tmp_folders_after_a_crash() {
+async fn a_turn_that_repeats_an_interrupted_try_sweeps_the_tmp_folders() {
     let (_d, root) = new_org();
     let src = Sources::real();
     assert_eq!(step(&root, &src).await.turn, 1);
-    // Another process's leftover; this test's process has run a turn on the org.
+    // Another process's leftover.
     let p = root.join(format!("agents/planner/inbox/tmp/m.json.{}.tmp", u32::MAX - 7));
     std::fs::write(&p, "half").unwrap();
+    assert_eq!(step(&root, &src).await.turn, 2);
+    assert!(p.exists(), "turn 2 does not sweep");
+    // A try of turn 3 journaled a line before it crashed (torn: no record).
     let org = load(&root);
-    let registry = Arc::new(org.registry());
-    run_keeping(&org, &registry, &src, None, &mut Unjournaled::default()).await.unwrap();
-    assert!(p.exists(), "turn 2 of a process that ran turn 1 does not sweep");
-    // A process that has not run a turn here yet sweeps on its first: forget this one.
-    super::forget_for_tests(&org.layout.root);
-    run_keeping(&org, &registry, &src, None, &mut Unjournaled::default()).await.unwrap();
-    assert!(!p.exists(), "a process's first turn on the org sweeps");
+    let journal = crate::journal::Journal::new(&org.layout);
+    let records = journal.records_path(3);
+    std::fs::create_dir_all(records.parent().unwrap()).unwrap();
+    std::fs::write(&records, "{\"torn").unwrap();
+    assert_eq!(step(&root, &src).await.turn, 3);
+    assert!(!p.exists(), "the turn that repeats an interrupted try sweeps");
 }
 
 /// The replies' renames into place and the moves of the mail they read share
