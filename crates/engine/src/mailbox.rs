@@ -45,6 +45,7 @@ use crate::watch::Watcher;
 mod fs;
 mod scan;
 
+pub(crate) use fs::Files;
 pub use fs::{
     is_pending_entry, is_pending_folder, DeadFiles, Folder, FsMailStore, Side, ATTEMPTS_FILE, DEAD_LETTERS, FOLDERS,
     PENDING_FOLDER, UNREAD_FOLDER,

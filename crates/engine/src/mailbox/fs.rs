@@ -446,11 +446,7 @@ impl FsMailStore {
     }
 
     fn read_box(&self, agent: &str, sub: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
-        let read = self.read_box_skipping(agent, sub)?;
-        match read.unreadable.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok((read.messages, read.bad)),
-        }
+        self.parse_unread(self.read_files(&self.inbox(agent, sub))?)
     }
 
     fn read_box_skipping(&self, agent: &str, sub: &str) -> Result<MailRead, PathError> {
@@ -458,10 +454,29 @@ impl FsMailStore {
     }
 
     fn read_dir_skipping(&self, dir: &Path) -> Result<MailRead, PathError> {
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
-        let mut unreadable = Vec::new();
-        for (file, regular) in fsx::list_typed(dir)? {
+        Ok(self.read_files(dir)?.parse(self.read_limit))
+    }
+
+    /// An agent's unread files, read but not parsed ([`Files::parse`]):
+    /// reading them ahead on one thread, the pick parses them on another.
+    pub(crate) fn unread_files(&self, agent: &str) -> Result<Files, PathError> {
+        self.read_files(&self.inbox(agent, "new"))
+    }
+
+    /// [`MailStore::unread`] of the files [`FsMailStore::unread_files`] read.
+    pub(crate) fn parse_unread(&self, files: Files) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
+        let read = files.parse(self.read_limit);
+        match read.unreadable.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok((read.messages, read.bad)),
+        }
+    }
+
+    /// Reads every entry of `dir` that does not start with a dot, in name order.
+    fn read_files(&self, dir: &Path) -> Result<Files, PathError> {
+        let listed = fsx::list_typed(dir)?;
+        let mut files = Vec::with_capacity(listed.len());
+        for (file, regular) in listed {
             let p = dir.join(&file);
             // A name listed as a regular file is opened without a look first.
             let read = if regular {
@@ -469,35 +484,9 @@ impl FsMailStore {
             } else {
                 fsx::read_entry(&p, self.read_limit)
             };
-            let (id, bytes) = match read {
-                Ok(Entry::File { id, bytes }) => (id, bytes),
-                // Consumed or moved by someone else meanwhile.
-                Ok(Entry::Gone) => continue,
-                Ok(Entry::TooLarge { id, size }) => {
-                    let error = Unusable::Oversize { size, limit: self.read_limit };
-                    bad.push(BadFile { file, bytes: vec![], error, letter: Letter::Link(id) });
-                    continue;
-                }
-                Ok(Entry::NotRegular { kind, target }) => {
-                    let letter = Letter::Note { kind, target: target.clone() };
-                    bad.push(BadFile { file, bytes: vec![], error: Unusable::NotRegular { kind, target }, letter });
-                    continue;
-                }
-                Err(e) => {
-                    unreadable.push(e);
-                    continue;
-                }
-            };
-            if !file.to_str().is_some_and(|n| n.ends_with(".json")) {
-                bad.push(BadFile { file, bytes, error: Unusable::Name, letter: Letter::Link(id) });
-                continue;
-            }
-            match Message::parse(&bytes) {
-                Ok(m) => good.push(m),
-                Err(e) => bad.push(BadFile { file, bytes, error: e.into(), letter: Letter::Link(id) }),
-            }
+            files.push((file, read));
         }
-        Ok(MailRead { messages: good, bad, unreadable })
+        Ok(Files(files))
     }
 
     /// Moves messages of a person's inbox to `cur/` now, durably (`lemming inbox`).
@@ -958,6 +947,49 @@ impl MailStore for FsMailStore {
 
     fn commit(&self, b: Batch) -> Result<(), PathError> {
         b.commit(&self.root)
+    }
+}
+
+/// The entries of a mailbox folder as read, each with its name, not yet parsed.
+pub(crate) struct Files(Vec<(std::ffi::OsString, Result<Entry, PathError>)>);
+
+impl Files {
+    /// The messages, and apart the entries that are not messages or could
+    /// not be read; `limit` is the size the files were read with.
+    pub(crate) fn parse(self, limit: u64) -> MailRead {
+        let mut good = Vec::with_capacity(self.0.len());
+        let mut bad = Vec::new();
+        let mut unreadable = Vec::new();
+        for (file, read) in self.0 {
+            let (id, bytes) = match read {
+                Ok(Entry::File { id, bytes }) => (id, bytes),
+                // Consumed or moved by someone else meanwhile.
+                Ok(Entry::Gone) => continue,
+                Ok(Entry::TooLarge { id, size }) => {
+                    let error = Unusable::Oversize { size, limit };
+                    bad.push(BadFile { file, bytes: vec![], error, letter: Letter::Link(id) });
+                    continue;
+                }
+                Ok(Entry::NotRegular { kind, target }) => {
+                    let letter = Letter::Note { kind, target: target.clone() };
+                    bad.push(BadFile { file, bytes: vec![], error: Unusable::NotRegular { kind, target }, letter });
+                    continue;
+                }
+                Err(e) => {
+                    unreadable.push(e);
+                    continue;
+                }
+            };
+            if !file.to_str().is_some_and(|n| n.ends_with(".json")) {
+                bad.push(BadFile { file, bytes, error: Unusable::Name, letter: Letter::Link(id) });
+                continue;
+            }
+            match Message::parse(&bytes) {
+                Ok(m) => good.push(m),
+                Err(e) => bad.push(BadFile { file, bytes, error: e.into(), letter: Letter::Link(id) }),
+            }
+        }
+        MailRead { messages: good, bad, unreadable }
     }
 }
 
