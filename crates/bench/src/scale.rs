@@ -32,12 +32,16 @@ const MAX_COLD_OVER_WARM: f64 = 1.3;
 const MAX_RSS_10K_MB: f64 = 40.0;
 /// Peak RSS of one turn of the `all` chart at 1,000 agents, in MB.
 const MAX_RSS_ALL_MB: f64 = 25.0;
-/// How long first turns wait after the bench last removed an org. An ext4
-/// without a journal (as on the machine in BENCHMARKS.md) looks past every
-/// inode freed in the last 60 seconds each time it makes one, and a first
-/// turn makes two per agent: without the wait, a first turn pays for the
-/// bench's own cleanup, which no user's first turn follows.
-const FORGET: Duration = Duration::from_secs(61);
+/// How long the measured runs wait after the bench last removed anything.
+/// An ext4 without a journal (as on the machine in BENCHMARKS.md) looks past
+/// every inode freed in the last 60 seconds each time it makes one, and in
+/// the last 360 seconds when the block of the inode table it looks at has
+/// changes not yet written (`recently_deleted` in `fs/ext4/ialloc.c`), as it
+/// has once a turn made an inode beside it. A turn makes a file per agent
+/// (its reply), a first turn three: without the wait, a turn pays for the
+/// bench's own cleanup, which no user's turn follows. The orgs of every
+/// size are removed at the end, not between sizes, so the bench waits once.
+const FORGET: Duration = Duration::from_secs(361);
 
 /// What one child process cost.
 #[derive(Debug, Clone, Default)]
@@ -260,8 +264,17 @@ pub fn run(base: &Path, runs: usize) -> Result<bool, String> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut queries = Vec::new();
-    // The benches before this one removed their orgs just now.
-    let mut removed = Instant::now();
+    // The benches before this one removed their orgs just now: wait before
+    // making any org, so that each is measured soon after it is made, its
+    // files still in memory, as a new org's are (this machine pages out
+    // what was not touched for a minute).
+    eprintln!(
+        "scale: waiting {:.0} s, until the file system no longer looks past the inodes that the benches before removed (see BENCHMARKS.md)...",
+        FORGET.as_secs_f64()
+    );
+    std::thread::sleep(FORGET);
+    // Every size's orgs, removed at the end (see FORGET).
+    let mut kept = Vec::new();
     for &n in &sizes {
         // A turn of a small org takes tens of milliseconds, where one
         // disturbance of the machine is a large share: more runs, as they are cheap.
@@ -274,21 +287,12 @@ pub fn run(base: &Path, runs: usize) -> Result<bool, String> {
         // As many first turns as warm runs, each on a fresh org of its own,
         // so that a median meets a median: one first turn alone is at the
         // mercy of one slow sync. Their orgs are all made before the first
-        // of them runs, and removed with the rest once the size is measured,
-        // and they run only once FORGET has passed since the last removal.
+        // of them runs, and removed with the rest at the end.
         let fresh: Vec<_> = (2..=runs).map(|r| tmp.path().join(format!("cold-{r}"))).collect();
         for dir in &fresh {
             generate(dir, &s, "a first turn's org")?;
         }
         sync();
-        let wait = FORGET.saturating_sub(removed.elapsed());
-        if !wait.is_zero() {
-            eprintln!(
-                "scale: {n} agents: waiting {:.0} s, until the file system no longer looks past the inodes of the orgs removed before (see BENCHMARKS.md)...",
-                wait.as_secs_f64()
-            );
-            std::thread::sleep(wait);
-        }
         eprintln!("scale: {n} agents: {runs} first turn(s), each followed by a warm run of step and of the floor...");
         let mut colds = vec![step(&step_dir, n)?];
         // The floor's first run is not counted: it creates the journal and state folders.
@@ -341,12 +345,14 @@ pub fn run(base: &Path, runs: usize) -> Result<bool, String> {
         );
         eprintln!("scale: {n} agents: status and validate, {QUERY_RUNS} runs each...");
         queries.push(run_queries(&step_dir, n)?);
-        eprintln!("scale: removing the {n}-agent orgs...");
-        tmp.close().map_err(|e| e.to_string())?;
-        removed = Instant::now();
+        kept.push(tmp);
     }
     all_ok &= print_queries(&queries);
     all_ok &= run_all_chart(base)?;
+    eprintln!("scale: removing the orgs...");
+    for tmp in kept {
+        tmp.close().map_err(|e| e.to_string())?;
+    }
     Ok(all_ok)
 }
 
