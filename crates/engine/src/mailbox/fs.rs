@@ -446,7 +446,7 @@ impl FsMailStore {
     }
 
     fn read_box(&self, agent: &str, sub: &str) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
-        self.parse_unread(self.read_files(&self.inbox(agent, sub))?)
+        self.messages_of(self.read_files(&self.inbox(agent, sub))?)
     }
 
     fn read_box_skipping(&self, agent: &str, sub: &str) -> Result<MailRead, PathError> {
@@ -463,8 +463,9 @@ impl FsMailStore {
         self.read_files(&self.inbox(agent, "new"))
     }
 
-    /// [`MailStore::unread`] of the files [`FsMailStore::unread_files`] read.
-    pub(crate) fn parse_unread(&self, files: Files) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
+    /// The messages and bad entries of `files` (as [`MailStore::unread`]
+    /// returns them), or the first that could not be read.
+    pub(crate) fn messages_of(&self, files: Files) -> Result<(Vec<Message>, Vec<BadFile>), PathError> {
         let read = files.parse(self.read_limit);
         match read.unreadable.into_iter().next() {
             Some(e) => Err(e),

@@ -83,7 +83,7 @@ impl Ahead {
             match self.taken.pop() {
                 // Read for an agent the pick passed by since (sick meanwhile): not wanted.
                 Some((a, _)) if a.as_str() < agent => continue,
-                Some((a, read)) if a == agent => return read.and_then(|files| mb.parse_unread(files)),
+                Some((a, read)) if a == agent => return read.and_then(|files| mb.messages_of(files)),
                 later => {
                     self.taken.extend(later);
                     return mb.unread(agent);
